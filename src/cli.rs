@@ -1,0 +1,3 @@
+//! Command line.
+/// Entry point.
+pub fn main() -> std::process::ExitCode { std::process::ExitCode::SUCCESS }

@@ -1,0 +1,1 @@
+//! `proton.toml`: the daemon's configuration (placeholder until the sources issue).

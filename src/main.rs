@@ -1,0 +1,5 @@
+//! The `protond` binary: a thin shell over the library.
+
+fn main() -> std::process::ExitCode {
+    protond::cli::main()
+}

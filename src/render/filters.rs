@@ -1,0 +1,186 @@
+//! Proton's Jinja parameter filters.
+//!
+//! * `proton_cfn_sanitize`: a string made fit for a CloudFormation logical id or name.
+//! * `proton_cfn_ecs_task_definition_formatted_env_vars(raw=True)`: outputs (a dict) as an
+//!   ECS `Environment` list of `Name`/`Value` pairs.
+//! * `proton_cfn_lambda_function_formatted_env_vars(raw=True)`: outputs as a Lambda
+//!   `Variables` mapping.
+//! * `proton_cfn_iam_policy_arns`: the outputs whose values are IAM managed policy ARNs, as a
+//!   list.
+//!
+//! The structured filters return YAML blocks whose continuation lines are indented to the
+//! column where the expression stands, so they can be dropped into any block position, as
+//! in Proton's samples. Values are emitted as quoted scalars, so an output value can never
+//! add structure. With `raw=False`, values must match `^[a-zA-Z0-9_-]*$`, as in Proton.
+
+use std::sync::LazyLock;
+
+use minijinja::value::{Kwargs, Value};
+use minijinja::{Environment, Error, ErrorKind};
+use regex::Regex;
+
+use super::guard::{INDENT_CLOSE, INDENT_OPEN};
+
+static SAFE_VALUE: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new("^[a-zA-Z0-9_-]*$").ok());
+static POLICY_ARN: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(r"^arn:aws[a-zA-Z-]*:iam::(\d{12}|aws):policy/[\w+=,.@/-]+$").ok()
+});
+
+/// Registers the four Proton filters.
+pub fn register_jinja(env: &mut Environment<'static>) {
+    env.add_filter("proton_cfn_sanitize", sanitize_filter);
+    env.add_filter(
+        "proton_cfn_ecs_task_definition_formatted_env_vars",
+        ecs_env_vars,
+    );
+    env.add_filter("proton_cfn_lambda_function_formatted_env_vars", lambda_env_vars);
+    env.add_filter("proton_cfn_iam_policy_arns", iam_policy_arns);
+    env.add_filter("truncate", truncate);
+}
+
+/// Keeps ASCII letters and digits, drops everything else.
+#[must_use]
+pub fn sanitize(s: &str) -> String {
+    s.chars().filter(char::is_ascii_alphanumeric).collect()
+}
+
+fn sanitize_filter(value: &Value) -> Result<String, Error> {
+    match value.as_str() {
+        Some(s) => Ok(sanitize(s)),
+        None if value.is_undefined() => Err(Error::from(ErrorKind::UndefinedError)),
+        None => Ok(sanitize(&value.to_string())),
+    }
+}
+
+/// A string as a YAML double-quoted scalar (JSON escaping is valid YAML).
+fn quoted(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+fn pairs(value: &Value, filter: &str) -> Result<Vec<(String, String)>, Error> {
+    if value.is_undefined() {
+        return Err(Error::from(ErrorKind::UndefinedError));
+    }
+    if value.is_none() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    let keys = value.try_iter().map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!("{filter} expects a mapping of outputs, e.g. service_instance.components.default.outputs"),
+        )
+    })?;
+    for key in keys {
+        let item = value.get_item(&key)?;
+        let text = match item.as_str() {
+            Some(s) => s.to_string(),
+            None => item.to_string(),
+        };
+        out.push((key.to_string(), text));
+    }
+    Ok(out)
+}
+
+fn validate_raw(pairs: &[(String, String)], kwargs: &Kwargs, filter: &str) -> Result<(), Error> {
+    let raw: Option<bool> = kwargs.get("raw")?;
+    kwargs.assert_all_used()?;
+    if raw.unwrap_or(true) {
+        return Ok(());
+    }
+    for (k, v) in pairs {
+        if !SAFE_VALUE.as_ref().is_some_and(|re| re.is_match(v)) {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!("{filter}: value of output {k:?} does not match ^[a-zA-Z0-9_-]*$ (raw=False)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn block(lines: Vec<String>) -> Value {
+    if lines.is_empty() {
+        return Value::from_safe_string(String::new());
+    }
+    Value::from_safe_string(format!("{INDENT_OPEN}{}{INDENT_CLOSE}", lines.join("\n")))
+}
+
+fn ecs_env_vars(value: &Value, kwargs: Kwargs) -> Result<Value, Error> {
+    let filter = "proton_cfn_ecs_task_definition_formatted_env_vars";
+    let pairs = pairs(value, filter)?;
+    validate_raw(&pairs, &kwargs, filter)?;
+    Ok(block(
+        pairs
+            .iter()
+            .map(|(k, v)| format!("- Name: {}\n  Value: {}", quoted(k), quoted(v)))
+            .collect(),
+    ))
+}
+
+fn lambda_env_vars(value: &Value, kwargs: Kwargs) -> Result<Value, Error> {
+    let filter = "proton_cfn_lambda_function_formatted_env_vars";
+    let pairs = pairs(value, filter)?;
+    validate_raw(&pairs, &kwargs, filter)?;
+    Ok(block(
+        pairs
+            .iter()
+            .map(|(k, v)| format!("{}: {}", quoted(k), quoted(v)))
+            .collect(),
+    ))
+}
+
+fn iam_policy_arns(value: &Value) -> Result<Value, Error> {
+    let pairs = pairs(value, "proton_cfn_iam_policy_arns")?;
+    Ok(block(
+        pairs
+            .iter()
+            .filter(|(_, v)| POLICY_ARN.as_ref().is_some_and(|re| re.is_match(v)))
+            .map(|(_, v)| format!("- {}", quoted(v)))
+            .collect(),
+    ))
+}
+
+/// Jinja2's `truncate(length=255, killwords=False, end='...', leeway=5)`, positional or by
+/// keyword (minijinja-contrib's version takes keywords only).
+pub fn truncate(
+    value: &Value,
+    length: Option<usize>,
+    killwords: Option<bool>,
+    end: Option<String>,
+    kwargs: Kwargs,
+) -> Result<Value, Error> {
+    if value.is_undefined() || value.is_none() {
+        return Ok(Value::from(""));
+    }
+    let s = value.as_str().map_or_else(|| value.to_string(), str::to_string);
+    let length = match length {
+        Some(l) => l,
+        None => kwargs.get::<Option<usize>>("length")?.unwrap_or(255),
+    };
+    let killwords = match killwords {
+        Some(k) => k,
+        None => kwargs.get::<Option<bool>>("killwords")?.unwrap_or(false),
+    };
+    let end = match end {
+        Some(e) => e,
+        None => kwargs
+            .get::<Option<String>>("end")?
+            .unwrap_or_else(|| "...".into()),
+    };
+    let leeway = kwargs.get::<Option<usize>>("leeway")?.unwrap_or(5);
+    kwargs.assert_all_used()?;
+    let chars: Vec<char> = s.chars().collect();
+    if chars.len() <= length + leeway {
+        return Ok(Value::from(s));
+    }
+    let keep = length.saturating_sub(end.chars().count());
+    let head: String = chars[..keep.min(chars.len())].iter().collect();
+    let head = if killwords {
+        head
+    } else {
+        head.rsplit_once(' ').map_or(head.clone(), |(a, _)| a.to_string())
+    };
+    Ok(Value::from(format!("{head}{end}")))
+}

@@ -1,0 +1,285 @@
+//! The input-injection guard: input values are data, never structure.
+//!
+//! While rendering, every value a template prints is wrapped in two private-use marker
+//! characters. Afterwards the marked document and the clean document (markers removed) are
+//! both parsed as YAML and walked together. A render is accepted only when
+//!
+//! * every marked value lies inside a single scalar (a value that closes a quote, starts a
+//!   new line or opens a comment splits its markers across scalars), and
+//! * the two documents have the same shape, with equal scalars (a value that becomes a tag,
+//!   an alias, a list or a mapping when unmarked changes the shape).
+//!
+//! This module only inspects text; it never renders and never performs I/O.
+
+use serde_yaml::Value;
+
+/// Opens a printed value in the marked render.
+pub const OPEN: char = '\u{E000}';
+/// Closes a printed value in the marked render.
+pub const CLOSE: char = '\u{E001}';
+/// Opens a block whose continuation lines are indented to the block's start column.
+pub const INDENT_OPEN: char = '\u{E002}';
+/// Closes such a block.
+pub const INDENT_CLOSE: char = '\u{E003}';
+
+/// Whether `s` contains any of the reserved marker characters.
+#[must_use]
+pub fn has_reserved(s: &str) -> bool {
+    s.chars()
+        .any(|c| matches!(c, OPEN | CLOSE | INDENT_OPEN | INDENT_CLOSE))
+}
+
+/// Wraps a printed value in markers.
+pub fn mark(out: &mut String, value: &str) {
+    out.push(OPEN);
+    out.push_str(value);
+    out.push(CLOSE);
+}
+
+/// Indents the continuation lines of each `INDENT_OPEN … INDENT_CLOSE` block to the column
+/// where the block starts, then removes those markers. Value markers count as zero width.
+#[must_use]
+pub fn apply_indent_blocks(text: &str) -> String {
+    if !text.contains(INDENT_OPEN) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 64);
+    let mut column = 0usize;
+    let mut indent: Option<usize> = None;
+    for c in text.chars() {
+        match c {
+            INDENT_OPEN => indent = Some(column),
+            INDENT_CLOSE => indent = None,
+            '\n' => {
+                out.push('\n');
+                column = 0;
+                if let Some(n) = indent {
+                    out.extend(std::iter::repeat_n(' ', n));
+                    column = n;
+                }
+            }
+            OPEN | CLOSE => out.push(c),
+            _ => {
+                out.push(c);
+                column += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Removes value markers.
+#[must_use]
+pub fn strip(text: &str) -> String {
+    text.chars().filter(|c| !matches!(*c, OPEN | CLOSE)).collect()
+}
+
+/// What the guard found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuardError {
+    /// The clean document is not YAML at all.
+    NotYaml {
+        /// Parser message with line and column.
+        message: String,
+    },
+    /// A printed value changed the document's structure.
+    Injection {
+        /// Where in the document, e.g. `Resources.Bucket.Properties.BucketName`.
+        at: String,
+        /// The offending value (shortened).
+        value: String,
+    },
+}
+
+/// Checks a marked CloudFormation document. Returns the clean text when it is safe.
+pub fn check_yaml(marked: &str) -> Result<String, GuardError> {
+    let clean = strip(marked);
+    let b: Value = serde_yaml::from_str(&clean).map_err(|e| GuardError::NotYaml {
+        message: crate::catalog::yaml_error(&e),
+    })?;
+    let a: Value = match serde_yaml::from_str(marked) {
+        Ok(a) => a,
+        Err(e) => {
+            return Err(GuardError::Injection {
+                at: e
+                    .location()
+                    .map_or_else(|| "document".into(), |l| format!("line {}", l.line())),
+                value: first_marked_on_line(marked, e.location().map_or(0, |l| l.line())),
+            });
+        }
+    };
+    walk(&a, &b, &mut Vec::new())?;
+    Ok(clean)
+}
+
+fn first_marked_on_line(marked: &str, line: usize) -> String {
+    let text = marked.lines().nth(line.saturating_sub(1)).unwrap_or("");
+    let value: String = text
+        .split(OPEN)
+        .nth(1)
+        .map(|s| s.split(CLOSE).next().unwrap_or(s))
+        .unwrap_or(text)
+        .to_string();
+    shorten(&value)
+}
+
+fn shorten(s: &str) -> String {
+    let clean = strip(s);
+    if clean.chars().count() > 80 {
+        format!("{}…", clean.chars().take(80).collect::<String>())
+    } else {
+        clean
+    }
+}
+
+fn path_string(path: &[String]) -> String {
+    if path.is_empty() {
+        "document root".into()
+    } else {
+        path.join(".")
+    }
+}
+
+fn balanced(s: &str) -> bool {
+    let mut open = false;
+    for c in s.chars() {
+        match c {
+            OPEN if open => return false,
+            OPEN => open = true,
+            CLOSE if !open => return false,
+            CLOSE => open = false,
+            _ => {}
+        }
+    }
+    !open
+}
+
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => Some(String::new()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn scalars_equal(a: &Value, b: &Value) -> bool {
+    let (Some(at), Some(bt)) = (scalar_text(a), scalar_text(b)) else {
+        return false;
+    };
+    if !balanced(&at) {
+        return false;
+    }
+    let stripped = strip(&at);
+    if stripped == bt {
+        return true;
+    }
+    // A marked plain scalar is always a string; unmarked it may be a number, bool, null or a
+    // quoted string. Equal when the value re-read as YAML is the same scalar.
+    match serde_yaml::from_str::<Value>(&stripped) {
+        Ok(re) if re.is_mapping() || re.is_sequence() || matches!(re, Value::Tagged(_)) => false,
+        Ok(re) => re == *b || scalar_text(&re).as_deref() == Some(bt.as_str()),
+        Err(_) => false,
+    }
+}
+
+fn walk(a: &Value, b: &Value, path: &mut Vec<String>) -> Result<(), GuardError> {
+    let injection = |path: &[String], v: &Value| GuardError::Injection {
+        at: path_string(path),
+        value: scalar_text(v).map_or_else(|| "(structure)".into(), |s| shorten(&s)),
+    };
+    match (a, b) {
+        (Value::Mapping(ma), Value::Mapping(mb)) => {
+            if ma.len() != mb.len() {
+                return Err(injection(path, a));
+            }
+            for ((ka, va), (kb, vb)) in ma.iter().zip(mb.iter()) {
+                if !scalars_equal(ka, kb) {
+                    return Err(injection(path, ka));
+                }
+                path.push(strip(&scalar_text(kb).unwrap_or_default()));
+                walk(va, vb, path)?;
+                path.pop();
+            }
+            Ok(())
+        }
+        (Value::Sequence(sa), Value::Sequence(sb)) => {
+            if sa.len() != sb.len() {
+                return Err(injection(path, a));
+            }
+            for (i, (va, vb)) in sa.iter().zip(sb.iter()).enumerate() {
+                path.push(format!("[{i}]"));
+                walk(va, vb, path)?;
+                path.pop();
+            }
+            Ok(())
+        }
+        (Value::Tagged(ta), Value::Tagged(tb)) => {
+            if ta.tag != tb.tag {
+                return Err(injection(path, &ta.value));
+            }
+            walk(&ta.value, &tb.value, path)
+        }
+        _ if scalars_equal(a, b) => Ok(()),
+        _ => Err(injection(path, a)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marked(template: &str, value: &str) -> String {
+        let mut v = String::new();
+        mark(&mut v, value);
+        template.replace("{v}", &v)
+    }
+
+    #[test]
+    fn plain_values_pass_and_come_back_clean() {
+        for (t, v) in [
+            ("A: '{v}'\n", "it is fine"),
+            ("A: {v}\n", "80"),
+            ("A: {v}\n", "true"),
+            ("A: \"{v}\"\n", "x y z"),
+            ("A: !Ref {v}\n", "Param"),
+            ("{v}Bucket:\n  Type: x\n", "Payments"),
+            ("A: >-\n  {\"c\": \"{v}\"}\n", "echo 'hi'"),
+        ] {
+            let m = marked(t, v);
+            let clean = check_yaml(&m).unwrap_or_else(|e| panic!("{t:?} with {v:?}: {e:?}"));
+            assert_eq!(clean, t.replace("{v}", v));
+        }
+    }
+
+    #[test]
+    fn injections_are_caught() {
+        for (t, v) in [
+            ("A: {v}\n", "x\nEvil:\n  Type: AWS::IAM::User"),
+            ("A: '{v}'\nB: 1\n", "x'\nEvil: 'y"),
+            ("R:\n  A: {v}\n", "[1, 2]"),
+            ("R:\n  A: {v}\n", "!Ref Secret"),
+            ("R: {a: '{v}'}\n", "x', b: 'y"),
+            ("R:\n  - {v}\n", "a\n  - b"),
+            ("A: {v}\nB: 2\n", "x # hide"),
+            ("A: {v}\n", "{Evil: 1}"),
+        ] {
+            let m = marked(t, v);
+            let clean = strip(&m);
+            match check_yaml(&m) {
+                Err(GuardError::Injection { .. }) => {}
+                Err(GuardError::NotYaml { .. }) => {
+                    assert!(serde_yaml::from_str::<Value>(&clean).is_err());
+                }
+                Ok(_) => panic!("{t:?} with {v:?} was accepted:\n{clean}"),
+            }
+        }
+    }
+
+    #[test]
+    fn indent_blocks_follow_their_column() {
+        let text = format!("L:\n  - a\n  {INDENT_OPEN}- b\n- c{INDENT_CLOSE}\nZ: 1\n");
+        assert_eq!(apply_indent_blocks(&text), "L:\n  - a\n  - b\n  - c\nZ: 1\n");
+    }
+}

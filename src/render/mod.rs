@@ -1,0 +1,245 @@
+//! Rendering IaC files with Proton's two engines behind one interface, and the rendering
+//! context Proton gave them.
+//!
+//! * [`render_file`] renders one manifest-listed file with Jinja (minijinja, with Proton's
+//!   filters) or Handlebars; Terraform (`hcl`) files pass through untouched.
+//! * CloudFormation output then goes through [`guard`]: input values are data and may never
+//!   add or change YAML structure.
+//! * The `*_context` functions build the namespaces of DESIGN.md (`environment`, `service`,
+//!   `service_instance`, `pipeline`, `service_instances`, `component`).
+//!
+//! This module never reads files, git or AWS: callers hand it text and values.
+
+pub mod filters;
+pub mod guard;
+mod handlebars_engine;
+mod jinja;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::catalog::{Engine, IacFile, Language};
+
+/// A rendering failure, naming the file and, where known, the line and variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// A variable the template uses is not in the context.
+    #[error(
+        "{file}:{line}: undefined variable `{variable}`; define it in the spec (inputs), supply it (outputs), or guard it with `is defined`"
+    )]
+    Undefined {
+        /// Template file.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// The expression that was undefined, e.g. `environment.outputs.VPC`.
+        variable: String,
+    },
+    /// A template syntax or evaluation error.
+    #[error("{file}:{line}: {message}")]
+    Template {
+        /// Template file.
+        file: String,
+        /// 1-based line (0 when unknown).
+        line: usize,
+        /// What went wrong.
+        message: String,
+    },
+    /// The rendered document is not valid YAML/JSON.
+    #[error("{file}: the rendered document is not valid YAML: {message}; check the template and the input values used there")]
+    NotYaml {
+        /// Template file.
+        file: String,
+        /// Parser message.
+        message: String,
+    },
+    /// An input value would have changed the document's structure.
+    #[error(
+        "{file}: an input value would change the template's structure at {at}: {value:?}; input values are data and may not contain YAML structure (line breaks, quotes closing a string, '#', tags, lists or mappings in unquoted positions)"
+    )]
+    Injection {
+        /// Template file.
+        file: String,
+        /// Where in the document.
+        at: String,
+        /// The offending value.
+        value: String,
+    },
+    /// The context holds reserved characters.
+    #[error("{file}: input value at {path} contains reserved characters (U+E000..U+E003)")]
+    Reserved {
+        /// Template file.
+        file: String,
+        /// Path of the value in the context.
+        path: String,
+    },
+}
+
+/// Checks a template's syntax without rendering it.
+pub fn check_syntax(file: &IacFile) -> Result<(), RenderError> {
+    match file.engine {
+        Engine::Jinja => jinja::check(&file.path, &file.source),
+        Engine::Handlebars => handlebars_engine::check(&file.path, &file.source),
+        Engine::Hcl => Ok(()),
+    }
+}
+
+/// Renders one IaC file with `ctx`. CloudFormation output is checked by the guard.
+pub fn render_file(file: &IacFile, ctx: &Value) -> Result<String, RenderError> {
+    if let Some(path) = find_reserved(ctx, &mut Vec::new()) {
+        return Err(RenderError::Reserved {
+            file: file.path.clone(),
+            path,
+        });
+    }
+    let marked = match file.engine {
+        Engine::Jinja => jinja::render(&file.path, &file.source, ctx)?,
+        Engine::Handlebars => handlebars_engine::render(&file.path, &file.source, ctx)?,
+        Engine::Hcl => return Ok(file.source.clone()),
+    };
+    let marked = guard::apply_indent_blocks(&marked);
+    match file.language {
+        Language::Cloudformation => guard::check_yaml(&marked).map_err(|e| match e {
+            guard::GuardError::NotYaml { message } => RenderError::NotYaml {
+                file: file.path.clone(),
+                message,
+            },
+            guard::GuardError::Injection { at, value } => RenderError::Injection {
+                file: file.path.clone(),
+                at,
+                value,
+            },
+        }),
+        Language::Terraform => Ok(guard::strip(&marked)),
+    }
+}
+
+fn find_reserved(v: &Value, path: &mut Vec<String>) -> Option<String> {
+    match v {
+        Value::String(s) if guard::has_reserved(s) => Some(path.join(".")),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+            path.push(format!("[{i}]"));
+            let r = find_reserved(item, path);
+            path.pop();
+            r
+        }),
+        Value::Object(map) => map.iter().find_map(|(k, item)| {
+            if guard::has_reserved(k) {
+                return Some(format!("{}.{k}", path.join(".")));
+            }
+            path.push(k.clone());
+            let r = find_reserved(item, path);
+            path.pop();
+            r
+        }),
+        _ => None,
+    }
+}
+
+/// What the context knows of an environment.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EnvironmentInfo {
+    /// Environment name.
+    pub name: String,
+    /// Validated inputs (with defaults).
+    pub inputs: Value,
+    /// Outputs of the deployed environment stack.
+    pub outputs: BTreeMap<String, String>,
+    /// AWS account id the environment lives in.
+    pub account_id: String,
+}
+
+/// What the context knows of a service.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServiceInfo {
+    /// Service name.
+    pub name: String,
+    /// Source branch of the service's code.
+    pub branch_name: String,
+    /// Source repository id (`owner/repo`).
+    pub repository_id: String,
+    /// Source connection ARN, for pipelines.
+    pub repository_connection_arn: String,
+}
+
+/// A rendered or deployed instance, as seen by its pipeline.
+#[derive(Debug, Clone, Default)]
+pub struct InstanceInfo {
+    /// Instance name.
+    pub name: String,
+    /// Validated inputs.
+    pub inputs: Value,
+    /// Outputs of the instance stack.
+    pub outputs: BTreeMap<String, String>,
+    /// The instance's environment.
+    pub environment: EnvironmentInfo,
+    /// Outputs of the attached component, if any.
+    pub component_outputs: BTreeMap<String, String>,
+}
+
+fn environment_value(env: &EnvironmentInfo) -> Value {
+    json!({
+        "name": env.name,
+        "inputs": env.inputs,
+        "outputs": env.outputs,
+        "account_id": env.account_id,
+    })
+}
+
+fn instance_value(service: &ServiceInfo, inst: &InstanceInfo) -> Value {
+    json!({
+        "name": inst.name,
+        "inputs": inst.inputs,
+        "outputs": inst.outputs,
+        "environment": environment_value(&inst.environment),
+        "service": {"name": service.name},
+        "components": {"default": {"outputs": inst.component_outputs}},
+    })
+}
+
+/// The context of an environment's `infrastructure/` files.
+#[must_use]
+pub fn environment_context(env: &EnvironmentInfo) -> Value {
+    json!({ "environment": environment_value(env) })
+}
+
+/// The context of a service instance's `instance_infrastructure/` files.
+#[must_use]
+pub fn instance_context(service: &ServiceInfo, inst: &InstanceInfo) -> Value {
+    json!({
+        "environment": environment_value(&inst.environment),
+        "service": service,
+        "service_instance": instance_value(service, inst),
+    })
+}
+
+/// The context of a service's `pipeline_infrastructure/` files.
+#[must_use]
+pub fn pipeline_context(service: &ServiceInfo, inputs: &Value, instances: &[InstanceInfo]) -> Value {
+    json!({
+        "service": service,
+        "pipeline": {"inputs": inputs},
+        "service_instances": instances.iter().map(|i| instance_value(service, i)).collect::<Vec<_>>(),
+    })
+}
+
+/// The context of a directly defined component attached to `inst`.
+#[must_use]
+pub fn component_context(
+    service: &ServiceInfo,
+    inst: &InstanceInfo,
+    component_name: &str,
+    inputs: &Value,
+) -> Value {
+    json!({
+        "environment": environment_value(&inst.environment),
+        "service": service,
+        "service_instance": instance_value(service, inst),
+        "component": {"name": component_name, "inputs": inputs},
+    })
+}
+
+#[cfg(test)]
+mod tests;

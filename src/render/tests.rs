@@ -1,0 +1,260 @@
+use super::*;
+use crate::catalog::{Engine, IacFile, Language};
+
+fn cfn(engine: Engine, source: &str) -> IacFile {
+    IacFile {
+        path: "instance_infrastructure/cloudformation.yaml".into(),
+        source: source.into(),
+        engine,
+        language: Language::Cloudformation,
+    }
+}
+
+fn env_info() -> EnvironmentInfo {
+    EnvironmentInfo {
+        name: "dev".into(),
+        inputs: json!({"vpc_cidr": "10.0.0.0/16"}),
+        outputs: BTreeMap::from([("VPC".to_string(), "vpc-123".to_string())]),
+        account_id: "123456789012".into(),
+    }
+}
+
+fn service() -> ServiceInfo {
+    ServiceInfo {
+        name: "payments".into(),
+        branch_name: "main".into(),
+        repository_id: "acme/payments".into(),
+        repository_connection_arn: "arn:aws:codestar-connections:us-east-1:123456789012:connection/x"
+            .into(),
+    }
+}
+
+fn instance(inputs: Value) -> InstanceInfo {
+    InstanceInfo {
+        name: "payments-dev".into(),
+        inputs,
+        outputs: BTreeMap::new(),
+        environment: env_info(),
+        component_outputs: BTreeMap::new(),
+    }
+}
+
+fn render_jinja(source: &str, inputs: Value) -> Result<String, RenderError> {
+    let ctx = instance_context(&service(), &instance(inputs));
+    render_file(&cfn(Engine::Jinja, source), &ctx)
+}
+
+#[test]
+fn jinja_renders_every_namespace() {
+    let src = "Resources:\n  Q:\n    Type: AWS::SQS::Queue\n    Properties:\n      QueueName: '{{service.name}}-{{service_instance.name}}-{{environment.name}}'\n      Tags:\n        - Key: vpc\n          Value: '{{environment.outputs.VPC}}'\n        - Key: port\n          Value: '{{service_instance.inputs.port}}'\n        - Key: account\n          Value: '{{environment.account_id}}'\n        - Key: repo\n          Value: '{{service.repository_id}}@{{service.branch_name}}'\n";
+    let out = render_jinja(src, json!({"port": 8080})).expect("renders");
+    assert!(out.contains("QueueName: 'payments-payments-dev-dev'"), "{out}");
+    assert!(out.contains("Value: 'vpc-123'"));
+    assert!(out.contains("Value: '8080'"));
+    assert!(out.contains("Value: '123456789012'"));
+    assert!(out.contains("Value: 'acme/payments@main'"));
+    assert!(!out.contains(guard::OPEN) && !out.contains(guard::CLOSE));
+}
+
+#[test]
+fn jinja_builtins_proton_templates_use() {
+    let src = "A: '{{ service_instance.inputs.missing | default(\"fallback\") }}'\nB: '{{ 'x' if service_instance.inputs.missing is defined else 'y' }}'\nC: '{{ service_instance.inputs.long | truncate(8, true, '') }}'\nD: {{ service_instance.inputs.list | tojson }}\nE: '{{ service_instance.name ~ \"-suffix\" }}'\nF: '{% raw %}{{ not rendered }}{% endraw %}'\n{% if service_instance.inputs.missing %}G: 1\n{% endif %}H: {{ service_instance.inputs.list | length }}\n";
+    let out = render_jinja(src, json!({"long": "abcdefghijklmnopqrst", "list": ["a", "b"]})).expect("renders");
+    assert!(out.contains("A: 'fallback'"), "{out}");
+    assert!(out.contains("B: 'y'"), "{out}");
+    assert!(out.contains("C: 'abcdefgh'"), "{out}");
+    assert!(out.contains("D: [\"a\",\"b\"]") || out.contains("D: [\"a\", \"b\"]"), "{out}");
+    assert!(out.contains("E: 'payments-dev-suffix'"), "{out}");
+    assert!(out.contains("F: '{{ not rendered }}'"), "{out}");
+    assert!(!out.contains("G:"), "{out}");
+    assert!(out.contains("H: 2"), "{out}");
+    let t = render_jinja("A: '{{ service_instance.inputs.s | truncate(9) }}'\nB: '{{ service_instance.inputs.s | truncate(length=40) }}'\n", json!({"s": "hello big wide world"})).expect("renders");
+    assert!(t.contains("A: 'hello...'"), "{t}");
+    assert!(t.contains("B: 'hello big wide world'"), "{t}");
+}
+
+#[test]
+fn undefined_variable_names_variable_file_and_line() {
+    let src = "A: 1\nB: '{{ environment.outputs.Missing }}'\n";
+    let err = render_jinja(src, json!({})).expect_err("undefined");
+    match &err {
+        RenderError::Undefined {
+            file,
+            line,
+            variable,
+        } => {
+            assert_eq!(file, "instance_infrastructure/cloudformation.yaml");
+            assert_eq!(*line, 2);
+            assert!(variable.contains("environment.outputs.Missing"), "{variable}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains("cloudformation.yaml:2"), "{msg}");
+}
+
+#[test]
+fn handlebars_renders_same_context_and_names_undefined() {
+    let src = "Resources:\n  Q:\n    Type: AWS::SQS::Queue\n    Properties:\n      QueueName: '{{service.name}}-{{service_instance.name}}'\n      DelaySeconds: {{service_instance.inputs.delay}}\n{{#if service_instance.inputs.fifo}}      FifoQueue: true\n{{/if}}      Tags:\n        - Key: vpc\n          Value: '{{environment.outputs.VPC}}'\n";
+    let ctx = instance_context(&service(), &instance(json!({"delay": 5, "fifo": true})));
+    let out = render_file(&cfn(Engine::Handlebars, src), &ctx).expect("renders");
+    assert!(out.contains("QueueName: 'payments-payments-dev'"), "{out}");
+    assert!(out.contains("DelaySeconds: 5"), "{out}");
+    assert!(out.contains("FifoQueue: true"), "{out}");
+    assert!(out.contains("Value: 'vpc-123'"), "{out}");
+    let bad = "A: 1\nB: '{{environment.outputs.Nope}}'\n";
+    match render_file(&cfn(Engine::Handlebars, bad), &ctx) {
+        Err(RenderError::Undefined { variable, line, .. }) => {
+            assert!(variable.contains("environment.outputs.Nope"), "{variable}");
+            assert_eq!(line, 2);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn template_syntax_in_values_is_not_executed() {
+    for engine in [Engine::Jinja, Engine::Handlebars] {
+        let src = if engine == Engine::Jinja {
+            "A: '{{ service_instance.inputs.name }}'\n"
+        } else {
+            "A: '{{service_instance.inputs.name}}'\n"
+        };
+        let ctx = instance_context(
+            &service(),
+            &instance(json!({"name": "{{ environment.outputs.VPC }}{% if true %}x{% endif %}"})),
+        );
+        let out = render_file(&cfn(engine, src), &ctx).expect("renders");
+        assert!(out.contains("{{ environment.outputs.VPC }}"), "{engine:?}: {out}");
+        assert!(!out.contains("vpc-123"), "{engine:?}: {out}");
+    }
+}
+
+#[test]
+fn yaml_injection_through_inputs_is_rejected() {
+    let src = "Resources:\n  Bucket:\n    Type: AWS::S3::Bucket\n    Properties:\n      BucketName: '{{ service_instance.inputs.name }}'\n";
+    let attack = "x'\n  Evil:\n    Type: AWS::IAM::User\n    Properties: {UserName: 'pwn";
+    for engine in [Engine::Jinja, Engine::Handlebars] {
+        let src = if engine == Engine::Handlebars {
+            src.replace("{{ service_instance.inputs.name }}", "{{service_instance.inputs.name}}")
+        } else {
+            src.to_string()
+        };
+        let ctx = instance_context(&service(), &instance(json!({"name": attack})));
+        let err = render_file(&cfn(engine, &src), &ctx).expect_err("injection");
+        assert!(
+            matches!(err, RenderError::Injection { .. } | RenderError::NotYaml { .. }),
+            "{engine:?}: {err:?}"
+        );
+        assert!(err.to_string().contains("cloudformation.yaml"), "{err}");
+    }
+    let plain = "Resources:\n  Bucket:\n    Type: AWS::S3::Bucket\n    Properties:\n      BucketName: {{ service_instance.inputs.name }}\n";
+    for attack in ["x\n  Evil:\n    Type: AWS::IAM::User", "!Ref AWS::AccountId", "[a, b]"] {
+        let err = render_jinja(plain, json!({"name": attack})).expect_err(attack);
+        assert!(matches!(err, RenderError::Injection { .. }), "{attack:?}: {err:?}");
+    }
+    let err = render_jinja(plain, json!({"name": "a\u{E001}b"})).expect_err("reserved");
+    assert!(matches!(err, RenderError::Reserved { .. }), "{err:?}");
+}
+
+fn with_component(outputs: &[(&str, &str)]) -> Value {
+    let mut inst = instance(json!({}));
+    inst.component_outputs = outputs
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect();
+    instance_context(&service(), &inst)
+}
+
+#[test]
+fn proton_filters_produce_valid_blocks_at_their_column() {
+    let src = "Resources:\n  Role:\n    Type: AWS::IAM::Role\n    Properties:\n      ManagedPolicyArns:\n        - !Ref Base\n        {{ service_instance.components.default.outputs | proton_cfn_iam_policy_arns }}\n  Task:\n    Type: AWS::ECS::TaskDefinition\n    Properties:\n      ContainerDefinitions:\n        - Name: app\n          Environment:\n            - Name: A\n              Value: b\n            {{ service_instance.components.default.outputs | proton_cfn_ecs_task_definition_formatted_env_vars }}\n  Fn:\n    Type: AWS::Lambda::Function\n    Properties:\n      Environment:\n        Variables:\n          {{ service_instance.components.default.outputs | proton_cfn_lambda_function_formatted_env_vars }}\n      FunctionName: {{ 'my-func name!' | proton_cfn_sanitize }}\n";
+    let ctx = with_component(&[
+        ("BucketName", "my-bucket"),
+        ("PolicyArn", "arn:aws:iam::123456789012:policy/read-bucket"),
+    ]);
+    let out = render_file(&cfn(Engine::Jinja, src), &ctx).expect("renders");
+    let doc: serde_yaml::Value = serde_yaml::from_str(&out).expect("yaml");
+    let arns = &doc["Resources"]["Role"]["Properties"]["ManagedPolicyArns"];
+    assert_eq!(arns.as_sequence().map(Vec::len), Some(2), "{out}");
+    assert_eq!(arns[1], "arn:aws:iam::123456789012:policy/read-bucket");
+    let env = &doc["Resources"]["Task"]["Properties"]["ContainerDefinitions"][0]["Environment"];
+    assert_eq!(env.as_sequence().map(Vec::len), Some(3), "{out}");
+    assert_eq!(env[1]["Name"], "BucketName");
+    assert_eq!(env[1]["Value"], "my-bucket");
+    let vars = &doc["Resources"]["Fn"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(vars["BucketName"], "my-bucket", "{out}");
+    assert_eq!(doc["Resources"]["Fn"]["Properties"]["FunctionName"], "myfuncname");
+
+    // No component: the blocks are empty and the document still parses.
+    let ctx = with_component(&[]);
+    let src2 = "L:\n  - a\n  {{ service_instance.components.default.outputs | proton_cfn_iam_policy_arns }}\n";
+    let out = render_file(&cfn(Engine::Jinja, src2), &ctx).expect("renders");
+    let doc: serde_yaml::Value = serde_yaml::from_str(&out).expect("yaml");
+    assert_eq!(doc["L"].as_sequence().map(Vec::len), Some(1));
+}
+
+#[test]
+fn filter_values_are_quoted_and_raw_false_validates() {
+    let ctx = with_component(&[("Evil", "x\n- injected")]);
+    let src = "E:\n  {{ service_instance.components.default.outputs | proton_cfn_ecs_task_definition_formatted_env_vars }}\n";
+    let out = render_file(&cfn(Engine::Jinja, src), &ctx).expect("renders");
+    let doc: serde_yaml::Value = serde_yaml::from_str(&out).expect("yaml");
+    assert_eq!(doc["E"].as_sequence().map(Vec::len), Some(1), "{out}");
+    let strict = "E:\n  {{ service_instance.components.default.outputs | proton_cfn_ecs_task_definition_formatted_env_vars(raw=False) }}\n";
+    let err = render_file(&cfn(Engine::Jinja, strict), &ctx).expect_err("validates");
+    assert!(err.to_string().contains("does not match"), "{err}");
+    let ok = with_component(&[("Fine", "abc-1_2")]);
+    render_file(&cfn(Engine::Jinja, strict), &ok).expect("valid value passes");
+    let lambda = "V:\n  {{ service_instance.components.default.outputs | proton_cfn_lambda_function_formatted_env_vars(raw=False) }}\n";
+    assert!(render_file(&cfn(Engine::Jinja, lambda), &ctx).is_err());
+}
+
+#[test]
+fn pipeline_context_lists_instances() {
+    let mut a = instance(json!({"port": 1}));
+    a.outputs.insert("Url".into(), "http://a".into());
+    let mut b = instance(json!({"port": 2}));
+    b.name = "payments-prod".into();
+    let ctx = pipeline_context(&service(), &json!({"dockerfile": "Dockerfile"}), &[a, b]);
+    let src = "Resources:\n{% for service_instance in service_instances %}  Deploy{{loop.index}}:\n    Type: AWS::SNS::Topic\n    Properties:\n      TopicName: '{{ service_instance.name }}-{{ service_instance.environment.account_id }}'\n{% endfor %}Outputs:\n  D:\n    Value: '{{ pipeline.inputs.dockerfile }} {{ service_instances[0].outputs.Url }}'\n";
+    let out = render_file(&cfn(Engine::Jinja, src), &ctx).expect("renders");
+    assert!(out.contains("Deploy1:") && out.contains("Deploy2:"), "{out}");
+    assert!(out.contains("TopicName: 'payments-prod-123456789012'"), "{out}");
+    assert!(out.contains("Value: 'Dockerfile http://a'"), "{out}");
+}
+
+#[test]
+fn component_context_has_component_name() {
+    let ctx = component_context(&service(), &instance(json!({})), "bucket", &json!({}));
+    let src = "Resources:\n  B:\n    Type: AWS::S3::Bucket\n    Properties:\n      BucketName: '{{ component.name }}-{{ service_instance.name }}'\n";
+    let out = render_file(&cfn(Engine::Jinja, src), &ctx).expect("renders");
+    assert!(out.contains("'bucket-payments-dev'"), "{out}");
+}
+
+#[test]
+fn syntax_errors_name_file_and_line() {
+    let bad = cfn(Engine::Jinja, "A: 1\nB: {% if %}\n");
+    let err = check_syntax(&bad).expect_err("syntax");
+    assert!(err.to_string().contains("cloudformation.yaml:2"), "{err}");
+    let bad = cfn(Engine::Handlebars, "A: 1\nB: {{#if x}}\n");
+    assert!(check_syntax(&bad).is_err());
+}
+
+#[test]
+fn runaway_templates_are_stopped() {
+    let src = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
+    let err = render_jinja(src, json!({})).expect_err("fuel");
+    assert!(err.to_string().to_lowercase().contains("fuel"), "{err}");
+}
+
+#[test]
+fn terraform_files_pass_through() {
+    let f = IacFile {
+        path: "infrastructure/main.tf".into(),
+        source: "variable \"x\" {}\n${var.x}\n{{ not jinja }}".into(),
+        engine: Engine::Hcl,
+        language: Language::Terraform,
+    };
+    assert_eq!(render_file(&f, &json!({})).expect("pass"), f.source);
+}

@@ -1,0 +1,454 @@
+//! Desired state as written by people: environment and service spec files.
+//!
+//! A spec file is Proton's own spec (`proton: EnvironmentSpec` / `proton: ServiceSpec`) plus a
+//! small header naming the resource and its template (Proton kept those in its API; here
+//! they live in git). Proton's header-less form is accepted too, with the template given
+//! separately. This module parses and checks one file at a time; it never reads git and never
+//! validates inputs against a schema (the caller does, with the template at hand).
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::catalog::{check_relative_path, yaml_error};
+
+/// Largest spec file accepted, in bytes.
+pub const MAX_SPEC_BYTES: usize = 1024 * 1024;
+
+/// A problem with a spec file: the file, the field, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {field}: {message}")]
+pub struct SpecError {
+    /// The spec file (path in its repo).
+    pub file: String,
+    /// The field, e.g. `instances[1].environment`, or `.` for the whole file.
+    pub field: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+/// Which template (and how strictly) a resource follows.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateRef {
+    /// Template name.
+    pub name: String,
+    /// Major version followed.
+    pub major: u32,
+    /// When set, pins this exact minor: no automatic minor updates.
+    #[serde(default)]
+    pub minor: Option<u32>,
+}
+
+impl fmt::Display for TemplateRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.minor {
+            Some(minor) => write!(f, "{} v{}.{minor}", self.name, self.major),
+            None => write!(f, "{} v{}", self.name, self.major),
+        }
+    }
+}
+
+/// `proton: EnvironmentSpec`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvironmentSpec {
+    /// Environment name.
+    pub name: String,
+    /// Template followed; `None` in Proton's header-less form.
+    pub template: Option<TemplateRef>,
+    /// Rollout stage, e.g. `dev`, `staging`, `prod`.
+    pub stage: Option<String>,
+    /// Spec repos allowed to deploy services here; `None` means any.
+    pub allowed_service_repos: Option<Vec<String>>,
+    /// AWS account id, when known.
+    pub account_id: Option<String>,
+    /// Role to assume for deployments into this environment.
+    pub role_arn: Option<String>,
+    /// Inputs (the `spec:` block).
+    pub inputs: serde_json::Value,
+}
+
+/// A directly defined component attached to a service instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentRef {
+    /// Component name.
+    pub name: String,
+    /// Folder in the spec repo holding `manifest.yaml` and the IaC file.
+    pub path: String,
+}
+
+/// One service instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceSpec {
+    /// Instance name.
+    pub name: String,
+    /// Environment it deploys into.
+    pub environment: String,
+    /// Inputs (the `spec:` block).
+    pub inputs: serde_json::Value,
+    /// Attached component, if any.
+    pub component: Option<ComponentRef>,
+}
+
+/// `proton: ServiceSpec`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSpec {
+    /// Service name.
+    pub name: String,
+    /// Template followed; `None` in Proton's header-less form.
+    pub template: Option<TemplateRef>,
+    /// Pipeline inputs, when the spec has a `pipeline:` block.
+    pub pipeline: Option<serde_json::Value>,
+    /// Instances.
+    pub instances: Vec<InstanceSpec>,
+}
+
+/// A parsed spec file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SpecFile {
+    /// An environment.
+    Environment(EnvironmentSpec),
+    /// A service and its instances.
+    Service(ServiceSpec),
+}
+
+impl SpecFile {
+    /// The resource name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Environment(e) => &e.name,
+            Self::Service(s) => &s.name,
+        }
+    }
+
+    /// The template header, if any.
+    #[must_use]
+    pub fn template(&self) -> Option<&TemplateRef> {
+        match self {
+            Self::Environment(e) => e.template.as_ref(),
+            Self::Service(s) => s.template.as_ref(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawComponent {
+    name: String,
+    path: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInstance {
+    name: String,
+    environment: String,
+    #[serde(default)]
+    spec: Option<serde_yaml::Value>,
+    #[serde(default)]
+    component: Option<RawComponent>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "proton", deny_unknown_fields)]
+enum RawSpec {
+    EnvironmentSpec {
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        template: Option<TemplateRef>,
+        #[serde(default)]
+        stage: Option<String>,
+        #[serde(default)]
+        allowed_service_repos: Option<Vec<String>>,
+        #[serde(default)]
+        account_id: Option<String>,
+        #[serde(default)]
+        role_arn: Option<String>,
+        #[serde(default)]
+        spec: Option<serde_yaml::Value>,
+    },
+    ServiceSpec {
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        template: Option<TemplateRef>,
+        #[serde(default)]
+        pipeline: Option<serde_yaml::Value>,
+        #[serde(default)]
+        instances: Vec<RawInstance>,
+    },
+}
+
+/// Whether `name` is a valid Proton resource name: letters, digits, `-` and `_`, starting
+/// with a letter or digit, at most 100 characters.
+#[must_use]
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Converts YAML inputs to JSON, rejecting what JSON cannot hold (non-string keys, tags).
+fn to_json(
+    value: Option<serde_yaml::Value>,
+    file: &str,
+    field: &str,
+    errors: &mut Vec<SpecError>,
+) -> serde_json::Value {
+    let Some(value) = value else {
+        return serde_json::Value::Object(serde_json::Map::new());
+    };
+    if value.is_null() {
+        return serde_json::Value::Object(serde_json::Map::new());
+    }
+    match serde_json::to_value(&value) {
+        Ok(v @ serde_json::Value::Object(_)) => v,
+        Ok(_) => {
+            errors.push(SpecError {
+                file: file.into(),
+                field: field.into(),
+                message: "must be a mapping of input names to values".into(),
+            });
+            serde_json::Value::Null
+        }
+        Err(e) => {
+            errors.push(SpecError {
+                file: file.into(),
+                field: field.into(),
+                message: format!("cannot be used as inputs: {e}"),
+            });
+            serde_json::Value::Null
+        }
+    }
+}
+
+/// Parses one spec file. `default_name` names the resource when the file has no `name:`
+/// (Proton's header-less form); usually the file's stem. Every problem is reported.
+pub fn parse(text: &str, file: &str, default_name: &str) -> Result<SpecFile, Vec<SpecError>> {
+    let err = |field: &str, message: String| SpecError {
+        file: file.to_string(),
+        field: field.to_string(),
+        message,
+    };
+    if text.len() > MAX_SPEC_BYTES {
+        return Err(vec![err(
+            ".",
+            format!(
+                "file is {} bytes; spec files are limited to {MAX_SPEC_BYTES} bytes",
+                text.len()
+            ),
+        )]);
+    }
+    let raw: RawSpec = serde_yaml::from_str(text).map_err(|e| {
+        let msg = yaml_error(&e);
+        let hint = if msg.contains("proton") {
+            "; the file must start with `proton: EnvironmentSpec` or `proton: ServiceSpec`"
+        } else {
+            ""
+        };
+        vec![err(".", format!("{msg}{hint}"))]
+    })?;
+    let mut errors = Vec::new();
+    let check_name = |field: &str, name: &str, errors: &mut Vec<SpecError>| {
+        if !is_valid_name(name) {
+            errors.push(err(
+                field,
+                format!(
+                    "{name:?} is not a valid name: use letters, digits, '-' and '_', start with a letter or digit, at most 100 characters"
+                ),
+            ));
+        }
+    };
+    let spec = match raw {
+        RawSpec::EnvironmentSpec {
+            name,
+            template,
+            stage,
+            allowed_service_repos,
+            account_id,
+            role_arn,
+            spec,
+        } => {
+            let name = name.unwrap_or_else(|| default_name.to_string());
+            check_name("name", &name, &mut errors);
+            if let Some(t) = &template {
+                check_name("template.name", &t.name, &mut errors);
+            }
+            if let Some(id) = &account_id
+                && (id.len() != 12 || !id.chars().all(|c| c.is_ascii_digit()))
+            {
+                errors.push(err(
+                    "account_id",
+                    format!("{id:?} is not a 12-digit AWS account id"),
+                ));
+            }
+            let inputs = to_json(spec, file, "spec", &mut errors);
+            SpecFile::Environment(EnvironmentSpec {
+                name,
+                template,
+                stage,
+                allowed_service_repos,
+                account_id,
+                role_arn,
+                inputs,
+            })
+        }
+        RawSpec::ServiceSpec {
+            name,
+            template,
+            pipeline,
+            instances,
+        } => {
+            let name = name.unwrap_or_else(|| default_name.to_string());
+            check_name("name", &name, &mut errors);
+            if let Some(t) = &template {
+                check_name("template.name", &t.name, &mut errors);
+            }
+            let pipeline = pipeline.map(|p| to_json(Some(p), file, "pipeline", &mut errors));
+            let mut seen = BTreeSet::new();
+            let mut out = Vec::new();
+            for (i, inst) in instances.into_iter().enumerate() {
+                let field = format!("instances[{i}]");
+                check_name(&format!("{field}.name"), &inst.name, &mut errors);
+                check_name(
+                    &format!("{field}.environment"),
+                    &inst.environment,
+                    &mut errors,
+                );
+                if !seen.insert(inst.name.clone()) {
+                    errors.push(err(
+                        &format!("{field}.name"),
+                        format!(
+                            "instance {:?} is declared twice; instance names must be unique within a service",
+                            inst.name
+                        ),
+                    ));
+                }
+                let inputs = to_json(inst.spec, file, &format!("{field}.spec"), &mut errors);
+                let component = inst.component.and_then(|c| {
+                    check_name(&format!("{field}.component.name"), &c.name, &mut errors);
+                    match check_relative_path(&c.path) {
+                        Ok(path) => Some(ComponentRef { name: c.name, path }),
+                        Err(m) => {
+                            errors.push(err(&format!("{field}.component.path"), m));
+                            None
+                        }
+                    }
+                });
+                out.push(InstanceSpec {
+                    name: inst.name,
+                    environment: inst.environment,
+                    inputs,
+                    component,
+                });
+            }
+            SpecFile::Service(ServiceSpec {
+                name,
+                template,
+                pipeline,
+                instances: out,
+            })
+        }
+    };
+    if errors.is_empty() {
+        Ok(spec)
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_header_form_service() {
+        let text = "proton: ServiceSpec\nname: payments\ntemplate: {name: fargate-svc, major: 1}\npipeline: {dockerfile: Dockerfile}\ninstances:\n  - name: payments-dev\n    environment: dev\n    spec: {port: 8080}\n    component: {name: bucket, path: components/bucket}\n";
+        let SpecFile::Service(s) = parse(text, "proton/services/payments.yaml", "x").expect("parses")
+        else {
+            panic!("expected a service")
+        };
+        assert_eq!(s.name, "payments");
+        assert_eq!(
+            s.template,
+            Some(TemplateRef {
+                name: "fargate-svc".into(),
+                major: 1,
+                minor: None
+            })
+        );
+        assert_eq!(s.instances[0].inputs["port"], 8080);
+        assert_eq!(
+            s.pipeline.as_ref().map(|p| p["dockerfile"].clone()),
+            Some("Dockerfile".into())
+        );
+        assert_eq!(
+            s.instances[0].component.as_ref().map(|c| c.path.as_str()),
+            Some("components/bucket")
+        );
+    }
+
+    #[test]
+    fn header_less_form_takes_default_name() {
+        let text = "proton: EnvironmentSpec\nspec:\n  vpc_cidr: 10.0.0.0/16\n";
+        let spec = parse(text, "spec.yaml", "fargate-env-prod").expect("parses");
+        assert_eq!(spec.name(), "fargate-env-prod");
+        assert!(spec.template().is_none());
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_field() {
+        let text = "proton: ServiceSpec\nname: 'bad name'\ninstances:\n  - name: a\n    environment: dev\n  - name: a\n    environment: 'd v'\n    component: {name: c, path: ../../etc}\n";
+        let errs = parse(text, "svc.yaml", "x").expect_err("invalid");
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert!(fields.contains(&"name"), "{errs:?}");
+        assert!(fields.contains(&"instances[1].name"), "{errs:?}");
+        assert!(fields.contains(&"instances[1].environment"), "{errs:?}");
+        assert!(fields.contains(&"instances[1].component.path"), "{errs:?}");
+        assert!(errs.iter().all(|e| e.file == "svc.yaml"));
+    }
+
+    #[test]
+    fn unknown_field_and_kind_are_errors() {
+        let errs = parse("proton: ServiceSpec\ninstance: []\n", "a.yaml", "a").expect_err("bad");
+        assert!(errs[0].message.contains("unknown field"), "{errs:?}");
+        let errs = parse("proton: Widget\n", "b.yaml", "b").expect_err("bad");
+        assert!(errs[0].message.contains("Widget"), "{errs:?}");
+        let errs = parse("name: x\n", "c.yaml", "c").expect_err("bad");
+        assert!(errs[0].message.contains("proton"), "{errs:?}");
+    }
+
+    #[test]
+    fn inputs_must_be_a_mapping_and_size_is_bounded() {
+        let errs = parse("proton: EnvironmentSpec\nspec: [1, 2]\n", "e.yaml", "e").expect_err("bad");
+        assert_eq!(errs[0].field, "spec");
+        let huge = format!("proton: EnvironmentSpec\nspec:\n  a: '{}'\n", "x".repeat(MAX_SPEC_BYTES));
+        let errs = parse(&huge, "h.yaml", "h").expect_err("too big");
+        assert!(errs[0].message.contains("limited"), "{errs:?}");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let deep = format!("proton: EnvironmentSpec\nspec:\n  a: {}{}\n", "[".repeat(5000), "]".repeat(5000));
+        assert!(parse(&deep, "d.yaml", "d").is_err());
+    }
+
+    #[test]
+    fn pinned_minor_is_kept() {
+        let text = "proton: EnvironmentSpec\nname: prod\ntemplate: {name: net, major: 2, minor: 3}\nstage: prod\naccount_id: '123456789012'\n";
+        let SpecFile::Environment(e) = parse(text, "e.yaml", "x").expect("parses") else {
+            panic!("expected an environment")
+        };
+        assert_eq!(e.template.and_then(|t| t.minor), Some(3));
+        assert_eq!(e.stage.as_deref(), Some("prod"));
+    }
+}
