@@ -1,3 +1,588 @@
-//! Command line.
-/// Entry point.
-pub fn main() -> std::process::ExitCode { std::process::ExitCode::SUCCESS }
+//! The command line: argument parsing and the porcelain commands. Errors are printed once,
+//! with their chain, and turned into exit codes here and nowhere else.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+use crate::catalog::schema::InputKind;
+use crate::catalog::{self, Bundle, ComponentBundle, Infrastructure, Layout, Limits, TemplateKind};
+use crate::config::Config;
+use crate::render::{self, EnvironmentInfo, InstanceInfo, ServiceInfo};
+use crate::spec::{self, SpecFile};
+
+/// protond: self-hosted, git-driven successor to AWS Proton.
+#[derive(Debug, Parser)]
+#[command(name = "protond", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check template bundles (a `vN` folder, a template folder, a whole template repo, or a
+    /// component folder); lists every problem and exits non-zero if there are any.
+    Validate {
+        /// Bundle folders or template repo roots.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Also validate this spec file's inputs against the bundle.
+        #[arg(long)]
+        spec: Option<PathBuf>,
+    },
+    /// Render a bundle for a spec file and print the IaC.
+    Render(Box<RenderArgs>),
+    /// Check a `proton.toml` and list every problem.
+    CheckConfig {
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+    },
+}
+
+/// Arguments of `protond render`.
+#[derive(Debug, clap::Args)]
+pub struct RenderArgs {
+    /// The bundle folder (`<template>/vN`) or a component folder.
+    pub bundle: PathBuf,
+    /// Spec file (Proton's format, with or without the protond header).
+    #[arg(long)]
+    pub spec: PathBuf,
+    /// Render only this service instance (default: every instance and the pipeline).
+    #[arg(long)]
+    pub instance: Option<String>,
+    /// Render only the pipeline.
+    #[arg(long, conflicts_with = "instance")]
+    pub pipeline: bool,
+    /// Environment output available as `environment.outputs.K` (repeatable).
+    #[arg(long = "env-output", value_name = "K=V")]
+    pub env_outputs: Vec<String>,
+    /// Instance output for pipelines, `K=V` for all instances or `INSTANCE:K=V` (repeatable).
+    #[arg(long = "instance-output", value_name = "[INSTANCE:]K=V")]
+    pub instance_outputs: Vec<String>,
+    /// Component output available as `service_instance.components.default.outputs.K`.
+    #[arg(long = "component-output", value_name = "K=V")]
+    pub component_outputs: Vec<String>,
+    /// Environment account id.
+    #[arg(long, default_value = "123456789012")]
+    pub account_id: String,
+    /// Resource name when the spec has no `name:` (default: the spec file's stem).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Source repository id for `service.repository_id`.
+    #[arg(long, default_value = "example/repository")]
+    pub repository_id: String,
+    /// Source branch for `service.branch_name`.
+    #[arg(long, default_value = "main")]
+    pub branch: String,
+    /// Write each rendered file below this folder instead of printing.
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+}
+
+/// Runs the command line and returns the process exit code.
+#[must_use]
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs one parsed command.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Validate { paths, spec } => validate(&paths, spec.as_deref()),
+        Command::Render(args) => render_cmd(&args),
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} template repos, {} spec repos)",
+                    config.display(),
+                    c.template_repos.len(),
+                    c.spec_repos.len()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(errors) => {
+                for e in &errors {
+                    eprintln!("{e}");
+                }
+                eprintln!("{} problem(s) in {}", errors.len(), config.display());
+                Ok(ExitCode::from(1))
+            }
+        },
+    }
+}
+
+/// Finds bundle folders below `path`: itself if it is one, its `vN` children if it is a
+/// template folder, and `*/vN` if it is a template repo.
+fn find_bundles(path: &Path) -> Vec<PathBuf> {
+    let is_bundle = |p: &Path| {
+        p.join("schema").is_dir()
+            || p.join("infrastructure").is_dir()
+            || p.join("instance_infrastructure").is_dir()
+            || p.join("manifest.yaml").is_file()
+    };
+    if is_bundle(path) {
+        return vec![path.to_path_buf()];
+    }
+    let mut found = Vec::new();
+    let children = |p: &Path| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir() && !p.ends_with(".git"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    for child in children(path) {
+        if is_bundle(&child) {
+            found.push(child);
+        } else {
+            found.extend(children(&child).into_iter().filter(|c| is_bundle(c)));
+        }
+    }
+    found
+}
+
+/// A bundle read from disk, whichever layout it has.
+enum Loaded {
+    Template(Bundle),
+    Component(ComponentBundle),
+}
+
+fn load(dir: &Path) -> Result<Loaded, Vec<String>> {
+    let files = catalog::read_dir(dir, &Limits::default())
+        .map_err(|es| es.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    let strings = |es: Vec<catalog::BundleError>| -> Vec<String> {
+        es.iter().map(ToString::to_string).collect()
+    };
+    let loaded = match catalog::detect_layout(&files) {
+        Layout::Component => Loaded::Component(ComponentBundle::load(&files).map_err(strings)?),
+        Layout::Template => {
+            let (name, major) = catalog::name_and_major_from_path(dir);
+            let Some(major) = major else {
+                return Err(vec![format!(
+                    "{}: the bundle folder must be named vN (e.g. fargate-svc/v1) so its major version is known",
+                    dir.display()
+                )]);
+            };
+            Loaded::Template(Bundle::load(&name, major, &files).map_err(strings)?)
+        }
+    };
+    let infras: Vec<&Infrastructure> = match &loaded {
+        Loaded::Template(b) => std::iter::once(&b.infrastructure)
+            .chain(b.pipeline.as_ref())
+            .collect(),
+        Loaded::Component(c) => vec![&c.infrastructure],
+    };
+    let syntax: Vec<String> = infras
+        .iter()
+        .flat_map(|i| i.files.iter())
+        .filter_map(|f| render::check_syntax(f).err())
+        .map(|e| format!("{}/{e}", dir.display()))
+        .collect();
+    if syntax.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(syntax)
+    }
+}
+
+fn validate(paths: &[PathBuf], spec_file: Option<&Path>) -> Result<ExitCode> {
+    let mut problems = 0usize;
+    let mut checked = 0usize;
+    for path in paths {
+        let bundles = find_bundles(path);
+        if bundles.is_empty() {
+            eprintln!(
+                "{}: no template bundle found (expected schema/ and infrastructure/ or instance_infrastructure/, or a component manifest.yaml)",
+                path.display()
+            );
+            problems += 1;
+        }
+        for dir in bundles {
+            checked += 1;
+            match load(&dir) {
+                Ok(loaded) => {
+                    let mut spec_problems = Vec::new();
+                    if let (Some(spec_path), Loaded::Template(bundle)) = (spec_file, &loaded) {
+                        let spec = read_spec(spec_path, None)?;
+                        spec_problems = validate_spec_inputs(bundle, &spec, spec_path)
+                            .err()
+                            .unwrap_or_default();
+                    }
+                    if spec_problems.is_empty() {
+                        let what = match &loaded {
+                            Loaded::Template(b) => {
+                                format!("{} template {} v{}", b.kind, b.name, b.major)
+                            }
+                            Loaded::Component(_) => "component".into(),
+                        };
+                        println!("ok    {} ({what})", dir.display());
+                    } else {
+                        println!("FAIL  {}", dir.display());
+                        for p in &spec_problems {
+                            println!("      {p}");
+                        }
+                        problems += spec_problems.len();
+                    }
+                }
+                Err(errors) => {
+                    println!("FAIL  {}", dir.display());
+                    for e in &errors {
+                        println!("      {e}");
+                    }
+                    problems += errors.len();
+                }
+            }
+        }
+    }
+    println!("{checked} bundle(s) checked, {problems} problem(s)");
+    Ok(if problems == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn read_spec(path: &Path, name: Option<&str>) -> Result<SpecFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read spec file {}", path.display()))?;
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match spec::parse(&text, &path.display().to_string(), name.unwrap_or(&stem)) {
+        Ok(s) => Ok(s),
+        Err(errors) => {
+            let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            bail!("invalid spec file:\n  {}", list.join("\n  "))
+        }
+    }
+}
+
+/// Validated inputs for every part of a spec.
+struct Inputs {
+    main: Value,
+    instances: Vec<Value>,
+    pipeline: Value,
+}
+
+fn validate_spec_inputs(
+    bundle: &Bundle,
+    spec: &SpecFile,
+    path: &Path,
+) -> Result<Inputs, Vec<String>> {
+    let mut problems = Vec::new();
+    let file = path.display().to_string();
+    if let Some(t) = spec.template()
+        && (t.name != bundle.name || t.major != bundle.major)
+    {
+        eprintln!(
+            "warning: {file}: template is {} v{} but the bundle is {} v{}",
+            t.name, t.major, bundle.name, bundle.major
+        );
+    }
+    let mut check = |kind: InputKind, value: &Value, prefix: &str| -> Value {
+        match bundle.schema.validate(kind, value, prefix) {
+            Ok(v) => v,
+            Err(vs) => {
+                problems.extend(vs.iter().map(|v| format!("{file}: {v}")));
+                Value::Null
+            }
+        }
+    };
+    let out = match (spec, bundle.kind) {
+        (SpecFile::Environment(e), TemplateKind::Environment) => Inputs {
+            main: check(InputKind::Environment, &e.inputs, "spec"),
+            instances: Vec::new(),
+            pipeline: Value::Null,
+        },
+        (SpecFile::Service(s), TemplateKind::Service) => {
+            let instances = s
+                .instances
+                .iter()
+                .enumerate()
+                .map(|(i, inst)| {
+                    check(
+                        InputKind::Service,
+                        &inst.inputs,
+                        &format!("instances[{i}].spec"),
+                    )
+                })
+                .collect();
+            let pipeline = match (&s.pipeline, &bundle.pipeline) {
+                (Some(p), Some(_)) => check(InputKind::Pipeline, p, "pipeline"),
+                (None, Some(_)) => check(InputKind::Pipeline, &Value::Null, "pipeline"),
+                (Some(_), None) => {
+                    problems.push(format!(
+                        "{file}: pipeline: the template has no pipeline_infrastructure; remove the pipeline block"
+                    ));
+                    Value::Null
+                }
+                (None, None) => Value::Null,
+            };
+            for (i, inst) in s.instances.iter().enumerate() {
+                if inst.component.is_some() && !bundle.supports_components() {
+                    problems.push(format!(
+                        "{file}: instances[{i}].component: template {} v{} does not allow components (supported_component_sources lacks DIRECTLY_DEFINED)",
+                        bundle.name, bundle.major
+                    ));
+                }
+            }
+            Inputs {
+                main: Value::Null,
+                instances,
+                pipeline,
+            }
+        }
+        (_, kind) => {
+            problems.push(format!(
+                "{file}: is a {} spec but {} v{} is a {kind} template",
+                match spec {
+                    SpecFile::Environment(_) => "environment",
+                    SpecFile::Service(_) => "service",
+                },
+                bundle.name,
+                bundle.major
+            ));
+            return Err(problems);
+        }
+    };
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
+fn key_values(items: &[String], flag: &str) -> Result<BTreeMap<String, String>> {
+    items
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                .with_context(|| format!("--{flag} {kv:?}: expected K=V"))
+        })
+        .collect()
+}
+
+fn render_cmd(args: &RenderArgs) -> Result<ExitCode> {
+    let loaded = match load(&args.bundle) {
+        Ok(l) => l,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            bail!(
+                "{} is not a valid bundle ({} problem(s))",
+                args.bundle.display(),
+                errors.len()
+            );
+        }
+    };
+    let spec = read_spec(&args.spec, args.name.as_deref())?;
+    let env_outputs = key_values(&args.env_outputs, "env-output")?;
+    let component_outputs = key_values(&args.component_outputs, "component-output")?;
+    let mut instance_outputs: BTreeMap<Option<String>, BTreeMap<String, String>> = BTreeMap::new();
+    for item in &args.instance_outputs {
+        let (inst, kv) = match item.split_once(':') {
+            Some((i, kv)) if !i.contains('=') => (Some(i.to_string()), kv),
+            _ => (None, item.as_str()),
+        };
+        instance_outputs
+            .entry(inst)
+            .or_default()
+            .extend(key_values(&[kv.to_string()], "instance-output")?);
+    }
+    let service = ServiceInfo {
+        name: spec.name().to_string(),
+        branch_name: args.branch.clone(),
+        repository_id: args.repository_id.clone(),
+        repository_connection_arn: format!(
+            "arn:aws:codestar-connections:us-east-1:{}:connection/protond-render",
+            args.account_id
+        ),
+    };
+    let mut outputs: Vec<(String, String)> = Vec::new();
+    let mut failed = Vec::new();
+    let mut emit = |label: String, infra: &Infrastructure, ctx: &Value| {
+        for file in &infra.files {
+            match render::render_file(file, ctx) {
+                Ok(text) => outputs.push((format!("{label}/{}", file.path), text)),
+                Err(e) => failed.push(format!("{label}: {}/{e}", args.bundle.display())),
+            }
+        }
+    };
+    let env_info = |name: &str| EnvironmentInfo {
+        name: name.to_string(),
+        inputs: Value::Object(serde_json::Map::new()),
+        outputs: env_outputs.clone(),
+        account_id: args.account_id.clone(),
+    };
+    match (&loaded, &spec) {
+        (Loaded::Template(bundle), _) => {
+            let inputs = validate_spec_inputs(bundle, &spec, &args.spec)
+                .map_err(|p| anyhow::anyhow!("spec inputs are invalid:\n  {}", p.join("\n  ")))?;
+            match &spec {
+                SpecFile::Environment(e) => {
+                    let mut info = env_info(&e.name);
+                    info.inputs = inputs.main;
+                    if let Some(id) = &e.account_id {
+                        info.account_id.clone_from(id);
+                    }
+                    emit(
+                        e.name.clone(),
+                        &bundle.infrastructure,
+                        &render::environment_context(&info),
+                    );
+                }
+                SpecFile::Service(s) => {
+                    if let Some(wanted) = &args.instance
+                        && !s.instances.iter().any(|i| &i.name == wanted)
+                    {
+                        let names: Vec<&str> =
+                            s.instances.iter().map(|i| i.name.as_str()).collect();
+                        bail!(
+                            "--instance {wanted:?} is not in the spec; instances: {}",
+                            names.join(", ")
+                        );
+                    }
+                    let infos: Vec<InstanceInfo> = s
+                        .instances
+                        .iter()
+                        .zip(inputs.instances)
+                        .map(|(inst, inputs)| {
+                            let mut outs = instance_outputs.get(&None).cloned().unwrap_or_default();
+                            outs.extend(
+                                instance_outputs
+                                    .get(&Some(inst.name.clone()))
+                                    .cloned()
+                                    .unwrap_or_default(),
+                            );
+                            InstanceInfo {
+                                name: inst.name.clone(),
+                                inputs,
+                                outputs: outs,
+                                environment: env_info(&inst.environment),
+                                component_outputs: if inst.component.is_some()
+                                    || !component_outputs.is_empty()
+                                {
+                                    component_outputs.clone()
+                                } else {
+                                    BTreeMap::new()
+                                },
+                            }
+                        })
+                        .collect();
+                    if !args.pipeline {
+                        for info in infos
+                            .iter()
+                            .filter(|i| args.instance.as_ref().is_none_or(|w| w == &i.name))
+                        {
+                            emit(
+                                info.name.clone(),
+                                &bundle.infrastructure,
+                                &render::instance_context(&service, info),
+                            );
+                        }
+                    }
+                    if args.instance.is_none() {
+                        match &bundle.pipeline {
+                            Some(p) => emit(
+                                "pipeline".into(),
+                                p,
+                                &render::pipeline_context(&service, &inputs.pipeline, &infos),
+                            ),
+                            None if args.pipeline => {
+                                bail!("{} has no pipeline_infrastructure", args.bundle.display())
+                            }
+                            None => {}
+                        }
+                    }
+                }
+            }
+        }
+        (Loaded::Component(component), SpecFile::Service(s)) => {
+            let inst = match &args.instance {
+                Some(w) => s.instances.iter().find(|i| &i.name == w),
+                None => s.instances.iter().find(|i| i.component.is_some()),
+            }
+            .context("pass --instance NAME: the instance the component is attached to")?;
+            let info = InstanceInfo {
+                name: inst.name.clone(),
+                inputs: inst.inputs.clone(),
+                outputs: BTreeMap::new(),
+                environment: env_info(&inst.environment),
+                component_outputs: BTreeMap::new(),
+            };
+            let name = inst
+                .component
+                .as_ref()
+                .map_or("default", |c| c.name.as_str());
+            let ctx = render::component_context(
+                &service,
+                &info,
+                name,
+                &Value::Object(serde_json::Map::new()),
+            );
+            emit(
+                format!("{}/component", inst.name),
+                &component.infrastructure,
+                &ctx,
+            );
+        }
+        (Loaded::Component(_), SpecFile::Environment(_)) => {
+            bail!("components attach to service instances; pass a service spec")
+        }
+    }
+    if !failed.is_empty() {
+        for f in &failed {
+            eprintln!("{f}");
+        }
+        eprintln!("{} file(s) failed to render", failed.len());
+        return Ok(ExitCode::from(1));
+    }
+    let single = outputs.len() == 1;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for (label, text) in &outputs {
+        if let Some(dir) = &args.out_dir {
+            let path = dir.join(label);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
+            }
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            writeln!(out, "wrote {}", path.display())?;
+        } else if single {
+            write!(out, "{text}")?;
+        } else {
+            writeln!(out, "---\n# protond: {label}")?;
+            write!(out, "{text}")?;
+            if !text.ends_with('\n') {
+                writeln!(out)?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,1 +1,376 @@
-//! `proton.toml`: the daemon's configuration (placeholder until the sources issue).
+//! `proton.toml`: the daemon's configuration.
+//!
+//! Loaded in two stages: [`RawConfig`] is exactly the file (serde, unknown keys rejected),
+//! and [`Config::compile`] checks it as a whole and reports every problem at once. Nothing
+//! here touches git, AWS or the state store.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Where state lives: `sqlite://path` (default `sqlite://.protond/state.db`) or `postgres://…`.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// Folder for git caches and rendered output (default `.protond`).
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// How often every repo is fetched, e.g. `30s`.
+    #[serde(default)]
+    pub poll_interval: Option<String>,
+    /// AWS settings.
+    #[serde(default)]
+    pub aws: RawAws,
+    /// Repos holding template bundles.
+    #[serde(default)]
+    pub template_repos: Vec<RawTemplateRepo>,
+    /// Repos holding spec files.
+    #[serde(default)]
+    pub spec_repos: Vec<RawSpecRepo>,
+    /// Rollout order and pacing.
+    #[serde(default)]
+    pub rollout: RawRollout,
+}
+
+/// `[aws]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAws {
+    /// Region (default from the environment, else `us-east-1`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Endpoint override, e.g. a local moto_server.
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+}
+
+/// `[[template_repos]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTemplateRepo {
+    /// Short name used in logs and status.
+    pub name: String,
+    /// Local path, `file://` or `https://` URL.
+    pub url: String,
+    /// Tag pattern; `{template}`, `{major}` and `{minor}` are replaced.
+    #[serde(default)]
+    pub tag_pattern: Option<String>,
+}
+
+/// `[[spec_repos]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpecRepo {
+    /// Short name; environments may restrict deployments to named repos.
+    pub name: String,
+    /// Local path, `file://` or `https://` URL.
+    pub url: String,
+    /// Branch whose head is the desired state (default `main`).
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// Folder holding the spec files (default `proton`).
+    #[serde(default)]
+    pub folder: Option<String>,
+    /// Whether environments may be declared here.
+    #[serde(default)]
+    pub platform: bool,
+    /// Accept an empty spec folder as "delete everything" (default false: treated as unknown).
+    #[serde(default)]
+    pub allow_empty: bool,
+}
+
+/// `[rollout]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRollout {
+    /// Stage names in rollout order, e.g. `["dev", "staging", "prod"]`.
+    #[serde(default)]
+    pub stages: Vec<String>,
+    /// Time a stage must stay healthy before the next starts, e.g. `10m`.
+    #[serde(default)]
+    pub soak: Option<String>,
+}
+
+/// Default tag pattern: `fargate-svc/v1.4`.
+pub const DEFAULT_TAG_PATTERN: &str = "{template}/v{major}.{minor}";
+
+/// A template repo after checks.
+#[derive(Debug, Clone)]
+pub struct TemplateRepo {
+    /// Name.
+    pub name: String,
+    /// Location.
+    pub url: String,
+    /// Tag pattern.
+    pub tag_pattern: String,
+}
+
+/// A spec repo after checks.
+#[derive(Debug, Clone)]
+pub struct SpecRepo {
+    /// Name.
+    pub name: String,
+    /// Location.
+    pub url: String,
+    /// Branch.
+    pub branch: String,
+    /// Spec folder.
+    pub folder: String,
+    /// May declare environments.
+    pub platform: bool,
+    /// Empty folder means delete.
+    pub allow_empty: bool,
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// State URL.
+    pub state: String,
+    /// Data folder.
+    pub data_dir: PathBuf,
+    /// Poll interval.
+    pub poll_interval: Duration,
+    /// AWS region.
+    pub region: String,
+    /// AWS endpoint override.
+    pub endpoint_url: Option<String>,
+    /// Template repos.
+    pub template_repos: Vec<TemplateRepo>,
+    /// Spec repos.
+    pub spec_repos: Vec<SpecRepo>,
+    /// Stage order.
+    pub stages: Vec<String>,
+    /// Soak time between stages.
+    pub soak: Duration,
+}
+
+/// A configuration problem: the file, the key, and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {key}: {message}")]
+pub struct ConfigError {
+    /// The config file.
+    pub file: String,
+    /// The key, e.g. `spec_repos[1].url`.
+    pub key: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+fn duration(
+    value: Option<&str>,
+    default: Duration,
+    key: &str,
+    file: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Duration {
+    match value {
+        None => default,
+        Some(v) => humantime::parse_duration(v).unwrap_or_else(|e| {
+            errors.push(ConfigError {
+                file: file.into(),
+                key: key.into(),
+                message: format!(
+                    "{v:?} is not a duration ({e}); write e.g. \"30s\", \"5m\", \"1h\""
+                ),
+            });
+            default
+        }),
+    }
+}
+
+impl Config {
+    /// Reads and compiles a config file; relative repo paths are taken relative to the file.
+    pub fn load(path: &Path) -> Result<Self, Vec<ConfigError>> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![ConfigError {
+                file: file.clone(),
+                key: ".".into(),
+                message: format!("cannot read: {e}"),
+            }]
+        })?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| {
+            vec![ConfigError {
+                file: file.clone(),
+                key: e.span().map_or_else(
+                    || ".".into(),
+                    |s| format!("line {}", line_of(&text, s.start)),
+                ),
+                message: e.message().to_string(),
+            }]
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::compile(raw, &file, base)
+    }
+
+    /// Checks a raw config as a whole; every problem is reported.
+    pub fn compile(raw: RawConfig, file: &str, base: &Path) -> Result<Self, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut err = |key: String, message: String| {
+            errors.push(ConfigError {
+                file: file.into(),
+                key,
+                message,
+            });
+        };
+        let resolve = |url: &str| -> String {
+            if url.contains("://") || Path::new(url).is_absolute() {
+                url.to_string()
+            } else {
+                base.join(url).display().to_string()
+            }
+        };
+        let mut names = BTreeSet::new();
+        let mut template_repos = Vec::new();
+        for (i, r) in raw.template_repos.iter().enumerate() {
+            if !names.insert(r.name.clone()) {
+                err(
+                    format!("template_repos[{i}].name"),
+                    format!("repo name {:?} is used twice; names must be unique", r.name),
+                );
+            }
+            let pattern = r
+                .tag_pattern
+                .clone()
+                .unwrap_or_else(|| DEFAULT_TAG_PATTERN.into());
+            for part in ["{template}", "{major}", "{minor}"] {
+                if !pattern.contains(part) {
+                    err(
+                        format!("template_repos[{i}].tag_pattern"),
+                        format!("{pattern:?} lacks {part}; e.g. {DEFAULT_TAG_PATTERN:?}"),
+                    );
+                }
+            }
+            template_repos.push(TemplateRepo {
+                name: r.name.clone(),
+                url: resolve(&r.url),
+                tag_pattern: pattern,
+            });
+        }
+        let mut spec_repos = Vec::new();
+        for (i, r) in raw.spec_repos.iter().enumerate() {
+            if !names.insert(r.name.clone()) {
+                err(
+                    format!("spec_repos[{i}].name"),
+                    format!("repo name {:?} is used twice; names must be unique", r.name),
+                );
+            }
+            let folder = r.folder.clone().unwrap_or_else(|| "proton".into());
+            if let Err(m) = crate::catalog::check_relative_path(&folder) {
+                err(format!("spec_repos[{i}].folder"), m);
+            }
+            spec_repos.push(SpecRepo {
+                name: r.name.clone(),
+                url: resolve(&r.url),
+                branch: r.branch.clone().unwrap_or_else(|| "main".into()),
+                folder,
+                platform: r.platform,
+                allow_empty: r.allow_empty,
+            });
+        }
+        let mut stages = BTreeSet::new();
+        for (i, s) in raw.rollout.stages.iter().enumerate() {
+            if !stages.insert(s) {
+                err(
+                    format!("rollout.stages[{i}]"),
+                    format!("stage {s:?} is listed twice"),
+                );
+            }
+        }
+        let state = raw
+            .state
+            .clone()
+            .unwrap_or_else(|| "sqlite://.protond/state.db".into());
+        if !(state.starts_with("sqlite://") || state.starts_with("postgres://")) {
+            err(
+                "state".into(),
+                format!("{state:?} is not a sqlite:// or postgres:// URL"),
+            );
+        }
+        let mut errors2 = Vec::new();
+        let poll_interval = duration(
+            raw.poll_interval.as_deref(),
+            Duration::from_secs(30),
+            "poll_interval",
+            file,
+            &mut errors2,
+        );
+        let soak = duration(
+            raw.rollout.soak.as_deref(),
+            Duration::ZERO,
+            "rollout.soak",
+            file,
+            &mut errors2,
+        );
+        errors.extend(errors2);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Self {
+            state,
+            data_dir: raw.data_dir.unwrap_or_else(|| base.join(".protond")),
+            poll_interval,
+            region: raw.aws.region.unwrap_or_else(|| "us-east-1".into()),
+            endpoint_url: raw.aws.endpoint_url,
+            template_repos,
+            spec_repos,
+            stages: raw.rollout.stages,
+            soak,
+        })
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_compiles() {
+        let text = include_str!("../proton.toml.example");
+        let raw: RawConfig = toml::from_str(text).expect("example parses");
+        let cfg = Config::compile(raw, "proton.toml.example", Path::new("/srv")).expect("compiles");
+        assert!(!cfg.template_repos.is_empty());
+        assert!(!cfg.spec_repos.is_empty());
+        assert!(cfg.template_repos[0].url.starts_with("/srv/"));
+        assert_eq!(cfg.stages, vec!["dev", "prod"]);
+    }
+
+    #[test]
+    fn every_error_is_reported() {
+        let text = "poll_interval = \"soon\"\nstate = \"mysql://x\"\n[[template_repos]]\nname = \"a\"\nurl = \"x\"\ntag_pattern = \"{template}-{major}\"\n[[spec_repos]]\nname = \"a\"\nurl = \"y\"\nfolder = \"../up\"\n[rollout]\nstages = [\"dev\", \"dev\"]\nsoak = \"forever\"\n";
+        let raw: RawConfig = toml::from_str(text).expect("parses");
+        let errs = Config::compile(raw, "p.toml", Path::new(".")).expect_err("invalid");
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        for k in [
+            "poll_interval",
+            "state",
+            "template_repos[0].tag_pattern",
+            "spec_repos[0].name",
+            "spec_repos[0].folder",
+            "rollout.stages[1]",
+            "rollout.soak",
+        ] {
+            assert!(keys.contains(&k), "missing {k} in {errs:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("proton.toml");
+        std::fs::write(&path, "poll_interval = \"1s\"\npoll_intervall = \"2s\"\n").expect("write");
+        let errs = Config::load(&path).expect_err("unknown key");
+        assert_eq!(errs[0].key, "line 2", "{errs:?}");
+        assert!(errs[0].message.contains("unknown field"), "{errs:?}");
+    }
+}

@@ -373,7 +373,8 @@ mod tests {
     #[test]
     fn parses_header_form_service() {
         let text = "proton: ServiceSpec\nname: payments\ntemplate: {name: fargate-svc, major: 1}\npipeline: {dockerfile: Dockerfile}\ninstances:\n  - name: payments-dev\n    environment: dev\n    spec: {port: 8080}\n    component: {name: bucket, path: components/bucket}\n";
-        let SpecFile::Service(s) = parse(text, "proton/services/payments.yaml", "x").expect("parses")
+        let SpecFile::Service(s) =
+            parse(text, "proton/services/payments.yaml", "x").expect("parses")
         else {
             panic!("expected a service")
         };
@@ -429,16 +430,24 @@ mod tests {
 
     #[test]
     fn inputs_must_be_a_mapping_and_size_is_bounded() {
-        let errs = parse("proton: EnvironmentSpec\nspec: [1, 2]\n", "e.yaml", "e").expect_err("bad");
+        let errs =
+            parse("proton: EnvironmentSpec\nspec: [1, 2]\n", "e.yaml", "e").expect_err("bad");
         assert_eq!(errs[0].field, "spec");
-        let huge = format!("proton: EnvironmentSpec\nspec:\n  a: '{}'\n", "x".repeat(MAX_SPEC_BYTES));
+        let huge = format!(
+            "proton: EnvironmentSpec\nspec:\n  a: '{}'\n",
+            "x".repeat(MAX_SPEC_BYTES)
+        );
         let errs = parse(&huge, "h.yaml", "h").expect_err("too big");
         assert!(errs[0].message.contains("limited"), "{errs:?}");
     }
 
     #[test]
     fn deep_nesting_is_an_error_not_a_crash() {
-        let deep = format!("proton: EnvironmentSpec\nspec:\n  a: {}{}\n", "[".repeat(5000), "]".repeat(5000));
+        let deep = format!(
+            "proton: EnvironmentSpec\nspec:\n  a: {}{}\n",
+            "[".repeat(5000),
+            "]".repeat(5000)
+        );
         assert!(parse(&deep, "d.yaml", "d").is_err());
     }
 

@@ -17,7 +17,8 @@ use serde::Deserialize;
 
 use schema::{InputKind, Schema};
 
-/// Size and count limits for one bundle, as AWS Proton enforced them.
+/// Size and count limits for one bundle, as AWS Proton enforced them: 10 MB per bundle,
+/// 2 MB per file, and (Proton's CodeBuild bundle limit) 500 files.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Most files a bundle may hold.
@@ -33,9 +34,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_files: 200,
-            max_file_bytes: 5 * 1024 * 1024,
-            max_total_bytes: 5 * 1024 * 1024,
+            max_files: 500,
+            max_file_bytes: 2 * 1024 * 1024,
+            max_total_bytes: 10 * 1024 * 1024,
             max_depth: 16,
         }
     }
@@ -471,12 +472,12 @@ pub fn read_infrastructure(
                 files
                     .under(folder)
                     .filter(|(p, _)| *p != manifest_path)
-                    .filter(|(p, _)| !p[prefix.len()..].contains('/'))
+                    .filter(|(p, _)| !p[prefix.len()..].contains('/') && p.ends_with(".tf"))
                     .map(|(p, b)| (p.to_string(), String::from_utf8_lossy(b).into_owned()))
                     .collect()
             };
             if all.is_empty() {
-                errors.push(files.error(&field, "\"*\" matches no files in the folder"));
+                errors.push(files.error(&field, "\"*\" matches no .tf files in the folder"));
             }
             for (path, source) in all {
                 out.files.push(IacFile {
@@ -654,18 +655,19 @@ impl Bundle {
             ));
         }
         let schema = match files.text("schema/schema.yaml") {
-            Ok(text) => match Schema::parse(text, &format!("{}/schema/schema.yaml", files.origin))
-            {
-                Ok(s) => Some(s),
-                Err(es) => {
-                    errors.extend(es.into_iter().map(|e| BundleError {
-                        origin: files.origin.clone(),
-                        location: format!("schema/schema.yaml: {}", e.path),
-                        message: e.message,
-                    }));
-                    None
+            Ok(text) => {
+                match Schema::parse(text, &format!("{}/schema/schema.yaml", files.origin)) {
+                    Ok(s) => Some(s),
+                    Err(es) => {
+                        errors.extend(es.into_iter().map(|e| BundleError {
+                            origin: files.origin.clone(),
+                            location: format!("schema/schema.yaml: {}", e.path),
+                            message: e.message,
+                        }));
+                        None
+                    }
                 }
-            },
+            }
             Err(e) => {
                 errors.push(e);
                 None
@@ -710,27 +712,26 @@ impl Bundle {
         } else {
             None
         };
-        let pipeline = if kind == Some(TemplateKind::Service)
-            && files.has_folder("pipeline_infrastructure")
-        {
-            match read_infrastructure(files, "pipeline_infrastructure") {
-                Ok(p) => {
-                    if p.language() != Language::Cloudformation {
-                        errors.push(files.error(
-                            "pipeline_infrastructure/manifest.yaml",
-                            "pipelines must be CloudFormation",
-                        ));
+        let pipeline =
+            if kind == Some(TemplateKind::Service) && files.has_folder("pipeline_infrastructure") {
+                match read_infrastructure(files, "pipeline_infrastructure") {
+                    Ok(p) => {
+                        if p.language() != Language::Cloudformation {
+                            errors.push(files.error(
+                                "pipeline_infrastructure/manifest.yaml",
+                                "pipelines must be CloudFormation",
+                            ));
+                        }
+                        Some(p)
                     }
-                    Some(p)
+                    Err(es) => {
+                        errors.extend(es);
+                        None
+                    }
                 }
-                Err(es) => {
-                    errors.extend(es);
-                    None
-                }
-            }
-        } else {
-            None
-        };
+            } else {
+                None
+            };
         let (compatible_environments, supported_component_sources) =
             read_registration(files, kind, &mut errors);
         match (kind, schema, infrastructure) {
@@ -810,7 +811,7 @@ fn read_registration(
             reg,
             "a service template must list its compatible environment templates in .template-registration.yaml (compatible_environments: [\"my-env:1\"]) or .compatible-envs",
         )),
-        Some(TemplateKind::Environment) if !envs.is_empty() || !sources.is_empty() => {
+        Some(TemplateKind::Environment) if files.get(reg).is_some() || files.get(old).is_some() => {
             errors.push(files.error(
                 reg,
                 "environment templates have no compatible environments or component sources; remove the file",

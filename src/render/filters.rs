@@ -1,6 +1,7 @@
 //! Proton's Jinja parameter filters.
 //!
-//! * `proton_cfn_sanitize`: a string made fit for a CloudFormation logical id or name.
+//! * `proton_cfn_sanitize`: fails the render unless the value matches `^[a-zA-Z0-9_-]*$` or
+//!   is an ARN; returns it unchanged.
 //! * `proton_cfn_ecs_task_definition_formatted_env_vars(raw=True)`: outputs (a dict) as an
 //!   ECS `Environment` list of `Name`/`Value` pairs.
 //! * `proton_cfn_lambda_function_formatted_env_vars(raw=True)`: outputs as a Lambda
@@ -10,8 +11,9 @@
 //!
 //! The structured filters return YAML blocks whose continuation lines are indented to the
 //! column where the expression stands, so they can be dropped into any block position, as
-//! in Proton's samples. Values are emitted as quoted scalars, so an output value can never
-//! add structure. With `raw=False`, values must match `^[a-zA-Z0-9_-]*$`, as in Proton.
+//! in Proton's documentation. Values are emitted as double-quoted scalars (Proton wrote them
+//! unquoted; quoted is the same YAML string for ordinary values), so an output value can
+//! never add structure. With `raw=False`, values must match `^[a-zA-Z0-9_-]*$`, as in Proton.
 
 use std::sync::LazyLock;
 
@@ -21,10 +23,16 @@ use regex::Regex;
 
 use super::guard::{INDENT_CLOSE, INDENT_OPEN};
 
-static SAFE_VALUE: LazyLock<Option<Regex>> =
-    LazyLock::new(|| Regex::new("^[a-zA-Z0-9_-]*$").ok());
-static POLICY_ARN: LazyLock<Option<Regex>> = LazyLock::new(|| {
-    Regex::new(r"^arn:aws[a-zA-Z-]*:iam::(\d{12}|aws):policy/[\w+=,.@/-]+$").ok()
+static SAFE_VALUE: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new("^[a-zA-Z0-9_-]*$").ok());
+/// Proton's documented policy-ARN test (a prefix match).
+static POLICY_ARN: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"^arn:[a-zA-Z-]+:iam::\d{12}:policy/").ok());
+/// An ARN as the Proton API shapes define it (the region may be empty).
+static ARN: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(
+        r"^arn:(aws|aws-cn|aws-us-gov):[a-zA-Z0-9-]+:[a-zA-Z0-9-]*:\d{12}:([\w+=,.@-]+[/:])*[\w+=,.@-]+$",
+    )
+    .ok()
 });
 
 /// Registers the four Proton filters.
@@ -34,23 +42,36 @@ pub fn register_jinja(env: &mut Environment<'static>) {
         "proton_cfn_ecs_task_definition_formatted_env_vars",
         ecs_env_vars,
     );
-    env.add_filter("proton_cfn_lambda_function_formatted_env_vars", lambda_env_vars);
+    env.add_filter(
+        "proton_cfn_lambda_function_formatted_env_vars",
+        lambda_env_vars,
+    );
     env.add_filter("proton_cfn_iam_policy_arns", iam_policy_arns);
     env.add_filter("truncate", truncate);
 }
 
-/// Keeps ASCII letters and digits, drops everything else.
-#[must_use]
-pub fn sanitize(s: &str) -> String {
-    s.chars().filter(char::is_ascii_alphanumeric).collect()
+/// Proton's `proton_cfn_sanitize`: the value unchanged when it matches `^[a-zA-Z0-9_-]*$`
+/// or is an ARN; otherwise Proton's error text.
+pub fn sanitize(s: &str) -> Result<String, String> {
+    let ok = SAFE_VALUE.as_ref().is_some_and(|re| re.is_match(s))
+        || ARN.as_ref().is_some_and(|re| re.is_match(s));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "Illegal character(s) detected in {s:?}. Must match regex ^[a-zA-Z0-9_-]*$ or be a valid ARN"
+        ))
+    }
 }
 
 fn sanitize_filter(value: &Value) -> Result<String, Error> {
-    match value.as_str() {
-        Some(s) => Ok(sanitize(s)),
-        None if value.is_undefined() => Err(Error::from(ErrorKind::UndefinedError)),
-        None => Ok(sanitize(&value.to_string())),
+    if value.is_undefined() {
+        return Err(Error::from(ErrorKind::UndefinedError));
     }
+    let s = value
+        .as_str()
+        .map_or_else(|| value.to_string(), str::to_string);
+    sanitize(&s).map_err(|m| Error::new(ErrorKind::InvalidOperation, m))
 }
 
 /// A string as a YAML double-quoted scalar (JSON escaping is valid YAML).
@@ -93,7 +114,9 @@ fn validate_raw(pairs: &[(String, String)], kwargs: &Kwargs, filter: &str) -> Re
         if !SAFE_VALUE.as_ref().is_some_and(|re| re.is_match(v)) {
             return Err(Error::new(
                 ErrorKind::InvalidOperation,
-                format!("{filter}: value of output {k:?} does not match ^[a-zA-Z0-9_-]*$ (raw=False)"),
+                format!(
+                    "{filter}: value of output {k:?} does not match ^[a-zA-Z0-9_-]*$ (raw=False)"
+                ),
             ));
         }
     }
@@ -154,7 +177,9 @@ pub fn truncate(
     if value.is_undefined() || value.is_none() {
         return Ok(Value::from(""));
     }
-    let s = value.as_str().map_or_else(|| value.to_string(), str::to_string);
+    let s = value
+        .as_str()
+        .map_or_else(|| value.to_string(), str::to_string);
     let length = match length {
         Some(l) => l,
         None => kwargs.get::<Option<usize>>("length")?.unwrap_or(255),
@@ -180,7 +205,8 @@ pub fn truncate(
     let head = if killwords {
         head
     } else {
-        head.rsplit_once(' ').map_or(head.clone(), |(a, _)| a.to_string())
+        head.rsplit_once(' ')
+            .map_or(head.clone(), |(a, _)| a.to_string())
     };
     Ok(Value::from(format!("{head}{end}")))
 }

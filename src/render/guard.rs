@@ -71,7 +71,9 @@ pub fn apply_indent_blocks(text: &str) -> String {
 /// Removes value markers.
 #[must_use]
 pub fn strip(text: &str) -> String {
-    text.chars().filter(|c| !matches!(*c, OPEN | CLOSE)).collect()
+    text.chars()
+        .filter(|c| !matches!(*c, OPEN | CLOSE))
+        .collect()
 }
 
 /// What the guard found.
@@ -280,6 +282,9 @@ mod tests {
     #[test]
     fn indent_blocks_follow_their_column() {
         let text = format!("L:\n  - a\n  {INDENT_OPEN}- b\n- c{INDENT_CLOSE}\nZ: 1\n");
-        assert_eq!(apply_indent_blocks(&text), "L:\n  - a\n  - b\n  - c\nZ: 1\n");
+        assert_eq!(
+            apply_indent_blocks(&text),
+            "L:\n  - a\n  - b\n  - c\nZ: 1\n"
+        );
     }
 }

@@ -55,7 +55,13 @@ fn convert(file: &str, source: &str, e: &Error) -> RenderError {
         let variable = e
             .range()
             .and_then(|r| source.get(r))
-            .map(|s| s.trim().trim_start_matches("{{").trim_end_matches("}}").trim().to_string())
+            .map(|s| {
+                s.trim()
+                    .trim_start_matches("{{")
+                    .trim_end_matches("}}")
+                    .trim()
+                    .to_string()
+            })
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| e.detail().unwrap_or("unknown").to_string());
         return RenderError::Undefined {

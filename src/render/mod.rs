@@ -48,7 +48,9 @@ pub enum RenderError {
         message: String,
     },
     /// The rendered document is not valid YAML/JSON.
-    #[error("{file}: the rendered document is not valid YAML: {message}; check the template and the input values used there")]
+    #[error(
+        "{file}: the rendered document is not valid YAML: {message}; check the template and the input values used there"
+    )]
     NotYaml {
         /// Template file.
         file: String,
@@ -217,7 +219,11 @@ pub fn instance_context(service: &ServiceInfo, inst: &InstanceInfo) -> Value {
 
 /// The context of a service's `pipeline_infrastructure/` files.
 #[must_use]
-pub fn pipeline_context(service: &ServiceInfo, inputs: &Value, instances: &[InstanceInfo]) -> Value {
+pub fn pipeline_context(
+    service: &ServiceInfo,
+    inputs: &Value,
+    instances: &[InstanceInfo],
+) -> Value {
     json!({
         "service": service,
         "pipeline": {"inputs": inputs},

@@ -24,8 +24,8 @@ fn service() -> ServiceInfo {
         name: "payments".into(),
         branch_name: "main".into(),
         repository_id: "acme/payments".into(),
-        repository_connection_arn: "arn:aws:codestar-connections:us-east-1:123456789012:connection/x"
-            .into(),
+        repository_connection_arn:
+            "arn:aws:codestar-connections:us-east-1:123456789012:connection/x".into(),
     }
 }
 
@@ -48,7 +48,10 @@ fn render_jinja(source: &str, inputs: Value) -> Result<String, RenderError> {
 fn jinja_renders_every_namespace() {
     let src = "Resources:\n  Q:\n    Type: AWS::SQS::Queue\n    Properties:\n      QueueName: '{{service.name}}-{{service_instance.name}}-{{environment.name}}'\n      Tags:\n        - Key: vpc\n          Value: '{{environment.outputs.VPC}}'\n        - Key: port\n          Value: '{{service_instance.inputs.port}}'\n        - Key: account\n          Value: '{{environment.account_id}}'\n        - Key: repo\n          Value: '{{service.repository_id}}@{{service.branch_name}}'\n";
     let out = render_jinja(src, json!({"port": 8080})).expect("renders");
-    assert!(out.contains("QueueName: 'payments-payments-dev-dev'"), "{out}");
+    assert!(
+        out.contains("QueueName: 'payments-payments-dev-dev'"),
+        "{out}"
+    );
     assert!(out.contains("Value: 'vpc-123'"));
     assert!(out.contains("Value: '8080'"));
     assert!(out.contains("Value: '123456789012'"));
@@ -59,11 +62,18 @@ fn jinja_renders_every_namespace() {
 #[test]
 fn jinja_builtins_proton_templates_use() {
     let src = "A: '{{ service_instance.inputs.missing | default(\"fallback\") }}'\nB: '{{ 'x' if service_instance.inputs.missing is defined else 'y' }}'\nC: '{{ service_instance.inputs.long | truncate(8, true, '') }}'\nD: {{ service_instance.inputs.list | tojson }}\nE: '{{ service_instance.name ~ \"-suffix\" }}'\nF: '{% raw %}{{ not rendered }}{% endraw %}'\n{% if service_instance.inputs.missing %}G: 1\n{% endif %}H: {{ service_instance.inputs.list | length }}\n";
-    let out = render_jinja(src, json!({"long": "abcdefghijklmnopqrst", "list": ["a", "b"]})).expect("renders");
+    let out = render_jinja(
+        src,
+        json!({"long": "abcdefghijklmnopqrst", "list": ["a", "b"]}),
+    )
+    .expect("renders");
     assert!(out.contains("A: 'fallback'"), "{out}");
     assert!(out.contains("B: 'y'"), "{out}");
     assert!(out.contains("C: 'abcdefgh'"), "{out}");
-    assert!(out.contains("D: [\"a\",\"b\"]") || out.contains("D: [\"a\", \"b\"]"), "{out}");
+    assert!(
+        out.contains("D: [\"a\",\"b\"]") || out.contains("D: [\"a\", \"b\"]"),
+        "{out}"
+    );
     assert!(out.contains("E: 'payments-dev-suffix'"), "{out}");
     assert!(out.contains("F: '{{ not rendered }}'"), "{out}");
     assert!(!out.contains("G:"), "{out}");
@@ -85,7 +95,10 @@ fn undefined_variable_names_variable_file_and_line() {
         } => {
             assert_eq!(file, "instance_infrastructure/cloudformation.yaml");
             assert_eq!(*line, 2);
-            assert!(variable.contains("environment.outputs.Missing"), "{variable}");
+            assert!(
+                variable.contains("environment.outputs.Missing"),
+                "{variable}"
+            );
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -125,7 +138,10 @@ fn template_syntax_in_values_is_not_executed() {
             &instance(json!({"name": "{{ environment.outputs.VPC }}{% if true %}x{% endif %}"})),
         );
         let out = render_file(&cfn(engine, src), &ctx).expect("renders");
-        assert!(out.contains("{{ environment.outputs.VPC }}"), "{engine:?}: {out}");
+        assert!(
+            out.contains("{{ environment.outputs.VPC }}"),
+            "{engine:?}: {out}"
+        );
         assert!(!out.contains("vpc-123"), "{engine:?}: {out}");
     }
 }
@@ -136,22 +152,35 @@ fn yaml_injection_through_inputs_is_rejected() {
     let attack = "x'\n  Evil:\n    Type: AWS::IAM::User\n    Properties: {UserName: 'pwn";
     for engine in [Engine::Jinja, Engine::Handlebars] {
         let src = if engine == Engine::Handlebars {
-            src.replace("{{ service_instance.inputs.name }}", "{{service_instance.inputs.name}}")
+            src.replace(
+                "{{ service_instance.inputs.name }}",
+                "{{service_instance.inputs.name}}",
+            )
         } else {
             src.to_string()
         };
         let ctx = instance_context(&service(), &instance(json!({"name": attack})));
         let err = render_file(&cfn(engine, &src), &ctx).expect_err("injection");
         assert!(
-            matches!(err, RenderError::Injection { .. } | RenderError::NotYaml { .. }),
+            matches!(
+                err,
+                RenderError::Injection { .. } | RenderError::NotYaml { .. }
+            ),
             "{engine:?}: {err:?}"
         );
         assert!(err.to_string().contains("cloudformation.yaml"), "{err}");
     }
     let plain = "Resources:\n  Bucket:\n    Type: AWS::S3::Bucket\n    Properties:\n      BucketName: {{ service_instance.inputs.name }}\n";
-    for attack in ["x\n  Evil:\n    Type: AWS::IAM::User", "!Ref AWS::AccountId", "[a, b]"] {
+    for attack in [
+        "x\n  Evil:\n    Type: AWS::IAM::User",
+        "!Ref AWS::AccountId",
+        "[a, b]",
+    ] {
         let err = render_jinja(plain, json!({"name": attack})).expect_err(attack);
-        assert!(matches!(err, RenderError::Injection { .. }), "{attack:?}: {err:?}");
+        assert!(
+            matches!(err, RenderError::Injection { .. }),
+            "{attack:?}: {err:?}"
+        );
     }
     let err = render_jinja(plain, json!({"name": "a\u{E001}b"})).expect_err("reserved");
     assert!(matches!(err, RenderError::Reserved { .. }), "{err:?}");
@@ -168,10 +197,11 @@ fn with_component(outputs: &[(&str, &str)]) -> Value {
 
 #[test]
 fn proton_filters_produce_valid_blocks_at_their_column() {
-    let src = "Resources:\n  Role:\n    Type: AWS::IAM::Role\n    Properties:\n      ManagedPolicyArns:\n        - !Ref Base\n        {{ service_instance.components.default.outputs | proton_cfn_iam_policy_arns }}\n  Task:\n    Type: AWS::ECS::TaskDefinition\n    Properties:\n      ContainerDefinitions:\n        - Name: app\n          Environment:\n            - Name: A\n              Value: b\n            {{ service_instance.components.default.outputs | proton_cfn_ecs_task_definition_formatted_env_vars }}\n  Fn:\n    Type: AWS::Lambda::Function\n    Properties:\n      Environment:\n        Variables:\n          {{ service_instance.components.default.outputs | proton_cfn_lambda_function_formatted_env_vars }}\n      FunctionName: {{ 'my-func name!' | proton_cfn_sanitize }}\n";
+    let src = "Resources:\n  Role:\n    Type: AWS::IAM::Role\n    Properties:\n      ManagedPolicyArns:\n        - !Ref Base\n        {{ service_instance.components.default.outputs | proton_cfn_iam_policy_arns }}\n  Task:\n    Type: AWS::ECS::TaskDefinition\n    Properties:\n      ContainerDefinitions:\n        - Name: app\n          Environment:\n            - Name: A\n              Value: b\n            {{ service_instance.components.default.outputs | proton_cfn_ecs_task_definition_formatted_env_vars }}\n  Fn:\n    Type: AWS::Lambda::Function\n    Properties:\n      Environment:\n        Variables:\n          {{ service_instance.components.default.outputs | proton_cfn_lambda_function_formatted_env_vars }}\n      FunctionName: {{ 'This-is_valid_37' | proton_cfn_sanitize }}\n      Role: {{ 'arn:aws:some-service::123456789012:some-resource/resource-name' | proton_cfn_sanitize }}\n";
     let ctx = with_component(&[
         ("BucketName", "my-bucket"),
         ("PolicyArn", "arn:aws:iam::123456789012:policy/read-bucket"),
+        ("NotAPolicy", "arn:aws:iam::123456789012:role/r"),
     ]);
     let out = render_file(&cfn(Engine::Jinja, src), &ctx).expect("renders");
     let doc: serde_yaml::Value = serde_yaml::from_str(&out).expect("yaml");
@@ -179,12 +209,28 @@ fn proton_filters_produce_valid_blocks_at_their_column() {
     assert_eq!(arns.as_sequence().map(Vec::len), Some(2), "{out}");
     assert_eq!(arns[1], "arn:aws:iam::123456789012:policy/read-bucket");
     let env = &doc["Resources"]["Task"]["Properties"]["ContainerDefinitions"][0]["Environment"];
-    assert_eq!(env.as_sequence().map(Vec::len), Some(3), "{out}");
+    assert_eq!(env.as_sequence().map(Vec::len), Some(4), "{out}");
     assert_eq!(env[1]["Name"], "BucketName");
     assert_eq!(env[1]["Value"], "my-bucket");
     let vars = &doc["Resources"]["Fn"]["Properties"]["Environment"]["Variables"];
     assert_eq!(vars["BucketName"], "my-bucket", "{out}");
-    assert_eq!(doc["Resources"]["Fn"]["Properties"]["FunctionName"], "myfuncname");
+    let props = &doc["Resources"]["Fn"]["Properties"];
+    assert_eq!(props["FunctionName"], "This-is_valid_37");
+    assert_eq!(
+        props["Role"],
+        "arn:aws:some-service::123456789012:some-resource/resource-name"
+    );
+    let bad = cfn(
+        Engine::Jinja,
+        "A: {{ 'this::is::incorrect' | proton_cfn_sanitize }}\n",
+    );
+    let err = render_file(&bad, &ctx).expect_err("sanitize rejects");
+    assert!(
+        err.to_string().contains(
+            "Illegal character(s) detected in \"this::is::incorrect\". Must match regex ^[a-zA-Z0-9_-]*$ or be a valid ARN"
+        ),
+        "{err}"
+    );
 
     // No component: the blocks are empty and the document still parses.
     let ctx = with_component(&[]);
@@ -219,8 +265,14 @@ fn pipeline_context_lists_instances() {
     let ctx = pipeline_context(&service(), &json!({"dockerfile": "Dockerfile"}), &[a, b]);
     let src = "Resources:\n{% for service_instance in service_instances %}  Deploy{{loop.index}}:\n    Type: AWS::SNS::Topic\n    Properties:\n      TopicName: '{{ service_instance.name }}-{{ service_instance.environment.account_id }}'\n{% endfor %}Outputs:\n  D:\n    Value: '{{ pipeline.inputs.dockerfile }} {{ service_instances[0].outputs.Url }}'\n";
     let out = render_file(&cfn(Engine::Jinja, src), &ctx).expect("renders");
-    assert!(out.contains("Deploy1:") && out.contains("Deploy2:"), "{out}");
-    assert!(out.contains("TopicName: 'payments-prod-123456789012'"), "{out}");
+    assert!(
+        out.contains("Deploy1:") && out.contains("Deploy2:"),
+        "{out}"
+    );
+    assert!(
+        out.contains("TopicName: 'payments-prod-123456789012'"),
+        "{out}"
+    );
     assert!(out.contains("Value: 'Dockerfile http://a'"), "{out}");
 }
 

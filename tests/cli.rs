@@ -1,0 +1,387 @@
+//! The `protond validate` and `protond render` commands, run as a user runs them, on
+//! bundles written by the tests themselves.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn protond(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_protond"))
+        .args(args)
+        .output()
+        .expect("run protond")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn write(root: &Path, files: &[(&str, &str)]) {
+    for (p, c) in files {
+        let path = root.join(p);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, c).expect("write");
+    }
+}
+
+const SVC_SCHEMA: &str = r#"schema:
+  format:
+    openapi: "3.0.0"
+  service_input_type: "QueueInput"
+  pipeline_input_type: "PipelineInput"
+  types:
+    QueueInput:
+      type: object
+      required: [team]
+      properties:
+        port:
+          type: integer
+          minimum: 1
+          maximum: 65535
+          default: 8080
+        team:
+          type: string
+          pattern: "^[a-z]+$"
+        size:
+          type: string
+          enum: [small, large]
+          default: small
+    PipelineInput:
+      type: object
+      properties:
+        dockerfile:
+          type: string
+          default: Dockerfile
+"#;
+
+const JINJA_MANIFEST: &str = "infrastructure:\n  templates:\n    - file: cloudformation.yaml\n      rendering_engine: jinja\n      template_language: cloudformation\n";
+const HBS_MANIFEST: &str = "infrastructure:\n  templates:\n    - file: cloudformation.yaml\n      rendering_engine: handlebars\n      template_language: cloudformation\n";
+
+const INSTANCE_CFN: &str = r"AWSTemplateFormatVersion: '2010-09-09'
+Resources:
+  Queue:
+    Type: AWS::SQS::Queue
+    Properties:
+      QueueName: '{{ service.name }}-{{ service_instance.name }}'
+      Tags:
+        - Key: team
+          Value: '{{ service_instance.inputs.team }}'
+        - Key: port
+          Value: '{{ service_instance.inputs.port }}'
+        - Key: topic
+          Value: '{{ environment.outputs.TopicArn }}'
+Outputs:
+  QueueUrl:
+    Value: !Ref Queue
+";
+
+const PIPELINE_CFN: &str = r"AWSTemplateFormatVersion: '2010-09-09'
+Resources:
+{% for service_instance in service_instances %}
+  Param{{ loop.index }}:
+    Type: AWS::SSM::Parameter
+    Properties:
+      Type: String
+      Name: '/{{ service.name }}/{{ service_instance.name }}'
+      Value: '{{ pipeline.inputs.dockerfile }} {{ service_instance.outputs.QueueUrl }}'
+{% endfor %}
+";
+
+const HBS_CFN: &str = r"AWSTemplateFormatVersion: '2010-09-09'
+Resources:
+  Queue:
+    Type: AWS::SQS::Queue
+    Properties:
+      QueueName: '{{service.name}}-{{service_instance.name}}'
+{{#if service_instance.inputs.fifo}}
+      FifoQueue: true
+{{/if}}
+      DelaySeconds: {{service_instance.inputs.delay}}
+";
+
+fn service_bundle(root: &Path) -> PathBuf {
+    write(
+        root,
+        &[
+            ("queue-svc/v1/schema/schema.yaml", SVC_SCHEMA),
+            (
+                "queue-svc/v1/instance_infrastructure/manifest.yaml",
+                JINJA_MANIFEST,
+            ),
+            (
+                "queue-svc/v1/instance_infrastructure/cloudformation.yaml",
+                INSTANCE_CFN,
+            ),
+            (
+                "queue-svc/v1/pipeline_infrastructure/manifest.yaml",
+                JINJA_MANIFEST,
+            ),
+            (
+                "queue-svc/v1/pipeline_infrastructure/cloudformation.yaml",
+                PIPELINE_CFN,
+            ),
+            (
+                "queue-svc/v1/.template-registration.yaml",
+                "compatible_environments:\n  - basic-env:1\n",
+            ),
+        ],
+    );
+    root.join("queue-svc/v1")
+}
+
+const SPEC: &str = "proton: ServiceSpec\nname: orders\ntemplate: {name: queue-svc, major: 1}\npipeline: {}\ninstances:\n  - name: orders-dev\n    environment: dev\n    spec: {team: core}\n  - name: orders-prod\n    environment: prod\n    spec: {team: core, port: 443}\n";
+
+#[test]
+fn validate_accepts_a_good_repo_and_names_each_bundle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    service_bundle(dir.path());
+    let out = protond(&["validate", dir.path().to_str().expect("utf8")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("service template queue-svc v1"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("1 bundle(s) checked, 0 problem(s)"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn validate_lists_every_problem_and_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = service_bundle(dir.path());
+    write(
+        &b,
+        &[
+            (
+                "instance_infrastructure/cloudformation.yaml",
+                "A: {% if %}\n",
+            ),
+            (
+                "pipeline_infrastructure/manifest.yaml",
+                "infrastructure:\n  templates:\n    - file: ../../../etc/passwd\n      rendering_engine: jinja\n      template_language: cloudformation\n",
+            ),
+        ],
+    );
+    let out = protond(&["validate", b.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("escapes the bundle"), "{t}");
+    assert!(t.contains("FAIL"), "{t}");
+}
+
+#[test]
+fn validate_reports_syntax_errors_with_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = service_bundle(dir.path());
+    write(
+        &b,
+        &[(
+            "instance_infrastructure/cloudformation.yaml",
+            "A: 1\nB: {% if %}\n",
+        )],
+    );
+    let out = protond(&["validate", b.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("instance_infrastructure/cloudformation.yaml:2"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn render_instance_and_pipeline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = service_bundle(dir.path());
+    let spec = dir.path().join("orders.yaml");
+    std::fs::write(&spec, SPEC).expect("write");
+    let (b, spec) = (b.to_str().expect("utf8"), spec.to_str().expect("utf8"));
+    let out = protond(&[
+        "render",
+        b,
+        "--spec",
+        spec,
+        "--instance",
+        "orders-prod",
+        "--env-output",
+        "TopicArn=arn:aws:sns:us-east-1:123456789012:t",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let doc: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).expect("yaml");
+    let props = &doc["Resources"]["Queue"]["Properties"];
+    assert_eq!(props["QueueName"], "orders-orders-prod");
+    assert_eq!(props["Tags"][1]["Value"], "443");
+    assert_eq!(
+        props["Tags"][2]["Value"],
+        "arn:aws:sns:us-east-1:123456789012:t"
+    );
+
+    let out = protond(&[
+        "render",
+        b,
+        "--spec",
+        spec,
+        "--pipeline",
+        "--instance-output",
+        "QueueUrl=https://q",
+        "--instance-output",
+        "orders-prod:QueueUrl=https://prod",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let doc: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).expect("yaml");
+    assert_eq!(
+        doc["Resources"]["Param1"]["Properties"]["Value"],
+        "Dockerfile https://q"
+    );
+    assert_eq!(
+        doc["Resources"]["Param2"]["Properties"]["Value"],
+        "Dockerfile https://prod"
+    );
+    assert_eq!(
+        doc["Resources"]["Param2"]["Properties"]["Name"],
+        "/orders/orders-prod"
+    );
+}
+
+#[test]
+fn render_names_undefined_environment_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = service_bundle(dir.path());
+    let spec = dir.path().join("orders.yaml");
+    std::fs::write(&spec, SPEC).expect("write");
+    let out = protond(&[
+        "render",
+        b.to_str().expect("utf8"),
+        "--spec",
+        spec.to_str().expect("utf8"),
+        "--instance",
+        "orders-dev",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("environment.outputs.TopicArn"), "{t}");
+    assert!(t.contains("cloudformation.yaml:13"), "{t}");
+}
+
+#[test]
+fn render_rejects_invalid_inputs_with_paths() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = service_bundle(dir.path());
+    let spec = dir.path().join("bad.yaml");
+    std::fs::write(
+        &spec,
+        "proton: ServiceSpec\nname: orders\ninstances:\n  - name: a\n    environment: dev\n    spec: {team: core}\n  - name: b\n    environment: dev\n    spec: {team: Core1, port: 70000, size: huge}\n",
+    )
+    .expect("write");
+    let out = protond(&[
+        "render",
+        b.to_str().expect("utf8"),
+        "--spec",
+        spec.to_str().expect("utf8"),
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("instances[1].spec.port: 70000 is above maximum 65535"),
+        "{t}"
+    );
+    assert!(t.contains("instances[1].spec.team"), "{t}");
+    assert!(t.contains("instances[1].spec.size"), "{t}");
+}
+
+#[test]
+fn render_rejects_yaml_injection_in_inputs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = service_bundle(dir.path());
+    write(
+        &b,
+        &[(
+            "schema/schema.yaml",
+            &SVC_SCHEMA.replace("pattern: \"^[a-z]+$\"", "minLength: 1"),
+        )],
+    );
+    let spec = dir.path().join("evil.yaml");
+    std::fs::write(
+        &spec,
+        "proton: ServiceSpec\nname: orders\ninstances:\n  - name: a\n    environment: dev\n    spec:\n      team: \"x'\\n  Evil:\\n    Type: AWS::IAM::User\\n    Properties: {UserName: 'pwn\"\n",
+    )
+    .expect("write");
+    let out = protond(&[
+        "render",
+        b.to_str().expect("utf8"),
+        "--spec",
+        spec.to_str().expect("utf8"),
+        "--instance",
+        "a",
+        "--env-output",
+        "TopicArn=t",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("AWS::IAM::User"));
+    let t = text(&out);
+    assert!(
+        t.contains("input value") || t.contains("not valid YAML"),
+        "{t}"
+    );
+}
+
+#[test]
+fn handlebars_bundle_renders() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        &[
+            (
+                "hb-svc/v2/schema/schema.yaml",
+                "schema:\n  format:\n    openapi: \"3.0.0\"\n  service_input_type: \"In\"\n  types:\n    In:\n      type: object\n      properties:\n        fifo:\n          type: boolean\n          default: false\n        delay:\n          type: integer\n          default: 0\n",
+            ),
+            (
+                "hb-svc/v2/instance_infrastructure/manifest.yaml",
+                HBS_MANIFEST,
+            ),
+            (
+                "hb-svc/v2/instance_infrastructure/cloudformation.yaml",
+                HBS_CFN,
+            ),
+            ("hb-svc/v2/.compatible-envs", "basic-env:1\n"),
+            (
+                "spec.yaml",
+                "proton: ServiceSpec\ninstances:\n  - name: w1\n    environment: dev\n    spec: {fifo: true, delay: 5}\n",
+            ),
+        ],
+    );
+    let out = protond(&[
+        "render",
+        dir.path().join("hb-svc/v2").to_str().expect("utf8"),
+        "--spec",
+        dir.path().join("spec.yaml").to_str().expect("utf8"),
+        "--name",
+        "worker",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let doc: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).expect("yaml");
+    let props = &doc["Resources"]["Queue"]["Properties"];
+    assert_eq!(props["QueueName"], "worker-w1");
+    assert_eq!(props["FifoQueue"], true);
+    assert_eq!(props["DelaySeconds"], 5);
+}
+
+#[test]
+fn check_config_reports_problems() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("proton.toml");
+    std::fs::write(&cfg, "poll_interval = \"often\"\n").expect("write");
+    let out = protond(&["check-config", "--config", cfg.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("poll_interval"), "{}", text(&out));
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("proton.toml.example");
+    let out = protond(&["check-config", "--config", example.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{}", text(&out));
+}
