@@ -8,5 +8,6 @@
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod plan;
 pub mod render;
 pub mod spec;
