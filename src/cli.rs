@@ -164,7 +164,7 @@ fn find_bundles(path: &Path) -> Vec<PathBuf> {
 
 /// A bundle read from disk, whichever layout it has.
 enum Loaded {
-    Template(Bundle),
+    Template(Box<Bundle>),
     Component(ComponentBundle),
 }
 
@@ -184,7 +184,7 @@ fn load(dir: &Path) -> Result<Loaded, Vec<String>> {
                     dir.display()
                 )]);
             };
-            Loaded::Template(Bundle::load(&name, major, &files).map_err(strings)?)
+            Loaded::Template(Box::new(Bundle::load(&name, major, &files).map_err(strings)?))
         }
     };
     let infras: Vec<&Infrastructure> = match &loaded {
