@@ -184,7 +184,9 @@ fn load(dir: &Path) -> Result<Loaded, Vec<String>> {
                     dir.display()
                 )]);
             };
-            Loaded::Template(Box::new(Bundle::load(&name, major, &files).map_err(strings)?))
+            Loaded::Template(Box::new(
+                Bundle::load(&name, major, &files).map_err(strings)?,
+            ))
         }
     };
     let infras: Vec<&Infrastructure> = match &loaded {

@@ -11,3 +11,4 @@ pub mod config;
 pub mod plan;
 pub mod render;
 pub mod spec;
+pub mod state;

@@ -1,0 +1,775 @@
+//! Deployed state and history in SQL (sqlx; an embedded SQLite file by default).
+//!
+//! Three tables (see `migrations/`): registered and rejected template versions, the resources
+//! protond manages with what is deployed now, and an append-only deployment history in which
+//! a row only ever moves from `in_progress` to a final status. A unique index keeps at most
+//! one deployment in flight per resource. Finishing a deployment and recording its resource
+//! happen in one transaction, so a crash never leaves the two disagreeing.
+//!
+//! This module stores and loads; it never decides what to deploy.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+use crate::plan::{self, ResourceKind, Version};
+
+/// A state-store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The URL is not one this build supports.
+    #[error("state URL {url:?} is not supported; use sqlite://path/to/state.db")]
+    Url {
+        /// The URL given.
+        url: String,
+    },
+    /// The database could not be opened or created.
+    #[error("cannot open the state database {url:?}")]
+    Open {
+        /// The URL.
+        url: String,
+        /// Cause.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Migrations failed.
+    #[error("cannot migrate the state database {url:?}")]
+    Migrate {
+        /// The URL.
+        url: String,
+        /// Cause.
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A query failed.
+    #[error("state query failed: {what}")]
+    Query {
+        /// What was being done.
+        what: &'static str,
+        /// Cause.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A deployment is already in flight for the resource.
+    #[error("a deployment of {resource} is already in flight (deployment {existing})")]
+    InFlight {
+        /// Resource id.
+        resource: String,
+        /// The in-flight deployment id.
+        existing: i64,
+    },
+    /// A stored row could not be read back.
+    #[error("corrupt state row in {table}: {detail}")]
+    Corrupt {
+        /// Table.
+        table: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl StateError {
+    /// Whether retrying later may help (a locked or busy database).
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Query { source, .. } | Self::Open { source, .. } => {
+                let msg = source.to_string();
+                msg.contains("locked") || msg.contains("busy")
+            }
+            _ => false,
+        }
+    }
+
+    /// Short label for metrics.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Url { .. } => "url",
+            Self::Open { .. } => "open",
+            Self::Migrate { .. } => "migrate",
+            Self::Query { .. } => "query",
+            Self::InFlight { .. } => "in_flight",
+            Self::Corrupt { .. } => "corrupt",
+        }
+    }
+}
+
+fn q(what: &'static str) -> impl FnOnce(sqlx::Error) -> StateError {
+    move |source| StateError::Query { what, source }
+}
+
+/// Now, as RFC 3339 (UTC, seconds).
+#[must_use]
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// A template version as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateVersionRecord {
+    /// Template name.
+    pub template: String,
+    /// Version.
+    pub version: Version,
+    /// `environment` or `service`.
+    pub kind: String,
+    /// Template repo name.
+    pub repo: String,
+    /// The release tag.
+    pub tag: String,
+    /// The tagged commit.
+    pub commit: String,
+    /// Registered (valid) or rejected.
+    pub registered: bool,
+    /// Why it was rejected.
+    pub reason: Option<String>,
+    /// Annotated tag message.
+    pub release_notes: Option<String>,
+}
+
+/// A managed resource and what is deployed now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceRecord {
+    /// Resource id.
+    pub id: String,
+    /// Kind.
+    pub kind: ResourceKind,
+    /// Spec repo.
+    pub repo: String,
+    /// Template.
+    pub template: String,
+    /// Deployed version.
+    pub version: Version,
+    /// Deployed inputs hash.
+    pub input_hash: String,
+    /// Deployed rendered hash.
+    pub rendered_hash: String,
+    /// Outputs of the deployed stack.
+    pub outputs: BTreeMap<String, String>,
+    /// `deployed`, `failed`, …
+    pub status: String,
+    /// Spec commit deployed.
+    pub spec_commit: Option<String>,
+    /// Last change.
+    pub updated_at: String,
+}
+
+impl ResourceRecord {
+    /// The planner's view of this record.
+    #[must_use]
+    pub fn to_deployed(&self) -> plan::Deployed {
+        plan::Deployed {
+            id: self.id.clone(),
+            kind: self.kind,
+            repo: self.repo.clone(),
+            template: self.template.clone(),
+            version: self.version,
+            input_hash: self.input_hash.clone(),
+            rendered_hash: self.rendered_hash.clone(),
+        }
+    }
+}
+
+/// A deployment to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDeployment {
+    /// Resource id.
+    pub resource_id: String,
+    /// `create`, `update` or `delete`.
+    pub action: String,
+    /// e.g. `spec_change`, `minor_upgrade`.
+    pub reason: Option<String>,
+    /// Template.
+    pub template: String,
+    /// Version before.
+    pub from_version: Option<Version>,
+    /// Version after.
+    pub to_version: Version,
+    /// Inputs applied.
+    pub input_hash: String,
+    /// Rendered IaC applied.
+    pub rendered_hash: String,
+    /// Spec commit.
+    pub spec_commit: Option<String>,
+}
+
+/// A deployment history row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentRecord {
+    /// Id.
+    pub id: i64,
+    /// The deployment as started.
+    pub deployment: NewDeployment,
+    /// `in_progress`, `succeeded` or `failed`.
+    pub status: String,
+    /// Failure reason.
+    pub error: Option<String>,
+    /// Start time.
+    pub started_at: String,
+    /// End time.
+    pub finished_at: Option<String>,
+}
+
+/// How a deployment ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Applied; this is now deployed.
+    Succeeded(ResourceRecord),
+    /// The resource was deleted.
+    Deleted,
+    /// Failed; what was deployed before stays recorded.
+    Failed {
+        /// Why (stack events' reasons).
+        error: String,
+    },
+}
+
+/// The state store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+fn version_string(v: Version) -> String {
+    v.to_string()
+}
+
+fn parse_version(s: &str) -> Option<Version> {
+    let (a, b) = s.split_once('.')?;
+    Some(Version {
+        major: a.parse().ok()?,
+        minor: b.parse().ok()?,
+    })
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `url` and runs the migrations.
+    pub async fn open(url: &str) -> Result<Self, StateError> {
+        let Some(path) = url.strip_prefix("sqlite://") else {
+            return Err(StateError::Url { url: url.into() });
+        };
+        if let Some(parent) = Path::new(path).parent()
+            && !parent.as_os_str().is_empty()
+        {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+            .map_err(|source| StateError::Open {
+                url: url.into(),
+                source,
+            })?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| StateError::Open {
+                url: url.into(),
+                source,
+            })?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|source| StateError::Migrate {
+                url: url.into(),
+                source,
+            })?;
+        Ok(Self { pool })
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StateError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(q("ping"))
+    }
+
+    /// Records a template version (registered or rejected). Returns true when it is new or
+    /// its record changed (e.g. a moved tag).
+    pub async fn record_template_version(
+        &self,
+        v: &TemplateVersionRecord,
+    ) -> Result<bool, StateError> {
+        let existing = sqlx::query(
+            "SELECT git_commit, status FROM template_versions WHERE template = ? AND major = ? AND minor = ?",
+        )
+        .bind(&v.template)
+        .bind(i64::from(v.version.major))
+        .bind(i64::from(v.version.minor))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(q("read template version"))?;
+        let status = if v.registered {
+            "registered"
+        } else {
+            "rejected"
+        };
+        if let Some(row) = &existing {
+            let commit: String = row
+                .try_get("git_commit")
+                .map_err(q("read template version"))?;
+            let old_status: String = row.try_get("status").map_err(q("read template version"))?;
+            if commit == v.commit && old_status == status {
+                return Ok(false);
+            }
+        }
+        sqlx::query(
+            "INSERT INTO template_versions (template, major, minor, kind, repo, tag, git_commit, status, reason, release_notes, recorded_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (template, major, minor) DO UPDATE SET kind = excluded.kind, repo = excluded.repo,
+               tag = excluded.tag, git_commit = excluded.git_commit, status = excluded.status,
+               reason = excluded.reason, release_notes = excluded.release_notes, recorded_at = excluded.recorded_at",
+        )
+        .bind(&v.template)
+        .bind(i64::from(v.version.major))
+        .bind(i64::from(v.version.minor))
+        .bind(&v.kind)
+        .bind(&v.repo)
+        .bind(&v.tag)
+        .bind(&v.commit)
+        .bind(status)
+        .bind(&v.reason)
+        .bind(&v.release_notes)
+        .bind(now())
+        .execute(&self.pool)
+        .await
+        .map_err(q("record template version"))?;
+        Ok(true)
+    }
+
+    /// Every recorded template version, by template and version.
+    pub async fn template_versions(&self) -> Result<Vec<TemplateVersionRecord>, StateError> {
+        let rows = sqlx::query(
+            "SELECT template, major, minor, kind, repo, tag, git_commit, status, reason, release_notes
+             FROM template_versions ORDER BY template, major, minor",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("list template versions"))?;
+        rows.iter()
+            .map(|r| {
+                let get = |c: &str| {
+                    r.try_get::<String, _>(c)
+                        .map_err(q("list template versions"))
+                };
+                let num = |c: &str| {
+                    r.try_get::<i64, _>(c)
+                        .map_err(q("list template versions"))
+                        .and_then(|n| {
+                            u32::try_from(n).map_err(|_| StateError::Corrupt {
+                                table: "template_versions",
+                                detail: format!("{c} = {n}"),
+                            })
+                        })
+                };
+                Ok(TemplateVersionRecord {
+                    template: get("template")?,
+                    version: Version {
+                        major: num("major")?,
+                        minor: num("minor")?,
+                    },
+                    kind: get("kind")?,
+                    repo: get("repo")?,
+                    tag: get("tag")?,
+                    commit: get("git_commit")?,
+                    registered: get("status")? == "registered",
+                    reason: r.try_get("reason").map_err(q("list template versions"))?,
+                    release_notes: r
+                        .try_get("release_notes")
+                        .map_err(q("list template versions"))?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every managed resource.
+    pub async fn resources(&self) -> Result<Vec<ResourceRecord>, StateError> {
+        let rows = sqlx::query(
+            "SELECT id, kind, repo, template, major, minor, input_hash, rendered_hash, outputs, status, spec_commit, updated_at
+             FROM resources ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("list resources"))?;
+        rows.iter().map(resource_from_row).collect()
+    }
+
+    /// Starts a deployment; fails with [`StateError::InFlight`] if one is already running
+    /// for the resource.
+    pub async fn begin_deployment(&self, d: &NewDeployment) -> Result<i64, StateError> {
+        let result = sqlx::query(
+            "INSERT INTO deployments (resource_id, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, started_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'in_progress', ?)",
+        )
+        .bind(&d.resource_id)
+        .bind(&d.action)
+        .bind(&d.reason)
+        .bind(&d.template)
+        .bind(d.from_version.map(version_string))
+        .bind(version_string(d.to_version))
+        .bind(&d.input_hash)
+        .bind(&d.rendered_hash)
+        .bind(&d.spec_commit)
+        .bind(now())
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(r) => Ok(r.last_insert_rowid()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                let existing = self
+                    .in_flight()
+                    .await?
+                    .into_iter()
+                    .find(|x| x.deployment.resource_id == d.resource_id)
+                    .map_or(0, |x| x.id);
+                Err(StateError::InFlight {
+                    resource: d.resource_id.clone(),
+                    existing,
+                })
+            }
+            Err(source) => Err(StateError::Query {
+                what: "begin deployment",
+                source,
+            }),
+        }
+    }
+
+    /// Finishes a deployment and records its resource in one transaction.
+    pub async fn finish_deployment(&self, id: i64, outcome: &Outcome) -> Result<(), StateError> {
+        let mut tx = self.pool.begin().await.map_err(q("finish deployment"))?;
+        let row = sqlx::query(
+            "SELECT resource_id FROM deployments WHERE id = ? AND status = 'in_progress'",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(q("finish deployment"))?;
+        let Some(row) = row else {
+            return Err(StateError::Corrupt {
+                table: "deployments",
+                detail: format!("deployment {id} is not in progress"),
+            });
+        };
+        let resource_id: String = row.try_get("resource_id").map_err(q("finish deployment"))?;
+        let (status, error) = match outcome {
+            Outcome::Succeeded(_) | Outcome::Deleted => ("succeeded", None),
+            Outcome::Failed { error } => ("failed", Some(error.clone())),
+        };
+        sqlx::query("UPDATE deployments SET status = ?, error = ?, finished_at = ? WHERE id = ?")
+            .bind(status)
+            .bind(error)
+            .bind(now())
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("finish deployment"))?;
+        match outcome {
+            Outcome::Succeeded(r) => {
+                let outputs = serde_json::to_string(&r.outputs).unwrap_or_else(|_| "{}".into());
+                sqlx::query(
+                    "INSERT INTO resources (id, kind, repo, template, major, minor, input_hash, rendered_hash, outputs, status, spec_commit, updated_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'deployed', ?, ?)
+                     ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, repo = excluded.repo, template = excluded.template,
+                       major = excluded.major, minor = excluded.minor, input_hash = excluded.input_hash,
+                       rendered_hash = excluded.rendered_hash, outputs = excluded.outputs, status = 'deployed',
+                       spec_commit = excluded.spec_commit, updated_at = excluded.updated_at",
+                )
+                .bind(&r.id)
+                .bind(r.kind.as_str())
+                .bind(&r.repo)
+                .bind(&r.template)
+                .bind(i64::from(r.version.major))
+                .bind(i64::from(r.version.minor))
+                .bind(&r.input_hash)
+                .bind(&r.rendered_hash)
+                .bind(outputs)
+                .bind(&r.spec_commit)
+                .bind(now())
+                .execute(&mut *tx)
+                .await
+                .map_err(q("record resource"))?;
+            }
+            Outcome::Deleted => {
+                sqlx::query("DELETE FROM resources WHERE id = ?")
+                    .bind(&resource_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q("remove resource"))?;
+            }
+            Outcome::Failed { .. } => {
+                sqlx::query("UPDATE resources SET status = 'failed', updated_at = ? WHERE id = ?")
+                    .bind(now())
+                    .bind(&resource_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q("mark resource failed"))?;
+            }
+        }
+        tx.commit().await.map_err(q("finish deployment"))
+    }
+
+    /// Deployments still in flight (to adopt after a restart).
+    pub async fn in_flight(&self) -> Result<Vec<DeploymentRecord>, StateError> {
+        let rows = sqlx::query(concat!(
+            "SELECT id, resource_id, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, error, started_at, finished_at",
+            " FROM deployments WHERE status = 'in_progress' ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("list in-flight deployments"))?;
+        rows.iter().map(deployment_from_row).collect()
+    }
+
+    /// Newest deployments first, optionally of one resource.
+    pub async fn deployments(
+        &self,
+        resource: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<DeploymentRecord>, StateError> {
+        let rows = sqlx::query(concat!(
+            "SELECT id, resource_id, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, error, started_at, finished_at",
+            " FROM deployments WHERE (?1 IS NULL OR resource_id = ?1) ORDER BY id DESC LIMIT ?2"
+        ))
+        .bind(resource)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("list deployments"))?;
+        rows.iter().map(deployment_from_row).collect()
+    }
+}
+
+fn corrupt(table: &'static str, detail: String) -> StateError {
+    StateError::Corrupt { table, detail }
+}
+
+fn resource_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ResourceRecord, StateError> {
+    let s = |c: &str| r.try_get::<String, _>(c).map_err(q("read resource"));
+    let n = |c: &str| {
+        r.try_get::<i64, _>(c)
+            .map_err(q("read resource"))
+            .and_then(|v| u32::try_from(v).map_err(|_| corrupt("resources", format!("{c} = {v}"))))
+    };
+    let kind_text = s("kind")?;
+    let kind = ResourceKind::parse(&kind_text)
+        .ok_or_else(|| corrupt("resources", format!("unknown kind {kind_text:?}")))?;
+    let outputs: BTreeMap<String, String> = serde_json::from_str(&s("outputs")?)
+        .map_err(|e| corrupt("resources", format!("outputs: {e}")))?;
+    Ok(ResourceRecord {
+        id: s("id")?,
+        kind,
+        repo: s("repo")?,
+        template: s("template")?,
+        version: Version {
+            major: n("major")?,
+            minor: n("minor")?,
+        },
+        input_hash: s("input_hash")?,
+        rendered_hash: s("rendered_hash")?,
+        outputs,
+        status: s("status")?,
+        spec_commit: r.try_get("spec_commit").map_err(q("read resource"))?,
+        updated_at: s("updated_at")?,
+    })
+}
+
+fn deployment_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<DeploymentRecord, StateError> {
+    let s = |c: &str| r.try_get::<String, _>(c).map_err(q("read deployment"));
+    let o = |c: &str| {
+        r.try_get::<Option<String>, _>(c)
+            .map_err(q("read deployment"))
+    };
+    let to = s("to_version")?;
+    Ok(DeploymentRecord {
+        id: r.try_get("id").map_err(q("read deployment"))?,
+        deployment: NewDeployment {
+            resource_id: s("resource_id")?,
+            action: s("action")?,
+            reason: o("reason")?,
+            template: s("template")?,
+            from_version: o("from_version")?.as_deref().and_then(parse_version),
+            to_version: parse_version(&to)
+                .ok_or_else(|| corrupt("deployments", format!("to_version {to:?}")))?,
+            input_hash: s("input_hash")?,
+            rendered_hash: s("rendered_hash")?,
+            spec_commit: o("spec_commit")?,
+        },
+        status: s("status")?,
+        error: o("error")?,
+        started_at: s("started_at")?,
+        finished_at: o("finished_at")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}/nested/state.db", dir.path().display());
+        let store = Store::open(&url).await.expect("open");
+        (dir, store)
+    }
+
+    fn new_dep(resource: &str) -> NewDeployment {
+        NewDeployment {
+            resource_id: resource.into(),
+            action: "create".into(),
+            reason: None,
+            template: "basic-env".into(),
+            from_version: None,
+            to_version: Version { major: 1, minor: 2 },
+            input_hash: "i".into(),
+            rendered_hash: "r".into(),
+            spec_commit: Some("abc".into()),
+        }
+    }
+
+    fn record(id: &str) -> ResourceRecord {
+        ResourceRecord {
+            id: id.into(),
+            kind: ResourceKind::Environment,
+            repo: "platform".into(),
+            template: "basic-env".into(),
+            version: Version { major: 1, minor: 2 },
+            input_hash: "i".into(),
+            rendered_hash: "r".into(),
+            outputs: BTreeMap::from([("TopicArn".into(), "arn:x".into())]),
+            status: "deployed".into(),
+            spec_commit: Some("abc".into()),
+            updated_at: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn deployment_lifecycle_and_history() {
+        let (_dir, store) = store().await;
+        let id = store
+            .begin_deployment(&new_dep("environment/dev"))
+            .await
+            .expect("begin");
+        let err = store
+            .begin_deployment(&new_dep("environment/dev"))
+            .await
+            .expect_err("one in flight");
+        assert!(
+            matches!(err, StateError::InFlight { existing, .. } if existing == id),
+            "{err}"
+        );
+        assert_eq!(store.in_flight().await.expect("list").len(), 1);
+        store
+            .finish_deployment(id, &Outcome::Succeeded(record("environment/dev")))
+            .await
+            .expect("finish");
+        assert!(store.in_flight().await.expect("list").is_empty());
+        let resources = store.resources().await.expect("resources");
+        assert_eq!(resources.len(), 1);
+        assert_eq!(resources[0].outputs["TopicArn"], "arn:x");
+        assert_eq!(
+            resources[0].to_deployed().version,
+            Version { major: 1, minor: 2 }
+        );
+
+        let id2 = store
+            .begin_deployment(&new_dep("environment/dev"))
+            .await
+            .expect("begin again");
+        store
+            .finish_deployment(
+                id2,
+                &Outcome::Failed {
+                    error: "boom".into(),
+                },
+            )
+            .await
+            .expect("fail");
+        let resources = store.resources().await.expect("resources");
+        assert_eq!(resources[0].status, "failed");
+        assert_eq!(
+            resources[0].rendered_hash, "r",
+            "what was deployed stays recorded"
+        );
+        let history = store
+            .deployments(Some("environment/dev"), 10)
+            .await
+            .expect("history");
+        assert_eq!(history.len(), 2);
+        assert_eq!(history[0].status, "failed");
+        assert_eq!(history[0].error.as_deref(), Some("boom"));
+        assert_eq!(history[1].status, "succeeded");
+        assert!(
+            store
+                .finish_deployment(id2, &Outcome::Deleted)
+                .await
+                .is_err(),
+            "finished rows are final"
+        );
+
+        let id3 = store
+            .begin_deployment(&new_dep("environment/dev"))
+            .await
+            .expect("delete");
+        store
+            .finish_deployment(id3, &Outcome::Deleted)
+            .await
+            .expect("deleted");
+        assert!(store.resources().await.expect("resources").is_empty());
+        assert_eq!(store.deployments(None, 10).await.expect("history").len(), 3);
+    }
+
+    #[tokio::test]
+    async fn template_versions_are_recorded_once() {
+        let (_dir, store) = store().await;
+        let mut v = TemplateVersionRecord {
+            template: "web-svc".into(),
+            version: Version { major: 1, minor: 1 },
+            kind: "service".into(),
+            repo: "platform".into(),
+            tag: "web-svc/v1.1".into(),
+            commit: "c1".into(),
+            registered: true,
+            reason: None,
+            release_notes: Some("Faster.".into()),
+        };
+        assert!(store.record_template_version(&v).await.expect("record"));
+        assert!(!store.record_template_version(&v).await.expect("again"));
+        v.commit = "c2".into();
+        assert!(store.record_template_version(&v).await.expect("moved tag"));
+        let all = store.template_versions().await.expect("list");
+        assert_eq!(all, vec![v]);
+    }
+
+    #[tokio::test]
+    async fn state_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}/state.db", dir.path().display());
+        {
+            let store = Store::open(&url).await.expect("open");
+            let id = store
+                .begin_deployment(&new_dep("environment/dev"))
+                .await
+                .expect("begin");
+            let _ = id;
+        }
+        let store = Store::open(&url).await.expect("reopen");
+        assert_eq!(store.in_flight().await.expect("in flight").len(), 1);
+        store.ping().await.expect("ping");
+    }
+
+    #[tokio::test]
+    async fn bad_url_is_explained() {
+        let err = Store::open("mysql://x").await.expect_err("bad url");
+        assert!(err.to_string().contains("sqlite://"), "{err}");
+    }
+}
