@@ -4,6 +4,10 @@
 //! This crate is the library behind the `protond` binary; `main.rs` only parses the
 //! command line and calls [`cli::run`].
 #![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+// Outcome and action enums are short-lived values passed by reference; boxing their large
+// variants would only add noise.
+#![allow(clippy::large_enum_variant)]
 
 pub mod catalog;
 pub mod cli;
