@@ -8,6 +8,7 @@
 #
 #   PROTOND  the protond binary            (default: target/debug/protond)
 #   SHARED   folder holding proton-samples (default: ../shared, beside the repo)
+#   SAMPLE_IGNORED_RULES  cfn-lint rules not counted for the samples (default: E2533, see below)
 #
 # Prints one line per check and, last, exactly `N passed, M failed`. Exits 1 on any failure.
 set -euo pipefail
@@ -29,6 +30,10 @@ else
 fi
 if [[ -n "${SHARED:-}" ]]; then shared=$(absolute "$SHARED"); else shared=../shared; fi
 samples="$shared/proton-samples"
+# cfn-lint rules ignored for the Proton samples only. E2533 (deprecated Lambda runtime): the
+# samples date from 2021 and only offer Lambda runtimes AWS has retired since (their default is
+# nodejs12.x); that is the age of the sample, not a rendering fault.
+sample_ignored_rules=${SAMPLE_IGNORED_RULES-E2533}
 examples=example-repos
 
 if ! command -v "$protond" >/dev/null 2>&1; then
@@ -48,6 +53,25 @@ trap 'rm -rf "$work"' EXIT
 passed=0
 failed=0
 
+# Every check is recorded first and judged at the end, so that cfn-lint (slow to start) runs
+# once over all rendered files. Per check: a label, a state (pass, fail, or lint: rendered and
+# waiting for the lint), a details file, the render folder, and whether cfn-lint's dated
+# deprecation rules apply (see SAMPLE_IGNORED_RULES).
+labels=()
+states=()
+logs=()
+dirs=()
+sample=()
+in_samples=0
+
+record() {
+  labels+=("$1")
+  states+=("$2")
+  logs+=("${3:-}")
+  dirs+=("${4:-}")
+  sample+=("$in_samples")
+}
+
 # pass LABEL / fail LABEL DETAILS-FILE: one line per check; details indented below failures.
 pass() {
   printf 'PASS  %s\n' "$1"
@@ -59,6 +83,11 @@ fail() {
     head -n 40 "$2" | sed 's/^/      /'
   fi
   failed=$((failed + 1))
+}
+
+# A new details file.
+new_log() {
+  mktemp "$work/log.XXXXXX"
 }
 
 # A plausible value for an output, judged by its name.
@@ -177,51 +206,30 @@ for key in (doc.get("Outputs") or {}):
     print(key)
 '
 
-# lint DIR: YAML and cfn-lint on every file below DIR; details to stdout. Errors fail; warnings
-# and informational findings do not. cfn-lint's exit code is a bit mask: 2 errors, 4 warnings,
-# 8 informational; 1 means it could not run (bad arguments or configuration).
-lint() {
-  local dir=$1 files=() f rc=0 status=0
-  while IFS= read -r -d '' f; do files+=("$f"); done < <(find "$dir" -type f -print0 | sort -z)
-  if [[ ${#files[@]} -eq 0 ]]; then
-    echo "nothing was rendered"
-    return 1
-  fi
-  python3 -c "$check_yaml_py" "${files[@]}" || status=1
-  for f in "${files[@]}"; do
-    rc=0
-    cfn-lint --format parseable -- "$f" >"$work/lint.out" 2>&1 || rc=$?
-    if ((rc & 3)) || ((rc > 15)); then
-      grep -E ':E[0-9]+:' "$work/lint.out" || cat "$work/lint.out"
-      status=1
-    fi
-  done
-  return "$status"
-}
-
-# check_render LABEL RENDER-ARGS...: renders into a fresh folder, then lints the result.
+# check_render LABEL RENDER-ARGS...: renders into a fresh folder (linted at the end). Sets
+# last_render to the folder when the render succeeded.
 check_render() {
-  local label=$1 out
+  local label=$1 out log
   shift
   out=$(mktemp -d "$work/render.XXXXXX")
-  if ! "$protond" render "$@" --out-dir "$out" >"$work/render.log" 2>&1; then
-    fail "render $label" "$work/render.log"
-    return 0
-  fi
-  if lint "$out" >"$work/lint.log" 2>&1; then
-    pass "render $label"
+  log=$(new_log)
+  last_render=""
+  if "$protond" render "$@" --out-dir "$out" >"$log" 2>&1; then
+    record "render $label" lint "$log" "$out"
+    last_render=$out
   else
-    fail "render $label" "$work/lint.log"
+    record "render $label" fail "$log"
   fi
-  last_render=$out
 }
 
 # check_validate BUNDLE: `protond validate`; returns non-zero when the bundle is invalid.
 check_validate() {
-  if "$protond" validate "$1" >"$work/validate.log" 2>&1; then
-    pass "validate $1"
+  local log
+  log=$(new_log)
+  if "$protond" validate "$1" >"$log" 2>&1; then
+    record "validate $1" pass
   else
-    fail "validate $1" "$work/validate.log"
+    record "validate $1" fail "$log"
     return 1
   fi
 }
@@ -266,6 +274,7 @@ render_service() {
 # AWS Proton's samples.
 
 if [[ -d "$samples" ]]; then
+  in_samples=1
   # The sample component's outputs, for rendering sample services with a component attached.
   sample_component_args=()
   for key_file in "$samples"/component-templates/*/cloudformation.yaml; do
@@ -319,6 +328,7 @@ EOF
     check_render "$bundle (attached to conformance-dev)" "$bundle" --spec "$spec" \
       --instance conformance-dev "${args[@]}"
   done
+  in_samples=0
 else
   echo "shared samples not present, skipping ($samples)"
 fi
@@ -339,8 +349,9 @@ if [[ -d "$examples" ]]; then
     read -r _ tname tmajor < <(python3 -c "$spec_info_py" "$spec" | grep '^template ')
     bundle="$examples/platform-templates/$tname/v$tmajor"
     if [[ ! -d "$bundle" ]]; then
-      echo "$spec names template $tname v$tmajor; no bundle at $bundle" >"$work/missing.log"
-      fail "render $spec" "$work/missing.log"
+      log=$(new_log)
+      echo "$spec names template $tname v$tmajor; no bundle at $bundle" >"$log"
+      record "render $spec" fail "$log"
       continue
     fi
     case "$kind" in
@@ -352,14 +363,93 @@ if [[ -d "$examples" ]]; then
         render_service "$bundle" "$spec" "$spec_root"
         ;;
       *)
-        echo "$spec: not an EnvironmentSpec or ServiceSpec" >"$work/kind.log"
-        fail "render $spec" "$work/kind.log"
+        log=$(new_log)
+        echo "$spec: not an EnvironmentSpec or ServiceSpec" >"$log"
+        record "render $spec" fail "$log"
         ;;
     esac
   done
 else
   echo "example repos not present ($examples)"
 fi
+
+# ---------------------------------------------------------------------------------------------
+# Lint everything that rendered, in one cfn-lint run, then report every check in order.
+
+all_files=()
+for i in "${!states[@]}"; do
+  [[ "${states[$i]}" == lint ]] || continue
+  while IFS= read -r -d '' f; do all_files+=("$f"); done < <(find "${dirs[$i]}" -type f -print0 | sort -z)
+done
+yaml_out="$work/yaml.out"
+lint_out="$work/lint.out"
+: >"$yaml_out"
+: >"$lint_out"
+lint_rc=0
+if [[ ${#all_files[@]} -gt 0 ]]; then
+  python3 -c "$check_yaml_py" "${all_files[@]}" >"$yaml_out" 2>&1 || true
+  cfn-lint --format parseable -- "${all_files[@]}" >"$lint_out" 2>&1 || lint_rc=$?
+fi
+# cfn-lint's exit code is a bit mask: 2 errors, 4 warnings, 8 informational findings. 1 (or
+# anything above 15) means it could not run at all: then no rendered file counts as checked.
+lint_broken=0
+if ((lint_rc & 1)) || ((lint_rc > 15)); then
+  lint_broken=1
+fi
+
+# Errors (E rules) cfn-lint reported for the files below a folder, minus ignored rules.
+lint_errors() {
+  local dir=$1 ignored=$2
+  awk -F: -v dir="$dir/" -v ignored=" $ignored " '
+    index($0, dir) == 1 && $6 ~ /^E[0-9]+$/ && index(ignored, " " $6 " ") == 0 { print }
+  ' "$lint_out"
+}
+
+# Ignored errors (reported on the PASS line, not counted).
+lint_ignored() {
+  local dir=$1 ignored=$2
+  awk -F: -v dir="$dir/" -v ignored=" $ignored " '
+    index($0, dir) == 1 && $6 ~ /^E[0-9]+$/ && index(ignored, " " $6 " ") > 0 { print $6 }
+  ' "$lint_out" | sort -u | tr '\n' ' ' | sed 's/ $//'
+}
+
+for i in "${!states[@]}"; do
+  label=${labels[$i]}
+  case "${states[$i]}" in
+    pass)
+      pass "$label"
+      ;;
+    fail)
+      fail "$label" "${logs[$i]}"
+      ;;
+    lint)
+      dir=${dirs[$i]}
+      ignored=""
+      if [[ "${sample[$i]}" == 1 ]]; then ignored=$sample_ignored_rules; fi
+      problems=$(new_log)
+      if [[ -z "$(find "$dir" -type f -print -quit)" ]]; then
+        echo "nothing was rendered" >>"$problems"
+      fi
+      grep -F "$dir/" "$yaml_out" >>"$problems" || true
+      lint_errors "$dir" "$ignored" >>"$problems"
+      if ((lint_broken)); then
+        echo "cfn-lint could not run (exit code $lint_rc):" >>"$problems"
+        head -n 20 "$lint_out" >>"$problems"
+      fi
+      if [[ -s "$problems" ]]; then
+        sed "s|$dir/||" "$problems" >"$problems.short"
+        fail "$label" "$problems.short"
+      else
+        skipped=$(lint_ignored "$dir" "$ignored")
+        if [[ -n "$skipped" ]]; then
+          pass "$label (cfn-lint $skipped ignored)"
+        else
+          pass "$label"
+        fi
+      fi
+      ;;
+  esac
+done
 
 echo "$passed passed, $failed failed"
 if ((failed > 0)); then

@@ -40,6 +40,27 @@ pub enum Command {
     },
     /// Render a bundle for a spec file and print the IaC.
     Render(Box<RenderArgs>),
+    /// Read the repos and show what a reconcile would do, without doing it.
+    Plan {
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        output: OutputFormat,
+        /// Use the already fetched mirrors; do not fetch.
+        #[arg(long)]
+        no_fetch: bool,
+    },
+    /// List every managed resource: template version, available updates, last deployment.
+    Status {
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        output: OutputFormat,
+    },
     /// Check a `proton.toml` and list every problem.
     CheckConfig {
         /// Config file.
@@ -106,6 +127,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate { paths, spec } => validate(&paths, spec.as_deref()),
         Command::Render(args) => render_cmd(&args),
+        Command::Plan {
+            config,
+            output,
+            no_fetch,
+        } => plan_cmd(&config, output, !no_fetch),
+        Command::Status { config, output } => status_cmd(&config, output),
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(c) => {
                 println!(
@@ -587,4 +614,76 @@ fn render_cmd(args: &RenderArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Output format of `plan` and `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// A readable table.
+    Table,
+    /// JSON.
+    Json,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn load_config(path: &Path) -> Result<Config> {
+    Config::load(path).map_err(|errors| {
+        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("invalid configuration:\n  {}", list.join("\n  "))
+    })
+}
+
+fn plan_cmd(config: &Path, output: OutputFormat, fetch: bool) -> Result<ExitCode> {
+    let config = load_config(config)?;
+    runtime()?.block_on(async move {
+        let store = crate::state::Store::open(&config.state).await?;
+        let cfg = config.clone();
+        let snapshot = tokio::task::spawn_blocking(move || crate::desired::load(&cfg, None, fetch))
+            .await
+            .context("reading the repos panicked")?;
+        crate::ops::record_catalog(&store, &snapshot.catalog).await?;
+        let deployed = store.resources().await?;
+        let set = crate::desired::compute(&snapshot, &deployed, &config.account_id);
+        let observed: Vec<_> = deployed.iter().map(crate::state::ResourceRecord::to_deployed).collect();
+        let plan = crate::plan::diff(&set.desired(), &observed, &set.unknown_repos, &snapshot.catalog.latest_major());
+        let mut out = std::io::stdout().lock();
+        match output {
+            OutputFormat::Json => {
+                let doc = serde_json::json!({
+                    "actions": plan.actions,
+                    "proposals": plan.proposals,
+                    "unknown_repos": set.unknown_repos,
+                    "problems": set.problems,
+                    "rejected_releases": snapshot.catalog.rejected.iter().map(|r| serde_json::json!({
+                        "template": r.template, "version": r.version.to_string(), "tag": r.tag, "repo": r.repo, "reason": r.reason,
+                    })).collect::<Vec<_>>(),
+                });
+                writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+            }
+            OutputFormat::Table => {
+                write!(out, "{}", crate::ops::plan_table(&plan, &set, &snapshot.catalog))?;
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode> {
+    let config = load_config(config)?;
+    runtime()?.block_on(async move {
+        let store = crate::state::Store::open(&config.state).await?;
+        let rows = crate::ops::status(&store).await?;
+        let mut out = std::io::stdout().lock();
+        match output {
+            OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?,
+            OutputFormat::Table => write!(out, "{}", crate::ops::status_table(&rows))?,
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }

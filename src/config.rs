@@ -47,6 +47,9 @@ pub struct RawAws {
     /// Endpoint override, e.g. a local moto_server.
     #[serde(default)]
     pub endpoint_url: Option<String>,
+    /// Account id used for `environment.account_id` when a spec gives none.
+    #[serde(default)]
+    pub account_id: Option<String>,
 }
 
 /// `[[template_repos]]`.
@@ -140,6 +143,8 @@ pub struct Config {
     pub region: String,
     /// AWS endpoint override.
     pub endpoint_url: Option<String>,
+    /// Default account id for rendering.
+    pub account_id: String,
     /// Template repos.
     pub template_repos: Vec<TemplateRepo>,
     /// Spec repos.
@@ -287,10 +292,24 @@ impl Config {
             .state
             .clone()
             .unwrap_or_else(|| "sqlite://.protond/state.db".into());
+        let state = match state.strip_prefix("sqlite://") {
+            Some(path) if !Path::new(path).is_absolute() => {
+                format!("sqlite://{}", base.join(path).display())
+            }
+            _ => state,
+        };
         if !(state.starts_with("sqlite://") || state.starts_with("postgres://")) {
             err(
                 "state".into(),
                 format!("{state:?} is not a sqlite:// or postgres:// URL"),
+            );
+        }
+        if let Some(id) = &raw.aws.account_id
+            && (id.len() != 12 || !id.chars().all(|c| c.is_ascii_digit()))
+        {
+            err(
+                "aws.account_id".into(),
+                format!("{id:?} is not a 12-digit AWS account id"),
             );
         }
         let mut errors2 = Vec::new();
@@ -318,6 +337,7 @@ impl Config {
             poll_interval,
             region: raw.aws.region.unwrap_or_else(|| "us-east-1".into()),
             endpoint_url: raw.aws.endpoint_url,
+            account_id: raw.aws.account_id.unwrap_or_else(|| "123456789012".into()),
             template_repos,
             spec_repos,
             stages: raw.rollout.stages,

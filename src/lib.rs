@@ -12,7 +12,10 @@
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod desired;
+pub mod ops;
 pub mod plan;
 pub mod render;
+pub mod source;
 pub mod spec;
 pub mod state;

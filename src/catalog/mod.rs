@@ -7,6 +7,7 @@
 //! the same checks, so a symlink or a `..` can never reach the renderer. This module never
 //! renders and never deploys.
 
+pub mod releases;
 pub mod schema;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,385 @@
+//! Template releases from git tags.
+//!
+//! A release is a tag matching the repo's pattern (default `{template}/v{major}.{minor}`); the
+//! bundle is read from the tagged commit's `<template>/v<major>/` folder and validated. An
+//! invalid bundle is recorded as rejected with its reason and never used. The annotated
+//! tag's message is the release note. Tags that do not match the pattern are ignored.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use regex::Regex;
+
+use super::{Bundle, BundleFiles, Limits};
+use crate::plan::Version;
+use crate::render;
+use crate::source::{EntryKind, Mirror, Tag, TreeEntry};
+
+/// A compiled tag pattern.
+#[derive(Debug, Clone)]
+pub struct TagPattern {
+    re: Regex,
+    pattern: String,
+}
+
+impl TagPattern {
+    /// Compiles a pattern with `{template}`, `{major}` and `{minor}` placeholders.
+    pub fn new(pattern: &str) -> Result<Self, String> {
+        let mut re = String::from("^");
+        let mut rest = pattern;
+        let mut seen = [false; 3];
+        while !rest.is_empty() {
+            if let Some(r) = rest.strip_prefix("{template}") {
+                re.push_str(r"(?P<template>[A-Za-z0-9][A-Za-z0-9_-]{0,99})");
+                seen[0] = true;
+                rest = r;
+            } else if let Some(r) = rest.strip_prefix("{major}") {
+                re.push_str(r"(?P<major>0|[1-9][0-9]{0,8})");
+                seen[1] = true;
+                rest = r;
+            } else if let Some(r) = rest.strip_prefix("{minor}") {
+                re.push_str(r"(?P<minor>0|[1-9][0-9]{0,8})");
+                seen[2] = true;
+                rest = r;
+            } else {
+                let c = rest.chars().next().unwrap_or_default();
+                re.push_str(&regex::escape(&c.to_string()));
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+        re.push('$');
+        if seen != [true; 3] {
+            return Err(format!(
+                "tag pattern {pattern:?} must contain {{template}}, {{major}} and {{minor}}"
+            ));
+        }
+        let re = Regex::new(&re).map_err(|e| format!("tag pattern {pattern:?}: {e}"))?;
+        Ok(Self {
+            re,
+            pattern: pattern.to_string(),
+        })
+    }
+
+    /// Parses a tag name into (template, version), or None if it does not match.
+    #[must_use]
+    pub fn parse(&self, tag: &str) -> Option<(String, Version)> {
+        let caps = self.re.captures(tag)?;
+        Some((
+            caps.name("template")?.as_str().to_string(),
+            Version {
+                major: caps.name("major")?.as_str().parse().ok()?,
+                minor: caps.name("minor")?.as_str().parse().ok()?,
+            },
+        ))
+    }
+
+    /// The pattern as configured.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.pattern
+    }
+}
+
+/// A valid, registered release.
+#[derive(Debug, Clone)]
+pub struct Release {
+    /// Template repo name.
+    pub repo: String,
+    /// Template name.
+    pub template: String,
+    /// Version.
+    pub version: Version,
+    /// Tag.
+    pub tag: String,
+    /// Tagged commit.
+    pub commit: String,
+    /// Annotated tag message.
+    pub notes: Option<String>,
+    /// The validated bundle.
+    pub bundle: Arc<Bundle>,
+}
+
+/// A release tag whose bundle was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// Template repo name.
+    pub repo: String,
+    /// Template name.
+    pub template: String,
+    /// Version.
+    pub version: Version,
+    /// Tag.
+    pub tag: String,
+    /// Tagged commit.
+    pub commit: String,
+    /// Every problem, one per line.
+    pub reason: String,
+    /// Annotated tag message.
+    pub notes: Option<String>,
+}
+
+/// All releases known from the template repos.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    releases: BTreeMap<String, BTreeMap<Version, Release>>,
+    /// Rejected release tags.
+    pub rejected: Vec<Rejected>,
+}
+
+impl Catalog {
+    /// The release a resource following `major` (optionally pinned to `minor`) should run.
+    #[must_use]
+    pub fn resolve(&self, template: &str, major: u32, minor: Option<u32>) -> Option<&Release> {
+        let versions = self.releases.get(template)?;
+        match minor {
+            Some(minor) => versions.get(&Version { major, minor }),
+            None => versions
+                .range(
+                    Version { major, minor: 0 }..=Version {
+                        major,
+                        minor: u32::MAX,
+                    },
+                )
+                .next_back()
+                .map(|(_, r)| r),
+        }
+    }
+
+    /// Newest registered major per template.
+    #[must_use]
+    pub fn latest_major(&self) -> BTreeMap<String, u32> {
+        self.releases
+            .iter()
+            .filter_map(|(t, v)| v.keys().next_back().map(|k| (t.clone(), k.major)))
+            .collect()
+    }
+
+    /// Every registered release.
+    pub fn releases(&self) -> impl Iterator<Item = &Release> {
+        self.releases.values().flat_map(BTreeMap::values)
+    }
+
+    /// Whether a template has any release at all.
+    #[must_use]
+    pub fn knows(&self, template: &str) -> bool {
+        self.releases.contains_key(template)
+    }
+
+    /// Adds a release (used by [`read_releases`] and tests).
+    pub fn insert(&mut self, release: Release) {
+        self.releases
+            .entry(release.template.clone())
+            .or_default()
+            .insert(release.version, release);
+    }
+
+    /// Merges another repo's catalogue. A template released from two repos is an error for
+    /// both: their releases are rejected.
+    pub fn merge(&mut self, other: Catalog) {
+        for (template, versions) in other.releases {
+            let clash = self
+                .releases
+                .get(&template)
+                .and_then(|mine| mine.values().next())
+                .zip(versions.values().next())
+                .filter(|(a, b)| a.repo != b.repo)
+                .map(|(a, b)| (a.repo.clone(), b.repo.clone()));
+            if let Some((a, b)) = clash {
+                let reason = format!(
+                    "template {template:?} is released from two repos ({a} and {b}); a template name belongs to exactly one repo"
+                );
+                let mine = self.releases.remove(&template).unwrap_or_default();
+                for r in mine.into_values().chain(versions.into_values()) {
+                    self.rejected.push(Rejected {
+                        repo: r.repo,
+                        template: r.template,
+                        version: r.version,
+                        tag: r.tag,
+                        commit: r.commit,
+                        reason: reason.clone(),
+                        notes: r.notes,
+                    });
+                }
+            } else {
+                self.releases.entry(template).or_default().extend(versions);
+            }
+        }
+        self.rejected.extend(other.rejected);
+    }
+}
+
+/// Turns tree entries into bundle files, rejecting links and submodules.
+pub fn files_from_tree(origin: &str, entries: Vec<TreeEntry>) -> Result<BundleFiles, Vec<String>> {
+    let mut files = BundleFiles::new(origin);
+    let mut errors = Vec::new();
+    for e in entries {
+        match e.kind {
+            EntryKind::Blob(b) | EntryKind::Executable(b) => {
+                if let Err(err) = files.insert(&e.path, b) {
+                    errors.push(err.to_string());
+                }
+            }
+            EntryKind::Symlink => errors.push(format!(
+                "{origin}/{}: is a symbolic link; bundles may not contain links (copy the file in instead)",
+                e.path
+            )),
+            EntryKind::Submodule => errors.push(format!(
+                "{origin}/{}: is a git submodule; bundles must contain the files themselves",
+                e.path
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(files)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Reads and validates one release's bundle at its tag.
+fn read_release(
+    mirror: &Mirror,
+    tag: &Tag,
+    template: &str,
+    version: Version,
+    limits: &Limits,
+) -> Result<Bundle, String> {
+    let folder = format!("{template}/v{}", version.major);
+    let origin = format!("{}@{}", mirror.display_url(), tag.name);
+    let entries = mirror
+        .read_tree(
+            tag.commit,
+            &folder,
+            limits.max_files,
+            limits.max_total_bytes,
+        )
+        .map_err(|e| format!("{origin}: {e}"))?;
+    if entries.is_empty() {
+        return Err(format!(
+            "{origin}: folder {folder}/ does not exist at this tag; a tag {} must point at a commit containing {folder}/",
+            tag.name
+        ));
+    }
+    let files =
+        files_from_tree(&format!("{origin}:{folder}"), entries).map_err(|e| e.join("\n"))?;
+    let mut problems: Vec<String> = files
+        .check_limits(limits)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let bundle = match Bundle::load(template, version.major, &files) {
+        Ok(b) => Some(b),
+        Err(errs) => {
+            problems.extend(errs.iter().map(ToString::to_string));
+            None
+        }
+    };
+    if let Some(b) = &bundle {
+        for f in b
+            .infrastructure
+            .files
+            .iter()
+            .chain(b.pipeline.iter().flat_map(|p| &p.files))
+        {
+            if let Err(e) = render::check_syntax(f) {
+                problems.push(format!("{}:{folder}/{e}", origin));
+            }
+        }
+    }
+    match bundle {
+        Some(b) if problems.is_empty() => Ok(b),
+        _ => Err(problems.join("\n")),
+    }
+}
+
+/// Reads every release of one template repo. `previous` lets unchanged tags (same commit)
+/// reuse their already-validated bundle instead of reading the tree again.
+#[must_use]
+pub fn read_releases(
+    repo: &str,
+    mirror: &Mirror,
+    tags: &[Tag],
+    pattern: &TagPattern,
+    limits: &Limits,
+    previous: Option<&Catalog>,
+) -> Catalog {
+    let mut catalog = Catalog::default();
+    for tag in tags {
+        let Some((template, version)) = pattern.parse(&tag.name) else {
+            continue;
+        };
+        let commit = tag.commit.to_string();
+        if let Some(prev) =
+            previous.and_then(|p| p.resolve(&template, version.major, Some(version.minor)))
+            && prev.commit == commit
+            && prev.repo == repo
+        {
+            let mut r = prev.clone();
+            r.notes.clone_from(&tag.message);
+            catalog.insert(r);
+            continue;
+        }
+        match read_release(mirror, tag, &template, version, limits) {
+            Ok(bundle) => catalog.insert(Release {
+                repo: repo.to_string(),
+                template,
+                version,
+                tag: tag.name.clone(),
+                commit,
+                notes: tag.message.clone(),
+                bundle: Arc::new(bundle),
+            }),
+            Err(reason) => catalog.rejected.push(Rejected {
+                repo: repo.to_string(),
+                template,
+                version,
+                tag: tag.name.clone(),
+                commit,
+                reason,
+                notes: tag.message.clone(),
+            }),
+        }
+    }
+    catalog
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_pattern_parses_release_tags() {
+        let p = TagPattern::new(crate::config::DEFAULT_TAG_PATTERN).expect("pattern");
+        assert_eq!(
+            p.parse("fargate-svc/v1.4"),
+            Some(("fargate-svc".into(), Version { major: 1, minor: 4 }))
+        );
+        for bad in [
+            "fargate-svc/v1",
+            "fargate-svc/1.4",
+            "v1.4",
+            "fargate-svc/v1.4-rc1",
+            "a/b/v1.0",
+            "x/v01.0",
+        ] {
+            assert_eq!(p.parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn custom_pattern_and_escaping() {
+        let p = TagPattern::new("release-{template}@{major}.{minor}").expect("pattern");
+        assert_eq!(
+            p.parse("release-web@2.10"),
+            Some((
+                "web".into(),
+                Version {
+                    major: 2,
+                    minor: 10
+                }
+            ))
+        );
+        assert_eq!(p.parse("release-webX2.10"), None);
+        assert!(TagPattern::new("{template}-{major}").is_err());
+    }
+}
