@@ -1,0 +1,645 @@
+//! Desired state from real git repos: releases from tags, spec files from branch heads,
+//! ownership rules, and the plan at each step as the repos move forward. Deployments are
+//! recorded straight into a real SQLite store (provisioning is not under test here).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use protond::config::Config;
+use protond::desired::{self, DesiredSet, Snapshot};
+use protond::plan::{self, ActionKind, DesiredState, Plan, UpdateReason, Version};
+use protond::state::{NewDeployment, Outcome, ResourceRecord, Store};
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repos")
+}
+
+struct World {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    config: Config,
+    store: Store,
+}
+
+impl World {
+    fn repo(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    fn commit(&self, repo: &str, message: &str) {
+        let dir = self.repo(repo);
+        git(&dir, &["add", "-A"]);
+        git(&dir, &["commit", "-q", "--allow-empty", "-m", message]);
+    }
+
+    fn write(&self, repo: &str, path: &str, text: &str) {
+        let p = self.repo(repo).join(path);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        desired::load(&self.config, None, true)
+    }
+
+    async fn plan(&self) -> (Snapshot, DesiredSet, Plan) {
+        let snapshot = self.snapshot();
+        let deployed = self.store.resources().await.expect("resources");
+        let set = desired::compute(&snapshot, &deployed, "123456789012");
+        let observed: Vec<_> = deployed.iter().map(ResourceRecord::to_deployed).collect();
+        let plan = plan::diff(
+            &set.desired(),
+            &observed,
+            &set.unknown_repos,
+            &snapshot.catalog.latest_major(),
+        );
+        (snapshot, set, plan)
+    }
+
+    /// Records every create/update/delete of the plan as a successful deployment, with
+    /// outputs named after the rendered template's `Outputs`.
+    async fn apply(&self, set: &DesiredSet, plan: &Plan) -> usize {
+        let mut n = 0;
+        for a in plan.changes() {
+            let dep = NewDeployment {
+                resource_id: a.id.clone(),
+                action: match a.action {
+                    ActionKind::Create => "create",
+                    ActionKind::Delete => "delete",
+                    _ => "update",
+                }
+                .into(),
+                reason: None,
+                template: a.template.clone(),
+                from_version: a.deployed,
+                to_version: a.version,
+                input_hash: String::new(),
+                rendered_hash: String::new(),
+                spec_commit: None,
+            };
+            let id = self.store.begin_deployment(&dep).await.expect("begin");
+            let outcome = if a.action == ActionKind::Delete {
+                Outcome::Deleted
+            } else {
+                let r = set
+                    .resources
+                    .iter()
+                    .find(|r| r.desired.id == a.id)
+                    .expect("desired resource");
+                let DesiredState::Ready { rendered_hash } = &r.desired.state else {
+                    panic!("{} is not ready", a.id)
+                };
+                let mut outputs = BTreeMap::new();
+                for (_, doc) in &r.documents {
+                    let v: serde_yaml::Value = serde_yaml::from_str(doc).expect("yaml");
+                    if let Some(map) = v.get("Outputs").and_then(|o| o.as_mapping()) {
+                        for k in map.keys().filter_map(|k| k.as_str()) {
+                            let value = if k.ends_with("Arn") {
+                                format!("arn:aws:iam::123456789012:policy/{}", k.to_lowercase())
+                            } else {
+                                format!("{}-{k}", a.id.replace('/', "-"))
+                            };
+                            outputs.insert(k.to_string(), value);
+                        }
+                    }
+                }
+                Outcome::Succeeded(ResourceRecord {
+                    id: a.id.clone(),
+                    kind: a.kind,
+                    repo: r.desired.repo.clone(),
+                    template: a.template.clone(),
+                    version: a.version,
+                    input_hash: r.desired.input_hash.clone(),
+                    rendered_hash: rendered_hash.clone(),
+                    outputs,
+                    status: "deployed".into(),
+                    spec_commit: r.spec_commit.clone(),
+                    updated_at: String::new(),
+                })
+            };
+            self.store
+                .finish_deployment(id, &outcome)
+                .await
+                .expect("finish");
+            n += 1;
+        }
+        n
+    }
+
+    /// Plans and applies until nothing changes; returns the final plan.
+    async fn converge(&self) -> Plan {
+        for _ in 0..6 {
+            let (_, set, plan) = self.plan().await;
+            if self.apply(&set, &plan).await == 0 {
+                return plan;
+            }
+        }
+        panic!("did not converge")
+    }
+}
+
+fn action<'a>(plan: &'a Plan, id: &str) -> &'a ActionKind {
+    &plan
+        .actions
+        .iter()
+        .find(|a| a.id == id)
+        .unwrap_or_else(|| panic!("{id} not in plan: {plan:#?}"))
+        .action
+}
+
+async fn world() -> World {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().to_path_buf();
+    for name in ["platform-templates", "platform-envs", "payments"] {
+        let dir = root.join(name);
+        copy_tree(&examples().join(name), &dir);
+        git(&dir, &["init", "-q", "-b", "main"]);
+        git(&dir, &["add", "-A"]);
+        git(&dir, &["commit", "-q", "-m", "initial"]);
+    }
+    let t = root.join("platform-templates");
+    git(
+        &t,
+        &[
+            "tag",
+            "-a",
+            "basic-env/v1.0",
+            "-m",
+            "First environment release.",
+        ],
+    );
+    git(
+        &t,
+        &["tag", "-a", "web-svc/v1.0", "-m", "Web services on queues."],
+    );
+    git(&t, &["tag", "worker-svc/v1.0"]);
+    git(&t, &["tag", "not-a-release"]);
+    let toml = format!(
+        "data_dir = \"{data}\"\nstate = \"sqlite://{data}/state.db\"\n\
+         [[template_repos]]\nname = \"platform-templates\"\nurl = \"{root}/platform-templates\"\n\
+         [[spec_repos]]\nname = \"platform-envs\"\nurl = \"{root}/platform-envs\"\nplatform = true\n\
+         [[spec_repos]]\nname = \"payments\"\nurl = \"file://{root}/payments\"\n",
+        data = root.join("data").display(),
+        root = root.display()
+    );
+    std::fs::write(root.join("proton.toml"), toml).expect("config");
+    let config = Config::load(&root.join("proton.toml")).expect("config loads");
+    let store = Store::open(&config.state).await.expect("store");
+    World {
+        _tmp: tmp,
+        root,
+        config,
+        store,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repos_moving_forward_drive_the_plan() {
+    let w = world().await;
+
+    // Step 1: releases from tags; environments first, everything else waits for outputs.
+    let (snapshot, _, plan) = w.plan().await;
+    let release = snapshot
+        .catalog
+        .resolve("basic-env", 1, None)
+        .expect("basic-env 1.0");
+    assert_eq!(release.version, Version { major: 1, minor: 0 });
+    assert_eq!(release.notes.as_deref(), Some("First environment release."));
+    assert_eq!(
+        snapshot
+            .catalog
+            .resolve("worker-svc", 1, None)
+            .and_then(|r| r.notes.clone()),
+        None,
+        "lightweight tags have no release notes"
+    );
+    assert!(
+        snapshot.catalog.rejected.is_empty(),
+        "{:?}",
+        snapshot.catalog.rejected
+    );
+    assert_eq!(action(&plan, "environment/dev"), &ActionKind::Create);
+    assert_eq!(action(&plan, "environment/prod"), &ActionKind::Create);
+    assert!(matches!(
+        action(&plan, "service_instance/payments/payments-prod"),
+        ActionKind::Blocked { on } if on == &vec!["environment/prod".to_string()]
+    ));
+    assert!(matches!(
+        action(&plan, "pipeline/payments"),
+        ActionKind::Blocked { .. }
+    ));
+    let order: Vec<&str> = plan.actions.iter().map(|a| a.kind.as_str()).collect();
+    let mut sorted = order.clone();
+    sorted.sort_by_key(|k| protond::plan::ResourceKind::parse(k));
+    assert_eq!(
+        order, sorted,
+        "environments, components, instances, pipelines"
+    );
+
+    // Deploy in waves until converged: components before instances, pipeline last.
+    let plan = w.converge().await;
+    assert!(
+        plan.actions.iter().all(|a| a.action == ActionKind::NoOp),
+        "{plan:#?}"
+    );
+    let ids: BTreeSet<String> = w
+        .store
+        .resources()
+        .await
+        .expect("r")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    for id in [
+        "environment/dev",
+        "environment/prod",
+        "component/payments/payments-dev",
+        "service_instance/payments/payments-dev",
+        "service_instance/payments/payments-prod",
+        "service_instance/reports/reports-dev",
+        "pipeline/payments",
+    ] {
+        assert!(ids.contains(id), "{id} not deployed: {ids:?}");
+    }
+
+    // Step 2: a new minor is followed by every instance of that major.
+    let t = "platform-templates";
+    let cfn = "web-svc/v1/instance_infrastructure/cloudformation.yaml";
+    let text = std::fs::read_to_string(w.repo(t).join(cfn)).expect("read");
+    w.write(
+        t,
+        cfn,
+        &text.replace("Outputs:", "# v1.1: same resources, new comment\nOutputs:"),
+    );
+    w.commit(t, "web-svc 1.1");
+    git(
+        &w.repo(t),
+        &["tag", "-a", "web-svc/v1.1", "-m", "Minor improvements."],
+    );
+    let (_, _, plan) = w.plan().await;
+    let upgrade = ActionKind::Update {
+        reason: UpdateReason::MinorUpgrade {
+            from: Version { major: 1, minor: 0 },
+            to: Version { major: 1, minor: 1 },
+        },
+    };
+    assert_eq!(
+        action(&plan, "service_instance/payments/payments-dev"),
+        &upgrade
+    );
+    assert_eq!(
+        action(&plan, "service_instance/payments/payments-prod"),
+        &upgrade
+    );
+    assert_eq!(
+        action(&plan, "service_instance/reports/reports-dev"),
+        &ActionKind::NoOp
+    );
+    w.converge().await;
+
+    // Step 3: a broken release is rejected with its reason and never used.
+    w.write(t, "web-svc/v1/instance_infrastructure/manifest.yaml", "infrastructure:\n  templates:\n    - file: ../../../etc/passwd\n      rendering_engine: jinja\n      template_language: cloudformation\n");
+    w.commit(t, "broken");
+    git(&w.repo(t), &["tag", "web-svc/v1.2"]);
+    let (snapshot, _, plan) = w.plan().await;
+    let rejected = snapshot
+        .catalog
+        .rejected
+        .iter()
+        .find(|r| r.tag == "web-svc/v1.2")
+        .expect("rejected");
+    assert!(
+        rejected.reason.contains("escapes the bundle"),
+        "{}",
+        rejected.reason
+    );
+    assert_eq!(
+        snapshot
+            .catalog
+            .resolve("web-svc", 1, None)
+            .map(|r| r.version.minor),
+        Some(1)
+    );
+    assert_eq!(plan.changes().count(), 0, "{plan:#?}");
+    let (versions, _) = (w.store.template_versions().await.expect("versions"), ());
+    assert!(
+        versions.is_empty(),
+        "plan() in this test does not record; the CLI does"
+    );
+
+    // Step 4: a new major is proposed, not deployed.
+    git(&w.repo(t), &["checkout", "-q", "HEAD~1", "--", "web-svc"]);
+    copy_tree(&w.repo(t).join("web-svc/v1"), &w.repo(t).join("web-svc/v2"));
+    w.commit(t, "fix, and web-svc v2");
+    git(
+        &w.repo(t),
+        &["tag", "-a", "web-svc/v2.0", "-m", "Breaking: new inputs."],
+    );
+    let (_, _, plan) = w.plan().await;
+    assert_eq!(plan.changes().count(), 0, "{plan:#?}");
+    let proposed: Vec<&str> = plan.proposals.iter().map(|p| p.id.as_str()).collect();
+    assert!(
+        proposed.contains(&"service_instance/payments/payments-dev"),
+        "{proposed:?}"
+    );
+    assert!(
+        plan.proposals
+            .iter()
+            .all(|p| p.current == 1 && p.available == 2)
+    );
+
+    // Step 5: a merged spec change deploys as a spec change.
+    let p = "payments";
+    let spec_path = "proton/services/payments.yaml";
+    let spec = std::fs::read_to_string(w.repo(p).join(spec_path)).expect("read");
+    w.write(
+        p,
+        spec_path,
+        &spec.replacen("desired_count: 3", "desired_count: 4", 1),
+    );
+    w.commit(p, "scale prod");
+    let (_, _, plan) = w.plan().await;
+    assert_eq!(
+        action(&plan, "service_instance/payments/payments-prod"),
+        &ActionKind::Update {
+            reason: UpdateReason::SpecChange
+        }
+    );
+    assert_eq!(
+        action(&plan, "service_instance/payments/payments-dev"),
+        &ActionKind::NoOp
+    );
+    w.converge().await;
+
+    // Step 6: ownership. The same service in a second repo is an error for both; nothing
+    // they deployed is deleted.
+    let reports =
+        std::fs::read_to_string(w.repo(p).join("proton/services/reports.yaml")).expect("read");
+    w.write("platform-envs", "proton/services/reports.yaml", &reports);
+    w.commit("platform-envs", "claim reports");
+    let (_, _, plan) = w.plan().await;
+    match action(&plan, "service_instance/reports/reports-dev") {
+        ActionKind::Invalid { error } => {
+            assert!(error.contains("more than one spec file"), "{error}")
+        }
+        other => panic!("expected invalid, got {other:?}"),
+    }
+    assert_eq!(plan.changes().count(), 0, "{plan:#?}");
+    git(
+        &w.repo("platform-envs"),
+        &["rm", "-q", "proton/services/reports.yaml"],
+    );
+    w.commit("platform-envs", "unclaim");
+
+    // An environment in a non-platform repo is refused; a restricted environment refuses
+    // other repos.
+    w.write(p, "proton/environments/rogue.yaml", "proton: EnvironmentSpec\nname: rogue\ntemplate: {name: basic-env, major: 1}\nspec: {team: x}\n");
+    w.commit(p, "rogue env");
+    let (_, set, plan) = w.plan().await;
+    assert!(
+        set.problems.iter().any(|m| m.contains("platform repos")),
+        "{:?}",
+        set.problems
+    );
+    assert!(!plan.actions.iter().any(|a| a.id == "environment/rogue"));
+    git(&w.repo(p), &["rm", "-q", "proton/environments/rogue.yaml"]);
+    w.commit(p, "no rogue");
+    let dev = "proton/environments/dev.yaml";
+    let env_text = std::fs::read_to_string(w.repo("platform-envs").join(dev)).expect("read");
+    w.write(
+        "platform-envs",
+        dev,
+        &env_text.replace(
+            "allowed_service_repos: [payments]",
+            "allowed_service_repos: [platform-envs]",
+        ),
+    );
+    w.commit("platform-envs", "restrict dev");
+    let (_, _, plan) = w.plan().await;
+    match action(&plan, "service_instance/reports/reports-dev") {
+        ActionKind::Invalid { error } => assert!(
+            error.contains("only accepts services from platform-envs"),
+            "{error}"
+        ),
+        other => panic!("expected invalid, got {other:?}"),
+    }
+    w.write("platform-envs", dev, &env_text);
+    w.commit("platform-envs", "unrestrict dev");
+
+    // Step 7: removing a service deletes its instances, after everything else.
+    git(&w.repo(p), &["rm", "-q", "proton/services/reports.yaml"]);
+    w.commit(p, "retire reports");
+    let (_, _, plan) = w.plan().await;
+    assert_eq!(
+        action(&plan, "service_instance/reports/reports-dev"),
+        &ActionKind::Delete
+    );
+    assert_eq!(
+        plan.actions.last().map(|a| a.action.clone()),
+        Some(ActionKind::Delete)
+    );
+    w.converge().await;
+
+    // Step 8: the repo becomes unreachable. With a cached mirror the last fetched state is
+    // used; with no mirror at all its resources are unknown. Never a delete.
+    std::fs::rename(w.repo(p), w.root.join("payments-gone")).expect("rename");
+    let (_, _, plan) = w.plan().await;
+    assert!(
+        !plan.actions.iter().any(|a| a.action == ActionKind::Delete),
+        "{plan:#?}"
+    );
+    std::fs::remove_dir_all(w.config.data_dir.join("git")).expect("drop cache");
+    let (_, set, plan) = w.plan().await;
+    assert!(
+        set.unknown_repos.contains("payments"),
+        "{:?}",
+        set.unknown_repos
+    );
+    assert_eq!(
+        action(&plan, "service_instance/payments/payments-prod"),
+        &ActionKind::Unknown
+    );
+    assert!(
+        !plan.actions.iter().any(|a| a.action == ActionKind::Delete),
+        "{plan:#?}"
+    );
+    std::fs::rename(w.root.join("payments-gone"), w.repo(p)).expect("rename back");
+
+    // Step 9: an emptied spec folder is unknown unless the config says it may delete.
+    git(&w.repo(p), &["rm", "-q", "-r", "proton/services"]);
+    w.commit(p, "empty");
+    let (_, set, plan) = w.plan().await;
+    assert!(set.unknown_repos.contains("payments"));
+    assert!(
+        !plan.actions.iter().any(|a| a.action == ActionKind::Delete),
+        "{plan:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_bad_spec_fails_alone_and_blocks_deletes_of_its_repo() {
+    let w = world().await;
+    w.converge().await;
+    let p = "payments";
+    w.write(
+        p,
+        "proton/services/reports.yaml",
+        "proton: ServiceSpec\nname: reports\ninstances: [oops\n",
+    );
+    w.write(
+        p,
+        "proton/services/payments.yaml",
+        &std::fs::read_to_string(w.repo(p).join("proton/services/payments.yaml"))
+            .expect("read")
+            .replace("port: 8080", "port: 70000"),
+    );
+    w.commit(p, "break things");
+    let (_, set, plan) = w.plan().await;
+    assert!(
+        set.problems.iter().any(|m| m.contains("reports.yaml")),
+        "{:?}",
+        set.problems
+    );
+    match action(&plan, "service_instance/payments/payments-dev") {
+        ActionKind::Invalid { error } => assert!(
+            error.contains("instances[0].spec.port: 70000 is above maximum 65535"),
+            "{error}"
+        ),
+        other => panic!("expected invalid, got {other:?}"),
+    }
+    // reports.yaml no longer parses: its instance is kept, not deleted.
+    assert_eq!(
+        action(&plan, "service_instance/reports/reports-dev"),
+        &ActionKind::Unknown
+    );
+    // Environments in another repo are untouched.
+    assert_eq!(action(&plan, "environment/dev"), &ActionKind::NoOp);
+    assert_eq!(plan.changes().count(), 0, "{plan:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn incompatible_environment_is_refused() {
+    let w = world().await;
+    let t = "platform-templates";
+    w.write(t, "web-svc/v1/.template-registration.yaml", "compatible_environments:\n  - other-env:1\nsupported_component_sources:\n  - DIRECTLY_DEFINED\n");
+    w.commit(t, "only other-env");
+    git(&w.repo(t), &["tag", "-f", "web-svc/v1.0"]);
+    w.converge().await;
+    let (_, _, plan) = w.plan().await;
+    match action(&plan, "service_instance/payments/payments-dev") {
+        ActionKind::Invalid { error } => assert!(error.contains("not compatible"), "{error}"),
+        other => panic!("expected invalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn cli_plan_and_status() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let w = rt.block_on(world());
+    let config = w.root.join("proton.toml");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_protond"))
+            .args(args)
+            .output()
+            .expect("protond runs")
+    };
+    let out = run(&["plan", "--config", config.to_str().expect("utf8")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("create") && text.contains("environment/dev"),
+        "{text}"
+    );
+    assert!(text.contains("waiting for environment/prod"), "{text}");
+    let out = run(&[
+        "plan",
+        "--config",
+        config.to_str().expect("utf8"),
+        "--output",
+        "json",
+        "--no-fetch",
+    ]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let actions = doc["actions"].as_array().expect("actions");
+    assert!(
+        actions
+            .iter()
+            .any(|a| a["id"] == "environment/prod" && a["action"] == "create"),
+        "{doc}"
+    );
+    // The CLI records the catalogue; status shows deployed resources and available updates.
+    rt.block_on(w.converge());
+    let t = w.repo("platform-templates");
+    copy_tree(&t.join("web-svc/v1"), &t.join("web-svc/v2"));
+    git(&t, &["add", "-A"]);
+    git(&t, &["commit", "-q", "-m", "web-svc v2"]);
+    git(&t, &["tag", "web-svc/v1.3"]);
+    git(&t, &["tag", "web-svc/v2.0"]);
+    let out = run(&["plan", "--config", config.to_str().expect("utf8")]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("minor upgrade 1.0 -> 1.3"), "{text}");
+    assert!(text.contains("Major versions available"), "{text}");
+    let out = run(&["status", "--config", config.to_str().expect("utf8")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("service_instance/payments/payments-prod"),
+        "{text}"
+    );
+    assert!(text.contains("minor 1.3, major v2"), "{text}");
+    assert!(text.contains("create succeeded"), "{text}");
+    let out = run(&[
+        "status",
+        "--config",
+        config.to_str().expect("utf8"),
+        "--output",
+        "json",
+    ]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let prod = rows
+        .as_array()
+        .and_then(|r| {
+            r.iter()
+                .find(|x| x["id"] == "service_instance/payments/payments-prod")
+        })
+        .expect("row");
+    assert_eq!(prod["minor_available"], "1.3");
+    assert_eq!(prod["major_available"], 2);
+}
