@@ -19,6 +19,7 @@ CREATE TABLE resources (
     id             TEXT    PRIMARY KEY,         -- e.g. service_instance/payments/payments-dev
     kind           TEXT    NOT NULL,
     repo           TEXT    NOT NULL,
+    environment    TEXT,                        -- the environment it lives in
     template       TEXT    NOT NULL,
     major          INTEGER NOT NULL,
     minor          INTEGER NOT NULL,
@@ -35,6 +36,9 @@ CREATE TABLE resources (
 CREATE TABLE deployments (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     resource_id   TEXT    NOT NULL,
+    kind          TEXT    NOT NULL,
+    repo          TEXT    NOT NULL,
+    environment   TEXT,
     action        TEXT    NOT NULL,             -- create | update | delete
     reason        TEXT,                         -- spec_change | minor_upgrade | ...
     template      TEXT    NOT NULL,
@@ -45,6 +49,7 @@ CREATE TABLE deployments (
     spec_commit   TEXT,
     status        TEXT    NOT NULL,             -- in_progress | succeeded | failed
     error         TEXT,
+    retryable     INTEGER NOT NULL DEFAULT 0,   -- a failure worth retrying without a change
     started_at    TEXT    NOT NULL,
     finished_at   TEXT
 );

@@ -20,9 +20,43 @@ use crate::spec::{self, SpecFile};
 #[derive(Debug, Parser)]
 #[command(name = "protond", version, about)]
 pub struct Cli {
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "pretty",
+        env = "PROTOND_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PROTOND_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Pretty => builder.compact().try_init(),
+    };
 }
 
 /// Subcommands.
@@ -60,6 +94,22 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         output: OutputFormat,
+    },
+    /// Run the reconciler: fetch, plan and deploy continuously until SIGTERM.
+    Run {
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+    },
+    /// Run reconcile cycles until nothing more changes, then exit; non-zero if any
+    /// deployment failed.
+    Reconcile {
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+        /// Run until converged, then exit (the only mode for now).
+        #[arg(long, default_value_t = true)]
+        once: bool,
     },
     /// Check a `proton.toml` and list every problem.
     CheckConfig {
@@ -124,7 +174,10 @@ pub fn main() -> ExitCode {
 
 /// Runs one parsed command.
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    init_logging(cli.log_format);
     match cli.command {
+        Command::Run { config } => run_daemon(&config),
+        Command::Reconcile { config, once: _ } => reconcile_once(&config),
         Command::Validate { paths, spec } => validate(&paths, spec.as_deref()),
         Command::Render(args) => render_cmd(&args),
         Command::Plan {
@@ -685,5 +738,38 @@ fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode> {
             OutputFormat::Table => write!(out, "{}", crate::ops::status_table(&rows))?,
         }
         Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn run_daemon(config: &Path) -> Result<ExitCode> {
+    let config = load_config(config)?;
+    runtime()?.block_on(async move {
+        let (ctx, wake) = crate::daemon::context(config).await?;
+        crate::daemon::run(ctx, wake).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn reconcile_once(config: &Path) -> Result<ExitCode> {
+    let config = load_config(config)?;
+    runtime()?.block_on(async move {
+        let (ctx, _wake) = crate::daemon::context(config).await?;
+        let report = crate::daemon::run_once(&ctx).await?;
+        eprintln!(
+            "{} cycle(s): {} deployment(s) succeeded, {} failed{}",
+            report.cycles,
+            report.succeeded,
+            report.failed,
+            if report.failing.is_empty() {
+                String::new()
+            } else {
+                format!("; failing: {}", report.failing.join(", "))
+            }
+        );
+        Ok(if report.failed == 0 && report.failing.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
     })
 }

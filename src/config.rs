@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -35,6 +36,27 @@ pub struct RawConfig {
     /// Rollout order and pacing.
     #[serde(default)]
     pub rollout: RawRollout,
+    /// Reconciler behaviour.
+    #[serde(default)]
+    pub daemon: RawDaemon,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDaemon {
+    /// Deployments running at once (default 4).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// Most deletions one cycle may start; a cycle wanting more deletes nothing (default 5).
+    #[serde(default)]
+    pub deletion_budget: Option<usize>,
+    /// Extra reconcile times, as cron expressions with seconds (e.g. `"0 0 * * * *"`).
+    #[serde(default)]
+    pub schedules: Vec<String>,
+    /// How long shutdown waits for in-flight bookkeeping (default `30s`).
+    #[serde(default)]
+    pub shutdown_grace: Option<String>,
 }
 
 /// `[aws]`.
@@ -50,6 +72,19 @@ pub struct RawAws {
     /// Account id used for `environment.account_id` when a spec gives none.
     #[serde(default)]
     pub account_id: Option<String>,
+    /// SDK attempts per call, retries included (default 3).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Time between stack status polls (default `5s`).
+    #[serde(default)]
+    pub poll_interval: Option<String>,
+    /// Longest wait for one stack operation (default `60m`).
+    #[serde(default)]
+    pub stack_timeout: Option<String>,
+    /// Create and update stacks through change sets (default true). moto_server returns no
+    /// outputs for change-set stacks, so local setups turn this off.
+    #[serde(default)]
+    pub change_sets: Option<bool>,
 }
 
 /// `[[template_repos]]`.
@@ -153,6 +188,22 @@ pub struct Config {
     pub stages: Vec<String>,
     /// Soak time between stages.
     pub soak: Duration,
+    /// SDK attempts per call.
+    pub aws_max_attempts: u32,
+    /// Stack poll interval.
+    pub stack_poll_interval: Duration,
+    /// Stack operation timeout.
+    pub stack_timeout: Duration,
+    /// Use change sets.
+    pub change_sets: bool,
+    /// Concurrent deployments.
+    pub concurrency: usize,
+    /// Deletions allowed per cycle.
+    pub deletion_budget: usize,
+    /// Cron schedules.
+    pub schedules: Vec<cron::Schedule>,
+    /// Shutdown grace period.
+    pub shutdown_grace: Duration,
 }
 
 /// A configuration problem: the file, the key, and the fix.
@@ -327,6 +378,47 @@ impl Config {
             file,
             &mut errors2,
         );
+        let stack_poll_interval = duration(
+            raw.aws.poll_interval.as_deref(),
+            Duration::from_secs(5),
+            "aws.poll_interval",
+            file,
+            &mut errors2,
+        );
+        let stack_timeout = duration(
+            raw.aws.stack_timeout.as_deref(),
+            Duration::from_secs(3600),
+            "aws.stack_timeout",
+            file,
+            &mut errors2,
+        );
+        let shutdown_grace = duration(
+            raw.daemon.shutdown_grace.as_deref(),
+            Duration::from_secs(30),
+            "daemon.shutdown_grace",
+            file,
+            &mut errors2,
+        );
+        let mut schedules = Vec::new();
+        for (i, expr) in raw.daemon.schedules.iter().enumerate() {
+            match cron::Schedule::from_str(expr) {
+                Ok(s) => schedules.push(s),
+                Err(e) => errors2.push(ConfigError {
+                    file: file.into(),
+                    key: format!("daemon.schedules[{i}]"),
+                    message: format!(
+                        "{expr:?} is not a cron expression ({e}); use six fields with seconds, e.g. \"0 */10 * * * *\""
+                    ),
+                }),
+            }
+        }
+        if raw.daemon.concurrency == Some(0) {
+            errors2.push(ConfigError {
+                file: file.into(),
+                key: "daemon.concurrency".into(),
+                message: "must be at least 1".into(),
+            });
+        }
         errors.extend(errors2);
         if !errors.is_empty() {
             return Err(errors);
@@ -342,6 +434,14 @@ impl Config {
             spec_repos,
             stages: raw.rollout.stages,
             soak,
+            aws_max_attempts: raw.aws.max_attempts.unwrap_or(3),
+            stack_poll_interval,
+            stack_timeout,
+            change_sets: raw.aws.change_sets.unwrap_or(true),
+            concurrency: raw.daemon.concurrency.unwrap_or(4),
+            deletion_budget: raw.daemon.deletion_budget.unwrap_or(5),
+            schedules,
+            shutdown_grace,
         })
     }
 }

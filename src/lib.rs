@@ -12,9 +12,11 @@
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod desired;
 pub mod ops;
 pub mod plan;
+pub mod provision;
 pub mod render;
 pub mod source;
 pub mod spec;

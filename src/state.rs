@@ -141,6 +141,8 @@ pub struct ResourceRecord {
     pub kind: ResourceKind,
     /// Spec repo.
     pub repo: String,
+    /// Environment it lives in.
+    pub environment: Option<String>,
     /// Template.
     pub template: String,
     /// Deployed version.
@@ -180,6 +182,12 @@ impl ResourceRecord {
 pub struct NewDeployment {
     /// Resource id.
     pub resource_id: String,
+    /// Resource kind.
+    pub kind: ResourceKind,
+    /// Spec repo.
+    pub repo: String,
+    /// Environment.
+    pub environment: Option<String>,
     /// `create`, `update` or `delete`.
     pub action: String,
     /// e.g. `spec_change`, `minor_upgrade`.
@@ -209,6 +217,8 @@ pub struct DeploymentRecord {
     pub status: String,
     /// Failure reason.
     pub error: Option<String>,
+    /// Whether the failure is worth retrying without a change.
+    pub retryable: bool,
     /// Start time.
     pub started_at: String,
     /// End time.
@@ -226,6 +236,8 @@ pub enum Outcome {
     Failed {
         /// Why (stack events' reasons).
         error: String,
+        /// Whether retrying without a change may help (throttling, outage, interruption).
+        retryable: bool,
     },
 }
 
@@ -395,7 +407,7 @@ impl Store {
     /// Every managed resource.
     pub async fn resources(&self) -> Result<Vec<ResourceRecord>, StateError> {
         let rows = sqlx::query(
-            "SELECT id, kind, repo, template, major, minor, input_hash, rendered_hash, outputs, status, spec_commit, updated_at
+            "SELECT id, kind, repo, environment, template, major, minor, input_hash, rendered_hash, outputs, status, spec_commit, updated_at
              FROM resources ORDER BY id",
         )
         .fetch_all(&self.pool)
@@ -408,10 +420,13 @@ impl Store {
     /// for the resource.
     pub async fn begin_deployment(&self, d: &NewDeployment) -> Result<i64, StateError> {
         let result = sqlx::query(
-            "INSERT INTO deployments (resource_id, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, started_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'in_progress', ?)",
+            "INSERT INTO deployments (resource_id, kind, repo, environment, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, started_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'in_progress', ?)",
         )
         .bind(&d.resource_id)
+        .bind(d.kind.as_str())
+        .bind(&d.repo)
+        .bind(&d.environment)
         .bind(&d.action)
         .bind(&d.reason)
         .bind(&d.template)
@@ -461,13 +476,16 @@ impl Store {
             });
         };
         let resource_id: String = row.try_get("resource_id").map_err(q("finish deployment"))?;
-        let (status, error) = match outcome {
-            Outcome::Succeeded(_) | Outcome::Deleted => ("succeeded", None),
-            Outcome::Failed { error } => ("failed", Some(error.clone())),
+        let (status, error, retryable) = match outcome {
+            Outcome::Succeeded(_) | Outcome::Deleted => ("succeeded", None, false),
+            Outcome::Failed { error, retryable } => ("failed", Some(error.clone()), *retryable),
         };
-        sqlx::query("UPDATE deployments SET status = ?, error = ?, finished_at = ? WHERE id = ?")
-            .bind(status)
-            .bind(error)
+        sqlx::query(
+            "UPDATE deployments SET status = ?, error = ?, retryable = ?, finished_at = ? WHERE id = ?",
+        )
+        .bind(status)
+        .bind(error)
+        .bind(retryable)
             .bind(now())
             .bind(id)
             .execute(&mut *tx)
@@ -477,9 +495,10 @@ impl Store {
             Outcome::Succeeded(r) => {
                 let outputs = serde_json::to_string(&r.outputs).unwrap_or_else(|_| "{}".into());
                 sqlx::query(
-                    "INSERT INTO resources (id, kind, repo, template, major, minor, input_hash, rendered_hash, outputs, status, spec_commit, updated_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'deployed', ?, ?)
-                     ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, repo = excluded.repo, template = excluded.template,
+                    "INSERT INTO resources (id, kind, repo, environment, template, major, minor, input_hash, rendered_hash, outputs, status, spec_commit, updated_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'deployed', ?, ?)
+                     ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, repo = excluded.repo,
+                       environment = excluded.environment, template = excluded.template,
                        major = excluded.major, minor = excluded.minor, input_hash = excluded.input_hash,
                        rendered_hash = excluded.rendered_hash, outputs = excluded.outputs, status = 'deployed',
                        spec_commit = excluded.spec_commit, updated_at = excluded.updated_at",
@@ -487,6 +506,7 @@ impl Store {
                 .bind(&r.id)
                 .bind(r.kind.as_str())
                 .bind(&r.repo)
+                .bind(&r.environment)
                 .bind(&r.template)
                 .bind(i64::from(r.version.major))
                 .bind(i64::from(r.version.minor))
@@ -521,7 +541,7 @@ impl Store {
     /// Deployments still in flight (to adopt after a restart).
     pub async fn in_flight(&self) -> Result<Vec<DeploymentRecord>, StateError> {
         let rows = sqlx::query(concat!(
-            "SELECT id, resource_id, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, error, started_at, finished_at",
+            "SELECT id, resource_id, kind, repo, environment, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, error, retryable, started_at, finished_at",
             " FROM deployments WHERE status = 'in_progress' ORDER BY id"
         ))
         .fetch_all(&self.pool)
@@ -537,7 +557,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<DeploymentRecord>, StateError> {
         let rows = sqlx::query(concat!(
-            "SELECT id, resource_id, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, error, started_at, finished_at",
+            "SELECT id, resource_id, kind, repo, environment, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, error, retryable, started_at, finished_at",
             " FROM deployments WHERE (?1 IS NULL OR resource_id = ?1) ORDER BY id DESC LIMIT ?2"
         ))
         .bind(resource)
@@ -569,6 +589,7 @@ fn resource_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ResourceRecord, Stat
         id: s("id")?,
         kind,
         repo: s("repo")?,
+        environment: r.try_get("environment").map_err(q("read resource"))?,
         template: s("template")?,
         version: Version {
             major: n("major")?,
@@ -594,6 +615,10 @@ fn deployment_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<DeploymentRecord, 
         id: r.try_get("id").map_err(q("read deployment"))?,
         deployment: NewDeployment {
             resource_id: s("resource_id")?,
+            kind: ResourceKind::parse(&s("kind")?)
+                .ok_or_else(|| corrupt("deployments", "unknown kind".into()))?,
+            repo: s("repo")?,
+            environment: o("environment")?,
             action: s("action")?,
             reason: o("reason")?,
             template: s("template")?,
@@ -606,6 +631,7 @@ fn deployment_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<DeploymentRecord, 
         },
         status: s("status")?,
         error: o("error")?,
+        retryable: r.try_get("retryable").map_err(q("read deployment"))?,
         started_at: s("started_at")?,
         finished_at: o("finished_at")?,
     })
@@ -625,6 +651,9 @@ mod tests {
     fn new_dep(resource: &str) -> NewDeployment {
         NewDeployment {
             resource_id: resource.into(),
+            kind: ResourceKind::Environment,
+            repo: "platform".into(),
+            environment: Some("dev".into()),
             action: "create".into(),
             reason: None,
             template: "basic-env".into(),
@@ -641,6 +670,7 @@ mod tests {
             id: id.into(),
             kind: ResourceKind::Environment,
             repo: "platform".into(),
+            environment: Some("dev".into()),
             template: "basic-env".into(),
             version: Version { major: 1, minor: 2 },
             input_hash: "i".into(),
@@ -690,6 +720,7 @@ mod tests {
                 id2,
                 &Outcome::Failed {
                     error: "boom".into(),
+                    retryable: false,
                 },
             )
             .await

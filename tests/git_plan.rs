@@ -95,6 +95,9 @@ impl World {
         for a in plan.changes() {
             let dep = NewDeployment {
                 resource_id: a.id.clone(),
+                kind: a.kind,
+                repo: String::new(),
+                environment: None,
                 action: match a.action {
                     ActionKind::Create => "create",
                     ActionKind::Delete => "delete",
@@ -139,6 +142,7 @@ impl World {
                     id: a.id.clone(),
                     kind: a.kind,
                     repo: r.desired.repo.clone(),
+                    environment: r.environment.clone(),
                     template: a.template.clone(),
                     version: a.version,
                     input_hash: r.desired.input_hash.clone(),

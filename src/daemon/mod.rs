@@ -1,0 +1,196 @@
+//! The long-running reconciler: one select loop over shutdown signals, the poll interval,
+//! cron schedules, repo watchers and finished deployments, running one cycle at a time.
+//!
+//! Triggers only schedule a cycle; they never pass anything into it (the cycle reads the
+//! repos itself). Triggers that arrive while a cycle runs are coalesced into one more cycle.
+//! On the first SIGTERM or Ctrl-C the loop stops scheduling and waits up to the configured
+//! grace period for running deployments to record their outcome; whatever is still running
+//! then is adopted by the next start.
+
+pub mod reconcile;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::provision::cloudformation::{CloudFormation, Settings};
+use crate::state::Store;
+pub use reconcile::{Ctx, CycleReport, ReconcileError};
+
+/// Builds the context from a config.
+pub async fn context(
+    config: Config,
+) -> Result<(Arc<Ctx>, mpsc::UnboundedReceiver<()>), crate::state::StateError> {
+    let store = Store::open(&config.state).await?;
+    let cfn = CloudFormation::new(Settings {
+        region: config.region.clone(),
+        endpoint_url: config.endpoint_url.clone(),
+        max_attempts: config.aws_max_attempts,
+        poll_interval: config.stack_poll_interval,
+        timeout: config.stack_timeout,
+        change_sets: config.change_sets,
+    })
+    .await;
+    let (tx, rx) = mpsc::unbounded_channel();
+    Ok((Ctx::new(config, store, cfn, tx), rx))
+}
+
+/// What `reconcile --once` found.
+#[derive(Debug, Clone, Default)]
+pub struct OnceReport {
+    /// Cycles run.
+    pub cycles: usize,
+    /// Deployments that succeeded.
+    pub succeeded: u64,
+    /// Deployments that failed.
+    pub failed: u64,
+    /// Resources whose last deployment failed (including earlier runs) or whose desired
+    /// state is invalid.
+    pub failing: Vec<String>,
+}
+
+/// Runs cycles until nothing more starts, waiting for every deployment in between.
+pub async fn run_once(ctx: &Arc<Ctx>) -> Result<OnceReport, ReconcileError> {
+    let mut report = OnceReport::default();
+    let mut invalid = Vec::new();
+    for i in 0..20 {
+        let r = reconcile::cycle(ctx, i == 0).await?;
+        report.cycles += 1;
+        ctx.wait_idle(None).await;
+        invalid = r.invalid;
+        if r.started == 0 && r.adopted == 0 {
+            break;
+        }
+    }
+    report.failing.extend(invalid);
+    report.succeeded = ctx.succeeded.load(Ordering::Relaxed);
+    report.failed = ctx.failed.load(Ordering::Relaxed);
+    for r in ctx.store.resources().await? {
+        if r.status == "failed" {
+            report.failing.push(r.id);
+        }
+    }
+    Ok(report)
+}
+
+fn local_repo_paths(config: &Config) -> Vec<PathBuf> {
+    config
+        .template_repos
+        .iter()
+        .map(|r| r.url.clone())
+        .chain(config.spec_repos.iter().map(|r| r.url.clone()))
+        .filter_map(|url| {
+            if let Some(path) = url.strip_prefix("file://") {
+                Some(PathBuf::from(path))
+            } else if url.contains("://") {
+                None
+            } else {
+                Some(PathBuf::from(url))
+            }
+        })
+        .filter(|p| p.exists())
+        .collect()
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+        match term {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn next_cron(config: &Config) -> Option<Duration> {
+    let now = std::time::SystemTime::now();
+    config
+        .schedules
+        .iter()
+        .filter_map(|s| s.upcoming(chrono::Utc).next())
+        .map(|t| {
+            let secs = u64::try_from(t.timestamp()).unwrap_or(0);
+            let at = std::time::UNIX_EPOCH + Duration::from_secs(secs);
+            at.duration_since(now).unwrap_or(Duration::ZERO)
+        })
+        .min()
+}
+
+/// Runs the daemon until a shutdown signal.
+pub async fn run(
+    ctx: Arc<Ctx>,
+    mut wake: mpsc::UnboundedReceiver<()>,
+) -> Result<(), ReconcileError> {
+    let paths = local_repo_paths(&ctx.config);
+    let (_watcher, mut watch_rx) = match crate::source::watch(&paths) {
+        Ok((w, rx)) => (Some(w), Some(rx)),
+        Err(e) => {
+            tracing::warn!(error = %e, "Watching local repos is not available; relying on polling.");
+            (None, None)
+        }
+    };
+    tracing::info!(
+        repos = ctx.config.template_repos.len() + ctx.config.spec_repos.len(),
+        watched = paths.len(),
+        poll_interval = ?ctx.config.poll_interval,
+        "protond started."
+    );
+    let mut poll = tokio::time::interval(ctx.config.poll_interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut fetch = true;
+    loop {
+        let cron_wait = next_cron(&ctx.config).unwrap_or(Duration::from_secs(86_400 * 365));
+        tokio::select! {
+            () = &mut shutdown => {
+                tracing::info!(in_flight = ctx.in_flight().await, grace = ?ctx.config.shutdown_grace, "Shutting down: no new deployments; waiting for running ones to record their outcome.");
+                break;
+            }
+            _ = poll.tick() => { fetch = true; }
+            Some(()) = wake.recv() => {}
+            Some(_) = async { match watch_rx.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                tracing::info!("A watched repo changed.");
+                fetch = true;
+            }
+            () = tokio::time::sleep(cron_wait) => { fetch = true; }
+        }
+        // Coalesce whatever else arrived meanwhile into this one cycle.
+        while wake.try_recv().is_ok() {}
+        if let Some(rx) = watch_rx.as_mut() {
+            while rx.try_recv().is_ok() {
+                fetch = true;
+            }
+        }
+        if let Err(e) = reconcile::cycle(&ctx, fetch).await {
+            tracing::error!(error = %e, "Reconcile cycle failed; retrying at the next trigger.");
+        }
+        fetch = false;
+    }
+    let idle = ctx.wait_idle(Some(ctx.config.shutdown_grace)).await;
+    if idle {
+        tracing::info!("All deployments recorded; bye.");
+    } else {
+        tracing::warn!(
+            in_flight = ctx.in_flight().await,
+            "Grace period over; unfinished deployments will be adopted at the next start."
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,612 @@
+//! One reconcile cycle, and the deployment tasks it starts.
+//!
+//! A cycle reads the repos, records the catalogue, adopts deployments left in flight by an
+//! earlier process, plans, and starts a background task for every change that may run now.
+//! It never waits for stacks: each task claims its deployment in the store, drives
+//! CloudFormation, polls, records the outcome, and wakes the scheduler so dependants proceed.
+//!
+//! # Guarantees
+//! * One deployment in flight per resource (in memory and by a unique index in the store).
+//! * A deployment row is written before any stack call, and finished in one transaction with
+//!   the resource record: after a crash, [`adopt`] finds the row, reads the stack by its
+//!   deterministic name and `protond:deployment` tag, and finishes it. No duplicate stacks.
+//! * A failure that retrying cannot fix is not retried until something changes (a new commit
+//!   or version); transient failures back off exponentially with jitter.
+//! * Deletes run after creates and updates, kinds in reverse order, an environment only once
+//!   nothing lives in it, and never more than the deletion budget in one cycle.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Mutex, Notify, Semaphore, mpsc};
+use tracing::Instrument as _;
+
+use crate::catalog::releases::Catalog;
+use crate::config::Config;
+use crate::desired::{self, Resource};
+use crate::ops;
+use crate::plan::{self, Action, ActionKind, DesiredState, ResourceKind, UpdateReason};
+use crate::provision::cloudformation::{
+    self, CloudFormation, StackRequest, Started, TAG_DEPLOYMENT,
+};
+use crate::state::{DeploymentRecord, NewDeployment, Outcome, ResourceRecord, StateError, Store};
+
+/// Everything a cycle needs: the config, the backends, and the in-memory bookkeeping.
+pub struct Ctx {
+    /// Configuration.
+    pub config: Config,
+    /// State store.
+    pub store: Store,
+    /// CloudFormation.
+    pub cfn: CloudFormation,
+    catalog: Mutex<Option<Catalog>>,
+    inflight: Mutex<BTreeSet<String>>,
+    idle: Notify,
+    permits: Arc<Semaphore>,
+    backoff: Mutex<BTreeMap<String, (Instant, u32)>>,
+    wake: mpsc::UnboundedSender<()>,
+    /// Deployments that failed since start.
+    pub failed: AtomicU64,
+    /// Deployments that succeeded since start.
+    pub succeeded: AtomicU64,
+}
+
+/// What a cycle did.
+#[derive(Debug, Clone, Default)]
+pub struct CycleReport {
+    /// Deployments started.
+    pub started: usize,
+    /// Changes held back (in flight, failed before, backing off, budget, ordering).
+    pub held: usize,
+    /// Deployments adopted from an earlier process.
+    pub adopted: usize,
+    /// Resources in the plan.
+    pub resources: usize,
+    /// Resources whose desired state is invalid (bad spec, inputs or template).
+    pub invalid: Vec<String>,
+}
+
+/// A failed cycle (the repos or the store could not be read at all).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The state store failed.
+    #[error("state store")]
+    State(#[from] StateError),
+    /// Reading the repos panicked.
+    #[error("reading the repos failed: {0}")]
+    Load(String),
+}
+
+impl Ctx {
+    /// Builds the context; `wake` receives a message whenever a deployment finishes.
+    #[must_use]
+    pub fn new(
+        config: Config,
+        store: Store,
+        cfn: CloudFormation,
+        wake: mpsc::UnboundedSender<()>,
+    ) -> Arc<Self> {
+        let permits = Arc::new(Semaphore::new(config.concurrency));
+        Arc::new(Self {
+            config,
+            store,
+            cfn,
+            catalog: Mutex::new(None),
+            inflight: Mutex::new(BTreeSet::new()),
+            idle: Notify::new(),
+            permits,
+            backoff: Mutex::new(BTreeMap::new()),
+            wake,
+            failed: AtomicU64::new(0),
+            succeeded: AtomicU64::new(0),
+        })
+    }
+
+    /// Waits until no deployment task is running, or `deadline` passes. Returns whether idle.
+    pub async fn wait_idle(&self, deadline: Option<Duration>) -> bool {
+        let start = Instant::now();
+        loop {
+            let notified = self.idle.notified();
+            if self.inflight.lock().await.is_empty() {
+                return true;
+            }
+            match deadline {
+                Some(d) => {
+                    let left = d.saturating_sub(start.elapsed());
+                    if left.is_zero() || tokio::time::timeout(left, notified).await.is_err() {
+                        return self.inflight.lock().await.is_empty();
+                    }
+                }
+                None => notified.await,
+            }
+        }
+    }
+
+    /// Number of deployment tasks running.
+    pub async fn in_flight(&self) -> usize {
+        self.inflight.lock().await.len()
+    }
+
+    async fn claim(&self, id: &str) -> bool {
+        self.inflight.lock().await.insert(id.to_string())
+    }
+
+    async fn release(&self, id: &str) {
+        let mut set = self.inflight.lock().await;
+        set.remove(id);
+        if set.is_empty() {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+fn role_for(snapshot_roles: &BTreeMap<String, String>, env: Option<&String>) -> Option<String> {
+    env.and_then(|e| snapshot_roles.get(e).cloned())
+}
+
+fn environment_roles(snapshot: &desired::Snapshot) -> BTreeMap<String, String> {
+    let mut roles = BTreeMap::new();
+    for repo in &snapshot.spec_repos {
+        for f in &repo.files {
+            if let Ok(crate::spec::SpecFile::Environment(e)) = &f.spec
+                && let Some(role) = &e.role_arn
+            {
+                roles.insert(e.name.clone(), role.clone());
+            }
+        }
+    }
+    roles
+}
+
+/// Runs one cycle: read, record, adopt, plan, start deployments.
+pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, ReconcileError> {
+    let span = tracing::info_span!(
+        "cycle",
+        changes = tracing::field::Empty,
+        started = tracing::field::Empty
+    );
+    async move {
+        let previous = ctx.catalog.lock().await.clone();
+        let config = ctx.config.clone();
+        let snapshot = tokio::task::spawn_blocking(move || desired::load(&config, previous.as_ref(), fetch))
+            .await
+            .map_err(|e| ReconcileError::Load(e.to_string()))?;
+        for (repo, reason) in &snapshot.template_repo_errors {
+            tracing::warn!(repo = %repo, reason = %reason, "Template repo could not be read.");
+        }
+        ops::record_catalog(&ctx.store, &snapshot.catalog).await?;
+        *ctx.catalog.lock().await = Some(snapshot.catalog.clone());
+        let roles = environment_roles(&snapshot);
+
+        let mut report = CycleReport::default();
+        // Adopt deployments an earlier process left in flight.
+        for dep in ctx.store.in_flight().await? {
+            if ctx.claim(&dep.deployment.resource_id).await {
+                report.adopted += 1;
+                let role = role_for(&roles, dep.deployment.environment.as_ref());
+                spawn_adopt(ctx.clone(), dep, role);
+            }
+        }
+
+        let deployed = ctx.store.resources().await?;
+        let set = desired::compute(&snapshot, &deployed, &ctx.config.account_id);
+        for p in &set.problems {
+            tracing::warn!(problem = %p, "Desired state problem.");
+        }
+        let observed: Vec<_> = deployed.iter().map(ResourceRecord::to_deployed).collect();
+        let plan = plan::diff(&set.desired(), &observed, &set.unknown_repos, &snapshot.catalog.latest_major());
+        report.resources = plan.actions.len();
+        tracing::Span::current().record("changes", plan.changes().count());
+        for a in &plan.actions {
+            if let ActionKind::Invalid { error } = &a.action {
+                report.invalid.push(a.id.clone());
+                tracing::warn!(resource = %a.id, error = %error, "Resource is invalid; what is deployed is left as is.");
+            }
+        }
+        let resources: BTreeMap<&str, &Resource> =
+            set.resources.iter().map(|r| (r.desired.id.as_str(), r)).collect();
+
+        // Creates and updates.
+        for a in plan.changes().filter(|a| a.action != ActionKind::Delete) {
+            let Some(resource) = resources.get(a.id.as_str()) else { continue };
+            if !may_start(ctx, a, Some(resource)).await? {
+                report.held += 1;
+                continue;
+            }
+            if ctx.claim(&a.id).await {
+                let role = role_for(&roles, resource.environment.as_ref());
+                spawn_apply(ctx.clone(), a.clone(), (*resource).clone(), role);
+                report.started += 1;
+            } else {
+                report.held += 1;
+            }
+        }
+
+        // Deletes: within budget, kinds in reverse order, environments only once empty.
+        let deletes: Vec<&Action> = plan.changes().filter(|a| a.action == ActionKind::Delete).collect();
+        if deletes.len() > ctx.config.deletion_budget {
+            tracing::error!(
+                deletes = deletes.len(),
+                budget = ctx.config.deletion_budget,
+                "Refusing to delete: more resources would be deleted than the per-cycle deletion budget allows. Raise daemon.deletion_budget if this is intended."
+            );
+            report.held += deletes.len();
+        } else if !deletes.is_empty() {
+            let inflight = ctx.inflight.lock().await.clone();
+            let busy = report.started > 0 || !inflight.is_empty();
+            let top = deletes.iter().map(|a| a.kind).max();
+            for a in deletes {
+                let record = deployed.iter().find(|r| r.id == a.id);
+                let env_in_use = a.kind == ResourceKind::Environment
+                    && deployed.iter().any(|r| {
+                        r.kind != ResourceKind::Environment
+                            && r.environment.as_deref() == record.and_then(|x| x.environment.as_deref())
+                    });
+                if busy || Some(a.kind) != top || env_in_use || !may_start(ctx, a, None).await? {
+                    report.held += 1;
+                    continue;
+                }
+                if ctx.claim(&a.id).await {
+                    let role = role_for(&roles, record.and_then(|r| r.environment.as_ref()));
+                    spawn_delete(ctx.clone(), a.clone(), record.cloned(), role);
+                    report.started += 1;
+                }
+            }
+        }
+        tracing::Span::current().record("started", report.started);
+        tracing::info!(
+            resources = report.resources,
+            started = report.started,
+            held = report.held,
+            adopted = report.adopted,
+            "Reconcile cycle finished."
+        );
+        Ok(report)
+    }
+    .instrument(span)
+    .await
+}
+
+/// Whether a change may start now: not failing the same way again, not backing off.
+async fn may_start(ctx: &Ctx, a: &Action, resource: Option<&Resource>) -> Result<bool, StateError> {
+    if let Some((until, _)) = ctx.backoff.lock().await.get(&a.id)
+        && Instant::now() < *until
+    {
+        return Ok(false);
+    }
+    let last = ctx
+        .store
+        .deployments(Some(&a.id), 1)
+        .await?
+        .into_iter()
+        .next();
+    let Some(last) = last else { return Ok(true) };
+    if last.status != "failed" || last.retryable {
+        return Ok(true);
+    }
+    let same = match (resource, &a.action) {
+        (Some(r), _) => {
+            let rendered = match &r.desired.state {
+                DesiredState::Ready { rendered_hash } => rendered_hash.as_str(),
+                _ => "",
+            };
+            last.deployment.to_version == a.version
+                && last.deployment.input_hash == r.desired.input_hash
+                && last.deployment.rendered_hash == rendered
+        }
+        (None, ActionKind::Delete) => last.deployment.action == "delete",
+        _ => false,
+    };
+    if same {
+        tracing::debug!(resource = %a.id, "Not retrying a failed deployment until something changes.");
+    }
+    Ok(!same)
+}
+
+fn reason_label(a: &Action) -> Option<String> {
+    match &a.action {
+        ActionKind::Update { reason } => Some(
+            match reason {
+                UpdateReason::SpecChange => "spec_change",
+                UpdateReason::MinorUpgrade { .. } => "minor_upgrade",
+                UpdateReason::TemplateChange { .. } => "template_change",
+                UpdateReason::Rerender => "rerender",
+            }
+            .to_string(),
+        ),
+        _ => None,
+    }
+}
+
+fn action_label(a: &Action) -> &'static str {
+    match a.action {
+        ActionKind::Create => "create",
+        ActionKind::Delete => "delete",
+        _ => "update",
+    }
+}
+
+async fn finish(ctx: &Ctx, id: i64, resource_id: &str, outcome: Outcome) {
+    let failed = matches!(outcome, Outcome::Failed { .. });
+    match &outcome {
+        Outcome::Failed { error, retryable } => {
+            ctx.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(resource = %resource_id, deployment = id, error = %error, retryable, "Deployment failed.");
+            if *retryable {
+                let mut backoff = ctx.backoff.lock().await;
+                let attempts = backoff.get(resource_id).map_or(0, |(_, n)| *n) + 1;
+                let base = Duration::from_secs(5).saturating_mul(1 << attempts.min(6));
+                let jitter = Duration::from_millis(rand::random_range(0..1000));
+                backoff.insert(
+                    resource_id.to_string(),
+                    (
+                        Instant::now() + base.min(Duration::from_secs(300)) + jitter,
+                        attempts,
+                    ),
+                );
+            }
+        }
+        Outcome::Succeeded(_) | Outcome::Deleted => {
+            ctx.succeeded.fetch_add(1, Ordering::Relaxed);
+            ctx.backoff.lock().await.remove(resource_id);
+            tracing::info!(resource = %resource_id, deployment = id, "Deployment succeeded.");
+        }
+    }
+    // Bookkeeping must not be lost: retry the write a few times (a locked database).
+    for attempt in 0..5u32 {
+        match ctx.store.finish_deployment(id, &outcome).await {
+            Ok(()) => break,
+            Err(e) if e.is_retryable() && attempt < 4 => {
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
+            }
+            Err(e) => {
+                tracing::error!(resource = %resource_id, deployment = id, error = %e, "Could not record the deployment outcome; it will be adopted on the next cycle.");
+                break;
+            }
+        }
+    }
+    let _ = failed;
+    let _ = ctx.wake.send(());
+}
+
+fn record_for(dep: &NewDeployment, outputs: BTreeMap<String, String>) -> ResourceRecord {
+    ResourceRecord {
+        id: dep.resource_id.clone(),
+        kind: dep.kind,
+        repo: dep.repo.clone(),
+        environment: dep.environment.clone(),
+        template: dep.template.clone(),
+        version: dep.to_version,
+        input_hash: dep.input_hash.clone(),
+        rendered_hash: dep.rendered_hash.clone(),
+        outputs,
+        status: "deployed".into(),
+        spec_commit: dep.spec_commit.clone(),
+        updated_at: String::new(),
+    }
+}
+
+fn failed(e: &cloudformation::ProvisionError) -> Outcome {
+    Outcome::Failed {
+        error: e.to_string(),
+        retryable: e.is_retryable(),
+    }
+}
+
+fn spawn_apply(ctx: Arc<Ctx>, a: Action, resource: Resource, role: Option<String>) {
+    tokio::spawn(async move {
+        let _permit = ctx.permits.clone().acquire_owned().await;
+        let rendered_hash = match &resource.desired.state {
+            DesiredState::Ready { rendered_hash } => rendered_hash.clone(),
+            _ => String::new(),
+        };
+        let dep = NewDeployment {
+            resource_id: a.id.clone(),
+            kind: a.kind,
+            repo: resource.desired.repo.clone(),
+            environment: resource.environment.clone(),
+            action: action_label(&a).into(),
+            reason: reason_label(&a),
+            template: a.template.clone(),
+            from_version: a.deployed,
+            to_version: a.version,
+            input_hash: resource.desired.input_hash.clone(),
+            rendered_hash,
+            spec_commit: resource.spec_commit.clone(),
+        };
+        let id = match ctx.store.begin_deployment(&dep).await {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(resource = %a.id, error = %e, "Could not start the deployment.");
+                ctx.release(&a.id).await;
+                return;
+            }
+        };
+        let span = tracing::info_span!("deployment", resource = %a.id, template = %a.template, version = %a.version, deployment = id, action = action_label(&a));
+        async {
+            tracing::info!(reason = ?reason_label(&a), "Deployment started.");
+            let outcome = apply(&ctx, id, &dep, &resource, role.as_deref()).await;
+            finish(&ctx, id, &a.id, outcome).await;
+        }
+        .instrument(span)
+        .await;
+        ctx.release(&a.id).await;
+    });
+}
+
+async fn apply(
+    ctx: &Ctx,
+    id: i64,
+    dep: &NewDeployment,
+    resource: &Resource,
+    role: Option<&str>,
+) -> Outcome {
+    let [(path, body)] = resource.documents.as_slice() else {
+        return Outcome::Failed {
+            error: format!(
+                "{}: expected exactly one rendered CloudFormation document",
+                dep.resource_id
+            ),
+            retryable: false,
+        };
+    };
+    if path.ends_with(".tf") {
+        return Outcome::Failed {
+            error: format!(
+                "{}: self-managed (Terraform) provisioning is not available yet",
+                dep.resource_id
+            ),
+            retryable: false,
+        };
+    }
+    let req = StackRequest {
+        resource_id: dep.resource_id.clone(),
+        template_body: body.clone(),
+        template: dep.template.clone(),
+        version: dep.to_version.to_string(),
+        spec_commit: dep.spec_commit.clone(),
+        deployment_id: id,
+        role_arn: role.map(str::to_string),
+    };
+    let stack = cloudformation::stack_name(&dep.resource_id);
+    match ctx.cfn.start_apply(&req).await {
+        Err(e) => failed(&e),
+        Ok(Started::NoChanges) => match ctx.cfn.describe(&stack, role).await {
+            Ok(info) => {
+                Outcome::Succeeded(record_for(dep, info.map(|i| i.outputs).unwrap_or_default()))
+            }
+            Err(e) => failed(&e),
+        },
+        Ok(Started::Executing) => match ctx.cfn.wait(&stack, role, false).await {
+            Ok(info) => {
+                Outcome::Succeeded(record_for(dep, info.map(|i| i.outputs).unwrap_or_default()))
+            }
+            Err(e) => failed(&e),
+        },
+    }
+}
+
+fn spawn_delete(ctx: Arc<Ctx>, a: Action, record: Option<ResourceRecord>, role: Option<String>) {
+    tokio::spawn(async move {
+        let _permit = ctx.permits.clone().acquire_owned().await;
+        let dep = NewDeployment {
+            resource_id: a.id.clone(),
+            kind: a.kind,
+            repo: record.as_ref().map(|r| r.repo.clone()).unwrap_or_default(),
+            environment: record.as_ref().and_then(|r| r.environment.clone()),
+            action: "delete".into(),
+            reason: None,
+            template: a.template.clone(),
+            from_version: a.deployed,
+            to_version: a.version,
+            input_hash: record
+                .as_ref()
+                .map(|r| r.input_hash.clone())
+                .unwrap_or_default(),
+            rendered_hash: record
+                .as_ref()
+                .map(|r| r.rendered_hash.clone())
+                .unwrap_or_default(),
+            spec_commit: None,
+        };
+        let id = match ctx.store.begin_deployment(&dep).await {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(resource = %a.id, error = %e, "Could not start the delete.");
+                ctx.release(&a.id).await;
+                return;
+            }
+        };
+        let span = tracing::info_span!("deployment", resource = %a.id, template = %a.template, version = %a.version, deployment = id, action = "delete");
+        async {
+            tracing::info!("Delete started.");
+            let stack = cloudformation::stack_name(&a.id);
+            let outcome = match ctx.cfn.start_delete(&stack, role.as_deref()).await {
+                Err(e) => failed(&e),
+                Ok(()) => match ctx.cfn.wait(&stack, role.as_deref(), true).await {
+                    Ok(_) => Outcome::Deleted,
+                    Err(e) => failed(&e),
+                },
+            };
+            finish(&ctx, id, &a.id, outcome).await;
+        }
+        .instrument(span)
+        .await;
+        ctx.release(&a.id).await;
+    });
+}
+
+fn spawn_adopt(ctx: Arc<Ctx>, dep: DeploymentRecord, role: Option<String>) {
+    tokio::spawn(async move {
+        let resource_id = dep.deployment.resource_id.clone();
+        let span = tracing::info_span!("deployment", resource = %resource_id, deployment = dep.id, action = %dep.deployment.action, adopted = true);
+        async {
+            let outcome = adopt(&ctx, &dep, role.as_deref()).await;
+            tracing::info!(outcome = ?outcome_label(&outcome), "Adopted an in-flight deployment.");
+            finish(&ctx, dep.id, &resource_id, outcome).await;
+        }
+        .instrument(span)
+        .await;
+        ctx.release(&resource_id).await;
+    });
+}
+
+fn outcome_label(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Succeeded(_) => "succeeded",
+        Outcome::Deleted => "deleted",
+        Outcome::Failed { .. } => "failed",
+    }
+}
+
+/// Finishes a deployment an earlier process left in flight, from the stack's tags and status.
+pub async fn adopt(ctx: &Ctx, dep: &DeploymentRecord, role: Option<&str>) -> Outcome {
+    let d = &dep.deployment;
+    let stack = cloudformation::stack_name(&d.resource_id);
+    let interrupted = Outcome::Failed {
+        error: "interrupted: protond stopped before this deployment reached CloudFormation; it will be retried".into(),
+        retryable: true,
+    };
+    let info = match ctx.cfn.describe(&stack, role).await {
+        Ok(info) => info,
+        Err(e) => return failed(&e),
+    };
+    if d.action == "delete" {
+        return match info {
+            None => Outcome::Deleted,
+            Some(i) if i.status == "DELETE_COMPLETE" => Outcome::Deleted,
+            Some(i) if i.status == "DELETE_IN_PROGRESS" => {
+                match ctx.cfn.wait(&stack, role, true).await {
+                    Ok(_) => Outcome::Deleted,
+                    Err(e) => failed(&e),
+                }
+            }
+            Some(_) => interrupted,
+        };
+    }
+    let Some(info) = info else { return interrupted };
+    if info.status == "REVIEW_IN_PROGRESS" {
+        // A change set was created for a new stack but never executed.
+        return interrupted;
+    }
+    if info.tags.get(TAG_DEPLOYMENT).map(String::as_str) != Some(dep.id.to_string().as_str()) {
+        // The stack is from an earlier deployment: this one never executed.
+        return interrupted;
+    }
+    if info.in_progress() {
+        return match ctx.cfn.wait(&stack, role, false).await {
+            Ok(i) => Outcome::Succeeded(record_for(d, i.map(|x| x.outputs).unwrap_or_default())),
+            Err(e) => failed(&e),
+        };
+    }
+    if info.failed() {
+        let reasons = ctx.cfn.failure_reasons(&stack, role).await;
+        return Outcome::Failed {
+            error: format!("stack {stack} ended in {}: {reasons}", info.status),
+            retryable: false,
+        };
+    }
+    Outcome::Succeeded(record_for(d, info.outputs))
+}

@@ -1,0 +1,636 @@
+//! CloudFormation provisioning with the AWS SDK.
+//!
+//! Stacks are named and tagged deterministically from the resource id, created and updated
+//! through change sets (with `CAPABILITY_IAM`, `CAPABILITY_NAMED_IAM` and
+//! `CAPABILITY_AUTO_EXPAND`), and observed by polling. A change set without changes is a
+//! success. A stack that failed on create (`ROLLBACK_COMPLETE`) is deleted before the next
+//! create. Failures carry the failing stack events' reasons.
+//!
+//! This module only executes what it is told; it never decides what to deploy.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_cloudformation::Client;
+use aws_sdk_cloudformation::config::http::HttpResponse;
+use aws_sdk_cloudformation::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_cloudformation::types::{Capability, ChangeSetType, Tag};
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
+
+/// Tag holding the resource id.
+pub const TAG_RESOURCE: &str = "protond:resource";
+/// Tag holding the template name.
+pub const TAG_TEMPLATE: &str = "protond:template";
+/// Tag holding the template version.
+pub const TAG_VERSION: &str = "protond:version";
+/// Tag holding the spec commit.
+pub const TAG_SPEC_COMMIT: &str = "protond:spec-commit";
+/// Tag holding the deployment id that last changed the stack.
+pub const TAG_DEPLOYMENT: &str = "protond:deployment";
+
+/// A provisioning failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    /// An AWS call failed.
+    #[error("{operation} of stack {stack} failed: {message}")]
+    Call {
+        /// The API operation.
+        operation: &'static str,
+        /// The stack.
+        stack: String,
+        /// AWS's error code and message.
+        message: String,
+        /// Whether retrying later may help (throttling, 5xx, network).
+        retryable: bool,
+    },
+    /// The stack ended in a failed state.
+    #[error("stack {stack} ended in {status}: {reasons}")]
+    StackFailed {
+        /// The stack.
+        stack: String,
+        /// Final status.
+        status: String,
+        /// Reasons from the failing stack events.
+        reasons: String,
+    },
+    /// Waiting took longer than allowed.
+    #[error("stack {stack} is still {status} after {waited:?}")]
+    Timeout {
+        /// The stack.
+        stack: String,
+        /// Last status seen.
+        status: String,
+        /// How long we waited.
+        waited: Duration,
+    },
+}
+
+impl ProvisionError {
+    /// Whether retrying later may help.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Call { retryable, .. } => *retryable,
+            Self::Timeout { .. } => true,
+            Self::StackFailed { .. } => false,
+        }
+    }
+
+    /// Short label for metrics.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Call {
+                retryable: true, ..
+            } => "aws_transient",
+            Self::Call { .. } => "aws_call",
+            Self::StackFailed { .. } => "stack_failed",
+            Self::Timeout { .. } => "timeout",
+        }
+    }
+}
+
+fn call_error<E>(
+    operation: &'static str,
+    stack: &str,
+    e: &SdkError<E, HttpResponse>,
+) -> ProvisionError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let (message, retryable) = match e {
+        SdkError::ServiceError(se) => {
+            let err = se.err();
+            let code = err.code().unwrap_or("Unknown");
+            let msg = err.message().unwrap_or("");
+            let status = se.raw().status().as_u16();
+            let retryable = status >= 500
+                || matches!(
+                    code,
+                    "Throttling"
+                        | "ThrottlingException"
+                        | "RequestLimitExceeded"
+                        | "TooManyRequestsException"
+                );
+            (format!("{code}: {msg}"), retryable)
+        }
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => (
+            format!("{e}: AWS endpoint unreachable or not responding"),
+            true,
+        ),
+        other => (other.to_string(), false),
+    };
+    ProvisionError::Call {
+        operation,
+        stack: stack.to_string(),
+        message,
+        retryable,
+    }
+}
+
+fn is_missing_stack<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    match e {
+        SdkError::ServiceError(se) => se
+            .err()
+            .message()
+            .is_some_and(|m| m.contains("does not exist")),
+        _ => false,
+    }
+}
+
+/// The deterministic stack name of a resource: `protond-<id>` made CloudFormation-safe, with
+/// a short hash of the id so that different ids never share a name.
+#[must_use]
+pub fn stack_name(resource_id: &str) -> String {
+    let hash = hex::encode(Sha256::digest(resource_id.as_bytes()));
+    let mut slug: String = resource_id
+        .replace("service_instance/", "svc/")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    while slug.contains("--") {
+        slug = slug.replace("--", "-");
+    }
+    let slug = slug.trim_matches('-');
+    let slug: String = slug.chars().take(100).collect();
+    format!("protond-{slug}-{}", &hash[..8])
+}
+
+/// What CloudFormation says about a stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackInfo {
+    /// Stack name.
+    pub name: String,
+    /// Status, e.g. `CREATE_COMPLETE`.
+    pub status: String,
+    /// Outputs.
+    pub outputs: BTreeMap<String, String>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+impl StackInfo {
+    /// Whether the stack is mid-operation.
+    #[must_use]
+    pub fn in_progress(&self) -> bool {
+        self.status.ends_with("_IN_PROGRESS")
+    }
+
+    /// Whether the stack is in a state that means the last operation failed.
+    #[must_use]
+    pub fn failed(&self) -> bool {
+        self.status.ends_with("_FAILED")
+            || self.status == "ROLLBACK_COMPLETE"
+            || self.status == "UPDATE_ROLLBACK_COMPLETE"
+            || self.status == "IMPORT_ROLLBACK_COMPLETE"
+    }
+}
+
+/// A stack to create or update.
+#[derive(Debug, Clone)]
+pub struct StackRequest {
+    /// Resource id.
+    pub resource_id: String,
+    /// Template body.
+    pub template_body: String,
+    /// Template name.
+    pub template: String,
+    /// Template version.
+    pub version: String,
+    /// Spec commit.
+    pub spec_commit: Option<String>,
+    /// Deployment id.
+    pub deployment_id: i64,
+    /// Role to assume, from the environment.
+    pub role_arn: Option<String>,
+}
+
+/// How an apply started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started {
+    /// The change set had no changes; nothing runs.
+    NoChanges,
+    /// A change set is executing.
+    Executing,
+}
+
+/// Settings of the CloudFormation provisioner.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// AWS region.
+    pub region: String,
+    /// Endpoint override (e.g. moto_server).
+    pub endpoint_url: Option<String>,
+    /// SDK attempts per call (1 disables SDK retries).
+    pub max_attempts: u32,
+    /// Time between status polls.
+    pub poll_interval: Duration,
+    /// Longest wait for one stack operation.
+    pub timeout: Duration,
+    /// Create and update through change sets (true) or CreateStack/UpdateStack (false).
+    pub change_sets: bool,
+}
+
+/// The CloudFormation provisioner. Clients per assumed role are cached.
+#[derive(Clone)]
+pub struct CloudFormation {
+    base: aws_config::SdkConfig,
+    client: Client,
+    by_role: Arc<Mutex<BTreeMap<String, Client>>>,
+    settings: Settings,
+}
+
+impl std::fmt::Debug for CloudFormation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloudFormation")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CloudFormation {
+    /// Builds a client from the default credential chain and `settings`.
+    pub async fn new(settings: Settings) -> Self {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(settings.region.clone()))
+            .retry_config(
+                aws_config::retry::RetryConfig::standard()
+                    .with_max_attempts(settings.max_attempts.max(1)),
+            );
+        if let Some(url) = &settings.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let base = loader.load().await;
+        let client = Client::new(&base);
+        Self {
+            base,
+            client,
+            by_role: Arc::new(Mutex::new(BTreeMap::new())),
+            settings,
+        }
+    }
+
+    /// The underlying SDK configuration (shared with other AWS clients).
+    #[must_use]
+    pub fn sdk_config(&self) -> &aws_config::SdkConfig {
+        &self.base
+    }
+
+    async fn client_for(&self, role_arn: Option<&str>) -> Client {
+        let Some(role) = role_arn else {
+            return self.client.clone();
+        };
+        let mut cache = self.by_role.lock().await;
+        if let Some(c) = cache.get(role) {
+            return c.clone();
+        }
+        let provider = aws_config::sts::AssumeRoleProvider::builder(role)
+            .session_name("protond")
+            .configure(&self.base)
+            .build()
+            .await;
+        let conf = aws_sdk_cloudformation::config::Builder::from(&self.base)
+            .credentials_provider(provider)
+            .build();
+        let client = Client::from_conf(conf);
+        cache.insert(role.to_string(), client.clone());
+        client
+    }
+
+    /// Describes a stack; `None` when it does not exist.
+    pub async fn describe(
+        &self,
+        stack: &str,
+        role_arn: Option<&str>,
+    ) -> Result<Option<StackInfo>, ProvisionError> {
+        let client = self.client_for(role_arn).await;
+        match client.describe_stacks().stack_name(stack).send().await {
+            Ok(out) => Ok(out.stacks().first().map(|s| StackInfo {
+                name: s.stack_name().unwrap_or(stack).to_string(),
+                status: s
+                    .stack_status()
+                    .map_or_else(String::new, |st| st.as_str().to_string()),
+                outputs: s
+                    .outputs()
+                    .iter()
+                    .filter_map(|o| {
+                        Some((o.output_key()?.to_string(), o.output_value()?.to_string()))
+                    })
+                    .collect(),
+                tags: s
+                    .tags()
+                    .iter()
+                    .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+                    .collect(),
+            })),
+            Err(e) if is_missing_stack(&e) => Ok(None),
+            Err(e) => Err(call_error("DescribeStacks", stack, &e)),
+        }
+    }
+
+    /// Reasons of the failed events of the stack's latest operation.
+    pub async fn failure_reasons(&self, stack: &str, role_arn: Option<&str>) -> String {
+        let client = self.client_for(role_arn).await;
+        let Ok(out) = client
+            .describe_stack_events()
+            .stack_name(stack)
+            .send()
+            .await
+        else {
+            return "no stack events available".into();
+        };
+        let mut reasons: Vec<String> = Vec::new();
+        for e in out.stack_events() {
+            let status = e.resource_status().map_or("", |s| s.as_str());
+            if status.ends_with("_FAILED") {
+                let reason = e.resource_status_reason().unwrap_or("no reason given");
+                let line = format!(
+                    "{} {status}: {reason}",
+                    e.logical_resource_id().unwrap_or("?")
+                );
+                if !reasons.contains(&line) {
+                    reasons.push(line);
+                }
+            }
+            if reasons.len() >= 5 {
+                break;
+            }
+        }
+        if reasons.is_empty() {
+            "no failed resource events recorded".into()
+        } else {
+            reasons.join("; ")
+        }
+    }
+
+    /// Starts a create or update through a change set. A stack left in `ROLLBACK_COMPLETE`
+    /// by a failed create is deleted first.
+    pub async fn start_apply(&self, req: &StackRequest) -> Result<Started, ProvisionError> {
+        let stack = stack_name(&req.resource_id);
+        let role = req.role_arn.as_deref();
+        let client = self.client_for(role).await;
+        let mut existing = self.describe(&stack, role).await?;
+        if let Some(info) = &existing
+            && (info.status == "ROLLBACK_COMPLETE" || info.status == "DELETE_COMPLETE")
+        {
+            if info.status == "ROLLBACK_COMPLETE" {
+                tracing::info!(stack = %stack, "Deleting stack left by a failed create before retrying.");
+                self.delete_and_wait(&stack, role).await?;
+            }
+            existing = None;
+        }
+        if existing
+            .as_ref()
+            .is_some_and(|i| i.status == "REVIEW_IN_PROGRESS")
+        {
+            // A create change set that was never executed: create again.
+            existing = None;
+        }
+        let change_set_type = if existing.is_some() {
+            ChangeSetType::Update
+        } else {
+            ChangeSetType::Create
+        };
+        let mut tags = vec![
+            (TAG_RESOURCE, req.resource_id.clone()),
+            (TAG_TEMPLATE, req.template.clone()),
+            (TAG_VERSION, req.version.clone()),
+            (TAG_DEPLOYMENT, req.deployment_id.to_string()),
+        ];
+        if let Some(c) = &req.spec_commit {
+            tags.push((TAG_SPEC_COMMIT, c.clone()));
+        }
+        if !self.settings.change_sets {
+            return self
+                .start_direct(
+                    &client,
+                    &stack,
+                    req,
+                    change_set_type == ChangeSetType::Update,
+                    &tags,
+                )
+                .await;
+        }
+        let change_set = format!("protond-{}", req.deployment_id);
+        let mut call = client
+            .create_change_set()
+            .stack_name(&stack)
+            .change_set_name(&change_set)
+            .change_set_type(change_set_type.clone())
+            .template_body(&req.template_body)
+            .capabilities(Capability::CapabilityIam)
+            .capabilities(Capability::CapabilityNamedIam)
+            .capabilities(Capability::CapabilityAutoExpand)
+            .client_token(format!("protond-{}", req.deployment_id));
+        for (k, v) in &tags {
+            call = call.tags(Tag::builder().key(*k).value(v).build());
+        }
+        if let Some(role) = &req.role_arn {
+            call = call.role_arn(role);
+        }
+        call.send()
+            .await
+            .map_err(|e| call_error("CreateChangeSet", &stack, &e))?;
+        // Wait for the change set to be ready.
+        let started = tokio::time::Instant::now();
+        loop {
+            let out = client
+                .describe_change_set()
+                .stack_name(&stack)
+                .change_set_name(&change_set)
+                .send()
+                .await
+                .map_err(|e| call_error("DescribeChangeSet", &stack, &e))?;
+            let status = out.status().map_or("", |s| s.as_str()).to_string();
+            match status.as_str() {
+                "CREATE_COMPLETE" => {
+                    if change_set_type == ChangeSetType::Update && out.changes().is_empty() {
+                        let _ = client
+                            .delete_change_set()
+                            .stack_name(&stack)
+                            .change_set_name(&change_set)
+                            .send()
+                            .await;
+                        return Ok(Started::NoChanges);
+                    }
+                    break;
+                }
+                "FAILED" => {
+                    let reason = out.status_reason().unwrap_or("").to_string();
+                    if reason.contains("didn't contain changes") || reason.contains("No updates") {
+                        let _ = client
+                            .delete_change_set()
+                            .stack_name(&stack)
+                            .change_set_name(&change_set)
+                            .send()
+                            .await;
+                        return Ok(Started::NoChanges);
+                    }
+                    return Err(ProvisionError::StackFailed {
+                        stack,
+                        status: "CHANGE_SET_FAILED".into(),
+                        reasons: reason,
+                    });
+                }
+                _ => {}
+            }
+            if started.elapsed() > self.settings.timeout {
+                return Err(ProvisionError::Timeout {
+                    stack,
+                    status: format!("change set {status}"),
+                    waited: started.elapsed(),
+                });
+            }
+            tokio::time::sleep(self.settings.poll_interval).await;
+        }
+        client
+            .execute_change_set()
+            .stack_name(&stack)
+            .change_set_name(&change_set)
+            .send()
+            .await
+            .map_err(|e| call_error("ExecuteChangeSet", &stack, &e))?;
+        Ok(Started::Executing)
+    }
+
+    async fn start_direct(
+        &self,
+        client: &Client,
+        stack: &str,
+        req: &StackRequest,
+        update: bool,
+        tags: &[(&str, String)],
+    ) -> Result<Started, ProvisionError> {
+        let token = format!("protond-{}", req.deployment_id);
+        let tags: Vec<Tag> = tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(*k).value(v).build())
+            .collect();
+        let caps = vec![
+            Capability::CapabilityIam,
+            Capability::CapabilityNamedIam,
+            Capability::CapabilityAutoExpand,
+        ];
+        if update {
+            let result = client
+                .update_stack()
+                .stack_name(stack)
+                .template_body(&req.template_body)
+                .set_capabilities(Some(caps))
+                .set_tags(Some(tags))
+                .set_role_arn(req.role_arn.clone())
+                .client_request_token(token)
+                .send()
+                .await;
+            match result {
+                Ok(_) => Ok(Started::Executing),
+                Err(SdkError::ServiceError(se))
+                    if se
+                        .err()
+                        .message()
+                        .is_some_and(|m| m.contains("No updates are to be performed")) =>
+                {
+                    Ok(Started::NoChanges)
+                }
+                Err(e) => Err(call_error("UpdateStack", stack, &e)),
+            }
+        } else {
+            client
+                .create_stack()
+                .stack_name(stack)
+                .template_body(&req.template_body)
+                .set_capabilities(Some(caps))
+                .set_tags(Some(tags))
+                .set_role_arn(req.role_arn.clone())
+                .client_request_token(token)
+                .send()
+                .await
+                .map_err(|e| call_error("CreateStack", stack, &e))?;
+            Ok(Started::Executing)
+        }
+    }
+
+    /// Starts deleting a stack (a missing stack is already deleted).
+    pub async fn start_delete(
+        &self,
+        stack: &str,
+        role_arn: Option<&str>,
+    ) -> Result<(), ProvisionError> {
+        let client = self.client_for(role_arn).await;
+        match client.delete_stack().stack_name(stack).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_missing_stack(&e) => Ok(()),
+            Err(e) => Err(call_error("DeleteStack", stack, &e)),
+        }
+    }
+
+    async fn delete_and_wait(&self, stack: &str, role: Option<&str>) -> Result<(), ProvisionError> {
+        self.start_delete(stack, role).await?;
+        self.wait(stack, role, true).await.map(|_| ())
+    }
+
+    /// Polls a stack until its operation ends. For deletes, `None` means gone. A failed end
+    /// state is an error with the failing events' reasons.
+    pub async fn wait(
+        &self,
+        stack: &str,
+        role_arn: Option<&str>,
+        deleting: bool,
+    ) -> Result<Option<StackInfo>, ProvisionError> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let info = self.describe(stack, role_arn).await?;
+            match info {
+                None => {
+                    return if deleting {
+                        Ok(None)
+                    } else {
+                        Err(ProvisionError::StackFailed {
+                            stack: stack.to_string(),
+                            status: "MISSING".into(),
+                            reasons: "the stack disappeared while being deployed".into(),
+                        })
+                    };
+                }
+                Some(info) if info.status == "DELETE_COMPLETE" && deleting => return Ok(None),
+                Some(info) if info.in_progress() => {
+                    if started.elapsed() > self.settings.timeout {
+                        return Err(ProvisionError::Timeout {
+                            stack: stack.to_string(),
+                            status: info.status,
+                            waited: started.elapsed(),
+                        });
+                    }
+                }
+                Some(info) if info.failed() => {
+                    let reasons = self.failure_reasons(stack, role_arn).await;
+                    return Err(ProvisionError::StackFailed {
+                        stack: stack.to_string(),
+                        status: info.status,
+                        reasons,
+                    });
+                }
+                Some(info) => return Ok(Some(info)),
+            }
+            tokio::time::sleep(self.settings.poll_interval).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_names_are_deterministic_safe_and_distinct() {
+        let a = stack_name("service_instance/payments/payments-dev");
+        assert_eq!(a, stack_name("service_instance/payments/payments-dev"));
+        assert!(a.starts_with("protond-svc-payments-payments-dev-"), "{a}");
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        assert_ne!(stack_name("environment/a_b"), stack_name("environment/a-b"));
+        let long = stack_name(&format!("environment/{}", "x".repeat(300)));
+        assert!(long.len() <= 128, "{}", long.len());
+    }
+}
