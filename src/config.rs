@@ -425,7 +425,9 @@ impl Config {
         }
         Ok(Self {
             state,
-            data_dir: raw.data_dir.unwrap_or_else(|| base.join(".protond")),
+            data_dir: raw
+                .data_dir
+                .map_or_else(|| base.join(".protond"), |d| base.join(d)),
             poll_interval,
             region: raw.aws.region.unwrap_or_else(|| "us-east-1".into()),
             endpoint_url: raw.aws.endpoint_url,

@@ -232,6 +232,9 @@ pub enum Outcome {
     Succeeded(ResourceRecord),
     /// The resource was deleted.
     Deleted,
+    /// Never reached the provisioner (the process stopped first); the resource is as it was
+    /// and the change will be retried.
+    Interrupted,
     /// Failed; what was deployed before stays recorded.
     Failed {
         /// Why (stack events' reasons).
@@ -240,6 +243,9 @@ pub enum Outcome {
         retryable: bool,
     },
 }
+
+/// The error recorded for [`Outcome::Interrupted`].
+pub const INTERRUPTED: &str = "interrupted: protond stopped before this deployment reached the provisioner; it will be retried";
 
 /// The state store.
 #[derive(Debug, Clone)]
@@ -479,6 +485,7 @@ impl Store {
         let (status, error, retryable) = match outcome {
             Outcome::Succeeded(_) | Outcome::Deleted => ("succeeded", None, false),
             Outcome::Failed { error, retryable } => ("failed", Some(error.clone()), *retryable),
+            Outcome::Interrupted => ("failed", Some(INTERRUPTED.to_string()), true),
         };
         sqlx::query(
             "UPDATE deployments SET status = ?, error = ?, retryable = ?, finished_at = ? WHERE id = ?",
@@ -526,6 +533,7 @@ impl Store {
                     .await
                     .map_err(q("remove resource"))?;
             }
+            Outcome::Interrupted => {}
             Outcome::Failed { .. } => {
                 sqlx::query("UPDATE resources SET status = 'failed', updated_at = ? WHERE id = ?")
                     .bind(now())

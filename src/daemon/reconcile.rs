@@ -329,8 +329,11 @@ fn action_label(a: &Action) -> &'static str {
 }
 
 async fn finish(ctx: &Ctx, id: i64, resource_id: &str, outcome: Outcome) {
-    let failed = matches!(outcome, Outcome::Failed { .. });
     match &outcome {
+        Outcome::Interrupted => {
+            // Not a failure of the deployment itself: retry at once.
+            tracing::warn!(resource = %resource_id, deployment = id, "{}", crate::state::INTERRUPTED);
+        }
         Outcome::Failed { error, retryable } => {
             ctx.failed.fetch_add(1, Ordering::Relaxed);
             tracing::error!(resource = %resource_id, deployment = id, error = %error, retryable, "Deployment failed.");
@@ -367,7 +370,6 @@ async fn finish(ctx: &Ctx, id: i64, resource_id: &str, outcome: Outcome) {
             }
         }
     }
-    let _ = failed;
     let _ = ctx.wake.send(());
 }
 
@@ -558,6 +560,7 @@ fn outcome_label(o: &Outcome) -> &'static str {
         Outcome::Succeeded(_) => "succeeded",
         Outcome::Deleted => "deleted",
         Outcome::Failed { .. } => "failed",
+        Outcome::Interrupted => "interrupted",
     }
 }
 
@@ -565,10 +568,7 @@ fn outcome_label(o: &Outcome) -> &'static str {
 pub async fn adopt(ctx: &Ctx, dep: &DeploymentRecord, role: Option<&str>) -> Outcome {
     let d = &dep.deployment;
     let stack = cloudformation::stack_name(&d.resource_id);
-    let interrupted = Outcome::Failed {
-        error: "interrupted: protond stopped before this deployment reached CloudFormation; it will be retried".into(),
-        retryable: true,
-    };
+    let interrupted = Outcome::Interrupted;
     let info = match ctx.cfn.describe(&stack, role).await {
         Ok(info) => info,
         Err(e) => return failed(&e),

@@ -1,0 +1,531 @@
+//! The reconciler end to end: real git repos, the real AWS SDK against a moto_server on
+//! 127.0.0.1 (one per test, started here), a real SQLite file, and the `protond` binary.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use protond::state::Store;
+
+struct Moto {
+    child: Child,
+    url: String,
+}
+
+impl Moto {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server is installed (scripts/test installs it)");
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+                let _ = s.write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+                let mut buf = String::new();
+                if s.read_to_string(&mut buf).is_ok() && buf.starts_with("HTTP/1") {
+                    return Self { child, url };
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("moto_server did not start on {url}");
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
+struct World {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    moto: Moto,
+}
+
+impl World {
+    fn new() -> Self {
+        let moto = Moto::start();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().to_path_buf();
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repos");
+        for name in ["platform-templates", "platform-envs", "payments"] {
+            let dir = root.join(name);
+            copy_tree(&examples.join(name), &dir);
+            git(&dir, &["init", "-q", "-b", "main"]);
+            git(&dir, &["add", "-A"]);
+            git(&dir, &["commit", "-q", "-m", "initial"]);
+        }
+        let t = root.join("platform-templates");
+        for name in ["basic-env", "web-svc", "worker-svc"] {
+            git(
+                &t,
+                &["tag", "-a", &format!("{name}/v1.0"), "-m", "first release"],
+            );
+        }
+        let toml = format!(
+            "state = \"sqlite://state/state.db\"\ndata_dir = \"data\"\npoll_interval = \"1s\"\n\
+             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\npoll_interval = \"200ms\"\nmax_attempts = 1\nchange_sets = false\n\
+             [daemon]\nshutdown_grace = \"10s\"\n\
+             [[template_repos]]\nname = \"platform-templates\"\nurl = \"platform-templates\"\n\
+             [[spec_repos]]\nname = \"platform-envs\"\nurl = \"platform-envs\"\nplatform = true\n\
+             [[spec_repos]]\nname = \"payments\"\nurl = \"payments\"\n",
+            url = moto.url
+        );
+        std::fs::write(root.join("proton.toml"), toml).expect("config");
+        Self {
+            _tmp: tmp,
+            root,
+            moto,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_protond"));
+        c.args(args)
+            .arg("--config")
+            .arg(self.root.join("proton.toml"))
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env_remove("AWS_PROFILE")
+            .env("PROTOND_LOG_FORMAT", "json");
+        c
+    }
+
+    fn reconcile(&self) -> Output {
+        self.command(&["reconcile", "--once"])
+            .output()
+            .expect("protond runs")
+    }
+
+    fn commit(&self, repo: &str, message: &str) {
+        let dir = self.root.join(repo);
+        git(&dir, &["add", "-A"]);
+        git(&dir, &["commit", "-q", "-m", message]);
+    }
+
+    fn edit(&self, repo: &str, path: &str, f: impl FnOnce(String) -> String) {
+        let p = self.root.join(repo).join(path);
+        let text = std::fs::read_to_string(&p).expect("read");
+        std::fs::write(&p, f(text)).expect("write");
+    }
+
+    async fn store(&self) -> Store {
+        Store::open(&format!("sqlite://{}/state/state.db", self.root.display()))
+            .await
+            .expect("store")
+    }
+
+    async fn stacks(&self) -> Vec<(String, String, Vec<(String, String)>)> {
+        let conf = aws_sdk_cloudformation::Config::builder()
+            .behavior_version(aws_sdk_cloudformation::config::BehaviorVersion::latest())
+            .region(aws_sdk_cloudformation::config::Region::new("us-east-1"))
+            .endpoint_url(&self.moto.url)
+            .credentials_provider(aws_sdk_cloudformation::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .build();
+        let client = aws_sdk_cloudformation::Client::from_conf(conf);
+        let out = client.describe_stacks().send().await.expect("describe");
+        out.stacks()
+            .iter()
+            .filter(|s| s.stack_status().map(|x| x.as_str()) != Some("DELETE_COMPLETE"))
+            .map(|s| {
+                (
+                    s.stack_name().unwrap_or("").to_string(),
+                    s.stack_status()
+                        .map(|x| x.as_str().to_string())
+                        .unwrap_or_default(),
+                    s.tags()
+                        .iter()
+                        .map(|t| {
+                            (
+                                t.key().unwrap_or("").to_string(),
+                                t.value().unwrap_or("").to_string(),
+                            )
+                        })
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// Every live stack is recorded exactly once, with nothing in flight.
+    async fn assert_consistent(&self) {
+        let store = self.store().await;
+        let records = store.resources().await.expect("resources");
+        let stacks = self.stacks().await;
+        let stack_resources: Vec<String> = stacks
+            .iter()
+            .filter_map(|(_, _, tags)| {
+                tags.iter()
+                    .find(|(k, _)| k == "protond:resource")
+                    .map(|(_, v)| v.clone())
+            })
+            .collect();
+        let unique: BTreeSet<&String> = stack_resources.iter().collect();
+        assert_eq!(
+            unique.len(),
+            stack_resources.len(),
+            "duplicate stacks: {stack_resources:?}"
+        );
+        let recorded: BTreeSet<String> = records.iter().map(|r| r.id.clone()).collect();
+        let live: BTreeSet<String> = stack_resources.into_iter().collect();
+        assert_eq!(recorded, live, "records and stacks disagree");
+        assert!(store.in_flight().await.expect("in flight").is_empty());
+        for d in store.deployments(None, 1000).await.expect("history") {
+            assert_ne!(d.status, "in_progress", "{d:?}");
+        }
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploys_updates_deletes_and_isolates_failures() {
+    let w = World::new();
+
+    // Deploy everything: environments, component, instances, pipeline.
+    let out = w.reconcile();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stacks = w.stacks().await;
+    assert_eq!(stacks.len(), 7, "{stacks:#?}");
+    assert!(
+        stacks
+            .iter()
+            .all(|(_, status, _)| status == "CREATE_COMPLETE"),
+        "{stacks:#?}"
+    );
+    let store = w.store().await;
+    let records = store.resources().await.expect("resources");
+    let env = records
+        .iter()
+        .find(|r| r.id == "environment/dev")
+        .expect("dev");
+    assert!(env.outputs.contains_key("TopicArn"), "{:?}", env.outputs);
+    let (_, _, tags) = stacks
+        .iter()
+        .find(|(n, _, _)| n.starts_with("protond-svc-payments-payments-prod-"))
+        .expect("prod stack");
+    for key in [
+        "protond:resource",
+        "protond:template",
+        "protond:version",
+        "protond:spec-commit",
+        "protond:deployment",
+    ] {
+        assert!(
+            tags.iter().any(|(k, _)| k == key),
+            "{key} missing: {tags:?}"
+        );
+    }
+    w.assert_consistent().await;
+
+    // Nothing changed: nothing deploys.
+    let before = store.deployments(None, 1000).await.expect("history").len();
+    let out = w.reconcile();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        store.deployments(None, 1000).await.expect("history").len(),
+        before
+    );
+
+    // A merged spec change deploys as an update of that instance only.
+    w.edit("payments", "proton/services/payments.yaml", |t| {
+        t.replacen("desired_count: 3", "desired_count: 5", 1)
+    });
+    w.commit("payments", "scale prod");
+    let out = w.reconcile();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let history = store.deployments(None, 1000).await.expect("history");
+    let new: Vec<_> = history.iter().take(history.len() - before).collect();
+    assert!(
+        new.iter().any(
+            |d| d.deployment.resource_id == "service_instance/payments/payments-prod"
+                && d.deployment.reason.as_deref() == Some("spec_change")
+                && d.status == "succeeded"
+        ),
+        "{new:#?}"
+    );
+    assert!(
+        !new.iter()
+            .any(|d| d.deployment.resource_id == "service_instance/payments/payments-dev"),
+        "{new:#?}"
+    );
+
+    // A broken template change fails clearly and alone; the others stay deployed.
+    w.edit("payments", "proton/services/reports.yaml", |t| {
+        t.replace(
+            "visibility_timeout: 120",
+            "visibility_timeout: 120\n      unknown_input: 1",
+        )
+    });
+    w.commit("payments", "bad input");
+    let out = w.reconcile();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(log.contains("unknown input"), "{log}");
+    assert!(
+        log.contains("service_instance/reports/reports-dev"),
+        "{log}"
+    );
+    assert_eq!(w.stacks().await.len(), 7);
+    w.edit("payments", "proton/services/reports.yaml", |t| {
+        t.replace("\n      unknown_input: 1", "")
+    });
+    w.commit("payments", "fix input");
+
+    // A template whose stack fails in CloudFormation: the failure names the reason, the
+    // rest of the fleet is untouched, and it is not retried until something changes.
+    let worker = "web-svc/v1/instance_infrastructure/cloudformation.yaml";
+    w.edit("platform-templates", worker, |t| t.replacen("Resources:", "Resources:\n  Broken:\n    Type: AWS::SQS::Queue\n    Properties:\n      DelaySeconds: !GetAtt NoSuchResource.Arn\n", 1));
+    w.commit("platform-templates", "broken 1.1");
+    git(
+        &w.root.join("platform-templates"),
+        &["tag", "-a", "web-svc/v1.1", "-m", "broken"],
+    );
+    let out = w.reconcile();
+    let log = stderr(&out);
+    let failures: Vec<_> = store
+        .deployments(None, 1000)
+        .await
+        .expect("history")
+        .into_iter()
+        .filter(|d| d.status == "failed")
+        .collect();
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(!failures.is_empty(), "{log}");
+    for d in &failures {
+        assert!(
+            d.deployment
+                .resource_id
+                .starts_with("service_instance/payments/"),
+            "{d:?}"
+        );
+        assert!(
+            d.error
+                .as_deref()
+                .is_some_and(|e| e.contains("NoSuchResource")),
+            "the failure names its reason: {d:?}"
+        );
+        assert!(!d.retryable);
+    }
+    // Not hammered: the next run does not retry the same failing version.
+    let n = store.deployments(None, 1000).await.expect("history").len();
+    let out = w.reconcile();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "still failing: {}",
+        stderr(&out)
+    );
+    assert_eq!(
+        store.deployments(None, 1000).await.expect("history").len(),
+        n,
+        "failed deployment was retried without a change"
+    );
+    // What was deployed before stays recorded at 1.0.
+    let prod = store
+        .resources()
+        .await
+        .expect("resources")
+        .into_iter()
+        .find(|r| r.id == "service_instance/payments/payments-prod")
+        .expect("prod");
+    assert_eq!(prod.version.minor, 0);
+    assert_eq!(prod.status, "failed");
+    let records = store.resources().await.expect("resources");
+    assert!(
+        records
+            .iter()
+            .any(|r| r.id == "service_instance/reports/reports-dev")
+    );
+    assert!(records.iter().any(|r| r.id == "environment/prod"));
+
+    // Removing a service deletes its stacks, after everything else.
+    std::fs::remove_file(w.root.join("payments/proton/services/reports.yaml")).expect("rm");
+    w.commit("payments", "retire reports");
+    let _ = w.reconcile();
+    assert!(
+        !w.stacks()
+            .await
+            .iter()
+            .any(|(n, _, _)| n.contains("reports")),
+        "reports stack still there"
+    );
+    assert!(
+        !store
+            .resources()
+            .await
+            .expect("r")
+            .iter()
+            .any(|r| r.id.contains("reports"))
+    );
+    w.assert_consistent().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deletion_budget_and_unknown_repos_protect_stacks() {
+    let w = World::new();
+    assert!(w.reconcile().status.success());
+    let n = w.stacks().await.len();
+    // Budget 1: removing the whole payments repo content (5 stacks) deletes nothing.
+    let cfg = w.root.join("proton.toml");
+    let text = std::fs::read_to_string(&cfg).expect("read");
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "shutdown_grace = \"10s\"",
+            "shutdown_grace = \"10s\"\ndeletion_budget = 1",
+        ),
+    )
+    .expect("write");
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg).expect("read").replace(
+            "url = \"payments\"",
+            "url = \"payments\"\nallow_empty = true",
+        ),
+    )
+    .expect("write");
+    git(
+        &w.root.join("payments"),
+        &["rm", "-q", "-r", "proton/services"],
+    );
+    w.commit("payments", "remove everything");
+    let out = w.reconcile();
+    assert!(stderr(&out).contains("deletion budget"), "{}", stderr(&out));
+    assert_eq!(w.stacks().await.len(), n);
+    // A vanished repo (never fetched into a fresh cache) deletes nothing either.
+    std::fs::rename(w.root.join("platform-envs"), w.root.join("gone")).expect("rename");
+    std::fs::remove_dir_all(w.root.join("data")).expect("drop cache");
+    let _ = w.reconcile();
+    assert_eq!(w.stacks().await.len(), n);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_mid_cycle_then_restart_is_consistent() {
+    let w = World::new();
+    // Start the daemon and kill it as soon as the first deployment starts.
+    let mut child = w
+        .command(&["run"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("daemon starts");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline && !seen.contains("Deployment started") {
+        let n = stderr.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.contains("Deployment started"), "{seen}");
+    // SIGKILL: no chance to record anything.
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+
+    // Restart: adopt what was in flight, finish the rest.
+    let out = w.reconcile();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    w.assert_consistent().await;
+    assert_eq!(w.stacks().await.len(), 7);
+    let store = w.store().await;
+    let history = store.deployments(None, 1000).await.expect("history");
+    let ids: BTreeSet<i64> = history.iter().map(|d| d.id).collect();
+    assert_eq!(ids.len(), history.len(), "doubled history rows");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn adoption_finishes_deployments_left_in_flight() {
+    use protond::plan::{ResourceKind, Version};
+    use protond::state::NewDeployment;
+    let w = World::new();
+    assert!(w.reconcile().status.success());
+    let store = w.store().await;
+    // A deployment recorded as started whose stack call never happened: retried.
+    let dep = NewDeployment {
+        resource_id: "environment/dev".into(),
+        kind: ResourceKind::Environment,
+        repo: "platform-envs".into(),
+        environment: Some("dev".into()),
+        action: "update".into(),
+        reason: Some("spec_change".into()),
+        template: "basic-env".into(),
+        from_version: Some(Version { major: 1, minor: 0 }),
+        to_version: Version { major: 1, minor: 0 },
+        input_hash: "x".into(),
+        rendered_hash: "x".into(),
+        spec_commit: None,
+    };
+    let id = store.begin_deployment(&dep).await.expect("begin");
+    let out = w.reconcile();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let d = store
+        .deployments(Some("environment/dev"), 10)
+        .await
+        .expect("history");
+    let row = d.iter().find(|x| x.id == id).expect("row");
+    assert_eq!(row.status, "failed");
+    assert!(row.retryable);
+    assert!(
+        row.error
+            .as_deref()
+            .is_some_and(|e| e.contains("interrupted")),
+        "{row:?}"
+    );
+    w.assert_consistent().await;
+}
