@@ -111,6 +111,19 @@ pub enum Command {
         #[arg(long, default_value_t = true)]
         once: bool,
     },
+    /// The quick start: the daemon on `example-repos`, as local git repos with release tags,
+    /// against a moto_server started here unless `AWS_ENDPOINT_URL` is set.
+    Demo {
+        /// Where the demo repos, config and state live.
+        #[arg(long, default_value = ".protond-demo")]
+        dir: PathBuf,
+        /// The example repos to start from.
+        #[arg(long, default_value = "example-repos")]
+        examples: PathBuf,
+        /// Deploy everything, print the status, and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Check a `proton.toml` and list every problem.
     CheckConfig {
         /// Config file.
@@ -177,6 +190,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     init_logging(cli.log_format);
     match cli.command {
         Command::Run { config } => run_daemon(&config),
+        Command::Demo {
+            dir,
+            examples,
+            once,
+        } => demo_cmd(&dir, &examples, once),
         Command::Reconcile { config, once: _ } => reconcile_once(&config),
         Command::Validate { paths, spec } => validate(&paths, spec.as_deref()),
         Command::Render(args) => render_cmd(&args),
@@ -772,4 +790,50 @@ fn reconcile_once(config: &Path) -> Result<ExitCode> {
             ExitCode::from(1)
         })
     })
+}
+
+fn demo_cmd(dir: &Path, examples: &Path, once: bool) -> Result<ExitCode> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", dir.display()))?;
+    let (local, endpoint) = match std::env::var("AWS_ENDPOINT_URL") {
+        Ok(url) if !url.is_empty() => (None, url),
+        _ => {
+            let aws = crate::demo::LocalAws::start()?;
+            let url = aws.url.clone();
+            eprintln!("Started moto_server on {url} (local AWS; stopped when protond exits).");
+            (Some(aws), url)
+        }
+    };
+    let config_path = crate::demo::prepare(examples, &dir, &endpoint)?;
+    let mut config = load_config(&config_path)?;
+    config.local_credentials = local.is_some();
+    eprintln!("Demo repos and config: {}", dir.display());
+    let code = runtime()?.block_on(async move {
+        let (ctx, wake) = crate::daemon::context(config).await?;
+        let report = crate::daemon::run_once(&ctx).await?;
+        let rows = crate::ops::status(&ctx.store).await?;
+        println!("{}", crate::ops::status_table(&rows));
+        println!(
+            "{} deployment(s) succeeded, {} failed.",
+            report.succeeded, report.failed
+        );
+        if once {
+            return Ok::<_, anyhow::Error>(if report.failed == 0 && report.failing.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        }
+        println!(
+            "protond is running. Try: edit {}/payments/proton/services/payments.yaml, then `git commit -am change` there, or tag a new release in {}/platform-templates. Ctrl-C stops.",
+            dir.display(),
+            dir.display()
+        );
+        crate::daemon::run(ctx, wake).await?;
+        Ok(ExitCode::SUCCESS)
+    })?;
+    drop(local);
+    Ok(code)
 }

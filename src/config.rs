@@ -196,6 +196,8 @@ pub struct Config {
     pub stack_timeout: Duration,
     /// Use change sets.
     pub change_sets: bool,
+    /// Use fixed local credentials (the demo's own moto_server), not the default chain.
+    pub local_credentials: bool,
     /// Concurrent deployments.
     pub concurrency: usize,
     /// Deletions allowed per cycle.
@@ -440,6 +442,7 @@ impl Config {
             stack_poll_interval,
             stack_timeout,
             change_sets: raw.aws.change_sets.unwrap_or(true),
+            local_credentials: false,
             concurrency: raw.daemon.concurrency.unwrap_or(4),
             deletion_budget: raw.daemon.deletion_budget.unwrap_or(5),
             schedules,

@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod desired;
 pub mod ops;
 pub mod plan;

@@ -321,7 +321,7 @@ pub struct TreeEntry {
     pub kind: EntryKind,
 }
 
-/// A repo mirror in the cache. Cheap to clone (wraps gix::ThreadSafeRepository).
+/// A repo mirror in the cache. Cheap to clone (wraps `gix::ThreadSafeRepository`).
 #[derive(Clone)]
 pub struct Mirror {
     inner: Arc<MirrorInner>,
@@ -496,17 +496,15 @@ impl Mirror {
     ) -> Result<Option<gix::ObjectId>, SourceError> {
         let components = folder_components(folder)?;
         let repo = self.inner.repo.to_thread_local();
-        self.folder_tree(&repo, commit, &components)
-            .map_err(|source| SourceError::ReadTree {
-                url: self.inner.url.clone(),
-                commit,
-                folder: folder.to_owned(),
-                source,
-            })
+        Self::folder_tree(&repo, commit, &components).map_err(|source| SourceError::ReadTree {
+            url: self.inner.url.clone(),
+            commit,
+            folder: folder.to_owned(),
+            source,
+        })
     }
 
     fn folder_tree(
-        &self,
         repo: &gix::Repository,
         commit: gix::ObjectId,
         components: &[&str],
@@ -550,8 +548,7 @@ impl Mirror {
                 source,
             }
         };
-        let root = self
-            .folder_tree(&repo, commit, &components)
+        let root = Self::folder_tree(&repo, commit, &components)
             .map_err(read_tree_err(folder))?
             .ok_or_else(|| SourceError::FolderNotFound {
                 url: url.clone(),
@@ -582,36 +579,8 @@ impl Mirror {
                     }
                     GixEntryKind::Link => EntryKind::Symlink,
                     GixEntryKind::Commit => EntryKind::Submodule,
-                    kind @ (GixEntryKind::Blob | GixEntryKind::BlobExecutable) => {
-                        let read_blob_err = |source| SourceError::ReadBlob {
-                            url: url.clone(),
-                            commit,
-                            path: path.clone(),
-                            source,
-                        };
-                        let size = repo
-                            .find_header(entry.object_id())
-                            .map_err(read_blob_err)?
-                            .size();
-                        total_bytes = total_bytes.saturating_add(size);
-                        if total_bytes > max_bytes {
-                            return Err(SourceError::TooManyBytes {
-                                url: url.clone(),
-                                commit,
-                                folder: folder.to_owned(),
-                                limit: max_bytes,
-                            });
-                        }
-                        let data = repo
-                            .find_blob(entry.object_id())
-                            .map_err(read_blob_err)?
-                            .take_data();
-                        if kind == GixEntryKind::Blob {
-                            EntryKind::Blob(data)
-                        } else {
-                            EntryKind::Executable(data)
-                        }
-                    }
+                    GixEntryKind::Blob => EntryKind::Blob(Vec::new()),
+                    GixEntryKind::BlobExecutable => EntryKind::Executable(Vec::new()),
                 };
                 if entries.len() >= max_files {
                     return Err(SourceError::TooManyFiles {
@@ -621,6 +590,36 @@ impl Mirror {
                         limit: max_files,
                     });
                 }
+                let mut read_blob = || -> Result<Vec<u8>, SourceError> {
+                    let read_blob_err = |source| SourceError::ReadBlob {
+                        url: url.clone(),
+                        commit,
+                        path: path.clone(),
+                        source,
+                    };
+                    let size = repo
+                        .find_header(entry.object_id())
+                        .map_err(read_blob_err)?
+                        .size();
+                    total_bytes = total_bytes.saturating_add(size);
+                    if total_bytes > max_bytes {
+                        return Err(SourceError::TooManyBytes {
+                            url: url.clone(),
+                            commit,
+                            folder: folder.to_owned(),
+                            limit: max_bytes,
+                        });
+                    }
+                    Ok(repo
+                        .find_blob(entry.object_id())
+                        .map_err(read_blob_err)?
+                        .take_data())
+                };
+                let kind = match kind {
+                    EntryKind::Blob(_) => EntryKind::Blob(read_blob()?),
+                    EntryKind::Executable(_) => EntryKind::Executable(read_blob()?),
+                    other @ (EntryKind::Symlink | EntryKind::Submodule) => other,
+                };
                 entries.push(TreeEntry { path, kind });
             }
         }
@@ -849,12 +848,16 @@ fn fetch(repo: &gix::Repository, remote: &Remote) -> gix::Result<()> {
         .remote_at(remote.url.clone())?
         .with_fetch_tags(gix::remote::fetch::Tags::None)
         .with_refspecs(FETCH_REFSPECS, gix::remote::Direction::Fetch)?;
-    let mut credentials = Credentials::new(repo.clone(), remote.credentials.clone());
+    let explicit = remote.credentials.clone().or_else(Credentials::from_env);
+    let mut credentials = Credentials::new(repo.clone(), explicit);
     let connection = spec
         .connect(gix::remote::Direction::Fetch)?
         .with_credentials(move |action| credentials.invoke(action));
     let outcome = connection
-        .prepare_fetch(gix::progress::Discard, Default::default())?
+        .prepare_fetch(
+            gix::progress::Discard,
+            gix::remote::ref_map::Options::default(),
+        )?
         .receive(gix::progress::Discard, &AtomicBool::new(false))?;
     tracing::debug!(
         url = %remote.display,
@@ -872,20 +875,22 @@ struct Credentials {
 }
 
 impl Credentials {
-    fn new(repo: gix::Repository, from_url: Option<(String, String)>) -> Credentials {
-        let explicit = from_url.or_else(|| {
-            let token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty())?;
-            let user = std::env::var(TOKEN_USER_ENV)
-                .ok()
-                .filter(|u| !u.is_empty())
-                .unwrap_or_else(|| DEFAULT_TOKEN_USER.to_owned());
-            Some((user, token))
-        });
+    fn new(repo: gix::Repository, explicit: Option<(String, String)>) -> Credentials {
         Credentials {
             repo,
             explicit,
             helpers: None,
         }
+    }
+
+    /// `(user, token)` from [`TOKEN_ENV`] and [`TOKEN_USER_ENV`], read at each fetch.
+    fn from_env() -> Option<(String, String)> {
+        let token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty())?;
+        let user = std::env::var(TOKEN_USER_ENV)
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| DEFAULT_TOKEN_USER.to_owned());
+        Some((user, token))
     }
 
     fn no_prompt() -> gix::prompt::Options {
@@ -936,9 +941,10 @@ impl Credentials {
     }
 }
 
-/// Watch local repo paths (working dirs or bare) for changes to refs (commits, tags): returns a notify watcher (keep it alive) and a tokio::sync::mpsc::UnboundedReceiver<usize> yielding the index of the path that changed; debounce ~200 ms; events must arrive within 1 s of `git commit` / `git tag`.
+/// Watch local repo paths (working dirs or bare) for changes to refs (commits, tags): returns a notify watcher (keep it alive) and a `tokio::sync::mpsc::UnboundedReceiver<usize>` yielding the index of the path that changed; debounce ~200 ms; events must arrive within 1 s of `git commit` / `git tag`.
 ///
-/// The repository's `refs/` (recursively), `packed-refs` and `HEAD` are watched. Events of
+/// The repository's `refs/` (recursively), `packed-refs` and `HEAD` are watched (and
+/// `reftable/` for repositories using that format). Events of
 /// one repository are gathered for [`WATCH_DEBOUNCE`] after the first, then its index is
 /// sent once. Dropping the watcher ends the stream.
 ///
@@ -992,6 +998,12 @@ pub fn watch(
         watcher
             .watch(&refs, notify::RecursiveMode::Recursive)
             .map_err(watch_err(&refs))?;
+        let reftable = target.common_dir.join("reftable");
+        if reftable.is_dir() {
+            watcher
+                .watch(&reftable, notify::RecursiveMode::Recursive)
+                .map_err(watch_err(&reftable))?;
+        }
         if target.git_dir != target.common_dir {
             watcher
                 .watch(&target.git_dir, notify::RecursiveMode::NonRecursive)
@@ -1031,6 +1043,7 @@ impl WatchTarget {
 
     fn is_relevant(&self, path: &Path) -> bool {
         path.starts_with(self.common_dir.join("refs"))
+            || path.starts_with(self.common_dir.join("reftable"))
             || path == self.common_dir.join("packed-refs")
             || path == self.git_dir.join("HEAD")
     }
@@ -1157,7 +1170,8 @@ mod tests {
                 .path()
                 .file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("origin-") && n.ends_with(".git")),
+                .is_some_and(|n| n.starts_with("origin-")
+                    && Path::new(n).extension().is_some_and(|e| e == "git")),
             "{:?}",
             mirror.path()
         );
@@ -1437,11 +1451,63 @@ mod tests {
         let mut chain = format!("{err} {err:?}");
         let mut source = std::error::Error::source(&err);
         while let Some(s) = source {
-            chain.push_str(&format!(" {s} {s:?}"));
+            chain = format!("{chain} {s} {s:?}");
             source = s.source();
         }
         assert!(!chain.contains("s3cr3t"), "{chain}");
         assert!(chain.contains("127.0.0.1:9/org/repo.git"), "{chain}");
+    }
+
+    #[test]
+    fn credentials_are_never_sent_over_plain_http() {
+        use std::io::{BufRead as _, Write as _};
+        use std::sync::Mutex;
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let port = listener.local_addr().expect("addr").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let requests = Arc::new(Mutex::new(Vec::<String>::new()));
+        let done = Arc::new(AtomicBool::new(false));
+        let server = {
+            let (requests, done) = (requests.clone(), done.clone());
+            std::thread::spawn(move || {
+                while !done.load(Ordering::SeqCst) {
+                    let Ok((stream, _)) = listener.accept() else {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    };
+                    stream.set_nonblocking(false).expect("blocking");
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(2)))
+                        .expect("timeout");
+                    let mut reader = std::io::BufReader::new(&stream);
+                    let mut head = String::new();
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                        head.push_str(&line);
+                        line.clear();
+                    }
+                    requests.lock().expect("lock").push(head);
+                    let _ = (&stream).write_all(
+                        b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"x\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                }
+            })
+        };
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let url = format!("http://user:pw-in-url@127.0.0.1:{port}/org/repo.git");
+        let err = Mirror::sync(&url, &tmp.path().join("cache")).expect_err("401");
+        done.store(true, Ordering::SeqCst);
+        server.join().expect("server thread");
+        assert_eq!(err.kind(), "clone", "{err:?}");
+        let requests = requests.lock().expect("lock");
+        // Without an http transport compiled in, no request is made at all.
+        for request in requests.iter() {
+            assert!(
+                !request.to_ascii_lowercase().contains("authorization"),
+                "{request}"
+            );
+        }
     }
 
     #[test]
@@ -1483,19 +1549,53 @@ mod tests {
     }
 
     #[test]
+    fn explicit_credentials_go_to_https_only() {
+        use gix::credentials::helper::Action;
+        use gix::credentials::protocol::Context;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = gix::init_bare(tmp.path()).expect("init");
+        let token = Some(("x-access-token".to_owned(), "tok".to_owned()));
+        let get = |protocol: &str| {
+            Action::Get(Context {
+                protocol: Some(protocol.to_owned()),
+                host: Some("example.com".to_owned()),
+                url: Some(format!("{protocol}://example.com/o/r.git").into()),
+                ..Context::default()
+            })
+        };
+        let mut credentials = Credentials::new(repo.clone(), token);
+        let outcome = credentials
+            .invoke(get("https"))
+            .expect("no error")
+            .expect("credentials");
+        assert_eq!(outcome.identity.username, "x-access-token");
+        assert_eq!(outcome.identity.password, "tok");
+        // Explicit credentials are never handed to helpers for storing.
+        assert!(matches!(credentials.invoke(outcome.next.store()), Ok(None)));
+        // Never for plain http, and no helper or prompt is configured here either.
+        let http = credentials.invoke(get("http"));
+        assert!(!matches!(http, Ok(Some(_))), "{http:?}");
+    }
+
+    #[test]
     fn errors_are_send_and_sync() {
         fn assert_send_sync<T: Send + Sync + 'static>() {}
         assert_send_sync::<SourceError>();
         assert_send_sync::<Mirror>();
     }
 
-    fn wait_for(
+    /// Runs `action` and waits for the next watch event: the index, the latency from the
+    /// start of `action` and the latency from its end.
+    fn event_after(
         rx: &mut tokio::sync::mpsc::UnboundedReceiver<usize>,
-        start: Instant,
-    ) -> (usize, Duration) {
+        action: impl FnOnce(),
+    ) -> (usize, Duration, Duration) {
+        let start = Instant::now();
+        action();
+        let done = Instant::now();
         loop {
             match rx.try_recv() {
-                Ok(index) => return (index, start.elapsed()),
+                Ok(index) => return (index, start.elapsed(), done.elapsed()),
                 Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
                     assert!(
                         start.elapsed() < Duration::from_secs(5),
@@ -1533,28 +1633,26 @@ mod tests {
         git(&origin, &["add", "-A"]);
         drain(&mut rx); // `git add` touches the index only, which is not watched.
         assert!(rx.try_recv().is_err());
-        let start = Instant::now();
-        git(&origin, &["commit", "-q", "--no-gpg-sign", "-m", "x"]);
-        let (index, commit_latency) = wait_for(&mut rx, start);
-        assert_eq!(index, 1);
+
+        let commit = event_after(&mut rx, || {
+            git(&origin, &["commit", "-q", "--no-gpg-sign", "-m", "x"]);
+        });
         drain(&mut rx);
-
-        let start = Instant::now();
-        git(&origin, &["tag", "-a", "-m", "notes", "svc/v1.0"]);
-        let (index, tag_latency) = wait_for(&mut rx, start);
-        assert_eq!(index, 1);
+        let tag = event_after(&mut rx, || {
+            git(&origin, &["tag", "-a", "-m", "notes", "svc/v1.0"]);
+        });
         drain(&mut rx);
-
-        let start = Instant::now();
-        git(&origin, &["push", "-q", &url(&bare), "main", "svc/v1.0"]);
-        let (index, push_latency) = wait_for(&mut rx, start);
-        assert_eq!(index, 2);
-
+        let push = event_after(&mut rx, || {
+            git(&origin, &["push", "-q", &url(&bare), "main", "svc/v1.0"]);
+        });
         eprintln!(
-            "watch latency: commit {commit_latency:?}, tag {tag_latency:?}, push to bare {push_latency:?}"
+            "watch latency from the start of git: commit {:?}, tag {:?}, push to bare {:?}",
+            commit.1, tag.1, push.1
         );
-        for latency in [commit_latency, tag_latency, push_latency] {
-            assert!(latency < Duration::from_secs(1), "{latency:?}");
+        assert_eq!((commit.0, tag.0, push.0), (1, 1, 2));
+        // Measured from git's exit, so that a slow machine running git slowly does not count.
+        for (_, _, after_git) in [commit, tag, push] {
+            assert!(after_git < Duration::from_secs(1), "{after_git:?}");
         }
         drop(watcher);
         std::thread::sleep(Duration::from_millis(100));

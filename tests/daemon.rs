@@ -531,3 +531,35 @@ async fn adoption_finishes_deployments_left_in_flight() {
     );
     w.assert_consistent().await;
 }
+
+#[test]
+fn demo_once_deploys_the_examples() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_protond"))
+        .args(["demo", "--once", "--dir"])
+        .arg(tmp.path().join("demo"))
+        .arg("--examples")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repos"))
+        .env_remove("AWS_ENDPOINT_URL")
+        .output()
+        .expect("protond demo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for id in [
+        "environment/dev",
+        "environment/prod",
+        "service_instance/payments/payments-prod",
+        "pipeline/payments",
+    ] {
+        assert!(stdout.contains(id), "{id} missing:\n{stdout}");
+    }
+    assert!(
+        stdout.contains("7 deployment(s) succeeded, 0 failed."),
+        "{stdout}"
+    );
+    assert!(tmp.path().join("demo/platform-templates/.git").exists());
+}

@@ -33,6 +33,7 @@ pub async fn context(
         poll_interval: config.stack_poll_interval,
         timeout: config.stack_timeout,
         change_sets: config.change_sets,
+        local_credentials: config.local_credentials,
     })
     .await;
     let (tx, rx) = mpsc::unbounded_channel();

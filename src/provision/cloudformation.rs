@@ -231,6 +231,8 @@ pub struct Settings {
     pub timeout: Duration,
     /// Create and update through change sets (true) or CreateStack/UpdateStack (false).
     pub change_sets: bool,
+    /// Use fixed local credentials (a local moto_server), not the default chain.
+    pub local_credentials: bool,
 }
 
 /// The CloudFormation provisioner. Clients per assumed role are cached.
@@ -261,6 +263,15 @@ impl CloudFormation {
             );
         if let Some(url) = &settings.endpoint_url {
             loader = loader.endpoint_url(url);
+        }
+        if settings.local_credentials {
+            loader = loader.credentials_provider(aws_sdk_cloudformation::config::Credentials::new(
+                "testing",
+                "testing",
+                None,
+                None,
+                "protond-local",
+            ));
         }
         let base = loader.load().await;
         let client = Client::new(&base);

@@ -1,0 +1,145 @@
+//! `protond demo`: the quick start. Turns `example-repos/` into local git repos with release
+//! tags, writes a config, starts a moto_server on 127.0.0.1 when no AWS endpoint is given,
+//! and runs the reconciler on them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// A moto_server this process started; stopped on drop.
+pub struct LocalAws {
+    child: Child,
+    /// Its endpoint.
+    pub url: String,
+}
+
+impl Drop for LocalAws {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl LocalAws {
+    /// Starts `moto_server` on a free loopback port and waits until it answers.
+    pub fn start() -> Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("no free port on 127.0.0.1")?
+            .port();
+        let mut child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context(
+                "cannot start moto_server; install it with: python3 -m pip install 'moto[server]'",
+            )?;
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(Self { child, url });
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                bail!("moto_server exited at start ({status})");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("moto_server did not answer on {url} within 30 s")
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> Result<()> {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "protond demo")
+        .env("GIT_AUTHOR_EMAIL", "demo@protond.invalid")
+        .env("GIT_COMMITTER_NAME", "protond demo")
+        .env("GIT_COMMITTER_EMAIL", "demo@protond.invalid")
+        .output()
+        .with_context(|| format!("cannot run git in {}", dir.display()))?;
+    if !out.status.success() {
+        bail!(
+            "git {} failed in {}: {}",
+            args.join(" "),
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    for entry in
+        std::fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))?
+    {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("cannot copy to {}", target.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the demo repos under `dir` (once) and returns the config path.
+pub fn prepare(examples: &Path, dir: &Path, endpoint: &str) -> Result<PathBuf> {
+    for name in ["platform-templates", "platform-envs", "payments"] {
+        let repo = dir.join(name);
+        if repo.join(".git").exists() {
+            continue;
+        }
+        copy_tree(&examples.join(name), &repo)?;
+        git(&repo, &["init", "-q", "-b", "main"])?;
+        git(&repo, &["add", "-A"])?;
+        git(
+            &repo,
+            &["commit", "-q", "-m", "Initial import from example-repos"],
+        )?;
+        if name == "platform-templates" {
+            for t in ["basic-env", "web-svc", "worker-svc"] {
+                git(
+                    &repo,
+                    &[
+                        "tag",
+                        "-a",
+                        &format!("{t}/v1.0"),
+                        "-m",
+                        &format!("{t} 1.0: first release"),
+                    ],
+                )?;
+            }
+        }
+    }
+    let config = dir.join("proton.toml");
+    let text = format!(
+        "# Written by `protond demo`. Edit the repos next to this file and commit to see protond react.\n\
+         state = \"sqlite://state/state.db\"\n\
+         data_dir = \"data\"\n\
+         poll_interval = \"10s\"\n\n\
+         [aws]\n\
+         region = \"us-east-1\"\n\
+         endpoint_url = \"{endpoint}\"\n\
+         poll_interval = \"1s\"\n\
+         # moto_server returns no outputs for change-set stacks.\n\
+         change_sets = false\n\n\
+         [daemon]\n\
+         shutdown_grace = \"10s\"\n\n\
+         [[template_repos]]\nname = \"platform-templates\"\nurl = \"platform-templates\"\n\n\
+         [[spec_repos]]\nname = \"platform-envs\"\nurl = \"platform-envs\"\nplatform = true\n\n\
+         [[spec_repos]]\nname = \"payments\"\nurl = \"payments\"\n\n\
+         [rollout]\nstages = [\"dev\", \"prod\"]\n"
+    );
+    std::fs::write(&config, text).with_context(|| format!("cannot write {}", config.display()))?;
+    Ok(config)
+}
