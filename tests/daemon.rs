@@ -563,3 +563,102 @@ fn demo_once_deploys_the_examples() {
     );
     assert!(tmp.path().join("demo/platform-templates/.git").exists());
 }
+
+/// Reads JSON log lines from the daemon until one satisfies `pred`, or times out.
+fn wait_for_log(
+    lines: &std::sync::mpsc::Receiver<String>,
+    timeout: Duration,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> Option<serde_json::Value> {
+    let deadline = Instant::now() + timeout;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let Ok(line) = lines.recv_timeout(left) else {
+            return None;
+        };
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+            && pred(&v)
+        {
+            return Some(v);
+        }
+    }
+    None
+}
+
+#[test]
+fn watcher_triggers_a_deploy_and_sigterm_stops_cleanly() {
+    let w = World::new();
+    let cfg = w.root.join("proton.toml");
+    let text = std::fs::read_to_string(&cfg).expect("read");
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "poll_interval = \"1s\"\n[aws]",
+            "poll_interval = \"1h\"\n[aws]",
+        ),
+    )
+    .expect("write");
+    let mut child = w
+        .command(&["run"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("daemon starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let msg = |v: &serde_json::Value| v["fields"]["message"].as_str().unwrap_or("").to_string();
+    // Converge first: a cycle that starts nothing, after the pipeline deployed.
+    let converged = wait_for_log(&rx, Duration::from_secs(60), |v| {
+        msg(v) == "Deployment succeeded." && v["fields"]["resource"] == "pipeline/payments"
+    });
+    assert!(
+        converged.is_some(),
+        "the daemon did not deploy the examples"
+    );
+    // A merged spec change, seen by the watcher (polling is hourly here).
+    std::thread::sleep(Duration::from_millis(500));
+    w.edit("payments", "proton/services/payments.yaml", |t| {
+        t.replacen("desired_count: 3", "desired_count: 6", 1)
+    });
+    let committed = Instant::now();
+    w.commit("payments", "scale prod");
+    let started = wait_for_log(&rx, Duration::from_secs(20), |v| {
+        msg(v) == "Deployment started."
+            && v["span"]["resource"] == "service_instance/payments/payments-prod"
+    });
+    assert!(
+        started.is_some(),
+        "the watcher did not trigger a deployment"
+    );
+    let latency = committed.elapsed();
+    assert!(latency < Duration::from_secs(20), "{latency:?}");
+    eprintln!("commit to deployment start: {latency:?}");
+    let done = wait_for_log(&rx, Duration::from_secs(30), |v| {
+        msg(v) == "Deployment succeeded."
+            && v["fields"]["resource"] == "service_instance/payments/payments-prod"
+    });
+    assert!(done.is_some());
+    // SIGTERM: stops scheduling, records everything, exits 0.
+    let pid = child.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let bye = wait_for_log(&rx, Duration::from_secs(20), |v| {
+        msg(v) == "All deployments recorded; bye."
+    });
+    assert!(bye.is_some(), "no clean shutdown");
+    let exit = child.wait().expect("wait");
+    assert!(exit.success(), "{exit:?}");
+}

@@ -647,3 +647,58 @@ fn cli_plan_and_status() {
     assert_eq!(prod["minor_available"], "1.3");
     assert_eq!(prod["major_available"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changed_environment_outputs_rerender_dependants() {
+    let w = world().await;
+    w.converge().await;
+    // The dev environment's stack now reports a different topic (e.g. it was replaced).
+    let mut env = w
+        .store
+        .resources()
+        .await
+        .expect("resources")
+        .into_iter()
+        .find(|r| r.id == "environment/dev")
+        .expect("dev");
+    env.outputs.insert(
+        "TopicArn".into(),
+        "arn:aws:sns:us-east-1:123456789012:replaced".into(),
+    );
+    let dep = NewDeployment {
+        resource_id: env.id.clone(),
+        kind: env.kind,
+        repo: env.repo.clone(),
+        environment: env.environment.clone(),
+        action: "update".into(),
+        reason: None,
+        template: env.template.clone(),
+        from_version: Some(env.version),
+        to_version: env.version,
+        input_hash: env.input_hash.clone(),
+        rendered_hash: env.rendered_hash.clone(),
+        spec_commit: None,
+    };
+    let id = w.store.begin_deployment(&dep).await.expect("begin");
+    w.store
+        .finish_deployment(id, &Outcome::Succeeded(env))
+        .await
+        .expect("finish");
+    let (_, _, plan) = w.plan().await;
+    let rerender = ActionKind::Update {
+        reason: UpdateReason::Rerender,
+    };
+    assert_eq!(
+        action(&plan, "service_instance/payments/payments-dev"),
+        &rerender
+    );
+    assert_eq!(
+        action(&plan, "service_instance/reports/reports-dev"),
+        &rerender
+    );
+    assert_eq!(
+        action(&plan, "service_instance/payments/payments-prod"),
+        &ActionKind::NoOp
+    );
+    assert_eq!(action(&plan, "environment/dev"), &ActionKind::NoOp);
+}
