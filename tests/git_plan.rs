@@ -702,3 +702,33 @@ async fn changed_environment_outputs_rerender_dependants() {
     );
     assert_eq!(action(&plan, "environment/dev"), &ActionKind::NoOp);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spec_repos_are_read_at_their_configured_branch() {
+    let mut w = world().await;
+    // `live` is what is deployed; `main` carries an unmerged change.
+    let envs = w.repo("platform-envs");
+    git(&envs, &["branch", "live"]);
+    w.write("platform-envs", "proton/environments/staging.yaml", "proton: EnvironmentSpec\nname: staging\ntemplate: {name: basic-env, major: 1}\nspec: {team: platform}\n");
+    w.commit("platform-envs", "staging, not merged to live");
+    let (_, _, plan) = w.plan().await;
+    assert!(plan.actions.iter().any(|a| a.id == "environment/staging"));
+    let toml = std::fs::read_to_string(w.root.join("proton.toml")).expect("read");
+    std::fs::write(
+        w.root.join("proton.toml"),
+        toml.replace("platform = true\n", "platform = true\nbranch = \"live\"\n"),
+    )
+    .expect("write");
+    w.config = Config::load(&w.root.join("proton.toml")).expect("config");
+    let (_, _, plan) = w.plan().await;
+    assert!(
+        !plan.actions.iter().any(|a| a.id == "environment/staging"),
+        "{plan:#?}"
+    );
+    assert_eq!(action(&plan, "environment/dev"), &ActionKind::Create);
+    // Merging to live brings it in.
+    git(&envs, &["checkout", "-q", "live"]);
+    git(&envs, &["merge", "-q", "--ff-only", "main"]);
+    let (_, _, plan) = w.plan().await;
+    assert_eq!(action(&plan, "environment/staging"), &ActionKind::Create);
+}
