@@ -392,6 +392,14 @@ fn render_all(infra: &Infrastructure, ctx: &Value) -> Result<Vec<(String, String
         .collect()
 }
 
+/// Schema violations of one spec file, one per line.
+fn violations(path: &str, vs: &[crate::catalog::schema::Violation]) -> String {
+    vs.iter()
+        .map(|v| format!("{path}: {v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn invalid(error: impl Into<String>) -> DesiredState {
     DesiredState::Invalid {
         error: error.into(),
@@ -558,12 +566,7 @@ pub fn compute(snapshot: &Snapshot, deployed: &[ResourceRecord], account_id: &st
                 {
                     Err(vs) => (
                         r.version,
-                        Err(invalid(
-                            vs.iter()
-                                .map(|v| format!("{}: {v}", d.path))
-                                .collect::<Vec<_>>()
-                                .join("\n"),
-                        )),
+                        Err(invalid(violations(d.path, &vs))),
                         d.spec.inputs.clone(),
                     ),
                     Ok(inputs) => {
@@ -775,12 +778,7 @@ fn service(
                     &inst.inputs,
                     &format!("instances[{i}].spec"),
                 )
-                .map_err(|vs| {
-                    vs.iter()
-                        .map(|v| format!("{}: {v}", d.path))
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                })
+                .map_err(|vs| violations(d.path, &vs))
         };
         let inputs = match check() {
             Ok(v) => v,
@@ -889,12 +887,7 @@ fn service(
             {
                 Err(vs) => (
                     pipeline_inputs.clone(),
-                    Err(invalid(
-                        vs.iter()
-                            .map(|v| format!("{}: {v}", d.path))
-                            .collect::<Vec<_>>()
-                            .join("\n"),
-                    )),
+                    Err(invalid(violations(d.path, &vs))),
                 ),
                 Ok(inputs) if !all_deployed => {
                     let on = d

@@ -2,85 +2,16 @@
 //! 127.0.0.1 (one per test, started here), a real SQLite file, and the `protond` binary.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{example_git_repos, git};
+
+use protond::demo::LocalAws as Moto;
 use protond::state::Store;
-
-struct Moto {
-    child: Child,
-    url: String,
-}
-
-impl Moto {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let mut child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server is installed (scripts/test installs it)");
-        let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-                let _ = s.write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-                let mut buf = String::new();
-                if s.read_to_string(&mut buf).is_ok() && buf.starts_with("HTTP/1") {
-                    return Self { child, url };
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("moto_server did not start on {url}");
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read_dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy");
-        }
-    }
-}
 
 struct World {
     _tmp: tempfile::TempDir,
@@ -90,17 +21,10 @@ struct World {
 
 impl World {
     fn new() -> Self {
-        let moto = Moto::start();
+        let moto = Moto::start().expect("moto_server starts (scripts/test installs it)");
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path().to_path_buf();
-        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repos");
-        for name in ["platform-templates", "platform-envs", "payments"] {
-            let dir = root.join(name);
-            copy_tree(&examples.join(name), &dir);
-            git(&dir, &["init", "-q", "-b", "main"]);
-            git(&dir, &["add", "-A"]);
-            git(&dir, &["commit", "-q", "-m", "initial"]);
-        }
+        example_git_repos(&root);
         let t = root.join("platform-templates");
         for name in ["basic-env", "web-svc", "worker-svc"] {
             git(

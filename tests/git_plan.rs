@@ -3,48 +3,16 @@
 //! recorded straight into a real SQLite store (provisioning is not under test here).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
+
+mod common;
+use common::{copy_tree, example_git_repos, git};
 
 use protond::config::Config;
 use protond::desired::{self, DesiredSet, Snapshot};
 use protond::plan::{self, ActionKind, DesiredState, Plan, UpdateReason, Version};
 use protond::state::{NewDeployment, Outcome, ResourceRecord, Store};
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read_dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy");
-        }
-    }
-}
-
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repos")
-}
 
 struct World {
     _tmp: tempfile::TempDir,
@@ -186,13 +154,7 @@ fn action<'a>(plan: &'a Plan, id: &str) -> &'a ActionKind {
 async fn world() -> World {
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = tmp.path().to_path_buf();
-    for name in ["platform-templates", "platform-envs", "payments"] {
-        let dir = root.join(name);
-        copy_tree(&examples().join(name), &dir);
-        git(&dir, &["init", "-q", "-b", "main"]);
-        git(&dir, &["add", "-A"]);
-        git(&dir, &["commit", "-q", "-m", "initial"]);
-    }
+    example_git_repos(&root);
     let t = root.join("platform-templates");
     git(
         &t,

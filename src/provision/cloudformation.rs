@@ -140,6 +140,16 @@ fn is_missing_stack<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
     }
 }
 
+/// Deletes a change set that will not be executed (best effort: a leftover is harmless).
+async fn discard_change_set(client: &Client, stack: &str, change_set: &str) {
+    let _ = client
+        .delete_change_set()
+        .stack_name(stack)
+        .change_set_name(change_set)
+        .send()
+        .await;
+}
+
 /// The deterministic stack name of a resource: `protond-<id>` made CloudFormation-safe, with
 /// a short hash of the id so that different ids never share a name.
 #[must_use]
@@ -458,12 +468,7 @@ impl CloudFormation {
             match status.as_str() {
                 "CREATE_COMPLETE" => {
                     if change_set_type == ChangeSetType::Update && out.changes().is_empty() {
-                        let _ = client
-                            .delete_change_set()
-                            .stack_name(&stack)
-                            .change_set_name(&change_set)
-                            .send()
-                            .await;
+                        discard_change_set(&client, &stack, &change_set).await;
                         return Ok(Started::NoChanges);
                     }
                     break;
@@ -471,12 +476,7 @@ impl CloudFormation {
                 "FAILED" => {
                     let reason = out.status_reason().unwrap_or("").to_string();
                     if reason.contains("didn't contain changes") || reason.contains("No updates") {
-                        let _ = client
-                            .delete_change_set()
-                            .stack_name(&stack)
-                            .change_set_name(&change_set)
-                            .send()
-                            .await;
+                        discard_change_set(&client, &stack, &change_set).await;
                         return Ok(Started::NoChanges);
                     }
                     return Err(ProvisionError::StackFailed {

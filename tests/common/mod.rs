@@ -1,0 +1,47 @@
+//! Helpers shared by the integration tests: git with a fixed identity, copying the example
+//! repos, and turning them into git repos with release tags.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Runs git in `dir` with a fixed identity (CI machines may have none); returns stdout.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Copies a folder tree.
+pub fn copy_tree(from: &Path, to: &Path) {
+    protond::demo::copy_tree(from, to).expect("copy tree");
+}
+
+/// The project's example repos.
+pub fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repos")
+}
+
+/// Copies the three example repos under `root` as git repos, one commit each.
+pub fn example_git_repos(root: &Path) {
+    for name in ["platform-templates", "platform-envs", "payments"] {
+        let dir = root.join(name);
+        copy_tree(&examples().join(name), &dir);
+        git(&dir, &["init", "-q", "-b", "main"]);
+        git(&dir, &["add", "-A"]);
+        git(&dir, &["commit", "-q", "-m", "initial"]);
+    }
+}
