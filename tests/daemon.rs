@@ -586,3 +586,77 @@ fn watcher_triggers_a_deploy_and_sigterm_stops_cleanly() {
     let exit = child.wait().expect("wait");
     assert!(exit.success(), "{exit:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn change_set_path_creates_updates_and_detects_no_changes() {
+    use protond::provision::cloudformation::{
+        CloudFormation, Settings, StackRequest, Started, stack_name,
+    };
+    let moto = Moto::start().expect("moto_server starts");
+    let cfn = CloudFormation::new(Settings {
+        region: "us-east-1".into(),
+        endpoint_url: Some(moto.url.clone()),
+        max_attempts: 1,
+        poll_interval: Duration::from_millis(100),
+        timeout: Duration::from_secs(60),
+        change_sets: true,
+        local_credentials: true,
+    })
+    .await;
+    let body = "Resources:\n  Topic:\n    Type: AWS::SNS::Topic\n";
+    let mut req = StackRequest {
+        resource_id: "environment/cs".into(),
+        template_body: body.into(),
+        template: "t".into(),
+        version: "1.0".into(),
+        spec_commit: Some("abc".into()),
+        deployment_id: 1,
+        role_arn: None,
+    };
+    let stack = stack_name(&req.resource_id);
+    assert_eq!(
+        cfn.start_apply(&req).await.expect("create"),
+        Started::Executing
+    );
+    let info = cfn
+        .wait(&stack, None, false)
+        .await
+        .expect("wait")
+        .expect("stack");
+    assert_eq!(info.status, "CREATE_COMPLETE");
+    assert_eq!(
+        info.tags.get("protond:deployment").map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(
+        info.tags.get("protond:resource").map(String::as_str),
+        Some("environment/cs")
+    );
+    // The same template again: no changes, nothing executes.
+    req.deployment_id = 2;
+    assert_eq!(
+        cfn.start_apply(&req).await.expect("no-op"),
+        Started::NoChanges
+    );
+    // A real change executes an update.
+    req.deployment_id = 3;
+    req.template_body = format!("{body}  Queue:\n    Type: AWS::SQS::Queue\n");
+    assert_eq!(
+        cfn.start_apply(&req).await.expect("update"),
+        Started::Executing
+    );
+    let info = cfn
+        .wait(&stack, None, false)
+        .await
+        .expect("wait")
+        .expect("stack");
+    assert_eq!(info.status, "UPDATE_COMPLETE");
+    // Deleting waits until the stack is gone.
+    cfn.start_delete(&stack, None).await.expect("delete");
+    assert!(
+        cfn.wait(&stack, None, true)
+            .await
+            .expect("deleted")
+            .is_none()
+    );
+}
