@@ -124,6 +124,20 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Halt or resume the rollout of a minor version, e.g. `rollout halt web-svc/v1.2`.
+    Rollout {
+        /// `halt` or `resume`.
+        #[arg(value_enum)]
+        action: RolloutAction,
+        /// `<template>/v<major>.<minor>`.
+        version: String,
+        /// Why (shown in status and logs).
+        #[arg(long, default_value = "by an operator")]
+        reason: String,
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+    },
     /// Check a `proton.toml` and list every problem.
     CheckConfig {
         /// Config file.
@@ -190,6 +204,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     init_logging(cli.log_format);
     match cli.command {
         Command::Run { config } => run_daemon(&config),
+        Command::Rollout {
+            action,
+            version,
+            reason,
+            config,
+        } => rollout_cmd(&config, action, &version, &reason),
         Command::Demo {
             dir,
             examples,
@@ -687,6 +707,15 @@ fn render_cmd(args: &RenderArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `protond rollout` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RolloutAction {
+    /// Stop the version from reaching further resources.
+    Halt,
+    /// Let it continue (failed deployments of it are retried).
+    Resume,
+}
+
 /// Output format of `plan` and `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -750,10 +779,20 @@ fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode> {
     runtime()?.block_on(async move {
         let store = crate::state::Store::open(&config.state).await?;
         let rows = crate::ops::status(&store).await?;
+        let rollouts = crate::ops::rollouts(&store).await?;
         let mut out = std::io::stdout().lock();
         match output {
-            OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?,
-            OutputFormat::Table => write!(out, "{}", crate::ops::status_table(&rows))?,
+            OutputFormat::Json => writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({"resources": rows, "rollouts": rollouts})
+                )?
+            )?,
+            OutputFormat::Table => {
+                write!(out, "{}", crate::ops::status_table(&rows))?;
+                write!(out, "{}", crate::ops::rollouts_table(&rollouts))?;
+            }
         }
         Ok(ExitCode::SUCCESS)
     })
@@ -836,4 +875,28 @@ fn demo_cmd(dir: &Path, examples: &Path, once: bool) -> Result<ExitCode> {
     })?;
     drop(local);
     Ok(code)
+}
+
+fn rollout_cmd(
+    config: &Path,
+    action: RolloutAction,
+    version: &str,
+    reason: &str,
+) -> Result<ExitCode> {
+    let config = load_config(config)?;
+    let pattern = crate::catalog::releases::TagPattern::new(crate::config::DEFAULT_TAG_PATTERN)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let Some((template, v)) = pattern.parse(version) else {
+        bail!("{version:?} is not <template>/v<major>.<minor>, e.g. web-svc/v1.2");
+    };
+    runtime()?.block_on(async move {
+        let store = crate::state::Store::open(&config.state).await?;
+        let halted = action == RolloutAction::Halt;
+        store.set_rollout(&template, v, halted, reason).await?;
+        println!(
+            "rollout of {template} {v} {}",
+            if halted { "halted" } else { "resumed" }
+        );
+        Ok(ExitCode::SUCCESS)
+    })
 }

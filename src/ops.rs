@@ -214,6 +214,82 @@ pub struct StatusRow {
     pub last_deployment: Option<LastDeployment>,
 }
 
+/// Progress of the newest minor of a template major across its resources.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutRow {
+    /// Template.
+    pub template: String,
+    /// The newest registered minor of that major.
+    pub version: String,
+    /// Resources on it.
+    pub done: usize,
+    /// Resources on that major.
+    pub total: usize,
+    /// Whether the rollout is halted, and why.
+    pub halted: Option<String>,
+}
+
+/// Rollout progress per template major, from the state store alone.
+pub async fn rollouts(store: &Store) -> Result<Vec<RolloutRow>, StateError> {
+    let decisions = store.rollouts().await?;
+    let versions = store.template_versions().await?;
+    let resources = store.resources().await?;
+    let mut newest: BTreeMap<(String, u32), Version> = BTreeMap::new();
+    for v in versions.iter().filter(|v| v.registered) {
+        let e = newest
+            .entry((v.template.clone(), v.version.major))
+            .or_insert(v.version);
+        if v.version > *e {
+            *e = v.version;
+        }
+    }
+    let mut rows = Vec::new();
+    for ((template, major), version) in newest {
+        let on_major: Vec<_> = resources
+            .iter()
+            .filter(|r| r.template == template && r.version.major == major)
+            .collect();
+        if on_major.is_empty() {
+            continue;
+        }
+        let halted = decisions
+            .get(&(template.clone(), version))
+            .filter(|(h, _)| *h)
+            .map(|(_, reason)| reason.clone());
+        rows.push(RolloutRow {
+            done: on_major.iter().filter(|r| r.version == version).count(),
+            total: on_major.len(),
+            template,
+            version: version.to_string(),
+            halted,
+        });
+    }
+    Ok(rows)
+}
+
+/// Rollouts as readable lines.
+#[must_use]
+pub fn rollouts_table(rows: &[RolloutRow]) -> String {
+    let mut out = String::new();
+    if rows.is_empty() {
+        return out;
+    }
+    out.push_str("\nRollouts (newest minor per major):\n");
+    for r in rows {
+        let state = match &r.halted {
+            Some(reason) => format!("HALTED: {}", first_line(reason)),
+            None if r.done == r.total => "complete".to_string(),
+            None => "in progress".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "  {} {}: {}/{} resources, {state}",
+            r.template, r.version, r.done, r.total
+        );
+    }
+    out
+}
+
 /// Status of every managed resource, from the state store alone.
 pub async fn status(store: &Store) -> Result<Vec<StatusRow>, StateError> {
     let versions = store.template_versions().await?;

@@ -546,6 +546,70 @@ impl Store {
         tx.commit().await.map_err(q("finish deployment"))
     }
 
+    /// Records that a rollout is halted or resumed.
+    pub async fn set_rollout(
+        &self,
+        template: &str,
+        version: Version,
+        halted: bool,
+        reason: &str,
+    ) -> Result<(), StateError> {
+        sqlx::query(
+            "INSERT INTO rollouts (template, major, minor, status, reason, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (template, major, minor) DO UPDATE SET status = excluded.status, reason = excluded.reason, updated_at = excluded.updated_at",
+        )
+        .bind(template)
+        .bind(i64::from(version.major))
+        .bind(i64::from(version.minor))
+        .bind(if halted { "halted" } else { "resumed" })
+        .bind(reason)
+        .bind(now())
+        .execute(&self.pool)
+        .await
+        .map_err(q("record rollout"))?;
+        if !halted {
+            // An operator's resume retries the deployments that failed on this version.
+            sqlx::query(
+                "UPDATE deployments SET retryable = 1 WHERE template = ? AND to_version = ? AND status = 'failed'",
+            )
+            .bind(template)
+            .bind(version.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(q("resume rollout"))?;
+        }
+        Ok(())
+    }
+
+    /// Every recorded rollout decision: (template, version) -> (halted, reason).
+    pub async fn rollouts(
+        &self,
+    ) -> Result<BTreeMap<(String, Version), (bool, String)>, StateError> {
+        let rows = sqlx::query("SELECT template, major, minor, status, reason FROM rollouts")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("list rollouts"))?;
+        let mut out = BTreeMap::new();
+        for r in &rows {
+            let template: String = r.try_get("template").map_err(q("list rollouts"))?;
+            let major: i64 = r.try_get("major").map_err(q("list rollouts"))?;
+            let minor: i64 = r.try_get("minor").map_err(q("list rollouts"))?;
+            let status: String = r.try_get("status").map_err(q("list rollouts"))?;
+            let reason: Option<String> = r.try_get("reason").map_err(q("list rollouts"))?;
+            let version = Version {
+                major: u32::try_from(major)
+                    .map_err(|_| corrupt("rollouts", format!("major {major}")))?,
+                minor: u32::try_from(minor)
+                    .map_err(|_| corrupt("rollouts", format!("minor {minor}")))?,
+            };
+            out.insert(
+                (template, version),
+                (status == "halted", reason.unwrap_or_default()),
+            );
+        }
+        Ok(out)
+    }
+
     /// Deployments still in flight (to adopt after a restart).
     pub async fn in_flight(&self) -> Result<Vec<DeploymentRecord>, StateError> {
         let rows = sqlx::query(concat!(

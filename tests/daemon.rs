@@ -660,3 +660,131 @@ async fn change_set_path_creates_updates_and_detects_no_changes() {
             .is_none()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn minor_versions_roll_out_stage_by_stage_and_halt_on_failure() {
+    let w = World::new();
+    let cfg = w.root.join("proton.toml");
+    let text = std::fs::read_to_string(&cfg).expect("read");
+    std::fs::write(
+        &cfg,
+        format!("{text}[rollout]\nstages = [\"dev\", \"prod\"]\nsoak = \"3s\"\n"),
+    )
+    .expect("write");
+    assert!(w.reconcile().status.success());
+    let store = w.store().await;
+    let version_of = |records: &[protond::state::ResourceRecord], id: &str| {
+        records
+            .iter()
+            .find(|r| r.id == id)
+            .map(|r| r.version.to_string())
+            .unwrap_or_default()
+    };
+    let t = w.root.join("platform-templates");
+    let cfn = "web-svc/v1/instance_infrastructure/cloudformation.yaml";
+
+    // 1.1 reaches dev at once, prod only after dev soaked.
+    w.edit("platform-templates", cfn, |s| {
+        format!("{s}  Release:\n    Value: '1.1'\n")
+    });
+    w.commit("platform-templates", "1.1");
+    git(
+        &t,
+        &["tag", "-a", "web-svc/v1.1", "-m", "Adds a Release output."],
+    );
+    let out = w.reconcile();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let records = store.resources().await.expect("resources");
+    assert_eq!(
+        version_of(&records, "service_instance/payments/payments-dev"),
+        "1.1"
+    );
+    assert_eq!(
+        version_of(&records, "service_instance/payments/payments-prod"),
+        "1.0",
+        "prod must wait for the soak"
+    );
+    assert!(stderr(&out).contains("soaking"), "{}", stderr(&out));
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(w.reconcile().status.success());
+    let records = store.resources().await.expect("resources");
+    assert_eq!(
+        version_of(&records, "service_instance/payments/payments-prod"),
+        "1.1"
+    );
+    let history = store.deployments(None, 1000).await.expect("history");
+    let finished_dev = history
+        .iter()
+        .find(|d| {
+            d.deployment.resource_id == "service_instance/payments/payments-dev"
+                && d.deployment.to_version.minor == 1
+        })
+        .and_then(|d| d.finished_at.clone())
+        .expect("dev upgrade");
+    let started_prod = history
+        .iter()
+        .find(|d| {
+            d.deployment.resource_id == "service_instance/payments/payments-prod"
+                && d.deployment.to_version.minor == 1
+        })
+        .map(|d| d.started_at.clone())
+        .expect("prod upgrade");
+    assert!(
+        finished_dev < started_prod,
+        "dev {finished_dev} must finish before prod {started_prod}"
+    );
+
+    // A failing 1.2 in dev halts its rollout: it never reaches prod.
+    w.edit("platform-templates", cfn, |s| s.replacen("Resources:", "Resources:\n  Broken:\n    Type: AWS::SQS::Queue\n    Properties:\n      DelaySeconds: !GetAtt NoSuchResource.Arn\n", 1));
+    w.commit("platform-templates", "1.2");
+    git(&t, &["tag", "-a", "web-svc/v1.2", "-m", "Broken."]);
+    let out = w.reconcile();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Minor rollout halted."),
+        "{}",
+        stderr(&out)
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let out = w.reconcile();
+    assert!(stderr(&out).contains("is halted"), "{}", stderr(&out));
+    let records = store.resources().await.expect("resources");
+    assert_eq!(
+        version_of(&records, "service_instance/payments/payments-prod"),
+        "1.1"
+    );
+    let status = w.command(&["status"]).output().expect("status");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("web-svc 1.2") && text.contains("HALTED"),
+        "{text}"
+    );
+
+    // An operator resume retries the failed deployment (which fails again and halts again).
+    let before = store
+        .deployments(Some("service_instance/payments/payments-dev"), 100)
+        .await
+        .expect("h")
+        .len();
+    let out = w
+        .command(&["rollout", "resume", "web-svc/v1.2"])
+        .output()
+        .expect("rollout");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let _ = w.reconcile();
+    let after = store
+        .deployments(Some("service_instance/payments/payments-dev"), 100)
+        .await
+        .expect("h")
+        .len();
+    assert_eq!(
+        after,
+        before + 1,
+        "resume retries the failed deployment once"
+    );
+    let records = store.resources().await.expect("resources");
+    assert_eq!(
+        version_of(&records, "service_instance/payments/payments-prod"),
+        "1.1"
+    );
+}

@@ -599,7 +599,7 @@ fn cli_plan_and_status() {
         "json",
     ]);
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    let prod = rows
+    let prod = rows["resources"]
         .as_array()
         .and_then(|r| {
             r.iter()

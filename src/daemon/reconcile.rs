@@ -146,6 +146,92 @@ fn role_for(snapshot_roles: &BTreeMap<String, String>, env: Option<&String>) -> 
     env.and_then(|e| snapshot_roles.get(e).cloned())
 }
 
+fn environment_stages(snapshot: &desired::Snapshot) -> BTreeMap<String, String> {
+    let mut stages = BTreeMap::new();
+    for repo in &snapshot.spec_repos {
+        for f in &repo.files {
+            if let Ok(crate::spec::SpecFile::Environment(e)) = &f.spec
+                && let Some(stage) = &e.stage
+            {
+                stages.insert(e.name.clone(), stage.clone());
+            }
+        }
+    }
+    stages
+}
+
+/// Where a resource stands in the rollout order: its environment's stage; resources with
+/// no known stage (and pipelines) go last.
+fn stage_rank(
+    stages: &[String],
+    env_stages: &BTreeMap<String, String>,
+    env: Option<&String>,
+) -> usize {
+    env.and_then(|e| env_stages.get(e))
+        .and_then(|s| stages.iter().position(|x| x == s))
+        .unwrap_or(stages.len())
+}
+
+/// Whether a minor upgrade may start: its rollout is not halted, every resource of earlier
+/// stages moving to the same version is deployed on it, and the soak time has passed since
+/// the last of them finished. `Err` says why not.
+#[allow(clippy::too_many_arguments)]
+fn rollout_gate(
+    a: &Action,
+    resource: &Resource,
+    all: &[Resource],
+    deployed: &BTreeMap<&str, &ResourceRecord>,
+    stages: &[String],
+    env_stages: &BTreeMap<String, String>,
+    rollouts: &BTreeMap<(String, plan::Version), (bool, String)>,
+    soak: Duration,
+) -> Result<(), String> {
+    let ActionKind::Update {
+        reason: UpdateReason::MinorUpgrade { to, .. },
+    } = &a.action
+    else {
+        return Ok(());
+    };
+    if let Some((true, reason)) = rollouts.get(&(a.template.clone(), *to)) {
+        return Err(format!(
+            "rollout of {} {to} is halted: {reason}",
+            a.template
+        ));
+    }
+    let mine = stage_rank(stages, env_stages, resource.environment.as_ref());
+    let mut latest: Option<std::time::SystemTime> = None;
+    for r in all {
+        if r.desired.template != a.template
+            || r.desired.version != *to
+            || stage_rank(stages, env_stages, r.environment.as_ref()) >= mine
+        {
+            continue;
+        }
+        match deployed.get(r.desired.id.as_str()) {
+            Some(rec) if rec.version == *to && rec.status == "deployed" => {
+                let at = humantime::parse_rfc3339(&rec.updated_at).ok();
+                latest = latest.max(at);
+            }
+            _ => {
+                return Err(format!(
+                    "waiting for the earlier stage: {} is not yet on {to}",
+                    r.desired.id
+                ));
+            }
+        }
+    }
+    if let Some(at) = latest {
+        let elapsed = at.elapsed().unwrap_or_default();
+        if elapsed < soak {
+            return Err(format!(
+                "earlier stages are soaking for another {}s",
+                (soak - elapsed).as_secs()
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn environment_roles(snapshot: &desired::Snapshot) -> BTreeMap<String, String> {
     let mut roles = BTreeMap::new();
     for repo in &snapshot.spec_repos {
@@ -179,6 +265,8 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, Reconcile
         ops::record_catalog(&ctx.store, &snapshot.catalog).await?;
         *ctx.catalog.lock().await = Some(snapshot.catalog.clone());
         let roles = environment_roles(&snapshot);
+        let env_stages = environment_stages(&snapshot);
+        let rollouts = ctx.store.rollouts().await?;
 
         let mut report = CycleReport::default();
         // Adopt deployments an earlier process left in flight.
@@ -207,10 +295,26 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, Reconcile
         }
         let resources: BTreeMap<&str, &Resource> =
             set.resources.iter().map(|r| (r.desired.id.as_str(), r)).collect();
+        let deployed_by_id: BTreeMap<&str, &ResourceRecord> =
+            deployed.iter().map(|r| (r.id.as_str(), r)).collect();
 
         // Creates and updates.
         for a in plan.changes().filter(|a| a.action != ActionKind::Delete) {
             let Some(resource) = resources.get(a.id.as_str()) else { continue };
+            if let Err(why) = rollout_gate(
+                a,
+                resource,
+                &set.resources,
+                &deployed_by_id,
+                &ctx.config.stages,
+                &env_stages,
+                &rollouts,
+                ctx.config.soak,
+            ) {
+                tracing::info!(resource = %a.id, version = %a.version, "Minor upgrade held: {why}.");
+                report.held += 1;
+                continue;
+            }
             if !may_start(ctx, a, Some(resource)).await? {
                 report.held += 1;
                 continue;
@@ -328,7 +432,33 @@ fn action_label(a: &Action) -> &'static str {
     }
 }
 
-async fn finish(ctx: &Ctx, id: i64, resource_id: &str, outcome: Outcome) {
+async fn finish(
+    ctx: &Ctx,
+    id: i64,
+    resource_id: &str,
+    outcome: Outcome,
+    rollout: Option<(&str, plan::Version)>,
+) {
+    if let (
+        Outcome::Failed {
+            error,
+            retryable: false,
+        },
+        Some((template, version)),
+    ) = (&outcome, rollout)
+    {
+        let reason = format!("{resource_id} failed: {error}");
+        match ctx
+            .store
+            .set_rollout(template, version, true, &reason)
+            .await
+        {
+            Ok(()) => {
+                tracing::error!(template, version = %version, reason = %reason, "Minor rollout halted.")
+            }
+            Err(e) => tracing::error!(error = %e, "Could not record the halted rollout."),
+        }
+    }
     match &outcome {
         Outcome::Interrupted => {
             // Not a failure of the deployment itself: retry at once.
@@ -430,7 +560,9 @@ fn spawn_apply(ctx: Arc<Ctx>, a: Action, resource: Resource, role: Option<String
         async {
             tracing::info!(reason = ?reason_label(&a), "Deployment started.");
             let outcome = apply(&ctx, id, &dep, &resource, role.as_deref()).await;
-            finish(&ctx, id, &a.id, outcome).await;
+            let rollout = (dep.reason.as_deref() == Some("minor_upgrade"))
+                .then_some((dep.template.as_str(), dep.to_version));
+            finish(&ctx, id, &a.id, outcome, rollout).await;
         }
         .instrument(span)
         .await;
@@ -532,7 +664,7 @@ fn spawn_delete(ctx: Arc<Ctx>, a: Action, record: Option<ResourceRecord>, role: 
                     Err(e) => failed(&e),
                 },
             };
-            finish(&ctx, id, &a.id, outcome).await;
+            finish(&ctx, id, &a.id, outcome, None).await;
         }
         .instrument(span)
         .await;
@@ -547,7 +679,9 @@ fn spawn_adopt(ctx: Arc<Ctx>, dep: DeploymentRecord, role: Option<String>) {
         async {
             let outcome = adopt(&ctx, &dep, role.as_deref()).await;
             tracing::info!(outcome = ?outcome_label(&outcome), "Adopted an in-flight deployment.");
-            finish(&ctx, dep.id, &resource_id, outcome).await;
+            let rollout = (dep.deployment.reason.as_deref() == Some("minor_upgrade"))
+                .then_some((dep.deployment.template.as_str(), dep.deployment.to_version));
+            finish(&ctx, dep.id, &resource_id, outcome, rollout).await;
         }
         .instrument(span)
         .await;
