@@ -132,6 +132,14 @@ pub struct RawRollout {
     /// Time a stage must stay healthy before the next starts, e.g. `10m`.
     #[serde(default)]
     pub soak: Option<String>,
+    /// Maintenance windows per stage: cron expressions with seconds whose matching instants
+    /// form the window, e.g. `prod = "* * 22-23 * * Mon-Fri"`. Outside it, minor rollouts
+    /// wait; spec changes do not.
+    #[serde(default)]
+    pub windows: std::collections::BTreeMap<String, String>,
+    /// Time zone of the windows, e.g. `Europe/Berlin` (default UTC).
+    #[serde(default)]
+    pub timezone: Option<String>,
 }
 
 /// Default tag pattern: `fargate-svc/v1.4`.
@@ -188,6 +196,10 @@ pub struct Config {
     pub stages: Vec<String>,
     /// Soak time between stages.
     pub soak: Duration,
+    /// Maintenance windows per stage.
+    pub windows: std::collections::BTreeMap<String, cron::Schedule>,
+    /// Time zone of the windows.
+    pub timezone: chrono_tz::Tz,
     /// SDK attempts per call.
     pub aws_max_attempts: u32,
     /// Stack poll interval.
@@ -414,6 +426,39 @@ impl Config {
                 }),
             }
         }
+        let mut windows = std::collections::BTreeMap::new();
+        for (stage, expr) in &raw.rollout.windows {
+            if !raw.rollout.stages.contains(stage) {
+                errors2.push(ConfigError {
+                    file: file.into(),
+                    key: format!("rollout.windows.{stage}"),
+                    message: format!("{stage:?} is not one of rollout.stages"),
+                });
+            }
+            match cron::Schedule::from_str(expr) {
+                Ok(s) => {
+                    windows.insert(stage.clone(), s);
+                }
+                Err(e) => errors2.push(ConfigError {
+                    file: file.into(),
+                    key: format!("rollout.windows.{stage}"),
+                    message: format!(
+                        "{expr:?} is not a cron expression ({e}); the window is every instant it matches, e.g. \"* * 22-23 * * Mon-Fri\""
+                    ),
+                }),
+            }
+        }
+        let timezone = match raw.rollout.timezone.as_deref() {
+            None => chrono_tz::UTC,
+            Some(tz) => tz.parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
+                errors2.push(ConfigError {
+                    file: file.into(),
+                    key: "rollout.timezone".into(),
+                    message: format!("{tz:?} is not an IANA time zone, e.g. \"Europe/Berlin\""),
+                });
+                chrono_tz::UTC
+            }),
+        };
         if raw.daemon.concurrency == Some(0) {
             errors2.push(ConfigError {
                 file: file.into(),
@@ -438,6 +483,8 @@ impl Config {
             spec_repos,
             stages: raw.rollout.stages,
             soak,
+            windows,
+            timezone,
             aws_max_attempts: raw.aws.max_attempts.unwrap_or(3),
             stack_poll_interval,
             stack_timeout,

@@ -331,9 +331,21 @@ struct Builder<'a> {
     out: DesiredSet,
     deployed: BTreeMap<&'a str, &'a ResourceRecord>,
     account_id: String,
+    pins: &'a BTreeMap<String, Version>,
 }
 
 impl Builder<'_> {
+    /// The release a held-back resource stays on, when the caller pinned it.
+    fn pinned<'c>(
+        &self,
+        catalog: &'c Catalog,
+        id: &str,
+        template: &str,
+    ) -> Option<&'c releases::Release> {
+        let v = self.pins.get(id)?;
+        catalog.resolve(template, v.major, Some(v.minor))
+    }
+
     // One row per field of the planner row; a struct would only rename them.
     #[allow(clippy::too_many_arguments)]
     fn push(
@@ -424,10 +436,24 @@ struct SvcDecl<'a> {
 /// Checks ownership and renders every resource. Pure apart from logging.
 #[must_use]
 pub fn compute(snapshot: &Snapshot, deployed: &[ResourceRecord], account_id: &str) -> DesiredSet {
+    compute_pinned(snapshot, deployed, account_id, &BTreeMap::new())
+}
+
+/// Like [`compute`], but the resources in `pins` stay on the given version instead of the
+/// newest minor: used for resources whose minor rollout is held back, so that their spec
+/// changes still deploy.
+#[must_use]
+pub fn compute_pinned(
+    snapshot: &Snapshot,
+    deployed: &[ResourceRecord],
+    account_id: &str,
+    pins: &BTreeMap<String, Version>,
+) -> DesiredSet {
     let mut b = Builder {
         out: DesiredSet::default(),
         deployed: deployed.iter().map(|r| (r.id.as_str(), r)).collect(),
         account_id: account_id.to_string(),
+        pins,
     };
     let catalog = &snapshot.catalog;
     for (repo, reason) in &snapshot.template_repo_errors {
@@ -531,7 +557,9 @@ pub fn compute(snapshot: &Snapshot, deployed: &[ResourceRecord], account_id: &st
         };
         env_templates.insert(name, (t.name.clone(), t.major));
         env_allowed.insert(name, d.spec.allowed_service_repos.as_ref());
-        let release = catalog.resolve(&t.name, t.major, t.minor);
+        let release = b
+            .pinned(catalog, &environment_id(name), &t.name)
+            .or_else(|| catalog.resolve(&t.name, t.major, t.minor));
         let (version, state, inputs) = match release {
             None => (
                 Version {
@@ -728,6 +756,8 @@ fn service(
     for (i, inst) in d.spec.instances.iter().enumerate() {
         let id = instance_id(name, &inst.name);
         let env_id = environment_id(&inst.environment);
+        let release = b.pinned(catalog, &id, &t.name).unwrap_or(release);
+        let bundle = &release.bundle;
         let check = || -> Result<Value, String> {
             let Some((env_t, env_major)) = env_templates.get(inst.environment.as_str()) else {
                 return Err(format!(
@@ -878,6 +908,10 @@ fn service(
         );
         infos.push(info);
     }
+    let release = b
+        .pinned(catalog, &pipeline_id(name), &t.name)
+        .unwrap_or(release);
+    let bundle = &release.bundle;
     if let (Some(pipeline), Some(pipeline_inputs)) = (&bundle.pipeline, &d.spec.pipeline) {
         let id = pipeline_id(name);
         let (inputs, state) =

@@ -788,3 +788,56 @@ async fn minor_versions_roll_out_stage_by_stage_and_halt_on_failure() {
         "1.1"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn maintenance_window_holds_minor_upgrades_but_not_spec_changes() {
+    let w = World::new();
+    let cfg = w.root.join("proton.toml");
+    let text = std::fs::read_to_string(&cfg).expect("read");
+    // prod's window never opens (30 February).
+    std::fs::write(
+        &cfg,
+        format!("{text}[rollout]\nstages = [\"dev\", \"prod\"]\nsoak = \"0s\"\ntimezone = \"Europe/Berlin\"\n[rollout.windows]\nprod = \"* * * 30 2 *\"\n"),
+    )
+    .expect("write");
+    assert!(w.reconcile().status.success());
+    let store = w.store().await;
+    let t = w.root.join("platform-templates");
+    w.edit(
+        "platform-templates",
+        "web-svc/v1/instance_infrastructure/cloudformation.yaml",
+        |s| format!("{s}  Release:\n    Value: '1.1'\n"),
+    );
+    w.commit("platform-templates", "1.1");
+    git(&t, &["tag", "-a", "web-svc/v1.1", "-m", "1.1"]);
+    // A spec change for prod lands at the same time as the new minor.
+    w.edit("payments", "proton/services/payments.yaml", |s| {
+        s.replacen("desired_count: 3", "desired_count: 7", 1)
+    });
+    w.commit("payments", "scale prod");
+    let out = w.reconcile();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("outside the maintenance window of stage prod"),
+        "{}",
+        stderr(&out)
+    );
+    let records = store.resources().await.expect("resources");
+    let get = |id: &str| records.iter().find(|r| r.id == id).expect("record").clone();
+    assert_eq!(
+        get("service_instance/payments/payments-dev").version.minor,
+        1
+    );
+    let prod = get("service_instance/payments/payments-prod");
+    assert_eq!(prod.version.minor, 0, "the minor waits for the window");
+    let history = store
+        .deployments(Some("service_instance/payments/payments-prod"), 10)
+        .await
+        .expect("history");
+    assert_eq!(
+        history[0].deployment.reason.as_deref(),
+        Some("spec_change"),
+        "{history:#?}"
+    );
+    assert_eq!(history[0].status, "succeeded");
+}

@@ -172,6 +172,16 @@ fn stage_rank(
         .unwrap_or(stages.len())
 }
 
+/// Whether `at` falls in a maintenance window given as a cron schedule in `tz`.
+#[must_use]
+pub fn in_window(
+    window: &cron::Schedule,
+    tz: chrono_tz::Tz,
+    at: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    window.includes(at.with_timezone(&tz))
+}
+
 /// Whether a minor upgrade may start: its rollout is not halted, every resource of earlier
 /// stages moving to the same version is deployed on it, and the soak time has passed since
 /// the last of them finished. `Err` says why not.
@@ -184,8 +194,9 @@ fn rollout_gate(
     stages: &[String],
     env_stages: &BTreeMap<String, String>,
     rollouts: &BTreeMap<(String, plan::Version), (bool, String)>,
-    soak: Duration,
+    config: &Config,
 ) -> Result<(), String> {
+    let soak = config.soak;
     let ActionKind::Update {
         reason: UpdateReason::MinorUpgrade { to, .. },
     } = &a.action
@@ -197,6 +208,15 @@ fn rollout_gate(
             "rollout of {} {to} is halted: {reason}",
             a.template
         ));
+    }
+    if let Some(stage) = resource
+        .environment
+        .as_ref()
+        .and_then(|e| env_stages.get(e))
+        && let Some(window) = config.windows.get(stage)
+        && !in_window(window, config.timezone, chrono::Utc::now())
+    {
+        return Err(format!("outside the maintenance window of stage {stage}"));
     }
     let mine = stage_rank(stages, env_stages, resource.environment.as_ref());
     let mut latest: Option<std::time::SystemTime> = None;
@@ -279,12 +299,34 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, Reconcile
         }
 
         let deployed = ctx.store.resources().await?;
+        let observed: Vec<_> = deployed.iter().map(ResourceRecord::to_deployed).collect();
+        let deployed_by_id: BTreeMap<&str, &ResourceRecord> =
+            deployed.iter().map(|r| (r.id.as_str(), r)).collect();
+        let latest_major = snapshot.catalog.latest_major();
         let set = desired::compute(&snapshot, &deployed, &ctx.config.account_id);
+        let plan = plan::diff(&set.desired(), &observed, &set.unknown_repos, &latest_major);
+        // Minor upgrades held back by the rollout order stay on their deployed version, so
+        // that their spec changes still deploy.
+        let mut pins = BTreeMap::new();
+        for a in plan.changes() {
+            let Some(resource) = set.resources.iter().find(|r| r.desired.id == a.id) else { continue };
+            if let Err(why) = rollout_gate(a, resource, &set.resources, &deployed_by_id, &ctx.config.stages, &env_stages, &rollouts, &ctx.config) {
+                tracing::info!(resource = %a.id, version = %a.version, "Minor upgrade held: {why}.");
+                if let Some(v) = a.deployed {
+                    pins.insert(a.id.clone(), v);
+                }
+            }
+        }
+        let (set, plan) = if pins.is_empty() {
+            (set, plan)
+        } else {
+            let set = desired::compute_pinned(&snapshot, &deployed, &ctx.config.account_id, &pins);
+            let plan = plan::diff(&set.desired(), &observed, &set.unknown_repos, &latest_major);
+            (set, plan)
+        };
         for p in &set.problems {
             tracing::warn!(problem = %p, "Desired state problem.");
         }
-        let observed: Vec<_> = deployed.iter().map(ResourceRecord::to_deployed).collect();
-        let plan = plan::diff(&set.desired(), &observed, &set.unknown_repos, &snapshot.catalog.latest_major());
         report.resources = plan.actions.len();
         tracing::Span::current().record("changes", plan.changes().count());
         for a in &plan.actions {
@@ -295,8 +337,6 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, Reconcile
         }
         let resources: BTreeMap<&str, &Resource> =
             set.resources.iter().map(|r| (r.desired.id.as_str(), r)).collect();
-        let deployed_by_id: BTreeMap<&str, &ResourceRecord> =
-            deployed.iter().map(|r| (r.id.as_str(), r)).collect();
 
         // Creates and updates.
         for a in plan.changes().filter(|a| a.action != ActionKind::Delete) {
@@ -309,7 +349,7 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, Reconcile
                 &ctx.config.stages,
                 &env_stages,
                 &rollouts,
-                ctx.config.soak,
+                &ctx.config,
             ) {
                 tracing::info!(resource = %a.id, version = %a.version, "Minor upgrade held: {why}.");
                 report.held += 1;
@@ -743,4 +783,46 @@ pub async fn adopt(ctx: &Ctx, dep: &DeploymentRecord, role: Option<&str>) -> Out
         };
     }
     Outcome::Succeeded(record_for(d, info.outputs))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn windows_are_read_in_their_time_zone() {
+        let window = cron::Schedule::from_str("* * 22-23 * * Mon-Fri").expect("cron");
+        let berlin: chrono_tz::Tz = "Europe/Berlin".parse().expect("tz");
+        // Monday 2026-11-23 21:30 UTC is 22:30 in Berlin (UTC+1): inside.
+        let inside = chrono::Utc
+            .with_ymd_and_hms(2026, 11, 23, 21, 30, 0)
+            .single()
+            .expect("time");
+        assert!(in_window(&window, berlin, inside));
+        assert!(!in_window(&window, chrono_tz::UTC, inside));
+        // Saturday evening: outside.
+        let weekend = chrono::Utc
+            .with_ymd_and_hms(2026, 11, 28, 21, 30, 0)
+            .single()
+            .expect("time");
+        assert!(!in_window(&window, berlin, weekend));
+    }
+
+    #[test]
+    fn stage_rank_puts_unknown_stages_last() {
+        let stages = vec!["dev".to_string(), "prod".to_string()];
+        let env_stages = BTreeMap::from([
+            ("d".to_string(), "dev".to_string()),
+            ("p".to_string(), "prod".to_string()),
+            ("x".to_string(), "qa".to_string()),
+        ]);
+        assert_eq!(stage_rank(&stages, &env_stages, Some(&"d".to_string())), 0);
+        assert_eq!(stage_rank(&stages, &env_stages, Some(&"p".to_string())), 1);
+        assert_eq!(stage_rank(&stages, &env_stages, Some(&"x".to_string())), 2);
+        assert_eq!(stage_rank(&stages, &env_stages, None), 2);
+    }
 }
