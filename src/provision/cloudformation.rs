@@ -213,7 +213,8 @@ pub struct StackRequest {
     pub spec_commit: Option<String>,
     /// Deployment id.
     pub deployment_id: i64,
-    /// Role to assume, from the environment.
+    /// Role to assume for this stack's calls (the environment's `role_arn`, as Proton's
+    /// environment account connections did); CloudFormation then acts with its permissions.
     pub role_arn: Option<String>,
 }
 
@@ -448,9 +449,6 @@ impl CloudFormation {
         for (k, v) in &tags {
             call = call.tags(Tag::builder().key(*k).value(v).build());
         }
-        if let Some(role) = &req.role_arn {
-            call = call.role_arn(role);
-        }
         call.send()
             .await
             .map_err(|e| call_error("CreateChangeSet", &stack, &e))?;
@@ -531,7 +529,6 @@ impl CloudFormation {
                 .template_body(&req.template_body)
                 .set_capabilities(Some(caps))
                 .set_tags(Some(tags))
-                .set_role_arn(req.role_arn.clone())
                 .client_request_token(token)
                 .send()
                 .await;
@@ -554,7 +551,6 @@ impl CloudFormation {
                 .template_body(&req.template_body)
                 .set_capabilities(Some(caps))
                 .set_tags(Some(tags))
-                .set_role_arn(req.role_arn.clone())
                 .client_request_token(token)
                 .send()
                 .await
