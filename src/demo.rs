@@ -102,6 +102,9 @@ pub fn prepare(examples: &Path, dir: &Path, endpoint: &str) -> Result<PathBuf> {
         }
         copy_tree(&examples.join(name), &repo)?;
         git(&repo, &["init", "-q", "-b", "main"])?;
+        // So that the README's "edit and commit" step works on machines with no git identity.
+        git(&repo, &["config", "user.name", "protond demo"])?;
+        git(&repo, &["config", "user.email", "demo@protond.invalid"])?;
         git(&repo, &["add", "-A"])?;
         git(
             &repo,
