@@ -308,10 +308,12 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, Reconcile
         // Minor upgrades held back by the rollout order stay on their deployed version, so
         // that their spec changes still deploy.
         let mut pins = BTreeMap::new();
+        let mut held = BTreeSet::new();
         for a in plan.changes() {
             let Some(resource) = set.resources.iter().find(|r| r.desired.id == a.id) else { continue };
             if let Err(why) = rollout_gate(a, resource, &set.resources, &deployed_by_id, &ctx.config.stages, &env_stages, &rollouts, &ctx.config) {
                 tracing::info!(resource = %a.id, version = %a.version, "Minor upgrade held: {why}.");
+                held.insert(a.id.clone());
                 if let Some(v) = a.deployed {
                     pins.insert(a.id.clone(), v);
                 }
@@ -341,17 +343,10 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, Reconcile
         // Creates and updates.
         for a in plan.changes().filter(|a| a.action != ActionKind::Delete) {
             let Some(resource) = resources.get(a.id.as_str()) else { continue };
-            if let Err(why) = rollout_gate(
-                a,
-                resource,
-                &set.resources,
-                &deployed_by_id,
-                &ctx.config.stages,
-                &env_stages,
-                &rollouts,
-                &ctx.config,
-            ) {
-                tracing::info!(resource = %a.id, version = %a.version, "Minor upgrade held: {why}.");
+            // Still a minor upgrade after pinning: its held version could not be kept.
+            if held.contains(&a.id)
+                && matches!(a.action, ActionKind::Update { reason: UpdateReason::MinorUpgrade { .. } })
+            {
                 report.held += 1;
                 continue;
             }
