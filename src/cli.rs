@@ -780,18 +780,22 @@ fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode> {
         let store = crate::state::Store::open(&config.state).await?;
         let rows = crate::ops::status(&store).await?;
         let rollouts = crate::ops::rollouts(&store).await?;
+        let proposals = store.proposals().await?;
         let mut out = std::io::stdout().lock();
         match output {
             OutputFormat::Json => writeln!(
                 out,
                 "{}",
-                serde_json::to_string_pretty(
-                    &serde_json::json!({"resources": rows, "rollouts": rollouts})
-                )?
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "resources": rows,
+                    "rollouts": rollouts,
+                    "proposals": proposals,
+                }))?
             )?,
             OutputFormat::Table => {
                 write!(out, "{}", crate::ops::status_table(&rows))?;
                 write!(out, "{}", crate::ops::rollouts_table(&rollouts))?;
+                write!(out, "{}", crate::ops::proposals_table(&proposals))?;
             }
         }
         Ok(ExitCode::SUCCESS)

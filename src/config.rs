@@ -39,6 +39,46 @@ pub struct RawConfig {
     /// Reconciler behaviour.
     #[serde(default)]
     pub daemon: RawDaemon,
+    /// Pull requests proposing major upgrades.
+    #[serde(default)]
+    pub proposals: RawProposals,
+}
+
+/// `[proposals]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProposals {
+    /// Open pull requests at all (default true; spec repos without a `forge` get none).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Most new pull requests opened in any hour, across all repos (default 10).
+    #[serde(default)]
+    pub max_per_hour: Option<u32>,
+    /// Prefix of the branches protond pushes (default `protond/`).
+    #[serde(default)]
+    pub branch_prefix: Option<String>,
+    /// Commit author, `Name <email>` (default `protond <protond@localhost>`).
+    #[serde(default)]
+    pub author: Option<String>,
+}
+
+/// `[spec_repos.forge]`: where pull requests for this repo are opened.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForge {
+    /// `github`, `gitlab`, `gitea` (also Forgejo), or `git` (push the branch only).
+    pub kind: String,
+    /// API base URL. Defaults to `https://api.github.com` for GitHub; GitHub Enterprise is
+    /// `https://HOST/api/v3`, GitLab `https://HOST/api/v4`, Gitea `https://HOST/api/v1`.
+    #[serde(default)]
+    pub api_url: Option<String>,
+    /// The repository on the forge: `owner/name` (GitLab: the full project path).
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// Environment variable holding the API token (default `GITHUB_TOKEN`, `GITLAB_TOKEN`
+    /// or `GITEA_TOKEN`). The token is read when used and never logged.
+    #[serde(default)]
+    pub token_env: Option<String>,
 }
 
 /// `[daemon]`.
@@ -120,6 +160,9 @@ pub struct RawSpecRepo {
     /// Accept an empty spec folder as "delete everything" (default false: treated as unknown).
     #[serde(default)]
     pub allow_empty: bool,
+    /// Where major-upgrade pull requests for this repo go; none when absent.
+    #[serde(default)]
+    pub forge: Option<RawForge>,
 }
 
 /// `[rollout]`.
@@ -171,6 +214,62 @@ pub struct SpecRepo {
     pub platform: bool,
     /// Empty folder means delete.
     pub allow_empty: bool,
+    /// Forge for upgrade pull requests.
+    pub forge: Option<ForgeConfig>,
+}
+
+/// Which forge API a spec repo's pull requests go through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForgeKind {
+    /// GitHub or GitHub Enterprise.
+    GitHub,
+    /// GitLab (merge requests).
+    GitLab,
+    /// Gitea or Forgejo.
+    Gitea,
+    /// No API: the branch is pushed and the pull request opened by hand.
+    Git,
+}
+
+impl ForgeKind {
+    /// Lowercase name, as written in the config.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::GitHub => "github",
+            Self::GitLab => "gitlab",
+            Self::Gitea => "gitea",
+            Self::Git => "git",
+        }
+    }
+}
+
+/// A spec repo's forge after checks.
+#[derive(Debug, Clone)]
+pub struct ForgeConfig {
+    /// Kind.
+    pub kind: ForgeKind,
+    /// API base URL without a trailing slash (empty for `git`).
+    pub api_url: String,
+    /// `owner/name` or the GitLab project path (empty for `git`).
+    pub repo: String,
+    /// Environment variable with the token (empty for `git`).
+    pub token_env: String,
+}
+
+/// `[proposals]` after checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposals {
+    /// Whether pull requests are opened.
+    pub enabled: bool,
+    /// New pull requests per hour.
+    pub max_per_hour: u32,
+    /// Branch prefix.
+    pub branch_prefix: String,
+    /// Commit author name.
+    pub author_name: String,
+    /// Commit author email.
+    pub author_email: String,
 }
 
 /// The checked configuration.
@@ -218,6 +317,8 @@ pub struct Config {
     pub schedules: Vec<cron::Schedule>,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
+    /// Major-upgrade pull requests.
+    pub proposals: Proposals,
 }
 
 /// A configuration problem: the file, the key, and the fix.
@@ -335,6 +436,13 @@ impl Config {
             if let Err(m) = crate::catalog::check_relative_path(&folder) {
                 err(format!("spec_repos[{i}].folder"), m);
             }
+            let forge = r.forge.as_ref().and_then(|f| match compile_forge(f) {
+                Ok(f) => Some(f),
+                Err((field, m)) => {
+                    err(format!("spec_repos[{i}].forge.{field}"), m);
+                    None
+                }
+            });
             spec_repos.push(SpecRepo {
                 name: r.name.clone(),
                 url: resolve(&r.url),
@@ -342,6 +450,7 @@ impl Config {
                 folder,
                 platform: r.platform,
                 allow_empty: r.allow_empty,
+                forge,
             });
         }
         let mut stages = BTreeSet::new();
@@ -413,6 +522,14 @@ impl Config {
             file,
             &mut errors2,
         );
+        let proposals = compile_proposals(&raw.proposals).unwrap_or_else(|(key, message)| {
+            errors2.push(ConfigError {
+                file: file.into(),
+                key,
+                message,
+            });
+            Proposals::default()
+        });
         let mut schedules = Vec::new();
         for (i, expr) in raw.daemon.schedules.iter().enumerate() {
             match cron::Schedule::from_str(expr) {
@@ -494,8 +611,132 @@ impl Config {
             deletion_budget: raw.daemon.deletion_budget.unwrap_or(5),
             schedules,
             shutdown_grace,
+            proposals,
         })
     }
+}
+
+impl Default for Proposals {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_per_hour: 10,
+            branch_prefix: "protond/".into(),
+            author_name: "protond".into(),
+            author_email: "protond@localhost".into(),
+        }
+    }
+}
+
+fn compile_forge(f: &RawForge) -> Result<ForgeConfig, (&'static str, String)> {
+    let kind = match f.kind.to_ascii_lowercase().as_str() {
+        "github" => ForgeKind::GitHub,
+        "gitlab" => ForgeKind::GitLab,
+        "gitea" | "forgejo" => ForgeKind::Gitea,
+        "git" => ForgeKind::Git,
+        other => {
+            return Err((
+                "kind",
+                format!("unknown forge {other:?}; use github, gitlab, gitea (also Forgejo) or git"),
+            ));
+        }
+    };
+    if kind == ForgeKind::Git {
+        return Ok(ForgeConfig {
+            kind,
+            api_url: String::new(),
+            repo: String::new(),
+            token_env: String::new(),
+        });
+    }
+    let api_url = match (&f.api_url, kind) {
+        (Some(u), _) => u.trim_end_matches('/').to_string(),
+        (None, ForgeKind::GitHub) => "https://api.github.com".to_string(),
+        (None, _) => {
+            return Err((
+                "api_url",
+                format!(
+                    "required for {}: the API base URL, e.g. \"https://git.example.com/api/{}\"",
+                    kind.as_str(),
+                    if kind == ForgeKind::GitLab {
+                        "v4"
+                    } else {
+                        "v1"
+                    }
+                ),
+            ));
+        }
+    };
+    if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
+        return Err(("api_url", format!("{api_url:?} is not an http(s) URL")));
+    }
+    let repo = match &f.repo {
+        Some(r) if r.contains('/') && !r.starts_with('/') && !r.ends_with('/') => r.clone(),
+        Some(r) => {
+            return Err((
+                "repo",
+                format!("{r:?} is not a repository path; write owner/name"),
+            ));
+        }
+        None => {
+            return Err((
+                "repo",
+                "required: the repository on the forge, owner/name".into(),
+            ));
+        }
+    };
+    let token_env = f.token_env.clone().unwrap_or_else(|| {
+        match kind {
+            ForgeKind::GitHub => "GITHUB_TOKEN",
+            ForgeKind::GitLab => "GITLAB_TOKEN",
+            _ => "GITEA_TOKEN",
+        }
+        .to_string()
+    });
+    Ok(ForgeConfig {
+        kind,
+        api_url,
+        repo,
+        token_env,
+    })
+}
+
+fn compile_proposals(p: &RawProposals) -> Result<Proposals, (String, String)> {
+    let d = Proposals::default();
+    let author = p
+        .author
+        .clone()
+        .unwrap_or_else(|| format!("{} <{}>", d.author_name, d.author_email));
+    let (name, email) = author
+        .split_once('<')
+        .and_then(|(n, rest)| Some((n.trim(), rest.strip_suffix('>')?.trim())))
+        .filter(|(n, e)| !n.is_empty() && e.contains('@'))
+        .ok_or_else(|| {
+            (
+                "proposals.author".to_string(),
+                format!("{author:?} is not `Name <email>`, e.g. \"protond <protond@example.com>\""),
+            )
+        })?;
+    let branch_prefix = p.branch_prefix.clone().unwrap_or(d.branch_prefix);
+    if branch_prefix.is_empty()
+        || branch_prefix.starts_with('/')
+        || branch_prefix.contains("..")
+        || branch_prefix
+            .chars()
+            .any(|c| c.is_whitespace() || "~^:?*[\\".contains(c))
+    {
+        return Err((
+            "proposals.branch_prefix".into(),
+            format!("{branch_prefix:?} is not a valid branch name prefix, e.g. \"protond/\""),
+        ));
+    }
+    Ok(Proposals {
+        enabled: p.enabled.unwrap_or(d.enabled),
+        max_per_hour: p.max_per_hour.unwrap_or(d.max_per_hour),
+        branch_prefix,
+        author_name: name.to_string(),
+        author_email: email.to_string(),
+    })
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

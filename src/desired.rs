@@ -37,6 +37,8 @@ pub struct SpecEntry {
     pub path: String,
     /// The parsed spec, or every problem with it.
     pub spec: Result<SpecFile, Vec<String>>,
+    /// The file's text (empty when it is not UTF-8 or not a regular file).
+    pub text: String,
     /// Component folders the spec's instances attach, read at the same commit.
     pub components: BTreeMap<String, Result<ComponentBundle, Vec<String>>>,
 }
@@ -197,11 +199,15 @@ fn read_spec_repo(
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let mut text = String::new();
         let spec = match e.kind {
             crate::source::EntryKind::Blob(b) | crate::source::EntryKind::Executable(b) => {
                 match String::from_utf8(b) {
-                    Ok(text) => spec::parse(&text, &path, &stem)
-                        .map_err(|es| es.iter().map(ToString::to_string).collect()),
+                    Ok(t) => {
+                        text = t;
+                        spec::parse(&text, &path, &stem)
+                            .map_err(|es| es.iter().map(ToString::to_string).collect())
+                    }
                     Err(_) => Err(vec![format!("{path}: not UTF-8 text")]),
                 }
             }
@@ -222,6 +228,7 @@ fn read_spec_repo(
         state.files.push(SpecEntry {
             path,
             spec,
+            text,
             components,
         });
     }

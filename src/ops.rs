@@ -290,6 +290,39 @@ pub fn rollouts_table(rows: &[RolloutRow]) -> String {
     out
 }
 
+/// Upgrade pull requests as a table section (empty when there are none).
+#[must_use]
+pub fn proposals_table(rows: &[crate::state::ProposalRecord]) -> String {
+    let mut out = String::new();
+    if rows.is_empty() {
+        return out;
+    }
+    out.push_str("\nUpgrade pull requests:\n");
+    for r in rows {
+        let at = match (&r.url, r.number) {
+            (Some(u), _) if !u.is_empty() => u.clone(),
+            (_, Some(n)) => format!("#{n}"),
+            _ => format!("branch {}", r.branch),
+        };
+        let _ = writeln!(
+            out,
+            "  {}:{} {} v{} -> v{}: {}{} ({at})",
+            r.repo,
+            r.path,
+            r.template,
+            r.from_major,
+            r.to_major,
+            r.state,
+            if r.edited {
+                ", edited by someone else"
+            } else {
+                ""
+            }
+        );
+    }
+    out
+}
+
 /// Status of every managed resource, from the state store alone.
 pub async fn status(store: &Store) -> Result<Vec<StatusRow>, StateError> {
     let versions = store.template_versions().await?;

@@ -198,6 +198,27 @@ pub fn is_valid_name(name: &str) -> bool {
 }
 
 /// Converts YAML inputs to JSON, rejecting what JSON cannot hold (non-string keys, tags).
+/// Marks a value a protond upgrade pull request could not fill in: a spec holding it fails
+/// validation until someone replaces it.
+pub const PLACEHOLDER: &str = "FILL-ME(protond)";
+
+fn find_placeholders(v: &serde_json::Value, at: &str, found: &mut dyn FnMut(String)) {
+    match v {
+        serde_json::Value::String(s) if s.starts_with(PLACEHOLDER) => found(at.to_string()),
+        serde_json::Value::Array(items) => {
+            for (i, x) in items.iter().enumerate() {
+                find_placeholders(x, &format!("{at}[{i}]"), found);
+            }
+        }
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                find_placeholders(x, &format!("{at}.{k}"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
 fn to_json(
     value: Option<serde_yaml::Value>,
     file: &str,
@@ -211,7 +232,18 @@ fn to_json(
         return serde_json::Value::Object(serde_json::Map::new());
     }
     match serde_json::to_value(&value) {
-        Ok(v @ serde_json::Value::Object(_)) => v,
+        Ok(v @ serde_json::Value::Object(_)) => {
+            find_placeholders(&v, field, &mut |at| {
+                errors.push(SpecError {
+                    file: file.into(),
+                    field: at,
+                    message: format!(
+                        "still holds the placeholder {PLACEHOLDER:?} left by a protond upgrade pull request; replace it with a real value (see the comment beside it and the pull request)"
+                    ),
+                });
+            });
+            v
+        }
         Ok(_) => {
             errors.push(SpecError {
                 file: file.into(),

@@ -132,6 +132,42 @@ pub struct TemplateVersionRecord {
     pub release_notes: Option<String>,
 }
 
+/// A pull request proposing a major upgrade of one spec file.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct ProposalRecord {
+    /// Spec repo name.
+    pub repo: String,
+    /// Spec file path in the repo.
+    pub path: String,
+    /// Template.
+    pub template: String,
+    /// Major the spec followed when proposed.
+    pub from_major: i64,
+    /// Major proposed.
+    pub to_major: i64,
+    /// Branch pushed.
+    pub branch: String,
+    /// Forge kind.
+    pub forge: String,
+    /// Pull or merge request number (none for the `git` forge).
+    pub number: Option<i64>,
+    /// Web address of the pull request.
+    pub url: Option<String>,
+    /// `open`, `merged`, `closed` (by protond, superseded) or `declined` (closed unmerged by
+    /// someone else: not proposed again until a newer major).
+    pub state: String,
+    /// Commit protond last pushed to the branch.
+    pub head: Option<String>,
+    /// Hash of what was proposed; a change means the pull request needs updating.
+    pub content: String,
+    /// Someone else pushed to the branch: protond no longer overwrites it.
+    pub edited: bool,
+    /// When the pull request was opened.
+    pub created_at: String,
+    /// Last change.
+    pub updated_at: String,
+}
+
 /// A managed resource and what is deployed now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceRecord {
@@ -608,6 +644,75 @@ impl Store {
             );
         }
         Ok(out)
+    }
+
+    /// The proposal recorded for a spec file, if any.
+    pub async fn proposal(
+        &self,
+        repo: &str,
+        path: &str,
+    ) -> Result<Option<ProposalRecord>, StateError> {
+        sqlx::query_as::<_, ProposalRecord>(concat!(
+            "SELECT repo, path, template, from_major, to_major, branch, forge, number, url, state, head, content, edited, created_at, updated_at",
+            " FROM proposals WHERE repo = ? AND path = ?"
+        ))
+        .bind(repo)
+        .bind(path)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(q("read proposal"))
+    }
+
+    /// Every recorded proposal, by repo and path.
+    pub async fn proposals(&self) -> Result<Vec<ProposalRecord>, StateError> {
+        sqlx::query_as::<_, ProposalRecord>(concat!(
+            "SELECT repo, path, template, from_major, to_major, branch, forge, number, url, state, head, content, edited, created_at, updated_at",
+            " FROM proposals ORDER BY repo, path"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("list proposals"))
+    }
+
+    /// Records a proposal, replacing the spec file's earlier one.
+    pub async fn put_proposal(&self, p: &ProposalRecord) -> Result<(), StateError> {
+        sqlx::query(concat!(
+            "INSERT INTO proposals (repo, path, template, from_major, to_major, branch, forge, number, url, state, head, content, edited, created_at, updated_at)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " ON CONFLICT (repo, path) DO UPDATE SET template = excluded.template, from_major = excluded.from_major,",
+            " to_major = excluded.to_major, branch = excluded.branch, forge = excluded.forge, number = excluded.number,",
+            " url = excluded.url, state = excluded.state, head = excluded.head, content = excluded.content,",
+            " edited = excluded.edited, created_at = excluded.created_at, updated_at = excluded.updated_at"
+        ))
+        .bind(&p.repo)
+        .bind(&p.path)
+        .bind(&p.template)
+        .bind(p.from_major)
+        .bind(p.to_major)
+        .bind(&p.branch)
+        .bind(&p.forge)
+        .bind(p.number)
+        .bind(&p.url)
+        .bind(&p.state)
+        .bind(&p.head)
+        .bind(&p.content)
+        .bind(p.edited)
+        .bind(&p.created_at)
+        .bind(&p.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(q("record proposal"))?;
+        Ok(())
+    }
+
+    /// Pull requests opened since `since` (RFC 3339), for the hourly limit.
+    pub async fn proposals_opened_since(&self, since: &str) -> Result<u32, StateError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM proposals WHERE created_at > ?")
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(q("count proposals"))?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
     /// Deployments still in flight (to adopt after a restart).

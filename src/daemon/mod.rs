@@ -67,6 +67,7 @@ pub async fn run_once(ctx: &Arc<Ctx>) -> Result<OnceReport, ReconcileError> {
             break;
         }
     }
+    ctx.wait_proposals().await;
     report.failing.extend(invalid);
     report.succeeded = ctx.succeeded.load(Ordering::Relaxed);
     report.failed = ctx.failed.load(Ordering::Relaxed);
@@ -185,6 +186,9 @@ pub async fn run(
         fetch = false;
     }
     let idle = ctx.wait_idle(Some(ctx.config.shutdown_grace)).await;
+    // A pull-request pass cut short is safe (the next start finds what it opened), but let
+    // it finish within the grace period.
+    let _ = tokio::time::timeout(ctx.config.shutdown_grace, ctx.wait_proposals()).await;
     if idle {
         tracing::info!("All deployments recorded; bye.");
     } else {

@@ -47,6 +47,7 @@ pub struct Ctx {
     permits: Arc<Semaphore>,
     backoff: Mutex<BTreeMap<String, (Instant, u32)>>,
     wake: mpsc::UnboundedSender<()>,
+    proposer: Mutex<Option<tokio::task::JoinHandle<crate::propose::SyncReport>>>,
     /// Deployments that failed since start.
     pub failed: AtomicU64,
     /// Deployments that succeeded since start.
@@ -99,6 +100,7 @@ impl Ctx {
             permits,
             backoff: Mutex::new(BTreeMap::new()),
             wake,
+            proposer: Mutex::new(None),
             failed: AtomicU64::new(0),
             succeeded: AtomicU64::new(0),
         })
@@ -122,6 +124,40 @@ impl Ctx {
                 None => notified.await,
             }
         }
+    }
+
+    /// Waits for the pull-request pass started by the last cycle, if one is running, and
+    /// returns what it did.
+    pub async fn wait_proposals(&self) -> Option<crate::propose::SyncReport> {
+        let handle = self.proposer.lock().await.take()?;
+        handle.await.ok()
+    }
+
+    /// Starts a pull-request pass in the background unless one is still running.
+    async fn start_proposals(
+        self: &Arc<Self>,
+        snapshot: desired::Snapshot,
+        deployed: Vec<ResourceRecord>,
+    ) {
+        if !self.config.proposals.enabled
+            || !self.config.spec_repos.iter().any(|r| r.forge.is_some())
+        {
+            return;
+        }
+        let mut slot = self.proposer.lock().await;
+        if slot.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        let ctx = self.clone();
+        *slot =
+            Some(
+                tokio::spawn(
+                    async move {
+                        crate::propose::sync(&ctx.config, &ctx.store, &snapshot, &deployed).await
+                    }
+                    .instrument(tracing::info_span!("proposals")),
+                ),
+            );
     }
 
     /// Number of deployment tasks running.
@@ -394,6 +430,7 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, Reconcile
                 }
             }
         }
+        ctx.start_proposals(snapshot, deployed).await;
         tracing::Span::current().record("started", report.started);
         tracing::info!(
             resources = report.resources,

@@ -1,0 +1,679 @@
+//! Forges: where upgrade pull requests are opened.
+//!
+//! One trait, [`Forge`], with four implementations: GitHub (and GitHub Enterprise through
+//! its API base URL), GitLab merge requests, Gitea and Forgejo (the same API), and a plain
+//! `git` forge for hosts without an API, which only pushes the branch.
+//!
+//! Branches are always pushed with the `git` command line (gitoxide cannot push yet), from
+//! the repo's local mirror. API tokens are read from the environment when used, sent only in
+//! a header marked sensitive, and never logged or stored; error messages carry the status and
+//! the forge's own message, never the request headers.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::{ForgeConfig, ForgeKind};
+
+/// A failed forge call.
+#[derive(Debug, thiserror::Error)]
+pub enum ForgeError {
+    /// The token's environment variable is unset or empty.
+    #[error(
+        "the {forge} API token is missing: set the environment variable {var} (or change spec_repos.forge.token_env)"
+    )]
+    MissingToken {
+        /// Forge kind.
+        forge: &'static str,
+        /// The variable.
+        var: String,
+    },
+    /// The request could not be sent or its answer read.
+    #[error("{what}: {source}")]
+    Http {
+        /// The call.
+        what: &'static str,
+        /// Cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The forge answered with an error status.
+    #[error("{what}: the forge answered {status}: {message}")]
+    Status {
+        /// The call.
+        what: &'static str,
+        /// HTTP status.
+        status: u16,
+        /// The forge's message (trimmed).
+        message: String,
+    },
+    /// `git push` or `git ls-remote` failed.
+    #[error("git {what} to {url} failed: {message}")]
+    Git {
+        /// `push`, `push --delete` or `ls-remote`.
+        what: &'static str,
+        /// Remote, redacted.
+        url: String,
+        /// git's message (trimmed, redacted).
+        message: String,
+    },
+}
+
+impl ForgeError {
+    /// Whether trying again later may help (network trouble, rate limits, server errors).
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Http { .. } | Self::Git { .. } => true,
+            Self::Status { status, .. } => *status == 429 || *status >= 500 || *status == 403,
+            Self::MissingToken { .. } => false,
+        }
+    }
+}
+
+/// What a pull request says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequestDraft {
+    /// Source branch (short name).
+    pub branch: String,
+    /// Target branch (short name).
+    pub base: String,
+    /// Title.
+    pub title: String,
+    /// Body (Markdown).
+    pub body: String,
+}
+
+/// A pull request as the forge knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequest {
+    /// Number (GitHub, Gitea) or iid (GitLab).
+    pub number: i64,
+    /// Web address.
+    pub url: String,
+    /// State.
+    pub state: PullState,
+}
+
+/// Where a pull request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullState {
+    /// Open.
+    Open,
+    /// Merged.
+    Merged,
+    /// Closed without merging.
+    Closed,
+}
+
+/// A forge's pull-request API. The `git` forge has none: it answers `Ok(None)` where a pull
+/// request would be returned.
+pub trait Forge: Send + Sync {
+    /// Kind, for messages and the state store.
+    fn kind(&self) -> ForgeKind;
+
+    /// The open pull request from `branch`, if any: how a lost or rebuilt state store still
+    /// finds the pull request it opened, instead of opening a second one.
+    fn find_open(
+        &self,
+        branch: &str,
+    ) -> impl Future<Output = Result<Option<PullRequest>, ForgeError>> + Send;
+
+    /// Opens a pull request.
+    fn open(
+        &self,
+        draft: &PullRequestDraft,
+    ) -> impl Future<Output = Result<Option<PullRequest>, ForgeError>> + Send;
+
+    /// Replaces the title and body of pull request `number`.
+    fn update(
+        &self,
+        number: i64,
+        draft: &PullRequestDraft,
+    ) -> impl Future<Output = Result<(), ForgeError>> + Send;
+
+    /// Reads pull request `number`.
+    fn get(&self, number: i64) -> impl Future<Output = Result<PullRequest, ForgeError>> + Send;
+
+    /// Comments on pull request `number`, then closes it.
+    fn close(
+        &self,
+        number: i64,
+        comment: &str,
+    ) -> impl Future<Output = Result<(), ForgeError>> + Send;
+}
+
+/// The forge configured for a spec repo.
+#[derive(Debug, Clone)]
+pub enum AnyForge {
+    /// GitHub or GitHub Enterprise.
+    GitHub(Api),
+    /// GitLab.
+    GitLab(Api),
+    /// Gitea or Forgejo.
+    Gitea(Api),
+    /// Push only.
+    Git,
+}
+
+/// An API client for one repository on one forge.
+#[derive(Debug, Clone)]
+pub struct Api {
+    client: reqwest::Client,
+    base: String,
+    repo: String,
+    token_env: String,
+    kind: ForgeKind,
+}
+
+impl AnyForge {
+    /// Builds the client for a spec repo's forge configuration. No request is made.
+    #[must_use]
+    pub fn new(config: &ForgeConfig) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("protond/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        let api = Api {
+            client,
+            base: config.api_url.clone(),
+            repo: config.repo.clone(),
+            token_env: config.token_env.clone(),
+            kind: config.kind,
+        };
+        match config.kind {
+            ForgeKind::GitHub => Self::GitHub(api),
+            ForgeKind::GitLab => Self::GitLab(api),
+            ForgeKind::Gitea => Self::Gitea(api),
+            ForgeKind::Git => Self::Git,
+        }
+    }
+}
+
+/// Percent-encodes one path segment (GitLab project paths, branch names in queries).
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[derive(Deserialize)]
+struct GitHubPull {
+    number: i64,
+    html_url: String,
+    state: String,
+    #[serde(default)]
+    merged: Option<bool>,
+    #[serde(default)]
+    merged_at: Option<String>,
+    #[serde(default)]
+    head: Option<GitHubHead>,
+}
+
+#[derive(Deserialize)]
+struct GitHubHead {
+    #[serde(rename = "ref")]
+    branch: String,
+}
+
+impl GitHubPull {
+    fn into_pull(self) -> PullRequest {
+        let merged = self.merged.unwrap_or(false) || self.merged_at.is_some();
+        PullRequest {
+            number: self.number,
+            url: self.html_url,
+            state: if merged {
+                PullState::Merged
+            } else if self.state == "open" {
+                PullState::Open
+            } else {
+                PullState::Closed
+            },
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct GitLabMr {
+    iid: i64,
+    web_url: String,
+    state: String,
+}
+
+impl GitLabMr {
+    fn into_pull(self) -> PullRequest {
+        PullRequest {
+            number: self.iid,
+            url: self.web_url,
+            state: match self.state.as_str() {
+                "opened" | "locked" => PullState::Open,
+                "merged" => PullState::Merged,
+                _ => PullState::Closed,
+            },
+        }
+    }
+}
+
+impl Api {
+    fn headers(&self) -> Result<HeaderMap, ForgeError> {
+        let token = std::env::var(&self.token_env)
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .ok_or_else(|| ForgeError::MissingToken {
+                forge: self.kind.as_str(),
+                var: self.token_env.clone(),
+            })?;
+        let mut h = HeaderMap::new();
+        let (name, value) = match self.kind {
+            ForgeKind::GitLab => ("PRIVATE-TOKEN", token.trim().to_string()),
+            ForgeKind::Gitea => ("Authorization", format!("token {}", token.trim())),
+            _ => ("Authorization", format!("Bearer {}", token.trim())),
+        };
+        let mut value = HeaderValue::from_str(&value).map_err(|_| ForgeError::MissingToken {
+            forge: self.kind.as_str(),
+            var: format!(
+                "{} (it holds characters a header cannot carry)",
+                self.token_env
+            ),
+        })?;
+        value.set_sensitive(true);
+        h.insert(name, value);
+        if self.kind == ForgeKind::GitHub {
+            h.insert(
+                "Accept",
+                HeaderValue::from_static("application/vnd.github+json"),
+            );
+            h.insert(
+                "X-GitHub-Api-Version",
+                HeaderValue::from_static("2022-11-28"),
+            );
+        } else {
+            h.insert("Accept", HeaderValue::from_static("application/json"));
+        }
+        Ok(h)
+    }
+
+    fn repo_url(&self, rest: &str) -> String {
+        match self.kind {
+            ForgeKind::GitLab => format!("{}/projects/{}{rest}", self.base, encode(&self.repo)),
+            _ => format!("{}/repos/{}{rest}", self.base, self.repo),
+        }
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &'static str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, ForgeError> {
+        let resp = req
+            .headers(self.headers()?)
+            .send()
+            .await
+            .map_err(|source| ForgeError::Http { what, source })?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| {
+                    v.get("message")
+                        .or_else(|| v.get("error"))
+                        .map(|m| m.as_str().map_or_else(|| m.to_string(), str::to_string))
+                })
+                .unwrap_or(text);
+            return Err(ForgeError::Status {
+                what,
+                status: status.as_u16(),
+                message: message.chars().take(300).collect(),
+            });
+        }
+        resp.json::<T>()
+            .await
+            .map_err(|source| ForgeError::Http { what, source })
+    }
+}
+
+impl Forge for AnyForge {
+    fn kind(&self) -> ForgeKind {
+        match self {
+            Self::GitHub(_) => ForgeKind::GitHub,
+            Self::GitLab(_) => ForgeKind::GitLab,
+            Self::Gitea(_) => ForgeKind::Gitea,
+            Self::Git => ForgeKind::Git,
+        }
+    }
+
+    async fn find_open(&self, branch: &str) -> Result<Option<PullRequest>, ForgeError> {
+        const WHAT: &str = "list open pull requests";
+        match self {
+            Self::Git => Ok(None),
+            Self::GitHub(api) => {
+                let owner = api.repo.split('/').next().unwrap_or_default();
+                let req = api.client.get(api.repo_url("/pulls")).query(&[
+                    ("state", "open"),
+                    ("head", &format!("{owner}:{branch}")),
+                    ("per_page", "100"),
+                ]);
+                let pulls: Vec<GitHubPull> = api.send(WHAT, req).await?;
+                Ok(pulls
+                    .into_iter()
+                    .find(|p| p.head.as_ref().is_none_or(|h| h.branch == branch))
+                    .map(GitHubPull::into_pull))
+            }
+            Self::Gitea(api) => {
+                // Gitea's list cannot filter by head branch: page through the open ones.
+                for page in 1..=20u32 {
+                    let req = api.client.get(api.repo_url("/pulls")).query(&[
+                        ("state", "open"),
+                        ("limit", "50"),
+                        ("page", &page.to_string()),
+                    ]);
+                    let pulls: Vec<GitHubPull> = api.send(WHAT, req).await?;
+                    let last = pulls.len() < 50;
+                    if let Some(p) = pulls
+                        .into_iter()
+                        .find(|p| p.head.as_ref().is_some_and(|h| h.branch == branch))
+                    {
+                        return Ok(Some(p.into_pull()));
+                    }
+                    if last {
+                        break;
+                    }
+                }
+                Ok(None)
+            }
+            Self::GitLab(api) => {
+                let req = api
+                    .client
+                    .get(api.repo_url("/merge_requests"))
+                    .query(&[("state", "opened"), ("source_branch", branch)]);
+                let mrs: Vec<GitLabMr> = api.send(WHAT, req).await?;
+                Ok(mrs.into_iter().next().map(GitLabMr::into_pull))
+            }
+        }
+    }
+
+    async fn open(&self, d: &PullRequestDraft) -> Result<Option<PullRequest>, ForgeError> {
+        const WHAT: &str = "open a pull request";
+        match self {
+            Self::Git => Ok(None),
+            Self::GitHub(api) | Self::Gitea(api) => {
+                let req = api.client.post(api.repo_url("/pulls")).json(&json!({
+                    "title": d.title,
+                    "head": d.branch,
+                    "base": d.base,
+                    "body": d.body,
+                }));
+                let p: GitHubPull = api.send(WHAT, req).await?;
+                Ok(Some(p.into_pull()))
+            }
+            Self::GitLab(api) => {
+                let req = api
+                    .client
+                    .post(api.repo_url("/merge_requests"))
+                    .json(&json!({
+                        "source_branch": d.branch,
+                        "target_branch": d.base,
+                        "title": d.title,
+                        "description": d.body,
+                        "remove_source_branch": true,
+                    }));
+                let mr: GitLabMr = api.send("open a merge request", req).await?;
+                Ok(Some(mr.into_pull()))
+            }
+        }
+    }
+
+    async fn update(&self, number: i64, d: &PullRequestDraft) -> Result<(), ForgeError> {
+        const WHAT: &str = "update a pull request";
+        match self {
+            Self::Git => Ok(()),
+            Self::GitHub(api) | Self::Gitea(api) => {
+                let req = api
+                    .client
+                    .patch(api.repo_url(&format!("/pulls/{number}")))
+                    .json(&json!({ "title": d.title, "body": d.body }));
+                api.send::<serde_json::Value>(WHAT, req).await.map(drop)
+            }
+            Self::GitLab(api) => {
+                let req = api
+                    .client
+                    .put(api.repo_url(&format!("/merge_requests/{number}")))
+                    .json(&json!({ "title": d.title, "description": d.body }));
+                api.send::<serde_json::Value>("update a merge request", req)
+                    .await
+                    .map(drop)
+            }
+        }
+    }
+
+    async fn get(&self, number: i64) -> Result<PullRequest, ForgeError> {
+        const WHAT: &str = "read a pull request";
+        match self {
+            Self::Git => Ok(PullRequest {
+                number,
+                url: String::new(),
+                state: PullState::Open,
+            }),
+            Self::GitHub(api) | Self::Gitea(api) => {
+                let req = api.client.get(api.repo_url(&format!("/pulls/{number}")));
+                api.send::<GitHubPull>(WHAT, req)
+                    .await
+                    .map(GitHubPull::into_pull)
+            }
+            Self::GitLab(api) => {
+                let req = api
+                    .client
+                    .get(api.repo_url(&format!("/merge_requests/{number}")));
+                api.send::<GitLabMr>("read a merge request", req)
+                    .await
+                    .map(GitLabMr::into_pull)
+            }
+        }
+    }
+
+    async fn close(&self, number: i64, comment: &str) -> Result<(), ForgeError> {
+        match self {
+            Self::Git => Ok(()),
+            Self::GitHub(api) | Self::Gitea(api) => {
+                let req = api
+                    .client
+                    .post(api.repo_url(&format!("/issues/{number}/comments")))
+                    .json(&json!({ "body": comment }));
+                api.send::<serde_json::Value>("comment on a pull request", req)
+                    .await?;
+                let req = api
+                    .client
+                    .patch(api.repo_url(&format!("/pulls/{number}")))
+                    .json(&json!({ "state": "closed" }));
+                api.send::<serde_json::Value>("close a pull request", req)
+                    .await
+                    .map(drop)
+            }
+            Self::GitLab(api) => {
+                let req = api
+                    .client
+                    .post(api.repo_url(&format!("/merge_requests/{number}/notes")))
+                    .json(&json!({ "body": comment }));
+                api.send::<serde_json::Value>("comment on a merge request", req)
+                    .await?;
+                let req = api
+                    .client
+                    .put(api.repo_url(&format!("/merge_requests/{number}")))
+                    .json(&json!({ "state_event": "close" }));
+                api.send::<serde_json::Value>("close a merge request", req)
+                    .await
+                    .map(drop)
+            }
+        }
+    }
+}
+
+/// Runs `git` with `args` against the mirror at `git_dir`, pushing to or listing `url`.
+/// Credentials for https remotes come from `PROTOND_GIT_TOKEN` (as for fetching) or, failing
+/// that, the forge token in `token_env`; they travel in an environment-provided config entry,
+/// so they appear neither in the process list nor in any message.
+async fn git(
+    git_dir: &Path,
+    url: &str,
+    what: &'static str,
+    args: &[&str],
+    token_env: &str,
+    kind: ForgeKind,
+) -> Result<String, ForgeError> {
+    use base64::Engine as _;
+    let mut cmd = tokio::process::Command::new("git");
+    cmd.arg("--git-dir")
+        .arg(git_dir)
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env_remove("GIT_ASKPASS")
+        .kill_on_drop(true);
+    let token = std::env::var(crate::source::TOKEN_ENV)
+        .ok()
+        .or_else(|| (!token_env.is_empty()).then(|| std::env::var(token_env).ok())?)
+        .filter(|t| !t.trim().is_empty());
+    let mut secrets = Vec::new();
+    if (url.starts_with("https://") || url.starts_with("http://"))
+        && let Some(token) = token
+    {
+        {
+            let user = std::env::var(crate::source::TOKEN_USER_ENV)
+                .ok()
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| {
+                    if kind == ForgeKind::GitLab {
+                        "oauth2".into()
+                    } else {
+                        "x-access-token".into()
+                    }
+                });
+            let basic = base64::engine::general_purpose::STANDARD
+                .encode(format!("{user}:{}", token.trim()).as_bytes());
+            cmd.env("GIT_CONFIG_COUNT", "1")
+                .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+                .env(
+                    "GIT_CONFIG_VALUE_0",
+                    format!("Authorization: Basic {basic}"),
+                );
+            secrets.push(token.trim().to_string());
+            secrets.push(basic);
+        }
+    }
+    let out = cmd.output().await.map_err(|e| ForgeError::Git {
+        what,
+        url: crate::source::redact_url(url),
+        message: format!("could not run git: {e}"),
+    })?;
+    if out.status.success() {
+        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    let mut message = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    for s in &secrets {
+        message = message.replace(s.as_str(), "***");
+    }
+    Err(ForgeError::Git {
+        what,
+        url: crate::source::redact_url(url),
+        message: message.chars().take(500).collect(),
+    })
+}
+
+/// Force-pushes `commit` from the mirror at `git_dir` to `branch` of `url`.
+///
+/// # Errors
+///
+/// [`ForgeError::Git`] when git fails.
+pub async fn push_branch(
+    git_dir: &Path,
+    url: &str,
+    commit: &str,
+    branch: &str,
+    forge: &ForgeConfig,
+) -> Result<(), ForgeError> {
+    let refspec = format!("+{commit}:refs/heads/{branch}");
+    git(
+        git_dir,
+        url,
+        "push",
+        &["push", "--quiet", "--no-verify", url, &refspec],
+        &forge.token_env,
+        forge.kind,
+    )
+    .await
+    .map(drop)
+}
+
+/// Deletes `branch` of `url`; a branch already gone is not an error.
+///
+/// # Errors
+///
+/// [`ForgeError::Git`] when git fails.
+pub async fn delete_branch(
+    git_dir: &Path,
+    url: &str,
+    branch: &str,
+    forge: &ForgeConfig,
+) -> Result<(), ForgeError> {
+    if remote_head(git_dir, url, branch, forge).await?.is_none() {
+        return Ok(());
+    }
+    let refspec = format!(":refs/heads/{branch}");
+    git(
+        git_dir,
+        url,
+        "push --delete",
+        &["push", "--quiet", "--no-verify", url, &refspec],
+        &forge.token_env,
+        forge.kind,
+    )
+    .await
+    .map(drop)
+}
+
+/// The commit at the tip of `branch` of `url`, if the branch exists.
+///
+/// # Errors
+///
+/// [`ForgeError::Git`] when git fails.
+pub async fn remote_head(
+    git_dir: &Path,
+    url: &str,
+    branch: &str,
+    forge: &ForgeConfig,
+) -> Result<Option<String>, ForgeError> {
+    let full = format!("refs/heads/{branch}");
+    let out = git(
+        git_dir,
+        url,
+        "ls-remote",
+        &["ls-remote", url, &full],
+        &forge.token_env,
+        forge.kind,
+    )
+    .await?;
+    Ok(out.lines().find_map(|l| {
+        let (sha, name) = l.split_once('\t')?;
+        (name == full).then(|| sha.to_string())
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn encodes_gitlab_project_paths() {
+        assert_eq!(super::encode("group/sub/proj"), "group%2Fsub%2Fproj");
+        assert_eq!(super::encode("a-b_c.d"), "a-b_c.d");
+    }
+}

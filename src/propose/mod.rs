@@ -1,0 +1,1116 @@
+//! Major upgrades, proposed as pull requests, never applied by themselves.
+//!
+//! When a template's newest registered major is above the one a spec file follows, protond
+//! opens one pull request for that file in the repo that owns it (service specs in service
+//! repos, environment specs in platform repos). The pull request carries the rewritten spec
+//! ([`rewrite`]) and a body naming the template, from and to, the release notes, the input
+//! schema diff, the affected resources and a summary of how their rendered infrastructure
+//! changes. Merging it is an ordinary spec change, deployed by the ordinary path.
+//!
+//! # Guarantees
+//! * At most one pull request per spec file: the state store keeps one row per file, and a
+//!   lost store is recovered by asking the forge for the open pull request of the file's
+//!   branch (whose name depends only on the file) before opening one.
+//! * A newer major updates the open pull request (branch force-pushed, title and body
+//!   replaced) instead of opening another.
+//! * Nothing is pushed or changed while the proposal is unchanged: a steady state makes no
+//!   forge calls at all.
+//! * A pull request closed unmerged by someone is not proposed again until a newer major.
+//! * A branch someone else pushed to is never overwritten.
+//! * A pull request whose spec no longer needs it (upgraded by hand, file removed) is closed
+//!   with a comment; a repo that could not be read closes nothing.
+//! * At most `proposals.max_per_hour` pull requests are opened in any hour.
+
+pub mod rewrite;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::catalog::Bundle;
+use crate::catalog::releases::Release;
+use crate::catalog::schema::{InputKind, PropertyInfo};
+use crate::config::{Config, ForgeConfig, SpecRepo};
+use crate::desired::{self, Snapshot, SpecEntry, SpecRepoState};
+use crate::forge::{self, AnyForge, Forge as _, ForgeError, PullRequestDraft, PullState};
+use crate::plan::DesiredState;
+use crate::spec::SpecFile;
+use crate::state::{ProposalRecord, ResourceRecord, StateError, Store};
+
+use rewrite::{InputEdit, Rewritten};
+
+/// Longest body sent; GitHub refuses bodies over 65,536 characters.
+const MAX_BODY: usize = 60_000;
+
+/// A spec file that follows an older major than the newest registered.
+#[derive(Debug, Clone)]
+pub struct Candidate<'a> {
+    /// The spec repo's configuration.
+    pub repo: &'a SpecRepo,
+    /// The repo as read.
+    pub state: &'a SpecRepoState,
+    /// The file.
+    pub entry: &'a SpecEntry,
+    /// Its parsed spec.
+    pub spec: &'a SpecFile,
+    /// The release it runs now, if its major still has one.
+    pub from: Option<&'a Release>,
+    /// Major followed now.
+    pub from_major: u32,
+    /// The newest release of the newest major.
+    pub to: &'a Release,
+}
+
+/// Every spec file that should have an upgrade pull request, in repo and path order.
+#[must_use]
+pub fn candidates<'a>(config: &'a Config, snapshot: &'a Snapshot) -> Vec<Candidate<'a>> {
+    let latest = snapshot.catalog.latest_major();
+    let mut out = Vec::new();
+    for state in &snapshot.spec_repos {
+        let Some(repo) = config.spec_repos.iter().find(|r| r.name == state.repo) else {
+            continue;
+        };
+        if state.unknown.is_some() {
+            continue;
+        }
+        for entry in &state.files {
+            let Ok(spec) = &entry.spec else { continue };
+            let Some(t) = spec.template() else { continue };
+            let Some(&newest) = latest.get(&t.name) else {
+                continue;
+            };
+            if newest <= t.major {
+                continue;
+            }
+            let Some(to) = snapshot.catalog.resolve(&t.name, newest, None) else {
+                continue;
+            };
+            out.push(Candidate {
+                repo,
+                state,
+                entry,
+                spec,
+                from: snapshot.catalog.resolve(&t.name, t.major, t.minor),
+                from_major: t.major,
+                to,
+            });
+        }
+    }
+    out
+}
+
+/// A pull request as protond wants it.
+#[derive(Debug, Clone)]
+pub struct Proposal {
+    /// Spec repo.
+    pub repo: String,
+    /// Spec file.
+    pub path: String,
+    /// Template.
+    pub template: String,
+    /// From major.
+    pub from_major: u32,
+    /// To major.
+    pub to_major: u32,
+    /// Branch.
+    pub branch: String,
+    /// Title.
+    pub title: String,
+    /// Body.
+    pub body: String,
+    /// Rewritten spec.
+    pub rewritten: Rewritten,
+    /// Commit of the spec branch the change is based on.
+    pub base: String,
+    /// Hash of spec text, target release and body.
+    pub content: String,
+}
+
+/// The branch of a spec file's upgrade pull requests: fixed per file, whatever the major.
+#[must_use]
+pub fn branch_name(prefix: &str, path: &str) -> String {
+    let stem = path
+        .strip_suffix(".yaml")
+        .or_else(|| path.strip_suffix(".yml"))
+        .unwrap_or(path);
+    let clean: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_/".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let clean = clean
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("/");
+    format!("{prefix}upgrade/{clean}")
+}
+
+/// Builds the pull request for a candidate: rewritten spec, title and body.
+///
+/// # Errors
+///
+/// When the spec cannot be rewritten (no `template:` header, not a mapping).
+pub fn build(
+    c: &Candidate<'_>,
+    snapshot: &Snapshot,
+    deployed: &[ResourceRecord],
+    config: &Config,
+) -> Result<Proposal, String> {
+    let to_bundle: &Bundle = &c.to.bundle;
+    let rewritten = rewrite::rewrite(&c.entry.text, to_bundle).map_err(|e| {
+        format!(
+            "{}: cannot rewrite for v{}: {e}",
+            c.entry.path, c.to.version.major
+        )
+    })?;
+    let (kind_word, name) = match c.spec {
+        SpecFile::Environment(e) => ("environment", e.name.as_str()),
+        SpecFile::Service(s) => ("service", s.name.as_str()),
+    };
+    let template = &c.to.template;
+    let title = format!(
+        "Upgrade {kind_word} {name} to {template} v{}",
+        c.to.version.major
+    );
+    let body = body(c, snapshot, deployed, config, &rewritten, kind_word, name);
+    let mut h = Sha256::new();
+    for part in [c.entry.text.as_str(), c.to.commit.as_str(), &title, &body] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    Ok(Proposal {
+        repo: c.repo.name.clone(),
+        path: c.entry.path.clone(),
+        template: template.clone(),
+        from_major: c.from_major,
+        to_major: c.to.version.major,
+        branch: branch_name(&config.proposals.branch_prefix, &c.entry.path),
+        title,
+        body,
+        rewritten,
+        base: c.state.commit.clone().unwrap_or_default(),
+        content: hex::encode(h.finalize()),
+    })
+}
+
+fn input_kinds(spec: &SpecFile) -> &'static [InputKind] {
+    match spec {
+        SpecFile::Environment(_) => &[InputKind::Environment],
+        SpecFile::Service(_) => &[InputKind::Service, InputKind::Pipeline],
+    }
+}
+
+/// The input-schema changes between two bundles, as table rows: (input, change).
+#[must_use]
+pub fn schema_diff(from: &Bundle, to: &Bundle, kinds: &[InputKind]) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    for &kind in kinds {
+        let old: BTreeMap<String, PropertyInfo> = from
+            .schema
+            .properties(kind)
+            .into_iter()
+            .map(|p| (p.name.clone(), p))
+            .collect();
+        let new = to.schema.properties(kind);
+        match (
+            from.schema.input_type(kind).is_some(),
+            to.schema.input_type(kind).is_some(),
+        ) {
+            (false, true) => rows.push((format!("{kind} inputs"), "new input type".into())),
+            (true, false) => rows.push((format!("{kind} inputs"), "removed".into())),
+            _ => {}
+        }
+        for p in &new {
+            let label = format!("{kind}.{}", p.name);
+            match old.get(&p.name) {
+                None => rows.push((
+                    label,
+                    format!(
+                        "added: {}{}{}",
+                        p.type_name,
+                        if p.required {
+                            ", required"
+                        } else {
+                            ", optional"
+                        },
+                        p.default
+                            .as_ref()
+                            .map(|d| format!(", default `{d}`"))
+                            .unwrap_or_default()
+                    ),
+                )),
+                Some(o) => {
+                    let mut changes = Vec::new();
+                    if o.type_name != p.type_name {
+                        changes.push(format!("type {} → {}", o.type_name, p.type_name));
+                    }
+                    if o.required != p.required {
+                        changes.push(
+                            if p.required {
+                                "now required"
+                            } else {
+                                "now optional"
+                            }
+                            .to_string(),
+                        );
+                    }
+                    if o.default != p.default {
+                        let show = |d: &Option<serde_json::Value>| {
+                            d.as_ref()
+                                .map_or_else(|| "none".to_string(), |v| format!("`{v}`"))
+                        };
+                        changes.push(format!(
+                            "default {} → {}",
+                            show(&o.default),
+                            show(&p.default)
+                        ));
+                    }
+                    if !changes.is_empty() {
+                        rows.push((label, changes.join("; ")));
+                    }
+                }
+            }
+        }
+        for name in old.keys() {
+            if !new.iter().any(|p| &p.name == name) {
+                rows.push((format!("{kind}.{name}"), "removed".into()));
+            }
+        }
+    }
+    rows
+}
+
+/// How the rendered infrastructure of one resource changes.
+#[must_use]
+pub fn summarize_render(old: &[(String, String)], new: &[(String, String)]) -> String {
+    let resources = |docs: &[(String, String)]| -> Option<BTreeMap<String, serde_yaml::Value>> {
+        let mut out = BTreeMap::new();
+        for (_, text) in docs {
+            let v: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
+            for (k, r) in v.get("Resources")?.as_mapping()? {
+                out.insert(k.as_str()?.to_string(), r.clone());
+            }
+        }
+        Some(out)
+    };
+    if let (Some(a), Some(b)) = (resources(old), resources(new)) {
+        let type_of = |r: &serde_yaml::Value| {
+            r.get("Type")
+                .and_then(serde_yaml::Value::as_str)
+                .unwrap_or("?")
+                .to_string()
+        };
+        let added: Vec<String> = b
+            .iter()
+            .filter(|(k, _)| !a.contains_key(*k))
+            .map(|(k, r)| format!("`{k}` ({})", type_of(r)))
+            .collect();
+        let removed: Vec<String> = a
+            .iter()
+            .filter(|(k, _)| !b.contains_key(*k))
+            .map(|(k, r)| format!("`{k}` ({})", type_of(r)))
+            .collect();
+        let changed: Vec<String> = b
+            .iter()
+            .filter(|(k, r)| a.get(*k).is_some_and(|o| o != *r))
+            .map(|(k, _)| format!("`{k}`"))
+            .collect();
+        if added.is_empty() && removed.is_empty() && changed.is_empty() {
+            return "no resource changes".into();
+        }
+        let mut parts = Vec::new();
+        for (word, list) in [("added", added), ("removed", removed), ("changed", changed)] {
+            if !list.is_empty() {
+                parts.push(format!("{} {word}: {}", list.len(), list.join(", ")));
+            }
+        }
+        return parts.join("; ");
+    }
+    let lines = |docs: &[(String, String)]| -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for (_, t) in docs {
+            for l in t.lines() {
+                *m.entry(l.trim_end().to_string()).or_insert(0) += 1;
+            }
+        }
+        m
+    };
+    let (a, b) = (lines(old), lines(new));
+    let plus: usize = b
+        .iter()
+        .map(|(l, n)| n.saturating_sub(a.get(l).copied().unwrap_or(0)))
+        .sum();
+    let minus: usize = a
+        .iter()
+        .map(|(l, n)| n.saturating_sub(b.get(l).copied().unwrap_or(0)))
+        .sum();
+    if plus == 0 && minus == 0 {
+        "no changes".into()
+    } else {
+        format!("{plus} lines added, {minus} removed")
+    }
+}
+
+/// Renders the candidate's resources before and after, from a snapshot holding only the
+/// environments and this file. Returns (resource id, summary).
+fn render_changes(
+    c: &Candidate<'_>,
+    snapshot: &Snapshot,
+    deployed: &[ResourceRecord],
+    config: &Config,
+    rewritten: &Rewritten,
+) -> Vec<(String, String)> {
+    let stem = Path::new(&c.entry.path)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let new_spec = crate::spec::parse(&rewritten.text, &c.entry.path, &stem)
+        .map_err(|es| es.iter().map(ToString::to_string).collect::<Vec<_>>());
+    let reduced = |replacement: Option<Result<SpecFile, Vec<String>>>| -> Snapshot {
+        let mut s = Snapshot {
+            catalog: snapshot.catalog.clone(),
+            template_repo_errors: Vec::new(),
+            spec_repos: Vec::new(),
+        };
+        for repo in &snapshot.spec_repos {
+            let files = repo
+                .files
+                .iter()
+                .filter(|f| {
+                    (repo.repo == c.state.repo && f.path == c.entry.path)
+                        || matches!(f.spec, Ok(SpecFile::Environment(_)))
+                })
+                .map(|f| {
+                    let mut f = f.clone();
+                    if repo.repo == c.state.repo
+                        && f.path == c.entry.path
+                        && let Some(r) = &replacement
+                    {
+                        f.spec = r.clone();
+                        f.text = rewritten.text.clone();
+                    }
+                    f
+                })
+                .collect();
+            s.spec_repos.push(SpecRepoState {
+                repo: repo.repo.clone(),
+                platform: repo.platform,
+                commit: repo.commit.clone(),
+                files,
+                unknown: repo.unknown.clone(),
+            });
+        }
+        s
+    };
+    let spec_error = new_spec.as_ref().err().and_then(|es| es.first().cloned());
+    let before = desired::compute(&reduced(None), deployed, &config.account_id);
+    let after = desired::compute(&reduced(Some(new_spec)), deployed, &config.account_id);
+    let owned = owned_ids(c.spec);
+    let mut out = Vec::new();
+    for id in owned {
+        let old = before.resources.iter().find(|r| r.desired.id == id);
+        let new = after.resources.iter().find(|r| r.desired.id == id);
+        let summary = match (old, new) {
+            (_, None) => match &spec_error {
+                Some(e) => format!("not rendered yet: {e}"),
+                None => "no longer rendered".to_string(),
+            },
+            (_, Some(n)) if !matches!(n.desired.state, DesiredState::Ready { .. }) => {
+                match &n.desired.state {
+                    DesiredState::Invalid { error } => format!(
+                        "not rendered yet: {}",
+                        error.lines().next().unwrap_or_default()
+                    ),
+                    DesiredState::Blocked { on } => format!("waits for {}", on.join(", ")),
+                    DesiredState::Ready { .. } => String::new(),
+                }
+            }
+            (Some(o), Some(n)) if matches!(o.desired.state, DesiredState::Ready { .. }) => {
+                summarize_render(&o.documents, &n.documents)
+            }
+            (_, Some(n)) => format!(
+                "new rendering ({} file{})",
+                n.documents.len(),
+                if n.documents.len() == 1 { "" } else { "s" }
+            ),
+        };
+        out.push((id, summary));
+    }
+    out
+}
+
+/// Ids of the resources a spec file declares (components are not templated: unaffected).
+fn owned_ids(spec: &SpecFile) -> Vec<String> {
+    match spec {
+        SpecFile::Environment(e) => vec![desired::environment_id(&e.name)],
+        SpecFile::Service(s) => {
+            let mut ids: Vec<String> = s
+                .instances
+                .iter()
+                .map(|i| desired::instance_id(&s.name, &i.name))
+                .collect();
+            if s.pipeline.is_some() {
+                ids.push(desired::pipeline_id(&s.name));
+            }
+            ids
+        }
+    }
+}
+
+fn quote(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("> {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn body(
+    c: &Candidate<'_>,
+    snapshot: &Snapshot,
+    deployed: &[ResourceRecord],
+    config: &Config,
+    rewritten: &Rewritten,
+    kind_word: &str,
+    name: &str,
+) -> String {
+    let t = &c.to.template;
+    let to = c.to.version;
+    let mut b = String::new();
+    let from = c.from.map_or_else(
+        || {
+            format!(
+                "v{} (no release of it is registered any more)",
+                c.from_major
+            )
+        },
+        |r| format!("v{} (newest release `{}`)", c.from_major, r.tag),
+    );
+    let _ = writeln!(
+        b,
+        "This pull request upgrades the {kind_word} **{name}** (`{}`) from template **{t}** {from} to **v{}** (release `{}`).\n",
+        c.entry.path, to.major, c.to.tag
+    );
+    let _ = writeln!(
+        b,
+        "| | |\n|---|---|\n| Template | `{t}` |\n| From | v{} |\n| To | v{}.{} |\n| Spec file | `{}` in `{}` |\n",
+        c.from_major, to.major, to.minor, c.entry.path, c.repo.name
+    );
+    let _ = writeln!(
+        b,
+        "protond never applies a major version by itself: merging this pull request is an ordinary spec change, deployed stage by stage like any other.\n"
+    );
+    if rewritten.has_placeholders() {
+        let _ = writeln!(
+            b,
+            "**Before merging:** the new version requires inputs without defaults. They are set to the placeholder `{}`, which fails validation until replaced; see the table below.\n",
+            crate::spec::PLACEHOLDER
+        );
+    }
+
+    if let SpecFile::Environment(e) = c.spec {
+        let blocked = incompatible_services(snapshot, &e.name, t, to.major);
+        if !blocked.is_empty() {
+            let _ = writeln!(
+                b,
+                "**Upgrade these services first:** their templates do not list `{t}:{}` as a compatible environment, so they would stay as deployed (and be reported invalid) until they move to a major that does:\n",
+                to.major
+            );
+            for line in blocked {
+                let _ = writeln!(b, "- {line}");
+            }
+            b.push('\n');
+        }
+    }
+
+    let _ = writeln!(b, "### Release notes\n");
+    let mut notes = 0;
+    let mut releases: Vec<&Release> = snapshot
+        .catalog
+        .releases()
+        .filter(|r| r.template == *t && r.version.major == to.major)
+        .collect();
+    releases.sort_by_key(|r| std::cmp::Reverse(r.version));
+    for r in releases {
+        if let Some(n) = r.notes.as_deref().filter(|n| !n.trim().is_empty()) {
+            let _ = writeln!(b, "**{}**\n\n{}\n", r.tag, quote(n));
+            notes += 1;
+        }
+    }
+    if notes == 0 {
+        let _ = writeln!(
+            b,
+            "_The release tags carry no notes (tag with `git tag -a` to add them)._\n"
+        );
+    }
+
+    let _ = writeln!(b, "### Input schema changes\n");
+    match c.from {
+        Some(from) => {
+            let rows = schema_diff(&from.bundle, &c.to.bundle, input_kinds(c.spec));
+            if rows.is_empty() {
+                let _ = writeln!(b, "No input changes.\n");
+            } else {
+                let _ = writeln!(b, "| Input | Change |\n|---|---|");
+                for (input, change) in rows {
+                    let _ = writeln!(b, "| `{input}` | {change} |");
+                }
+                b.push('\n');
+            }
+        }
+        None => {
+            let _ = writeln!(
+                b,
+                "Unknown: no release of v{} is registered to compare with.\n",
+                c.from_major
+            );
+        }
+    }
+
+    let _ = writeln!(b, "### Changes to this spec\n");
+    let mut spec_rows = Vec::new();
+    spec_rows.push(format!("`template.major`: {} → {}", c.from_major, to.major));
+    if let Some(m) = rewritten.unpinned {
+        spec_rows.push(format!(
+            "`template.minor`: the pin to {}.{m} is removed (it named a minor of the old major)",
+            c.from_major
+        ));
+    }
+    for e in &rewritten.edits {
+        spec_rows.push(match e {
+            InputEdit::Filled { path, value } => {
+                format!("`{path}`: added, set to its default `{value}`")
+            }
+            InputEdit::Placeholder { path, about } => format!(
+                "`{path}`: added as a **placeholder, fill it in**{}",
+                about
+                    .as_deref()
+                    .map(|a| format!(" ({a})"))
+                    .unwrap_or_default()
+            ),
+            InputEdit::Dropped { path } => {
+                format!("`{path}`: removed (v{} no longer has it)", to.major)
+            }
+        });
+    }
+    for r in spec_rows {
+        let _ = writeln!(b, "- {r}");
+    }
+    if !rewritten.formatting_kept {
+        let _ = writeln!(
+            b,
+            "\n_This file's layout could not be edited in place, so it was rewritten whole; comments below its header were not kept._"
+        );
+    }
+    b.push('\n');
+
+    let _ = writeln!(b, "### Affected resources\n");
+    let by_id: BTreeMap<&str, &ResourceRecord> =
+        deployed.iter().map(|r| (r.id.as_str(), r)).collect();
+    let changes = render_changes(c, snapshot, deployed, config, rewritten);
+    let _ = writeln!(
+        b,
+        "| Resource | Environment | Deployed now | Rendered infrastructure |\n|---|---|---|---|"
+    );
+    for (id, summary) in changes {
+        let rec = by_id.get(id.as_str());
+        let env = rec
+            .and_then(|r| r.environment.clone())
+            .or_else(|| environment_of(c.spec, &id))
+            .unwrap_or_else(|| "-".into());
+        let now = rec.map_or_else(
+            || "not deployed".to_string(),
+            |r| format!("{} {} ({})", r.template, r.version, r.status),
+        );
+        let _ = writeln!(
+            b,
+            "| `{id}` | {env} | {now} | {} |",
+            summary.replace('|', "\\|")
+        );
+    }
+    let _ = writeln!(
+        b,
+        "\n<!-- protond:proposal repo={} path={} template={t} to={} -->",
+        c.repo.name, c.entry.path, to.major
+    );
+    if b.len() > MAX_BODY {
+        let mut cut = MAX_BODY;
+        while !b.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        b.truncate(cut);
+        b.push_str("\n\n_(truncated)_\n");
+    }
+    b
+}
+
+/// Service instances in `env` whose template (at the major they follow) does not accept
+/// environment template `template` at `major`.
+fn incompatible_services(
+    snapshot: &Snapshot,
+    env: &str,
+    template: &str,
+    major: u32,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for repo in &snapshot.spec_repos {
+        for f in &repo.files {
+            let Ok(SpecFile::Service(s)) = &f.spec else {
+                continue;
+            };
+            let Some(t) = &s.template else { continue };
+            let Some(release) = snapshot.catalog.resolve(&t.name, t.major, t.minor) else {
+                continue;
+            };
+            let ok = release
+                .bundle
+                .compatible_environments
+                .iter()
+                .any(|c| c.name == template && c.major == major);
+            if ok {
+                continue;
+            }
+            for i in s.instances.iter().filter(|i| i.environment == env) {
+                out.push(format!(
+                    "`{}` ({} v{}, `{}` in `{}`)",
+                    desired::instance_id(&s.name, &i.name),
+                    t.name,
+                    t.major,
+                    f.path,
+                    repo.repo
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn environment_of(spec: &SpecFile, id: &str) -> Option<String> {
+    match spec {
+        SpecFile::Environment(e) => Some(e.name.clone()),
+        SpecFile::Service(s) => s
+            .instances
+            .iter()
+            .find(|i| desired::instance_id(&s.name, &i.name) == id)
+            .map(|i| i.environment.clone()),
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Pull requests opened (or branches pushed, for the `git` forge).
+    pub opened: usize,
+    /// Pull requests updated.
+    pub updated: usize,
+    /// Pull requests closed as superseded.
+    pub closed: usize,
+    /// Pull requests found merged.
+    pub merged: usize,
+    /// Proposals waiting for the hourly limit.
+    pub rate_limited: usize,
+    /// Errors (one line each).
+    pub errors: Vec<String>,
+}
+
+/// A failed step for one spec file.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error(transparent)]
+    Forge(#[from] ForgeError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Opens, updates and closes pull requests so that they match the snapshot. Spec repos
+/// without a forge are skipped. One file's failure never stops the others.
+pub async fn sync(
+    config: &Config,
+    store: &Store,
+    snapshot: &Snapshot,
+    deployed: &[ResourceRecord],
+) -> SyncReport {
+    let mut report = SyncReport::default();
+    if !config.proposals.enabled {
+        return report;
+    }
+    let cands = candidates(config, snapshot);
+    let mut wanted = Vec::new();
+    for c in &cands {
+        if c.repo.forge.is_none() {
+            continue;
+        }
+        match build(c, snapshot, deployed, config) {
+            Ok(p) => wanted.push((c.repo, p)),
+            Err(e) => {
+                tracing::warn!(repo = %c.repo.name, file = %c.entry.path, "Cannot propose the upgrade: {e}");
+                report.errors.push(e);
+            }
+        }
+    }
+    for (repo, p) in &wanted {
+        let Some(forge_cfg) = &repo.forge else {
+            continue;
+        };
+        if let Err(e) = ensure(config, store, repo, forge_cfg, p, &mut report).await {
+            let retry = match &e {
+                StepError::Forge(f) => f.is_retryable(),
+                _ => true,
+            };
+            tracing::warn!(
+                repo = %repo.name, file = %p.path, template = %p.template, to = p.to_major, retry,
+                "Upgrade pull request not brought up to date: {e}"
+            );
+            report
+                .errors
+                .push(format!("{}: {}: {e}", repo.name, p.path));
+        }
+    }
+    // Open pull requests no longer wanted.
+    let open = match store.proposals().await {
+        Ok(rows) => rows,
+        Err(e) => {
+            report.errors.push(e.to_string());
+            return report;
+        }
+    };
+    for row in open.into_iter().filter(|r| r.state == "open") {
+        if wanted
+            .iter()
+            .any(|(r, p)| r.name == row.repo && p.path == row.path)
+        {
+            continue;
+        }
+        let Some(repo) = config.spec_repos.iter().find(|r| r.name == row.repo) else {
+            continue; // the repo left the config: leave its pull requests alone
+        };
+        let Some(forge_cfg) = &repo.forge else {
+            continue;
+        };
+        let Some(state) = snapshot.spec_repos.iter().find(|s| s.repo == row.repo) else {
+            continue;
+        };
+        if state.unknown.is_some() {
+            continue; // unreadable: never act on a failed fetch
+        }
+        let entry = state.files.iter().find(|f| f.path == row.path);
+        let reason = match entry.map(|e| &e.spec) {
+            None => "the spec file was removed".to_string(),
+            Some(Err(_)) => continue, // broken for now: decide once it parses again
+            Some(Ok(spec)) => match spec.template() {
+                Some(t) if t.name == row.template && i64::from(t.major) >= row.to_major => {
+                    format!("the spec now follows {} v{}", t.name, t.major)
+                }
+                Some(t) if t.name != row.template => {
+                    format!("the spec now follows another template, {}", t.name)
+                }
+                Some(t) => {
+                    format!(
+                        "{} v{} is no longer the newest major",
+                        row.template, row.to_major
+                    ) + &format!(" (the spec follows v{})", t.major)
+                }
+                None => "the spec no longer names a template".to_string(),
+            },
+        };
+        if let Err(e) = retire(config, store, repo, forge_cfg, row, &reason, &mut report).await {
+            tracing::warn!(repo = %repo.name, "Could not close a superseded upgrade pull request: {e}");
+            report.errors.push(e.to_string());
+        }
+    }
+    if report != SyncReport::default() {
+        tracing::info!(
+            opened = report.opened,
+            updated = report.updated,
+            closed = report.closed,
+            merged = report.merged,
+            rate_limited = report.rate_limited,
+            errors = report.errors.len(),
+            "Upgrade pull requests synchronised."
+        );
+    }
+    report
+}
+
+fn mirror_dir(config: &Config, url: &str) -> Result<std::path::PathBuf, StepError> {
+    crate::source::Mirror::open(url, &config.data_dir.join("git"))
+        .map(|m| m.path().to_path_buf())
+        .map_err(|e| StepError::Other(e.to_string()))
+}
+
+/// Writes the proposal's commit into the repo's mirror (no reference is changed).
+async fn write_commit(config: &Config, repo: &SpecRepo, p: &Proposal) -> Result<String, StepError> {
+    let mirror = crate::source::Mirror::open(&repo.url, &config.data_dir.join("git"))
+        .map_err(|e| StepError::Other(e.to_string()))?;
+    let base = p.base.clone();
+    let path = p.path.clone();
+    let text = p.rewritten.text.clone();
+    let message = format!(
+        "{}\n\nProposed by protond: {} v{} -> v{} for {}.\n",
+        p.title, p.template, p.from_major, p.to_major, p.path
+    );
+    let (name, email) = (
+        config.proposals.author_name.clone(),
+        config.proposals.author_email.clone(),
+    );
+    tokio::task::spawn_blocking(move || -> Result<String, String> {
+        let repo = mirror.repository().to_thread_local();
+        let base_id = gix::ObjectId::from_hex(base.as_bytes()).map_err(|e| e.to_string())?;
+        let commit = repo.find_commit(base_id).map_err(|e| e.to_string())?;
+        let tree = commit.tree_id().map_err(|e| e.to_string())?;
+        let blob = repo
+            .write_blob(text.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let mut editor = repo.edit_tree(tree).map_err(|e| e.to_string())?;
+        editor
+            .upsert(path.as_str(), gix::object::tree::EntryKind::Blob, blob)
+            .map_err(|e| e.to_string())?;
+        let new_tree = editor.write().map_err(|e| e.to_string())?;
+        let sig = gix::actor::Signature {
+            name: name.into(),
+            email: email.into(),
+            time: gix::date::Time::now_utc(),
+        };
+        let mut b1 = gix::date::parse::TimeBuf::default();
+        let mut b2 = gix::date::parse::TimeBuf::default();
+        let c = repo
+            .new_commit_as(
+                sig.to_ref(&mut b1),
+                sig.to_ref(&mut b2),
+                message,
+                new_tree,
+                [base_id],
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(c.id.to_string())
+    })
+    .await
+    .map_err(|e| StepError::Other(e.to_string()))?
+    .map_err(|e| StepError::Other(format!("writing the upgrade commit: {e}")))
+}
+
+fn draft(repo: &SpecRepo, p: &Proposal) -> PullRequestDraft {
+    PullRequestDraft {
+        branch: p.branch.clone(),
+        base: repo.branch.trim_start_matches("refs/heads/").to_string(),
+        title: p.title.clone(),
+        body: p.body.clone(),
+    }
+}
+
+fn record(p: &Proposal, forge: &ForgeConfig, created_at: String) -> ProposalRecord {
+    let now = crate::state::now();
+    ProposalRecord {
+        repo: p.repo.clone(),
+        path: p.path.clone(),
+        template: p.template.clone(),
+        from_major: i64::from(p.from_major),
+        to_major: i64::from(p.to_major),
+        branch: p.branch.clone(),
+        forge: forge.kind.as_str().to_string(),
+        number: None,
+        url: None,
+        state: "open".into(),
+        head: None,
+        content: p.content.clone(),
+        edited: false,
+        created_at,
+        updated_at: now,
+    }
+}
+
+async fn ensure(
+    config: &Config,
+    store: &Store,
+    repo: &SpecRepo,
+    forge_cfg: &ForgeConfig,
+    p: &Proposal,
+    report: &mut SyncReport,
+) -> Result<(), StepError> {
+    let forge = AnyForge::new(forge_cfg);
+    let existing = store.proposal(&p.repo, &p.path).await?;
+    if let Some(row) = &existing {
+        match row.state.as_str() {
+            "open" if row.content == p.content => return Ok(()),
+            "declined" if row.to_major >= i64::from(p.to_major) => return Ok(()),
+            "open" => {
+                let pr = match row.number {
+                    Some(n) => Some(forge.get(n).await?),
+                    None => None,
+                };
+                match pr.map(|x| x.state) {
+                    Some(PullState::Closed) if row.to_major == i64::from(p.to_major) => {
+                        let mut row = row.clone();
+                        row.state = "declined".into();
+                        row.updated_at = crate::state::now();
+                        store.put_proposal(&row).await?;
+                        tracing::info!(repo = %p.repo, file = %p.path, "Upgrade pull request was closed unmerged; not proposing v{} again.", p.to_major);
+                        return Ok(());
+                    }
+                    Some(PullState::Closed | PullState::Merged) => {} // open a new one below
+                    Some(PullState::Open) | None => {
+                        return update(config, store, repo, forge_cfg, &forge, row, p, report)
+                            .await;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // Open a new pull request.
+    let since = humantime::format_rfc3339_seconds(
+        std::time::SystemTime::now() - std::time::Duration::from_secs(3600),
+    )
+    .to_string();
+    if store.proposals_opened_since(&since).await? >= config.proposals.max_per_hour {
+        report.rate_limited += 1;
+        tracing::info!(repo = %p.repo, file = %p.path, limit = config.proposals.max_per_hour, "Upgrade pull request waits: the hourly limit is reached.");
+        return Ok(());
+    }
+    let commit = write_commit(config, repo, p).await?;
+    let git_dir = mirror_dir(config, &repo.url)?;
+    forge::push_branch(&git_dir, &repo.url, &commit, &p.branch, forge_cfg).await?;
+    let d = draft(repo, p);
+    let pr = match forge.find_open(&p.branch).await? {
+        Some(pr) => {
+            forge.update(pr.number, &d).await?;
+            Some(pr)
+        }
+        None => forge.open(&d).await?,
+    };
+    let mut row = record(p, forge_cfg, crate::state::now());
+    row.head = Some(commit);
+    if let Some(pr) = &pr {
+        row.number = Some(pr.number);
+        row.url = Some(pr.url.clone());
+    }
+    store.put_proposal(&row).await?;
+    report.opened += 1;
+    match &pr {
+        Some(pr) => tracing::info!(
+            repo = %p.repo, file = %p.path, template = %p.template, from = p.from_major, to = p.to_major,
+            number = pr.number, url = %pr.url,
+            "Opened an upgrade pull request."
+        ),
+        None => tracing::info!(
+            repo = %p.repo, file = %p.path, template = %p.template, from = p.from_major, to = p.to_major,
+            branch = %p.branch,
+            "Pushed an upgrade branch; this forge has no API, so open the pull request by hand."
+        ),
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn update(
+    config: &Config,
+    store: &Store,
+    repo: &SpecRepo,
+    forge_cfg: &ForgeConfig,
+    forge: &AnyForge,
+    row: &ProposalRecord,
+    p: &Proposal,
+    report: &mut SyncReport,
+) -> Result<(), StepError> {
+    let git_dir = mirror_dir(config, &repo.url)?;
+    let mut row = row.clone();
+    if !row.edited {
+        let head = forge::remote_head(&git_dir, &repo.url, &row.branch, forge_cfg).await?;
+        if head.is_some() && head != row.head {
+            row.edited = true;
+            tracing::warn!(repo = %p.repo, file = %p.path, branch = %row.branch, "Someone else pushed to the upgrade branch; protond no longer overwrites it.");
+        }
+    }
+    let mut body = p.body.clone();
+    if row.edited {
+        body.push_str(&format!(
+            "\n> **Note:** someone else pushed to `{}`, so protond did not replace its content with the v{} rewrite. Close this pull request to get a fresh one.\n",
+            row.branch, p.to_major
+        ));
+    } else {
+        let commit = write_commit(config, repo, p).await?;
+        forge::push_branch(&git_dir, &repo.url, &commit, &p.branch, forge_cfg).await?;
+        row.head = Some(commit);
+    }
+    if let Some(n) = row.number {
+        let mut d = draft(repo, p);
+        d.body = body;
+        forge.update(n, &d).await?;
+    }
+    row.from_major = i64::from(p.from_major);
+    row.to_major = i64::from(p.to_major);
+    row.template = p.template.clone();
+    row.content = p.content.clone();
+    row.updated_at = crate::state::now();
+    store.put_proposal(&row).await?;
+    report.updated += 1;
+    tracing::info!(
+        repo = %p.repo, file = %p.path, template = %p.template, to = p.to_major,
+        number = row.number, "Updated the upgrade pull request."
+    );
+    Ok(())
+}
+
+async fn retire(
+    config: &Config,
+    store: &Store,
+    repo: &SpecRepo,
+    forge_cfg: &ForgeConfig,
+    mut row: ProposalRecord,
+    reason: &str,
+    report: &mut SyncReport,
+) -> Result<(), StepError> {
+    let forge = AnyForge::new(forge_cfg);
+    let state = match row.number {
+        Some(n) => forge.get(n).await?.state,
+        None => PullState::Open,
+    };
+    let merged_by_hand = reason.starts_with("the spec now follows ") && !reason.contains("another");
+    match state {
+        PullState::Merged => {
+            row.state = "merged".into();
+            report.merged += 1;
+        }
+        PullState::Closed => {
+            row.state = "closed".into();
+            report.closed += 1;
+        }
+        PullState::Open => {
+            if let Some(n) = row.number {
+                forge
+                    .close(n, &format!("protond closes this pull request: {reason}."))
+                    .await?;
+            }
+            if !row.edited {
+                let git_dir = mirror_dir(config, &repo.url)?;
+                let head = forge::remote_head(&git_dir, &repo.url, &row.branch, forge_cfg).await?;
+                if head.is_some() && head == row.head {
+                    forge::delete_branch(&git_dir, &repo.url, &row.branch, forge_cfg).await?;
+                }
+            }
+            if row.number.is_none() && merged_by_hand {
+                row.state = "merged".into();
+                report.merged += 1;
+            } else {
+                row.state = "closed".into();
+                report.closed += 1;
+            }
+        }
+    }
+    row.updated_at = crate::state::now();
+    store.put_proposal(&row).await?;
+    tracing::info!(repo = %row.repo, file = %row.path, state = %row.state, "Upgrade pull request retired: {reason}.");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

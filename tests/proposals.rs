@@ -1,0 +1,538 @@
+//! Major upgrades proposed as pull requests, end to end: real git repos, the `protond`
+//! binary run once per step (so every step is a restart), the real AWS SDK against a
+//! moto_server, and a fake of each forge API on 127.0.0.1 that checks every request.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+mod common;
+
+use common::forge::{FakeForge, Kind};
+use common::{example_git_repos, git};
+
+use protond::demo::LocalAws as Moto;
+
+const TOKEN: &str = "forge-secret-token-123";
+
+struct World {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    _moto: Moto,
+}
+
+impl World {
+    fn new(extra: &str, payments_forge: &str, envs_forge: &str) -> Self {
+        let moto = Moto::start().expect("moto_server starts (scripts/test installs it)");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().to_path_buf();
+        example_git_repos(&root);
+        let t = root.join("platform-templates");
+        for name in ["basic-env", "web-svc", "worker-svc"] {
+            git(
+                &t,
+                &["tag", "-a", &format!("{name}/v1.0"), "-m", "first release"],
+            );
+        }
+        let toml = format!(
+            "state = \"sqlite://state/state.db\"\ndata_dir = \"data\"\n{extra}\n\
+             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\npoll_interval = \"200ms\"\nmax_attempts = 1\nchange_sets = false\n\
+             [[template_repos]]\nname = \"platform-templates\"\nurl = \"platform-templates\"\n\
+             [[spec_repos]]\nname = \"platform-envs\"\nurl = \"platform-envs\"\nplatform = true\n{envs_forge}\n\
+             [[spec_repos]]\nname = \"payments\"\nurl = \"payments\"\n{payments_forge}\n",
+            url = moto.url
+        );
+        std::fs::write(root.join("proton.toml"), toml).expect("config");
+        Self {
+            _tmp: tmp,
+            root,
+            _moto: moto,
+        }
+    }
+
+    fn reconcile(&self) -> Output {
+        let out = Command::new(env!("CARGO_BIN_EXE_protond"))
+            .args(["reconcile", "--once", "--config"])
+            .arg(self.root.join("proton.toml"))
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env_remove("AWS_PROFILE")
+            .env("PROTOND_LOG_FORMAT", "json")
+            .env("FORGE_TOKEN", TOKEN)
+            .output()
+            .expect("protond runs");
+        let logs = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!logs.contains(TOKEN), "the token reached the logs:\n{logs}");
+        out
+    }
+
+    fn dir(&self, repo: &str) -> PathBuf {
+        self.root.join(repo)
+    }
+
+    /// Adds major `major` of a template by copying v1 and applying `edit` to each file.
+    fn release(
+        &self,
+        template: &str,
+        major: u32,
+        notes: &str,
+        edit: impl Fn(&str, String) -> String,
+    ) {
+        let t = self.dir("platform-templates");
+        let from = t.join(template).join("v1");
+        let to = t.join(template).join(format!("v{major}"));
+        common::copy_tree(&from, &to);
+        for rel in files_under(&to) {
+            let p = to.join(&rel);
+            let text = std::fs::read_to_string(&p).expect("read");
+            std::fs::write(&p, edit(&rel, text)).expect("write");
+        }
+        git(&t, &["add", "-A"]);
+        git(&t, &["commit", "-q", "-m", &format!("{template} v{major}")]);
+        git(
+            &t,
+            &["tag", "-a", &format!("{template}/v{major}.0"), "-m", notes],
+        );
+    }
+
+    fn show(&self, repo: &str, rev: &str) -> String {
+        git(&self.dir(repo), &["show", rev])
+    }
+
+    async fn clear_proposal_rows(&self) {
+        let url = format!("sqlite://{}/state/state.db", self.root.display());
+        let pool = sqlx::SqlitePool::connect(&url).await.expect("db");
+        sqlx::query("DELETE FROM proposals")
+            .execute(&pool)
+            .await
+            .expect("delete");
+        pool.close().await;
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(
+                    p.strip_prefix(dir)
+                        .expect("under")
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// web-svc v`major`: `health_check_path` removed, `cpu` (required, default 256) and
+/// `region` (required, no default) added, and basic-env 2 accepted too.
+fn web_svc_edit(rel: &str, text: String) -> String {
+    match rel {
+        "schema/schema.yaml" => text
+            .replace(
+                "        health_check_path:\n          title: \"Health check path\"\n          type: string\n          description: \"HTTP path the load balancer probes\"\n          default: \"/health\"\n          pattern: \"^/[a-zA-Z0-9/_-]*$\"\n          maxLength: 100\n",
+                "        cpu:\n          type: integer\n          default: 256\n        region:\n          type: string\n          description: \"AWS region the service runs in\"\n",
+            )
+            .replace("      required:\n        - image\n", "      required:\n        - image\n        - cpu\n        - region\n"),
+        "instance_infrastructure/cloudformation.yaml" => text.replace(
+            ";health={{ service_instance.inputs.health_check_path }}",
+            ";cpu={{ service_instance.inputs.cpu }};region={{ service_instance.inputs.region }}",
+        ),
+        ".template-registration.yaml" => text.replace("  - \"basic-env:1\"\n", "  - \"basic-env:1\"\n  - \"basic-env:2\"\n"),
+        _ => text,
+    }
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "protond failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn majors_open_one_pull_request_per_spec_update_it_and_survive_restarts() {
+    // GitHub Enterprise (API under /api/v3) for the service repo, GitLab for the platform repo.
+    // The fakes need the repo paths, which the world creates; start them after.
+    let world = World::new(
+        "[proposals]\nmax_per_hour = 10\nauthor = \"bot <bot@example.invalid>\"\n",
+        "__PAYMENTS_FORGE__",
+        "__ENVS_FORGE__",
+    );
+    let github = FakeForge::start(
+        Kind::GitHub,
+        "/api/v3",
+        TOKEN,
+        "acme/payments",
+        world.dir("payments"),
+    )
+    .await;
+    let gitlab = FakeForge::start(
+        Kind::GitLab,
+        "/api/v4",
+        TOKEN,
+        "platform/envs",
+        world.dir("platform-envs"),
+    )
+    .await;
+    let cfg = world.root.join("proton.toml");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    let text = text
+        .replace(
+            "__PAYMENTS_FORGE__",
+            &format!("forge = {{ kind = \"github\", api_url = \"{}\", repo = \"acme/payments\", token_env = \"FORGE_TOKEN\" }}", github.url),
+        )
+        .replace(
+            "__ENVS_FORGE__",
+            &format!("forge = {{ kind = \"gitlab\", api_url = \"{}\", repo = \"platform/envs\", token_env = \"FORGE_TOKEN\" }}", gitlab.url),
+        );
+    std::fs::write(&cfg, text).expect("config");
+
+    // v1 everywhere: deploy, no proposals, no forge calls.
+    ok(&world.reconcile());
+    assert!(github.requests().is_empty() && gitlab.requests().is_empty());
+
+    // Tag web-svc 2.0 and basic-env 2.0.
+    world.release(
+        "web-svc",
+        2,
+        "web-svc 2.0\n\nAdds cpu and region; health checks move to the load balancer.",
+        web_svc_edit,
+    );
+    world.release(
+        "basic-env",
+        2,
+        "basic-env 2.0: same inputs, new major",
+        |_, t| t,
+    );
+    ok(&world.reconcile());
+    assert_eq!(github.violations(), Vec::<String>::new());
+    assert_eq!(gitlab.violations(), Vec::<String>::new());
+    let prs = github.prs();
+    assert_eq!(
+        prs.len(),
+        1,
+        "one pull request per spec file following web-svc: {prs:#?}"
+    );
+    let pr = &prs[0];
+    assert_eq!(pr.head, "protond/upgrade/proton/services/payments");
+    assert_eq!(pr.title, "Upgrade service payments to web-svc v2");
+    for needle in [
+        "template **web-svc** v1",
+        "to **v2**",
+        "| From | v1 |",
+        "| To | v2.0 |",
+        "Adds cpu and region; health checks move to the load balancer.",
+        "| `service.cpu` | added: integer, required, default `256` |",
+        "| `service.region` | added: string, required |",
+        "| `service.health_check_path` | removed |",
+        "`instances[0].spec.region`: added as a **placeholder, fill it in** (AWS region the service runs in)",
+        "`instances[1].spec.health_check_path`: removed",
+        "| `service_instance/payments/payments-dev` | dev | web-svc 1.0 (deployed) |",
+        "| `service_instance/payments/payments-prod` | prod | web-svc 1.0 (deployed) |",
+        "| `pipeline/payments` |",
+        "not rendered yet",
+        "**Before merging:**",
+    ] {
+        assert!(
+            pr.body.contains(needle),
+            "body lacks {needle:?}:\n{}",
+            pr.body
+        );
+    }
+    // The branch holds the rewritten spec, comments kept.
+    let branch_spec = world.show(
+        "payments",
+        "protond/upgrade/proton/services/payments:proton/services/payments.yaml",
+    );
+    assert!(
+        branch_spec.contains("template: {name: web-svc, major: 2}"),
+        "{branch_spec}"
+    );
+    assert!(
+        branch_spec.starts_with("# The payments web service"),
+        "{branch_spec}"
+    );
+    assert!(branch_spec.contains("cpu: 256"));
+    assert!(branch_spec.contains("FILL-ME(protond)"));
+    assert!(!branch_spec.contains("health_check_path"));
+    let author = git(
+        &world.dir("payments"),
+        &[
+            "log",
+            "-1",
+            "--format=%an <%ae>",
+            "protond/upgrade/proton/services/payments",
+        ],
+    );
+    assert_eq!(author.trim(), "bot <bot@example.invalid>");
+    // The platform repo gets one merge request per environment spec.
+    let mrs = gitlab.prs();
+    let mut heads: Vec<&str> = mrs.iter().map(|p| p.head.as_str()).collect();
+    heads.sort_unstable();
+    assert_eq!(
+        heads,
+        [
+            "protond/upgrade/proton/environments/dev",
+            "protond/upgrade/proton/environments/prod"
+        ]
+    );
+    assert!(
+        mrs.iter()
+            .all(|m| m.body.contains("basic-env 2.0: same inputs, new major"))
+    );
+    assert!(mrs.iter().all(|m| m.body.contains("No input changes.")));
+    // Moving an environment ahead of its services' templates is flagged.
+    let dev_mr = mrs
+        .iter()
+        .find(|m| m.head.ends_with("/dev"))
+        .expect("dev mr");
+    assert!(
+        dev_mr.body.contains("**Upgrade these services first:**")
+            && dev_mr
+                .body
+                .contains("`service_instance/payments/payments-dev` (web-svc v1"),
+        "{}",
+        dev_mr.body
+    );
+
+    // A restart with nothing new: not one forge call, no duplicates.
+    let before = (github.requests().len(), gitlab.requests().len());
+    ok(&world.reconcile());
+    assert_eq!((github.requests().len(), gitlab.requests().len()), before);
+
+    // web-svc 3.0: the same pull request is updated, not duplicated.
+    world.release("web-svc", 3, "web-svc 3.0: bigger defaults", web_svc_edit);
+    ok(&world.reconcile());
+    assert_eq!(github.violations(), Vec::<String>::new());
+    let prs = github.prs();
+    assert_eq!(prs.len(), 1, "{prs:#?}");
+    assert_eq!(prs[0].title, "Upgrade service payments to web-svc v3");
+    assert!(prs[0].body.contains("web-svc 3.0: bigger defaults"));
+    assert!(prs[0].state == "open");
+    let branch_spec = world.show(
+        "payments",
+        "protond/upgrade/proton/services/payments:proton/services/payments.yaml",
+    );
+    assert!(
+        branch_spec.contains("template: {name: web-svc, major: 3}"),
+        "{branch_spec}"
+    );
+    let new_calls: Vec<String> = github.requests()[before.0..].to_vec();
+    assert!(
+        new_calls.iter().all(|r| !r.starts_with("POST")),
+        "{new_calls:?}"
+    );
+    assert!(
+        new_calls
+            .iter()
+            .any(|r| r.starts_with("PATCH /api/v3/repos/acme/payments/pulls/1")),
+        "{new_calls:?}"
+    );
+
+    // A lost state store still finds the open pull request instead of opening another.
+    world.clear_proposal_rows().await;
+    ok(&world.reconcile());
+    assert_eq!(github.prs().len(), 1);
+    assert_eq!(gitlab.prs().len(), 2);
+    assert_eq!(github.violations(), Vec::<String>::new());
+    assert_eq!(gitlab.violations(), Vec::<String>::new());
+
+    // prod is upgraded by hand: its merge request is closed with a comment, its branch deleted.
+    let prod = world
+        .dir("platform-envs")
+        .join("proton/environments/prod.yaml");
+    let text = std::fs::read_to_string(&prod).expect("prod spec");
+    std::fs::write(&prod, text.replace("major: 1", "major: 2")).expect("write");
+    git(
+        &world.dir("platform-envs"),
+        &["commit", "-qam", "prod to basic-env 2 by hand"],
+    );
+    // payments-prod (web-svc v1) does not accept basic-env 2: left as deployed, reported.
+    let out = world.reconcile();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("failing: service_instance/payments/payments-prod")
+    );
+    let mrs = gitlab.prs();
+    let prod_mr = mrs
+        .iter()
+        .find(|m| m.head.ends_with("/prod"))
+        .expect("prod mr");
+    assert_eq!(prod_mr.state, "closed");
+    assert!(
+        prod_mr
+            .comments
+            .iter()
+            .any(|c| c.contains("the spec now follows basic-env v2")),
+        "{prod_mr:?}"
+    );
+    assert_eq!(
+        mrs.iter()
+            .find(|m| m.head.ends_with("/dev"))
+            .expect("dev")
+            .state,
+        "open"
+    );
+    let branches = git(
+        &world.dir("platform-envs"),
+        &["branch", "--list", "protond/*"],
+    );
+    assert!(!branches.contains("prod"), "{branches}");
+    assert!(branches.contains("dev"), "{branches}");
+
+    // Someone fills in the placeholder on the branch and merges: the merge deploys v3.
+    let p = world.dir("payments");
+    git(
+        &p,
+        &["checkout", "-q", "protond/upgrade/proton/services/payments"],
+    );
+    let spec = p.join("proton/services/payments.yaml");
+    let text = std::fs::read_to_string(&spec).expect("spec");
+    let filled: String = text
+        .lines()
+        .map(|l| {
+            if l.contains("FILL-ME(protond)") {
+                let indent = &l[..l.len() - l.trim_start().len()];
+                format!("{indent}region: eu-west-1")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&spec, filled + "\n").expect("write");
+    git(&p, &["commit", "-qam", "fill in region"]);
+    git(&p, &["checkout", "-q", "main"]);
+    git(
+        &p,
+        &[
+            "merge",
+            "-q",
+            "--no-ff",
+            "-m",
+            "merge upgrade",
+            "protond/upgrade/proton/services/payments",
+        ],
+    );
+    github.set_state(1, "merged");
+    ok(&world.reconcile());
+    assert_eq!(github.prs().len(), 1);
+    assert_eq!(github.violations(), Vec::<String>::new());
+    let status = Command::new(env!("CARGO_BIN_EXE_protond"))
+        .args(["status", "--output", "json", "--config"])
+        .arg(world.root.join("proton.toml"))
+        .output()
+        .expect("status");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status json");
+    let resources = status["resources"].as_array().expect("resources");
+    let dev = resources
+        .iter()
+        .find(|r| r["id"] == "service_instance/payments/payments-dev")
+        .expect("dev instance");
+    assert_eq!(dev["version"], "3.0", "{dev}");
+    let proposals = status["proposals"].as_array().expect("proposals in status");
+    let payments = proposals
+        .iter()
+        .find(|p| p["path"] == "proton/services/payments.yaml")
+        .expect("payments proposal");
+    assert_eq!(payments["state"], "merged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitea_and_plain_git_forges_with_an_hourly_limit_and_declined_requests() {
+    let world = World::new(
+        "[proposals]\nmax_per_hour = 1\n",
+        "__PAYMENTS_FORGE__",
+        "forge = { kind = \"git\" }",
+    );
+    let gitea = FakeForge::start(
+        Kind::Gitea,
+        "/api/v1",
+        TOKEN,
+        "acme/payments",
+        world.dir("payments"),
+    )
+    .await;
+    let cfg = world.root.join("proton.toml");
+    let text = std::fs::read_to_string(&cfg).expect("config").replace(
+        "__PAYMENTS_FORGE__",
+        &format!("forge = {{ kind = \"forgejo\", api_url = \"{}\", repo = \"acme/payments\", token_env = \"FORGE_TOKEN\" }}", gitea.url),
+    );
+    std::fs::write(&cfg, text).expect("config");
+    world.release("web-svc", 2, "web-svc 2.0", web_svc_edit);
+    world.release("basic-env", 2, "basic-env 2.0", |_, t| t);
+
+    // Three spec files want a pull request; the limit lets one through per hour.
+    ok(&world.reconcile());
+    let envs_branches = git(
+        &world.dir("platform-envs"),
+        &["branch", "--list", "protond/*"],
+    );
+    let opened = gitea.prs().len() + envs_branches.lines().count();
+    assert_eq!(
+        opened,
+        1,
+        "gitea {:?}, git branches {envs_branches}",
+        gitea.prs()
+    );
+    ok(&world.reconcile());
+    let envs_branches = git(
+        &world.dir("platform-envs"),
+        &["branch", "--list", "protond/*"],
+    );
+    assert_eq!(gitea.prs().len() + envs_branches.lines().count(), 1);
+    assert_eq!(gitea.violations(), Vec::<String>::new());
+
+    // Lift the limit: the rest are opened (the plain git forge only pushes branches).
+    let text = std::fs::read_to_string(&cfg)
+        .expect("config")
+        .replace("max_per_hour = 1", "max_per_hour = 50");
+    std::fs::write(&cfg, text).expect("config");
+    ok(&world.reconcile());
+    assert_eq!(gitea.prs().len(), 1);
+    let envs_branches = git(
+        &world.dir("platform-envs"),
+        &["branch", "--list", "protond/*"],
+    );
+    assert_eq!(envs_branches.lines().count(), 2, "{envs_branches}");
+    let dev = world.show(
+        "platform-envs",
+        "protond/upgrade/proton/environments/dev:proton/environments/dev.yaml",
+    );
+    assert!(
+        dev.contains("template: {name: basic-env, major: 2}"),
+        "{dev}"
+    );
+    assert!(dev.starts_with("# The development environment."), "{dev}");
+
+    // The team closes the pull request unmerged: a spec change does not reopen it ...
+    gitea.set_state(1, "closed");
+    let spec = world.dir("payments").join("proton/services/payments.yaml");
+    let text = std::fs::read_to_string(&spec).expect("spec");
+    std::fs::write(&spec, text.replace("desired_count: 3", "desired_count: 4")).expect("write");
+    git(&world.dir("payments"), &["commit", "-qam", "scale prod"]);
+    ok(&world.reconcile());
+    assert_eq!(gitea.prs().len(), 1);
+    // ... but a newer major does.
+    world.release("web-svc", 3, "web-svc 3.0", web_svc_edit);
+    ok(&world.reconcile());
+    let prs = gitea.prs();
+    assert_eq!(prs.len(), 2, "{prs:#?}");
+    assert_eq!(prs[1].state, "open");
+    assert_eq!(prs[1].title, "Upgrade service payments to web-svc v3");
+    assert_eq!(gitea.violations(), Vec::<String>::new());
+}
