@@ -522,12 +522,14 @@ impl Config {
             file,
             &mut errors2,
         );
-        let proposals = compile_proposals(&raw.proposals).unwrap_or_else(|(key, message)| {
-            errors2.push(ConfigError {
-                file: file.into(),
-                key,
-                message,
-            });
+        let proposals = compile_proposals(&raw.proposals).unwrap_or_else(|es| {
+            for (key, message) in es {
+                errors2.push(ConfigError {
+                    file: file.into(),
+                    key,
+                    message,
+                });
+            }
             Proposals::default()
         });
         let mut schedules = Vec::new();
@@ -701,22 +703,23 @@ fn compile_forge(f: &RawForge) -> Result<ForgeConfig, (&'static str, String)> {
     })
 }
 
-fn compile_proposals(p: &RawProposals) -> Result<Proposals, (String, String)> {
+fn compile_proposals(p: &RawProposals) -> Result<Proposals, Vec<(String, String)>> {
     let d = Proposals::default();
+    let mut errors = Vec::new();
     let author = p
         .author
         .clone()
         .unwrap_or_else(|| format!("{} <{}>", d.author_name, d.author_email));
-    let (name, email) = author
+    let parsed = author
         .split_once('<')
         .and_then(|(n, rest)| Some((n.trim(), rest.strip_suffix('>')?.trim())))
-        .filter(|(n, e)| !n.is_empty() && e.contains('@'))
-        .ok_or_else(|| {
-            (
-                "proposals.author".to_string(),
-                format!("{author:?} is not `Name <email>`, e.g. \"protond <protond@example.com>\""),
-            )
-        })?;
+        .filter(|(n, e)| !n.is_empty() && e.contains('@'));
+    if parsed.is_none() {
+        errors.push((
+            "proposals.author".to_string(),
+            format!("{author:?} is not `Name <email>`, e.g. \"protond <protond@example.com>\""),
+        ));
+    }
     let branch_prefix = p.branch_prefix.clone().unwrap_or(d.branch_prefix);
     if branch_prefix.is_empty()
         || branch_prefix.starts_with('/')
@@ -725,18 +728,21 @@ fn compile_proposals(p: &RawProposals) -> Result<Proposals, (String, String)> {
             .chars()
             .any(|c| c.is_whitespace() || "~^:?*[\\".contains(c))
     {
-        return Err((
+        errors.push((
             "proposals.branch_prefix".into(),
             format!("{branch_prefix:?} is not a valid branch name prefix, e.g. \"protond/\""),
         ));
     }
-    Ok(Proposals {
-        enabled: p.enabled.unwrap_or(d.enabled),
-        max_per_hour: p.max_per_hour.unwrap_or(d.max_per_hour),
-        branch_prefix,
-        author_name: name.to_string(),
-        author_email: email.to_string(),
-    })
+    match parsed {
+        Some((name, email)) if errors.is_empty() => Ok(Proposals {
+            enabled: p.enabled.unwrap_or(d.enabled),
+            max_per_hour: p.max_per_hour.unwrap_or(d.max_per_hour),
+            branch_prefix,
+            author_name: name.to_string(),
+            author_email: email.to_string(),
+        }),
+        _ => Err(errors),
+    }
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -756,6 +762,45 @@ mod tests {
         assert!(!cfg.spec_repos.is_empty());
         assert!(cfg.template_repos[0].url.starts_with("/srv/"));
         assert_eq!(cfg.stages, vec!["dev", "prod"]);
+        let gh = cfg.spec_repos[1].forge.as_ref().expect("forge");
+        assert_eq!(gh.kind, ForgeKind::GitHub);
+        assert_eq!(gh.api_url, "https://api.github.com");
+        assert_eq!(cfg.proposals.author_email, "protond@example.com");
+    }
+
+    #[test]
+    fn forge_and_proposal_errors_name_the_key() {
+        let text = "[proposals]\nauthor = \"nobody\"\nbranch_prefix = \"a b\"\n\
+                    [[spec_repos]]\nname = \"a\"\nurl = \"a\"\nforge = { kind = \"bitbucket\" }\n\
+                    [[spec_repos]]\nname = \"b\"\nurl = \"b\"\nforge = { kind = \"gitlab\", repo = \"g/p\" }\n\
+                    [[spec_repos]]\nname = \"c\"\nurl = \"c\"\nforge = { kind = \"github\", repo = \"noslash\" }\n\
+                    [[spec_repos]]\nname = \"d\"\nurl = \"d\"\nforge = { kind = \"forgejo\", api_url = \"ftp://x\", repo = \"o/r\" }\n";
+        let raw: RawConfig = toml::from_str(text).expect("parses");
+        let errs = Config::compile(raw, "p.toml", Path::new(".")).expect_err("invalid");
+        let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        for want in [
+            "p.toml: spec_repos[0].forge.kind: unknown forge \"bitbucket\"; use github, gitlab, gitea (also Forgejo) or git",
+            "p.toml: spec_repos[1].forge.api_url: required for gitlab: the API base URL, e.g. \"https://git.example.com/api/v4\"",
+            "p.toml: spec_repos[2].forge.repo: \"noslash\" is not a repository path; write owner/name",
+            "p.toml: spec_repos[3].forge.api_url: \"ftp://x\" is not an http(s) URL",
+        ] {
+            assert!(
+                lines.iter().any(|l| l == want),
+                "missing {want:?} in {lines:#?}"
+            );
+        }
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("p.toml: proposals.author:")),
+            "{lines:#?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("p.toml: proposals.branch_prefix:")),
+            "{lines:#?}"
+        );
     }
 
     #[test]

@@ -140,8 +140,10 @@ pub fn prepare(examples: &Path, dir: &Path, endpoint: &str) -> Result<PathBuf> {
          [daemon]\n\
          shutdown_grace = \"10s\"\n\n\
          [[template_repos]]\nname = \"platform-templates\"\nurl = \"platform-templates\"\n\n\
-         [[spec_repos]]\nname = \"platform-envs\"\nurl = \"platform-envs\"\nplatform = true\n\n\
-         [[spec_repos]]\nname = \"payments\"\nurl = \"payments\"\n\n\
+         # Major upgrades are proposed on branches `protond/upgrade/...` of the spec repos\n\
+         # (no forge API here; see proton.toml.example for GitHub, GitLab and Gitea).\n\
+         [[spec_repos]]\nname = \"platform-envs\"\nurl = \"platform-envs\"\nplatform = true\nforge = {{ kind = \"git\" }}\n\n\
+         [[spec_repos]]\nname = \"payments\"\nurl = \"payments\"\nforge = {{ kind = \"git\" }}\n\n\
          [rollout]\nstages = [\"dev\", \"prod\"]\n"
     );
     std::fs::write(&config, text).with_context(|| format!("cannot write {}", config.display()))?;
