@@ -100,6 +100,12 @@ pub enum Command {
         /// Config file.
         #[arg(long, default_value = "proton.toml")]
         config: PathBuf,
+        /// Serve HTTP on this address (overrides server.listen, default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Do not serve HTTP.
+        #[arg(long, conflicts_with = "listen")]
+        no_server: bool,
     },
     /// Run reconcile cycles until nothing more changes, then exit; non-zero if any
     /// deployment failed.
@@ -203,7 +209,11 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     init_logging(cli.log_format);
     match cli.command {
-        Command::Run { config } => run_daemon(&config),
+        Command::Run {
+            config,
+            listen,
+            no_server,
+        } => run_daemon(&config, listen, no_server),
         Command::Rollout {
             action,
             version,
@@ -802,11 +812,46 @@ fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode> {
     })
 }
 
-fn run_daemon(config: &Path) -> Result<ExitCode> {
-    let config = load_config(config)?;
+fn run_daemon(
+    config: &Path,
+    listen: Option<std::net::SocketAddr>,
+    no_server: bool,
+) -> Result<ExitCode> {
+    let mut config = load_config(config)?;
+    if let Some(addr) = listen {
+        config.server.listen = addr;
+        config.server.enabled = true;
+    }
+    if no_server {
+        config.server.enabled = false;
+    }
     runtime()?.block_on(async move {
+        let listener = if config.server.enabled {
+            let addr = config.server.listen;
+            Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen on {addr} (server.listen); is another protond running? Use --listen or --no-server")
+            })?)
+        } else {
+            None
+        };
+        let secrets = crate::server::Secrets::from_env(&config.server);
         let (ctx, wake) = crate::daemon::context(config).await?;
-        crate::daemon::run(ctx, wake).await?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = listener.map(|l| {
+            tokio::spawn(crate::server::serve(ctx.clone(), secrets, l, async move {
+                let _ = stop_rx.await;
+            }))
+        });
+        let result = crate::daemon::run(ctx, wake).await;
+        let _ = stop_tx.send(());
+        if let Some(h) = server {
+            match h.await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server stopped with an error."),
+                Err(e) => tracing::warn!(error = %e, "HTTP server task failed."),
+                Ok(Ok(())) => {}
+            }
+        }
+        result?;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -869,12 +914,32 @@ fn demo_cmd(dir: &Path, examples: &Path, once: bool) -> Result<ExitCode> {
                 ExitCode::from(1)
             });
         }
+        let listen = ctx.config.server.listen;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => {
+                println!("Status page: http://{listen}/  (metrics at /metrics, JSON under /api/v1/)");
+                let secrets = crate::server::Secrets::from_env(&ctx.config.server);
+                Some(tokio::spawn(crate::server::serve(ctx.clone(), secrets, l, async move {
+                    let _ = stop_rx.await;
+                })))
+            }
+            Err(e) => {
+                eprintln!("Not serving the status page: cannot listen on {listen}: {e}");
+                None
+            }
+        };
         println!(
             "protond is running. Try: edit {}/payments/proton/services/payments.yaml, then `git commit -am change` there, or tag a new release in {}/platform-templates. Ctrl-C stops.",
             dir.display(),
             dir.display()
         );
-        crate::daemon::run(ctx, wake).await?;
+        let result = crate::daemon::run(ctx, wake).await;
+        let _ = stop_tx.send(());
+        if let Some(h) = server {
+            let _ = h.await;
+        }
+        result?;
         Ok(ExitCode::SUCCESS)
     })?;
     drop(local);

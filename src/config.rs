@@ -15,7 +15,7 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    /// Where state lives: `sqlite://path` (default `sqlite://.protond/state.db`) or `postgres://…`.
+    /// Where state lives: `sqlite://path` (default `sqlite://.protond/state.db`).
     #[serde(default)]
     pub state: Option<String>,
     /// Folder for git caches and rendered output (default `.protond`).
@@ -42,6 +42,48 @@ pub struct RawConfig {
     /// Pull requests proposing major upgrades.
     #[serde(default)]
     pub proposals: RawProposals,
+    /// The HTTP server of `protond run`.
+    #[serde(default)]
+    pub server: RawServer,
+}
+
+/// `[server]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Serve HTTP in `protond run` (default true).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Address to listen on (default `127.0.0.1:8080`).
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Environment variable with the bearer token for mutating endpoints (default
+    /// `PROTOND_API_TOKEN`); without it they answer 403.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Environment variable with the GitHub webhook secret (default
+    /// `PROTOND_GITHUB_WEBHOOK_SECRET`).
+    #[serde(default)]
+    pub github_secret_env: Option<String>,
+    /// Environment variable with the GitLab webhook token (default
+    /// `PROTOND_GITLAB_WEBHOOK_TOKEN`).
+    #[serde(default)]
+    pub gitlab_token_env: Option<String>,
+}
+
+/// `[server]` after checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    /// Serve HTTP in `protond run`.
+    pub enabled: bool,
+    /// Listen address.
+    pub listen: std::net::SocketAddr,
+    /// Variable with the API bearer token.
+    pub token_env: String,
+    /// Variable with the GitHub webhook secret.
+    pub github_secret_env: String,
+    /// Variable with the GitLab webhook token.
+    pub gitlab_token_env: String,
 }
 
 /// `[proposals]`.
@@ -97,6 +139,10 @@ pub struct RawDaemon {
     /// How long shutdown waits for in-flight bookkeeping (default `30s`).
     #[serde(default)]
     pub shutdown_grace: Option<String>,
+    /// Watch local repos for changes (default true); off, only polls, schedules, webhooks
+    /// and the API trigger fetches.
+    #[serde(default)]
+    pub watch: Option<bool>,
 }
 
 /// `[aws]`.
@@ -317,8 +363,12 @@ pub struct Config {
     pub schedules: Vec<cron::Schedule>,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
+    /// Watch local repos.
+    pub watch: bool,
     /// Major-upgrade pull requests.
     pub proposals: Proposals,
+    /// HTTP server.
+    pub server: Server,
 }
 
 /// A configuration problem: the file, the key, and the fix.
@@ -472,10 +522,15 @@ impl Config {
             }
             _ => state,
         };
-        if !(state.starts_with("sqlite://") || state.starts_with("postgres://")) {
+        if state.starts_with("postgres://") || state.starts_with("postgresql://") {
             err(
                 "state".into(),
-                format!("{state:?} is not a sqlite:// or postgres:// URL"),
+                "PostgreSQL state is not supported yet; use a sqlite:// file on a persistent volume (see deploy/README.md)".into(),
+            );
+        } else if !state.starts_with("sqlite://") {
+            err(
+                "state".into(),
+                format!("{state:?} is not a sqlite:// URL, e.g. \"sqlite://state/state.db\""),
             );
         }
         if let Some(id) = &raw.aws.account_id
@@ -532,6 +587,42 @@ impl Config {
             }
             Proposals::default()
         });
+        let listen_text = raw
+            .server
+            .listen
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen = listen_text
+            .parse::<std::net::SocketAddr>()
+            .unwrap_or_else(|_| {
+                errors2.push(ConfigError {
+                    file: file.into(),
+                    key: "server.listen".into(),
+                    message: format!(
+                        "{listen_text:?} is not an address and port, e.g. \"127.0.0.1:8080\""
+                    ),
+                });
+                std::net::SocketAddr::from(([127, 0, 0, 1], 8080))
+            });
+        let server = Server {
+            enabled: raw.server.enabled.unwrap_or(true),
+            listen,
+            token_env: raw
+                .server
+                .token_env
+                .clone()
+                .unwrap_or_else(|| "PROTOND_API_TOKEN".into()),
+            github_secret_env: raw
+                .server
+                .github_secret_env
+                .clone()
+                .unwrap_or_else(|| "PROTOND_GITHUB_WEBHOOK_SECRET".into()),
+            gitlab_token_env: raw
+                .server
+                .gitlab_token_env
+                .clone()
+                .unwrap_or_else(|| "PROTOND_GITLAB_WEBHOOK_TOKEN".into()),
+        };
         let mut schedules = Vec::new();
         for (i, expr) in raw.daemon.schedules.iter().enumerate() {
             match cron::Schedule::from_str(expr) {
@@ -613,7 +704,9 @@ impl Config {
             deletion_budget: raw.daemon.deletion_budget.unwrap_or(5),
             schedules,
             shutdown_grace,
+            watch: raw.daemon.watch.unwrap_or(true),
             proposals,
+            server,
         })
     }
 }

@@ -21,6 +21,8 @@ pub mod plan;
 pub mod propose;
 pub mod provision;
 pub mod render;
+pub mod server;
 pub mod source;
 pub mod spec;
 pub mod state;
+pub mod telemetry;

@@ -385,3 +385,73 @@ fn check_config_reports_problems() {
     let out = protond(&["check-config", "--config", example.to_str().expect("utf8")]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// The Kubernetes manifests parse, their config compiles, and their probes and ports match
+/// what `protond run` serves.
+#[test]
+fn deploy_manifests_match_the_daemon() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let kustomization: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(dir.join("kustomization.yaml")).expect("kustomization"),
+    )
+    .expect("yaml");
+    let mut kinds = Vec::new();
+    let mut config_text = None;
+    let mut deployment = None;
+    for r in kustomization["resources"].as_sequence().expect("resources") {
+        let file = r.as_str().expect("file name");
+        let doc: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(dir.join(file)).expect("manifest"))
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let kind = doc["kind"].as_str().expect("kind").to_string();
+        if kind == "ConfigMap" {
+            config_text = doc["data"]["proton.toml"].as_str().map(str::to_string);
+        }
+        if kind == "Deployment" {
+            deployment = Some(doc.clone());
+        }
+        kinds.push(kind);
+    }
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "ConfigMap",
+            "Deployment",
+            "Namespace",
+            "PersistentVolumeClaim",
+            "Service",
+            "ServiceAccount"
+        ]
+    );
+    let raw: protond::config::RawConfig =
+        toml::from_str(&config_text.expect("proton.toml in the ConfigMap")).expect("toml");
+    let config = protond::config::Config::compile(raw, "configmap.yaml", Path::new("/etc/protond"))
+        .expect("the ConfigMap's proton.toml compiles");
+    assert_eq!(config.state, "sqlite:///var/lib/protond/state.db");
+    assert_eq!(config.server.listen.port(), 8080);
+    let d = deployment.expect("deployment");
+    assert_eq!(d["spec"]["replicas"], serde_yaml::Value::from(1));
+    assert_eq!(
+        d["spec"]["strategy"]["type"],
+        serde_yaml::Value::from("Recreate")
+    );
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        c["ports"][0]["containerPort"],
+        serde_yaml::Value::from(8080)
+    );
+    assert_eq!(
+        c["livenessProbe"]["httpGet"]["path"],
+        serde_yaml::Value::from("/healthz")
+    );
+    assert_eq!(
+        c["readinessProbe"]["httpGet"]["path"],
+        serde_yaml::Value::from("/readyz")
+    );
+    let containerfile =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/Containerfile"))
+            .expect("Containerfile");
+    assert!(containerfile.contains("EXPOSE 8080"));
+    assert!(containerfile.contains("--config\", \"/etc/protond/proton.toml\""));
+}

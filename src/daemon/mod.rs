@@ -139,7 +139,11 @@ pub async fn run(
     ctx: Arc<Ctx>,
     mut wake: mpsc::UnboundedReceiver<()>,
 ) -> Result<(), ReconcileError> {
-    let paths = local_repo_paths(&ctx.config);
+    let paths = if ctx.config.watch {
+        local_repo_paths(&ctx.config)
+    } else {
+        Vec::new()
+    };
     let (_watcher, mut watch_rx) = match crate::source::watch(&paths) {
         Ok((w, rx)) => (Some(w), Some(rx)),
         Err(e) => {
@@ -167,6 +171,10 @@ pub async fn run(
             }
             _ = poll.tick() => { fetch = true; }
             Some(()) = wake.recv() => {}
+            () = ctx.fetch_now.notified() => {
+                tracing::info!("Fetch requested (webhook or API).");
+                fetch = true;
+            }
             Some(_) = async { match watch_rx.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
                 tracing::info!("A watched repo changed.");
                 fetch = true;

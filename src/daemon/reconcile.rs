@@ -48,6 +48,10 @@ pub struct Ctx {
     backoff: Mutex<BTreeMap<String, (Instant, u32)>>,
     wake: mpsc::UnboundedSender<()>,
     proposer: Mutex<Option<tokio::task::JoinHandle<crate::propose::SyncReport>>>,
+    /// Metrics.
+    pub telemetry: crate::telemetry::Telemetry,
+    /// Asks the run loop for a cycle that fetches (webhooks, the API).
+    pub fetch_now: Notify,
     /// Deployments that failed since start.
     pub failed: AtomicU64,
     /// Deployments that succeeded since start.
@@ -101,6 +105,8 @@ impl Ctx {
             backoff: Mutex::new(BTreeMap::new()),
             wake,
             proposer: Mutex::new(None),
+            telemetry: crate::telemetry::Telemetry::new(),
+            fetch_now: Notify::new(),
             failed: AtomicU64::new(0),
             succeeded: AtomicU64::new(0),
         })
@@ -309,6 +315,7 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, Reconcile
         changes = tracing::field::Empty,
         started = tracing::field::Empty
     );
+    let started_at = Instant::now();
     async move {
         let previous = ctx.catalog.lock().await.clone();
         let config = ctx.config.clone();
@@ -317,6 +324,14 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, Reconcile
             .map_err(|e| ReconcileError::Load(e.to_string()))?;
         for (repo, reason) in &snapshot.template_repo_errors {
             tracing::warn!(repo = %repo, reason = %reason, "Template repo could not be read.");
+            ctx.telemetry.fetch_failures.get_or_create(&crate::telemetry::SourceLabels { source: "template".into() }).inc();
+        }
+        let unreadable = snapshot.spec_repos.iter().filter(|r| r.unknown.is_some()).count();
+        if unreadable > 0 {
+            ctx.telemetry.fetch_failures.get_or_create(&crate::telemetry::SourceLabels { source: "spec".into() }).inc_by(u64::try_from(unreadable).unwrap_or(0));
+        }
+        if fetch {
+            ctx.telemetry.fetched();
         }
         ops::record_catalog(&ctx.store, &snapshot.catalog).await?;
         *ctx.catalog.lock().await = Some(snapshot.catalog.clone());
@@ -431,6 +446,9 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, Reconcile
             }
         }
         ctx.start_proposals(snapshot, deployed).await;
+        ctx.telemetry.cycles.inc();
+        ctx.telemetry.cycle_seconds.observe(started_at.elapsed().as_secs_f64());
+        ctx.telemetry.cycled();
         tracing::Span::current().record("started", report.started);
         tracing::info!(
             resources = report.resources,
@@ -508,6 +526,7 @@ async fn finish(
     ctx: &Ctx,
     id: i64,
     resource_id: &str,
+    action: &str,
     outcome: Outcome,
     rollout: Option<(&str, plan::Version)>,
 ) {
@@ -572,6 +591,10 @@ async fn finish(
             }
         }
     }
+    // Counted once recorded, so a scrape never sees the counter ahead of the store.
+    let kind = resource_id.split('/').next().unwrap_or_default();
+    ctx.telemetry
+        .deployment(kind, action, outcome_label(&outcome));
     let _ = ctx.wake.send(());
 }
 
@@ -634,7 +657,7 @@ fn spawn_apply(ctx: Arc<Ctx>, a: Action, resource: Resource, role: Option<String
             let outcome = apply(&ctx, id, &dep, &resource, role.as_deref()).await;
             let rollout = (dep.reason.as_deref() == Some("minor_upgrade"))
                 .then_some((dep.template.as_str(), dep.to_version));
-            finish(&ctx, id, &a.id, outcome, rollout).await;
+            finish(&ctx, id, &a.id, action_label(&a), outcome, rollout).await;
         }
         .instrument(span)
         .await;
@@ -736,7 +759,7 @@ fn spawn_delete(ctx: Arc<Ctx>, a: Action, record: Option<ResourceRecord>, role: 
                     Err(e) => failed(&e),
                 },
             };
-            finish(&ctx, id, &a.id, outcome, None).await;
+            finish(&ctx, id, &a.id, "delete", outcome, None).await;
         }
         .instrument(span)
         .await;
@@ -753,7 +776,15 @@ fn spawn_adopt(ctx: Arc<Ctx>, dep: DeploymentRecord, role: Option<String>) {
             tracing::info!(outcome = ?outcome_label(&outcome), "Adopted an in-flight deployment.");
             let rollout = (dep.deployment.reason.as_deref() == Some("minor_upgrade"))
                 .then_some((dep.deployment.template.as_str(), dep.deployment.to_version));
-            finish(&ctx, dep.id, &resource_id, outcome, rollout).await;
+            finish(
+                &ctx,
+                dep.id,
+                &resource_id,
+                &dep.deployment.action,
+                outcome,
+                rollout,
+            )
+            .await;
         }
         .instrument(span)
         .await;

@@ -1,0 +1,636 @@
+//! The HTTP surface of `protond run`: health, readiness, metrics, a read-only JSON API, a
+//! server-rendered status page, webhooks that trigger a fetch, and the few mutating
+//! endpoints, which require a bearer token.
+//!
+//! | Path | Method | Auth |
+//! |---|---|---|
+//! | `/` | GET | none: the status page |
+//! | `/healthz` | GET | none |
+//! | `/readyz` | GET | none: store reachable and repos fetched recently |
+//! | `/metrics` | GET | none: Prometheus text format |
+//! | `/api/v1/templates`, `/environments`, `/services`, `/deployments`, `/rollouts`, `/proposals` | GET | none |
+//! | `/api/v1/rollouts/{template}/v{M}.{m}/halt` and `/resume` | POST | bearer |
+//! | `/api/v1/reconcile` | POST | bearer: fetch and reconcile now |
+//! | `/webhooks/github` | POST | `X-Hub-Signature-256` HMAC of the body |
+//! | `/webhooks/gitlab` | POST | `X-Gitlab-Token` |
+//!
+//! Secrets (the API token, webhook secrets) are read from the environment once at start and
+//! compared in constant time (as HMAC-SHA256 tags); they are never logged.
+
+// Handlers return ready `Response`s as their error: the axum idiom, and never on a hot path.
+#![allow(clippy::result_large_err)]
+
+mod page;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use hmac::{KeyInit, Mac};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::daemon::Ctx;
+use crate::plan::ResourceKind;
+
+type HmacSha256 = hmac::Hmac<Sha256>;
+
+/// Secrets the server checks requests against.
+#[derive(Clone, Default)]
+pub struct Secrets {
+    /// Bearer token of the mutating endpoints.
+    pub api_token: Option<String>,
+    /// GitHub webhook secret.
+    pub github: Option<String>,
+    /// GitLab webhook token.
+    pub gitlab: Option<String>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets")
+            .field("api_token", &self.api_token.as_ref().map(|_| "***"))
+            .field("github", &self.github.as_ref().map(|_| "***"))
+            .field("gitlab", &self.gitlab.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl Secrets {
+    /// Reads the secrets from the variables the config names.
+    #[must_use]
+    pub fn from_env(config: &crate::config::Server) -> Self {
+        let read = |var: &str| std::env::var(var).ok().filter(|v| !v.trim().is_empty());
+        Self {
+            api_token: read(&config.token_env),
+            github: read(&config.github_secret_env),
+            gitlab: read(&config.gitlab_token_env),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct App {
+    ctx: Arc<Ctx>,
+    secrets: Arc<Secrets>,
+}
+
+/// The router, for serving or testing.
+pub fn router(ctx: Arc<Ctx>, secrets: Secrets) -> Router {
+    let app = App {
+        ctx,
+        secrets: Arc::new(secrets),
+    };
+    Router::new()
+        .route("/", get(status_page))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/templates", get(templates))
+        .route("/api/v1/environments", get(environments))
+        .route("/api/v1/services", get(services))
+        .route("/api/v1/deployments", get(deployments))
+        .route("/api/v1/rollouts", get(rollouts))
+        .route("/api/v1/proposals", get(proposals))
+        .route(
+            "/api/v1/rollouts/{template}/{version}/{action}",
+            post(rollout_action),
+        )
+        .route("/api/v1/reconcile", post(reconcile_now))
+        .route("/webhooks/github", post(github_webhook))
+        .route("/webhooks/gitlab", post(gitlab_webhook))
+        .layer(axum::extract::DefaultBodyLimit::max(5 * 1024 * 1024))
+        .with_state(app)
+}
+
+/// Serves on a bound listener until `shutdown` resolves.
+///
+/// # Errors
+///
+/// When serving fails.
+pub async fn serve(
+    ctx: Arc<Ctx>,
+    secrets: Secrets,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tracing::info!(address = %listener.local_addr()?, "HTTP server listening.");
+    axum::serve(listener, router(ctx, secrets))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn store_error(e: &crate::state::StateError) -> Response {
+    tracing::warn!(error = %e, "HTTP request could not read the state store.");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("state store unavailable ({})", e.kind()),
+    )
+}
+
+/// Constant-time comparison, by comparing HMAC tags of both values.
+fn same_secret(given: &str, expected: &str) -> bool {
+    let Ok(mut mac) = HmacSha256::new_from_slice(b"protond-compare") else {
+        return false;
+    };
+    mac.update(expected.as_bytes());
+    let tag = mac.finalize().into_bytes();
+    let Ok(mut mac) = HmacSha256::new_from_slice(b"protond-compare") else {
+        return false;
+    };
+    mac.update(given.as_bytes());
+    mac.verify_slice(&tag).is_ok()
+}
+
+fn authorized(app: &App, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(token) = &app.secrets.api_token else {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "mutating endpoints are disabled: set the variable named by server.token_env (PROTOND_API_TOKEN by default) and send it as a bearer token",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if same_secret(given, token) {
+        Ok(())
+    } else {
+        tracing::warn!("Rejected a mutating request with a missing or wrong bearer token.");
+        Err(error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token",
+        ))
+    }
+}
+
+async fn readyz(State(app): State<App>) -> Response {
+    let mut problems = Vec::new();
+    if let Err(e) = app.ctx.store.ping().await {
+        problems.push(format!("state store unreachable ({})", e.kind()));
+    }
+    // Recent: within three poll intervals, and never less than two minutes.
+    let window = (app.ctx.config.poll_interval * 3).max(Duration::from_secs(120));
+    match app.ctx.telemetry.last_fetch() {
+        None => problems.push("the repos have not been fetched yet".into()),
+        Some(t) if t.elapsed().unwrap_or_default() > window => problems.push(format!(
+            "the repos were last fetched {}s ago (more than {}s)",
+            t.elapsed().unwrap_or_default().as_secs(),
+            window.as_secs()
+        )),
+        Some(_) => {}
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, axum::Json(json!({ "ready": true }))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "ready": false, "problems": problems })),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    let in_flight = app.ctx.in_flight().await;
+    match app.ctx.telemetry.render(&app.ctx.store, in_flight).await {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => store_error(&e),
+    }
+}
+
+async fn templates(State(app): State<App>) -> Response {
+    match app.ctx.store.template_versions().await {
+        Ok(rows) => axum::Json(
+            rows.iter()
+                .map(|t| {
+                    json!({
+                        "template": t.template,
+                        "version": t.version.to_string(),
+                        "kind": t.kind,
+                        "repo": t.repo,
+                        "tag": t.tag,
+                        "commit": t.commit,
+                        "registered": t.registered,
+                        "reason": t.reason,
+                        "release_notes": t.release_notes,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => store_error(&e),
+    }
+}
+
+async fn status_rows(app: &App) -> Result<Vec<crate::ops::StatusRow>, Response> {
+    crate::ops::status(&app.ctx.store)
+        .await
+        .map_err(|e| store_error(&e))
+}
+
+async fn environments(State(app): State<App>) -> Response {
+    match status_rows(&app).await {
+        Ok(rows) => axum::Json(
+            rows.into_iter()
+                .filter(|r| r.kind == ResourceKind::Environment.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn services(State(app): State<App>) -> Response {
+    let rows = match status_rows(&app).await {
+        Ok(rows) => rows,
+        Err(r) => return r,
+    };
+    let mut by_service: std::collections::BTreeMap<String, Value> = Default::default();
+    for r in rows
+        .into_iter()
+        .filter(|r| r.kind != ResourceKind::Environment.as_str())
+    {
+        let mut parts = r.id.split('/');
+        let kind = parts.next().unwrap_or_default().to_string();
+        let service = parts.next().unwrap_or_default().to_string();
+        let entry = by_service.entry(service.clone()).or_insert_with(
+            || json!({ "service": service, "instances": [], "pipeline": null, "components": [] }),
+        );
+        let row = serde_json::to_value(&r).unwrap_or(Value::Null);
+        match kind.as_str() {
+            "service_instance" => {
+                if let Some(a) = entry["instances"].as_array_mut() {
+                    a.push(row);
+                }
+            }
+            "pipeline" => entry["pipeline"] = row,
+            _ => {
+                if let Some(a) = entry["components"].as_array_mut() {
+                    a.push(row);
+                }
+            }
+        }
+    }
+    axum::Json(by_service.into_values().collect::<Vec<_>>()).into_response()
+}
+
+#[derive(Deserialize)]
+struct DeploymentsQuery {
+    resource: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn deployments(State(app): State<App>, Query(q): Query<DeploymentsQuery>) -> Response {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    match app
+        .ctx
+        .store
+        .deployments(q.resource.as_deref(), limit)
+        .await
+    {
+        Ok(rows) => axum::Json(
+            rows.iter()
+                .map(|d| {
+                    json!({
+                        "id": d.id,
+                        "resource": d.deployment.resource_id,
+                        "kind": d.deployment.kind.as_str(),
+                        "repo": d.deployment.repo,
+                        "environment": d.deployment.environment,
+                        "action": d.deployment.action,
+                        "reason": d.deployment.reason,
+                        "template": d.deployment.template,
+                        "from_version": d.deployment.from_version.map(|v| v.to_string()),
+                        "to_version": d.deployment.to_version.to_string(),
+                        "spec_commit": d.deployment.spec_commit,
+                        "status": d.status,
+                        "error": d.error,
+                        "started_at": d.started_at,
+                        "finished_at": d.finished_at,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => store_error(&e),
+    }
+}
+
+async fn rollouts(State(app): State<App>) -> Response {
+    match crate::ops::rollouts(&app.ctx.store).await {
+        Ok(rows) => axum::Json(rows).into_response(),
+        Err(e) => store_error(&e),
+    }
+}
+
+async fn proposals(State(app): State<App>) -> Response {
+    match app.ctx.store.proposals().await {
+        Ok(rows) => axum::Json(rows).into_response(),
+        Err(e) => store_error(&e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct RolloutBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn rollout_action(
+    State(app): State<App>,
+    Path((template, version, action)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorized(&app, &headers) {
+        return r;
+    }
+    let halted = match action.as_str() {
+        "halt" => true,
+        "resume" => false,
+        other => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("unknown action {other:?}; use halt or resume"),
+            );
+        }
+    };
+    let Some(v) = version
+        .strip_prefix('v')
+        .and_then(|v| v.split_once('.'))
+        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{version:?} is not a version like v1.2"),
+        );
+    };
+    let reason = if body.is_empty() {
+        None
+    } else {
+        match serde_json::from_slice::<RolloutBody>(&body) {
+            Ok(b) => b.reason,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("body: expected {{\"reason\": \"...\"}}: {e}"),
+                );
+            }
+        }
+    };
+    let reason = reason.unwrap_or_else(|| format!("{action} requested through the API"));
+    let version = crate::plan::Version {
+        major: v.0,
+        minor: v.1,
+    };
+    match app
+        .ctx
+        .store
+        .set_rollout(&template, version, halted, &reason)
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(template = %template, version = %version, halted, reason = %reason, "Rollout decision recorded through the API.");
+            app.ctx.fetch_now.notify_one();
+            axum::Json(json!({ "template": template, "version": version.to_string(), "halted": halted, "reason": reason }))
+                .into_response()
+        }
+        Err(e) => store_error(&e),
+    }
+}
+
+async fn reconcile_now(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&app, &headers) {
+        return r;
+    }
+    app.ctx.fetch_now.notify_one();
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "scheduled": true })),
+    )
+        .into_response()
+}
+
+/// The configured repos a webhook payload names (by any of its clone or web URLs).
+fn matching_repos(ctx: &Ctx, payload: &Value) -> Vec<String> {
+    let mut urls = Vec::new();
+    for path in [
+        &["repository", "clone_url"][..],
+        &["repository", "ssh_url"],
+        &["repository", "html_url"],
+        &["repository", "git_url"],
+        &["repository", "git_http_url"],
+        &["repository", "git_ssh_url"],
+        &["repository", "homepage"],
+        &["project", "git_http_url"],
+        &["project", "git_ssh_url"],
+        &["project", "web_url"],
+    ] {
+        let mut v = payload;
+        for k in path {
+            v = &v[*k];
+        }
+        if let Some(s) = v.as_str() {
+            urls.push(normalize_url(s));
+        }
+    }
+    ctx.config
+        .template_repos
+        .iter()
+        .map(|r| (&r.name, &r.url))
+        .chain(ctx.config.spec_repos.iter().map(|r| (&r.name, &r.url)))
+        .filter(|(_, url)| urls.contains(&normalize_url(url)))
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
+/// `https://host/owner/repo.git`, `git@host:owner/repo.git` and `https://host/owner/repo`
+/// all become `host/owner/repo`.
+fn normalize_url(url: &str) -> String {
+    let u = url.trim().trim_end_matches('/');
+    let u = u.strip_suffix(".git").unwrap_or(u);
+    let (had_scheme, rest) = match u.split_once("://") {
+        Some((_, r)) => (true, r),
+        None => (false, u),
+    };
+    let rest = rest.split_once('@').map_or(rest, |(_, r)| r);
+    let rest = if had_scheme {
+        rest.to_string()
+    } else {
+        rest.replacen(':', "/", 1)
+    };
+    rest.to_ascii_lowercase()
+}
+
+fn webhook_result(app: &App, result: &str) {
+    app.ctx
+        .telemetry
+        .webhooks
+        .get_or_create(&crate::telemetry::StateLabels {
+            state: result.into(),
+        })
+        .inc();
+}
+
+fn act_on_push(app: &App, source: &str, event: &str, body: &[u8]) -> Response {
+    let relevant = matches!(
+        event,
+        "push" | "create" | "Push Hook" | "Tag Push Hook" | "release"
+    );
+    if !relevant {
+        webhook_result(app, "ignored");
+        return (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({ "ignored": format!("event {event:?} does not change repos") })),
+        )
+            .into_response();
+    }
+    let payload: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            webhook_result(app, "rejected");
+            return error(StatusCode::BAD_REQUEST, format!("payload is not JSON: {e}"));
+        }
+    };
+    let repos = matching_repos(&app.ctx, &payload);
+    if repos.is_empty() {
+        webhook_result(app, "ignored");
+        tracing::info!(
+            source,
+            event,
+            "Webhook for a repo protond does not watch; ignored."
+        );
+        return (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({ "ignored": "no configured repo matches this payload" })),
+        )
+            .into_response();
+    }
+    webhook_result(app, "accepted");
+    tracing::info!(source, event, repos = ?repos, "Webhook accepted; fetching now.");
+    app.ctx.fetch_now.notify_one();
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "fetching": repos })),
+    )
+        .into_response()
+}
+
+async fn github_webhook(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(secret) = &app.secrets.github else {
+        webhook_result(&app, "rejected");
+        return error(
+            StatusCode::FORBIDDEN,
+            "GitHub webhooks are disabled: set the variable named by server.github_secret_env",
+        );
+    };
+    let signature = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("sha256="))
+        .and_then(|h| hex::decode(h).ok());
+    let valid = signature.is_some_and(|sig| {
+        HmacSha256::new_from_slice(secret.as_bytes())
+            .map(|mut mac| {
+                mac.update(&body);
+                mac.verify_slice(&sig).is_ok()
+            })
+            .unwrap_or(false)
+    });
+    if !valid {
+        webhook_result(&app, "rejected");
+        tracing::warn!("Rejected a GitHub webhook: missing or wrong X-Hub-Signature-256.");
+        return error(StatusCode::UNAUTHORIZED, "bad signature");
+    }
+    let event = headers
+        .get("x-github-event")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if event == "ping" {
+        webhook_result(&app, "ignored");
+        return axum::Json(json!({ "pong": true })).into_response();
+    }
+    act_on_push(&app, "github", &event, &body)
+}
+
+async fn gitlab_webhook(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(token) = &app.secrets.gitlab else {
+        webhook_result(&app, "rejected");
+        return error(
+            StatusCode::FORBIDDEN,
+            "GitLab webhooks are disabled: set the variable named by server.gitlab_token_env",
+        );
+    };
+    let given = headers
+        .get("x-gitlab-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !same_secret(given, token) {
+        webhook_result(&app, "rejected");
+        tracing::warn!("Rejected a GitLab webhook: missing or wrong X-Gitlab-Token.");
+        return error(StatusCode::UNAUTHORIZED, "bad token");
+    }
+    let event = headers
+        .get("x-gitlab-event")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    act_on_push(&app, "gitlab", &event, &body)
+}
+
+async fn status_page(State(app): State<App>) -> Response {
+    let rows = match status_rows(&app).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let rollouts = crate::ops::rollouts(&app.ctx.store)
+        .await
+        .unwrap_or_default();
+    let proposals = app.ctx.store.proposals().await.unwrap_or_default();
+    let last_cycle = app.ctx.telemetry.last_cycle();
+    Html(page::render(&rows, &rollouts, &proposals, last_cycle)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_normalize_across_forms() {
+        let a = normalize_url("https://github.com/Acme/Payments.git");
+        assert_eq!(a, "github.com/acme/payments");
+        assert_eq!(normalize_url("git@github.com:acme/payments.git"), a);
+        assert_eq!(normalize_url("https://github.com/acme/payments/"), a);
+        assert_eq!(
+            normalize_url("ssh://git@gitlab.example.com/group/sub/proj.git"),
+            "gitlab.example.com/group/sub/proj"
+        );
+    }
+
+    #[test]
+    fn secrets_compare_exactly() {
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abd", "abc"));
+        assert!(!same_secret("", "abc"));
+    }
+}

@@ -1,0 +1,204 @@
+//! The status page: plain server-rendered HTML, readable without JavaScript or external
+//! assets, refreshed by the browser every 30 seconds.
+
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use crate::ops::{RolloutRow, StatusRow};
+use crate::state::ProposalRecord;
+
+/// Escapes text for HTML content and attribute values.
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#1b1f24;background:#fff}\
+h1{font-size:1.6rem;margin:0 0 .3rem}h2{font-size:1.2rem;margin:2rem 0 .6rem}\
+p.meta{color:#57606a;margin:0 0 1rem}\
+table{border-collapse:collapse;width:100%;font-size:.95rem}\
+th,td{border:1px solid #d0d7de;padding:.4rem .6rem;text-align:left;vertical-align:top}\
+th{background:#f6f8fa}\
+.ok{background:#dafbe1}.bad{background:#ffebe9}.warn{background:#fff8c5}.muted{color:#57606a}\
+code{font-family:ui-monospace,monospace;font-size:.9em}";
+
+fn update_cell(r: &StatusRow) -> String {
+    let mut parts = Vec::new();
+    if let Some(m) = &r.minor_available {
+        parts.push(format!("minor {} available", esc(m)));
+    }
+    if let Some(m) = r.major_available {
+        parts.push(format!("major v{m} available"));
+    }
+    if parts.is_empty() {
+        "<td class=\"ok\">up to date</td>".into()
+    } else {
+        format!(
+            "<td class=\"warn\">update available: {}</td>",
+            parts.join(", ")
+        )
+    }
+}
+
+fn resource_table(out: &mut String, rows: &[&StatusRow]) {
+    let _ = writeln!(
+        out,
+        "<table><thead><tr><th>Resource</th><th>Template</th><th>Version</th><th>Status</th><th>Updates</th><th>Last deployment</th></tr></thead><tbody>"
+    );
+    for r in rows {
+        let status_class = match r.status.as_str() {
+            "deployed" => "ok",
+            "failed" => "bad",
+            _ => "warn",
+        };
+        let last = r.last_deployment.as_ref().map_or_else(
+            || "<span class=\"muted\">none</span>".to_string(),
+            |d| {
+                let mut s = format!(
+                    "#{} {} to {}: <strong>{}</strong>, {}",
+                    d.id,
+                    esc(&d.action),
+                    esc(&d.version),
+                    esc(&d.status),
+                    esc(d.finished_at.as_deref().unwrap_or(&d.started_at))
+                );
+                if let Some(e) = &d.error {
+                    let _ = write!(s, "<br><code>{}</code>", esc(e));
+                }
+                s
+            },
+        );
+        let _ = writeln!(
+            out,
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td class=\"{status_class}\">{}</td>{}<td>{last}</td></tr>",
+            esc(&r.id),
+            esc(&r.template),
+            esc(&r.version),
+            esc(&r.status),
+            update_cell(r)
+        );
+    }
+    let _ = writeln!(out, "</tbody></table>");
+}
+
+/// The whole page.
+#[must_use]
+pub fn render(
+    rows: &[StatusRow],
+    rollouts: &[RolloutRow],
+    proposals: &[ProposalRecord],
+    last_cycle: Option<SystemTime>,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><meta http-equiv=\"refresh\" content=\"30\"><title>protond status</title><style>{STYLE}</style></head><body>"
+    );
+    let _ = writeln!(out, "<h1>protond status</h1>");
+    let outdated = rows
+        .iter()
+        .filter(|r| r.minor_available.is_some() || r.major_available.is_some())
+        .count();
+    let failed = rows.iter().filter(|r| r.status == "failed").count();
+    let _ = writeln!(
+        out,
+        "<p class=\"meta\">{} resources, {failed} failed, {outdated} with updates available. Last reconcile: {}.</p>",
+        rows.len(),
+        last_cycle.map_or_else(
+            || "not yet".to_string(),
+            |t| humantime::format_rfc3339_seconds(t).to_string()
+        )
+    );
+    let envs: Vec<&StatusRow> = rows.iter().filter(|r| r.kind == "environment").collect();
+    let others: Vec<&StatusRow> = rows.iter().filter(|r| r.kind != "environment").collect();
+    let _ = writeln!(out, "<h2>Environments</h2>");
+    resource_table(&mut out, &envs);
+    let _ = writeln!(
+        out,
+        "<h2>Services</h2><p class=\"meta\">Service instances, pipelines and components.</p>"
+    );
+    resource_table(&mut out, &others);
+
+    let _ = writeln!(out, "<h2>Rollouts</h2>");
+    if rollouts.is_empty() {
+        let _ = writeln!(out, "<p class=\"muted\">No rollouts recorded.</p>");
+    } else {
+        let _ = writeln!(
+            out,
+            "<table><thead><tr><th>Template version</th><th>Progress</th><th>State</th></tr></thead><tbody>"
+        );
+        for r in rollouts {
+            let (class, state) = match &r.halted {
+                Some(reason) => ("bad", format!("halted: {}", esc(reason))),
+                None if r.done == r.total => ("ok", "complete".into()),
+                None => ("warn", "in progress".into()),
+            };
+            let _ = writeln!(
+                out,
+                "<tr><td>{} {}</td><td><progress max=\"{}\" value=\"{}\"></progress> {}/{}</td><td class=\"{class}\">{state}</td></tr>",
+                esc(&r.template),
+                esc(&r.version),
+                r.total,
+                r.done,
+                r.done,
+                r.total
+            );
+        }
+        let _ = writeln!(out, "</tbody></table>");
+    }
+
+    let _ = writeln!(out, "<h2>Upgrade pull requests</h2>");
+    if proposals.is_empty() {
+        let _ = writeln!(out, "<p class=\"muted\">None.</p>");
+    } else {
+        let _ = writeln!(
+            out,
+            "<table><thead><tr><th>Spec file</th><th>Upgrade</th><th>State</th><th>Link</th></tr></thead><tbody>"
+        );
+        for p in proposals {
+            let link = match (&p.url, p.number) {
+                (Some(u), Some(n)) if u.starts_with("https://") || u.starts_with("http://") => {
+                    format!("<a href=\"{}\">#{n}</a>", esc(u))
+                }
+                _ => format!("branch <code>{}</code>", esc(&p.branch)),
+            };
+            let _ = writeln!(
+                out,
+                "<tr><td><code>{}:{}</code></td><td>{} v{} → v{}</td><td>{}</td><td>{link}</td></tr>",
+                esc(&p.repo),
+                esc(&p.path),
+                esc(&p.template),
+                p.from_major,
+                p.to_major,
+                esc(&p.state)
+            );
+        }
+        let _ = writeln!(out, "</tbody></table>");
+    }
+    let _ = writeln!(
+        out,
+        "<p class=\"meta\">JSON: <a href=\"/api/v1/environments\">environments</a>, <a href=\"/api/v1/services\">services</a>, <a href=\"/api/v1/deployments\">deployments</a>, <a href=\"/api/v1/templates\">templates</a>. <a href=\"/metrics\">Metrics</a>.</p></body></html>"
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escapes_everything_that_matters() {
+        assert_eq!(
+            super::esc("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+}
