@@ -144,6 +144,29 @@ pub enum Command {
         #[arg(long, default_value = "proton.toml")]
         config: PathBuf,
     },
+    /// Report the outcome of a self-managed (Terraform) deployment, as Proton's
+    /// NotifyResourceDeploymentStatusChange did.
+    Notify {
+        /// Resource id (e.g. `environment/dev`) or its Proton-style ARN.
+        resource: String,
+        /// `succeeded` or `failed`.
+        #[arg(long, value_enum)]
+        status: NotifyStatus,
+        /// JSON file with the outputs: an object of strings, `[{"key", "valueString"}]`, or
+        /// the output of `terraform output -json`.
+        #[arg(long)]
+        outputs: Option<PathBuf>,
+        /// Why it failed.
+        #[arg(long)]
+        message: Option<String>,
+        /// The deployment id from `.proton/deployment-metadata.json`; a report for another
+        /// deployment is refused.
+        #[arg(long)]
+        deployment_id: Option<i64>,
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+    },
     /// Check a `proton.toml` and list every problem.
     CheckConfig {
         /// Config file.
@@ -214,6 +237,21 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             listen,
             no_server,
         } => run_daemon(&config, listen, no_server),
+        Command::Notify {
+            resource,
+            status,
+            outputs,
+            message,
+            deployment_id,
+            config,
+        } => notify_cmd(
+            &config,
+            &resource,
+            status,
+            outputs.as_deref(),
+            message,
+            deployment_id,
+        ),
         Command::Rollout {
             action,
             version,
@@ -717,6 +755,15 @@ fn render_cmd(args: &RenderArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The outcome `protond notify` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NotifyStatus {
+    /// Applied (or destroyed).
+    Succeeded,
+    /// Failed.
+    Failed,
+}
+
 /// What `protond rollout` does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RolloutAction {
@@ -862,10 +909,18 @@ fn reconcile_once(config: &Path) -> Result<ExitCode> {
         let (ctx, _wake) = crate::daemon::context(config).await?;
         let report = crate::daemon::run_once(&ctx).await?;
         eprintln!(
-            "{} cycle(s): {} deployment(s) succeeded, {} failed{}",
+            "{} cycle(s): {} deployment(s) succeeded, {} failed{}{}",
             report.cycles,
             report.succeeded,
             report.failed,
+            if report.waiting > 0 {
+                format!(
+                    ", {} waiting for their outcome (protond notify)",
+                    report.waiting
+                )
+            } else {
+                String::new()
+            },
             if report.failing.is_empty() {
                 String::new()
             } else {
@@ -944,6 +999,52 @@ fn demo_cmd(dir: &Path, examples: &Path, once: bool) -> Result<ExitCode> {
     })?;
     drop(local);
     Ok(code)
+}
+
+fn notify_cmd(
+    config: &Path,
+    resource: &str,
+    status: NotifyStatus,
+    outputs: Option<&Path>,
+    message: Option<String>,
+    deployment_id: Option<i64>,
+) -> Result<ExitCode> {
+    let config = load_config(config)?;
+    let outputs = match outputs {
+        None => std::collections::BTreeMap::new(),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            let v: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not JSON", p.display()))?;
+            crate::provision::terraform::parse_outputs(&v)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+        }
+    };
+    runtime()?.block_on(async move {
+        let store = crate::state::Store::open(&config.state).await?;
+        let outcome = crate::daemon::self_managed::notify(
+            &store,
+            resource,
+            deployment_id,
+            status == NotifyStatus::Succeeded,
+            outputs,
+            message,
+        )
+        .await?;
+        let what = match outcome {
+            crate::state::Outcome::Succeeded(r) => {
+                format!("deployed ({} output(s))", r.outputs.len())
+            }
+            crate::state::Outcome::Deleted => "deleted".into(),
+            _ => "failed".into(),
+        };
+        println!(
+            "{}: recorded as {what}; the daemon continues with its dependants at its next cycle",
+            crate::daemon::self_managed::resource_id_from(resource)
+        );
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn rollout_cmd(

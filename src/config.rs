@@ -45,6 +45,34 @@ pub struct RawConfig {
     /// The HTTP server of `protond run`.
     #[serde(default)]
     pub server: RawServer,
+    /// The infrastructure repo of self-managed (Terraform) provisioning.
+    #[serde(default)]
+    pub self_managed: Option<RawSelfManaged>,
+}
+
+/// `[self_managed]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSelfManaged {
+    /// The infrastructure repo: local path, `file://` or `https://`.
+    pub url: String,
+    /// Branch the pull requests target (default `main`).
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// Where the pull requests go (default: `git`, push the branch only).
+    #[serde(default)]
+    pub forge: Option<RawForge>,
+}
+
+/// `[self_managed]` after checks.
+#[derive(Debug, Clone)]
+pub struct SelfManaged {
+    /// Repo location.
+    pub url: String,
+    /// Target branch.
+    pub branch: String,
+    /// Forge.
+    pub forge: ForgeConfig,
 }
 
 /// `[server]`.
@@ -369,6 +397,8 @@ pub struct Config {
     pub proposals: Proposals,
     /// HTTP server.
     pub server: Server,
+    /// Self-managed provisioning.
+    pub self_managed: Option<SelfManaged>,
 }
 
 /// A configuration problem: the file, the key, and the fix.
@@ -623,6 +653,32 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| "PROTOND_GITLAB_WEBHOOK_TOKEN".into()),
         };
+        let self_managed = raw.self_managed.as_ref().and_then(|sm| {
+            let forge = match &sm.forge {
+                None => Some(ForgeConfig {
+                    kind: ForgeKind::Git,
+                    api_url: String::new(),
+                    repo: String::new(),
+                    token_env: String::new(),
+                }),
+                Some(f) => match compile_forge(f) {
+                    Ok(f) => Some(f),
+                    Err((field, message)) => {
+                        errors2.push(ConfigError {
+                            file: file.into(),
+                            key: format!("self_managed.forge.{field}"),
+                            message,
+                        });
+                        None
+                    }
+                },
+            }?;
+            Some(SelfManaged {
+                url: resolve(&sm.url),
+                branch: sm.branch.clone().unwrap_or_else(|| "main".into()),
+                forge,
+            })
+        });
         let mut schedules = Vec::new();
         for (i, expr) in raw.daemon.schedules.iter().enumerate() {
             match cron::Schedule::from_str(expr) {
@@ -707,6 +763,7 @@ impl Config {
             watch: raw.daemon.watch.unwrap_or(true),
             proposals,
             server,
+            self_managed,
         })
     }
 }

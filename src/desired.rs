@@ -398,7 +398,7 @@ impl Builder<'_> {
 }
 
 fn render_all(infra: &Infrastructure, ctx: &Value) -> Result<Vec<(String, String)>, DesiredState> {
-    infra
+    let mut docs = infra
         .files
         .iter()
         .map(|f| {
@@ -408,7 +408,13 @@ fn render_all(infra: &Infrastructure, ctx: &Value) -> Result<Vec<(String, String
                     error: e.to_string(),
                 })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    if infra.language() == crate::catalog::Language::Terraform {
+        // Proton's generated inputs travel with the files (and count in the rendered hash,
+        // so new environment outputs redeploy dependants).
+        docs.extend(crate::provision::terraform::generated_files(ctx));
+    }
+    Ok(docs)
 }
 
 /// Schema violations of one spec file, one per line.

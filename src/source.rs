@@ -627,6 +627,54 @@ impl Mirror {
         Ok(entries)
     }
 
+    /// Writes a commit whose parent is `base`: `upserts` replace or add files (regular
+    /// blobs), `removes` delete paths. Only objects are written; no reference changes, so the
+    /// mirror's view of the remote is untouched. Returns the new commit id.
+    ///
+    /// # Errors
+    ///
+    /// A message when an object cannot be read or written.
+    pub fn write_commit(
+        &self,
+        base: gix::ObjectId,
+        upserts: &[(String, Vec<u8>)],
+        removes: &[String],
+        message: &str,
+        author: (&str, &str),
+    ) -> Result<gix::ObjectId, String> {
+        let repo = self.inner.repo.to_thread_local();
+        let commit = repo.find_commit(base).map_err(|e| e.to_string())?;
+        let tree = commit.tree_id().map_err(|e| e.to_string())?;
+        let mut editor = repo.edit_tree(tree).map_err(|e| e.to_string())?;
+        for path in removes {
+            editor.remove(path.as_str()).map_err(|e| e.to_string())?;
+        }
+        for (path, bytes) in upserts {
+            let blob = repo.write_blob(bytes).map_err(|e| e.to_string())?;
+            editor
+                .upsert(path.as_str(), gix::object::tree::EntryKind::Blob, blob)
+                .map_err(|e| e.to_string())?;
+        }
+        let new_tree = editor.write().map_err(|e| e.to_string())?;
+        let sig = gix::actor::Signature {
+            name: author.0.into(),
+            email: author.1.into(),
+            time: gix::date::Time::now_utc(),
+        };
+        let mut b1 = gix::date::parse::TimeBuf::default();
+        let mut b2 = gix::date::parse::TimeBuf::default();
+        let c = repo
+            .new_commit_as(
+                sig.to_ref(&mut b1),
+                sig.to_ref(&mut b2),
+                message,
+                new_tree,
+                [base],
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(c.id)
+    }
+
     /// The url with any credentials removed, for logs.
     #[must_use]
     pub fn display_url(&self) -> &str {

@@ -168,6 +168,27 @@ pub struct ProposalRecord {
     pub updated_at: String,
 }
 
+/// A resource provisioned through the infrastructure repo.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct SelfManagedRecord {
+    /// Resource id.
+    pub resource_id: String,
+    /// The deployment submitted last.
+    pub deployment_id: i64,
+    /// Folder in the infrastructure repo.
+    pub folder: String,
+    /// Branch pushed.
+    pub branch: String,
+    /// Pull request number, when the forge has an API.
+    pub number: Option<i64>,
+    /// Pull request address.
+    pub url: Option<String>,
+    /// `waiting` (for `protond notify`) or `done`.
+    pub state: String,
+    /// Last change.
+    pub updated_at: String,
+}
+
 /// A managed resource and what is deployed now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceRecord {
@@ -713,6 +734,61 @@ impl Store {
             .await
             .map_err(q("count proposals"))?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    /// Records that `resource_id` was submitted to the infrastructure repo and waits for
+    /// its outcome to be reported.
+    pub async fn put_self_managed(&self, r: &SelfManagedRecord) -> Result<(), StateError> {
+        sqlx::query(concat!(
+            "INSERT INTO self_managed (resource_id, deployment_id, folder, branch, number, url, state, updated_at)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (resource_id) DO UPDATE SET",
+            " deployment_id = excluded.deployment_id, folder = excluded.folder, branch = excluded.branch,",
+            " number = excluded.number, url = excluded.url, state = excluded.state, updated_at = excluded.updated_at"
+        ))
+        .bind(&r.resource_id)
+        .bind(r.deployment_id)
+        .bind(&r.folder)
+        .bind(&r.branch)
+        .bind(r.number)
+        .bind(&r.url)
+        .bind(&r.state)
+        .bind(now())
+        .execute(&self.pool)
+        .await
+        .map_err(q("record self-managed deployment"))?;
+        Ok(())
+    }
+
+    /// The self-managed record of a resource, if it was ever provisioned that way.
+    pub async fn self_managed(
+        &self,
+        resource_id: &str,
+    ) -> Result<Option<SelfManagedRecord>, StateError> {
+        sqlx::query_as::<_, SelfManagedRecord>(
+            "SELECT resource_id, deployment_id, folder, branch, number, url, state, updated_at FROM self_managed WHERE resource_id = ?",
+        )
+        .bind(resource_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(q("read self-managed deployment"))
+    }
+
+    /// Resources whose self-managed deployment waits for its outcome.
+    pub async fn self_managed_waiting(&self) -> Result<Vec<SelfManagedRecord>, StateError> {
+        sqlx::query_as::<_, SelfManagedRecord>(
+            "SELECT resource_id, deployment_id, folder, branch, number, url, state, updated_at FROM self_managed WHERE state = 'waiting' ORDER BY resource_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("list self-managed deployments"))
+    }
+
+    /// The in-flight deployment with id `id`, if it is in flight.
+    pub async fn in_flight_deployment(
+        &self,
+        id: i64,
+    ) -> Result<Option<DeploymentRecord>, StateError> {
+        Ok(self.in_flight().await?.into_iter().find(|d| d.id == id))
     }
 
     /// Deployments still in flight (to adopt after a restart).

@@ -499,6 +499,41 @@ async fn every_endpoint_of_a_running_daemon() {
             .status(),
         401
     );
+    // Outcome reports (self-managed provisioning) need the token too, and name a waiting
+    // deployment; the full flow is in tests/self_managed.rs.
+    let notify = format!("{}/api/v1/notify", d.base);
+    let body = json!({"resourceArn": "arn:aws:proton:us-east-1:123456789012:environment/dev", "status": "SUCCEEDED"});
+    assert_eq!(
+        http.post(&notify)
+            .json(&body)
+            .send()
+            .await
+            .expect("post")
+            .status(),
+        401
+    );
+    let r = http
+        .post(&notify)
+        .bearer_auth(API_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 409);
+    assert!(
+        r.text()
+            .await
+            .expect("text")
+            .contains("environment/dev: no self-managed deployment is waiting")
+    );
+    let r = http
+        .post(&notify)
+        .bearer_auth(API_TOKEN)
+        .json(&json!({"resource": "environment/dev", "status": "DONE"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 400);
 
     // An outdated service: web-svc 2.0 is tagged; the API-triggered fetch registers it.
     let t = d.root.join("platform-templates");

@@ -8,6 +8,7 @@
 //! then is adopted by the next start.
 
 pub mod reconcile;
+pub mod self_managed;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub struct OnceReport {
     /// Resources whose last deployment failed (including earlier runs) or whose desired
     /// state is invalid.
     pub failing: Vec<String>,
+    /// Self-managed deployments waiting for `protond notify`.
+    pub waiting: usize,
 }
 
 /// Runs cycles until nothing more starts, waiting for every deployment in between.
@@ -63,6 +66,7 @@ pub async fn run_once(ctx: &Arc<Ctx>) -> Result<OnceReport, ReconcileError> {
         report.cycles += 1;
         ctx.wait_idle(None).await;
         invalid = r.invalid;
+        report.waiting = r.waiting;
         if r.started == 0 && r.adopted == 0 {
             break;
         }

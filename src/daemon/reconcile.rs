@@ -71,6 +71,8 @@ pub struct CycleReport {
     pub resources: usize,
     /// Resources whose desired state is invalid (bad spec, inputs or template).
     pub invalid: Vec<String>,
+    /// Self-managed deployments waiting for their outcome to be reported.
+    pub waiting: usize,
 }
 
 /// A failed cycle (the repos or the store could not be read at all).
@@ -164,6 +166,12 @@ impl Ctx {
                     .instrument(tracing::info_span!("proposals")),
                 ),
             );
+    }
+
+    /// Wakes the run loop for a cycle (without fetching), e.g. after an outcome was
+    /// reported.
+    pub fn poke(&self) {
+        let _ = self.wake.send(());
     }
 
     /// Number of deployment tasks running.
@@ -340,8 +348,20 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, Reconcile
         let rollouts = ctx.store.rollouts().await?;
 
         let mut report = CycleReport::default();
+        // Self-managed deployments wait for `protond notify`, not for a stack.
+        let waiting: BTreeSet<String> = ctx
+            .store
+            .self_managed_waiting()
+            .await?
+            .into_iter()
+            .map(|r| r.resource_id)
+            .collect();
+        report.waiting = waiting.len();
         // Adopt deployments an earlier process left in flight.
         for dep in ctx.store.in_flight().await? {
+            if waiting.contains(&dep.deployment.resource_id) {
+                continue;
+            }
             if ctx.claim(&dep.deployment.resource_id).await {
                 report.adopted += 1;
                 let role = role_for(&roles, dep.deployment.environment.as_ref());
@@ -401,7 +421,7 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, Reconcile
                 report.held += 1;
                 continue;
             }
-            if !may_start(ctx, a, Some(resource)).await? {
+            if waiting.contains(&a.id) || !may_start(ctx, a, Some(resource)).await? {
                 report.held += 1;
                 continue;
             }
@@ -434,7 +454,7 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, Reconcile
                         r.kind != ResourceKind::Environment
                             && r.environment.as_deref() == record.and_then(|x| x.environment.as_deref())
                     });
-                if busy || Some(a.kind) != top || env_in_use || !may_start(ctx, a, None).await? {
+                if busy || Some(a.kind) != top || env_in_use || waiting.contains(&a.id) || !may_start(ctx, a, None).await? {
                     report.held += 1;
                     continue;
                 }
@@ -598,7 +618,7 @@ async fn finish(
     let _ = ctx.wake.send(());
 }
 
-fn record_for(dep: &NewDeployment, outputs: BTreeMap<String, String>) -> ResourceRecord {
+pub(crate) fn record_for(dep: &NewDeployment, outputs: BTreeMap<String, String>) -> ResourceRecord {
     ResourceRecord {
         id: dep.resource_id.clone(),
         kind: dep.kind,
@@ -654,6 +674,19 @@ fn spawn_apply(ctx: Arc<Ctx>, a: Action, resource: Resource, role: Option<String
         let span = tracing::info_span!("deployment", resource = %a.id, template = %a.template, version = %a.version, deployment = id, action = action_label(&a));
         async {
             tracing::info!(reason = ?reason_label(&a), "Deployment started.");
+            if super::self_managed::is_terraform(&resource.documents) {
+                match super::self_managed::submit(&ctx.config, &ctx.store, id, &dep, Some(&resource.documents)).await {
+                    Ok(r) => {
+                        tracing::info!(folder = %r.folder, branch = %r.branch, pull_request = ?r.url, "Submitted to the infrastructure repo; waiting for the outcome (protond notify).");
+                        return;
+                    }
+                    Err(e) => {
+                        let outcome = Outcome::Failed { error: e.message, retryable: e.retryable };
+                        finish(&ctx, id, &a.id, action_label(&a), outcome, None).await;
+                        return;
+                    }
+                }
+            }
             let outcome = apply(&ctx, id, &dep, &resource, role.as_deref()).await;
             let rollout = (dep.reason.as_deref() == Some("minor_upgrade"))
                 .then_some((dep.template.as_str(), dep.to_version));
@@ -751,6 +784,17 @@ fn spawn_delete(ctx: Arc<Ctx>, a: Action, record: Option<ResourceRecord>, role: 
         let span = tracing::info_span!("deployment", resource = %a.id, template = %a.template, version = %a.version, deployment = id, action = "delete");
         async {
             tracing::info!("Delete started.");
+            let self_managed = ctx.store.self_managed(&a.id).await.ok().flatten().is_some();
+            if self_managed {
+                match super::self_managed::submit(&ctx.config, &ctx.store, id, &dep, None).await {
+                    Ok(r) => tracing::info!(folder = %r.folder, branch = %r.branch, "Destroy submitted to the infrastructure repo; waiting for the outcome (protond notify)."),
+                    Err(e) => {
+                        let outcome = Outcome::Failed { error: e.message, retryable: e.retryable };
+                        finish(&ctx, id, &a.id, "delete", outcome, None).await;
+                    }
+                }
+                return;
+            }
             let stack = cloudformation::stack_name(&a.id);
             let outcome = match ctx.cfn.start_delete(&stack, role.as_deref()).await {
                 Err(e) => failed(&e),

@@ -863,35 +863,16 @@ async fn write_commit(config: &Config, repo: &SpecRepo, p: &Proposal) -> Result<
         config.proposals.author_email.clone(),
     );
     tokio::task::spawn_blocking(move || -> Result<String, String> {
-        let repo = mirror.repository().to_thread_local();
         let base_id = gix::ObjectId::from_hex(base.as_bytes()).map_err(|e| e.to_string())?;
-        let commit = repo.find_commit(base_id).map_err(|e| e.to_string())?;
-        let tree = commit.tree_id().map_err(|e| e.to_string())?;
-        let blob = repo
-            .write_blob(text.as_bytes())
-            .map_err(|e| e.to_string())?;
-        let mut editor = repo.edit_tree(tree).map_err(|e| e.to_string())?;
-        editor
-            .upsert(path.as_str(), gix::object::tree::EntryKind::Blob, blob)
-            .map_err(|e| e.to_string())?;
-        let new_tree = editor.write().map_err(|e| e.to_string())?;
-        let sig = gix::actor::Signature {
-            name: name.into(),
-            email: email.into(),
-            time: gix::date::Time::now_utc(),
-        };
-        let mut b1 = gix::date::parse::TimeBuf::default();
-        let mut b2 = gix::date::parse::TimeBuf::default();
-        let c = repo
-            .new_commit_as(
-                sig.to_ref(&mut b1),
-                sig.to_ref(&mut b2),
-                message,
-                new_tree,
-                [base_id],
+        mirror
+            .write_commit(
+                base_id,
+                &[(path, text.into_bytes())],
+                &[],
+                &message,
+                (&name, &email),
             )
-            .map_err(|e| e.to_string())?;
-        Ok(c.id.to_string())
+            .map(|id| id.to_string())
     })
     .await
     .map_err(|e| StepError::Other(e.to_string()))?

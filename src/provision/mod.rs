@@ -2,3 +2,4 @@
 //! and report what they observe; they never decide what to deploy.
 
 pub mod cloudformation;
+pub mod terraform;

@@ -103,6 +103,7 @@ pub fn router(ctx: Arc<Ctx>, secrets: Secrets) -> Router {
             post(rollout_action),
         )
         .route("/api/v1/reconcile", post(reconcile_now))
+        .route("/api/v1/notify", post(notify))
         .route("/webhooks/github", post(github_webhook))
         .route("/webhooks/gitlab", post(gitlab_webhook))
         .layer(axum::extract::DefaultBodyLimit::max(5 * 1024 * 1024))
@@ -428,6 +429,109 @@ async fn reconcile_now(State(app): State<App>, headers: HeaderMap) -> Response {
         axum::Json(json!({ "scheduled": true })),
     )
         .into_response()
+}
+
+/// `POST /api/v1/notify`: Proton's NotifyResourceDeploymentStatusChange, for self-managed
+/// deployments. Takes `resource` (or Proton's `resourceArn`), `status`
+/// (`SUCCEEDED`/`FAILED`, any case; `IN_PROGRESS` is acknowledged and ignored), optional
+/// `deploymentId`, `outputs` (object, `[{key, valueString}]` or `terraform output -json`)
+/// and `statusMessage`.
+async fn notify(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorized(&app, &headers) {
+        return r;
+    }
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")),
+    };
+    let Some(resource) = v
+        .get("resource")
+        .or_else(|| v.get("resourceArn"))
+        .and_then(Value::as_str)
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "body: `resource` (or `resourceArn`) is required",
+        );
+    };
+    let status = v
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let succeeded = match status.as_str() {
+        "succeeded" => true,
+        "failed" => false,
+        "in_progress" => {
+            return (
+                StatusCode::ACCEPTED,
+                axum::Json(json!({ "recorded": false, "reason": "IN_PROGRESS needs no action" })),
+            )
+                .into_response();
+        }
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body: status {other:?} is not SUCCEEDED, FAILED or IN_PROGRESS"),
+            );
+        }
+    };
+    let deployment_id = match v.get("deploymentId") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::String(s)) => match s.parse::<i64>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("body: deploymentId {s:?} is not a protond deployment id"),
+                );
+            }
+        },
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "body: deploymentId must be a string or number",
+            );
+        }
+    };
+    let outputs = match crate::provision::terraform::parse_outputs(
+        v.get("outputs").unwrap_or(&Value::Null),
+    ) {
+        Ok(o) => o,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
+    };
+    let message = v
+        .get("statusMessage")
+        .or_else(|| v.get("message"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    match crate::daemon::self_managed::notify(
+        &app.ctx.store,
+        resource,
+        deployment_id,
+        succeeded,
+        outputs,
+        message,
+    )
+    .await
+    {
+        Ok(outcome) => {
+            let id = crate::daemon::self_managed::resource_id_from(resource);
+            let (label, action) = match &outcome {
+                crate::state::Outcome::Succeeded(_) => ("succeeded", "apply"),
+                crate::state::Outcome::Deleted => ("deleted", "delete"),
+                _ => ("failed", "apply"),
+            };
+            let kind = id.split('/').next().unwrap_or_default().to_string();
+            app.ctx.telemetry.deployment(&kind, action, label);
+            tracing::info!(resource = %id, outcome = label, "Self-managed deployment outcome reported.");
+            app.ctx.poke();
+            axum::Json(json!({ "resource": id, "recorded": label })).into_response()
+        }
+        Err(crate::daemon::self_managed::NotifyError::State(e)) => store_error(&e),
+        Err(e) => error(StatusCode::CONFLICT, e.to_string()),
+    }
 }
 
 /// The configured repos a webhook payload names (by any of its clone or web URLs).

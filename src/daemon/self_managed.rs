@@ -1,0 +1,323 @@
+//! Submitting Terraform deployments to the infrastructure repo, and recording the outcome
+//! reported back (`protond notify`, `POST /api/v1/notify`).
+//!
+//! A submitted deployment stays `in_progress` in the store, marked `waiting` in the
+//! `self_managed` table: the reconciler neither adopts it nor starts another deployment of
+//! that resource until the outcome is reported. A restart changes nothing.
+
+use std::collections::BTreeMap;
+
+use crate::config::Config;
+use crate::forge::{self, AnyForge, Forge as _, PullRequestDraft};
+use crate::provision::terraform;
+use crate::state::{NewDeployment, Outcome, SelfManagedRecord, StateError, Store};
+
+/// A submission that did not reach the infrastructure repo.
+#[derive(Debug, Clone)]
+pub struct SubmitError {
+    /// What went wrong.
+    pub message: String,
+    /// Whether trying again later may help.
+    pub retryable: bool,
+}
+
+fn fatal(message: impl Into<String>) -> SubmitError {
+    SubmitError {
+        message: message.into(),
+        retryable: false,
+    }
+}
+
+fn transient(message: impl Into<String>) -> SubmitError {
+    SubmitError {
+        message: message.into(),
+        retryable: true,
+    }
+}
+
+/// Whether rendered documents are Terraform (self-managed).
+#[must_use]
+pub fn is_terraform(documents: &[(String, String)]) -> bool {
+    documents.iter().any(|(p, _)| p.ends_with(".tf"))
+}
+
+fn template_arn(config: &Config, dep: &NewDeployment) -> String {
+    let kind = if dep.kind == crate::plan::ResourceKind::Environment {
+        "environment-template"
+    } else {
+        "service-template"
+    };
+    format!(
+        "arn:aws:proton:{}:{}:{kind}/{}",
+        config.region, config.account_id, dep.template
+    )
+}
+
+/// Commits the resource's files (or, for a delete, its metadata marked deleted) on the
+/// resource's branch of the infrastructure repo, opens or updates its pull request, and
+/// records the deployment as waiting.
+///
+/// # Errors
+///
+/// [`SubmitError`] when nothing was recorded as waiting; the caller fails the deployment.
+pub async fn submit(
+    config: &Config,
+    store: &Store,
+    deployment_id: i64,
+    dep: &NewDeployment,
+    documents: Option<&[(String, String)]>,
+) -> Result<SelfManagedRecord, SubmitError> {
+    let Some(sm) = &config.self_managed else {
+        return Err(fatal(format!(
+            "{}: the template is Terraform (self-managed provisioning), but no infrastructure repo is configured; set [self_managed] url in the config",
+            dep.resource_id
+        )));
+    };
+    let folder =
+        terraform::folder_for(&dep.resource_id, dep.environment.as_deref()).map_err(fatal)?;
+    let deleted = documents.is_none();
+    let (arn, env_arn) = terraform::arns(
+        &dep.resource_id,
+        dep.environment.as_deref(),
+        &config.region,
+        &config.account_id,
+    );
+    let metadata = terraform::deployment_metadata(
+        deployment_id,
+        deleted,
+        &arn,
+        env_arn.as_deref(),
+        &template_arn(config, dep),
+        dep.to_version.major,
+        dep.to_version.minor,
+    );
+    let mut upserts: Vec<(String, Vec<u8>)> = documents
+        .unwrap_or_default()
+        .iter()
+        .map(|(p, t)| {
+            // Files sit directly in the folder, as Proton committed them.
+            let rel = match p.split_once('/') {
+                Some((first, rest)) if first.ends_with("infrastructure") => rest,
+                _ => p.as_str(),
+            };
+            (format!("{folder}/{rel}"), t.clone().into_bytes())
+        })
+        .collect();
+    upserts.push((
+        format!("{folder}/.proton/deployment-metadata.json"),
+        metadata.into_bytes(),
+    ));
+    let cache = config.data_dir.join("git");
+    let url = sm.url.clone();
+    let branch = sm.branch.clone();
+    let keep: Vec<String> = upserts.iter().map(|(p, _)| p.clone()).collect();
+    let folder2 = folder.clone();
+    let action = if deleted { "delete" } else { "deploy" };
+    let message = format!(
+        "protond: {action} {} ({} v{}, deployment {deployment_id})",
+        dep.resource_id, dep.template, dep.to_version
+    );
+    let author = (
+        config.proposals.author_name.clone(),
+        config.proposals.author_email.clone(),
+    );
+    let (commit, git_dir) = tokio::task::spawn_blocking(move || -> Result<_, SubmitError> {
+        let mirror = crate::source::Mirror::sync(&url, &cache)
+            .map_err(|e| transient(format!("infrastructure repo: {e}")))?;
+        let base = mirror
+            .branch_head(&branch)
+            .map_err(|e| transient(format!("infrastructure repo: {e}")))?;
+        // Files of an earlier deployment that this one no longer has go; deletes keep them.
+        let exists = mirror
+            .tree_id(base, &folder2)
+            .map_err(|e| transient(format!("infrastructure repo: {e}")))?
+            .is_some();
+        let removes: Vec<String> = if deleted || !exists {
+            Vec::new()
+        } else {
+            mirror
+                .read_tree(base, &folder2, 10_000, 64 * 1024 * 1024)
+                .map_err(|e| transient(format!("infrastructure repo: {e}")))?
+                .into_iter()
+                .map(|e| format!("{folder2}/{}", e.path))
+                .filter(|p| !keep.contains(p))
+                .collect()
+        };
+        let commit = mirror
+            .write_commit(base, &upserts, &removes, &message, (&author.0, &author.1))
+            .map_err(|e| transient(format!("infrastructure repo: {e}")))?;
+        Ok((commit.to_string(), mirror.path().to_path_buf()))
+    })
+    .await
+    .map_err(|e| transient(e.to_string()))??;
+    // Named after the resource id: folders nest (`dev/` and `dev/api-api-dev/`), and git
+    // refs cannot.
+    let pr_branch = format!(
+        "{}deploy/{}",
+        config.proposals.branch_prefix, dep.resource_id
+    );
+    forge::push_branch(&git_dir, &sm.url, &commit, &pr_branch, &sm.forge)
+        .await
+        .map_err(|e| transient(e.to_string()))?;
+    let f = AnyForge::new(&sm.forge);
+    let verb = if deleted { "Destroy" } else { "Deploy" };
+    let draft = PullRequestDraft {
+        branch: pr_branch.clone(),
+        base: sm.branch.clone(),
+        title: format!(
+            "{verb} {} ({} v{})",
+            dep.resource_id, dep.template, dep.to_version
+        ),
+        body: format!(
+            "protond deployment {deployment_id} of `{}`: {} **{}** v{} in `{folder}/`.\n\n\
+             {}\n\nWhen your automation has run, report the outcome:\n\n\
+             ```sh\nprotond notify {} --status succeeded --outputs outputs.json   # or --status failed --message \"...\"\n```\n\n\
+             or `POST /api/v1/notify` with `{{\"resource\": \"{}\", \"deploymentId\": \"{deployment_id}\", \"status\": \"SUCCEEDED\", \"outputs\": [{{\"key\": \"...\", \"valueString\": \"...\"}}]}}` \
+             (Proton's `resourceArn` `{arn}` is accepted too). `terraform output -json` works as the outputs file.\n\n\
+             `.proton/deployment-metadata.json` has `isResourceDeleted: {deleted}`.\n",
+            dep.resource_id,
+            dep.kind.as_str(),
+            dep.template,
+            dep.to_version,
+            if deleted {
+                "The resource was removed from its spec: destroy it (the `.tf` files stay so that `terraform destroy` can run)."
+            } else {
+                "Plan on this pull request, apply when it is merged."
+            },
+            dep.resource_id,
+            dep.resource_id,
+        ),
+    };
+    let pr = match f.find_open(&pr_branch).await {
+        Ok(Some(pr)) => f.update(pr.number, &draft).await.map(|()| Some(pr)),
+        Ok(None) => f.open(&draft).await,
+        Err(e) => Err(e),
+    }
+    .map_err(|e| transient(e.to_string()))?;
+    let record = SelfManagedRecord {
+        resource_id: dep.resource_id.clone(),
+        deployment_id,
+        folder,
+        branch: pr_branch,
+        number: pr.as_ref().map(|p| p.number),
+        url: pr.map(|p| p.url),
+        state: "waiting".into(),
+        updated_at: String::new(),
+    };
+    store
+        .put_self_managed(&record)
+        .await
+        .map_err(|e| transient(e.to_string()))?;
+    Ok(record)
+}
+
+/// A report that could not be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    /// Nothing of that resource waits for an outcome.
+    #[error("{0}")]
+    NotWaiting(String),
+    /// The report names another deployment than the one waiting.
+    #[error("{0}")]
+    Stale(String),
+    /// The store failed.
+    #[error("state store: {0}")]
+    State(#[from] StateError),
+}
+
+/// Maps Proton's resource ARNs to protond resource ids; ids pass through.
+#[must_use]
+pub fn resource_id_from(s: &str) -> String {
+    let Some(rest) = s.strip_prefix("arn:aws:proton:") else {
+        return s.to_string();
+    };
+    let path = rest.splitn(3, ':').nth(2).unwrap_or_default();
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.as_slice() {
+        ["environment", env] => format!("environment/{env}"),
+        ["service", svc, "service-instance", inst] => format!("service_instance/{svc}/{inst}"),
+        ["service", svc, "pipeline"] => format!("pipeline/{svc}"),
+        _ => s.to_string(),
+    }
+}
+
+/// Records the reported outcome of a waiting self-managed deployment. `deployment_id`, when
+/// given, must be the one waiting (a late report of an older deployment is refused).
+/// Returns the outcome recorded.
+///
+/// # Errors
+///
+/// [`NotifyError`] when nothing waits, the report is stale, or the store fails.
+pub async fn notify(
+    store: &Store,
+    resource: &str,
+    deployment_id: Option<i64>,
+    succeeded: bool,
+    outputs: BTreeMap<String, String>,
+    message: Option<String>,
+) -> Result<Outcome, NotifyError> {
+    let resource = resource_id_from(resource);
+    let row = store
+        .self_managed(&resource)
+        .await?
+        .filter(|r| r.state == "waiting")
+        .ok_or_else(|| {
+            NotifyError::NotWaiting(format!(
+                "{resource}: no self-managed deployment is waiting for an outcome"
+            ))
+        })?;
+    if let Some(d) = deployment_id
+        && d != row.deployment_id
+    {
+        return Err(NotifyError::Stale(format!(
+            "{resource}: deployment {d} is not the one waiting ({}); the report is ignored",
+            row.deployment_id
+        )));
+    }
+    let dep = store
+        .in_flight_deployment(row.deployment_id)
+        .await?
+        .ok_or_else(|| {
+            NotifyError::NotWaiting(format!(
+                "{resource}: deployment {} is no longer in progress",
+                row.deployment_id
+            ))
+        })?;
+    let outcome = match (succeeded, dep.deployment.action.as_str()) {
+        (true, "delete") => Outcome::Deleted,
+        (true, _) => Outcome::Succeeded(super::reconcile::record_for(&dep.deployment, outputs)),
+        (false, _) => Outcome::Failed {
+            error: format!(
+                "reported failed: {}",
+                message.unwrap_or_else(|| "no message".into())
+            ),
+            retryable: false,
+        },
+    };
+    store.finish_deployment(row.deployment_id, &outcome).await?;
+    let mut done = row;
+    done.state = "done".into();
+    store.put_self_managed(&done).await?;
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn proton_arns_map_to_resource_ids() {
+        use super::resource_id_from as f;
+        assert_eq!(
+            f("arn:aws:proton:us-east-1:123456789012:environment/dev"),
+            "environment/dev"
+        );
+        assert_eq!(
+            f("arn:aws:proton:us-east-1:123456789012:service/api/service-instance/api-dev"),
+            "service_instance/api/api-dev"
+        );
+        assert_eq!(
+            f("arn:aws:proton:us-east-1:1:service/api/pipeline"),
+            "pipeline/api"
+        );
+        assert_eq!(f("environment/dev"), "environment/dev");
+    }
+}

@@ -1,0 +1,468 @@
+//! The rest of Proton's resource model end to end: a component's outputs in its instance's
+//! template and the pipeline stack on moto_server, and self-managed (Terraform) provisioning
+//! through pull requests to an infrastructure repo, completed by `protond notify`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+mod common;
+use common::forge::{FakeForge, Kind};
+use common::{example_git_repos, git};
+
+use protond::demo::LocalAws as Moto;
+
+const TOKEN: &str = "infra-forge-token";
+
+const TF_MANIFEST: &str = "infrastructure:\n  templates:\n    - file: \"*\"\n      rendering_engine: hcl\n      template_language: terraform\n";
+
+fn write(path: &Path, text: &str) {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).expect("mkdir");
+    }
+    std::fs::write(path, text).expect("write");
+}
+
+struct World {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    moto: Moto,
+}
+
+impl World {
+    fn new() -> Self {
+        let moto = Moto::start().expect("moto_server starts (scripts/test installs it)");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().to_path_buf();
+        example_git_repos(&root);
+        // Terraform templates: an environment with an output, a service using it.
+        let t = root.join("platform-templates");
+        write(
+            &t.join("tf-env/v1/schema/schema.yaml"),
+            "schema:\n  format:\n    openapi: \"3.0.0\"\n  environment_input_type: \"In\"\n  types:\n    In:\n      type: object\n      properties:\n        vpc_name:\n          type: string\n      required: [vpc_name]\n",
+        );
+        write(
+            &t.join("tf-env/v1/infrastructure/manifest.yaml"),
+            TF_MANIFEST,
+        );
+        write(
+            &t.join("tf-env/v1/infrastructure/main.tf"),
+            "resource \"aws_vpc\" \"this\" {\n  cidr_block = \"10.0.0.0/16\"\n  tags = { Name = var.environment.inputs.vpc_name }\n}\n",
+        );
+        write(
+            &t.join("tf-env/v1/infrastructure/outputs.tf"),
+            "output \"vpc_id\" {\n  value = aws_vpc.this.id\n}\n",
+        );
+        write(
+            &t.join("tf-svc/v1/schema/schema.yaml"),
+            "schema:\n  format:\n    openapi: \"3.0.0\"\n  service_input_type: \"In\"\n  types:\n    In:\n      type: object\n      properties:\n        size:\n          type: number\n          default: 1\n",
+        );
+        write(
+            &t.join("tf-svc/v1/instance_infrastructure/manifest.yaml"),
+            TF_MANIFEST,
+        );
+        write(
+            &t.join("tf-svc/v1/instance_infrastructure/main.tf"),
+            "resource \"aws_instance\" \"this\" {\n  count     = var.service_instance.inputs.size\n  subnet_id = var.environment.outputs.vpc_id\n}\n",
+        );
+        write(&t.join("tf-svc/v1/.compatible-envs"), "tf-env:1\n");
+        git(&t, &["add", "-A"]);
+        git(&t, &["commit", "-qm", "terraform templates"]);
+        for name in ["basic-env", "web-svc", "worker-svc", "tf-env", "tf-svc"] {
+            git(
+                &t,
+                &["tag", "-a", &format!("{name}/v1.0"), "-m", "first release"],
+            );
+        }
+        let envs = root.join("platform-envs");
+        write(
+            &envs.join("proton/environments/tfdev.yaml"),
+            "proton: EnvironmentSpec\nname: tfdev\ntemplate: {name: tf-env, major: 1}\nspec:\n  vpc_name: tf-dev-vpc\n",
+        );
+        git(&envs, &["add", "-A"]);
+        git(&envs, &["commit", "-qm", "tfdev"]);
+        let p = root.join("payments");
+        write(
+            &p.join("proton/services/tfapi.yaml"),
+            "proton: ServiceSpec\nname: tfapi\ntemplate: {name: tf-svc, major: 1}\ninstances:\n  - name: tfapi-dev\n    environment: tfdev\n    spec:\n      size: 2\n",
+        );
+        git(&p, &["add", "-A"]);
+        git(&p, &["commit", "-qm", "tfapi"]);
+        // The infrastructure repo.
+        let infra = root.join("infra");
+        write(&infra.join("README.md"), "infrastructure\n");
+        git(&infra, &["init", "-q", "-b", "main"]);
+        git(&infra, &["add", "-A"]);
+        git(&infra, &["commit", "-qm", "initial"]);
+        Self {
+            _tmp: tmp,
+            root,
+            moto,
+        }
+    }
+
+    fn configure(&self, forge_url: &str) {
+        let toml = format!(
+            "state = \"sqlite://state/state.db\"\ndata_dir = \"data\"\n\
+             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\npoll_interval = \"200ms\"\nmax_attempts = 1\nchange_sets = false\n\
+             [self_managed]\nurl = \"infra\"\nforge = {{ kind = \"github\", api_url = \"{forge_url}\", repo = \"acme/infra\", token_env = \"INFRA_TOKEN\" }}\n\
+             [[template_repos]]\nname = \"platform-templates\"\nurl = \"platform-templates\"\n\
+             [[spec_repos]]\nname = \"platform-envs\"\nurl = \"platform-envs\"\nplatform = true\n\
+             [[spec_repos]]\nname = \"payments\"\nurl = \"payments\"\n",
+            url = self.moto.url
+        );
+        std::fs::write(self.root.join("proton.toml"), toml).expect("config");
+    }
+
+    fn protond(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_protond"))
+            .args(args)
+            .arg("--config")
+            .arg(self.root.join("proton.toml"))
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env_remove("AWS_PROFILE")
+            .env("PROTOND_LOG_FORMAT", "json")
+            .env("INFRA_TOKEN", TOKEN)
+            .output()
+            .expect("protond runs")
+    }
+
+    fn reconcile(&self) -> String {
+        let out = self.protond(&["reconcile", "--once"]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "reconcile failed:\n{text}");
+        text
+    }
+
+    fn show(&self, rev: &str) -> String {
+        git(&self.root.join("infra"), &["show", rev])
+    }
+
+    fn merge(&self, branch: &str) {
+        git(
+            &self.root.join("infra"),
+            &[
+                "merge",
+                "-q",
+                "--no-ff",
+                "-m",
+                &format!("merge {branch}"),
+                branch,
+            ],
+        );
+    }
+
+    fn status(&self) -> Value {
+        let out = self.protond(&["status", "--output", "json"]);
+        serde_json::from_slice(&out.stdout).expect("status json")
+    }
+}
+
+fn resource<'a>(status: &'a Value, id: &str) -> Option<&'a Value> {
+    status["resources"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["id"] == id))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn components_pipelines_and_terraform_through_pull_requests() {
+    let world = World::new();
+    let github = FakeForge::start(
+        Kind::GitHub,
+        "/api/v3",
+        TOKEN,
+        "acme/infra",
+        world.root.join("infra"),
+    )
+    .await;
+    world.configure(&github.url);
+
+    // CloudFormation resources deploy; the Terraform environment is submitted and waits.
+    let log = world.reconcile();
+    assert!(
+        log.contains("1 waiting for their outcome (protond notify)"),
+        "{log}"
+    );
+    let status = world.status();
+    for id in [
+        "pipeline/payments",
+        "component/payments/payments-dev",
+        "service_instance/payments/payments-dev",
+    ] {
+        assert_eq!(
+            resource(&status, id).expect(id)["status"],
+            "deployed",
+            "{id}"
+        );
+    }
+    // The component's outputs are in its instance's rendered (and deployed) template.
+    let store =
+        protond::state::Store::open(&format!("sqlite://{}/state/state.db", world.root.display()))
+            .await
+            .expect("store");
+    let records = store.resources().await.expect("resources");
+    let component = records
+        .iter()
+        .find(|r| r.id == "component/payments/payments-dev")
+        .expect("component");
+    let policy = component
+        .outputs
+        .get("AccessPolicyArn")
+        .expect("component output")
+        .clone();
+    let conf = aws_sdk_cloudformation::Config::builder()
+        .behavior_version(aws_sdk_cloudformation::config::BehaviorVersion::latest())
+        .region(aws_sdk_cloudformation::config::Region::new("us-east-1"))
+        .endpoint_url(&world.moto.url)
+        .credentials_provider(aws_sdk_cloudformation::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .build();
+    let cfn = aws_sdk_cloudformation::Client::from_conf(conf);
+    let body = cfn
+        .get_template()
+        .stack_name(protond::provision::cloudformation::stack_name(
+            "service_instance/payments/payments-dev",
+        ))
+        .send()
+        .await
+        .expect("template")
+        .template_body()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        body.contains(&policy),
+        "instance template lacks the component output {policy}:\n{body}"
+    );
+    // The pipeline's stack exists on moto.
+    let pipeline = cfn
+        .describe_stacks()
+        .stack_name(protond::provision::cloudformation::stack_name(
+            "pipeline/payments",
+        ))
+        .send()
+        .await
+        .expect("pipeline stack");
+    assert!(
+        pipeline.stacks()[0]
+            .outputs()
+            .iter()
+            .any(|o| o.output_key() == Some("ArtifactBucketName"))
+    );
+
+    // The Terraform environment: Proton's files on a branch, and a pull request.
+    assert!(resource(&status, "environment/tfdev").is_none());
+    assert!(
+        resource(&status, "service_instance/tfapi/tfapi-dev").is_none(),
+        "waits for its environment"
+    );
+    let branch = "protond/deploy/environment/tfdev";
+    let tree = git(
+        &world.root.join("infra"),
+        &["ls-tree", "-r", "--name-only", branch],
+    );
+    assert_eq!(
+        tree.lines()
+            .filter(|l| l.starts_with("tfdev/"))
+            .collect::<Vec<_>>(),
+        [
+            "tfdev/.proton/deployment-metadata.json",
+            "tfdev/main.tf",
+            "tfdev/outputs.tf",
+            "tfdev/proton.auto.tfvars.json",
+            "tfdev/proton.environment.variables.tf"
+        ]
+    );
+    assert_eq!(
+        world.show(&format!("{branch}:tfdev/main.tf")),
+        "resource \"aws_vpc\" \"this\" {\n  cidr_block = \"10.0.0.0/16\"\n  tags = { Name = var.environment.inputs.vpc_name }\n}\n"
+    );
+    assert!(
+        world
+            .show(&format!("{branch}:tfdev/outputs.tf"))
+            .contains("output \"vpc_id\"")
+    );
+    assert!(
+        world
+            .show(&format!("{branch}:tfdev/proton.environment.variables.tf"))
+            .contains("variable \"environment\"")
+    );
+    let tfvars: Value =
+        serde_json::from_str(&world.show(&format!("{branch}:tfdev/proton.auto.tfvars.json")))
+            .expect("tfvars");
+    assert_eq!(tfvars["environment"]["name"], "tfdev");
+    assert_eq!(tfvars["environment"]["inputs"]["vpc_name"], "tf-dev-vpc");
+    let meta: Value = serde_json::from_str(
+        &world.show(&format!("{branch}:tfdev/.proton/deployment-metadata.json")),
+    )
+    .expect("metadata");
+    assert_eq!(meta["isResourceDeleted"], false);
+    assert_eq!(
+        meta["resourceMetadata"]["arn"],
+        "arn:aws:proton:us-east-1:123456789012:environment/tfdev"
+    );
+    assert_eq!(meta["resourceMetadata"]["templateMajorVersion"], "1");
+    let deployment_id = meta["deploymentId"]
+        .as_str()
+        .expect("deployment id")
+        .to_string();
+    let prs = github.prs();
+    assert_eq!(prs.len(), 1, "{prs:#?}");
+    assert_eq!(prs[0].head, branch);
+    assert_eq!(prs[0].title, "Deploy environment/tfdev (tf-env v1.0)");
+    assert!(
+        prs[0]
+            .body
+            .contains("protond notify environment/tfdev --status succeeded")
+    );
+    assert_eq!(github.violations(), Vec::<String>::new());
+
+    // A restart while waiting: nothing new is submitted.
+    world.reconcile();
+    assert_eq!(github.prs().len(), 1);
+    let before = github.requests().len();
+    world.reconcile();
+    assert_eq!(
+        github.requests().len(),
+        before,
+        "waiting resources make no forge calls"
+    );
+
+    // The team merges; their automation applies and reports.
+    world.merge("protond/deploy/environment/tfdev");
+    // A report for another deployment is refused; the right one completes it with outputs.
+    let outputs = world.root.join("outputs.json");
+    std::fs::write(
+        &outputs,
+        r#"{"vpc_id": {"sensitive": false, "type": "string", "value": "vpc-0abc"}}"#,
+    )
+    .expect("outputs");
+    let stale = world.protond(&[
+        "notify",
+        "arn:aws:proton:us-east-1:123456789012:environment/tfdev",
+        "--status",
+        "succeeded",
+        "--deployment-id",
+        "999",
+    ]);
+    assert!(!stale.status.success());
+    assert!(
+        String::from_utf8_lossy(&stale.stderr).contains("is not the one waiting"),
+        "{}",
+        String::from_utf8_lossy(&stale.stderr)
+    );
+    let ok = world.protond(&[
+        "notify",
+        "arn:aws:proton:us-east-1:123456789012:environment/tfdev",
+        "--status",
+        "succeeded",
+        "--deployment-id",
+        &deployment_id,
+        "--outputs",
+        outputs.to_str().expect("path"),
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let status = world.status();
+    assert_eq!(
+        resource(&status, "environment/tfdev").expect("tfdev")["status"],
+        "deployed"
+    );
+
+    // The instance follows, with the environment's reported outputs in its inputs.
+    let log = world.reconcile();
+    assert!(log.contains("1 waiting"), "{log}");
+    let branch = "protond/deploy/service_instance/tfapi/tfapi-dev";
+    assert!(
+        world
+            .show(&format!(
+                "{branch}:tfdev/tfapi-tfapi-dev/proton.service_instance.variables.tf"
+            ))
+            .contains("variable \"service_instance\"")
+    );
+    let tfvars: Value = serde_json::from_str(&world.show(&format!(
+        "{branch}:tfdev/tfapi-tfapi-dev/proton.auto.tfvars.json"
+    )))
+    .expect("tfvars");
+    assert_eq!(tfvars["environment"]["outputs"]["vpc_id"], "vpc-0abc");
+    assert_eq!(tfvars["service"]["name"], "tfapi");
+    assert_eq!(tfvars["service_instance"]["inputs"]["size"], 2);
+    let meta: Value = serde_json::from_str(&world.show(&format!(
+        "{branch}:tfdev/tfapi-tfapi-dev/.proton/deployment-metadata.json"
+    )))
+    .expect("metadata");
+    assert_eq!(
+        meta["resourceMetadata"]["environmentArn"],
+        "arn:aws:proton:us-east-1:123456789012:environment/tfdev"
+    );
+    assert_eq!(github.prs().len(), 2);
+    world.merge(branch);
+    let ok = world.protond(&[
+        "notify",
+        "service_instance/tfapi/tfapi-dev",
+        "--status",
+        "succeeded",
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(
+        resource(&world.status(), "service_instance/tfapi/tfapi-dev").expect("instance")["status"],
+        "deployed"
+    );
+
+    // Removing the service submits a destroy (files kept, metadata marked deleted).
+    let p = world.root.join("payments");
+    git(&p, &["rm", "-q", "proton/services/tfapi.yaml"]);
+    git(&p, &["commit", "-qm", "drop tfapi"]);
+    let log = world.reconcile();
+    assert!(log.contains("1 waiting"), "{log}");
+    let meta: Value = serde_json::from_str(&world.show(&format!(
+        "{branch}:tfdev/tfapi-tfapi-dev/.proton/deployment-metadata.json"
+    )))
+    .expect("metadata");
+    assert_eq!(meta["isResourceDeleted"], true);
+    assert!(
+        world
+            .show(&format!("{branch}:tfdev/tfapi-tfapi-dev/main.tf"))
+            .contains("aws_instance")
+    );
+    let pr = github
+        .prs()
+        .into_iter()
+        .find(|p| p.head == branch)
+        .expect("instance pr");
+    assert_eq!(
+        pr.title,
+        "Destroy service_instance/tfapi/tfapi-dev (tf-svc v1.0)"
+    );
+    let ok = world.protond(&[
+        "notify",
+        "service_instance/tfapi/tfapi-dev",
+        "--status",
+        "succeeded",
+    ]);
+    assert!(ok.status.success());
+    assert!(resource(&world.status(), "service_instance/tfapi/tfapi-dev").is_none());
+    // Nothing waits any more, and a second report is refused.
+    let again = world.protond(&[
+        "notify",
+        "service_instance/tfapi/tfapi-dev",
+        "--status",
+        "succeeded",
+    ]);
+    assert!(!again.status.success());
+    assert_eq!(github.violations(), Vec::<String>::new());
+    world.reconcile();
+}
