@@ -838,6 +838,24 @@ fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode> {
         let rows = crate::ops::status(&store).await?;
         let rollouts = crate::ops::rollouts(&store).await?;
         let proposals = store.proposals().await?;
+        let pipelines = if rows.iter().any(|r| r.kind == "pipeline") {
+            let cfn = crate::provision::cloudformation::CloudFormation::new(
+                crate::provision::cloudformation::Settings {
+                    region: config.region.clone(),
+                    endpoint_url: config.endpoint_url.clone(),
+                    max_attempts: config.aws_max_attempts,
+                    poll_interval: config.stack_poll_interval,
+                    timeout: config.stack_timeout,
+                    change_sets: config.change_sets,
+                    local_credentials: config.local_credentials,
+                },
+            )
+            .await;
+            let cp = crate::provision::codepipeline::CodePipeline::new(cfn.sdk_config());
+            crate::ops::pipelines(&store, &cfn, &cp).await?
+        } else {
+            Vec::new()
+        };
         let mut out = std::io::stdout().lock();
         match output {
             OutputFormat::Json => writeln!(
@@ -847,11 +865,13 @@ fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode> {
                     "resources": rows,
                     "rollouts": rollouts,
                     "proposals": proposals,
+                    "pipelines": pipelines,
                 }))?
             )?,
             OutputFormat::Table => {
                 write!(out, "{}", crate::ops::status_table(&rows))?;
                 write!(out, "{}", crate::ops::rollouts_table(&rollouts))?;
+                write!(out, "{}", crate::ops::pipelines_table(&pipelines))?;
                 write!(out, "{}", crate::ops::proposals_table(&proposals))?;
             }
         }

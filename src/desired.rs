@@ -266,6 +266,8 @@ pub struct Resource {
     pub documents: Vec<(String, String)>,
     /// Spec commit.
     pub spec_commit: Option<String>,
+    /// For instances: start the service's pipeline once this deploys.
+    pub start_pipeline: bool,
 }
 
 /// The result of [`compute`].
@@ -389,6 +391,7 @@ impl Builder<'_> {
             environment,
             documents,
             spec_commit: spec_commit.cloned(),
+            start_pipeline: false,
         });
     }
 
@@ -684,6 +687,25 @@ pub fn compute_pinned(
             &env_allowed,
             template_repos_failed,
         );
+    }
+    // Services that ask for their pipeline to start after an instance deploys.
+    let starters: BTreeSet<String> = snapshot
+        .spec_repos
+        .iter()
+        .flat_map(|r| &r.files)
+        .filter_map(|f| match &f.spec {
+            Ok(SpecFile::Service(s)) if s.start_pipeline_on_deploy => {
+                Some(format!("service_instance/{}/", s.name))
+            }
+            _ => None,
+        })
+        .collect();
+    if !starters.is_empty() {
+        for r in &mut b.out.resources {
+            r.start_pipeline = starters
+                .iter()
+                .any(|p| r.desired.id.starts_with(p.as_str()));
+        }
     }
     b.out
 }

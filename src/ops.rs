@@ -290,6 +290,93 @@ pub fn rollouts_table(rows: &[RolloutRow]) -> String {
     out
 }
 
+/// A service pipeline's executions, for status.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineRow {
+    /// Service.
+    pub service: String,
+    /// CodePipeline pipeline name, when found.
+    pub pipeline: Option<String>,
+    /// The latest execution as CodePipeline reports it, or why it cannot be shown.
+    pub latest_execution: String,
+    /// The last execution protond started (or tried to).
+    pub last_start: Option<crate::state::PipelineRunRecord>,
+}
+
+/// The pipelines of deployed services, with their latest execution read live from
+/// CodePipeline where the endpoint offers it.
+pub async fn pipelines(
+    store: &Store,
+    cfn: &crate::provision::cloudformation::CloudFormation,
+    cp: &crate::provision::codepipeline::CodePipeline,
+) -> Result<Vec<PipelineRow>, StateError> {
+    let runs = store.pipeline_runs().await?;
+    let mut rows = Vec::new();
+    for r in store.resources().await? {
+        if r.kind != crate::plan::ResourceKind::Pipeline {
+            continue;
+        }
+        let service = r.id.split('/').nth(1).unwrap_or_default().to_string();
+        let (pipeline, latest_execution) =
+            match crate::daemon::reconcile::pipeline_name(cfn, store, &service).await {
+                Err(why) => (None, format!("not available: {why}")),
+                Ok(name) => {
+                    let latest = match cp.latest(&name).await {
+                        Ok(Some(e)) => format!(
+                            "{} ({}{})",
+                            e.status,
+                            e.id,
+                            e.updated_at.map(|t| format!(", {t}")).unwrap_or_default()
+                        ),
+                        Ok(None) => "no executions yet".into(),
+                        Err(e) => e.to_string(),
+                    };
+                    (Some(name), latest)
+                }
+            };
+        rows.push(PipelineRow {
+            last_start: runs.iter().find(|x| x.service == service).cloned(),
+            service,
+            pipeline,
+            latest_execution,
+        });
+    }
+    Ok(rows)
+}
+
+/// Pipelines as a table section (empty when there are none).
+#[must_use]
+pub fn pipelines_table(rows: &[PipelineRow]) -> String {
+    let mut out = String::new();
+    if rows.is_empty() {
+        return out;
+    }
+    out.push_str("\nPipelines:\n");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "  {} ({}): latest execution: {}",
+            r.service,
+            r.pipeline.as_deref().unwrap_or("no CodePipeline pipeline"),
+            r.latest_execution
+        );
+        if let Some(s) = &r.last_start {
+            let _ = writeln!(
+                out,
+                "    last start by protond after {}: {}{} at {}",
+                s.triggered_by,
+                s.result,
+                s.message
+                    .as_deref()
+                    .map(|m| format!(" ({m})"))
+                    .unwrap_or_default(),
+                s.updated_at
+            );
+        }
+    }
+    out
+}
+
 /// Upgrade pull requests as a table section (empty when there are none).
 #[must_use]
 pub fn proposals_table(rows: &[crate::state::ProposalRecord]) -> String {

@@ -102,6 +102,8 @@ pub struct ServiceSpec {
     pub pipeline: Option<serde_json::Value>,
     /// Instances.
     pub instances: Vec<InstanceSpec>,
+    /// Start the service's CodePipeline pipeline after an instance deploys.
+    pub start_pipeline_on_deploy: bool,
 }
 
 /// A parsed spec file.
@@ -179,6 +181,8 @@ enum RawSpec {
         pipeline: Option<serde_yaml::Value>,
         #[serde(default)]
         instances: Vec<RawInstance>,
+        #[serde(default)]
+        start_pipeline_on_deploy: bool,
     },
 }
 
@@ -339,6 +343,7 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<SpecFile, Vec
             template,
             pipeline,
             instances,
+            start_pipeline_on_deploy,
         } => {
             let name = name.unwrap_or_else(|| default_name.to_string());
             check_name("name", &name, &mut errors);
@@ -383,11 +388,19 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<SpecFile, Vec
                     component,
                 });
             }
+            if start_pipeline_on_deploy && pipeline.is_none() {
+                errors.push(err(
+                    "start_pipeline_on_deploy",
+                    "is set, but the service has no `pipeline:` block; add one or remove the flag"
+                        .into(),
+                ));
+            }
             SpecFile::Service(ServiceSpec {
                 name,
                 template,
                 pipeline,
                 instances: out,
+                start_pipeline_on_deploy,
             })
         }
     };

@@ -189,6 +189,25 @@ pub struct SelfManagedRecord {
     pub updated_at: String,
 }
 
+/// The last pipeline execution protond started, or tried to, for a service.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct PipelineRunRecord {
+    /// Service.
+    pub service: String,
+    /// CodePipeline pipeline name, when found.
+    pub pipeline: Option<String>,
+    /// Execution id, when started.
+    pub execution_id: Option<String>,
+    /// `started`, `not_available` or `failed`.
+    pub result: String,
+    /// Why not, when not started.
+    pub message: Option<String>,
+    /// The instance whose deployment triggered it.
+    pub triggered_by: String,
+    /// When.
+    pub updated_at: String,
+}
+
 /// A managed resource and what is deployed now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceRecord {
@@ -789,6 +808,37 @@ impl Store {
         id: i64,
     ) -> Result<Option<DeploymentRecord>, StateError> {
         Ok(self.in_flight().await?.into_iter().find(|d| d.id == id))
+    }
+
+    /// Records the last pipeline start attempt of a service.
+    pub async fn put_pipeline_run(&self, r: &PipelineRunRecord) -> Result<(), StateError> {
+        sqlx::query(concat!(
+            "INSERT INTO pipeline_runs (service, pipeline, execution_id, result, message, triggered_by, updated_at)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (service) DO UPDATE SET pipeline = excluded.pipeline,",
+            " execution_id = excluded.execution_id, result = excluded.result, message = excluded.message,",
+            " triggered_by = excluded.triggered_by, updated_at = excluded.updated_at"
+        ))
+        .bind(&r.service)
+        .bind(&r.pipeline)
+        .bind(&r.execution_id)
+        .bind(&r.result)
+        .bind(&r.message)
+        .bind(&r.triggered_by)
+        .bind(now())
+        .execute(&self.pool)
+        .await
+        .map_err(q("record pipeline run"))?;
+        Ok(())
+    }
+
+    /// Every recorded pipeline start attempt, by service.
+    pub async fn pipeline_runs(&self) -> Result<Vec<PipelineRunRecord>, StateError> {
+        sqlx::query_as::<_, PipelineRunRecord>(
+            "SELECT service, pipeline, execution_id, result, message, triggered_by, updated_at FROM pipeline_runs ORDER BY service",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("list pipeline runs"))
     }
 
     /// Deployments still in flight (to adopt after a restart).

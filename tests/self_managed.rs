@@ -67,6 +67,15 @@ impl World {
             "resource \"aws_instance\" \"this\" {\n  count     = var.service_instance.inputs.size\n  subnet_id = var.environment.outputs.vpc_id\n}\n",
         );
         write(&t.join("tf-svc/v1/.compatible-envs"), "tf-env:1\n");
+        // The pipeline stack names its CodePipeline pipeline (moto cannot create one from a
+        // stack, so the test creates it through the API).
+        let pipe = t.join("web-svc/v1/pipeline_infrastructure/cloudformation.yaml");
+        let text = std::fs::read_to_string(&pipe).expect("pipeline template");
+        std::fs::write(
+            &pipe,
+            format!("{text}  PipelineName:\n    Value: '{{{{ service.name }}}}-pipeline'\n"),
+        )
+        .expect("write");
         git(&t, &["add", "-A"]);
         git(&t, &["commit", "-qm", "terraform templates"]);
         for name in ["basic-env", "web-svc", "worker-svc", "tf-env", "tf-svc"] {
@@ -87,6 +96,16 @@ impl World {
             &p.join("proton/services/tfapi.yaml"),
             "proton: ServiceSpec\nname: tfapi\ntemplate: {name: tf-svc, major: 1}\ninstances:\n  - name: tfapi-dev\n    environment: tfdev\n    spec:\n      size: 2\n",
         );
+        let spec = p.join("proton/services/payments.yaml");
+        let text = std::fs::read_to_string(&spec).expect("spec");
+        std::fs::write(
+            &spec,
+            text.replace(
+                "template: {name: web-svc, major: 1}\n",
+                "template: {name: web-svc, major: 1}\nstart_pipeline_on_deploy: true\n",
+            ),
+        )
+        .expect("write");
         git(&p, &["add", "-A"]);
         git(&p, &["commit", "-qm", "tfapi"]);
         // The infrastructure repo.
@@ -465,4 +484,49 @@ async fn components_pipelines_and_terraform_through_pull_requests() {
     assert!(!again.status.success());
     assert_eq!(github.violations(), Vec::<String>::new());
     world.reconcile();
+
+    // CodePipeline: an instance deploy of a service that asks for it starts its pipeline.
+    // moto_server has no StartPipelineExecution or ListPipelineExecutions: both degrade to
+    // "not available", and the deployment itself is unaffected.
+    let spec = world.root.join("payments/proton/services/payments.yaml");
+    let text = std::fs::read_to_string(&spec).expect("spec");
+    std::fs::write(&spec, text.replace("desired_count: 3", "desired_count: 4")).expect("write");
+    git(
+        &world.root.join("payments"),
+        &["commit", "-qam", "scale prod"],
+    );
+    world.reconcile();
+    let status = world.status();
+    let pipelines = status["pipelines"].as_array().expect("pipelines in status");
+    assert_eq!(pipelines.len(), 1, "{status}");
+    let p = &pipelines[0];
+    assert_eq!(p["service"], "payments");
+    assert_eq!(p["pipeline"], "payments-pipeline");
+    let latest = p["latest_execution"].as_str().expect("latest");
+    assert!(
+        latest.starts_with("not available: ListPipelineExecutions"),
+        "{latest}"
+    );
+    let start = &p["last_start"];
+    assert_eq!(
+        start["triggered_by"], "service_instance/payments/payments-prod",
+        "{p}"
+    );
+    assert_eq!(start["pipeline"], "payments-pipeline");
+    assert_eq!(start["result"], "not_available", "{p}");
+    assert!(
+        start["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("StartPipelineExecution")),
+        "{p}"
+    );
+    assert_eq!(
+        resource(&world.status(), "service_instance/payments/payments-prod").expect("prod")["status"],
+        "deployed"
+    );
+    let table = world.protond(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&table.stdout)
+            .contains("payments (payments-pipeline): latest execution: not available")
+    );
 }

@@ -41,6 +41,8 @@ pub struct Ctx {
     pub store: Store,
     /// CloudFormation.
     pub cfn: CloudFormation,
+    /// CodePipeline (same SDK configuration).
+    pub pipelines: crate::provision::codepipeline::CodePipeline,
     catalog: Mutex<Option<Catalog>>,
     inflight: Mutex<BTreeSet<String>>,
     idle: Notify,
@@ -96,10 +98,12 @@ impl Ctx {
         wake: mpsc::UnboundedSender<()>,
     ) -> Arc<Self> {
         let permits = Arc::new(Semaphore::new(config.concurrency));
+        let pipelines = crate::provision::codepipeline::CodePipeline::new(cfn.sdk_config());
         Arc::new(Self {
             config,
             store,
             cfn,
+            pipelines,
             catalog: Mutex::new(None),
             inflight: Mutex::new(BTreeSet::new()),
             idle: Notify::new(),
@@ -618,6 +622,90 @@ async fn finish(
     let _ = ctx.wake.send(());
 }
 
+/// The CodePipeline pipeline of a service's pipeline stack: its `PipelineName` output, or
+/// its `AWS::CodePipeline::Pipeline` resource. `Err` says why there is none.
+pub async fn pipeline_name(
+    cfn: &CloudFormation,
+    store: &Store,
+    service: &str,
+) -> Result<String, String> {
+    let id = desired::pipeline_id(service);
+    let records = store.resources().await.map_err(|e| e.to_string())?;
+    let Some(record) = records.iter().find(|r| r.id == id) else {
+        return Err(format!("the pipeline of {service} is not deployed (yet)"));
+    };
+    if let Some(name) = record
+        .outputs
+        .get(crate::provision::codepipeline::PIPELINE_NAME_OUTPUT)
+    {
+        return Ok(name.clone());
+    }
+    match cfn
+        .pipeline_resource(&cloudformation::stack_name(&id), None)
+        .await
+    {
+        Ok(Some(name)) => Ok(name),
+        Ok(None) => Err(format!(
+            "the pipeline stack of {service} has neither an AWS::CodePipeline::Pipeline resource nor a `{}` output",
+            crate::provision::codepipeline::PIPELINE_NAME_OUTPUT
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Starts the service's pipeline after `instance_id` deployed, and records what happened.
+async fn start_pipeline(ctx: &Ctx, instance_id: &str) {
+    use crate::provision::codepipeline::PipelineError;
+    let service = instance_id
+        .split('/')
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    let mut run = crate::state::PipelineRunRecord {
+        service: service.clone(),
+        pipeline: None,
+        execution_id: None,
+        result: String::new(),
+        message: None,
+        triggered_by: instance_id.to_string(),
+        updated_at: String::new(),
+    };
+    match pipeline_name(&ctx.cfn, &ctx.store, &service).await {
+        Err(why) => {
+            run.result = "not_available".into();
+            run.message = Some(why);
+        }
+        Ok(name) => {
+            run.pipeline = Some(name.clone());
+            match ctx.pipelines.start(&name).await {
+                Ok(execution) => {
+                    run.result = "started".into();
+                    run.execution_id = Some(execution);
+                }
+                Err(PipelineError::NotAvailable(m)) => {
+                    run.result = "not_available".into();
+                    run.message = Some(m);
+                }
+                Err(PipelineError::Failed(m)) => {
+                    run.result = "failed".into();
+                    run.message = Some(m);
+                }
+            }
+        }
+    }
+    match run.result.as_str() {
+        "started" => {
+            tracing::info!(service = %service, pipeline = ?run.pipeline, execution = ?run.execution_id, "Pipeline execution started.")
+        }
+        _ => {
+            tracing::warn!(service = %service, result = %run.result, reason = ?run.message, "Pipeline execution not started.")
+        }
+    }
+    if let Err(e) = ctx.store.put_pipeline_run(&run).await {
+        tracing::warn!(error = %e, "Could not record the pipeline start.");
+    }
+}
+
 pub(crate) fn record_for(dep: &NewDeployment, outputs: BTreeMap<String, String>) -> ResourceRecord {
     ResourceRecord {
         id: dep.resource_id.clone(),
@@ -690,7 +778,11 @@ fn spawn_apply(ctx: Arc<Ctx>, a: Action, resource: Resource, role: Option<String
             let outcome = apply(&ctx, id, &dep, &resource, role.as_deref()).await;
             let rollout = (dep.reason.as_deref() == Some("minor_upgrade"))
                 .then_some((dep.template.as_str(), dep.to_version));
+            let start = resource.start_pipeline && matches!(outcome, Outcome::Succeeded(_));
             finish(&ctx, id, &a.id, action_label(&a), outcome, rollout).await;
+            if start {
+                start_pipeline(&ctx, &a.id).await;
+            }
         }
         .instrument(span)
         .await;

@@ -321,6 +321,31 @@ impl CloudFormation {
         client
     }
 
+    /// The physical id of the stack's `AWS::CodePipeline::Pipeline` resource, if it has one.
+    ///
+    /// # Errors
+    ///
+    /// [`ProvisionError`] when the stack cannot be read.
+    pub async fn pipeline_resource(
+        &self,
+        stack: &str,
+        role_arn: Option<&str>,
+    ) -> Result<Option<String>, ProvisionError> {
+        let client = self.client_for(role_arn).await;
+        let out = client
+            .describe_stack_resources()
+            .stack_name(stack)
+            .send()
+            .await
+            .map_err(|e| call_error("DescribeStackResources", stack, &e))?;
+        Ok(out
+            .stack_resources()
+            .iter()
+            .find(|r| r.resource_type() == Some("AWS::CodePipeline::Pipeline"))
+            .and_then(|r| r.physical_resource_id())
+            .map(str::to_string))
+    }
+
     /// Describes a stack; `None` when it does not exist.
     pub async fn describe(
         &self,

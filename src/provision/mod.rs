@@ -2,4 +2,5 @@
 //! and report what they observe; they never decide what to deploy.
 
 pub mod cloudformation;
+pub mod codepipeline;
 pub mod terraform;
