@@ -840,15 +840,7 @@ fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode> {
         let proposals = store.proposals().await?;
         let pipelines = if rows.iter().any(|r| r.kind == "pipeline") {
             let cfn = crate::provision::cloudformation::CloudFormation::new(
-                crate::provision::cloudformation::Settings {
-                    region: config.region.clone(),
-                    endpoint_url: config.endpoint_url.clone(),
-                    max_attempts: config.aws_max_attempts,
-                    poll_interval: config.stack_poll_interval,
-                    timeout: config.stack_timeout,
-                    change_sets: config.change_sets,
-                    local_credentials: config.local_credentials,
-                },
+                crate::provision::cloudformation::Settings::from_config(&config),
             )
             .await;
             let cp = crate::provision::codepipeline::CodePipeline::new(cfn.sdk_config());

@@ -441,6 +441,28 @@ struct EnvDecl<'a> {
     commit: Option<&'a String>,
 }
 
+/// Adds a directly defined component's planner row.
+fn push_component(
+    b: &mut Builder<'_>,
+    d: &SvcDecl<'_>,
+    id: String,
+    c: &spec::ComponentRef,
+    environment: &str,
+    state: Result<Vec<(String, String)>, DesiredState>,
+) {
+    b.push(
+        id,
+        ResourceKind::Component,
+        d.repo,
+        &format!("component:{}", c.name),
+        Version { major: 0, minor: 0 },
+        &Value::String(c.path.clone()),
+        Some(environment.to_string()),
+        d.commit,
+        state,
+    );
+}
+
 struct SvcDecl<'a> {
     repo: &'a str,
     path: &'a str,
@@ -849,6 +871,18 @@ fn service(
             Ok(v) => v,
             Err(msg) => {
                 all_deployed = false;
+                // Its component stays declared (and so is never deleted) while the
+                // instance is invalid.
+                if let Some(c) = &inst.component {
+                    push_component(
+                        b,
+                        d,
+                        component_id(name, &inst.name),
+                        c,
+                        &inst.environment,
+                        Err(invalid(format!("its instance {id} is invalid: {msg}"))),
+                    );
+                }
                 b.push(
                     id,
                     ResourceKind::ServiceInstance,
@@ -903,17 +937,7 @@ fn service(
                     render_all(&component.infrastructure, &ctx)
                 }
             };
-            b.push(
-                cid.clone(),
-                ResourceKind::Component,
-                d.repo,
-                &format!("component:{}", c.name),
-                Version { major: 0, minor: 0 },
-                &Value::String(c.path.clone()),
-                Some(inst.environment.clone()),
-                d.commit,
-                state,
-            );
+            push_component(b, d, cid.clone(), c, &inst.environment, state);
             match b.outputs_of(&cid) {
                 Some(o) => info.component_outputs = o,
                 None => blocked_on.push(cid),

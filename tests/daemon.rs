@@ -25,13 +25,10 @@ impl World {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path().to_path_buf();
         example_git_repos(&root);
-        let t = root.join("platform-templates");
-        for name in ["basic-env", "web-svc", "worker-svc"] {
-            git(
-                &t,
-                &["tag", "-a", &format!("{name}/v1.0"), "-m", "first release"],
-            );
-        }
+        common::tag_first_releases(
+            &root.join("platform-templates"),
+            &["basic-env", "web-svc", "worker-svc"],
+        );
         let toml = format!(
             "state = \"sqlite://state/state.db\"\ndata_dir = \"data\"\npoll_interval = \"1s\"\n\
              [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\npoll_interval = \"200ms\"\nmax_attempts = 1\nchange_sets = false\n\
@@ -50,15 +47,7 @@ impl World {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_protond"));
-        c.args(args)
-            .arg("--config")
-            .arg(self.root.join("proton.toml"))
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env_remove("AWS_PROFILE")
-            .env("PROTOND_LOG_FORMAT", "json");
-        c
+        common::protond(&self.root.join("proton.toml"), args)
     }
 
     fn reconcile(&self) -> Output {

@@ -530,6 +530,69 @@ async fn incompatible_environment_is_refused() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn components_need_directly_defined_and_go_after_their_instance() {
+    let w = world().await;
+    let t = "platform-templates";
+    // Deployed everything first (the world converges), then the template stops accepting
+    // components: the instance carrying one is refused, nothing is deleted.
+    w.converge().await;
+    w.write(
+        t,
+        "web-svc/v1/.template-registration.yaml",
+        "compatible_environments:\n  - basic-env:1\n",
+    );
+    w.commit(t, "no components");
+    git(&w.repo(t), &["tag", "-f", "web-svc/v1.0"]);
+    let (_, _, plan) = w.plan().await;
+    match action(&plan, "service_instance/payments/payments-dev") {
+        ActionKind::Invalid { error } => assert!(
+            error.contains(
+                "does not accept components (add DIRECTLY_DEFINED to supported_component_sources)"
+            ),
+            "{error}"
+        ),
+        other => panic!("expected invalid, got {other:?}"),
+    }
+    assert_eq!(
+        plan.changes()
+            .filter(|a| a.action == ActionKind::Delete)
+            .count(),
+        0,
+        "{plan:#?}"
+    );
+    // With components accepted again, removing the service deletes the instance before its
+    // component (and the pipeline first).
+    w.write(t, "web-svc/v1/.template-registration.yaml", "compatible_environments:\n  - basic-env:1\nsupported_component_sources:\n  - DIRECTLY_DEFINED\n");
+    w.commit(t, "components again");
+    git(&w.repo(t), &["tag", "-f", "web-svc/v1.0"]);
+    git(
+        &w.repo("payments"),
+        &["rm", "-q", "proton/services/payments.yaml"],
+    );
+    git(&w.repo("payments"), &["commit", "-qm", "drop payments"]);
+    let (_, _, plan) = w.plan().await;
+    let deletes: Vec<&str> = plan
+        .changes()
+        .filter(|a| a.action == ActionKind::Delete)
+        .map(|a| a.id.as_str())
+        .collect();
+    let pos = |id: &str| {
+        deletes
+            .iter()
+            .position(|d| *d == id)
+            .unwrap_or_else(|| panic!("{id} not deleted: {deletes:?}"))
+    };
+    assert!(
+        pos("pipeline/payments") < pos("service_instance/payments/payments-dev"),
+        "{deletes:?}"
+    );
+    assert!(
+        pos("service_instance/payments/payments-dev") < pos("component/payments/payments-dev"),
+        "{deletes:?}"
+    );
+}
+
 #[test]
 fn cli_plan_and_status() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");

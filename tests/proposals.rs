@@ -3,7 +3,7 @@
 //! moto_server, and a fake of each forge API on 127.0.0.1 that checks every request.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 mod common;
 
@@ -50,13 +50,7 @@ impl World {
     }
 
     fn reconcile(&self) -> Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_protond"))
-            .args(["reconcile", "--once", "--config"])
-            .arg(self.root.join("proton.toml"))
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env_remove("AWS_PROFILE")
-            .env("PROTOND_LOG_FORMAT", "json")
+        let out = common::protond(&self.root.join("proton.toml"), &["reconcile", "--once"])
             .env("FORGE_TOKEN", TOKEN)
             .output()
             .expect("protond runs");
@@ -432,11 +426,12 @@ async fn majors_open_one_pull_request_per_spec_update_it_and_survive_restarts() 
     ok(&world.reconcile());
     assert_eq!(github.prs().len(), 1);
     assert_eq!(github.violations(), Vec::<String>::new());
-    let status = Command::new(env!("CARGO_BIN_EXE_protond"))
-        .args(["status", "--output", "json", "--config"])
-        .arg(world.root.join("proton.toml"))
-        .output()
-        .expect("status");
+    let status = common::protond(
+        &world.root.join("proton.toml"),
+        &["status", "--output", "json"],
+    )
+    .output()
+    .expect("status");
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status json");
     let resources = status["resources"].as_array().expect("resources");
     let dev = resources

@@ -3,7 +3,7 @@
 //! through pull requests to an infrastructure repo, completed by `protond notify`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
@@ -135,14 +135,7 @@ impl World {
     }
 
     fn protond(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_protond"))
-            .args(args)
-            .arg("--config")
-            .arg(self.root.join("proton.toml"))
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env_remove("AWS_PROFILE")
-            .env("PROTOND_LOG_FORMAT", "json")
+        common::protond(&self.root.join("proton.toml"), args)
             .env("INFRA_TOKEN", TOKEN)
             .output()
             .expect("protond runs")

@@ -69,20 +69,17 @@ impl Daemon {
         std::fs::write(root.join("proton.toml"), toml).expect("config");
         let port = free_port();
         let log = root.join("daemon.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_protond"))
-            .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--config"])
-            .arg(root.join("proton.toml"))
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env_remove("AWS_PROFILE")
-            .env("PROTOND_LOG_FORMAT", "json")
-            .env("T_API", API_TOKEN)
-            .env("T_GH", GH_SECRET)
-            .env("T_GL", GL_TOKEN)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("protond runs");
+        let child = common::protond(
+            &root.join("proton.toml"),
+            &["run", "--listen", &format!("127.0.0.1:{port}")],
+        )
+        .env("T_API", API_TOKEN)
+        .env("T_GH", GH_SECRET)
+        .env("T_GL", GL_TOKEN)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("protond runs");
         Self {
             child,
             base: format!("http://127.0.0.1:{port}"),

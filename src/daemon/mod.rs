@@ -27,16 +27,7 @@ pub async fn context(
     config: Config,
 ) -> Result<(Arc<Ctx>, mpsc::UnboundedReceiver<()>), crate::state::StateError> {
     let store = Store::open(&config.state).await?;
-    let cfn = CloudFormation::new(Settings {
-        region: config.region.clone(),
-        endpoint_url: config.endpoint_url.clone(),
-        max_attempts: config.aws_max_attempts,
-        poll_interval: config.stack_poll_interval,
-        timeout: config.stack_timeout,
-        change_sets: config.change_sets,
-        local_credentials: config.local_credentials,
-    })
-    .await;
+    let cfn = CloudFormation::new(Settings::from_config(&config)).await;
     let (tx, rx) = mpsc::unbounded_channel();
     Ok((Ctx::new(config, store, cfn, tx), rx))
 }

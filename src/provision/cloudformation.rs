@@ -246,6 +246,22 @@ pub struct Settings {
     pub local_credentials: bool,
 }
 
+impl Settings {
+    /// The settings a configuration asks for.
+    #[must_use]
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            region: config.region.clone(),
+            endpoint_url: config.endpoint_url.clone(),
+            max_attempts: config.aws_max_attempts,
+            poll_interval: config.stack_poll_interval,
+            timeout: config.stack_timeout,
+            change_sets: config.change_sets,
+            local_credentials: config.local_credentials,
+        }
+    }
+}
+
 /// The CloudFormation provisioner. Clients per assumed role are cached.
 #[derive(Clone)]
 pub struct CloudFormation {

@@ -47,3 +47,27 @@ pub fn example_git_repos(root: &Path) {
         git(&dir, &["commit", "-q", "-m", "initial"]);
     }
 }
+
+/// Tags `<name>/v1.0` (annotated) in the template repo for each name.
+pub fn tag_first_releases(templates: &Path, names: &[&str]) {
+    for name in names {
+        git(
+            templates,
+            &["tag", "-a", &format!("{name}/v1.0"), "-m", "first release"],
+        );
+    }
+}
+
+/// The `protond` binary with `args`, then `--config <config>`, test AWS credentials (for a
+/// moto_server) and JSON logs.
+pub fn protond(config: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_protond"));
+    c.args(args)
+        .arg("--config")
+        .arg(config)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("AWS_PROFILE")
+        .env("PROTOND_LOG_FORMAT", "json");
+    c
+}
