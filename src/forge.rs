@@ -68,7 +68,13 @@ impl ForgeError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Http { .. } | Self::Git { .. } => true,
-            Self::Status { status, .. } => *status == 429 || *status >= 500 || *status == 403,
+            Self::Status {
+                status, message, ..
+            } => {
+                *status == 429
+                    || *status >= 500
+                    || (*status == 403 && message.to_ascii_lowercase().contains("rate limit"))
+            }
             Self::MissingToken { .. } => false,
         }
     }
@@ -540,12 +546,16 @@ async fn git(
         .env("GIT_TERMINAL_PROMPT", "0")
         .env_remove("GIT_ASKPASS")
         .kill_on_drop(true);
-    let token = std::env::var(crate::source::TOKEN_ENV)
-        .ok()
-        .or_else(|| (!token_env.is_empty()).then(|| std::env::var(token_env).ok())?)
+    // The forge's token can write; the fetch token may be read-only: prefer the former.
+    let token = (!token_env.is_empty())
+        .then(|| std::env::var(token_env).ok())
+        .flatten()
+        .filter(|t| !t.trim().is_empty())
+        .or_else(|| std::env::var(crate::source::TOKEN_ENV).ok())
         .filter(|t| !t.trim().is_empty());
     let mut secrets = Vec::new();
-    if (url.starts_with("https://") || url.starts_with("http://"))
+    // Credentials only over TLS, as for fetching.
+    if url.starts_with("https://")
         && let Some(token) = token
     {
         {

@@ -675,6 +675,15 @@ impl Mirror {
         Ok(c.id)
     }
 
+    /// The author email of a commit in the mirror, if the commit is there.
+    #[must_use]
+    pub fn commit_author_email(&self, id: gix::ObjectId) -> Option<String> {
+        let repo = self.inner.repo.to_thread_local();
+        let commit = repo.find_commit(id).ok()?;
+        let author = commit.author().ok()?;
+        Some(author.email.to_string())
+    }
+
     /// The url with any credentials removed, for logs.
     #[must_use]
     pub fn display_url(&self) -> &str {

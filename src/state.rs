@@ -795,7 +795,11 @@ impl Store {
     /// Resources whose self-managed deployment waits for its outcome.
     pub async fn self_managed_waiting(&self) -> Result<Vec<SelfManagedRecord>, StateError> {
         sqlx::query_as::<_, SelfManagedRecord>(
-            "SELECT resource_id, deployment_id, folder, branch, number, url, state, updated_at FROM self_managed WHERE state = 'waiting' ORDER BY resource_id",
+            concat!(
+                "SELECT resource_id, deployment_id, folder, branch, number, url, state, updated_at FROM self_managed",
+                " WHERE state = 'waiting' AND deployment_id IN (SELECT id FROM deployments WHERE status = 'in_progress')",
+                " ORDER BY resource_id"
+            ),
         )
         .fetch_all(&self.pool)
         .await

@@ -74,6 +74,7 @@ pub struct Telemetry {
     last_fetch_age: Gauge,
     last_fetch: Mutex<Option<SystemTime>>,
     last_cycle: Mutex<Option<SystemTime>>,
+    scrape: tokio::sync::Mutex<()>,
 }
 
 impl Default for Telemetry {
@@ -164,6 +165,7 @@ impl Telemetry {
             last_fetch_age,
             last_fetch: Mutex::new(None),
             last_cycle: Mutex::new(None),
+            scrape: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -210,6 +212,8 @@ impl Telemetry {
     ///
     /// When the store cannot be read.
     pub async fn render(&self, store: &Store, in_flight: usize) -> Result<String, StateError> {
+        // One scrape at a time: the state gauges are cleared and refilled.
+        let _scrape = self.scrape.lock().await;
         self.resources.clear();
         for r in store.resources().await? {
             self.resources

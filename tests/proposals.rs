@@ -13,6 +13,8 @@ use common::{example_git_repos, git};
 use protond::demo::LocalAws as Moto;
 
 const TOKEN: &str = "forge-secret-token-123";
+/// The upgrade branch of `proton/services/payments.yaml`: its path, and a hash of it.
+const PAYMENTS_BRANCH: &str = "protond/upgrade/proton/services/payments-4bdfb6c8";
 
 struct World {
     _tmp: tempfile::TempDir,
@@ -221,7 +223,7 @@ async fn majors_open_one_pull_request_per_spec_update_it_and_survive_restarts() 
         "one pull request per spec file following web-svc: {prs:#?}"
     );
     let pr = &prs[0];
-    assert_eq!(pr.head, "protond/upgrade/proton/services/payments");
+    assert_eq!(pr.head, PAYMENTS_BRANCH);
     assert_eq!(pr.title, "Upgrade service payments to web-svc v2");
     for needle in [
         "template **web-svc** v1",
@@ -249,7 +251,7 @@ async fn majors_open_one_pull_request_per_spec_update_it_and_survive_restarts() 
     // The branch holds the rewritten spec, comments kept.
     let branch_spec = world.show(
         "payments",
-        "protond/upgrade/proton/services/payments:proton/services/payments.yaml",
+        "protond/upgrade/proton/services/payments-4bdfb6c8:proton/services/payments.yaml",
     );
     assert!(
         branch_spec.contains("template: {name: web-svc, major: 2}"),
@@ -264,12 +266,7 @@ async fn majors_open_one_pull_request_per_spec_update_it_and_survive_restarts() 
     assert!(!branch_spec.contains("health_check_path"));
     let author = git(
         &world.dir("payments"),
-        &[
-            "log",
-            "-1",
-            "--format=%an <%ae>",
-            "protond/upgrade/proton/services/payments",
-        ],
+        &["log", "-1", "--format=%an <%ae>", PAYMENTS_BRANCH],
     );
     assert_eq!(author.trim(), "bot <bot@example.invalid>");
     // The platform repo gets one merge request per environment spec.
@@ -279,8 +276,8 @@ async fn majors_open_one_pull_request_per_spec_update_it_and_survive_restarts() 
     assert_eq!(
         heads,
         [
-            "protond/upgrade/proton/environments/dev",
-            "protond/upgrade/proton/environments/prod"
+            "protond/upgrade/proton/environments/dev-581847b6",
+            "protond/upgrade/proton/environments/prod-36b82175"
         ]
     );
     assert!(
@@ -291,7 +288,7 @@ async fn majors_open_one_pull_request_per_spec_update_it_and_survive_restarts() 
     // Moving an environment ahead of its services' templates is flagged.
     let dev_mr = mrs
         .iter()
-        .find(|m| m.head.ends_with("/dev"))
+        .find(|m| m.head.contains("/environments/dev-"))
         .expect("dev mr");
     assert!(
         dev_mr.body.contains("**Upgrade these services first:**")
@@ -318,7 +315,7 @@ async fn majors_open_one_pull_request_per_spec_update_it_and_survive_restarts() 
     assert!(prs[0].state == "open");
     let branch_spec = world.show(
         "payments",
-        "protond/upgrade/proton/services/payments:proton/services/payments.yaml",
+        "protond/upgrade/proton/services/payments-4bdfb6c8:proton/services/payments.yaml",
     );
     assert!(
         branch_spec.contains("template: {name: web-svc, major: 3}"),
@@ -364,7 +361,7 @@ async fn majors_open_one_pull_request_per_spec_update_it_and_survive_restarts() 
     let mrs = gitlab.prs();
     let prod_mr = mrs
         .iter()
-        .find(|m| m.head.ends_with("/prod"))
+        .find(|m| m.head.contains("/environments/prod-"))
         .expect("prod mr");
     assert_eq!(prod_mr.state, "closed");
     assert!(
@@ -376,7 +373,7 @@ async fn majors_open_one_pull_request_per_spec_update_it_and_survive_restarts() 
     );
     assert_eq!(
         mrs.iter()
-            .find(|m| m.head.ends_with("/dev"))
+            .find(|m| m.head.contains("/environments/dev-"))
             .expect("dev")
             .state,
         "open"
@@ -390,10 +387,7 @@ async fn majors_open_one_pull_request_per_spec_update_it_and_survive_restarts() 
 
     // Someone fills in the placeholder on the branch and merges: the merge deploys v3.
     let p = world.dir("payments");
-    git(
-        &p,
-        &["checkout", "-q", "protond/upgrade/proton/services/payments"],
-    );
+    git(&p, &["checkout", "-q", PAYMENTS_BRANCH]);
     let spec = p.join("proton/services/payments.yaml");
     let text = std::fs::read_to_string(&spec).expect("spec");
     let filled: String = text
@@ -419,7 +413,7 @@ async fn majors_open_one_pull_request_per_spec_update_it_and_survive_restarts() 
             "--no-ff",
             "-m",
             "merge upgrade",
-            "protond/upgrade/proton/services/payments",
+            PAYMENTS_BRANCH,
         ],
     );
     github.set_state(1, "merged");
@@ -506,7 +500,7 @@ async fn gitea_and_plain_git_forges_with_an_hourly_limit_and_declined_requests()
     assert_eq!(envs_branches.lines().count(), 2, "{envs_branches}");
     let dev = world.show(
         "platform-envs",
-        "protond/upgrade/proton/environments/dev:proton/environments/dev.yaml",
+        "protond/upgrade/proton/environments/dev-581847b6:proton/environments/dev.yaml",
     );
     assert!(
         dev.contains("template: {name: basic-env, major: 2}"),

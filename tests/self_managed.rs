@@ -434,6 +434,40 @@ async fn components_pipelines_and_terraform_through_pull_requests() {
         "deployed"
     );
 
+    // An environment change redeploys the environment only: its commit keeps the instance's
+    // files, which live in a subfolder of the environment's folder.
+    let envs = world.root.join("platform-envs");
+    let spec = envs.join("proton/environments/tfdev.yaml");
+    let text = std::fs::read_to_string(&spec).expect("spec");
+    std::fs::write(&spec, text.replace("tf-dev-vpc", "tf-dev-vpc-2")).expect("write");
+    git(&envs, &["commit", "-qam", "rename the vpc"]);
+    let log = world.reconcile();
+    assert!(log.contains("1 waiting"), "{log}");
+    let env_branch = "protond/deploy/environment/tfdev";
+    let tfvars: Value =
+        serde_json::from_str(&world.show(&format!("{env_branch}:tfdev/proton.auto.tfvars.json")))
+            .expect("tfvars");
+    assert_eq!(tfvars["environment"]["inputs"]["vpc_name"], "tf-dev-vpc-2");
+    assert!(
+        world
+            .show(&format!("{env_branch}:tfdev/tfapi-tfapi-dev/main.tf"))
+            .contains("aws_instance")
+    );
+    world.merge(env_branch);
+    let ok = world.protond(&[
+        "notify",
+        "environment/tfdev",
+        "--status",
+        "succeeded",
+        "--outputs",
+        outputs.to_str().expect("path"),
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
     // Removing the service submits a destroy (files kept, metadata marked deleted).
     let p = world.root.join("payments");
     git(&p, &["rm", "-q", "proton/services/tfapi.yaml"]);

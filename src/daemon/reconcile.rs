@@ -52,6 +52,7 @@ pub struct Ctx {
     proposer: Mutex<Option<tokio::task::JoinHandle<crate::propose::SyncReport>>>,
     /// Metrics.
     pub telemetry: crate::telemetry::Telemetry,
+    proposal_backoff: Arc<crate::propose::Backoff>,
     /// Asks the run loop for a cycle that fetches (webhooks, the API).
     pub fetch_now: Notify,
     /// Deployments that failed since start.
@@ -112,6 +113,7 @@ impl Ctx {
             wake,
             proposer: Mutex::new(None),
             telemetry: crate::telemetry::Telemetry::new(),
+            proposal_backoff: Arc::default(),
             fetch_now: Notify::new(),
             failed: AtomicU64::new(0),
             succeeded: AtomicU64::new(0),
@@ -161,15 +163,19 @@ impl Ctx {
             return;
         }
         let ctx = self.clone();
-        *slot =
-            Some(
-                tokio::spawn(
-                    async move {
-                        crate::propose::sync(&ctx.config, &ctx.store, &snapshot, &deployed).await
-                    }
-                    .instrument(tracing::info_span!("proposals")),
-                ),
-            );
+        *slot = Some(tokio::spawn(
+            async move {
+                crate::propose::sync(
+                    &ctx.config,
+                    &ctx.store,
+                    &snapshot,
+                    &deployed,
+                    &ctx.proposal_backoff,
+                )
+                .await
+            }
+            .instrument(tracing::info_span!("proposals")),
+        ));
     }
 
     /// Wakes the run loop for a cycle (without fetching), e.g. after an outcome was
@@ -876,7 +882,15 @@ fn spawn_delete(ctx: Arc<Ctx>, a: Action, record: Option<ResourceRecord>, role: 
         let span = tracing::info_span!("deployment", resource = %a.id, template = %a.template, version = %a.version, deployment = id, action = "delete");
         async {
             tracing::info!("Delete started.");
-            let self_managed = ctx.store.self_managed(&a.id).await.ok().flatten().is_some();
+            let self_managed = match ctx.store.self_managed(&a.id).await {
+                Ok(r) => r.is_some(),
+                Err(e) => {
+                    // Unknown how it was provisioned: deleting nothing is the safe answer.
+                    let outcome = Outcome::Failed { error: format!("cannot tell how {} was provisioned: {e}", a.id), retryable: true };
+                    finish(&ctx, id, &a.id, "delete", outcome, None).await;
+                    return;
+                }
+            };
             if self_managed {
                 match super::self_managed::submit(&ctx.config, &ctx.store, id, &dep, None).await {
                     Ok(r) => tracing::info!(folder = %r.folder, branch = %r.branch, "Destroy submitted to the infrastructure repo; waiting for the outcome (protond notify)."),

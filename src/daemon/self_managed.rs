@@ -139,6 +139,9 @@ pub async fn submit(
                 .read_tree(base, &folder2, 10_000, 64 * 1024 * 1024)
                 .map_err(|e| transient(format!("infrastructure repo: {e}")))?
                 .into_iter()
+                // Only this resource's own files: instances live in subfolders of their
+                // environment's folder and must never be touched by its deployments.
+                .filter(|e| !e.path.contains('/'))
                 .map(|e| format!("{folder2}/{}", e.path))
                 .filter(|p| !keep.contains(p))
                 .collect()
@@ -158,7 +161,10 @@ pub async fn submit(
     );
     forge::push_branch(&git_dir, &sm.url, &commit, &pr_branch, &sm.forge)
         .await
-        .map_err(|e| transient(e.to_string()))?;
+        .map_err(|e| SubmitError {
+            retryable: e.is_retryable(),
+            message: e.to_string(),
+        })?;
     let f = AnyForge::new(&sm.forge);
     let verb = if deleted { "Destroy" } else { "Deploy" };
     let draft = PullRequestDraft {
@@ -193,7 +199,10 @@ pub async fn submit(
         Ok(None) => f.open(&draft).await,
         Err(e) => Err(e),
     }
-    .map_err(|e| transient(e.to_string()))?;
+    .map_err(|e| SubmitError {
+        retryable: e.is_retryable(),
+        message: e.to_string(),
+    })?;
     let record = SelfManagedRecord {
         resource_id: dep.resource_id.clone(),
         deployment_id,
@@ -274,15 +283,16 @@ pub async fn notify(
             row.deployment_id
         )));
     }
-    let dep = store
-        .in_flight_deployment(row.deployment_id)
-        .await?
-        .ok_or_else(|| {
-            NotifyError::NotWaiting(format!(
-                "{resource}: deployment {} is no longer in progress",
-                row.deployment_id
-            ))
-        })?;
+    let Some(dep) = store.in_flight_deployment(row.deployment_id).await? else {
+        // Finished already (a report recorded before its bookkeeping completed).
+        let mut done = row.clone();
+        done.state = "done".into();
+        store.put_self_managed(&done).await?;
+        return Err(NotifyError::NotWaiting(format!(
+            "{resource}: deployment {} is no longer in progress",
+            row.deployment_id
+        )));
+    };
     let outcome = match (succeeded, dep.deployment.action.as_str()) {
         (true, "delete") => Outcome::Deleted,
         (true, _) => Outcome::Succeeded(super::reconcile::record_for(&dep.deployment, outputs)),

@@ -26,6 +26,7 @@ pub mod rewrite;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -150,7 +151,10 @@ pub fn branch_name(prefix: &str, path: &str) -> String {
         .filter(|s| !s.is_empty())
         .collect::<Vec<_>>()
         .join("/");
-    format!("{prefix}upgrade/{clean}")
+    // A short hash of the exact path keeps names unique (`a.b.yaml` and `a-b.yaml`, `x.yaml`
+    // and `x.yml`) and keeps refs from nesting (`payments` and `payments/x`).
+    let h = hex::encode(Sha256::digest(path.as_bytes()));
+    format!("{prefix}upgrade/{clean}-{}", &h[..8])
 }
 
 /// Builds the pull request for a candidate: rewritten spec, title and body.
@@ -181,11 +185,18 @@ pub fn build(
         c.to.version.major
     );
     let body = body(c, snapshot, deployed, config, &rewritten, kind_word, name);
-    let mut h = Sha256::new();
-    for part in [c.entry.text.as_str(), c.to.commit.as_str(), &title, &body] {
-        h.update(part.as_bytes());
-        h.update([0]);
-    }
+    // Two parts: what the branch holds (spec and target release) and what the body says.
+    // A change of the body alone (say, a deployment elsewhere) only edits the pull request.
+    let digest = |parts: &[&str]| {
+        let mut h = Sha256::new();
+        for part in parts {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        hex::encode(h.finalize())
+    };
+    let branch_part = digest(&[c.entry.text.as_str(), c.to.commit.as_str()]);
+    let body_part = digest(&[&title, &body]);
     Ok(Proposal {
         repo: c.repo.name.clone(),
         path: c.entry.path.clone(),
@@ -197,7 +208,7 @@ pub fn build(
         body,
         rewritten,
         base: c.state.commit.clone().unwrap_or_default(),
-        content: hex::encode(h.finalize()),
+        content: format!("{branch_part}:{body_part}"),
     })
 }
 
@@ -703,6 +714,9 @@ fn environment_of(spec: &SpecFile, id: &str) -> Option<String> {
     }
 }
 
+/// Files whose last attempt failed: when to try again, and how many failures in a row.
+pub type Backoff = std::sync::Mutex<BTreeMap<String, (Instant, u32)>>;
+
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncReport {
@@ -738,6 +752,7 @@ pub async fn sync(
     store: &Store,
     snapshot: &Snapshot,
     deployed: &[ResourceRecord],
+    backoff: &Backoff,
 ) -> SyncReport {
     let mut report = SyncReport::default();
     if !config.proposals.enabled {
@@ -745,6 +760,7 @@ pub async fn sync(
     }
     let cands = candidates(config, snapshot);
     let mut wanted = Vec::new();
+    let mut unbuilt = std::collections::BTreeSet::new();
     for c in &cands {
         if c.repo.forge.is_none() {
             continue;
@@ -753,26 +769,57 @@ pub async fn sync(
             Ok(p) => wanted.push((c.repo, p)),
             Err(e) => {
                 tracing::warn!(repo = %c.repo.name, file = %c.entry.path, "Cannot propose the upgrade: {e}");
+                unbuilt.insert((c.repo.name.clone(), c.entry.path.clone()));
                 report.errors.push(e);
             }
         }
     }
     for (repo, p) in &wanted {
+        let key = format!("{}:{}", repo.name, p.path);
+        if backoff
+            .lock()
+            .ok()
+            .and_then(|b| b.get(&key).map(|(until, _)| Instant::now() < *until))
+            .unwrap_or(false)
+        {
+            continue;
+        }
         let Some(forge_cfg) = &repo.forge else {
             continue;
         };
-        if let Err(e) = ensure(config, store, repo, forge_cfg, p, &mut report).await {
-            let retry = match &e {
-                StepError::Forge(f) => f.is_retryable(),
-                _ => true,
-            };
-            tracing::warn!(
-                repo = %repo.name, file = %p.path, template = %p.template, to = p.to_major, retry,
-                "Upgrade pull request not brought up to date: {e}"
-            );
-            report
-                .errors
-                .push(format!("{}: {}: {e}", repo.name, p.path));
+        match ensure(config, store, repo, forge_cfg, p, &mut report).await {
+            Ok(()) => {
+                if let Ok(mut b) = backoff.lock() {
+                    b.remove(&key);
+                }
+            }
+            Err(e) => {
+                let retry = match &e {
+                    StepError::Forge(f) => f.is_retryable(),
+                    _ => true,
+                };
+                // Back off this file: 1 minute, doubling, at most an hour (a permanent
+                // error waits the hour), so a broken token or repo is not hammered.
+                let wait = if let Ok(mut b) = backoff.lock() {
+                    let n = b.get(&key).map_or(0, |(_, n)| *n) + 1;
+                    let secs = if retry {
+                        (60u64 << n.min(6)).min(3600)
+                    } else {
+                        3600
+                    };
+                    b.insert(key.clone(), (Instant::now() + Duration::from_secs(secs), n));
+                    secs
+                } else {
+                    0
+                };
+                tracing::warn!(
+                    repo = %repo.name, file = %p.path, template = %p.template, to = p.to_major, retry, retry_in_secs = wait,
+                    "Upgrade pull request not brought up to date: {e}"
+                );
+                report
+                    .errors
+                    .push(format!("{}: {}: {e}", repo.name, p.path));
+            }
         }
     }
     // Open pull requests no longer wanted.
@@ -783,10 +830,17 @@ pub async fn sync(
             return report;
         }
     };
+    if !snapshot.template_repo_errors.is_empty() {
+        // Part of the catalogue is unknown: "no longer wanted" cannot be told apart from
+        // "not seen". Retire nothing this pass.
+        return finish_report(report);
+    }
     for row in open.into_iter().filter(|r| r.state == "open") {
         if wanted
             .iter()
             .any(|(r, p)| r.name == row.repo && p.path == row.path)
+            || unbuilt.contains(&(row.repo.clone(), row.path.clone()))
+            || !snapshot.catalog.knows(&row.template)
         {
             continue;
         }
@@ -827,6 +881,10 @@ pub async fn sync(
             report.errors.push(e.to_string());
         }
     }
+    finish_report(report)
+}
+
+fn finish_report(report: SyncReport) -> SyncReport {
     if report != SyncReport::default() {
         tracing::info!(
             opened = report.opened,
@@ -879,6 +937,20 @@ async fn write_commit(config: &Config, repo: &SpecRepo, p: &Proposal) -> Result<
     .map_err(|e| StepError::Other(format!("writing the upgrade commit: {e}")))
 }
 
+/// Whether commit `id` of the repo's mirror was written by protond's configured author.
+async fn authored_by_us(config: &Config, repo: &SpecRepo, id: &str) -> bool {
+    let Ok(mirror) = crate::source::Mirror::open(&repo.url, &config.data_dir.join("git")) else {
+        return false;
+    };
+    let Ok(oid) = gix::ObjectId::from_hex(id.as_bytes()) else {
+        return false;
+    };
+    let email = config.proposals.author_email.clone();
+    tokio::task::spawn_blocking(move || mirror.commit_author_email(oid).is_some_and(|e| e == email))
+        .await
+        .unwrap_or(false)
+}
+
 fn draft(repo: &SpecRepo, p: &Proposal) -> PullRequestDraft {
     PullRequestDraft {
         branch: p.branch.clone(),
@@ -922,7 +994,7 @@ async fn ensure(
     if let Some(row) = &existing {
         match row.state.as_str() {
             "open" if row.content == p.content => return Ok(()),
-            "declined" if row.to_major >= i64::from(p.to_major) => return Ok(()),
+            "declined" | "merged" if row.to_major >= i64::from(p.to_major) => return Ok(()),
             "open" => {
                 let pr = match row.number {
                     Some(n) => Some(forge.get(n).await?),
@@ -935,6 +1007,15 @@ async fn ensure(
                         row.updated_at = crate::state::now();
                         store.put_proposal(&row).await?;
                         tracing::info!(repo = %p.repo, file = %p.path, "Upgrade pull request was closed unmerged; not proposing v{} again.", p.to_major);
+                        return Ok(());
+                    }
+                    Some(PullState::Merged) if row.to_major == i64::from(p.to_major) => {
+                        // Merged: the spec follows shortly. Never propose the same upgrade twice.
+                        let mut row = row.clone();
+                        row.state = "merged".into();
+                        row.updated_at = crate::state::now();
+                        store.put_proposal(&row).await?;
+                        report.merged += 1;
                         return Ok(());
                     }
                     Some(PullState::Closed | PullState::Merged) => {} // open a new one below
@@ -957,17 +1038,29 @@ async fn ensure(
         tracing::info!(repo = %p.repo, file = %p.path, limit = config.proposals.max_per_hour, "Upgrade pull request waits: the hourly limit is reached.");
         return Ok(());
     }
-    let commit = write_commit(config, repo, p).await?;
     let git_dir = mirror_dir(config, &repo.url)?;
+    if let Some(pr) = forge.find_open(&p.branch).await? {
+        // Ours from before a lost state store: adopt it. Its branch is only overwritten if
+        // its tip is a commit protond wrote (by the configured author).
+        let head = forge::remote_head(&git_dir, &repo.url, &p.branch, forge_cfg).await?;
+        let ours = match &head {
+            Some(h) => authored_by_us(config, repo, h).await,
+            None => false,
+        };
+        let mut row = record(p, forge_cfg, crate::state::now());
+        row.number = Some(pr.number);
+        row.url = Some(pr.url.clone());
+        row.head = head;
+        row.edited = !ours;
+        row.content = String::new();
+        store.put_proposal(&row).await?;
+        tracing::info!(repo = %p.repo, file = %p.path, number = pr.number, "Found the open upgrade pull request of this file; updating it.");
+        return update(config, store, repo, forge_cfg, &forge, &row, p, report).await;
+    }
+    let commit = write_commit(config, repo, p).await?;
     forge::push_branch(&git_dir, &repo.url, &commit, &p.branch, forge_cfg).await?;
     let d = draft(repo, p);
-    let pr = match forge.find_open(&p.branch).await? {
-        Some(pr) => {
-            forge.update(pr.number, &d).await?;
-            Some(pr)
-        }
-        None => forge.open(&d).await?,
-    };
+    let pr = forge.open(&d).await?;
     let mut row = record(p, forge_cfg, crate::state::now());
     row.head = Some(commit);
     if let Some(pr) = &pr {
@@ -1012,7 +1105,11 @@ async fn update(
         }
     }
     let mut body = p.body.clone();
-    if row.edited {
+    let branch_unchanged = row.content.split(':').next() == p.content.split(':').next()
+        && row.to_major == i64::from(p.to_major);
+    if branch_unchanged {
+        // Only the body changed: no push.
+    } else if row.edited {
         body.push_str(&format!(
             "\n> **Note:** someone else pushed to `{}`, so protond did not replace its content with the v{} rewrite. Close this pull request to get a fresh one.\n",
             row.branch, p.to_major

@@ -466,14 +466,15 @@ fn edit_lines(
         }
     }
 
-    // Apply from the bottom up; at one position, removals before insertions.
+    // Apply from the bottom up; at one position, removals first, insertions last (so a
+    // removal starting where lines are inserted does not take them away).
     edits.sort_by_key(|e| {
         std::cmp::Reverse((
             e.at(),
             match e {
-                LineEdit::Insert(..) => 2,
+                LineEdit::Remove(..) => 2,
                 LineEdit::Replace(..) => 1,
-                LineEdit::Remove(..) => 0,
+                LineEdit::Insert(..) => 0,
             },
         ))
     });

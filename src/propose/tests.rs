@@ -189,10 +189,13 @@ fn render_summary_names_cloudformation_resources() {
 fn branch_names_depend_only_on_the_file() {
     assert_eq!(
         branch_name("protond/", "proton/services/payments.yaml"),
-        "protond/upgrade/proton/services/payments"
+        "protond/upgrade/proton/services/payments-4bdfb6c8"
     );
-    assert_eq!(
-        branch_name("bot-", "proton/a b@{x}.yml"),
-        "bot-upgrade/proton/a-b--x-"
+    assert!(branch_name("bot-", "proton/a b@{x}.yml").starts_with("bot-upgrade/proton/a-b--x--"));
+    // Paths that clean up alike still get their own branches.
+    assert_ne!(
+        branch_name("p/", "s/a.b.yaml"),
+        branch_name("p/", "s/a-b.yaml")
     );
+    assert_ne!(branch_name("p/", "s/x.yaml"), branch_name("p/", "s/x.yml"));
 }
