@@ -167,6 +167,19 @@ pub enum Command {
         #[arg(long, default_value = "proton.toml")]
         config: PathBuf,
     },
+    /// Measure read, render and plan cycles on generated fleets of real git repos, and print
+    /// the figures (each size runs in its own process, so peak memory is its own).
+    Bench {
+        /// Fleet sizes, in service instances.
+        #[arg(long, value_delimiter = ',', default_value = "100,1000,5000")]
+        instances: Vec<usize>,
+        /// Where the generated repos go (a fresh temporary folder by default).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print one JSON object per size instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a `proton.toml` and list every problem.
     CheckConfig {
         /// Config file.
@@ -237,6 +250,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             listen,
             no_server,
         } => run_daemon(&config, listen, no_server),
+        Command::Bench {
+            instances,
+            dir,
+            json,
+        } => bench_cmd(&instances, dir.as_deref(), json),
         Command::Notify {
             resource,
             status,
@@ -1011,6 +1029,52 @@ fn demo_cmd(dir: &Path, examples: &Path, once: bool) -> Result<ExitCode> {
     })?;
     drop(local);
     Ok(code)
+}
+
+fn bench_cmd(sizes: &[usize], dir: Option<&Path>, json: bool) -> Result<ExitCode> {
+    let tmp;
+    let root = match dir {
+        Some(d) => d.to_path_buf(),
+        None => {
+            tmp = std::env::temp_dir().join(format!("protond-bench-{}", std::process::id()));
+            tmp.clone()
+        }
+    };
+    let mut rows = Vec::new();
+    if let [n] = sizes {
+        rows.push(crate::bench::measure(&root.join(n.to_string()), *n)?);
+    } else {
+        // One process per size: peak RSS is then that size's own.
+        let exe = std::env::current_exe().context("cannot find the protond binary")?;
+        for n in sizes {
+            eprintln!("bench: {n} instances ...");
+            let out = std::process::Command::new(&exe)
+                .args(["bench", "--json", "--instances", &n.to_string(), "--dir"])
+                .arg(&root)
+                .output()
+                .context("cannot run protond bench")?;
+            if !out.status.success() {
+                bail!(
+                    "bench for {n} instances failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            let f: crate::bench::Figures =
+                serde_json::from_slice(&out.stdout).context("bench child printed no figures")?;
+            rows.push(f);
+        }
+    }
+    if dir.is_none() {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    if json {
+        for f in &rows {
+            println!("{}", serde_json::to_string(f)?);
+        }
+    } else {
+        print!("{}", crate::bench::table(&rows));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn notify_cmd(

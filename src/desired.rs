@@ -88,6 +88,22 @@ fn sync_or_open(url: &str, cache: &Path) -> Result<(Mirror, Option<String>), Str
 /// validated bundles. `fetch` false only opens existing mirrors (no network).
 #[must_use]
 pub fn load(config: &Config, previous: Option<&Catalog>, fetch: bool) -> Snapshot {
+    load_inner(config, previous, None, fetch)
+}
+
+/// Like [`load`], but spec repos whose branch head is the commit `previous` read are not read
+/// again: their parsed files are reused (a commit's content never changes).
+#[must_use]
+pub fn load_cached(config: &Config, previous: Option<&Snapshot>, fetch: bool) -> Snapshot {
+    load_inner(config, previous.map(|p| &p.catalog), previous, fetch)
+}
+
+fn load_inner(
+    config: &Config,
+    previous: Option<&Catalog>,
+    previous_specs: Option<&Snapshot>,
+    fetch: bool,
+) -> Snapshot {
     let cache = config.data_dir.join("git");
     let limits = Limits::default();
     let mut snapshot = Snapshot::default();
@@ -144,13 +160,25 @@ pub fn load(config: &Config, previous: Option<&Catalog>, fetch: bool) -> Snapsho
                 if let Some(w) = warning {
                     tracing::warn!(repo = %repo.name, "{w}");
                 }
-                read_spec_repo(
-                    &mirror,
-                    &repo.branch,
-                    &repo.folder,
-                    repo.allow_empty,
-                    &mut state,
-                );
+                let head = mirror.branch_head(&repo.branch).ok().map(|h| h.to_string());
+                let reusable = previous_specs.and_then(|p| {
+                    p.spec_repos.iter().find(|s| {
+                        s.repo == repo.name
+                            && s.unknown.is_none()
+                            && s.commit.is_some()
+                            && s.commit == head
+                    })
+                });
+                match reusable {
+                    Some(prev) => state = prev.clone(),
+                    None => read_spec_repo(
+                        &mirror,
+                        &repo.branch,
+                        &repo.folder,
+                        repo.allow_empty,
+                        &mut state,
+                    ),
+                }
             }
         }
         snapshot.spec_repos.push(state);
@@ -469,6 +497,86 @@ struct SvcDecl<'a> {
     spec: &'a spec::ServiceSpec,
     commit: Option<&'a String>,
     components: &'a BTreeMap<String, Result<ComponentBundle, Vec<String>>>,
+}
+
+/// The last [`compute_pinned`] result and what it was computed from: a cycle whose inputs
+/// are unchanged (same spec commits, releases, deployed records and pins) reuses it instead
+/// of rendering everything again.
+#[derive(Debug, Default)]
+pub struct ComputeCache {
+    key: Option<String>,
+    set: Option<DesiredSet>,
+}
+
+/// What [`compute_pinned`] reads, as one hash.
+fn compute_key(
+    snapshot: &Snapshot,
+    deployed: &[ResourceRecord],
+    account_id: &str,
+    pins: &BTreeMap<String, Version>,
+) -> String {
+    let mut h = Sha256::new();
+    let mut put = |s: &str| {
+        h.update(s.as_bytes());
+        h.update([0]);
+    };
+    put(account_id);
+    for (repo, reason) in &snapshot.template_repo_errors {
+        put(repo);
+        put(reason);
+    }
+    for r in snapshot.catalog.releases() {
+        put(&r.template);
+        put(&r.version.to_string());
+        put(&r.commit);
+    }
+    for s in &snapshot.spec_repos {
+        put(&s.repo);
+        put(s.commit.as_deref().unwrap_or("-"));
+        put(s.unknown.as_deref().unwrap_or("-"));
+    }
+    for d in deployed {
+        put(&d.id);
+        put(d.kind.as_str());
+        put(&d.repo);
+        put(&d.version.to_string());
+        put(&d.template);
+        put(&d.input_hash);
+        put(&d.rendered_hash);
+        put(&d.status);
+        put(d.environment.as_deref().unwrap_or("-"));
+        for (k, v) in &d.outputs {
+            put(k);
+            put(v);
+        }
+    }
+    for (id, v) in pins {
+        put(id);
+        put(&v.to_string());
+    }
+    hex::encode(h.finalize())
+}
+
+impl ComputeCache {
+    /// [`compute_pinned`], or the previous result when nothing it reads has changed.
+    pub fn compute(
+        &mut self,
+        snapshot: &Snapshot,
+        deployed: &[ResourceRecord],
+        account_id: &str,
+        pins: &BTreeMap<String, Version>,
+    ) -> DesiredSet {
+        let key = compute_key(snapshot, deployed, account_id, pins);
+        if self.key.as_deref() == Some(key.as_str())
+            && let Some(set) = &self.set
+        {
+            return set.clone();
+        }
+        let set = compute_pinned(snapshot, deployed, account_id, pins);
+        self.key = Some(key);
+        self.set = Some(set.clone());
+        set
+    }
 }
 
 /// Checks ownership and renders every resource. Pure apart from logging.

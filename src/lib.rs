@@ -9,6 +9,7 @@
 // variants would only add noise.
 #![allow(clippy::large_enum_variant)]
 
+pub mod bench;
 pub mod catalog;
 pub mod cli;
 pub mod config;

@@ -593,6 +593,59 @@ async fn components_need_directly_defined_and_go_after_their_instance() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn unchanged_inputs_reuse_the_last_rendering_and_changes_do_not() {
+    let w = world().await;
+    w.converge().await;
+    let deployed = w.store.resources().await.expect("resources");
+    let first = desired::load_cached(&w.config, None, true);
+    let mut cache = desired::ComputeCache::default();
+    let none = std::collections::BTreeMap::new();
+    let a = cache.compute(&first, &deployed, "123456789012", &none);
+    // Same commits, releases and records: reused (spec states too).
+    let second = desired::load_cached(&w.config, Some(&first), false);
+    assert_eq!(second.spec_repos.len(), first.spec_repos.len());
+    let b = cache.compute(&second, &deployed, "123456789012", &none);
+    assert_eq!(a.desired(), b.desired());
+    // A spec change is seen (its repo is read again) and rendered anew.
+    w.write(
+        "payments",
+        "proton/services/payments.yaml",
+        &std::fs::read_to_string(w.repo("payments").join("proton/services/payments.yaml"))
+            .expect("spec")
+            .replace("desired_count: 3", "desired_count: 5"),
+    );
+    w.commit("payments", "scale");
+    let third = desired::load_cached(&w.config, Some(&second), true);
+    let c = cache.compute(&third, &deployed, "123456789012", &none);
+    let prod = |s: &desired::DesiredSet| {
+        s.resources
+            .iter()
+            .find(|r| r.desired.id == "service_instance/payments/payments-prod")
+            .map(|r| r.desired.input_hash.clone())
+            .expect("prod")
+    };
+    assert_ne!(prod(&b), prod(&c));
+    // A changed record (new environment outputs) renders anew too.
+    let mut changed = deployed.clone();
+    let env = changed
+        .iter_mut()
+        .find(|r| r.id == "environment/prod")
+        .expect("env");
+    env.outputs.insert(
+        "TopicArn".into(),
+        "arn:aws:sns:us-east-1:123456789012:moved".into(),
+    );
+    let d = cache.compute(&third, &changed, "123456789012", &none);
+    assert_ne!(
+        d.desired(),
+        c.desired(),
+        "new environment outputs must re-render"
+    );
+    let e = cache.compute(&third, &deployed, "123456789012", &none);
+    assert_eq!(e.desired(), c.desired());
+}
+
 #[test]
 fn cli_plan_and_status() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");

@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, Notify, Semaphore, mpsc};
 use tracing::Instrument as _;
 
-use crate::catalog::releases::Catalog;
 use crate::config::Config;
 use crate::desired::{self, Resource};
 use crate::ops;
@@ -43,7 +42,8 @@ pub struct Ctx {
     pub cfn: CloudFormation,
     /// CodePipeline (same SDK configuration).
     pub pipelines: crate::provision::codepipeline::CodePipeline,
-    catalog: Mutex<Option<Catalog>>,
+    previous: Mutex<Option<Arc<desired::Snapshot>>>,
+    compute_cache: std::sync::Mutex<desired::ComputeCache>,
     inflight: Mutex<BTreeSet<String>>,
     idle: Notify,
     permits: Arc<Semaphore>,
@@ -105,7 +105,8 @@ impl Ctx {
             store,
             cfn,
             pipelines,
-            catalog: Mutex::new(None),
+            previous: Mutex::new(None),
+            compute_cache: std::sync::Mutex::new(desired::ComputeCache::default()),
             inflight: Mutex::new(BTreeSet::new()),
             idle: Notify::new(),
             permits,
@@ -150,7 +151,7 @@ impl Ctx {
     /// Starts a pull-request pass in the background unless one is still running.
     async fn start_proposals(
         self: &Arc<Self>,
-        snapshot: desired::Snapshot,
+        snapshot: Arc<desired::Snapshot>,
         deployed: Vec<ResourceRecord>,
     ) {
         if !self.config.proposals.enabled
@@ -335,11 +336,14 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, Reconcile
     );
     let started_at = Instant::now();
     async move {
-        let previous = ctx.catalog.lock().await.clone();
+        let previous = ctx.previous.lock().await.clone();
         let config = ctx.config.clone();
-        let snapshot = tokio::task::spawn_blocking(move || desired::load(&config, previous.as_ref(), fetch))
-            .await
-            .map_err(|e| ReconcileError::Load(e.to_string()))?;
+        let snapshot = tokio::task::spawn_blocking(move || {
+            desired::load_cached(&config, previous.as_deref(), fetch)
+        })
+        .await
+        .map_err(|e| ReconcileError::Load(e.to_string()))?;
+        let snapshot = Arc::new(snapshot);
         for (repo, reason) in &snapshot.template_repo_errors {
             tracing::warn!(repo = %repo, reason = %reason, "Template repo could not be read.");
             ctx.telemetry.fetch_failures.get_or_create(&crate::telemetry::SourceLabels { source: "template".into() }).inc();
@@ -352,7 +356,7 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, Reconcile
             ctx.telemetry.fetched();
         }
         ops::record_catalog(&ctx.store, &snapshot.catalog).await?;
-        *ctx.catalog.lock().await = Some(snapshot.catalog.clone());
+        *ctx.previous.lock().await = Some(snapshot.clone());
         let roles = environment_roles(&snapshot);
         let env_stages = environment_stages(&snapshot);
         let rollouts = ctx.store.rollouts().await?;
@@ -384,7 +388,11 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, Reconcile
         let deployed_by_id: BTreeMap<&str, &ResourceRecord> =
             deployed.iter().map(|r| (r.id.as_str(), r)).collect();
         let latest_major = snapshot.catalog.latest_major();
-        let set = desired::compute(&snapshot, &deployed, &ctx.config.account_id);
+        // Unchanged inputs (a no-op cycle) reuse the last rendering.
+        let set = match ctx.compute_cache.lock() {
+            Ok(mut cache) => cache.compute(&snapshot, &deployed, &ctx.config.account_id, &BTreeMap::new()),
+            Err(_) => desired::compute(&snapshot, &deployed, &ctx.config.account_id),
+        };
         let plan = plan::diff(&set.desired(), &observed, &set.unknown_repos, &latest_major);
         // Minor upgrades held back by the rollout order stay on their deployed version, so
         // that their spec changes still deploy.
