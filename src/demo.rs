@@ -29,6 +29,11 @@ impl LocalAws {
             .and_then(|l| l.local_addr())
             .context("no free port on 127.0.0.1")?
             .port();
+        Self::start_on(port)
+    }
+
+    /// Starts `moto_server` on `port` of 127.0.0.1 and waits until it answers.
+    pub fn start_on(port: u16) -> Result<Self> {
         let mut child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())

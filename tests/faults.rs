@@ -1,0 +1,143 @@
+//! Faults: the AWS endpoint down and back, and the state store locked by someone else.
+//! Real git repos, the `protond` binary, moto_server and a real SQLite file.
+
+use std::path::PathBuf;
+use std::process::Output;
+
+mod common;
+use common::{example_git_repos, protond};
+
+use protond::demo::LocalAws as Moto;
+use protond::state::Store;
+
+struct World {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    port: u16,
+}
+
+impl World {
+    /// The examples, pointed at a port where nothing listens yet.
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().to_path_buf();
+        example_git_repos(&root);
+        common::tag_first_releases(
+            &root.join("platform-templates"),
+            &["basic-env", "web-svc", "worker-svc"],
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let toml = format!(
+            "state = \"sqlite://state/state.db\"\ndata_dir = \"data\"\n\
+             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"http://127.0.0.1:{port}\"\npoll_interval = \"200ms\"\nmax_attempts = 2\nchange_sets = false\n\
+             [[template_repos]]\nname = \"platform-templates\"\nurl = \"platform-templates\"\n\
+             [[spec_repos]]\nname = \"platform-envs\"\nurl = \"platform-envs\"\nplatform = true\n\
+             [[spec_repos]]\nname = \"payments\"\nurl = \"payments\"\n"
+        );
+        std::fs::write(root.join("proton.toml"), toml).expect("config");
+        Self {
+            _tmp: tmp,
+            root,
+            port,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        protond(&self.root.join("proton.toml"), args)
+            .output()
+            .expect("protond runs")
+    }
+
+    async fn store(&self) -> Store {
+        Store::open(&format!("sqlite://{}/state/state.db", self.root.display()))
+            .await
+            .expect("store")
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_endpoint_down_then_back_loses_nothing() {
+    let w = World::new();
+    // Down: every deployment fails as retryable; nothing is recorded as deployed, nothing
+    // stays in flight, and the process exits cleanly with a non-zero code.
+    let out = w.run(&["reconcile", "--once"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("panicked"), "{}", text(&out));
+    {
+        let store = w.store().await;
+        assert!(store.resources().await.expect("resources").is_empty());
+        assert!(store.in_flight().await.expect("in flight").is_empty());
+        let history = store.deployments(None, 100).await.expect("history");
+        assert!(!history.is_empty());
+        assert!(
+            history.iter().all(|d| d.status == "failed" && d.retryable),
+            "{history:#?}"
+        );
+    }
+    // Back: the same command deploys everything; no stack is created twice.
+    let moto = Moto::start_on(w.port).expect("moto_server starts on the same port");
+    let out = w.run(&["reconcile", "--once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let store = w.store().await;
+    let records = store.resources().await.expect("resources");
+    assert_eq!(records.len(), 7, "{records:#?}");
+    assert!(records.iter().all(|r| r.status == "deployed"));
+    assert!(store.in_flight().await.expect("in flight").is_empty());
+    drop(moto);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_state_store_is_a_clear_error_and_nothing_is_corrupted() {
+    let w = World::new();
+    let moto = Moto::start_on(w.port).expect("moto_server");
+    assert!(w.run(&["reconcile", "--once"]).status.success());
+    let url = format!("sqlite://{}/state/state.db", w.root.display());
+    // Someone else holds the write lock (an exclusive transaction) while protond runs.
+    let pool = sqlx::SqlitePool::connect(&url).await.expect("connect");
+    let mut lock = pool.acquire().await.expect("connection");
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock");
+    let out = w.run(&["rollout", "halt", "web-svc/v1.0", "--reason", "test"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let msg = text(&out);
+    assert!(
+        msg.contains("state") && (msg.contains("locked") || msg.contains("busy")),
+        "unclear error: {msg}"
+    );
+    sqlx::query("ROLLBACK")
+        .execute(&mut *lock)
+        .await
+        .expect("unlock");
+    drop(lock);
+    pool.close().await;
+    // Afterwards: intact, and the same command works.
+    let check = sqlx::SqlitePool::connect(&url).await.expect("connect");
+    let ok: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&check)
+        .await
+        .expect("integrity");
+    assert_eq!(ok, "ok");
+    check.close().await;
+    assert!(
+        w.run(&["rollout", "halt", "web-svc/v1.0", "--reason", "test"])
+            .status
+            .success()
+    );
+    let store = w.store().await;
+    assert_eq!(store.resources().await.expect("resources").len(), 7);
+    drop(moto);
+}
