@@ -1,4 +1,5 @@
-//! Faults: the AWS endpoint down and back, and the state store locked by someone else.
+//! Faults: the AWS endpoint down and back, throttling, and the state store locked by
+//! someone else.
 //! Real git repos, the `protond` binary, moto_server and a real SQLite file.
 
 use std::path::PathBuf;
@@ -140,4 +141,119 @@ async fn a_locked_state_store_is_a_clear_error_and_nothing_is_corrupted() {
     let store = w.store().await;
     assert_eq!(store.resources().await.expect("resources").len(), 7);
     drop(moto);
+}
+
+/// A proxy in front of moto_server that answers the first `throttle` CreateStack calls with
+/// CloudFormation's `Throttling` error and forwards everything else.
+async fn throttling_proxy(
+    upstream: String,
+    throttle: usize,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let throttled = Arc::new(AtomicUsize::new(0));
+    let count = throttled.clone();
+    let client = reqwest::Client::new();
+    let app = axum::Router::new().fallback(
+        move |method: axum::http::Method,
+              uri: axum::http::Uri,
+              headers: axum::http::HeaderMap,
+              body: axum::body::Bytes| {
+            let client = client.clone();
+            let upstream = upstream.clone();
+            let count = count.clone();
+            async move {
+                use axum::response::IntoResponse as _;
+                if String::from_utf8_lossy(&body).contains("Action=CreateStack")
+                    && count.fetch_add(1, Ordering::SeqCst) < throttle
+                {
+                    return (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        [("content-type", "text/xml")],
+                        "<ErrorResponse xmlns=\"http://cloudformation.amazonaws.com/doc/2010-05-15/\"><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>t</RequestId></ErrorResponse>",
+                    )
+                        .into_response();
+                }
+                let url = format!(
+                    "{upstream}{}",
+                    uri.path_and_query().map_or("/", |p| p.as_str())
+                );
+                let mut req = client.request(method, url).body(body);
+                for (k, v) in &headers {
+                    if k != "host" && k != "content-length" {
+                        req = req.header(k, v);
+                    }
+                }
+                match req.send().await {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        let ct = resp
+                            .headers()
+                            .get("content-type")
+                            .cloned()
+                            .unwrap_or(axum::http::HeaderValue::from_static("text/xml"));
+                        let bytes = resp.bytes().await.unwrap_or_default();
+                        (status, [("content-type", ct)], bytes).into_response()
+                    }
+                    Err(e) => (axum::http::StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+                }
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}"), throttled)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_is_retried_and_nothing_is_created_twice() {
+    let w = World::new();
+    let moto = Moto::start_on(w.port).expect("moto_server");
+    let (proxy, throttled) = throttling_proxy(moto.url.clone(), 5).await;
+    let cfg = w.root.join("proton.toml");
+    let text_cfg = std::fs::read_to_string(&cfg)
+        .expect("config")
+        .replace(&format!("http://127.0.0.1:{}", w.port), &proxy);
+    std::fs::write(&cfg, text_cfg).expect("config");
+    // Throttled calls are retried (by the SDK, then by the daemon's backoff); a second run
+    // finishes whatever the first left failed as retryable.
+    let first = w.run(&["reconcile", "--once"]);
+    assert!(!text(&first).contains("panicked"), "{}", text(&first));
+    if !first.status.success() {
+        let out = w.run(&["reconcile", "--once"]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    assert!(
+        throttled.load(std::sync::atomic::Ordering::SeqCst) >= 5,
+        "the proxy throttled"
+    );
+    let store = w.store().await;
+    let records = store.resources().await.expect("resources");
+    assert_eq!(records.len(), 7, "{records:#?}");
+    assert!(store.in_flight().await.expect("in flight").is_empty());
+    // Exactly one stack per resource on moto.
+    let conf = aws_sdk_cloudformation::Config::builder()
+        .behavior_version(aws_sdk_cloudformation::config::BehaviorVersion::latest())
+        .region(aws_sdk_cloudformation::config::Region::new("us-east-1"))
+        .endpoint_url(&moto.url)
+        .credentials_provider(aws_sdk_cloudformation::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .build();
+    let stacks = aws_sdk_cloudformation::Client::from_conf(conf)
+        .describe_stacks()
+        .send()
+        .await
+        .expect("stacks");
+    let live = stacks
+        .stacks()
+        .iter()
+        .filter(|s| s.stack_status().map(|x| x.as_str()) != Some("DELETE_COMPLETE"))
+        .count();
+    assert_eq!(live, 7);
 }
