@@ -17,7 +17,6 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -59,24 +58,7 @@ pub struct Figures {
 }
 
 fn git(dir: &Path, args: &[&str]) -> Result<()> {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "protond bench")
-        .env("GIT_AUTHOR_EMAIL", "bench@protond.invalid")
-        .env("GIT_COMMITTER_NAME", "protond bench")
-        .env("GIT_COMMITTER_EMAIL", "bench@protond.invalid")
-        .output()
-        .with_context(|| format!("cannot run git in {}", dir.display()))?;
-    if !out.status.success() {
-        bail!(
-            "git {} failed in {}: {}",
-            args.join(" "),
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    crate::demo::git_as(dir, args, ("protond bench", "bench@protond.invalid"))
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {

@@ -60,13 +60,19 @@ impl LocalAws {
 }
 
 fn git(dir: &Path, args: &[&str]) -> Result<()> {
+    git_as(dir, args, ("protond demo", "demo@protond.invalid"))
+}
+
+/// Runs git in `dir` as author and committer `identity` (name, email), so that it works on
+/// machines with no git identity.
+pub(crate) fn git_as(dir: &Path, args: &[&str], identity: (&str, &str)) -> Result<()> {
     let out = Command::new("git")
         .args(args)
         .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "protond demo")
-        .env("GIT_AUTHOR_EMAIL", "demo@protond.invalid")
-        .env("GIT_COMMITTER_NAME", "protond demo")
-        .env("GIT_COMMITTER_EMAIL", "demo@protond.invalid")
+        .env("GIT_AUTHOR_NAME", identity.0)
+        .env("GIT_AUTHOR_EMAIL", identity.1)
+        .env("GIT_COMMITTER_NAME", identity.0)
+        .env("GIT_COMMITTER_EMAIL", identity.1)
         .output()
         .with_context(|| format!("cannot run git in {}", dir.display()))?;
     if !out.status.success() {

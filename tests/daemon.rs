@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{example_git_repos, git};
+use common::git;
 
 use protond::demo::LocalAws as Moto;
 use protond::state::Store;
@@ -22,13 +22,7 @@ struct World {
 impl World {
     fn new() -> Self {
         let moto = Moto::start().expect("moto_server starts (scripts/test installs it)");
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let root = tmp.path().to_path_buf();
-        example_git_repos(&root);
-        common::tag_first_releases(
-            &root.join("platform-templates"),
-            &["basic-env", "web-svc", "worker-svc"],
-        );
+        let (tmp, root) = common::tagged_examples();
         let toml = format!(
             "state = \"sqlite://state/state.db\"\ndata_dir = \"data\"\npoll_interval = \"1s\"\n\
              [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\npoll_interval = \"200ms\"\nmax_attempts = 1\nchange_sets = false\n\
@@ -62,6 +56,10 @@ impl World {
         git(&dir, &["commit", "-q", "-m", message]);
     }
 
+    fn edit_config(&self, f: impl FnOnce(String) -> String) {
+        self.edit(".", "proton.toml", f);
+    }
+
     fn edit(&self, repo: &str, path: &str, f: impl FnOnce(String) -> String) {
         let p = self.root.join(repo).join(path);
         let text = std::fs::read_to_string(&p).expect("read");
@@ -75,15 +73,7 @@ impl World {
     }
 
     async fn stacks(&self) -> Vec<(String, String, Vec<(String, String)>)> {
-        let conf = aws_sdk_cloudformation::Config::builder()
-            .behavior_version(aws_sdk_cloudformation::config::BehaviorVersion::latest())
-            .region(aws_sdk_cloudformation::config::Region::new("us-east-1"))
-            .endpoint_url(&self.moto.url)
-            .credentials_provider(aws_sdk_cloudformation::config::Credentials::new(
-                "testing", "testing", None, None, "test",
-            ))
-            .build();
-        let client = aws_sdk_cloudformation::Client::from_conf(conf);
+        let client = common::cfn_client(&self.moto.url);
         let out = client.describe_stacks().send().await.expect("describe");
         out.stacks()
             .iter()
@@ -330,24 +320,18 @@ async fn deletion_budget_and_unknown_repos_protect_stacks() {
     assert!(w.reconcile().status.success());
     let n = w.stacks().await.len();
     // Budget 1: removing the whole payments repo content (5 stacks) deletes nothing.
-    let cfg = w.root.join("proton.toml");
-    let text = std::fs::read_to_string(&cfg).expect("read");
-    std::fs::write(
-        &cfg,
+    w.edit_config(|text| {
         text.replace(
             "shutdown_grace = \"10s\"",
             "shutdown_grace = \"10s\"\ndeletion_budget = 1",
-        ),
-    )
-    .expect("write");
-    std::fs::write(
-        &cfg,
-        std::fs::read_to_string(&cfg).expect("read").replace(
+        )
+    });
+    w.edit_config(|text| {
+        text.replace(
             "url = \"payments\"",
             "url = \"payments\"\nallow_empty = true",
-        ),
-    )
-    .expect("write");
+        )
+    });
     git(
         &w.root.join("payments"),
         &["rm", "-q", "-r", "proton/services"],
@@ -500,16 +484,12 @@ fn wait_for_log(
 #[test]
 fn watcher_triggers_a_deploy_and_sigterm_stops_cleanly() {
     let w = World::new();
-    let cfg = w.root.join("proton.toml");
-    let text = std::fs::read_to_string(&cfg).expect("read");
-    std::fs::write(
-        &cfg,
+    w.edit_config(|text| {
         text.replace(
             "poll_interval = \"1s\"\n[aws]",
             "poll_interval = \"1h\"\n[aws]",
-        ),
-    )
-    .expect("write");
+        )
+    });
     let mut child = w
         .command(&["run"])
         .stderr(Stdio::piped())
@@ -653,13 +633,7 @@ async fn change_set_path_creates_updates_and_detects_no_changes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn minor_versions_roll_out_stage_by_stage_and_halt_on_failure() {
     let w = World::new();
-    let cfg = w.root.join("proton.toml");
-    let text = std::fs::read_to_string(&cfg).expect("read");
-    std::fs::write(
-        &cfg,
-        format!("{text}[rollout]\nstages = [\"dev\", \"prod\"]\nsoak = \"3s\"\n"),
-    )
-    .expect("write");
+    w.edit_config(|text| format!("{text}[rollout]\nstages = [\"dev\", \"prod\"]\nsoak = \"3s\"\n"));
     assert!(w.reconcile().status.success());
     let store = w.store().await;
     let version_of = |records: &[protond::state::ResourceRecord], id: &str| {
@@ -781,14 +755,8 @@ async fn minor_versions_roll_out_stage_by_stage_and_halt_on_failure() {
 #[tokio::test(flavor = "multi_thread")]
 async fn maintenance_window_holds_minor_upgrades_but_not_spec_changes() {
     let w = World::new();
-    let cfg = w.root.join("proton.toml");
-    let text = std::fs::read_to_string(&cfg).expect("read");
     // prod's window never opens (30 February).
-    std::fs::write(
-        &cfg,
-        format!("{text}[rollout]\nstages = [\"dev\", \"prod\"]\nsoak = \"0s\"\ntimezone = \"Europe/Berlin\"\n[rollout.windows]\nprod = \"* * * 30 2 *\"\n"),
-    )
-    .expect("write");
+    w.edit_config(|text| format!("{text}[rollout]\nstages = [\"dev\", \"prod\"]\nsoak = \"0s\"\ntimezone = \"Europe/Berlin\"\n[rollout.windows]\nprod = \"* * * 30 2 *\"\n"));
     assert!(w.reconcile().status.success());
     let store = w.store().await;
     let t = w.root.join("platform-templates");

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Output;
 
 mod common;
-use common::{example_git_repos, protond};
+use common::protond;
 
 use protond::demo::LocalAws as Moto;
 use protond::state::Store;
@@ -20,13 +20,7 @@ struct World {
 impl World {
     /// The examples, pointed at a port where nothing listens yet.
     fn new() -> Self {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let root = tmp.path().to_path_buf();
-        example_git_repos(&root);
-        common::tag_first_releases(
-            &root.join("platform-templates"),
-            &["basic-env", "web-svc", "worker-svc"],
-        );
+        let (tmp, root) = common::tagged_examples();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("bind")
             .local_addr()
@@ -237,15 +231,7 @@ async fn throttling_is_retried_and_nothing_is_created_twice() {
     assert_eq!(records.len(), 7, "{records:#?}");
     assert!(store.in_flight().await.expect("in flight").is_empty());
     // Exactly one stack per resource on moto.
-    let conf = aws_sdk_cloudformation::Config::builder()
-        .behavior_version(aws_sdk_cloudformation::config::BehaviorVersion::latest())
-        .region(aws_sdk_cloudformation::config::Region::new("us-east-1"))
-        .endpoint_url(&moto.url)
-        .credentials_provider(aws_sdk_cloudformation::config::Credentials::new(
-            "testing", "testing", None, None, "test",
-        ))
-        .build();
-    let stacks = aws_sdk_cloudformation::Client::from_conf(conf)
+    let stacks = common::cfn_client(&moto.url)
         .describe_stacks()
         .send()
         .await

@@ -8,7 +8,7 @@ use std::process::Output;
 mod common;
 
 use common::forge::{FakeForge, Kind};
-use common::{example_git_repos, git};
+use common::git;
 
 use protond::demo::LocalAws as Moto;
 
@@ -25,16 +25,7 @@ struct World {
 impl World {
     fn new(extra: &str, payments_forge: &str, envs_forge: &str) -> Self {
         let moto = Moto::start().expect("moto_server starts (scripts/test installs it)");
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let root = tmp.path().to_path_buf();
-        example_git_repos(&root);
-        let t = root.join("platform-templates");
-        for name in ["basic-env", "web-svc", "worker-svc"] {
-            git(
-                &t,
-                &["tag", "-a", &format!("{name}/v1.0"), "-m", "first release"],
-            );
-        }
+        let (tmp, root) = common::tagged_examples();
         let toml = format!(
             "state = \"sqlite://state/state.db\"\ndata_dir = \"data\"\n{extra}\n\
              [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\npoll_interval = \"200ms\"\nmax_attempts = 1\nchange_sets = false\n\

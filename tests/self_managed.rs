@@ -228,15 +228,7 @@ async fn components_pipelines_and_terraform_through_pull_requests() {
         .get("AccessPolicyArn")
         .expect("component output")
         .clone();
-    let conf = aws_sdk_cloudformation::Config::builder()
-        .behavior_version(aws_sdk_cloudformation::config::BehaviorVersion::latest())
-        .region(aws_sdk_cloudformation::config::Region::new("us-east-1"))
-        .endpoint_url(&world.moto.url)
-        .credentials_provider(aws_sdk_cloudformation::config::Credentials::new(
-            "testing", "testing", None, None, "test",
-        ))
-        .build();
-    let cfn = aws_sdk_cloudformation::Client::from_conf(conf);
+    let cfn = common::cfn_client(&world.moto.url);
     let body = cfn
         .get_template()
         .stack_name(protond::provision::cloudformation::stack_name(

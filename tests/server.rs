@@ -10,7 +10,7 @@ use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 
 mod common;
-use common::{example_git_repos, git};
+use common::git;
 
 use protond::demo::LocalAws as Moto;
 
@@ -45,16 +45,7 @@ fn free_port() -> u16 {
 impl Daemon {
     fn start() -> Self {
         let moto = Moto::start().expect("moto_server starts (scripts/test installs it)");
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let root = tmp.path().to_path_buf();
-        example_git_repos(&root);
-        let t = root.join("platform-templates");
-        for name in ["basic-env", "web-svc", "worker-svc"] {
-            git(
-                &t,
-                &["tag", "-a", &format!("{name}/v1.0"), "-m", "first release"],
-            );
-        }
+        let (tmp, root) = common::tagged_examples();
         // Polling once an hour and no watcher: only webhooks and the API trigger fetches.
         let toml = format!(
             "state = \"sqlite://state/state.db\"\ndata_dir = \"data\"\npoll_interval = \"1h\"\n\

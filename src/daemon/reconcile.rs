@@ -207,18 +207,22 @@ fn role_for(snapshot_roles: &BTreeMap<String, String>, env: Option<&String>) -> 
     env.and_then(|e| snapshot_roles.get(e).cloned())
 }
 
-fn environment_stages(snapshot: &desired::Snapshot) -> BTreeMap<String, String> {
-    let mut stages = BTreeMap::new();
+/// One field of every environment spec that sets it, by environment name.
+fn environment_field(
+    snapshot: &desired::Snapshot,
+    field: impl Fn(&crate::spec::EnvironmentSpec) -> Option<&String>,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
     for repo in &snapshot.spec_repos {
         for f in &repo.files {
             if let Ok(crate::spec::SpecFile::Environment(e)) = &f.spec
-                && let Some(stage) = &e.stage
+                && let Some(v) = field(e)
             {
-                stages.insert(e.name.clone(), stage.clone());
+                out.insert(e.name.clone(), v.clone());
             }
         }
     }
-    stages
+    out
 }
 
 /// Where a resource stands in the rollout order: its environment's stage; resources with
@@ -313,20 +317,6 @@ fn rollout_gate(
     Ok(())
 }
 
-fn environment_roles(snapshot: &desired::Snapshot) -> BTreeMap<String, String> {
-    let mut roles = BTreeMap::new();
-    for repo in &snapshot.spec_repos {
-        for f in &repo.files {
-            if let Ok(crate::spec::SpecFile::Environment(e)) = &f.spec
-                && let Some(role) = &e.role_arn
-            {
-                roles.insert(e.name.clone(), role.clone());
-            }
-        }
-    }
-    roles
-}
-
 /// Runs one cycle: read, record, adopt, plan, start deployments.
 pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, ReconcileError> {
     let span = tracing::info_span!(
@@ -357,8 +347,8 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, Reconcile
         }
         ops::record_catalog(&ctx.store, &snapshot.catalog).await?;
         *ctx.previous.lock().await = Some(snapshot.clone());
-        let roles = environment_roles(&snapshot);
-        let env_stages = environment_stages(&snapshot);
+        let roles = environment_field(&snapshot, |e| e.role_arn.as_ref());
+        let env_stages = environment_field(&snapshot, |e| e.stage.as_ref());
         let rollouts = ctx.store.rollouts().await?;
 
         let mut report = CycleReport::default();

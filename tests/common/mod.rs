@@ -71,3 +71,29 @@ pub fn protond(config: &Path, args: &[&str]) -> Command {
         .env("PROTOND_LOG_FORMAT", "json");
     c
 }
+
+/// The example repos as git repos in a fresh temporary folder, with the first releases of
+/// the three example templates tagged. Keep the `TempDir`: dropping it deletes the folder.
+pub fn tagged_examples() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().to_path_buf();
+    example_git_repos(&root);
+    tag_first_releases(
+        &root.join("platform-templates"),
+        &["basic-env", "web-svc", "worker-svc"],
+    );
+    (tmp, root)
+}
+
+/// A CloudFormation client for a moto_server at `url`.
+pub fn cfn_client(url: &str) -> aws_sdk_cloudformation::Client {
+    let conf = aws_sdk_cloudformation::Config::builder()
+        .behavior_version(aws_sdk_cloudformation::config::BehaviorVersion::latest())
+        .region(aws_sdk_cloudformation::config::Region::new("us-east-1"))
+        .endpoint_url(url)
+        .credentials_provider(aws_sdk_cloudformation::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .build();
+    aws_sdk_cloudformation::Client::from_conf(conf)
+}
