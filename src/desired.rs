@@ -4,7 +4,9 @@
 //! a [`Snapshot`]; [`compute`] turns a snapshot plus what is deployed into rendered
 //! [`Resource`]s and the planner's [`plan::Desired`] rows. Ownership rules live here:
 //!
-//! * a service name declared by two spec files (in one repo or two) is an error for both;
+//! * a service belongs to the repo it is deployed from: another repo declaring the same name
+//!   is refused alone (a problem), and the owner keeps deploying. A name declared twice with
+//!   no single deployed owner (new, or twice in the owning repo) is an error for both;
 //! * environments only come from repos marked `platform = true`, and an environment name
 //!   declared twice is an error for both;
 //! * an environment may restrict which spec repos deploy into it (`allowed_service_repos`);
@@ -203,6 +205,8 @@ fn read_spec_repo(
     state.commit = Some(head.to_string());
     let entries = match mirror.read_tree(head, folder, 10_000, 64 * 1024 * 1024) {
         Ok(e) => e,
+        // A missing folder is an empty one (refused below unless allowed).
+        Err(crate::source::SourceError::FolderNotFound { .. }) => Vec::new(),
         Err(e) => {
             state.unknown = Some(e.to_string());
             return;
@@ -665,7 +669,8 @@ pub fn compute_pinned(
                 .iter()
                 .map(|d| format!("{}:{}", d.repo, d.path))
                 .collect();
-            for d in decls {
+            // One resource per name: the first declaration carries the error.
+            if let Some(d) = decls.first() {
                 b.push(
                     environment_id(name),
                     ResourceKind::Environment,
@@ -781,6 +786,37 @@ pub fn compute_pinned(
 
     // Services.
     for (name, decls) in &svcs {
+        // A service already deployed from one repo belongs to it: a declaration elsewhere
+        // is refused alone, and the owner keeps deploying.
+        let prefix = format!("service_instance/{name}/");
+        let owners: BTreeSet<&str> = b
+            .deployed
+            .iter()
+            .filter(|(id, _)| id.starts_with(&prefix))
+            .map(|(_, r)| r.repo.as_str())
+            .collect();
+        let owned: Vec<_> = decls.iter().filter(|d| owners.contains(d.repo)).collect();
+        if decls.len() > 1 && owners.len() == 1 && owned.len() == 1 {
+            let owner = owned[0];
+            for d in decls.iter().filter(|d| d.repo != owner.repo) {
+                b.out.problems.push(format!(
+                    "{}:{}: name: service {name:?} belongs to spec repo {:?} ({}), which deployed it; rename the service in this file, or remove the file",
+                    d.repo, d.path, owner.repo, owner.path
+                ));
+                // What this file declared before is unknown now: delete nothing of its repo.
+                b.out.unknown_repos.insert(d.repo.to_string());
+            }
+            service(
+                &mut b,
+                catalog,
+                name,
+                owner,
+                &env_templates,
+                &env_allowed,
+                template_repos_failed,
+            );
+            continue;
+        }
         if decls.len() > 1 {
             let places: Vec<String> = decls
                 .iter()
@@ -926,7 +962,7 @@ fn service(
         let check = || -> Result<Value, String> {
             let Some((env_t, env_major)) = env_templates.get(inst.environment.as_str()) else {
                 return Err(format!(
-                    "{}: instances[{i}].environment: environment {:?} is not declared in any platform repo",
+                    "{}: instances[{i}].environment: environment {:?} has no valid declaration in a platform repo (it is missing, declared twice, or invalid: see the environment's own error)",
                     d.path, inst.environment
                 ));
             };
@@ -934,7 +970,7 @@ fn service(
                 && !allowed.iter().any(|r| r == d.repo)
             {
                 return Err(format!(
-                    "{}: instances[{i}].environment: environment {:?} only accepts services from {}; repo {:?} is not allowed",
+                    "{}: instances[{i}].environment: environment {:?} only accepts services from {} (its allowed_service_repos); repo {:?} is not allowed: pick another environment, or ask the platform team to add the repo there",
                     d.path,
                     inst.environment,
                     allowed.join(", "),

@@ -297,8 +297,10 @@ pub fn diff(
                 }
             }
         };
+        // An invalid resource has no meaningful version: nothing to propose.
         if let Some(&latest) = latest_major.get(&want.template)
             && latest > want.version.major
+            && !matches!(want.state, DesiredState::Invalid { .. })
         {
             proposals.push(MajorProposal {
                 id: want.id.clone(),

@@ -267,6 +267,50 @@ fn to_json(
     }
 }
 
+/// The field behind a type error in a document that is valid YAML. serde reports errors in
+/// an internally tagged enum without their path, so each top-level field is checked alone.
+fn locate_type_error(text: &str) -> Option<(String, String)> {
+    use serde_yaml::Value;
+    fn check<T: serde::de::DeserializeOwned>(v: &Value) -> Option<String> {
+        serde_yaml::from_value::<T>(v.clone())
+            .err()
+            .map(|e| e.to_string())
+    }
+    let Ok(Value::Mapping(map)) = serde_yaml::from_str::<Value>(text) else {
+        return None;
+    };
+    for (k, v) in &map {
+        let Some(key) = k.as_str() else { continue };
+        let problem = match key {
+            "name" | "stage" | "account_id" | "role_arn" => check::<Option<String>>(v),
+            "template" => check::<Option<TemplateRef>>(v),
+            "allowed_service_repos" => check::<Option<Vec<String>>>(v),
+            "start_pipeline_on_deploy" => check::<bool>(v),
+            "pipeline" | "spec" => match v {
+                Value::Mapping(_) | Value::Null => None,
+                _ => Some("expected a mapping of inputs".to_string()),
+            },
+            "instances" => match v {
+                Value::Sequence(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        if let Some(e) = check::<RawInstance>(item) {
+                            return Some((format!("instances[{i}]"), e));
+                        }
+                    }
+                    None
+                }
+                Value::Null => None,
+                _ => Some("expected a list of instances (`- name: ...`)".to_string()),
+            },
+            _ => None,
+        };
+        if let Some(p) = problem {
+            return Some((key.to_string(), p));
+        }
+    }
+    None
+}
+
 /// Parses one spec file. `default_name` names the resource when the file has no `name:`
 /// (Proton's header-less form); usually the file's stem. Every problem is reported.
 pub fn parse(text: &str, file: &str, default_name: &str) -> Result<SpecFile, Vec<SpecError>> {
@@ -286,6 +330,9 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<SpecFile, Vec
     }
     let raw: RawSpec = serde_yaml::from_str(text).map_err(|e| {
         let msg = yaml_error(&e);
+        if let Some((field, message)) = locate_type_error(text) {
+            return vec![err(&field, message)];
+        }
         let hint = if msg.contains("proton") {
             "; the file must start with `proton: EnvironmentSpec` or `proton: ServiceSpec`"
         } else {
@@ -484,6 +531,32 @@ mod tests {
         );
         let errs = parse(&huge, "h.yaml", "h").expect_err("too big");
         assert!(errs[0].message.contains("limited"), "{errs:?}");
+    }
+
+    #[test]
+    fn type_errors_name_their_field() {
+        let cases = [
+            (
+                "proton: ServiceSpec\nname: a\ninstances: {a: b}\n",
+                "instances",
+            ),
+            (
+                "proton: ServiceSpec\nname: a\ninstances:\n  - name: x\n    environment: [dev]\n",
+                "instances[0]",
+            ),
+            (
+                "proton: EnvironmentSpec\nname: a\nallowed_service_repos: payments\n",
+                "allowed_service_repos",
+            ),
+            (
+                "proton: ServiceSpec\nname: a\ntemplate: {name: t, major: one}\n",
+                "template",
+            ),
+        ];
+        for (text, field) in cases {
+            let errs = parse(text, "s.yaml", "s").expect_err("invalid");
+            assert_eq!(errs[0].field, field, "{errs:?}");
+        }
     }
 
     #[test]

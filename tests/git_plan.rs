@@ -369,19 +369,24 @@ async fn repos_moving_forward_drive_the_plan() {
     );
     w.converge().await;
 
-    // Step 6: ownership. The same service in a second repo is an error for both; nothing
-    // they deployed is deleted.
+    // Step 6: ownership. The same service declared in a second repo is refused there; the
+    // repo it is deployed from keeps it, and nothing either deployed is deleted.
     let reports =
         std::fs::read_to_string(w.repo(p).join("proton/services/reports.yaml")).expect("read");
     w.write("platform-envs", "proton/services/reports.yaml", &reports);
     w.commit("platform-envs", "claim reports");
-    let (_, _, plan) = w.plan().await;
-    match action(&plan, "service_instance/reports/reports-dev") {
-        ActionKind::Invalid { error } => {
-            assert!(error.contains("more than one spec file"), "{error}")
-        }
-        other => panic!("expected invalid, got {other:?}"),
-    }
+    let (_, set, plan) = w.plan().await;
+    assert_eq!(
+        action(&plan, "service_instance/reports/reports-dev"),
+        &ActionKind::NoOp
+    );
+    assert!(
+        set.problems.iter().any(|m| m
+            .contains("platform-envs:proton/services/reports.yaml: name: service \"reports\" belongs to spec repo \"payments\"")),
+        "{:?}",
+        set.problems
+    );
+    assert!(set.unknown_repos.contains("platform-envs"));
     assert_eq!(plan.changes().count(), 0, "{plan:#?}");
     git(
         &w.repo("platform-envs"),

@@ -885,11 +885,18 @@ pub fn name_and_major_from_path(dir: &Path) -> (String, Option<u32>) {
 #[must_use]
 pub fn yaml_error(e: &serde_yaml::Error) -> String {
     let msg = e.to_string();
-    match e.location() {
+    let msg = match e.location() {
         Some(loc) if !msg.contains("line") => {
             format!("{msg} (line {}, column {})", loc.line(), loc.column())
         }
         _ => msg,
+    };
+    if msg.contains("recursion limit exceeded") {
+        format!("{msg}: the document is nested too deeply (over 128 levels); flatten it")
+    } else if msg.contains("repetition limit exceeded") {
+        format!("{msg}: aliases expand to too many nodes; write the values out instead")
+    } else {
+        msg
     }
 }
 

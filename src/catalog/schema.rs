@@ -304,7 +304,7 @@ impl Schema {
                 return Err(vec![SchemaError {
                     file: file.to_string(),
                     path: ".".to_string(),
-                    message: format!("not valid YAML: {e}"),
+                    message: format!("not valid YAML: {}", super::yaml_error(&e)),
                 }]);
             }
         };

@@ -177,6 +177,11 @@ fn scalars_equal(a: &Value, b: &Value) -> bool {
     if stripped == bt {
         return true;
     }
+    // A tag, anchor or alias is structure even where it resolves to a plain scalar
+    // (`!!binary aGk=` reads back as "aGk=").
+    if stripped.trim_start().starts_with(['!', '&', '*']) {
+        return false;
+    }
     // A marked plain scalar is always a string; unmarked it may be a number, bool, null or a
     // quoted string. Equal when the value re-read as YAML is the same scalar.
     match serde_yaml::from_str::<Value>(&stripped) {
@@ -253,6 +258,15 @@ mod tests {
             let clean = check_yaml(&m).unwrap_or_else(|e| panic!("{t:?} with {v:?}: {e:?}"));
             assert_eq!(clean, t.replace("{v}", v));
         }
+    }
+
+    #[test]
+    fn core_schema_tags_are_caught() {
+        for v in ["!!binary aGk=", "!!str x", "!!int 3", "&a x"] {
+            let doc = format!("a: {OPEN}{v}{CLOSE}\n");
+            assert!(check_yaml(&doc).is_err(), "{v}");
+        }
+        assert!(check_yaml(&format!("a: '{OPEN}!!binary aGk={CLOSE}'\n")).is_ok());
     }
 
     #[test]
