@@ -154,6 +154,17 @@ pub fn plan_table(plan: &Plan, set: &DesiredSet, catalog: &Catalog) -> String {
             );
         }
     }
+    if !catalog.ignored.is_empty() {
+        out.push_str(
+            "\nIgnored tags (they name a template but do not match the repo's tag pattern):\n",
+        );
+        for (repo, tag, pattern) in &catalog.ignored {
+            let _ = writeln!(
+                out,
+                "  {tag} ({repo}): not a release; release tags look like {pattern:?}, e.g. web-svc/v1.4"
+            );
+        }
+    }
     let invalid: Vec<&ActionKind> = plan
         .actions
         .iter()

@@ -819,8 +819,13 @@ fn cases() -> Vec<Case> {
                     w.tag(tag);
                 }
             },
-            expect: &[],
-            absent: &[],
+            expect: &[
+                "Ignored tags",
+                "web-svc/1.9 (platform-templates): not a release",
+                "web-svc/v1.9-rc1",
+                "web-svc/v01.9",
+            ],
+            absent: &["release-2026"],
             undo: Undo::Keep,
         },
     ]

@@ -124,6 +124,9 @@ pub struct Catalog {
     releases: BTreeMap<String, BTreeMap<Version, Release>>,
     /// Rejected release tags.
     pub rejected: Vec<Rejected>,
+    /// Tags that name a released template but do not match the tag pattern (likely typos,
+    /// such as `web-svc/1.4` or `web-svc/v1.4-rc1`), with the repo and the pattern.
+    pub ignored: Vec<(String, String, String)>,
 }
 
 impl Catalog {
@@ -205,6 +208,7 @@ impl Catalog {
             }
         }
         self.rejected.extend(other.rejected);
+        self.ignored.extend(other.ignored);
     }
 }
 
@@ -304,10 +308,14 @@ pub fn read_releases(
     previous: Option<&Catalog>,
 ) -> Catalog {
     let mut catalog = Catalog::default();
+    let mut unmatched = Vec::new();
+    let mut templates = std::collections::BTreeSet::new();
     for tag in tags {
         let Some((template, version)) = pattern.parse(&tag.name) else {
+            unmatched.push(tag.name.clone());
             continue;
         };
+        templates.insert(template.clone());
         let commit = tag.commit.to_string();
         if let Some(prev) =
             previous.and_then(|p| p.resolve(&template, version.major, Some(version.minor)))
@@ -340,6 +348,18 @@ pub fn read_releases(
             }),
         }
     }
+    // Tags that start like a release of a known template (`web-svc/...`, `web-svc-...`) but
+    // do not match are worth a note: they are usually a typo in a release tag.
+    catalog.ignored = unmatched
+        .into_iter()
+        .filter(|t| {
+            templates.iter().any(|tpl| {
+                t.strip_prefix(tpl.as_str())
+                    .is_some_and(|rest| rest.starts_with(['/', '-', '@', '_', '.']))
+            })
+        })
+        .map(|t| (repo.to_string(), t, pattern.as_str().to_string()))
+        .collect();
     catalog
 }
 
