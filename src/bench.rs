@@ -14,6 +14,19 @@
 //!
 //! Cycles here are read + render + plan, the part of a reconcile that grows with the fleet;
 //! no stack is deployed.
+//!
+//! [`measure_deployment`] then deploys one fleet for real, on a moto_server it starts on
+//! 127.0.0.1, with the `protond` binary as child processes:
+//!
+//! * **protond against a plain SDK loop**: `reconcile --once` creates every stack (timed as a
+//!   whole process, and from its first "Deployment started." to its last "Deployment
+//!   succeeded."); after a moto reset, a plain sequential `CreateStack` + `DescribeStacks`
+//!   loop creates the same stacks from the same rendered templates (an untimed protond run
+//!   first warms moto_server up);
+//! * **tag to first deployment call**: a watching daemon (`run`, polling hourly) converges on
+//!   the fleet, then `bench-svc/v1.1`, `v1.2`, ... are tagged one at a time; each latency runs
+//!   from just before `git tag` to the daemon's first "Deployment started." for that version
+//!   (logged right before its first CloudFormation call).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -390,4 +403,645 @@ pub fn table(rows: &[Figures]) -> String {
         );
     }
     out
+}
+
+/// Figures from deploying one fleet on a moto_server.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DeployFigures {
+    /// Service instances.
+    pub instances: usize,
+    /// Stacks created: the instances and the environments.
+    pub stacks: usize,
+    /// Deployments protond runs at once (`daemon.concurrency`).
+    pub concurrency: usize,
+    /// From just before each `git tag` to the watching daemon's first deployment of it.
+    pub tag_latencies: Vec<Duration>,
+    /// Median of `tag_latencies`.
+    pub tag_median: Duration,
+    /// Maximum of `tag_latencies`.
+    pub tag_max: Duration,
+    /// `protond reconcile --once` creating every stack, as a whole process (start, clones,
+    /// every cycle).
+    pub protond_process: Duration,
+    /// Its first "Deployment started." to its last "Deployment succeeded.".
+    pub protond_deploy: Duration,
+    /// The plain sequential SDK loop creating the same stacks.
+    pub plain_loop: Duration,
+    /// `protond_deploy / plain_loop`.
+    pub ratio: f64,
+}
+
+/// The median of `samples` (the mean of the two middle ones for an even count); zero when
+/// empty.
+#[must_use]
+pub fn median(samples: &[Duration]) -> Duration {
+    let mut v = samples.to_vec();
+    v.sort_unstable();
+    match v.len() {
+        0 => Duration::ZERO,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2,
+    }
+}
+
+/// Whether `moto_server` is on the `PATH`.
+#[must_use]
+pub fn moto_available() -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join("moto_server").is_file()))
+}
+
+/// The generated config, pointed at a moto_server: polling hourly (so that only the watcher
+/// triggers), watching, stacks created directly (moto_server returns no outputs for
+/// change-set stacks), no soak and no maintenance windows.
+fn aws_config(generated: &str, url: &str, stack_poll: &str) -> Result<String> {
+    let endpoint = "endpoint_url = \"http://127.0.0.1:9\"\n";
+    if !generated.contains(endpoint) || generated.contains("[daemon]") {
+        bail!("the generated config changed shape; update bench::aws_config");
+    }
+    Ok(format!(
+        "poll_interval = \"1h\"\n{}[daemon]\nwatch = true\nshutdown_grace = \"30s\"\n",
+        generated.replace(
+            endpoint,
+            &format!(
+                "endpoint_url = \"{url}\"\npoll_interval = \"{stack_poll}\"\nchange_sets = false\n"
+            ),
+        )
+    ))
+}
+
+/// A CloudFormation client for the moto_server at `url`, with test credentials.
+fn cfn_client(url: &str, region: &str) -> aws_sdk_cloudformation::Client {
+    let conf = aws_sdk_cloudformation::Config::builder()
+        .behavior_version(aws_sdk_cloudformation::config::BehaviorVersion::latest())
+        .region(aws_sdk_cloudformation::config::Region::new(
+            region.to_string(),
+        ))
+        .endpoint_url(url)
+        .credentials_provider(aws_sdk_cloudformation::config::Credentials::new(
+            "testing", "testing", None, None, "bench",
+        ))
+        .build();
+    aws_sdk_cloudformation::Client::from_conf(conf)
+}
+
+/// Live stacks (not deleted): (name, status).
+async fn live_stacks(cfn: &aws_sdk_cloudformation::Client) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = cfn
+            .describe_stacks()
+            .set_next_token(token.take())
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "DescribeStacks: {}",
+                    aws_sdk_cloudformation::error::DisplayErrorContext(&e)
+                )
+            })?;
+        for s in page.stacks() {
+            let status = s.stack_status().map_or("", |x| x.as_str()).to_string();
+            if status != "DELETE_COMPLETE" {
+                out.push((s.stack_name().unwrap_or("").to_string(), status));
+            }
+        }
+        match page.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => break,
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Checks that exactly `names` exist, all `CREATE_COMPLETE` (or any complete status when
+/// `any_complete`).
+async fn expect_stacks(
+    cfn: &aws_sdk_cloudformation::Client,
+    names: &[String],
+    any_complete: bool,
+    after: &str,
+) -> Result<()> {
+    let live = live_stacks(cfn).await?;
+    let bad: Vec<&(String, String)> = live
+        .iter()
+        .filter(|(_, s)| {
+            if any_complete {
+                !s.ends_with("_COMPLETE") || s.contains("ROLLBACK")
+            } else {
+                s != "CREATE_COMPLETE"
+            }
+        })
+        .collect();
+    if !bad.is_empty() {
+        bail!(
+            "after {after}, {} stack(s) are not complete: {:?}",
+            bad.len(),
+            bad.iter().take(5).collect::<Vec<_>>()
+        );
+    }
+    let mut want = names.to_vec();
+    want.sort();
+    let got: Vec<String> = live.into_iter().map(|(n, _)| n).collect();
+    if got != want {
+        bail!(
+            "after {after}, moto_server has {} stacks where {} were expected",
+            got.len(),
+            want.len()
+        );
+    }
+    Ok(())
+}
+
+async fn reset_moto(url: &str) -> Result<()> {
+    reqwest::Client::new()
+        .post(format!("{url}/moto-api/reset"))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("cannot reset the moto_server at {url}"))?;
+    Ok(())
+}
+
+/// The stacks protond deploys for the fleet, in deployment order: (stack name, template
+/// body), rendered from the repos and the recorded environment outputs.
+async fn rendered_stacks(config: &Config) -> Result<Vec<(String, String)>> {
+    let store = crate::state::Store::open(&config.state).await?;
+    let deployed = store.resources().await?;
+    drop(store);
+    let snapshot = desired::load_cached(config, None, false);
+    let set = desired::compute(&snapshot, &deployed, &config.account_id);
+    let mut resources: Vec<&desired::Resource> = set.resources.iter().collect();
+    resources.sort_by(|a, b| (a.desired.kind, &a.desired.id).cmp(&(b.desired.kind, &b.desired.id)));
+    let mut out = Vec::new();
+    for r in resources {
+        match (&r.desired.state, r.documents.as_slice()) {
+            (plan::DesiredState::Ready { .. }, [(_, body)]) => out.push((
+                crate::provision::cloudformation::stack_name(&r.desired.id),
+                body.clone(),
+            )),
+            (state, _) => bail!("{} did not render: {state:?}", r.desired.id),
+        }
+    }
+    Ok(out)
+}
+
+/// Creates each stack and polls it until `CREATE_COMPLETE`, one after the other.
+async fn plain_loop(
+    cfn: &aws_sdk_cloudformation::Client,
+    stacks: &[(String, String)],
+    poll: Duration,
+) -> Result<Duration> {
+    use aws_sdk_cloudformation::error::DisplayErrorContext;
+    let t = Instant::now();
+    for (name, body) in stacks {
+        cfn.create_stack()
+            .stack_name(name)
+            .template_body(body)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("CreateStack {name}: {}", DisplayErrorContext(&e)))?;
+        loop {
+            let out = cfn
+                .describe_stacks()
+                .stack_name(name)
+                .send()
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("DescribeStacks {name}: {}", DisplayErrorContext(&e))
+                })?;
+            let status = out
+                .stacks()
+                .first()
+                .and_then(|s| s.stack_status())
+                .map_or("", |s| s.as_str());
+            match status {
+                "CREATE_COMPLETE" => break,
+                "CREATE_IN_PROGRESS" => tokio::time::sleep(poll).await,
+                other => bail!("the plain loop's stack {name} ended {other:?}"),
+            }
+        }
+    }
+    Ok(t.elapsed())
+}
+
+/// A `protond` child process with JSON logs on stderr, read line by line (each stamped
+/// when read); killed on drop if still running.
+struct Protond {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<(Instant, String)>,
+    tail: std::collections::VecDeque<String>,
+    started: Instant,
+}
+
+/// A parsed log line: when it was read, its message, and the whole object.
+struct Log {
+    at: Instant,
+    message: String,
+    value: serde_json::Value,
+}
+
+impl Log {
+    fn field(&self, key: &str) -> &serde_json::Value {
+        &self.value["fields"][key]
+    }
+    fn span(&self, key: &str) -> &serde_json::Value {
+        &self.value["span"][key]
+    }
+    fn span_str(&self, key: &str) -> &str {
+        self.span(key).as_str().unwrap_or("")
+    }
+}
+
+impl Drop for Protond {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Protond {
+    fn spawn(config: &Path, args: &[&str]) -> Result<Self> {
+        use std::process::Stdio;
+        let exe = std::env::current_exe().context("cannot find the protond binary")?;
+        let started = Instant::now();
+        let mut child = std::process::Command::new(exe)
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env("PROTOND_LOG_FORMAT", "json")
+            .env("PROTOND_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot run protond")?;
+        let stderr = child
+            .stderr
+            .take()
+            .context("no stderr from the protond child")?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send((Instant::now(), line)).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self {
+            child,
+            lines,
+            tail: std::collections::VecDeque::new(),
+            started,
+        })
+    }
+
+    /// The next log line before `deadline`; `Ok(None)` once the process closed its stderr.
+    fn next(&mut self, deadline: Instant, waiting_for: &str) -> Result<Option<Log>> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (at, line) = match self.lines.recv_timeout(left) {
+                Ok(x) => x,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Ok(None),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    bail!("timed out waiting for {waiting_for}; {}", self.recent())
+                }
+            };
+            if self.tail.len() == 8 {
+                self.tail.pop_front();
+            }
+            self.tail.push_back(line.clone());
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let message = value["fields"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            if message == "Deployment failed." {
+                bail!("a deployment failed: {line}");
+            }
+            return Ok(Some(Log { at, message, value }));
+        }
+    }
+
+    /// The next log line satisfying `pred`, or an error on timeout or exit.
+    fn wait_for(
+        &mut self,
+        deadline: Instant,
+        waiting_for: &str,
+        mut pred: impl FnMut(&Log) -> bool,
+    ) -> Result<Log> {
+        loop {
+            match self.next(deadline, waiting_for)? {
+                Some(log) if pred(&log) => return Ok(log),
+                Some(_) => {}
+                None => bail!(
+                    "protond exited while waiting for {waiting_for}; {}",
+                    self.recent()
+                ),
+            }
+        }
+    }
+
+    /// Waits until `count` deployments matching `pred` succeeded and then a cycle started
+    /// and held nothing (the daemon has nothing left to do).
+    fn converge(
+        &mut self,
+        deadline: Instant,
+        count: usize,
+        what: &str,
+        pred: impl Fn(&Log) -> bool,
+    ) -> Result<()> {
+        let mut done = 0;
+        while done < count {
+            self.wait_for(deadline, what, |l| {
+                l.message == "Deployment succeeded." && pred(l)
+            })?;
+            done += 1;
+        }
+        self.wait_for(deadline, &format!("an idle cycle after {what}"), |l| {
+            l.message == "Reconcile cycle finished."
+                && [l.field("started"), l.field("held"), l.field("adopted")]
+                    .iter()
+                    .all(|v| v.as_u64() == Some(0))
+        })?;
+        Ok(())
+    }
+
+    fn recent(&self) -> String {
+        format!(
+            "last log lines:\n{}",
+            self.tail.iter().cloned().collect::<Vec<_>>().join("\n")
+        )
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    fn stop(mut self, deadline: Instant) -> Result<()> {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .context("cannot run kill")?;
+        if !sent.success() {
+            bail!("kill -TERM {pid} failed");
+        }
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                if !status.success() {
+                    bail!(
+                        "the daemon exited with {status} after SIGTERM; {}",
+                        self.recent()
+                    );
+                }
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("the daemon did not exit after SIGTERM; {}", self.recent())
+    }
+}
+
+/// `protond reconcile --once` on a fresh moto_server: (whole process, first deployment
+/// start to last success).
+fn protond_once(config: &Path, expected: usize, timeout: Duration) -> Result<(Duration, Duration)> {
+    let mut p = Protond::spawn(config, &["reconcile", "--once"])?;
+    let deadline = Instant::now() + timeout;
+    let (mut first, mut last, mut succeeded) = (None, None, 0);
+    while let Some(log) = p.next(deadline, "reconcile --once to finish")? {
+        match log.message.as_str() {
+            "Deployment started." => {
+                first.get_or_insert(log.at);
+            }
+            "Deployment succeeded." => {
+                last = Some(log.at);
+                succeeded += 1;
+            }
+            _ => {}
+        }
+    }
+    let status = p.child.wait()?;
+    let process = p.started.elapsed();
+    if !status.success() {
+        bail!(
+            "protond reconcile --once exited with {status}; {}",
+            p.recent()
+        );
+    }
+    if succeeded != expected {
+        bail!("protond reconcile --once deployed {succeeded} stacks for {expected}");
+    }
+    match (first, last) {
+        (Some(a), Some(b)) => Ok((process, b.saturating_duration_since(a))),
+        _ => bail!("protond reconcile --once logged no deployments"),
+    }
+}
+
+/// A watching daemon on a fresh moto_server and state: converges, then tags
+/// `bench-svc/v1.1` .. `v1.<tags>` one after the other; returns each tag's latency to the
+/// first deployment of it.
+fn tag_latencies(
+    dir: &Path,
+    config: &Path,
+    instances: usize,
+    stacks: usize,
+    tags: usize,
+) -> Result<Vec<Duration>> {
+    let templates = dir.join("templates");
+    let mut d = Protond::spawn(config, &["run", "--no-server"])?;
+    let per_rollout = Duration::from_secs(60) + Duration::from_millis(500) * u32::try_from(stacks)?;
+    d.converge(
+        Instant::now() + per_rollout,
+        stacks,
+        "the first deployments",
+        |_| true,
+    )?;
+    let mut out = Vec::new();
+    for minor in 1..=tags {
+        let version = format!("1.{minor}");
+        // Let the last cycle's tail pass; anything logged meanwhile is read (and checked).
+        std::thread::sleep(Duration::from_millis(500));
+        while let Ok((_, line)) = d.lines.try_recv() {
+            if line.contains("\"Deployment failed.\"") {
+                bail!("a deployment failed: {line}");
+            }
+        }
+        let tag = format!("bench-svc/v{version}");
+        let t = Instant::now();
+        git(&templates, &["tag", "-a", &tag, "-m", &tag])?;
+        let first = d.wait_for(
+            t + Duration::from_secs(60),
+            &format!("the first deployment of {tag}"),
+            |l| {
+                l.message == "Deployment started."
+                    && l.span_str("version") == version
+                    && l.field("reason")
+                        .as_str()
+                        .is_some_and(|r| r.contains("minor_upgrade"))
+            },
+        )?;
+        out.push(first.at.saturating_duration_since(t));
+        // Every instance moves to the new minor, stage by stage; then the daemon is idle.
+        d.converge(
+            Instant::now() + per_rollout,
+            instances,
+            &format!("the rollout of {tag}"),
+            |l| l.span_str("version") == version,
+        )?;
+    }
+    d.stop(Instant::now() + Duration::from_secs(60))?;
+    Ok(out)
+}
+
+/// Removes protond's state and mirrors, as before a first start.
+fn fresh_state(config: &Config) -> Result<()> {
+    std::fs::remove_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot remove {}", config.data_dir.display()))?;
+    if let Some(db) = config.state.strip_prefix("sqlite://")
+        && let Some(state_dir) = Path::new(db).parent()
+    {
+        std::fs::remove_dir_all(state_dir)
+            .with_context(|| format!("cannot remove {}", state_dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Deploys a fleet of `instances` on a moto_server started here (under `dir`): protond
+/// against a plain SDK loop, then `tags` new minors seen by a watching daemon.
+///
+/// # Errors
+///
+/// When moto_server cannot start, a deployment fails, or a run does not create exactly the
+/// fleet's stacks (the figures would lie).
+pub fn measure_deployment(dir: &Path, instances: usize, tags: usize) -> Result<DeployFigures> {
+    if instances == 0 || tags == 0 {
+        bail!("the deployment figures need at least one instance and one tag");
+    }
+    std::fs::create_dir_all(dir)?;
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", dir.display()))?;
+    let aws = crate::demo::LocalAws::start()
+        .context("the deployment figures need moto_server (or pass --no-aws)")?;
+    let config_path = generate(&dir, instances)?;
+    let generated = std::fs::read_to_string(&config_path)?;
+    std::fs::write(&config_path, aws_config(&generated, &aws.url, "200ms")?)?;
+    let config = load(&config_path)?;
+    let stacks = instances + ENVIRONMENTS.len();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let cfn = cfn_client(&aws.url, &config.region);
+    let timeout = Duration::from_secs(120) + Duration::from_secs(2) * u32::try_from(stacks)?;
+
+    // protond's path: every stack created by `reconcile --once`. A first run warms
+    // moto_server up (its first calls of each service are slow), then both timed runs start
+    // from a reset moto_server.
+    protond_once(&config_path, stacks, timeout).context("warm-up run")?;
+    rt.block_on(reset_moto(&aws.url))?;
+    fresh_state(&config)?;
+    let (protond_process, protond_deploy) = protond_once(&config_path, stacks, timeout)?;
+    let rendered = rt.block_on(rendered_stacks(&config))?;
+    let names: Vec<String> = rendered.iter().map(|(n, _)| n.clone()).collect();
+    if names.len() != stacks {
+        bail!("{} stacks rendered for {stacks}", names.len());
+    }
+    rt.block_on(expect_stacks(
+        &cfn,
+        &names,
+        false,
+        "protond reconcile --once",
+    ))?;
+
+    // The plain loop, on the same templates, from an empty moto_server.
+    rt.block_on(reset_moto(&aws.url))?;
+    rt.block_on(expect_stacks(&cfn, &[], false, "the moto reset"))?;
+    let plain = rt.block_on(plain_loop(&cfn, &rendered, config.stack_poll_interval))?;
+    rt.block_on(expect_stacks(&cfn, &names, false, "the plain SDK loop"))?;
+
+    // The watcher, from a fresh state on an empty moto_server.
+    rt.block_on(reset_moto(&aws.url))?;
+    fresh_state(&config)?;
+    let latencies = tag_latencies(&dir, &config_path, instances, stacks, tags)?;
+    rt.block_on(expect_stacks(&cfn, &names, true, "the watched rollouts"))?;
+    drop(aws);
+
+    Ok(DeployFigures {
+        instances,
+        stacks,
+        concurrency: config.concurrency,
+        tag_median: median(&latencies),
+        tag_max: latencies.iter().max().copied().unwrap_or_default(),
+        tag_latencies: latencies,
+        protond_process,
+        protond_deploy,
+        plain_loop: plain,
+        ratio: protond_deploy.as_secs_f64() / plain.as_secs_f64().max(1e-9),
+    })
+}
+
+/// The deployment figures as a Markdown table.
+#[must_use]
+pub fn deploy_table(d: &DeployFigures) -> String {
+    let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
+    let mut out = String::from(
+        "| instances | stacks | tag to first deployment call (median / max) | protond deploy (concurrency) | protond `reconcile --once` process | plain sequential SDK loop | protond / plain |\n|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let _ = writeln!(
+        out,
+        "| {} | {} | {} / {} (of {}) | {} ({}) | {} | {} | {:.2}x |",
+        d.instances,
+        d.stacks,
+        ms(d.tag_median),
+        ms(d.tag_max),
+        d.tag_latencies.len(),
+        ms(d.protond_deploy),
+        d.concurrency,
+        ms(d.protond_process),
+        ms(d.plain_loop),
+        d.ratio
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        let ms = Duration::from_millis;
+        assert_eq!(median(&[ms(30), ms(10), ms(20)]), ms(20));
+        assert_eq!(median(&[ms(40), ms(10), ms(20), ms(30)]), ms(25));
+        assert_eq!(median(&[]), Duration::ZERO);
+    }
+
+    #[test]
+    fn aws_config_points_the_generated_config_at_moto() {
+        let dir = std::env::temp_dir().join(format!("protond-bench-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = generate(&dir, 10).expect("generate");
+        let text = std::fs::read_to_string(&config).expect("read");
+        let text = aws_config(&text, "http://127.0.0.1:5000", "200ms").expect("rewrite");
+        std::fs::write(&config, &text).expect("write");
+        let c = load(&config).expect("compiles");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(c.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
+        assert_eq!(c.poll_interval, Duration::from_secs(3600));
+        assert!(c.watch && !c.change_sets && c.soak.is_zero() && c.windows.is_empty());
+        assert_eq!(c.stack_poll_interval, Duration::from_millis(200));
+    }
 }

@@ -168,7 +168,9 @@ pub enum Command {
         config: PathBuf,
     },
     /// Measure read, render and plan cycles on generated fleets of real git repos, and print
-    /// the figures (each size runs in its own process, so peak memory is its own).
+    /// the figures (each size runs in its own process, so peak memory is its own); then
+    /// deploy one fleet on a moto_server started on 127.0.0.1: protond against a plain SDK
+    /// loop, and the delay from a new tag to its first deployment call.
     Bench {
         /// Fleet sizes, in service instances.
         #[arg(long, value_delimiter = ',', default_value = "100,1000,5000")]
@@ -176,9 +178,18 @@ pub enum Command {
         /// Where the generated repos go (a fresh temporary folder by default).
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// Print one JSON object per size instead of the table.
+        /// Print one JSON object per size (and one `{"deployment": ...}`) instead of tables.
         #[arg(long)]
         json: bool,
+        /// Skip the deployment figures (they need `moto_server`).
+        #[arg(long)]
+        no_aws: bool,
+        /// Service instances of the fleet deployed on moto_server.
+        #[arg(long, default_value_t = 100)]
+        deploy_instances: usize,
+        /// New minor tags timed from tag to first deployment call.
+        #[arg(long, default_value_t = 3)]
+        tags: usize,
     },
     /// Check a `proton.toml` and list every problem.
     CheckConfig {
@@ -254,7 +265,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             instances,
             dir,
             json,
-        } => bench_cmd(&instances, dir.as_deref(), json),
+            no_aws,
+            deploy_instances,
+            tags,
+        } => bench_cmd(
+            &instances,
+            dir.as_deref(),
+            json,
+            (!no_aws).then_some((deploy_instances, tags)),
+        ),
         Command::Notify {
             resource,
             status,
@@ -1031,7 +1050,18 @@ fn demo_cmd(dir: &Path, examples: &Path, once: bool) -> Result<ExitCode> {
     Ok(code)
 }
 
-fn bench_cmd(sizes: &[usize], dir: Option<&Path>, json: bool) -> Result<ExitCode> {
+/// `deploy`: the fleet size and tag count of the deployment figures, `None` to skip them.
+fn bench_cmd(
+    sizes: &[usize],
+    dir: Option<&Path>,
+    json: bool,
+    deploy: Option<(usize, usize)>,
+) -> Result<ExitCode> {
+    if deploy.is_some() && !crate::bench::moto_available() {
+        bail!(
+            "the deployment figures need moto_server on the PATH (python3 -m pip install 'moto[server]'); pass --no-aws to skip them"
+        );
+    }
     let tmp;
     let root = match dir {
         Some(d) => d.to_path_buf(),
@@ -1049,7 +1079,14 @@ fn bench_cmd(sizes: &[usize], dir: Option<&Path>, json: bool) -> Result<ExitCode
         for n in sizes {
             eprintln!("bench: {n} instances ...");
             let out = std::process::Command::new(&exe)
-                .args(["bench", "--json", "--instances", &n.to_string(), "--dir"])
+                .args([
+                    "bench",
+                    "--json",
+                    "--no-aws",
+                    "--instances",
+                    &n.to_string(),
+                    "--dir",
+                ])
                 .arg(&root)
                 .output()
                 .context("cannot run protond bench")?;
@@ -1064,6 +1101,17 @@ fn bench_cmd(sizes: &[usize], dir: Option<&Path>, json: bool) -> Result<ExitCode
             rows.push(f);
         }
     }
+    let deployed = match deploy {
+        Some((n, tags)) => {
+            eprintln!("bench: deploying {n} instances on moto_server ...");
+            let d = crate::bench::measure_deployment(&root.join(format!("deploy-{n}")), n, tags);
+            if d.is_err() && dir.is_none() {
+                let _ = std::fs::remove_dir_all(&root);
+            }
+            Some(d?)
+        }
+        None => None,
+    };
     if dir.is_none() {
         let _ = std::fs::remove_dir_all(&root);
     }
@@ -1071,8 +1119,17 @@ fn bench_cmd(sizes: &[usize], dir: Option<&Path>, json: bool) -> Result<ExitCode
         for f in &rows {
             println!("{}", serde_json::to_string(f)?);
         }
+        if let Some(d) = &deployed {
+            println!("{}", serde_json::json!({ "deployment": d }));
+        }
     } else {
         print!("{}", crate::bench::table(&rows));
+        if let Some(d) = &deployed {
+            print!(
+                "\nDeployment, on moto_server:\n\n{}",
+                crate::bench::deploy_table(d)
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
