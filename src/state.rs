@@ -54,6 +54,19 @@ pub enum StateError {
         #[source]
         source: sqlx::Error,
     },
+    /// The database file could not be written: the filesystem holding it is full, a
+    /// file-size limit was reached, or the disk failed. SQLite keeps the last committed state.
+    #[error(
+        "cannot write the state database {path} ({cause}) while trying to {what}: free space on the filesystem holding it (or raise the file-size limit, ulimit -f) and run protond again; the last committed state is kept"
+    )]
+    Storage {
+        /// The database file.
+        path: String,
+        /// What was being done.
+        what: &'static str,
+        /// SQLite's (or the system's) reason, e.g. `database or disk is full`.
+        cause: String,
+    },
     /// A deployment is already in flight for the resource.
     #[error("a deployment of {resource} is already in flight (deployment {existing})")]
     InFlight {
@@ -93,6 +106,7 @@ impl StateError {
             Self::Open { .. } => "open",
             Self::Migrate { .. } => "migrate",
             Self::Query { .. } => "query",
+            Self::Storage { .. } => "storage",
             Self::InFlight { .. } => "in_flight",
             Self::Corrupt { .. } => "corrupt",
         }
@@ -101,6 +115,37 @@ impl StateError {
 
 fn q(what: &'static str) -> impl FnOnce(sqlx::Error) -> StateError {
     move |source| StateError::Query { what, source }
+}
+
+/// Why `e` means the database file could not be written (full, over a file-size limit, or
+/// an I/O error), if it does.
+fn storage_cause(e: &sqlx::Error) -> Option<String> {
+    const SQLITE_IOERR: i32 = 10;
+    const SQLITE_FULL: i32 = 13;
+    match e {
+        sqlx::Error::Database(db) => {
+            let code: i32 = db.code()?.parse().ok()?;
+            matches!(code & 0xff, SQLITE_IOERR | SQLITE_FULL).then(|| db.message().to_string())
+        }
+        sqlx::Error::Io(io) => {
+            // ENOSPC, EFBIG (a file-size limit).
+            matches!(io.raw_os_error(), Some(28 | 27)).then(|| io.to_string())
+        }
+        _ => None,
+    }
+}
+
+/// A failed statement as [`StateError::Storage`] when the file could not be written, else
+/// as [`StateError::Query`].
+fn classify(path: &str, what: &'static str, source: sqlx::Error) -> StateError {
+    match storage_cause(&source) {
+        Some(cause) => StateError::Storage {
+            path: path.to_string(),
+            what,
+            cause,
+        },
+        None => StateError::Query { what, source },
+    }
 }
 
 /// Now, as RFC 3339 (UTC, seconds).
@@ -327,6 +372,8 @@ pub const INTERRUPTED: &str = "interrupted: protond stopped before this deployme
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// The database file, for error messages.
+    path: std::sync::Arc<str>,
 }
 
 fn version_string(v: Version) -> String {
@@ -365,18 +412,47 @@ impl Store {
             .max_connections(4)
             .connect_with(options)
             .await
-            .map_err(|source| StateError::Open {
-                url: url.into(),
-                source,
+            .map_err(|source| match storage_cause(&source) {
+                Some(cause) => StateError::Storage {
+                    path: path.to_string(),
+                    what: "open it",
+                    cause,
+                },
+                None => StateError::Open {
+                    url: url.into(),
+                    source,
+                },
             })?;
         sqlx::migrate!("./migrations")
             .run(&pool)
             .await
-            .map_err(|source| StateError::Migrate {
-                url: url.into(),
-                source,
+            .map_err(|source| {
+                let cause = match &source {
+                    sqlx::migrate::MigrateError::Execute(e)
+                    | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => storage_cause(e),
+                    _ => None,
+                };
+                match cause {
+                    Some(cause) => StateError::Storage {
+                        path: path.to_string(),
+                        what: "migrate it",
+                        cause,
+                    },
+                    None => StateError::Migrate {
+                        url: url.into(),
+                        source,
+                    },
+                }
             })?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            path: path.into(),
+        })
+    }
+
+    /// Maps a failed statement of `what` (see [`classify`]).
+    fn q(&self, what: &'static str) -> impl FnOnce(sqlx::Error) -> StateError + '_ {
+        move |source| classify(&self.path, what, source)
     }
 
     /// Whether the database answers.
@@ -385,7 +461,7 @@ impl Store {
             .execute(&self.pool)
             .await
             .map(|_| ())
-            .map_err(q("ping"))
+            .map_err(self.q("ping"))
     }
 
     /// Records a template version (registered or rejected). Returns true when it is new or
@@ -402,7 +478,7 @@ impl Store {
         .bind(i64::from(v.version.minor))
         .fetch_optional(&self.pool)
         .await
-        .map_err(q("read template version"))?;
+        .map_err(self.q("read template version"))?;
         let status = if v.registered {
             "registered"
         } else {
@@ -411,8 +487,10 @@ impl Store {
         if let Some(row) = &existing {
             let commit: String = row
                 .try_get("git_commit")
-                .map_err(q("read template version"))?;
-            let old_status: String = row.try_get("status").map_err(q("read template version"))?;
+                .map_err(self.q("read template version"))?;
+            let old_status: String = row
+                .try_get("status")
+                .map_err(self.q("read template version"))?;
             if commit == v.commit && old_status == status {
                 return Ok(false);
             }
@@ -437,7 +515,7 @@ impl Store {
         .bind(now())
         .execute(&self.pool)
         .await
-        .map_err(q("record template version"))?;
+        .map_err(self.q("record template version"))?;
         Ok(true)
     }
 
@@ -449,16 +527,16 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(q("list template versions"))?;
+        .map_err(self.q("list template versions"))?;
         rows.iter()
             .map(|r| {
                 let get = |c: &str| {
                     r.try_get::<String, _>(c)
-                        .map_err(q("list template versions"))
+                        .map_err(self.q("list template versions"))
                 };
                 let num = |c: &str| {
                     r.try_get::<i64, _>(c)
-                        .map_err(q("list template versions"))
+                        .map_err(self.q("list template versions"))
                         .and_then(|n| {
                             u32::try_from(n).map_err(|_| StateError::Corrupt {
                                 table: "template_versions",
@@ -477,10 +555,12 @@ impl Store {
                     tag: get("tag")?,
                     commit: get("git_commit")?,
                     registered: get("status")? == "registered",
-                    reason: r.try_get("reason").map_err(q("list template versions"))?,
+                    reason: r
+                        .try_get("reason")
+                        .map_err(self.q("list template versions"))?,
                     release_notes: r
                         .try_get("release_notes")
-                        .map_err(q("list template versions"))?,
+                        .map_err(self.q("list template versions"))?,
                 })
             })
             .collect()
@@ -494,7 +574,7 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(q("list resources"))?;
+        .map_err(self.q("list resources"))?;
         rows.iter().map(resource_from_row).collect()
     }
 
@@ -534,30 +614,33 @@ impl Store {
                     existing,
                 })
             }
-            Err(source) => Err(StateError::Query {
-                what: "begin deployment",
-                source,
-            }),
+            Err(source) => Err(self.q("begin deployment")(source)),
         }
     }
 
     /// Finishes a deployment and records its resource in one transaction.
     pub async fn finish_deployment(&self, id: i64, outcome: &Outcome) -> Result<(), StateError> {
-        let mut tx = self.pool.begin().await.map_err(q("finish deployment"))?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(self.q("finish deployment"))?;
         let row = sqlx::query(
             "SELECT resource_id FROM deployments WHERE id = ? AND status = 'in_progress'",
         )
         .bind(id)
         .fetch_optional(&mut *tx)
         .await
-        .map_err(q("finish deployment"))?;
+        .map_err(self.q("finish deployment"))?;
         let Some(row) = row else {
             return Err(StateError::Corrupt {
                 table: "deployments",
                 detail: format!("deployment {id} is not in progress"),
             });
         };
-        let resource_id: String = row.try_get("resource_id").map_err(q("finish deployment"))?;
+        let resource_id: String = row
+            .try_get("resource_id")
+            .map_err(self.q("finish deployment"))?;
         let (status, error, retryable) = match outcome {
             Outcome::Succeeded(_) | Outcome::Deleted => ("succeeded", None, false),
             Outcome::Failed { error, retryable } => ("failed", Some(error.clone()), *retryable),
@@ -573,7 +656,7 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await
-            .map_err(q("finish deployment"))?;
+            .map_err(self.q("finish deployment"))?;
         match outcome {
             Outcome::Succeeded(r) => {
                 let outputs = serde_json::to_string(&r.outputs).unwrap_or_else(|_| "{}".into());
@@ -600,14 +683,14 @@ impl Store {
                 .bind(now())
                 .execute(&mut *tx)
                 .await
-                .map_err(q("record resource"))?;
+                .map_err(self.q("record resource"))?;
             }
             Outcome::Deleted => {
                 sqlx::query("DELETE FROM resources WHERE id = ?")
                     .bind(&resource_id)
                     .execute(&mut *tx)
                     .await
-                    .map_err(q("remove resource"))?;
+                    .map_err(self.q("remove resource"))?;
             }
             Outcome::Interrupted => {}
             Outcome::Failed { .. } => {
@@ -616,10 +699,10 @@ impl Store {
                     .bind(&resource_id)
                     .execute(&mut *tx)
                     .await
-                    .map_err(q("mark resource failed"))?;
+                    .map_err(self.q("mark resource failed"))?;
             }
         }
-        tx.commit().await.map_err(q("finish deployment"))
+        tx.commit().await.map_err(self.q("finish deployment"))
     }
 
     /// Records that a rollout is halted or resumed.
@@ -642,7 +725,7 @@ impl Store {
         .bind(now())
         .execute(&self.pool)
         .await
-        .map_err(q("record rollout"))?;
+        .map_err(self.q("record rollout"))?;
         if !halted {
             // An operator's resume retries the deployments that failed on this version.
             sqlx::query(
@@ -652,7 +735,7 @@ impl Store {
             .bind(version.to_string())
             .execute(&self.pool)
             .await
-            .map_err(q("resume rollout"))?;
+            .map_err(self.q("resume rollout"))?;
         }
         Ok(())
     }
@@ -664,14 +747,14 @@ impl Store {
         let rows = sqlx::query("SELECT template, major, minor, status, reason FROM rollouts")
             .fetch_all(&self.pool)
             .await
-            .map_err(q("list rollouts"))?;
+            .map_err(self.q("list rollouts"))?;
         let mut out = BTreeMap::new();
         for r in &rows {
-            let template: String = r.try_get("template").map_err(q("list rollouts"))?;
-            let major: i64 = r.try_get("major").map_err(q("list rollouts"))?;
-            let minor: i64 = r.try_get("minor").map_err(q("list rollouts"))?;
-            let status: String = r.try_get("status").map_err(q("list rollouts"))?;
-            let reason: Option<String> = r.try_get("reason").map_err(q("list rollouts"))?;
+            let template: String = r.try_get("template").map_err(self.q("list rollouts"))?;
+            let major: i64 = r.try_get("major").map_err(self.q("list rollouts"))?;
+            let minor: i64 = r.try_get("minor").map_err(self.q("list rollouts"))?;
+            let status: String = r.try_get("status").map_err(self.q("list rollouts"))?;
+            let reason: Option<String> = r.try_get("reason").map_err(self.q("list rollouts"))?;
             let version = Version {
                 major: u32::try_from(major)
                     .map_err(|_| corrupt("rollouts", format!("major {major}")))?,
@@ -700,7 +783,7 @@ impl Store {
         .bind(path)
         .fetch_optional(&self.pool)
         .await
-        .map_err(q("read proposal"))
+        .map_err(self.q("read proposal"))
     }
 
     /// Every recorded proposal, by repo and path.
@@ -711,7 +794,7 @@ impl Store {
         ))
         .fetch_all(&self.pool)
         .await
-        .map_err(q("list proposals"))
+        .map_err(self.q("list proposals"))
     }
 
     /// Records a proposal, replacing the spec file's earlier one.
@@ -741,7 +824,7 @@ impl Store {
         .bind(&p.updated_at)
         .execute(&self.pool)
         .await
-        .map_err(q("record proposal"))?;
+        .map_err(self.q("record proposal"))?;
         Ok(())
     }
 
@@ -751,7 +834,7 @@ impl Store {
             .bind(since)
             .fetch_one(&self.pool)
             .await
-            .map_err(q("count proposals"))?;
+            .map_err(self.q("count proposals"))?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
@@ -774,7 +857,7 @@ impl Store {
         .bind(now())
         .execute(&self.pool)
         .await
-        .map_err(q("record self-managed deployment"))?;
+        .map_err(self.q("record self-managed deployment"))?;
         Ok(())
     }
 
@@ -789,7 +872,7 @@ impl Store {
         .bind(resource_id)
         .fetch_optional(&self.pool)
         .await
-        .map_err(q("read self-managed deployment"))
+        .map_err(self.q("read self-managed deployment"))
     }
 
     /// Resources whose self-managed deployment waits for its outcome.
@@ -803,7 +886,7 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(q("list self-managed deployments"))
+        .map_err(self.q("list self-managed deployments"))
     }
 
     /// The in-flight deployment with id `id`, if it is in flight.
@@ -831,7 +914,7 @@ impl Store {
         .bind(now())
         .execute(&self.pool)
         .await
-        .map_err(q("record pipeline run"))?;
+        .map_err(self.q("record pipeline run"))?;
         Ok(())
     }
 
@@ -842,7 +925,7 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(q("list pipeline runs"))
+        .map_err(self.q("list pipeline runs"))
     }
 
     /// Deployments still in flight (to adopt after a restart).
@@ -853,7 +936,7 @@ impl Store {
         ))
         .fetch_all(&self.pool)
         .await
-        .map_err(q("list in-flight deployments"))?;
+        .map_err(self.q("list in-flight deployments"))?;
         rows.iter().map(deployment_from_row).collect()
     }
 
@@ -871,7 +954,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await
-        .map_err(q("list deployments"))?;
+        .map_err(self.q("list deployments"))?;
         rows.iter().map(deployment_from_row).collect()
     }
 }

@@ -56,6 +56,10 @@ pub async fn run_once(ctx: &Arc<Ctx>) -> Result<OnceReport, ReconcileError> {
         let r = reconcile::cycle(ctx, i == 0).await?;
         report.cycles += 1;
         ctx.wait_idle(None).await;
+        // The store cannot record deployments: stop rather than start more.
+        if let Some(e) = ctx.take_store_failure() {
+            return Err(ReconcileError::Record(e));
+        }
         invalid = r.invalid;
         report.waiting = r.waiting;
         if r.started == 0 && r.adopted == 0 {

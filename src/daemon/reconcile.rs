@@ -6,7 +6,9 @@
 //! CloudFormation, polls, records the outcome, and wakes the scheduler so dependants proceed.
 //!
 //! # Guarantees
-//! * One deployment in flight per resource (in memory and by a unique index in the store).
+//! * One deployment in flight per resource (in memory and by a unique index in the store),
+//!   and a resource is only planned while nothing runs for it, from the record its last
+//!   outcome left (never twice from a stale record).
 //! * A deployment row is written before any stack call, and finished in one transaction with
 //!   the resource record: after a crash, [`adopt`] finds the row, reads the stack by its
 //!   deterministic name and `protond:deployment` tag, and finishes it. No duplicate stacks.
@@ -59,6 +61,8 @@ pub struct Ctx {
     pub failed: AtomicU64,
     /// Deployments that succeeded since start.
     pub succeeded: AtomicU64,
+    /// The last failure to write a deployment to the state store (begin or finish).
+    store_failure: std::sync::Mutex<Option<String>>,
 }
 
 /// What a cycle did.
@@ -84,6 +88,9 @@ pub enum ReconcileError {
     /// The state store failed.
     #[error("state store")]
     State(#[from] StateError),
+    /// A deployment could not be begun or finished in the state store.
+    #[error("deployments could not be recorded in the state store: {0}")]
+    Record(String),
     /// Reading the repos panicked.
     #[error("reading the repos failed: {0}")]
     Load(String),
@@ -118,6 +125,7 @@ impl Ctx {
             fetch_now: Notify::new(),
             failed: AtomicU64::new(0),
             succeeded: AtomicU64::new(0),
+            store_failure: std::sync::Mutex::new(None),
         })
     }
 
@@ -188,6 +196,18 @@ impl Ctx {
     /// Number of deployment tasks running.
     pub async fn in_flight(&self) -> usize {
         self.inflight.lock().await.len()
+    }
+
+    /// Takes the last failure to write a deployment to the state store, if any since the
+    /// last call.
+    pub fn take_store_failure(&self) -> Option<String> {
+        self.store_failure.lock().ok()?.take()
+    }
+
+    fn store_failed(&self, e: &StateError) {
+        if let Ok(mut slot) = self.store_failure.lock() {
+            *slot = Some(e.to_string());
+        }
     }
 
     async fn claim(&self, id: &str) -> bool {
@@ -373,6 +393,11 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, Reconcile
             }
         }
 
+        // A resource with a deployment running now (adopted above, or started by an earlier
+        // cycle) is left to the next cycle, which plans it from the record its outcome
+        // leaves: were it to finish between reading the records and claiming it below, a plan
+        // from the stale record would deploy it a second time.
+        let running = ctx.inflight.lock().await.clone();
         let deployed = ctx.store.resources().await?;
         let observed: Vec<_> = deployed.iter().map(ResourceRecord::to_deployed).collect();
         let deployed_by_id: BTreeMap<&str, &ResourceRecord> =
@@ -429,7 +454,10 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, Reconcile
                 report.held += 1;
                 continue;
             }
-            if waiting.contains(&a.id) || !may_start(ctx, a, Some(resource)).await? {
+            if waiting.contains(&a.id)
+                || running.contains(&a.id)
+                || !may_start(ctx, a, Some(resource)).await?
+            {
                 report.held += 1;
                 continue;
             }
@@ -462,7 +490,13 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, Reconcile
                         r.kind != ResourceKind::Environment
                             && r.environment.as_deref() == record.and_then(|x| x.environment.as_deref())
                     });
-                if busy || Some(a.kind) != top || env_in_use || waiting.contains(&a.id) || !may_start(ctx, a, None).await? {
+                if busy
+                    || Some(a.kind) != top
+                    || env_in_use
+                    || waiting.contains(&a.id)
+                    || running.contains(&a.id)
+                    || !may_start(ctx, a, None).await?
+                {
                     report.held += 1;
                     continue;
                 }
@@ -615,6 +649,7 @@ async fn finish(
             }
             Err(e) => {
                 tracing::error!(resource = %resource_id, deployment = id, error = %e, "Could not record the deployment outcome; it will be adopted on the next cycle.");
+                ctx.store_failed(&e);
                 break;
             }
         }
@@ -759,6 +794,9 @@ fn spawn_apply(ctx: Arc<Ctx>, a: Action, resource: Resource, role: Option<String
             Ok(id) => id,
             Err(e) => {
                 tracing::warn!(resource = %a.id, error = %e, "Could not start the deployment.");
+                if !matches!(e, StateError::InFlight { .. }) {
+                    ctx.store_failed(&e);
+                }
                 ctx.release(&a.id).await;
                 return;
             }
@@ -873,6 +911,9 @@ fn spawn_delete(ctx: Arc<Ctx>, a: Action, record: Option<ResourceRecord>, role: 
             Ok(id) => id,
             Err(e) => {
                 tracing::warn!(resource = %a.id, error = %e, "Could not start the delete.");
+                if !matches!(e, StateError::InFlight { .. }) {
+                    ctx.store_failed(&e);
+                }
                 ctx.release(&a.id).await;
                 return;
             }
