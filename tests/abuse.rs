@@ -143,23 +143,10 @@ impl World {
             .await
             .expect("history")
             .len();
-        let out = common::cfn_client(&self.moto.url)
-            .describe_stacks()
-            .send()
+        let stacks = common::live_stacks(&self.moto.url)
             .await
-            .expect("describe stacks");
-        let stacks = out
-            .stacks()
-            .iter()
-            .filter(|s| s.stack_status().map(|x| x.as_str()) != Some("DELETE_COMPLETE"))
-            .map(|s| {
-                (
-                    s.stack_name().unwrap_or("").to_string(),
-                    s.stack_status()
-                        .map(|x| x.as_str().to_string())
-                        .unwrap_or_default(),
-                )
-            })
+            .into_iter()
+            .map(|s| (s.name, s.status))
             .collect();
         Snapshot {
             records,

@@ -497,18 +497,7 @@ fn watcher_triggers_a_deploy_and_sigterm_stops_cleanly() {
         .spawn()
         .expect("daemon starts");
     let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = common::log_lines(stderr);
     let msg = |v: &serde_json::Value| v["fields"]["message"].as_str().unwrap_or("").to_string();
     // Converge first: a cycle that starts nothing, after the pipeline deployed.
     let converged = wait_for_log(&rx, Duration::from_secs(60), |v| {

@@ -9,7 +9,7 @@
 //! (the call never reached AWS). A full state store is a tiny tmpfs when this process may
 //! mount one, else a file-size limit (`ulimit -f`) on protond.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{git, protond};
+use common::{LiveStack, git, live_stacks, protond};
 
 use protond::demo::LocalAws as Moto;
 use protond::state::{DeploymentRecord, Store};
@@ -101,18 +101,7 @@ impl World {
             .spawn()
             .expect("daemon starts");
         let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = common::log_lines(stderr);
         Daemon {
             child,
             lines,
@@ -181,49 +170,6 @@ impl Drop for Daemon {
 
 fn message(v: &serde_json::Value) -> &str {
     v["fields"]["message"].as_str().unwrap_or("")
-}
-
-/// A live (not deleted) stack on moto_server.
-#[derive(Debug)]
-struct LiveStack {
-    name: String,
-    status: String,
-    tags: BTreeMap<String, String>,
-}
-
-impl LiveStack {
-    fn resource(&self) -> Option<&str> {
-        self.tags.get("protond:resource").map(String::as_str)
-    }
-}
-
-async fn live_stacks(moto: &str) -> Vec<LiveStack> {
-    let out = common::cfn_client(moto)
-        .describe_stacks()
-        .send()
-        .await
-        .expect("describe stacks");
-    out.stacks()
-        .iter()
-        .map(|s| LiveStack {
-            name: s.stack_name().unwrap_or("").to_string(),
-            status: s
-                .stack_status()
-                .map(|x| x.as_str().to_string())
-                .unwrap_or_default(),
-            tags: s
-                .tags()
-                .iter()
-                .map(|t| {
-                    (
-                        t.key().unwrap_or("").to_string(),
-                        t.value().unwrap_or("").to_string(),
-                    )
-                })
-                .collect(),
-        })
-        .filter(|s| s.status != "DELETE_COMPLETE")
-        .collect()
 }
 
 async fn template_of(moto: &str, stack: &str) -> String {

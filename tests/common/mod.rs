@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -96,4 +97,66 @@ pub fn cfn_client(url: &str) -> aws_sdk_cloudformation::Client {
         ))
         .build();
     aws_sdk_cloudformation::Client::from_conf(conf)
+}
+
+/// A live (not deleted) stack on a moto_server.
+#[derive(Debug)]
+pub struct LiveStack {
+    pub name: String,
+    pub status: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl LiveStack {
+    /// The protond resource the stack belongs to (its `protond:resource` tag).
+    pub fn resource(&self) -> Option<&str> {
+        self.tags.get("protond:resource").map(String::as_str)
+    }
+}
+
+/// The stacks on the moto_server at `url` that are not deleted.
+pub async fn live_stacks(url: &str) -> Vec<LiveStack> {
+    let out = cfn_client(url)
+        .describe_stacks()
+        .send()
+        .await
+        .expect("describe stacks");
+    out.stacks()
+        .iter()
+        .map(|s| LiveStack {
+            name: s.stack_name().unwrap_or("").to_string(),
+            status: s
+                .stack_status()
+                .map(|x| x.as_str().to_string())
+                .unwrap_or_default(),
+            tags: s
+                .tags()
+                .iter()
+                .map(|t| {
+                    (
+                        t.key().unwrap_or("").to_string(),
+                        t.value().unwrap_or("").to_string(),
+                    )
+                })
+                .collect(),
+        })
+        .filter(|s| s.status != "DELETE_COMPLETE")
+        .collect()
+}
+
+/// The lines a child writes to `stderr`, read on a thread.
+pub fn log_lines(stderr: std::process::ChildStderr) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
