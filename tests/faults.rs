@@ -670,14 +670,7 @@ async fn kill_9_before_a_create_reaches_aws_retries_it_once() {
             .await
             .expect("history");
         let row = history.iter().find(|x| x.id == d.id).expect("row");
-        assert_eq!(row.status, "failed");
-        assert!(row.retryable);
-        assert!(
-            row.error
-                .as_deref()
-                .is_some_and(|e| e.contains("interrupted")),
-            "{row:?}"
-        );
+        common::assert_interrupted(row);
         assert_eq!(history.len(), 2, "{history:#?}");
         assert_eq!(history[0].status, "succeeded", "{history:#?}");
         assert_eq!(history[0].deployment.action, "create");
@@ -813,13 +806,7 @@ async fn kill_9_before_a_delete_reaches_aws_retries_it() {
         .await
         .expect("history");
     let row = history.iter().find(|x| x.id == d.id).expect("row");
-    assert_eq!(row.status, "failed");
-    assert!(
-        row.error
-            .as_deref()
-            .is_some_and(|e| e.contains("interrupted")),
-        "{row:?}"
-    );
+    common::assert_interrupted(row);
     assert_eq!(history[0].deployment.action, "delete");
     assert_eq!(history[0].status, "succeeded", "{history:#?}");
 }

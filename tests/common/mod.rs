@@ -160,3 +160,15 @@ pub fn log_lines(stderr: std::process::ChildStderr) -> std::sync::mpsc::Receiver
     });
     rx
 }
+
+/// A deployment a restart found interrupted: failed, retryable, and saying so.
+pub fn assert_interrupted(row: &protond::state::DeploymentRecord) {
+    assert_eq!(row.status, "failed", "{row:?}");
+    assert!(row.retryable, "{row:?}");
+    assert!(
+        row.error
+            .as_deref()
+            .is_some_and(|e| e.contains("interrupted")),
+        "{row:?}"
+    );
+}
