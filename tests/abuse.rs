@@ -1039,7 +1039,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         let result = run_case(&w, case).await;
         let verdict = if result.is_ok() { "ok" } else { "FAILED" };
         println!(
-            "abuse {:02} {:<10} {:<66} {verdict} ({} ms)",
+            "abuse  {:02} {:<10} {:<66} {verdict} ({} ms)",
             i + 1,
             case.area,
             case.name,
@@ -1076,9 +1076,10 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     }
     let http = http_cases(&w).await;
     let total = cases.len() + offline.len() + http.len();
-    for (name, result) in &http {
+    for (i, (name, result)) in http.iter().enumerate() {
         println!(
-            "abuse -- {:<10} {:<66} {}",
+            "abuse h{:02} {:<10} {:<66} {}",
+            i + 1,
             "http",
             name,
             if result.is_ok() { "ok" } else { "FAILED" }
