@@ -108,7 +108,8 @@ pub enum Command {
         no_server: bool,
     },
     /// Run reconcile cycles until nothing more changes, then exit; non-zero if any
-    /// deployment failed.
+    /// deployment failed, a resource is invalid, or something could not be acted on (a spec
+    /// file that does not parse, an unreadable repo, deletions refused by the budget).
     Reconcile {
         /// Config file.
         #[arg(long, default_value = "proton.toml")]
@@ -957,6 +958,9 @@ fn reconcile_once(config: &Path) -> Result<ExitCode> {
     runtime()?.block_on(async move {
         let (ctx, _wake) = crate::daemon::context(config).await?;
         let report = crate::daemon::run_once(&ctx).await?;
+        for p in &report.problems {
+            eprintln!("problem: {}", p.replace('\n', "\n  "));
+        }
         eprintln!(
             "{} cycle(s): {} deployment(s) succeeded, {} failed{}{}",
             report.cycles,
@@ -976,11 +980,13 @@ fn reconcile_once(config: &Path) -> Result<ExitCode> {
                 format!("; failing: {}", report.failing.join(", "))
             }
         );
-        Ok(if report.failed == 0 && report.failing.is_empty() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        })
+        Ok(
+            if report.failed == 0 && report.failing.is_empty() && report.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            },
+        )
     })
 }
 

@@ -669,8 +669,17 @@ pub fn compute_pinned(
                 .iter()
                 .map(|d| format!("{}:{}", d.repo, d.path))
                 .collect();
-            // One resource per name: the first declaration carries the error.
-            if let Some(d) = decls.first() {
+            // One resource per name, carried by the declaration of the repo it is deployed
+            // from (or the first).
+            let deployed_repo = b
+                .deployed
+                .get(environment_id(name).as_str())
+                .map(|r| r.repo.clone());
+            let carrier = decls
+                .iter()
+                .find(|d| Some(d.repo) == deployed_repo.as_deref())
+                .or_else(|| decls.first());
+            if let Some(d) = carrier {
                 b.push(
                     environment_id(name),
                     ResourceKind::Environment,
@@ -796,7 +805,26 @@ pub fn compute_pinned(
             .map(|(_, r)| r.repo.as_str())
             .collect();
         let owned: Vec<_> = decls.iter().filter(|d| owners.contains(d.repo)).collect();
-        if decls.len() > 1 && owners.len() == 1 && owned.len() == 1 {
+        // Its repo cannot be read now (a spec file there does not parse, say): it may still
+        // declare the service, so no other repo may take it over meanwhile.
+        let unreadable: Vec<&str> = owners
+            .iter()
+            .copied()
+            .filter(|r| b.out.unknown_repos.contains(*r))
+            .collect();
+        if owned.is_empty() && !unreadable.is_empty() {
+            for d in decls {
+                b.out.problems.push(format!(
+                    "{}:{}: name: service {name:?} is deployed from spec repo {:?}, which cannot be read now; this file may take it over once that repo is readable and no longer declares it",
+                    d.repo,
+                    d.path,
+                    unreadable.join(", ")
+                ));
+                b.out.unknown_repos.insert(d.repo.to_string());
+            }
+            continue;
+        }
+        if decls.len() > 1 && owned.len() == 1 {
             let owner = owned[0];
             for d in decls.iter().filter(|d| d.repo != owner.repo) {
                 b.out.problems.push(format!(

@@ -158,10 +158,11 @@ pub fn plan_table(plan: &Plan, set: &DesiredSet, catalog: &Catalog) -> String {
         out.push_str(
             "\nIgnored tags (they name a template but do not match the repo's tag pattern):\n",
         );
-        for (repo, tag, pattern) in &catalog.ignored {
+        for t in &catalog.ignored {
             let _ = writeln!(
                 out,
-                "  {tag} ({repo}): not a release; release tags look like {pattern:?}, e.g. web-svc/v1.4"
+                "  {} ({}): not a release; release tags look like {:?}, e.g. {}",
+                t.tag, t.repo, t.pattern, t.example
             );
         }
     }

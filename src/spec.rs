@@ -330,7 +330,9 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<SpecFile, Vec
     }
     let raw: RawSpec = serde_yaml::from_str(text).map_err(|e| {
         let msg = yaml_error(&e);
-        if let Some((field, message)) = locate_type_error(text) {
+        if (msg.contains("invalid type") || msg.contains("invalid value"))
+            && let Some((field, message)) = locate_type_error(text)
+        {
             return vec![err(&field, message)];
         }
         let hint = if msg.contains("proton") {

@@ -578,6 +578,19 @@ impl Store {
         rows.iter().map(resource_from_row).collect()
     }
 
+    /// Records that a resource is now declared by `repo` (a spec file moved between repos
+    /// without changing what it renders, so no deployment records it). Ownership and the
+    /// "unknown repo, delete nothing" rule read this column.
+    pub async fn set_resource_repo(&self, id: &str, repo: &str) -> Result<(), StateError> {
+        sqlx::query("UPDATE resources SET repo = ?1 WHERE id = ?2")
+            .bind(repo)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(self.q("move a resource to its new repo"))?;
+        Ok(())
+    }
+
     /// Starts a deployment; fails with [`StateError::InFlight`] if one is already running
     /// for the resource.
     pub async fn begin_deployment(&self, d: &NewDeployment) -> Result<i64, StateError> {

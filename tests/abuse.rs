@@ -521,8 +521,12 @@ fn cases() -> Vec<Case> {
                 "intruder:proton/services/payments.yaml: name",
                 "belongs to spec repo \"payments\"",
             ],
-            // The owner is not blocked by the claim.
-            absent: &["invalid  service_instance  service_instance/payments/"],
+            // The owner is not blocked by the claim (no plan row for its instances is
+            // invalid or unknown).
+            absent: &[
+                "@row invalid service_instance/payments/",
+                "@row unknown service_instance/payments/",
+            ],
             undo: Undo::Revert("intruder"),
         },
         Case {
@@ -593,7 +597,10 @@ fn cases() -> Vec<Case> {
                 w.write("platform-envs", "proton/environments/prod-copy.yaml", &text);
                 w.commit("platform-envs", "duplicate");
             },
-            expect: &["prod-copy.yaml", "prod"],
+            expect: &[
+                "environment \"prod\" is declared more than once",
+                "platform-envs:proton/environments/prod-copy.yaml",
+            ],
             absent: &[],
             undo: Undo::Revert("platform-envs"),
         },
@@ -808,7 +815,7 @@ fn cases() -> Vec<Case> {
             },
             expect: &[
                 "Ignored tags",
-                "web-svc/1.9 (platform-templates): not a release",
+                "web-svc/1.9 (platform-templates): not a release; release tags look like \"{template}/v{major}.{minor}\", e.g. web-svc/v1.4",
                 "web-svc/v1.9-rc1",
                 "web-svc/v01.9",
             ],
@@ -1001,7 +1008,19 @@ async fn check(w: &World, case: &Case, before: &Snapshot) -> Result<(), String> 
     if !missing.is_empty() {
         return Err(format!("plan output lacks {missing:?}:\n{out}"));
     }
-    if let Some(bad) = case.absent.iter().find(|a| out.contains(**a)) {
+    // `@row ACTION ID-PREFIX` matches a plan row by its columns; anything else, the text.
+    let has = |a: &str| match a.strip_prefix("@row ") {
+        Some(row) => {
+            let (action, prefix) = row.split_once(' ').unwrap_or((row, ""));
+            out.lines().any(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.first() == Some(&action)
+                    && cols.get(2).is_some_and(|id| id.starts_with(prefix))
+            })
+        }
+        None => out.contains(a),
+    };
+    if let Some(bad) = case.absent.iter().find(|a| has(a)) {
         return Err(format!("plan output contains {bad:?}:\n{out}"));
     }
     for line in out.lines() {

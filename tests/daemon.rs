@@ -780,3 +780,50 @@ async fn maintenance_window_holds_minor_upgrades_but_not_spec_changes() {
     );
     assert_eq!(history[0].status, "succeeded");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_moved_to_another_repo_belongs_there() {
+    let w = World::new();
+    assert!(w.reconcile().status.success());
+    let n = w.stacks().await.len();
+    // The reports spec moves from payments to platform-envs, unchanged.
+    let from = w.root.join("payments/proton/services/reports.yaml");
+    let text = std::fs::read_to_string(&from).expect("read");
+    std::fs::remove_file(&from).expect("rm");
+    w.commit("payments", "move reports out");
+    std::fs::create_dir_all(w.root.join("platform-envs/proton/services")).expect("mkdir");
+    std::fs::write(
+        w.root.join("platform-envs/proton/services/reports.yaml"),
+        &text,
+    )
+    .expect("write");
+    w.edit("platform-envs", "proton/environments/dev.yaml", |t| {
+        t.replace(
+            "allowed_service_repos: [payments]",
+            "allowed_service_repos: [payments, platform-envs]",
+        )
+    });
+    w.commit("platform-envs", "move reports in");
+    let out = w.reconcile();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let store = w.store().await;
+    let moved = store
+        .resources()
+        .await
+        .expect("resources")
+        .into_iter()
+        .find(|r| r.id == "service_instance/reports/reports-dev")
+        .expect("record");
+    assert_eq!(moved.repo, "platform-envs");
+    // The new repo stops parsing: its resources are unknown, and nothing is deleted.
+    std::fs::write(
+        w.root.join("platform-envs/proton/services/broken.yaml"),
+        "proton: ServiceSpec\nname: [broken\n",
+    )
+    .expect("write");
+    w.commit("platform-envs", "broken");
+    let out = w.reconcile();
+    assert!(!stderr(&out).contains("Delete started"), "{}", stderr(&out));
+    assert_eq!(w.stacks().await.len(), n);
+    w.assert_consistent().await;
+}

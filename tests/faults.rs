@@ -909,7 +909,15 @@ async fn vanished_and_emptied_spec_remotes_delete_nothing() {
     git(&payments, &["commit", "-q", "--allow-empty", "-m", "empty"]);
     git(&payments, &["branch", "-f", "main", "emptied"]);
     let out = w.run(&["reconcile", "--once"]);
-    assert!(out.status.success(), "{}", text(&out));
+    // Something could not be acted on: a non-zero exit, with the problem printed.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "problem: spec repo payments: the spec folder proton/ on main is empty or missing"
+        ),
+        "{}",
+        text(&out)
+    );
     assert!(
         logged(&out, |v| v["fields"]["problem"].as_str().is_some_and(|p| p
             .starts_with(
@@ -936,6 +944,13 @@ async fn vanished_and_emptied_spec_remotes_delete_nothing() {
             && v["fields"]["deletes"] == 6
             && v["fields"]["budget"] == 5),
         "the deletion budget did not refuse: {}",
+        text(&out)
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("problem: 6 deletions refused: the per-cycle deletion budget is 5"),
+        "{}",
         text(&out)
     );
     unchanged().await;

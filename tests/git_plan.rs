@@ -388,6 +388,26 @@ async fn repos_moving_forward_drive_the_plan() {
     );
     assert!(set.unknown_repos.contains("platform-envs"));
     assert_eq!(plan.changes().count(), 0, "{plan:#?}");
+    // The owner's file stops parsing while the claim stands: the claim still takes nothing
+    // over (the owner may still declare it), and nothing is deleted.
+    let owner_file = w.repo(p).join("proton/services/reports.yaml");
+    std::fs::write(&owner_file, "proton: ServiceSpec\nname: [reports\n").expect("write");
+    w.commit(p, "typo");
+    let (_, set, plan) = w.plan().await;
+    assert_eq!(
+        action(&plan, "service_instance/reports/reports-dev"),
+        &ActionKind::Unknown
+    );
+    assert!(
+        set.problems.iter().any(
+            |m| m.contains("is deployed from spec repo \"payments\", which cannot be read now")
+        ),
+        "{:?}",
+        set.problems
+    );
+    assert_eq!(plan.changes().count(), 0, "{plan:#?}");
+    std::fs::write(&owner_file, &reports).expect("write");
+    w.commit(p, "fix typo");
     git(
         &w.repo("platform-envs"),
         &["rm", "-q", "proton/services/reports.yaml"],

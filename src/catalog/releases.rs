@@ -125,8 +125,21 @@ pub struct Catalog {
     /// Rejected release tags.
     pub rejected: Vec<Rejected>,
     /// Tags that name a released template but do not match the tag pattern (likely typos,
-    /// such as `web-svc/1.4` or `web-svc/v1.4-rc1`), with the repo and the pattern.
-    pub ignored: Vec<(String, String, String)>,
+    /// such as `web-svc/1.4` or `web-svc/v1.4-rc1`).
+    pub ignored: Vec<IgnoredTag>,
+}
+
+/// A tag that looks like a release of a known template but does not match the pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IgnoredTag {
+    /// Template repo name.
+    pub repo: String,
+    /// The tag.
+    pub tag: String,
+    /// The repo's tag pattern.
+    pub pattern: String,
+    /// A release tag of the same template in that pattern.
+    pub example: String,
 }
 
 impl Catalog {
@@ -352,13 +365,26 @@ pub fn read_releases(
     // do not match are worth a note: they are usually a typo in a release tag.
     catalog.ignored = unmatched
         .into_iter()
-        .filter(|t| {
-            templates.iter().any(|tpl| {
-                t.strip_prefix(tpl.as_str())
-                    .is_some_and(|rest| rest.starts_with(['/', '-', '@', '_', '.']))
+        .filter_map(|t| {
+            // The longest known template the tag starts with (`web-svc` before `web`).
+            let template = templates
+                .iter()
+                .filter(|tpl| {
+                    t.strip_prefix(tpl.as_str())
+                        .is_some_and(|rest| rest.starts_with(['/', '-', '@', '_', '.']))
+                })
+                .max_by_key(|tpl| tpl.len())?;
+            Some(IgnoredTag {
+                repo: repo.to_string(),
+                example: pattern
+                    .as_str()
+                    .replace("{template}", template)
+                    .replace("{major}", "1")
+                    .replace("{minor}", "4"),
+                pattern: pattern.as_str().to_string(),
+                tag: t,
             })
         })
-        .map(|t| (repo.to_string(), t, pattern.as_str().to_string()))
         .collect();
     catalog
 }

@@ -46,6 +46,8 @@ pub struct OnceReport {
     pub failing: Vec<String>,
     /// Self-managed deployments waiting for `protond notify`.
     pub waiting: usize,
+    /// Problems of the last cycle (bad spec files, unreadable repos, refused deletions).
+    pub problems: Vec<String>,
 }
 
 /// Runs cycles until nothing more starts, waiting for every deployment in between.
@@ -62,6 +64,7 @@ pub async fn run_once(ctx: &Arc<Ctx>) -> Result<OnceReport, ReconcileError> {
         }
         invalid = r.invalid;
         report.waiting = r.waiting;
+        report.problems = r.problems;
         if r.started == 0 && r.adopted == 0 {
             break;
         }

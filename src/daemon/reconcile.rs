@@ -80,6 +80,9 @@ pub struct CycleReport {
     pub invalid: Vec<String>,
     /// Self-managed deployments waiting for their outcome to be reported.
     pub waiting: usize,
+    /// What this cycle could not act on: unreadable or refused spec files and repos, and a
+    /// refused deletion batch. Logged as warnings too.
+    pub problems: Vec<String>,
 }
 
 /// A failed cycle (the repos or the store could not be read at all).
@@ -205,8 +208,20 @@ impl Ctx {
     }
 
     fn store_failed(&self, e: &StateError) {
+        // The whole chain: a query error's cause (say, "database or disk is full") is in
+        // its source.
+        let mut msg = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            let text = s.to_string();
+            if !msg.contains(&text) {
+                msg.push_str(": ");
+                msg.push_str(&text);
+            }
+            source = s.source();
+        }
         if let Ok(mut slot) = self.store_failure.lock() {
-            *slot = Some(e.to_string());
+            *slot = Some(msg);
         }
     }
 
@@ -433,6 +448,7 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, Reconcile
         for p in &set.problems {
             tracing::warn!(problem = %p, "Desired state problem.");
         }
+        report.problems.clone_from(&set.problems);
         report.resources = plan.actions.len();
         tracing::Span::current().record("changes", plan.changes().count());
         for a in &plan.actions {
@@ -443,6 +459,17 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, Reconcile
         }
         let resources: BTreeMap<&str, &Resource> =
             set.resources.iter().map(|r| (r.desired.id.as_str(), r)).collect();
+        // A spec file moved to another repo without changing what it renders: no deployment
+        // will record the move, so record it here (ownership and "unknown repo, delete
+        // nothing" read the record's repo).
+        for a in plan.actions.iter().filter(|a| a.action == ActionKind::NoOp) {
+            if let (Some(r), Some(rec)) = (resources.get(a.id.as_str()), deployed_by_id.get(a.id.as_str()))
+                && r.desired.repo != rec.repo
+            {
+                tracing::info!(resource = %a.id, from = %rec.repo, to = %r.desired.repo, "Resource now declared by another repo.");
+                ctx.store.set_resource_repo(&a.id, &r.desired.repo).await?;
+            }
+        }
 
         // Creates and updates.
         for a in plan.changes().filter(|a| a.action != ActionKind::Delete) {
@@ -479,6 +506,11 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, Reconcile
                 "Refusing to delete: more resources would be deleted than the per-cycle deletion budget allows. Raise daemon.deletion_budget if this is intended."
             );
             report.held += deletes.len();
+            report.problems.push(format!(
+                "{} deletions refused: the per-cycle deletion budget is {} (raise daemon.deletion_budget if this is intended)",
+                deletes.len(),
+                ctx.config.deletion_budget
+            ));
         } else if !deletes.is_empty() {
             let inflight = ctx.inflight.lock().await.clone();
             let busy = report.started > 0 || !inflight.is_empty();
@@ -794,7 +826,8 @@ fn spawn_apply(ctx: Arc<Ctx>, a: Action, resource: Resource, role: Option<String
             Ok(id) => id,
             Err(e) => {
                 tracing::warn!(resource = %a.id, error = %e, "Could not start the deployment.");
-                if !matches!(e, StateError::InFlight { .. }) {
+                // A busy store is retried next cycle; anything else stops `--once`.
+                if !matches!(e, StateError::InFlight { .. }) && !e.is_retryable() {
                     ctx.store_failed(&e);
                 }
                 ctx.release(&a.id).await;
@@ -911,7 +944,8 @@ fn spawn_delete(ctx: Arc<Ctx>, a: Action, record: Option<ResourceRecord>, role: 
             Ok(id) => id,
             Err(e) => {
                 tracing::warn!(resource = %a.id, error = %e, "Could not start the delete.");
-                if !matches!(e, StateError::InFlight { .. }) {
+                // A busy store is retried next cycle; anything else stops `--once`.
+                if !matches!(e, StateError::InFlight { .. }) && !e.is_retryable() {
                     ctx.store_failed(&e);
                 }
                 ctx.release(&a.id).await;
