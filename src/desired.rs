@@ -5,8 +5,9 @@
 //! [`Resource`]s and the planner's [`plan::Desired`] rows. Ownership rules live here:
 //!
 //! * a service belongs to the repo it is deployed from: another repo declaring the same name
-//!   is refused alone (a problem), and the owner keeps deploying. A name declared twice with
-//!   no single deployed owner (new, or twice in the owning repo) is an error for both;
+//!   is refused alone (a problem), and the owner keeps deploying; while the owner's repo is
+//!   unknown, no other repo takes the service over. A name declared twice with no single
+//!   declaring owner (new, or twice in the owning repo) is an error for both;
 //! * environments only come from repos marked `platform = true`, and an environment name
 //!   declared twice is an error for both;
 //! * an environment may restrict which spec repos deploy into it (`allowed_service_repos`);
