@@ -1004,6 +1004,17 @@ fn demo_cmd(dir: &Path, examples: &Path, once: bool) -> Result<ExitCode> {
             (Some(aws), url)
         }
     };
+    // A moto_server started here holds nothing: state left by an earlier demo run would
+    // describe stacks that no longer exist. Start the state afresh (the repos are kept).
+    let state = dir.join("state");
+    if local.is_some() && state.exists() {
+        std::fs::remove_dir_all(&state)
+            .with_context(|| format!("cannot reset {}", state.display()))?;
+        eprintln!(
+            "The local AWS starts empty, so the demo state starts afresh ({} removed; repos kept).",
+            state.display()
+        );
+    }
     let config_path = crate::demo::prepare(examples, &dir, &endpoint)?;
     let mut config = load_config(&config_path)?;
     config.local_credentials = local.is_some();
