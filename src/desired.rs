@@ -79,10 +79,11 @@ fn sync_or_open(url: &str, cache: &Path) -> Result<(Mirror, Option<String>), Str
             Ok(m) => Ok((
                 m,
                 Some(format!(
-                    "fetch failed, using the last fetched state: {fetch}"
+                    "fetch failed, using the last fetched state: {}",
+                    crate::error_chain(&fetch)
                 )),
             )),
-            Err(_) => Err(format!("{fetch}")),
+            Err(_) => Err(crate::error_chain(&fetch)),
         },
     }
 }

@@ -27,3 +27,20 @@ pub mod source;
 pub mod spec;
 pub mod state;
 pub mod telemetry;
+
+/// An error and its causes on one line (`outer: cause: root cause`), skipping a cause whose
+/// text the line already holds. Errors of this crate never hold credentials.
+#[must_use]
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = s.source();
+    }
+    msg
+}

@@ -210,16 +210,7 @@ impl Ctx {
     fn store_failed(&self, e: &StateError) {
         // The whole chain: a query error's cause (say, "database or disk is full") is in
         // its source.
-        let mut msg = e.to_string();
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            let text = s.to_string();
-            if !msg.contains(&text) {
-                msg.push_str(": ");
-                msg.push_str(&text);
-            }
-            source = s.source();
-        }
+        let msg = crate::error_chain(e);
         if let Ok(mut slot) = self.store_failure.lock() {
             *slot = Some(msg);
         }
