@@ -92,13 +92,68 @@ fn sync_or_open(url: &str, cache: &Path) -> Result<(Mirror, Option<String>), Str
 /// validated bundles. `fetch` false only opens existing mirrors (no network).
 #[must_use]
 pub fn load(config: &Config, previous: Option<&Catalog>, fetch: bool) -> Snapshot {
-    load_inner(config, previous, None, fetch)
+    load_inner(config, previous, None, &Fetch::from(fetch))
+}
+
+/// Which repos a read fetches first; the others are read from their mirrors as last
+/// fetched (a repo never fetched is fetched anyway).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Fetch {
+    /// Fetch nothing.
+    #[default]
+    None,
+    /// Fetch every repo.
+    All,
+    /// Fetch these repos (by configured name).
+    Only(BTreeSet<String>),
+}
+
+impl From<bool> for Fetch {
+    fn from(all: bool) -> Self {
+        if all { Self::All } else { Self::None }
+    }
+}
+
+impl Fetch {
+    /// Whether the repo named `name` is fetched.
+    #[must_use]
+    pub fn wants(&self, name: &str) -> bool {
+        match self {
+            Self::None => false,
+            Self::All => true,
+            Self::Only(names) => names.contains(name),
+        }
+    }
+
+    /// Both requests at once: `All` wins, named repos add up.
+    #[must_use]
+    pub fn merge(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::All, _) | (_, Self::All) => Self::All,
+            (Self::None, x) | (x, Self::None) => x,
+            (Self::Only(mut a), Self::Only(b)) => {
+                a.extend(b);
+                Self::Only(a)
+            }
+        }
+    }
 }
 
 /// Like [`load`], but spec repos whose branch head is the commit `previous` read are not read
 /// again: their parsed files are reused (a commit's content never changes).
 #[must_use]
 pub fn load_cached(config: &Config, previous: Option<&Snapshot>, fetch: bool) -> Snapshot {
+    load_inner(
+        config,
+        previous.map(|p| &p.catalog),
+        previous,
+        &Fetch::from(fetch),
+    )
+}
+
+/// Like [`load_cached`], fetching only what `fetch` names first.
+#[must_use]
+pub fn load_cached_with(config: &Config, previous: Option<&Snapshot>, fetch: &Fetch) -> Snapshot {
     load_inner(config, previous.map(|p| &p.catalog), previous, fetch)
 }
 
@@ -106,18 +161,20 @@ fn load_inner(
     config: &Config,
     previous: Option<&Catalog>,
     previous_specs: Option<&Snapshot>,
-    fetch: bool,
+    fetch: &Fetch,
 ) -> Snapshot {
     let cache = config.data_dir.join("git");
     let limits = Limits::default();
     let mut snapshot = Snapshot::default();
-    let open = |url: &str| -> Result<(Mirror, Option<String>), String> {
-        if fetch {
-            sync_or_open(url, &cache)
-        } else {
-            Mirror::open(url, &cache)
-                .map(|m| (m, None))
-                .map_err(|e| e.to_string())
+    let open = |name: &str, url: &str| -> Result<(Mirror, Option<String>), String> {
+        if fetch.wants(name) {
+            return sync_or_open(url, &cache);
+        }
+        match Mirror::open(url, &cache) {
+            Ok(m) => Ok((m, None)),
+            // Never fetched yet: fetch it now, when fetching at all.
+            Err(_) if *fetch != Fetch::None => sync_or_open(url, &cache),
+            Err(e) => Err(e.to_string()),
         }
     };
     for repo in &config.template_repos {
@@ -128,7 +185,7 @@ fn load_inner(
                 continue;
             }
         };
-        let (mirror, warning) = match open(&repo.url) {
+        let (mirror, warning) = match open(&repo.name, &repo.url) {
             Ok(x) => x,
             Err(e) => {
                 snapshot.template_repo_errors.push((repo.name.clone(), e));
@@ -158,7 +215,7 @@ fn load_inner(
             files: Vec::new(),
             unknown: None,
         };
-        match open(&repo.url) {
+        match open(&repo.name, &repo.url) {
             Err(e) => state.unknown = Some(e),
             Ok((mirror, warning)) => {
                 if let Some(w) = warning {
@@ -1187,5 +1244,21 @@ fn service(
             "{}: pipeline: {} v{} has no pipeline_infrastructure; the pipeline block is ignored",
             d.path, t.name, release.version.major
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Fetch;
+
+    #[test]
+    fn fetch_requests_merge() {
+        let only = |names: &[&str]| Fetch::Only(names.iter().map(|s| s.to_string()).collect());
+        assert_eq!(Fetch::None.merge(only(&["a"])), only(&["a"]));
+        assert_eq!(only(&["a"]).merge(only(&["b"])), only(&["a", "b"]));
+        assert_eq!(only(&["a"]).merge(Fetch::All), Fetch::All);
+        assert_eq!(Fetch::All.merge(Fetch::None), Fetch::All);
+        assert!(only(&["a"]).wants("a") && !only(&["a"]).wants("b"));
+        assert!(!Fetch::None.wants("a") && Fetch::All.wants("a"));
     }
 }

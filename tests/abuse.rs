@@ -1261,7 +1261,21 @@ async fn http_checks(base: &str, w: &World) -> Vec<(&'static str, Result<(), Str
             },
         ));
     }
-    // The control: the same webhook correctly signed triggers the fetch and the deployment.
+    // The control: the same webhook correctly signed triggers the fetch and the deployment,
+    // of the repo it names only: a change waiting in platform-envs stays unseen.
+    w.edit(
+        "platform-envs",
+        "proton/environments/dev.yaml",
+        "log_level: debug",
+        "log_level: info",
+    );
+    w.commit("platform-envs", "quieter dev");
+    let env_before = w
+        .snapshot()
+        .await
+        .records
+        .into_iter()
+        .find(|r| r.0 == "environment/dev");
     let mut mac =
         <hmac::Hmac<sha2::Sha256> as hmac::KeyInit>::new_from_slice(b"right-secret").expect("key");
     hmac::Mac::update(&mut mac, body.as_bytes());
@@ -1283,13 +1297,20 @@ async fn http_checks(base: &str, w: &World) -> Vec<(&'static str, Result<(), Str
         tokio::time::sleep(Duration::from_millis(200)).await;
         now = w.snapshot().await.deployments;
     }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let env_after = w
+        .snapshot()
+        .await
+        .records
+        .into_iter()
+        .find(|r| r.0 == "environment/dev");
     results.push((
-        "control: a correctly signed webhook deploys the change",
-        if now > before {
+        "control: a correctly signed webhook deploys its repo's change, only",
+        if now > before && env_before.is_some() && env_before == env_after {
             Ok(())
         } else {
             Err(format!(
-                "answered {accepted:?}; deployments stayed {before}"
+                "answered {accepted:?}; deployments {before} -> {now}; environment/dev {env_before:?} -> {env_after:?}"
             ))
         },
     ));

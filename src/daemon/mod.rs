@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::desired::Fetch;
 use crate::provision::cloudformation::{CloudFormation, Settings};
 use crate::state::Store;
 pub use reconcile::{Ctx, CycleReport, ReconcileError};
@@ -55,7 +56,7 @@ pub async fn run_once(ctx: &Arc<Ctx>) -> Result<OnceReport, ReconcileError> {
     let mut report = OnceReport::default();
     let mut invalid = Vec::new();
     for i in 0..20 {
-        let r = reconcile::cycle(ctx, i == 0).await?;
+        let r = reconcile::cycle(ctx, Fetch::from(i == 0)).await?;
         report.cycles += 1;
         ctx.wait_idle(None).await;
         // The store cannot record deployments: stop rather than start more.
@@ -81,22 +82,28 @@ pub async fn run_once(ctx: &Arc<Ctx>) -> Result<OnceReport, ReconcileError> {
     Ok(report)
 }
 
-fn local_repo_paths(config: &Config) -> Vec<PathBuf> {
+/// The local repos (plain paths and `file://` URLs that exist), with their names.
+fn local_repo_paths(config: &Config) -> Vec<(PathBuf, String)> {
     config
         .template_repos
         .iter()
-        .map(|r| r.url.clone())
-        .chain(config.spec_repos.iter().map(|r| r.url.clone()))
-        .filter_map(|url| {
-            if let Some(path) = url.strip_prefix("file://") {
-                Some(PathBuf::from(path))
+        .map(|r| (r.url.clone(), r.name.clone()))
+        .chain(
+            config
+                .spec_repos
+                .iter()
+                .map(|r| (r.url.clone(), r.name.clone())),
+        )
+        .filter_map(|(url, name)| {
+            let path = if let Some(path) = url.strip_prefix("file://") {
+                PathBuf::from(path)
             } else if url.contains("://") {
-                None
+                return None;
             } else {
-                Some(PathBuf::from(url))
-            }
+                PathBuf::from(url)
+            };
+            path.exists().then_some((path, name))
         })
-        .filter(|p| p.exists())
         .collect()
 }
 
@@ -141,10 +148,17 @@ pub async fn run(
     ctx: Arc<Ctx>,
     mut wake: mpsc::UnboundedReceiver<()>,
 ) -> Result<(), ReconcileError> {
-    let paths = if ctx.config.watch {
+    let watched = if ctx.config.watch {
         local_repo_paths(&ctx.config)
     } else {
         Vec::new()
+    };
+    let paths: Vec<PathBuf> = watched.iter().map(|(p, _)| p.clone()).collect();
+    // The watcher reports an index into `paths`: fetch only the repo that changed.
+    let changed = |i: usize| {
+        watched.get(i).map_or(Fetch::All, |(_, name)| {
+            Fetch::Only(std::iter::once(name.clone()).collect())
+        })
     };
     let (_watcher, mut watch_rx) = match crate::source::watch(&paths) {
         Ok((w, rx)) => (Some(w), Some(rx)),
@@ -163,7 +177,7 @@ pub async fn run(
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
-    let mut fetch = true;
+    let mut fetch = Fetch::All;
     loop {
         let cron_wait = next_cron(&ctx.config).unwrap_or(Duration::from_secs(86_400 * 365));
         tokio::select! {
@@ -171,29 +185,28 @@ pub async fn run(
                 tracing::info!(in_flight = ctx.in_flight().await, grace = ?ctx.config.shutdown_grace, "Shutting down: no new deployments; waiting for running ones to record their outcome.");
                 break;
             }
-            _ = poll.tick() => { fetch = true; }
+            _ = poll.tick() => { fetch = fetch.merge(Fetch::All); }
             Some(()) = wake.recv() => {}
             () = ctx.fetch_now.notified() => {
-                tracing::info!("Fetch requested (webhook or API).");
-                fetch = true;
+                tracing::info!("Cycle requested (webhook or API).");
             }
-            Some(_) = async { match watch_rx.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
-                tracing::info!("A watched repo changed.");
-                fetch = true;
+            Some(i) = async { match watch_rx.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                tracing::info!(repo = watched.get(i).map_or("", |(_, n)| n.as_str()), "A watched repo changed.");
+                fetch = fetch.merge(changed(i));
             }
-            () = tokio::time::sleep(cron_wait) => { fetch = true; }
+            () = tokio::time::sleep(cron_wait) => { fetch = fetch.merge(Fetch::All); }
         }
         // Coalesce whatever else arrived meanwhile into this one cycle.
         while wake.try_recv().is_ok() {}
         if let Some(rx) = watch_rx.as_mut() {
-            while rx.try_recv().is_ok() {
-                fetch = true;
+            while let Ok(i) = rx.try_recv() {
+                fetch = fetch.merge(changed(i));
             }
         }
-        if let Err(e) = reconcile::cycle(&ctx, fetch).await {
+        fetch = fetch.merge(ctx.take_fetch_request());
+        if let Err(e) = reconcile::cycle(&ctx, std::mem::take(&mut fetch)).await {
             tracing::error!(error = %e, "Reconcile cycle failed; retrying at the next trigger.");
         }
-        fetch = false;
     }
     let idle = ctx.wait_idle(Some(ctx.config.shutdown_grace)).await;
     // A pull-request pass cut short is safe (the next start finds what it opened), but let

@@ -55,8 +55,10 @@ pub struct Ctx {
     /// Metrics.
     pub telemetry: crate::telemetry::Telemetry,
     proposal_backoff: Arc<crate::propose::Backoff>,
-    /// Asks the run loop for a cycle that fetches (webhooks, the API).
+    /// Wakes the run loop for a cycle (webhooks, the API); what it fetches is in
+    /// `fetch_request` (see [`Ctx::request_cycle`]).
     pub fetch_now: Notify,
+    fetch_request: std::sync::Mutex<desired::Fetch>,
     /// Deployments that failed since start.
     pub failed: AtomicU64,
     /// Deployments that succeeded since start.
@@ -126,6 +128,7 @@ impl Ctx {
             telemetry: crate::telemetry::Telemetry::new(),
             proposal_backoff: Arc::default(),
             fetch_now: Notify::new(),
+            fetch_request: std::sync::Mutex::new(desired::Fetch::None),
             failed: AtomicU64::new(0),
             succeeded: AtomicU64::new(0),
             store_failure: std::sync::Mutex::new(None),
@@ -199,6 +202,23 @@ impl Ctx {
     /// Number of deployment tasks running.
     pub async fn in_flight(&self) -> usize {
         self.inflight.lock().await.len()
+    }
+
+    /// Asks the run loop for a cycle now, fetching `fetch` first (a webhook names its repos;
+    /// a rollout decision needs no fetch).
+    pub fn request_cycle(&self, fetch: desired::Fetch) {
+        if let Ok(mut pending) = self.fetch_request.lock() {
+            *pending = std::mem::take(&mut *pending).merge(fetch);
+        }
+        self.fetch_now.notify_one();
+    }
+
+    /// Takes what the requests since the last call asked to fetch.
+    pub fn take_fetch_request(&self) -> desired::Fetch {
+        self.fetch_request
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or(desired::Fetch::All)
     }
 
     /// Takes the last failure to write a deployment to the state store, if any since the
@@ -344,7 +364,7 @@ fn rollout_gate(
 }
 
 /// Runs one cycle: read, record, adopt, plan, start deployments.
-pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, ReconcileError> {
+pub async fn cycle(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<CycleReport, ReconcileError> {
     let span = tracing::info_span!(
         "cycle",
         changes = tracing::field::Empty,
@@ -354,8 +374,12 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, Reconcile
     async move {
         let previous = ctx.previous.lock().await.clone();
         let config = ctx.config.clone();
+        let fetched_all = fetch == desired::Fetch::All;
+        if let desired::Fetch::Only(repos) = &fetch {
+            tracing::info!(repos = ?repos, "Fetching the repos named by the trigger.");
+        }
         let snapshot = tokio::task::spawn_blocking(move || {
-            desired::load_cached(&config, previous.as_deref(), fetch)
+            desired::load_cached_with(&config, previous.as_deref(), &fetch)
         })
         .await
         .map_err(|e| ReconcileError::Load(e.to_string()))?;
@@ -368,7 +392,7 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: bool) -> Result<CycleReport, Reconcile
         if unreadable > 0 {
             ctx.telemetry.fetch_failures.get_or_create(&crate::telemetry::SourceLabels { source: "spec".into() }).inc_by(u64::try_from(unreadable).unwrap_or(0));
         }
-        if fetch {
+        if fetched_all {
             ctx.telemetry.fetched();
         }
         ops::record_catalog(&ctx.store, &snapshot.catalog).await?;

@@ -411,7 +411,8 @@ async fn rollout_action(
     {
         Ok(()) => {
             tracing::info!(template = %template, version = %version, halted, reason = %reason, "Rollout decision recorded through the API.");
-            app.ctx.fetch_now.notify_one();
+            // A cycle acts on it; nothing needs fetching.
+            app.ctx.request_cycle(crate::desired::Fetch::None);
             axum::Json(json!({ "template": template, "version": version.to_string(), "halted": halted, "reason": reason }))
                 .into_response()
         }
@@ -423,7 +424,7 @@ async fn reconcile_now(State(app): State<App>, headers: HeaderMap) -> Response {
     if let Err(r) = authorized(&app, &headers) {
         return r;
     }
-    app.ctx.fetch_now.notify_one();
+    app.ctx.request_cycle(crate::desired::Fetch::All);
     (
         StatusCode::ACCEPTED,
         axum::Json(json!({ "scheduled": true })),
@@ -631,7 +632,8 @@ fn act_on_push(app: &App, source: &str, event: &str, body: &[u8]) -> Response {
     }
     webhook_result(app, "accepted");
     tracing::info!(source, event, repos = ?repos, "Webhook accepted; fetching now.");
-    app.ctx.fetch_now.notify_one();
+    app.ctx
+        .request_cycle(crate::desired::Fetch::Only(repos.iter().cloned().collect()));
     (
         StatusCode::ACCEPTED,
         axum::Json(json!({ "fetching": repos })),
