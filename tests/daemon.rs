@@ -425,20 +425,28 @@ async fn adoption_finishes_deployments_left_in_flight() {
 #[test]
 fn demo_once_deploys_the_examples() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(env!("CARGO_BIN_EXE_protond"))
-        .args(["demo", "--once", "--dir"])
-        .arg(tmp.path().join("demo"))
-        .arg("--examples")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repos"))
-        .env_remove("AWS_ENDPOINT_URL")
-        .output()
-        .expect("protond demo runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let demo = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_protond"))
+            .args(["demo", "--once", "--dir"])
+            .arg(tmp.path().join("demo"))
+            .arg("--examples")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repos"))
+            .env_remove("AWS_ENDPOINT_URL")
+            .output()
+            .expect("protond demo runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("7 deployment(s) succeeded, 0 failed."),
+            "{stdout}"
+        );
+        stdout
+    };
+    let stdout = demo();
     for id in [
         "environment/dev",
         "environment/prod",
@@ -447,27 +455,10 @@ fn demo_once_deploys_the_examples() {
     ] {
         assert!(stdout.contains(id), "{id} missing:\n{stdout}");
     }
-    assert!(
-        stdout.contains("7 deployment(s) succeeded, 0 failed."),
-        "{stdout}"
-    );
     assert!(tmp.path().join("demo/platform-templates/.git").exists());
     // Again: a new moto_server starts empty, and the demo deploys everything again rather
     // than trusting the state of the first run.
-    let again = Command::new(env!("CARGO_BIN_EXE_protond"))
-        .args(["demo", "--once", "--dir"])
-        .arg(tmp.path().join("demo"))
-        .arg("--examples")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repos"))
-        .env_remove("AWS_ENDPOINT_URL")
-        .output()
-        .expect("protond demo runs");
-    let stdout = String::from_utf8_lossy(&again.stdout);
-    assert!(again.status.success(), "{stdout}");
-    assert!(
-        stdout.contains("7 deployment(s) succeeded, 0 failed."),
-        "{stdout}"
-    );
+    demo();
 }
 
 /// Reads JSON log lines from the daemon until one satisfies `pred`, or times out.
