@@ -857,10 +857,11 @@ pub fn compute_pinned(
         // A service already deployed from one repo belongs to it: a declaration elsewhere
         // is refused alone, and the owner keeps deploying.
         let prefix = format!("service_instance/{name}/");
+        // Records are keyed by id, so the service's instances are one sorted range.
         let owners: BTreeSet<&str> = b
             .deployed
-            .iter()
-            .filter(|(id, _)| id.starts_with(&prefix))
+            .range(prefix.as_str()..)
+            .take_while(|(id, _)| id.starts_with(&prefix))
             .map(|(_, r)| r.repo.as_str())
             .collect();
         let owned: Vec<_> = decls.iter().filter(|d| owners.contains(d.repo)).collect();
