@@ -241,7 +241,7 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// One cycle's read + render + plan, as the daemon runs it (reusing what the previous cycle
+/// One cycle's read + evaluation (render, plan, schedule), as the daemon runs it (reusing what the previous cycle
 /// read and rendered when its inputs are unchanged); returns (plan, snapshot, set, render
 /// time).
 fn cycle(
@@ -252,21 +252,20 @@ fn cycle(
     cache: &mut desired::ComputeCache,
 ) -> (plan::Plan, desired::Snapshot, desired::DesiredSet, Duration) {
     let snapshot = desired::load_cached(config, previous, fetch);
+    let facts = crate::evaluate::Facts {
+        records: deployed.to_vec(),
+        halted: std::collections::BTreeMap::new(),
+        running: std::collections::BTreeSet::new(),
+        waiting: std::collections::BTreeSet::new(),
+        last_failures: Vec::new(),
+        backoff: std::collections::BTreeMap::new(),
+        now: std::time::SystemTime::now(),
+    };
+    // The daemon's own evaluation (render, diff, rollout gate, schedule).
     let t = Instant::now();
-    let set = cache.compute(
-        &snapshot,
-        deployed,
-        &config.account_id,
-        &std::collections::BTreeMap::new(),
-    );
+    let eval = crate::evaluate::evaluate(&snapshot, &facts, config, Some(cache));
     let render = t.elapsed();
-    let observed: Vec<_> = deployed.iter().map(ResourceRecord::to_deployed).collect();
-    let plan = plan::diff(
-        &set.desired(),
-        &observed,
-        &set.unknown_repos,
-        &snapshot.catalog.latest_major(),
-    );
+    let (plan, set) = (eval.plan, eval.set);
     (plan, snapshot, set, render)
 }
 

@@ -837,21 +837,29 @@ fn load_config(path: &Path) -> Result<Config> {
 fn plan_cmd(config: &Path, output: OutputFormat, fetch: bool) -> Result<ExitCode> {
     let config = load_config(config)?;
     runtime()?.block_on(async move {
+        // Read-only: the plan reads the repos and the store, and writes nothing.
         let store = crate::state::Store::open(&config.state).await?;
         let cfg = config.clone();
         let snapshot = tokio::task::spawn_blocking(move || crate::desired::load(&cfg, None, fetch))
             .await
             .context("reading the repos panicked")?;
-        crate::ops::record_catalog(&store, &snapshot.catalog).await?;
-        let deployed = store.resources().await?;
-        let set = crate::desired::compute(&snapshot, &deployed, &config.account_id);
-        let observed: Vec<_> = deployed.iter().map(crate::state::ResourceRecord::to_deployed).collect();
-        let plan = crate::plan::diff(&set.desired(), &observed, &set.unknown_repos, &snapshot.catalog.latest_major());
+        let waiting = crate::daemon::reconcile::waiting(&store).await?;
+        let facts = crate::daemon::reconcile::read_facts(
+            &store,
+            std::collections::BTreeSet::new(),
+            waiting,
+            BTreeMap::new(),
+            std::time::SystemTime::now(),
+        )
+        .await?;
+        let eval = crate::evaluate::evaluate(&snapshot, &facts, &config, None);
+        let (set, plan) = (&eval.set, &eval.plan);
         let mut out = std::io::stdout().lock();
         match output {
             OutputFormat::Json => {
                 let doc = serde_json::json!({
                     "actions": plan.actions,
+                    "schedule": eval.schedule.decisions,
                     "proposals": plan.proposals,
                     "unknown_repos": set.unknown_repos,
                     "problems": set.problems,
@@ -862,11 +870,28 @@ fn plan_cmd(config: &Path, output: OutputFormat, fetch: bool) -> Result<ExitCode
                 writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
             }
             OutputFormat::Table => {
-                write!(out, "{}", crate::ops::plan_table(&plan, &set, &snapshot.catalog))?;
+                write!(out, "{}", crate::ops::plan_table(plan, set, &snapshot.catalog))?;
+                write!(out, "{}", schedule_section(&eval.schedule))?;
             }
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// What the daemon would start now and what it holds, with each hold's reason.
+fn schedule_section(schedule: &crate::plan::schedule::Schedule) -> String {
+    let starts = schedule.starts().count();
+    let holds: Vec<_> = schedule.holds().collect();
+    let mut out = format!("\nThe daemon would start {starts} change(s) now");
+    if holds.is_empty() {
+        out.push_str(".\n");
+        return out;
+    }
+    out.push_str(&format!(" and hold {}:\n", holds.len()));
+    for (a, why) in holds {
+        out.push_str(&format!("  held  {}: {why}\n", a.id));
+    }
+    out
 }
 
 fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode> {
@@ -882,7 +907,13 @@ fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode> {
             )
             .await;
             let cp = crate::provision::codepipeline::CodePipeline::new(cfn.sdk_config());
-            crate::ops::pipelines(&store, &cfn, &cp).await?
+            crate::provision::codepipeline::pipeline_rows(
+                &store.resources().await?,
+                &store.pipeline_runs().await?,
+                &cfn,
+                &cp,
+            )
+            .await
         } else {
             Vec::new()
         };
@@ -1173,7 +1204,7 @@ fn notify_cmd(
     };
     runtime()?.block_on(async move {
         let store = crate::state::Store::open(&config.state).await?;
-        let outcome = crate::daemon::self_managed::notify(
+        let outcome = crate::provision::self_managed::notify(
             &store,
             resource,
             deployment_id,
@@ -1191,7 +1222,7 @@ fn notify_cmd(
         };
         println!(
             "{}: recorded as {what}; the daemon continues with its dependants at its next cycle",
-            crate::daemon::self_managed::resource_id_from(resource)
+            crate::provision::self_managed::resource_id_from(resource)
         );
         Ok(ExitCode::SUCCESS)
     })

@@ -198,7 +198,13 @@ fn load_inner(
         match mirror.tags() {
             Ok(tags) => {
                 let cat = releases::read_releases(
-                    &repo.name, &mirror, &tags, &pattern, &limits, previous,
+                    &repo.name,
+                    &mirror,
+                    &tags,
+                    &pattern,
+                    &limits,
+                    previous,
+                    &|f| render::check_syntax(f).err().map(|e| e.to_string()),
                 );
                 snapshot.catalog.merge(cat);
             }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod desired;
+pub mod evaluate;
 pub mod forge;
 pub mod ops;
 pub mod plan;
@@ -27,6 +28,9 @@ pub mod source;
 pub mod spec;
 pub mod state;
 pub mod telemetry;
+
+#[cfg(test)]
+mod layering;
 
 /// An error and its causes on one line (`outer: cause: root cause`), skipping a cause whose
 /// text the line already holds. Errors of this crate never hold credentials.

@@ -1,5 +1,5 @@
-//! Operator views shared by the CLI and (later) the HTTP API: recording the catalogue,
-//! the plan table, and the status of every managed resource.
+//! Operator views shared by the CLI and the HTTP API: the plan table, and the status of
+//! every managed resource.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -9,44 +9,7 @@ use serde::Serialize;
 use crate::catalog::releases::Catalog;
 use crate::desired::DesiredSet;
 use crate::plan::{ActionKind, Plan, UpdateReason, Version};
-use crate::state::{StateError, Store, TemplateVersionRecord};
-
-/// Records every registered and rejected release; logs the new ones.
-pub async fn record_catalog(store: &Store, catalog: &Catalog) -> Result<(), StateError> {
-    for r in catalog.releases() {
-        let rec = TemplateVersionRecord {
-            template: r.template.clone(),
-            version: r.version,
-            kind: r.bundle.kind.to_string(),
-            repo: r.repo.clone(),
-            tag: r.tag.clone(),
-            commit: r.commit.clone(),
-            registered: true,
-            reason: None,
-            release_notes: r.notes.clone(),
-        };
-        if store.record_template_version(&rec).await? {
-            tracing::info!(template = %r.template, version = %r.version, tag = %r.tag, "Template version registered.");
-        }
-    }
-    for r in &catalog.rejected {
-        let rec = TemplateVersionRecord {
-            template: r.template.clone(),
-            version: r.version,
-            kind: String::new(),
-            repo: r.repo.clone(),
-            tag: r.tag.clone(),
-            commit: r.commit.clone(),
-            registered: false,
-            reason: Some(r.reason.clone()),
-            release_notes: r.notes.clone(),
-        };
-        if store.record_template_version(&rec).await? {
-            tracing::warn!(template = %r.template, version = %r.version, tag = %r.tag, reason = %r.reason, "Template version rejected.");
-        }
-    }
-    Ok(())
-}
+use crate::state::{StateError, Store};
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
@@ -302,63 +265,9 @@ pub fn rollouts_table(rows: &[RolloutRow]) -> String {
     out
 }
 
-/// A service pipeline's executions, for status.
-#[derive(Debug, Clone, Serialize)]
-pub struct PipelineRow {
-    /// Service.
-    pub service: String,
-    /// CodePipeline pipeline name, when found.
-    pub pipeline: Option<String>,
-    /// The latest execution as CodePipeline reports it, or why it cannot be shown.
-    pub latest_execution: String,
-    /// The last execution protond started (or tried to).
-    pub last_start: Option<crate::state::PipelineRunRecord>,
-}
-
-/// The pipelines of deployed services, with their latest execution read live from
-/// CodePipeline where the endpoint offers it.
-pub async fn pipelines(
-    store: &Store,
-    cfn: &crate::provision::cloudformation::CloudFormation,
-    cp: &crate::provision::codepipeline::CodePipeline,
-) -> Result<Vec<PipelineRow>, StateError> {
-    let runs = store.pipeline_runs().await?;
-    let mut rows = Vec::new();
-    for r in store.resources().await? {
-        if r.kind != crate::plan::ResourceKind::Pipeline {
-            continue;
-        }
-        let service = r.id.split('/').nth(1).unwrap_or_default().to_string();
-        let (pipeline, latest_execution) =
-            match crate::daemon::reconcile::pipeline_name(cfn, store, &service).await {
-                Err(why) => (None, format!("not available: {why}")),
-                Ok(name) => {
-                    let latest = match cp.latest(&name).await {
-                        Ok(Some(e)) => format!(
-                            "{} ({}{})",
-                            e.status,
-                            e.id,
-                            e.updated_at.map(|t| format!(", {t}")).unwrap_or_default()
-                        ),
-                        Ok(None) => "no executions yet".into(),
-                        Err(e) => e.to_string(),
-                    };
-                    (Some(name), latest)
-                }
-            };
-        rows.push(PipelineRow {
-            last_start: runs.iter().find(|x| x.service == service).cloned(),
-            service,
-            pipeline,
-            latest_execution,
-        });
-    }
-    Ok(rows)
-}
-
 /// Pipelines as a table section (empty when there are none).
 #[must_use]
-pub fn pipelines_table(rows: &[PipelineRow]) -> String {
+pub fn pipelines_table(rows: &[crate::provision::codepipeline::PipelineRow]) -> String {
     let mut out = String::new();
     if rows.is_empty() {
         return out;

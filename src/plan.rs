@@ -11,6 +11,8 @@
 //!   keeps whatever is deployed;
 //! * a resource whose dependency is not deployed yet is [`ActionKind::Blocked`].
 
+pub mod schedule;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -240,6 +242,38 @@ impl Plan {
     }
 }
 
+/// What to do with one desired resource, given what is deployed for it.
+fn action_for(want: &Desired, have: Option<&Deployed>) -> ActionKind {
+    let rendered_hash = match (&want.state, have) {
+        (DesiredState::Invalid { error }, _) => {
+            return ActionKind::Invalid {
+                error: error.clone(),
+            };
+        }
+        (DesiredState::Blocked { on }, _) => return ActionKind::Blocked { on: on.clone() },
+        (DesiredState::Ready { .. }, None) => return ActionKind::Create,
+        (DesiredState::Ready { rendered_hash }, Some(_)) => rendered_hash,
+    };
+    let Some(have) = have else {
+        return ActionKind::Create;
+    };
+    let (from, to) = (have.version, want.version);
+    let reason = if have.template != want.template || from.major != to.major {
+        UpdateReason::TemplateChange { from, to }
+    } else if from.minor < to.minor {
+        UpdateReason::MinorUpgrade { from, to }
+    } else if from.minor > to.minor {
+        UpdateReason::TemplateChange { from, to }
+    } else if have.input_hash != want.input_hash {
+        UpdateReason::SpecChange
+    } else if &have.rendered_hash != rendered_hash {
+        UpdateReason::Rerender
+    } else {
+        return ActionKind::NoOp;
+    };
+    ActionKind::Update { reason }
+}
+
 /// Diffs desired against deployed. `unknown_repos` are repos that failed to fetch or parse;
 /// `latest_major` is the newest registered major per template.
 #[must_use]
@@ -256,47 +290,7 @@ pub fn diff(
     let mut proposals = Vec::new();
     for want in desired {
         let have = deployed_by_id.get(want.id.as_str()).copied();
-        let action = match (&want.state, have) {
-            (DesiredState::Invalid { error }, _) => ActionKind::Invalid {
-                error: error.clone(),
-            },
-            (DesiredState::Blocked { on }, _) => ActionKind::Blocked { on: on.clone() },
-            (DesiredState::Ready { .. }, None) => ActionKind::Create,
-            (DesiredState::Ready { rendered_hash }, Some(have)) => {
-                if have.template != want.template || have.version.major != want.version.major {
-                    ActionKind::Update {
-                        reason: UpdateReason::TemplateChange {
-                            from: have.version,
-                            to: want.version,
-                        },
-                    }
-                } else if have.version.minor < want.version.minor {
-                    ActionKind::Update {
-                        reason: UpdateReason::MinorUpgrade {
-                            from: have.version,
-                            to: want.version,
-                        },
-                    }
-                } else if have.version.minor > want.version.minor {
-                    ActionKind::Update {
-                        reason: UpdateReason::TemplateChange {
-                            from: have.version,
-                            to: want.version,
-                        },
-                    }
-                } else if have.input_hash != want.input_hash {
-                    ActionKind::Update {
-                        reason: UpdateReason::SpecChange,
-                    }
-                } else if &have.rendered_hash != rendered_hash {
-                    ActionKind::Update {
-                        reason: UpdateReason::Rerender,
-                    }
-                } else {
-                    ActionKind::NoOp
-                }
-            }
-        };
+        let action = action_for(want, have);
         // An invalid resource has no meaningful version: nothing to propose.
         if let Some(&latest) = latest_major.get(&want.template)
             && latest > want.version.major

@@ -296,6 +296,26 @@ impl ResourceRecord {
             rendered_hash: self.rendered_hash.clone(),
         }
     }
+
+    /// The record a successful deployment leaves: what it deployed, with the outputs the
+    /// provisioner reported.
+    #[must_use]
+    pub fn deployed_by(dep: &NewDeployment, outputs: BTreeMap<String, String>) -> Self {
+        Self {
+            id: dep.resource_id.clone(),
+            kind: dep.kind,
+            repo: dep.repo.clone(),
+            environment: dep.environment.clone(),
+            template: dep.template.clone(),
+            version: dep.to_version,
+            input_hash: dep.input_hash.clone(),
+            rendered_hash: dep.rendered_hash.clone(),
+            outputs,
+            status: "deployed".into(),
+            spec_commit: dep.spec_commit.clone(),
+            updated_at: String::new(),
+        }
+    }
 }
 
 /// A deployment to start.
@@ -968,6 +988,20 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(self.q("list deployments"))?;
+        rows.iter().map(deployment_from_row).collect()
+    }
+
+    /// The last deployment of every resource whose last deployment failed, in one query
+    /// (the scheduler's retry rule reads them once per cycle).
+    pub async fn last_failures(&self) -> Result<Vec<DeploymentRecord>, StateError> {
+        let rows = sqlx::query(concat!(
+            "SELECT id, resource_id, kind, repo, environment, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, error, retryable, started_at, finished_at",
+            " FROM deployments WHERE id IN (SELECT MAX(id) FROM deployments GROUP BY resource_id)",
+            " AND status = 'failed' ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.q("list failed deployments"))?;
         rows.iter().map(deployment_from_row).collect()
     }
 }

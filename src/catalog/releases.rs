@@ -12,7 +12,6 @@ use regex::Regex;
 
 use super::{Bundle, BundleFiles, Limits};
 use crate::plan::Version;
-use crate::render;
 use crate::source::{EntryKind, Mirror, Tag, TreeEntry};
 
 /// A compiled tag pattern.
@@ -253,6 +252,11 @@ pub fn files_from_tree(origin: &str, entries: Vec<TreeEntry>) -> Result<BundleFi
     }
 }
 
+/// Checks the syntax of one IaC file of a bundle (the rendering engine's parse), returning
+/// the problem as text. Passed in by the caller, so that the catalogue does not depend on the
+/// renderer (which depends on the catalogue's types).
+pub type SyntaxCheck<'a> = &'a (dyn Fn(&super::IacFile) -> Option<String> + Sync);
+
 /// Reads and validates one release's bundle at its tag.
 fn read_release(
     mirror: &Mirror,
@@ -260,6 +264,7 @@ fn read_release(
     template: &str,
     version: Version,
     limits: &Limits,
+    syntax: SyntaxCheck<'_>,
 ) -> Result<Bundle, String> {
     let folder = format!("{template}/v{}", version.major);
     let origin = format!("{}@{}", mirror.display_url(), tag.name);
@@ -298,7 +303,7 @@ fn read_release(
             .iter()
             .chain(b.pipeline.iter().flat_map(|p| &p.files))
         {
-            if let Err(e) = render::check_syntax(f) {
+            if let Some(e) = syntax(f) {
                 problems.push(format!("{}:{folder}/{e}", origin));
             }
         }
@@ -310,7 +315,8 @@ fn read_release(
 }
 
 /// Reads every release of one template repo. `previous` lets unchanged tags (same commit)
-/// reuse their already-validated bundle instead of reading the tree again.
+/// reuse their already-validated bundle instead of reading the tree again; `syntax` checks
+/// each IaC file (see [`SyntaxCheck`]).
 #[must_use]
 pub fn read_releases(
     repo: &str,
@@ -319,6 +325,7 @@ pub fn read_releases(
     pattern: &TagPattern,
     limits: &Limits,
     previous: Option<&Catalog>,
+    syntax: SyntaxCheck<'_>,
 ) -> Catalog {
     let mut catalog = Catalog::default();
     let mut unmatched = Vec::new();
@@ -340,7 +347,7 @@ pub fn read_releases(
             catalog.insert(r);
             continue;
         }
-        match read_release(mirror, tag, &template, version, limits) {
+        match read_release(mirror, tag, &template, version, limits, syntax) {
             Ok(bundle) => catalog.insert(Release {
                 repo: repo.to_string(),
                 template,

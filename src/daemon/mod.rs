@@ -7,8 +7,10 @@
 //! grace period for running deployments to record their outcome; whatever is still running
 //! then is adopted by the next start.
 
+mod ctx;
+mod lifecycle;
+mod pipelines;
 pub mod reconcile;
-pub mod self_managed;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,7 +23,9 @@ use crate::config::Config;
 use crate::desired::Fetch;
 use crate::provision::cloudformation::{CloudFormation, Settings};
 use crate::state::Store;
-pub use reconcile::{Ctx, CycleReport, ReconcileError};
+pub use ctx::{Clock, Ctx, Provisioners};
+pub use lifecycle::{Requeue, backoff_delay, error_policy};
+pub use reconcile::{CycleReport, ReconcileError};
 
 /// Builds the context from a config.
 pub async fn context(
@@ -222,3 +226,6 @@ pub async fn run(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -19,6 +19,8 @@ use aws_sdk_cloudformation::types::{Capability, ChangeSetType, Tag};
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
+use super::{Applied, BoxFuture, DeployError, Job, Provisioner};
+
 /// Tag holding the resource id.
 pub const TAG_RESOURCE: &str = "protond:resource";
 /// Tag holding the template name.
@@ -166,6 +168,20 @@ pub fn stack_name(resource_id: &str) -> String {
     let slug = slug.trim_matches('-');
     let slug: String = slug.chars().take(100).collect();
     format!("protond-{slug}-{}", &hash[..8])
+}
+
+/// The tags every stack carries: resource, template, version, deployment, spec commit.
+fn stack_tags(req: &StackRequest) -> Vec<(&'static str, String)> {
+    let mut tags = vec![
+        (TAG_RESOURCE, req.resource_id.clone()),
+        (TAG_TEMPLATE, req.template.clone()),
+        (TAG_VERSION, req.version.clone()),
+        (TAG_DEPLOYMENT, req.deployment_id.to_string()),
+    ];
+    if let Some(c) = &req.spec_commit {
+        tags.push((TAG_SPEC_COMMIT, c.clone()));
+    }
+    tags
 }
 
 /// What CloudFormation says about a stack.
@@ -434,37 +450,12 @@ impl CloudFormation {
         let stack = stack_name(&req.resource_id);
         let role = req.role_arn.as_deref();
         let client = self.client_for(role).await;
-        let mut existing = self.describe(&stack, role).await?;
-        if let Some(info) = &existing
-            && (info.status == "ROLLBACK_COMPLETE" || info.status == "DELETE_COMPLETE")
-        {
-            if info.status == "ROLLBACK_COMPLETE" {
-                tracing::info!(stack = %stack, "Deleting stack left by a failed create before retrying.");
-                self.delete_and_wait(&stack, role).await?;
-            }
-            existing = None;
-        }
-        if existing
-            .as_ref()
-            .is_some_and(|i| i.status == "REVIEW_IN_PROGRESS")
-        {
-            // A create change set that was never executed: create again.
-            existing = None;
-        }
-        let change_set_type = if existing.is_some() {
+        let change_set_type = if self.existing_stack(&stack, role).await? {
             ChangeSetType::Update
         } else {
             ChangeSetType::Create
         };
-        let mut tags = vec![
-            (TAG_RESOURCE, req.resource_id.clone()),
-            (TAG_TEMPLATE, req.template.clone()),
-            (TAG_VERSION, req.version.clone()),
-            (TAG_DEPLOYMENT, req.deployment_id.to_string()),
-        ];
-        if let Some(c) = &req.spec_commit {
-            tags.push((TAG_SPEC_COMMIT, c.clone()));
-        }
+        let tags = stack_tags(req);
         if !self.settings.change_sets {
             return self
                 .start_direct(
@@ -493,47 +484,12 @@ impl CloudFormation {
         call.send()
             .await
             .map_err(|e| call_error("CreateChangeSet", &stack, &e))?;
-        // Wait for the change set to be ready.
-        let started = tokio::time::Instant::now();
-        loop {
-            let out = client
-                .describe_change_set()
-                .stack_name(&stack)
-                .change_set_name(&change_set)
-                .send()
-                .await
-                .map_err(|e| call_error("DescribeChangeSet", &stack, &e))?;
-            let status = out.status().map_or("", |s| s.as_str()).to_string();
-            match status.as_str() {
-                "CREATE_COMPLETE" => {
-                    if change_set_type == ChangeSetType::Update && out.changes().is_empty() {
-                        discard_change_set(&client, &stack, &change_set).await;
-                        return Ok(Started::NoChanges);
-                    }
-                    break;
-                }
-                "FAILED" => {
-                    let reason = out.status_reason().unwrap_or("").to_string();
-                    if reason.contains("didn't contain changes") || reason.contains("No updates") {
-                        discard_change_set(&client, &stack, &change_set).await;
-                        return Ok(Started::NoChanges);
-                    }
-                    return Err(ProvisionError::StackFailed {
-                        stack,
-                        status: "CHANGE_SET_FAILED".into(),
-                        reasons: reason,
-                    });
-                }
-                _ => {}
-            }
-            if started.elapsed() > self.settings.timeout {
-                return Err(ProvisionError::Timeout {
-                    stack,
-                    status: format!("change set {status}"),
-                    waited: started.elapsed(),
-                });
-            }
-            tokio::time::sleep(self.settings.poll_interval).await;
+        let update = change_set_type == ChangeSetType::Update;
+        if !self
+            .change_set_ready(&client, &stack, &change_set, update)
+            .await?
+        {
+            return Ok(Started::NoChanges);
         }
         client
             .execute_change_set()
@@ -543,6 +499,79 @@ impl CloudFormation {
             .await
             .map_err(|e| call_error("ExecuteChangeSet", &stack, &e))?;
         Ok(Started::Executing)
+    }
+
+    /// Whether a stack to update exists under `stack`. A stack left in `ROLLBACK_COMPLETE`
+    /// by a failed create is deleted first; one in `REVIEW_IN_PROGRESS` (a create change
+    /// set never executed) or `DELETE_COMPLETE` counts as absent.
+    async fn existing_stack(
+        &self,
+        stack: &str,
+        role: Option<&str>,
+    ) -> Result<bool, ProvisionError> {
+        let Some(info) = self.describe(stack, role).await? else {
+            return Ok(false);
+        };
+        match info.status.as_str() {
+            "ROLLBACK_COMPLETE" => {
+                tracing::info!(stack = %stack, "Deleting stack left by a failed create before retrying.");
+                self.delete_and_wait(stack, role).await?;
+                Ok(false)
+            }
+            "DELETE_COMPLETE" | "REVIEW_IN_PROGRESS" => Ok(false),
+            _ => Ok(true),
+        }
+    }
+
+    /// Waits for a change set to be ready. `false` when it has no changes (it is discarded).
+    async fn change_set_ready(
+        &self,
+        client: &Client,
+        stack: &str,
+        change_set: &str,
+        update: bool,
+    ) -> Result<bool, ProvisionError> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let out = client
+                .describe_change_set()
+                .stack_name(stack)
+                .change_set_name(change_set)
+                .send()
+                .await
+                .map_err(|e| call_error("DescribeChangeSet", stack, &e))?;
+            let status = out.status().map_or("", |s| s.as_str()).to_string();
+            match status.as_str() {
+                "CREATE_COMPLETE" => {
+                    if update && out.changes().is_empty() {
+                        discard_change_set(client, stack, change_set).await;
+                        return Ok(false);
+                    }
+                    return Ok(true);
+                }
+                "FAILED" => {
+                    let reason = out.status_reason().unwrap_or("").to_string();
+                    if reason.contains("didn't contain changes") || reason.contains("No updates") {
+                        discard_change_set(client, stack, change_set).await;
+                        return Ok(false);
+                    }
+                    return Err(ProvisionError::StackFailed {
+                        stack: stack.to_string(),
+                        status: "CHANGE_SET_FAILED".into(),
+                        reasons: reason,
+                    });
+                }
+                _ => {}
+            }
+            if started.elapsed() > self.settings.timeout {
+                return Err(ProvisionError::Timeout {
+                    stack: stack.to_string(),
+                    status: format!("change set {status}"),
+                    waited: started.elapsed(),
+                });
+            }
+            tokio::time::sleep(self.settings.poll_interval).await;
+        }
     }
 
     async fn start_direct(
@@ -664,6 +693,115 @@ impl CloudFormation {
             }
             tokio::time::sleep(self.settings.poll_interval).await;
         }
+    }
+}
+
+impl CloudFormation {
+    async fn apply_job(
+        &self,
+        job: Job<'_>,
+        documents: &[(String, String)],
+    ) -> Result<Applied, DeployError> {
+        let dep = job.deployment;
+        let [(_, body)] = documents else {
+            return Err(DeployError::Unsupported {
+                resource: dep.resource_id.clone(),
+                reason: "expected exactly one rendered CloudFormation document".into(),
+            });
+        };
+        let req = StackRequest {
+            resource_id: dep.resource_id.clone(),
+            template_body: body.clone(),
+            template: dep.template.clone(),
+            version: dep.to_version.to_string(),
+            spec_commit: dep.spec_commit.clone(),
+            deployment_id: job.deployment_id,
+            role_arn: job.role_arn.map(str::to_string),
+        };
+        let stack = stack_name(&dep.resource_id);
+        let info = match self.start_apply(&req).await? {
+            Started::NoChanges => self.describe(&stack, job.role_arn).await?,
+            Started::Executing => self.wait(&stack, job.role_arn, false).await?,
+        };
+        Ok(Applied::Deployed {
+            outputs: info.map(|i| i.outputs).unwrap_or_default(),
+        })
+    }
+
+    async fn delete_job(&self, job: Job<'_>) -> Result<Applied, DeployError> {
+        let stack = stack_name(&job.deployment.resource_id);
+        self.start_delete(&stack, job.role_arn).await?;
+        self.wait(&stack, job.role_arn, true).await?;
+        Ok(Applied::Deleted)
+    }
+
+    /// Finishes a deployment an earlier process left in flight, from the stack's
+    /// `protond:deployment` tag and status.
+    async fn adopt_job(&self, job: Job<'_>) -> Result<Applied, DeployError> {
+        let d = job.deployment;
+        let role = job.role_arn;
+        let stack = stack_name(&d.resource_id);
+        let info = self.describe(&stack, role).await?;
+        if d.action == "delete" {
+            return match info {
+                None => Ok(Applied::Deleted),
+                Some(i) if i.status == "DELETE_COMPLETE" => Ok(Applied::Deleted),
+                Some(i) if i.status == "DELETE_IN_PROGRESS" => {
+                    self.wait(&stack, role, true).await?;
+                    Ok(Applied::Deleted)
+                }
+                Some(_) => Ok(Applied::Interrupted),
+            };
+        }
+        let Some(info) = info else {
+            return Ok(Applied::Interrupted);
+        };
+        if info.status == "REVIEW_IN_PROGRESS" {
+            // A change set was created for a new stack but never executed.
+            return Ok(Applied::Interrupted);
+        }
+        if info.tags.get(TAG_DEPLOYMENT).map(String::as_str)
+            != Some(job.deployment_id.to_string().as_str())
+        {
+            // The stack is from an earlier deployment: this one never executed.
+            return Ok(Applied::Interrupted);
+        }
+        if info.in_progress() {
+            let done = self.wait(&stack, role, false).await?;
+            return Ok(Applied::Deployed {
+                outputs: done.map(|x| x.outputs).unwrap_or_default(),
+            });
+        }
+        if info.failed() {
+            let reasons = self.failure_reasons(&stack, role).await;
+            return Err(ProvisionError::StackFailed {
+                stack,
+                status: info.status,
+                reasons,
+            }
+            .into());
+        }
+        Ok(Applied::Deployed {
+            outputs: info.outputs,
+        })
+    }
+}
+
+impl Provisioner for CloudFormation {
+    fn apply<'a>(
+        &'a self,
+        job: Job<'a>,
+        documents: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<Applied, DeployError>> {
+        Box::pin(self.apply_job(job, documents))
+    }
+
+    fn delete<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<Applied, DeployError>> {
+        Box::pin(self.delete_job(job))
+    }
+
+    fn adopt<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<Applied, DeployError>> {
+        Box::pin(self.adopt_job(job))
     }
 }
 

@@ -10,6 +10,10 @@
 use aws_sdk_codepipeline::Client;
 use aws_sdk_codepipeline::error::ProvideErrorMetadata as _;
 
+use super::cloudformation::{CloudFormation, ProvisionError, stack_name};
+use crate::plan::ResourceKind;
+use crate::state::{PipelineRunRecord, ResourceRecord};
+
 /// Output of a pipeline stack naming its CodePipeline pipeline.
 pub const PIPELINE_NAME_OUTPUT: &str = "PipelineName";
 
@@ -33,6 +37,110 @@ pub struct Execution {
     pub status: String,
     /// Last update, RFC 3339.
     pub updated_at: Option<String>,
+}
+
+/// Why a service's pipeline cannot be named.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// The pipeline stack is not recorded as deployed.
+    #[error("the pipeline of {service} is not deployed (yet)")]
+    NotDeployed {
+        /// The service.
+        service: String,
+    },
+    /// The stack names no pipeline.
+    #[error(
+        "the pipeline stack of {service} has neither an AWS::CodePipeline::Pipeline resource nor a `{PIPELINE_NAME_OUTPUT}` output"
+    )]
+    NoPipeline {
+        /// The service.
+        service: String,
+    },
+    /// The stack could not be read.
+    #[error(transparent)]
+    Stack(#[from] ProvisionError),
+}
+
+/// The CodePipeline pipeline of a service's pipeline stack (`record`, the pipeline
+/// resource's record): its `PipelineName` output, or its `AWS::CodePipeline::Pipeline`
+/// resource.
+///
+/// # Errors
+///
+/// [`LookupError`] says why there is none.
+pub async fn pipeline_name(
+    cfn: &CloudFormation,
+    service: &str,
+    record: Option<&ResourceRecord>,
+) -> Result<String, LookupError> {
+    let Some(record) = record else {
+        return Err(LookupError::NotDeployed {
+            service: service.to_string(),
+        });
+    };
+    if let Some(name) = record.outputs.get(PIPELINE_NAME_OUTPUT) {
+        return Ok(name.clone());
+    }
+    cfn.pipeline_resource(&stack_name(&record.id), None)
+        .await?
+        .ok_or_else(|| LookupError::NoPipeline {
+            service: service.to_string(),
+        })
+}
+
+/// A service pipeline's executions, for status.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PipelineRow {
+    /// Service.
+    pub service: String,
+    /// CodePipeline pipeline name, when found.
+    pub pipeline: Option<String>,
+    /// The latest execution as CodePipeline reports it, or why it cannot be shown.
+    pub latest_execution: String,
+    /// The last execution protond started (or tried to).
+    pub last_start: Option<PipelineRunRecord>,
+}
+
+/// The pipelines of the deployed services among `records`, with their latest execution read
+/// live from CodePipeline where the endpoint offers it.
+pub async fn pipeline_rows(
+    records: &[ResourceRecord],
+    runs: &[PipelineRunRecord],
+    cfn: &CloudFormation,
+    cp: &CodePipeline,
+) -> Vec<PipelineRow> {
+    let mut rows = Vec::new();
+    for r in records.iter().filter(|r| r.kind == ResourceKind::Pipeline) {
+        let service = service_of(&r.id);
+        let (pipeline, latest_execution) = match pipeline_name(cfn, &service, Some(r)).await {
+            Err(why) => (None, format!("not available: {why}")),
+            Ok(name) => {
+                let latest = match cp.latest(&name).await {
+                    Ok(Some(e)) => format!(
+                        "{} ({}{})",
+                        e.status,
+                        e.id,
+                        e.updated_at.map(|t| format!(", {t}")).unwrap_or_default()
+                    ),
+                    Ok(None) => "no executions yet".into(),
+                    Err(e) => e.to_string(),
+                };
+                (Some(name), latest)
+            }
+        };
+        rows.push(PipelineRow {
+            last_start: runs.iter().find(|x| x.service == service).cloned(),
+            service,
+            pipeline,
+            latest_execution,
+        });
+    }
+    rows
+}
+
+/// The service named by a pipeline or instance id.
+fn service_of(id: &str) -> String {
+    id.split('/').nth(1).unwrap_or_default().to_string()
 }
 
 /// A CodePipeline client.

@@ -1,6 +1,134 @@
-//! Provisioners: the side effects that make a plan happen. They execute what they are told
-//! and report what they observe; they never decide what to deploy.
+//! Provisioners: the one seam through which every create, update, delete and adoption
+//! reaches the outside world. They execute what they are told and report what they observe;
+//! they never decide what to deploy (that is [`crate::plan`]'s job) and never write the
+//! deployment history (that is the daemon's deployment lifecycle).
+//!
+//! * [`cloudformation::CloudFormation`]: stacks through AWS CloudFormation.
+//! * [`self_managed::SelfManaged`]: Terraform, committed to an infrastructure repo as Proton's
+//!   self-managed provisioning did; the outcome is reported later (`protond notify`).
+//! * [`fake::Fake`]: an in-memory provisioner for tests, which records every call.
+//!
+//! Which one a resource uses follows its bundle's manifest (`template_language`), see
+//! [`Provisioning`].
 
 pub mod cloudformation;
 pub mod codepipeline;
+pub mod fake;
+pub mod self_managed;
 pub mod terraform;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::state::{NewDeployment, StateError};
+
+/// A boxed future, so that provisioners can be used as trait objects.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How a resource is provisioned, from its bundle's manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provisioning {
+    /// `template_language: cloudformation`: a CloudFormation stack.
+    CloudFormation,
+    /// `template_language: terraform`: self-managed, through the infrastructure repo.
+    SelfManaged,
+}
+
+/// One deployment handed to a provisioner: its history row, what it deploys, and the role to
+/// act with.
+#[derive(Debug, Clone, Copy)]
+pub struct Job<'a> {
+    /// The deployment's id in the history (tags, change set names, metadata).
+    pub deployment_id: i64,
+    /// What is deployed.
+    pub deployment: &'a NewDeployment,
+    /// The role to assume (the environment's `role_arn`).
+    pub role_arn: Option<&'a str>,
+}
+
+/// What a provisioner did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Deployed, with the outputs it reported.
+    Deployed {
+        /// Stack (or Terraform) outputs.
+        outputs: BTreeMap<String, String>,
+    },
+    /// Deleted.
+    Deleted,
+    /// Handed over; the outcome is reported later (`protond notify`).
+    Submitted {
+        /// Folder of the infrastructure repo.
+        folder: String,
+        /// Branch of the pull request.
+        branch: String,
+        /// Pull request, when the forge opened one.
+        pull_request: Option<String>,
+    },
+    /// An adopted deployment never reached the provisioner: the resource is as it was.
+    Interrupted,
+}
+
+/// A deployment a provisioner could not carry out.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// CloudFormation failed.
+    #[error(transparent)]
+    Stack(#[from] cloudformation::ProvisionError),
+    /// The self-managed submission failed.
+    #[error(transparent)]
+    Submit(#[from] self_managed::SubmitError),
+    /// The rendered documents do not fit the provisioner.
+    #[error("{resource}: {reason}")]
+    Unsupported {
+        /// The resource.
+        resource: String,
+        /// What does not fit.
+        reason: String,
+    },
+    /// How the resource was provisioned could not be read.
+    #[error("cannot tell how {resource} was provisioned")]
+    Store {
+        /// The resource.
+        resource: String,
+        /// The store's error.
+        #[source]
+        source: StateError,
+    },
+    /// The fake provisioner was told to fail.
+    #[error("{0}")]
+    Fake(String),
+}
+
+impl DeployError {
+    /// Whether retrying later, without a change, may help.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Stack(e) => e.is_retryable(),
+            Self::Submit(e) => e.retryable,
+            Self::Store { .. } => true,
+            Self::Unsupported { .. } | Self::Fake(_) => false,
+        }
+    }
+}
+
+/// A provisioner: applies, deletes and adopts one resource's deployment.
+///
+/// Implementations are driven by the daemon's deployment lifecycle, which has already
+/// recorded the deployment as started and records whatever is returned.
+pub trait Provisioner: Send + Sync {
+    /// Creates or updates the resource from its rendered documents, and waits for the end.
+    fn apply<'a>(
+        &'a self,
+        job: Job<'a>,
+        documents: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<Applied, DeployError>>;
+
+    /// Deletes the resource, and waits for the end.
+    fn delete<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<Applied, DeployError>>;
+
+    /// Finishes a deployment an earlier process left in flight, from what it observes.
+    fn adopt<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<Applied, DeployError>>;
+}

@@ -507,7 +507,7 @@ async fn notify(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Resp
         .or_else(|| v.get("message"))
         .and_then(Value::as_str)
         .map(str::to_string);
-    match crate::daemon::self_managed::notify(
+    match crate::provision::self_managed::notify(
         &app.ctx.store,
         resource,
         deployment_id,
@@ -518,7 +518,7 @@ async fn notify(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Resp
     .await
     {
         Ok(outcome) => {
-            let id = crate::daemon::self_managed::resource_id_from(resource);
+            let id = crate::provision::self_managed::resource_id_from(resource);
             let (label, action) = match &outcome {
                 crate::state::Outcome::Succeeded(_) => ("succeeded", "apply"),
                 crate::state::Outcome::Deleted => ("deleted", "delete"),
@@ -530,7 +530,7 @@ async fn notify(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Resp
             app.ctx.poke();
             axum::Json(json!({ "resource": id, "recorded": label })).into_response()
         }
-        Err(crate::daemon::self_managed::NotifyError::State(e)) => store_error(&e),
+        Err(crate::provision::self_managed::NotifyError::State(e)) => store_error(&e),
         Err(e) => error(StatusCode::CONFLICT, e.to_string()),
     }
 }

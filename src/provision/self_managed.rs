@@ -1,5 +1,7 @@
-//! Submitting Terraform deployments to the infrastructure repo, and recording the outcome
-//! reported back (`protond notify`, `POST /api/v1/notify`).
+//! Self-managed provisioning (`template_language: terraform`), as AWS Proton did it: the
+//! rendered Terraform is committed to the infrastructure repo with Proton's files and layout
+//! ([`super::terraform`]), a pull request is opened, and the outcome is reported back later
+//! (`protond notify`, `POST /api/v1/notify`), recorded by [`notify`].
 //!
 //! A submitted deployment stays `in_progress` in the store, marked `waiting` in the
 //! `self_managed` table: the reconciler neither adopts it nor starts another deployment of
@@ -7,13 +9,72 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
+use super::{Applied, BoxFuture, DeployError, Job, Provisioner, terraform};
 use crate::config::Config;
 use crate::forge::{self, AnyForge, Forge as _, PullRequestDraft};
-use crate::provision::terraform;
-use crate::state::{NewDeployment, Outcome, SelfManagedRecord, StateError, Store};
+use crate::state::{NewDeployment, Outcome, ResourceRecord, SelfManagedRecord, StateError, Store};
+
+/// The self-managed provisioner: submits to the infrastructure repo of the config.
+#[derive(Debug, Clone)]
+pub struct SelfManaged {
+    config: Arc<Config>,
+    store: Store,
+}
+
+impl SelfManaged {
+    /// A provisioner submitting to `config`'s infrastructure repo and recording waiting
+    /// deployments in `store`.
+    #[must_use]
+    pub fn new(config: Arc<Config>, store: Store) -> Self {
+        Self { config, store }
+    }
+
+    async fn submit_job(
+        &self,
+        job: Job<'_>,
+        documents: Option<&[(String, String)]>,
+    ) -> Result<Applied, DeployError> {
+        let r = submit(
+            &self.config,
+            &self.store,
+            job.deployment_id,
+            job.deployment,
+            documents,
+        )
+        .await?;
+        Ok(Applied::Submitted {
+            folder: r.folder,
+            branch: r.branch,
+            pull_request: r.url,
+        })
+    }
+}
+
+impl Provisioner for SelfManaged {
+    fn apply<'a>(
+        &'a self,
+        job: Job<'a>,
+        documents: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<Applied, DeployError>> {
+        Box::pin(self.submit_job(job, Some(documents)))
+    }
+
+    fn delete<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<Applied, DeployError>> {
+        Box::pin(self.submit_job(job, None))
+    }
+
+    /// A submitted deployment waits for its reported outcome and is never adopted; one
+    /// that never reached the infrastructure repo is retried.
+    fn adopt<'a>(&'a self, _job: Job<'a>) -> BoxFuture<'a, Result<Applied, DeployError>> {
+        Box::pin(async { Ok(Applied::Interrupted) })
+    }
+}
 
 /// A submission that did not reach the infrastructure repo.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
 pub struct SubmitError {
     /// What went wrong.
     pub message: String,
@@ -35,12 +96,6 @@ fn transient(message: impl Into<String>) -> SubmitError {
     }
 }
 
-/// Whether rendered documents are Terraform (self-managed).
-#[must_use]
-pub fn is_terraform(documents: &[(String, String)]) -> bool {
-    documents.iter().any(|(p, _)| p.ends_with(".tf"))
-}
-
 fn template_arn(config: &Config, dep: &NewDeployment) -> String {
     let kind = if dep.kind == crate::plan::ResourceKind::Environment {
         "environment-template"
@@ -60,7 +115,7 @@ fn template_arn(config: &Config, dep: &NewDeployment) -> String {
 /// # Errors
 ///
 /// [`SubmitError`] when nothing was recorded as waiting; the caller fails the deployment.
-pub async fn submit(
+async fn submit(
     config: &Config,
     store: &Store,
     deployment_id: i64,
@@ -91,68 +146,13 @@ pub async fn submit(
         dep.to_version.major,
         dep.to_version.minor,
     );
-    let mut upserts: Vec<(String, Vec<u8>)> = documents
-        .unwrap_or_default()
-        .iter()
-        .map(|(p, t)| {
-            // Files sit directly in the folder, as Proton committed them.
-            let rel = match p.split_once('/') {
-                Some((first, rest)) if first.ends_with("infrastructure") => rest,
-                _ => p.as_str(),
-            };
-            (format!("{folder}/{rel}"), t.clone().into_bytes())
-        })
-        .collect();
-    upserts.push((
-        format!("{folder}/.proton/deployment-metadata.json"),
-        metadata.into_bytes(),
-    ));
-    let cache = config.data_dir.join("git");
-    let url = sm.url.clone();
-    let branch = sm.branch.clone();
-    let keep: Vec<String> = upserts.iter().map(|(p, _)| p.clone()).collect();
-    let folder2 = folder.clone();
+    let upserts = folder_files(&folder, documents.unwrap_or_default(), metadata);
     let action = if deleted { "delete" } else { "deploy" };
     let message = format!(
         "protond: {action} {} ({} v{}, deployment {deployment_id})",
         dep.resource_id, dep.template, dep.to_version
     );
-    let author = (
-        config.proposals.author_name.clone(),
-        config.proposals.author_email.clone(),
-    );
-    let (commit, git_dir) = tokio::task::spawn_blocking(move || -> Result<_, SubmitError> {
-        let mirror = crate::source::Mirror::sync(&url, &cache)
-            .map_err(|e| transient(format!("infrastructure repo: {e}")))?;
-        let base = mirror
-            .branch_head(&branch)
-            .map_err(|e| transient(format!("infrastructure repo: {e}")))?;
-        // Files of an earlier deployment that this one no longer has go; deletes keep them.
-        let exists = mirror
-            .tree_id(base, &folder2)
-            .map_err(|e| transient(format!("infrastructure repo: {e}")))?
-            .is_some();
-        let removes: Vec<String> = if deleted || !exists {
-            Vec::new()
-        } else {
-            mirror
-                .read_tree(base, &folder2, 10_000, 64 * 1024 * 1024)
-                .map_err(|e| transient(format!("infrastructure repo: {e}")))?
-                .into_iter()
-                // Only this resource's own files: instances live in subfolders of their
-                // environment's folder and must never be touched by its deployments.
-                .filter(|e| !e.path.contains('/'))
-                .map(|e| format!("{folder2}/{}", e.path))
-                .filter(|p| !keep.contains(p))
-                .collect()
-        };
-        let commit = mirror
-            .write_commit(base, &upserts, &removes, &message, (&author.0, &author.1))
-            .map_err(|e| transient(format!("infrastructure repo: {e}")))?;
-        Ok((commit.to_string(), mirror.path().to_path_buf()))
-    })
-    .await
-    .map_err(|e| transient(e.to_string()))??;
+    let (commit, git_dir) = commit_folder(config, sm, &folder, upserts, deleted, message).await?;
     // Named after the resource id: folders nest (`dev/` and `dev/api-api-dev/`), and git
     // refs cannot.
     let pr_branch = format!(
@@ -165,35 +165,16 @@ pub async fn submit(
             retryable: e.is_retryable(),
             message: e.to_string(),
         })?;
+    let draft = pull_request_draft(
+        dep,
+        deployment_id,
+        &folder,
+        &arn,
+        deleted,
+        &pr_branch,
+        &sm.branch,
+    );
     let f = AnyForge::new(&sm.forge);
-    let verb = if deleted { "Destroy" } else { "Deploy" };
-    let draft = PullRequestDraft {
-        branch: pr_branch.clone(),
-        base: sm.branch.clone(),
-        title: format!(
-            "{verb} {} ({} v{})",
-            dep.resource_id, dep.template, dep.to_version
-        ),
-        body: format!(
-            "protond deployment {deployment_id} of `{}`: {} **{}** v{} in `{folder}/`.\n\n\
-             {}\n\nWhen your automation has run, report the outcome:\n\n\
-             ```sh\nprotond notify {} --status succeeded --outputs outputs.json   # or --status failed --message \"...\"\n```\n\n\
-             or `POST /api/v1/notify` with `{{\"resource\": \"{}\", \"deploymentId\": \"{deployment_id}\", \"status\": \"SUCCEEDED\", \"outputs\": [{{\"key\": \"...\", \"valueString\": \"...\"}}]}}` \
-             (Proton's `resourceArn` `{arn}` is accepted too). `terraform output -json` works as the outputs file.\n\n\
-             `.proton/deployment-metadata.json` has `isResourceDeleted: {deleted}`.\n",
-            dep.resource_id,
-            dep.kind.as_str(),
-            dep.template,
-            dep.to_version,
-            if deleted {
-                "The resource was removed from its spec: destroy it (the `.tf` files stay so that `terraform destroy` can run)."
-            } else {
-                "Plan on this pull request, apply when it is merged."
-            },
-            dep.resource_id,
-            dep.resource_id,
-        ),
-    };
     let pr = match f.find_open(&pr_branch).await {
         Ok(Some(pr)) => f.update(pr.number, &draft).await.map(|()| Some(pr)),
         Ok(None) => f.open(&draft).await,
@@ -218,6 +199,120 @@ pub async fn submit(
         .await
         .map_err(|e| transient(e.to_string()))?;
     Ok(record)
+}
+
+/// The files of a resource's folder: its rendered documents directly in the folder, as
+/// Proton committed them, and `.proton/deployment-metadata.json`.
+fn folder_files(
+    folder: &str,
+    documents: &[(String, String)],
+    metadata: String,
+) -> Vec<(String, Vec<u8>)> {
+    let mut upserts: Vec<(String, Vec<u8>)> = documents
+        .iter()
+        .map(|(p, t)| {
+            let rel = match p.split_once('/') {
+                Some((first, rest)) if first.ends_with("infrastructure") => rest,
+                _ => p.as_str(),
+            };
+            (format!("{folder}/{rel}"), t.clone().into_bytes())
+        })
+        .collect();
+    upserts.push((
+        format!("{folder}/.proton/deployment-metadata.json"),
+        metadata.into_bytes(),
+    ));
+    upserts
+}
+
+/// Commits `upserts` on the infrastructure repo's branch (blocking git work, off the
+/// runtime); files of an earlier deployment that this one no longer has are removed, unless
+/// it is a delete. Returns the commit and the mirror's folder.
+async fn commit_folder(
+    config: &Config,
+    sm: &crate::config::SelfManaged,
+    folder: &str,
+    upserts: Vec<(String, Vec<u8>)>,
+    deleted: bool,
+    message: String,
+) -> Result<(String, std::path::PathBuf), SubmitError> {
+    let cache = config.data_dir.join("git");
+    let url = sm.url.clone();
+    let branch = sm.branch.clone();
+    let keep: Vec<String> = upserts.iter().map(|(p, _)| p.clone()).collect();
+    let folder = folder.to_string();
+    let author = (
+        config.proposals.author_name.clone(),
+        config.proposals.author_email.clone(),
+    );
+    tokio::task::spawn_blocking(move || -> Result<_, SubmitError> {
+        fn infra(e: impl std::fmt::Display) -> SubmitError {
+            transient(format!("infrastructure repo: {e}"))
+        }
+        let mirror = crate::source::Mirror::sync(&url, &cache).map_err(infra)?;
+        let base = mirror.branch_head(&branch).map_err(infra)?;
+        let exists = mirror.tree_id(base, &folder).map_err(infra)?.is_some();
+        let removes: Vec<String> = if deleted || !exists {
+            Vec::new()
+        } else {
+            mirror
+                .read_tree(base, &folder, 10_000, 64 * 1024 * 1024)
+                .map_err(infra)?
+                .into_iter()
+                // Only this resource's own files: instances live in subfolders of their
+                // environment's folder and must never be touched by its deployments.
+                .filter(|e| !e.path.contains('/'))
+                .map(|e| format!("{folder}/{}", e.path))
+                .filter(|p| !keep.contains(p))
+                .collect()
+        };
+        let commit = mirror
+            .write_commit(base, &upserts, &removes, &message, (&author.0, &author.1))
+            .map_err(infra)?;
+        Ok((commit.to_string(), mirror.path().to_path_buf()))
+    })
+    .await
+    .map_err(|e| transient(e.to_string()))?
+}
+
+/// The pull request of a self-managed deployment: what to apply and how to report back.
+fn pull_request_draft(
+    dep: &NewDeployment,
+    deployment_id: i64,
+    folder: &str,
+    arn: &str,
+    deleted: bool,
+    branch: &str,
+    base: &str,
+) -> PullRequestDraft {
+    let verb = if deleted { "Destroy" } else { "Deploy" };
+    PullRequestDraft {
+        branch: branch.to_string(),
+        base: base.to_string(),
+        title: format!(
+            "{verb} {} ({} v{})",
+            dep.resource_id, dep.template, dep.to_version
+        ),
+        body: format!(
+            "protond deployment {deployment_id} of `{}`: {} **{}** v{} in `{folder}/`.\n\n\
+             {}\n\nWhen your automation has run, report the outcome:\n\n\
+             ```sh\nprotond notify {} --status succeeded --outputs outputs.json   # or --status failed --message \"...\"\n```\n\n\
+             or `POST /api/v1/notify` with `{{\"resource\": \"{}\", \"deploymentId\": \"{deployment_id}\", \"status\": \"SUCCEEDED\", \"outputs\": [{{\"key\": \"...\", \"valueString\": \"...\"}}]}}` \
+             (Proton's `resourceArn` `{arn}` is accepted too). `terraform output -json` works as the outputs file.\n\n\
+             `.proton/deployment-metadata.json` has `isResourceDeleted: {deleted}`.\n",
+            dep.resource_id,
+            dep.kind.as_str(),
+            dep.template,
+            dep.to_version,
+            if deleted {
+                "The resource was removed from its spec: destroy it (the `.tf` files stay so that `terraform destroy` can run)."
+            } else {
+                "Plan on this pull request, apply when it is merged."
+            },
+            dep.resource_id,
+            dep.resource_id,
+        ),
+    }
 }
 
 /// A report that could not be recorded.
@@ -295,7 +390,7 @@ pub async fn notify(
     };
     let outcome = match (succeeded, dep.deployment.action.as_str()) {
         (true, "delete") => Outcome::Deleted,
-        (true, _) => Outcome::Succeeded(super::reconcile::record_for(&dep.deployment, outputs)),
+        (true, _) => Outcome::Succeeded(ResourceRecord::deployed_by(&dep.deployment, outputs)),
         (false, _) => Outcome::Failed {
             error: format!(
                 "reported failed: {}",

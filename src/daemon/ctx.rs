@@ -1,0 +1,304 @@
+//! The reconciler's context: the configuration, the backends behind their seams (store,
+//! provisioners, pipelines), and the in-memory bookkeeping a cycle and its deployment tasks
+//! share (claims, retry backoff, wake-ups). It holds no policy.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tracing::Instrument as _;
+
+use crate::config::Config;
+use crate::desired;
+use crate::provision::Provisioner;
+use crate::provision::cloudformation::CloudFormation;
+use crate::provision::codepipeline::CodePipeline;
+use crate::provision::self_managed::SelfManaged;
+use crate::state::{ResourceRecord, StateError, Store};
+
+/// The wall clock the scheduler reads (soak times, maintenance windows); tests set their own.
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// The provisioners, by how a resource is provisioned.
+#[derive(Clone)]
+pub struct Provisioners {
+    /// CloudFormation stacks.
+    pub cloudformation: Arc<dyn Provisioner>,
+    /// Self-managed (Terraform through the infrastructure repo).
+    pub self_managed: Arc<dyn Provisioner>,
+}
+
+/// Everything a cycle needs: the config, the backends, and the in-memory bookkeeping.
+pub struct Ctx {
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// State store.
+    pub store: Store,
+    /// The CloudFormation client (pipeline lookups, `protond status`).
+    pub cfn: CloudFormation,
+    /// CodePipeline (same SDK configuration).
+    pub pipelines: CodePipeline,
+    /// Metrics.
+    pub telemetry: crate::telemetry::Telemetry,
+    /// Wakes the run loop for a cycle (webhooks, the API); what it fetches is in
+    /// `fetch_request` (see [`Ctx::request_cycle`]).
+    pub fetch_now: Notify,
+    /// Deployments that failed since start.
+    pub failed: AtomicU64,
+    /// Deployments that succeeded since start.
+    pub succeeded: AtomicU64,
+    pub(super) provisioners: Provisioners,
+    pub(super) clock: Clock,
+    pub(super) previous: tokio::sync::Mutex<Option<Arc<desired::Snapshot>>>,
+    pub(super) compute_cache: Mutex<desired::ComputeCache>,
+    pub(super) permits: Arc<Semaphore>,
+    pub(super) backoff: Mutex<BTreeMap<String, Backoff>>,
+    inflight: Mutex<BTreeSet<String>>,
+    idle: Notify,
+    wake: mpsc::UnboundedSender<()>,
+    proposer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<crate::propose::SyncReport>>>,
+    proposal_backoff: Arc<crate::propose::Backoff>,
+    fetch_request: Mutex<desired::Fetch>,
+    /// The last failure to write a deployment to the state store (begin or finish).
+    store_failure: Mutex<Option<String>>,
+}
+
+/// A resource's retry state after transient failures.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Backoff {
+    /// Not before this instant.
+    pub until: Instant,
+    /// Failures in a row.
+    pub attempts: u32,
+}
+
+/// Locks a mutex, recovering the data of a poisoned one (bookkeeping stays usable after a
+/// panicking task).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Ctx {
+    /// Builds the context with the real provisioners; `wake` receives a message whenever a
+    /// deployment finishes.
+    #[must_use]
+    pub fn new(
+        config: Config,
+        store: Store,
+        cfn: CloudFormation,
+        wake: mpsc::UnboundedSender<()>,
+    ) -> Arc<Self> {
+        let config = Arc::new(config);
+        let provisioners = Provisioners {
+            cloudformation: Arc::new(cfn.clone()),
+            self_managed: Arc::new(SelfManaged::new(config.clone(), store.clone())),
+        };
+        Self::with_provisioners(config, store, cfn, provisioners, wake)
+    }
+
+    /// Builds the context with the given provisioners (tests use [`crate::provision::fake`]).
+    #[must_use]
+    pub fn with_provisioners(
+        config: Arc<Config>,
+        store: Store,
+        cfn: CloudFormation,
+        provisioners: Provisioners,
+        wake: mpsc::UnboundedSender<()>,
+    ) -> Arc<Self> {
+        let permits = Arc::new(Semaphore::new(config.concurrency));
+        let pipelines = CodePipeline::new(cfn.sdk_config());
+        Arc::new(Self {
+            config,
+            store,
+            cfn,
+            pipelines,
+            telemetry: crate::telemetry::Telemetry::new(),
+            fetch_now: Notify::new(),
+            failed: AtomicU64::new(0),
+            succeeded: AtomicU64::new(0),
+            provisioners,
+            clock: Arc::new(SystemTime::now),
+            previous: tokio::sync::Mutex::new(None),
+            compute_cache: Mutex::new(desired::ComputeCache::default()),
+            permits,
+            backoff: Mutex::new(BTreeMap::new()),
+            inflight: Mutex::new(BTreeSet::new()),
+            idle: Notify::new(),
+            wake,
+            proposer: tokio::sync::Mutex::new(None),
+            proposal_backoff: Arc::default(),
+            fetch_request: Mutex::new(desired::Fetch::None),
+            store_failure: Mutex::new(None),
+        })
+    }
+
+    /// Replaces the wall clock the scheduler reads. Only before the first cycle.
+    pub fn set_clock(self: &mut Arc<Self>, clock: Clock) {
+        if let Some(ctx) = Arc::get_mut(self) {
+            ctx.clock = clock;
+        }
+    }
+
+    /// Waits until no deployment task is running, or `deadline` passes. Returns whether idle.
+    pub async fn wait_idle(&self, deadline: Option<Duration>) -> bool {
+        let start = Instant::now();
+        loop {
+            let notified = self.idle.notified();
+            if self.running().is_empty() {
+                return true;
+            }
+            match deadline {
+                Some(d) => {
+                    let left = d.saturating_sub(start.elapsed());
+                    if left.is_zero() || tokio::time::timeout(left, notified).await.is_err() {
+                        return self.running().is_empty();
+                    }
+                }
+                None => notified.await,
+            }
+        }
+    }
+
+    /// Waits for the pull-request pass started by the last cycle, if one is running, and
+    /// returns what it did.
+    pub async fn wait_proposals(&self) -> Option<crate::propose::SyncReport> {
+        let handle = self.proposer.lock().await.take()?;
+        handle.await.ok()
+    }
+
+    /// Starts a pull-request pass in the background unless one is still running.
+    pub(super) async fn start_proposals(
+        self: &Arc<Self>,
+        snapshot: Arc<desired::Snapshot>,
+        deployed: Vec<ResourceRecord>,
+    ) {
+        if !self.config.proposals.enabled
+            || !self.config.spec_repos.iter().any(|r| r.forge.is_some())
+        {
+            return;
+        }
+        let mut slot = self.proposer.lock().await;
+        if slot.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        let ctx = self.clone();
+        *slot = Some(tokio::spawn(
+            async move {
+                crate::propose::sync(
+                    &ctx.config,
+                    &ctx.store,
+                    &snapshot,
+                    &deployed,
+                    &ctx.proposal_backoff,
+                )
+                .await
+            }
+            .instrument(tracing::info_span!("proposals")),
+        ));
+    }
+
+    /// Wakes the run loop for a cycle (without fetching), e.g. after an outcome was
+    /// reported.
+    pub fn poke(&self) {
+        let _ = self.wake.send(());
+    }
+
+    /// Number of deployment tasks running.
+    pub async fn in_flight(&self) -> usize {
+        lock(&self.inflight).len()
+    }
+
+    /// Asks the run loop for a cycle now, fetching `fetch` first (a webhook names its repos;
+    /// a rollout decision needs no fetch).
+    pub fn request_cycle(&self, fetch: desired::Fetch) {
+        let mut pending = lock(&self.fetch_request);
+        *pending = std::mem::take(&mut *pending).merge(fetch);
+        drop(pending);
+        self.fetch_now.notify_one();
+    }
+
+    /// Takes what the requests since the last call asked to fetch.
+    pub fn take_fetch_request(&self) -> desired::Fetch {
+        std::mem::take(&mut *lock(&self.fetch_request))
+    }
+
+    /// Takes the last failure to write a deployment to the state store, if any since the
+    /// last call.
+    pub fn take_store_failure(&self) -> Option<String> {
+        lock(&self.store_failure).take()
+    }
+
+    pub(super) fn store_failed(&self, e: &StateError) {
+        // The whole chain: a query error's cause (say, "database or disk is full") is in
+        // its source.
+        *lock(&self.store_failure) = Some(crate::error_chain(e));
+    }
+
+    /// The resources with a deployment task running in this process.
+    pub(super) fn running(&self) -> BTreeSet<String> {
+        lock(&self.inflight).clone()
+    }
+
+    /// Claims `id` for one deployment task: `None` when one runs already. The claim is
+    /// released when the returned guard drops, however the task ends.
+    pub(super) fn claim(self: &Arc<Self>, id: &str) -> Option<Claim> {
+        lock(&self.inflight).insert(id.to_string()).then(|| Claim {
+            ctx: self.clone(),
+            id: id.to_string(),
+        })
+    }
+
+    /// Time left before each backing-off resource may be retried.
+    pub(super) fn backoff_remaining(&self) -> BTreeMap<String, Duration> {
+        let now = Instant::now();
+        lock(&self.backoff)
+            .iter()
+            .map(|(id, b)| (id.clone(), b.until.saturating_duration_since(now)))
+            .collect()
+    }
+
+    /// Records a transient failure of `id`: the next try waits `delay(attempts)`.
+    pub(super) fn back_off(&self, id: &str, delay: impl FnOnce(u32) -> Duration) {
+        let mut map = lock(&self.backoff);
+        let attempts = map.get(id).map_or(0, |b| b.attempts) + 1;
+        map.insert(
+            id.to_string(),
+            Backoff {
+                until: Instant::now() + delay(attempts),
+                attempts,
+            },
+        );
+    }
+
+    /// Forgets `id`'s backoff after a success.
+    pub(super) fn reset_backoff(&self, id: &str) {
+        lock(&self.backoff).remove(id);
+    }
+
+    /// Wakes the scheduler after a deployment ended.
+    pub(super) fn wake(&self) {
+        let _ = self.wake.send(());
+    }
+
+    fn release(&self, id: &str) {
+        let mut set = lock(&self.inflight);
+        set.remove(id);
+        if set.is_empty() {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+/// A resource claimed for one deployment task; dropping it releases the claim.
+pub(super) struct Claim {
+    ctx: Arc<Ctx>,
+    id: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.ctx.release(&self.id);
+    }
+}

@@ -1,0 +1,436 @@
+//! One deployment lifecycle: claim, record, call the provisioner, wait, record the outcome,
+//! release. Creates, updates, deletes and adoptions all go through [`spawn`]; adoption is a
+//! branch of it, not a copy.
+//!
+//! # Guarantees
+//! * The claim ([`super::ctx::Claim`]) is held from before the task starts until it ends,
+//!   however it ends: one deployment per resource in this process (and a unique index in the
+//!   store across processes).
+//! * A deployment row is written before any provisioner call, and its outcome is recorded
+//!   in one transaction with the resource record. After a crash, the next cycle adopts the
+//!   row through the provisioner's `adopt`.
+//! * Every outcome passes through [`error_policy`], the one place that decides between
+//!   "retry after a backoff" and "wait for a change".
+//!
+//! # Errors
+//! A row that cannot be begun or finished is reported through
+//! [`super::Ctx::take_store_failure`] (`reconcile --once` stops); a busy store is retried.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tracing::Instrument as _;
+
+use super::ctx::{Claim, Ctx};
+use crate::desired::Resource;
+use crate::plan::{Action, ActionKind, DesiredState, UpdateReason, Version};
+use crate::provision::{Applied, DeployError, Job, Provisioner, Provisioning};
+use crate::state::{DeploymentRecord, NewDeployment, Outcome, ResourceRecord, StateError};
+
+/// The first retry after a transient failure waits this long, doubling per failure.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(5);
+/// Doubling stops after this many failures in a row.
+pub const BACKOFF_MAX_DOUBLINGS: u32 = 6;
+/// No retry waits longer than this (plus jitter).
+pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// Random jitter added to every backoff, so that retries of many resources spread out.
+pub const BACKOFF_JITTER: Duration = Duration::from_secs(1);
+/// Attempts to record an outcome in a locked store before giving up (it is then adopted).
+const FINISH_ATTEMPTS: u32 = 5;
+
+/// What a deployment task does.
+pub(super) enum Work {
+    /// Create or update a resource to its desired state.
+    Apply {
+        /// The planned change.
+        action: Action,
+        /// The rendered resource.
+        resource: Resource,
+    },
+    /// Delete a resource no spec declares any more.
+    Delete {
+        /// The planned delete.
+        action: Action,
+        /// Its record.
+        record: Option<ResourceRecord>,
+    },
+    /// Finish a deployment an earlier process left in flight.
+    Adopt(DeploymentRecord),
+}
+
+impl Work {
+    fn resource_id(&self) -> &str {
+        match self {
+            Self::Apply { action, .. } | Self::Delete { action, .. } => &action.id,
+            Self::Adopt(d) => &d.deployment.resource_id,
+        }
+    }
+}
+
+/// Starts the task for `work` under `claim`, acting with `role`.
+pub(super) fn spawn(ctx: Arc<Ctx>, claim: Claim, work: Work, role: Option<String>) {
+    tokio::spawn(async move {
+        run(&ctx, work, role.as_deref()).await;
+        drop(claim);
+    });
+}
+
+async fn run(ctx: &Arc<Ctx>, work: Work, role: Option<&str>) {
+    let _permit = ctx.permits.clone().acquire_owned().await;
+    let resource_id = work.resource_id().to_string();
+    let (id, dep, adopted) = match &work {
+        Work::Adopt(d) => (d.id, d.deployment.clone(), true),
+        Work::Apply { action, resource } => {
+            let dep = new_apply(action, resource);
+            let Some(id) = begin(ctx, &dep).await else {
+                return;
+            };
+            (id, dep, false)
+        }
+        Work::Delete { action, record } => {
+            let dep = new_delete(action, record.as_ref());
+            let Some(id) = begin(ctx, &dep).await else {
+                return;
+            };
+            (id, dep, false)
+        }
+    };
+    let span = tracing::info_span!("deployment", resource = %resource_id, template = %dep.template, version = %dep.to_version, deployment = id, action = %dep.action, adopted);
+    async {
+        match (adopted, dep.action.as_str()) {
+            (true, _) => {}
+            (false, "delete") => tracing::info!("Delete started."),
+            (false, _) => tracing::info!(reason = ?dep.reason, "Deployment started."),
+        }
+        let job = Job {
+            deployment_id: id,
+            deployment: &dep,
+            role_arn: role,
+        };
+        let result = match provisioner_for(ctx, &work).await {
+            Ok(p) => call(p.as_ref(), &work, job).await,
+            Err(e) => Err(e),
+        };
+        let outcome = match result {
+            Ok(Applied::Submitted {
+                folder,
+                branch,
+                pull_request,
+            }) => {
+                tracing::info!(folder = %folder, branch = %branch, pull_request = ?pull_request, "Submitted to the infrastructure repo; waiting for the outcome (protond notify).");
+                return;
+            }
+            Ok(Applied::Deployed { outputs }) => {
+                Outcome::Succeeded(ResourceRecord::deployed_by(&dep, outputs))
+            }
+            Ok(Applied::Deleted) => Outcome::Deleted,
+            Ok(Applied::Interrupted) => Outcome::Interrupted,
+            Err(e) => Outcome::Failed {
+                error: crate::error_chain(&e),
+                retryable: e.is_retryable(),
+            },
+        };
+        if adopted {
+            tracing::info!(outcome = outcome_label(&outcome), "Adopted an in-flight deployment.");
+        }
+        let start_pipeline = matches!(&work, Work::Apply { resource, .. } if resource.start_pipeline)
+            && matches!(outcome, Outcome::Succeeded(_));
+        finish(ctx, id, &dep, outcome).await;
+        if start_pipeline {
+            super::pipelines::start_after(ctx, &resource_id).await;
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn call(p: &dyn Provisioner, work: &Work, job: Job<'_>) -> Result<Applied, DeployError> {
+    match work {
+        Work::Apply { resource, .. } => p.apply(job, &resource.documents).await,
+        Work::Delete { .. } => p.delete(job).await,
+        Work::Adopt(_) => p.adopt(job).await,
+    }
+}
+
+/// The provisioner of a resource: by its manifest's language for applies; by how it was
+/// provisioned for deletes and adoptions.
+async fn provisioner_for(ctx: &Ctx, work: &Work) -> Result<Arc<dyn Provisioner>, DeployError> {
+    let provisioning = match work {
+        Work::Apply { resource, .. } => resource_provisioning(resource),
+        Work::Delete { action, .. } => match ctx.store.self_managed(&action.id).await {
+            Ok(Some(_)) => Provisioning::SelfManaged,
+            Ok(None) => Provisioning::CloudFormation,
+            // Unknown how it was provisioned: deleting nothing is the safe answer.
+            Err(source) => {
+                return Err(DeployError::Store {
+                    resource: action.id.clone(),
+                    source,
+                });
+            }
+        },
+        // Self-managed deployments wait for their outcome and are never adopted.
+        Work::Adopt(_) => Provisioning::CloudFormation,
+    };
+    Ok(match provisioning {
+        Provisioning::CloudFormation => ctx.provisioners.cloudformation.clone(),
+        Provisioning::SelfManaged => ctx.provisioners.self_managed.clone(),
+    })
+}
+
+/// How a rendered resource is provisioned: Terraform documents are self-managed.
+fn resource_provisioning(resource: &Resource) -> Provisioning {
+    if resource.documents.iter().any(|(p, _)| p.ends_with(".tf")) {
+        Provisioning::SelfManaged
+    } else {
+        Provisioning::CloudFormation
+    }
+}
+
+/// Writes the deployment row; `None` when it could not be written (a busy store is retried
+/// next cycle; anything else stops `--once`).
+async fn begin(ctx: &Ctx, dep: &NewDeployment) -> Option<i64> {
+    match ctx.store.begin_deployment(dep).await {
+        Ok(id) => Some(id),
+        Err(e) => {
+            tracing::warn!(resource = %dep.resource_id, error = %e, "Could not start the deployment.");
+            if !matches!(e, StateError::InFlight { .. }) && !e.is_retryable() {
+                ctx.store_failed(&e);
+            }
+            None
+        }
+    }
+}
+
+fn new_apply(a: &Action, resource: &Resource) -> NewDeployment {
+    let rendered_hash = match &resource.desired.state {
+        DesiredState::Ready { rendered_hash } => rendered_hash.clone(),
+        _ => String::new(),
+    };
+    NewDeployment {
+        resource_id: a.id.clone(),
+        kind: a.kind,
+        repo: resource.desired.repo.clone(),
+        environment: resource.environment.clone(),
+        action: action_label(a).into(),
+        reason: reason_label(a).map(str::to_string),
+        template: a.template.clone(),
+        from_version: a.deployed,
+        to_version: a.version,
+        input_hash: resource.desired.input_hash.clone(),
+        rendered_hash,
+        spec_commit: resource.spec_commit.clone(),
+    }
+}
+
+fn new_delete(a: &Action, record: Option<&ResourceRecord>) -> NewDeployment {
+    NewDeployment {
+        resource_id: a.id.clone(),
+        kind: a.kind,
+        repo: record.map(|r| r.repo.clone()).unwrap_or_default(),
+        environment: record.and_then(|r| r.environment.clone()),
+        action: "delete".into(),
+        reason: None,
+        template: a.template.clone(),
+        from_version: a.deployed,
+        to_version: a.version,
+        input_hash: record.map(|r| r.input_hash.clone()).unwrap_or_default(),
+        rendered_hash: record.map(|r| r.rendered_hash.clone()).unwrap_or_default(),
+        spec_commit: None,
+    }
+}
+
+fn reason_label(a: &Action) -> Option<&'static str> {
+    match &a.action {
+        ActionKind::Update { reason } => Some(match reason {
+            UpdateReason::SpecChange => "spec_change",
+            UpdateReason::MinorUpgrade { .. } => "minor_upgrade",
+            UpdateReason::TemplateChange { .. } => "template_change",
+            UpdateReason::Rerender => "rerender",
+        }),
+        _ => None,
+    }
+}
+
+fn action_label(a: &Action) -> &'static str {
+    match a.action {
+        ActionKind::Create => "create",
+        ActionKind::Delete => "delete",
+        _ => "update",
+    }
+}
+
+fn outcome_label(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Succeeded(_) => "succeeded",
+        Outcome::Deleted => "deleted",
+        Outcome::Failed { .. } => "failed",
+        Outcome::Interrupted => "interrupted",
+    }
+}
+
+/// What happens after an outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requeue {
+    /// Done: forget any backoff.
+    Done,
+    /// Retry at once (the deployment never reached the provisioner).
+    Now,
+    /// Retry after a backoff (a transient failure).
+    Backoff,
+    /// Do not retry until something changes (a new commit or version); the scheduler's
+    /// "failed until change" rule reads the history.
+    AwaitChange {
+        /// Halt the rollout of this template version (a failed minor upgrade).
+        halt: Option<(String, Version)>,
+    },
+}
+
+/// The one error policy: what an outcome of `dep` means for retrying.
+#[must_use]
+pub fn error_policy(dep: &NewDeployment, outcome: &Outcome) -> Requeue {
+    match outcome {
+        Outcome::Succeeded(_) | Outcome::Deleted => Requeue::Done,
+        Outcome::Interrupted => Requeue::Now,
+        Outcome::Failed {
+            retryable: true, ..
+        } => Requeue::Backoff,
+        Outcome::Failed { .. } => Requeue::AwaitChange {
+            halt: (dep.reason.as_deref() == Some("minor_upgrade"))
+                .then(|| (dep.template.clone(), dep.to_version)),
+        },
+    }
+}
+
+/// The delay before retry number `attempts` (1 for the first), without jitter.
+#[must_use]
+pub fn backoff_delay(attempts: u32) -> Duration {
+    BACKOFF_BASE
+        .saturating_mul(1 << attempts.min(BACKOFF_MAX_DOUBLINGS))
+        .min(BACKOFF_CAP)
+}
+
+async fn finish(ctx: &Ctx, id: i64, dep: &NewDeployment, outcome: Outcome) {
+    let resource_id = dep.resource_id.as_str();
+    match &outcome {
+        Outcome::Interrupted => {
+            tracing::warn!(resource = %resource_id, deployment = id, "{}", crate::state::INTERRUPTED);
+        }
+        Outcome::Failed { error, retryable } => {
+            ctx.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(resource = %resource_id, deployment = id, error = %error, retryable, "Deployment failed.");
+        }
+        Outcome::Succeeded(_) | Outcome::Deleted => {
+            ctx.succeeded.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(resource = %resource_id, deployment = id, "Deployment succeeded.");
+        }
+    }
+    match error_policy(dep, &outcome) {
+        Requeue::Done => ctx.reset_backoff(resource_id),
+        Requeue::Now => {}
+        Requeue::Backoff => ctx.back_off(resource_id, |attempts| {
+            let jitter = rand::random_range(0..BACKOFF_JITTER.as_millis());
+            backoff_delay(attempts)
+                + Duration::from_millis(u64::try_from(jitter).unwrap_or_default())
+        }),
+        Requeue::AwaitChange { halt } => {
+            if let (Some((template, version)), Outcome::Failed { error, .. }) = (halt, &outcome) {
+                halt_rollout(
+                    ctx,
+                    &template,
+                    version,
+                    &format!("{resource_id} failed: {error}"),
+                )
+                .await;
+            }
+        }
+    }
+    record_outcome(ctx, id, resource_id, &outcome).await;
+    // Counted once recorded, so a scrape never sees the counter ahead of the store.
+    ctx.telemetry
+        .deployment(dep.kind.as_str(), &dep.action, outcome_label(&outcome));
+    ctx.wake();
+}
+
+async fn halt_rollout(ctx: &Ctx, template: &str, version: Version, reason: &str) {
+    match ctx.store.set_rollout(template, version, true, reason).await {
+        Ok(()) => {
+            tracing::error!(template, version = %version, reason = %reason, "Minor rollout halted.");
+        }
+        Err(e) => tracing::error!(error = %e, "Could not record the halted rollout."),
+    }
+}
+
+/// Records the outcome; bookkeeping must not be lost, so a locked store is retried a few
+/// times before the deployment is left for adoption.
+async fn record_outcome(ctx: &Ctx, id: i64, resource_id: &str, outcome: &Outcome) {
+    for attempt in 1..=FINISH_ATTEMPTS {
+        match ctx.store.finish_deployment(id, outcome).await {
+            Ok(()) => return,
+            Err(e) if e.is_retryable() && attempt < FINISH_ATTEMPTS => {
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+            }
+            Err(e) => {
+                tracing::error!(resource = %resource_id, deployment = id, error = %e, "Could not record the deployment outcome; it will be adopted on the next cycle.");
+                ctx.store_failed(&e);
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::ResourceKind;
+
+    fn dep(reason: Option<&str>) -> NewDeployment {
+        NewDeployment {
+            resource_id: "service_instance/a/b".into(),
+            kind: ResourceKind::ServiceInstance,
+            repo: "r".into(),
+            environment: None,
+            action: "update".into(),
+            reason: reason.map(str::to_string),
+            template: "svc".into(),
+            from_version: None,
+            to_version: Version { major: 1, minor: 2 },
+            input_hash: String::new(),
+            rendered_hash: String::new(),
+            spec_commit: None,
+        }
+    }
+
+    #[test]
+    fn the_error_policy_decides_retry_or_wait() {
+        let failed = |retryable| Outcome::Failed {
+            error: "x".into(),
+            retryable,
+        };
+        assert_eq!(error_policy(&dep(None), &Outcome::Deleted), Requeue::Done);
+        assert_eq!(
+            error_policy(&dep(None), &Outcome::Interrupted),
+            Requeue::Now
+        );
+        assert_eq!(error_policy(&dep(None), &failed(true)), Requeue::Backoff);
+        assert_eq!(
+            error_policy(&dep(Some("spec_change")), &failed(false)),
+            Requeue::AwaitChange { halt: None }
+        );
+        assert_eq!(
+            error_policy(&dep(Some("minor_upgrade")), &failed(false)),
+            Requeue::AwaitChange {
+                halt: Some(("svc".into(), Version { major: 1, minor: 2 }))
+            }
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        assert_eq!(backoff_delay(1), Duration::from_secs(10));
+        assert_eq!(backoff_delay(2), Duration::from_secs(20));
+        assert_eq!(backoff_delay(5), Duration::from_secs(160));
+        assert_eq!(backoff_delay(6), BACKOFF_CAP);
+        assert_eq!(backoff_delay(60), BACKOFF_CAP);
+    }
+}

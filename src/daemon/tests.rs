@@ -1,0 +1,301 @@
+//! Cycle tests against the fake provisioner, on real git repos and a real SQLite file, with
+//! a test clock: the rollout, soak, halt and deletion-budget rules as the daemon applies
+//! them, and the order of the provisioner calls they cause.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::provision::fake::{Call, Fake, Script};
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const ENV_OUTPUTS: &[(&str, &str)] = &[
+    ("TopicArn", "arn:aws:sns:us-east-1:123456789012:t"),
+    ("SharedPolicyArn", "arn:aws:iam::123456789012:policy/p"),
+    ("ConfigParameter", "/protond/config"),
+    ("DeadLetterQueueArn", "arn:aws:sqs:us-east-1:123456789012:q"),
+];
+
+struct World {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    fake: Fake,
+    now: Arc<AtomicU64>,
+    ctx: Arc<Ctx>,
+}
+
+impl World {
+    /// The example repos with their first releases, stages dev then prod with a one-hour
+    /// soak, and `extra` appended to the config.
+    async fn new(extra: &str) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().to_path_buf();
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repos");
+        for name in ["platform-templates", "platform-envs", "payments"] {
+            let dir = root.join(name);
+            crate::demo::copy_tree(&examples.join(name), &dir).expect("copy");
+            git(&dir, &["init", "-q", "-b", "main"]);
+            git(&dir, &["add", "-A"]);
+            git(&dir, &["commit", "-q", "-m", "initial"]);
+        }
+        for t in ["basic-env", "web-svc", "worker-svc"] {
+            git(
+                &root.join("platform-templates"),
+                &["tag", "-a", &format!("{t}/v1.0"), "-m", "first"],
+            );
+        }
+        let toml = format!(
+            "state = \"sqlite://state/state.db\"\ndata_dir = \"data\"\n\
+             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"http://127.0.0.1:9\"\nmax_attempts = 1\n\
+             [rollout]\nstages = [\"dev\", \"prod\"]\nsoak = \"1h\"\n\
+             [[template_repos]]\nname = \"platform-templates\"\nurl = \"platform-templates\"\n\
+             [[spec_repos]]\nname = \"platform-envs\"\nurl = \"platform-envs\"\nplatform = true\n\
+             [[spec_repos]]\nname = \"payments\"\nurl = \"payments\"\n{extra}"
+        );
+        std::fs::write(root.join("proton.toml"), toml).expect("config");
+        let config = crate::config::Config::load(&root.join("proton.toml")).expect("config loads");
+        let store = crate::state::Store::open(&config.state)
+            .await
+            .expect("store");
+        let cfn = crate::provision::cloudformation::CloudFormation::new(
+            crate::provision::cloudformation::Settings::from_config(&config),
+        )
+        .await;
+        let fake = Fake::new();
+        let outputs: BTreeMap<String, String> = ENV_OUTPUTS
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect();
+        for env in ["environment/dev", "environment/prod"] {
+            fake.script(env, Script::Succeed(outputs.clone()));
+        }
+        let provisioners = Provisioners {
+            cloudformation: Arc::new(fake.clone()),
+            self_managed: Arc::new(fake.clone()),
+        };
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut ctx = Ctx::with_provisioners(Arc::new(config), store, cfn, provisioners, tx);
+        // The store stamps records with the real time: start the test clock there.
+        let start = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs();
+        let now = Arc::new(AtomicU64::new(start));
+        let clock = now.clone();
+        ctx.set_clock(Arc::new(move || {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(clock.load(Ordering::SeqCst))
+        }));
+        Self {
+            _tmp: tmp,
+            root,
+            fake,
+            now,
+            ctx,
+        }
+    }
+
+    fn advance(&self, by: Duration) {
+        self.now.fetch_add(by.as_secs(), Ordering::SeqCst);
+    }
+
+    async fn once(&self) -> OnceReport {
+        run_once(&self.ctx).await.expect("reconcile")
+    }
+
+    /// The provisioner calls since `from`, as (operation, resource, version).
+    fn calls_since(&self, from: usize) -> Vec<(String, String, String)> {
+        self.fake.calls()[from..]
+            .iter()
+            .map(|c: &Call| {
+                (
+                    c.operation.to_string(),
+                    c.resource.clone(),
+                    c.version.clone(),
+                )
+            })
+            .collect()
+    }
+
+    fn tag(&self, tag: &str) {
+        let dir = self.root.join("platform-templates");
+        std::fs::write(dir.join("web-svc/v1/NOTES"), tag).expect("write");
+        git(&dir, &["add", "-A"]);
+        git(&dir, &["commit", "-q", "-m", tag]);
+        git(&dir, &["tag", "-a", tag, "-m", tag]);
+    }
+
+    /// Versions deployed, by resource.
+    async fn versions(&self) -> BTreeMap<String, String> {
+        self.ctx
+            .store
+            .resources()
+            .await
+            .expect("records")
+            .into_iter()
+            .map(|r| (r.id, r.version.to_string()))
+            .collect()
+    }
+}
+
+const DEV: &str = "service_instance/payments/payments-dev";
+const PROD: &str = "service_instance/payments/payments-prod";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_minor_rolls_out_stage_by_stage_after_the_soak() {
+    let w = World::new("").await;
+    let first = w.once().await;
+    assert_eq!(first.failed, 0, "{first:?}");
+    assert!(first.problems.is_empty(), "{first:?}");
+    let mark = w.fake.calls().len();
+    assert_eq!(
+        mark,
+        7,
+        "every example resource applied once: {:?}",
+        w.fake.calls()
+    );
+
+    w.tag("web-svc/v1.1");
+    w.once().await;
+    // Dev first; prod waits for dev's soak.
+    let calls = w.calls_since(mark);
+    assert!(
+        calls.contains(&("apply".into(), DEV.into(), "1.1".into())),
+        "{calls:?}"
+    );
+    assert!(!calls.iter().any(|c| c.1 == PROD), "{calls:?}");
+    assert_eq!(w.versions().await[PROD], "1.0");
+
+    // Half the soak later: still held.
+    w.advance(Duration::from_secs(1800));
+    let mark = w.fake.calls().len();
+    w.once().await;
+    assert!(w.calls_since(mark).iter().all(|c| c.1 != PROD));
+
+    // The soak is over: prod follows.
+    w.advance(Duration::from_secs(1801));
+    let mark = w.fake.calls().len();
+    w.once().await;
+    let calls = w.calls_since(mark);
+    assert!(
+        calls.contains(&("apply".into(), PROD.into(), "1.1".into())),
+        "{calls:?}"
+    );
+    assert_eq!(w.versions().await[PROD], "1.1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_minor_halts_its_rollout() {
+    let w = World::new("").await;
+    w.once().await;
+    w.tag("web-svc/v1.1");
+    w.fake.script(
+        DEV,
+        Script::Fail {
+            message: "boom".into(),
+            retryable: false,
+        },
+    );
+    let report = w.once().await;
+    assert_eq!(report.failed, 1, "{report:?}");
+    let halted = w.ctx.store.rollouts().await.expect("rollouts");
+    let (is_halted, reason) = &halted[&(
+        "web-svc".to_string(),
+        crate::plan::Version { major: 1, minor: 1 },
+    )];
+    assert!(is_halted, "{halted:?}");
+    assert!(reason.contains(DEV) && reason.contains("boom"), "{reason}");
+
+    // However long we wait, prod stays on 1.0 and dev is not retried unchanged.
+    w.advance(Duration::from_secs(86_400));
+    let mark = w.fake.calls().len();
+    w.once().await;
+    assert_eq!(w.calls_since(mark), vec![]);
+    assert_eq!(w.versions().await[PROD], "1.0");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deletes_beyond_the_budget_are_refused_then_done_within_it() {
+    let w = World::new("[daemon]\ndeletion_budget = 2\n").await;
+    w.once().await;
+    let services = w.root.join("payments/proton/services");
+    std::fs::remove_file(services.join("payments.yaml")).expect("rm");
+    git(&w.root.join("payments"), &["add", "-A"]);
+    git(
+        &w.root.join("payments"),
+        &["commit", "-q", "-m", "retire payments"],
+    );
+
+    let mark = w.fake.calls().len();
+    let report = w.once().await;
+    // payments has two instances, a component and a pipeline: four deletes, budget two.
+    assert_eq!(
+        w.calls_since(mark),
+        vec![],
+        "nothing is deleted over the budget"
+    );
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("4 deletions refused") && p.contains("budget is 2")),
+        "{report:?}"
+    );
+
+    // Within the budget, one kind at a time: the pipeline first, then the instances.
+    std::fs::write(
+        w.root.join("proton.toml"),
+        std::fs::read_to_string(w.root.join("proton.toml"))
+            .expect("config")
+            .replace("deletion_budget = 2", "deletion_budget = 4"),
+    )
+    .expect("config");
+    let w2 = World {
+        ctx: {
+            let config = crate::config::Config::load(&w.root.join("proton.toml")).expect("config");
+            let store = crate::state::Store::open(&config.state)
+                .await
+                .expect("store");
+            let cfn = w.ctx.cfn.clone();
+            let provisioners = Provisioners {
+                cloudformation: Arc::new(w.fake.clone()),
+                self_managed: Arc::new(w.fake.clone()),
+            };
+            let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+            Ctx::with_provisioners(Arc::new(config), store, cfn, provisioners, tx)
+        },
+        ..w
+    };
+    let mark = w2.fake.calls().len();
+    let report = w2.once().await;
+    assert!(report.problems.is_empty(), "{report:?}");
+    let deletes: Vec<String> = w2
+        .calls_since(mark)
+        .into_iter()
+        .filter(|c| c.0 == "delete")
+        .map(|c| c.1)
+        .collect();
+    assert_eq!(deletes.len(), 4, "{deletes:?}");
+    assert_eq!(deletes[0], "pipeline/payments", "{deletes:?}");
+    assert!(deletes[3].starts_with("component/"), "{deletes:?}");
+    assert!(!w2.versions().await.keys().any(|k| k.contains("payments")));
+}

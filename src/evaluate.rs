@@ -1,0 +1,261 @@
+//! What the reconciler would do now: compute the desired state, diff it, gate minor rollouts,
+//! re-render held resources on the version they run, diff again, and schedule.
+//!
+//! One function, [`evaluate`], called by the daemon's cycle, `protond plan`, the bench and the
+//! tests, so that `protond plan` shows exactly what the daemon will do, holds included. It is
+//! pure apart from CPU work (rendering): the caller reads the repos ([`crate::desired::load`])
+//! and the [`Facts`] (store, clock, in-memory retry state) first. It must never perform I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
+
+use crate::config::Config;
+use crate::desired::{self, ComputeCache, DesiredSet, Snapshot};
+use crate::plan::schedule::{
+    self, HoldReason, LastAttempt, RecordFacts, RolloutRules, RolloutUnit, Schedule, ScheduleInput,
+    Wanted,
+};
+use crate::plan::{self, DesiredState, Plan, Version};
+use crate::spec::{EnvironmentSpec, SpecFile};
+use crate::state::{DeploymentRecord, ResourceRecord};
+
+/// What the scheduler needs besides the repos: read from the store, the clock and the
+/// daemon's memory before [`evaluate`].
+#[derive(Debug, Clone)]
+pub struct Facts {
+    /// Deployed resources.
+    pub records: Vec<ResourceRecord>,
+    /// Halted rollouts by (template, version), with their reason.
+    pub halted: BTreeMap<(String, Version), String>,
+    /// Resources with a deployment running (in this process, or left in flight).
+    pub running: BTreeSet<String>,
+    /// Self-managed resources waiting for their outcome.
+    pub waiting: BTreeSet<String>,
+    /// The last deployment of each resource whose last deployment failed.
+    pub last_failures: Vec<DeploymentRecord>,
+    /// Resources backing off after a transient failure, with the time left.
+    pub backoff: BTreeMap<String, Duration>,
+    /// The wall-clock time the decision is made at.
+    pub now: SystemTime,
+}
+
+/// The result of [`evaluate`].
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// The desired state, rendered (held minor upgrades on the version they run).
+    pub set: DesiredSet,
+    /// The diff of that desired state against the records.
+    pub plan: Plan,
+    /// What starts now and why the rest waits.
+    pub schedule: Schedule,
+    /// Minor upgrades the rollout gate held, and why (re-rendered on their deployed version,
+    /// so their spec changes still deploy).
+    pub rollout_holds: BTreeMap<String, HoldReason>,
+}
+
+/// Computes the desired state and decides what may start now. `cache`, when given, reuses
+/// the last rendering for unchanged inputs.
+#[must_use]
+pub fn evaluate(
+    snapshot: &Snapshot,
+    facts: &Facts,
+    config: &Config,
+    cache: Option<&mut ComputeCache>,
+) -> Evaluation {
+    let observed: Vec<plan::Deployed> = facts
+        .records
+        .iter()
+        .map(ResourceRecord::to_deployed)
+        .collect();
+    let latest_major = snapshot.catalog.latest_major();
+    let set = match cache {
+        Some(cache) => cache.compute(
+            snapshot,
+            &facts.records,
+            &config.account_id,
+            &BTreeMap::new(),
+        ),
+        None => desired::compute(snapshot, &facts.records, &config.account_id),
+    };
+    let first = plan::diff(&set.desired(), &observed, &set.unknown_repos, &latest_major);
+    let records = record_facts(&facts.records);
+    let env_stages = environment_field(snapshot, |e| e.stage.as_ref());
+    let units: Vec<RolloutUnit> = set
+        .resources
+        .iter()
+        .map(|r| RolloutUnit {
+            id: r.desired.id.clone(),
+            template: r.desired.template.clone(),
+            version: r.desired.version,
+            stage: r
+                .environment
+                .as_ref()
+                .and_then(|e| env_stages.get(e))
+                .cloned(),
+        })
+        .collect();
+    let rules = rollout_rules(config, facts.now);
+    let rollout_holds =
+        schedule::rollout_holds(&first, &units, &records, &facts.halted, &rules, facts.now);
+    // Held minor upgrades stay on their deployed version, so that their spec changes deploy.
+    let pins: BTreeMap<String, Version> = first
+        .changes()
+        .filter(|a| rollout_holds.contains_key(&a.id))
+        .filter_map(|a| a.deployed.map(|v| (a.id.clone(), v)))
+        .collect();
+    let (set, plan) = if pins.is_empty() {
+        (set, first)
+    } else {
+        let set = desired::compute_pinned(snapshot, &facts.records, &config.account_id, &pins);
+        let plan = plan::diff(&set.desired(), &observed, &set.unknown_repos, &latest_major);
+        (set, plan)
+    };
+    let input = schedule_input(&set, facts, records, rollout_holds.clone(), config);
+    let schedule = schedule::schedule(&plan, &input);
+    Evaluation {
+        set,
+        plan,
+        schedule,
+        rollout_holds,
+    }
+}
+
+fn schedule_input(
+    set: &DesiredSet,
+    facts: &Facts,
+    records: BTreeMap<String, RecordFacts>,
+    rollout_holds: BTreeMap<String, HoldReason>,
+    config: &Config,
+) -> ScheduleInput {
+    let wanted = set
+        .resources
+        .iter()
+        .map(|r| {
+            let rendered_hash = match &r.desired.state {
+                DesiredState::Ready { rendered_hash } => rendered_hash.clone(),
+                _ => String::new(),
+            };
+            let w = Wanted {
+                input_hash: r.desired.input_hash.clone(),
+                rendered_hash,
+            };
+            (r.desired.id.clone(), w)
+        })
+        .collect();
+    let last = facts
+        .last_failures
+        .iter()
+        .map(|d| (d.deployment.resource_id.clone(), last_attempt(d)))
+        .collect();
+    ScheduleInput {
+        rollout_holds,
+        running: facts.running.clone(),
+        waiting: facts.waiting.clone(),
+        last,
+        wanted,
+        backoff: facts.backoff.clone(),
+        records,
+        deletion_budget: config.deletion_budget,
+    }
+}
+
+fn last_attempt(d: &DeploymentRecord) -> LastAttempt {
+    LastAttempt {
+        failed_permanently: d.status == "failed" && !d.retryable,
+        delete: d.deployment.action == "delete",
+        version: d.deployment.to_version,
+        input_hash: d.deployment.input_hash.clone(),
+        rendered_hash: d.deployment.rendered_hash.clone(),
+    }
+}
+
+fn record_facts(records: &[ResourceRecord]) -> BTreeMap<String, RecordFacts> {
+    records
+        .iter()
+        .map(|r| {
+            let facts = RecordFacts {
+                version: r.version,
+                deployed: r.status == "deployed",
+                updated_at: humantime::parse_rfc3339(&r.updated_at).ok(),
+                environment: r.environment.clone(),
+                kind: r.kind,
+            };
+            (r.id.clone(), facts)
+        })
+        .collect()
+}
+
+/// The rollout rules at `now`: the configured stages and soak, and which stages' maintenance
+/// windows are closed.
+#[must_use]
+pub fn rollout_rules(config: &Config, now: SystemTime) -> RolloutRules {
+    let at = chrono::DateTime::<chrono::Utc>::from(now);
+    let closed_windows = config
+        .windows
+        .iter()
+        .filter(|(_, window)| !in_window(window, config.timezone, at))
+        .map(|(stage, _)| stage.clone())
+        .collect();
+    RolloutRules {
+        stages: config.stages.clone(),
+        soak: config.soak,
+        closed_windows,
+    }
+}
+
+/// Whether `at` falls in a maintenance window given as a cron schedule in `tz`.
+#[must_use]
+pub fn in_window(
+    window: &cron::Schedule,
+    tz: chrono_tz::Tz,
+    at: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    window.includes(at.with_timezone(&tz))
+}
+
+/// One field of every environment spec that sets it, by environment name.
+#[must_use]
+pub fn environment_field(
+    snapshot: &Snapshot,
+    field: impl Fn(&EnvironmentSpec) -> Option<&String>,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for repo in &snapshot.spec_repos {
+        for f in &repo.files {
+            if let Ok(SpecFile::Environment(e)) = &f.spec
+                && let Some(v) = field(e)
+            {
+                out.insert(e.name.clone(), v.clone());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn windows_are_read_in_their_time_zone() {
+        let window = cron::Schedule::from_str("* * 22-23 * * Mon-Fri").expect("cron");
+        let berlin: chrono_tz::Tz = "Europe/Berlin".parse().expect("tz");
+        // Monday 2026-11-23 21:30 UTC is 22:30 in Berlin (UTC+1): inside.
+        let inside = chrono::Utc
+            .with_ymd_and_hms(2026, 11, 23, 21, 30, 0)
+            .single()
+            .expect("time");
+        assert!(in_window(&window, berlin, inside));
+        assert!(!in_window(&window, chrono_tz::UTC, inside));
+        // Saturday evening: outside.
+        let weekend = chrono::Utc
+            .with_ymd_and_hms(2026, 11, 28, 21, 30, 0)
+            .single()
+            .expect("time");
+        assert!(!in_window(&window, berlin, weekend));
+    }
+}

@@ -1,0 +1,122 @@
+//! An in-memory provisioner for tests: it records every call it receives, in order, and
+//! answers from a script (succeed by default; fail, permanently or not, for chosen
+//! resources). It never touches the outside world.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use super::{Applied, BoxFuture, DeployError, Job, Provisioner};
+
+/// One call the fake received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// `apply`, `delete` or `adopt`.
+    pub operation: &'static str,
+    /// The resource.
+    pub resource: String,
+    /// The deployment id it was given.
+    pub deployment_id: i64,
+    /// The version deployed.
+    pub version: String,
+}
+
+/// How the fake answers for a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Script {
+    /// Succeed with these outputs.
+    Succeed(BTreeMap<String, String>),
+    /// Fail; `retryable` says whether retrying may help.
+    Fail {
+        /// The error message.
+        message: String,
+        /// Whether it is transient.
+        retryable: bool,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    calls: Vec<Call>,
+    scripts: BTreeMap<String, Script>,
+}
+
+/// The fake provisioner. Clones share their calls and scripts.
+#[derive(Debug, Clone, Default)]
+pub struct Fake {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Fake {
+    /// A fake that succeeds for every resource, with no outputs.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Answers `script` for `resource` from now on.
+    pub fn script(&self, resource: &str, script: Script) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.scripts.insert(resource.to_string(), script);
+        }
+    }
+
+    /// The calls received so far, in order.
+    #[must_use]
+    pub fn calls(&self) -> Vec<Call> {
+        self.inner
+            .lock()
+            .map(|i| i.calls.clone())
+            .unwrap_or_default()
+    }
+
+    fn answer(&self, operation: &'static str, job: Job<'_>) -> Result<Applied, DeployError> {
+        let mut inner = self
+            .inner
+            .lock()
+            .map_err(|_| DeployError::Fake("the fake's lock is poisoned".into()))?;
+        let dep = job.deployment;
+        inner.calls.push(Call {
+            operation,
+            resource: dep.resource_id.clone(),
+            deployment_id: job.deployment_id,
+            version: dep.to_version.to_string(),
+        });
+        match inner.scripts.get(&dep.resource_id) {
+            Some(Script::Fail { message, retryable }) => Err(if *retryable {
+                DeployError::Stack(super::cloudformation::ProvisionError::Call {
+                    operation: "Fake",
+                    stack: dep.resource_id.clone(),
+                    message: message.clone(),
+                    retryable: true,
+                })
+            } else {
+                DeployError::Fake(message.clone())
+            }),
+            Some(Script::Succeed(outputs)) if operation != "delete" => Ok(Applied::Deployed {
+                outputs: outputs.clone(),
+            }),
+            _ if operation == "delete" || dep.action == "delete" => Ok(Applied::Deleted),
+            _ => Ok(Applied::Deployed {
+                outputs: BTreeMap::new(),
+            }),
+        }
+    }
+}
+
+impl Provisioner for Fake {
+    fn apply<'a>(
+        &'a self,
+        job: Job<'a>,
+        _documents: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<Applied, DeployError>> {
+        Box::pin(async move { self.answer("apply", job) })
+    }
+
+    fn delete<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<Applied, DeployError>> {
+        Box::pin(async move { self.answer("delete", job) })
+    }
+
+    fn adopt<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<Applied, DeployError>> {
+        Box::pin(async move { self.answer("adopt", job) })
+    }
+}
