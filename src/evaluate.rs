@@ -12,11 +12,11 @@ use std::time::{Duration, SystemTime};
 use crate::config::Config;
 use crate::desired::{self, ComputeCache, DesiredSet, Snapshot};
 use crate::plan::schedule::{
-    self, HoldReason, LastAttempt, RecordFacts, RolloutRules, RolloutUnit, Schedule, ScheduleInput,
-    Wanted,
+    self, Decision, HoldReason, LastAttempt, RecordFacts, RolloutRules, RolloutUnit, Schedule,
+    ScheduleInput, Verdict, Wanted,
 };
-use crate::plan::{self, DesiredState, Plan, Version};
-use crate::spec::{EnvironmentSpec, SpecFile};
+use crate::plan::{self, ActionKind, DesiredState, Plan, Version};
+use crate::spec::{EnvironmentSpec, SpecFile, TemplateRef};
 use crate::state::{DeploymentRecord, ResourceRecord};
 
 /// What the scheduler needs besides the repos: read from the store, the clock and the
@@ -111,13 +111,55 @@ pub fn evaluate(
         (set, plan)
     };
     let input = schedule_input(&set, facts, records, rollout_holds.clone(), config);
-    let schedule = schedule::schedule(&plan, &input);
+    let mut schedule = schedule::schedule(&plan, &input);
+    schedule.decisions.extend(pinned_holds(snapshot, &plan));
     Evaluation {
         set,
         plan,
         schedule,
         rollout_holds,
     }
+}
+
+/// Resources that stay on a minor their spec pins while a newer minor of the major exists:
+/// shown as held, so that `protond plan` says why they do not move.
+fn pinned_holds(snapshot: &Snapshot, plan: &Plan) -> Vec<Decision> {
+    let mut pins: BTreeMap<String, &TemplateRef> = BTreeMap::new();
+    for f in snapshot.spec_repos.iter().flat_map(|r| &r.files) {
+        match &f.spec {
+            Ok(SpecFile::Environment(e)) => {
+                if let Some(t) = e.template.as_ref().filter(|t| t.minor.is_some()) {
+                    pins.insert(desired::environment_id(&e.name), t);
+                }
+            }
+            Ok(SpecFile::Service(s)) => {
+                if let Some(t) = s.template.as_ref().filter(|t| t.minor.is_some()) {
+                    pins.insert(desired::pipeline_id(&s.name), t);
+                    for i in &s.instances {
+                        pins.insert(desired::instance_id(&s.name, &i.name), t);
+                    }
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    plan.actions
+        .iter()
+        .filter(|a| a.action == ActionKind::NoOp)
+        .filter_map(|a| {
+            let pin = pins.get(&a.id)?;
+            let newest = snapshot
+                .catalog
+                .resolve(&pin.name, pin.major, None)?
+                .version;
+            (newest > a.version).then(|| Decision {
+                action: a.clone(),
+                verdict: Verdict::Hold {
+                    reason: HoldReason::PinnedBySpec { available: newest },
+                },
+            })
+        })
+        .collect()
 }
 
 fn schedule_input(

@@ -718,11 +718,42 @@ fn cli_plan_and_status() {
     git(&t, &["commit", "-q", "-m", "web-svc v2"]);
     git(&t, &["tag", "web-svc/v1.3"]);
     git(&t, &["tag", "web-svc/v2.0"]);
+    let recorded = rt
+        .block_on(w.store.template_versions())
+        .expect("versions")
+        .len();
     let out = run(&["plan", "--config", config.to_str().expect("utf8")]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("minor upgrade 1.0 -> 1.3"), "{text}");
     assert!(text.contains("Major versions available"), "{text}");
+    // `plan` is read-only: the daemon records the catalogue, not the plan.
+    assert_eq!(
+        rt.block_on(w.store.template_versions())
+            .expect("versions")
+            .len(),
+        recorded
+    );
+    // Hold the minor so that reconciling records the catalogue without applying it.
+    let out = run(&[
+        "rollout",
+        "halt",
+        "web-svc/v1.3",
+        "--config",
+        config.to_str().expect("utf8"),
+    ]);
+    assert!(out.status.success());
+    let out = run(&[
+        "reconcile",
+        "--once",
+        "--config",
+        config.to_str().expect("utf8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = run(&["status", "--config", config.to_str().expect("utf8")]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");

@@ -70,6 +70,11 @@ pub enum HoldReason {
     DeleteOrder,
     /// An environment is deleted only once nothing lives in it.
     EnvironmentInUse,
+    /// The spec pins a minor version; a newer minor of the same major is not applied.
+    PinnedBySpec {
+        /// The newest minor of the major.
+        available: Version,
+    },
 }
 
 impl HoldReason {
@@ -88,6 +93,7 @@ impl HoldReason {
             Self::DeletionBudget { .. } => "deletion_budget",
             Self::DeleteOrder => "delete_order",
             Self::EnvironmentInUse => "environment_in_use",
+            Self::PinnedBySpec { .. } => "pinned_by_spec",
         }
     }
 }
@@ -119,6 +125,10 @@ impl fmt::Display for HoldReason {
             ),
             Self::DeleteOrder => f.write_str("deletes wait for other changes and earlier kinds"),
             Self::EnvironmentInUse => f.write_str("resources still live in the environment"),
+            Self::PinnedBySpec { available } => write!(
+                f,
+                "the spec pins this minor; {available} is available (drop `minor:` from its template reference to follow new minors)"
+            ),
         }
     }
 }
