@@ -183,6 +183,7 @@ impl Ctx {
                 crate::propose::sync(
                     &ctx.config,
                     &ctx.store,
+                    &ctx.telemetry,
                     &snapshot,
                     &deployed,
                     &ctx.proposal_backoff,
@@ -803,7 +804,7 @@ pub(crate) fn record_for(dep: &NewDeployment, outputs: BTreeMap<String, String>)
         input_hash: dep.input_hash.clone(),
         rendered_hash: dep.rendered_hash.clone(),
         outputs,
-        status: "deployed".into(),
+        status: crate::model::ResourceStatus::Deployed,
         spec_commit: dep.spec_commit.clone(),
         updated_at: String::new(),
     }
