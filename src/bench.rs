@@ -220,7 +220,7 @@ fn as_deployed(set: &desired::DesiredSet) -> Vec<ResourceRecord> {
                 )]
                 .into_iter()
                 .collect(),
-                status: "deployed".into(),
+                status: crate::model::ResourceStatus::Deployed,
                 spec_commit: r.spec_commit.clone(),
                 updated_at: String::new(),
             }),

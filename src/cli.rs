@@ -898,10 +898,13 @@ fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode> {
     let config = load_config(config)?;
     runtime()?.block_on(async move {
         let store = crate::state::Store::open(&config.state).await?;
-        let rows = crate::ops::status(&store).await?;
-        let rollouts = crate::ops::rollouts(&store).await?;
+        let rows = crate::ops::status(&store.overview().await?);
+        let rollouts = store.rollout_progress().await?;
         let proposals = store.proposals().await?;
-        let pipelines = if rows.iter().any(|r| r.kind == "pipeline") {
+        let pipelines = if rows
+            .iter()
+            .any(|r| r.kind == crate::model::ResourceKind::Pipeline)
+        {
             let cfn = crate::provision::cloudformation::CloudFormation::new(
                 crate::provision::cloudformation::Settings::from_config(&config),
             )
@@ -1053,7 +1056,7 @@ fn demo_cmd(dir: &Path, examples: &Path, once: bool) -> Result<ExitCode> {
     let code = runtime()?.block_on(async move {
         let (ctx, wake) = crate::daemon::context(config).await?;
         let report = crate::daemon::run_once(&ctx).await?;
-        let rows = crate::ops::status(&ctx.store).await?;
+        let rows = crate::ops::status(&ctx.store.overview().await?);
         println!("{}", crate::ops::status_table(&rows));
         println!(
             "{} deployment(s) succeeded, {} failed.",

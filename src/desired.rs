@@ -612,7 +612,7 @@ fn compute_key(
         put(&d.template);
         put(&d.input_hash);
         put(&d.rendered_hash);
-        put(&d.status);
+        put(d.status.as_str());
         put(d.environment.as_deref().unwrap_or("-"));
         for (k, v) in &d.outputs {
             put(k);

@@ -1,8 +1,13 @@
 //! protond: a self-hosted, git-driven successor to AWS Proton.
 //!
-//! Data flows one way: sources -> catalog/spec -> render -> plan -> provision -> state.
-//! This crate is the library behind the `protond` binary; `main.rs` only parses the
-//! command line and calls [`cli::run`].
+//! A cycle reads the repos (`source`), builds the catalogue and the specs (`catalog`,
+//! `spec`), renders what they ask for (`render`, `desired`), diffs it with what the state
+//! store records (`plan`, `state`) and starts deployments (`daemon`, `provision`); major
+//! upgrades become pull requests (`propose`, `forge`). [`model`] is the vocabulary every
+//! module speaks (resource ids, kinds, versions, statuses); [`ops`] turns records into
+//! operator views; [`telemetry`] counts and logs through typed events; [`server`] is the
+//! HTTP surface. This crate is the library behind the `protond` binary; `main.rs` only
+//! calls [`cli::main`].
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 // Outcome and action enums are short-lived values passed by reference; boxing their large
@@ -18,6 +23,7 @@ pub mod demo;
 pub mod desired;
 pub mod evaluate;
 pub mod forge;
+pub mod model;
 pub mod ops;
 pub mod plan;
 pub mod propose;

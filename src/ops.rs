@@ -1,5 +1,8 @@
-//! Operator views shared by the CLI and the HTTP API: the plan table, and the status of
-//! every managed resource.
+//! Operator views shared by the CLI, the HTTP API and the status page: pure functions from
+//! records already read (the plan, the store's [`Overview`], rollout progress, proposals) to
+//! rows and text tables.
+//!
+//! Views never read the store, call AWS or log: callers read, then render.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,8 +11,9 @@ use serde::Serialize;
 
 use crate::catalog::releases::Catalog;
 use crate::desired::DesiredSet;
-use crate::plan::{ActionKind, Plan, UpdateReason, Version};
-use crate::state::{StateError, Store};
+use crate::model::{DeploymentStatus, ResourceKind, ResourceStatus, Version};
+use crate::plan::{ActionKind, Plan, UpdateReason};
+use crate::state::{Overview, RolloutProgress};
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
@@ -156,95 +160,42 @@ pub struct LastDeployment {
     pub id: i64,
     /// create, update or delete.
     pub action: String,
-    /// in_progress, succeeded or failed.
-    pub status: String,
-    /// Version deployed.
+    /// In progress, succeeded or failed.
+    pub status: DeploymentStatus,
+    /// The version it deploys.
     pub version: String,
-    /// When it started.
+    /// When it started (RFC 3339).
     pub started_at: String,
-    /// When it ended.
+    /// When it ended, once it has.
     pub finished_at: Option<String>,
-    /// Why it failed.
+    /// Why it failed, when it did.
     pub error: Option<String>,
 }
 
-/// One row of `protond status`.
+/// One row of `protond status`, `/api/v1/environments` and `/api/v1/services`.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusRow {
     /// Resource id.
     pub id: String,
-    /// Kind.
-    pub kind: String,
-    /// Template.
+    /// The resource's kind.
+    pub kind: ResourceKind,
+    /// The template it is deployed from.
     pub template: String,
     /// Deployed version.
     pub version: String,
-    /// Resource status.
-    pub status: String,
+    /// Whether its last deployment succeeded.
+    pub status: ResourceStatus,
     /// Newest registered minor of the same major, when newer.
     pub minor_available: Option<String>,
     /// Newest registered major, when newer.
     pub major_available: Option<u32>,
-    /// Last deployment.
+    /// Its newest deployment.
     pub last_deployment: Option<LastDeployment>,
-}
-
-/// Progress of the newest minor of a template major across its resources.
-#[derive(Debug, Clone, Serialize)]
-pub struct RolloutRow {
-    /// Template.
-    pub template: String,
-    /// The newest registered minor of that major.
-    pub version: String,
-    /// Resources on it.
-    pub done: usize,
-    /// Resources on that major.
-    pub total: usize,
-    /// Whether the rollout is halted, and why.
-    pub halted: Option<String>,
-}
-
-/// Rollout progress per template major, from the state store alone.
-pub async fn rollouts(store: &Store) -> Result<Vec<RolloutRow>, StateError> {
-    let decisions = store.rollouts().await?;
-    let versions = store.template_versions().await?;
-    let resources = store.resources().await?;
-    let mut newest: BTreeMap<(String, u32), Version> = BTreeMap::new();
-    for v in versions.iter().filter(|v| v.registered) {
-        let e = newest
-            .entry((v.template.clone(), v.version.major))
-            .or_insert(v.version);
-        if v.version > *e {
-            *e = v.version;
-        }
-    }
-    let mut rows = Vec::new();
-    for ((template, major), version) in newest {
-        let on_major: Vec<_> = resources
-            .iter()
-            .filter(|r| r.template == template && r.version.major == major)
-            .collect();
-        if on_major.is_empty() {
-            continue;
-        }
-        let halted = decisions
-            .get(&(template.clone(), version))
-            .filter(|(h, _)| *h)
-            .map(|(_, reason)| reason.clone());
-        rows.push(RolloutRow {
-            done: on_major.iter().filter(|r| r.version == version).count(),
-            total: on_major.len(),
-            template,
-            version: version.to_string(),
-            halted,
-        });
-    }
-    Ok(rows)
 }
 
 /// Rollouts as readable lines.
 #[must_use]
-pub fn rollouts_table(rows: &[RolloutRow]) -> String {
+pub fn rollouts_table(rows: &[RolloutProgress]) -> String {
     let mut out = String::new();
     if rows.is_empty() {
         return out;
@@ -331,18 +282,19 @@ pub fn proposals_table(rows: &[crate::state::ProposalRecord]) -> String {
     out
 }
 
-/// Status of every managed resource, from the state store alone.
-pub async fn status(store: &Store) -> Result<Vec<StatusRow>, StateError> {
-    let versions = store.template_versions().await?;
+/// Status of every managed resource: what is deployed, what update is available, and how
+/// its newest deployment went.
+#[must_use]
+pub fn status(overview: &Overview) -> Vec<StatusRow> {
     let mut registered: BTreeMap<&str, Vec<Version>> = BTreeMap::new();
-    for v in versions.iter().filter(|v| v.registered) {
+    for v in overview.template_versions.iter().filter(|v| v.registered) {
         registered
             .entry(v.template.as_str())
             .or_default()
             .push(v.version);
     }
     let mut rows = Vec::new();
-    for r in store.resources().await? {
+    for r in &overview.resources {
         let known = registered.get(r.template.as_str());
         let minor_available = known
             .and_then(|vs| vs.iter().filter(|v| v.major == r.version.major).max())
@@ -351,24 +303,22 @@ pub async fn status(store: &Store) -> Result<Vec<StatusRow>, StateError> {
         let major_available = known
             .and_then(|vs| vs.iter().map(|v| v.major).max())
             .filter(|m| *m > r.version.major);
-        let last = store
-            .deployments(Some(&r.id), 1)
-            .await?
-            .into_iter()
-            .next()
+        let last = overview
+            .last_deployments
+            .get(&r.id)
             .map(|d| LastDeployment {
                 id: d.id,
-                action: d.deployment.action,
+                action: d.deployment.action.clone(),
                 status: d.status,
                 version: d.deployment.to_version.to_string(),
-                started_at: d.started_at,
-                finished_at: d.finished_at,
-                error: d.error,
+                started_at: d.started_at.clone(),
+                finished_at: d.finished_at.clone(),
+                error: d.error.clone(),
             });
         rows.push(StatusRow {
-            id: r.id,
-            kind: r.kind.to_string(),
-            template: r.template,
+            id: r.id.clone(),
+            kind: r.kind,
+            template: r.template.clone(),
             version: r.version.to_string(),
             status: r.status,
             minor_available,
@@ -376,7 +326,7 @@ pub async fn status(store: &Store) -> Result<Vec<StatusRow>, StateError> {
             last_deployment: last,
         });
     }
-    Ok(rows)
+    rows
 }
 
 /// Status as a readable table.
@@ -423,9 +373,129 @@ pub fn status_table(rows: &[StatusRow]) -> String {
             } else {
                 update.join(", ")
             },
-            r.status.clone(),
+            r.status.to_string(),
             last,
         ]);
     }
     table(&t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{DeploymentRecord, NewDeployment, ResourceRecord, TemplateVersionRecord};
+
+    fn version(major: u32, minor: u32) -> Version {
+        Version { major, minor }
+    }
+
+    fn resource(
+        id: &str,
+        kind: ResourceKind,
+        v: Version,
+        status: ResourceStatus,
+    ) -> ResourceRecord {
+        ResourceRecord {
+            id: id.into(),
+            kind,
+            repo: "platform".into(),
+            environment: Some("dev".into()),
+            template: "web".into(),
+            version: v,
+            input_hash: "i".into(),
+            rendered_hash: "r".into(),
+            outputs: BTreeMap::new(),
+            status,
+            spec_commit: None,
+            updated_at: String::new(),
+        }
+    }
+
+    fn registered(minor_versions: &[(u32, u32)]) -> Vec<TemplateVersionRecord> {
+        minor_versions
+            .iter()
+            .map(|&(major, minor)| TemplateVersionRecord {
+                template: "web".into(),
+                version: version(major, minor),
+                kind: "service".into(),
+                repo: "platform".into(),
+                tag: format!("web/v{major}.{minor}"),
+                commit: "c".into(),
+                registered: true,
+                reason: None,
+                release_notes: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn status_rows_show_updates_and_the_last_deployment() {
+        let failed = resource(
+            "service_instance/a/a-dev",
+            ResourceKind::ServiceInstance,
+            version(1, 0),
+            ResourceStatus::Failed,
+        );
+        let current = resource(
+            "environment/dev",
+            ResourceKind::Environment,
+            version(2, 0),
+            ResourceStatus::Deployed,
+        );
+        let last = DeploymentRecord {
+            id: 4,
+            deployment: NewDeployment {
+                resource_id: failed.id.clone(),
+                kind: failed.kind,
+                repo: failed.repo.clone(),
+                environment: None,
+                action: "update".into(),
+                reason: None,
+                template: "web".into(),
+                from_version: Some(version(1, 0)),
+                to_version: version(1, 1),
+                input_hash: "i".into(),
+                rendered_hash: "r".into(),
+                spec_commit: None,
+            },
+            status: DeploymentStatus::Failed,
+            error: Some("boom\nmore".into()),
+            retryable: false,
+            started_at: "t0".into(),
+            finished_at: Some("t1".into()),
+        };
+        let overview = Overview {
+            resources: vec![failed.clone(), current],
+            template_versions: registered(&[(1, 0), (1, 1), (2, 0)]),
+            last_deployments: BTreeMap::from([(failed.id.clone(), last)]),
+        };
+        let rows = status(&overview);
+        assert_eq!(rows[0].minor_available.as_deref(), Some("1.1"));
+        assert_eq!(rows[0].major_available, Some(2));
+        assert_eq!(
+            (rows[1].minor_available.as_deref(), rows[1].major_available),
+            (None, None)
+        );
+        assert_eq!(
+            serde_json::to_value(&rows[0]).expect("json"),
+            serde_json::json!({
+                "id": "service_instance/a/a-dev",
+                "kind": "service_instance",
+                "template": "web",
+                "version": "1.0",
+                "status": "failed",
+                "minor_available": "1.1",
+                "major_available": 2,
+                "last_deployment": {
+                    "id": 4, "action": "update", "status": "failed", "version": "1.1",
+                    "started_at": "t0", "finished_at": "t1", "error": "boom\nmore"
+                }
+            })
+        );
+        let table = status_table(&rows);
+        assert!(
+            table.contains("minor 1.1, major v2  failed    #4 update failed t1: boom\n"),
+            "{table}"
+        );
+    }
 }

@@ -14,69 +14,10 @@
 pub mod schedule;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 
 use serde::Serialize;
 
-/// The four kinds of Proton resources, in deployment order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ResourceKind {
-    /// An environment.
-    Environment,
-    /// A directly defined component attached to a service instance.
-    Component,
-    /// A service instance.
-    ServiceInstance,
-    /// A service pipeline.
-    Pipeline,
-}
-
-impl ResourceKind {
-    /// Stable name used in ids, state and output.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Environment => "environment",
-            Self::Component => "component",
-            Self::ServiceInstance => "service_instance",
-            Self::Pipeline => "pipeline",
-        }
-    }
-
-    /// Parses [`ResourceKind::as_str`] output.
-    #[must_use]
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "environment" => Self::Environment,
-            "component" => Self::Component,
-            "service_instance" => Self::ServiceInstance,
-            "pipeline" => Self::Pipeline,
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Display for ResourceKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A template version `major.minor`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct Version {
-    /// Major.
-    pub major: u32,
-    /// Minor.
-    pub minor: u32,
-}
-
-impl fmt::Display for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.major, self.minor)
-    }
-}
+pub use crate::model::{ResourceKind, Version};
 
 /// What the desired resource looks like after rendering.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,11 @@
 //! one deployment in flight per resource. Finishing a deployment and recording its resource
 //! happen in one transaction, so a crash never leaves the two disagreeing.
 //!
-//! This module stores and loads; it never decides what to deploy.
+//! Statuses are [`crate::model`] enums everywhere but here: this module converts them to
+//! and from their stored text, and nowhere else does.
+//!
+//! This module stores and loads, and derives read-only views that need nothing but stored
+//! rows (rollout progress); it never decides what to deploy.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,7 +20,10 @@ use std::time::{Duration, SystemTime};
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
-use crate::plan::{self, ResourceKind, Version};
+use crate::model::{
+    DeploymentStatus, ProposalState, ResourceKind, ResourceStatus, RolloutState, Version,
+};
+use crate::plan;
 
 /// A state-store failure.
 #[derive(Debug, thiserror::Error)]
@@ -198,9 +205,10 @@ pub struct ProposalRecord {
     pub number: Option<i64>,
     /// Web address of the pull request.
     pub url: Option<String>,
-    /// `open`, `merged`, `closed` (by protond, superseded) or `declined` (closed unmerged by
-    /// someone else: not proposed again until a newer major).
-    pub state: String,
+    /// Open, merged, closed (by protond, superseded) or declined (closed unmerged by someone
+    /// else: not proposed again until a newer major).
+    #[sqlx(try_from = "String")]
+    pub state: ProposalState,
     /// Commit protond last pushed to the branch.
     pub head: Option<String>,
     /// Hash of what was proposed; a change means the pull request needs updating.
@@ -274,8 +282,8 @@ pub struct ResourceRecord {
     pub rendered_hash: String,
     /// Outputs of the deployed stack.
     pub outputs: BTreeMap<String, String>,
-    /// `deployed`, `failed`, …
-    pub status: String,
+    /// Whether its last deployment succeeded.
+    pub status: ResourceStatus,
     /// Spec commit deployed.
     pub spec_commit: Option<String>,
     /// Last change.
@@ -311,7 +319,7 @@ impl ResourceRecord {
             input_hash: dep.input_hash.clone(),
             rendered_hash: dep.rendered_hash.clone(),
             outputs,
-            status: "deployed".into(),
+            status: ResourceStatus::Deployed,
             spec_commit: dep.spec_commit.clone(),
             updated_at: String::new(),
         }
@@ -354,8 +362,8 @@ pub struct DeploymentRecord {
     pub id: i64,
     /// The deployment as started.
     pub deployment: NewDeployment,
-    /// `in_progress`, `succeeded` or `failed`.
-    pub status: String,
+    /// In progress, succeeded or failed.
+    pub status: DeploymentStatus,
     /// Failure reason.
     pub error: Option<String>,
     /// Whether the failure is worth retrying without a change.
@@ -388,6 +396,94 @@ pub enum Outcome {
 /// The error recorded for [`Outcome::Interrupted`].
 pub const INTERRUPTED: &str = "interrupted: protond stopped before this deployment reached the provisioner; it will be retried";
 
+/// Progress of the newest minor of a template major across the resources on that major.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RolloutProgress {
+    /// Template.
+    pub template: String,
+    /// The newest registered minor of that major.
+    #[serde(serialize_with = "as_text")]
+    pub version: Version,
+    /// Resources that run it.
+    pub done: usize,
+    /// Resources on that major.
+    pub total: usize,
+    /// Why the rollout is halted, when it is.
+    pub halted: Option<String>,
+}
+
+impl RolloutProgress {
+    /// Halted, complete or in progress.
+    #[must_use]
+    pub fn state(&self) -> RolloutState {
+        if self.halted.is_some() {
+            RolloutState::Halted
+        } else if self.done == self.total {
+            RolloutState::Complete
+        } else {
+            RolloutState::InProgress
+        }
+    }
+}
+
+fn as_text<S: serde::Serializer>(v: &Version, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(v)
+}
+
+/// Rollout progress per template major that has resources: for each, the newest registered
+/// minor, how many of the major's resources run it, and whether its rollout is halted.
+/// Pure: [`Store::rollout_progress`] reads the rows and calls this.
+#[must_use]
+pub fn rollout_progress(
+    decisions: &BTreeMap<(String, Version), (bool, String)>,
+    versions: &[TemplateVersionRecord],
+    resources: &[ResourceRecord],
+) -> Vec<RolloutProgress> {
+    let mut newest: BTreeMap<(&str, u32), Version> = BTreeMap::new();
+    for v in versions.iter().filter(|v| v.registered) {
+        let e = newest
+            .entry((v.template.as_str(), v.version.major))
+            .or_insert(v.version);
+        if v.version > *e {
+            *e = v.version;
+        }
+    }
+    let mut rows = Vec::new();
+    for ((template, major), version) in newest {
+        let on_major: Vec<_> = resources
+            .iter()
+            .filter(|r| r.template == template && r.version.major == major)
+            .collect();
+        if on_major.is_empty() {
+            continue;
+        }
+        let halted = decisions
+            .get(&(template.to_string(), version))
+            .filter(|(h, _)| *h)
+            .map(|(_, reason)| reason.clone());
+        rows.push(RolloutProgress {
+            done: on_major.iter().filter(|r| r.version == version).count(),
+            total: on_major.len(),
+            template: template.to_string(),
+            version,
+            halted,
+        });
+    }
+    rows
+}
+
+/// What the status views read: every resource, every recorded template version, and the
+/// newest deployment of each resource.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overview {
+    /// Every managed resource, by id.
+    pub resources: Vec<ResourceRecord>,
+    /// Every recorded template version (registered and rejected).
+    pub template_versions: Vec<TemplateVersionRecord>,
+    /// The newest deployment of each resource that has one, by resource id.
+    pub last_deployments: BTreeMap<String, DeploymentRecord>,
+}
+
 /// The state store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -400,12 +496,13 @@ fn version_string(v: Version) -> String {
     v.to_string()
 }
 
-fn parse_version(s: &str) -> Option<Version> {
-    let (a, b) = s.split_once('.')?;
-    Some(Version {
-        major: a.parse().ok()?,
-        minor: b.parse().ok()?,
-    })
+impl TryFrom<String> for ProposalState {
+    type Error = String;
+
+    /// Reads the stored text (the `proposals.state` column).
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Self::parse(&text).ok_or_else(|| format!("unknown proposal state {text:?}"))
+    }
 }
 
 impl Store {
@@ -675,14 +772,20 @@ impl Store {
             .try_get("resource_id")
             .map_err(self.q("finish deployment"))?;
         let (status, error, retryable) = match outcome {
-            Outcome::Succeeded(_) | Outcome::Deleted => ("succeeded", None, false),
-            Outcome::Failed { error, retryable } => ("failed", Some(error.clone()), *retryable),
-            Outcome::Interrupted => ("failed", Some(INTERRUPTED.to_string()), true),
+            Outcome::Succeeded(_) | Outcome::Deleted => (DeploymentStatus::Succeeded, None, false),
+            Outcome::Failed { error, retryable } => {
+                (DeploymentStatus::Failed, Some(error.clone()), *retryable)
+            }
+            Outcome::Interrupted => (
+                DeploymentStatus::Failed,
+                Some(INTERRUPTED.to_string()),
+                true,
+            ),
         };
         sqlx::query(
             "UPDATE deployments SET status = ?, error = ?, retryable = ?, finished_at = ? WHERE id = ?",
         )
-        .bind(status)
+        .bind(status.as_str())
         .bind(error)
         .bind(retryable)
             .bind(now())
@@ -849,7 +952,7 @@ impl Store {
         .bind(&p.forge)
         .bind(p.number)
         .bind(&p.url)
-        .bind(&p.state)
+        .bind(p.state.as_str())
         .bind(&p.head)
         .bind(&p.content)
         .bind(p.edited)
@@ -1004,6 +1107,38 @@ impl Store {
         .map_err(self.q("list failed deployments"))?;
         rows.iter().map(deployment_from_row).collect()
     }
+
+    /// The newest deployment of each resource, by resource id (deleted resources included).
+    pub async fn last_deployments(&self) -> Result<BTreeMap<String, DeploymentRecord>, StateError> {
+        let rows = sqlx::query(concat!(
+            "SELECT id, resource_id, kind, repo, environment, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, error, retryable, started_at, finished_at",
+            " FROM deployments WHERE id IN (SELECT MAX(id) FROM deployments GROUP BY resource_id)"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.q("list last deployments"))?;
+        rows.iter()
+            .map(|r| deployment_from_row(r).map(|d| (d.deployment.resource_id.clone(), d)))
+            .collect()
+    }
+
+    /// Rollout progress per template major, from the stored versions, resources and
+    /// decisions (see [`rollout_progress`]).
+    pub async fn rollout_progress(&self) -> Result<Vec<RolloutProgress>, StateError> {
+        let decisions = self.rollouts().await?;
+        let versions = self.template_versions().await?;
+        let resources = self.resources().await?;
+        Ok(rollout_progress(&decisions, &versions, &resources))
+    }
+
+    /// What the status views need, read now (see [`Overview`]).
+    pub async fn overview(&self) -> Result<Overview, StateError> {
+        Ok(Overview {
+            resources: self.resources().await?,
+            template_versions: self.template_versions().await?,
+            last_deployments: self.last_deployments().await?,
+        })
+    }
 }
 
 fn corrupt(table: &'static str, detail: String) -> StateError {
@@ -1022,6 +1157,7 @@ fn resource_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ResourceRecord, Stat
         .ok_or_else(|| corrupt("resources", format!("unknown kind {kind_text:?}")))?;
     let outputs: BTreeMap<String, String> = serde_json::from_str(&s("outputs")?)
         .map_err(|e| corrupt("resources", format!("outputs: {e}")))?;
+    let status = s("status")?;
     Ok(ResourceRecord {
         id: s("id")?,
         kind,
@@ -1035,7 +1171,8 @@ fn resource_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ResourceRecord, Stat
         input_hash: s("input_hash")?,
         rendered_hash: s("rendered_hash")?,
         outputs,
-        status: s("status")?,
+        status: ResourceStatus::parse(&status)
+            .ok_or_else(|| corrupt("resources", format!("unknown status {status:?}")))?,
         spec_commit: r.try_get("spec_commit").map_err(q("read resource"))?,
         updated_at: s("updated_at")?,
     })
@@ -1048,6 +1185,7 @@ fn deployment_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<DeploymentRecord, 
             .map_err(q("read deployment"))
     };
     let to = s("to_version")?;
+    let status = s("status")?;
     Ok(DeploymentRecord {
         id: r.try_get("id").map_err(q("read deployment"))?,
         deployment: NewDeployment {
@@ -1059,14 +1197,15 @@ fn deployment_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<DeploymentRecord, 
             action: s("action")?,
             reason: o("reason")?,
             template: s("template")?,
-            from_version: o("from_version")?.as_deref().and_then(parse_version),
-            to_version: parse_version(&to)
+            from_version: o("from_version")?.as_deref().and_then(Version::parse),
+            to_version: Version::parse(&to)
                 .ok_or_else(|| corrupt("deployments", format!("to_version {to:?}")))?,
             input_hash: s("input_hash")?,
             rendered_hash: s("rendered_hash")?,
             spec_commit: o("spec_commit")?,
         },
-        status: s("status")?,
+        status: DeploymentStatus::parse(&status)
+            .ok_or_else(|| corrupt("deployments", format!("unknown status {status:?}")))?,
         error: o("error")?,
         retryable: r.try_get("retryable").map_err(q("read deployment"))?,
         started_at: s("started_at")?,
@@ -1113,7 +1252,7 @@ mod tests {
             input_hash: "i".into(),
             rendered_hash: "r".into(),
             outputs: BTreeMap::from([("TopicArn".into(), "arn:x".into())]),
-            status: "deployed".into(),
+            status: ResourceStatus::Deployed,
             spec_commit: Some("abc".into()),
             updated_at: String::new(),
         }
@@ -1163,7 +1302,7 @@ mod tests {
             .await
             .expect("fail");
         let resources = store.resources().await.expect("resources");
-        assert_eq!(resources[0].status, "failed");
+        assert_eq!(resources[0].status, ResourceStatus::Failed);
         assert_eq!(
             resources[0].rendered_hash, "r",
             "what was deployed stays recorded"
@@ -1173,9 +1312,9 @@ mod tests {
             .await
             .expect("history");
         assert_eq!(history.len(), 2);
-        assert_eq!(history[0].status, "failed");
+        assert_eq!(history[0].status, DeploymentStatus::Failed);
         assert_eq!(history[0].error.as_deref(), Some("boom"));
-        assert_eq!(history[1].status, "succeeded");
+        assert_eq!(history[1].status, DeploymentStatus::Succeeded);
         assert!(
             store
                 .finish_deployment(id2, &Outcome::Deleted)
@@ -1239,5 +1378,154 @@ mod tests {
     async fn bad_url_is_explained() {
         let err = Store::open("mysql://x").await.expect_err("bad url");
         assert!(err.to_string().contains("sqlite://"), "{err}");
+    }
+
+    fn release(template: &str, major: u32, minor: u32, registered: bool) -> TemplateVersionRecord {
+        TemplateVersionRecord {
+            template: template.into(),
+            version: Version { major, minor },
+            kind: "service".into(),
+            repo: "platform".into(),
+            tag: format!("{template}/v{major}.{minor}"),
+            commit: "c".into(),
+            registered,
+            reason: None,
+            release_notes: None,
+        }
+    }
+
+    fn on(id: &str, template: &str, major: u32, minor: u32) -> ResourceRecord {
+        let mut r = record(id);
+        r.template = template.into();
+        r.version = Version { major, minor };
+        r
+    }
+
+    #[test]
+    fn rollout_progress_counts_the_newest_registered_minor_per_major() {
+        let versions = [
+            release("web", 1, 0, true),
+            release("web", 1, 2, true),
+            release("web", 1, 3, false), // rejected: not a rollout target
+            release("web", 2, 0, true),
+            release("db", 1, 1, true), // nothing runs it: no row
+        ];
+        let resources = [
+            on("service_instance/a/a-dev", "web", 1, 2),
+            on("service_instance/a/a-prod", "web", 1, 0),
+            on("service_instance/b/b-dev", "web", 2, 0),
+        ];
+        let halted = BTreeMap::from([
+            (
+                ("web".to_string(), Version { major: 2, minor: 0 }),
+                (true, "b-dev failed".into()),
+            ),
+            (
+                ("web".to_string(), Version { major: 1, minor: 2 }),
+                (false, "resumed".into()),
+            ),
+        ]);
+        let rows = rollout_progress(&halted, &versions, &resources);
+        let got: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.template.as_str(),
+                    r.version.to_string(),
+                    r.done,
+                    r.total,
+                    r.state(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("web", "1.2".to_string(), 1, 2, RolloutState::InProgress),
+                ("web", "2.0".to_string(), 1, 1, RolloutState::Halted),
+            ]
+        );
+        assert_eq!(rows[1].halted.as_deref(), Some("b-dev failed"));
+        assert_eq!(
+            serde_json::to_value(&rows[0]).expect("json"),
+            serde_json::json!({"template": "web", "version": "1.2", "done": 1, "total": 2, "halted": null})
+        );
+        let complete = rollout_progress(&BTreeMap::new(), &versions[..2], &resources[..1]);
+        assert_eq!(complete[0].state(), RolloutState::Complete);
+    }
+
+    #[tokio::test]
+    async fn overview_holds_the_newest_deployment_of_each_resource() {
+        let (_dir, store) = store().await;
+        for (resource, outcome) in [
+            (
+                "environment/dev",
+                Outcome::Succeeded(record("environment/dev")),
+            ),
+            (
+                "environment/dev",
+                Outcome::Failed {
+                    error: "boom".into(),
+                    retryable: false,
+                },
+            ),
+            (
+                "environment/prod",
+                Outcome::Succeeded(record("environment/prod")),
+            ),
+        ] {
+            let id = store
+                .begin_deployment(&new_dep(resource))
+                .await
+                .expect("begin");
+            store.finish_deployment(id, &outcome).await.expect("finish");
+        }
+        let in_flight = store
+            .begin_deployment(&new_dep("environment/prod"))
+            .await
+            .expect("begin");
+        let overview = store.overview().await.expect("overview");
+        assert_eq!(overview.resources.len(), 2);
+        let dev = &overview.last_deployments["environment/dev"];
+        assert_eq!(dev.status, DeploymentStatus::Failed);
+        assert_eq!(dev.error.as_deref(), Some("boom"));
+        let prod = &overview.last_deployments["environment/prod"];
+        assert_eq!(
+            (prod.id, prod.status),
+            (in_flight, DeploymentStatus::InProgress)
+        );
+        for (id, last) in &overview.last_deployments {
+            let newest = store.deployments(Some(id), 1).await.expect("history");
+            assert_eq!(newest.first(), Some(last), "{id}");
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_stored_statuses_are_corrupt_rows() {
+        let (_dir, store) = store().await;
+        let id = store
+            .begin_deployment(&new_dep("environment/dev"))
+            .await
+            .expect("begin");
+        store
+            .finish_deployment(id, &Outcome::Succeeded(record("environment/dev")))
+            .await
+            .expect("finish");
+        sqlx::query("UPDATE resources SET status = 'deleting'")
+            .execute(&store.pool)
+            .await
+            .expect("update");
+        let err = store.resources().await.expect_err("unknown status");
+        assert!(
+            matches!(
+                err,
+                StateError::Corrupt {
+                    table: "resources",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("deleting"), "{err}");
     }
 }

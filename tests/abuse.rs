@@ -134,7 +134,7 @@ impl World {
                     r.version.to_string(),
                     r.input_hash,
                     r.rendered_hash,
-                    r.status,
+                    r.status.to_string(),
                 )
             })
             .collect();

@@ -116,7 +116,7 @@ impl World {
                     input_hash: r.desired.input_hash.clone(),
                     rendered_hash: rendered_hash.clone(),
                     outputs,
-                    status: "deployed".into(),
+                    status: protond::model::ResourceStatus::Deployed,
                     spec_commit: r.spec_commit.clone(),
                     updated_at: String::new(),
                 })

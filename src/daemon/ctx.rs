@@ -189,6 +189,7 @@ impl Ctx {
                 crate::propose::sync(
                     &ctx.config,
                     &ctx.store,
+                    &ctx.telemetry,
                     &snapshot,
                     &deployed,
                     &ctx.proposal_backoff,

@@ -36,9 +36,16 @@ use crate::catalog::schema::{InputKind, PropertyInfo};
 use crate::config::{Config, ForgeConfig, SpecRepo};
 use crate::desired::{self, Snapshot, SpecEntry, SpecRepoState};
 use crate::forge::{self, AnyForge, Forge as _, ForgeError, PullRequestDraft, PullState};
+use crate::model::{ProposalState, ResourceId};
 use crate::plan::DesiredState;
 use crate::spec::SpecFile;
 use crate::state::{ProposalRecord, ResourceRecord, StateError, Store};
+use crate::telemetry::Telemetry;
+use crate::telemetry::events::{
+    ProposalAdopted, ProposalCloseFailed, ProposalDeclined, ProposalEdited, ProposalFailed,
+    ProposalInvalid, ProposalMerged, ProposalOpened, ProposalRateLimited, ProposalRetired,
+    ProposalUpdated,
+};
 
 use rewrite::{InputEdit, Rewritten};
 
@@ -461,15 +468,15 @@ fn render_changes(
 /// Ids of the resources a spec file declares (components are not templated: unaffected).
 fn owned_ids(spec: &SpecFile) -> Vec<String> {
     match spec {
-        SpecFile::Environment(e) => vec![desired::environment_id(&e.name)],
+        SpecFile::Environment(e) => vec![ResourceId::environment(&e.name).to_string()],
         SpecFile::Service(s) => {
             let mut ids: Vec<String> = s
                 .instances
                 .iter()
-                .map(|i| desired::instance_id(&s.name, &i.name))
+                .map(|i| ResourceId::service_instance(&s.name, &i.name).to_string())
                 .collect();
             if s.pipeline.is_some() {
-                ids.push(desired::pipeline_id(&s.name));
+                ids.push(ResourceId::pipeline(&s.name).to_string());
             }
             ids
         }
@@ -691,7 +698,7 @@ fn incompatible_services(
             for i in s.instances.iter().filter(|i| i.environment == env) {
                 out.push(format!(
                     "`{}` ({} v{}, `{}` in `{}`)",
-                    desired::instance_id(&s.name, &i.name),
+                    ResourceId::service_instance(&s.name, &i.name),
                     t.name,
                     t.major,
                     f.path,
@@ -709,7 +716,7 @@ fn environment_of(spec: &SpecFile, id: &str) -> Option<String> {
         SpecFile::Service(s) => s
             .instances
             .iter()
-            .find(|i| desired::instance_id(&s.name, &i.name) == id)
+            .find(|i| ResourceId::service_instance(&s.name, &i.name).to_string() == id)
             .map(|i| i.environment.clone()),
     }
 }
@@ -745,18 +752,29 @@ enum StepError {
     Other(String),
 }
 
+/// What one pass has done so far: the report it returns, and where its events count.
+struct Pass<'a> {
+    report: SyncReport,
+    telemetry: &'a Telemetry,
+}
+
 /// Opens, updates and closes pull requests so that they match the snapshot. Spec repos
-/// without a forge are skipped. One file's failure never stops the others.
+/// without a forge are skipped. One file's failure never stops the others. Every outcome is
+/// logged and counted through `telemetry`'s proposal events.
 pub async fn sync(
     config: &Config,
     store: &Store,
+    telemetry: &Telemetry,
     snapshot: &Snapshot,
     deployed: &[ResourceRecord],
     backoff: &Backoff,
 ) -> SyncReport {
-    let mut report = SyncReport::default();
+    let mut pass = Pass {
+        report: SyncReport::default(),
+        telemetry,
+    };
     if !config.proposals.enabled {
-        return report;
+        return pass.report;
     }
     let cands = candidates(config, snapshot);
     let mut wanted = Vec::new();
@@ -768,9 +786,14 @@ pub async fn sync(
         match build(c, snapshot, deployed, config) {
             Ok(p) => wanted.push((c.repo, p)),
             Err(e) => {
-                tracing::warn!(repo = %c.repo.name, file = %c.entry.path, "Cannot propose the upgrade: {e}");
+                ProposalInvalid {
+                    repo: &c.repo.name,
+                    file: &c.entry.path,
+                    error: &e,
+                }
+                .emit(telemetry);
                 unbuilt.insert((c.repo.name.clone(), c.entry.path.clone()));
-                report.errors.push(e);
+                pass.report.errors.push(e);
             }
         }
     }
@@ -787,7 +810,7 @@ pub async fn sync(
         let Some(forge_cfg) = &repo.forge else {
             continue;
         };
-        match ensure(config, store, repo, forge_cfg, p, &mut report).await {
+        match ensure(config, store, repo, forge_cfg, p, &mut pass).await {
             Ok(()) => {
                 if let Ok(mut b) = backoff.lock() {
                     b.remove(&key);
@@ -812,11 +835,17 @@ pub async fn sync(
                 } else {
                     0
                 };
-                tracing::warn!(
-                    repo = %repo.name, file = %p.path, template = %p.template, to = p.to_major, retry, retry_in_secs = wait,
-                    "Upgrade pull request not brought up to date: {e}"
-                );
-                report
+                ProposalFailed {
+                    repo: &repo.name,
+                    file: &p.path,
+                    template: &p.template,
+                    to: p.to_major,
+                    retry,
+                    retry_in_secs: wait,
+                    error: &e,
+                }
+                .emit(telemetry);
+                pass.report
                     .errors
                     .push(format!("{}: {}: {e}", repo.name, p.path));
             }
@@ -826,16 +855,16 @@ pub async fn sync(
     let open = match store.proposals().await {
         Ok(rows) => rows,
         Err(e) => {
-            report.errors.push(e.to_string());
-            return report;
+            pass.report.errors.push(e.to_string());
+            return pass.report;
         }
     };
     if !snapshot.template_repo_errors.is_empty() {
         // Part of the catalogue is unknown: "no longer wanted" cannot be told apart from
         // "not seen". Retire nothing this pass.
-        return finish_report(report);
+        return finish_report(pass.report);
     }
-    for row in open.into_iter().filter(|r| r.state == "open") {
+    for row in open.into_iter().filter(|r| r.state == ProposalState::Open) {
         if wanted
             .iter()
             .any(|(r, p)| r.name == row.repo && p.path == row.path)
@@ -876,12 +905,16 @@ pub async fn sync(
                 None => "the spec no longer names a template".to_string(),
             },
         };
-        if let Err(e) = retire(config, store, repo, forge_cfg, row, &reason, &mut report).await {
-            tracing::warn!(repo = %repo.name, "Could not close a superseded upgrade pull request: {e}");
-            report.errors.push(e.to_string());
+        if let Err(e) = retire(config, store, repo, forge_cfg, row, &reason, &mut pass).await {
+            ProposalCloseFailed {
+                repo: &repo.name,
+                error: &e,
+            }
+            .emit(telemetry);
+            pass.report.errors.push(e.to_string());
         }
     }
-    finish_report(report)
+    finish_report(pass.report)
 }
 
 fn finish_report(report: SyncReport) -> SyncReport {
@@ -972,7 +1005,7 @@ fn record(p: &Proposal, forge: &ForgeConfig, created_at: String) -> ProposalReco
         forge: forge.kind.as_str().to_string(),
         number: None,
         url: None,
-        state: "open".into(),
+        state: ProposalState::Open,
         head: None,
         content: p.content.clone(),
         edited: false,
@@ -987,15 +1020,19 @@ async fn ensure(
     repo: &SpecRepo,
     forge_cfg: &ForgeConfig,
     p: &Proposal,
-    report: &mut SyncReport,
+    pass: &mut Pass<'_>,
 ) -> Result<(), StepError> {
     let forge = AnyForge::new(forge_cfg);
     let existing = store.proposal(&p.repo, &p.path).await?;
     if let Some(row) = &existing {
-        match row.state.as_str() {
-            "open" if row.content == p.content => return Ok(()),
-            "declined" | "merged" if row.to_major >= i64::from(p.to_major) => return Ok(()),
-            "open" => {
+        match row.state {
+            ProposalState::Open if row.content == p.content => return Ok(()),
+            ProposalState::Declined | ProposalState::Merged
+                if row.to_major >= i64::from(p.to_major) =>
+            {
+                return Ok(());
+            }
+            ProposalState::Open => {
                 let pr = match row.number {
                     Some(n) => Some(forge.get(n).await?),
                     None => None,
@@ -1003,29 +1040,39 @@ async fn ensure(
                 match pr.map(|x| x.state) {
                     Some(PullState::Closed) if row.to_major == i64::from(p.to_major) => {
                         let mut row = row.clone();
-                        row.state = "declined".into();
+                        row.state = ProposalState::Declined;
                         row.updated_at = crate::state::now();
                         store.put_proposal(&row).await?;
-                        tracing::info!(repo = %p.repo, file = %p.path, "Upgrade pull request was closed unmerged; not proposing v{} again.", p.to_major);
+                        ProposalDeclined {
+                            repo: &p.repo,
+                            file: &p.path,
+                            to: p.to_major,
+                        }
+                        .emit(pass.telemetry);
                         return Ok(());
                     }
                     Some(PullState::Merged) if row.to_major == i64::from(p.to_major) => {
                         // Merged: the spec follows shortly. Never propose the same upgrade twice.
                         let mut row = row.clone();
-                        row.state = "merged".into();
+                        row.state = ProposalState::Merged;
                         row.updated_at = crate::state::now();
                         store.put_proposal(&row).await?;
-                        report.merged += 1;
+                        pass.report.merged += 1;
+                        ProposalMerged {
+                            repo: &p.repo,
+                            file: &p.path,
+                            to: p.to_major,
+                        }
+                        .emit(pass.telemetry);
                         return Ok(());
                     }
                     Some(PullState::Closed | PullState::Merged) => {} // open a new one below
                     Some(PullState::Open) | None => {
-                        return update(config, store, repo, forge_cfg, &forge, row, p, report)
-                            .await;
+                        return update(config, store, repo, forge_cfg, &forge, row, p, pass).await;
                     }
                 }
             }
-            _ => {}
+            ProposalState::Closed | ProposalState::Declined | ProposalState::Merged => {}
         }
     }
     // Open a new pull request.
@@ -1034,8 +1081,13 @@ async fn ensure(
     )
     .to_string();
     if store.proposals_opened_since(&since).await? >= config.proposals.max_per_hour {
-        report.rate_limited += 1;
-        tracing::info!(repo = %p.repo, file = %p.path, limit = config.proposals.max_per_hour, "Upgrade pull request waits: the hourly limit is reached.");
+        pass.report.rate_limited += 1;
+        ProposalRateLimited {
+            repo: &p.repo,
+            file: &p.path,
+            limit: config.proposals.max_per_hour,
+        }
+        .emit(pass.telemetry);
         return Ok(());
     }
     let git_dir = mirror_dir(config, &repo.url)?;
@@ -1054,8 +1106,13 @@ async fn ensure(
         row.edited = !ours;
         row.content = String::new();
         store.put_proposal(&row).await?;
-        tracing::info!(repo = %p.repo, file = %p.path, number = pr.number, "Found the open upgrade pull request of this file; updating it.");
-        return update(config, store, repo, forge_cfg, &forge, &row, p, report).await;
+        ProposalAdopted {
+            repo: &p.repo,
+            file: &p.path,
+            number: pr.number,
+        }
+        .emit(pass.telemetry);
+        return update(config, store, repo, forge_cfg, &forge, &row, p, pass).await;
     }
     let commit = write_commit(config, repo, p).await?;
     forge::push_branch(&git_dir, &repo.url, &commit, &p.branch, forge_cfg).await?;
@@ -1068,19 +1125,17 @@ async fn ensure(
         row.url = Some(pr.url.clone());
     }
     store.put_proposal(&row).await?;
-    report.opened += 1;
-    match &pr {
-        Some(pr) => tracing::info!(
-            repo = %p.repo, file = %p.path, template = %p.template, from = p.from_major, to = p.to_major,
-            number = pr.number, url = %pr.url,
-            "Opened an upgrade pull request."
-        ),
-        None => tracing::info!(
-            repo = %p.repo, file = %p.path, template = %p.template, from = p.from_major, to = p.to_major,
-            branch = %p.branch,
-            "Pushed an upgrade branch; this forge has no API, so open the pull request by hand."
-        ),
+    pass.report.opened += 1;
+    ProposalOpened {
+        repo: &p.repo,
+        file: &p.path,
+        template: &p.template,
+        from: p.from_major,
+        to: p.to_major,
+        branch: &p.branch,
+        pull_request: pr.as_ref().map(|pr| (pr.number, pr.url.as_str())),
     }
+    .emit(pass.telemetry);
     Ok(())
 }
 
@@ -1093,7 +1148,7 @@ async fn update(
     forge: &AnyForge,
     row: &ProposalRecord,
     p: &Proposal,
-    report: &mut SyncReport,
+    pass: &mut Pass<'_>,
 ) -> Result<(), StepError> {
     let git_dir = mirror_dir(config, &repo.url)?;
     let mut row = row.clone();
@@ -1101,7 +1156,12 @@ async fn update(
         let head = forge::remote_head(&git_dir, &repo.url, &row.branch, forge_cfg).await?;
         if head.is_some() && head != row.head {
             row.edited = true;
-            tracing::warn!(repo = %p.repo, file = %p.path, branch = %row.branch, "Someone else pushed to the upgrade branch; protond no longer overwrites it.");
+            ProposalEdited {
+                repo: &p.repo,
+                file: &p.path,
+                branch: &row.branch,
+            }
+            .emit(pass.telemetry);
         }
     }
     let mut body = p.body.clone();
@@ -1130,11 +1190,15 @@ async fn update(
     row.content = p.content.clone();
     row.updated_at = crate::state::now();
     store.put_proposal(&row).await?;
-    report.updated += 1;
-    tracing::info!(
-        repo = %p.repo, file = %p.path, template = %p.template, to = p.to_major,
-        number = row.number, "Updated the upgrade pull request."
-    );
+    pass.report.updated += 1;
+    ProposalUpdated {
+        repo: &p.repo,
+        file: &p.path,
+        template: &p.template,
+        to: p.to_major,
+        number: row.number,
+    }
+    .emit(pass.telemetry);
     Ok(())
 }
 
@@ -1145,7 +1209,7 @@ async fn retire(
     forge_cfg: &ForgeConfig,
     mut row: ProposalRecord,
     reason: &str,
-    report: &mut SyncReport,
+    pass: &mut Pass<'_>,
 ) -> Result<(), StepError> {
     let forge = AnyForge::new(forge_cfg);
     let state = match row.number {
@@ -1155,12 +1219,12 @@ async fn retire(
     let merged_by_hand = reason.starts_with("the spec now follows ") && !reason.contains("another");
     match state {
         PullState::Merged => {
-            row.state = "merged".into();
-            report.merged += 1;
+            row.state = ProposalState::Merged;
+            pass.report.merged += 1;
         }
         PullState::Closed => {
-            row.state = "closed".into();
-            report.closed += 1;
+            row.state = ProposalState::Closed;
+            pass.report.closed += 1;
         }
         PullState::Open => {
             if let Some(n) = row.number {
@@ -1176,17 +1240,23 @@ async fn retire(
                 }
             }
             if row.number.is_none() && merged_by_hand {
-                row.state = "merged".into();
-                report.merged += 1;
+                row.state = ProposalState::Merged;
+                pass.report.merged += 1;
             } else {
-                row.state = "closed".into();
-                report.closed += 1;
+                row.state = ProposalState::Closed;
+                pass.report.closed += 1;
             }
         }
     }
     row.updated_at = crate::state::now();
     store.put_proposal(&row).await?;
-    tracing::info!(repo = %row.repo, file = %row.path, state = %row.state, "Upgrade pull request retired: {reason}.");
+    ProposalRetired {
+        repo: &row.repo,
+        file: &row.path,
+        state: row.state,
+        reason,
+    }
+    .emit(pass.telemetry);
     Ok(())
 }
 

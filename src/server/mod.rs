@@ -37,7 +37,11 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::daemon::Ctx;
-use crate::plan::ResourceKind;
+use crate::model::{ResourceId, ResourceKind, Version};
+use crate::telemetry::events::{
+    IgnoredBecause, RejectedBecause, SelfManagedOutcomeReported, WebhookAccepted, WebhookIgnored,
+    WebhookRejected, WebhookSource,
+};
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 
@@ -243,16 +247,17 @@ async fn templates(State(app): State<App>) -> Response {
 }
 
 async fn status_rows(app: &App) -> Result<Vec<crate::ops::StatusRow>, Response> {
-    crate::ops::status(&app.ctx.store)
-        .await
-        .map_err(|e| store_error(&e))
+    match app.ctx.store.overview().await {
+        Ok(overview) => Ok(crate::ops::status(&overview)),
+        Err(e) => Err(store_error(&e)),
+    }
 }
 
 async fn environments(State(app): State<App>) -> Response {
     match status_rows(&app).await {
         Ok(rows) => axum::Json(
             rows.into_iter()
-                .filter(|r| r.kind == ResourceKind::Environment.as_str())
+                .filter(|r| r.kind == ResourceKind::Environment)
                 .collect::<Vec<_>>(),
         )
         .into_response(),
@@ -266,25 +271,29 @@ async fn services(State(app): State<App>) -> Response {
         Err(r) => return r,
     };
     let mut by_service: std::collections::BTreeMap<String, Value> = Default::default();
-    for r in rows
-        .into_iter()
-        .filter(|r| r.kind != ResourceKind::Environment.as_str())
-    {
-        let mut parts = r.id.split('/');
-        let kind = parts.next().unwrap_or_default().to_string();
-        let service = parts.next().unwrap_or_default().to_string();
-        let entry = by_service.entry(service.clone()).or_insert_with(
+    for r in rows {
+        let id = match ResourceId::parse(&r.id) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(error = %e, "A recorded resource has a malformed id; left out of /api/v1/services.");
+                continue;
+            }
+        };
+        let Some(service) = id.service() else {
+            continue; // an environment
+        };
+        let entry = by_service.entry(service.to_string()).or_insert_with(
             || json!({ "service": service, "instances": [], "pipeline": null, "components": [] }),
         );
         let row = serde_json::to_value(&r).unwrap_or(Value::Null);
-        match kind.as_str() {
-            "service_instance" => {
+        match id.kind() {
+            ResourceKind::ServiceInstance => {
                 if let Some(a) = entry["instances"].as_array_mut() {
                     a.push(row);
                 }
             }
-            "pipeline" => entry["pipeline"] = row,
-            _ => {
+            ResourceKind::Pipeline => entry["pipeline"] = row,
+            ResourceKind::Component | ResourceKind::Environment => {
                 if let Some(a) = entry["components"].as_array_mut() {
                     a.push(row);
                 }
@@ -337,7 +346,7 @@ async fn deployments(State(app): State<App>, Query(q): Query<DeploymentsQuery>) 
 }
 
 async fn rollouts(State(app): State<App>) -> Response {
-    match crate::ops::rollouts(&app.ctx.store).await {
+    match app.ctx.store.rollout_progress().await {
         Ok(rows) => axum::Json(rows).into_response(),
         Err(e) => store_error(&e),
     }
@@ -375,11 +384,7 @@ async fn rollout_action(
             );
         }
     };
-    let Some(v) = version
-        .strip_prefix('v')
-        .and_then(|v| v.split_once('.'))
-        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
-    else {
+    let Some(v) = version.strip_prefix('v').and_then(Version::parse) else {
         return error(
             StatusCode::BAD_REQUEST,
             format!("{version:?} is not a version like v1.2"),
@@ -399,10 +404,7 @@ async fn rollout_action(
         }
     };
     let reason = reason.unwrap_or_else(|| format!("{action} requested through the API"));
-    let version = crate::plan::Version {
-        major: v.0,
-        minor: v.1,
-    };
+    let version = v;
     match app
         .ctx
         .store
@@ -519,16 +521,26 @@ async fn notify(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Resp
     {
         Ok(outcome) => {
             let id = crate::provision::self_managed::resource_id_from(resource);
-            let (label, action) = match &outcome {
-                crate::state::Outcome::Succeeded(_) => ("succeeded", "apply"),
-                crate::state::Outcome::Deleted => ("deleted", "delete"),
-                _ => ("failed", "apply"),
+            let recorded = match &outcome {
+                crate::state::Outcome::Succeeded(_) => "succeeded",
+                crate::state::Outcome::Deleted => "deleted",
+                crate::state::Outcome::Failed { .. } | crate::state::Outcome::Interrupted => {
+                    "failed"
+                }
             };
-            let kind = id.split('/').next().unwrap_or_default().to_string();
-            app.ctx.telemetry.deployment(&kind, action, label);
-            tracing::info!(resource = %id, outcome = label, "Self-managed deployment outcome reported.");
+            match ResourceId::parse(&id) {
+                Ok(rid) => SelfManagedOutcomeReported {
+                    resource: &rid,
+                    outcome: &outcome,
+                }
+                .emit(&app.ctx.telemetry),
+                // Unreachable in practice: a waiting record exists only for a valid id.
+                Err(e) => {
+                    tracing::warn!(error = %e, "Self-managed deployment outcome recorded for a malformed id.")
+                }
+            }
             app.ctx.poke();
-            axum::Json(json!({ "resource": id, "recorded": label })).into_response()
+            axum::Json(json!({ "resource": id, "recorded": recorded })).into_response()
         }
         Err(crate::provision::self_managed::NotifyError::State(e)) => store_error(&e),
         Err(e) => error(StatusCode::CONFLICT, e.to_string()),
@@ -586,23 +598,22 @@ fn normalize_url(url: &str) -> String {
     rest.to_ascii_lowercase()
 }
 
-fn webhook_result(app: &App, result: &str) {
-    app.ctx
-        .telemetry
-        .webhooks
-        .get_or_create(&crate::telemetry::StateLabels {
-            state: result.into(),
-        })
-        .inc();
+fn rejected(app: &App, source: WebhookSource, because: RejectedBecause) {
+    WebhookRejected { source, because }.emit(&app.ctx.telemetry);
 }
 
-fn act_on_push(app: &App, source: &str, event: &str, body: &[u8]) -> Response {
+fn act_on_push(app: &App, source: WebhookSource, event: &str, body: &[u8]) -> Response {
     let relevant = matches!(
         event,
         "push" | "create" | "Push Hook" | "Tag Push Hook" | "release"
     );
     if !relevant {
-        webhook_result(app, "ignored");
+        WebhookIgnored {
+            source,
+            event,
+            because: IgnoredBecause::NotAPush,
+        }
+        .emit(&app.ctx.telemetry);
         return (
             StatusCode::ACCEPTED,
             axum::Json(json!({ "ignored": format!("event {event:?} does not change repos") })),
@@ -612,26 +623,30 @@ fn act_on_push(app: &App, source: &str, event: &str, body: &[u8]) -> Response {
     let payload: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
-            webhook_result(app, "rejected");
+            rejected(app, source, RejectedBecause::NotJson);
             return error(StatusCode::BAD_REQUEST, format!("payload is not JSON: {e}"));
         }
     };
     let repos = matching_repos(&app.ctx, &payload);
     if repos.is_empty() {
-        webhook_result(app, "ignored");
-        tracing::info!(
+        WebhookIgnored {
             source,
             event,
-            "Webhook for a repo protond does not watch; ignored."
-        );
+            because: IgnoredBecause::UnwatchedRepo,
+        }
+        .emit(&app.ctx.telemetry);
         return (
             StatusCode::ACCEPTED,
             axum::Json(json!({ "ignored": "no configured repo matches this payload" })),
         )
             .into_response();
     }
-    webhook_result(app, "accepted");
-    tracing::info!(source, event, repos = ?repos, "Webhook accepted; fetching now.");
+    WebhookAccepted {
+        source,
+        event,
+        repos: &repos,
+    }
+    .emit(&app.ctx.telemetry);
     app.ctx
         .request_cycle(crate::desired::Fetch::Only(repos.iter().cloned().collect()));
     (
@@ -643,7 +658,7 @@ fn act_on_push(app: &App, source: &str, event: &str, body: &[u8]) -> Response {
 
 async fn github_webhook(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(secret) = &app.secrets.github else {
-        webhook_result(&app, "rejected");
+        rejected(&app, WebhookSource::GitHub, RejectedBecause::Disabled);
         return error(
             StatusCode::FORBIDDEN,
             "GitHub webhooks are disabled: set the variable named by server.github_secret_env",
@@ -663,8 +678,7 @@ async fn github_webhook(State(app): State<App>, headers: HeaderMap, body: Bytes)
             .unwrap_or(false)
     });
     if !valid {
-        webhook_result(&app, "rejected");
-        tracing::warn!("Rejected a GitHub webhook: missing or wrong X-Hub-Signature-256.");
+        rejected(&app, WebhookSource::GitHub, RejectedBecause::BadCredentials);
         return error(StatusCode::UNAUTHORIZED, "bad signature");
     }
     let event = headers
@@ -673,15 +687,20 @@ async fn github_webhook(State(app): State<App>, headers: HeaderMap, body: Bytes)
         .unwrap_or("")
         .to_string();
     if event == "ping" {
-        webhook_result(&app, "ignored");
+        WebhookIgnored {
+            source: WebhookSource::GitHub,
+            event: &event,
+            because: IgnoredBecause::Ping,
+        }
+        .emit(&app.ctx.telemetry);
         return axum::Json(json!({ "pong": true })).into_response();
     }
-    act_on_push(&app, "github", &event, &body)
+    act_on_push(&app, WebhookSource::GitHub, &event, &body)
 }
 
 async fn gitlab_webhook(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(token) = &app.secrets.gitlab else {
-        webhook_result(&app, "rejected");
+        rejected(&app, WebhookSource::GitLab, RejectedBecause::Disabled);
         return error(
             StatusCode::FORBIDDEN,
             "GitLab webhooks are disabled: set the variable named by server.gitlab_token_env",
@@ -692,8 +711,7 @@ async fn gitlab_webhook(State(app): State<App>, headers: HeaderMap, body: Bytes)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if !same_secret(given, token) {
-        webhook_result(&app, "rejected");
-        tracing::warn!("Rejected a GitLab webhook: missing or wrong X-Gitlab-Token.");
+        rejected(&app, WebhookSource::GitLab, RejectedBecause::BadCredentials);
         return error(StatusCode::UNAUTHORIZED, "bad token");
     }
     let event = headers
@@ -701,7 +719,7 @@ async fn gitlab_webhook(State(app): State<App>, headers: HeaderMap, body: Bytes)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    act_on_push(&app, "gitlab", &event, &body)
+    act_on_push(&app, WebhookSource::GitLab, &event, &body)
 }
 
 async fn status_page(State(app): State<App>) -> Response {
@@ -709,9 +727,7 @@ async fn status_page(State(app): State<App>) -> Response {
         Ok(r) => r,
         Err(r) => return r,
     };
-    let rollouts = crate::ops::rollouts(&app.ctx.store)
-        .await
-        .unwrap_or_default();
+    let rollouts = app.ctx.store.rollout_progress().await.unwrap_or_default();
     let proposals = app.ctx.store.proposals().await.unwrap_or_default();
     let last_cycle = app.ctx.telemetry.last_cycle();
     Html(page::render(&rows, &rollouts, &proposals, last_cycle)).into_response()

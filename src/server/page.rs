@@ -4,8 +4,9 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use crate::ops::{RolloutRow, StatusRow};
-use crate::state::ProposalRecord;
+use crate::model::{ResourceKind, ResourceStatus};
+use crate::ops::StatusRow;
+use crate::state::{ProposalRecord, RolloutProgress};
 
 /// Escapes text for HTML content and attribute values.
 fn esc(s: &str) -> String {
@@ -56,10 +57,9 @@ fn resource_table(out: &mut String, rows: &[&StatusRow]) {
         "<table><thead><tr><th>Resource</th><th>Template</th><th>Version</th><th>Status</th><th>Updates</th><th>Last deployment</th></tr></thead><tbody>"
     );
     for r in rows {
-        let status_class = match r.status.as_str() {
-            "deployed" => "ok",
-            "failed" => "bad",
-            _ => "warn",
+        let status_class = match r.status {
+            ResourceStatus::Deployed => "ok",
+            ResourceStatus::Failed => "bad",
         };
         let last = r.last_deployment.as_ref().map_or_else(
             || "<span class=\"muted\">none</span>".to_string(),
@@ -69,7 +69,7 @@ fn resource_table(out: &mut String, rows: &[&StatusRow]) {
                     d.id,
                     esc(&d.action),
                     esc(&d.version),
-                    esc(&d.status),
+                    d.status,
                     esc(d.finished_at.as_deref().unwrap_or(&d.started_at))
                 );
                 if let Some(e) = &d.error {
@@ -84,7 +84,7 @@ fn resource_table(out: &mut String, rows: &[&StatusRow]) {
             esc(&r.id),
             esc(&r.template),
             esc(&r.version),
-            esc(&r.status),
+            r.status,
             update_cell(r)
         );
     }
@@ -95,7 +95,7 @@ fn resource_table(out: &mut String, rows: &[&StatusRow]) {
 #[must_use]
 pub fn render(
     rows: &[StatusRow],
-    rollouts: &[RolloutRow],
+    rollouts: &[RolloutProgress],
     proposals: &[ProposalRecord],
     last_cycle: Option<SystemTime>,
 ) -> String {
@@ -109,7 +109,10 @@ pub fn render(
         .iter()
         .filter(|r| r.minor_available.is_some() || r.major_available.is_some())
         .count();
-    let failed = rows.iter().filter(|r| r.status == "failed").count();
+    let failed = rows
+        .iter()
+        .filter(|r| r.status == ResourceStatus::Failed)
+        .count();
     let _ = writeln!(
         out,
         "<p class=\"meta\">{} resources, {failed} failed, {outdated} with updates available. Last reconcile: {}.</p>",
@@ -119,8 +122,9 @@ pub fn render(
             |t| humantime::format_rfc3339_seconds(t).to_string()
         )
     );
-    let envs: Vec<&StatusRow> = rows.iter().filter(|r| r.kind == "environment").collect();
-    let others: Vec<&StatusRow> = rows.iter().filter(|r| r.kind != "environment").collect();
+    let (envs, others): (Vec<&StatusRow>, Vec<&StatusRow>) = rows
+        .iter()
+        .partition(|r| r.kind == ResourceKind::Environment);
     let _ = writeln!(out, "<h2>Environments</h2>");
     resource_table(&mut out, &envs);
     let _ = writeln!(
@@ -147,7 +151,7 @@ pub fn render(
                 out,
                 "<tr><td>{} {}</td><td><progress max=\"{}\" value=\"{}\"></progress> {}/{}</td><td class=\"{class}\">{state}</td></tr>",
                 esc(&r.template),
-                esc(&r.version),
+                r.version,
                 r.total,
                 r.done,
                 r.done,
@@ -180,7 +184,7 @@ pub fn render(
                 esc(&p.template),
                 p.from_major,
                 p.to_major,
-                esc(&p.state)
+                p.state
             );
         }
         let _ = writeln!(out, "</tbody></table>");

@@ -1,9 +1,16 @@
-//! Metrics in the Prometheus/OpenMetrics text format.
+//! Metrics in the Prometheus/OpenMetrics text format, and the typed events that move them.
 //!
-//! Counters and the cycle histogram are updated where things happen. Gauges that describe
-//! the state store (resources, rollouts, pull requests) are set from it at scrape time, so
-//! they are right even after a restart. Labels are kinds, actions, outcomes and states, never
-//! stack or resource names, so the series count stays bounded.
+//! Counters and the cycle histogram move only through [`events`]: one type per thing that
+//! happens, whose `emit` writes the log line and counts, so a metric cannot drift from its
+//! log. Gauges that describe the state store (resources, rollouts, pull requests) are set
+//! from it at scrape time, so they are right even after a restart. Labels are kinds,
+//! actions, outcomes and states, never stack or resource names, so the series count stays
+//! bounded; they become text only here.
+//!
+//! This module reads the store (at scrape time) and never writes it; it imports no module
+//! that decides or deploys (`ops`, `daemon`, `provision`).
+
+pub mod events;
 
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -35,6 +42,22 @@ pub struct SourceLabels {
     pub source: String,
 }
 
+/// Labels of a started deployment.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindActionLabels {
+    /// `environment`, `service_instance`, `pipeline` or `component`.
+    pub kind: String,
+    /// `create`, `update` or `delete`.
+    pub action: String,
+}
+
+/// Labels of a proposal outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// What happened, e.g. `updated` or `declined`.
+    pub outcome: String,
+}
+
 /// Labels of a state gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindStatusLabels {
@@ -47,26 +70,26 @@ pub struct KindStatusLabels {
 /// Labels of a state count.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
-    /// State.
+    /// State, e.g. `halted` or `accepted`.
     pub state: String,
 }
 
-/// The daemon's metrics.
+/// The daemon's metrics. Counters move through [`events`]; the public counter fields and
+/// [`Telemetry::deployment`] remain only until the daemon's call sites use the events.
 #[derive(Debug)]
 pub struct Telemetry {
     registry: Registry,
-    /// Reconcile cycles run.
+    /// Reconcile cycles run. Transitional: count with [`events::CycleFinished`].
     pub cycles: Counter,
-    /// Cycle duration in seconds.
+    /// Cycle duration in seconds. Transitional: observe with [`events::CycleFinished`].
     pub cycle_seconds: Histogram,
-    /// Finished deployments.
-    pub deployments: Family<DeploymentLabels, Counter>,
-    /// Failed fetches.
+    deployments: Family<DeploymentLabels, Counter>,
+    deployments_started: Family<KindActionLabels, Counter>,
+    /// Failed fetches. Transitional: count with [`events::FetchFailed`].
     pub fetch_failures: Family<SourceLabels, Counter>,
-    /// Pull requests opened.
-    pub proposals_opened: Counter,
-    /// Webhook deliveries by result.
-    pub webhooks: Family<StateLabels, Counter>,
+    proposals_opened: Counter,
+    proposal_outcomes: Family<OutcomeLabels, Counter>,
+    webhooks: Family<StateLabels, Counter>,
     resources: Family<KindStatusLabels, Gauge>,
     rollouts: Family<StateLabels, Gauge>,
     proposals: Family<StateLabels, Gauge>,
@@ -91,8 +114,10 @@ impl Telemetry {
         let cycles = Counter::default();
         let cycle_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 14));
         let deployments = Family::<DeploymentLabels, Counter>::default();
+        let deployments_started = Family::<KindActionLabels, Counter>::default();
         let fetch_failures = Family::<SourceLabels, Counter>::default();
         let proposals_opened = Counter::default();
+        let proposal_outcomes = Family::<OutcomeLabels, Counter>::default();
         let webhooks = Family::<StateLabels, Counter>::default();
         let resources = Family::<KindStatusLabels, Gauge>::default();
         let rollouts = Family::<StateLabels, Gauge>::default();
@@ -111,6 +136,11 @@ impl Telemetry {
             deployments.clone(),
         );
         registry.register(
+            "deployments_started",
+            "Started deployments by resource kind and action",
+            deployments_started.clone(),
+        );
+        registry.register(
             "fetch_failures",
             "Repos that could not be fetched or read, by source kind",
             fetch_failures.clone(),
@@ -119,6 +149,11 @@ impl Telemetry {
             "proposals_opened",
             "Upgrade pull requests opened (or branches pushed for the git forge)",
             proposals_opened.clone(),
+        );
+        registry.register(
+            "proposal_outcomes",
+            "Upgrade pull request outcomes other than opening (updated, adopted, merged, closed, declined, edited, rate_limited, invalid, failed, close_failed)",
+            proposal_outcomes.clone(),
         );
         registry.register(
             "webhooks",
@@ -155,8 +190,10 @@ impl Telemetry {
             cycles,
             cycle_seconds,
             deployments,
+            deployments_started,
             fetch_failures,
             proposals_opened,
+            proposal_outcomes,
             webhooks,
             resources,
             rollouts,
@@ -169,7 +206,8 @@ impl Telemetry {
         }
     }
 
-    /// Counts a finished deployment.
+    /// Counts a finished deployment. Transitional: emit [`events::DeploymentFinished`]
+    /// instead, which also writes the log line.
     pub fn deployment(&self, kind: &str, action: &str, outcome: &str) {
         self.deployments
             .get_or_create(&DeploymentLabels {
@@ -187,7 +225,7 @@ impl Telemetry {
         }
     }
 
-    /// Records a finished cycle.
+    /// Records when a cycle finished. Transitional: [`events::CycleFinished`] does this.
     pub fn cycled(&self) {
         if let Ok(mut g) = self.last_cycle.lock() {
             *g = Some(SystemTime::now());
@@ -219,29 +257,24 @@ impl Telemetry {
             self.resources
                 .get_or_create(&KindStatusLabels {
                     kind: r.kind.as_str().into(),
-                    status: r.status.clone(),
+                    status: r.status.as_str().into(),
                 })
                 .inc();
         }
         self.rollouts.clear();
-        for r in crate::ops::rollouts(store).await? {
-            let state = if r.halted.is_some() {
-                "halted"
-            } else if r.done == r.total {
-                "complete"
-            } else {
-                "in_progress"
-            };
+        for r in store.rollout_progress().await? {
             self.rollouts
                 .get_or_create(&StateLabels {
-                    state: state.into(),
+                    state: r.state().as_str().into(),
                 })
                 .inc();
         }
         self.proposals.clear();
         for p in store.proposals().await? {
             self.proposals
-                .get_or_create(&StateLabels { state: p.state })
+                .get_or_create(&StateLabels {
+                    state: p.state.as_str().into(),
+                })
                 .inc();
         }
         self.in_flight
@@ -249,13 +282,52 @@ impl Telemetry {
         self.last_fetch_age.set(self.last_fetch().map_or(-1, |t| {
             i64::try_from(t.elapsed().unwrap_or_default().as_secs()).unwrap_or(i64::MAX)
         }));
+        self.encode().map_err(|_| StateError::Corrupt {
+            table: "metrics",
+            detail: "could not encode metrics".into(),
+        })
+    }
+
+    /// The text exposition of every metric as it stands.
+    fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).map_err(|_| {
-            StateError::Corrupt {
-                table: "metrics",
-                detail: "could not encode metrics".into(),
-            }
-        })?;
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::events::{CycleFinished, DeploymentFinished};
+    use super::*;
+    use crate::model::{DeploymentAction, ResourceKind};
+    use crate::state::Outcome;
+
+    #[tokio::test]
+    async fn render_reports_events_and_the_store_gauges() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&format!("sqlite://{}/state.db", dir.path().display()))
+            .await
+            .expect("store");
+        let t = Telemetry::new();
+        DeploymentFinished {
+            resource: "environment/dev",
+            deployment: 1,
+            kind: ResourceKind::Environment,
+            action: DeploymentAction::Create,
+            outcome: &Outcome::Interrupted,
+        }
+        .emit(&t);
+        CycleFinished::default().emit(&t);
+        let text = t.render(&store, 3).await.expect("render");
+        for line in [
+            "protond_deployments_total{kind=\"environment\",action=\"create\",outcome=\"interrupted\"} 1",
+            "protond_reconcile_cycles_total 1",
+            "protond_proposals_opened_total 0",
+            "protond_deployments_in_flight 3",
+            "protond_last_fetch_age_seconds -1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
     }
 }

@@ -1,0 +1,855 @@
+//! One type per thing that happens, whose `emit` writes the log line and moves the metric
+//! together (Vector's `internal_events`), so a counter cannot drift from its log.
+//!
+//! Events carry typed values ([`ResourceKind`], [`DeploymentAction`], [`Outcome`], …);
+//! they become label text only inside `emit`. The log messages are the ones operators and
+//! tests already read. Emit an event where the thing has happened (a deployment is counted
+//! once its outcome is recorded), inside the span that names the resource or cycle.
+//!
+//! Events only log and count: they never read the store or decide anything.
+
+use std::fmt::Display;
+use std::time::{Duration, SystemTime};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+use super::{
+    DeploymentLabels, KindActionLabels, OutcomeLabels, SourceLabels, StateLabels, Telemetry,
+};
+use crate::model::{DeploymentAction, ProposalState, ResourceId, ResourceKind, SourceKind};
+use crate::state::Outcome;
+
+fn count<L>(family: &Family<L, Counter>, labels: &L)
+where
+    L: Clone + std::hash::Hash + Eq,
+{
+    family.get_or_create(labels).inc();
+}
+
+/// The `outcome` label of a finished deployment.
+fn outcome_label(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Succeeded(_) => "succeeded",
+        Outcome::Deleted => "deleted",
+        Outcome::Failed { .. } => "failed",
+        Outcome::Interrupted => "interrupted",
+    }
+}
+
+/// A deployment (create, update or delete) was recorded as started. Counts
+/// `protond_deployments_started_total{kind,action}`; logs "Deployment started." (or
+/// "Delete started.").
+#[derive(Debug, Clone, Copy)]
+pub struct DeploymentStarted<'a> {
+    /// The resource id.
+    pub resource: &'a str,
+    /// The resource's kind.
+    pub kind: ResourceKind,
+    /// What the deployment does.
+    pub action: DeploymentAction,
+    /// Why an update happens (`spec_change`, `minor_upgrade`, …), when it is one.
+    pub reason: Option<&'a str>,
+}
+
+impl DeploymentStarted<'_> {
+    /// Logs and counts.
+    pub fn emit(self, t: &Telemetry) {
+        match self.action {
+            DeploymentAction::Delete => {
+                tracing::info!(resource = %self.resource, "Delete started.")
+            }
+            DeploymentAction::Create | DeploymentAction::Update => {
+                tracing::info!(resource = %self.resource, reason = ?self.reason, "Deployment started.");
+            }
+        }
+        count(
+            &t.deployments_started,
+            &KindActionLabels {
+                kind: self.kind.as_str().into(),
+                action: self.action.as_str().into(),
+            },
+        );
+    }
+}
+
+/// A deployment finished and its outcome is recorded. Counts
+/// `protond_deployments_total{kind,action,outcome}`; logs "Deployment succeeded.",
+/// "Deployment failed." (with the error) or the interruption notice.
+#[derive(Debug, Clone, Copy)]
+pub struct DeploymentFinished<'a> {
+    /// The resource id.
+    pub resource: &'a str,
+    /// The deployment (history row) id.
+    pub deployment: i64,
+    /// The resource's kind.
+    pub kind: ResourceKind,
+    /// What the deployment did.
+    pub action: DeploymentAction,
+    /// How it ended.
+    pub outcome: &'a Outcome,
+}
+
+impl DeploymentFinished<'_> {
+    /// Logs and counts.
+    pub fn emit(self, t: &Telemetry) {
+        let (resource, deployment) = (self.resource, self.deployment);
+        match self.outcome {
+            Outcome::Interrupted => {
+                tracing::warn!(resource = %resource, deployment, "{}", crate::state::INTERRUPTED);
+            }
+            Outcome::Failed { error, retryable } => {
+                tracing::error!(resource = %resource, deployment, error = %error, retryable, "Deployment failed.");
+            }
+            Outcome::Succeeded(_) | Outcome::Deleted => {
+                tracing::info!(resource = %resource, deployment, "Deployment succeeded.");
+            }
+        }
+        count(
+            &t.deployments,
+            &DeploymentLabels {
+                kind: self.kind.as_str().into(),
+                action: self.action.as_str().into(),
+                outcome: outcome_label(self.outcome).into(),
+            },
+        );
+    }
+}
+
+/// The outcome of a self-managed (infrastructure repo) deployment was reported and recorded
+/// (`protond notify` or `POST /api/v1/notify`). Counts
+/// `protond_deployments_total{kind,action,outcome}` with action `apply` (create or update:
+/// the report does not say) or `delete`; logs "Self-managed deployment outcome reported.".
+#[derive(Debug, Clone, Copy)]
+pub struct SelfManagedOutcomeReported<'a> {
+    /// The resource.
+    pub resource: &'a ResourceId,
+    /// The outcome recorded.
+    pub outcome: &'a Outcome,
+}
+
+impl SelfManagedOutcomeReported<'_> {
+    /// Logs and counts.
+    pub fn emit(self, t: &Telemetry) {
+        let (outcome, action) = match self.outcome {
+            Outcome::Succeeded(_) => ("succeeded", "apply"),
+            Outcome::Deleted => ("deleted", "delete"),
+            Outcome::Failed { .. } | Outcome::Interrupted => ("failed", "apply"),
+        };
+        tracing::info!(resource = %self.resource, outcome, "Self-managed deployment outcome reported.");
+        count(
+            &t.deployments,
+            &DeploymentLabels {
+                kind: self.resource.kind().as_str().into(),
+                action: action.into(),
+                outcome: outcome.into(),
+            },
+        );
+    }
+}
+
+/// A repo could not be fetched or read. Counts `protond_fetch_failures_total{source}`; logs
+/// "Template repo could not be read." or "Spec repo could not be read.".
+#[derive(Debug, Clone, Copy)]
+pub struct FetchFailed<'a> {
+    /// Which kind of repo.
+    pub source: SourceKind,
+    /// The repo's configured name.
+    pub repo: &'a str,
+    /// Why (the error chain).
+    pub reason: &'a str,
+}
+
+impl FetchFailed<'_> {
+    /// Logs and counts.
+    pub fn emit(self, t: &Telemetry) {
+        match self.source {
+            SourceKind::Template => {
+                tracing::warn!(repo = %self.repo, reason = %self.reason, "Template repo could not be read.");
+            }
+            SourceKind::Spec => {
+                tracing::warn!(repo = %self.repo, reason = %self.reason, "Spec repo could not be read.");
+            }
+        }
+        count(
+            &t.fetch_failures,
+            &SourceLabels {
+                source: self.source.as_str().into(),
+            },
+        );
+    }
+}
+
+/// A reconcile cycle finished. Counts `protond_reconcile_cycles_total`, observes
+/// `protond_reconcile_duration_seconds` and the time of the last cycle (the status page);
+/// logs "Reconcile cycle finished.".
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CycleFinished {
+    /// Resources desired or deployed.
+    pub resources: usize,
+    /// Deployments started.
+    pub started: usize,
+    /// Changes held (rollout gate, window, backoff, …).
+    pub held: usize,
+    /// In-flight deployments of an earlier process adopted.
+    pub adopted: usize,
+    /// How long the cycle took.
+    pub elapsed: Duration,
+}
+
+impl CycleFinished {
+    /// Logs and counts.
+    pub fn emit(self, t: &Telemetry) {
+        tracing::info!(
+            resources = self.resources,
+            started = self.started,
+            held = self.held,
+            adopted = self.adopted,
+            "Reconcile cycle finished."
+        );
+        t.cycles.inc();
+        t.cycle_seconds.observe(self.elapsed.as_secs_f64());
+        if let Ok(mut g) = t.last_cycle.lock() {
+            *g = Some(SystemTime::now());
+        }
+    }
+}
+
+/// An upgrade pull request was opened, or, for a forge without an API, its branch pushed.
+/// Counts `protond_proposals_opened_total`; logs "Opened an upgrade pull request." (or
+/// "Pushed an upgrade branch; …").
+#[derive(Debug, Clone, Copy)]
+pub struct ProposalOpened<'a> {
+    /// The spec repo.
+    pub repo: &'a str,
+    /// The spec file.
+    pub file: &'a str,
+    /// The template.
+    pub template: &'a str,
+    /// The major the spec follows.
+    pub from: u32,
+    /// The major proposed.
+    pub to: u32,
+    /// The branch pushed.
+    pub branch: &'a str,
+    /// The pull request's number and address, when the forge has an API.
+    pub pull_request: Option<(i64, &'a str)>,
+}
+
+impl ProposalOpened<'_> {
+    /// Logs and counts.
+    pub fn emit(self, t: &Telemetry) {
+        let (repo, file, template, from, to) =
+            (self.repo, self.file, self.template, self.from, self.to);
+        match self.pull_request {
+            Some((number, url)) => tracing::info!(
+                repo = %repo, file = %file, template = %template, from, to, number, url = %url,
+                "Opened an upgrade pull request."
+            ),
+            None => tracing::info!(
+                repo = %repo, file = %file, template = %template, from, to, branch = %self.branch,
+                "Pushed an upgrade branch; this forge has no API, so open the pull request by hand."
+            ),
+        }
+        t.proposals_opened.inc();
+    }
+}
+
+/// What became of an upgrade pull request, other than opening: the `outcome` label of
+/// `protond_proposal_outcomes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProposalOutcome {
+    Updated,
+    Adopted,
+    Merged,
+    Closed,
+    Declined,
+    Edited,
+    RateLimited,
+    Invalid,
+    Failed,
+    CloseFailed,
+}
+
+impl ProposalOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Updated => "updated",
+            Self::Adopted => "adopted",
+            Self::Merged => "merged",
+            Self::Closed => "closed",
+            Self::Declined => "declined",
+            Self::Edited => "edited",
+            Self::RateLimited => "rate_limited",
+            Self::Invalid => "invalid",
+            Self::Failed => "failed",
+            Self::CloseFailed => "close_failed",
+        }
+    }
+
+    fn count(self, t: &Telemetry) {
+        count(
+            &t.proposal_outcomes,
+            &OutcomeLabels {
+                outcome: self.as_str().into(),
+            },
+        );
+    }
+}
+
+/// An open upgrade pull request was brought up to date (branch, title, body). Counts
+/// `protond_proposal_outcomes_total{outcome="updated"}`.
+#[derive(Debug, Clone, Copy)]
+pub struct ProposalUpdated<'a> {
+    /// The spec repo.
+    pub repo: &'a str,
+    /// The spec file.
+    pub file: &'a str,
+    /// The template.
+    pub template: &'a str,
+    /// The major proposed.
+    pub to: u32,
+    /// The pull request's number, when the forge has an API.
+    pub number: Option<i64>,
+}
+
+impl ProposalUpdated<'_> {
+    /// Logs and counts.
+    pub fn emit(self, t: &Telemetry) {
+        tracing::info!(
+            repo = %self.repo, file = %self.file, template = %self.template, to = self.to,
+            number = self.number, "Updated the upgrade pull request."
+        );
+        ProposalOutcome::Updated.count(t);
+    }
+}
+
+/// The open pull request of a spec file was found on the forge (the store had lost it) and
+/// is taken over. Counts `protond_proposal_outcomes_total{outcome="adopted"}`.
+#[derive(Debug, Clone, Copy)]
+pub struct ProposalAdopted<'a> {
+    /// The spec repo.
+    pub repo: &'a str,
+    /// The spec file.
+    pub file: &'a str,
+    /// The pull request's number.
+    pub number: i64,
+}
+
+impl ProposalAdopted<'_> {
+    /// Logs and counts.
+    pub fn emit(self, t: &Telemetry) {
+        tracing::info!(repo = %self.repo, file = %self.file, number = self.number, "Found the open upgrade pull request of this file; updating it.");
+        ProposalOutcome::Adopted.count(t);
+    }
+}
+
+/// An open upgrade pull request was found merged. Counts
+/// `protond_proposal_outcomes_total{outcome="merged"}`.
+#[derive(Debug, Clone, Copy)]
+pub struct ProposalMerged<'a> {
+    /// The spec repo.
+    pub repo: &'a str,
+    /// The spec file.
+    pub file: &'a str,
+    /// The major it proposed.
+    pub to: u32,
+}
+
+impl ProposalMerged<'_> {
+    /// Logs and counts.
+    pub fn emit(self, t: &Telemetry) {
+        tracing::info!(repo = %self.repo, file = %self.file, to = self.to, "Upgrade pull request was merged; the spec change deploys by the ordinary path.");
+        ProposalOutcome::Merged.count(t);
+    }
+}
+
+/// An upgrade pull request was closed unmerged by someone else: that major is not proposed
+/// again. Counts `protond_proposal_outcomes_total{outcome="declined"}`.
+#[derive(Debug, Clone, Copy)]
+pub struct ProposalDeclined<'a> {
+    /// The spec repo.
+    pub repo: &'a str,
+    /// The spec file.
+    pub file: &'a str,
+    /// The major it proposed.
+    pub to: u32,
+}
+
+impl ProposalDeclined<'_> {
+    /// Logs and counts.
+    pub fn emit(self, t: &Telemetry) {
+        tracing::info!(repo = %self.repo, file = %self.file, "Upgrade pull request was closed unmerged; not proposing v{} again.", self.to);
+        ProposalOutcome::Declined.count(t);
+    }
+}
+
+/// Someone else pushed to an upgrade branch: protond stops overwriting it. Counts
+/// `protond_proposal_outcomes_total{outcome="edited"}`.
+#[derive(Debug, Clone, Copy)]
+pub struct ProposalEdited<'a> {
+    /// The spec repo.
+    pub repo: &'a str,
+    /// The spec file.
+    pub file: &'a str,
+    /// The branch.
+    pub branch: &'a str,
+}
+
+impl ProposalEdited<'_> {
+    /// Logs and counts.
+    pub fn emit(self, t: &Telemetry) {
+        tracing::warn!(repo = %self.repo, file = %self.file, branch = %self.branch, "Someone else pushed to the upgrade branch; protond no longer overwrites it.");
+        ProposalOutcome::Edited.count(t);
+    }
+}
+
+/// A new upgrade pull request waits: the hourly limit is reached. Counts
+/// `protond_proposal_outcomes_total{outcome="rate_limited"}`.
+#[derive(Debug, Clone, Copy)]
+pub struct ProposalRateLimited<'a> {
+    /// The spec repo.
+    pub repo: &'a str,
+    /// The spec file.
+    pub file: &'a str,
+    /// Pull requests allowed per hour.
+    pub limit: u32,
+}
+
+impl ProposalRateLimited<'_> {
+    /// Logs and counts.
+    pub fn emit(self, t: &Telemetry) {
+        tracing::info!(repo = %self.repo, file = %self.file, limit = self.limit, "Upgrade pull request waits: the hourly limit is reached.");
+        ProposalOutcome::RateLimited.count(t);
+    }
+}
+
+/// An upgrade pull request no longer needed was closed by protond, or found merged or
+/// closed. Counts `protond_proposal_outcomes_total{outcome}` with the state it ends in
+/// (`merged` or `closed`).
+#[derive(Debug, Clone, Copy)]
+pub struct ProposalRetired<'a> {
+    /// The spec repo.
+    pub repo: &'a str,
+    /// The spec file.
+    pub file: &'a str,
+    /// The state it ends in.
+    pub state: ProposalState,
+    /// Why it is no longer needed.
+    pub reason: &'a str,
+}
+
+impl ProposalRetired<'_> {
+    /// Logs and counts.
+    pub fn emit(self, t: &Telemetry) {
+        tracing::info!(repo = %self.repo, file = %self.file, state = %self.state, "Upgrade pull request retired: {}.", self.reason);
+        match self.state {
+            ProposalState::Merged => ProposalOutcome::Merged,
+            ProposalState::Open | ProposalState::Closed | ProposalState::Declined => {
+                ProposalOutcome::Closed
+            }
+        }
+        .count(t);
+    }
+}
+
+/// The upgrade of a spec file cannot be proposed (its rewrite or rendering failed). Counts
+/// `protond_proposal_outcomes_total{outcome="invalid"}`.
+#[derive(Debug, Clone, Copy)]
+pub struct ProposalInvalid<'a> {
+    /// The spec repo.
+    pub repo: &'a str,
+    /// The spec file.
+    pub file: &'a str,
+    /// Why.
+    pub error: &'a str,
+}
+
+impl ProposalInvalid<'_> {
+    /// Logs and counts.
+    pub fn emit(self, t: &Telemetry) {
+        tracing::warn!(repo = %self.repo, file = %self.file, "Cannot propose the upgrade: {}", self.error);
+        ProposalOutcome::Invalid.count(t);
+    }
+}
+
+/// Opening or updating an upgrade pull request failed; the file backs off. Counts
+/// `protond_proposal_outcomes_total{outcome="failed"}`.
+#[derive(Clone, Copy)]
+pub struct ProposalFailed<'a> {
+    /// The spec repo.
+    pub repo: &'a str,
+    /// The spec file.
+    pub file: &'a str,
+    /// The template.
+    pub template: &'a str,
+    /// The major proposed.
+    pub to: u32,
+    /// Whether the failure looks temporary.
+    pub retry: bool,
+    /// Seconds until the file is tried again.
+    pub retry_in_secs: u64,
+    /// Why.
+    pub error: &'a dyn Display,
+}
+
+impl ProposalFailed<'_> {
+    /// Logs and counts.
+    pub fn emit(self, t: &Telemetry) {
+        tracing::warn!(
+            repo = %self.repo, file = %self.file, template = %self.template, to = self.to,
+            retry = self.retry, retry_in_secs = self.retry_in_secs,
+            "Upgrade pull request not brought up to date: {}", self.error
+        );
+        ProposalOutcome::Failed.count(t);
+    }
+}
+
+/// Closing an upgrade pull request no longer needed failed; it is tried again next pass.
+/// Counts `protond_proposal_outcomes_total{outcome="close_failed"}`.
+#[derive(Clone, Copy)]
+pub struct ProposalCloseFailed<'a> {
+    /// The spec repo.
+    pub repo: &'a str,
+    /// Why.
+    pub error: &'a dyn Display,
+}
+
+impl ProposalCloseFailed<'_> {
+    /// Logs and counts.
+    pub fn emit(self, t: &Telemetry) {
+        tracing::warn!(repo = %self.repo, "Could not close a superseded upgrade pull request: {}", self.error);
+        ProposalOutcome::CloseFailed.count(t);
+    }
+}
+
+/// Which forge sent a webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookSource {
+    /// `POST /webhooks/github`.
+    GitHub,
+    /// `POST /webhooks/gitlab`.
+    GitLab,
+}
+
+impl WebhookSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::GitHub => "github",
+            Self::GitLab => "gitlab",
+        }
+    }
+}
+
+fn count_webhook(t: &Telemetry, state: &str) {
+    count(
+        &t.webhooks,
+        &StateLabels {
+            state: state.into(),
+        },
+    );
+}
+
+/// A verified webhook names watched repos: they are fetched now. Counts
+/// `protond_webhooks_total{state="accepted"}`.
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookAccepted<'a> {
+    /// The forge.
+    pub source: WebhookSource,
+    /// The forge's event name (`push`, `Tag Push Hook`, …).
+    pub event: &'a str,
+    /// The configured repos it names.
+    pub repos: &'a [String],
+}
+
+impl WebhookAccepted<'_> {
+    /// Logs and counts.
+    pub fn emit(self, t: &Telemetry) {
+        tracing::info!(source = self.source.as_str(), event = self.event, repos = ?self.repos, "Webhook accepted; fetching now.");
+        count_webhook(t, "accepted");
+    }
+}
+
+/// Why a verified webhook is not acted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IgnoredBecause {
+    /// GitHub's `ping`, sent when a webhook is created.
+    Ping,
+    /// An event that does not change repos.
+    NotAPush,
+    /// No configured repo matches the payload.
+    UnwatchedRepo,
+}
+
+/// A verified webhook needs no action. Counts `protond_webhooks_total{state="ignored"}`.
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookIgnored<'a> {
+    /// The forge.
+    pub source: WebhookSource,
+    /// The forge's event name.
+    pub event: &'a str,
+    /// Why.
+    pub because: IgnoredBecause,
+}
+
+impl WebhookIgnored<'_> {
+    /// Logs and counts.
+    pub fn emit(self, t: &Telemetry) {
+        let (source, event) = (self.source.as_str(), self.event);
+        match self.because {
+            IgnoredBecause::UnwatchedRepo => tracing::info!(
+                source,
+                event,
+                "Webhook for a repo protond does not watch; ignored."
+            ),
+            IgnoredBecause::Ping => tracing::debug!(source, event, "Webhook ping answered."),
+            IgnoredBecause::NotAPush => {
+                tracing::debug!(
+                    source,
+                    event,
+                    "Webhook event does not change repos; ignored."
+                );
+            }
+        }
+        count_webhook(t, "ignored");
+    }
+}
+
+/// Why a webhook delivery is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectedBecause {
+    /// No secret is configured for this forge: its webhooks are off.
+    Disabled,
+    /// The signature (GitHub) or token (GitLab) is missing or wrong.
+    BadCredentials,
+    /// The verified payload is not JSON.
+    NotJson,
+}
+
+/// A webhook delivery was refused and not acted on. Counts
+/// `protond_webhooks_total{state="rejected"}`.
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookRejected {
+    /// The forge.
+    pub source: WebhookSource,
+    /// Why.
+    pub because: RejectedBecause,
+}
+
+impl WebhookRejected {
+    /// Logs and counts.
+    pub fn emit(self, t: &Telemetry) {
+        let source = self.source.as_str();
+        match (self.because, self.source) {
+            (RejectedBecause::BadCredentials, WebhookSource::GitHub) => {
+                tracing::warn!("Rejected a GitHub webhook: missing or wrong X-Hub-Signature-256.")
+            }
+            (RejectedBecause::BadCredentials, WebhookSource::GitLab) => {
+                tracing::warn!("Rejected a GitLab webhook: missing or wrong X-Gitlab-Token.");
+            }
+            (RejectedBecause::Disabled, _) => tracing::info!(
+                source,
+                "Rejected a webhook: this forge's webhooks are disabled (no secret configured)."
+            ),
+            (RejectedBecause::NotJson, _) => {
+                tracing::info!(source, "Rejected a webhook: its payload is not JSON.");
+            }
+        }
+        count_webhook(t, "rejected");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ProposalState;
+
+    /// The value of the series `name{labels}` in the exposition, if present.
+    fn value(t: &Telemetry, name: &str, labels: &str) -> Option<f64> {
+        let text = t.encode().expect("encode");
+        let series = if labels.is_empty() {
+            name.to_string()
+        } else {
+            format!("{name}{{{labels}}}")
+        };
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn deployment_events_count_with_typed_labels() {
+        let t = Telemetry::new();
+        let failed = Outcome::Failed {
+            error: "boom".into(),
+            retryable: false,
+        };
+        for _ in 0..2 {
+            DeploymentFinished {
+                resource: "service_instance/payments/payments-dev",
+                deployment: 7,
+                kind: ResourceKind::ServiceInstance,
+                action: DeploymentAction::Update,
+                outcome: &failed,
+            }
+            .emit(&t);
+        }
+        DeploymentFinished {
+            resource: "environment/dev",
+            deployment: 8,
+            kind: ResourceKind::Environment,
+            action: DeploymentAction::Delete,
+            outcome: &Outcome::Deleted,
+        }
+        .emit(&t);
+        DeploymentStarted {
+            resource: "pipeline/payments",
+            kind: ResourceKind::Pipeline,
+            action: DeploymentAction::Create,
+            reason: None,
+        }
+        .emit(&t);
+        assert_eq!(
+            value(
+                &t,
+                "protond_deployments_total",
+                "kind=\"service_instance\",action=\"update\",outcome=\"failed\""
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(
+                &t,
+                "protond_deployments_total",
+                "kind=\"environment\",action=\"delete\",outcome=\"deleted\""
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &t,
+                "protond_deployments_started_total",
+                "kind=\"pipeline\",action=\"create\""
+            ),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn self_managed_reports_keep_their_labels() {
+        let t = Telemetry::new();
+        let id = ResourceId::environment("tfdev");
+        SelfManagedOutcomeReported {
+            resource: &id,
+            outcome: &Outcome::Interrupted,
+        }
+        .emit(&t);
+        assert_eq!(
+            value(
+                &t,
+                "protond_deployments_total",
+                "kind=\"environment\",action=\"apply\",outcome=\"failed\""
+            ),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn fetch_and_cycle_events_count() {
+        let t = Telemetry::new();
+        assert_eq!(t.last_cycle(), None);
+        FetchFailed {
+            source: SourceKind::Spec,
+            repo: "payments",
+            reason: "gone",
+        }
+        .emit(&t);
+        CycleFinished {
+            elapsed: Duration::from_millis(30),
+            ..CycleFinished::default()
+        }
+        .emit(&t);
+        assert_eq!(
+            value(&t, "protond_fetch_failures_total", "source=\"spec\""),
+            Some(1.0)
+        );
+        assert_eq!(value(&t, "protond_reconcile_cycles_total", ""), Some(1.0));
+        assert_eq!(
+            value(&t, "protond_reconcile_duration_seconds_count", ""),
+            Some(1.0)
+        );
+        assert!(t.last_cycle().is_some());
+    }
+
+    #[test]
+    fn proposal_events_count_opened_and_outcomes() {
+        let t = Telemetry::new();
+        assert_eq!(value(&t, "protond_proposals_opened_total", ""), Some(0.0));
+        for pull_request in [Some((3, "https://forge/pr/3")), None] {
+            ProposalOpened {
+                repo: "payments",
+                file: "proton/services/payments.yaml",
+                template: "web-svc",
+                from: 1,
+                to: 2,
+                branch: "protond/upgrade/x",
+                pull_request,
+            }
+            .emit(&t);
+        }
+        ProposalRetired {
+            repo: "payments",
+            file: "proton/services/payments.yaml",
+            state: ProposalState::Merged,
+            reason: "the spec now follows web-svc v2",
+        }
+        .emit(&t);
+        ProposalFailed {
+            repo: "payments",
+            file: "proton/services/payments.yaml",
+            template: "web-svc",
+            to: 2,
+            retry: true,
+            retry_in_secs: 60,
+            error: &"forge down",
+        }
+        .emit(&t);
+        assert_eq!(value(&t, "protond_proposals_opened_total", ""), Some(2.0));
+        assert_eq!(
+            value(&t, "protond_proposal_outcomes_total", "outcome=\"merged\""),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&t, "protond_proposal_outcomes_total", "outcome=\"failed\""),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn webhook_events_count_by_state() {
+        let t = Telemetry::new();
+        WebhookRejected {
+            source: WebhookSource::GitHub,
+            because: RejectedBecause::BadCredentials,
+        }
+        .emit(&t);
+        WebhookIgnored {
+            source: WebhookSource::GitLab,
+            event: "Note Hook",
+            because: IgnoredBecause::NotAPush,
+        }
+        .emit(&t);
+        WebhookAccepted {
+            source: WebhookSource::GitHub,
+            event: "push",
+            repos: &["payments".to_string()],
+        }
+        .emit(&t);
+        for state in ["rejected", "ignored", "accepted"] {
+            assert_eq!(
+                value(&t, "protond_webhooks_total", &format!("state=\"{state}\"")),
+                Some(1.0),
+                "{state}"
+            );
+        }
+    }
+}
