@@ -13,7 +13,8 @@ use serde_json::Value;
 use crate::catalog::schema::InputKind;
 use crate::catalog::{self, Bundle, ComponentBundle, Infrastructure, Layout, Limits, TemplateKind};
 use crate::config::Config;
-use crate::render::{self, EnvironmentInfo, InstanceInfo, ServiceInfo};
+use crate::desired::{ServiceContext, SpecSource, environment_context};
+use crate::render::{self, InstanceInfo};
 use crate::spec::{self, SpecFile};
 
 /// protond: self-hosted, git-driven successor to AWS Proton.
@@ -619,15 +620,16 @@ fn render_cmd(args: &RenderArgs) -> Result<ExitCode> {
             .or_default()
             .extend(key_values(&[kv.to_string()], "instance-output")?);
     }
-    let service = ServiceInfo {
-        name: spec.name().to_string(),
-        branch_name: args.branch.clone(),
+    // The daemon's context builder, with the source given by the flags.
+    let source = SpecSource {
         repository_id: args.repository_id.clone(),
-        repository_connection_arn: format!(
+        branch: args.branch.clone(),
+        connection_arn: format!(
             "arn:aws:codestar-connections:us-east-1:{}:connection/protond-render",
             args.account_id
         ),
     };
+    let service = ServiceContext::new(spec.name(), &source, &args.account_id);
     let mut outputs: Vec<(String, String)> = Vec::new();
     let mut failed = Vec::new();
     let mut emit = |label: String, infra: &Infrastructure, ctx: &Value| {
@@ -638,28 +640,16 @@ fn render_cmd(args: &RenderArgs) -> Result<ExitCode> {
             }
         }
     };
-    let env_info = |name: &str| EnvironmentInfo {
-        name: name.to_string(),
-        inputs: Value::Object(serde_json::Map::new()),
-        outputs: env_outputs.clone(),
-        account_id: args.account_id.clone(),
-    };
+    let env_info = |name: &str| service.instance_environment(name, env_outputs.clone());
     match (&loaded, &spec) {
         (Loaded::Template(bundle), _) => {
             let inputs = validate_spec_inputs(bundle, &spec, &args.spec)
                 .map_err(|p| anyhow::anyhow!("spec inputs are invalid:\n  {}", p.join("\n  ")))?;
             match &spec {
                 SpecFile::Environment(e) => {
-                    let mut info = env_info(&e.name);
-                    info.inputs = inputs.main;
-                    if let Some(id) = &e.account_id {
-                        info.account_id.clone_from(id);
-                    }
-                    emit(
-                        e.name.clone(),
-                        &bundle.infrastructure,
-                        &render::environment_context(&info),
-                    );
+                    let ctx =
+                        environment_context(e, inputs.main, env_outputs.clone(), &args.account_id);
+                    emit(e.name.clone(), &bundle.infrastructure, &ctx);
                 }
                 SpecFile::Service(s) => {
                     if let Some(wanted) = &args.instance
@@ -707,7 +697,7 @@ fn render_cmd(args: &RenderArgs) -> Result<ExitCode> {
                             emit(
                                 info.name.clone(),
                                 &bundle.infrastructure,
-                                &render::instance_context(&service, info),
+                                &service.instance(info),
                             );
                         }
                     }
@@ -716,7 +706,7 @@ fn render_cmd(args: &RenderArgs) -> Result<ExitCode> {
                             Some(p) => emit(
                                 "pipeline".into(),
                                 p,
-                                &render::pipeline_context(&service, &inputs.pipeline, &infos),
+                                &service.pipeline(&inputs.pipeline, &infos),
                             ),
                             None if args.pipeline => {
                                 bail!("{} has no pipeline_infrastructure", args.bundle.display())
@@ -744,12 +734,7 @@ fn render_cmd(args: &RenderArgs) -> Result<ExitCode> {
                 .component
                 .as_ref()
                 .map_or("default", |c| c.name.as_str());
-            let ctx = render::component_context(
-                &service,
-                &info,
-                name,
-                &Value::Object(serde_json::Map::new()),
-            );
+            let ctx = service.component(&info, name);
             emit(
                 format!("{}/component", inst.name),
                 &component.infrastructure,

@@ -420,6 +420,7 @@ fn render_changes(
                 .collect();
             s.spec_repos.push(SpecRepoState {
                 repo: repo.repo.clone(),
+                branch: repo.branch.clone(),
                 platform: repo.platform,
                 commit: repo.commit.clone(),
                 files,

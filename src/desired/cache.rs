@@ -1,0 +1,92 @@
+//! Reuse of the last [`compute_pinned`] result when nothing it reads has changed. Must hash
+//! everything `compute_pinned` reads: a missed input would serve a stale result.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use super::{DesiredSet, Snapshot, compute_pinned};
+use crate::plan::Version;
+use crate::state::ResourceRecord;
+
+/// The last [`compute_pinned`] result and what it was computed from: a cycle whose inputs
+/// are unchanged (same spec commits, releases, deployed records and pins) reuses it instead
+/// of rendering everything again.
+#[derive(Debug, Default)]
+pub struct ComputeCache {
+    key: Option<String>,
+    set: Option<DesiredSet>,
+}
+
+impl ComputeCache {
+    /// [`compute_pinned`], or the previous result when nothing it reads has changed.
+    pub fn compute(
+        &mut self,
+        snapshot: &Snapshot,
+        deployed: &[ResourceRecord],
+        account_id: &str,
+        pins: &BTreeMap<String, Version>,
+    ) -> DesiredSet {
+        let key = compute_key(snapshot, deployed, account_id, pins);
+        if self.key.as_deref() == Some(key.as_str())
+            && let Some(set) = &self.set
+        {
+            return set.clone();
+        }
+        let set = compute_pinned(snapshot, deployed, account_id, pins);
+        self.key = Some(key);
+        self.set = Some(set.clone());
+        set
+    }
+}
+
+/// What [`compute_pinned`] reads, as one hash.
+fn compute_key(
+    snapshot: &Snapshot,
+    deployed: &[ResourceRecord],
+    account_id: &str,
+    pins: &BTreeMap<String, Version>,
+) -> String {
+    let mut h = Sha256::new();
+    let mut put = |s: &str| {
+        h.update(s.as_bytes());
+        h.update([0]);
+    };
+    put(account_id);
+    for (repo, reason) in &snapshot.template_repo_errors {
+        put(repo);
+        put(reason);
+    }
+    for r in snapshot.catalog.releases() {
+        put(&r.template);
+        put(&r.version.to_string());
+        put(&r.commit);
+    }
+    for s in &snapshot.spec_repos {
+        put(&s.repo);
+        put(&s.branch);
+        put(if s.platform { "platform" } else { "-" });
+        put(s.commit.as_deref().unwrap_or("-"));
+        put(s.unknown.as_deref().unwrap_or("-"));
+    }
+    for d in deployed {
+        put(&d.id);
+        put(d.kind.as_str());
+        put(&d.repo);
+        put(&d.version.to_string());
+        put(&d.template);
+        put(&d.input_hash);
+        put(&d.rendered_hash);
+        put(d.status.as_str());
+        put(d.environment.as_deref().unwrap_or("-"));
+        for (k, v) in &d.outputs {
+            put(k);
+            put(v);
+        }
+    }
+    for (id, v) in pins {
+        put(id);
+        put(&v.to_string());
+    }
+    hex::encode(h.finalize())
+}

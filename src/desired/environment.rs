@@ -1,0 +1,98 @@
+//! One environment's planner row: its release resolved, inputs validated, files rendered.
+//! Never decides ownership (the verdict comes from `ownership`).
+
+use serde_json::Value;
+
+use super::context::environment_context;
+use super::environment_id;
+use super::ownership::{EnvDecl, EnvVerdict};
+use super::resolve::{ResolveError, Templates, violations};
+use super::rows::{Builder, Rendered, Row, invalid, render_all};
+use crate::catalog::TemplateKind;
+use crate::catalog::schema::InputKind;
+use crate::plan::{ResourceKind, Version};
+
+/// Adds the row of environment `name`.
+pub(crate) fn render(
+    b: &mut Builder<'_>,
+    templates: &Templates<'_>,
+    name: &str,
+    verdict: &EnvVerdict<'_>,
+) {
+    match verdict {
+        EnvVerdict::Duplicate { carrier, error } => {
+            let template = carrier
+                .spec
+                .template
+                .as_ref()
+                .map_or("", |t| t.name.as_str());
+            let row = row(
+                name,
+                carrier,
+                template,
+                Version { major: 0, minor: 0 },
+                &Value::Null,
+            );
+            b.push(row, Err(invalid(error)));
+        }
+        EnvVerdict::Deploy(d) => deploy(b, templates, name, d),
+    }
+}
+
+/// The row of an environment declared once.
+fn deploy(b: &mut Builder<'_>, templates: &Templates<'_>, name: &str, d: &EnvDecl<'_>) {
+    let template = d.spec.template.as_ref();
+    let pinned = template.and_then(|t| templates.pinned(&environment_id(name), &t.name));
+    let release = match templates.resolve(d.path(), template, TemplateKind::Environment, pinned) {
+        Ok(r) => r,
+        Err(e) => {
+            // A spec naming no template has no inputs to speak of yet.
+            let inputs = match e {
+                ResolveError::Missing { .. } => &Value::Null,
+                _ => &d.spec.inputs,
+            };
+            b.push(
+                row(name, d, e.template(), e.version(), inputs),
+                Err(invalid(&e)),
+            );
+            return;
+        }
+    };
+    let template = template.map_or("", |t| t.name.as_str());
+    let (inputs, state): (Value, Rendered) =
+        match release
+            .bundle
+            .schema
+            .validate(InputKind::Environment, &d.spec.inputs, "spec")
+        {
+            Err(vs) => (
+                d.spec.inputs.clone(),
+                Err(invalid(violations(d.path(), &vs))),
+            ),
+            Ok(inputs) => {
+                let ctx =
+                    environment_context(d.spec, inputs.clone(), Default::default(), &b.account_id);
+                (inputs, render_all(&release.bundle.infrastructure, &ctx))
+            }
+        };
+    b.push(row(name, d, template, release.version, &inputs), state);
+}
+
+fn row<'a>(
+    name: &str,
+    d: &EnvDecl<'a>,
+    template: &'a str,
+    version: Version,
+    inputs: &'a Value,
+) -> Row<'a> {
+    Row {
+        id: environment_id(name),
+        kind: ResourceKind::Environment,
+        repo: d.repo_name(),
+        template,
+        version,
+        inputs,
+        environment: Some(name.to_string()),
+        spec_commit: d.commit(),
+    }
+}

@@ -1,0 +1,297 @@
+//! The desired state: template releases and spec files, checked for ownership and rendered.
+//!
+//! [`load`] reads the configured repos (blocking git work: run it off the async runtime) into
+//! a [`Snapshot`]; [`compute`] turns a snapshot plus what is deployed into rendered
+//! [`Resource`]s and the planner's [`plan::Desired`] rows. `compute` does no I/O and never
+//! deletes anything itself: it only tells the planner which repos are unknown. Ownership
+//! rules (decided in `ownership`, a pure function):
+//!
+//! * a service belongs to the repo it is deployed from: another repo declaring the same name
+//!   is refused alone (a problem), and the owner keeps deploying; while the owner's repo is
+//!   unknown, no other repo takes the service over. A name declared twice with no single
+//!   declaring owner (new, or twice in the owning repo) is an error for both;
+//! * environments only come from repos marked `platform = true`, and an environment name
+//!   declared twice is an error for both;
+//! * an environment may restrict which spec repos deploy into it (`allowed_service_repos`);
+//! * an instance may only target an environment whose template major is in its service
+//!   template's `compatible_environments`.
+//!
+//! A repo that fails to fetch or parse, or whose spec folder is suddenly empty, is *unknown*:
+//! its deployed resources are never deleted because of it. So is a repo whose declarations
+//! were refused by the rules above: what it declared before cannot be told from what it
+//! declares now.
+//!
+//! Layout: `load` (git → [`Snapshot`]), `ownership` (who may declare what), `resolve`
+//! (template releases, pins, placement checks), `context` (rendering contexts, shared with
+//! `protond render`), `rows` (planner rows), `environment` and `service` (rendering one
+//! declaration), `cache` ([`ComputeCache`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::catalog::ComponentBundle;
+use crate::catalog::releases::Catalog;
+use crate::plan::{self, Version};
+use crate::spec::SpecFile;
+use crate::state::ResourceRecord;
+
+mod cache;
+mod context;
+mod environment;
+mod load;
+mod ownership;
+mod resolve;
+mod rows;
+mod service;
+
+pub use cache::ComputeCache;
+pub use context::{ServiceContext, SpecSource, environment_context};
+pub use load::{load, load_cached, load_cached_with};
+
+/// One spec file as read from a repo.
+#[derive(Debug, Clone)]
+pub struct SpecEntry {
+    /// Path in the repo.
+    pub path: String,
+    /// The parsed spec, or every problem with it.
+    pub spec: Result<SpecFile, Vec<String>>,
+    /// The file's text (empty when it is not UTF-8 or not a regular file).
+    pub text: String,
+    /// Component folders the spec's instances attach, read at the same commit.
+    pub components: BTreeMap<String, Result<ComponentBundle, Vec<String>>>,
+}
+
+/// One spec repo at its branch head.
+#[derive(Debug, Clone)]
+pub struct SpecRepoState {
+    /// Repo name from the config; templates see it as `service.repository_id`.
+    pub repo: String,
+    /// The configured branch the specs are read from; templates see it as
+    /// `service.branch_name`.
+    pub branch: String,
+    /// Whether environments may be declared here.
+    pub platform: bool,
+    /// Branch head, when read.
+    pub commit: Option<String>,
+    /// Spec files.
+    pub files: Vec<SpecEntry>,
+    /// Why the repo is unknown (fetch or read failed, or the folder is unexpectedly empty).
+    pub unknown: Option<String>,
+}
+
+/// Everything read from git in one cycle.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Releases of every template repo.
+    pub catalog: Catalog,
+    /// Template repos that could not be read at all (name, reason).
+    pub template_repo_errors: Vec<(String, String)>,
+    /// Spec repos.
+    pub spec_repos: Vec<SpecRepoState>,
+}
+
+/// Which repos a read fetches first; the others are read from their mirrors as last
+/// fetched (a repo never fetched is fetched anyway).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Fetch {
+    /// Fetch nothing.
+    #[default]
+    None,
+    /// Fetch every repo.
+    All,
+    /// Fetch these repos (by configured name).
+    Only(BTreeSet<String>),
+}
+
+impl From<bool> for Fetch {
+    fn from(all: bool) -> Self {
+        if all { Self::All } else { Self::None }
+    }
+}
+
+impl Fetch {
+    /// Whether the repo named `name` is fetched.
+    #[must_use]
+    pub fn wants(&self, name: &str) -> bool {
+        match self {
+            Self::None => false,
+            Self::All => true,
+            Self::Only(names) => names.contains(name),
+        }
+    }
+
+    /// Both requests at once: `All` wins, named repos add up.
+    #[must_use]
+    pub fn merge(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::All, _) | (_, Self::All) => Self::All,
+            (Self::None, x) | (x, Self::None) => x,
+            (Self::Only(mut a), Self::Only(b)) => {
+                a.extend(b);
+                Self::Only(a)
+            }
+        }
+    }
+}
+
+/// A rendered resource, ready to deploy.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    /// The planner's row: id, kind, repo, template, version, hashes and state.
+    pub desired: plan::Desired,
+    /// Environment the resource lives in (its own name for environments).
+    pub environment: Option<String>,
+    /// Rendered documents (path, text); empty unless the state is ready.
+    pub documents: Vec<(String, String)>,
+    /// Commit of the spec repo that declared it.
+    pub spec_commit: Option<String>,
+    /// For instances: start the service's pipeline once this deploys.
+    pub start_pipeline: bool,
+}
+
+/// The result of [`compute`].
+#[derive(Debug, Clone, Default)]
+pub struct DesiredSet {
+    /// Resources, rendered where possible.
+    pub resources: Vec<Resource>,
+    /// Repos whose deployed resources must not be deleted this cycle.
+    pub unknown_repos: BTreeSet<String>,
+    /// Problems that are not tied to one resource (bad spec files, unknown repos).
+    pub problems: Vec<String>,
+}
+
+impl DesiredSet {
+    /// The planner's input.
+    #[must_use]
+    pub fn desired(&self) -> Vec<plan::Desired> {
+        self.resources.iter().map(|r| r.desired.clone()).collect()
+    }
+}
+
+/// Hash of a JSON value in canonical form (serde_json sorts object keys by default).
+#[must_use]
+pub fn hash_json(v: &Value) -> String {
+    hex::encode(Sha256::digest(v.to_string().as_bytes()))
+}
+
+/// Hash of rendered documents, normalised: YAML documents are compared by content, not
+/// by formatting or comments.
+#[must_use]
+pub fn hash_documents(docs: &[(String, String)]) -> String {
+    let mut h = Sha256::new();
+    for (path, text) in docs {
+        h.update(path.as_bytes());
+        h.update([0]);
+        match serde_yaml::from_str::<serde_yaml::Value>(text)
+            .ok()
+            .and_then(|v| serde_json::to_string(&v).ok())
+        {
+            Some(canonical) => h.update(canonical.as_bytes()),
+            None => h.update(text.as_bytes()),
+        }
+        h.update([0]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Id of an environment.
+#[must_use]
+pub fn environment_id(env: &str) -> String {
+    format!("environment/{env}")
+}
+/// Id of a service instance.
+#[must_use]
+pub fn instance_id(service: &str, instance: &str) -> String {
+    format!("service_instance/{service}/{instance}")
+}
+/// Id of a service pipeline.
+#[must_use]
+pub fn pipeline_id(service: &str) -> String {
+    format!("pipeline/{service}")
+}
+/// Id of a component attached to an instance.
+#[must_use]
+pub fn component_id(service: &str, instance: &str) -> String {
+    format!("component/{service}/{instance}")
+}
+
+/// Checks ownership and renders every resource. Pure apart from logging.
+#[must_use]
+pub fn compute(snapshot: &Snapshot, deployed: &[ResourceRecord], account_id: &str) -> DesiredSet {
+    compute_pinned(snapshot, deployed, account_id, &BTreeMap::new())
+}
+
+/// Like [`compute`], but the resources in `pins` stay on the given version instead of the
+/// newest minor: used for resources whose minor rollout is held back, so that their spec
+/// changes still deploy.
+#[must_use]
+pub fn compute_pinned(
+    snapshot: &Snapshot,
+    deployed: &[ResourceRecord],
+    account_id: &str,
+    pins: &BTreeMap<String, Version>,
+) -> DesiredSet {
+    let mut b = rows::Builder::new(deployed, account_id);
+    for (repo, reason) in &snapshot.template_repo_errors {
+        b.out
+            .problems
+            .push(format!("template repo {repo}: {reason}"));
+    }
+    let templates = resolve::Templates {
+        catalog: &snapshot.catalog,
+        repos_failed: !snapshot.template_repo_errors.is_empty(),
+        pins,
+    };
+    let deployed_from: ownership::DeployedFrom<'_> = deployed
+        .iter()
+        .map(|r| (r.id.as_str(), r.repo.as_str()))
+        .collect();
+    let owners = ownership::decide(&snapshot.spec_repos, &deployed_from);
+    b.out
+        .problems
+        .extend(owners.problems.iter().map(ToString::to_string));
+    b.out.unknown_repos.clone_from(&owners.unknown_repos);
+    for (name, verdict) in &owners.environments {
+        environment::render(&mut b, &templates, name, verdict);
+    }
+    let targets = resolve::environment_targets(&owners.environments);
+    for (name, decision) in &owners.services {
+        b.out
+            .problems
+            .extend(decision.problems.iter().map(ToString::to_string));
+        service::render(&mut b, &templates, &targets, name, &decision.verdict);
+    }
+    mark_pipeline_starters(&mut b.out, snapshot);
+    b.out
+}
+
+/// Flags the instances of services that ask for their pipeline to start after an instance
+/// deploys (`start_pipeline_on_deploy`).
+fn mark_pipeline_starters(out: &mut DesiredSet, snapshot: &Snapshot) {
+    let starters: BTreeSet<String> = snapshot
+        .spec_repos
+        .iter()
+        .flat_map(|r| &r.files)
+        .filter_map(|f| match &f.spec {
+            Ok(SpecFile::Service(s)) if s.start_pipeline_on_deploy => {
+                Some(format!("service_instance/{}/", s.name))
+            }
+            _ => None,
+        })
+        .collect();
+    if starters.is_empty() {
+        return;
+    }
+    for r in &mut out.resources {
+        r.start_pipeline = starters
+            .iter()
+            .any(|p| r.desired.id.starts_with(p.as_str()));
+    }
+}
+
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod tests;

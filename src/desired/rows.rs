@@ -1,0 +1,115 @@
+//! Planner rows as [`super::compute_pinned`] builds them: one [`Resource`] per resource,
+//! with its hashes, and the deployed outputs rendering reads. Never decides ownership.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::{DesiredSet, Resource, hash_documents, hash_json};
+use crate::catalog::{Infrastructure, Language};
+use crate::plan::{self, DesiredState, ResourceKind, Version};
+use crate::render;
+use crate::state::ResourceRecord;
+
+/// Rendered documents (path, text), or why there are none.
+pub(crate) type Rendered = Result<Vec<(String, String)>, DesiredState>;
+
+/// One planner row to add, apart from its state.
+pub(crate) struct Row<'a> {
+    /// Resource id.
+    pub id: String,
+    /// Resource kind.
+    pub kind: ResourceKind,
+    /// The spec repo that declares it.
+    pub repo: &'a str,
+    /// Template name (empty when the spec names none).
+    pub template: &'a str,
+    /// Template version chosen.
+    pub version: Version,
+    /// The inputs whose hash the row carries (validated where they could be).
+    pub inputs: &'a Value,
+    /// Environment the resource lives in.
+    pub environment: Option<String>,
+    /// Commit of the declaring spec repo.
+    pub spec_commit: Option<&'a String>,
+}
+
+/// Collects rows; knows what is deployed (for outputs) and the default account.
+pub(crate) struct Builder<'a> {
+    /// The result so far.
+    pub out: DesiredSet,
+    /// Deployed records by id.
+    deployed: BTreeMap<&'a str, &'a ResourceRecord>,
+    /// The account environments live in unless their spec says otherwise.
+    pub account_id: String,
+}
+
+impl<'a> Builder<'a> {
+    /// An empty result over the `deployed` records.
+    pub fn new(deployed: &'a [ResourceRecord], account_id: &str) -> Self {
+        Self {
+            out: DesiredSet::default(),
+            deployed: deployed.iter().map(|r| (r.id.as_str(), r)).collect(),
+            account_id: account_id.to_string(),
+        }
+    }
+
+    /// Adds a row; ready documents are hashed into its state.
+    pub fn push(&mut self, row: Row<'_>, state: Rendered) {
+        let (state, documents) = match state {
+            Ok(docs) => (
+                DesiredState::Ready {
+                    rendered_hash: hash_documents(&docs),
+                },
+                docs,
+            ),
+            Err(s) => (s, Vec::new()),
+        };
+        self.out.resources.push(Resource {
+            desired: plan::Desired {
+                id: row.id,
+                kind: row.kind,
+                repo: row.repo.to_string(),
+                template: row.template.to_string(),
+                version: row.version,
+                input_hash: hash_json(row.inputs),
+                state,
+            },
+            environment: row.environment,
+            documents,
+            spec_commit: row.spec_commit.cloned(),
+            start_pipeline: false,
+        });
+    }
+
+    /// The outputs of a deployed resource; `None` while it is not deployed.
+    pub fn outputs_of(&self, id: &str) -> Option<BTreeMap<String, String>> {
+        self.deployed.get(id).map(|r| r.outputs.clone())
+    }
+}
+
+/// Renders every file of `infra` with `ctx`; the first failure makes the row invalid.
+pub(crate) fn render_all(infra: &Infrastructure, ctx: &Value) -> Rendered {
+    let mut docs = infra
+        .files
+        .iter()
+        .map(|f| {
+            render::render_file(f, ctx)
+                .map(|text| (f.path.clone(), text))
+                .map_err(|e| invalid(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if infra.language() == Language::Terraform {
+        // Proton's generated inputs travel with the files (and count in the rendered hash,
+        // so new environment outputs redeploy dependants).
+        docs.extend(crate::provision::terraform::generated_files(ctx));
+    }
+    Ok(docs)
+}
+
+/// An invalid state with `error` as its reason.
+pub(crate) fn invalid(error: impl ToString) -> DesiredState {
+    DesiredState::Invalid {
+        error: error.to_string(),
+    }
+}

@@ -1,0 +1,200 @@
+//! `compute` end to end on in-memory snapshots: the safety rules as the planner sees them,
+//! pinned versions, and the rendering context's source.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::fixtures::{catalog, env, record, repo, svc, unknown_repo};
+use super::*;
+use crate::plan::{ActionKind, DesiredState};
+
+#[test]
+fn fetch_requests_merge() {
+    let only = |names: &[&str]| Fetch::Only(names.iter().map(|s| s.to_string()).collect());
+    assert_eq!(Fetch::None.merge(only(&["a"])), only(&["a"]));
+    assert_eq!(only(&["a"]).merge(only(&["b"])), only(&["a", "b"]));
+    assert_eq!(only(&["a"]).merge(Fetch::All), Fetch::All);
+    assert_eq!(Fetch::All.merge(Fetch::None), Fetch::All);
+    assert!(only(&["a"]).wants("a") && !only(&["a"]).wants("b"));
+    assert!(!Fetch::None.wants("a") && Fetch::All.wants("a"));
+}
+
+fn snapshot(spec_repos: Vec<SpecRepoState>, svc_versions: &[(u32, u32)]) -> Snapshot {
+    Snapshot {
+        catalog: catalog(svc_versions),
+        template_repo_errors: Vec::new(),
+        spec_repos,
+    }
+}
+
+/// The planner's action per id for `set` against `deployed`.
+fn plan(set: &DesiredSet, deployed: &[ResourceRecord]) -> BTreeMap<String, ActionKind> {
+    let deployed: Vec<plan::Deployed> = deployed.iter().map(ResourceRecord::to_deployed).collect();
+    plan::diff(
+        &set.desired(),
+        &deployed,
+        &set.unknown_repos,
+        &BTreeMap::new(),
+    )
+    .actions
+    .into_iter()
+    .map(|a| (a.id, a.action))
+    .collect()
+}
+
+fn platform() -> SpecRepoState {
+    repo("platform", true, &[("dev.yaml", &env("dev"))])
+}
+
+#[test]
+fn an_unknown_repos_resources_are_kept_never_deleted() {
+    let deployed = vec![
+        record("environment/dev", "platform"),
+        record("service_instance/web/web-dev", "team"),
+        record("pipeline/web", "team"),
+    ];
+    let unreadable = [
+        unknown_repo("team", "fetch failed"),
+        repo(
+            "team",
+            false,
+            &[("bad.yaml", "proton: ServiceSpec\nname: 'bad name'\n")],
+        ),
+        unknown_repo(
+            "team",
+            "the spec folder proton/ on main is empty or missing",
+        ),
+    ];
+    for team in unreadable {
+        let set = compute(&snapshot(vec![platform(), team], &[(1, 0)]), &deployed, "1");
+        assert!(set.unknown_repos.contains("team"), "{:?}", set.problems);
+        let actions = plan(&set, &deployed);
+        assert_eq!(actions["service_instance/web/web-dev"], ActionKind::Unknown);
+        assert_eq!(actions["pipeline/web"], ActionKind::Unknown);
+        assert!(
+            !actions.values().any(|a| *a == ActionKind::Delete),
+            "{actions:?}"
+        );
+    }
+    // The contrast: a readable repo that no longer declares the service deletes it.
+    let set = compute(
+        &snapshot(vec![platform(), repo("team", false, &[])], &[(1, 0)]),
+        &deployed,
+        "1",
+    );
+    assert_eq!(plan(&set, &deployed)["pipeline/web"], ActionKind::Delete);
+}
+
+#[test]
+fn no_takeover_while_the_owners_repo_cannot_be_read() {
+    let deployed = vec![
+        record("environment/dev", "platform"),
+        record("service_instance/web/web-dev", "team"),
+    ];
+    let web = svc("web", 1, None, &[("web-dev", "dev")]);
+    let set = compute(
+        &snapshot(
+            vec![
+                platform(),
+                unknown_repo("team", "fetch failed"),
+                repo("other", false, &[("web.yaml", &web)]),
+            ],
+            &[(1, 0)],
+        ),
+        &deployed,
+        "1",
+    );
+    // Nothing of the service is rendered from the other repo, and nothing is deleted.
+    assert!(!set.resources.iter().any(|r| r.desired.repo == "other"));
+    assert_eq!(
+        set.unknown_repos,
+        BTreeSet::from(["team".to_string(), "other".to_string()])
+    );
+    let actions = plan(&set, &deployed);
+    assert_eq!(actions["service_instance/web/web-dev"], ActionKind::Unknown);
+    assert!(
+        set.problems
+            .iter()
+            .any(|p| p.contains("cannot be read now"))
+    );
+}
+
+fn versions(set: &DesiredSet) -> BTreeMap<&str, Version> {
+    set.resources
+        .iter()
+        .map(|r| (r.desired.id.as_str(), r.desired.version))
+        .collect()
+}
+
+#[test]
+fn versions_follow_the_major_the_spec_minor_and_the_callers_pins() {
+    let deployed = vec![
+        record("environment/dev", "platform"),
+        record("service_instance/web/a", "team"),
+        record("service_instance/web/b", "team"),
+    ];
+    let v = |major, minor| Version { major, minor };
+    let follow = svc("web", 1, None, &[("a", "dev"), ("b", "dev")]);
+    let pinned_minor = svc("web", 1, Some(0), &[("a", "dev"), ("b", "dev")]);
+    let spec = |text: &str| {
+        snapshot(
+            vec![platform(), repo("team", false, &[("web.yaml", text)])],
+            &[(1, 0), (1, 1), (1, 2)],
+        )
+    };
+
+    let set = compute(&spec(&follow), &deployed, "1");
+    let got = versions(&set);
+    assert_eq!(got["service_instance/web/a"], v(1, 2), "highest minor");
+    assert_eq!(got["pipeline/web"], v(1, 2));
+
+    let set = compute(&spec(&pinned_minor), &deployed, "1");
+    assert_eq!(
+        versions(&set)["service_instance/web/a"],
+        v(1, 0),
+        "spec minor"
+    );
+
+    let pins = BTreeMap::from([
+        ("service_instance/web/a".to_string(), v(1, 1)),
+        ("pipeline/web".to_string(), v(1, 0)),
+    ]);
+    let set = compute_pinned(&spec(&follow), &deployed, "1", &pins);
+    let got = versions(&set);
+    assert_eq!(got["service_instance/web/a"], v(1, 1), "held back");
+    assert_eq!(got["service_instance/web/b"], v(1, 2), "not held back");
+    assert_eq!(got["pipeline/web"], v(1, 0), "pipeline held back");
+    assert!(
+        set.resources
+            .iter()
+            .all(|r| matches!(r.desired.state, DesiredState::Ready { .. })),
+        "{:?}",
+        set.resources
+    );
+}
+
+#[test]
+fn instances_see_their_spec_repos_name_and_configured_branch() {
+    let deployed = vec![record("environment/dev", "platform")];
+    let web = svc("web", 1, None, &[("web-dev", "dev")]);
+    let mut team = repo("team", false, &[("web.yaml", &web)]);
+    team.branch = "release".into();
+    let snap = snapshot(vec![platform(), team], &[(1, 0)]);
+    let set = compute(&snap, &deployed, "1");
+    let inst = set
+        .resources
+        .iter()
+        .find(|r| r.desired.id == "service_instance/web/web-dev")
+        .expect("rendered");
+    let text = &inst.documents[0].1;
+    assert!(text.contains("Value: 'release'"), "{text}");
+    assert!(text.contains("Value: 'team'"), "{text}");
+
+    // A changed branch is a changed input: the cache renders again.
+    let mut cache = ComputeCache::default();
+    let first = cache.compute(&snap, &deployed, "1", &BTreeMap::new());
+    let mut moved = snap.clone();
+    moved.spec_repos[1].branch = "main".into();
+    let second = cache.compute(&moved, &deployed, "1", &BTreeMap::new());
+    let hash = |s: &DesiredSet| s.desired().into_iter().map(|d| d.state).collect::<Vec<_>>();
+    assert_ne!(hash(&first), hash(&second));
+}
