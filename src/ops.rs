@@ -308,7 +308,7 @@ pub fn status(overview: &Overview) -> Vec<StatusRow> {
             .get(&r.id)
             .map(|d| LastDeployment {
                 id: d.id,
-                action: d.deployment.action.clone(),
+                action: d.deployment.action.to_string(),
                 status: d.status,
                 version: d.deployment.to_version.to_string(),
                 started_at: d.started_at.clone(),
@@ -383,6 +383,7 @@ pub fn status_table(rows: &[StatusRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::DeploymentAction;
     use crate::state::{DeploymentRecord, NewDeployment, ResourceRecord, TemplateVersionRecord};
 
     fn version(major: u32, minor: u32) -> Version {
@@ -449,7 +450,7 @@ mod tests {
                 kind: failed.kind,
                 repo: failed.repo.clone(),
                 environment: None,
-                action: "update".into(),
+                action: DeploymentAction::Update,
                 reason: None,
                 template: "web".into(),
                 from_version: Some(version(1, 0)),

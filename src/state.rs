@@ -21,7 +21,8 @@ use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 use crate::model::{
-    DeploymentStatus, ProposalState, ResourceKind, ResourceStatus, RolloutState, Version,
+    DeploymentAction, DeploymentStatus, ProposalState, ResourceKind, ResourceStatus, RolloutState,
+    Version,
 };
 use crate::plan;
 
@@ -337,8 +338,8 @@ pub struct NewDeployment {
     pub repo: String,
     /// Environment.
     pub environment: Option<String>,
-    /// `create`, `update` or `delete`.
-    pub action: String,
+    /// What it does.
+    pub action: DeploymentAction,
     /// e.g. `spec_change`, `minor_upgrade`.
     pub reason: Option<String>,
     /// Template.
@@ -719,7 +720,7 @@ impl Store {
         .bind(d.kind.as_str())
         .bind(&d.repo)
         .bind(&d.environment)
-        .bind(&d.action)
+        .bind(d.action.as_str())
         .bind(&d.reason)
         .bind(&d.template)
         .bind(d.from_version.map(version_string))
@@ -1194,7 +1195,11 @@ fn deployment_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<DeploymentRecord, 
                 .ok_or_else(|| corrupt("deployments", "unknown kind".into()))?,
             repo: s("repo")?,
             environment: o("environment")?,
-            action: s("action")?,
+            action: {
+                let text = s("action")?;
+                DeploymentAction::parse(&text)
+                    .ok_or_else(|| corrupt("deployments", format!("unknown action {text:?}")))?
+            },
             reason: o("reason")?,
             template: s("template")?,
             from_version: o("from_version")?.as_deref().and_then(Version::parse),
@@ -1230,7 +1235,7 @@ mod tests {
             kind: ResourceKind::Environment,
             repo: "platform".into(),
             environment: Some("dev".into()),
-            action: "create".into(),
+            action: DeploymentAction::Create,
             reason: None,
             template: "basic-env".into(),
             from_version: None,

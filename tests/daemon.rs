@@ -401,7 +401,7 @@ async fn adoption_finishes_deployments_left_in_flight() {
         kind: ResourceKind::Environment,
         repo: "platform-envs".into(),
         environment: Some("dev".into()),
-        action: "update".into(),
+        action: protond::model::DeploymentAction::Update,
         reason: Some("spec_change".into()),
         template: "basic-env".into(),
         from_version: Some(Version { major: 1, minor: 0 }),

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 mod common;
+
 use common::{copy_tree, example_git_repos, git};
+use protond::model::DeploymentAction;
 
 use protond::config::Config;
 use protond::desired::{self, DesiredSet, Snapshot};
@@ -67,11 +69,10 @@ impl World {
                 repo: String::new(),
                 environment: None,
                 action: match a.action {
-                    ActionKind::Create => "create",
-                    ActionKind::Delete => "delete",
-                    _ => "update",
-                }
-                .into(),
+                    ActionKind::Create => DeploymentAction::Create,
+                    ActionKind::Delete => DeploymentAction::Delete,
+                    _ => DeploymentAction::Update,
+                },
                 reason: None,
                 template: a.template.clone(),
                 from_version: a.deployed,
@@ -804,7 +805,7 @@ async fn changed_environment_outputs_rerender_dependants() {
         kind: env.kind,
         repo: env.repo.clone(),
         environment: env.environment.clone(),
-        action: "update".into(),
+        action: DeploymentAction::Update,
         reason: None,
         template: env.template.clone(),
         from_version: Some(env.version),

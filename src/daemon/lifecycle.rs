@@ -24,9 +24,11 @@ use tracing::Instrument as _;
 
 use super::ctx::{Claim, Ctx};
 use crate::desired::Resource;
+use crate::model::DeploymentAction;
 use crate::plan::{Action, ActionKind, DesiredState, UpdateReason, Version};
 use crate::provision::{Applied, DeployError, Job, Provisioner, Provisioning};
 use crate::state::{DeploymentRecord, NewDeployment, Outcome, ResourceRecord, StateError};
+use crate::telemetry::events::{DeploymentFinished, DeploymentStarted};
 
 /// The first retry after a transient failure waits this long, doubling per failure.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(5);
@@ -98,10 +100,14 @@ async fn run(ctx: &Arc<Ctx>, work: Work, role: Option<&str>) {
     };
     let span = tracing::info_span!("deployment", resource = %resource_id, template = %dep.template, version = %dep.to_version, deployment = id, action = %dep.action, adopted);
     async {
-        match (adopted, dep.action.as_str()) {
-            (true, _) => {}
-            (false, "delete") => tracing::info!("Delete started."),
-            (false, _) => tracing::info!(reason = ?dep.reason, "Deployment started."),
+        if !adopted {
+            DeploymentStarted {
+                resource: &resource_id,
+                kind: dep.kind,
+                action: dep.action,
+                reason: dep.reason.as_deref(),
+            }
+            .emit(&ctx.telemetry);
         }
         let job = Job {
             deployment_id: id,
@@ -212,7 +218,7 @@ fn new_apply(a: &Action, resource: &Resource) -> NewDeployment {
         kind: a.kind,
         repo: resource.desired.repo.clone(),
         environment: resource.environment.clone(),
-        action: action_label(a).into(),
+        action: action_label(a),
         reason: reason_label(a).map(str::to_string),
         template: a.template.clone(),
         from_version: a.deployed,
@@ -229,7 +235,7 @@ fn new_delete(a: &Action, record: Option<&ResourceRecord>) -> NewDeployment {
         kind: a.kind,
         repo: record.map(|r| r.repo.clone()).unwrap_or_default(),
         environment: record.and_then(|r| r.environment.clone()),
-        action: "delete".into(),
+        action: DeploymentAction::Delete,
         reason: None,
         template: a.template.clone(),
         from_version: a.deployed,
@@ -252,11 +258,11 @@ fn reason_label(a: &Action) -> Option<&'static str> {
     }
 }
 
-fn action_label(a: &Action) -> &'static str {
+fn action_label(a: &Action) -> DeploymentAction {
     match a.action {
-        ActionKind::Create => "create",
-        ActionKind::Delete => "delete",
-        _ => "update",
+        ActionKind::Create => DeploymentAction::Create,
+        ActionKind::Delete => DeploymentAction::Delete,
+        _ => DeploymentAction::Update,
     }
 }
 
@@ -313,18 +319,10 @@ pub fn backoff_delay(attempts: u32) -> Duration {
 async fn finish(ctx: &Ctx, id: i64, dep: &NewDeployment, outcome: Outcome) {
     let resource_id = dep.resource_id.as_str();
     match &outcome {
-        Outcome::Interrupted => {
-            tracing::warn!(resource = %resource_id, deployment = id, "{}", crate::state::INTERRUPTED);
-        }
-        Outcome::Failed { error, retryable } => {
-            ctx.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(resource = %resource_id, deployment = id, error = %error, retryable, "Deployment failed.");
-        }
-        Outcome::Succeeded(_) | Outcome::Deleted => {
-            ctx.succeeded.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(resource = %resource_id, deployment = id, "Deployment succeeded.");
-        }
-    }
+        Outcome::Failed { .. } => ctx.failed.fetch_add(1, Ordering::Relaxed),
+        Outcome::Succeeded(_) | Outcome::Deleted => ctx.succeeded.fetch_add(1, Ordering::Relaxed),
+        Outcome::Interrupted => 0,
+    };
     match error_policy(dep, &outcome) {
         Requeue::Done => ctx.reset_backoff(resource_id),
         Requeue::Now => {}
@@ -346,9 +344,16 @@ async fn finish(ctx: &Ctx, id: i64, dep: &NewDeployment, outcome: Outcome) {
         }
     }
     record_outcome(ctx, id, resource_id, &outcome).await;
-    // Counted once recorded, so a scrape never sees the counter ahead of the store.
-    ctx.telemetry
-        .deployment(dep.kind.as_str(), &dep.action, outcome_label(&outcome));
+    // Logged and counted once recorded, so a scrape never sees the counter ahead of the
+    // store.
+    DeploymentFinished {
+        resource: resource_id,
+        deployment: id,
+        kind: dep.kind,
+        action: dep.action,
+        outcome: &outcome,
+    }
+    .emit(&ctx.telemetry);
     ctx.wake();
 }
 
@@ -390,7 +395,7 @@ mod tests {
             kind: ResourceKind::ServiceInstance,
             repo: "r".into(),
             environment: None,
-            action: "update".into(),
+            action: DeploymentAction::Update,
             reason: reason.map(str::to_string),
             template: "svc".into(),
             from_version: None,

@@ -34,9 +34,11 @@ use super::lifecycle::{self, Work};
 use crate::catalog::releases::Catalog;
 use crate::desired::{self, Resource, Snapshot};
 use crate::evaluate::{self, Evaluation, Facts};
+use crate::model::SourceKind;
 use crate::plan::schedule::HoldReason;
 use crate::plan::{ActionKind, Version};
 use crate::state::{ResourceRecord, StateError, Store, TemplateVersionRecord};
+use crate::telemetry::events::{CycleFinished, FetchFailed};
 
 /// What a cycle did.
 #[derive(Debug, Clone, Default)]
@@ -110,19 +112,15 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<CycleReport,
         record_moves(&ctx.store, &eval, &facts.records).await?;
         start(ctx, &snapshot, &eval, &facts.records, &mut report);
         propose(ctx, snapshot, facts.records).await;
-        ctx.telemetry.cycles.inc();
-        ctx.telemetry
-            .cycle_seconds
-            .observe(started_at.elapsed().as_secs_f64());
-        ctx.telemetry.cycled();
         tracing::Span::current().record("started", report.started);
-        tracing::info!(
-            resources = report.resources,
-            started = report.started,
-            held = report.held,
-            adopted = report.adopted,
-            "Reconcile cycle finished."
-        );
+        CycleFinished {
+            resources: report.resources,
+            started: report.started,
+            held: report.held,
+            adopted: report.adopted,
+            elapsed: started_at.elapsed(),
+        }
+        .emit(&ctx.telemetry);
         Ok(report)
     }
     .instrument(span)
@@ -145,26 +143,22 @@ async fn load(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<Arc<Snapshot>, Re
     .map_err(ReconcileError::Load)?;
     let snapshot = Arc::new(snapshot);
     for (repo, reason) in &snapshot.template_repo_errors {
-        tracing::warn!(repo = %repo, reason = %reason, "Template repo could not be read.");
-        ctx.telemetry
-            .fetch_failures
-            .get_or_create(&crate::telemetry::SourceLabels {
-                source: "template".into(),
-            })
-            .inc();
+        FetchFailed {
+            source: SourceKind::Template,
+            repo,
+            reason,
+        }
+        .emit(&ctx.telemetry);
     }
-    let unreadable = snapshot
-        .spec_repos
-        .iter()
-        .filter(|r| r.unknown.is_some())
-        .count();
-    if unreadable > 0 {
-        ctx.telemetry
-            .fetch_failures
-            .get_or_create(&crate::telemetry::SourceLabels {
-                source: "spec".into(),
-            })
-            .inc_by(u64::try_from(unreadable).unwrap_or(0));
+    for repo in &snapshot.spec_repos {
+        if let Some(reason) = &repo.unknown {
+            FetchFailed {
+                source: SourceKind::Spec,
+                repo: &repo.repo,
+                reason,
+            }
+            .emit(&ctx.telemetry);
+        }
     }
     if fetched_all {
         ctx.telemetry.fetched();

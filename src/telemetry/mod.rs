@@ -74,19 +74,16 @@ pub struct StateLabels {
     pub state: String,
 }
 
-/// The daemon's metrics. Counters move through [`events`]; the public counter fields and
-/// [`Telemetry::deployment`] remain only until the daemon's call sites use the events.
+/// The daemon's metrics. Counters move only through [`events`], so that every count has its
+/// log line.
 #[derive(Debug)]
 pub struct Telemetry {
     registry: Registry,
-    /// Reconcile cycles run. Transitional: count with [`events::CycleFinished`].
-    pub cycles: Counter,
-    /// Cycle duration in seconds. Transitional: observe with [`events::CycleFinished`].
-    pub cycle_seconds: Histogram,
+    cycles: Counter,
+    cycle_seconds: Histogram,
     deployments: Family<DeploymentLabels, Counter>,
     deployments_started: Family<KindActionLabels, Counter>,
-    /// Failed fetches. Transitional: count with [`events::FetchFailed`].
-    pub fetch_failures: Family<SourceLabels, Counter>,
+    fetch_failures: Family<SourceLabels, Counter>,
     proposals_opened: Counter,
     proposal_outcomes: Family<OutcomeLabels, Counter>,
     webhooks: Family<StateLabels, Counter>,
@@ -206,28 +203,9 @@ impl Telemetry {
         }
     }
 
-    /// Counts a finished deployment. Transitional: emit [`events::DeploymentFinished`]
-    /// instead, which also writes the log line.
-    pub fn deployment(&self, kind: &str, action: &str, outcome: &str) {
-        self.deployments
-            .get_or_create(&DeploymentLabels {
-                kind: kind.into(),
-                action: action.into(),
-                outcome: outcome.into(),
-            })
-            .inc();
-    }
-
     /// Records a cycle that fetched the repos.
     pub fn fetched(&self) {
         if let Ok(mut g) = self.last_fetch.lock() {
-            *g = Some(SystemTime::now());
-        }
-    }
-
-    /// Records when a cycle finished. Transitional: [`events::CycleFinished`] does this.
-    pub fn cycled(&self) {
-        if let Ok(mut g) = self.last_cycle.lock() {
             *g = Some(SystemTime::now());
         }
     }
