@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::Config;
 use crate::desired::{self, ComputeCache, DesiredSet, Snapshot};
+use crate::model::{DeploymentAction, DeploymentStatus, ResourceStatus};
 use crate::plan::schedule::{
     self, Decision, HoldReason, LastAttempt, RecordFacts, RolloutRules, RolloutUnit, Schedule,
     ScheduleInput, Verdict, Wanted,
@@ -203,8 +204,8 @@ fn schedule_input(
 
 fn last_attempt(d: &DeploymentRecord) -> LastAttempt {
     LastAttempt {
-        failed_permanently: d.status == "failed" && !d.retryable,
-        delete: d.deployment.action == "delete",
+        failed_permanently: d.status == DeploymentStatus::Failed && !d.retryable,
+        delete: d.deployment.action == DeploymentAction::Delete,
         version: d.deployment.to_version,
         input_hash: d.deployment.input_hash.clone(),
         rendered_hash: d.deployment.rendered_hash.clone(),
@@ -217,7 +218,7 @@ fn record_facts(records: &[ResourceRecord]) -> BTreeMap<String, RecordFacts> {
         .map(|r| {
             let facts = RecordFacts {
                 version: r.version,
-                deployed: r.status == "deployed",
+                deployed: r.status == ResourceStatus::Deployed,
                 updated_at: humantime::parse_rfc3339(&r.updated_at).ok(),
                 environment: r.environment.clone(),
                 kind: r.kind,

@@ -159,11 +159,11 @@ async fn call(p: &dyn Provisioner, work: &Work, job: Job<'_>) -> Result<Applied,
     }
 }
 
-/// The provisioner of a resource: by its manifest's language for applies; by how it was
+/// The provisioner of a resource: by its manifest's `template_language` for applies; by how it was
 /// provisioned for deletes and adoptions.
 async fn provisioner_for(ctx: &Ctx, work: &Work) -> Result<Arc<dyn Provisioner>, DeployError> {
     let provisioning = match work {
-        Work::Apply { resource, .. } => resource_provisioning(resource),
+        Work::Apply { resource, .. } => resource.provisioning,
         Work::Delete { action, .. } => match ctx.store.self_managed(&action.id).await {
             Ok(Some(_)) => Provisioning::SelfManaged,
             Ok(None) => Provisioning::CloudFormation,
@@ -182,15 +182,6 @@ async fn provisioner_for(ctx: &Ctx, work: &Work) -> Result<Arc<dyn Provisioner>,
         Provisioning::CloudFormation => ctx.provisioners.cloudformation.clone(),
         Provisioning::SelfManaged => ctx.provisioners.self_managed.clone(),
     })
-}
-
-/// How a rendered resource is provisioned: Terraform documents are self-managed.
-fn resource_provisioning(resource: &Resource) -> Provisioning {
-    if resource.documents.iter().any(|(p, _)| p.ends_with(".tf")) {
-        Provisioning::SelfManaged
-    } else {
-        Provisioning::CloudFormation
-    }
 }
 
 /// Writes the deployment row; `None` when it could not be written (a busy store is retried

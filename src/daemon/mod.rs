@@ -79,7 +79,7 @@ pub async fn run_once(ctx: &Arc<Ctx>) -> Result<OnceReport, ReconcileError> {
     report.succeeded = ctx.succeeded.load(Ordering::Relaxed);
     report.failed = ctx.failed.load(Ordering::Relaxed);
     for r in ctx.store.resources().await? {
-        if r.status == "failed" {
+        if r.status == crate::model::ResourceStatus::Failed {
             report.failing.push(r.id);
         }
     }

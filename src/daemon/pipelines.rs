@@ -8,11 +8,10 @@ use crate::state::PipelineRunRecord;
 
 /// Starts the service's pipeline after `instance_id` deployed, and records what happened.
 pub(super) async fn start_after(ctx: &Ctx, instance_id: &str) {
-    let service = instance_id
-        .split('/')
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
+    let service = crate::model::ResourceId::parse(instance_id)
+        .ok()
+        .and_then(|r| r.service().map(str::to_string))
+        .unwrap_or_default();
     let mut run = PipelineRunRecord {
         service: service.clone(),
         pipeline: None,

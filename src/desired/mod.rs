@@ -145,6 +145,8 @@ pub struct Resource {
     pub environment: Option<String>,
     /// Rendered documents (path, text); empty unless the state is ready.
     pub documents: Vec<(String, String)>,
+    /// How it is provisioned, from its bundle's manifest (`template_language`).
+    pub provisioning: crate::provision::Provisioning,
     /// Commit of the spec repo that declared it.
     pub spec_commit: Option<String>,
     /// For instances: start the service's pipeline once this deploys.

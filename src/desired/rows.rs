@@ -8,11 +8,13 @@ use serde_json::Value;
 use super::{DesiredSet, Resource, hash_documents, hash_json};
 use crate::catalog::{Infrastructure, Language};
 use crate::plan::{self, DesiredState, ResourceKind, Version};
+use crate::provision::Provisioning;
 use crate::render;
 use crate::state::ResourceRecord;
 
-/// Rendered documents (path, text), or why there are none.
-pub(crate) type Rendered = Result<Vec<(String, String)>, DesiredState>;
+/// Rendered documents (path, text) and how they are provisioned (from the manifest's
+/// `template_language`), or why there are none.
+pub(crate) type Rendered = Result<(Vec<(String, String)>, Provisioning), DesiredState>;
 
 /// One planner row to add, apart from its state.
 pub(crate) struct Row<'a> {
@@ -56,14 +58,15 @@ impl<'a> Builder<'a> {
 
     /// Adds a row; ready documents are hashed into its state.
     pub fn push(&mut self, row: Row<'_>, state: Rendered) {
-        let (state, documents) = match state {
-            Ok(docs) => (
+        let (state, documents, provisioning) = match state {
+            Ok((docs, provisioning)) => (
                 DesiredState::Ready {
                     rendered_hash: hash_documents(&docs),
                 },
                 docs,
+                provisioning,
             ),
-            Err(s) => (s, Vec::new()),
+            Err(s) => (s, Vec::new(), Provisioning::CloudFormation),
         };
         self.out.resources.push(Resource {
             desired: plan::Desired {
@@ -77,6 +80,7 @@ impl<'a> Builder<'a> {
             },
             environment: row.environment,
             documents,
+            provisioning,
             spec_commit: row.spec_commit.cloned(),
             start_pipeline: false,
         });
@@ -103,8 +107,9 @@ pub(crate) fn render_all(infra: &Infrastructure, ctx: &Value) -> Rendered {
         // Proton's generated inputs travel with the files (and count in the rendered hash,
         // so new environment outputs redeploy dependants).
         docs.extend(crate::provision::terraform::generated_files(ctx));
+        return Ok((docs, Provisioning::SelfManaged));
     }
-    Ok(docs)
+    Ok((docs, Provisioning::CloudFormation))
 }
 
 /// An invalid state with `error` as its reason.

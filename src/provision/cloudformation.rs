@@ -742,7 +742,7 @@ impl CloudFormation {
         let role = job.role_arn;
         let stack = stack_name(&d.resource_id);
         let info = self.describe(&stack, role).await?;
-        if d.action == "delete" {
+        if d.action == crate::model::DeploymentAction::Delete {
             return match info {
                 None => Ok(Applied::Deleted),
                 Some(i) if i.status == "DELETE_COMPLETE" => Ok(Applied::Deleted),

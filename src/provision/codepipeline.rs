@@ -140,7 +140,10 @@ pub async fn pipeline_rows(
 
 /// The service named by a pipeline or instance id.
 fn service_of(id: &str) -> String {
-    id.split('/').nth(1).unwrap_or_default().to_string()
+    crate::model::ResourceId::parse(id)
+        .ok()
+        .and_then(|r| r.service().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// A CodePipeline client.

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use super::{Applied, BoxFuture, DeployError, Job, Provisioner};
+use crate::model::DeploymentAction;
 
 /// One call the fake received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +96,9 @@ impl Fake {
             Some(Script::Succeed(outputs)) if operation != "delete" => Ok(Applied::Deployed {
                 outputs: outputs.clone(),
             }),
-            _ if operation == "delete" || dep.action == "delete" => Ok(Applied::Deleted),
+            _ if operation == "delete" || dep.action == DeploymentAction::Delete => {
+                Ok(Applied::Deleted)
+            }
             _ => Ok(Applied::Deployed {
                 outputs: BTreeMap::new(),
             }),

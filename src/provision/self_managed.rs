@@ -128,8 +128,8 @@ async fn submit(
             dep.resource_id
         )));
     };
-    let folder =
-        terraform::folder_for(&dep.resource_id, dep.environment.as_deref()).map_err(fatal)?;
+    let folder = terraform::folder_for(&dep.resource_id, dep.environment.as_deref())
+        .map_err(|e| fatal(e.to_string()))?;
     let deleted = documents.is_none();
     let (arn, env_arn) = terraform::arns(
         &dep.resource_id,
@@ -388,8 +388,8 @@ pub async fn notify(
             row.deployment_id
         )));
     };
-    let outcome = match (succeeded, dep.deployment.action.as_str()) {
-        (true, "delete") => Outcome::Deleted,
+    let outcome = match (succeeded, dep.deployment.action) {
+        (true, crate::model::DeploymentAction::Delete) => Outcome::Deleted,
         (true, _) => Outcome::Succeeded(ResourceRecord::deployed_by(&dep.deployment, outputs)),
         (false, _) => Outcome::Failed {
             error: format!(

@@ -21,6 +21,7 @@
 //! the folder from the ARN still work). A delete commits the metadata with
 //! `isResourceDeleted: true` and keeps the `.tf` files, so the automation can destroy.
 
+use crate::model::ResourceId;
 use serde_json::{Value, json};
 
 /// The header of generated files.
@@ -127,25 +128,53 @@ pub fn generated_files(ctx: &Value) -> Vec<(String, String)> {
     ]
 }
 
+/// Why a resource has no place in the infrastructure repo.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    /// An instance whose environment is unknown.
+    #[error("{resource}: no environment known for the instance")]
+    NoEnvironment {
+        /// The resource.
+        resource: String,
+    },
+    /// Components are CloudFormation only.
+    #[error(
+        "{resource}: Terraform components are not supported (as in Proton); use CloudFormation for directly defined components"
+    )]
+    Component {
+        /// The resource.
+        resource: String,
+    },
+    /// Not a resource id.
+    #[error("{resource}: not a resource id")]
+    NotAnId {
+        /// The text given.
+        resource: String,
+    },
+}
+
 /// Where a resource's files go in the infrastructure repo.
 ///
 /// # Errors
 ///
 /// For components (Proton never provisioned them this way) and malformed ids.
-pub fn folder_for(resource_id: &str, environment: Option<&str>) -> Result<String, String> {
-    let parts: Vec<&str> = resource_id.split('/').collect();
-    match parts.as_slice() {
-        ["environment", env] => Ok((*env).to_string()),
-        ["service_instance", svc, inst] => {
-            let env = environment
-                .ok_or_else(|| format!("{resource_id}: no environment known for the instance"))?;
-            Ok(format!("{env}/{svc}-{inst}"))
+pub fn folder_for(resource_id: &str, environment: Option<&str>) -> Result<String, LayoutError> {
+    let resource = || resource_id.to_string();
+    match ResourceId::parse(resource_id) {
+        Ok(ResourceId::Environment { name }) => Ok(name),
+        Ok(ResourceId::ServiceInstance { service, instance }) => {
+            let env = environment.ok_or_else(|| LayoutError::NoEnvironment {
+                resource: resource(),
+            })?;
+            Ok(format!("{env}/{service}-{instance}"))
         }
-        ["pipeline", svc] => Ok(format!("{svc}/pipeline")),
-        ["component", ..] => Err(format!(
-            "{resource_id}: Terraform components are not supported (as in Proton); use CloudFormation for directly defined components"
-        )),
-        _ => Err(format!("{resource_id}: not a resource id")),
+        Ok(ResourceId::Pipeline { service }) => Ok(format!("{service}/pipeline")),
+        Ok(ResourceId::Component { .. }) => Err(LayoutError::Component {
+            resource: resource(),
+        }),
+        Err(_) => Err(LayoutError::NotAnId {
+            resource: resource(),
+        }),
     }
 }
 
@@ -158,14 +187,15 @@ pub fn arns(
     account: &str,
 ) -> (String, Option<String>) {
     let base = format!("arn:aws:proton:{region}:{account}");
-    let parts: Vec<&str> = resource_id.split('/').collect();
-    match parts.as_slice() {
-        ["environment", env] => (format!("{base}:environment/{env}"), None),
-        ["service_instance", svc, inst] => (
-            format!("{base}:service/{svc}/service-instance/{inst}"),
+    match ResourceId::parse(resource_id) {
+        Ok(ResourceId::Environment { name }) => (format!("{base}:environment/{name}"), None),
+        Ok(ResourceId::ServiceInstance { service, instance }) => (
+            format!("{base}:service/{service}/service-instance/{instance}"),
             environment.map(|e| format!("{base}:environment/{e}")),
         ),
-        ["pipeline", svc] => (format!("{base}:service/{svc}/pipeline"), None),
+        Ok(ResourceId::Pipeline { service }) => {
+            (format!("{base}:service/{service}/pipeline"), None)
+        }
         _ => (format!("{base}:{resource_id}"), None),
     }
 }
