@@ -16,7 +16,7 @@ use crate::plan::schedule::{
     self, Decision, HoldReason, LastAttempt, RecordFacts, RolloutRules, RolloutUnit, Schedule,
     ScheduleInput, Verdict, Wanted,
 };
-use crate::plan::{self, ActionKind, DesiredState, Plan, Version};
+use crate::plan::{self, Action, ActionKind, DesiredState, Plan, Version};
 use crate::spec::{EnvironmentSpec, SpecFile, TemplateRef};
 use crate::state::{DeploymentRecord, ResourceRecord};
 
@@ -99,9 +99,13 @@ pub fn evaluate(
     let rollout_holds =
         schedule::rollout_holds(&first, &units, &records, &facts.halted, &rules, facts.now);
     // Held minor upgrades stay on their deployed version, so that their spec changes deploy.
-    let pins: BTreeMap<String, Version> = first
+    let held: Vec<Action> = first
         .changes()
         .filter(|a| rollout_holds.contains_key(&a.id))
+        .cloned()
+        .collect();
+    let pins: BTreeMap<String, Version> = held
+        .iter()
         .filter_map(|a| a.deployed.map(|v| (a.id.clone(), v)))
         .collect();
     let (set, plan) = if pins.is_empty() {
@@ -113,6 +117,20 @@ pub fn evaluate(
     };
     let input = schedule_input(&set, facts, records, rollout_holds.clone(), config);
     let mut schedule = schedule::schedule(&plan, &input);
+    // The held minor upgrades themselves, with their reasons (a re-rendered resource shows
+    // its spec change, if any, as a separate decision before them).
+    let pinned: Vec<Decision> = held
+        .into_iter()
+        .filter(|a| !schedule.decisions.iter().any(|d| d.action == *a))
+        .filter_map(|a| {
+            let reason = rollout_holds.get(&a.id)?.clone();
+            Some(Decision {
+                action: a,
+                verdict: Verdict::Hold { reason },
+            })
+        })
+        .collect();
+    schedule.decisions.extend(pinned);
     schedule.decisions.extend(pinned_holds(snapshot, &plan));
     Evaluation {
         set,
