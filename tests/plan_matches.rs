@@ -189,7 +189,10 @@ async fn plan_shows_each_hold_and_reconcile_does_what_it_showed() {
         text.contains("outside the maintenance window of stage prod"),
         "{text}"
     );
-    assert!(text.contains("rollout halted"), "{text}");
+    assert!(
+        text.contains("rollout of web-svc 1.1 is halted: testing"),
+        "{text}"
+    );
     assert!(
         text.contains("the spec pins this minor; 1.1 is available"),
         "{text}"

@@ -105,7 +105,7 @@ impl fmt::Display for HoldReason {
             Self::WaitingForNotify => {
                 f.write_str("waiting for the self-managed outcome (protond notify)")
             }
-            Self::RolloutHalted { reason } => write!(f, "rollout halted: {reason}"),
+            Self::RolloutHalted { reason } => f.write_str(reason),
             Self::Window { stage } => write!(f, "outside the maintenance window of stage {stage}"),
             Self::EarlierStage { waiting_on } => {
                 write!(f, "waiting for the earlier stage: {waiting_on} is not yet on the version")
