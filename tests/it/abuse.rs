@@ -11,7 +11,7 @@
 //! Then the case is undone (a revert commit; bad tags stay, each case tags a new minor) and
 //! the next one runs against the same deployment, so a case that leaked would fail the ones
 //! after it too. The suite prints one line per case and a total:
-//! `cargo test --test abuse -- --nocapture` (README, "Limits and guarantees").
+//! `cargo test --test it abuse:: -- --nocapture` (README, "Limits and guarantees").
 //!
 //! The HTTP cases (forged webhooks and tokens) run against `protond run` at the end.
 
@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
+use crate::common;
 use common::git;
 
 use protond::demo::LocalAws as Moto;

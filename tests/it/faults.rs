@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-mod common;
+use crate::common;
 use common::{LiveStack, git, live_stacks, protond};
 
 use protond::demo::LocalAws as Moto;

@@ -7,7 +7,7 @@ use std::process::Output;
 
 use serde_json::Value;
 
-mod common;
+use crate::common;
 use common::forge::{FakeForge, Kind};
 use common::{example_git_repos, git};
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 
-mod common;
+use crate::common;
 use common::git;
 
 use protond::demo::LocalAws as Moto;
@@ -488,7 +488,7 @@ async fn every_endpoint_of_a_running_daemon() {
         401
     );
     // Outcome reports (self-managed provisioning) need the token too, and name a waiting
-    // deployment; the full flow is in tests/self_managed.rs.
+    // deployment; the full flow is in tests/it/self_managed.rs.
     let notify = format!("{}/api/v1/notify", d.base);
     let body = json!({"resourceArn": "arn:aws:proton:us-east-1:123456789012:environment/dev", "status": "SUCCEEDED"});
     assert_eq!(
