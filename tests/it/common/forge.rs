@@ -42,7 +42,6 @@ pub struct Inner {
 pub struct FakeForge {
     pub url: String,
     pub inner: Arc<Mutex<Inner>>,
-    kind: Kind,
 }
 
 struct Cfg {
@@ -90,7 +89,6 @@ impl FakeForge {
         Self {
             url: format!("http://{addr}{prefix}"),
             inner,
-            kind,
         }
     }
 
@@ -115,10 +113,6 @@ impl FakeForge {
             .find(|p| p.number == number)
             .expect("pull request exists");
         pr.state = state.into();
-    }
-
-    pub fn kind(&self) -> Kind {
-        self.kind
     }
 }
 
