@@ -54,10 +54,12 @@ fn release(
     );
 }
 
+/// `git show <rev>` in `repo`.
 fn show(w: &World, repo: &str, rev: &str) -> String {
     w.git(repo, &["show", rev])
 }
 
+/// Deletes every proposal row of the state store, as if it were lost.
 async fn clear_proposal_rows(w: &World) {
     let url = format!("sqlite://{}", w.state_db().display());
     let pool = sqlx::SqlitePool::connect(&url).await.expect("db");

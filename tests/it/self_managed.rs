@@ -127,10 +127,12 @@ fn reconcile(w: &World) -> String {
     text
 }
 
+/// `git show <rev>` in the infrastructure repo.
 fn show(w: &World, rev: &str) -> String {
     w.git("infra", &["show", rev])
 }
 
+/// Merges `branch` of the infrastructure repo into main, as the team would.
 fn merge(w: &World, branch: &str) {
     w.git(
         "infra",
@@ -145,6 +147,7 @@ fn merge(w: &World, branch: &str) {
     );
 }
 
+/// `protond status --output json`.
 fn status_json(w: &World) -> Value {
     let out = w.run(&["status", "--output", "json"]);
     serde_json::from_slice(&out.stdout).expect("status json")

@@ -58,12 +58,16 @@ type ConfigEdit = Box<dyn FnOnce(&mut Toml)>;
 /// example repos, the extra repos, the `setup` steps, the tags, the moto_server, the config.
 #[must_use = "a builder does nothing until .build()"]
 pub struct WorldBuilder {
+    /// Whether to copy the example repos.
     examples: bool,
+    /// Extra repos: name and README text.
     repos: Vec<(String, String)>,
     setup: Vec<Setup>,
+    /// Tags of the template repo: name and message (none: lightweight).
     tags: Vec<(String, Option<String>)>,
     aws: Aws,
     config: Vec<ConfigEdit>,
+    /// Environment for every `protond` command.
     env: Vec<(String, String)>,
 }
 
@@ -326,20 +330,29 @@ fn init_repo(dir: &Path) {
 /// spec repos. Tests edit the written text with plain string replacements, so the layout is
 /// one key a line, each table's keys right under its header.
 pub struct Toml {
+    /// The world's folder, which relative paths in the config are relative to.
     root: PathBuf,
+    /// The `state` URL (`sqlite://PATH`).
     state: String,
+    /// The `data_dir` (git mirrors, caches).
     data_dir: String,
+    /// Extra top-level key lines.
     top: Vec<String>,
     /// `[aws]`'s endpoint and `max_attempts`, if the world has AWS.
     aws: Option<(String, u32)>,
+    /// Extra sections, each its header and key lines.
     sections: Vec<String>,
+    /// The `[[template_repos]]` tables.
     template_repos: Vec<Repo>,
+    /// The `[[spec_repos]]` tables.
     spec_repos: Vec<Repo>,
 }
 
 /// One `[[template_repos]]` or `[[spec_repos]]` table.
 struct Repo {
+    /// The repo's name, also its folder under the root.
     name: String,
+    /// Where protond fetches it from.
     url: String,
     /// Lines after `name` and `url`.
     lines: Vec<String>,
@@ -447,36 +460,72 @@ impl Toml {
         self.root.join(path)
     }
 
+    /// The config's text, one key a line.
     fn render(&self) -> String {
-        let mut out = format!(
-            "state = \"{}\"\ndata_dir = \"{}\"\n",
-            self.state, self.data_dir
-        );
-        for line in &self.top {
-            out.push_str(&format!("{line}\n"));
-        }
+        let mut lines = vec![
+            format!("state = \"{}\"", self.state),
+            format!("data_dir = \"{}\"", self.data_dir),
+        ];
+        lines.extend(self.top.iter().cloned());
         if let Some((url, attempts)) = &self.aws {
-            out.push_str(&format!(
-                "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\npoll_interval = \"200ms\"\nmax_attempts = {attempts}\nchange_sets = false\n"
-            ));
+            lines.extend([
+                "[aws]".to_string(),
+                "region = \"us-east-1\"".to_string(),
+                format!("endpoint_url = \"{url}\""),
+                "poll_interval = \"200ms\"".to_string(),
+                format!("max_attempts = {attempts}"),
+                "change_sets = false".to_string(),
+            ]);
         }
-        for s in &self.sections {
-            out.push_str(&format!("{s}\n"));
-        }
+        lines.extend(self.sections.iter().cloned());
         for (table, repos) in [
             ("template_repos", &self.template_repos),
             ("spec_repos", &self.spec_repos),
         ] {
             for r in repos {
-                out.push_str(&format!(
-                    "[[{table}]]\nname = \"{}\"\nurl = \"{}\"\n",
-                    r.name, r.url
-                ));
-                for line in &r.lines {
-                    out.push_str(&format!("{line}\n"));
-                }
+                lines.extend([
+                    format!("[[{table}]]"),
+                    format!("name = \"{}\"", r.name),
+                    format!("url = \"{}\"", r.url),
+                ]);
+                lines.extend(r.lines.iter().cloned());
             }
         }
-        out
+        lines.iter().map(|l| format!("{l}\n")).collect()
     }
+}
+
+/// The suites edit the written config with string replacements (`"url = \"payments\""`,
+/// `"poll_interval = \"1s\"\n[aws]"`, `"data_dir = \"data\"\n"`): the layout they rely on.
+#[test]
+fn the_config_has_the_layout_the_suites_edit() {
+    let w = World::builder()
+        .aws_down()
+        .config(|c| {
+            c.top("poll_interval = \"1s\"")
+                .max_attempts(2)
+                .section("[daemon]\nshutdown_grace = \"10s\"\n")
+                .repo_line("payments", "allow_empty = true")
+                .spec_repo("intruder", &[]);
+        })
+        .build();
+    let text = std::fs::read_to_string(w.config_path()).expect("config");
+    assert_eq!(
+        text,
+        format!(
+            "state = \"sqlite://state/state.db\"\ndata_dir = \"data\"\npoll_interval = \"1s\"\n\
+             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\npoll_interval = \"200ms\"\nmax_attempts = 2\nchange_sets = false\n\
+             [daemon]\nshutdown_grace = \"10s\"\n\
+             [[template_repos]]\nname = \"platform-templates\"\nurl = \"platform-templates\"\n\
+             [[spec_repos]]\nname = \"platform-envs\"\nurl = \"platform-envs\"\nplatform = true\n\
+             [[spec_repos]]\nname = \"payments\"\nurl = \"payments\"\nallow_empty = true\n\
+             [[spec_repos]]\nname = \"intruder\"\nurl = \"intruder\"\n",
+            url = w.aws_url()
+        )
+    );
+    assert_eq!(w.state_db(), w.root.join("state/state.db"));
+    assert_eq!(
+        w.aws_url(),
+        format!("http://127.0.0.1:{}", w.aws_port()).as_str()
+    );
 }
