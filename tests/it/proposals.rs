@@ -2,102 +2,72 @@
 //! binary run once per step (so every step is a restart), the real AWS SDK against a
 //! moto_server, and a fake of each forge API on 127.0.0.1 that checks every request.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
-mod common;
-
-use common::forge::{FakeForge, Kind};
-use common::git;
-
-use protond::demo::LocalAws as Moto;
+use crate::common::forge::{FakeForge, Kind};
+use crate::common::world::{Toml, World};
+use crate::common::{self, git};
 
 const TOKEN: &str = "forge-secret-token-123";
 /// The upgrade branch of `proton/services/payments.yaml`: its path, and a hash of it.
 const PAYMENTS_BRANCH: &str = "protond/upgrade/proton/services/payments-4bdfb6c8";
 
-struct World {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    _moto: Moto,
+/// The examples on a moto_server, with `config`; every command gets the forge token.
+fn world(config: impl FnOnce(&mut Toml) + 'static) -> World {
+    World::examples_on_moto()
+        .env("FORGE_TOKEN", TOKEN)
+        .config(config)
+        .build()
 }
 
-impl World {
-    fn new(extra: &str, payments_forge: &str, envs_forge: &str) -> Self {
-        let moto = Moto::start().expect("moto_server starts (scripts/test installs it)");
-        let (tmp, root) = common::tagged_examples();
-        let toml = format!(
-            "state = \"sqlite://state/state.db\"\ndata_dir = \"data\"\n{extra}\n\
-             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\npoll_interval = \"200ms\"\nmax_attempts = 1\nchange_sets = false\n\
-             [[template_repos]]\nname = \"platform-templates\"\nurl = \"platform-templates\"\n\
-             [[spec_repos]]\nname = \"platform-envs\"\nurl = \"platform-envs\"\nplatform = true\n{envs_forge}\n\
-             [[spec_repos]]\nname = \"payments\"\nurl = \"payments\"\n{payments_forge}\n",
-            url = moto.url
-        );
-        std::fs::write(root.join("proton.toml"), toml).expect("config");
-        Self {
-            _tmp: tmp,
-            root,
-            _moto: moto,
-        }
-    }
+/// `protond reconcile --once`; the token must not reach its output.
+fn reconcile(w: &World) -> Output {
+    let out = w.reconcile();
+    let logs = common::text(&out);
+    assert!(!logs.contains(TOKEN), "the token reached the logs:\n{logs}");
+    out
+}
 
-    fn reconcile(&self) -> Output {
-        let out = common::protond(&self.root.join("proton.toml"), &["reconcile", "--once"])
-            .env("FORGE_TOKEN", TOKEN)
-            .output()
-            .expect("protond runs");
-        let logs = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(!logs.contains(TOKEN), "the token reached the logs:\n{logs}");
-        out
+/// Adds major `major` of a template by copying v1 and applying `edit` to each file.
+fn release(
+    w: &World,
+    template: &str,
+    major: u32,
+    notes: &str,
+    edit: impl Fn(&str, String) -> String,
+) {
+    let t = w.dir("platform-templates");
+    let from = t.join(template).join("v1");
+    let to = t.join(template).join(format!("v{major}"));
+    common::copy_tree(&from, &to);
+    for rel in files_under(&to) {
+        let p = to.join(&rel);
+        let text = std::fs::read_to_string(&p).expect("read");
+        std::fs::write(&p, edit(&rel, text)).expect("write");
     }
+    git(&t, &["add", "-A"]);
+    git(&t, &["commit", "-q", "-m", &format!("{template} v{major}")]);
+    git(
+        &t,
+        &["tag", "-a", &format!("{template}/v{major}.0"), "-m", notes],
+    );
+}
 
-    fn dir(&self, repo: &str) -> PathBuf {
-        self.root.join(repo)
-    }
+/// `git show <rev>` in `repo`.
+fn show(w: &World, repo: &str, rev: &str) -> String {
+    w.git(repo, &["show", rev])
+}
 
-    /// Adds major `major` of a template by copying v1 and applying `edit` to each file.
-    fn release(
-        &self,
-        template: &str,
-        major: u32,
-        notes: &str,
-        edit: impl Fn(&str, String) -> String,
-    ) {
-        let t = self.dir("platform-templates");
-        let from = t.join(template).join("v1");
-        let to = t.join(template).join(format!("v{major}"));
-        common::copy_tree(&from, &to);
-        for rel in files_under(&to) {
-            let p = to.join(&rel);
-            let text = std::fs::read_to_string(&p).expect("read");
-            std::fs::write(&p, edit(&rel, text)).expect("write");
-        }
-        git(&t, &["add", "-A"]);
-        git(&t, &["commit", "-q", "-m", &format!("{template} v{major}")]);
-        git(
-            &t,
-            &["tag", "-a", &format!("{template}/v{major}.0"), "-m", notes],
-        );
-    }
-
-    fn show(&self, repo: &str, rev: &str) -> String {
-        git(&self.dir(repo), &["show", rev])
-    }
-
-    async fn clear_proposal_rows(&self) {
-        let url = format!("sqlite://{}/state/state.db", self.root.display());
-        let pool = sqlx::SqlitePool::connect(&url).await.expect("db");
-        sqlx::query("DELETE FROM proposals")
-            .execute(&pool)
-            .await
-            .expect("delete");
-        pool.close().await;
-    }
+/// Deletes every proposal row of the state store, as if it were lost.
+async fn clear_proposal_rows(w: &World) {
+    let url = format!("sqlite://{}", w.state_db().display());
+    let pool = sqlx::SqlitePool::connect(&url).await.expect("db");
+    sqlx::query("DELETE FROM proposals")
+        .execute(&pool)
+        .await
+        .expect("delete");
+    pool.close().await;
 }
 
 fn files_under(dir: &Path) -> Vec<String> {
@@ -153,11 +123,11 @@ fn ok(out: &Output) {
 async fn majors_open_one_pull_request_per_spec_update_it_and_survive_restarts() {
     // GitHub Enterprise (API under /api/v3) for the service repo, GitLab for the platform repo.
     // The fakes need the repo paths, which the world creates; start them after.
-    let world = World::new(
-        "[proposals]\nmax_per_hour = 10\nauthor = \"bot <bot@example.invalid>\"\n",
-        "__PAYMENTS_FORGE__",
-        "__ENVS_FORGE__",
-    );
+    let world = world(|c| {
+        c.section("[proposals]\nmax_per_hour = 10\nauthor = \"bot <bot@example.invalid>\"")
+            .repo_line("platform-envs", "__ENVS_FORGE__")
+            .repo_line("payments", "__PAYMENTS_FORGE__");
+    });
     let github = FakeForge::start(
         Kind::GitHub,
         "/api/v3",
@@ -174,7 +144,7 @@ async fn majors_open_one_pull_request_per_spec_update_it_and_survive_restarts() 
         world.dir("platform-envs"),
     )
     .await;
-    let cfg = world.root.join("proton.toml");
+    let cfg = world.config_path();
     let text = std::fs::read_to_string(&cfg).expect("config");
     let text = text
         .replace(
@@ -188,23 +158,25 @@ async fn majors_open_one_pull_request_per_spec_update_it_and_survive_restarts() 
     std::fs::write(&cfg, text).expect("config");
 
     // v1 everywhere: deploy, no proposals, no forge calls.
-    ok(&world.reconcile());
+    ok(&reconcile(&world));
     assert!(github.requests().is_empty() && gitlab.requests().is_empty());
 
     // Tag web-svc 2.0 and basic-env 2.0.
-    world.release(
+    release(
+        &world,
         "web-svc",
         2,
         "web-svc 2.0\n\nAdds cpu and region; health checks move to the load balancer.",
         web_svc_edit,
     );
-    world.release(
+    release(
+        &world,
         "basic-env",
         2,
         "basic-env 2.0: same inputs, new major",
         |_, t| t,
     );
-    ok(&world.reconcile());
+    ok(&reconcile(&world));
     assert_eq!(github.violations(), Vec::<String>::new());
     assert_eq!(gitlab.violations(), Vec::<String>::new());
     let prs = github.prs();
@@ -240,7 +212,8 @@ async fn majors_open_one_pull_request_per_spec_update_it_and_survive_restarts() 
         );
     }
     // The branch holds the rewritten spec, comments kept.
-    let branch_spec = world.show(
+    let branch_spec = show(
+        &world,
         "payments",
         "protond/upgrade/proton/services/payments-4bdfb6c8:proton/services/payments.yaml",
     );
@@ -292,19 +265,26 @@ async fn majors_open_one_pull_request_per_spec_update_it_and_survive_restarts() 
 
     // A restart with nothing new: not one forge call, no duplicates.
     let before = (github.requests().len(), gitlab.requests().len());
-    ok(&world.reconcile());
+    ok(&reconcile(&world));
     assert_eq!((github.requests().len(), gitlab.requests().len()), before);
 
     // web-svc 3.0: the same pull request is updated, not duplicated.
-    world.release("web-svc", 3, "web-svc 3.0: bigger defaults", web_svc_edit);
-    ok(&world.reconcile());
+    release(
+        &world,
+        "web-svc",
+        3,
+        "web-svc 3.0: bigger defaults",
+        web_svc_edit,
+    );
+    ok(&reconcile(&world));
     assert_eq!(github.violations(), Vec::<String>::new());
     let prs = github.prs();
     assert_eq!(prs.len(), 1, "{prs:#?}");
     assert_eq!(prs[0].title, "Upgrade service payments to web-svc v3");
     assert!(prs[0].body.contains("web-svc 3.0: bigger defaults"));
     assert!(prs[0].state == "open");
-    let branch_spec = world.show(
+    let branch_spec = show(
+        &world,
         "payments",
         "protond/upgrade/proton/services/payments-4bdfb6c8:proton/services/payments.yaml",
     );
@@ -325,8 +305,8 @@ async fn majors_open_one_pull_request_per_spec_update_it_and_survive_restarts() 
     );
 
     // A lost state store still finds the open pull request instead of opening another.
-    world.clear_proposal_rows().await;
-    ok(&world.reconcile());
+    clear_proposal_rows(&world).await;
+    ok(&reconcile(&world));
     assert_eq!(github.prs().len(), 1);
     assert_eq!(gitlab.prs().len(), 2);
     assert_eq!(github.violations(), Vec::<String>::new());
@@ -343,7 +323,7 @@ async fn majors_open_one_pull_request_per_spec_update_it_and_survive_restarts() 
         &["commit", "-qam", "prod to basic-env 2 by hand"],
     );
     // payments-prod (web-svc v1) does not accept basic-env 2: left as deployed, reported.
-    let out = world.reconcile();
+    let out = reconcile(&world);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr)
@@ -408,15 +388,10 @@ async fn majors_open_one_pull_request_per_spec_update_it_and_survive_restarts() 
         ],
     );
     github.set_state(1, "merged");
-    ok(&world.reconcile());
+    ok(&reconcile(&world));
     assert_eq!(github.prs().len(), 1);
     assert_eq!(github.violations(), Vec::<String>::new());
-    let status = common::protond(
-        &world.root.join("proton.toml"),
-        &["status", "--output", "json"],
-    )
-    .output()
-    .expect("status");
+    let status = world.run(&["status", "--output", "json"]);
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status json");
     let resources = status["resources"].as_array().expect("resources");
     let dev = resources
@@ -434,11 +409,11 @@ async fn majors_open_one_pull_request_per_spec_update_it_and_survive_restarts() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitea_and_plain_git_forges_with_an_hourly_limit_and_declined_requests() {
-    let world = World::new(
-        "[proposals]\nmax_per_hour = 1\n",
-        "__PAYMENTS_FORGE__",
-        "forge = { kind = \"git\" }",
-    );
+    let world = world(|c| {
+        c.section("[proposals]\nmax_per_hour = 1")
+            .repo_line("platform-envs", "forge = { kind = \"git\" }")
+            .repo_line("payments", "__PAYMENTS_FORGE__");
+    });
     let gitea = FakeForge::start(
         Kind::Gitea,
         "/api/v1",
@@ -447,17 +422,17 @@ async fn gitea_and_plain_git_forges_with_an_hourly_limit_and_declined_requests()
         world.dir("payments"),
     )
     .await;
-    let cfg = world.root.join("proton.toml");
+    let cfg = world.config_path();
     let text = std::fs::read_to_string(&cfg).expect("config").replace(
         "__PAYMENTS_FORGE__",
         &format!("forge = {{ kind = \"forgejo\", api_url = \"{}\", repo = \"acme/payments\", token_env = \"FORGE_TOKEN\" }}", gitea.url),
     );
     std::fs::write(&cfg, text).expect("config");
-    world.release("web-svc", 2, "web-svc 2.0", web_svc_edit);
-    world.release("basic-env", 2, "basic-env 2.0", |_, t| t);
+    release(&world, "web-svc", 2, "web-svc 2.0", web_svc_edit);
+    release(&world, "basic-env", 2, "basic-env 2.0", |_, t| t);
 
     // Three spec files want a pull request; the limit lets one through per hour.
-    ok(&world.reconcile());
+    ok(&reconcile(&world));
     let envs_branches = git(
         &world.dir("platform-envs"),
         &["branch", "--list", "protond/*"],
@@ -469,7 +444,7 @@ async fn gitea_and_plain_git_forges_with_an_hourly_limit_and_declined_requests()
         "gitea {:?}, git branches {envs_branches}",
         gitea.prs()
     );
-    ok(&world.reconcile());
+    ok(&reconcile(&world));
     let envs_branches = git(
         &world.dir("platform-envs"),
         &["branch", "--list", "protond/*"],
@@ -482,14 +457,15 @@ async fn gitea_and_plain_git_forges_with_an_hourly_limit_and_declined_requests()
         .expect("config")
         .replace("max_per_hour = 1", "max_per_hour = 50");
     std::fs::write(&cfg, text).expect("config");
-    ok(&world.reconcile());
+    ok(&reconcile(&world));
     assert_eq!(gitea.prs().len(), 1);
     let envs_branches = git(
         &world.dir("platform-envs"),
         &["branch", "--list", "protond/*"],
     );
     assert_eq!(envs_branches.lines().count(), 2, "{envs_branches}");
-    let dev = world.show(
+    let dev = show(
+        &world,
         "platform-envs",
         "protond/upgrade/proton/environments/dev-581847b6:proton/environments/dev.yaml",
     );
@@ -505,11 +481,11 @@ async fn gitea_and_plain_git_forges_with_an_hourly_limit_and_declined_requests()
     let text = std::fs::read_to_string(&spec).expect("spec");
     std::fs::write(&spec, text.replace("desired_count: 3", "desired_count: 4")).expect("write");
     git(&world.dir("payments"), &["commit", "-qam", "scale prod"]);
-    ok(&world.reconcile());
+    ok(&reconcile(&world));
     assert_eq!(gitea.prs().len(), 1);
     // ... but a newer major does.
-    world.release("web-svc", 3, "web-svc 3.0", web_svc_edit);
-    ok(&world.reconcile());
+    release(&world, "web-svc", 3, "web-svc 3.0", web_svc_edit);
+    ok(&reconcile(&world));
     let prs = gitea.prs();
     assert_eq!(prs.len(), 2, "{prs:#?}");
     assert_eq!(prs[1].state, "open");

@@ -9,22 +9,20 @@ use std::time::{Duration, Instant};
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 
-mod common;
-use common::git;
-
-use protond::demo::LocalAws as Moto;
+use crate::common::world::World;
+use crate::common::{self, git};
 
 const API_TOKEN: &str = "api-token-for-tests-0123";
 const GH_SECRET: &str = "github-webhook-secret-4567";
 const GL_TOKEN: &str = "gitlab-webhook-token-89ab";
 
+/// A `protond run` serving on a free port, over the examples on a moto_server; killed when
+/// dropped.
 struct Daemon {
     child: Child,
     base: String,
     log: PathBuf,
-    root: PathBuf,
-    _tmp: tempfile::TempDir,
-    _moto: Moto,
+    world: World,
 }
 
 impl Drop for Daemon {
@@ -34,50 +32,32 @@ impl Drop for Daemon {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 impl Daemon {
     fn start() -> Self {
-        let moto = Moto::start().expect("moto_server starts (scripts/test installs it)");
-        let (tmp, root) = common::tagged_examples();
         // Polling once an hour and no watcher: only webhooks and the API trigger fetches.
-        let toml = format!(
-            "state = \"sqlite://state/state.db\"\ndata_dir = \"data\"\npoll_interval = \"1h\"\n\
-             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\npoll_interval = \"200ms\"\nmax_attempts = 1\nchange_sets = false\n\
-             [daemon]\nshutdown_grace = \"10s\"\nwatch = false\n\
-             [server]\ntoken_env = \"T_API\"\ngithub_secret_env = \"T_GH\"\ngitlab_token_env = \"T_GL\"\n\
-             [[template_repos]]\nname = \"platform-templates\"\nurl = \"platform-templates\"\n\
-             [[spec_repos]]\nname = \"platform-envs\"\nurl = \"platform-envs\"\nplatform = true\n\
-             [[spec_repos]]\nname = \"payments\"\nurl = \"payments\"\n",
-            url = moto.url
-        );
-        std::fs::write(root.join("proton.toml"), toml).expect("config");
-        let port = free_port();
-        let log = root.join("daemon.log");
-        let child = common::protond(
-            &root.join("proton.toml"),
-            &["run", "--listen", &format!("127.0.0.1:{port}")],
-        )
-        .env("T_API", API_TOKEN)
-        .env("T_GH", GH_SECRET)
-        .env("T_GL", GL_TOKEN)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("protond runs");
+        let world = World::examples_on_moto()
+            .env("T_API", API_TOKEN)
+            .env("T_GH", GH_SECRET)
+            .env("T_GL", GL_TOKEN)
+            .config(|c| {
+                c.top("poll_interval = \"1h\"")
+                    .section("[daemon]\nshutdown_grace = \"10s\"\nwatch = false")
+                    .section("[server]\ntoken_env = \"T_API\"\ngithub_secret_env = \"T_GH\"\ngitlab_token_env = \"T_GL\"");
+            })
+            .build();
+        let port = common::free_port();
+        let log = world.dir("daemon.log");
+        let child = world
+            .command(&["run", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("protond runs");
         Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
             log,
-            root,
-            _tmp: tmp,
-            _moto: moto,
+            world,
         }
     }
 
@@ -324,7 +304,7 @@ async fn every_endpoint_of_a_running_daemon() {
     assert_eq!(proposals, json!([]));
 
     // A spec change the daemon cannot see on its own (no watcher, hourly poll).
-    let payments_repo = d.root.join("payments");
+    let payments_repo = d.world.dir("payments");
     let spec = payments_repo.join("proton/services/payments.yaml");
     let t = std::fs::read_to_string(&spec).expect("spec");
     std::fs::write(&spec, t.replace("desired_count: 3", "desired_count: 4")).expect("write");
@@ -488,7 +468,7 @@ async fn every_endpoint_of_a_running_daemon() {
         401
     );
     // Outcome reports (self-managed provisioning) need the token too, and name a waiting
-    // deployment; the full flow is in tests/self_managed.rs.
+    // deployment; the full flow is in tests/it/self_managed.rs.
     let notify = format!("{}/api/v1/notify", d.base);
     let body = json!({"resourceArn": "arn:aws:proton:us-east-1:123456789012:environment/dev", "status": "SUCCEEDED"});
     assert_eq!(
@@ -524,7 +504,7 @@ async fn every_endpoint_of_a_running_daemon() {
     assert_eq!(r.status(), 400);
 
     // An outdated service: web-svc 2.0 is tagged; the API-triggered fetch registers it.
-    let t = d.root.join("platform-templates");
+    let t = d.world.dir("platform-templates");
     common::copy_tree(&t.join("web-svc/v1"), &t.join("web-svc/v2"));
     git(&t, &["add", "-A"]);
     git(&t, &["commit", "-qm", "web-svc v2"]);

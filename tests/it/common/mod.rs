@@ -1,13 +1,26 @@
-//! Helpers shared by the integration tests: git with a fixed identity, copying the example
-//! repos, and turning them into git repos with release tags.
-
-#![allow(dead_code)]
+//! Helpers shared by the suites: the test [`world::World`], a running daemon
+//! ([`running::Running`]), a fake forge ([`forge::FakeForge`]), git with a fixed identity, the
+//! `protond` command, the stacks on a moto_server, and the one lock the suites share.
+//!
+//! What the suites share, running as threads of one process: nothing but the machine. Each
+//! test has its own temporary folder, its own moto_server on a free port (no test resets or
+//! lists another's), and its own ports for the servers it starts. The exception is the
+//! default listen address of `protond run`, which [`DEFAULT_LISTEN`] serialises. Nothing here
+//! may set process environment variables: they would leak into every other test.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 pub mod forge;
+pub mod running;
+pub mod world;
+
+/// Held by every test that runs `protond run` without `--listen`: such a daemon serves on the
+/// default address 127.0.0.1:8080, and a second one started meanwhile by another test would
+/// fail to start. Taken with `lock().await` in async tests and `blocking_lock()` in plain ones
+/// (a tokio mutex: no poisoning when a holder fails, and it may be held across awaits).
+pub static DEFAULT_LISTEN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Runs git in `dir` with a fixed identity (CI machines may have none); returns stdout.
 pub fn git(dir: &Path, args: &[&str]) -> String {
@@ -38,27 +51,6 @@ pub fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repos")
 }
 
-/// Copies the three example repos under `root` as git repos, one commit each.
-pub fn example_git_repos(root: &Path) {
-    for name in ["platform-templates", "platform-envs", "payments"] {
-        let dir = root.join(name);
-        copy_tree(&examples().join(name), &dir);
-        git(&dir, &["init", "-q", "-b", "main"]);
-        git(&dir, &["add", "-A"]);
-        git(&dir, &["commit", "-q", "-m", "initial"]);
-    }
-}
-
-/// Tags `<name>/v1.0` (annotated) in the template repo for each name.
-pub fn tag_first_releases(templates: &Path, names: &[&str]) {
-    for name in names {
-        git(
-            templates,
-            &["tag", "-a", &format!("{name}/v1.0"), "-m", "first release"],
-        );
-    }
-}
-
 /// The `protond` binary with `args`, then `--config <config>`, test AWS credentials (for a
 /// moto_server) and JSON logs.
 pub fn protond(config: &Path, args: &[&str]) -> Command {
@@ -71,19 +63,6 @@ pub fn protond(config: &Path, args: &[&str]) -> Command {
         .env_remove("AWS_PROFILE")
         .env("PROTOND_LOG_FORMAT", "json");
     c
-}
-
-/// The example repos as git repos in a fresh temporary folder, with the first releases of
-/// the three example templates tagged. Keep the `TempDir`: dropping it deletes the folder.
-pub fn tagged_examples() -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let root = tmp.path().to_path_buf();
-    example_git_repos(&root);
-    tag_first_releases(
-        &root.join("platform-templates"),
-        &["basic-env", "web-svc", "worker-svc"],
-    );
-    (tmp, root)
 }
 
 /// A CloudFormation client for a moto_server at `url`.
@@ -144,23 +123,6 @@ pub async fn live_stacks(url: &str) -> Vec<LiveStack> {
         .collect()
 }
 
-/// The lines a child writes to `stderr`, read on a thread.
-pub fn log_lines(stderr: std::process::ChildStderr) -> std::sync::mpsc::Receiver<String> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
 /// A deployment a restart found interrupted: failed, retryable, and saying so.
 pub fn assert_interrupted(row: &protond::state::DeploymentRecord) {
     assert_eq!(row.status, "failed", "{row:?}");
@@ -171,4 +133,22 @@ pub fn assert_interrupted(row: &protond::state::DeploymentRecord) {
             .is_some_and(|e| e.contains("interrupted")),
         "{row:?}"
     );
+}
+
+/// stdout then stderr of a finished command, as text.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A port of 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }

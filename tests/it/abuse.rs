@@ -11,27 +11,32 @@
 //! Then the case is undone (a revert commit; bad tags stay, each case tags a new minor) and
 //! the next one runs against the same deployment, so a case that leaked would fail the ones
 //! after it too. The suite prints one line per case and a total:
-//! `cargo test --test abuse -- --nocapture` (README, "Limits and guarantees").
+//! `cargo test --test it abuse:: -- --nocapture` (README, "Limits and guarantees").
 //!
 //! The HTTP cases (forged webhooks and tokens) run against `protond run` at the end.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::ops::Deref;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
-use common::git;
+use crate::common::world::World;
+use crate::common::{self, text};
 
-use protond::demo::LocalAws as Moto;
-use protond::state::Store;
-
-struct World {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    moto: Moto,
+/// The suite's world: the examples on a moto_server, plus a third spec repo owned by another
+/// team (empty at first), and the next minor version to tag.
+struct Abuse {
+    world: World,
     /// Minor versions tagged so far per template (each template case tags a new one).
     next_minor: std::cell::Cell<u32>,
+}
+
+impl Deref for Abuse {
+    type Target = World;
+
+    fn deref(&self) -> &World {
+        &self.world
+    }
 }
 
 /// What a deployment looks like from outside: records, stacks and the deployment count.
@@ -42,52 +47,18 @@ struct Snapshot {
     deployments: usize,
 }
 
-impl World {
+impl Abuse {
     fn new() -> Self {
-        let moto = Moto::start().expect("moto_server starts (scripts/test installs it)");
-        let (tmp, root) = common::tagged_examples();
-        // A third spec repo owned by another team, empty at first.
-        let intruder = root.join("intruder");
-        std::fs::create_dir_all(&intruder).expect("mkdir");
-        std::fs::write(intruder.join("README.md"), "another team\n").expect("write");
-        git(&intruder, &["init", "-q", "-b", "main"]);
-        git(&intruder, &["add", "-A"]);
-        git(&intruder, &["commit", "-q", "-m", "initial"]);
-        let toml = format!(
-            "state = \"sqlite://state/state.db\"\ndata_dir = \"data\"\n\
-             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\npoll_interval = \"200ms\"\nmax_attempts = 1\nchange_sets = false\n\
-             [[template_repos]]\nname = \"platform-templates\"\nurl = \"platform-templates\"\n\
-             [[spec_repos]]\nname = \"platform-envs\"\nurl = \"platform-envs\"\nplatform = true\n\
-             [[spec_repos]]\nname = \"payments\"\nurl = \"payments\"\n\
-             [[spec_repos]]\nname = \"intruder\"\nurl = \"intruder\"\nallow_empty = true\n",
-            url = moto.url
-        );
-        std::fs::write(root.join("proton.toml"), toml).expect("config");
+        let world = World::examples_on_moto()
+            .repo("intruder", "another team\n")
+            .config(|c| {
+                c.spec_repo("intruder", &["allow_empty = true"]);
+            })
+            .build();
         Self {
-            _tmp: tmp,
-            root,
-            moto,
+            world,
             next_minor: std::cell::Cell::new(1),
         }
-    }
-
-    fn protond(&self, args: &[&str]) -> Output {
-        common::protond(&self.root.join("proton.toml"), args)
-            .output()
-            .expect("protond runs")
-    }
-
-    fn write(&self, repo: &str, path: &str, text: &str) {
-        let p = self.root.join(repo).join(path);
-        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        std::fs::write(p, text).expect("write");
-    }
-
-    fn edit(&self, repo: &str, path: &str, from: &str, to: &str) {
-        let p = self.root.join(repo).join(path);
-        let text = std::fs::read_to_string(&p).expect("read");
-        assert!(text.contains(from), "{path} has no {from:?}");
-        std::fs::write(&p, text.replacen(from, to, 1)).expect("write");
     }
 
     fn symlink(&self, repo: &str, path: &str, target: &str) {
@@ -96,33 +67,18 @@ impl World {
         std::os::unix::fs::symlink(target, p).expect("symlink");
     }
 
-    fn commit(&self, repo: &str, message: &str) {
-        let dir = self.root.join(repo);
-        git(&dir, &["add", "-A"]);
-        git(&dir, &["commit", "-q", "-m", message]);
-    }
-
     /// Commits the template repo and tags the next minor of `template` there.
     fn release(&self, template: &str) -> String {
         self.commit("platform-templates", "bad release");
         let minor = self.next_minor.get();
         self.next_minor.set(minor + 1);
         let tag = format!("{template}/v1.{minor}");
-        self.tag(&tag);
+        self.tag(&tag, "release");
         tag
     }
 
-    fn tag(&self, tag: &str) {
-        git(
-            &self.root.join("platform-templates"),
-            &["tag", "-a", tag, "-m", "release"],
-        );
-    }
-
     async fn snapshot(&self) -> Snapshot {
-        let store = Store::open(&format!("sqlite://{}/state/state.db", self.root.display()))
-            .await
-            .expect("store");
+        let store = self.store().await;
         let records = store
             .resources()
             .await
@@ -143,7 +99,8 @@ impl World {
             .await
             .expect("history")
             .len();
-        let stacks = common::live_stacks(&self.moto.url)
+        let stacks = self
+            .stacks()
             .await
             .into_iter()
             .map(|s| (s.name, s.status))
@@ -154,14 +111,6 @@ impl World {
             deployments,
         }
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// How a case is undone once checked.
@@ -177,7 +126,7 @@ enum Undo {
 struct Case {
     area: &'static str,
     name: &'static str,
-    apply: fn(&World),
+    apply: fn(&Abuse),
     /// Fragments `protond plan` must print (file, field or rule, and the fix).
     expect: &'static [&'static str],
     /// Fragments it must not print.
@@ -236,7 +185,7 @@ fn cases() -> Vec<Case> {
             area: "spec",
             name: "malformed YAML in a deployed spec file (its resources are kept)",
             apply: |w| {
-                w.edit(
+                w.replace(
                     "payments",
                     SVC,
                     "  - name: payments-prod",
@@ -252,7 +201,7 @@ fn cases() -> Vec<Case> {
             area: "spec",
             name: "wrong type for an input",
             apply: |w| {
-                w.edit(
+                w.replace(
                     "payments",
                     SVC,
                     "desired_count: 3",
@@ -287,7 +236,7 @@ fn cases() -> Vec<Case> {
             area: "spec",
             name: "input below the schema minimum",
             apply: |w| {
-                w.edit(
+                w.replace(
                     "payments",
                     SVC,
                     "port: 8080\n      memory: \"2048\"",
@@ -307,7 +256,7 @@ fn cases() -> Vec<Case> {
             area: "spec",
             name: "input outside the schema enum",
             apply: |w| {
-                w.edit("payments", SVC, "memory: \"2048\"", "memory: \"4096\"");
+                w.replace("payments", SVC, "memory: \"2048\"", "memory: \"4096\"");
                 w.commit("payments", "enum");
             },
             expect: &[
@@ -322,7 +271,7 @@ fn cases() -> Vec<Case> {
             area: "spec",
             name: "input not matching the schema pattern",
             apply: |w| {
-                w.edit(
+                w.replace(
                     "payments",
                     SVC,
                     "desired_count: 3\n      health_check_path: /health",
@@ -342,7 +291,7 @@ fn cases() -> Vec<Case> {
             area: "spec",
             name: "unknown input",
             apply: |w| {
-                w.edit(
+                w.replace(
                     "payments",
                     SVC,
                     "desired_count: 3",
@@ -397,7 +346,7 @@ fn cases() -> Vec<Case> {
             name: "deep nesting in an input value",
             apply: |w| {
                 let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
-                w.edit(
+                w.replace(
                     "payments",
                     SVC,
                     "desired_count: 3",
@@ -433,7 +382,7 @@ fn cases() -> Vec<Case> {
             area: "injection",
             name: "YAML injection through an input (a new key)",
             apply: |w| {
-                w.edit(
+                w.replace(
                     "payments",
                     SVC,
                     "image: public.ecr.aws/nginx/nginx:stable\n      port: 8080\n      memory: \"2048\"",
@@ -449,7 +398,7 @@ fn cases() -> Vec<Case> {
             area: "injection",
             name: "YAML injection through an input (closing the quote)",
             apply: |w| {
-                w.edit(
+                w.replace(
                     "payments",
                     SVC,
                     "image: public.ecr.aws/nginx/nginx:stable\n      port: 8080\n      memory: \"2048\"",
@@ -469,7 +418,7 @@ fn cases() -> Vec<Case> {
             area: "injection",
             name: "YAML injection through an input (a mapping after a closed quote)",
             apply: |w| {
-                w.edit(
+                w.replace(
                     "payments",
                     SVC,
                     "image: public.ecr.aws/nginx/nginx:stable\n      port: 8080\n      memory: \"2048\"",
@@ -489,7 +438,7 @@ fn cases() -> Vec<Case> {
             area: "injection",
             name: "reserved marker characters in an input",
             apply: |w| {
-                w.edit(
+                w.replace(
                     "payments",
                     SVC,
                     "image: public.ecr.aws/nginx/nginx:stable\n      port: 8080\n      memory: \"2048\"",
@@ -628,7 +577,7 @@ fn cases() -> Vec<Case> {
             area: "paths",
             name: "component path traversal",
             apply: |w| {
-                w.edit(
+                w.replace(
                     "payments",
                     SVC,
                     "path: proton/components/cache",
@@ -644,7 +593,7 @@ fn cases() -> Vec<Case> {
             area: "paths",
             name: "absolute component path",
             apply: |w| {
-                w.edit(
+                w.replace(
                     "payments",
                     SVC,
                     "path: proton/components/cache",
@@ -696,7 +645,7 @@ fn cases() -> Vec<Case> {
             area: "release",
             name: "path traversal in a bundle manifest",
             apply: |w| {
-                w.edit(
+                w.replace(
                     "platform-templates",
                     WEB_MANIFEST,
                     "file: \"cloudformation.yaml\"",
@@ -712,7 +661,7 @@ fn cases() -> Vec<Case> {
             area: "release",
             name: "malformed schema YAML",
             apply: |w| {
-                w.edit(
+                w.replace(
                     "platform-templates",
                     WEB_SCHEMA,
                     "openapi: \"3.0.0\"",
@@ -728,7 +677,7 @@ fn cases() -> Vec<Case> {
             area: "release",
             name: "wrong type in a schema",
             apply: |w| {
-                w.edit(
+                w.replace(
                     "platform-templates",
                     WEB_SCHEMA,
                     "minimum: 1024",
@@ -787,7 +736,7 @@ fn cases() -> Vec<Case> {
             area: "release",
             name: "template syntax error",
             apply: |w| {
-                w.edit(
+                w.replace(
                     "platform-templates",
                     WEB_CFN,
                     "Resources:",
@@ -810,7 +759,7 @@ fn cases() -> Vec<Case> {
                     "web-svc/v01.9",
                     "release-2026",
                 ] {
-                    w.tag(tag);
+                    w.tag(tag, "release");
                 }
             },
             expect: &[
@@ -981,25 +930,25 @@ fn run_render_case(dir: &std::path::Path, case: &RenderCase) -> Result<(), Strin
 }
 
 /// Runs one case and undoes it; returns why it failed, if it did.
-async fn run_case(w: &World, case: &Case) -> Result<(), String> {
+async fn run_case(w: &Abuse, case: &Case) -> Result<(), String> {
     let before = w.snapshot().await;
     (case.apply)(w);
     let result = check(w, case, &before).await;
     match case.undo {
         Undo::Revert(repo) => {
-            git(&w.root.join(repo), &["revert", "--no-edit", "HEAD"]);
+            w.git(repo, &["revert", "--no-edit", "HEAD"]);
         }
         Undo::Revert2(a, b) => {
-            git(&w.root.join(a), &["revert", "--no-edit", "HEAD"]);
-            git(&w.root.join(b), &["revert", "--no-edit", "HEAD"]);
+            w.git(a, &["revert", "--no-edit", "HEAD"]);
+            w.git(b, &["revert", "--no-edit", "HEAD"]);
         }
         Undo::Keep => {}
     }
     result
 }
 
-async fn check(w: &World, case: &Case, before: &Snapshot) -> Result<(), String> {
-    let plan = w.protond(&["plan"]);
+async fn check(w: &Abuse, case: &Case, before: &Snapshot) -> Result<(), String> {
+    let plan = w.run(&["plan"]);
     let out = text(&plan);
     if out.contains("panicked") {
         return Err(format!("plan panicked:\n{out}"));
@@ -1029,7 +978,7 @@ async fn check(w: &World, case: &Case, before: &Snapshot) -> Result<(), String> 
             return Err(format!("plan wants to change something: {line}\n{out}"));
         }
     }
-    let rec = w.protond(&["reconcile", "--once"]);
+    let rec = w.run(&["reconcile", "--once"]);
     let rec_out = text(&rec);
     // A non-zero exit is expected when a resource is invalid; a crash or a deployment is not.
     if rec_out.contains("panicked") || rec_out.contains("Deployment started") {
@@ -1046,8 +995,8 @@ async fn check(w: &World, case: &Case, before: &Snapshot) -> Result<(), String> 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_a_clear_error_and_changes_nothing() {
-    let w = World::new();
-    let first = w.protond(&["reconcile", "--once"]);
+    let w = Abuse::new();
+    let first = w.run(&["reconcile", "--once"]);
     assert!(first.status.success(), "{}", text(&first));
     let start = w.snapshot().await;
     assert_eq!(start.records.len(), 7, "{start:#?}");
@@ -1072,9 +1021,9 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     // still goes through: nothing is stuck.
     let end = w.snapshot().await;
     assert_eq!(start, end);
-    w.edit("payments", SVC, "desired_count: 3", "desired_count: 4");
+    w.replace("payments", SVC, "desired_count: 3", "desired_count: 4");
     w.commit("payments", "scale");
-    let out = w.protond(&["reconcile", "--once"]);
+    let out = w.run(&["reconcile", "--once"]);
     assert!(out.status.success(), "{}", text(&out));
     let scaled = w.snapshot().await;
     assert_eq!(scaled.deployments, end.deployments + 1);
@@ -1121,13 +1070,9 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
 }
 
 /// Forged webhooks and tokens against `protond run`: each is refused and triggers nothing.
-async fn http_cases(w: &World) -> Vec<(&'static str, Result<(), String>)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let cfg = w.root.join("proton.toml");
+async fn http_cases(w: &Abuse) -> Vec<(&'static str, Result<(), String>)> {
+    let port = common::free_port();
+    let cfg = w.config_path();
     let text_cfg = std::fs::read_to_string(&cfg).expect("config");
     std::fs::write(
         &cfg,
@@ -1154,7 +1099,7 @@ async fn http_cases(w: &World) -> Vec<(&'static str, Result<(), String>)> {
     results
 }
 
-async fn http_checks(base: &str, w: &World) -> Vec<(&'static str, Result<(), String>)> {
+async fn http_checks(base: &str, w: &Abuse) -> Vec<(&'static str, Result<(), String>)> {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
@@ -1228,7 +1173,7 @@ async fn http_checks(base: &str, w: &World) -> Vec<(&'static str, Result<(), Str
     }
     // A change waits in the payments repo; only a fetch would see it (no polling, no
     // watcher here). The forged requests above must not have caused one.
-    w.edit("payments", SVC, "desired_count: 4", "desired_count: 5");
+    w.replace("payments", SVC, "desired_count: 4", "desired_count: 5");
     w.commit("payments", "scale again");
     let before = w.snapshot().await.deployments;
     for (name, req) in [
@@ -1263,7 +1208,7 @@ async fn http_checks(base: &str, w: &World) -> Vec<(&'static str, Result<(), Str
     }
     // The control: the same webhook correctly signed triggers the fetch and the deployment,
     // of the repo it names only: a change waiting in platform-envs stays unseen.
-    w.edit(
+    w.replace(
         "platform-envs",
         "proton/environments/dev.yaml",
         "log_level: debug",

@@ -10,162 +10,29 @@
 //! mount one, else a file-size limit (`ulimit -f`) on protond.
 
 use std::collections::BTreeSet;
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-mod common;
-use common::{LiveStack, git, live_stacks, protond};
+use crate::common::world::World;
+use crate::common::{self, LiveStack, git, live_stacks, text};
 
 use protond::demo::LocalAws as Moto;
 use protond::state::{DeploymentRecord, Store};
 
-struct World {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    port: u16,
-}
-
-impl World {
-    /// The examples, pointed at a port where nothing listens yet.
-    fn new() -> Self {
-        let (tmp, root) = common::tagged_examples();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let toml = format!(
-            "state = \"sqlite://state/state.db\"\ndata_dir = \"data\"\n\
-             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"http://127.0.0.1:{port}\"\npoll_interval = \"200ms\"\nmax_attempts = 2\nchange_sets = false\n\
-             [[template_repos]]\nname = \"platform-templates\"\nurl = \"platform-templates\"\n\
-             [[spec_repos]]\nname = \"platform-envs\"\nurl = \"platform-envs\"\nplatform = true\n\
-             [[spec_repos]]\nname = \"payments\"\nurl = \"payments\"\n"
-        );
-        std::fs::write(root.join("proton.toml"), toml).expect("config");
-        Self {
-            _tmp: tmp,
-            root,
-            port,
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        protond(&self.root.join("proton.toml"), args)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("protond runs")
-    }
-
-    fn edit(&self, repo: &str, path: &str, f: impl FnOnce(String) -> String) {
-        let p = self.root.join(repo).join(path);
-        let text = std::fs::read_to_string(&p).expect("read");
-        std::fs::write(&p, f(text)).expect("write");
-    }
-
-    fn edit_config(&self, f: impl FnOnce(String) -> String) {
-        self.edit(".", "proton.toml", f);
-    }
-
-    fn commit(&self, repo: &str, message: &str) {
-        let dir = self.root.join(repo);
-        git(&dir, &["add", "-A"]);
-        git(&dir, &["commit", "-q", "-m", message]);
-    }
-
-    /// Sends protond's AWS calls to `url` (a [`Proxy`]) instead of straight to moto_server.
-    fn endpoint(&self, url: &str) {
-        let moto = format!("http://127.0.0.1:{}", self.port);
-        self.edit_config(|t| t.replace(&moto, url));
-    }
-
-    fn state_db(&self) -> PathBuf {
-        self.root.join("state").join("state.db")
-    }
-
-    async fn store(&self) -> Store {
-        Store::open(&format!("sqlite://{}", self.state_db().display()))
-            .await
-            .expect("store")
-    }
-
-    /// `protond run` (no HTTP server), its JSON log lines read on a thread.
-    fn daemon(&self) -> Daemon {
-        let mut child = self
-            .command(&["run", "--no-server"])
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("daemon starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let lines = common::log_lines(stderr);
-        Daemon {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// A running `protond run`; killed (SIGKILL) and reaped when dropped, so a failing test
-/// leaves no process behind.
-struct Daemon {
-    child: Child,
-    lines: std::sync::mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Daemon {
-    /// Reads log lines until one satisfies `pred`, or times out.
-    fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            let Ok(line) = self.lines.recv_timeout(left) else {
-                return false;
-            };
-            let hit = serde_json::from_str::<serde_json::Value>(&line).is_ok_and(|v| pred(&v));
-            self.seen.push(line);
-            if hit {
-                return true;
-            }
-        }
-        false
-    }
-
-    fn log(&self) -> String {
-        self.seen.join("\n")
-    }
-
-    /// `kill -9`: no chance to record anything.
-    fn kill_9(&mut self) {
-        use std::os::unix::process::ExitStatusExt as _;
-        self.child.kill().expect("kill -9");
-        let status = self.child.wait().expect("wait");
-        assert_eq!(
-            status.signal(),
-            Some(9),
-            "the daemon had already exited: {status:?}\n{}",
-            self.log()
-        );
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The examples, pointed at a port where nothing listens yet, two attempts a call.
+fn world() -> World {
+    World::builder()
+        .examples()
+        .tagged(&["basic-env", "web-svc", "worker-svc"])
+        .aws_down()
+        .config(|c| {
+            c.max_attempts(2);
+        })
+        .build()
 }
 
 fn message(v: &serde_json::Value) -> &str {
@@ -416,7 +283,7 @@ impl Drop for Proxy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_endpoint_down_then_back_loses_nothing() {
-    let w = World::new();
+    let w = world();
     // Down: every deployment fails as retryable; nothing is recorded as deployed, nothing
     // stays in flight, and the process exits cleanly with a non-zero code.
     let out = w.run(&["reconcile", "--once"]);
@@ -434,7 +301,7 @@ async fn aws_endpoint_down_then_back_loses_nothing() {
         );
     }
     // Back: the same command deploys everything; no stack is created twice.
-    let moto = Moto::start_on(w.port).expect("moto_server starts on the same port");
+    let moto = Moto::start_on(w.aws_port()).expect("moto_server starts on the same port");
     let out = w.run(&["reconcile", "--once"]);
     assert!(out.status.success(), "{}", text(&out));
     let store = w.store().await;
@@ -447,8 +314,8 @@ async fn aws_endpoint_down_then_back_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_state_store_is_a_clear_error_and_nothing_is_corrupted() {
-    let w = World::new();
-    let moto = Moto::start_on(w.port).expect("moto_server");
+    let w = world();
+    let moto = Moto::start_on(w.aws_port()).expect("moto_server");
     assert!(w.run(&["reconcile", "--once"]).status.success());
     let url = format!("sqlite://{}/state/state.db", w.root.display());
     // Someone else holds the write lock (an exclusive transaction) while protond runs.
@@ -497,8 +364,8 @@ async fn integrity(path: &std::path::Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_is_retried_and_nothing_is_created_twice() {
-    let w = World::new();
-    let moto = Moto::start_on(w.port).expect("moto_server");
+    let w = world();
+    let moto = Moto::start_on(w.aws_port()).expect("moto_server");
     // The first 5 CreateStack calls are answered with `Throttling`.
     let creates = AtomicUsize::new(0);
     let proxy = Proxy::start(&moto.url, move |action| {
@@ -508,7 +375,7 @@ async fn throttling_is_retried_and_nothing_is_created_twice() {
             Verdict::Forward
         }
     });
-    w.endpoint(&proxy.url);
+    w.redirect_aws(&proxy.url);
     // Throttled calls are retried (by the SDK, then by the daemon's backoff); a second run
     // finishes whatever the first left failed as retryable.
     let first = w.run(&["reconcile", "--once"]);
@@ -542,8 +409,8 @@ struct Faulty {
 
 impl Faulty {
     fn new(action: &'static str, verdict: Verdict) -> Self {
-        let w = World::new();
-        let moto = Moto::start_on(w.port).expect("moto_server");
+        let w = world();
+        let moto = Moto::start_on(w.aws_port()).expect("moto_server");
         let proxy = Proxy::start(&moto.url, move |a| {
             if a == action {
                 verdict
@@ -552,7 +419,7 @@ impl Faulty {
             }
         });
         proxy.arm(false);
-        w.endpoint(&proxy.url);
+        w.redirect_aws(&proxy.url);
         Self { w, moto, proxy }
     }
 
@@ -566,7 +433,7 @@ impl Faulty {
     /// proxy and returns the deployments the dead process left in flight.
     async fn kill_9_while_held(&self, started: &str) -> Vec<DeploymentRecord> {
         self.proxy.arm(true);
-        let mut daemon = self.w.daemon();
+        let mut daemon = self.w.spawn(&["run", "--no-server"]);
         assert!(
             daemon.wait_for(Duration::from_secs(60), |v| message(v) == started),
             "the daemon did not start a deployment:\n{}",
@@ -586,7 +453,13 @@ impl Faulty {
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        daemon.kill_9();
+        let status = daemon.kill_9();
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "the daemon had already exited: {status:?}\n{}",
+            daemon.log()
+        );
         self.proxy.arm(false);
         let in_flight = store.in_flight().await.expect("in flight");
         assert!(
@@ -836,8 +709,8 @@ fn status_ids(w: &World) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vanished_and_emptied_spec_remotes_delete_nothing() {
-    let w = World::new();
-    let moto = Moto::start_on(w.port).expect("moto_server");
+    let w = world();
+    let moto = Moto::start_on(w.aws_port()).expect("moto_server");
     // A sixth resource in the payments repo, so that emptying it exceeds the default
     // deletion budget (5).
     w.edit("payments", "proton/services/reports.yaml", |t| {
@@ -1051,8 +924,8 @@ fn with_file_size_limit(cmd: &Command, kib: u64) -> Command {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_state_store_is_a_clear_error_and_nothing_is_corrupted() {
-    let w = World::new();
-    let moto = Moto::start_on(w.port).expect("moto_server");
+    let w = world();
+    let moto = Moto::start_on(w.aws_port()).expect("moto_server");
     let state = w.root.join("state");
     std::fs::create_dir_all(&state).expect("state folder");
     // Only the state folder is small: the git mirrors in data/ are elsewhere.

@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+/// Which forge's API the fake speaks (paths, headers, JSON shapes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     GitHub,
@@ -18,6 +19,7 @@ pub enum Kind {
     Gitea,
 }
 
+/// A pull (or merge) request the fake holds, as protond opened and updated it.
 #[derive(Debug, Clone)]
 pub struct Pr {
     pub number: i64,
@@ -30,19 +32,23 @@ pub struct Pr {
     pub comments: Vec<String>,
 }
 
+/// What the fake has seen, shared between its server task and the test.
 #[derive(Debug, Default)]
 pub struct Inner {
+    /// Pull requests in the order they were opened (number 1 first).
     pub prs: Vec<Pr>,
     /// `METHOD path?query`, in order.
     pub requests: Vec<String>,
+    /// Requests that broke the API's rules, each with what was wrong.
     pub violations: Vec<String>,
 }
 
+/// A fake forge serving on 127.0.0.1 until the test's runtime ends.
 #[derive(Clone)]
 pub struct FakeForge {
+    /// The API URL to put in the config (with its path prefix).
     pub url: String,
     pub inner: Arc<Mutex<Inner>>,
-    kind: Kind,
 }
 
 struct Cfg {
@@ -90,18 +96,20 @@ impl FakeForge {
         Self {
             url: format!("http://{addr}{prefix}"),
             inner,
-            kind,
         }
     }
 
+    /// The pull requests so far.
     pub fn prs(&self) -> Vec<Pr> {
         self.inner.lock().expect("lock").prs.clone()
     }
 
+    /// Every request so far, as `METHOD path?query`.
     pub fn requests(&self) -> Vec<String> {
         self.inner.lock().expect("lock").requests.clone()
     }
 
+    /// The requests that broke the API's rules; tests assert there are none.
     pub fn violations(&self) -> Vec<String> {
         self.inner.lock().expect("lock").violations.clone()
     }
@@ -115,10 +123,6 @@ impl FakeForge {
             .find(|p| p.number == number)
             .expect("pull request exists");
         pr.state = state.into();
-    }
-
-    pub fn kind(&self) -> Kind {
-        self.kind
     }
 }
 

@@ -3,12 +3,11 @@
 //! recorded straight into a real SQLite store (provisioning is not under test here).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::ops::Deref;
 use std::process::Command;
 
-mod common;
-
-use common::{copy_tree, example_git_repos, git};
+use crate::common::world::World;
+use crate::common::{copy_tree, git};
 use protond::model::DeploymentAction;
 
 use protond::config::Config;
@@ -16,30 +15,23 @@ use protond::desired::{self, DesiredSet, Snapshot};
 use protond::plan::{self, ActionKind, DesiredState, Plan, UpdateReason, Version};
 use protond::state::{NewDeployment, Outcome, ResourceRecord, Store};
 
-struct World {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
+/// The suite's world (the examples, no AWS), its loaded config, and its state store, into
+/// which deployments are recorded straight.
+struct Planner {
+    world: World,
     config: Config,
     store: Store,
 }
 
-impl World {
-    fn repo(&self, name: &str) -> PathBuf {
-        self.root.join(name)
-    }
+impl Deref for Planner {
+    type Target = World;
 
-    fn commit(&self, repo: &str, message: &str) {
-        let dir = self.repo(repo);
-        git(&dir, &["add", "-A"]);
-        git(&dir, &["commit", "-q", "--allow-empty", "-m", message]);
+    fn deref(&self) -> &World {
+        &self.world
     }
+}
 
-    fn write(&self, repo: &str, path: &str, text: &str) {
-        let p = self.repo(repo).join(path);
-        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        std::fs::write(p, text).expect("write");
-    }
-
+impl Planner {
     fn snapshot(&self) -> Snapshot {
         desired::load(&self.config, None, true)
     }
@@ -152,41 +144,25 @@ fn action<'a>(plan: &'a Plan, id: &str) -> &'a ActionKind {
         .action
 }
 
-async fn world() -> World {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let root = tmp.path().to_path_buf();
-    example_git_repos(&root);
-    let t = root.join("platform-templates");
-    git(
-        &t,
-        &[
-            "tag",
-            "-a",
-            "basic-env/v1.0",
-            "-m",
-            "First environment release.",
-        ],
-    );
-    git(
-        &t,
-        &["tag", "-a", "web-svc/v1.0", "-m", "Web services on queues."],
-    );
-    git(&t, &["tag", "worker-svc/v1.0"]);
-    git(&t, &["tag", "not-a-release"]);
-    let toml = format!(
-        "data_dir = \"{data}\"\nstate = \"sqlite://{data}/state.db\"\n\
-         [[template_repos]]\nname = \"platform-templates\"\nurl = \"{root}/platform-templates\"\n\
-         [[spec_repos]]\nname = \"platform-envs\"\nurl = \"{root}/platform-envs\"\nplatform = true\n\
-         [[spec_repos]]\nname = \"payments\"\nurl = \"file://{root}/payments\"\n",
-        data = root.join("data").display(),
-        root = root.display()
-    );
-    std::fs::write(root.join("proton.toml"), toml).expect("config");
-    let config = Config::load(&root.join("proton.toml")).expect("config loads");
+/// The examples with releases tagged three ways (annotated with notes, lightweight, and a
+/// tag that is no release), the config naming every repo by absolute path (one a `file://`
+/// URL), no AWS.
+async fn world() -> Planner {
+    let world = World::builder()
+        .examples()
+        .tag("basic-env/v1.0", Some("First environment release."))
+        .tag("web-svc/v1.0", Some("Web services on queues."))
+        .tag("worker-svc/v1.0", None)
+        .tag("not-a-release", None)
+        .config(|c| {
+            let payments = format!("file://{}/payments", c.root().display());
+            c.absolute_paths().repo_url("payments", &payments);
+        })
+        .build();
+    let config = Config::load(&world.config_path()).expect("config loads");
     let store = Store::open(&config.state).await.expect("store");
-    World {
-        _tmp: tmp,
-        root,
+    Planner {
+        world,
         config,
         store,
     }
@@ -264,7 +240,7 @@ async fn repos_moving_forward_drive_the_plan() {
     // Step 2: a new minor is followed by every instance of that major.
     let t = "platform-templates";
     let cfn = "web-svc/v1/instance_infrastructure/cloudformation.yaml";
-    let text = std::fs::read_to_string(w.repo(t).join(cfn)).expect("read");
+    let text = std::fs::read_to_string(w.dir(t).join(cfn)).expect("read");
     w.write(
         t,
         cfn,
@@ -272,7 +248,7 @@ async fn repos_moving_forward_drive_the_plan() {
     );
     w.commit(t, "web-svc 1.1");
     git(
-        &w.repo(t),
+        &w.dir(t),
         &["tag", "-a", "web-svc/v1.1", "-m", "Minor improvements."],
     );
     let (_, _, plan) = w.plan().await;
@@ -299,7 +275,7 @@ async fn repos_moving_forward_drive_the_plan() {
     // Step 3: a broken release is rejected with its reason and never used.
     w.write(t, "web-svc/v1/instance_infrastructure/manifest.yaml", "infrastructure:\n  templates:\n    - file: ../../../etc/passwd\n      rendering_engine: jinja\n      template_language: cloudformation\n");
     w.commit(t, "broken");
-    git(&w.repo(t), &["tag", "web-svc/v1.2"]);
+    git(&w.dir(t), &["tag", "web-svc/v1.2"]);
     let (snapshot, _, plan) = w.plan().await;
     let rejected = snapshot
         .catalog
@@ -327,11 +303,11 @@ async fn repos_moving_forward_drive_the_plan() {
     );
 
     // Step 4: a new major is proposed, not deployed.
-    git(&w.repo(t), &["checkout", "-q", "HEAD~1", "--", "web-svc"]);
-    copy_tree(&w.repo(t).join("web-svc/v1"), &w.repo(t).join("web-svc/v2"));
+    git(&w.dir(t), &["checkout", "-q", "HEAD~1", "--", "web-svc"]);
+    copy_tree(&w.dir(t).join("web-svc/v1"), &w.dir(t).join("web-svc/v2"));
     w.commit(t, "fix, and web-svc v2");
     git(
-        &w.repo(t),
+        &w.dir(t),
         &["tag", "-a", "web-svc/v2.0", "-m", "Breaking: new inputs."],
     );
     let (_, _, plan) = w.plan().await;
@@ -350,7 +326,7 @@ async fn repos_moving_forward_drive_the_plan() {
     // Step 5: a merged spec change deploys as a spec change.
     let p = "payments";
     let spec_path = "proton/services/payments.yaml";
-    let spec = std::fs::read_to_string(w.repo(p).join(spec_path)).expect("read");
+    let spec = std::fs::read_to_string(w.dir(p).join(spec_path)).expect("read");
     w.write(
         p,
         spec_path,
@@ -373,7 +349,7 @@ async fn repos_moving_forward_drive_the_plan() {
     // Step 6: ownership. The same service declared in a second repo is refused there; the
     // repo it is deployed from keeps it, and nothing either deployed is deleted.
     let reports =
-        std::fs::read_to_string(w.repo(p).join("proton/services/reports.yaml")).expect("read");
+        std::fs::read_to_string(w.dir(p).join("proton/services/reports.yaml")).expect("read");
     w.write("platform-envs", "proton/services/reports.yaml", &reports);
     w.commit("platform-envs", "claim reports");
     let (_, set, plan) = w.plan().await;
@@ -391,7 +367,7 @@ async fn repos_moving_forward_drive_the_plan() {
     assert_eq!(plan.changes().count(), 0, "{plan:#?}");
     // The owner's file stops parsing while the claim stands: the claim still takes nothing
     // over (the owner may still declare it), and nothing is deleted.
-    let owner_file = w.repo(p).join("proton/services/reports.yaml");
+    let owner_file = w.dir(p).join("proton/services/reports.yaml");
     std::fs::write(&owner_file, "proton: ServiceSpec\nname: [reports\n").expect("write");
     w.commit(p, "typo");
     let (_, set, plan) = w.plan().await;
@@ -410,7 +386,7 @@ async fn repos_moving_forward_drive_the_plan() {
     std::fs::write(&owner_file, &reports).expect("write");
     w.commit(p, "fix typo");
     git(
-        &w.repo("platform-envs"),
+        &w.dir("platform-envs"),
         &["rm", "-q", "proton/services/reports.yaml"],
     );
     w.commit("platform-envs", "unclaim");
@@ -426,10 +402,10 @@ async fn repos_moving_forward_drive_the_plan() {
         set.problems
     );
     assert!(!plan.actions.iter().any(|a| a.id == "environment/rogue"));
-    git(&w.repo(p), &["rm", "-q", "proton/environments/rogue.yaml"]);
+    git(&w.dir(p), &["rm", "-q", "proton/environments/rogue.yaml"]);
     w.commit(p, "no rogue");
     let dev = "proton/environments/dev.yaml";
-    let env_text = std::fs::read_to_string(w.repo("platform-envs").join(dev)).expect("read");
+    let env_text = std::fs::read_to_string(w.dir("platform-envs").join(dev)).expect("read");
     w.write(
         "platform-envs",
         dev,
@@ -451,7 +427,7 @@ async fn repos_moving_forward_drive_the_plan() {
     w.commit("platform-envs", "unrestrict dev");
 
     // Step 7: removing a service deletes its instances, after everything else.
-    git(&w.repo(p), &["rm", "-q", "proton/services/reports.yaml"]);
+    git(&w.dir(p), &["rm", "-q", "proton/services/reports.yaml"]);
     w.commit(p, "retire reports");
     let (_, _, plan) = w.plan().await;
     assert_eq!(
@@ -466,7 +442,7 @@ async fn repos_moving_forward_drive_the_plan() {
 
     // Step 8: the repo becomes unreachable. With a cached mirror the last fetched state is
     // used; with no mirror at all its resources are unknown. Never a delete.
-    std::fs::rename(w.repo(p), w.root.join("payments-gone")).expect("rename");
+    std::fs::rename(w.dir(p), w.root.join("payments-gone")).expect("rename");
     let (_, _, plan) = w.plan().await;
     assert!(
         !plan.actions.iter().any(|a| a.action == ActionKind::Delete),
@@ -487,10 +463,10 @@ async fn repos_moving_forward_drive_the_plan() {
         !plan.actions.iter().any(|a| a.action == ActionKind::Delete),
         "{plan:#?}"
     );
-    std::fs::rename(w.root.join("payments-gone"), w.repo(p)).expect("rename back");
+    std::fs::rename(w.root.join("payments-gone"), w.dir(p)).expect("rename back");
 
     // Step 9: an emptied spec folder is unknown unless the config says it may delete.
-    git(&w.repo(p), &["rm", "-q", "-r", "proton/services"]);
+    git(&w.dir(p), &["rm", "-q", "-r", "proton/services"]);
     w.commit(p, "empty");
     let (_, set, plan) = w.plan().await;
     assert!(set.unknown_repos.contains("payments"));
@@ -513,7 +489,7 @@ async fn one_bad_spec_fails_alone_and_blocks_deletes_of_its_repo() {
     w.write(
         p,
         "proton/services/payments.yaml",
-        &std::fs::read_to_string(w.repo(p).join("proton/services/payments.yaml"))
+        &std::fs::read_to_string(w.dir(p).join("proton/services/payments.yaml"))
             .expect("read")
             .replace("port: 8080", "port: 70000"),
     );
@@ -547,7 +523,7 @@ async fn incompatible_environment_is_refused() {
     let t = "platform-templates";
     w.write(t, "web-svc/v1/.template-registration.yaml", "compatible_environments:\n  - other-env:1\nsupported_component_sources:\n  - DIRECTLY_DEFINED\n");
     w.commit(t, "only other-env");
-    git(&w.repo(t), &["tag", "-f", "web-svc/v1.0"]);
+    git(&w.dir(t), &["tag", "-f", "web-svc/v1.0"]);
     w.converge().await;
     let (_, _, plan) = w.plan().await;
     match action(&plan, "service_instance/payments/payments-dev") {
@@ -569,7 +545,7 @@ async fn components_need_directly_defined_and_go_after_their_instance() {
         "compatible_environments:\n  - basic-env:1\n",
     );
     w.commit(t, "no components");
-    git(&w.repo(t), &["tag", "-f", "web-svc/v1.0"]);
+    git(&w.dir(t), &["tag", "-f", "web-svc/v1.0"]);
     let (_, _, plan) = w.plan().await;
     match action(&plan, "service_instance/payments/payments-dev") {
         ActionKind::Invalid { error } => assert!(
@@ -591,12 +567,12 @@ async fn components_need_directly_defined_and_go_after_their_instance() {
     // component (and the pipeline first).
     w.write(t, "web-svc/v1/.template-registration.yaml", "compatible_environments:\n  - basic-env:1\nsupported_component_sources:\n  - DIRECTLY_DEFINED\n");
     w.commit(t, "components again");
-    git(&w.repo(t), &["tag", "-f", "web-svc/v1.0"]);
+    git(&w.dir(t), &["tag", "-f", "web-svc/v1.0"]);
     git(
-        &w.repo("payments"),
+        &w.dir("payments"),
         &["rm", "-q", "proton/services/payments.yaml"],
     );
-    git(&w.repo("payments"), &["commit", "-qm", "drop payments"]);
+    git(&w.dir("payments"), &["commit", "-qm", "drop payments"]);
     let (_, _, plan) = w.plan().await;
     let deletes: Vec<&str> = plan
         .changes()
@@ -637,7 +613,7 @@ async fn unchanged_inputs_reuse_the_last_rendering_and_changes_do_not() {
     w.write(
         "payments",
         "proton/services/payments.yaml",
-        &std::fs::read_to_string(w.repo("payments").join("proton/services/payments.yaml"))
+        &std::fs::read_to_string(w.dir("payments").join("proton/services/payments.yaml"))
             .expect("spec")
             .replace("desired_count: 3", "desired_count: 5"),
     );
@@ -713,7 +689,7 @@ fn cli_plan_and_status() {
     );
     // The CLI records the catalogue; status shows deployed resources and available updates.
     rt.block_on(w.converge());
-    let t = w.repo("platform-templates");
+    let t = w.dir("platform-templates");
     copy_tree(&t.join("web-svc/v1"), &t.join("web-svc/v2"));
     git(&t, &["add", "-A"]);
     git(&t, &["commit", "-q", "-m", "web-svc v2"]);
@@ -842,7 +818,7 @@ async fn changed_environment_outputs_rerender_dependants() {
 async fn spec_repos_are_read_at_their_configured_branch() {
     let mut w = world().await;
     // `live` is what is deployed; `main` carries an unmerged change.
-    let envs = w.repo("platform-envs");
+    let envs = w.dir("platform-envs");
     git(&envs, &["branch", "live"]);
     w.write("platform-envs", "proton/environments/staging.yaml", "proton: EnvironmentSpec\nname: staging\ntemplate: {name: basic-env, major: 1}\nspec: {team: platform}\n");
     w.commit("platform-envs", "staging, not merged to live");

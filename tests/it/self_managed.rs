@@ -2,16 +2,13 @@
 //! template and the pipeline stack on moto_server, and self-managed (Terraform) provisioning
 //! through pull requests to an infrastructure repo, completed by `protond notify`.
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 
 use serde_json::Value;
 
-mod common;
-use common::forge::{FakeForge, Kind};
-use common::{example_git_repos, git};
-
-use protond::demo::LocalAws as Moto;
+use crate::common::forge::{FakeForge, Kind};
+use crate::common::world::World;
+use crate::common::{self, git};
 
 const TOKEN: &str = "infra-forge-token";
 
@@ -24,156 +21,136 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write");
 }
 
-struct World {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    moto: Moto,
+/// The examples on a moto_server, plus Terraform templates (an environment with an output,
+/// a service using it) and specs using them, a pipeline stack naming its CodePipeline
+/// pipeline, and an infrastructure repo; every command gets the forge token. The config's
+/// `[self_managed]` forge is `__FORGE__` until [`configure`] names the fake one.
+fn world() -> World {
+    World::builder()
+        .examples()
+        .repo("infra", "infrastructure\n")
+        .setup(terraform_templates)
+        .tagged(&["basic-env", "web-svc", "worker-svc", "tf-env", "tf-svc"])
+        .moto()
+        .env("INFRA_TOKEN", TOKEN)
+        .config(|c| {
+            c.section("[self_managed]\nurl = \"infra\"\n__FORGE__");
+        })
+        .build()
 }
 
-impl World {
-    fn new() -> Self {
-        let moto = Moto::start().expect("moto_server starts (scripts/test installs it)");
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let root = tmp.path().to_path_buf();
-        example_git_repos(&root);
-        // Terraform templates: an environment with an output, a service using it.
-        let t = root.join("platform-templates");
-        write(
-            &t.join("tf-env/v1/schema/schema.yaml"),
-            "schema:\n  format:\n    openapi: \"3.0.0\"\n  environment_input_type: \"In\"\n  types:\n    In:\n      type: object\n      properties:\n        vpc_name:\n          type: string\n      required: [vpc_name]\n",
-        );
-        write(
-            &t.join("tf-env/v1/infrastructure/manifest.yaml"),
-            TF_MANIFEST,
-        );
-        write(
-            &t.join("tf-env/v1/infrastructure/main.tf"),
-            "resource \"aws_vpc\" \"this\" {\n  cidr_block = \"10.0.0.0/16\"\n  tags = { Name = var.environment.inputs.vpc_name }\n}\n",
-        );
-        write(
-            &t.join("tf-env/v1/infrastructure/outputs.tf"),
-            "output \"vpc_id\" {\n  value = aws_vpc.this.id\n}\n",
-        );
-        write(
-            &t.join("tf-svc/v1/schema/schema.yaml"),
-            "schema:\n  format:\n    openapi: \"3.0.0\"\n  service_input_type: \"In\"\n  types:\n    In:\n      type: object\n      properties:\n        size:\n          type: number\n          default: 1\n",
-        );
-        write(
-            &t.join("tf-svc/v1/instance_infrastructure/manifest.yaml"),
-            TF_MANIFEST,
-        );
-        write(
-            &t.join("tf-svc/v1/instance_infrastructure/main.tf"),
-            "resource \"aws_instance\" \"this\" {\n  count     = var.service_instance.inputs.size\n  subnet_id = var.environment.outputs.vpc_id\n}\n",
-        );
-        write(&t.join("tf-svc/v1/.compatible-envs"), "tf-env:1\n");
-        // The pipeline stack names its CodePipeline pipeline (moto cannot create one from a
-        // stack, so the test creates it through the API).
-        let pipe = t.join("web-svc/v1/pipeline_infrastructure/cloudformation.yaml");
-        let text = std::fs::read_to_string(&pipe).expect("pipeline template");
-        std::fs::write(
-            &pipe,
-            format!("{text}  PipelineName:\n    Value: '{{{{ service.name }}}}-pipeline'\n"),
+/// Points the config's `[self_managed]` forge at the fake GitHub at `forge_url`.
+fn configure(w: &World, forge_url: &str) {
+    w.edit_config(|t| {
+        t.replace(
+            "__FORGE__",
+            &format!("forge = {{ kind = \"github\", api_url = \"{forge_url}\", repo = \"acme/infra\", token_env = \"INFRA_TOKEN\" }}"),
         )
-        .expect("write");
-        git(&t, &["add", "-A"]);
-        git(&t, &["commit", "-qm", "terraform templates"]);
-        for name in ["basic-env", "web-svc", "worker-svc", "tf-env", "tf-svc"] {
-            git(
-                &t,
-                &["tag", "-a", &format!("{name}/v1.0"), "-m", "first release"],
-            );
-        }
-        let envs = root.join("platform-envs");
-        write(
-            &envs.join("proton/environments/tfdev.yaml"),
-            "proton: EnvironmentSpec\nname: tfdev\ntemplate: {name: tf-env, major: 1}\nspec:\n  vpc_name: tf-dev-vpc\n",
-        );
-        git(&envs, &["add", "-A"]);
-        git(&envs, &["commit", "-qm", "tfdev"]);
-        let p = root.join("payments");
-        write(
-            &p.join("proton/services/tfapi.yaml"),
-            "proton: ServiceSpec\nname: tfapi\ntemplate: {name: tf-svc, major: 1}\ninstances:\n  - name: tfapi-dev\n    environment: tfdev\n    spec:\n      size: 2\n",
-        );
-        let spec = p.join("proton/services/payments.yaml");
-        let text = std::fs::read_to_string(&spec).expect("spec");
-        std::fs::write(
-            &spec,
-            text.replace(
-                "template: {name: web-svc, major: 1}\n",
-                "template: {name: web-svc, major: 1}\nstart_pipeline_on_deploy: true\n",
-            ),
-        )
-        .expect("write");
-        git(&p, &["add", "-A"]);
-        git(&p, &["commit", "-qm", "tfapi"]);
-        // The infrastructure repo.
-        let infra = root.join("infra");
-        write(&infra.join("README.md"), "infrastructure\n");
-        git(&infra, &["init", "-q", "-b", "main"]);
-        git(&infra, &["add", "-A"]);
-        git(&infra, &["commit", "-qm", "initial"]);
-        Self {
-            _tmp: tmp,
-            root,
-            moto,
-        }
-    }
+    });
+}
 
-    fn configure(&self, forge_url: &str) {
-        let toml = format!(
-            "state = \"sqlite://state/state.db\"\ndata_dir = \"data\"\n\
-             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\npoll_interval = \"200ms\"\nmax_attempts = 1\nchange_sets = false\n\
-             [self_managed]\nurl = \"infra\"\nforge = {{ kind = \"github\", api_url = \"{forge_url}\", repo = \"acme/infra\", token_env = \"INFRA_TOKEN\" }}\n\
-             [[template_repos]]\nname = \"platform-templates\"\nurl = \"platform-templates\"\n\
-             [[spec_repos]]\nname = \"platform-envs\"\nurl = \"platform-envs\"\nplatform = true\n\
-             [[spec_repos]]\nname = \"payments\"\nurl = \"payments\"\n",
-            url = self.moto.url
-        );
-        std::fs::write(self.root.join("proton.toml"), toml).expect("config");
-    }
+/// The Terraform templates and specs of [`world`], committed under `root`.
+fn terraform_templates(root: &Path) {
+    // Terraform templates: an environment with an output, a service using it.
+    let t = root.join("platform-templates");
+    write(
+        &t.join("tf-env/v1/schema/schema.yaml"),
+        "schema:\n  format:\n    openapi: \"3.0.0\"\n  environment_input_type: \"In\"\n  types:\n    In:\n      type: object\n      properties:\n        vpc_name:\n          type: string\n      required: [vpc_name]\n",
+    );
+    write(
+        &t.join("tf-env/v1/infrastructure/manifest.yaml"),
+        TF_MANIFEST,
+    );
+    write(
+        &t.join("tf-env/v1/infrastructure/main.tf"),
+        "resource \"aws_vpc\" \"this\" {\n  cidr_block = \"10.0.0.0/16\"\n  tags = { Name = var.environment.inputs.vpc_name }\n}\n",
+    );
+    write(
+        &t.join("tf-env/v1/infrastructure/outputs.tf"),
+        "output \"vpc_id\" {\n  value = aws_vpc.this.id\n}\n",
+    );
+    write(
+        &t.join("tf-svc/v1/schema/schema.yaml"),
+        "schema:\n  format:\n    openapi: \"3.0.0\"\n  service_input_type: \"In\"\n  types:\n    In:\n      type: object\n      properties:\n        size:\n          type: number\n          default: 1\n",
+    );
+    write(
+        &t.join("tf-svc/v1/instance_infrastructure/manifest.yaml"),
+        TF_MANIFEST,
+    );
+    write(
+        &t.join("tf-svc/v1/instance_infrastructure/main.tf"),
+        "resource \"aws_instance\" \"this\" {\n  count     = var.service_instance.inputs.size\n  subnet_id = var.environment.outputs.vpc_id\n}\n",
+    );
+    write(&t.join("tf-svc/v1/.compatible-envs"), "tf-env:1\n");
+    // The pipeline stack names its CodePipeline pipeline (moto cannot create one from a
+    // stack, so the test creates it through the API).
+    let pipe = t.join("web-svc/v1/pipeline_infrastructure/cloudformation.yaml");
+    let text = std::fs::read_to_string(&pipe).expect("pipeline template");
+    std::fs::write(
+        &pipe,
+        format!("{text}  PipelineName:\n    Value: '{{{{ service.name }}}}-pipeline'\n"),
+    )
+    .expect("write");
+    git(&t, &["add", "-A"]);
+    git(&t, &["commit", "-qm", "terraform templates"]);
+    let envs = root.join("platform-envs");
+    write(
+        &envs.join("proton/environments/tfdev.yaml"),
+        "proton: EnvironmentSpec\nname: tfdev\ntemplate: {name: tf-env, major: 1}\nspec:\n  vpc_name: tf-dev-vpc\n",
+    );
+    git(&envs, &["add", "-A"]);
+    git(&envs, &["commit", "-qm", "tfdev"]);
+    let p = root.join("payments");
+    write(
+        &p.join("proton/services/tfapi.yaml"),
+        "proton: ServiceSpec\nname: tfapi\ntemplate: {name: tf-svc, major: 1}\ninstances:\n  - name: tfapi-dev\n    environment: tfdev\n    spec:\n      size: 2\n",
+    );
+    let spec = p.join("proton/services/payments.yaml");
+    let text = std::fs::read_to_string(&spec).expect("spec");
+    std::fs::write(
+        &spec,
+        text.replace(
+            "template: {name: web-svc, major: 1}\n",
+            "template: {name: web-svc, major: 1}\nstart_pipeline_on_deploy: true\n",
+        ),
+    )
+    .expect("write");
+    git(&p, &["add", "-A"]);
+    git(&p, &["commit", "-qm", "tfapi"]);
+}
 
-    fn protond(&self, args: &[&str]) -> Output {
-        common::protond(&self.root.join("proton.toml"), args)
-            .env("INFRA_TOKEN", TOKEN)
-            .output()
-            .expect("protond runs")
-    }
+/// `protond reconcile --once`, which must succeed; returns its output.
+fn reconcile(w: &World) -> String {
+    let out = w.reconcile();
+    let text = common::text(&out);
+    assert!(out.status.success(), "reconcile failed:\n{text}");
+    text
+}
 
-    fn reconcile(&self) -> String {
-        let out = self.protond(&["reconcile", "--once"]);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "reconcile failed:\n{text}");
-        text
-    }
+/// `git show <rev>` in the infrastructure repo.
+fn show(w: &World, rev: &str) -> String {
+    w.git("infra", &["show", rev])
+}
 
-    fn show(&self, rev: &str) -> String {
-        git(&self.root.join("infra"), &["show", rev])
-    }
+/// Merges `branch` of the infrastructure repo into main, as the team would.
+fn merge(w: &World, branch: &str) {
+    w.git(
+        "infra",
+        &[
+            "merge",
+            "-q",
+            "--no-ff",
+            "-m",
+            &format!("merge {branch}"),
+            branch,
+        ],
+    );
+}
 
-    fn merge(&self, branch: &str) {
-        git(
-            &self.root.join("infra"),
-            &[
-                "merge",
-                "-q",
-                "--no-ff",
-                "-m",
-                &format!("merge {branch}"),
-                branch,
-            ],
-        );
-    }
-
-    fn status(&self) -> Value {
-        let out = self.protond(&["status", "--output", "json"]);
-        serde_json::from_slice(&out.stdout).expect("status json")
-    }
+/// `protond status --output json`.
+fn status_json(w: &World) -> Value {
+    let out = w.run(&["status", "--output", "json"]);
+    serde_json::from_slice(&out.stdout).expect("status json")
 }
 
 fn resource<'a>(status: &'a Value, id: &str) -> Option<&'a Value> {
@@ -184,7 +161,7 @@ fn resource<'a>(status: &'a Value, id: &str) -> Option<&'a Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn components_pipelines_and_terraform_through_pull_requests() {
-    let world = World::new();
+    let world = world();
     let github = FakeForge::start(
         Kind::GitHub,
         "/api/v3",
@@ -193,15 +170,15 @@ async fn components_pipelines_and_terraform_through_pull_requests() {
         world.root.join("infra"),
     )
     .await;
-    world.configure(&github.url);
+    configure(&world, &github.url);
 
     // CloudFormation resources deploy; the Terraform environment is submitted and waits.
-    let log = world.reconcile();
+    let log = reconcile(&world);
     assert!(
         log.contains("1 waiting for their outcome (protond notify)"),
         "{log}"
     );
-    let status = world.status();
+    let status = status_json(&world);
     for id in [
         "pipeline/payments",
         "component/payments/payments-dev",
@@ -228,7 +205,7 @@ async fn components_pipelines_and_terraform_through_pull_requests() {
         .get("AccessPolicyArn")
         .expect("component output")
         .clone();
-    let cfn = common::cfn_client(&world.moto.url);
+    let cfn = common::cfn_client(world.aws_url());
     let body = cfn
         .get_template()
         .stack_name(protond::provision::cloudformation::stack_name(
@@ -284,27 +261,28 @@ async fn components_pipelines_and_terraform_through_pull_requests() {
         ]
     );
     assert_eq!(
-        world.show(&format!("{branch}:tfdev/main.tf")),
+        show(&world, &format!("{branch}:tfdev/main.tf")),
         "resource \"aws_vpc\" \"this\" {\n  cidr_block = \"10.0.0.0/16\"\n  tags = { Name = var.environment.inputs.vpc_name }\n}\n"
     );
+    assert!(show(&world, &format!("{branch}:tfdev/outputs.tf")).contains("output \"vpc_id\""));
     assert!(
-        world
-            .show(&format!("{branch}:tfdev/outputs.tf"))
-            .contains("output \"vpc_id\"")
+        show(
+            &world,
+            &format!("{branch}:tfdev/proton.environment.variables.tf")
+        )
+        .contains("variable \"environment\"")
     );
-    assert!(
-        world
-            .show(&format!("{branch}:tfdev/proton.environment.variables.tf"))
-            .contains("variable \"environment\"")
-    );
-    let tfvars: Value =
-        serde_json::from_str(&world.show(&format!("{branch}:tfdev/proton.auto.tfvars.json")))
-            .expect("tfvars");
+    let tfvars: Value = serde_json::from_str(&show(
+        &world,
+        &format!("{branch}:tfdev/proton.auto.tfvars.json"),
+    ))
+    .expect("tfvars");
     assert_eq!(tfvars["environment"]["name"], "tfdev");
     assert_eq!(tfvars["environment"]["inputs"]["vpc_name"], "tf-dev-vpc");
-    let meta: Value = serde_json::from_str(
-        &world.show(&format!("{branch}:tfdev/.proton/deployment-metadata.json")),
-    )
+    let meta: Value = serde_json::from_str(&show(
+        &world,
+        &format!("{branch}:tfdev/.proton/deployment-metadata.json"),
+    ))
     .expect("metadata");
     assert_eq!(meta["isResourceDeleted"], false);
     assert_eq!(
@@ -328,10 +306,10 @@ async fn components_pipelines_and_terraform_through_pull_requests() {
     assert_eq!(github.violations(), Vec::<String>::new());
 
     // A restart while waiting: nothing new is submitted.
-    world.reconcile();
+    reconcile(&world);
     assert_eq!(github.prs().len(), 1);
     let before = github.requests().len();
-    world.reconcile();
+    reconcile(&world);
     assert_eq!(
         github.requests().len(),
         before,
@@ -339,7 +317,7 @@ async fn components_pipelines_and_terraform_through_pull_requests() {
     );
 
     // The team merges; their automation applies and reports.
-    world.merge("protond/deploy/environment/tfdev");
+    merge(&world, "protond/deploy/environment/tfdev");
     // A report for another deployment is refused; the right one completes it with outputs.
     let outputs = world.root.join("outputs.json");
     std::fs::write(
@@ -347,7 +325,7 @@ async fn components_pipelines_and_terraform_through_pull_requests() {
         r#"{"vpc_id": {"sensitive": false, "type": "string", "value": "vpc-0abc"}}"#,
     )
     .expect("outputs");
-    let stale = world.protond(&[
+    let stale = world.run(&[
         "notify",
         "arn:aws:proton:us-east-1:123456789012:environment/tfdev",
         "--status",
@@ -361,7 +339,7 @@ async fn components_pipelines_and_terraform_through_pull_requests() {
         "{}",
         String::from_utf8_lossy(&stale.stderr)
     );
-    let ok = world.protond(&[
+    let ok = world.run(&[
         "notify",
         "arn:aws:proton:us-east-1:123456789012:environment/tfdev",
         "--status",
@@ -376,41 +354,43 @@ async fn components_pipelines_and_terraform_through_pull_requests() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    let status = world.status();
+    let status = status_json(&world);
     assert_eq!(
         resource(&status, "environment/tfdev").expect("tfdev")["status"],
         "deployed"
     );
 
     // The instance follows, with the environment's reported outputs in its inputs.
-    let log = world.reconcile();
+    let log = reconcile(&world);
     assert!(log.contains("1 waiting"), "{log}");
     let branch = "protond/deploy/service_instance/tfapi/tfapi-dev";
     assert!(
-        world
-            .show(&format!(
-                "{branch}:tfdev/tfapi-tfapi-dev/proton.service_instance.variables.tf"
-            ))
-            .contains("variable \"service_instance\"")
+        show(
+            &world,
+            &format!("{branch}:tfdev/tfapi-tfapi-dev/proton.service_instance.variables.tf")
+        )
+        .contains("variable \"service_instance\"")
     );
-    let tfvars: Value = serde_json::from_str(&world.show(&format!(
-        "{branch}:tfdev/tfapi-tfapi-dev/proton.auto.tfvars.json"
-    )))
+    let tfvars: Value = serde_json::from_str(&show(
+        &world,
+        &format!("{branch}:tfdev/tfapi-tfapi-dev/proton.auto.tfvars.json"),
+    ))
     .expect("tfvars");
     assert_eq!(tfvars["environment"]["outputs"]["vpc_id"], "vpc-0abc");
     assert_eq!(tfvars["service"]["name"], "tfapi");
     assert_eq!(tfvars["service_instance"]["inputs"]["size"], 2);
-    let meta: Value = serde_json::from_str(&world.show(&format!(
-        "{branch}:tfdev/tfapi-tfapi-dev/.proton/deployment-metadata.json"
-    )))
+    let meta: Value = serde_json::from_str(&show(
+        &world,
+        &format!("{branch}:tfdev/tfapi-tfapi-dev/.proton/deployment-metadata.json"),
+    ))
     .expect("metadata");
     assert_eq!(
         meta["resourceMetadata"]["environmentArn"],
         "arn:aws:proton:us-east-1:123456789012:environment/tfdev"
     );
     assert_eq!(github.prs().len(), 2);
-    world.merge(branch);
-    let ok = world.protond(&[
+    merge(&world, branch);
+    let ok = world.run(&[
         "notify",
         "service_instance/tfapi/tfapi-dev",
         "--status",
@@ -422,7 +402,7 @@ async fn components_pipelines_and_terraform_through_pull_requests() {
         String::from_utf8_lossy(&ok.stderr)
     );
     assert_eq!(
-        resource(&world.status(), "service_instance/tfapi/tfapi-dev").expect("instance")["status"],
+        resource(&status_json(&world), "service_instance/tfapi/tfapi-dev").expect("instance")["status"],
         "deployed"
     );
 
@@ -433,20 +413,24 @@ async fn components_pipelines_and_terraform_through_pull_requests() {
     let text = std::fs::read_to_string(&spec).expect("spec");
     std::fs::write(&spec, text.replace("tf-dev-vpc", "tf-dev-vpc-2")).expect("write");
     git(&envs, &["commit", "-qam", "rename the vpc"]);
-    let log = world.reconcile();
+    let log = reconcile(&world);
     assert!(log.contains("1 waiting"), "{log}");
     let env_branch = "protond/deploy/environment/tfdev";
-    let tfvars: Value =
-        serde_json::from_str(&world.show(&format!("{env_branch}:tfdev/proton.auto.tfvars.json")))
-            .expect("tfvars");
+    let tfvars: Value = serde_json::from_str(&show(
+        &world,
+        &format!("{env_branch}:tfdev/proton.auto.tfvars.json"),
+    ))
+    .expect("tfvars");
     assert_eq!(tfvars["environment"]["inputs"]["vpc_name"], "tf-dev-vpc-2");
     assert!(
-        world
-            .show(&format!("{env_branch}:tfdev/tfapi-tfapi-dev/main.tf"))
-            .contains("aws_instance")
+        show(
+            &world,
+            &format!("{env_branch}:tfdev/tfapi-tfapi-dev/main.tf")
+        )
+        .contains("aws_instance")
     );
-    world.merge(env_branch);
-    let ok = world.protond(&[
+    merge(&world, env_branch);
+    let ok = world.run(&[
         "notify",
         "environment/tfdev",
         "--status",
@@ -464,17 +448,16 @@ async fn components_pipelines_and_terraform_through_pull_requests() {
     let p = world.root.join("payments");
     git(&p, &["rm", "-q", "proton/services/tfapi.yaml"]);
     git(&p, &["commit", "-qm", "drop tfapi"]);
-    let log = world.reconcile();
+    let log = reconcile(&world);
     assert!(log.contains("1 waiting"), "{log}");
-    let meta: Value = serde_json::from_str(&world.show(&format!(
-        "{branch}:tfdev/tfapi-tfapi-dev/.proton/deployment-metadata.json"
-    )))
+    let meta: Value = serde_json::from_str(&show(
+        &world,
+        &format!("{branch}:tfdev/tfapi-tfapi-dev/.proton/deployment-metadata.json"),
+    ))
     .expect("metadata");
     assert_eq!(meta["isResourceDeleted"], true);
     assert!(
-        world
-            .show(&format!("{branch}:tfdev/tfapi-tfapi-dev/main.tf"))
-            .contains("aws_instance")
+        show(&world, &format!("{branch}:tfdev/tfapi-tfapi-dev/main.tf")).contains("aws_instance")
     );
     let pr = github
         .prs()
@@ -485,16 +468,16 @@ async fn components_pipelines_and_terraform_through_pull_requests() {
         pr.title,
         "Destroy service_instance/tfapi/tfapi-dev (tf-svc v1.0)"
     );
-    let ok = world.protond(&[
+    let ok = world.run(&[
         "notify",
         "service_instance/tfapi/tfapi-dev",
         "--status",
         "succeeded",
     ]);
     assert!(ok.status.success());
-    assert!(resource(&world.status(), "service_instance/tfapi/tfapi-dev").is_none());
+    assert!(resource(&status_json(&world), "service_instance/tfapi/tfapi-dev").is_none());
     // Nothing waits any more, and a second report is refused.
-    let again = world.protond(&[
+    let again = world.run(&[
         "notify",
         "service_instance/tfapi/tfapi-dev",
         "--status",
@@ -502,7 +485,7 @@ async fn components_pipelines_and_terraform_through_pull_requests() {
     ]);
     assert!(!again.status.success());
     assert_eq!(github.violations(), Vec::<String>::new());
-    world.reconcile();
+    reconcile(&world);
 
     // CodePipeline: an instance deploy of a service that asks for it starts its pipeline.
     // moto_server has no StartPipelineExecution or ListPipelineExecutions: both degrade to
@@ -514,8 +497,8 @@ async fn components_pipelines_and_terraform_through_pull_requests() {
         &world.root.join("payments"),
         &["commit", "-qam", "scale prod"],
     );
-    world.reconcile();
-    let status = world.status();
+    reconcile(&world);
+    let status = status_json(&world);
     let pipelines = status["pipelines"].as_array().expect("pipelines in status");
     assert_eq!(pipelines.len(), 1, "{status}");
     let p = &pipelines[0];
@@ -540,10 +523,14 @@ async fn components_pipelines_and_terraform_through_pull_requests() {
         "{p}"
     );
     assert_eq!(
-        resource(&world.status(), "service_instance/payments/payments-prod").expect("prod")["status"],
+        resource(
+            &status_json(&world),
+            "service_instance/payments/payments-prod"
+        )
+        .expect("prod")["status"],
         "deployed"
     );
-    let table = world.protond(&["status"]);
+    let table = world.run(&["status"]);
     assert!(
         String::from_utf8_lossy(&table.stdout)
             .contains("payments (payments-pipeline): latest execution: not available")

@@ -2,128 +2,46 @@
 //! 127.0.0.1 (one per test, started here), a real SQLite file, and the `protond` binary.
 
 use std::collections::BTreeSet;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-mod common;
-use common::git;
+use crate::common::world::World;
+use crate::common::{self, LiveStack, git};
 
 use protond::demo::LocalAws as Moto;
-use protond::state::Store;
 
-struct World {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    moto: Moto,
+/// The examples on a moto_server, polling every second, with a 10 s shutdown grace.
+fn world() -> World {
+    World::examples_on_moto()
+        .config(|c| {
+            c.top("poll_interval = \"1s\"")
+                .section("[daemon]\nshutdown_grace = \"10s\"");
+        })
+        .build()
 }
 
-impl World {
-    fn new() -> Self {
-        let moto = Moto::start().expect("moto_server starts (scripts/test installs it)");
-        let (tmp, root) = common::tagged_examples();
-        let toml = format!(
-            "state = \"sqlite://state/state.db\"\ndata_dir = \"data\"\npoll_interval = \"1s\"\n\
-             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\npoll_interval = \"200ms\"\nmax_attempts = 1\nchange_sets = false\n\
-             [daemon]\nshutdown_grace = \"10s\"\n\
-             [[template_repos]]\nname = \"platform-templates\"\nurl = \"platform-templates\"\n\
-             [[spec_repos]]\nname = \"platform-envs\"\nurl = \"platform-envs\"\nplatform = true\n\
-             [[spec_repos]]\nname = \"payments\"\nurl = \"payments\"\n",
-            url = moto.url
-        );
-        std::fs::write(root.join("proton.toml"), toml).expect("config");
-        Self {
-            _tmp: tmp,
-            root,
-            moto,
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        common::protond(&self.root.join("proton.toml"), args)
-    }
-
-    fn reconcile(&self) -> Output {
-        self.command(&["reconcile", "--once"])
-            .output()
-            .expect("protond runs")
-    }
-
-    fn commit(&self, repo: &str, message: &str) {
-        let dir = self.root.join(repo);
-        git(&dir, &["add", "-A"]);
-        git(&dir, &["commit", "-q", "-m", message]);
-    }
-
-    fn edit_config(&self, f: impl FnOnce(String) -> String) {
-        self.edit(".", "proton.toml", f);
-    }
-
-    fn edit(&self, repo: &str, path: &str, f: impl FnOnce(String) -> String) {
-        let p = self.root.join(repo).join(path);
-        let text = std::fs::read_to_string(&p).expect("read");
-        std::fs::write(&p, f(text)).expect("write");
-    }
-
-    async fn store(&self) -> Store {
-        Store::open(&format!("sqlite://{}/state/state.db", self.root.display()))
-            .await
-            .expect("store")
-    }
-
-    async fn stacks(&self) -> Vec<(String, String, Vec<(String, String)>)> {
-        let client = common::cfn_client(&self.moto.url);
-        let out = client.describe_stacks().send().await.expect("describe");
-        out.stacks()
-            .iter()
-            .filter(|s| s.stack_status().map(|x| x.as_str()) != Some("DELETE_COMPLETE"))
-            .map(|s| {
-                (
-                    s.stack_name().unwrap_or("").to_string(),
-                    s.stack_status()
-                        .map(|x| x.as_str().to_string())
-                        .unwrap_or_default(),
-                    s.tags()
-                        .iter()
-                        .map(|t| {
-                            (
-                                t.key().unwrap_or("").to_string(),
-                                t.value().unwrap_or("").to_string(),
-                            )
-                        })
-                        .collect(),
-                )
-            })
-            .collect()
-    }
-
-    /// Every live stack is recorded exactly once, with nothing in flight.
-    async fn assert_consistent(&self) {
-        let store = self.store().await;
-        let records = store.resources().await.expect("resources");
-        let stacks = self.stacks().await;
-        let stack_resources: Vec<String> = stacks
-            .iter()
-            .filter_map(|(_, _, tags)| {
-                tags.iter()
-                    .find(|(k, _)| k == "protond:resource")
-                    .map(|(_, v)| v.clone())
-            })
-            .collect();
-        let unique: BTreeSet<&String> = stack_resources.iter().collect();
-        assert_eq!(
-            unique.len(),
-            stack_resources.len(),
-            "duplicate stacks: {stack_resources:?}"
-        );
-        let recorded: BTreeSet<String> = records.iter().map(|r| r.id.clone()).collect();
-        let live: BTreeSet<String> = stack_resources.into_iter().collect();
-        assert_eq!(recorded, live, "records and stacks disagree");
-        assert!(store.in_flight().await.expect("in flight").is_empty());
-        for d in store.deployments(None, 1000).await.expect("history") {
-            assert_ne!(d.status, "in_progress", "{d:?}");
-        }
+/// Every live stack is recorded exactly once, with nothing in flight.
+async fn assert_consistent(w: &World) {
+    let store = w.store().await;
+    let records = store.resources().await.expect("resources");
+    let stacks = w.stacks().await;
+    let stack_resources: Vec<String> = stacks
+        .iter()
+        .filter_map(|s| s.resource().map(str::to_string))
+        .collect();
+    let unique: BTreeSet<&String> = stack_resources.iter().collect();
+    assert_eq!(
+        unique.len(),
+        stack_resources.len(),
+        "duplicate stacks: {stack_resources:?}"
+    );
+    let recorded: BTreeSet<String> = records.iter().map(|r| r.id.clone()).collect();
+    let live: BTreeSet<String> = stack_resources.into_iter().collect();
+    assert_eq!(recorded, live, "records and stacks disagree");
+    assert!(store.in_flight().await.expect("in flight").is_empty());
+    for d in store.deployments(None, 1000).await.expect("history") {
+        assert_ne!(d.status, "in_progress", "{d:?}");
     }
 }
 
@@ -133,7 +51,7 @@ fn stderr(o: &Output) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deploys_updates_deletes_and_isolates_failures() {
-    let w = World::new();
+    let w = world();
 
     // Deploy everything: environments, component, instances, pipeline.
     let out = w.reconcile();
@@ -141,9 +59,7 @@ async fn deploys_updates_deletes_and_isolates_failures() {
     let stacks = w.stacks().await;
     assert_eq!(stacks.len(), 7, "{stacks:#?}");
     assert!(
-        stacks
-            .iter()
-            .all(|(_, status, _)| status == "CREATE_COMPLETE"),
+        stacks.iter().all(|s| s.status == "CREATE_COMPLETE"),
         "{stacks:#?}"
     );
     let store = w.store().await;
@@ -153,9 +69,9 @@ async fn deploys_updates_deletes_and_isolates_failures() {
         .find(|r| r.id == "environment/dev")
         .expect("dev");
     assert!(env.outputs.contains_key("TopicArn"), "{:?}", env.outputs);
-    let (_, _, tags) = stacks
+    let LiveStack { tags, .. } = stacks
         .iter()
-        .find(|(n, _, _)| n.starts_with("protond-svc-payments-payments-prod-"))
+        .find(|s| s.name.starts_with("protond-svc-payments-payments-prod-"))
         .expect("prod stack");
     for key in [
         "protond:resource",
@@ -169,7 +85,7 @@ async fn deploys_updates_deletes_and_isolates_failures() {
             "{key} missing: {tags:?}"
         );
     }
-    w.assert_consistent().await;
+    assert_consistent(&w).await;
 
     // Nothing changed: nothing deploys.
     let before = store.deployments(None, 1000).await.expect("history").len();
@@ -297,10 +213,7 @@ async fn deploys_updates_deletes_and_isolates_failures() {
     w.commit("payments", "retire reports");
     let _ = w.reconcile();
     assert!(
-        !w.stacks()
-            .await
-            .iter()
-            .any(|(n, _, _)| n.contains("reports")),
+        !w.stacks().await.iter().any(|s| s.name.contains("reports")),
         "reports stack still there"
     );
     assert!(
@@ -311,12 +224,12 @@ async fn deploys_updates_deletes_and_isolates_failures() {
             .iter()
             .any(|r| r.id.contains("reports"))
     );
-    w.assert_consistent().await;
+    assert_consistent(&w).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deletion_budget_and_unknown_repos_protect_stacks() {
-    let w = World::new();
+    let w = world();
     assert!(w.reconcile().status.success());
     let n = w.stacks().await.len();
     // Budget 1: removing the whole payments repo content (5 stacks) deletes nothing.
@@ -349,29 +262,17 @@ async fn deletion_budget_and_unknown_repos_protect_stacks() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_cycle_then_restart_is_consistent() {
-    let w = World::new();
+    let w = world();
     // Start the daemon and kill it as soon as the first deployment starts.
-    let mut child = w
-        .command(&["run"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("daemon starts");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut seen = String::new();
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline && !seen.contains("Deployment started") {
-        let n = stderr.read(&mut buf).expect("read");
-        if n == 0 {
-            break;
-        }
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
-    assert!(seen.contains("Deployment started"), "{seen}");
+    let listen = common::DEFAULT_LISTEN.lock().await;
+    let mut daemon = w.spawn(&["run"]);
+    let started = daemon.wait_for_line(Duration::from_secs(60), |l| {
+        l.contains("Deployment started")
+    });
+    assert!(started, "{}", daemon.log());
     // SIGKILL: no chance to record anything.
-    child.kill().expect("kill -9");
-    let _ = child.wait();
+    daemon.kill_9();
+    drop(listen);
 
     // Restart: adopt what was in flight, finish the rest.
     let out = w.reconcile();
@@ -380,7 +281,7 @@ async fn kill_9_mid_cycle_then_restart_is_consistent() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    w.assert_consistent().await;
+    assert_consistent(&w).await;
     assert_eq!(w.stacks().await.len(), 7);
     let store = w.store().await;
     let history = store.deployments(None, 1000).await.expect("history");
@@ -392,7 +293,7 @@ async fn kill_9_mid_cycle_then_restart_is_consistent() {
 async fn adoption_finishes_deployments_left_in_flight() {
     use protond::plan::{ResourceKind, Version};
     use protond::state::NewDeployment;
-    let w = World::new();
+    let w = world();
     assert!(w.reconcile().status.success());
     let store = w.store().await;
     // A deployment recorded as started whose stack call never happened: retried.
@@ -419,7 +320,7 @@ async fn adoption_finishes_deployments_left_in_flight() {
         .expect("history");
     let row = d.iter().find(|x| x.id == id).expect("row");
     common::assert_interrupted(row);
-    w.assert_consistent().await;
+    assert_consistent(&w).await;
 }
 
 #[test]
@@ -461,52 +362,23 @@ fn demo_once_deploys_the_examples() {
     demo();
 }
 
-/// Reads JSON log lines from the daemon until one satisfies `pred`, or times out.
-fn wait_for_log(
-    lines: &std::sync::mpsc::Receiver<String>,
-    timeout: Duration,
-    pred: impl Fn(&serde_json::Value) -> bool,
-) -> Option<serde_json::Value> {
-    let deadline = Instant::now() + timeout;
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        let Ok(line) = lines.recv_timeout(left) else {
-            return None;
-        };
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-            && pred(&v)
-        {
-            return Some(v);
-        }
-    }
-    None
-}
-
 #[test]
 fn watcher_triggers_a_deploy_and_sigterm_stops_cleanly() {
-    let w = World::new();
+    let w = world();
     w.edit_config(|text| {
         text.replace(
             "poll_interval = \"1s\"\n[aws]",
             "poll_interval = \"1h\"\n[aws]",
         )
     });
-    let mut child = w
-        .command(&["run"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("daemon starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let rx = common::log_lines(stderr);
+    let _listen = common::DEFAULT_LISTEN.blocking_lock();
+    let mut daemon = w.spawn(&["run"]);
     let msg = |v: &serde_json::Value| v["fields"]["message"].as_str().unwrap_or("").to_string();
     // Converge first: a cycle that starts nothing, after the pipeline deployed.
-    let converged = wait_for_log(&rx, Duration::from_secs(60), |v| {
+    let converged = daemon.wait_for(Duration::from_secs(60), |v| {
         msg(v) == "Deployment succeeded." && v["fields"]["resource"] == "pipeline/payments"
     });
-    assert!(
-        converged.is_some(),
-        "the daemon did not deploy the examples"
-    );
+    assert!(converged, "the daemon did not deploy the examples");
     // A merged spec change, seen by the watcher (polling is hourly here).
     std::thread::sleep(Duration::from_millis(500));
     w.edit("payments", "proton/services/payments.yaml", |t| {
@@ -514,34 +386,26 @@ fn watcher_triggers_a_deploy_and_sigterm_stops_cleanly() {
     });
     let committed = Instant::now();
     w.commit("payments", "scale prod");
-    let started = wait_for_log(&rx, Duration::from_secs(20), |v| {
+    let started = daemon.wait_for(Duration::from_secs(20), |v| {
         msg(v) == "Deployment started."
             && v["span"]["resource"] == "service_instance/payments/payments-prod"
     });
-    assert!(
-        started.is_some(),
-        "the watcher did not trigger a deployment"
-    );
+    assert!(started, "the watcher did not trigger a deployment");
     let latency = committed.elapsed();
     assert!(latency < Duration::from_secs(20), "{latency:?}");
     eprintln!("commit to deployment start: {latency:?}");
-    let done = wait_for_log(&rx, Duration::from_secs(30), |v| {
+    let done = daemon.wait_for(Duration::from_secs(30), |v| {
         msg(v) == "Deployment succeeded."
             && v["fields"]["resource"] == "service_instance/payments/payments-prod"
     });
-    assert!(done.is_some());
+    assert!(done);
     // SIGTERM: stops scheduling, records everything, exits 0.
-    let pid = child.id().to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let bye = wait_for_log(&rx, Duration::from_secs(20), |v| {
+    daemon.terminate();
+    let bye = daemon.wait_for(Duration::from_secs(20), |v| {
         msg(v) == "All deployments recorded; bye."
     });
-    assert!(bye.is_some(), "no clean shutdown");
-    let exit = child.wait().expect("wait");
+    assert!(bye, "no clean shutdown");
+    let exit = daemon.wait();
     assert!(exit.success(), "{exit:?}");
 }
 
@@ -621,7 +485,7 @@ async fn change_set_path_creates_updates_and_detects_no_changes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn minor_versions_roll_out_stage_by_stage_and_halt_on_failure() {
-    let w = World::new();
+    let w = world();
     w.edit_config(|text| format!("{text}[rollout]\nstages = [\"dev\", \"prod\"]\nsoak = \"3s\"\n"));
     assert!(w.reconcile().status.success());
     let store = w.store().await;
@@ -743,7 +607,7 @@ async fn minor_versions_roll_out_stage_by_stage_and_halt_on_failure() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn maintenance_window_holds_minor_upgrades_but_not_spec_changes() {
-    let w = World::new();
+    let w = world();
     // prod's window never opens (30 February).
     w.edit_config(|text| format!("{text}[rollout]\nstages = [\"dev\", \"prod\"]\nsoak = \"0s\"\ntimezone = \"Europe/Berlin\"\n[rollout.windows]\nprod = \"* * * 30 2 *\"\n"));
     assert!(w.reconcile().status.success());
@@ -790,7 +654,7 @@ async fn maintenance_window_holds_minor_upgrades_but_not_spec_changes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_service_moved_to_another_repo_belongs_there() {
-    let w = World::new();
+    let w = world();
     assert!(w.reconcile().status.success());
     let n = w.stacks().await.len();
     // The reports spec moves from payments to platform-envs, unchanged.
@@ -832,5 +696,5 @@ async fn a_service_moved_to_another_repo_belongs_there() {
     let out = w.reconcile();
     assert!(!stderr(&out).contains("Delete started"), "{}", stderr(&out));
     assert_eq!(w.stacks().await.len(), n);
-    w.assert_consistent().await;
+    assert_consistent(&w).await;
 }

@@ -3,101 +3,48 @@
 //! held with its reason, and `reconcile --once` then starts exactly what the plan said would
 //! start and nothing it said is held. Real git repos, moto_server, a real SQLite file.
 
-mod common;
-
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::process::Output;
 
-use common::git;
-use protond::demo::LocalAws as Moto;
-use protond::state::Store;
+use crate::common::world::World;
 
 const BROKEN: &str = "AWSTemplateFormatVersion: '2010-09-09'\n\
 Resources:\n  Broken:\n    Type: AWS::SQS::Queue\n    Properties:\n      DelaySeconds: !GetAtt NoSuchResource.Arn\n";
 const MANIFEST: &str = "infrastructure:\n  templates:\n    - file: \"cloudformation.yaml\"\n      rendering_engine: jinja\n      template_language: cloudformation\n";
 
-struct World {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    _moto: Moto,
+/// The examples on moto_server, stages dev then prod, and a prod maintenance window that
+/// never opens (a year long past this test).
+fn world() -> World {
+    World::examples_on_moto()
+        .config(|c| {
+            c.section(
+                "[rollout]\nstages = [\"dev\", \"prod\"]\nsoak = \"0s\"\nwindows = { prod = \"0 0 0 1 1 * 2099\" }",
+            );
+        })
+        .build()
 }
 
-impl World {
-    fn new() -> Self {
-        let moto = Moto::start().expect("moto_server starts (scripts/test installs it)");
-        let (tmp, root) = common::tagged_examples();
-        // Prod's maintenance window never opens (a year long past this test).
-        let toml = format!(
-            "state = \"sqlite://state/state.db\"\ndata_dir = \"data\"\n\
-             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\npoll_interval = \"200ms\"\nmax_attempts = 1\nchange_sets = false\n\
-             [rollout]\nstages = [\"dev\", \"prod\"]\nsoak = \"0s\"\nwindows = {{ prod = \"0 0 0 1 1 * 2099\" }}\n\
-             [[template_repos]]\nname = \"platform-templates\"\nurl = \"platform-templates\"\n\
-             [[spec_repos]]\nname = \"platform-envs\"\nurl = \"platform-envs\"\nplatform = true\n\
-             [[spec_repos]]\nname = \"payments\"\nurl = \"payments\"\n",
-            url = moto.url
-        );
-        std::fs::write(root.join("proton.toml"), toml).expect("config");
-        Self {
-            _tmp: tmp,
-            root,
-            _moto: moto,
-        }
-    }
+/// Tags a new minor of `template` on a commit that touches its folder.
+fn release(w: &World, template: &str, tag: &str) {
+    w.write("platform-templates", &format!("{template}/v1/NOTES"), tag);
+    w.commit("platform-templates", tag);
+    w.tag(tag, tag);
+}
 
-    fn run(&self, args: &[&str]) -> Output {
-        common::protond(&self.root.join("proton.toml"), args)
-            .output()
-            .expect("protond runs")
-    }
-
-    fn edit(&self, repo: &str, path: &str, f: impl FnOnce(String) -> String) {
-        let p = self.root.join(repo).join(path);
-        let text = std::fs::read_to_string(&p).unwrap_or_default();
-        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        std::fs::write(&p, f(text)).expect("write");
-    }
-
-    fn commit(&self, repo: &str, message: &str) {
-        let dir = self.root.join(repo);
-        git(&dir, &["add", "-A"]);
-        git(&dir, &["commit", "-q", "-m", message]);
-    }
-
-    fn release(&self, template: &str, tag: &str) {
-        self.edit(
-            "platform-templates",
-            &format!("{template}/v1/NOTES"),
-            |_| tag.to_string(),
-        );
-        self.commit("platform-templates", tag);
-        git(
-            &self.root.join("platform-templates"),
-            &["tag", "-a", tag, "-m", tag],
-        );
-    }
-
-    async fn store(&self) -> Store {
-        Store::open(&format!("sqlite://{}/state/state.db", self.root.display()))
-            .await
-            .expect("store")
-    }
-
-    /// The plan's schedule: (resource, verdict, hold label).
-    fn schedule(&self) -> Vec<(String, String, String)> {
-        let out = self.run(&["plan", "--output", "json"]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-        doc["schedule"]
-            .as_array()
-            .expect("schedule")
-            .iter()
-            .map(|d| {
-                let s = |k: &str| d[k].as_str().unwrap_or_default().to_string();
-                (s("id"), s("verdict"), s("hold"))
-            })
-            .collect()
-    }
+/// The plan's schedule: (resource, verdict, hold label).
+fn plan_schedule(w: &World) -> Vec<(String, String, String)> {
+    let out = w.run(&["plan", "--output", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    doc["schedule"]
+        .as_array()
+        .expect("schedule")
+        .iter()
+        .map(|d| {
+            let s = |k: &str| d[k].as_str().unwrap_or_default().to_string();
+            (s("id"), s("verdict"), s("hold"))
+        })
+        .collect()
 }
 
 fn stderr(o: &Output) -> String {
@@ -114,7 +61,7 @@ fn verdict<'a>(schedule: &'a [(String, String, String)], id: &str) -> (&'a str, 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn plan_shows_each_hold_and_reconcile_does_what_it_showed() {
-    let w = World::new();
+    let w = world();
     // Reports follows worker-svc 1.0 exactly.
     w.edit("payments", "proton/services/reports.yaml", |t| {
         t.replace(
@@ -127,16 +74,18 @@ async fn plan_shows_each_hold_and_reconcile_does_what_it_showed() {
     assert!(out.status.success(), "{}", stderr(&out));
 
     // A component whose create fails in CloudFormation.
-    w.edit("payments", "proton/components/broken/manifest.yaml", |_| {
-        MANIFEST.into()
-    });
-    w.edit(
+    w.write(
+        "payments",
+        "proton/components/broken/manifest.yaml",
+        MANIFEST,
+    );
+    w.write(
         "payments",
         "proton/components/broken/cloudformation.yaml",
-        |_| BROKEN.into(),
+        BROKEN,
     );
-    let spec = std::fs::read_to_string(w.root.join("payments/proton/services/payments.yaml"))
-        .expect("spec");
+    let spec =
+        std::fs::read_to_string(w.dir("payments/proton/services/payments.yaml")).expect("spec");
     let spec = spec.replace(
         "      health_check_path: /health\n",
         "      health_check_path: /health\n    component: {name: broken, path: proton/components/broken}\n",
@@ -148,22 +97,24 @@ async fn plan_shows_each_hold_and_reconcile_does_what_it_showed() {
         "",
         1,
     );
-    w.edit("payments", "proton/services/payments.yaml", |_| {
-        format!("{dev}{prod}")
-    });
+    w.write(
+        "payments",
+        "proton/services/payments.yaml",
+        &format!("{dev}{prod}"),
+    );
     w.commit("payments", "broken component");
     let out = w.run(&["reconcile", "--once"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 
     // New minors: environments (dev may go, prod's window is closed), web services (halted
     // by an operator), workers (pinned by the spec).
-    w.release("basic-env", "basic-env/v1.1");
-    w.release("web-svc", "web-svc/v1.1");
-    w.release("worker-svc", "worker-svc/v1.1");
+    release(&w, "basic-env", "basic-env/v1.1");
+    release(&w, "web-svc", "web-svc/v1.1");
+    release(&w, "worker-svc", "worker-svc/v1.1");
     let out = w.run(&["rollout", "halt", "web-svc/v1.1", "--reason", "testing"]);
     assert!(out.status.success(), "{}", stderr(&out));
 
-    let schedule = w.schedule();
+    let schedule = plan_schedule(&w);
     assert_eq!(verdict(&schedule, "environment/dev"), ("start", ""));
     assert_eq!(verdict(&schedule, "environment/prod"), ("hold", "window"));
     assert_eq!(
@@ -226,7 +177,7 @@ async fn plan_shows_each_hold_and_reconcile_does_what_it_showed() {
         }
     }
     // And the holds stand afterwards.
-    let again = w.schedule();
+    let again = plan_schedule(&w);
     for id in [
         "environment/prod",
         "service_instance/payments/payments-dev",

@@ -1,0 +1,20 @@
+//! protond's integration tests, in one binary (one link instead of one per suite): each suite
+//! is a module, named as its file was when each was a binary of its own, so a test is
+//! `<suite>::<name>`, e.g. `cargo test --test it faults::` runs the fault suite.
+//!
+//! The suites share [`common`]: the test [`common::world::World`] (git repos, config,
+//! moto_server) and helpers. Tests run in parallel threads of this one process; every test
+//! owns its temporary folder and its moto_server, and nothing here sets process environment
+//! variables. What they do share is listed in [`common`] with the lock that serialises it.
+
+mod common;
+
+mod abuse;
+mod cli;
+mod daemon;
+mod faults;
+mod git_plan;
+mod plan_matches;
+mod proposals;
+mod self_managed;
+mod server;
