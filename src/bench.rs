@@ -223,6 +223,7 @@ fn as_deployed(set: &desired::DesiredSet) -> Vec<ResourceRecord> {
                 status: crate::model::ResourceStatus::Deployed,
                 spec_commit: r.spec_commit.clone(),
                 updated_at: String::new(),
+                placement: Default::default(),
             }),
             _ => None,
         })

@@ -15,6 +15,10 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// This installation's name, tagged on every stack it creates (`protond:installation`).
+    /// Default: a name generated at first start and recorded in the state store.
+    #[serde(default)]
+    pub installation: Option<String>,
     /// Where state lives: `sqlite://path` (default `sqlite://.protond/state.db`).
     #[serde(default)]
     pub state: Option<String>,
@@ -349,6 +353,8 @@ pub struct Proposals {
 /// The checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// This installation's name, when the config sets one (else the state store's).
+    pub installation: Option<String>,
     /// State URL.
     pub state: String,
     /// Data folder.
@@ -737,6 +743,7 @@ impl Config {
             return Err(errors);
         }
         Ok(Self {
+            installation: raw.installation.clone(),
             state,
             data_dir: raw
                 .data_dir

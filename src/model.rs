@@ -329,7 +329,24 @@ text_enum! {
         Deployed => "deployed",
         /// Its last deployment failed; what was deployed before stays recorded.
         Failed => "failed",
+        /// The stack under its name is not provably this installation's: protond leaves it
+        /// alone until a person resolves it.
+        Conflict => "conflict",
     }
+}
+
+/// Where a resource's stack lives: the recorded stack, addressed with the recorded identity.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Placement {
+    /// The stack's name; empty when not recorded (a record written before names were
+    /// recorded: its stack has the legacy name derived from the resource id).
+    pub stack_name: String,
+    /// The stack's id (its ARN, which names the account and region), once known.
+    pub stack_id: Option<String>,
+    /// The region its calls go to; `None` when not recorded (the configured region).
+    pub region: Option<String>,
+    /// The role assumed for its calls (the environment's `role_arn`), if any.
+    pub role_arn: Option<String>,
 }
 
 text_enum! {

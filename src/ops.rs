@@ -409,6 +409,7 @@ mod tests {
             status,
             spec_commit: None,
             updated_at: String::new(),
+            placement: Default::default(),
         }
     }
 
@@ -458,6 +459,7 @@ mod tests {
                 input_hash: "i".into(),
                 rendered_hash: "r".into(),
                 spec_commit: None,
+                placement: Default::default(),
             },
             status: DeploymentStatus::Failed,
             error: Some("boom\nmore".into()),

@@ -21,8 +21,8 @@ use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 use crate::model::{
-    DeploymentAction, DeploymentStatus, ProposalState, ResourceKind, ResourceStatus, RolloutState,
-    Version,
+    DeploymentAction, DeploymentStatus, Placement, ProposalState, ResourceKind, ResourceStatus,
+    RolloutState, Version,
 };
 use crate::plan;
 
@@ -83,6 +83,18 @@ pub enum StateError {
         /// The in-flight deployment id.
         existing: i64,
     },
+    /// The config names another installation than the state recorded.
+    #[error(
+        "the state database {path} belongs to installation {recorded:?}, but the config sets installation = {configured:?}; every stack of {recorded:?} would look foreign. Set installation = {recorded:?} (or remove the key), or use another state file for another installation"
+    )]
+    Installation {
+        /// The database file.
+        path: String,
+        /// The name recorded at first start.
+        recorded: String,
+        /// The name the config sets.
+        configured: String,
+    },
     /// A stored row could not be read back.
     #[error("corrupt state row in {table}: {detail}")]
     Corrupt {
@@ -117,6 +129,7 @@ impl StateError {
             Self::Storage { .. } => "storage",
             Self::InFlight { .. } => "in_flight",
             Self::Corrupt { .. } => "corrupt",
+            Self::Installation { .. } => "installation",
         }
     }
 }
@@ -289,6 +302,8 @@ pub struct ResourceRecord {
     pub spec_commit: Option<String>,
     /// Last change.
     pub updated_at: String,
+    /// Where its stack lives.
+    pub placement: Placement,
 }
 
 impl ResourceRecord {
@@ -309,7 +324,11 @@ impl ResourceRecord {
     /// The record a successful deployment leaves: what it deployed, with the outputs the
     /// provisioner reported.
     #[must_use]
-    pub fn deployed_by(dep: &NewDeployment, outputs: BTreeMap<String, String>) -> Self {
+    pub fn deployed_by(
+        dep: &NewDeployment,
+        outputs: BTreeMap<String, String>,
+        stack_id: Option<String>,
+    ) -> Self {
         Self {
             id: dep.resource_id.clone(),
             kind: dep.kind,
@@ -323,6 +342,10 @@ impl ResourceRecord {
             status: ResourceStatus::Deployed,
             spec_commit: dep.spec_commit.clone(),
             updated_at: String::new(),
+            placement: Placement {
+                stack_id: stack_id.or_else(|| dep.placement.stack_id.clone()),
+                ..dep.placement.clone()
+            },
         }
     }
 }
@@ -354,6 +377,8 @@ pub struct NewDeployment {
     pub rendered_hash: String,
     /// Spec commit.
     pub spec_commit: Option<String>,
+    /// Where the stack is deployed to (or deleted from).
+    pub placement: Placement,
 }
 
 /// A deployment history row.
@@ -385,6 +410,12 @@ pub enum Outcome {
     /// Never reached the provisioner (the process stopped first); the resource is as it was
     /// and the change will be retried.
     Interrupted,
+    /// The stack under the resource's name is not provably this installation's: nothing was
+    /// touched, and the resource is marked `conflict` until a person resolves it.
+    Conflict {
+        /// What was found and what to do.
+        error: String,
+    },
     /// Failed; what was deployed before stays recorded.
     Failed {
         /// Why (stack events' reasons).
@@ -573,6 +604,42 @@ impl Store {
         move |source| classify(&self.path, what, source)
     }
 
+    /// This installation's name: `configured` when the config sets one, else the name
+    /// recorded at first start (a new random one is recorded then). Every stack protond
+    /// creates carries it (`protond:installation`).
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::Installation`] when the config names another installation than the one
+    /// recorded (its stacks would all look foreign); a store failure otherwise.
+    pub async fn installation(&self, configured: Option<&str>) -> Result<String, StateError> {
+        let recorded: Option<String> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'installation'")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(self.q("read the installation name"))?;
+        let name = match (recorded, configured) {
+            (Some(r), Some(c)) if r != c => {
+                return Err(StateError::Installation {
+                    path: self.path.to_string(),
+                    recorded: r,
+                    configured: c.to_string(),
+                });
+            }
+            (Some(r), _) => return Ok(r),
+            (None, Some(c)) => c.to_string(),
+            (None, None) => format!("protond-{:016x}", rand::random::<u64>()),
+        };
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ('installation', ?) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(&name)
+        .execute(&self.pool)
+        .await
+        .map_err(self.q("record the installation name"))?;
+        Ok(name)
+    }
+
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<(), StateError> {
         sqlx::query("SELECT 1")
@@ -687,7 +754,7 @@ impl Store {
     /// Every managed resource.
     pub async fn resources(&self) -> Result<Vec<ResourceRecord>, StateError> {
         let rows = sqlx::query(
-            "SELECT id, kind, repo, environment, template, major, minor, input_hash, rendered_hash, outputs, status, spec_commit, updated_at
+            "SELECT id, kind, repo, environment, template, major, minor, input_hash, rendered_hash, outputs, status, spec_commit, updated_at, stack_name, stack_id, region, role_arn
              FROM resources ORDER BY id",
         )
         .fetch_all(&self.pool)
@@ -713,8 +780,8 @@ impl Store {
     /// for the resource.
     pub async fn begin_deployment(&self, d: &NewDeployment) -> Result<i64, StateError> {
         let result = sqlx::query(
-            "INSERT INTO deployments (resource_id, kind, repo, environment, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, started_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'in_progress', ?)",
+            "INSERT INTO deployments (resource_id, kind, repo, environment, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, started_at, stack_name, stack_id, region, role_arn)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'in_progress', ?, ?, ?, ?, ?)",
         )
         .bind(&d.resource_id)
         .bind(d.kind.as_str())
@@ -729,6 +796,10 @@ impl Store {
         .bind(&d.rendered_hash)
         .bind(&d.spec_commit)
         .bind(now())
+        .bind(non_empty(&d.placement.stack_name))
+        .bind(&d.placement.stack_id)
+        .bind(&d.placement.region)
+        .bind(&d.placement.role_arn)
         .execute(&self.pool)
         .await;
         match result {
@@ -782,6 +853,7 @@ impl Store {
                 Some(INTERRUPTED.to_string()),
                 true,
             ),
+            Outcome::Conflict { error } => (DeploymentStatus::Failed, Some(error.clone()), false),
         };
         sqlx::query(
             "UPDATE deployments SET status = ?, error = ?, retryable = ?, finished_at = ? WHERE id = ?",
@@ -798,13 +870,15 @@ impl Store {
             Outcome::Succeeded(r) => {
                 let outputs = serde_json::to_string(&r.outputs).unwrap_or_else(|_| "{}".into());
                 sqlx::query(
-                    "INSERT INTO resources (id, kind, repo, environment, template, major, minor, input_hash, rendered_hash, outputs, status, spec_commit, updated_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'deployed', ?, ?)
+                    "INSERT INTO resources (id, kind, repo, environment, template, major, minor, input_hash, rendered_hash, outputs, status, spec_commit, updated_at, stack_name, stack_id, region, role_arn)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'deployed', ?, ?, ?, ?, ?, ?)
                      ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, repo = excluded.repo,
                        environment = excluded.environment, template = excluded.template,
                        major = excluded.major, minor = excluded.minor, input_hash = excluded.input_hash,
                        rendered_hash = excluded.rendered_hash, outputs = excluded.outputs, status = 'deployed',
-                       spec_commit = excluded.spec_commit, updated_at = excluded.updated_at",
+                       spec_commit = excluded.spec_commit, updated_at = excluded.updated_at,
+                       stack_name = excluded.stack_name, stack_id = excluded.stack_id,
+                       region = excluded.region, role_arn = excluded.role_arn",
                 )
                 .bind(&r.id)
                 .bind(r.kind.as_str())
@@ -818,6 +892,10 @@ impl Store {
                 .bind(outputs)
                 .bind(&r.spec_commit)
                 .bind(now())
+                .bind(non_empty(&r.placement.stack_name))
+                .bind(&r.placement.stack_id)
+                .bind(&r.placement.region)
+                .bind(&r.placement.role_arn)
                 .execute(&mut *tx)
                 .await
                 .map_err(self.q("record resource"))?;
@@ -830,6 +908,16 @@ impl Store {
                     .map_err(self.q("remove resource"))?;
             }
             Outcome::Interrupted => {}
+            Outcome::Conflict { .. } => {
+                sqlx::query(
+                    "UPDATE resources SET status = 'conflict', updated_at = ? WHERE id = ?",
+                )
+                .bind(now())
+                .bind(&resource_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(self.q("mark resource in conflict"))?;
+            }
             Outcome::Failed { .. } => {
                 sqlx::query("UPDATE resources SET status = 'failed', updated_at = ? WHERE id = ?")
                     .bind(now())
@@ -1068,7 +1156,7 @@ impl Store {
     /// Deployments still in flight (to adopt after a restart).
     pub async fn in_flight(&self) -> Result<Vec<DeploymentRecord>, StateError> {
         let rows = sqlx::query(concat!(
-            "SELECT id, resource_id, kind, repo, environment, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, error, retryable, started_at, finished_at",
+            "SELECT id, resource_id, kind, repo, environment, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, error, retryable, started_at, finished_at, stack_name, stack_id, region, role_arn",
             " FROM deployments WHERE status = 'in_progress' ORDER BY id"
         ))
         .fetch_all(&self.pool)
@@ -1084,7 +1172,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<DeploymentRecord>, StateError> {
         let rows = sqlx::query(concat!(
-            "SELECT id, resource_id, kind, repo, environment, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, error, retryable, started_at, finished_at",
+            "SELECT id, resource_id, kind, repo, environment, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, error, retryable, started_at, finished_at, stack_name, stack_id, region, role_arn",
             " FROM deployments WHERE (?1 IS NULL OR resource_id = ?1) ORDER BY id DESC LIMIT ?2"
         ))
         .bind(resource)
@@ -1099,7 +1187,7 @@ impl Store {
     /// (the scheduler's retry rule reads them once per cycle).
     pub async fn last_failures(&self) -> Result<Vec<DeploymentRecord>, StateError> {
         let rows = sqlx::query(concat!(
-            "SELECT id, resource_id, kind, repo, environment, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, error, retryable, started_at, finished_at",
+            "SELECT id, resource_id, kind, repo, environment, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, error, retryable, started_at, finished_at, stack_name, stack_id, region, role_arn",
             " FROM deployments WHERE id IN (SELECT MAX(id) FROM deployments GROUP BY resource_id)",
             " AND status = 'failed' ORDER BY id"
         ))
@@ -1112,7 +1200,7 @@ impl Store {
     /// The newest deployment of each resource, by resource id (deleted resources included).
     pub async fn last_deployments(&self) -> Result<BTreeMap<String, DeploymentRecord>, StateError> {
         let rows = sqlx::query(concat!(
-            "SELECT id, resource_id, kind, repo, environment, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, error, retryable, started_at, finished_at",
+            "SELECT id, resource_id, kind, repo, environment, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, error, retryable, started_at, finished_at, stack_name, stack_id, region, role_arn",
             " FROM deployments WHERE id IN (SELECT MAX(id) FROM deployments GROUP BY resource_id)"
         ))
         .fetch_all(&self.pool)
@@ -1176,7 +1264,27 @@ fn resource_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ResourceRecord, Stat
             .ok_or_else(|| corrupt("resources", format!("unknown status {status:?}")))?,
         spec_commit: r.try_get("spec_commit").map_err(q("read resource"))?,
         updated_at: s("updated_at")?,
+        placement: placement_from_row(r, "read resource")?,
     })
+}
+
+/// The placement columns of a resource or deployment row.
+fn placement_from_row(
+    r: &sqlx::sqlite::SqliteRow,
+    what: &'static str,
+) -> Result<Placement, StateError> {
+    let o = |c: &str| r.try_get::<Option<String>, _>(c).map_err(q(what));
+    Ok(Placement {
+        stack_name: o("stack_name")?.unwrap_or_default(),
+        stack_id: o("stack_id")?,
+        region: o("region")?,
+        role_arn: o("role_arn")?,
+    })
+}
+
+/// `None` for an empty text (stored as NULL).
+fn non_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
 }
 
 fn deployment_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<DeploymentRecord, StateError> {
@@ -1208,6 +1316,7 @@ fn deployment_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<DeploymentRecord, 
             input_hash: s("input_hash")?,
             rendered_hash: s("rendered_hash")?,
             spec_commit: o("spec_commit")?,
+            placement: placement_from_row(r, "read deployment")?,
         },
         status: DeploymentStatus::parse(&status)
             .ok_or_else(|| corrupt("deployments", format!("unknown status {status:?}")))?,
@@ -1243,6 +1352,7 @@ mod tests {
             input_hash: "i".into(),
             rendered_hash: "r".into(),
             spec_commit: Some("abc".into()),
+            placement: Default::default(),
         }
     }
 
@@ -1260,6 +1370,7 @@ mod tests {
             status: ResourceStatus::Deployed,
             spec_commit: Some("abc".into()),
             updated_at: String::new(),
+            placement: Default::default(),
         }
     }
 

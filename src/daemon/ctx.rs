@@ -49,6 +49,8 @@ pub struct Ctx {
     pub failed: AtomicU64,
     /// Deployments that succeeded since start.
     pub succeeded: AtomicU64,
+    /// This installation's name (`protond:installation` on every stack it creates).
+    pub installation: String,
     pub(super) provisioners: Provisioners,
     pub(super) clock: Clock,
     pub(super) previous: tokio::sync::Mutex<Option<Arc<desired::Snapshot>>>,
@@ -88,6 +90,7 @@ impl Ctx {
         config: Config,
         store: Store,
         cfn: CloudFormation,
+        installation: String,
         wake: mpsc::UnboundedSender<()>,
     ) -> Arc<Self> {
         let config = Arc::new(config);
@@ -95,7 +98,7 @@ impl Ctx {
             cloudformation: Arc::new(cfn.clone()),
             self_managed: Arc::new(SelfManaged::new(config.clone(), store.clone())),
         };
-        Self::with_provisioners(config, store, cfn, provisioners, wake)
+        Self::with_provisioners(config, store, cfn, provisioners, installation, wake)
     }
 
     /// Builds the context with the given provisioners (tests use [`crate::provision::fake`]).
@@ -105,6 +108,7 @@ impl Ctx {
         store: Store,
         cfn: CloudFormation,
         provisioners: Provisioners,
+        installation: String,
         wake: mpsc::UnboundedSender<()>,
     ) -> Arc<Self> {
         let permits = Arc::new(Semaphore::new(config.concurrency));
@@ -118,6 +122,7 @@ impl Ctx {
             fetch_now: Notify::new(),
             failed: AtomicU64::new(0),
             succeeded: AtomicU64::new(0),
+            installation,
             provisioners,
             clock: Arc::new(SystemTime::now),
             previous: tokio::sync::Mutex::new(None),

@@ -24,8 +24,9 @@ use tracing::Instrument as _;
 
 use super::ctx::{Claim, Ctx};
 use crate::desired::Resource;
-use crate::model::DeploymentAction;
+use crate::model::{DeploymentAction, Placement};
 use crate::plan::{Action, ActionKind, DesiredState, UpdateReason, Version};
+use crate::provision::cloudformation::{placed_stack_name, stack_name};
 use crate::provision::{Applied, DeployError, Job, Provisioner, Provisioning};
 use crate::state::{DeploymentRecord, NewDeployment, Outcome, ResourceRecord, StateError};
 use crate::telemetry::events::{DeploymentFinished, DeploymentStarted};
@@ -49,6 +50,8 @@ pub(super) enum Work {
         action: Action,
         /// The rendered resource.
         resource: Resource,
+        /// Its record, when it is deployed (where its stack lives).
+        record: Option<ResourceRecord>,
     },
     /// Delete a resource no spec declares any more.
     Delete {
@@ -70,7 +73,9 @@ impl Work {
     }
 }
 
-/// Starts the task for `work` under `claim`, acting with `role`.
+/// Starts the task for `work` under `claim`. `role` is the role its environment names now:
+/// new stacks are created with it; recorded stacks are addressed with the role recorded
+/// with them (or `role`, for records written before roles were recorded).
 pub(super) fn spawn(ctx: Arc<Ctx>, claim: Claim, work: Work, role: Option<String>) {
     tokio::spawn(async move {
         run(&ctx, work, role.as_deref()).await;
@@ -82,16 +87,29 @@ async fn run(ctx: &Arc<Ctx>, work: Work, role: Option<&str>) {
     let _permit = ctx.permits.clone().acquire_owned().await;
     let resource_id = work.resource_id().to_string();
     let (id, dep, adopted) = match &work {
-        Work::Adopt(d) => (d.id, d.deployment.clone(), true),
-        Work::Apply { action, resource } => {
-            let dep = new_apply(action, resource);
+        Work::Adopt(d) => {
+            let mut dep = d.deployment.clone();
+            if dep.placement.role_arn.is_none() && dep.placement.stack_name.is_empty() {
+                // A row written before placements were recorded.
+                dep.placement.role_arn = role.map(str::to_string);
+            }
+            (d.id, dep, true)
+        }
+        Work::Apply {
+            action,
+            resource,
+            record,
+        } => {
+            let placement = placement_for(ctx, &action.id, record.as_ref(), role);
+            let dep = new_apply(action, resource, placement);
             let Some(id) = begin(ctx, &dep).await else {
                 return;
             };
             (id, dep, false)
         }
         Work::Delete { action, record } => {
-            let dep = new_delete(action, record.as_ref());
+            let placement = placement_for(ctx, &action.id, record.as_ref(), role);
+            let dep = new_delete(action, record.as_ref(), placement);
             let Some(id) = begin(ctx, &dep).await else {
                 return;
             };
@@ -112,7 +130,8 @@ async fn run(ctx: &Arc<Ctx>, work: Work, role: Option<&str>) {
         let job = Job {
             deployment_id: id,
             deployment: &dep,
-            role_arn: role,
+            installation: &ctx.installation,
+            recorded: matches!(&work, Work::Apply { record: Some(_), .. } | Work::Delete { record: Some(_), .. }),
         };
         let result = match provisioner_for(ctx, &work).await {
             Ok(p) => call(p.as_ref(), &work, job).await,
@@ -127,11 +146,14 @@ async fn run(ctx: &Arc<Ctx>, work: Work, role: Option<&str>) {
                 tracing::info!(folder = %folder, branch = %branch, pull_request = ?pull_request, "Submitted to the infrastructure repo; waiting for the outcome (protond notify).");
                 return;
             }
-            Ok(Applied::Deployed { outputs }) => {
-                Outcome::Succeeded(ResourceRecord::deployed_by(&dep, outputs))
+            Ok(Applied::Deployed { outputs, stack_id }) => {
+                Outcome::Succeeded(ResourceRecord::deployed_by(&dep, outputs, stack_id))
             }
             Ok(Applied::Deleted) => Outcome::Deleted,
             Ok(Applied::Interrupted) => Outcome::Interrupted,
+            Err(DeployError::Conflict(c)) => Outcome::Conflict {
+                error: c.to_string(),
+            },
             Err(e) => Outcome::Failed {
                 error: crate::error_chain(&e),
                 retryable: e.is_retryable(),
@@ -184,6 +206,47 @@ async fn provisioner_for(ctx: &Ctx, work: &Work) -> Result<Arc<dyn Provisioner>,
     })
 }
 
+/// Where a deployment goes: a recorded stack stays where it is recorded (its name, StackId,
+/// region and role; a record written before names were recorded keeps the legacy name and
+/// the environment's current role); a new stack gets a collision-free name, the configured
+/// region and the environment's role.
+fn placement_for(
+    ctx: &Ctx,
+    resource_id: &str,
+    record: Option<&ResourceRecord>,
+    role: Option<&str>,
+) -> Placement {
+    match record {
+        Some(r) => {
+            let recorded = &r.placement;
+            let legacy = recorded.stack_name.is_empty() && recorded.stack_id.is_none();
+            let role_now = role.map(str::to_string);
+            if !legacy && recorded.role_arn != role_now {
+                tracing::warn!(resource = %resource_id, recorded = ?recorded.role_arn, now = ?role_now, "The environment's role changed; the stack stays where it is recorded and is addressed with the recorded role (moving it is not supported yet).");
+            }
+            Placement {
+                stack_name: placed_stack_name(resource_id, recorded),
+                stack_id: recorded.stack_id.clone(),
+                region: recorded
+                    .region
+                    .clone()
+                    .or_else(|| Some(ctx.config.region.clone())),
+                role_arn: if legacy {
+                    role_now
+                } else {
+                    recorded.role_arn.clone()
+                },
+            }
+        }
+        None => Placement {
+            stack_name: stack_name(resource_id),
+            stack_id: None,
+            region: Some(ctx.config.region.clone()),
+            role_arn: role.map(str::to_string),
+        },
+    }
+}
+
 /// Writes the deployment row; `None` when it could not be written (a busy store is retried
 /// next cycle; anything else stops `--once`).
 async fn begin(ctx: &Ctx, dep: &NewDeployment) -> Option<i64> {
@@ -199,7 +262,7 @@ async fn begin(ctx: &Ctx, dep: &NewDeployment) -> Option<i64> {
     }
 }
 
-fn new_apply(a: &Action, resource: &Resource) -> NewDeployment {
+fn new_apply(a: &Action, resource: &Resource, placement: Placement) -> NewDeployment {
     let rendered_hash = match &resource.desired.state {
         DesiredState::Ready { rendered_hash } => rendered_hash.clone(),
         _ => String::new(),
@@ -217,10 +280,11 @@ fn new_apply(a: &Action, resource: &Resource) -> NewDeployment {
         input_hash: resource.desired.input_hash.clone(),
         rendered_hash,
         spec_commit: resource.spec_commit.clone(),
+        placement,
     }
 }
 
-fn new_delete(a: &Action, record: Option<&ResourceRecord>) -> NewDeployment {
+fn new_delete(a: &Action, record: Option<&ResourceRecord>, placement: Placement) -> NewDeployment {
     NewDeployment {
         resource_id: a.id.clone(),
         kind: a.kind,
@@ -234,6 +298,7 @@ fn new_delete(a: &Action, record: Option<&ResourceRecord>) -> NewDeployment {
         input_hash: record.map(|r| r.input_hash.clone()).unwrap_or_default(),
         rendered_hash: record.map(|r| r.rendered_hash.clone()).unwrap_or_default(),
         spec_commit: None,
+        placement,
     }
 }
 
@@ -263,6 +328,7 @@ fn outcome_label(o: &Outcome) -> &'static str {
         Outcome::Deleted => "deleted",
         Outcome::Failed { .. } => "failed",
         Outcome::Interrupted => "interrupted",
+        Outcome::Conflict { .. } => "conflict",
     }
 }
 
@@ -292,6 +358,8 @@ pub fn error_policy(dep: &NewDeployment, outcome: &Outcome) -> Requeue {
         Outcome::Failed {
             retryable: true, ..
         } => Requeue::Backoff,
+        // A conflict waits for a person: nothing protond does can resolve it.
+        Outcome::Conflict { .. } => Requeue::AwaitChange { halt: None },
         Outcome::Failed { .. } => Requeue::AwaitChange {
             halt: (dep.reason.as_deref() == Some("minor_upgrade"))
                 .then(|| (dep.template.clone(), dep.to_version)),
@@ -310,7 +378,9 @@ pub fn backoff_delay(attempts: u32) -> Duration {
 async fn finish(ctx: &Ctx, id: i64, dep: &NewDeployment, outcome: Outcome) {
     let resource_id = dep.resource_id.as_str();
     match &outcome {
-        Outcome::Failed { .. } => ctx.failed.fetch_add(1, Ordering::Relaxed),
+        Outcome::Failed { .. } | Outcome::Conflict { .. } => {
+            ctx.failed.fetch_add(1, Ordering::Relaxed)
+        }
         Outcome::Succeeded(_) | Outcome::Deleted => ctx.succeeded.fetch_add(1, Ordering::Relaxed),
         Outcome::Interrupted => 0,
     };
@@ -394,6 +464,7 @@ mod tests {
             input_hash: String::new(),
             rendered_hash: String::new(),
             spec_commit: None,
+            placement: Default::default(),
         }
     }
 

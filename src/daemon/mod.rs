@@ -32,9 +32,10 @@ pub async fn context(
     config: Config,
 ) -> Result<(Arc<Ctx>, mpsc::UnboundedReceiver<()>), crate::state::StateError> {
     let store = Store::open(&config.state).await?;
+    let installation = store.installation(config.installation.as_deref()).await?;
     let cfn = CloudFormation::new(Settings::from_config(&config)).await;
     let (tx, rx) = mpsc::unbounded_channel();
-    Ok((Ctx::new(config, store, cfn, tx), rx))
+    Ok((Ctx::new(config, store, cfn, installation, tx), rx))
 }
 
 /// What `reconcile --once` found.

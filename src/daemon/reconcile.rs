@@ -387,6 +387,7 @@ fn start(
             let work = Work::Apply {
                 action: a.clone(),
                 resource: (*resource).clone(),
+                record: records.get(a.id.as_str()).map(|r| (*r).clone()),
             };
             (work, resource.environment.clone())
         };

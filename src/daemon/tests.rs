@@ -94,7 +94,14 @@ impl World {
             self_managed: Arc::new(fake.clone()),
         };
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut ctx = Ctx::with_provisioners(Arc::new(config), store, cfn, provisioners, tx);
+        let mut ctx = Ctx::with_provisioners(
+            Arc::new(config),
+            store,
+            cfn,
+            provisioners,
+            "test".into(),
+            tx,
+        );
         // The store stamps records with the real time: start the test clock there.
         let start = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -295,7 +302,14 @@ async fn deletes_beyond_the_budget_are_refused_then_done_within_it() {
                 self_managed: Arc::new(w.fake.clone()),
             };
             let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-            Ctx::with_provisioners(Arc::new(config), store, cfn, provisioners, tx)
+            Ctx::with_provisioners(
+                Arc::new(config),
+                store,
+                cfn,
+                provisioners,
+                "test".into(),
+                tx,
+            )
         },
         ..w
     };

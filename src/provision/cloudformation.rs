@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
 use super::{Applied, BoxFuture, DeployError, Job, Provisioner};
+use crate::model::Placement;
 
 /// Tag holding the resource id.
 pub const TAG_RESOURCE: &str = "protond:resource";
@@ -31,6 +32,8 @@ pub const TAG_VERSION: &str = "protond:version";
 pub const TAG_SPEC_COMMIT: &str = "protond:spec-commit";
 /// Tag holding the deployment id that last changed the stack.
 pub const TAG_DEPLOYMENT: &str = "protond:deployment";
+/// Tag holding the name of the installation that owns the stack.
+pub const TAG_INSTALLATION: &str = "protond:installation";
 
 /// A provisioning failure.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +81,14 @@ impl ProvisionError {
             Self::Timeout { .. } => true,
             Self::StackFailed { .. } => false,
         }
+    }
+
+    /// Whether CloudFormation answered that the stack already exists (a create retried
+    /// after its answer was lost, or a stack made by someone else meanwhile).
+    #[must_use]
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, Self::Call { message, .. }
+            if message.starts_with("AlreadyExistsException") || message.contains("already exists"))
     }
 
     /// Short label for metrics.
@@ -152,11 +163,25 @@ async fn discard_change_set(client: &Client, stack: &str, change_set: &str) {
         .await;
 }
 
-/// The deterministic stack name of a resource: `protond-<id>` made CloudFormation-safe, with
-/// a short hash of the id so that different ids never share a name.
+/// The stack name of a resource: `protond-<slug>-<hash>`, where the slug is the id made
+/// CloudFormation-safe (for reading only) and the hash is 128 bits of the SHA-256 of the
+/// exact id, so that no choice of names can land two resources on one stack.
 #[must_use]
 pub fn stack_name(resource_id: &str) -> String {
     let hash = hex::encode(Sha256::digest(resource_id.as_bytes()));
+    format!("protond-{}-{}", slug(resource_id, 80), &hash[..32])
+}
+
+/// The name stacks got before names were recorded (32 bits of hash). A record without a
+/// recorded stack name has its stack under this name; new stacks never get it.
+#[must_use]
+pub fn legacy_stack_name(resource_id: &str) -> String {
+    let hash = hex::encode(Sha256::digest(resource_id.as_bytes()));
+    format!("protond-{}-{}", slug(resource_id, 100), &hash[..8])
+}
+
+/// The id made CloudFormation-safe: alphanumerics kept, runs of anything else one `-`.
+fn slug(resource_id: &str, max: usize) -> String {
     let mut slug: String = resource_id
         .replace("service_instance/", "svc/")
         .chars()
@@ -165,14 +190,77 @@ pub fn stack_name(resource_id: &str) -> String {
     while slug.contains("--") {
         slug = slug.replace("--", "-");
     }
-    let slug = slug.trim_matches('-');
-    let slug: String = slug.chars().take(100).collect();
-    format!("protond-{slug}-{}", &hash[..8])
+    slug.trim_matches('-').chars().take(max).collect()
+}
+
+/// The stack a placement names: its recorded name, or the legacy name of a record written
+/// before names were recorded.
+#[must_use]
+pub fn placed_stack_name(resource_id: &str, placement: &Placement) -> String {
+    if placement.stack_name.is_empty() {
+        legacy_stack_name(resource_id)
+    } else {
+        placement.stack_name.clone()
+    }
+}
+
+/// Why a live stack is not provably this installation's resource.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "stack {stack} is not protond's {resource} of installation {installation:?}: its tags say {tr}={found_resource:?}, {ti}={found_installation:?}. protond leaves it alone. If it belongs to someone else, give the resource another name (or delete or rename that stack); if it is this installation's (a restored or copied state), tag it {ti}={installation:?} and {tr}={resource:?}",
+    tr = TAG_RESOURCE,
+    ti = TAG_INSTALLATION
+)]
+pub struct Conflict {
+    /// The stack found.
+    pub stack: String,
+    /// The resource protond wanted there.
+    pub resource: String,
+    /// This installation.
+    pub installation: String,
+    /// The stack's `protond:resource` tag.
+    pub found_resource: Option<String>,
+    /// The stack's `protond:installation` tag.
+    pub found_installation: Option<String>,
+}
+
+/// The ownership gate: whether the live stack `info` is provably this installation's
+/// `resource_id`. Both tags must match; a stack with the resource tag but no installation
+/// tag passes only when `recorded` (this installation's record names the stack: a stack
+/// created before installations were tagged).
+///
+/// # Errors
+///
+/// [`Conflict`] naming the stack, its owner tags and what to do.
+pub fn check_owner(
+    info: &StackInfo,
+    resource_id: &str,
+    installation: &str,
+    recorded: bool,
+) -> Result<(), Conflict> {
+    let found_resource = info.tags.get(TAG_RESOURCE);
+    let found_installation = info.tags.get(TAG_INSTALLATION);
+    let resource_ok = found_resource.is_some_and(|r| r == resource_id);
+    let installation_ok = match found_installation {
+        Some(i) => i == installation,
+        None => recorded,
+    };
+    if resource_ok && installation_ok {
+        return Ok(());
+    }
+    Err(Conflict {
+        stack: info.name.clone(),
+        resource: resource_id.to_string(),
+        installation: installation.to_string(),
+        found_resource: found_resource.cloned(),
+        found_installation: found_installation.cloned(),
+    })
 }
 
 /// The tags every stack carries: resource, template, version, deployment, spec commit.
 fn stack_tags(req: &StackRequest) -> Vec<(&'static str, String)> {
     let mut tags = vec![
+        (TAG_INSTALLATION, req.installation.clone()),
         (TAG_RESOURCE, req.resource_id.clone()),
         (TAG_TEMPLATE, req.template.clone()),
         (TAG_VERSION, req.version.clone()),
@@ -189,6 +277,8 @@ fn stack_tags(req: &StackRequest) -> Vec<(&'static str, String)> {
 pub struct StackInfo {
     /// Stack name.
     pub name: String,
+    /// Stack id (its ARN).
+    pub id: Option<String>,
     /// Status, e.g. `CREATE_COMPLETE`.
     pub status: String,
     /// Outputs.
@@ -232,6 +322,10 @@ pub struct StackRequest {
     /// Role to assume for this stack's calls (the environment's `role_arn`, as Proton's
     /// environment account connections did); CloudFormation then acts with its permissions.
     pub role_arn: Option<String>,
+    /// The stack's name.
+    pub stack_name: String,
+    /// The installation creating it (`protond:installation`).
+    pub installation: String,
 }
 
 /// How an apply started.
@@ -388,6 +482,7 @@ impl CloudFormation {
         match client.describe_stacks().stack_name(stack).send().await {
             Ok(out) => Ok(out.stacks().first().map(|s| StackInfo {
                 name: s.stack_name().unwrap_or(stack).to_string(),
+                id: s.stack_id().map(str::to_string),
                 status: s
                     .stack_status()
                     .map_or_else(String::new, |st| st.as_str().to_string()),
@@ -447,7 +542,7 @@ impl CloudFormation {
     /// Starts a create or update through a change set. A stack left in `ROLLBACK_COMPLETE`
     /// by a failed create is deleted first.
     pub async fn start_apply(&self, req: &StackRequest) -> Result<Started, ProvisionError> {
-        let stack = stack_name(&req.resource_id);
+        let stack = req.stack_name.clone();
         let role = req.role_arn.as_deref();
         let client = self.client_for(role).await;
         let change_set_type = if self.existing_stack(&stack, role).await? {
@@ -697,6 +792,37 @@ impl CloudFormation {
 }
 
 impl CloudFormation {
+    /// The live stack a job addresses: by its recorded StackId (which also finds a deleted
+    /// stack), else by name. A stack whose recorded id is deleted is looked up by name again:
+    /// something else may live under the name now.
+    async fn live_stack(&self, job: &Job<'_>) -> Result<Option<StackInfo>, ProvisionError> {
+        let p = &job.deployment.placement;
+        let role = p.role_arn.as_deref();
+        let name = placed_stack_name(&job.deployment.resource_id, p);
+        if let Some(id) = &p.stack_id {
+            match self.describe(id, role).await? {
+                Some(info) if info.status != "DELETE_COMPLETE" => return Ok(Some(info)),
+                _ => {}
+            }
+        }
+        Ok(self
+            .describe(&name, role)
+            .await?
+            .filter(|i| i.status != "DELETE_COMPLETE"))
+    }
+
+    fn gate(&self, job: &Job<'_>, info: &StackInfo) -> Result<(), DeployError> {
+        let p = &job.deployment.placement;
+        let recorded = p.stack_id.is_some() || !p.stack_name.is_empty() || job.recorded;
+        check_owner(
+            info,
+            &job.deployment.resource_id,
+            job.installation,
+            recorded,
+        )
+        .map_err(DeployError::Conflict)
+    }
+
     async fn apply_job(
         &self,
         job: Job<'_>,
@@ -709,6 +835,11 @@ impl CloudFormation {
                 reason: "expected exactly one rendered CloudFormation document".into(),
             });
         };
+        if let Some(info) = self.live_stack(&job).await? {
+            self.gate(&job, &info)?;
+        }
+        let role = dep.placement.role_arn.as_deref();
+        let stack = placed_stack_name(&dep.resource_id, &dep.placement);
         let req = StackRequest {
             resource_id: dep.resource_id.clone(),
             template_body: body.clone(),
@@ -716,46 +847,91 @@ impl CloudFormation {
             version: dep.to_version.to_string(),
             spec_commit: dep.spec_commit.clone(),
             deployment_id: job.deployment_id,
-            role_arn: job.role_arn.map(str::to_string),
+            role_arn: role.map(str::to_string),
+            stack_name: stack.clone(),
+            installation: job.installation.to_string(),
         };
-        let stack = stack_name(&dep.resource_id);
-        let info = match self.start_apply(&req).await? {
-            Started::NoChanges => self.describe(&stack, job.role_arn).await?,
-            Started::Executing => self.wait(&stack, job.role_arn, false).await?,
+        let info = match self.start_apply(&req).await {
+            Ok(Started::NoChanges) => self.describe(&stack, role).await?,
+            Ok(Started::Executing) => self.wait(&stack, role, false).await?,
+            Err(e) if e.is_already_exists() => self.lost_answer(&job, &stack).await?,
+            Err(e) => return Err(e.into()),
         };
         Ok(Applied::Deployed {
+            stack_id: info.as_ref().and_then(|i| i.id.clone()),
             outputs: info.map(|i| i.outputs).unwrap_or_default(),
         })
     }
 
+    /// A create answered "already exists": the SDK retried a create whose first answer was
+    /// lost, or someone else created the stack meanwhile. Only a stack carrying this very
+    /// deployment's tags (and this installation's) is adopted; anything else is a conflict.
+    async fn lost_answer(
+        &self,
+        job: &Job<'_>,
+        stack: &str,
+    ) -> Result<Option<StackInfo>, DeployError> {
+        let role = job.deployment.placement.role_arn.as_deref();
+        let Some(info) = self.describe(stack, role).await? else {
+            return Err(ProvisionError::StackFailed {
+                stack: stack.to_string(),
+                status: "MISSING".into(),
+                reasons: "the create answered that the stack exists, but it does not".into(),
+            }
+            .into());
+        };
+        let ours = info.tags.get(TAG_DEPLOYMENT) == Some(&job.deployment_id.to_string())
+            && info.tags.get(TAG_INSTALLATION).map(String::as_str) == Some(job.installation);
+        if !ours {
+            check_owner(&info, &job.deployment.resource_id, job.installation, false)
+                .map_err(DeployError::Conflict)?;
+            // Ours, but from another deployment: this one never ran.
+            return Err(ProvisionError::StackFailed {
+                stack: stack.to_string(),
+                status: info.status,
+                reasons: "the stack exists from an earlier deployment; retrying".into(),
+            }
+            .into());
+        }
+        tracing::info!(stack = %stack, "The create's answer was lost; the stack is this deployment's: adopting it.");
+        Ok(self.wait(stack, role, false).await?)
+    }
+
     async fn delete_job(&self, job: Job<'_>) -> Result<Applied, DeployError> {
-        let stack = stack_name(&job.deployment.resource_id);
-        self.start_delete(&stack, job.role_arn).await?;
-        self.wait(&stack, job.role_arn, true).await?;
+        let Some(info) = self.live_stack(&job).await? else {
+            return Ok(Applied::Deleted);
+        };
+        self.gate(&job, &info)?;
+        // Addressed by StackId: done only when that very stack is DELETE_COMPLETE.
+        let id = info.id.clone().unwrap_or(info.name.clone());
+        let role = job.deployment.placement.role_arn.as_deref();
+        self.start_delete(&id, role).await?;
+        self.wait(&id, role, true).await?;
         Ok(Applied::Deleted)
     }
 
     /// Finishes a deployment an earlier process left in flight, from the stack's
-    /// `protond:deployment` tag and status.
+    /// `protond:deployment` tag and status, after the ownership gate.
     async fn adopt_job(&self, job: Job<'_>) -> Result<Applied, DeployError> {
         let d = job.deployment;
-        let role = job.role_arn;
-        let stack = stack_name(&d.resource_id);
-        let info = self.describe(&stack, role).await?;
+        let role = d.placement.role_arn.as_deref();
+        let info = self.live_stack(&job).await?;
         if d.action == crate::model::DeploymentAction::Delete {
-            return match info {
-                None => Ok(Applied::Deleted),
-                Some(i) if i.status == "DELETE_COMPLETE" => Ok(Applied::Deleted),
-                Some(i) if i.status == "DELETE_IN_PROGRESS" => {
-                    self.wait(&stack, role, true).await?;
-                    Ok(Applied::Deleted)
-                }
-                Some(_) => Ok(Applied::Interrupted),
+            let Some(info) = info else {
+                return Ok(Applied::Deleted);
             };
+            self.gate(&job, &info)?;
+            if info.status == "DELETE_IN_PROGRESS" {
+                let id = info.id.clone().unwrap_or(info.name.clone());
+                self.wait(&id, role, true).await?;
+                return Ok(Applied::Deleted);
+            }
+            return Ok(Applied::Interrupted);
         }
         let Some(info) = info else {
             return Ok(Applied::Interrupted);
         };
+        self.gate(&job, &info)?;
         if info.status == "REVIEW_IN_PROGRESS" {
             // A change set was created for a new stack but never executed.
             return Ok(Applied::Interrupted);
@@ -766,22 +942,25 @@ impl CloudFormation {
             // The stack is from an earlier deployment: this one never executed.
             return Ok(Applied::Interrupted);
         }
+        let stack = info.id.clone().unwrap_or(info.name.clone());
         if info.in_progress() {
             let done = self.wait(&stack, role, false).await?;
             return Ok(Applied::Deployed {
+                stack_id: done.as_ref().and_then(|x| x.id.clone()),
                 outputs: done.map(|x| x.outputs).unwrap_or_default(),
             });
         }
         if info.failed() {
             let reasons = self.failure_reasons(&stack, role).await;
             return Err(ProvisionError::StackFailed {
-                stack,
+                stack: info.name,
                 status: info.status,
                 reasons,
             }
             .into());
         }
         Ok(Applied::Deployed {
+            stack_id: info.id,
             outputs: info.outputs,
         })
     }

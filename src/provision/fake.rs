@@ -95,12 +95,14 @@ impl Fake {
             }),
             Some(Script::Succeed(outputs)) if operation != "delete" => Ok(Applied::Deployed {
                 outputs: outputs.clone(),
+                stack_id: None,
             }),
             _ if operation == "delete" || dep.action == DeploymentAction::Delete => {
                 Ok(Applied::Deleted)
             }
             _ => Ok(Applied::Deployed {
                 outputs: BTreeMap::new(),
+                stack_id: None,
             }),
         }
     }

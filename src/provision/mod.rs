@@ -35,16 +35,19 @@ pub enum Provisioning {
     SelfManaged,
 }
 
-/// One deployment handed to a provisioner: its history row, what it deploys, and the role to
-/// act with.
+/// One deployment handed to a provisioner: its history row, what it deploys and where
+/// (`deployment.placement`: the recorded stack and the identity to act with), and who asks.
 #[derive(Debug, Clone, Copy)]
 pub struct Job<'a> {
     /// The deployment's id in the history (tags, change set names, metadata).
     pub deployment_id: i64,
-    /// What is deployed.
+    /// What is deployed, and where.
     pub deployment: &'a NewDeployment,
-    /// The role to assume (the environment's `role_arn`).
-    pub role_arn: Option<&'a str>,
+    /// This installation's name (`protond:installation`).
+    pub installation: &'a str,
+    /// Whether this installation has a record of the resource (a legacy stack without an
+    /// installation tag is then its own).
+    pub recorded: bool,
 }
 
 /// What a provisioner did.
@@ -54,6 +57,8 @@ pub enum Applied {
     Deployed {
         /// Stack (or Terraform) outputs.
         outputs: BTreeMap<String, String>,
+        /// The stack's id, when the provisioner has one.
+        stack_id: Option<String>,
     },
     /// Deleted.
     Deleted,
@@ -96,6 +101,9 @@ pub enum DeployError {
         #[source]
         source: StateError,
     },
+    /// The stack under the resource's name is not provably this installation's.
+    #[error(transparent)]
+    Conflict(cloudformation::Conflict),
     /// The fake provisioner was told to fail.
     #[error("{0}")]
     Fake(String),
@@ -109,7 +117,7 @@ impl DeployError {
             Self::Stack(e) => e.is_retryable(),
             Self::Submit(e) => e.retryable,
             Self::Store { .. } => true,
-            Self::Unsupported { .. } | Self::Fake(_) => false,
+            Self::Unsupported { .. } | Self::Fake(_) | Self::Conflict(_) => false,
         }
     }
 }

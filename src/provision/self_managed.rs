@@ -390,7 +390,9 @@ pub async fn notify(
     };
     let outcome = match (succeeded, dep.deployment.action) {
         (true, crate::model::DeploymentAction::Delete) => Outcome::Deleted,
-        (true, _) => Outcome::Succeeded(ResourceRecord::deployed_by(&dep.deployment, outputs)),
+        (true, _) => {
+            Outcome::Succeeded(ResourceRecord::deployed_by(&dep.deployment, outputs, None))
+        }
         (false, _) => Outcome::Failed {
             error: format!(
                 "reported failed: {}",

@@ -524,9 +524,9 @@ async fn notify(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Resp
             let recorded = match &outcome {
                 crate::state::Outcome::Succeeded(_) => "succeeded",
                 crate::state::Outcome::Deleted => "deleted",
-                crate::state::Outcome::Failed { .. } | crate::state::Outcome::Interrupted => {
-                    "failed"
-                }
+                crate::state::Outcome::Failed { .. }
+                | crate::state::Outcome::Interrupted
+                | crate::state::Outcome::Conflict { .. } => "failed",
             };
             match ResourceId::parse(&id) {
                 Ok(rid) => SelfManagedOutcomeReported {

@@ -59,7 +59,7 @@ fn resource_table(out: &mut String, rows: &[&StatusRow]) {
     for r in rows {
         let status_class = match r.status {
             ResourceStatus::Deployed => "ok",
-            ResourceStatus::Failed => "bad",
+            ResourceStatus::Failed | ResourceStatus::Conflict => "bad",
         };
         let last = r.last_deployment.as_ref().map_or_else(
             || "<span class=\"muted\">none</span>".to_string(),

@@ -34,6 +34,7 @@ fn outcome_label(o: &Outcome) -> &'static str {
         Outcome::Deleted => "deleted",
         Outcome::Failed { .. } => "failed",
         Outcome::Interrupted => "interrupted",
+        Outcome::Conflict { .. } => "conflict",
     }
 }
 
@@ -101,6 +102,9 @@ impl DeploymentFinished<'_> {
             Outcome::Failed { error, retryable } => {
                 tracing::error!(resource = %resource, deployment, error = %error, retryable, "Deployment failed.");
             }
+            Outcome::Conflict { error } => {
+                tracing::error!(resource = %resource, deployment, error = %error, "Ownership conflict: the stack is left alone.");
+            }
             Outcome::Succeeded(_) | Outcome::Deleted => {
                 tracing::info!(resource = %resource, deployment, "Deployment succeeded.");
             }
@@ -134,7 +138,9 @@ impl SelfManagedOutcomeReported<'_> {
         let (outcome, action) = match self.outcome {
             Outcome::Succeeded(_) => ("succeeded", "apply"),
             Outcome::Deleted => ("deleted", "delete"),
-            Outcome::Failed { .. } | Outcome::Interrupted => ("failed", "apply"),
+            Outcome::Failed { .. } | Outcome::Interrupted | Outcome::Conflict { .. } => {
+                ("failed", "apply")
+            }
         };
         tracing::info!(resource = %self.resource, outcome, "Self-managed deployment outcome reported.");
         count(

@@ -310,6 +310,7 @@ async fn adoption_finishes_deployments_left_in_flight() {
         input_hash: "x".into(),
         rendered_hash: "x".into(),
         spec_commit: None,
+        placement: Default::default(),
     };
     let id = store.begin_deployment(&dep).await.expect("begin");
     let out = w.reconcile();
@@ -434,6 +435,8 @@ async fn change_set_path_creates_updates_and_detects_no_changes() {
         spec_commit: Some("abc".into()),
         deployment_id: 1,
         role_arn: None,
+        stack_name: stack_name("environment/cs"),
+        installation: "test".into(),
     };
     let stack = stack_name(&req.resource_id);
     assert_eq!(

@@ -72,6 +72,7 @@ impl Planner {
                 input_hash: String::new(),
                 rendered_hash: String::new(),
                 spec_commit: None,
+                placement: Default::default(),
             };
             let id = self.store.begin_deployment(&dep).await.expect("begin");
             let outcome = if a.action == ActionKind::Delete {
@@ -112,6 +113,7 @@ impl Planner {
                     status: protond::model::ResourceStatus::Deployed,
                     spec_commit: r.spec_commit.clone(),
                     updated_at: String::new(),
+                    placement: Default::default(),
                 })
             };
             self.store
@@ -789,6 +791,7 @@ async fn changed_environment_outputs_rerender_dependants() {
         input_hash: env.input_hash.clone(),
         rendered_hash: env.rendered_hash.clone(),
         spec_commit: None,
+        placement: Default::default(),
     };
     let id = w.store.begin_deployment(&dep).await.expect("begin");
     w.store
