@@ -80,8 +80,15 @@ pub async fn run_once(ctx: &Arc<Ctx>) -> Result<OnceReport, ReconcileError> {
     report.succeeded = ctx.succeeded.load(Ordering::Relaxed);
     report.failed = ctx.failed.load(Ordering::Relaxed);
     for r in ctx.store.resources().await? {
-        if r.status == crate::model::ResourceStatus::Failed {
+        if r.status != crate::model::ResourceStatus::Deployed {
             report.failing.push(r.id);
+        }
+    }
+    // A create that failed (or met a foreign stack) has no record: its last deployment says.
+    for d in ctx.store.last_failures().await? {
+        let id = d.deployment.resource_id;
+        if !d.retryable && !report.failing.contains(&id) {
+            report.failing.push(id);
         }
     }
     Ok(report)

@@ -207,9 +207,11 @@ pub fn placed_stack_name(resource_id: &str, placement: &Placement) -> String {
 /// Why a live stack is not provably this installation's resource.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "stack {stack} is not protond's {resource} of installation {installation:?}: its tags say {tr}={found_resource:?}, {ti}={found_installation:?}. protond leaves it alone. If it belongs to someone else, give the resource another name (or delete or rename that stack); if it is this installation's (a restored or copied state), tag it {ti}={installation:?} and {tr}={resource:?}",
+    "stack {stack} is not protond's {resource} of installation {installation:?}: its tags say {tr}={fr}, {ti}={fi}. protond leaves it alone. If it belongs to someone else, give the resource another name (or delete or rename that stack); if it is this installation's (a restored or copied state), tag it {ti}={installation:?} and {tr}={resource:?}",
     tr = TAG_RESOURCE,
-    ti = TAG_INSTALLATION
+    ti = TAG_INSTALLATION,
+    fr = shown(.found_resource.as_deref()),
+    fi = shown(.found_installation.as_deref())
 )]
 pub struct Conflict {
     /// The stack found.
@@ -222,6 +224,11 @@ pub struct Conflict {
     pub found_resource: Option<String>,
     /// The stack's `protond:installation` tag.
     pub found_installation: Option<String>,
+}
+
+/// A tag value for a message: quoted, or `none`.
+fn shown(v: Option<&str>) -> String {
+    v.map_or_else(|| "none".to_string(), |v| format!("{v:?}"))
 }
 
 /// The ownership gate: whether the live stack `info` is provably this installation's
@@ -372,12 +379,14 @@ impl Settings {
     }
 }
 
-/// The CloudFormation provisioner. Clients per assumed role are cached.
+/// The CloudFormation provisioner. Clients per assumed role, and provisioners per region
+/// (a stack is always addressed in the region it was recorded in), are cached.
 #[derive(Clone)]
 pub struct CloudFormation {
     base: aws_config::SdkConfig,
     client: Client,
     by_role: Arc<Mutex<BTreeMap<String, Client>>>,
+    by_region: Arc<Mutex<BTreeMap<String, CloudFormation>>>,
     settings: Settings,
 }
 
@@ -416,8 +425,27 @@ impl CloudFormation {
             base,
             client,
             by_role: Arc::new(Mutex::new(BTreeMap::new())),
+            by_region: Arc::new(Mutex::new(BTreeMap::new())),
             settings,
         }
+    }
+
+    /// This provisioner for `region` (itself for the configured region, or none given).
+    async fn in_region(&self, region: Option<&str>) -> CloudFormation {
+        let Some(region) = region.filter(|r| *r != self.settings.region) else {
+            return self.clone();
+        };
+        let mut cache = self.by_region.lock().await;
+        if let Some(c) = cache.get(region) {
+            return c.clone();
+        }
+        let settings = Settings {
+            region: region.to_string(),
+            ..self.settings.clone()
+        };
+        let cfn = Box::pin(CloudFormation::new(settings)).await;
+        cache.insert(region.to_string(), cfn.clone());
+        cfn
     }
 
     /// The underlying SDK configuration (shared with other AWS clients).
@@ -811,9 +839,15 @@ impl CloudFormation {
             .filter(|i| i.status != "DELETE_COMPLETE"))
     }
 
+    /// The ownership gate for a job. A stack without the installation tag passes only when
+    /// it is provably the one this installation recorded: its StackId is the recorded one, or
+    /// (a record written before StackIds were recorded) a record exists and names no StackId.
     fn gate(&self, job: &Job<'_>, info: &StackInfo) -> Result<(), DeployError> {
         let p = &job.deployment.placement;
-        let recorded = p.stack_id.is_some() || !p.stack_name.is_empty() || job.recorded;
+        let recorded = match &p.stack_id {
+            Some(id) => info.id.as_ref() == Some(id),
+            None => job.recorded,
+        };
         check_owner(
             info,
             &job.deployment.resource_id,
@@ -972,15 +1006,24 @@ impl Provisioner for CloudFormation {
         job: Job<'a>,
         documents: &'a [(String, String)],
     ) -> BoxFuture<'a, Result<Applied, DeployError>> {
-        Box::pin(self.apply_job(job, documents))
+        Box::pin(async move {
+            let region = job.deployment.placement.region.as_deref();
+            self.in_region(region).await.apply_job(job, documents).await
+        })
     }
 
     fn delete<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<Applied, DeployError>> {
-        Box::pin(self.delete_job(job))
+        Box::pin(async move {
+            let region = job.deployment.placement.region.as_deref();
+            self.in_region(region).await.delete_job(job).await
+        })
     }
 
     fn adopt<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<Applied, DeployError>> {
-        Box::pin(self.adopt_job(job))
+        Box::pin(async move {
+            let region = job.deployment.placement.region.as_deref();
+            self.in_region(region).await.adopt_job(job).await
+        })
     }
 }
 
@@ -997,5 +1040,100 @@ mod tests {
         assert_ne!(stack_name("environment/a_b"), stack_name("environment/a-b"));
         let long = stack_name(&format!("environment/{}", "x".repeat(300)));
         assert!(long.len() <= 128, "{}", long.len());
+        // 128 bits of the exact id: ids that fold to one slug still differ.
+        let (x, y) = (
+            stack_name("service_instance/a-b/c"),
+            stack_name("service_instance/a/b-c"),
+        );
+        assert_ne!(x, y);
+        assert_eq!(x.rsplit('-').next().map(str::len), Some(32), "{x}");
+        // Records written before names were recorded keep their stack.
+        let hash = hex::encode(Sha256::digest(b"service_instance/payments/payments-dev"));
+        assert_eq!(
+            legacy_stack_name("service_instance/payments/payments-dev"),
+            format!("protond-svc-payments-payments-dev-{}", &hash[..8])
+        );
+        assert_eq!(
+            placed_stack_name("environment/dev", &Placement::default()),
+            legacy_stack_name("environment/dev")
+        );
+        let recorded = Placement {
+            stack_name: "given".into(),
+            ..Placement::default()
+        };
+        assert_eq!(placed_stack_name("environment/dev", &recorded), "given");
+    }
+
+    fn stack(tags: &[(&str, &str)]) -> StackInfo {
+        StackInfo {
+            name: "s".into(),
+            id: None,
+            status: "CREATE_COMPLETE".into(),
+            outputs: BTreeMap::new(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
+        }
+    }
+
+    /// The ownership gate: both tags must match; a stack with the resource tag and no
+    /// installation tag passes only when this installation recorded it (a legacy stack).
+    #[test]
+    fn the_ownership_gate() {
+        let cases: &[(&str, &[(&str, &str)], bool, bool)] = &[
+            (
+                "ours",
+                &[(TAG_RESOURCE, "environment/dev"), (TAG_INSTALLATION, "me")],
+                false,
+                true,
+            ),
+            (
+                "another installation's",
+                &[
+                    (TAG_RESOURCE, "environment/dev"),
+                    (TAG_INSTALLATION, "them"),
+                ],
+                true,
+                false,
+            ),
+            (
+                "another resource's",
+                &[(TAG_RESOURCE, "environment/prod"), (TAG_INSTALLATION, "me")],
+                true,
+                false,
+            ),
+            ("no tags at all", &[], true, false),
+            (
+                "legacy, recorded by us",
+                &[(TAG_RESOURCE, "environment/dev")],
+                true,
+                true,
+            ),
+            (
+                "legacy, not recorded",
+                &[(TAG_RESOURCE, "environment/dev")],
+                false,
+                false,
+            ),
+            (
+                "installation only",
+                &[(TAG_INSTALLATION, "me")],
+                true,
+                false,
+            ),
+        ];
+        for (name, tags, recorded, ok) in cases {
+            let result = check_owner(&stack(tags), "environment/dev", "me", *recorded);
+            assert_eq!(result.is_ok(), *ok, "{name}: {result:?}");
+            if let Err(c) = result {
+                let text = c.to_string();
+                assert!(
+                    text.contains("stack s is not protond's environment/dev"),
+                    "{text}"
+                );
+                assert!(text.contains("leaves it alone"), "{text}");
+            }
+        }
     }
 }

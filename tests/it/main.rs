@@ -14,6 +14,7 @@ mod cli;
 mod daemon;
 mod faults;
 mod git_plan;
+mod ownership;
 mod plan_matches;
 mod proposals;
 mod self_managed;
