@@ -1081,7 +1081,8 @@ mod tests {
     /// installation tag passes only when this installation recorded it (a legacy stack).
     #[test]
     fn the_ownership_gate() {
-        let cases: &[(&str, &[(&str, &str)], bool, bool)] = &[
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], bool, bool);
+        let cases: &[Case] = &[
             (
                 "ours",
                 &[(TAG_RESOURCE, "environment/dev"), (TAG_INSTALLATION, "me")],
