@@ -97,6 +97,9 @@ enum Verdict {
     HoldAnswer,
     /// Hold it and never forward it: the call never reaches AWS.
     HoldRequest,
+    /// Forward it, then answer a 500 instead of AWS's answer: the call took effect, the
+    /// caller's SDK sees a transient error and retries.
+    LoseAnswer,
 }
 
 /// A proxy in front of moto_server on its own thread and runtime (so tests may block). While
@@ -161,7 +164,7 @@ async fn proxied(
             )
                 .into_response();
         }
-        Verdict::Forward | Verdict::HoldAnswer => {}
+        Verdict::Forward | Verdict::HoldAnswer | Verdict::LoseAnswer => {}
     }
     let url = format!(
         "{}{}",
@@ -190,6 +193,14 @@ async fn proxied(
     if verdict == Verdict::HoldAnswer {
         s.held.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(HOLD).await;
+    }
+    if verdict == Verdict::LoseAnswer {
+        return (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            [("content-type", "text/xml")],
+            "<ErrorResponse xmlns=\"http://cloudformation.amazonaws.com/doc/2010-05-15/\"><Error><Type>Receiver</Type><Code>InternalFailure</Code><Message>the answer was lost by the test proxy</Message></Error><RequestId>t</RequestId></ErrorResponse>",
+        )
+            .into_response();
     }
     response
 }
@@ -1008,4 +1019,39 @@ async fn a_full_state_store_is_a_clear_error_and_nothing_is_corrupted() {
     assert_eq!(integrity(&db).await, "ok");
     drop(store);
     drop(tmpfs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_answer_was_lost_is_adopted_with_one_stack_and_one_row() {
+    let w = world();
+    let moto = Moto::start_on(w.aws_port()).expect("moto_server");
+    // The first CreateStack takes effect, but its answer is lost; the SDK retries it and
+    // CloudFormation answers that the stack already exists.
+    let lost = Arc::new(AtomicBool::new(false));
+    let once = lost.clone();
+    let proxy = Proxy::start(&moto.url, move |a| {
+        if a == "CreateStack" && !once.swap(true, Ordering::SeqCst) {
+            Verdict::LoseAnswer
+        } else {
+            Verdict::Forward
+        }
+    });
+    w.redirect_aws(&proxy.url);
+    let out = w.run(&["reconcile", "--once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(lost.load(Ordering::SeqCst), "no answer was lost");
+    assert!(
+        text(&out).contains("The create's answer was lost; the stack is this deployment's"),
+        "{}",
+        text(&out)
+    );
+    let store = w.store().await;
+    let stacks = assert_consistent(&store, &moto.url).await;
+    assert_eq!(stacks.len(), 7);
+    for s in &stacks {
+        let id = s.resource().expect("tagged");
+        let history = store.deployments(Some(id), 100).await.expect("history");
+        assert_eq!(history.len(), 1, "{history:#?}");
+        assert_eq!(history[0].status, "succeeded", "{history:#?}");
+    }
 }
