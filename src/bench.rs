@@ -245,13 +245,19 @@ fn peak_rss_mib() -> f64 {
 /// One cycle's read + evaluation (render, plan, schedule), as the daemon runs it (reusing what the previous cycle
 /// read and rendered when its inputs are unchanged); returns (plan, snapshot, set, render
 /// time).
-fn cycle(
+fn cycle_scheduled(
     config: &Config,
     previous: Option<&desired::Snapshot>,
     fetch: bool,
     deployed: &[ResourceRecord],
     cache: &mut desired::ComputeCache,
-) -> (plan::Plan, desired::Snapshot, desired::DesiredSet, Duration) {
+) -> (
+    plan::Plan,
+    desired::Snapshot,
+    desired::DesiredSet,
+    Duration,
+    plan::schedule::Schedule,
+) {
     let snapshot = desired::load_cached(config, previous, fetch);
     let facts = crate::evaluate::Facts {
         records: deployed.to_vec(),
@@ -266,7 +272,19 @@ fn cycle(
     let t = Instant::now();
     let eval = crate::evaluate::evaluate(&snapshot, &facts, config, Some(cache));
     let render = t.elapsed();
-    let (plan, set) = (eval.plan, eval.set);
+    (eval.plan, snapshot, eval.set, render, eval.schedule)
+}
+
+/// [`cycle`] without the schedule.
+fn cycle(
+    config: &Config,
+    previous: Option<&desired::Snapshot>,
+    fetch: bool,
+    deployed: &[ResourceRecord],
+    cache: &mut desired::ComputeCache,
+) -> (plan::Plan, desired::Snapshot, desired::DesiredSet, Duration) {
+    let (plan, snapshot, set, render, _) =
+        cycle_scheduled(config, previous, fetch, deployed, cache);
     (plan, snapshot, set, render)
 }
 
@@ -339,10 +357,15 @@ pub fn measure(dir: &Path, instances: usize) -> Result<Figures> {
         &["tag", "-a", "bench-svc/v1.1", "-m", "bench-svc 1.1"],
     )?;
     let t = Instant::now();
-    let (plan, _, _, _) = cycle(&config, Some(&snapshot), true, &deployed, &mut cache);
+    let (_, _, _, _, schedule) =
+        cycle_scheduled(&config, Some(&snapshot), true, &deployed, &mut cache);
     let new_minor = t.elapsed();
-    let minor_upgrades = plan
-        .changes()
+    // Every instance moves to the new minor: the first stage now, the others held by the
+    // rollout gate (the daemon's schedule lists both).
+    let minor_upgrades = schedule
+        .decisions
+        .iter()
+        .map(|d| &d.action)
         .filter(|a| {
             matches!(
                 a.action,
