@@ -294,6 +294,7 @@ mod tests {
     fn no_function_in_the_policy_core_is_over_100_lines() {
         let mut long = Vec::new();
         for dir in [
+            "cli",
             "desired",
             "daemon",
             "plan",

@@ -1,0 +1,111 @@
+//! `protond bench`: measures read, render and plan cycles on generated fleets (each size in
+//! a child process of its own, so its peak memory is its own) and, unless `--no-aws`, a
+//! deployment on a moto_server, then prints the figures. The measuring lives in the library's
+//! `bench` module; this command only runs it and prints. It must never deploy anywhere but
+//! the moto_server the library starts on 127.0.0.1.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+
+use crate::bench::{DeployFigures, Figures};
+
+/// `protond bench`: figures for each fleet size in `sizes`, generated below `dir` (a
+/// temporary folder, removed afterwards, by default). `deploy`: the fleet size and tag count
+/// of the deployment figures, `None` to skip them.
+pub(super) fn bench_cmd(
+    sizes: &[usize],
+    dir: Option<&Path>,
+    json: bool,
+    deploy: Option<(usize, usize)>,
+) -> Result<ExitCode> {
+    if deploy.is_some() && !crate::bench::moto_available() {
+        bail!(
+            "the deployment figures need moto_server on the PATH (python3 -m pip install 'moto[server]'); pass --no-aws to skip them"
+        );
+    }
+    let root = match dir {
+        Some(d) => d.to_path_buf(),
+        None => std::env::temp_dir().join(format!("protond-bench-{}", std::process::id())),
+    };
+    let rows = measure_sizes(sizes, &root)?;
+    let deployed = match deploy {
+        Some((n, tags)) => {
+            eprintln!("bench: deploying {n} instances on moto_server ...");
+            let d = crate::bench::measure_deployment(&root.join(format!("deploy-{n}")), n, tags);
+            if d.is_err() && dir.is_none() {
+                let _ = std::fs::remove_dir_all(&root);
+            }
+            Some(d?)
+        }
+        None => None,
+    };
+    if dir.is_none() {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    print_figures(&rows, deployed.as_ref(), json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The figures of each size, below `root/<size>`: measured here for a single size, else
+/// each in a `protond bench --json --no-aws` child process.
+fn measure_sizes(sizes: &[usize], root: &Path) -> Result<Vec<Figures>> {
+    if let [n] = sizes {
+        return Ok(vec![crate::bench::measure(&root.join(n.to_string()), *n)?]);
+    }
+    // One process per size: peak RSS is then that size's own.
+    let exe = std::env::current_exe().context("cannot find the protond binary")?;
+    sizes
+        .iter()
+        .map(|n| {
+            eprintln!("bench: {n} instances ...");
+            measure_in_child(&exe, *n, root)
+        })
+        .collect()
+}
+
+/// Runs `exe bench` for `n` instances and reads the figures it prints.
+fn measure_in_child(exe: &Path, n: usize, root: &Path) -> Result<Figures> {
+    let out = std::process::Command::new(exe)
+        .args([
+            "bench",
+            "--json",
+            "--no-aws",
+            "--instances",
+            &n.to_string(),
+            "--dir",
+        ])
+        .arg(root)
+        .output()
+        .context("cannot run protond bench")?;
+    if !out.status.success() {
+        bail!(
+            "bench for {n} instances failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("bench child printed no figures")
+}
+
+/// Prints the figures as tables, or as one JSON object per size (and one
+/// `{"deployment": ...}`).
+fn print_figures(rows: &[Figures], deployed: Option<&DeployFigures>, json: bool) -> Result<()> {
+    if json {
+        for f in rows {
+            println!("{}", serde_json::to_string(f)?);
+        }
+        if let Some(d) = deployed {
+            println!("{}", serde_json::json!({ "deployment": d }));
+        }
+    } else {
+        print!("{}", crate::bench::table(rows));
+        if let Some(d) = deployed {
+            print!(
+                "\nDeployment, on moto_server:\n\n{}",
+                crate::bench::deploy_table(d)
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! `protond plan`: reads the repos and the store and shows what a reconcile would do now,
+//! through the daemon's own load → evaluate (compute, diff, schedule) path, each hold with
+//! its reason. It is read-only: it must never write the store, deploy, or open a proposal.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use super::{OutputFormat, load_config, runtime};
+use crate::desired::Snapshot;
+use crate::evaluate::Evaluation;
+use crate::plan::schedule::Schedule;
+
+/// `protond plan`: loads the desired state (fetching the repos first unless `fetch` is
+/// false), evaluates it against the store's records, and prints the plan and the schedule.
+pub(super) fn plan_cmd(config: &Path, output: OutputFormat, fetch: bool) -> Result<ExitCode> {
+    let config = load_config(config)?;
+    runtime()?.block_on(async move {
+        // Read-only: the plan reads the repos and the store, and writes nothing.
+        let store = crate::state::Store::open(&config.state).await?;
+        let cfg = config.clone();
+        let snapshot = tokio::task::spawn_blocking(move || crate::desired::load(&cfg, None, fetch))
+            .await
+            .context("reading the repos panicked")?;
+        let waiting = crate::daemon::reconcile::waiting(&store).await?;
+        let facts = crate::daemon::reconcile::read_facts(
+            &store,
+            BTreeSet::new(),
+            waiting,
+            BTreeMap::new(),
+            std::time::SystemTime::now(),
+        )
+        .await?;
+        let eval = crate::evaluate::evaluate(&snapshot, &facts, &config, None);
+        let mut out = std::io::stdout().lock();
+        match output {
+            OutputFormat::Json => {
+                let doc = plan_json(&eval, &snapshot);
+                writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+            }
+            OutputFormat::Table => {
+                let table = crate::ops::plan_table(&eval.plan, &eval.set, &snapshot.catalog);
+                write!(out, "{table}")?;
+                write!(out, "{}", schedule_section(&eval.schedule))?;
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// The `--output json` document: the actions, the schedule's decisions, the proposals, and
+/// what could not be used (unknown repos, problems, rejected releases).
+fn plan_json(eval: &Evaluation, snapshot: &Snapshot) -> Value {
+    let rejected: Vec<Value> = snapshot
+        .catalog
+        .rejected
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "template": r.template,
+                "version": r.version.to_string(),
+                "tag": r.tag,
+                "repo": r.repo,
+                "reason": r.reason,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "actions": eval.plan.actions,
+        "schedule": eval.schedule.decisions,
+        "proposals": eval.plan.proposals,
+        "unknown_repos": eval.set.unknown_repos,
+        "problems": eval.set.problems,
+        "rejected_releases": rejected,
+    })
+}
+
+/// What the daemon would start now and what it holds, with each hold's reason.
+fn schedule_section(schedule: &Schedule) -> String {
+    let starts = schedule.starts().count();
+    let holds: Vec<_> = schedule.holds().collect();
+    let mut out = format!("\nThe daemon would start {starts} change(s) now");
+    if holds.is_empty() {
+        out.push_str(".\n");
+        return out;
+    }
+    out.push_str(&format!(" and hold {}:\n", holds.len()));
+    for (a, why) in holds {
+        out.push_str(&format!("  held  {}: {why}\n", a.id));
+    }
+    out
+}

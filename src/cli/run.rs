@@ -1,0 +1,107 @@
+//! `protond run` and `protond reconcile`: start the daemon with the configuration (and,
+//! for `run`, the HTTP server), and report what `reconcile --once` did. The reconciler's
+//! rules live in `daemon`; these commands must never decide what to deploy, hold or delete.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+
+use super::{load_config, runtime};
+use crate::daemon::OnceReport;
+
+/// `protond run`: the reconciler until SIGTERM, serving HTTP on `listen` (or on
+/// `server.listen`) unless `no_server`.
+pub(super) fn run_daemon(
+    config: &Path,
+    listen: Option<SocketAddr>,
+    no_server: bool,
+) -> Result<ExitCode> {
+    let mut config = load_config(config)?;
+    if let Some(addr) = listen {
+        config.server.listen = addr;
+        config.server.enabled = true;
+    }
+    if no_server {
+        config.server.enabled = false;
+    }
+    runtime()?.block_on(async move {
+        let listener = if config.server.enabled {
+            Some(bind(config.server.listen).await?)
+        } else {
+            None
+        };
+        let secrets = crate::server::Secrets::from_env(&config.server);
+        let (ctx, wake) = crate::daemon::context(config).await?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = listener.map(|l| {
+            tokio::spawn(crate::server::serve(ctx.clone(), secrets, l, async move {
+                let _ = stop_rx.await;
+            }))
+        });
+        let result = crate::daemon::run(ctx, wake).await;
+        let _ = stop_tx.send(());
+        if let Some(h) = server {
+            match h.await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server stopped with an error."),
+                Err(e) => tracing::warn!(error = %e, "HTTP server task failed."),
+                Ok(Ok(())) => {}
+            }
+        }
+        result?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Binds the HTTP server's address, with a hint when it is taken.
+async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "cannot listen on {addr} (server.listen); is another protond running? Use --listen or --no-server"
+        )
+    })
+}
+
+/// `protond reconcile --once`: cycles until nothing more changes, then prints the problems
+/// and a summary; exits 1 if anything failed, is failing, or could not be acted on.
+pub(super) fn reconcile_once(config: &Path) -> Result<ExitCode> {
+    let config = load_config(config)?;
+    runtime()?.block_on(async move {
+        let (ctx, _wake) = crate::daemon::context(config).await?;
+        let report = crate::daemon::run_once(&ctx).await?;
+        for p in &report.problems {
+            eprintln!("problem: {}", p.replace('\n', "\n  "));
+        }
+        eprintln!("{}", summary(&report));
+        Ok(
+            if report.failed == 0 && report.failing.is_empty() && report.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            },
+        )
+    })
+}
+
+/// The closing line of `reconcile --once`: cycles, deployments, and what still waits or fails.
+fn summary(report: &OnceReport) -> String {
+    let waiting = if report.waiting > 0 {
+        format!(
+            ", {} waiting for their outcome (protond notify)",
+            report.waiting
+        )
+    } else {
+        String::new()
+    };
+    let failing = if report.failing.is_empty() {
+        String::new()
+    } else {
+        format!("; failing: {}", report.failing.join(", "))
+    };
+    format!(
+        "{} cycle(s): {} deployment(s) succeeded, {} failed{waiting}{failing}",
+        report.cycles, report.succeeded, report.failed
+    )
+}

@@ -1,0 +1,61 @@
+//! `protond status`: lists every managed resource (template version, available updates, last
+//! deployment), the rollouts, the pipelines and the open proposals, from the store and, for
+//! pipelines, from AWS. It only reads: it must never write the store or start a deployment.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use super::{OutputFormat, load_config, runtime};
+
+/// `protond status`: prints the store's view of the fleet as tables or one JSON document.
+pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode> {
+    let config = load_config(config)?;
+    runtime()?.block_on(async move {
+        let store = crate::state::Store::open(&config.state).await?;
+        let rows = crate::ops::status(&store.overview().await?);
+        let rollouts = store.rollout_progress().await?;
+        let proposals = store.proposals().await?;
+        let pipelines = if rows
+            .iter()
+            .any(|r| r.kind == crate::model::ResourceKind::Pipeline)
+        {
+            let cfn = crate::provision::cloudformation::CloudFormation::new(
+                crate::provision::cloudformation::Settings::from_config(&config),
+            )
+            .await;
+            let cp = crate::provision::codepipeline::CodePipeline::new(cfn.sdk_config());
+            crate::provision::codepipeline::pipeline_rows(
+                &store.resources().await?,
+                &store.pipeline_runs().await?,
+                &cfn,
+                &cp,
+            )
+            .await
+        } else {
+            Vec::new()
+        };
+        let mut out = std::io::stdout().lock();
+        match output {
+            OutputFormat::Json => writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "resources": rows,
+                    "rollouts": rollouts,
+                    "proposals": proposals,
+                    "pipelines": pipelines,
+                }))?
+            )?,
+            OutputFormat::Table => {
+                write!(out, "{}", crate::ops::status_table(&rows))?;
+                write!(out, "{}", crate::ops::rollouts_table(&rollouts))?;
+                write!(out, "{}", crate::ops::pipelines_table(&pipelines))?;
+                write!(out, "{}", crate::ops::proposals_table(&proposals))?;
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
