@@ -519,8 +519,8 @@ impl Config {
                 );
             }
             let folder = r.folder.clone().unwrap_or_else(|| "proton".into());
-            if let Err(m) = crate::catalog::check_relative_path(&folder) {
-                err(format!("spec_repos[{i}].folder"), m);
+            if let Err(e) = crate::catalog::check_relative_path(&folder) {
+                err(format!("spec_repos[{i}].folder"), e.to_string());
             }
             let forge = r.forge.as_ref().and_then(|f| match compile_forge(f) {
                 Ok(f) => Some(f),

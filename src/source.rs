@@ -227,6 +227,81 @@ pub enum SourceError {
     },
 }
 
+/// Why [`Mirror::write_commit`] failed: one variant per step. The message is gix's own,
+/// as it always was (callers put it in context: "writing the upgrade commit: ..."); the
+/// variant and its fields say which step and which file.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteCommitError {
+    /// The parent commit is not in the mirror.
+    #[error("{source}")]
+    FindBase {
+        /// The parent commit.
+        base: gix::ObjectId,
+        /// The gix error.
+        #[source]
+        source: gix::Error,
+    },
+    /// The parent commit's tree could not be read.
+    #[error("{source}")]
+    BaseTree {
+        /// The parent commit.
+        base: gix::ObjectId,
+        /// The gix error.
+        #[source]
+        source: gix::Error,
+    },
+    /// The tree editor could not be started on the parent's tree.
+    #[error("{source}")]
+    EditTree {
+        /// The parent commit.
+        base: gix::ObjectId,
+        /// The gix error.
+        #[source]
+        source: gix::Error,
+    },
+    /// A path could not be removed from the tree.
+    #[error("{source}")]
+    Remove {
+        /// The path.
+        path: String,
+        /// The gix error.
+        #[source]
+        source: gix::Error,
+    },
+    /// A file's content could not be written as a blob.
+    #[error("{source}")]
+    WriteBlob {
+        /// The file's path.
+        path: String,
+        /// The gix error.
+        #[source]
+        source: gix::Error,
+    },
+    /// A file could not be added to the tree.
+    #[error("{source}")]
+    Upsert {
+        /// The file's path.
+        path: String,
+        /// The gix error.
+        #[source]
+        source: gix::Error,
+    },
+    /// The edited tree could not be written.
+    #[error("{source}")]
+    WriteTree {
+        /// The gix error.
+        #[source]
+        source: gix::Error,
+    },
+    /// The commit object could not be written.
+    #[error("{source}")]
+    Commit {
+        /// The gix error.
+        #[source]
+        source: gix::Error,
+    },
+}
+
 impl SourceError {
     /// Whether trying the same operation again later may succeed.
     ///
@@ -633,7 +708,8 @@ impl Mirror {
     ///
     /// # Errors
     ///
-    /// A message when an object cannot be read or written.
+    /// A [`WriteCommitError`] naming the step (and the path) when an object cannot be read
+    /// or written.
     pub fn write_commit(
         &self,
         base: gix::ObjectId,
@@ -641,21 +717,42 @@ impl Mirror {
         removes: &[String],
         message: &str,
         author: (&str, &str),
-    ) -> Result<gix::ObjectId, String> {
+    ) -> Result<gix::ObjectId, WriteCommitError> {
         let repo = self.inner.repo.to_thread_local();
-        let commit = repo.find_commit(base).map_err(|e| e.to_string())?;
-        let tree = commit.tree_id().map_err(|e| e.to_string())?;
-        let mut editor = repo.edit_tree(tree).map_err(|e| e.to_string())?;
+        let commit = repo
+            .find_commit(base)
+            .map_err(|source| WriteCommitError::FindBase { base, source })?;
+        let tree = commit
+            .tree_id()
+            .map_err(|source| WriteCommitError::BaseTree { base, source })?;
+        let mut editor = repo
+            .edit_tree(tree)
+            .map_err(|source| WriteCommitError::EditTree { base, source })?;
         for path in removes {
-            editor.remove(path.as_str()).map_err(|e| e.to_string())?;
+            editor
+                .remove(path.as_str())
+                .map_err(|source| WriteCommitError::Remove {
+                    path: path.clone(),
+                    source,
+                })?;
         }
         for (path, bytes) in upserts {
-            let blob = repo.write_blob(bytes).map_err(|e| e.to_string())?;
+            let blob = repo
+                .write_blob(bytes)
+                .map_err(|source| WriteCommitError::WriteBlob {
+                    path: path.clone(),
+                    source,
+                })?;
             editor
                 .upsert(path.as_str(), gix::object::tree::EntryKind::Blob, blob)
-                .map_err(|e| e.to_string())?;
+                .map_err(|source| WriteCommitError::Upsert {
+                    path: path.clone(),
+                    source,
+                })?;
         }
-        let new_tree = editor.write().map_err(|e| e.to_string())?;
+        let new_tree = editor
+            .write()
+            .map_err(|source| WriteCommitError::WriteTree { source })?;
         let sig = gix::actor::Signature {
             name: author.0.into(),
             email: author.1.into(),
@@ -671,7 +768,7 @@ impl Mirror {
                 new_tree,
                 [base],
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| WriteCommitError::Commit { source })?;
         Ok(c.id)
     }
 
@@ -1638,7 +1735,38 @@ mod tests {
     fn errors_are_send_and_sync() {
         fn assert_send_sync<T: Send + Sync + 'static>() {}
         assert_send_sync::<SourceError>();
+        assert_send_sync::<WriteCommitError>();
         assert_send_sync::<Mirror>();
+    }
+
+    #[test]
+    fn write_commit_names_the_missing_base_and_prints_gix_message() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let origin = origin(tmp.path());
+        let mirror = Mirror::sync(&url(&origin), &tmp.path().join("cache")).expect("sync");
+        let missing =
+            gix::ObjectId::from_hex(b"0123456789abcdef0123456789abcdef01234567").expect("hex id");
+        let err = mirror
+            .write_commit(missing, &[], &[], "m", ("a", "a@example.com"))
+            .expect_err("no such commit");
+        let WriteCommitError::FindBase { base, source } = &err else {
+            panic!("expected FindBase, got {err:?}");
+        };
+        assert_eq!(*base, missing);
+        // The message is gix's own, as the former `String` error was.
+        assert_eq!(err.to_string(), source.to_string());
+        assert!(err.to_string().contains(&missing.to_string()), "{err}");
+        let head = rev(&origin, "HEAD");
+        let written = mirror
+            .write_commit(
+                head,
+                &[("dir/new.txt".into(), b"x\n".to_vec())],
+                &["README.md".into()],
+                "m",
+                ("a", "a@example.com"),
+            )
+            .expect("write");
+        assert_ne!(written, head);
     }
 
     /// Runs `action` and waits for the next watch event: the index, the latency from the

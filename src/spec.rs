@@ -424,8 +424,8 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<SpecFile, Vec
                     check_name(&format!("{field}.component.name"), &c.name, &mut errors);
                     match check_relative_path(&c.path) {
                         Ok(path) => Some(ComponentRef { name: c.name, path }),
-                        Err(m) => {
-                            errors.push(err(&format!("{field}.component.path"), m));
+                        Err(e) => {
+                            errors.push(err(&format!("{field}.component.path"), e.to_string()));
                             None
                         }
                     }

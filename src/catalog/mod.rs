@@ -76,7 +76,7 @@ impl BundleFiles {
 
     /// Adds a file after checking its path; returns the error instead of adding an unsafe path.
     pub fn insert(&mut self, path: &str, bytes: Vec<u8>) -> Result<(), BundleError> {
-        let clean = check_relative_path(path).map_err(|message| self.error(path, message))?;
+        let clean = check_relative_path(path).map_err(|e| self.error(path, e.to_string()))?;
         self.files.insert(clean, bytes);
         Ok(())
     }
@@ -185,34 +185,65 @@ impl BundleFiles {
     }
 }
 
+/// Why [`check_relative_path`] refused a path. Every message but [`PathError::Empty`] names
+/// the path as given, and says how to fix it where there is a fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// The path is the empty string.
+    #[error("empty path")]
+    Empty,
+    /// The path starts at a root (`/`, `\`) or names a drive (`C:`).
+    #[error("path {path:?} is absolute; use a path relative to the bundle")]
+    Absolute {
+        /// The path as given.
+        path: String,
+    },
+    /// A `..` part would leave the root.
+    #[error("path {path:?} escapes the bundle with \"..\"; keep every file inside it")]
+    Escapes {
+        /// The path as given.
+        path: String,
+    },
+    /// A part holds a control character (a newline, a NUL, ...).
+    #[error("path {path:?} contains control characters")]
+    ControlCharacters {
+        /// The path as given.
+        path: String,
+    },
+    /// Only separators and `.` parts: the path names the root itself.
+    #[error("path {path:?} names no file")]
+    NoFile {
+        /// The path as given.
+        path: String,
+    },
+}
+
 /// Checks that `path` is a plain relative path that stays inside its root, and returns it
-/// normalised (`/`-separated, no `.` parts). The error says what is wrong.
-pub fn check_relative_path(path: &str) -> Result<String, String> {
+/// normalised (`/`-separated, no `.` parts).
+///
+/// # Errors
+///
+/// A [`PathError`] saying what is wrong with the path.
+pub fn check_relative_path(path: &str) -> Result<String, PathError> {
     if path.is_empty() {
-        return Err("empty path".into());
+        return Err(PathError::Empty);
     }
     if path.starts_with('/') || path.starts_with('\\') || path.contains(':') {
-        return Err(format!(
-            "path {path:?} is absolute; use a path relative to the bundle"
-        ));
+        return Err(PathError::Absolute { path: path.into() });
     }
     let mut parts = Vec::new();
     for part in path.split(['/', '\\']) {
         match part {
             "" | "." => {}
-            ".." => {
-                return Err(format!(
-                    "path {path:?} escapes the bundle with \"..\"; keep every file inside it"
-                ));
-            }
+            ".." => return Err(PathError::Escapes { path: path.into() }),
             p if p.chars().any(char::is_control) => {
-                return Err(format!("path {path:?} contains control characters"));
+                return Err(PathError::ControlCharacters { path: path.into() });
             }
             p => parts.push(p),
         }
     }
     if parts.is_empty() {
-        return Err(format!("path {path:?} names no file"));
+        return Err(PathError::NoFile { path: path.into() });
     }
     Ok(parts.join("/"))
 }
@@ -492,8 +523,8 @@ pub fn read_infrastructure(
         }
         let rel = match check_relative_path(&t.file) {
             Ok(r) => r,
-            Err(m) => {
-                errors.push(files.error(&format!("{field}.file"), m));
+            Err(e) => {
+                errors.push(files.error(&format!("{field}.file"), e.to_string()));
                 continue;
             }
         };
@@ -564,18 +595,56 @@ impl fmt::Display for EnvTemplateRef {
     }
 }
 
+/// Why [`EnvTemplateRef::parse`] refused a reference. Every message quotes the text as
+/// given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvTemplateRefError {
+    /// No `:` between the name and the major version.
+    #[error("{input:?} is not of the form <environment-template>:<major>, e.g. fargate-env:1")]
+    Form {
+        /// The text as given.
+        input: String,
+    },
+    /// The part after the `:` is not a whole number.
+    #[error("{input:?}: major version {major:?} is not a whole number")]
+    Major {
+        /// The text as given.
+        input: String,
+        /// The part after the `:`, as given.
+        major: String,
+        /// Why it did not parse.
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    /// Nothing (or only spaces) before the `:`.
+    #[error("{input:?}: the template name is empty")]
+    EmptyName {
+        /// The text as given.
+        input: String,
+    },
+}
+
 impl EnvTemplateRef {
     /// Parses `name:major`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let (name, major) = s.trim().split_once(':').ok_or_else(|| {
-            format!("{s:?} is not of the form <environment-template>:<major>, e.g. fargate-env:1")
-        })?;
+    ///
+    /// # Errors
+    ///
+    /// An [`EnvTemplateRefError`] naming the part that is wrong.
+    pub fn parse(s: &str) -> Result<Self, EnvTemplateRefError> {
+        let (name, major) = s
+            .trim()
+            .split_once(':')
+            .ok_or_else(|| EnvTemplateRefError::Form { input: s.into() })?;
         let major = major
             .trim()
             .parse()
-            .map_err(|_| format!("{s:?}: major version {major:?} is not a whole number"))?;
+            .map_err(|source| EnvTemplateRefError::Major {
+                input: s.into(),
+                major: major.into(),
+                source,
+            })?;
         if name.trim().is_empty() {
-            return Err(format!("{s:?}: the template name is empty"));
+            return Err(EnvTemplateRefError::EmptyName { input: s.into() });
         }
         Ok(Self {
             name: name.trim().to_string(),
@@ -771,9 +840,10 @@ fn read_registration(
                 for (i, e) in raw.compatible_environments.iter().enumerate() {
                     match EnvTemplateRef::parse(e) {
                         Ok(r) => envs.push(r),
-                        Err(m) => errors.push(
-                            files.error(&format!("{reg}: compatible_environments[{i}]"), m),
-                        ),
+                        Err(e) => errors.push(files.error(
+                            &format!("{reg}: compatible_environments[{i}]"),
+                            e.to_string(),
+                        )),
                     }
                 }
                 for (i, s) in raw.supported_component_sources.iter().enumerate() {
@@ -803,7 +873,7 @@ fn read_registration(
             }
             match EnvTemplateRef::parse(line) {
                 Ok(r) => envs.push(r),
-                Err(m) => errors.push(files.error(&format!("{old}:{}", i + 1), m)),
+                Err(e) => errors.push(files.error(&format!("{old}:{}", i + 1), e.to_string())),
             }
         }
     }

@@ -10,9 +10,30 @@ use std::sync::Arc;
 
 use regex::Regex;
 
-use super::{Bundle, BundleFiles, Limits};
+use super::{Bundle, BundleError, BundleFiles, Limits};
 use crate::plan::Version;
-use crate::source::{EntryKind, Mirror, Tag, TreeEntry};
+use crate::source::{EntryKind, Mirror, SourceError, Tag, TreeEntry};
+
+/// Why [`TagPattern::new`] refused a pattern. Both messages quote the pattern as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum TagPatternError {
+    /// One of the three placeholders is missing.
+    #[error("tag pattern {pattern:?} must contain {{template}}, {{major}} and {{minor}}")]
+    MissingPlaceholder {
+        /// The pattern as configured.
+        pattern: String,
+    },
+    /// The regular expression built from the pattern did not compile (too large).
+    #[error("tag pattern {pattern:?}: {source}")]
+    Regex {
+        /// The pattern as configured.
+        pattern: String,
+        /// Why the regex crate refused it. Also in the message, which has always named it;
+        /// [`crate::error_chain`] prints it once.
+        #[source]
+        source: regex::Error,
+    },
+}
 
 /// A compiled tag pattern.
 #[derive(Debug, Clone)]
@@ -23,7 +44,11 @@ pub struct TagPattern {
 
 impl TagPattern {
     /// Compiles a pattern with `{template}`, `{major}` and `{minor}` placeholders.
-    pub fn new(pattern: &str) -> Result<Self, String> {
+    ///
+    /// # Errors
+    ///
+    /// A [`TagPatternError`] when a placeholder is missing or the pattern does not compile.
+    pub fn new(pattern: &str) -> Result<Self, TagPatternError> {
         let mut re = String::from("^");
         let mut rest = pattern;
         let mut seen = [false; 3];
@@ -48,11 +73,14 @@ impl TagPattern {
         }
         re.push('$');
         if seen != [true; 3] {
-            return Err(format!(
-                "tag pattern {pattern:?} must contain {{template}}, {{major}} and {{minor}}"
-            ));
+            return Err(TagPatternError::MissingPlaceholder {
+                pattern: pattern.to_string(),
+            });
         }
-        let re = Regex::new(&re).map_err(|e| format!("tag pattern {pattern:?}: {e}"))?;
+        let re = Regex::new(&re).map_err(|source| TagPatternError::Regex {
+            pattern: pattern.to_string(),
+            source,
+        })?;
         Ok(Self {
             re,
             pattern: pattern.to_string(),
@@ -225,23 +253,31 @@ impl Catalog {
 }
 
 /// Turns tree entries into bundle files, rejecting links and submodules.
-pub fn files_from_tree(origin: &str, entries: Vec<TreeEntry>) -> Result<BundleFiles, Vec<String>> {
+///
+/// # Errors
+///
+/// Every unsafe path, link and submodule, one [`BundleError`] each (located at the entry's
+/// path below `origin`).
+pub fn files_from_tree(
+    origin: &str,
+    entries: Vec<TreeEntry>,
+) -> Result<BundleFiles, Vec<BundleError>> {
     let mut files = BundleFiles::new(origin);
     let mut errors = Vec::new();
     for e in entries {
         match e.kind {
             EntryKind::Blob(b) | EntryKind::Executable(b) => {
                 if let Err(err) = files.insert(&e.path, b) {
-                    errors.push(err.to_string());
+                    errors.push(err);
                 }
             }
-            EntryKind::Symlink => errors.push(format!(
-                "{origin}/{}: is a symbolic link; bundles may not contain links (copy the file in instead)",
-                e.path
+            EntryKind::Symlink => errors.push(files.error(
+                &e.path,
+                "is a symbolic link; bundles may not contain links (copy the file in instead)",
             )),
-            EntryKind::Submodule => errors.push(format!(
-                "{origin}/{}: is a git submodule; bundles must contain the files themselves",
-                e.path
+            EntryKind::Submodule => errors.push(files.error(
+                &e.path,
+                "is a git submodule; bundles must contain the files themselves",
             )),
         }
     }
@@ -257,6 +293,51 @@ pub fn files_from_tree(origin: &str, entries: Vec<TreeEntry>) -> Result<BundleFi
 /// renderer (which depends on the catalogue's types).
 pub type SyntaxCheck<'a> = &'a (dyn Fn(&super::IacFile) -> Option<String> + Sync);
 
+/// Why a release's bundle was rejected; its message becomes [`Rejected::reason`].
+#[derive(Debug, thiserror::Error)]
+enum ReleaseError {
+    /// The tagged tree could not be read (or broke a limit while reading).
+    #[error("{origin}: {source}")]
+    Read {
+        /// `<repo>@<tag>`.
+        origin: String,
+        /// The mirror's error.
+        #[source]
+        source: SourceError,
+    },
+    /// The tagged commit has no `<template>/v<major>/` folder.
+    #[error(
+        "{origin}: folder {folder}/ does not exist at this tag; a tag {tag} must point at a commit containing {folder}/"
+    )]
+    MissingFolder {
+        /// `<repo>@<tag>`.
+        origin: String,
+        /// `<template>/v<major>`.
+        folder: String,
+        /// The tag's name.
+        tag: String,
+    },
+    /// The bundle is unsafe, over a limit, invalid, or holds a file that does not parse:
+    /// every problem, one per line (bundle problems first, then syntax).
+    #[error("{}", problem_lines(.bundle, .syntax))]
+    Invalid {
+        /// Problems with the files, manifest, schema or compatibility.
+        bundle: Vec<BundleError>,
+        /// Syntax problems of IaC files, as `<repo>@<tag>:<folder>/<problem>`.
+        syntax: Vec<String>,
+    },
+}
+
+/// The lines of [`ReleaseError::Invalid`].
+fn problem_lines(bundle: &[BundleError], syntax: &[String]) -> String {
+    bundle
+        .iter()
+        .map(ToString::to_string)
+        .chain(syntax.iter().cloned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Reads and validates one release's bundle at its tag.
 fn read_release(
     mirror: &Mirror,
@@ -264,8 +345,8 @@ fn read_release(
     template: &str,
     version: Version,
     limits: &Limits,
-    syntax: SyntaxCheck<'_>,
-) -> Result<Bundle, String> {
+    check: SyntaxCheck<'_>,
+) -> Result<Bundle, ReleaseError> {
     let folder = format!("{template}/v{}", version.major);
     let origin = format!("{}@{}", mirror.display_url(), tag.name);
     let entries = mirror
@@ -275,24 +356,29 @@ fn read_release(
             limits.max_files,
             limits.max_total_bytes,
         )
-        .map_err(|e| format!("{origin}: {e}"))?;
+        .map_err(|source| ReleaseError::Read {
+            origin: origin.clone(),
+            source,
+        })?;
     if entries.is_empty() {
-        return Err(format!(
-            "{origin}: folder {folder}/ does not exist at this tag; a tag {} must point at a commit containing {folder}/",
-            tag.name
-        ));
+        return Err(ReleaseError::MissingFolder {
+            origin,
+            folder,
+            tag: tag.name.clone(),
+        });
     }
-    let files =
-        files_from_tree(&format!("{origin}:{folder}"), entries).map_err(|e| e.join("\n"))?;
-    let mut problems: Vec<String> = files
-        .check_limits(limits)
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let files = files_from_tree(&format!("{origin}:{folder}"), entries).map_err(|bundle| {
+        ReleaseError::Invalid {
+            bundle,
+            syntax: Vec::new(),
+        }
+    })?;
+    let mut problems = files.check_limits(limits);
+    let mut syntax = Vec::new();
     let bundle = match Bundle::load(template, version.major, &files) {
         Ok(b) => Some(b),
         Err(errs) => {
-            problems.extend(errs.iter().map(ToString::to_string));
+            problems.extend(errs);
             None
         }
     };
@@ -303,14 +389,17 @@ fn read_release(
             .iter()
             .chain(b.pipeline.iter().flat_map(|p| &p.files))
         {
-            if let Some(e) = syntax(f) {
-                problems.push(format!("{}:{folder}/{e}", origin));
+            if let Some(e) = check(f) {
+                syntax.push(format!("{origin}:{folder}/{e}"));
             }
         }
     }
     match bundle {
-        Some(b) if problems.is_empty() => Ok(b),
-        _ => Err(problems.join("\n")),
+        Some(b) if problems.is_empty() && syntax.is_empty() => Ok(b),
+        _ => Err(ReleaseError::Invalid {
+            bundle: problems,
+            syntax,
+        }),
     }
 }
 
@@ -363,7 +452,7 @@ pub fn read_releases(
                 version,
                 tag: tag.name.clone(),
                 commit,
-                reason,
+                reason: reason.to_string(),
                 notes: tag.message.clone(),
             }),
         }
@@ -434,5 +523,67 @@ mod tests {
         );
         assert_eq!(p.parse("release-webX2.10"), None);
         assert!(TagPattern::new("{template}-{major}").is_err());
+    }
+
+    #[test]
+    fn tag_pattern_errors_quote_the_pattern() {
+        let err = TagPattern::new("{template}-{major}").expect_err("no minor");
+        assert!(matches!(err, TagPatternError::MissingPlaceholder { .. }));
+        assert_eq!(
+            err.to_string(),
+            "tag pattern \"{template}-{major}\" must contain {template}, {major} and {minor}"
+        );
+    }
+
+    #[test]
+    fn files_from_tree_reports_each_link_submodule_and_unsafe_path() {
+        let entry = |path: &str, kind| TreeEntry {
+            path: path.into(),
+            kind,
+        };
+        let errs = files_from_tree(
+            "repo@web/v1.0:web/v1",
+            vec![
+                entry("ok.yaml", EntryKind::Blob(b"a: 1\n".to_vec())),
+                entry("leak.yaml", EntryKind::Symlink),
+                entry("vendor", EntryKind::Submodule),
+                entry("../up.yaml", EntryKind::Blob(Vec::new())),
+            ],
+        )
+        .expect_err("rejected");
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            [
+                "repo@web/v1.0:web/v1/leak.yaml: is a symbolic link; bundles may not contain links (copy the file in instead)",
+                "repo@web/v1.0:web/v1/vendor: is a git submodule; bundles must contain the files themselves",
+                "repo@web/v1.0:web/v1/../up.yaml: path \"../up.yaml\" escapes the bundle with \"..\"; keep every file inside it",
+            ]
+        );
+    }
+
+    #[test]
+    fn release_errors_print_the_rejection_reason() {
+        let missing = ReleaseError::MissingFolder {
+            origin: "repo@web/v1.0".into(),
+            folder: "web/v1".into(),
+            tag: "web/v1.0".into(),
+        };
+        assert_eq!(
+            missing.to_string(),
+            "repo@web/v1.0: folder web/v1/ does not exist at this tag; a tag web/v1.0 must point at a commit containing web/v1/"
+        );
+        let files = BundleFiles::new("repo@web/v1.0:web/v1");
+        let invalid = ReleaseError::Invalid {
+            bundle: vec![
+                files.error("a.yaml", "first"),
+                files.error("b.yaml", "second"),
+            ],
+            syntax: vec!["repo@web/v1.0:web/v1/c.yaml: third".into()],
+        };
+        assert_eq!(
+            invalid.to_string(),
+            "repo@web/v1.0:web/v1/a.yaml: first\nrepo@web/v1.0:web/v1/b.yaml: second\nrepo@web/v1.0:web/v1/c.yaml: third"
+        );
     }
 }

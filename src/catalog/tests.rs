@@ -298,3 +298,47 @@ fn name_and_major_come_from_the_folder() {
         None
     );
 }
+
+#[test]
+fn path_errors_name_the_path() {
+    let msg = |p: &str| check_relative_path(p).expect_err(p).to_string();
+    assert_eq!(msg(""), "empty path");
+    assert_eq!(
+        msg("/etc/passwd"),
+        "path \"/etc/passwd\" is absolute; use a path relative to the bundle"
+    );
+    assert_eq!(
+        msg("a/../../b"),
+        "path \"a/../../b\" escapes the bundle with \"..\"; keep every file inside it"
+    );
+    assert_eq!(msg("a\nb"), "path \"a\\nb\" contains control characters");
+    assert_eq!(msg("./."), "path \"./.\" names no file");
+    assert_eq!(check_relative_path("./a//b").expect("ok"), "a/b");
+}
+
+#[test]
+fn env_template_ref_errors_quote_the_reference() {
+    let err = |s: &str| EnvTemplateRef::parse(s).expect_err(s);
+    assert_eq!(
+        err("fargate-env").to_string(),
+        "\"fargate-env\" is not of the form <environment-template>:<major>, e.g. fargate-env:1"
+    );
+    let major = err("fargate-env: one");
+    assert!(matches!(major, EnvTemplateRefError::Major { .. }));
+    assert_eq!(
+        major.to_string(),
+        "\"fargate-env: one\": major version \" one\" is not a whole number"
+    );
+    assert!(std::error::Error::source(&major).is_some());
+    assert_eq!(
+        err(" :1").to_string(),
+        "\" :1\": the template name is empty"
+    );
+    assert_eq!(
+        EnvTemplateRef::parse(" fargate-env : 2 ").expect("ok"),
+        EnvTemplateRef {
+            name: "fargate-env".into(),
+            major: 2
+        }
+    );
+}

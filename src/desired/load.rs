@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::{Fetch, Snapshot, SpecEntry, SpecRepoState};
-use crate::catalog::releases::{self, Catalog, TagPattern};
+use crate::catalog::releases::{self, Catalog, TagPattern, TagPatternError};
 use crate::catalog::{ComponentBundle, Limits};
 use crate::config::{Config, SpecRepo, TemplateRepo};
 use crate::render;
@@ -18,8 +18,8 @@ use crate::spec::{self, SpecFile};
 #[derive(Debug, thiserror::Error)]
 enum RepoError {
     /// The configured tag pattern does not compile.
-    #[error("{0}")]
-    TagPattern(String),
+    #[error(transparent)]
+    TagPattern(TagPatternError),
     /// Fetching failed and there was no mirror to fall back on.
     #[error(transparent)]
     Unreachable(SourceError),
@@ -328,7 +328,8 @@ fn read_component(
     if entries.is_empty() {
         return Err(vec![format!("component folder {path}/ does not exist")]);
     }
-    let files = releases::files_from_tree(path, entries)?;
+    let files = releases::files_from_tree(path, entries)
+        .map_err(|es| es.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     let component = ComponentBundle::load(&files)
         .map_err(|es| es.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     for f in &component.infrastructure.files {

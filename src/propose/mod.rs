@@ -38,6 +38,7 @@ use crate::desired::{self, Snapshot, SpecEntry, SpecRepoState};
 use crate::forge::{self, AnyForge, Forge as _, ForgeError, PullRequestDraft, PullState};
 use crate::model::{ProposalState, ResourceId};
 use crate::plan::DesiredState;
+use crate::source::{SourceError, WriteCommitError};
 use crate::spec::SpecFile;
 use crate::state::{ProposalRecord, ResourceRecord, StateError, Store};
 use crate::telemetry::Telemetry;
@@ -47,7 +48,7 @@ use crate::telemetry::events::{
     ProposalUpdated,
 };
 
-use rewrite::{InputEdit, Rewritten};
+use rewrite::{InputEdit, RewriteError, Rewritten};
 
 /// Longest body sent; GitHub refuses bodies over 65,536 characters.
 const MAX_BODY: usize = 60_000;
@@ -164,23 +165,38 @@ pub fn branch_name(prefix: &str, path: &str) -> String {
     format!("{prefix}upgrade/{clean}-{}", &h[..8])
 }
 
+/// Why [`build`] could not build a candidate's pull request: its spec file cannot be
+/// rewritten for the new major. The message names the file and the major.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: cannot rewrite for v{major}: {source}")]
+pub struct BuildError {
+    /// The spec file, relative to its repo.
+    pub path: String,
+    /// The major the file was to be rewritten for.
+    pub major: u32,
+    /// Why the rewrite failed. Also in the message, which has always named it;
+    /// [`crate::error_chain`] prints it once.
+    #[source]
+    pub source: RewriteError,
+}
+
 /// Builds the pull request for a candidate: rewritten spec, title and body.
 ///
 /// # Errors
 ///
-/// When the spec cannot be rewritten (no `template:` header, not a mapping).
+/// A [`BuildError`] when the spec cannot be rewritten (no `template:` header, not a
+/// mapping).
 pub fn build(
     c: &Candidate<'_>,
     snapshot: &Snapshot,
     deployed: &[ResourceRecord],
     config: &Config,
-) -> Result<Proposal, String> {
+) -> Result<Proposal, BuildError> {
     let to_bundle: &Bundle = &c.to.bundle;
-    let rewritten = rewrite::rewrite(&c.entry.text, to_bundle).map_err(|e| {
-        format!(
-            "{}: cannot rewrite for v{}: {e}",
-            c.entry.path, c.to.version.major
-        )
+    let rewritten = rewrite::rewrite(&c.entry.text, to_bundle).map_err(|source| BuildError {
+        path: c.entry.path.clone(),
+        major: c.to.version.major,
+        source,
     })?;
     let (kind_word, name) = match c.spec {
         SpecFile::Environment(e) => ("environment", e.name.as_str()),
@@ -742,15 +758,34 @@ pub struct SyncReport {
     pub errors: Vec<String>,
 }
 
-/// A failed step for one spec file.
+/// A failed step for one spec file. Everything but a permanent forge error is retried
+/// after a back-off.
 #[derive(Debug, thiserror::Error)]
 enum StepError {
+    /// The forge refused or failed a call.
     #[error(transparent)]
     Forge(#[from] ForgeError),
+    /// The state store failed.
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("{0}")]
-    Other(String),
+    /// The spec repo's mirror could not be opened.
+    #[error(transparent)]
+    Mirror(SourceError),
+    /// The proposal's base (the spec repo's commit as read) is not a commit id.
+    #[error("writing the upgrade commit: {source}")]
+    Base {
+        /// The base as recorded.
+        base: String,
+        /// Why it is not a commit id.
+        #[source]
+        source: gix::Error,
+    },
+    /// The upgrade commit could not be written into the mirror.
+    #[error("writing the upgrade commit: {0}")]
+    WriteCommit(#[source] WriteCommitError),
+    /// The blocking git task panicked or was cancelled.
+    #[error(transparent)]
+    Task(tokio::task::JoinError),
 }
 
 /// What one pass has done so far: the report it returns, and where its events count.
@@ -787,14 +822,15 @@ pub async fn sync(
         match build(c, snapshot, deployed, config) {
             Ok(p) => wanted.push((c.repo, p)),
             Err(e) => {
+                let error = e.to_string();
                 ProposalInvalid {
                     repo: &c.repo.name,
                     file: &c.entry.path,
-                    error: &e,
+                    error: &error,
                 }
                 .emit(telemetry);
                 unbuilt.insert((c.repo.name.clone(), c.entry.path.clone()));
-                pass.report.errors.push(e);
+                pass.report.errors.push(error);
             }
         }
     }
@@ -936,13 +972,13 @@ fn finish_report(report: SyncReport) -> SyncReport {
 fn mirror_dir(config: &Config, url: &str) -> Result<std::path::PathBuf, StepError> {
     crate::source::Mirror::open(url, &config.data_dir.join("git"))
         .map(|m| m.path().to_path_buf())
-        .map_err(|e| StepError::Other(e.to_string()))
+        .map_err(StepError::Mirror)
 }
 
 /// Writes the proposal's commit into the repo's mirror (no reference is changed).
 async fn write_commit(config: &Config, repo: &SpecRepo, p: &Proposal) -> Result<String, StepError> {
     let mirror = crate::source::Mirror::open(&repo.url, &config.data_dir.join("git"))
-        .map_err(|e| StepError::Other(e.to_string()))?;
+        .map_err(StepError::Mirror)?;
     let base = p.base.clone();
     let path = p.path.clone();
     let text = p.rewritten.text.clone();
@@ -954,8 +990,9 @@ async fn write_commit(config: &Config, repo: &SpecRepo, p: &Proposal) -> Result<
         config.proposals.author_name.clone(),
         config.proposals.author_email.clone(),
     );
-    tokio::task::spawn_blocking(move || -> Result<String, String> {
-        let base_id = gix::ObjectId::from_hex(base.as_bytes()).map_err(|e| e.to_string())?;
+    tokio::task::spawn_blocking(move || -> Result<String, StepError> {
+        let base_id = gix::ObjectId::from_hex(base.as_bytes())
+            .map_err(|source| StepError::Base { base, source })?;
         mirror
             .write_commit(
                 base_id,
@@ -965,10 +1002,10 @@ async fn write_commit(config: &Config, repo: &SpecRepo, p: &Proposal) -> Result<
                 (&name, &email),
             )
             .map(|id| id.to_string())
+            .map_err(StepError::WriteCommit)
     })
     .await
-    .map_err(|e| StepError::Other(e.to_string()))?
-    .map_err(|e| StepError::Other(format!("writing the upgrade commit: {e}")))
+    .map_err(StepError::Task)?
 }
 
 /// Whether commit `id` of the repo's mirror was written by protond's configured author.

@@ -82,21 +82,36 @@ impl LineEdit {
     }
 }
 
+/// Why [`rewrite`] could not rewrite a spec file.
+#[derive(Debug, thiserror::Error)]
+pub enum RewriteError {
+    /// The file does not parse. The message names the parser's error, as it always has.
+    #[error("not valid YAML: {0}")]
+    Parse(#[source] serde_yaml::Error),
+    /// The file parses, but its top level is not a mapping.
+    #[error("the spec file is not a mapping")]
+    NotMapping,
+    /// The file has no `template:` mapping whose major could be bumped.
+    #[error("the spec file has no `template:` header to bump")]
+    NoTemplateHeader,
+    /// The rewritten document could not be serialised.
+    #[error("cannot write YAML: {0}")]
+    Write(#[source] serde_yaml::Error),
+}
+
 /// Rewrites `text` (a spec file following an older major of `to`'s template) for `to`.
 ///
 /// # Errors
 ///
-/// When the file is not a mapping with a `template:` header.
-pub fn rewrite(text: &str, to: &Bundle) -> Result<Rewritten, String> {
-    let original: Value = serde_yaml::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
+/// A [`RewriteError`] when the file is not a YAML mapping with a `template:` header.
+pub fn rewrite(text: &str, to: &Bundle) -> Result<Rewritten, RewriteError> {
+    let original: Value = serde_yaml::from_str(text).map_err(RewriteError::Parse)?;
     let mut doc = original.clone();
-    let root = doc
-        .as_mapping_mut()
-        .ok_or("the spec file is not a mapping")?;
+    let root = doc.as_mapping_mut().ok_or(RewriteError::NotMapping)?;
     let header = root
         .get_mut("template")
         .and_then(Value::as_mapping_mut)
-        .ok_or("the spec file has no `template:` header to bump")?;
+        .ok_or(RewriteError::NoTemplateHeader)?;
     header.insert("major".into(), Value::from(to.major));
     let unpinned = header
         .remove("minor")
@@ -195,7 +210,7 @@ pub fn rewrite(text: &str, to: &Bundle) -> Result<Rewritten, String> {
             formatting_kept: true,
         });
     }
-    let body = serde_yaml::to_string(&doc).map_err(|e| format!("cannot write YAML: {e}"))?;
+    let body = serde_yaml::to_string(&doc).map_err(RewriteError::Write)?;
     Ok(Rewritten {
         text: format!("{}{body}", leading_comment(text)),
         edits,

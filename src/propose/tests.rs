@@ -199,3 +199,48 @@ fn branch_names_depend_only_on_the_file() {
     );
     assert_ne!(branch_name("p/", "s/x.yaml"), branch_name("p/", "s/x.yml"));
 }
+
+#[test]
+fn rewrite_errors_say_what_is_wrong_with_the_file() {
+    let to = svc(2, SVC_V2);
+    let err = |text: &str| rewrite(text, &to).expect_err(text);
+    let parse = err("a: [");
+    assert!(matches!(parse, RewriteError::Parse(_)));
+    assert!(parse.to_string().starts_with("not valid YAML: "), "{parse}");
+    assert!(std::error::Error::source(&parse).is_some());
+    assert_eq!(err("- a\n").to_string(), "the spec file is not a mapping");
+    assert_eq!(
+        err("proton: ServiceSpec\nname: x\n").to_string(),
+        "the spec file has no `template:` header to bump"
+    );
+}
+
+#[test]
+fn build_and_step_errors_keep_their_former_text() {
+    let to = svc(2, SVC_V2);
+    let build = BuildError {
+        path: "proton/web.yaml".into(),
+        major: 2,
+        source: rewrite("- a\n", &to).expect_err("not a mapping"),
+    };
+    assert_eq!(
+        build.to_string(),
+        "proton/web.yaml: cannot rewrite for v2: the spec file is not a mapping"
+    );
+    let source = gix::ObjectId::from_hex(b"not-hex").expect_err("not an id");
+    let gix_text = source.to_string();
+    let step = StepError::Base {
+        base: "not-hex".into(),
+        source,
+    };
+    assert_eq!(
+        step.to_string(),
+        format!("writing the upgrade commit: {gix_text}")
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let Err(open) = crate::source::Mirror::open("/nowhere/repo.git", tmp.path()) else {
+        panic!("a mirror that was never synced opened");
+    };
+    let open_text = open.to_string();
+    assert_eq!(StepError::Mirror(open).to_string(), open_text);
+}

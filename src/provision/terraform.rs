@@ -229,13 +229,31 @@ pub fn deployment_metadata(
         + "\n"
 }
 
+/// Why [`parse_outputs`] refused reported outputs: which shape was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutputsError {
+    /// An item of Proton's list shape lacks `key` (a string) or `valueString`.
+    #[error("outputs[{index}]: expected {{\"key\": …, \"valueString\": …}}")]
+    Item {
+        /// The item's position in the list.
+        index: usize,
+    },
+    /// The outputs are neither null, a list nor an object.
+    #[error(
+        "outputs must be an object of strings, [{{\"key\", \"valueString\"}}] or `terraform output -json`"
+    )]
+    Shape,
+}
+
 /// Outputs as reported: a JSON object of strings, Proton's `[{key, valueString}]`, or
 /// `terraform output -json` (`{"name": {"value": …}}`).
 ///
 /// # Errors
 ///
-/// When the JSON has none of these shapes.
-pub fn parse_outputs(v: &Value) -> Result<std::collections::BTreeMap<String, String>, String> {
+/// An [`OutputsError`] when the JSON has none of these shapes.
+pub fn parse_outputs(
+    v: &Value,
+) -> Result<std::collections::BTreeMap<String, String>, OutputsError> {
     let text = |x: &Value| match x {
         Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -249,9 +267,7 @@ pub fn parse_outputs(v: &Value) -> Result<std::collections::BTreeMap<String, Str
                     item.get("key").and_then(Value::as_str),
                     item.get("valueString"),
                 ) else {
-                    return Err(format!(
-                        "outputs[{i}]: expected {{\"key\": …, \"valueString\": …}}"
-                    ));
+                    return Err(OutputsError::Item { index: i });
                 };
                 out.insert(k.to_string(), text(val));
             }
@@ -266,10 +282,7 @@ pub fn parse_outputs(v: &Value) -> Result<std::collections::BTreeMap<String, Str
             }
         }
         _ => {
-            return Err(
-                "outputs must be an object of strings, [{\"key\", \"valueString\"}] or `terraform output -json`"
-                    .into(),
-            );
+            return Err(OutputsError::Shape);
         }
     }
     Ok(out)
@@ -375,5 +388,20 @@ mod tests {
         assert_eq!(c["vpc_id"], "vpc-1");
         assert!(parse_outputs(&json!([{"k": 1}])).is_err());
         assert!(parse_outputs(&json!("x")).is_err());
+    }
+
+    #[test]
+    fn outputs_errors_name_the_expected_shape() {
+        let item = parse_outputs(&json!([{"key": "a", "valueString": "1"}, {"k": 1}]))
+            .expect_err("second item");
+        assert_eq!(item, OutputsError::Item { index: 1 });
+        assert_eq!(
+            item.to_string(),
+            "outputs[1]: expected {\"key\": …, \"valueString\": …}"
+        );
+        assert_eq!(
+            parse_outputs(&json!(3)).expect_err("number").to_string(),
+            "outputs must be an object of strings, [{\"key\", \"valueString\"}] or `terraform output -json`"
+        );
     }
 }

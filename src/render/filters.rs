@@ -50,17 +50,31 @@ pub fn register_jinja(env: &mut Environment<'static>) {
     env.add_filter("truncate", truncate);
 }
 
+/// A value [`sanitize`] refused. The message is Proton's own text, quoting the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "Illegal character(s) detected in {value:?}. Must match regex ^[a-zA-Z0-9_-]*$ or be a valid ARN"
+)]
+pub struct SanitizeError {
+    /// The value as given to the filter.
+    pub value: String,
+}
+
 /// Proton's `proton_cfn_sanitize`: the value unchanged when it matches `^[a-zA-Z0-9_-]*$`
-/// or is an ARN; otherwise Proton's error text.
-pub fn sanitize(s: &str) -> Result<String, String> {
+/// or is an ARN.
+///
+/// # Errors
+///
+/// A [`SanitizeError`] naming the value otherwise.
+pub fn sanitize(s: &str) -> Result<String, SanitizeError> {
     let ok = SAFE_VALUE.as_ref().is_some_and(|re| re.is_match(s))
         || ARN.as_ref().is_some_and(|re| re.is_match(s));
     if ok {
         Ok(s.to_string())
     } else {
-        Err(format!(
-            "Illegal character(s) detected in {s:?}. Must match regex ^[a-zA-Z0-9_-]*$ or be a valid ARN"
-        ))
+        Err(SanitizeError {
+            value: s.to_string(),
+        })
     }
 }
 
@@ -71,7 +85,7 @@ fn sanitize_filter(value: &Value) -> Result<String, Error> {
     let s = value
         .as_str()
         .map_or_else(|| value.to_string(), str::to_string);
-    sanitize(&s).map_err(|m| Error::new(ErrorKind::InvalidOperation, m))
+    sanitize(&s).map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))
 }
 
 /// A string as a YAML double-quoted scalar (JSON escaping is valid YAML).

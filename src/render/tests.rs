@@ -310,3 +310,14 @@ fn terraform_files_pass_through() {
     };
     assert_eq!(render_file(&f, &json!({})).expect("pass"), f.source);
 }
+
+#[test]
+fn sanitize_error_quotes_the_value_in_protons_words() {
+    assert_eq!(filters::sanitize("ok_Value-1").expect("safe"), "ok_Value-1");
+    let err = filters::sanitize("a b").expect_err("space");
+    assert_eq!(err.value, "a b");
+    assert_eq!(
+        err.to_string(),
+        "Illegal character(s) detected in \"a b\". Must match regex ^[a-zA-Z0-9_-]*$ or be a valid ARN"
+    );
+}
