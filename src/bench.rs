@@ -15,18 +15,18 @@
 //! Cycles here are read + render + plan, the part of a reconcile that grows with the fleet;
 //! no stack is deployed.
 //!
-//! [`measure_deployment`] then deploys one fleet for real, on a moto_server it starts on
+//! [`measure_deployment`] then deploys one fleet for real, on a `moto_server` it starts on
 //! 127.0.0.1, with the `protond` binary as child processes:
 //!
 //! * **protond against a plain SDK loop**: `reconcile --once` creates every stack (timed as a
 //!   whole process, and from its first "Deployment started." to its last "Deployment
 //!   succeeded."); after a moto reset, a plain sequential `CreateStack` + `DescribeStacks`
 //!   loop creates the same stacks from the same rendered templates (an untimed protond run
-//!   first warms moto_server up);
+//!   first warms `moto_server` up);
 //! * **tag to first deployment call**: a watching daemon (`run`, polling hourly) converges on
 //!   the fleet, then `bench-svc/v1.1`, `v1.2`, ... are tagged one at a time; each latency runs
 //!   from just before `git tag` to the daemon's first "Deployment started." for that version
-//!   (logged right before its first CloudFormation call).
+//!   (logged right before its first `CloudFormation` call).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -223,7 +223,7 @@ fn as_deployed(set: &desired::DesiredSet) -> Vec<ResourceRecord> {
                 status: crate::model::ResourceStatus::Deployed,
                 spec_commit: r.spec_commit.clone(),
                 updated_at: String::new(),
-                placement: Default::default(),
+                placement: crate::model::Placement::default(),
             }),
             _ => None,
         })
@@ -331,6 +331,8 @@ pub fn measure(dir: &Path, instances: usize) -> Result<Figures> {
             set.problems
         );
     }
+    // Fleet sizes are far below 2^52: the conversion is exact.
+    #[allow(clippy::cast_precision_loss)]
     let render_per_sec = instances as f64 / render.as_secs_f64().max(1e-9);
     let deployed: Vec<ResourceRecord> = as_deployed(&set);
     drop((plan, set));
@@ -428,7 +430,7 @@ pub fn table(rows: &[Figures]) -> String {
     out
 }
 
-/// Figures from deploying one fleet on a moto_server.
+/// Figures from deploying one fleet on a `moto_server`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct DeployFigures {
     /// Service instances.
@@ -474,8 +476,8 @@ pub fn moto_available() -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join("moto_server").is_file()))
 }
 
-/// The generated config, pointed at a moto_server: polling hourly (so that only the watcher
-/// triggers), watching, stacks created directly (moto_server returns no outputs for
+/// The generated config, pointed at a `moto_server`: polling hourly (so that only the watcher
+/// triggers), watching, stacks created directly (`moto_server` returns no outputs for
 /// change-set stacks), no soak and no maintenance windows.
 fn aws_config(generated: &str, url: &str, stack_poll: &str) -> Result<String> {
     let endpoint = "endpoint_url = \"http://127.0.0.1:9\"\n";
@@ -493,7 +495,7 @@ fn aws_config(generated: &str, url: &str, stack_poll: &str) -> Result<String> {
     ))
 }
 
-/// A CloudFormation client for the moto_server at `url`, with test credentials.
+/// A `CloudFormation` client for the `moto_server` at `url`, with test credentials.
 fn cfn_client(url: &str, region: &str) -> aws_sdk_cloudformation::Client {
     let conf = aws_sdk_cloudformation::Config::builder()
         .behavior_version(aws_sdk_cloudformation::config::BehaviorVersion::latest())
@@ -837,7 +839,7 @@ impl Protond {
     }
 }
 
-/// `protond reconcile --once` on a fresh moto_server: (whole process, first deployment
+/// `protond reconcile --once` on a fresh `moto_server`: (whole process, first deployment
 /// start to last success).
 fn protond_once(config: &Path, expected: usize, timeout: Duration) -> Result<(Duration, Duration)> {
     let mut p = Protond::spawn(config, &["reconcile", "--once"])?;
@@ -872,7 +874,7 @@ fn protond_once(config: &Path, expected: usize, timeout: Duration) -> Result<(Du
     }
 }
 
-/// A watching daemon on a fresh moto_server and state: converges, then tags
+/// A watching daemon on a fresh `moto_server` and state: converges, then tags
 /// `bench-svc/v1.1` .. `v1.<tags>` one after the other; returns each tag's latency to the
 /// first deployment of it.
 fn tag_latencies(
@@ -884,7 +886,7 @@ fn tag_latencies(
 ) -> Result<Vec<Duration>> {
     let templates = dir.join("templates");
     let mut d = Protond::spawn(config, &["run", "--no-server"])?;
-    let per_rollout = Duration::from_secs(60) + Duration::from_millis(500) * u32::try_from(stacks)?;
+    let per_rollout = Duration::from_mins(1) + Duration::from_millis(500) * u32::try_from(stacks)?;
     d.converge(
         Instant::now() + per_rollout,
         stacks,
@@ -905,7 +907,7 @@ fn tag_latencies(
         let t = Instant::now();
         git(&templates, &["tag", "-a", &tag, "-m", &tag])?;
         let first = d.wait_for(
-            t + Duration::from_secs(60),
+            t + Duration::from_mins(1),
             &format!("the first deployment of {tag}"),
             |l| {
                 l.message == "Deployment started."
@@ -924,7 +926,7 @@ fn tag_latencies(
             |l| l.span_str("version") == version,
         )?;
     }
-    d.stop(Instant::now() + Duration::from_secs(60))?;
+    d.stop(Instant::now() + Duration::from_mins(1))?;
     Ok(out)
 }
 
@@ -941,12 +943,12 @@ fn fresh_state(config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// Deploys a fleet of `instances` on a moto_server started here (under `dir`): protond
+/// Deploys a fleet of `instances` on a `moto_server` started here (under `dir`): protond
 /// against a plain SDK loop, then `tags` new minors seen by a watching daemon.
 ///
 /// # Errors
 ///
-/// When moto_server cannot start, a deployment fails, or a run does not create exactly the
+/// When `moto_server` cannot start, a deployment fails, or a run does not create exactly the
 /// fleet's stacks (the figures would lie).
 pub fn measure_deployment(dir: &Path, instances: usize, tags: usize) -> Result<DeployFigures> {
     if instances == 0 || tags == 0 {
@@ -968,7 +970,7 @@ pub fn measure_deployment(dir: &Path, instances: usize, tags: usize) -> Result<D
         .build()
         .context("cannot start the async runtime")?;
     let cfn = cfn_client(&aws.url, &config.region);
-    let timeout = Duration::from_secs(120) + Duration::from_secs(2) * u32::try_from(stacks)?;
+    let timeout = Duration::from_mins(2) + Duration::from_secs(2) * u32::try_from(stacks)?;
 
     // protond's path: every stack created by `reconcile --once`. A first run warms
     // moto_server up (its first calls of each service are slow), then both timed runs start
@@ -1063,7 +1065,7 @@ mod tests {
         let c = load(&config).expect("compiles");
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(c.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
-        assert_eq!(c.poll_interval, Duration::from_secs(3600));
+        assert_eq!(c.poll_interval, Duration::from_hours(1));
         assert!(c.watch && !c.change_sets && c.soak.is_zero() && c.windows.is_empty());
         assert_eq!(c.stack_poll_interval, Duration::from_millis(200));
     }

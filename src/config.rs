@@ -184,7 +184,7 @@ pub struct RawAws {
     /// Region (default from the environment, else `us-east-1`).
     #[serde(default)]
     pub region: Option<String>,
-    /// Endpoint override, e.g. a local moto_server.
+    /// Endpoint override, e.g. a local `moto_server`.
     #[serde(default)]
     pub endpoint_url: Option<String>,
     /// Account id used for `environment.account_id` when a spec gives none.
@@ -199,7 +199,7 @@ pub struct RawAws {
     /// Longest wait for one stack operation (default `60m`).
     #[serde(default)]
     pub stack_timeout: Option<String>,
-    /// Create and update stacks through change sets (default true). moto_server returns no
+    /// Create and update stacks through change sets (default true). `moto_server` returns no
     /// outputs for change-set stacks, so local setups turn this off.
     #[serde(default)]
     pub change_sets: Option<bool>,
@@ -387,7 +387,7 @@ pub struct Config {
     pub stack_timeout: Duration,
     /// Use change sets.
     pub change_sets: bool,
-    /// Use fixed local credentials (the demo's own moto_server), not the default chain.
+    /// Use fixed local credentials (the demo's own `moto_server`), not the default chain.
     pub local_credentials: bool,
     /// Concurrent deployments.
     pub concurrency: usize,
@@ -601,7 +601,7 @@ impl Config {
         );
         let stack_timeout = duration(
             raw.aws.stack_timeout.as_deref(),
-            Duration::from_secs(3600),
+            Duration::from_hours(1),
             "aws.stack_timeout",
             file,
             &mut errors2,

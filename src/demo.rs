@@ -1,5 +1,5 @@
 //! `protond demo`: the quick start. Turns `example-repos/` into local git repos with release
-//! tags, writes a config, starts a moto_server on 127.0.0.1 when no AWS endpoint is given,
+//! tags, writes a config, starts a `moto_server` on 127.0.0.1 when no AWS endpoint is given,
 //! and runs the reconciler on them.
 
 use std::path::{Path, PathBuf};
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-/// A moto_server this process started; stopped on drop.
+/// A `moto_server` this process started; stopped on drop.
 pub struct LocalAws {
     child: Child,
     /// Its endpoint.

@@ -409,7 +409,7 @@ mod tests {
             status,
             spec_commit: None,
             updated_at: String::new(),
-            placement: Default::default(),
+            placement: crate::model::Placement::default(),
         }
     }
 
@@ -459,7 +459,7 @@ mod tests {
                 input_hash: "i".into(),
                 rendered_hash: "r".into(),
                 spec_commit: None,
-                placement: Default::default(),
+                placement: crate::model::Placement::default(),
             },
             status: DeploymentStatus::Failed,
             error: Some("boom\nmore".into()),

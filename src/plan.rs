@@ -24,7 +24,7 @@ pub use crate::model::{ResourceKind, Version};
 pub enum DesiredState {
     /// Rendered; the hash is over the normalised rendered documents.
     Ready {
-        /// Content hash of the rendered IaC.
+        /// Content hash of the rendered `IaC`.
         rendered_hash: String,
     },
     /// Cannot render until these resources are deployed (their outputs are needed).
@@ -73,7 +73,7 @@ pub struct Deployed {
     pub version: Version,
     /// Hash of the inputs deployed.
     pub input_hash: String,
-    /// Hash of the rendered IaC deployed.
+    /// Hash of the rendered `IaC` deployed.
     pub rendered_hash: String,
 }
 

@@ -74,7 +74,7 @@ pub struct EnvironmentSpec {
 pub struct ComponentRef {
     /// Component name.
     pub name: String,
-    /// Folder in the spec repo holding `manifest.yaml` and the IaC file.
+    /// Folder in the spec repo holding `manifest.yaml` and the `IaC` file.
     pub path: String,
 }
 
@@ -102,7 +102,7 @@ pub struct ServiceSpec {
     pub pipeline: Option<serde_json::Value>,
     /// Instances.
     pub instances: Vec<InstanceSpec>,
-    /// Start the service's CodePipeline pipeline after an instance deploys.
+    /// Start the service's `CodePipeline` pipeline after an instance deploys.
     pub start_pipeline_on_deploy: bool,
 }
 

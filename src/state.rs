@@ -1,4 +1,4 @@
-//! Deployed state and history in SQL (sqlx; an embedded SQLite file by default).
+//! Deployed state and history in SQL (sqlx; an embedded `SQLite` file by default).
 //!
 //! Three tables (see `migrations/`): registered and rejected template versions, the resources
 //! protond manages with what is deployed now, and an append-only deployment history in which
@@ -63,7 +63,7 @@ pub enum StateError {
         source: sqlx::Error,
     },
     /// The database file could not be written: the filesystem holding it is full, a
-    /// file-size limit was reached, or the disk failed. SQLite keeps the last committed state.
+    /// file-size limit was reached, or the disk failed. `SQLite` keeps the last committed state.
     #[error(
         "cannot write the state database {path} ({cause}) while trying to {what}: free space on the filesystem holding it (or raise the file-size limit, ulimit -f) and run protond again; the last committed state is kept"
     )]
@@ -72,7 +72,7 @@ pub enum StateError {
         path: String,
         /// What was being done.
         what: &'static str,
-        /// SQLite's (or the system's) reason, e.g. `database or disk is full`.
+        /// `SQLite`'s (or the system's) reason, e.g. `database or disk is full`.
         cause: String,
     },
     /// A deployment is already in flight for the resource.
@@ -261,7 +261,7 @@ pub struct SelfManagedRecord {
 pub struct PipelineRunRecord {
     /// Service.
     pub service: String,
-    /// CodePipeline pipeline name, when found.
+    /// `CodePipeline` pipeline name, when found.
     pub pipeline: Option<String>,
     /// Execution id, when started.
     pub execution_id: Option<String>,
@@ -373,7 +373,7 @@ pub struct NewDeployment {
     pub to_version: Version,
     /// Inputs applied.
     pub input_hash: String,
-    /// Rendered IaC applied.
+    /// Rendered `IaC` applied.
     pub rendered_hash: String,
     /// Spec commit.
     pub spec_commit: Option<String>,
@@ -458,6 +458,8 @@ impl RolloutProgress {
     }
 }
 
+// serde's `serialize_with` passes the field by reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
 fn as_text<S: serde::Serializer>(v: &Version, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_str(v)
 }
@@ -1352,7 +1354,7 @@ mod tests {
             input_hash: "i".into(),
             rendered_hash: "r".into(),
             spec_commit: Some("abc".into()),
-            placement: Default::default(),
+            placement: crate::model::Placement::default(),
         }
     }
 
@@ -1370,7 +1372,7 @@ mod tests {
             status: ResourceStatus::Deployed,
             spec_commit: Some("abc".into()),
             updated_at: String::new(),
-            placement: Default::default(),
+            placement: crate::model::Placement::default(),
         }
     }
 

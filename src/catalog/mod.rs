@@ -19,7 +19,7 @@ use serde::Deserialize;
 use schema::{InputKind, Schema};
 
 /// Size and count limits for one bundle, as AWS Proton enforced them: 10 MB per bundle,
-/// 2 MB per file, and (Proton's CodeBuild bundle limit) 500 files.
+/// 2 MB per file, and (Proton's `CodeBuild` bundle limit) 500 files.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Most files a bundle may hold.
@@ -122,6 +122,7 @@ impl BundleFiles {
     }
 
     /// Enforces the limits on what was collected; every breach is reported.
+    #[must_use]
     pub fn check_limits(&self, limits: &Limits) -> Vec<BundleError> {
         let mut errors = Vec::new();
         if self.files.len() > limits.max_files {
@@ -354,7 +355,7 @@ pub fn read_dir(dir: &Path, limits: &Limits) -> Result<BundleFiles, Vec<BundleEr
     }
 }
 
-/// The engine that renders an IaC file.
+/// The engine that renders an `IaC` file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
@@ -366,11 +367,11 @@ pub enum Engine {
     Hcl,
 }
 
-/// The IaC language of a rendered file.
+/// The `IaC` language of a rendered file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Language {
-    /// AWS CloudFormation (YAML or JSON).
+    /// AWS `CloudFormation` (YAML or JSON).
     Cloudformation,
     /// Terraform (self-managed provisioning).
     Terraform,
@@ -396,7 +397,7 @@ struct RawManifestTemplate {
     template_language: Language,
 }
 
-/// One IaC file of an infrastructure folder, with its engine and language.
+/// One `IaC` file of an infrastructure folder, with its engine and language.
 #[derive(Debug, Clone)]
 pub struct IacFile {
     /// Path relative to the bundle (e.g. `instance_infrastructure/cloudformation.yaml`).
@@ -405,7 +406,7 @@ pub struct IacFile {
     pub source: String,
     /// Rendering engine from the manifest.
     pub engine: Engine,
-    /// IaC language from the manifest.
+    /// `IaC` language from the manifest.
     pub language: Language,
 }
 
@@ -415,7 +416,7 @@ pub struct IacFile {
 pub struct Infrastructure {
     /// The folder relative to the bundle.
     pub folder: String,
-    /// Its IaC files, in manifest order.
+    /// Its `IaC` files, in manifest order.
     pub files: Vec<IacFile>,
 }
 
@@ -504,7 +505,12 @@ pub fn read_infrastructure(
                 files
                     .under(folder)
                     .filter(|(p, _)| *p != manifest_path)
-                    .filter(|(p, _)| !p[prefix.len()..].contains('/') && p.ends_with(".tf"))
+                    .filter(|(p, _)| {
+                        // Proton matched file names exactly (`.tf`, not `.TF`).
+                        #[allow(clippy::case_sensitive_file_extension_comparisons)]
+                        let tf = p.ends_with(".tf");
+                        !p[prefix.len()..].contains('/') && tf
+                    })
                     .map(|(p, b)| (p.to_string(), String::from_utf8_lossy(b).into_owned()))
                     .collect()
             };
@@ -893,7 +899,7 @@ fn read_registration(
     (envs, sources)
 }
 
-/// A directly defined component: a folder holding `manifest.yaml` and one IaC file.
+/// A directly defined component: a folder holding `manifest.yaml` and one `IaC` file.
 #[derive(Debug, Clone)]
 pub struct ComponentBundle {
     /// The folder's infrastructure.
@@ -901,7 +907,7 @@ pub struct ComponentBundle {
 }
 
 impl ComponentBundle {
-    /// Reads a component folder's manifest and IaC file.
+    /// Reads a component folder's manifest and `IaC` file.
     pub fn load(files: &BundleFiles) -> Result<Self, Vec<BundleError>> {
         let infrastructure = read_infrastructure(files, "")?;
         Ok(Self { infrastructure })
@@ -951,7 +957,7 @@ pub fn name_and_major_from_path(dir: &Path) -> (String, Option<u32>) {
     }
 }
 
-/// A serde_yaml error as a short sentence with its line and column.
+/// A `serde_yaml` error as a short sentence with its line and column.
 #[must_use]
 pub fn yaml_error(e: &serde_yaml::Error) -> String {
     let msg = e.to_string();

@@ -288,7 +288,7 @@ pub fn files_from_tree(
     }
 }
 
-/// Checks the syntax of one IaC file of a bundle (the rendering engine's parse), returning
+/// Checks the syntax of one `IaC` file of a bundle (the rendering engine's parse), returning
 /// the problem as text. Passed in by the caller, so that the catalogue does not depend on the
 /// renderer (which depends on the catalogue's types).
 pub type SyntaxCheck<'a> = &'a (dyn Fn(&super::IacFile) -> Option<String> + Sync);
@@ -323,7 +323,7 @@ enum ReleaseError {
     Invalid {
         /// Problems with the files, manifest, schema or compatibility.
         bundle: Vec<BundleError>,
-        /// Syntax problems of IaC files, as `<repo>@<tag>:<folder>/<problem>`.
+        /// Syntax problems of `IaC` files, as `<repo>@<tag>:<folder>/<problem>`.
         syntax: Vec<String>,
     },
 }
@@ -405,7 +405,7 @@ fn read_release(
 
 /// Reads every release of one template repo. `previous` lets unchanged tags (same commit)
 /// reuse their already-validated bundle instead of reading the tree again; `syntax` checks
-/// each IaC file (see [`SyntaxCheck`]).
+/// each `IaC` file (see [`SyntaxCheck`]).
 #[must_use]
 pub fn read_releases(
     repo: &str,

@@ -1,4 +1,4 @@
-//! Template input schemas: `schema/schema.yaml` in AWS Proton's OpenAPI 3 subset.
+//! Template input schemas: `schema/schema.yaml` in AWS Proton's `OpenAPI` 3 subset.
 //!
 //! This module owns parsing a schema file into a [`Schema`] (checking it thoroughly, so a typo
 //! in a keyword or an invalid default is reported when the template is registered rather than
@@ -999,9 +999,10 @@ impl Parser<'_> {
                 );
                 None
             }
-            Some(t) => match t.as_str().and_then(Base::from_name) {
-                Some(b) => Some(b),
-                None => {
+            Some(t) => {
+                if let Some(b) = t.as_str().and_then(Base::from_name) {
+                    Some(b)
+                } else {
                     self.err(
                         &sub("type"),
                         format!(
@@ -1012,7 +1013,7 @@ impl Parser<'_> {
                     );
                     None
                 }
-            },
+            }
         };
         let Some(base) = base else {
             return Node {
@@ -1136,35 +1137,32 @@ impl Parser<'_> {
     }
 
     fn text(&mut self, v: &Yaml, path: &str) -> Option<String> {
-        match v.as_str() {
-            Some(s) => Some(s.to_string()),
-            None => {
-                self.err(path, format!("expected a string, found {}", yaml_kind(v)));
-                None
-            }
+        if let Some(s) = v.as_str() {
+            Some(s.to_string())
+        } else {
+            self.err(path, format!("expected a string, found {}", yaml_kind(v)));
+            None
         }
     }
 
     fn count(&mut self, v: &Yaml, path: &str) -> Option<u64> {
-        match v.as_u64() {
-            Some(n) => Some(n),
-            None => {
-                self.err(
-                    path,
-                    format!("expected a whole number >= 0, found {}", yaml_kind(v)),
-                );
-                None
-            }
+        if let Some(n) = v.as_u64() {
+            Some(n)
+        } else {
+            self.err(
+                path,
+                format!("expected a whole number >= 0, found {}", yaml_kind(v)),
+            );
+            None
         }
     }
 
     fn number(&mut self, v: &Yaml, path: &str) -> Option<Number> {
-        match self.json(v, path)? {
-            Value::Number(n) => Some(n),
-            _ => {
-                self.err(path, format!("expected a number, found {}", yaml_kind(v)));
-                None
-            }
+        if let Value::Number(n) = self.json(v, path)? {
+            Some(n)
+        } else {
+            self.err(path, format!("expected a number, found {}", yaml_kind(v)));
+            None
         }
     }
 
@@ -2556,12 +2554,11 @@ mod tests {
     fn bad_regex_is_a_schema_error_naming_the_property() {
         // The regex engine's own wording may change between versions; pin only our part.
         for (pattern, reason) in [("([0-9]", "unclosed group"), ("^(?!admin)", "look-around")] {
-            let errors = match Schema::parse(
+            let Err(errors) = Schema::parse(
                 &doc(&one(&format!("{{type: string, pattern: '{pattern}'}}"))),
                 "schema.yaml",
-            ) {
-                Ok(_) => panic!("{pattern} should be rejected"),
-                Err(es) => es,
+            ) else {
+                panic!("{pattern} should be rejected")
             };
             assert_eq!(errors.len(), 1, "{errors:#?}");
             assert_eq!(errors[0].path, "schema.types.Input.properties.x.pattern");
@@ -2592,9 +2589,8 @@ mod tests {
         port: {type: number, default: 70000, maximum: 65535}
         size: {type: string, pattern: "(", enum: [small]}
 "#;
-        let errors = match Schema::parse(text, "t/v1/schema/schema.yaml") {
-            Ok(_) => panic!("should not parse"),
-            Err(es) => es,
+        let Err(errors) = Schema::parse(text, "t/v1/schema/schema.yaml") else {
+            panic!("should not parse")
         };
         let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(

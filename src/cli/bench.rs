@@ -1,8 +1,8 @@
 //! `protond bench`: measures read, render and plan cycles on generated fleets (each size in
 //! a child process of its own, so its peak memory is its own) and, unless `--no-aws`, a
-//! deployment on a moto_server, then prints the figures. The measuring lives in the library's
+//! deployment on a `moto_server`, then prints the figures. The measuring lives in the library's
 //! `bench` module; this command only runs it and prints. It must never deploy anywhere but
-//! the moto_server the library starts on 127.0.0.1.
+//! the `moto_server` the library starts on 127.0.0.1.
 
 use std::path::Path;
 use std::process::ExitCode;

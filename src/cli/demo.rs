@@ -1,8 +1,8 @@
 //! `protond demo`: the quick start. Copies `example-repos` into local git repos with release
-//! tags (through the library's `demo` module), starts a moto_server unless
+//! tags (through the library's `demo` module), starts a `moto_server` unless
 //! `AWS_ENDPOINT_URL` is set, deploys everything, prints the status, then keeps the daemon
 //! and its status page running (or exits, with `--once`). It must never touch real AWS on
-//! its own: without `AWS_ENDPOINT_URL` it talks only to the moto_server it started.
+//! its own: without `AWS_ENDPOINT_URL` it talks only to the `moto_server` it started.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -53,7 +53,7 @@ pub(super) fn demo_cmd(dir: &Path, examples: &Path, once: bool) -> Result<ExitCo
     Ok(code)
 }
 
-/// The AWS endpoint to use: `AWS_ENDPOINT_URL` if set, else a moto_server started here (and
+/// The AWS endpoint to use: `AWS_ENDPOINT_URL` if set, else a `moto_server` started here (and
 /// stopped when its handle is dropped).
 fn aws_endpoint() -> Result<(Option<LocalAws>, String)> {
     Ok(match std::env::var("AWS_ENDPOINT_URL") {
@@ -67,7 +67,7 @@ fn aws_endpoint() -> Result<(Option<LocalAws>, String)> {
     })
 }
 
-/// Removes the demo's state. A moto_server started here holds nothing: state left by an
+/// Removes the demo's state. A `moto_server` started here holds nothing: state left by an
 /// earlier demo run would describe stacks that no longer exist. The repos are kept.
 fn reset_state(dir: &Path) -> Result<()> {
     let state = dir.join("state");

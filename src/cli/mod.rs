@@ -87,7 +87,7 @@ pub enum Command {
         #[arg(long)]
         spec: Option<PathBuf>,
     },
-    /// Render a bundle for a spec file and print the IaC.
+    /// Render a bundle for a spec file and print the `IaC`.
     Render(Box<RenderArgs>),
     /// Read the repos and show what a reconcile would do, without doing it.
     Plan {
@@ -134,7 +134,7 @@ pub enum Command {
         once: bool,
     },
     /// The quick start: the daemon on `example-repos`, as local git repos with release tags,
-    /// against a moto_server started here unless `AWS_ENDPOINT_URL` is set.
+    /// against a `moto_server` started here unless `AWS_ENDPOINT_URL` is set.
     Demo {
         /// Where the demo repos, config and state live.
         #[arg(long, default_value = ".protond-demo")]
@@ -161,7 +161,7 @@ pub enum Command {
         config: PathBuf,
     },
     /// Report the outcome of a self-managed (Terraform) deployment, as Proton's
-    /// NotifyResourceDeploymentStatusChange did.
+    /// `NotifyResourceDeploymentStatusChange` did.
     Notify {
         /// Resource id (e.g. `environment/dev`) or its Proton-style ARN.
         resource: String,
@@ -185,7 +185,7 @@ pub enum Command {
     },
     /// Measure read, render and plan cycles on generated fleets of real git repos, and print
     /// the figures (each size runs in its own process, so peak memory is its own); then
-    /// deploy one fleet on a moto_server started on 127.0.0.1: protond against a plain SDK
+    /// deploy one fleet on a `moto_server` started on 127.0.0.1: protond against a plain SDK
     /// loop, and the delay from a new tag to its first deployment call.
     Bench {
         /// Fleet sizes, in service instances.
@@ -200,7 +200,7 @@ pub enum Command {
         /// Skip the deployment figures (they need `moto_server`).
         #[arg(long)]
         no_aws: bool,
-        /// Service instances of the fleet deployed on moto_server.
+        /// Service instances of the fleet deployed on `moto_server`.
         #[arg(long, default_value_t = 100)]
         deploy_instances: usize,
         /// New minor tags timed from tag to first deployment call.

@@ -1,5 +1,5 @@
 //! `protond notify`: records the outcome of a self-managed (Terraform) deployment, as
-//! Proton's NotifyResourceDeploymentStatusChange did, through the self-managed provisioner.
+//! Proton's `NotifyResourceDeploymentStatusChange` did, through the self-managed provisioner.
 //! It must never record an outcome itself or for another deployment than the one reported:
 //! the provisioner checks the deployment id and decides.
 

@@ -1,4 +1,4 @@
-//! `protond render`: renders a bundle for a spec file and prints the IaC (or writes it below
+//! `protond render`: renders a bundle for a spec file and prints the `IaC` (or writes it below
 //! `--out-dir`). The rendering context comes from the daemon's own builder
 //! ([`ServiceContext`], [`environment_context`]), with the spec's source given by the flags,
 //! so what this prints is what the daemon would deploy for the same inputs. It must never

@@ -67,7 +67,7 @@ impl Loaded {
     }
 }
 
-/// Reads and checks the bundle in `dir` (layout, schema, manifest, IaC syntax), every
+/// Reads and checks the bundle in `dir` (layout, schema, manifest, `IaC` syntax), every
 /// problem as one line.
 pub(super) fn load(dir: &Path) -> Result<Loaded, Vec<String>> {
     let files = catalog::read_dir(dir, &Limits::default())

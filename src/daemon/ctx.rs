@@ -24,7 +24,7 @@ pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 /// The provisioners, by how a resource is provisioned.
 #[derive(Clone)]
 pub struct Provisioners {
-    /// CloudFormation stacks.
+    /// `CloudFormation` stacks.
     pub cloudformation: Arc<dyn Provisioner>,
     /// Self-managed (Terraform through the infrastructure repo).
     pub self_managed: Arc<dyn Provisioner>,
@@ -36,9 +36,9 @@ pub struct Ctx {
     pub config: Arc<Config>,
     /// State store.
     pub store: Store,
-    /// The CloudFormation client (pipeline lookups, `protond status`).
+    /// The `CloudFormation` client (pipeline lookups, `protond status`).
     pub cfn: CloudFormation,
-    /// CodePipeline (same SDK configuration).
+    /// `CodePipeline` (same SDK configuration).
     pub pipelines: CodePipeline,
     /// Metrics.
     pub telemetry: crate::telemetry::Telemetry,
@@ -212,7 +212,7 @@ impl Ctx {
     }
 
     /// Number of deployment tasks running.
-    pub async fn in_flight(&self) -> usize {
+    pub fn in_flight(&self) -> usize {
         lock(&self.inflight).len()
     }
 

@@ -36,7 +36,7 @@ pub const BACKOFF_BASE: Duration = Duration::from_secs(5);
 /// Doubling stops after this many failures in a row.
 pub const BACKOFF_MAX_DOUBLINGS: u32 = 6;
 /// No retry waits longer than this (plus jitter).
-pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
+pub const BACKOFF_CAP: Duration = Duration::from_mins(5);
 /// Random jitter added to every backoff, so that retries of many resources spread out.
 pub const BACKOFF_JITTER: Duration = Duration::from_secs(1);
 /// Attempts to record an outcome in a locked store before giving up (it is then adopted).
@@ -206,7 +206,7 @@ async fn provisioner_for(ctx: &Ctx, work: &Work) -> Result<Arc<dyn Provisioner>,
     })
 }
 
-/// Where a deployment goes: a recorded stack stays where it is recorded (its name, StackId,
+/// Where a deployment goes: a recorded stack stays where it is recorded (its name, `StackId`,
 /// region and role; a record written before names were recorded keeps the legacy name and
 /// the environment's current role); a new stack gets a collision-free name, the configured
 /// region and the environment's role.
@@ -464,7 +464,7 @@ mod tests {
             input_hash: String::new(),
             rendered_hash: String::new(),
             spec_commit: None,
-            placement: Default::default(),
+            placement: crate::model::Placement::default(),
         }
     }
 

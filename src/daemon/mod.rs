@@ -191,10 +191,10 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut fetch = Fetch::All;
     loop {
-        let cron_wait = next_cron(&ctx.config).unwrap_or(Duration::from_secs(86_400 * 365));
+        let cron_wait = next_cron(&ctx.config).unwrap_or(Duration::from_hours(8760));
         tokio::select! {
             () = &mut shutdown => {
-                tracing::info!(in_flight = ctx.in_flight().await, grace = ?ctx.config.shutdown_grace, "Shutting down: no new deployments; waiting for running ones to record their outcome.");
+                tracing::info!(in_flight = ctx.in_flight(), grace = ?ctx.config.shutdown_grace, "Shutting down: no new deployments; waiting for running ones to record their outcome.");
                 break;
             }
             _ = poll.tick() => { fetch = fetch.merge(Fetch::All); }
@@ -228,7 +228,7 @@ pub async fn run(
         tracing::info!("All deployments recorded; bye.");
     } else {
         tracing::warn!(
-            in_flight = ctx.in_flight().await,
+            in_flight = ctx.in_flight(),
             "Grace period over; unfinished deployments will be adopted at the next start."
         );
     }

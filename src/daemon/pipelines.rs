@@ -1,5 +1,5 @@
 //! The post-deployment step of service instances whose spec asks for it
-//! (`start_pipeline_on_deploy: true`): start the service's CodePipeline pipeline and record
+//! (`start_pipeline_on_deploy: true`): start the service's `CodePipeline` pipeline and record
 //! what happened. A pipeline that cannot be started never fails the deployment.
 
 use super::ctx::Ctx;

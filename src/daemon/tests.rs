@@ -1,4 +1,4 @@
-//! Cycle tests against the fake provisioner, on real git repos and a real SQLite file, with
+//! Cycle tests against the fake provisioner, on real git repos and a real `SQLite` file, with
 //! a test clock: the rollout, soak, halt and deletion-budget rules as the daemon applies
 //! them, and the order of the provisioner calls they cause.
 
@@ -193,7 +193,7 @@ async fn a_minor_rolls_out_stage_by_stage_after_the_soak() {
     assert_eq!(w.versions().await[PROD], "1.0");
 
     // Half the soak later: still held.
-    w.advance(Duration::from_secs(1800));
+    w.advance(Duration::from_mins(30));
     let mark = w.fake.calls().len();
     w.once().await;
     assert!(w.calls_since(mark).iter().all(|c| c.1 != PROD));
@@ -206,9 +206,9 @@ async fn a_minor_rolls_out_stage_by_stage_after_the_soak() {
     let calls = w.calls_since(mark);
     let facts = reconcile::read_facts(
         &w.ctx.store,
-        Default::default(),
-        Default::default(),
-        Default::default(),
+        std::collections::BTreeSet::default(),
+        std::collections::BTreeSet::default(),
+        BTreeMap::default(),
         (w.ctx.clock)(),
     )
     .await
@@ -247,7 +247,7 @@ async fn a_failed_minor_halts_its_rollout() {
     assert!(reason.contains(DEV) && reason.contains("boom"), "{reason}");
 
     // However long we wait, prod stays on 1.0 and dev is not retried unchanged.
-    w.advance(Duration::from_secs(86_400));
+    w.advance(Duration::from_hours(24));
     let mark = w.fake.calls().len();
     w.once().await;
     assert_eq!(w.calls_since(mark), vec![]);

@@ -1,6 +1,8 @@
 //! One environment's planner row: its release resolved, inputs validated, files rendered.
 //! Never decides ownership (the verdict comes from `ownership`).
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 use super::context::environment_context;
@@ -71,7 +73,7 @@ fn deploy(b: &mut Builder<'_>, templates: &Templates<'_>, name: &str, d: &EnvDec
             ),
             Ok(inputs) => {
                 let ctx =
-                    environment_context(d.spec, inputs.clone(), Default::default(), &b.account_id);
+                    environment_context(d.spec, inputs.clone(), BTreeMap::default(), &b.account_id);
                 (inputs, render_all(&release.bundle.infrastructure, &ctx))
             }
         };

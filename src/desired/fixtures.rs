@@ -166,6 +166,6 @@ pub fn record(id: &str, repo: &str) -> ResourceRecord {
         status: crate::model::ResourceStatus::Deployed,
         spec_commit: None,
         updated_at: String::new(),
-        placement: Default::default(),
+        placement: crate::model::Placement::default(),
     }
 }

@@ -246,7 +246,10 @@ fn read_spec_repo(
         .into_iter()
         .filter(|e| {
             let p = e.path.to_ascii_lowercase();
-            (p.ends_with(".yaml") || p.ends_with(".yml")) && !p.starts_with("components/")
+            // Proton read spec files by their exact extension.
+            #[allow(clippy::case_sensitive_file_extension_comparisons)]
+            let yaml = p.ends_with(".yaml") || p.ends_with(".yml");
+            yaml && !p.starts_with("components/")
         })
         .collect();
     if specs.is_empty() && !repo.allow_empty {

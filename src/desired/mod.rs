@@ -172,7 +172,7 @@ impl DesiredSet {
     }
 }
 
-/// Hash of a JSON value in canonical form (serde_json sorts object keys by default).
+/// Hash of a JSON value in canonical form (`serde_json` sorts object keys by default).
 #[must_use]
 pub fn hash_json(v: &Value) -> String {
     hex::encode(Sha256::digest(v.to_string().as_bytes()))

@@ -316,6 +316,8 @@ fn deployed_owners<'r>(service: &str, deployed_from: &DeployedFrom<'r>) -> BTree
 
 /// Who deploys a service, given the repos it is deployed from (`owners`). Repos whose
 /// declarations are refused are added to `unknown`.
+// `owner` (the deployed repo) and `others` (the other declarations) are the words of the rule.
+#[allow(clippy::similar_names)]
 fn service_decision<'a>(
     name: &str,
     decls: Vec<SvcDecl<'a>>,

@@ -113,6 +113,8 @@ pub(crate) fn render_all(infra: &Infrastructure, ctx: &Value) -> Rendered {
 }
 
 /// An invalid state with `error` as its reason.
+// Callers hand over temporaries (messages, errors); borrowing would only add `&` at each.
+#[allow(clippy::needless_pass_by_value)]
 pub(crate) fn invalid(error: impl ToString) -> DesiredState {
     DesiredState::Invalid {
         error: error.to_string(),

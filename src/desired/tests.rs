@@ -9,7 +9,8 @@ use crate::plan::{ActionKind, DesiredState};
 
 #[test]
 fn fetch_requests_merge() {
-    let only = |names: &[&str]| Fetch::Only(names.iter().map(|s| s.to_string()).collect());
+    let only =
+        |names: &[&str]| Fetch::Only(names.iter().map(std::string::ToString::to_string).collect());
     assert_eq!(Fetch::None.merge(only(&["a"])), only(&["a"]));
     assert_eq!(only(&["a"]).merge(only(&["b"])), only(&["a", "b"]));
     assert_eq!(only(&["a"]).merge(Fetch::All), Fetch::All);

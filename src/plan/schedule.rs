@@ -242,7 +242,7 @@ fn gate(
     }
     let elapsed = latest.map(|at| now.duration_since(at).unwrap_or_default())?;
     (elapsed < rules.soak).then(|| HoldReason::Soak {
-        remaining_secs: (rules.soak - elapsed).as_secs(),
+        remaining_secs: rules.soak.saturating_sub(elapsed).as_secs(),
     })
 }
 

@@ -428,8 +428,8 @@ fn render_changes(
                         && f.path == c.entry.path
                         && let Some(r) = &replacement
                     {
-                        f.spec = r.clone();
-                        f.text = rewritten.text.clone();
+                        f.spec.clone_from(r);
+                        f.text.clone_from(&rewritten.text);
                     }
                     f
                 })
@@ -1115,7 +1115,7 @@ async fn ensure(
     }
     // Open a new pull request.
     let since = humantime::format_rfc3339_seconds(
-        std::time::SystemTime::now() - std::time::Duration::from_secs(3600),
+        std::time::SystemTime::now() - std::time::Duration::from_hours(1),
     )
     .to_string();
     if store.proposals_opened_since(&since).await? >= config.proposals.max_per_hour {

@@ -221,26 +221,25 @@ pub fn rewrite(text: &str, to: &Bundle) -> Result<Rewritten, RewriteError> {
 
 /// The value and line comment for a new required input.
 fn fill(p: &PropertyInfo, to: &Bundle) -> (Value, String) {
-    match &p.default {
-        Some(d) => (
+    if let Some(d) = &p.default {
+        (
             serde_yaml::to_value(d).unwrap_or(Value::Null),
             format!("# added by {} v{}: its default", to.name, to.major),
-        ),
-        None => {
-            let about = p
-                .description
-                .as_deref()
-                .or(p.title.as_deref())
-                .map(|d| format!(" ({})", d.replace('\n', " ")))
-                .unwrap_or_default();
-            (
-                Value::String(format!(
-                    "{PLACEHOLDER}: {} {} required by {} v{}",
-                    p.type_name, p.name, to.name, to.major
-                )),
-                format!("# TODO: set this {}{about} before merging", p.type_name),
-            )
-        }
+        )
+    } else {
+        let about = p
+            .description
+            .as_deref()
+            .or(p.title.as_deref())
+            .map(|d| format!(" ({})", d.replace('\n', " ")))
+            .unwrap_or_default();
+        (
+            Value::String(format!(
+                "{PLACEHOLDER}: {} {} required by {} v{}",
+                p.type_name, p.name, to.name, to.major
+            )),
+            format!("# TODO: set this {}{about} before merging", p.type_name),
+        )
     }
 }
 
@@ -378,6 +377,9 @@ fn seq_item(lines: &[&str], line: usize, end: usize, index: usize) -> Option<(us
 }
 
 /// Edits the lines; `None` when the layout is not one this understands.
+// Line-editing code: `h`, `l`, `i`, `j`… are line indexes and lines, named as in the YAML
+// they walk; longer names would hide the arithmetic.
+#[allow(clippy::many_single_char_names)]
 fn edit_lines(
     text: &str,
     major: u32,

@@ -1,4 +1,4 @@
-//! CloudFormation provisioning with the AWS SDK.
+//! `CloudFormation` provisioning with the AWS SDK.
 //!
 //! Stacks are named and tagged deterministically from the resource id, created and updated
 //! through change sets (with `CAPABILITY_IAM`, `CAPABILITY_NAMED_IAM` and
@@ -83,7 +83,7 @@ impl ProvisionError {
         }
     }
 
-    /// Whether CloudFormation answered that the stack already exists (a create retried
+    /// Whether `CloudFormation` answered that the stack already exists (a create retried
     /// after its answer was lost, or a stack made by someone else meanwhile).
     #[must_use]
     pub fn is_already_exists(&self) -> bool {
@@ -279,7 +279,7 @@ fn stack_tags(req: &StackRequest) -> Vec<(&'static str, String)> {
     tags
 }
 
-/// What CloudFormation says about a stack.
+/// What `CloudFormation` says about a stack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StackInfo {
     /// Stack name.
@@ -327,7 +327,7 @@ pub struct StackRequest {
     /// Deployment id.
     pub deployment_id: i64,
     /// Role to assume for this stack's calls (the environment's `role_arn`, as Proton's
-    /// environment account connections did); CloudFormation then acts with its permissions.
+    /// environment account connections did); `CloudFormation` then acts with its permissions.
     pub role_arn: Option<String>,
     /// The stack's name.
     pub stack_name: String,
@@ -344,12 +344,12 @@ pub enum Started {
     Executing,
 }
 
-/// Settings of the CloudFormation provisioner.
+/// Settings of the `CloudFormation` provisioner.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// AWS region.
     pub region: String,
-    /// Endpoint override (e.g. moto_server).
+    /// Endpoint override (e.g. `moto_server`).
     pub endpoint_url: Option<String>,
     /// SDK attempts per call (1 disables SDK retries).
     pub max_attempts: u32,
@@ -359,7 +359,7 @@ pub struct Settings {
     pub timeout: Duration,
     /// Create and update through change sets (true) or CreateStack/UpdateStack (false).
     pub change_sets: bool,
-    /// Use fixed local credentials (a local moto_server), not the default chain.
+    /// Use fixed local credentials (a local `moto_server`), not the default chain.
     pub local_credentials: bool,
 }
 
@@ -379,7 +379,7 @@ impl Settings {
     }
 }
 
-/// The CloudFormation provisioner. Clients per assumed role, and provisioners per region
+/// The `CloudFormation` provisioner. Clients per assumed role, and provisioners per region
 /// (a stack is always addressed in the region it was recorded in), are cached.
 #[derive(Clone)]
 pub struct CloudFormation {
@@ -820,7 +820,7 @@ impl CloudFormation {
 }
 
 impl CloudFormation {
-    /// The live stack a job addresses: by its recorded StackId (which also finds a deleted
+    /// The live stack a job addresses: by its recorded `StackId` (which also finds a deleted
     /// stack), else by name. A stack whose recorded id is deleted is looked up by name again:
     /// something else may live under the name now.
     async fn live_stack(&self, job: &Job<'_>) -> Result<Option<StackInfo>, ProvisionError> {
@@ -840,9 +840,9 @@ impl CloudFormation {
     }
 
     /// The ownership gate for a job. A stack without the installation tag passes only when
-    /// it is provably the one this installation recorded: its StackId is the recorded one, or
-    /// (a record written before StackIds were recorded) a record exists and names no StackId.
-    fn gate(&self, job: &Job<'_>, info: &StackInfo) -> Result<(), DeployError> {
+    /// it is provably the one this installation recorded: its `StackId` is the recorded one, or
+    /// (a record written before `StackIds` were recorded) a record exists and names no `StackId`.
+    fn gate(job: &Job<'_>, info: &StackInfo) -> Result<(), DeployError> {
         let p = &job.deployment.placement;
         let recorded = match &p.stack_id {
             Some(id) => info.id.as_ref() == Some(id),
@@ -870,7 +870,7 @@ impl CloudFormation {
             });
         };
         if let Some(info) = self.live_stack(&job).await? {
-            self.gate(&job, &info)?;
+            Self::gate(&job, &info)?;
         }
         let role = dep.placement.role_arn.as_deref();
         let stack = placed_stack_name(&dep.resource_id, &dep.placement);
@@ -935,7 +935,7 @@ impl CloudFormation {
         let Some(info) = self.live_stack(&job).await? else {
             return Ok(Applied::Deleted);
         };
-        self.gate(&job, &info)?;
+        Self::gate(&job, &info)?;
         // Addressed by StackId: done only when that very stack is DELETE_COMPLETE.
         let id = info.id.clone().unwrap_or(info.name.clone());
         let role = job.deployment.placement.role_arn.as_deref();
@@ -954,7 +954,7 @@ impl CloudFormation {
             let Some(info) = info else {
                 return Ok(Applied::Deleted);
             };
-            self.gate(&job, &info)?;
+            Self::gate(&job, &info)?;
             if info.status == "DELETE_IN_PROGRESS" {
                 let id = info.id.clone().unwrap_or(info.name.clone());
                 self.wait(&id, role, true).await?;
@@ -965,7 +965,7 @@ impl CloudFormation {
         let Some(info) = info else {
             return Ok(Applied::Interrupted);
         };
-        self.gate(&job, &info)?;
+        Self::gate(&job, &info)?;
         if info.status == "REVIEW_IN_PROGRESS" {
             // A change set was created for a new stack but never executed.
             return Ok(Applied::Interrupted);

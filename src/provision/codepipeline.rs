@@ -1,10 +1,10 @@
-//! CodePipeline: starting a service's pipeline after an instance deploys (when the service
+//! `CodePipeline`: starting a service's pipeline after an instance deploys (when the service
 //! spec sets `start_pipeline_on_deploy: true`), and reading its latest execution for
 //! `protond status`.
 //!
 //! The pipeline is found in the service's pipeline stack: its `AWS::CodePipeline::Pipeline`
 //! resource, or a stack output named `PipelineName`. Endpoints that do not offer an operation
-//! (moto_server has no `StartPipelineExecution` or `ListPipelineExecutions`) are reported as
+//! (`moto_server` has no `StartPipelineExecution` or `ListPipelineExecutions`) are reported as
 //! "not available", with the endpoint's own words, never as a deployment failure.
 
 use aws_sdk_codepipeline::Client;
@@ -14,10 +14,10 @@ use super::cloudformation::{CloudFormation, ProvisionError, stack_name};
 use crate::plan::ResourceKind;
 use crate::state::{PipelineRunRecord, ResourceRecord};
 
-/// Output of a pipeline stack naming its CodePipeline pipeline.
+/// Output of a pipeline stack naming its `CodePipeline` pipeline.
 pub const PIPELINE_NAME_OUTPUT: &str = "PipelineName";
 
-/// A failed CodePipeline call.
+/// A failed `CodePipeline` call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PipelineError {
     /// The endpoint does not offer this operation.
@@ -61,7 +61,7 @@ pub enum LookupError {
     Stack(#[from] ProvisionError),
 }
 
-/// The CodePipeline pipeline of a service's pipeline stack (`record`, the pipeline
+/// The `CodePipeline` pipeline of a service's pipeline stack (`record`, the pipeline
 /// resource's record): its `PipelineName` output, or its `AWS::CodePipeline::Pipeline`
 /// resource.
 ///
@@ -93,16 +93,16 @@ pub async fn pipeline_name(
 pub struct PipelineRow {
     /// Service.
     pub service: String,
-    /// CodePipeline pipeline name, when found.
+    /// `CodePipeline` pipeline name, when found.
     pub pipeline: Option<String>,
-    /// The latest execution as CodePipeline reports it, or why it cannot be shown.
+    /// The latest execution as `CodePipeline` reports it, or why it cannot be shown.
     pub latest_execution: String,
     /// The last execution protond started (or tried to).
     pub last_start: Option<PipelineRunRecord>,
 }
 
 /// The pipelines of the deployed services among `records`, with their latest execution read
-/// live from CodePipeline where the endpoint offers it.
+/// live from `CodePipeline` where the endpoint offers it.
 pub async fn pipeline_rows(
     records: &[ResourceRecord],
     runs: &[PipelineRunRecord],
@@ -146,7 +146,7 @@ fn service_of(id: &str) -> String {
         .unwrap_or_default()
 }
 
-/// A CodePipeline client.
+/// A `CodePipeline` client.
 #[derive(Debug, Clone)]
 pub struct CodePipeline {
     client: Client,
@@ -185,7 +185,7 @@ where
 }
 
 impl CodePipeline {
-    /// A client sharing the CloudFormation client's configuration.
+    /// A client sharing the `CloudFormation` client's configuration.
     #[must_use]
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         Self {

@@ -3,7 +3,7 @@
 //! they never decide what to deploy (that is [`crate::plan`]'s job) and never write the
 //! deployment history (that is the daemon's deployment lifecycle).
 //!
-//! * [`cloudformation::CloudFormation`]: stacks through AWS CloudFormation.
+//! * [`cloudformation::CloudFormation`]: stacks through AWS `CloudFormation`.
 //! * [`self_managed::SelfManaged`]: Terraform, committed to an infrastructure repo as Proton's
 //!   self-managed provisioning did; the outcome is reported later (`protond notify`).
 //! * [`fake::Fake`]: an in-memory provisioner for tests, which records every call.
@@ -29,7 +29,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// How a resource is provisioned, from its bundle's manifest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provisioning {
-    /// `template_language: cloudformation`: a CloudFormation stack.
+    /// `template_language: cloudformation`: a `CloudFormation` stack.
     CloudFormation,
     /// `template_language: terraform`: self-managed, through the infrastructure repo.
     SelfManaged,
@@ -78,7 +78,7 @@ pub enum Applied {
 /// A deployment a provisioner could not carry out.
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
-    /// CloudFormation failed.
+    /// `CloudFormation` failed.
     #[error(transparent)]
     Stack(#[from] cloudformation::ProvisionError),
     /// The self-managed submission failed.

@@ -5,7 +5,7 @@
 //! a pull request. The repo's own automation (the workflows written for Proton keep working)
 //! plans on the pull request, applies on merge, and reports back with `protond notify` or
 //! `POST /api/v1/notify`. Until then the deployment stays in progress; the outputs reported
-//! then flow to dependants exactly like CloudFormation outputs.
+//! then flow to dependants exactly like `CloudFormation` outputs.
 //!
 //! Layout and file names follow what Proton committed:
 //!
@@ -137,7 +137,7 @@ pub enum LayoutError {
         /// The resource.
         resource: String,
     },
-    /// Components are CloudFormation only.
+    /// Components are `CloudFormation` only.
     #[error(
         "{resource}: Terraform components are not supported (as in Proton); use CloudFormation for directly defined components"
     )]

@@ -137,6 +137,8 @@ fn validate_raw(pairs: &[(String, String)], kwargs: &Kwargs, filter: &str) -> Re
     Ok(())
 }
 
+// Callers build the lines for this call only; taking them by value moves, not copies.
+#[allow(clippy::needless_pass_by_value)]
 fn block(lines: Vec<String>) -> Value {
     if lines.is_empty() {
         return Value::from_safe_string(String::new());
@@ -144,6 +146,8 @@ fn block(lines: Vec<String>) -> Value {
     Value::from_safe_string(format!("{INDENT_OPEN}{}{INDENT_CLOSE}", lines.join("\n")))
 }
 
+// minijinja hands filters their keyword arguments by value.
+#[allow(clippy::needless_pass_by_value)]
 fn ecs_env_vars(value: &Value, kwargs: Kwargs) -> Result<Value, Error> {
     let filter = "proton_cfn_ecs_task_definition_formatted_env_vars";
     let pairs = pairs(value, filter)?;
@@ -156,6 +160,8 @@ fn ecs_env_vars(value: &Value, kwargs: Kwargs) -> Result<Value, Error> {
     ))
 }
 
+// minijinja hands filters their keyword arguments by value.
+#[allow(clippy::needless_pass_by_value)]
 fn lambda_env_vars(value: &Value, kwargs: Kwargs) -> Result<Value, Error> {
     let filter = "proton_cfn_lambda_function_formatted_env_vars";
     let pairs = pairs(value, filter)?;
@@ -181,6 +187,8 @@ fn iam_policy_arns(value: &Value) -> Result<Value, Error> {
 
 /// Jinja2's `truncate(length=255, killwords=False, end='...', leeway=5)`, positional or by
 /// keyword (minijinja-contrib's version takes keywords only).
+// minijinja hands filters their arguments by value.
+#[allow(clippy::needless_pass_by_value)]
 pub fn truncate(
     value: &Value,
     length: Option<usize>,

@@ -93,7 +93,7 @@ pub enum GuardError {
     },
 }
 
-/// Checks a marked CloudFormation document. Returns the clean text when it is safe.
+/// Checks a marked `CloudFormation` document. Returns the clean text when it is safe.
 pub fn check_yaml(marked: &str) -> Result<String, GuardError> {
     let clean = strip(marked);
     let b: Value = serde_yaml::from_str(&clean).map_err(|e| GuardError::NotYaml {
@@ -119,8 +119,7 @@ fn first_marked_on_line(marked: &str, line: usize) -> String {
     let value: String = text
         .split(OPEN)
         .nth(1)
-        .map(|s| s.split(CLOSE).next().unwrap_or(s))
-        .unwrap_or(text)
+        .map_or(text, |s| s.split(CLOSE).next().unwrap_or(s))
         .to_string();
     shorten(&value)
 }

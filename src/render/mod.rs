@@ -1,9 +1,9 @@
-//! Rendering IaC files with Proton's two engines behind one interface, and the rendering
+//! Rendering `IaC` files with Proton's two engines behind one interface, and the rendering
 //! context Proton gave them.
 //!
 //! * [`render_file`] renders one manifest-listed file with Jinja (minijinja, with Proton's
 //!   filters) or Handlebars; Terraform (`hcl`) files pass through untouched.
-//! * CloudFormation output then goes through [`guard`]: input values are data and may never
+//! * `CloudFormation` output then goes through [`guard`]: input values are data and may never
 //!   add or change YAML structure.
 //! * The `*_context` functions build the namespaces of DESIGN.md (`environment`, `service`,
 //!   `service_instance`, `pipeline`, `service_instances`, `component`).
@@ -88,7 +88,7 @@ pub fn check_syntax(file: &IacFile) -> Result<(), RenderError> {
     }
 }
 
-/// Renders one IaC file with `ctx`. CloudFormation output is checked by the guard.
+/// Renders one `IaC` file with `ctx`. `CloudFormation` output is checked by the guard.
 pub fn render_file(file: &IacFile, ctx: &Value) -> Result<String, RenderError> {
     if let Some(path) = find_reserved(ctx, &mut Vec::new()) {
         return Err(RenderError::Reserved {

@@ -186,7 +186,7 @@ async fn readyz(State(app): State<App>) -> Response {
         problems.push(format!("state store unreachable ({})", e.kind()));
     }
     // Recent: within three poll intervals, and never less than two minutes.
-    let window = (app.ctx.config.poll_interval * 3).max(Duration::from_secs(120));
+    let window = (app.ctx.config.poll_interval * 3).max(Duration::from_mins(2));
     match app.ctx.telemetry.last_fetch() {
         None => problems.push("the repos have not been fetched yet".into()),
         Some(t) if t.elapsed().unwrap_or_default() > window => problems.push(format!(
@@ -208,7 +208,7 @@ async fn readyz(State(app): State<App>) -> Response {
 }
 
 async fn metrics(State(app): State<App>) -> Response {
-    let in_flight = app.ctx.in_flight().await;
+    let in_flight = app.ctx.in_flight();
     match app.ctx.telemetry.render(&app.ctx.store, in_flight).await {
         Ok(text) => (
             [(
@@ -270,7 +270,8 @@ async fn services(State(app): State<App>) -> Response {
         Ok(rows) => rows,
         Err(r) => return r,
     };
-    let mut by_service: std::collections::BTreeMap<String, Value> = Default::default();
+    let mut by_service: std::collections::BTreeMap<String, Value> =
+        std::collections::BTreeMap::default();
     for r in rows {
         let id = match ResourceId::parse(&r.id) {
             Ok(id) => id,
@@ -434,7 +435,7 @@ async fn reconcile_now(State(app): State<App>, headers: HeaderMap) -> Response {
         .into_response()
 }
 
-/// `POST /api/v1/notify`: Proton's NotifyResourceDeploymentStatusChange, for self-managed
+/// `POST /api/v1/notify`: Proton's `NotifyResourceDeploymentStatusChange`, for self-managed
 /// deployments. Takes `resource` (or Proton's `resourceArn`), `status`
 /// (`SUCCEEDED`/`FAILED`, any case; `IN_PROGRESS` is acknowledged and ignored), optional
 /// `deploymentId`, `outputs` (object, `[{key, valueString}]` or `terraform output -json`)
@@ -536,7 +537,7 @@ async fn notify(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Resp
                 .emit(&app.ctx.telemetry),
                 // Unreachable in practice: a waiting record exists only for a valid id.
                 Err(e) => {
-                    tracing::warn!(error = %e, "Self-managed deployment outcome recorded for a malformed id.")
+                    tracing::warn!(error = %e, "Self-managed deployment outcome recorded for a malformed id.");
                 }
             }
             app.ctx.poke();
@@ -670,12 +671,10 @@ async fn github_webhook(State(app): State<App>, headers: HeaderMap, body: Bytes)
         .and_then(|v| v.strip_prefix("sha256="))
         .and_then(|h| hex::decode(h).ok());
     let valid = signature.is_some_and(|sig| {
-        HmacSha256::new_from_slice(secret.as_bytes())
-            .map(|mut mac| {
-                mac.update(&body);
-                mac.verify_slice(&sig).is_ok()
-            })
-            .unwrap_or(false)
+        HmacSha256::new_from_slice(secret.as_bytes()).is_ok_and(|mut mac| {
+            mac.update(&body);
+            mac.verify_slice(&sig).is_ok()
+        })
     });
     if !valid {
         rejected(&app, WebhookSource::GitHub, RejectedBecause::BadCredentials);

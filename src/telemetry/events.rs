@@ -58,7 +58,7 @@ impl DeploymentStarted<'_> {
     pub fn emit(self, t: &Telemetry) {
         match self.action {
             DeploymentAction::Delete => {
-                tracing::info!(resource = %self.resource, "Delete started.")
+                tracing::info!(resource = %self.resource, "Delete started.");
             }
             DeploymentAction::Create | DeploymentAction::Update => {
                 tracing::info!(resource = %self.resource, reason = ?self.reason, "Deployment started.");
@@ -247,15 +247,16 @@ impl ProposalOpened<'_> {
     pub fn emit(self, t: &Telemetry) {
         let (repo, file, template, from, to) =
             (self.repo, self.file, self.template, self.from, self.to);
-        match self.pull_request {
-            Some((number, url)) => tracing::info!(
+        if let Some((number, url)) = self.pull_request {
+            tracing::info!(
                 repo = %repo, file = %file, template = %template, from, to, number, url = %url,
                 "Opened an upgrade pull request."
-            ),
-            None => tracing::info!(
+            );
+        } else {
+            tracing::info!(
                 repo = %repo, file = %file, template = %template, from, to, branch = %self.branch,
                 "Pushed an upgrade branch; this forge has no API, so open the pull request by hand."
-            ),
+            );
         }
         t.proposals_opened.inc();
     }
@@ -648,7 +649,7 @@ impl WebhookRejected {
         let source = self.source.as_str();
         match (self.because, self.source) {
             (RejectedBecause::BadCredentials, WebhookSource::GitHub) => {
-                tracing::warn!("Rejected a GitHub webhook: missing or wrong X-Hub-Signature-256.")
+                tracing::warn!("Rejected a GitHub webhook: missing or wrong X-Hub-Signature-256.");
             }
             (RejectedBecause::BadCredentials, WebhookSource::GitLab) => {
                 tracing::warn!("Rejected a GitLab webhook: missing or wrong X-Gitlab-Token.");

@@ -1,7 +1,7 @@
 //! The abuse suite: bad input, one case at a time, against a converged deployment.
 //!
-//! The examples are deployed to a moto_server first (real git repos, the `protond` binary, a
-//! real SQLite file). Then each case commits or tags one piece of bad input, and checks that
+//! The examples are deployed to a `moto_server` first (real git repos, the `protond` binary, a
+//! real `SQLite` file). Then each case commits or tags one piece of bad input, and checks that
 //!
 //! * `protond plan` reports it with a clear error naming the file and the field or rule
 //!   (every expected fragment must appear), and
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use crate::common::world::World;
 use crate::common::{self, text};
 
-/// The suite's world: the examples on a moto_server, plus a third spec repo owned by another
+/// The suite's world: the examples on a `moto_server`, plus a third spec repo owned by another
 /// team (empty at first), and the next minor version to tag.
 struct Abuse {
     world: World,

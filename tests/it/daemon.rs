@@ -1,5 +1,5 @@
-//! The reconciler end to end: real git repos, the real AWS SDK against a moto_server on
-//! 127.0.0.1 (one per test, started here), a real SQLite file, and the `protond` binary.
+//! The reconciler end to end: real git repos, the real AWS SDK against a `moto_server` on
+//! 127.0.0.1 (one per test, started here), a real `SQLite` file, and the `protond` binary.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -11,7 +11,7 @@ use crate::common::{self, LiveStack, git};
 
 use protond::demo::LocalAws as Moto;
 
-/// The examples on a moto_server, polling every second, with a 10 s shutdown grace.
+/// The examples on a `moto_server`, polling every second, with a 10 s shutdown grace.
 fn world() -> World {
     World::examples_on_moto()
         .config(|c| {
@@ -266,9 +266,8 @@ async fn kill_9_mid_cycle_then_restart_is_consistent() {
     // Start the daemon and kill it as soon as the first deployment starts.
     let listen = common::DEFAULT_LISTEN.lock().await;
     let mut daemon = w.spawn(&["run"]);
-    let started = daemon.wait_for_line(Duration::from_secs(60), |l| {
-        l.contains("Deployment started")
-    });
+    let started =
+        daemon.wait_for_line(Duration::from_mins(1), |l| l.contains("Deployment started"));
     assert!(started, "{}", daemon.log());
     // SIGKILL: no chance to record anything.
     daemon.kill_9();
@@ -310,7 +309,7 @@ async fn adoption_finishes_deployments_left_in_flight() {
         input_hash: "x".into(),
         rendered_hash: "x".into(),
         spec_commit: None,
-        placement: Default::default(),
+        placement: protond::model::Placement::default(),
     };
     let id = store.begin_deployment(&dep).await.expect("begin");
     let out = w.reconcile();
@@ -376,7 +375,7 @@ fn watcher_triggers_a_deploy_and_sigterm_stops_cleanly() {
     let mut daemon = w.spawn(&["run"]);
     let msg = |v: &serde_json::Value| v["fields"]["message"].as_str().unwrap_or("").to_string();
     // Converge first: a cycle that starts nothing, after the pipeline deployed.
-    let converged = daemon.wait_for(Duration::from_secs(60), |v| {
+    let converged = daemon.wait_for(Duration::from_mins(1), |v| {
         msg(v) == "Deployment succeeded." && v["fields"]["resource"] == "pipeline/payments"
     });
     assert!(converged, "the daemon did not deploy the examples");
@@ -421,7 +420,7 @@ async fn change_set_path_creates_updates_and_detects_no_changes() {
         endpoint_url: Some(moto.url.clone()),
         max_attempts: 1,
         poll_interval: Duration::from_millis(100),
-        timeout: Duration::from_secs(60),
+        timeout: Duration::from_mins(1),
         change_sets: true,
         local_credentials: true,
     })

@@ -2,8 +2,8 @@
 //! create, an update or a delete is in flight, spec remotes that vanish or are force-pushed
 //! to an empty branch, and the state store locked by someone else or out of space.
 //!
-//! Real git repos, the `protond` binary, moto_server (one per test, on 127.0.0.1) and a real
-//! SQLite file. CloudFormation faults are injected by a small proxy in front of moto_server
+//! Real git repos, the `protond` binary, `moto_server` (one per test, on 127.0.0.1) and a real
+//! `SQLite` file. `CloudFormation` faults are injected by a small proxy in front of `moto_server`
 //! ([`Proxy`]) whose per-request policy can throttle a call, forward it and then hold the
 //! answer (the call reached AWS, protond never hears back), or hold it without forwarding
 //! (the call never reached AWS). A full state store is a tiny tmpfs when this process may
@@ -84,14 +84,14 @@ async fn assert_consistent(store: &Store, moto: &str) -> Vec<LiveStack> {
 // The fault-injecting proxy.
 
 /// How long a held call is held: far longer than any test waits for it.
-const HOLD: Duration = Duration::from_secs(60);
+const HOLD: Duration = Duration::from_mins(1);
 
 /// What the proxy does with one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
     /// Pass it through.
     Forward,
-    /// Answer CloudFormation's `Throttling` error without forwarding.
+    /// Answer `CloudFormation`'s `Throttling` error without forwarding.
     Throttle,
     /// Forward it, then hold the answer: the call reached AWS, the caller never hears back.
     HoldAnswer,
@@ -102,7 +102,7 @@ enum Verdict {
     LoseAnswer,
 }
 
-/// A proxy in front of moto_server on its own thread and runtime (so tests may block). While
+/// A proxy in front of `moto_server` on its own thread and runtime (so tests may block). While
 /// armed, `policy` decides per request, given its `Action`; disarmed, it forwards everything.
 /// Dropping it stops the thread and abandons the held requests.
 struct Proxy {
@@ -361,7 +361,7 @@ async fn a_locked_state_store_is_a_clear_error_and_nothing_is_corrupted() {
     drop(moto);
 }
 
-/// `PRAGMA integrity_check` of the SQLite file at `path`.
+/// `PRAGMA integrity_check` of the `SQLite` file at `path`.
 async fn integrity(path: &std::path::Path) -> String {
     let url = format!("sqlite://{}", path.display());
     let check = sqlx::SqlitePool::connect(&url).await.expect("connect");
@@ -446,7 +446,7 @@ impl Faulty {
         self.proxy.arm(true);
         let mut daemon = self.w.spawn(&["run", "--no-server"]);
         assert!(
-            daemon.wait_for(Duration::from_secs(60), |v| message(v) == started),
+            daemon.wait_for(Duration::from_mins(1), |v| message(v) == started),
             "the daemon did not start a deployment:\n{}",
             daemon.log()
         );
@@ -970,8 +970,7 @@ async fn a_full_state_store_is_a_clear_error_and_nothing_is_corrupted() {
     let error = String::from_utf8_lossy(&out.stderr)
         .lines()
         .find(|l| l.starts_with("error: "))
-        .map(str::to_string)
-        .unwrap_or_else(|| panic!("no error line: {log}"));
+        .map_or_else(|| panic!("no error line: {log}"), str::to_string);
     for part in [
         format!("cannot write the state database {}", db.display()),
         "free space on the filesystem holding it".to_string(),

@@ -1,6 +1,6 @@
 //! Desired state from real git repos: releases from tags, spec files from branch heads,
 //! ownership rules, and the plan at each step as the repos move forward. Deployments are
-//! recorded straight into a real SQLite store (provisioning is not under test here).
+//! recorded straight into a real `SQLite` store (provisioning is not under test here).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Deref;
@@ -72,7 +72,7 @@ impl Planner {
                 input_hash: String::new(),
                 rendered_hash: String::new(),
                 spec_commit: None,
-                placement: Default::default(),
+                placement: protond::model::Placement::default(),
             };
             let id = self.store.begin_deployment(&dep).await.expect("begin");
             let outcome = if a.action == ActionKind::Delete {
@@ -113,7 +113,7 @@ impl Planner {
                     status: protond::model::ResourceStatus::Deployed,
                     spec_commit: r.spec_commit.clone(),
                     updated_at: String::new(),
-                    placement: Default::default(),
+                    placement: protond::model::Placement::default(),
                 })
             };
             self.store
@@ -298,7 +298,7 @@ async fn repos_moving_forward_drive_the_plan() {
         Some(1)
     );
     assert_eq!(plan.changes().count(), 0, "{plan:#?}");
-    let (versions, _) = (w.store.template_versions().await.expect("versions"), ());
+    let (versions, ()) = (w.store.template_versions().await.expect("versions"), ());
     assert!(
         versions.is_empty(),
         "plan() in this test does not record; the CLI does"
@@ -791,7 +791,7 @@ async fn changed_environment_outputs_rerender_dependants() {
         input_hash: env.input_hash.clone(),
         rendered_hash: env.rendered_hash.clone(),
         spec_commit: None,
-        placement: Default::default(),
+        placement: protond::model::Placement::default(),
     };
     let id = w.store.begin_deployment(&dep).await.expect("begin");
     w.store

@@ -3,9 +3,18 @@
 //! `<suite>::<name>`, e.g. `cargo test --test it faults::` runs the fault suite.
 //!
 //! The suites share [`common`]: the test [`common::world::World`] (git repos, config,
-//! moto_server) and helpers. Tests run in parallel threads of this one process; every test
-//! owns its temporary folder and its moto_server, and nothing here sets process environment
+//! `moto_server`) and helpers. Tests run in parallel threads of this one process; every test
+//! owns its temporary folder and its `moto_server`, and nothing here sets process environment
 //! variables. What they do share is listed in [`common`] with the lock that serialises it.
+
+// Test code: helpers take owned values as the HTTP handlers that call them receive them;
+// table tests name their rows with single letters; a metric counter is compared exactly.
+#![allow(
+    clippy::needless_pass_by_value,
+    clippy::many_single_char_names,
+    clippy::float_cmp,
+    clippy::format_collect
+)]
 
 mod common;
 

@@ -2,8 +2,8 @@
 //! installations would: protond never updates or deletes a stack it cannot prove is its own
 //! (both `protond:resource` and `protond:installation` match), two installations on one
 //! account each touch only their own stacks, and a state file written before stacks were
-//! tagged with their installation keeps its stacks in place. moto_server, real git repos and
-//! real SQLite files.
+//! tagged with their installation keeps its stacks in place. `moto_server`, real git repos and
+//! real `SQLite` files.
 
 use std::collections::BTreeMap;
 

@@ -1,7 +1,7 @@
 //! `protond plan` shows what the daemon will do now: against a halted minor, a closed
 //! maintenance window, a spec pinned to a minor and a failed create, the plan lists each as
 //! held with its reason, and `reconcile --once` then starts exactly what the plan said would
-//! start and nothing it said is held. Real git repos, moto_server, a real SQLite file.
+//! start and nothing it said is held. Real git repos, `moto_server`, a real `SQLite` file.
 
 use std::collections::BTreeSet;
 use std::process::Output;
@@ -12,7 +12,7 @@ const BROKEN: &str = "AWSTemplateFormatVersion: '2010-09-09'\n\
 Resources:\n  Broken:\n    Type: AWS::SQS::Queue\n    Properties:\n      DelaySeconds: !GetAtt NoSuchResource.Arn\n";
 const MANIFEST: &str = "infrastructure:\n  templates:\n    - file: \"cloudformation.yaml\"\n      rendering_engine: jinja\n      template_language: cloudformation\n";
 
-/// The examples on moto_server, stages dev then prod, and a prod maintenance window that
+/// The examples on `moto_server`, stages dev then prod, and a prod maintenance window that
 /// never opens (a year long past this test).
 fn world() -> World {
     World::examples_on_moto()
@@ -52,11 +52,10 @@ fn stderr(o: &Output) -> String {
 }
 
 fn verdict<'a>(schedule: &'a [(String, String, String)], id: &str) -> (&'a str, &'a str) {
-    schedule
-        .iter()
-        .find(|(i, _, _)| i == id)
-        .map(|(_, v, h)| (v.as_str(), h.as_str()))
-        .unwrap_or_else(|| panic!("{id} not in the schedule: {schedule:#?}"))
+    schedule.iter().find(|(i, _, _)| i == id).map_or_else(
+        || panic!("{id} not in the schedule: {schedule:#?}"),
+        |(_, v, h)| (v.as_str(), h.as_str()),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]

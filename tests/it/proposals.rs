@@ -1,6 +1,6 @@
 //! Major upgrades proposed as pull requests, end to end: real git repos, the `protond`
 //! binary run once per step (so every step is a restart), the real AWS SDK against a
-//! moto_server, and a fake of each forge API on 127.0.0.1 that checks every request.
+//! `moto_server`, and a fake of each forge API on 127.0.0.1 that checks every request.
 
 use std::path::Path;
 use std::process::Output;
@@ -13,7 +13,7 @@ const TOKEN: &str = "forge-secret-token-123";
 /// The upgrade branch of `proton/services/payments.yaml`: its path, and a hash of it.
 const PAYMENTS_BRANCH: &str = "protond/upgrade/proton/services/payments-4bdfb6c8";
 
-/// The examples on a moto_server, with `config`; every command gets the forge token.
+/// The examples on a `moto_server`, with `config`; every command gets the forge token.
 fn world(config: impl FnOnce(&mut Toml) + 'static) -> World {
     World::examples_on_moto()
         .env("FORGE_TOKEN", TOKEN)

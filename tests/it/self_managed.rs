@@ -1,5 +1,5 @@
 //! The rest of Proton's resource model end to end: a component's outputs in its instance's
-//! template and the pipeline stack on moto_server, and self-managed (Terraform) provisioning
+//! template and the pipeline stack on `moto_server`, and self-managed (Terraform) provisioning
 //! through pull requests to an infrastructure repo, completed by `protond notify`.
 
 use std::path::Path;
@@ -21,8 +21,8 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write");
 }
 
-/// The examples on a moto_server, plus Terraform templates (an environment with an output,
-/// a service using it) and specs using them, a pipeline stack naming its CodePipeline
+/// The examples on a `moto_server`, plus Terraform templates (an environment with an output,
+/// a service using it) and specs using them, a pipeline stack naming its `CodePipeline`
 /// pipeline, and an infrastructure repo; every command gets the forge token. The config's
 /// `[self_managed]` forge is `__FORGE__` until [`configure`] names the fake one.
 fn world() -> World {

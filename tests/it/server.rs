@@ -1,6 +1,6 @@
 //! The HTTP surface of a running `protond run`: every endpoint, webhook signatures both
 //! ways, metrics that change after a deployment, the bearer token, and the status page
-//! rendered in headless Chromium. Real git repos, a real moto_server, a real SQLite file.
+//! rendered in headless Chromium. Real git repos, a real `moto_server`, a real `SQLite` file.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,7 +16,7 @@ const API_TOKEN: &str = "api-token-for-tests-0123";
 const GH_SECRET: &str = "github-webhook-secret-4567";
 const GL_TOKEN: &str = "gitlab-webhook-token-89ab";
 
-/// A `protond run` serving on a free port, over the examples on a moto_server; killed when
+/// A `protond run` serving on a free port, over the examples on a `moto_server`; killed when
 /// dropped.
 struct Daemon {
     child: Child,

@@ -150,8 +150,7 @@ fn branch_exists(cfg: &Cfg, branch: &str) -> bool {
             &format!("refs/heads/{branch}"),
         ])
         .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+        .is_ok_and(|o| o.status.success())
 }
 
 fn render(cfg: &Cfg, pr: &Pr) -> Value {

@@ -1,9 +1,9 @@
 //! Helpers shared by the suites: the test [`world::World`], a running daemon
 //! ([`running::Running`]), a fake forge ([`forge::FakeForge`]), git with a fixed identity, the
-//! `protond` command, the stacks on a moto_server, and the one lock the suites share.
+//! `protond` command, the stacks on a `moto_server`, and the one lock the suites share.
 //!
 //! What the suites share, running as threads of one process: nothing but the machine. Each
-//! test has its own temporary folder, its own moto_server on a free port (no test resets or
+//! test has its own temporary folder, its own `moto_server` on a free port (no test resets or
 //! lists another's), and its own ports for the servers it starts. The exception is the
 //! default listen address of `protond run`, which [`DEFAULT_LISTEN`] serialises. Nothing here
 //! may set process environment variables: they would leak into every other test.
@@ -52,7 +52,7 @@ pub fn examples() -> PathBuf {
 }
 
 /// The `protond` binary with `args`, then `--config <config>`, test AWS credentials (for a
-/// moto_server) and JSON logs.
+/// `moto_server`) and JSON logs.
 pub fn protond(config: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_protond"));
     c.args(args)
@@ -65,7 +65,7 @@ pub fn protond(config: &Path, args: &[&str]) -> Command {
     c
 }
 
-/// A CloudFormation client for a moto_server at `url`.
+/// A `CloudFormation` client for a `moto_server` at `url`.
 pub fn cfn_client(url: &str) -> aws_sdk_cloudformation::Client {
     let conf = aws_sdk_cloudformation::Config::builder()
         .behavior_version(aws_sdk_cloudformation::config::BehaviorVersion::latest())
@@ -78,7 +78,7 @@ pub fn cfn_client(url: &str) -> aws_sdk_cloudformation::Client {
     aws_sdk_cloudformation::Client::from_conf(conf)
 }
 
-/// A live (not deleted) stack on a moto_server.
+/// A live (not deleted) stack on a `moto_server`.
 #[derive(Debug)]
 pub struct LiveStack {
     pub name: String,
@@ -93,7 +93,7 @@ impl LiveStack {
     }
 }
 
-/// The stacks on the moto_server at `url` that are not deleted.
+/// The stacks on the `moto_server` at `url` that are not deleted.
 pub async fn live_stacks(url: &str) -> Vec<LiveStack> {
     let out = cfn_client(url)
         .describe_stacks()

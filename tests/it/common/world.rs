@@ -1,10 +1,10 @@
 //! The one test world every suite builds: a temporary folder holding git repos (the project's
 //! example repos, releases tagged in the template repo, extra repos a suite asks for), a
-//! `proton.toml` written from a [`Toml`] description, and, if asked, a moto_server of its own.
+//! `proton.toml` written from a [`Toml`] description, and, if asked, a `moto_server` of its own.
 //! Then the ways tests act on it: run the `protond` binary with that config, edit and commit
 //! files, open the state store, list the stacks.
 //!
-//! It must never touch anything outside its temporary folder, share a moto_server between
+//! It must never touch anything outside its temporary folder, share a `moto_server` between
 //! tests, or set environment variables of the test process: the suites run in parallel
 //! threads of one binary (see [`super::DEFAULT_LISTEN`] for the one thing they do share).
 
@@ -20,18 +20,18 @@ use super::{LiveStack, copy_tree, examples, git, live_stacks};
 const EXAMPLE_REPOS: [&str; 3] = ["platform-templates", "platform-envs", "payments"];
 
 /// A temporary folder of git repos and a `proton.toml`, and the AWS endpoint it names. The
-/// folder is deleted and the moto_server stopped when the world is dropped.
+/// folder is deleted and the `moto_server` stopped when the world is dropped.
 pub struct World {
     /// The folder holding the repos and `proton.toml`.
     pub root: PathBuf,
-    /// The endpoint the config names: this world's moto_server, or a port where nothing
+    /// The endpoint the config names: this world's `moto_server`, or a port where nothing
     /// listens yet ([`WorldBuilder::aws_down`]). Empty without AWS.
     aws_url: String,
-    /// This world's moto_server, stopped on drop.
+    /// This world's `moto_server`, stopped on drop.
     _moto: Option<Moto>,
     /// Environment every `protond` command of this world gets (tokens the config names).
     env: Vec<(String, String)>,
-    /// The SQLite file the config names.
+    /// The `SQLite` file the config names.
     state_db: PathBuf,
     /// Dropped last: deletes the folder.
     _tmp: tempfile::TempDir,
@@ -41,9 +41,9 @@ pub struct World {
 enum Aws {
     /// No `[aws]` section: nothing is provisioned.
     None,
-    /// A moto_server of the world's own, started by [`WorldBuilder::build`].
+    /// A `moto_server` of the world's own, started by [`WorldBuilder::build`].
     Moto,
-    /// A free port of 127.0.0.1 where nothing listens: the test starts moto_server there
+    /// A free port of 127.0.0.1 where nothing listens: the test starts `moto_server` there
     /// itself when AWS should come back (`Moto::start_on(w.aws_port())`).
     Down,
 }
@@ -55,7 +55,7 @@ type Setup = Box<dyn FnOnce(&Path)>;
 type ConfigEdit = Box<dyn FnOnce(&mut Toml)>;
 
 /// Describes a [`World`]; [`WorldBuilder::build`] makes it. Steps run in this order: the
-/// example repos, the extra repos, the `setup` steps, the tags, the moto_server, the config.
+/// example repos, the extra repos, the `setup` steps, the tags, the `moto_server`, the config.
 #[must_use = "a builder does nothing until .build()"]
 pub struct WorldBuilder {
     /// Whether to copy the example repos.
@@ -86,7 +86,7 @@ impl World {
     }
 
     /// The world most suites start from: the example repos with the first releases of the
-    /// three example templates tagged, and a moto_server.
+    /// three example templates tagged, and a `moto_server`.
     pub fn examples_on_moto() -> WorldBuilder {
         Self::builder()
             .examples()
@@ -167,7 +167,7 @@ impl World {
         self.git("platform-templates", &["tag", "-a", tag, "-m", message]);
     }
 
-    /// The endpoint of this world's moto_server (running, or to be started on
+    /// The endpoint of this world's `moto_server` (running, or to be started on
     /// [`World::aws_port`]).
     pub fn aws_url(&self) -> &str {
         &self.aws_url
@@ -182,13 +182,13 @@ impl World {
             .expect("the world has an AWS endpoint")
     }
 
-    /// Sends protond's AWS calls to `url` (a proxy) instead of the moto_server.
+    /// Sends protond's AWS calls to `url` (a proxy) instead of the `moto_server`.
     pub fn redirect_aws(&self, url: &str) {
         let moto = self.aws_url.clone();
         self.edit_config(|t| t.replace(&moto, url));
     }
 
-    /// The state store's SQLite file.
+    /// The state store's `SQLite` file.
     pub fn state_db(&self) -> PathBuf {
         self.state_db.clone()
     }
@@ -200,7 +200,7 @@ impl World {
             .expect("store")
     }
 
-    /// The stacks on the world's moto_server that are not deleted.
+    /// The stacks on the world's `moto_server` that are not deleted.
     pub async fn stacks(&self) -> Vec<LiveStack> {
         live_stacks(&self.aws_url).await
     }
@@ -241,14 +241,14 @@ impl WorldBuilder {
         self
     }
 
-    /// Starts a moto_server of the world's own; the config's `[aws]` section names it.
+    /// Starts a `moto_server` of the world's own; the config's `[aws]` section names it.
     pub fn moto(mut self) -> Self {
         self.aws = Aws::Moto;
         self
     }
 
     /// Names a free port of 127.0.0.1 in the config's `[aws]` section, where nothing listens
-    /// until the test starts moto_server there.
+    /// until the test starts `moto_server` there.
     pub fn aws_down(mut self) -> Self {
         self.aws = Aws::Down;
         self
@@ -266,7 +266,7 @@ impl WorldBuilder {
         self
     }
 
-    /// Makes the world: repos, tags, moto_server, `proton.toml`.
+    /// Makes the world: repos, tags, `moto_server`, `proton.toml`.
     pub fn build(self) -> World {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path().to_path_buf();
@@ -451,7 +451,7 @@ impl Toml {
             .unwrap_or_else(|| panic!("no repo {name} in the config"))
     }
 
-    /// The SQLite file `state` names, relative to the root if relative.
+    /// The `SQLite` file `state` names, relative to the root if relative.
     fn state_db(&self) -> PathBuf {
         let path = self
             .state
