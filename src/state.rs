@@ -10,7 +10,8 @@
 //! and from their stored text, and nowhere else does.
 //!
 //! This module stores and loads, and derives read-only views that need nothing but stored
-//! rows (rollout progress); it never decides what to deploy.
+//! rows (rollout progress); it never decides what to deploy. Its [`WriterLock`] keeps a
+//! store to one reconciling process at a time (see [`lock`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,6 +26,9 @@ use crate::model::{
     RolloutState, Version,
 };
 use crate::plan;
+
+pub mod lock;
+pub use lock::{LockHolder, WriterLock};
 
 /// A state-store failure.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +99,32 @@ pub enum StateError {
         /// The name the config sets.
         configured: String,
     },
+    /// Another process holds the store's writer lock: a second `protond run` or `protond
+    /// reconcile` on the same state file.
+    #[error(
+        "the state database {} is in use by {} (lock file {}): stop the other protond, or point this one at another state file (`state` in the config)",
+        database.display(), lock::describe_holder(holder.as_deref()), path.display()
+    )]
+    Locked {
+        /// The database file.
+        database: std::path::PathBuf,
+        /// The lock file beside it.
+        path: std::path::PathBuf,
+        /// Who holds it, as the lock file says; `None` when it does not say yet. (Boxed to
+        /// keep the error small.)
+        holder: Option<Box<LockHolder>>,
+    },
+    /// The lock file beside the database could not be created, locked or written.
+    #[error("cannot {what} the state lock file {}", path.display())]
+    LockFile {
+        /// The lock file.
+        path: std::path::PathBuf,
+        /// What was being done.
+        what: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// A stored row could not be read back.
     #[error("corrupt state row in {table}: {detail}")]
     Corrupt {
@@ -128,6 +158,8 @@ impl StateError {
             Self::Query { .. } => "query",
             Self::Storage { .. } => "storage",
             Self::InFlight { .. } => "in_flight",
+            Self::Locked { .. } => "locked",
+            Self::LockFile { .. } => "lock_file",
             Self::Corrupt { .. } => "corrupt",
             Self::Installation { .. } => "installation",
         }

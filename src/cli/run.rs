@@ -28,13 +28,15 @@ pub(super) fn run_daemon(
         config.server.enabled = false;
     }
     runtime()?.block_on(async move {
-        let listener = if config.server.enabled {
-            Some(bind(config.server.listen).await?)
+        // The state's writer lock first (in the context): a second daemon on the same state
+        // file is told so, rather than that the port is taken.
+        let (ctx, wake) = crate::daemon::context(config).await?;
+        let listener = if ctx.config.server.enabled {
+            Some(bind(ctx.config.server.listen).await?)
         } else {
             None
         };
-        let secrets = crate::server::Secrets::from_env(&config.server);
-        let (ctx, wake) = crate::daemon::context(config).await?;
+        let secrets = crate::server::Secrets::from_env(&ctx.config.server);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = listener.map(|l| {
             tokio::spawn(crate::server::serve(ctx.clone(), secrets, l, async move {

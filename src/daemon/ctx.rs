@@ -16,7 +16,7 @@ use crate::provision::Provisioner;
 use crate::provision::cloudformation::CloudFormation;
 use crate::provision::codepipeline::CodePipeline;
 use crate::provision::self_managed::SelfManaged;
-use crate::state::{ResourceRecord, StateError, Store};
+use crate::state::{ResourceRecord, StateError, Store, WriterLock};
 
 /// The wall clock the scheduler reads (soak times, maintenance windows); tests set their own.
 pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
@@ -65,6 +65,10 @@ pub struct Ctx {
     fetch_request: Mutex<desired::Fetch>,
     /// The last failure to write a deployment to the state store (begin or finish).
     store_failure: Mutex<Option<String>>,
+    /// The state store's writer lock, held as long as the context lives (and so as long as
+    /// any deployment task or the HTTP server uses it); `None` in tests that build their
+    /// own context.
+    writer_lock: Mutex<Option<WriterLock>>,
 }
 
 /// A resource's retry state after transient failures.
@@ -136,7 +140,14 @@ impl Ctx {
             proposal_backoff: Arc::default(),
             fetch_request: Mutex::new(desired::Fetch::None),
             store_failure: Mutex::new(None),
+            writer_lock: Mutex::new(None),
         })
+    }
+
+    /// Keeps the state store's writer lock for as long as this context lives (see
+    /// [`super::context`]); a lock given earlier is released.
+    pub fn hold_writer_lock(&self, writer_lock: WriterLock) {
+        *lock(&self.writer_lock) = Some(writer_lock);
     }
 
     /// Replaces the wall clock the scheduler reads. Only before the first cycle.

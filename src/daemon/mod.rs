@@ -22,20 +22,32 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::desired::Fetch;
 use crate::provision::cloudformation::{CloudFormation, Settings};
-use crate::state::Store;
+use crate::state::{Store, WriterLock};
 pub use ctx::{Clock, Ctx, Provisioners};
 pub use lifecycle::{Requeue, backoff_delay, error_policy};
 pub use reconcile::{CycleReport, ReconcileError};
 
-/// Builds the context from a config.
+/// Builds the context of a reconciling process (`protond run`, `protond reconcile`) from a
+/// config. It first takes the state store's writer lock, before opening the store, and the
+/// context keeps it for as long as it lives: a second writer on the same state file is
+/// refused at once and never touches the store.
+///
+/// # Errors
+///
+/// [`crate::state::StateError::Locked`] when another process holds the lock, or any other
+/// failure to lock or open the store.
 pub async fn context(
     config: Config,
 ) -> Result<(Arc<Ctx>, mpsc::UnboundedReceiver<()>), crate::state::StateError> {
+    let lock = WriterLock::acquire(&config.state)?;
+    tracing::debug!(lock_file = %lock.path().display(), "Holding the state store's writer lock.");
     let store = Store::open(&config.state).await?;
     let installation = store.installation(config.installation.as_deref()).await?;
     let cfn = CloudFormation::new(Settings::from_config(&config)).await;
     let (tx, rx) = mpsc::unbounded_channel();
-    Ok((Ctx::new(config, store, cfn, installation, tx), rx))
+    let ctx = Ctx::new(config, store, cfn, installation, tx);
+    ctx.hold_writer_lock(lock);
+    Ok((ctx, rx))
 }
 
 /// What `reconcile --once` found.
