@@ -108,13 +108,14 @@ pub fn evaluate(
         .iter()
         .filter_map(|a| a.deployed.map(|v| (a.id.clone(), v)))
         .collect();
-    let (set, plan) = if pins.is_empty() {
+    let (set, mut plan) = if pins.is_empty() {
         (set, first)
     } else {
         let set = desired::compute_pinned(snapshot, &facts.records, &config.account_id, &pins);
         let plan = plan::diff(&set.desired(), &observed, &set.unknown_repos, &latest_major);
         (set, plan)
     };
+    mark_relocations(&mut plan, &set, &facts.records, snapshot, config);
     let input = schedule_input(&set, facts, records, rollout_holds.clone(), config);
     let mut schedule = schedule::schedule(&plan, &input);
     // The held minor upgrades themselves, with their reasons (a re-rendered resource shows
@@ -137,6 +138,58 @@ pub fn evaluate(
         plan,
         schedule,
         rollout_holds,
+    }
+}
+
+/// Where a resource's stack belongs now: the configured region, and its environment's role.
+#[must_use]
+pub fn wanted_place(
+    environment: Option<&String>,
+    roles: &BTreeMap<String, String>,
+    config: &Config,
+) -> (String, Option<String>) {
+    (
+        config.region.clone(),
+        environment.and_then(|e| roles.get(e)).cloned(),
+    )
+}
+
+/// Marks as relocations the resources whose recorded stack is not where it belongs now (its
+/// environment's role or the configured region changed). Records written before placements
+/// were recorded are left alone: where their stacks live is not known for sure.
+fn mark_relocations(
+    plan: &mut Plan,
+    set: &DesiredSet,
+    records: &[ResourceRecord],
+    snapshot: &Snapshot,
+    config: &Config,
+) {
+    let roles = environment_field(snapshot, |e| e.role_arn.as_ref());
+    let records: BTreeMap<&str, &ResourceRecord> =
+        records.iter().map(|r| (r.id.as_str(), r)).collect();
+    let environments: BTreeMap<&str, Option<&String>> = set
+        .resources
+        .iter()
+        .map(|r| (r.desired.id.as_str(), r.environment.as_ref()))
+        .collect();
+    for a in &mut plan.actions {
+        let movable = matches!(a.action, ActionKind::NoOp | ActionKind::Update { .. });
+        let (Some(record), Some(env)) =
+            (records.get(a.id.as_str()), environments.get(a.id.as_str()))
+        else {
+            continue;
+        };
+        let p = &record.placement;
+        if !movable || p.stack_id.is_none() {
+            continue;
+        }
+        let (region, role) = wanted_place(*env, &roles, config);
+        let recorded_region = p.region.clone().unwrap_or_else(|| config.region.clone());
+        if recorded_region != region || p.role_arn != role {
+            a.action = ActionKind::Update {
+                reason: plan::UpdateReason::Relocate,
+            };
+        }
     }
 }
 

@@ -69,6 +69,10 @@ pub fn plan_table(plan: &Plan, set: &DesiredSet, catalog: &Catalog) -> String {
                     UpdateReason::TemplateChange { from, to } => {
                         format!("template change {from} -> {to}")
                     }
+                    UpdateReason::Relocate => {
+                        "moves to another role, account or region (created there, then deleted here)"
+                            .to_string()
+                    }
                     UpdateReason::Rerender => {
                         "rendered output changed (dependency outputs)".to_string()
                     }

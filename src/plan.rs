@@ -99,6 +99,10 @@ pub enum UpdateReason {
     },
     /// Same inputs and version but different rendered output (e.g. a dependency's outputs changed).
     Rerender,
+    /// The stack must move: its environment's role (account) or the configured region
+    /// changed. Created in the new place, then deleted from the recorded one with the
+    /// recorded identity; counted against the deletion budget.
+    Relocate,
 }
 
 /// What to do with one resource.

@@ -100,7 +100,12 @@ async fn run(ctx: &Arc<Ctx>, work: Work, role: Option<&str>) {
             resource,
             record,
         } => {
-            let placement = placement_for(ctx, &action.id, record.as_ref(), role);
+            let placement = if is_relocation(action) {
+                // The new place: a stack there, named and placed as a new one.
+                placement_for(ctx, &action.id, None, role)
+            } else {
+                placement_for(ctx, &action.id, record.as_ref(), role)
+            };
             let dep = new_apply(action, resource, placement);
             let Some(id) = begin(ctx, &dep).await else {
                 return;
@@ -134,7 +139,10 @@ async fn run(ctx: &Arc<Ctx>, work: Work, role: Option<&str>) {
             recorded: matches!(&work, Work::Apply { record: Some(_), .. } | Work::Delete { record: Some(_), .. }),
         };
         let result = match provisioner_for(ctx, &work).await {
-            Ok(p) => call(p.as_ref(), &work, job).await,
+            Ok(p) => match call(p.as_ref(), &work, job).await {
+                Ok(applied) => leave_old_place(ctx, p.as_ref(), &work, &dep, id, applied).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         let outcome = match result {
@@ -171,6 +179,63 @@ async fn run(ctx: &Arc<Ctx>, work: Work, role: Option<&str>) {
     }
     .instrument(span)
     .await;
+}
+
+fn is_relocation(a: &Action) -> bool {
+    a.action
+        == ActionKind::Update {
+            reason: UpdateReason::Relocate,
+        }
+}
+
+/// The second half of a relocation: once the stack runs in the new place, the stack in the
+/// recorded place is deleted with the recorded identity (and the ownership gate). If the two
+/// are the same stack (the role changed within one account and region), nothing is deleted.
+async fn leave_old_place(
+    ctx: &Ctx,
+    p: &dyn Provisioner,
+    work: &Work,
+    dep: &NewDeployment,
+    id: i64,
+    applied: Applied,
+) -> Result<Applied, DeployError> {
+    let Work::Apply {
+        action,
+        record: Some(record),
+        ..
+    } = work
+    else {
+        return Ok(applied);
+    };
+    let Applied::Deployed { stack_id, .. } = &applied else {
+        return Ok(applied);
+    };
+    if !is_relocation(action) || stack_id.is_some() && *stack_id == record.placement.stack_id {
+        return Ok(applied);
+    }
+    let old = NewDeployment {
+        action: DeploymentAction::Delete,
+        placement: record.placement.clone(),
+        ..dep.clone()
+    };
+    let job = Job {
+        deployment_id: id,
+        deployment: &old,
+        installation: &ctx.installation,
+        recorded: true,
+    };
+    tracing::info!(stack = %placed_stack_name(&dep.resource_id, &old.placement), region = ?old.placement.region, role = ?old.placement.role_arn, "Relocated: deleting the stack in its old place.");
+    match p.delete(job).await {
+        Ok(_) => Ok(applied),
+        Err(DeployError::Conflict(c)) => Err(DeployError::Conflict(c)),
+        Err(e) => Err(DeployError::Unsupported {
+            resource: dep.resource_id.clone(),
+            reason: format!(
+                "created in its new place, but deleting the stack in the old place failed (retried next cycle): {}",
+                crate::error_chain(&e)
+            ),
+        }),
+    }
 }
 
 async fn call(p: &dyn Provisioner, work: &Work, job: Job<'_>) -> Result<Applied, DeployError> {
@@ -309,6 +374,7 @@ fn reason_label(a: &Action) -> Option<&'static str> {
             UpdateReason::MinorUpgrade { .. } => "minor_upgrade",
             UpdateReason::TemplateChange { .. } => "template_change",
             UpdateReason::Rerender => "rerender",
+            UpdateReason::Relocate => "relocate",
         }),
         _ => None,
     }

@@ -418,8 +418,19 @@ impl Schedule {
 #[must_use]
 pub fn schedule(plan: &Plan, input: &ScheduleInput) -> Schedule {
     let mut decisions = Vec::new();
+    // A relocation deletes a stack too (the one in the old place): both count.
+    let removals = plan
+        .changes()
+        .filter(|a| a.action == ActionKind::Delete || is_relocation(a))
+        .count();
     for a in plan.changes().filter(|a| a.action != ActionKind::Delete) {
-        let verdict = match apply_hold(a, input) {
+        let budget = (is_relocation(a) && removals > input.deletion_budget).then_some({
+            HoldReason::DeletionBudget {
+                deletes: removals,
+                budget: input.deletion_budget,
+            }
+        });
+        let verdict = match budget.or_else(|| apply_hold(a, input)) {
             Some(reason) => Verdict::Hold { reason },
             None => Verdict::Start,
         };
@@ -435,9 +446,9 @@ pub fn schedule(plan: &Plan, input: &ScheduleInput) -> Schedule {
     let busy = !input.running.is_empty() || decisions.iter().any(|d| d.verdict == Verdict::Start);
     let top = deletes.iter().map(|a| a.kind).max();
     for a in &deletes {
-        let reason = if deletes.len() > input.deletion_budget {
+        let reason = if removals > input.deletion_budget {
             Some(HoldReason::DeletionBudget {
-                deletes: deletes.len(),
+                deletes: removals,
                 budget: input.deletion_budget,
             })
         } else {
@@ -449,6 +460,13 @@ pub fn schedule(plan: &Plan, input: &ScheduleInput) -> Schedule {
         });
     }
     Schedule { decisions }
+}
+
+fn is_relocation(a: &Action) -> bool {
+    a.action
+        == ActionKind::Update {
+            reason: UpdateReason::Relocate,
+        }
 }
 
 /// Holds shared by every change: running, waiting, backing off, failed until a change.

@@ -127,7 +127,17 @@ where
                         | "RequestLimitExceeded"
                         | "TooManyRequestsException"
                 );
-            (format!("{code}: {msg}"), retryable)
+            if err.code().is_none() {
+                // Not an AWS error document: say what the endpoint answered.
+                let body = String::from_utf8_lossy(se.raw().body().bytes().unwrap_or_default());
+                let body: String = body.chars().take(300).collect();
+                (
+                    format!("HTTP {status} without an AWS error: {body}"),
+                    retryable,
+                )
+            } else {
+                (format!("{code}: {msg}"), retryable)
+            }
         }
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => (
             format!("{e}: AWS endpoint unreachable or not responding"),

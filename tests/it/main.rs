@@ -27,5 +27,6 @@ mod one_writer;
 mod ownership;
 mod plan_matches;
 mod proposals;
+mod relocation;
 mod self_managed;
 mod server;

@@ -523,3 +523,52 @@ fn a_failed_delete_is_not_retried_until_something_changes() {
     input.last.insert("i1".into(), last(true, false, "in"));
     assert_eq!(schedule(&plan, &input).verdict("i1"), Some(&Verdict::Start));
 }
+
+#[test]
+fn a_relocation_counts_against_the_deletion_budget() {
+    let relocate = |id: &str| {
+        action(
+            id,
+            ResourceKind::ServiceInstance,
+            ActionKind::Update {
+                reason: UpdateReason::Relocate,
+            },
+            v(1, 0),
+        )
+    };
+    let plan = Plan {
+        actions: vec![
+            relocate("a"),
+            relocate("b"),
+            delete("c", ResourceKind::ServiceInstance),
+        ],
+        proposals: vec![],
+    };
+    let over = ScheduleInput {
+        deletion_budget: 2,
+        ..ScheduleInput::default()
+    };
+    let held = Verdict::Hold {
+        reason: HoldReason::DeletionBudget {
+            deletes: 3,
+            budget: 2,
+        },
+    };
+    let s = schedule(&plan, &over);
+    for id in ["a", "b", "c"] {
+        assert_eq!(s.verdict(id), Some(&held), "{id}");
+    }
+    // Within the budget, relocations start; the delete waits for them (delete order).
+    let within = ScheduleInput {
+        deletion_budget: 3,
+        ..ScheduleInput::default()
+    };
+    let s = schedule(&plan, &within);
+    assert_eq!(s.verdict("a"), Some(&Verdict::Start));
+    assert_eq!(
+        s.verdict("c"),
+        Some(&Verdict::Hold {
+            reason: HoldReason::DeleteOrder
+        })
+    );
+}
