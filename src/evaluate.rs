@@ -280,6 +280,11 @@ fn last_attempt(d: &DeploymentRecord) -> LastAttempt {
         version: d.deployment.to_version,
         input_hash: d.deployment.input_hash.clone(),
         rendered_hash: d.deployment.rendered_hash.clone(),
+        conflict: d
+            .error
+            .as_deref()
+            .filter(|e| e.contains(crate::provision::cloudformation::CONFLICT_MARKER))
+            .map(str::to_string),
     }
 }
 

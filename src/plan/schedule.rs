@@ -70,6 +70,12 @@ pub enum HoldReason {
     DeleteOrder,
     /// An environment is deleted only once nothing lives in it.
     EnvironmentInUse,
+    /// The last deployment met a stack protond cannot prove is its own; nothing is touched
+    /// until a person resolves it (the message says how).
+    Conflict {
+        /// What was found and what to do.
+        message: String,
+    },
     /// The spec pins a minor version; a newer minor of the same major is not applied.
     PinnedBySpec {
         /// The newest minor of the major.
@@ -94,6 +100,7 @@ impl HoldReason {
             Self::DeleteOrder => "delete_order",
             Self::EnvironmentInUse => "environment_in_use",
             Self::PinnedBySpec { .. } => "pinned_by_spec",
+            Self::Conflict { .. } => "conflict",
         }
     }
 }
@@ -125,6 +132,7 @@ impl fmt::Display for HoldReason {
             ),
             Self::DeleteOrder => f.write_str("deletes wait for other changes and earlier kinds"),
             Self::EnvironmentInUse => f.write_str("resources still live in the environment"),
+            Self::Conflict { message } => write!(f, "ownership conflict: {message}"),
             Self::PinnedBySpec { available } => write!(
                 f,
                 "the spec pins this minor; {available} is available (drop `minor:` from its template reference to follow new minors)"
@@ -320,6 +328,8 @@ pub struct LastAttempt {
     pub input_hash: String,
     /// Rendered documents it deployed.
     pub rendered_hash: String,
+    /// It met a stack that is not provably this installation's: the message, when so.
+    pub conflict: Option<String>,
 }
 
 /// What the desired state says about a change that the retry rule compares.
@@ -497,7 +507,15 @@ fn common_hold(a: &Action, input: &ScheduleInput) -> Option<HoldReason> {
                 && last.rendered_hash == w.rendered_hash
         })
     };
-    same.then_some(HoldReason::FailedUntilChange)
+    if !same {
+        return None;
+    }
+    Some(match &last.conflict {
+        Some(message) => HoldReason::Conflict {
+            message: message.clone(),
+        },
+        None => HoldReason::FailedUntilChange,
+    })
 }
 
 fn apply_hold(a: &Action, input: &ScheduleInput) -> Option<HoldReason> {

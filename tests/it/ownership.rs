@@ -157,6 +157,22 @@ async fn foreign_stacks_under_a_wanted_name_are_never_touched() {
         "{reports_error}"
     );
 
+    // `plan` shows both as held by an ownership conflict.
+    let plan = w.run(&["plan"]);
+    let plan_text = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan_text.contains(&format!(
+            "held  environment/prod: ownership conflict: stack {prod}"
+        )),
+        "{plan_text}"
+    );
+    assert!(
+        plan_text.contains(&format!(
+            "held  {REPORTS}: ownership conflict: stack {reports}"
+        )),
+        "{plan_text}"
+    );
+
     // A second run changes nothing and still exits 1.
     let out = w.reconcile();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));

@@ -258,6 +258,7 @@ fn last(failed_permanently: bool, delete: bool, input: &str) -> LastAttempt {
         version: v(1, 0),
         input_hash: input.into(),
         rendered_hash: "r".into(),
+        conflict: None,
     }
 }
 
@@ -571,4 +572,28 @@ fn a_relocation_counts_against_the_deletion_budget() {
             reason: HoldReason::DeleteOrder
         })
     );
+}
+
+#[test]
+fn a_conflict_is_held_as_a_conflict_until_something_changes() {
+    let plan = Plan {
+        actions: vec![spec_change("x")],
+        proposals: vec![],
+    };
+    let mut input = ScheduleInput::default();
+    input.wanted.insert("x".into(), wanted("in"));
+    let mut attempt = last(true, false, "in");
+    attempt.conflict = Some("stack s is not protond's x".into());
+    input.last.insert("x".into(), attempt);
+    assert_eq!(
+        schedule(&plan, &input).verdict("x"),
+        Some(&Verdict::Hold {
+            reason: HoldReason::Conflict {
+                message: "stack s is not protond's x".into()
+            }
+        })
+    );
+    // A change to the spec is a new attempt (which meets the gate again).
+    input.wanted.insert("x".into(), wanted("new"));
+    assert_eq!(schedule(&plan, &input).verdict("x"), Some(&Verdict::Start));
 }
