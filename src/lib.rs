@@ -4,36 +4,41 @@
 //! `spec`), renders what they ask for (`render`, `desired`), diffs it with what the state
 //! store records (`plan`, `state`) and starts deployments (`daemon`, `provision`); major
 //! upgrades become pull requests (`propose`, `forge`). [`model`] is the vocabulary every
-//! module speaks (resource ids, kinds, versions, statuses); [`ops`] turns records into
-//! operator views; [`telemetry`] counts and logs through typed events; [`server`] is the
-//! HTTP surface. This crate is the library behind the `protond` binary; `main.rs` only
-//! calls [`cli::main`].
+//! module speaks (resource ids, kinds, versions, statuses); `ops` turns records into
+//! operator views; `telemetry` counts and logs through typed events; `server` is the
+//! HTTP surface; `evaluate` runs the pure part of a cycle (desired → diff → schedule) for
+//! the daemon and `protond plan` alike. This crate is the library behind the `protond`
+//! binary; `main.rs` only calls [`cli::main`].
+//!
+//! Visibility: modules are `pub(crate)` unless the binary, the integration tests or other
+//! tools use them (the leaves `source`, `catalog`, `forge`, the vocabulary `model`, the
+//! records of `state`, the pure `plan`, the `provision` seam, `config`, `desired`, `demo`).
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 // Outcome and action enums are short-lived values passed by reference; boxing their large
 // variants would only add noise.
 #![allow(clippy::large_enum_variant)]
 
-pub mod bench;
+pub(crate) mod bench;
 pub mod catalog;
 pub mod cli;
 pub mod config;
-pub mod daemon;
+pub(crate) mod daemon;
 pub mod demo;
 pub mod desired;
-pub mod evaluate;
+pub(crate) mod evaluate;
 pub mod forge;
 pub mod model;
-pub mod ops;
+pub(crate) mod ops;
 pub mod plan;
-pub mod propose;
+pub(crate) mod propose;
 pub mod provision;
-pub mod render;
-pub mod server;
+pub(crate) mod render;
+pub(crate) mod server;
 pub mod source;
-pub mod spec;
+pub(crate) mod spec;
 pub mod state;
-pub mod telemetry;
+pub(crate) mod telemetry;
 
 #[cfg(test)]
 mod layering;

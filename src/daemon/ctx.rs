@@ -151,6 +151,7 @@ impl Ctx {
     }
 
     /// Replaces the wall clock the scheduler reads. Only before the first cycle.
+    #[cfg(test)]
     pub fn set_clock(self: &mut Arc<Self>, clock: Clock) {
         if let Some(ctx) = Arc::get_mut(self) {
             ctx.clock = clock;

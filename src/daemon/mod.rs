@@ -23,9 +23,8 @@ use crate::config::Config;
 use crate::desired::Fetch;
 use crate::provision::cloudformation::{CloudFormation, Settings};
 use crate::state::{Store, WriterLock};
-pub use ctx::{Clock, Ctx, Provisioners};
-pub use lifecycle::{Requeue, backoff_delay, error_policy};
-pub use reconcile::{CycleReport, ReconcileError};
+pub use ctx::Ctx;
+pub use reconcile::ReconcileError;
 
 /// Builds the context of a reconciling process (`protond run`, `protond reconcile`) from a
 /// config. It first takes the state store's writer lock, before opening the store, and the

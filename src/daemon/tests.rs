@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use super::ctx::Provisioners;
 use super::*;
 use crate::provision::fake::{Call, Fake, Script};
 
