@@ -2,7 +2,7 @@
 //! reads no clock, store or network; the caller passes the time and every fact in.
 //!
 //! Two passes, both called by the daemon, `protond plan`, the bench and the tests through
-//! [`crate::evaluate`]:
+//! `crate::evaluate`:
 //!
 //! * [`rollout_holds`] runs on the first diff: a minor upgrade waits while its rollout is
 //!   halted, its stage's maintenance window is closed, an earlier stage has not reached the

@@ -1,7 +1,7 @@
 //! Self-managed provisioning (`template_language: terraform`), as AWS Proton did it: the
 //! rendered Terraform is committed to the infrastructure repo with Proton's files and layout
 //! ([`super::terraform`]), a pull request is opened, and the outcome is reported back later
-//! (`protond notify`, `POST /api/v1/notify`), recorded by [`notify`].
+//! (`protond notify`, `POST /api/v1/notify`), recorded by [`notify()`].
 //!
 //! A submitted deployment stays `in_progress` in the store, marked `waiting` in the
 //! `self_managed` table: the reconciler neither adopts it nor starts another deployment of
