@@ -457,6 +457,20 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// A stable label for metrics and logs.
+    #[must_use]
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Succeeded(_) => "succeeded",
+            Self::Deleted => "deleted",
+            Self::Failed { .. } => "failed",
+            Self::Interrupted => "interrupted",
+            Self::Conflict { .. } => "conflict",
+        }
+    }
+}
+
 /// The error recorded for [`Outcome::Interrupted`].
 pub const INTERRUPTED: &str = "interrupted: protond stopped before this deployment reached the provisioner; it will be retried";
 

@@ -168,7 +168,7 @@ async fn run(ctx: &Arc<Ctx>, work: Work, role: Option<&str>) {
             },
         };
         if adopted {
-            tracing::info!(outcome = outcome_label(&outcome), "Adopted an in-flight deployment.");
+            tracing::info!(outcome = outcome.label(), "Adopted an in-flight deployment.");
         }
         let start_pipeline = matches!(&work, Work::Apply { resource, .. } if resource.start_pipeline)
             && matches!(outcome, Outcome::Succeeded(_));
@@ -385,16 +385,6 @@ fn action_label(a: &Action) -> DeploymentAction {
         ActionKind::Create => DeploymentAction::Create,
         ActionKind::Delete => DeploymentAction::Delete,
         _ => DeploymentAction::Update,
-    }
-}
-
-fn outcome_label(o: &Outcome) -> &'static str {
-    match o {
-        Outcome::Succeeded(_) => "succeeded",
-        Outcome::Deleted => "deleted",
-        Outcome::Failed { .. } => "failed",
-        Outcome::Interrupted => "interrupted",
-        Outcome::Conflict { .. } => "conflict",
     }
 }
 

@@ -325,14 +325,7 @@ async fn record_moves(
     eval: &Evaluation,
     records: &[ResourceRecord],
 ) -> Result<(), StateError> {
-    let resources: BTreeMap<&str, &Resource> = eval
-        .set
-        .resources
-        .iter()
-        .map(|r| (r.desired.id.as_str(), r))
-        .collect();
-    let records: BTreeMap<&str, &ResourceRecord> =
-        records.iter().map(|r| (r.id.as_str(), r)).collect();
+    let (resources, records) = by_id(eval, records);
     for a in eval
         .plan
         .actions
@@ -358,14 +351,7 @@ fn start(
     report: &mut CycleReport,
 ) {
     let roles = evaluate::environment_field(snapshot, |e| e.role_arn.as_ref());
-    let resources: BTreeMap<&str, &Resource> = eval
-        .set
-        .resources
-        .iter()
-        .map(|r| (r.desired.id.as_str(), r))
-        .collect();
-    let records: BTreeMap<&str, &ResourceRecord> =
-        records.iter().map(|r| (r.id.as_str(), r)).collect();
+    let (resources, records) = by_id(eval, records);
     report.held += eval.schedule.holds().count();
     for a in eval.schedule.starts() {
         let Some(claim) = ctx.claim(&a.id) else {
@@ -400,6 +386,24 @@ fn start(
 /// Step 8: starts the pull-request pass for major upgrades in the background.
 async fn propose(ctx: &Arc<Ctx>, snapshot: Arc<Snapshot>, records: Vec<ResourceRecord>) {
     ctx.start_proposals(snapshot, records).await;
+}
+
+/// The evaluation's resources and the records, by resource id.
+fn by_id<'a>(
+    eval: &'a Evaluation,
+    records: &'a [ResourceRecord],
+) -> (
+    BTreeMap<&'a str, &'a Resource>,
+    BTreeMap<&'a str, &'a ResourceRecord>,
+) {
+    let resources = eval
+        .set
+        .resources
+        .iter()
+        .map(|r| (r.desired.id.as_str(), r))
+        .collect();
+    let records = records.iter().map(|r| (r.id.as_str(), r)).collect();
+    (resources, records)
 }
 
 fn role_for(roles: &BTreeMap<String, String>, env: Option<&String>) -> Option<String> {

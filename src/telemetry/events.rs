@@ -27,17 +27,6 @@ where
     family.get_or_create(labels).inc();
 }
 
-/// The `outcome` label of a finished deployment.
-fn outcome_label(o: &Outcome) -> &'static str {
-    match o {
-        Outcome::Succeeded(_) => "succeeded",
-        Outcome::Deleted => "deleted",
-        Outcome::Failed { .. } => "failed",
-        Outcome::Interrupted => "interrupted",
-        Outcome::Conflict { .. } => "conflict",
-    }
-}
-
 /// A deployment (create, update or delete) was recorded as started. Counts
 /// `protond_deployments_started_total{kind,action}`; logs "Deployment started." (or
 /// "Delete started.").
@@ -114,7 +103,7 @@ impl DeploymentFinished<'_> {
             &DeploymentLabels {
                 kind: self.kind.as_str().into(),
                 action: self.action.as_str().into(),
-                outcome: outcome_label(self.outcome).into(),
+                outcome: self.outcome.label().into(),
             },
         );
     }
