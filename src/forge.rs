@@ -36,7 +36,7 @@ pub enum ForgeError {
     Http {
         /// The call.
         what: &'static str,
-        /// Cause.
+        /// The underlying error.
         #[source]
         source: reqwest::Error,
     },
@@ -87,7 +87,7 @@ pub struct PullRequestDraft {
     pub branch: String,
     /// Target branch (short name).
     pub base: String,
-    /// Title.
+    /// The pull request's title.
     pub title: String,
     /// Body (Markdown).
     pub body: String,
@@ -100,16 +100,16 @@ pub struct PullRequest {
     pub number: i64,
     /// Web address.
     pub url: String,
-    /// State.
+    /// Whether it is open, merged or closed.
     pub state: PullState,
 }
 
 /// Where a pull request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PullState {
-    /// Open.
+    /// Open: it may still be merged.
     Open,
-    /// Merged.
+    /// Merged into its base branch.
     Merged,
     /// Closed without merging.
     Closed,

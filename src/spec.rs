@@ -100,7 +100,7 @@ pub struct ServiceSpec {
     pub template: Option<TemplateRef>,
     /// Pipeline inputs, when the spec has a `pipeline:` block.
     pub pipeline: Option<serde_json::Value>,
-    /// Instances.
+    /// The service's instances, one per environment it runs in.
     pub instances: Vec<InstanceSpec>,
     /// Start the service's `CodePipeline` pipeline after an instance deploys.
     pub start_pipeline_on_deploy: bool,

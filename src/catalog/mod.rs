@@ -361,7 +361,7 @@ pub fn read_dir(dir: &Path, limits: &Limits) -> Result<BundleFiles, Vec<BundleEr
 pub enum Engine {
     /// Jinja, as Proton ran it (minijinja here).
     Jinja,
-    /// Handlebars.
+    /// Handlebars (`.hbs` templates), as Proton supported them.
     Handlebars,
     /// No rendering: Terraform files are passed through with generated input files.
     Hcl,

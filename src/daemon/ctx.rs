@@ -32,7 +32,7 @@ pub struct Provisioners {
 
 /// Everything a cycle needs: the config, the backends, and the in-memory bookkeeping.
 pub struct Ctx {
-    /// Configuration.
+    /// The compiled configuration, shared with the provisioners.
     pub config: Arc<Config>,
     /// State store.
     pub store: Store,
@@ -40,7 +40,7 @@ pub struct Ctx {
     pub cfn: CloudFormation,
     /// `CodePipeline` (same SDK configuration).
     pub pipelines: CodePipeline,
-    /// Metrics.
+    /// Metrics, moved only through typed events.
     pub telemetry: crate::telemetry::Telemetry,
     /// Wakes the run loop for a cycle (webhooks, the API); what it fetches is in
     /// `fetch_request` (see [`Ctx::request_cycle`]).

@@ -370,7 +370,7 @@ pub enum Verdict {
     Start,
     /// The change waits.
     Hold {
-        /// Why.
+        /// Why it waits.
         #[serde(flatten)]
         reason: HoldReason,
     },

@@ -117,17 +117,17 @@ pub struct Proposal {
     pub repo: String,
     /// Spec file.
     pub path: String,
-    /// Template.
+    /// The template the spec follows.
     pub template: String,
     /// From major.
     pub from_major: u32,
     /// To major.
     pub to_major: u32,
-    /// Branch.
+    /// The branch the pull request comes from.
     pub branch: String,
-    /// Title.
+    /// The pull request's title.
     pub title: String,
-    /// Body.
+    /// The pull request's body (release notes, schema and rendered diffs).
     pub body: String,
     /// Rewritten spec.
     pub rewritten: Rewritten,

@@ -25,14 +25,14 @@ pub enum InputEdit {
     },
     /// A new required input without a default: left as a placeholder.
     Placeholder {
-        /// Where.
+        /// The file and position of the problem.
         path: String,
         /// The input's description or title, if any.
         about: Option<String>,
     },
     /// An input the new version no longer has.
     Dropped {
-        /// Where.
+        /// The file and position of the problem.
         path: String,
     },
 }

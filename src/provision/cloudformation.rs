@@ -301,9 +301,9 @@ pub struct StackInfo {
     pub id: Option<String>,
     /// Status, e.g. `CREATE_COMPLETE`.
     pub status: String,
-    /// Outputs.
+    /// The stack's outputs, by key.
     pub outputs: BTreeMap<String, String>,
-    /// Tags.
+    /// The stack's tags, by key (ownership is read from them).
     pub tags: BTreeMap<String, String>,
 }
 

@@ -91,7 +91,7 @@ pub async fn pipeline_name(
 /// A service pipeline's executions, for status.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PipelineRow {
-    /// Service.
+    /// The service whose pipeline this is.
     pub service: String,
     /// `CodePipeline` pipeline name, when found.
     pub pipeline: Option<String>,

@@ -60,7 +60,7 @@ pub enum Applied {
         /// The stack's id, when the provisioner has one.
         stack_id: Option<String>,
     },
-    /// Deleted.
+    /// The stack (or the self-managed resource) is gone.
     Deleted,
     /// Handed over; the outcome is reported later (`protond notify`).
     Submitted {
