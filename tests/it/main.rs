@@ -27,5 +27,6 @@ mod one_writer;
 mod ownership;
 mod plan_matches;
 mod proposals;
+mod retire;
 mod self_managed;
 mod server;
