@@ -38,7 +38,7 @@ pub(super) fn forget_cmd(config: &Path, repo: &str) -> Result<ExitCode> {
             .unwrap_or(0);
         if resources == 0 {
             eprintln!(
-                "the state holds no resources deployed from spec repo {repo}; nothing to forget (check the name: it is the repo's former name = in the config)"
+                "the state holds no resources deployed from spec repo {repo}; nothing to forget (check the name: it is the `name` the repo's entry had in the config)"
             );
             return Ok(ExitCode::from(1));
         }
