@@ -241,6 +241,11 @@ pub struct RawSpecRepo {
     /// Where major-upgrade pull requests for this repo go; none when absent.
     #[serde(default)]
     pub forge: Option<RawForge>,
+    /// The repo is retired: it is no longer read (it need not exist), and every resource it
+    /// deployed is deleted, within the deletion budget. Default false. Removing the entry
+    /// instead deletes nothing: the resources are kept as unknown.
+    #[serde(default)]
+    pub retired: bool,
 }
 
 /// `[rollout]`.
@@ -294,6 +299,8 @@ pub struct SpecRepo {
     pub allow_empty: bool,
     /// Forge for upgrade pull requests.
     pub forge: Option<ForgeConfig>,
+    /// Retired (`retired = true`): never read; the resources it deployed are deleted.
+    pub retired: bool,
 }
 
 /// Which forge API a spec repo's pull requests go through.
@@ -537,6 +544,7 @@ impl Config {
                 platform: r.platform,
                 allow_empty: r.allow_empty,
                 forge,
+                retired: r.retired,
             });
         }
         let mut stages = BTreeSet::new();

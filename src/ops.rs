@@ -78,13 +78,22 @@ pub fn plan_table(plan: &Plan, set: &DesiredSet, catalog: &Catalog) -> String {
                     }
                 },
             ),
-            ActionKind::Delete => ("delete", "no longer declared".to_string()),
+            ActionKind::Delete => (
+                "delete",
+                set.record_notes
+                    .get(&a.id)
+                    .cloned()
+                    .unwrap_or_else(|| "no longer declared".to_string()),
+            ),
             ActionKind::NoOp => ("no-op", String::new()),
             ActionKind::Blocked { on } => ("blocked", format!("waiting for {}", on.join(", "))),
             ActionKind::Invalid { error } => ("invalid", first_line(error).to_string()),
             ActionKind::Unknown => (
                 "unknown",
-                "its repo could not be read; kept as is".to_string(),
+                set.record_notes
+                    .get(&a.id)
+                    .cloned()
+                    .unwrap_or_else(|| "its repo could not be read; kept as is".to_string()),
             ),
         };
         rows.push(vec![

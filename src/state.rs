@@ -28,6 +28,7 @@ use crate::model::{
 use crate::plan;
 
 pub mod lock;
+mod retired;
 pub use lock::{LockHolder, WriterLock};
 
 /// A state-store failure.

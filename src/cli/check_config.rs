@@ -1,13 +1,17 @@
-//! `protond check-config`: loads a `proton.toml` and lists every problem. It only reads the
-//! file: it must never open the store, fetch a repo, or call AWS.
+//! `protond check-config`: loads a `proton.toml` and lists every problem. It reads the file,
+//! and the state store only when it exists, read-only, to warn about resources recorded from
+//! spec repos that are no longer configured. It must never create, migrate or write the
+//! store, fetch a repo, or call AWS.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
 use crate::config::Config;
 
-/// `protond check-config`: prints a one-line summary of a valid config, or each problem and
-/// their count (exit 1).
+/// `protond check-config`: prints a one-line summary of a valid config (and a warning per
+/// spec repo that the state holds resources of but the config no longer names), or each
+/// problem and their count (exit 1).
 pub(super) fn check_config_cmd(config: &Path) -> ExitCode {
     match Config::load(config) {
         Ok(c) => {
@@ -17,6 +21,9 @@ pub(super) fn check_config_cmd(config: &Path) -> ExitCode {
                 c.template_repos.len(),
                 c.spec_repos.len()
             );
+            for w in unconfigured_warnings(&c) {
+                eprintln!("warning: {w}");
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {
@@ -27,4 +34,43 @@ pub(super) fn check_config_cmd(config: &Path) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// One warning per spec repo whose resources the state holds and that the config does not
+/// name (or names as retired); a warning too when the store cannot be read. Nothing when
+/// the store does not exist.
+fn unconfigured_warnings(config: &Config) -> Vec<String> {
+    let read = async {
+        let Some(store) = crate::state::Store::open_read_only(&config.state).await? else {
+            return Ok((BTreeMap::new(), BTreeMap::new()));
+        };
+        let counts = store.resources_per_repo().await?;
+        // A store written before `protond forget` existed has no such table: none forgotten.
+        let forgotten = store.forgotten_repos().await.unwrap_or_default();
+        Ok::<_, crate::state::StateError>((counts, forgotten))
+    };
+    let result = match super::runtime() {
+        Ok(rt) => rt.block_on(read),
+        Err(e) => return vec![format!("the state store was not checked: {e:#}")],
+    };
+    let (counts, forgotten) = match result {
+        Ok(read) => read,
+        Err(e) => return vec![format!("the state store was not checked: {e}")],
+    };
+    let mut out = Vec::new();
+    for (repo, n) in counts {
+        match config.spec_repos.iter().find(|r| r.name == repo) {
+            Some(r) if r.retired => out.push(format!(
+                "spec repo {repo} is retired: its {n} recorded resource(s) are deleted by the next cycles, within the deletion budget"
+            )),
+            Some(_) => {}
+            None if forgotten.contains_key(&repo) => out.push(format!(
+                "spec repo {repo} is not in the config and was forgotten (protond forget): its {n} recorded resource(s) are deleted by the next cycles, within the deletion budget"
+            )),
+            None => out.push(format!(
+                "the state holds {n} resource(s) deployed from spec repo {repo}, which is not in the config: they are kept as unknown and reconcile --once exits 1. Add the repo back, or delete them explicitly: set retired = true on its [[spec_repos]] entry, or run protond forget {repo}"
+            )),
+        }
+    }
+    out
 }

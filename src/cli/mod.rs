@@ -1,6 +1,6 @@
 //! The command line: argument parsing, logging setup, and the dispatch of each subcommand
 //! to its own file (`validate`, `render`, `plan`, `status`, `run` and `reconcile`, `demo`,
-//! `bench`, `notify`, `rollout`, `check-config`). Errors are printed once, with their chain
+//! `bench`, `notify`, `rollout`, `forget`, `check-config`). Errors are printed once, with their chain
 //! (`{:#}`), and turned into exit codes here and nowhere else; anyhow is used in this module
 //! and nowhere else in the crate.
 //!
@@ -18,6 +18,7 @@ use crate::config::Config;
 mod bench;
 mod check_config;
 mod demo;
+mod forget;
 mod notify;
 mod plan;
 mod render;
@@ -207,6 +208,17 @@ pub enum Command {
         #[arg(long, default_value_t = 3)]
         tags: usize,
     },
+    /// Delete, explicitly, the resources deployed from a spec repo removed from the config:
+    /// marks the repo in the state store; the next cycles delete its resources within the
+    /// deletion budget (as `retired = true` on its entry would). Adding the repo back
+    /// cancels it.
+    Forget {
+        /// The repo's name, as it was in the config.
+        repo: String,
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+    },
     /// Check a `proton.toml` and list every problem.
     CheckConfig {
         /// Config file.
@@ -294,6 +306,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             no_fetch,
         } => plan::plan_cmd(&config, output, !no_fetch),
         Command::Status { config, output } => status::status_cmd(&config, output),
+        Command::Forget { repo, config } => forget::forget_cmd(&config, &repo),
         Command::CheckConfig { config } => Ok(check_config::check_config_cmd(&config)),
     }
 }

@@ -23,9 +23,11 @@ pub(super) fn plan_cmd(config: &Path, output: OutputFormat, fetch: bool) -> Resu
         // Read-only: the plan reads the repos and the store, and writes nothing.
         let store = crate::state::Store::open(&config.state).await?;
         let cfg = config.clone();
-        let snapshot = tokio::task::spawn_blocking(move || crate::desired::load(&cfg, None, fetch))
-            .await
-            .context("reading the repos panicked")?;
+        let mut snapshot =
+            tokio::task::spawn_blocking(move || crate::desired::load(&cfg, None, fetch))
+                .await
+                .context("reading the repos panicked")?;
+        snapshot.add_forgotten(&store.forgotten_repos().await?);
         let waiting = crate::daemon::reconcile::waiting(&store).await?;
         let facts = crate::daemon::reconcile::read_facts(
             &store,
@@ -74,6 +76,7 @@ fn plan_json(eval: &Evaluation, snapshot: &Snapshot) -> Value {
         "schedule": eval.schedule.decisions,
         "proposals": eval.plan.proposals,
         "unknown_repos": eval.set.unknown_repos,
+        "notes": eval.set.record_notes,
         "problems": eval.set.problems,
         "rejected_releases": rejected,
     })

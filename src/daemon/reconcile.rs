@@ -141,6 +141,8 @@ async fn load(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<Arc<Snapshot>, Re
     })
     .await
     .map_err(ReconcileError::Load)?;
+    let mut snapshot = snapshot;
+    snapshot.add_forgotten(&forgotten_repos(&ctx.store, &ctx.config).await?);
     let snapshot = Arc::new(snapshot);
     for (repo, reason) in &snapshot.template_repo_errors {
         FetchFailed {
@@ -165,6 +167,45 @@ async fn load(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<Arc<Snapshot>, Re
     }
     *ctx.previous.lock().await = Some(snapshot.clone());
     Ok(snapshot)
+}
+
+/// The repos `protond forget` marked, after dropping the marks that no longer apply: a
+/// repo in the config again (read as usual from now on, so that removing it later does not
+/// delete anything by surprise), or one with no resources left. Each drop is logged.
+///
+/// # Errors
+///
+/// [`StateError`] when the store cannot be read or written.
+async fn forgotten_repos(
+    store: &Store,
+    config: &crate::config::Config,
+) -> Result<BTreeMap<String, String>, StateError> {
+    let mut forgotten = store.forgotten_repos().await?;
+    if forgotten.is_empty() {
+        return Ok(forgotten);
+    }
+    let counts = store.resources_per_repo().await?;
+    let mut dropped = Vec::new();
+    for repo in forgotten.keys() {
+        let configured = config
+            .spec_repos
+            .iter()
+            .any(|r| &r.name == repo && !r.retired);
+        let left = counts.get(repo).copied().unwrap_or(0);
+        if configured {
+            tracing::warn!(repo = %repo, "Spec repo forgotten with protond forget is in the config again: its mark is dropped and it is read as usual.");
+        } else if left == 0 {
+            tracing::info!(repo = %repo, "Spec repo forgotten with protond forget has no resources left: its mark is dropped.");
+        } else {
+            continue;
+        }
+        dropped.push(repo.clone());
+    }
+    for repo in dropped {
+        store.unforget_repo(&repo).await?;
+        forgotten.remove(&repo);
+    }
+    Ok(forgotten)
 }
 
 /// Step 2: records every registered and rejected release; logs the new ones.

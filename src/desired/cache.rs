@@ -69,6 +69,11 @@ fn compute_key(
         put(s.commit.as_deref().unwrap_or("-"));
         put(s.unknown.as_deref().unwrap_or("-"));
     }
+    for (repo, how) in &snapshot.retired_repos {
+        put(repo);
+        put(how);
+    }
+    put("records");
     for d in deployed {
         put(&d.id);
         put(d.kind.as_str());

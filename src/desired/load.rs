@@ -120,6 +120,13 @@ impl<'a> Loader<'a> {
             }
         }
         for repo in &self.config.spec_repos {
+            // A retired repo is never read: it need not exist any more.
+            if repo.retired {
+                snapshot
+                    .retired_repos
+                    .insert(repo.name.clone(), super::RETIRED_IN_CONFIG.to_string());
+                continue;
+            }
             snapshot
                 .spec_repos
                 .push(self.spec_repo(repo, previous_specs));

@@ -17,7 +17,10 @@
 //!   template's `compatible_environments`.
 //!
 //! A repo that fails to fetch or parse, or whose spec folder is suddenly empty, is *unknown*:
-//! its deployed resources are never deleted because of it. So is a repo whose declarations
+//! its deployed resources are never deleted because of it. So is a repo that deployed
+//! resources and is no longer in the config: absence is never permission. Only a repo a
+//! person retired (`retired = true`, or `protond forget`; [`Snapshot::retired_repos`]) has
+//! its resources deleted, by the planner, within the deletion budget. So is a repo whose declarations
 //! were refused by the rules above: what it declared before cannot be told from what it
 //! declares now.
 //!
@@ -88,8 +91,30 @@ pub struct Snapshot {
     pub catalog: Catalog,
     /// Template repos that could not be read at all (name, reason).
     pub template_repo_errors: Vec<(String, String)>,
-    /// Spec repos.
+    /// Spec repos (the configured ones that are not retired).
     pub spec_repos: Vec<SpecRepoState>,
+    /// Repos whose resources are to be deleted, with how a person said so: `retired = true`
+    /// in the config, or `protond forget`. Never read from git. A repo that deployed
+    /// resources and is neither here nor in `spec_repos` is unknown: its resources are kept.
+    pub retired_repos: BTreeMap<String, String>,
+}
+
+/// How a repo retired in the config is described in `retired_repos`.
+pub const RETIRED_IN_CONFIG: &str = "retired = true in the config";
+
+impl Snapshot {
+    /// Adds the repos `protond forget` marked (repo → when), except those in the config
+    /// again: a configured repo is read as usual, whatever the store says.
+    pub fn add_forgotten(&mut self, forgotten: &BTreeMap<String, String>) {
+        for (repo, at) in forgotten {
+            if self.spec_repos.iter().any(|r| &r.repo == repo) {
+                continue;
+            }
+            self.retired_repos
+                .entry(repo.clone())
+                .or_insert_with(|| format!("forgotten with protond forget at {at}"));
+        }
+    }
 }
 
 /// Which repos a read fetches first; the others are read from their mirrors as last
@@ -162,6 +187,10 @@ pub struct DesiredSet {
     pub unknown_repos: BTreeSet<String>,
     /// Problems that are not tied to one resource (bad spec files, unknown repos).
     pub problems: Vec<String>,
+    /// Why a deployed resource is kept or deleted when its repo is not read, by resource id:
+    /// "repo X is not in the config" (kept, unknown) or "repo X is retired (…)" (deleted).
+    /// `protond plan` shows it in place of the generic reason.
+    pub record_notes: BTreeMap<String, String>,
 }
 
 impl DesiredSet {
@@ -250,11 +279,16 @@ pub fn compute_pinned(
         .iter()
         .map(|r| (r.id.as_str(), r.repo.as_str()))
         .collect();
-    let owners = ownership::decide(&snapshot.spec_repos, &deployed_from);
+    let owners = ownership::decide(
+        &snapshot.spec_repos,
+        &snapshot.retired_repos,
+        &deployed_from,
+    );
     b.out
         .problems
         .extend(owners.problems.iter().map(ToString::to_string));
     b.out.unknown_repos.clone_from(&owners.unknown_repos);
+    note_unread_repos(&mut b.out, &owners, deployed);
     for (name, verdict) in &owners.environments {
         environment::render(&mut b, &templates, name, verdict);
     }
@@ -267,6 +301,29 @@ pub fn compute_pinned(
     }
     mark_pipeline_starters(&mut b.out, snapshot);
     b.out
+}
+
+/// Notes, per deployed resource of a repo that is not read, why it is kept (not in the
+/// config) or deleted (retired), and logs each retirement once per computation.
+fn note_unread_repos(
+    out: &mut DesiredSet,
+    owners: &ownership::Ownership<'_>,
+    deployed: &[ResourceRecord],
+) {
+    for (repo, how) in &owners.retiring {
+        let n = deployed.iter().filter(|r| &r.repo == repo).count();
+        tracing::info!(repo = %repo, resources = n, how = %how, "Spec repo is retired: its resources are deleted, within the deletion budget.");
+    }
+    for r in deployed {
+        let note = if owners.unconfigured.contains(&r.repo) {
+            format!("repo {} is not in the config; kept as is", r.repo)
+        } else if let Some(how) = owners.retiring.get(&r.repo) {
+            format!("repo {} is retired ({how})", r.repo)
+        } else {
+            continue;
+        };
+        out.record_notes.insert(r.id.clone(), note);
+    }
 }
 
 /// Flags the instances of services that ask for their pipeline to start after an instance

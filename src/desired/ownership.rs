@@ -5,6 +5,9 @@
 //! whose resources must be kept, and the problems to show. It never renders, never reads
 //! git or the store, and never makes a repo *known*: a repo it cannot vouch for goes into
 //! `unknown_repos`, which is what keeps the planner from deleting that repo's resources.
+//! A repo that deployed resources but is neither configured nor retired is such a repo
+//! (`unconfigured`); only a retired one (`retiring`) is left out of `unknown_repos` with
+//! nothing declared, which is what lets the planner delete its resources.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -115,6 +118,12 @@ pub(crate) struct Ownership<'a> {
     /// Problems not tied to one name: unknown repos, unparsable files, misplaced
     /// environments. Service problems are in their [`SvcDecision`].
     pub problems: Vec<Problem>,
+    /// Repos that deployed resources and are no longer in the config (also in
+    /// `unknown_repos`): their resources are kept.
+    pub unconfigured: BTreeSet<String>,
+    /// Retired repos that still have deployed resources, with how they were retired: their
+    /// resources are deleted.
+    pub retiring: BTreeMap<String, String>,
 }
 
 /// A problem the rules raise, shown to users as its text.
@@ -129,6 +138,16 @@ pub(crate) enum Problem {
         repo: String,
         /// Why, as loaded.
         reason: String,
+    },
+    /// Resources were deployed from a repo that is no longer in the config.
+    #[error(
+        "spec repo {repo} is not in the config, but {resources} resource(s) deployed from it are recorded; they are unknown and will not be changed or deleted. Add the repo back to the config, or delete them explicitly: set retired = true on its [[spec_repos]] entry, or run `protond forget {repo}`"
+    )]
+    RepoNotConfigured {
+        /// The repo, as recorded.
+        repo: String,
+        /// How many of its resources are recorded.
+        resources: usize,
     },
     /// A spec file did not parse: one problem per error, as the parser wrote it.
     #[error("{0}")]
@@ -203,9 +222,11 @@ pub(crate) enum NameClash {
     },
 }
 
-/// Applies the ownership rules. Pure: the same repos and records always give the same answer.
+/// Applies the ownership rules. `retired` names the repos a person retired (repo → how).
+/// Pure: the same repos and records always give the same answer.
 pub(crate) fn decide<'a>(
     spec_repos: &'a [SpecRepoState],
+    retired: &BTreeMap<String, String>,
     deployed_from: &DeployedFrom<'_>,
 ) -> Ownership<'a> {
     let found = collect(spec_repos);
@@ -214,6 +235,7 @@ pub(crate) fn decide<'a>(
         problems: found.problems,
         ..Ownership::default()
     };
+    unread_repos(spec_repos, retired, deployed_from, &mut out);
     for (name, decls) in found.environments {
         if let Some(verdict) = environment_verdict(name, &decls, deployed_from) {
             out.environments.insert(name, verdict);
@@ -226,6 +248,37 @@ pub(crate) fn decide<'a>(
         out.services.insert(name, decision);
     }
     out
+}
+
+/// Sorts the repos that deployed resources but are not read: retired ones go to
+/// `retiring` (their resources will be deleted); the others are unknown, with a problem, so
+/// that a repo dropped from the config deletes nothing. A repo both configured and retired
+/// cannot happen (the loader does not read retired repos); configured wins.
+fn unread_repos(
+    spec_repos: &[SpecRepoState],
+    retired: &BTreeMap<String, String>,
+    deployed_from: &DeployedFrom<'_>,
+    out: &mut Ownership<'_>,
+) {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for repo in deployed_from.values() {
+        *counts.entry(repo).or_default() += 1;
+    }
+    for (repo, resources) in counts {
+        if spec_repos.iter().any(|r| r.repo == repo) {
+            continue;
+        }
+        if let Some(how) = retired.get(repo) {
+            out.retiring.insert(repo.to_string(), how.clone());
+            continue;
+        }
+        out.unknown_repos.insert(repo.to_string());
+        out.unconfigured.insert(repo.to_string());
+        out.problems.push(Problem::RepoNotConfigured {
+            repo: repo.to_string(),
+            resources,
+        });
+    }
 }
 
 /// Declarations found in the readable repos, before the per-name rules.

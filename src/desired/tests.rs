@@ -24,6 +24,7 @@ fn snapshot(spec_repos: Vec<SpecRepoState>, svc_versions: &[(u32, u32)]) -> Snap
         catalog: catalog(svc_versions),
         template_repo_errors: Vec::new(),
         spec_repos,
+        retired_repos: BTreeMap::new(),
     }
 }
 

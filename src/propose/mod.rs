@@ -413,6 +413,7 @@ fn render_changes(
             catalog: snapshot.catalog.clone(),
             template_repo_errors: Vec::new(),
             spec_repos: Vec::new(),
+            retired_repos: snapshot.retired_repos.clone(),
         };
         for repo in &snapshot.spec_repos {
             let files = repo

@@ -28,5 +28,6 @@ mod ownership;
 mod plan_matches;
 mod proposals;
 mod relocation;
+mod retire;
 mod self_managed;
 mod server;

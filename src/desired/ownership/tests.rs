@@ -1,9 +1,12 @@
 //! One table row per ownership rule of the `desired` module doc.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::super::fixtures::{env, repo, svc, unknown_repo};
 use super::*;
+
+/// No repo retired.
+static NONE_RETIRED: BTreeMap<String, String> = BTreeMap::new();
 
 const BAD: &str = "proton: ServiceSpec\nname: 'bad name'\n";
 
@@ -43,6 +46,7 @@ struct Case {
 fn kind(p: &Problem) -> &'static str {
     match p {
         Problem::RepoUnknown { .. } => "repo unknown",
+        Problem::RepoNotConfigured { .. } => "repo not configured",
         Problem::InvalidSpec(_) => "invalid spec",
         Problem::EnvironmentOutsidePlatform { .. } => "environment outside platform",
         Problem::OwnerUnreadable { .. } => "owner unreadable",
@@ -197,7 +201,10 @@ fn ownership_rules() {
         },
         Case {
             rule: "records of other services with a common prefix do not make an owner",
-            repos: vec![repo("b", false, &[("web.yaml", &web)])],
+            repos: vec![
+                repo("a", false, &[]),
+                repo("b", false, &[("web.yaml", &web)]),
+            ],
             deployed: &[
                 ("service_instance/web2/web-dev", "a"),
                 ("service_instance/we/x", "a"),
@@ -209,7 +216,7 @@ fn ownership_rules() {
     ];
     for case in cases {
         let deployed: DeployedFrom<'_> = case.deployed.iter().copied().collect();
-        let o = decide(&case.repos, &deployed);
+        let o = decide(&case.repos, &NONE_RETIRED, &deployed);
         assert_eq!(verdicts(&o), case.verdicts, "{}", case.rule);
         let unknown: BTreeSet<String> = case.unknown.iter().map(ToString::to_string).collect();
         assert_eq!(o.unknown_repos, unknown, "{}", case.rule);
@@ -228,7 +235,7 @@ fn problems_read_as_before() {
     let deployed: DeployedFrom<'_> = [("service_instance/web/web-dev", "a")]
         .into_iter()
         .collect();
-    let text: Vec<String> = problems(&decide(&repos, &deployed))
+    let text: Vec<String> = problems(&decide(&repos, &NONE_RETIRED, &deployed))
         .iter()
         .map(ToString::to_string)
         .collect();
@@ -247,12 +254,12 @@ fn problems_read_as_before() {
     let deployed: DeployedFrom<'_> = [("service_instance/web/web-dev", "a")]
         .into_iter()
         .collect();
-    let o = decide(&repos, &deployed);
+    let o = decide(&repos, &NONE_RETIRED, &deployed);
     assert_eq!(
         problems(&o)[0].to_string(),
         "b:web.yaml: name: service \"web\" belongs to spec repo \"a\" (web.yaml), which deployed it; rename the service in this file, or remove the file"
     );
-    let o = decide(&repos, &DeployedFrom::new());
+    let o = decide(&repos, &NONE_RETIRED, &DeployedFrom::new());
     let SvcVerdict::Duplicate { error, .. } = &o.services["web"].verdict else {
         panic!("expected a clash")
     };
@@ -268,12 +275,130 @@ fn environment_clash_names_every_file() {
         repo("p1", true, &[("dev.yaml", &env("dev"))]),
         repo("p2", true, &[("envs/dev.yaml", &env("dev"))]),
     ];
-    let o = decide(&repos, &DeployedFrom::new());
+    let o = decide(&repos, &NONE_RETIRED, &DeployedFrom::new());
     let EnvVerdict::Duplicate { error, .. } = &o.environments["dev"] else {
         panic!("expected a clash")
     };
     assert_eq!(
         error.to_string(),
         "environment \"dev\" is declared more than once (p1:dev.yaml, p2:envs/dev.yaml); a name belongs to exactly one spec file"
+    );
+}
+
+/// The rule for repos that deployed resources but are not read: absent from the config is
+/// unknown (kept, with a problem naming the fix); retired is deleted (left out of
+/// `unknown_repos`, nothing declared); configured wins over a stale retirement.
+#[test]
+fn unconfigured_and_retired_repos() {
+    struct Row {
+        rule: &'static str,
+        /// Configured repos (readable, empty unless `web` is named).
+        configured: &'static [&'static str],
+        /// Retired repos.
+        retired: &'static [&'static str],
+        deployed: &'static [(&'static str, &'static str)],
+        unknown: &'static [&'static str],
+        unconfigured: &'static [&'static str],
+        retiring: &'static [&'static str],
+        problems: &'static [&'static str],
+    }
+    let web = svc("web", 1, None, &[("web-dev", "dev")]);
+    let rows = [
+        Row {
+            rule: "a repo removed from the config is unknown, with a problem",
+            configured: &["a"],
+            retired: &[],
+            deployed: &[("service_instance/old/i", "gone"), ("pipeline/old", "gone")],
+            unknown: &["gone"],
+            unconfigured: &["gone"],
+            retiring: &[],
+            problems: &["repo not configured"],
+        },
+        Row {
+            rule: "a retired repo is not unknown: its resources may be deleted",
+            configured: &["a"],
+            retired: &["gone"],
+            deployed: &[("service_instance/old/i", "gone")],
+            unknown: &[],
+            unconfigured: &[],
+            retiring: &["gone"],
+            problems: &[],
+        },
+        Row {
+            rule: "a configured repo is read as usual even if marked retired",
+            configured: &["a"],
+            retired: &["a"],
+            deployed: &[("service_instance/old/i", "a")],
+            unknown: &[],
+            unconfigured: &[],
+            retiring: &[],
+            problems: &[],
+        },
+        Row {
+            rule: "a retired repo without resources is nothing to report",
+            configured: &["a"],
+            retired: &["gone"],
+            deployed: &[],
+            unknown: &[],
+            unconfigured: &[],
+            retiring: &[],
+            problems: &[],
+        },
+        Row {
+            rule: "a service of a removed repo is not taken over by another repo",
+            configured: &["web"],
+            retired: &[],
+            deployed: &[("service_instance/web/web-dev", "gone")],
+            unknown: &["gone", "web"],
+            unconfigured: &["gone"],
+            retiring: &[],
+            problems: &["repo not configured", "owner unreadable"],
+        },
+        Row {
+            rule: "a service of a retired repo may be taken over by another repo",
+            configured: &["web"],
+            retired: &["gone"],
+            deployed: &[("service_instance/web/web-dev", "gone")],
+            unknown: &[],
+            unconfigured: &[],
+            retiring: &["gone"],
+            problems: &[],
+        },
+    ];
+    let set =
+        |names: &[&str]| -> BTreeSet<String> { names.iter().map(ToString::to_string).collect() };
+    for row in rows {
+        let repos: Vec<SpecRepoState> = row
+            .configured
+            .iter()
+            .map(|name| {
+                if *name == "web" {
+                    repo(name, false, &[("web.yaml", &web)])
+                } else {
+                    repo(name, false, &[])
+                }
+            })
+            .collect();
+        let retired: BTreeMap<String, String> = row
+            .retired
+            .iter()
+            .map(|r| ((*r).to_string(), "retired = true in the config".to_string()))
+            .collect();
+        let deployed: DeployedFrom<'_> = row.deployed.iter().copied().collect();
+        let o = decide(&repos, &retired, &deployed);
+        assert_eq!(o.unknown_repos, set(row.unknown), "{}", row.rule);
+        assert_eq!(o.unconfigured, set(row.unconfigured), "{}", row.rule);
+        let retiring: BTreeSet<String> = o.retiring.keys().cloned().collect();
+        assert_eq!(retiring, set(row.retiring), "{}", row.rule);
+        let kinds: Vec<&str> = problems(&o).iter().map(kind).collect();
+        assert_eq!(kinds, row.problems, "{}", row.rule);
+    }
+    let deployed: DeployedFrom<'_> = [("service_instance/old/i", "gone"), ("pipeline/old", "gone")]
+        .into_iter()
+        .collect();
+    let o = decide(&[], &NONE_RETIRED, &deployed);
+    assert_eq!(
+        o.problems[0].to_string(),
+        "spec repo gone is not in the config, but 2 resource(s) deployed from it are recorded; they are unknown and will not be changed or deleted. Add the repo back to the config, or delete them explicitly: set retired = true on its [[spec_repos]] entry, or run `protond forget gone`"
     );
 }
