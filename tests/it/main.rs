@@ -29,3 +29,4 @@ mod plan_matches;
 mod proposals;
 mod self_managed;
 mod server;
+mod visible;
