@@ -335,6 +335,83 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// Where a resource stands in the operator views (`protond status`, the JSON API, the
+    /// status page, `protond_resources{kind,status}`): its record's status when it has one,
+    /// otherwise what its deployment history says, and what the daemon's last cycle found.
+    /// The stored text is the JSON and metric value; [`ViewStatus::label`] is for people.
+    pub enum ViewStatus {
+        /// Its last deployment succeeded: what is recorded is what runs.
+        Deployed => "deployed",
+        /// An update or delete failed; what was deployed before stays recorded.
+        Failed => "failed",
+        /// The stack under its name is not provably this installation's: protond leaves it
+        /// alone until a person resolves it.
+        Conflict => "conflict",
+        /// Never deployed yet: its first deployment is in flight.
+        Creating => "creating",
+        /// Never deployed: its first deployment failed (the error says why).
+        CreateFailed => "create_failed",
+        /// Self-managed and never deployed yet: submitted to the infrastructure repo, waiting
+        /// for `protond notify` to report the outcome.
+        WaitingForNotify => "waiting_for_notify",
+        /// The daemon's last cycle found its desired state invalid (bad spec, inputs or
+        /// template): nothing is deployed for it until that is fixed.
+        SpecInvalid => "spec_invalid",
+        /// Its repo could not be read (or is no longer configured): what is deployed is kept
+        /// as is and nothing is known about what should be.
+        Unknown => "unknown",
+    }
+}
+
+impl ViewStatus {
+    /// Every view status, in the order the views explain them.
+    pub const ALL: [Self; 8] = [
+        Self::Deployed,
+        Self::Failed,
+        Self::Conflict,
+        Self::Creating,
+        Self::CreateFailed,
+        Self::WaitingForNotify,
+        Self::SpecInvalid,
+        Self::Unknown,
+    ];
+
+    /// The status as the tables and the status page show it (`create failed`).
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Deployed => "deployed",
+            Self::Failed => "failed",
+            Self::Conflict => "conflict",
+            Self::Creating => "creating",
+            Self::CreateFailed => "create failed",
+            Self::WaitingForNotify => "waiting for notify",
+            Self::SpecInvalid => "spec invalid",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// Whether it needs a person: a failure, a conflict or an invalid spec.
+    #[must_use]
+    pub fn is_problem(self) -> bool {
+        matches!(
+            self,
+            Self::Failed | Self::Conflict | Self::CreateFailed | Self::SpecInvalid
+        )
+    }
+}
+
+impl From<ResourceStatus> for ViewStatus {
+    fn from(s: ResourceStatus) -> Self {
+        match s {
+            ResourceStatus::Deployed => Self::Deployed,
+            ResourceStatus::Failed => Self::Failed,
+            ResourceStatus::Conflict => Self::Conflict,
+        }
+    }
+}
+
 /// Where a resource's stack lives: the recorded stack, addressed with the recorded identity.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Placement {
@@ -512,6 +589,27 @@ mod tests {
         assert_eq!(ResourceStatus::parse("deleting"), None);
         assert!(DeploymentStatus::Failed == "failed");
         assert_eq!(DeploymentAction::Delete.to_string(), "delete");
+    }
+
+    #[test]
+    fn view_statuses_keep_record_texts_and_have_labels() {
+        for s in [
+            ResourceStatus::Deployed,
+            ResourceStatus::Failed,
+            ResourceStatus::Conflict,
+        ] {
+            assert_eq!(ViewStatus::from(s).as_str(), s.as_str());
+        }
+        for s in ViewStatus::ALL {
+            assert_eq!(ViewStatus::parse(s.as_str()), Some(s));
+            assert_eq!(s.label().replace(' ', "_"), s.as_str());
+            assert_eq!(
+                serde_json::to_value(s).expect("json"),
+                serde_json::json!(s.as_str())
+            );
+        }
+        assert_eq!(ViewStatus::CreateFailed.label(), "create failed");
+        assert!(ViewStatus::CreateFailed.is_problem() && !ViewStatus::Creating.is_problem());
     }
 
     #[test]

@@ -11,9 +11,9 @@ use serde::Serialize;
 
 use crate::catalog::releases::Catalog;
 use crate::desired::DesiredSet;
-use crate::model::{DeploymentStatus, ResourceKind, ResourceStatus, Version};
+use crate::model::{DeploymentStatus, ResourceKind, Version, ViewStatus};
 use crate::plan::{ActionKind, Plan, UpdateReason};
-use crate::state::{Overview, RolloutProgress};
+use crate::state::{DeploymentRecord, Overview, RolloutProgress, SelfManagedRecord};
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
@@ -185,19 +185,30 @@ pub struct LastDeployment {
     pub error: Option<String>,
 }
 
-/// One row of `protond status`, `/api/v1/environments` and `/api/v1/services`.
+/// One row of `protond status`, `/api/v1/environments` and `/api/v1/services`: every
+/// resource with a record, every resource whose history has not ended in a delete (a first
+/// create in flight, failed, in conflict or waiting for `protond notify`), and every
+/// resource the daemon's last cycle found invalid before it was ever deployed.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusRow {
     /// Resource id.
     pub id: String,
     /// The resource's kind.
     pub kind: ResourceKind,
-    /// The template it is deployed from.
+    /// The template it is deployed from (for a resource never deployed: the one its last
+    /// deployment or its spec names).
     pub template: String,
-    /// Deployed version.
-    pub version: String,
-    /// Whether its last deployment succeeded.
-    pub status: ResourceStatus,
+    /// Deployed version; `null` when nothing is deployed yet.
+    pub version: Option<String>,
+    /// Where it stands (see [`ViewStatus`]).
+    pub status: ViewStatus,
+    /// A deployment of it runs now (omitted when not).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub in_flight: bool,
+    /// What the daemon's last cycle found wrong with its desired state (an invalid spec, an
+    /// unreadable repo); omitted when nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
     /// Newest registered minor of the same major, when newer.
     pub minor_available: Option<String>,
     /// Newest registered major, when newer.
@@ -295,10 +306,90 @@ pub fn proposals_table(rows: &[crate::state::ProposalRecord]) -> String {
     out
 }
 
+/// What the daemon's last cycle found about resources it could not plan: invalid desired
+/// states and resources of unreadable repos, by resource id. Empty when no cycle ran (the
+/// CLI reads only the store).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Findings {
+    /// The findings, by resource id.
+    pub by_id: BTreeMap<String, Finding>,
+}
+
+/// One resource the last cycle could not plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// The resource's kind.
+    pub kind: ResourceKind,
+    /// The template its spec (or record) names.
+    pub template: String,
+    /// [`ViewStatus::SpecInvalid`] or [`ViewStatus::Unknown`].
+    pub status: ViewStatus,
+    /// Why: the validation error, or that its repo could not be read.
+    pub detail: String,
+}
+
+/// The detail of a resource whose repo could not be read.
+const UNKNOWN_DETAIL: &str = "its repo could not be read; what is deployed is kept as is";
+
+impl Findings {
+    /// The invalid and unknown resources of a plan.
+    #[must_use]
+    pub fn from_plan(plan: &Plan) -> Self {
+        let by_id = plan
+            .actions
+            .iter()
+            .filter_map(|a| {
+                let (status, detail) = match &a.action {
+                    ActionKind::Invalid { error } => (ViewStatus::SpecInvalid, error.clone()),
+                    ActionKind::Unknown => (ViewStatus::Unknown, UNKNOWN_DETAIL.to_string()),
+                    _ => return None,
+                };
+                let finding = Finding {
+                    kind: a.kind,
+                    template: a.template.clone(),
+                    status,
+                    detail,
+                };
+                Some((a.id.clone(), finding))
+            })
+            .collect();
+        Self { by_id }
+    }
+}
+
+/// Where a resource with no record stands, from its newest deployment: `None` when that
+/// deployment deleted it (or, inconsistently, deployed it without leaving a record).
+fn unrecorded_status(last: &DeploymentRecord, waiting: &[SelfManagedRecord]) -> Option<ViewStatus> {
+    match last.status {
+        DeploymentStatus::InProgress => Some(
+            if waiting
+                .iter()
+                .any(|w| w.resource_id == last.deployment.resource_id && w.deployment_id == last.id)
+            {
+                ViewStatus::WaitingForNotify
+            } else {
+                ViewStatus::Creating
+            },
+        ),
+        DeploymentStatus::Failed if last.is_conflict() => Some(ViewStatus::Conflict),
+        DeploymentStatus::Failed => Some(ViewStatus::CreateFailed),
+        DeploymentStatus::Succeeded => None,
+    }
+}
+
 /// Status of every managed resource: what is deployed, what update is available, and how
-/// its newest deployment went.
+/// its newest deployment went. Resources that were never deployed are listed from their
+/// history (see [`StatusRow`]).
 #[must_use]
 pub fn status(overview: &Overview) -> Vec<StatusRow> {
+    status_with(overview, &Findings::default())
+}
+
+/// [`status`], with what the daemon's last cycle found: a resource it found invalid or
+/// unknown shows that status (a conflict still shows `conflict`) and the finding as its
+/// problem; an invalid resource never deployed nor attempted is listed too.
+#[must_use]
+pub fn status_with(overview: &Overview, findings: &Findings) -> Vec<StatusRow> {
     let mut registered: BTreeMap<&str, Vec<Version>> = BTreeMap::new();
     for v in overview.template_versions.iter().filter(|v| v.registered) {
         registered
@@ -306,7 +397,8 @@ pub fn status(overview: &Overview) -> Vec<StatusRow> {
             .or_default()
             .push(v.version);
     }
-    let mut rows = Vec::new();
+    // Recorded resources in the store's order (by id), and the others by id.
+    let mut recorded: Vec<StatusRow> = Vec::new();
     for r in &overview.resources {
         let known = registered.get(r.template.as_str());
         let minor_available = known
@@ -316,30 +408,117 @@ pub fn status(overview: &Overview) -> Vec<StatusRow> {
         let major_available = known
             .and_then(|vs| vs.iter().map(|v| v.major).max())
             .filter(|m| *m > r.version.major);
-        let last = overview
-            .last_deployments
-            .get(&r.id)
-            .map(|d| LastDeployment {
-                id: d.id,
-                action: d.deployment.action.to_string(),
-                status: d.status,
-                version: d.deployment.to_version.to_string(),
-                started_at: d.started_at.clone(),
-                finished_at: d.finished_at.clone(),
-                error: d.error.clone(),
-            });
-        rows.push(StatusRow {
+        recorded.push(StatusRow {
             id: r.id.clone(),
             kind: r.kind,
             template: r.template.clone(),
-            version: r.version.to_string(),
-            status: r.status,
+            version: Some(r.version.to_string()),
+            status: r.status.into(),
+            in_flight: false,
+            problem: None,
             minor_available,
             major_available,
-            last_deployment: last,
+            last_deployment: None,
         });
     }
-    rows
+    let position: BTreeMap<String, usize> = recorded
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.id.clone(), i))
+        .collect();
+    let mut unrecorded: BTreeMap<String, StatusRow> = BTreeMap::new();
+    for (id, d) in &overview.last_deployments {
+        let row = if let Some(&i) = position.get(id) {
+            &mut recorded[i]
+        } else {
+            let Some(status) = unrecorded_status(d, &overview.waiting) else {
+                continue;
+            };
+            unrecorded.entry(id.clone()).or_insert(StatusRow {
+                id: id.clone(),
+                kind: d.deployment.kind,
+                template: d.deployment.template.clone(),
+                version: None,
+                status,
+                in_flight: false,
+                problem: None,
+                minor_available: None,
+                major_available: None,
+                last_deployment: None,
+            })
+        };
+        row.in_flight = d.status == DeploymentStatus::InProgress;
+        row.last_deployment = Some(LastDeployment {
+            id: d.id,
+            action: d.deployment.action.to_string(),
+            status: d.status,
+            version: d.deployment.to_version.to_string(),
+            started_at: d.started_at.clone(),
+            finished_at: d.finished_at.clone(),
+            error: d.error.clone(),
+        });
+    }
+    for (id, f) in &findings.by_id {
+        let row = if let Some(&i) = position.get(id) {
+            &mut recorded[i]
+        } else if let Some(row) = unrecorded.get_mut(id) {
+            row
+        } else if f.status == ViewStatus::SpecInvalid {
+            unrecorded.entry(id.clone()).or_insert(StatusRow {
+                id: id.clone(),
+                kind: f.kind,
+                template: f.template.clone(),
+                version: None,
+                status: f.status,
+                in_flight: false,
+                problem: None,
+                minor_available: None,
+                major_available: None,
+                last_deployment: None,
+            })
+        } else {
+            // Unknown is only ever said of what is recorded.
+            continue;
+        };
+        if row.status != ViewStatus::Conflict {
+            row.status = f.status;
+        }
+        row.problem = Some(f.detail.clone());
+    }
+    merge_by_id(recorded, unrecorded.into_values().collect())
+}
+
+/// Merges two lists of rows, each kept in its order, taking the smaller id first: sorted
+/// lists give a sorted list.
+fn merge_by_id(a: Vec<StatusRow>, b: Vec<StatusRow>) -> Vec<StatusRow> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let mut a = a.into_iter().peekable();
+    let mut b = b.into_iter().peekable();
+    loop {
+        let take_b = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => y.id < x.id,
+            (None, Some(_)) => true,
+            (_, None) => false,
+        };
+        let next = if take_b { b.next() } else { a.next() };
+        match next {
+            Some(row) => out.push(row),
+            None => return out,
+        }
+    }
+}
+
+/// The status cell of the table and the page: the status, and whether a deployment runs.
+#[must_use]
+pub fn status_label(row: &StatusRow) -> String {
+    if row.in_flight
+        && row.status != ViewStatus::Creating
+        && row.status != ViewStatus::WaitingForNotify
+    {
+        format!("{}, in flight", row.status.label())
+    } else {
+        row.status.label().to_string()
+    }
 }
 
 /// Status as a readable table.
@@ -364,7 +543,7 @@ pub fn status_table(rows: &[StatusRow]) -> String {
         if let Some(m) = r.major_available {
             update.push(format!("major v{m}"));
         }
-        let last = r.last_deployment.as_ref().map_or_else(String::new, |d| {
+        let mut last = r.last_deployment.as_ref().map_or_else(String::new, |d| {
             let mut s = format!(
                 "#{} {} {} {}",
                 d.id,
@@ -377,16 +556,22 @@ pub fn status_table(rows: &[StatusRow]) -> String {
             }
             s
         });
+        if let Some(p) = &r.problem {
+            if !last.is_empty() {
+                last.push_str("; ");
+            }
+            last.push_str(first_line(p));
+        }
         t.push(vec![
             r.id.clone(),
             r.template.clone(),
-            r.version.clone(),
+            r.version.clone().unwrap_or_else(|| "-".into()),
             if update.is_empty() {
                 "-".into()
             } else {
                 update.join(", ")
             },
-            r.status.to_string(),
+            status_label(r),
             last,
         ]);
     }
@@ -396,8 +581,9 @@ pub fn status_table(rows: &[StatusRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::DeploymentAction;
-    use crate::state::{DeploymentRecord, NewDeployment, ResourceRecord, TemplateVersionRecord};
+    use crate::model::{DeploymentAction, ResourceStatus};
+    use crate::plan::Action;
+    use crate::state::{NewDeployment, ResourceRecord, TemplateVersionRecord};
 
     fn version(major: u32, minor: u32) -> Version {
         Version { major, minor }
@@ -484,6 +670,7 @@ mod tests {
             resources: vec![failed.clone(), current],
             template_versions: registered(&[(1, 0), (1, 1), (2, 0)]),
             last_deployments: BTreeMap::from([(failed.id.clone(), last)]),
+            waiting: Vec::new(),
         };
         let rows = status(&overview);
         assert_eq!(rows[0].minor_available.as_deref(), Some("1.1"));
@@ -513,5 +700,298 @@ mod tests {
             table.contains("minor 1.1, major v2  failed    #4 update failed t1: boom\n"),
             "{table}"
         );
+    }
+
+    /// The newest deployment of `id`: `action`, ended as `status` with `error`.
+    fn history(
+        id: &str,
+        kind: ResourceKind,
+        deployment: i64,
+        action: DeploymentAction,
+        status: DeploymentStatus,
+        error: Option<&str>,
+    ) -> (String, DeploymentRecord) {
+        let record = DeploymentRecord {
+            id: deployment,
+            deployment: NewDeployment {
+                resource_id: id.into(),
+                kind,
+                repo: "platform".into(),
+                environment: None,
+                action,
+                reason: None,
+                template: "web".into(),
+                from_version: None,
+                to_version: version(1, 0),
+                input_hash: "i".into(),
+                rendered_hash: "r".into(),
+                spec_commit: None,
+                placement: crate::model::Placement::default(),
+            },
+            status,
+            error: error.map(Into::into),
+            retryable: false,
+            started_at: "t0".into(),
+            finished_at: (status != DeploymentStatus::InProgress).then(|| "t1".into()),
+        };
+        (id.into(), record)
+    }
+
+    const CONFLICT: &str = "stack x is not protond's environment/taken of installation \"a\": its tags say protond:resource=none, protond:installation=none. protond leaves it alone. If it belongs to someone else, give the resource another name";
+
+    /// Records for two resources and history for seven: an update in flight, a first
+    /// create in flight, one waiting for `protond notify`, one failed, one in conflict, one
+    /// deleted, and a deleted-then-recreated one.
+    fn fleet() -> Overview {
+        use DeploymentAction::{Create, Delete, Update};
+        use DeploymentStatus::{Failed, InProgress, Succeeded};
+        use ResourceKind::{Environment, ServiceInstance};
+        Overview {
+            resources: vec![
+                resource(
+                    "environment/dev",
+                    Environment,
+                    version(1, 0),
+                    ResourceStatus::Deployed,
+                ),
+                resource(
+                    "service_instance/a/a-dev",
+                    ServiceInstance,
+                    version(1, 0),
+                    ResourceStatus::Failed,
+                ),
+            ],
+            template_versions: registered(&[(1, 0), (1, 1)]),
+            last_deployments: BTreeMap::from([
+                history("environment/dev", Environment, 10, Update, InProgress, None),
+                history(
+                    "service_instance/a/a-dev",
+                    ServiceInstance,
+                    11,
+                    Update,
+                    Failed,
+                    Some("update broke"),
+                ),
+                history("environment/new", Environment, 12, Create, InProgress, None),
+                history("environment/tf", Environment, 13, Create, InProgress, None),
+                history(
+                    "environment/broken",
+                    Environment,
+                    14,
+                    Create,
+                    Failed,
+                    Some("NoSuchResource\nmore"),
+                ),
+                history(
+                    "environment/taken",
+                    Environment,
+                    15,
+                    Create,
+                    Failed,
+                    Some(CONFLICT),
+                ),
+                history("environment/gone", Environment, 16, Delete, Succeeded, None),
+            ]),
+            waiting: vec![SelfManagedRecord {
+                resource_id: "environment/tf".into(),
+                deployment_id: 13,
+                folder: "tf".into(),
+                branch: "protond/deploy/environment/tf".into(),
+                number: Some(1),
+                url: None,
+                state: "waiting".into(),
+                updated_at: "t0".into(),
+            }],
+        }
+    }
+
+    fn by_id<'a>(rows: &'a [StatusRow], id: &str) -> &'a StatusRow {
+        rows.iter().find(|r| r.id == id).expect(id)
+    }
+
+    #[test]
+    fn every_resource_with_a_record_or_a_live_history_is_listed() {
+        let rows = status(&fleet());
+        let listed: Vec<(&str, ViewStatus, bool)> = rows
+            .iter()
+            .map(|r| (r.id.as_str(), r.status, r.in_flight))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("environment/broken", ViewStatus::CreateFailed, false),
+                ("environment/dev", ViewStatus::Deployed, true),
+                ("environment/new", ViewStatus::Creating, true),
+                ("environment/taken", ViewStatus::Conflict, false),
+                ("environment/tf", ViewStatus::WaitingForNotify, true),
+                ("service_instance/a/a-dev", ViewStatus::Failed, false),
+            ],
+            "sorted by id; the deleted resource is not listed"
+        );
+        let broken = by_id(&rows, "environment/broken");
+        assert_eq!(
+            serde_json::to_value(broken).expect("json"),
+            serde_json::json!({
+                "id": "environment/broken",
+                "kind": "environment",
+                "template": "web",
+                "version": null,
+                "status": "create_failed",
+                "minor_available": null,
+                "major_available": null,
+                "last_deployment": {
+                    "id": 14, "action": "create", "status": "failed", "version": "1.0",
+                    "started_at": "t0", "finished_at": "t1", "error": "NoSuchResource\nmore"
+                }
+            })
+        );
+        let dev = serde_json::to_value(by_id(&rows, "environment/dev")).expect("json");
+        assert_eq!(
+            (&dev["status"], &dev["in_flight"]),
+            (&serde_json::json!("deployed"), &serde_json::json!(true))
+        );
+        let table = status_table(&rows);
+        // Columns compared with single spaces.
+        let lines: Vec<String> = table
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        for line in [
+            "environment/broken web - - create failed #14 create failed t1: NoSuchResource",
+            "environment/dev web 1.0 minor 1.1 deployed, in flight #10 update in_progress t0",
+            "environment/new web - - creating #12 create in_progress t0",
+            "environment/taken web - - conflict #15 create failed t1: stack x",
+            "environment/tf web - - waiting for notify #13 create in_progress t0",
+        ] {
+            assert!(lines.iter().any(|l| l.starts_with(line)), "{line}\n{table}");
+        }
+        assert!(!table.contains("environment/gone"), "{table}");
+    }
+
+    #[test]
+    fn a_create_failed_before_stays_listed_once_a_new_attempt_runs() {
+        let mut overview = fleet();
+        let (id, retry) = history(
+            "environment/broken",
+            ResourceKind::Environment,
+            20,
+            DeploymentAction::Create,
+            DeploymentStatus::InProgress,
+            None,
+        );
+        overview.last_deployments.insert(id, retry);
+        // A succeeded create without a record (never left by the store) is not invented.
+        let (id, odd) = history(
+            "environment/odd",
+            ResourceKind::Environment,
+            21,
+            DeploymentAction::Create,
+            DeploymentStatus::Succeeded,
+            None,
+        );
+        overview.last_deployments.insert(id, odd);
+        let rows = status(&overview);
+        assert_eq!(
+            by_id(&rows, "environment/broken").status,
+            ViewStatus::Creating
+        );
+        assert!(rows.iter().all(|r| r.id != "environment/odd"));
+    }
+
+    #[test]
+    fn the_last_cycle_s_findings_show_invalid_and_unknown_resources() {
+        let action = |id: &str, kind, action| Action {
+            id: id.into(),
+            kind,
+            template: "web".into(),
+            version: version(1, 0),
+            deployed: None,
+            action,
+        };
+        let plan = Plan {
+            actions: vec![
+                action(
+                    "environment/dev",
+                    ResourceKind::Environment,
+                    ActionKind::Unknown,
+                ),
+                action(
+                    "environment/fresh",
+                    ResourceKind::Environment,
+                    ActionKind::Invalid {
+                        error: "unknown input size\nmore".into(),
+                    },
+                ),
+                action(
+                    "environment/taken",
+                    ResourceKind::Environment,
+                    ActionKind::Invalid {
+                        error: "bad".into(),
+                    },
+                ),
+                action(
+                    "environment/broken",
+                    ResourceKind::Environment,
+                    ActionKind::Invalid {
+                        error: "still bad".into(),
+                    },
+                ),
+                action(
+                    "environment/ghost",
+                    ResourceKind::Environment,
+                    ActionKind::Unknown,
+                ),
+                action(
+                    "service_instance/a/a-dev",
+                    ResourceKind::ServiceInstance,
+                    ActionKind::NoOp,
+                ),
+            ],
+            proposals: Vec::new(),
+        };
+        let findings = Findings::from_plan(&plan);
+        assert_eq!(findings.by_id.len(), 5);
+        let rows = status_with(&fleet(), &findings);
+        let dev = by_id(&rows, "environment/dev");
+        assert_eq!(
+            (dev.status, dev.version.as_deref()),
+            (ViewStatus::Unknown, Some("1.0"))
+        );
+        assert_eq!(dev.problem.as_deref(), Some(UNKNOWN_DETAIL));
+        let fresh = by_id(&rows, "environment/fresh");
+        assert_eq!(
+            (fresh.status, fresh.version.as_deref()),
+            (ViewStatus::SpecInvalid, None)
+        );
+        assert!(fresh.last_deployment.is_none());
+        assert_eq!(
+            serde_json::to_value(fresh).expect("json")["problem"],
+            "unknown input size\nmore"
+        );
+        assert_eq!(
+            by_id(&rows, "environment/taken").status,
+            ViewStatus::Conflict,
+            "a conflict stays one"
+        );
+        assert_eq!(
+            by_id(&rows, "environment/broken").status,
+            ViewStatus::SpecInvalid
+        );
+        assert!(
+            rows.iter().all(|r| r.id != "environment/ghost"),
+            "unknown is said of records only"
+        );
+        let table = status_table(&rows);
+        assert!(
+            table.lines().any(|l| l.starts_with("environment/fresh")
+                && l.contains("spec invalid")
+                && l.ends_with("unknown input size")),
+            "{table}"
+        );
+        let counts = rows
+            .iter()
+            .filter(|r| r.status == ViewStatus::SpecInvalid)
+            .count();
+        assert_eq!(counts, 2);
     }
 }

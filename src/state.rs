@@ -433,6 +433,24 @@ pub struct DeploymentRecord {
     pub finished_at: Option<String>,
 }
 
+/// The words every ownership-conflict error carries (see
+/// `provision::cloudformation::Conflict`): a failed history row whose error holds them
+/// ended as [`Outcome::Conflict`].
+pub const CONFLICT_MARK: &str = "protond leaves it alone";
+
+impl DeploymentRecord {
+    /// Whether this deployment ended as an ownership conflict ([`Outcome::Conflict`]): the
+    /// history stores it as `failed` with the conflict's message.
+    #[must_use]
+    pub fn is_conflict(&self) -> bool {
+        self.status == DeploymentStatus::Failed
+            && self
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains(CONFLICT_MARK))
+    }
+}
+
 /// How a deployment ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -553,8 +571,10 @@ pub fn rollout_progress(
     rows
 }
 
-/// What the status views read: every resource, every recorded template version, and the
-/// newest deployment of each resource.
+/// What the status views read: every resource, every recorded template version, the
+/// newest deployment of each resource, and the self-managed deployments that wait for
+/// `protond notify`. Resources that were never deployed (a first create in flight, failed,
+/// in conflict or waiting) have no record, only history.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Overview {
     /// Every managed resource, by id.
@@ -563,6 +583,8 @@ pub struct Overview {
     pub template_versions: Vec<TemplateVersionRecord>,
     /// The newest deployment of each resource that has one, by resource id.
     pub last_deployments: BTreeMap<String, DeploymentRecord>,
+    /// Self-managed deployments in flight that wait for their outcome to be reported.
+    pub waiting: Vec<SelfManagedRecord>,
 }
 
 /// The state store.
@@ -1275,6 +1297,7 @@ impl Store {
             resources: self.resources().await?,
             template_versions: self.template_versions().await?,
             last_deployments: self.last_deployments().await?,
+            waiting: self.self_managed_waiting().await?,
         })
     }
 }
@@ -1663,6 +1686,69 @@ mod tests {
             let newest = store.deployments(Some(id), 1).await.expect("history");
             assert_eq!(newest.first(), Some(last), "{id}");
         }
+    }
+
+    #[tokio::test]
+    async fn overview_holds_unrecorded_attempts_and_waiting_self_managed_deployments() {
+        let (_dir, store) = store().await;
+        let conflict = crate::provision::cloudformation::Conflict {
+            stack: "protond-x".into(),
+            resource: "environment/taken".into(),
+            installation: "a".into(),
+            found_resource: None,
+            found_installation: None,
+        };
+        for (resource, outcome) in [
+            (
+                "environment/broken",
+                Outcome::Failed {
+                    error: "NoSuchResource".into(),
+                    retryable: false,
+                },
+            ),
+            (
+                "environment/taken",
+                Outcome::Conflict {
+                    error: conflict.to_string(),
+                },
+            ),
+        ] {
+            let id = store
+                .begin_deployment(&new_dep(resource))
+                .await
+                .expect("begin");
+            store.finish_deployment(id, &outcome).await.expect("finish");
+        }
+        let tf = store
+            .begin_deployment(&new_dep("environment/tf"))
+            .await
+            .expect("begin");
+        store
+            .put_self_managed(&SelfManagedRecord {
+                resource_id: "environment/tf".into(),
+                deployment_id: tf,
+                folder: "tf".into(),
+                branch: "protond/deploy/environment/tf".into(),
+                number: None,
+                url: None,
+                state: "waiting".into(),
+                updated_at: String::new(),
+            })
+            .await
+            .expect("self-managed");
+        let overview = store.overview().await.expect("overview");
+        assert!(overview.resources.is_empty());
+        assert_eq!(overview.last_deployments.len(), 3);
+        assert!(overview.last_deployments["environment/taken"].is_conflict());
+        assert!(!overview.last_deployments["environment/broken"].is_conflict());
+        assert_eq!(
+            overview
+                .waiting
+                .iter()
+                .map(|w| (w.resource_id.as_str(), w.deployment_id))
+                .collect::<Vec<_>>(),
+            [("environment/tf", tf)]
+        );
     }
 
     #[tokio::test]

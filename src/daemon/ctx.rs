@@ -69,6 +69,9 @@ pub struct Ctx {
     /// any deployment task or the HTTP server uses it); `None` in tests that build their
     /// own context.
     writer_lock: Mutex<Option<WriterLock>>,
+    /// What the last cycle found invalid or unknown, for the status views (API, page,
+    /// metrics); empty before the first cycle.
+    findings: Mutex<Arc<crate::ops::Findings>>,
 }
 
 /// A resource's retry state after transient failures.
@@ -141,6 +144,7 @@ impl Ctx {
             fetch_request: Mutex::new(desired::Fetch::None),
             store_failure: Mutex::new(None),
             writer_lock: Mutex::new(None),
+            findings: Mutex::default(),
         })
     }
 
@@ -240,6 +244,16 @@ impl Ctx {
     /// Takes what the requests since the last call asked to fetch.
     pub fn take_fetch_request(&self) -> desired::Fetch {
         std::mem::take(&mut *lock(&self.fetch_request))
+    }
+
+    /// What the last cycle found invalid or unknown (see [`crate::ops::status_with`]).
+    pub fn findings(&self) -> Arc<crate::ops::Findings> {
+        lock(&self.findings).clone()
+    }
+
+    /// Replaces what the last cycle found (the cycle calls it after evaluating).
+    pub(super) fn set_findings(&self, findings: crate::ops::Findings) {
+        *lock(&self.findings) = Arc::new(findings);
     }
 
     /// Takes the last failure to write a deployment to the state store, if any since the

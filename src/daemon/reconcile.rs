@@ -109,6 +109,7 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<CycleReport,
             evaluate::evaluate(&snapshot, &facts, &ctx.config, Some(&mut cache))
         };
         report_problems(&eval, &mut report);
+        ctx.set_findings(crate::ops::Findings::from_plan(&eval.plan));
         record_moves(&ctx.store, &eval, &facts.records).await?;
         start(ctx, &snapshot, &eval, &facts.records, &mut report);
         propose(ctx, snapshot, facts.records).await;

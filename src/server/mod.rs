@@ -209,7 +209,17 @@ async fn readyz(State(app): State<App>) -> Response {
 
 async fn metrics(State(app): State<App>) -> Response {
     let in_flight = app.ctx.in_flight();
-    match app.ctx.telemetry.render(&app.ctx.store, in_flight).await {
+    let rows = match status_rows(&app).await {
+        Ok(rows) => rows,
+        Err(r) => return r,
+    };
+    let resources: Vec<_> = rows.iter().map(|r| (r.kind, r.status)).collect();
+    match app
+        .ctx
+        .telemetry
+        .render(&app.ctx.store, in_flight, &resources)
+        .await
+    {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,
@@ -248,7 +258,7 @@ async fn templates(State(app): State<App>) -> Response {
 
 async fn status_rows(app: &App) -> Result<Vec<crate::ops::StatusRow>, Response> {
     match app.ctx.store.overview().await {
-        Ok(overview) => Ok(crate::ops::status(&overview)),
+        Ok(overview) => Ok(crate::ops::status_with(&overview, &app.ctx.findings())),
         Err(e) => Err(store_error(&e)),
     }
 }

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use crate::model::{ResourceKind, ResourceStatus};
+use crate::model::{ResourceKind, ViewStatus};
 use crate::ops::StatusRow;
 use crate::state::{ProposalRecord, RolloutProgress};
 
@@ -58,9 +58,17 @@ fn resource_table(out: &mut String, rows: &[&StatusRow]) {
     );
     for r in rows {
         let status_class = match r.status {
-            ResourceStatus::Deployed => "ok",
-            ResourceStatus::Failed | ResourceStatus::Conflict => "bad",
+            ViewStatus::Deployed => "ok",
+            ViewStatus::Failed
+            | ViewStatus::Conflict
+            | ViewStatus::CreateFailed
+            | ViewStatus::SpecInvalid => "bad",
+            ViewStatus::Creating | ViewStatus::WaitingForNotify | ViewStatus::Unknown => "warn",
         };
+        let mut status = esc(&crate::ops::status_label(r));
+        if let Some(p) = &r.problem {
+            let _ = write!(status, "<br><code>{}</code>", esc(p));
+        }
         let last = r.last_deployment.as_ref().map_or_else(
             || "<span class=\"muted\">none</span>".to_string(),
             |d| {
@@ -80,11 +88,12 @@ fn resource_table(out: &mut String, rows: &[&StatusRow]) {
         );
         let _ = writeln!(
             out,
-            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td class=\"{status_class}\">{}</td>{}<td>{last}</td></tr>",
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td class=\"{status_class}\">{status}</td>{}<td>{last}</td></tr>",
             esc(&r.id),
             esc(&r.template),
-            esc(&r.version),
-            r.status,
+            r.version
+                .as_deref()
+                .map_or_else(|| "<span class=\"muted\">none</span>".to_string(), esc),
             update_cell(r)
         );
     }
@@ -111,11 +120,24 @@ pub fn render(
         .count();
     let failed = rows
         .iter()
-        .filter(|r| r.status == ResourceStatus::Failed)
+        .filter(|r| matches!(r.status, ViewStatus::Failed | ViewStatus::CreateFailed))
         .count();
+    let mut others = String::new();
+    for s in [
+        ViewStatus::Conflict,
+        ViewStatus::SpecInvalid,
+        ViewStatus::Unknown,
+        ViewStatus::Creating,
+        ViewStatus::WaitingForNotify,
+    ] {
+        let n = rows.iter().filter(|r| r.status == s).count();
+        if n > 0 {
+            let _ = write!(others, ", {n} {}", s.label());
+        }
+    }
     let _ = writeln!(
         out,
-        "<p class=\"meta\">{} resources, {failed} failed, {outdated} with updates available. Last reconcile: {}.</p>",
+        "<p class=\"meta\">{} resources, {failed} failed{others}, {outdated} with updates available. Last reconcile: {}.</p>",
         rows.len(),
         last_cycle.map_or_else(
             || "not yet".to_string(),

@@ -22,6 +22,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::model::{ResourceKind, ViewStatus};
 use crate::state::{StateError, Store};
 
 /// Labels of a finished deployment.
@@ -222,20 +223,27 @@ impl Telemetry {
         self.last_cycle.lock().ok().and_then(|g| *g)
     }
 
-    /// The text exposition, with the state gauges read from `store` now.
+    /// The text exposition, with the state gauges read from `store` now; `resources` holds
+    /// the kind and view status of every resource the status views list (the caller builds
+    /// them with `ops::status_with`, so the gauge counts what `protond status` shows).
     ///
     /// # Errors
     ///
     /// When the store cannot be read.
-    pub async fn render(&self, store: &Store, in_flight: usize) -> Result<String, StateError> {
+    pub async fn render(
+        &self,
+        store: &Store,
+        in_flight: usize,
+        resources: &[(ResourceKind, ViewStatus)],
+    ) -> Result<String, StateError> {
         // One scrape at a time: the state gauges are cleared and refilled.
         let _scrape = self.scrape.lock().await;
         self.resources.clear();
-        for r in store.resources().await? {
+        for (kind, status) in resources {
             self.resources
                 .get_or_create(&KindStatusLabels {
-                    kind: r.kind.as_str().into(),
-                    status: r.status.as_str().into(),
+                    kind: kind.as_str().into(),
+                    status: status.as_str().into(),
                 })
                 .inc();
         }
@@ -278,7 +286,7 @@ impl Telemetry {
 mod tests {
     use super::events::{CycleFinished, DeploymentFinished};
     use super::*;
-    use crate::model::{DeploymentAction, ResourceKind};
+    use crate::model::DeploymentAction;
     use crate::state::Outcome;
 
     #[tokio::test]
@@ -297,13 +305,25 @@ mod tests {
         }
         .emit(&t);
         CycleFinished::default().emit(&t);
-        let text = t.render(&store, 3).await.expect("render");
+        let text = t
+            .render(
+                &store,
+                3,
+                &[
+                    (ResourceKind::Environment, ViewStatus::Deployed),
+                    (ResourceKind::ServiceInstance, ViewStatus::CreateFailed),
+                ],
+            )
+            .await
+            .expect("render");
         for line in [
             "protond_deployments_total{kind=\"environment\",action=\"create\",outcome=\"interrupted\"} 1",
             "protond_reconcile_cycles_total 1",
             "protond_proposals_opened_total 0",
             "protond_deployments_in_flight 3",
             "protond_last_fetch_age_seconds -1",
+            "protond_resources{kind=\"environment\",status=\"deployed\"} 1",
+            "protond_resources{kind=\"service_instance\",status=\"create_failed\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }

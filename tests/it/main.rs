@@ -31,3 +31,4 @@ mod relocation;
 mod retire;
 mod self_managed;
 mod server;
+mod visible;
