@@ -281,10 +281,8 @@ fn last_attempt(d: &DeploymentRecord) -> LastAttempt {
         input_hash: d.deployment.input_hash.clone(),
         rendered_hash: d.deployment.rendered_hash.clone(),
         conflict: d
-            .error
-            .as_deref()
-            .filter(|e| e.contains(crate::provision::cloudformation::CONFLICT_MARKER))
-            .map(str::to_string),
+            .is_conflict()
+            .then(|| d.error.clone().unwrap_or_default()),
     }
 }
 

@@ -214,8 +214,9 @@ pub fn placed_stack_name(resource_id: &str, placement: &Placement) -> String {
     }
 }
 
-/// The words every ownership conflict's message carries (the history keeps the message).
-pub const CONFLICT_MARKER: &str = "protond leaves it alone";
+/// The words every ownership conflict's message carries (the history keeps the message; the
+/// state store recognises conflicts by them).
+pub const CONFLICT_MARKER: &str = crate::state::CONFLICT_MARK;
 
 /// Why a live stack is not provably this installation's resource.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
