@@ -20,6 +20,7 @@ mod check_config;
 mod demo;
 mod notify;
 mod plan;
+mod release;
 mod render;
 mod rollout;
 mod run;
@@ -160,6 +161,19 @@ pub enum Command {
         #[arg(long, default_value = "proton.toml")]
         config: PathBuf,
     },
+    /// Accept the commit a moved release tag names now (`accept <template>/v<major>.<minor>`):
+    /// the change then rolls out as a minor rollout, stage by stage. Refused while the tag is
+    /// not moved.
+    Release {
+        /// `accept`.
+        #[arg(value_enum)]
+        action: release::ReleaseAction,
+        /// `<template>/v<major>.<minor>`.
+        release: String,
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+    },
     /// Report the outcome of a self-managed (Terraform) deployment, as Proton's
     /// `NotifyResourceDeploymentStatusChange` did.
     Notify {
@@ -280,6 +294,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             reason,
             config,
         } => rollout::rollout_cmd(&config, action, &version, &reason),
+        Command::Release {
+            action,
+            release,
+            config,
+        } => release::release_cmd(&config, action, &release),
         Command::Demo {
             dir,
             examples,

@@ -309,6 +309,7 @@ fn reason_label(a: &Action) -> Option<&'static str> {
             UpdateReason::MinorUpgrade { .. } => "minor_upgrade",
             UpdateReason::TemplateChange { .. } => "template_change",
             UpdateReason::Rerender => "rerender",
+            UpdateReason::ReleaseChanged { .. } => "release_changed",
         }),
         _ => None,
     }
@@ -361,8 +362,11 @@ pub fn error_policy(dep: &NewDeployment, outcome: &Outcome) -> Requeue {
         // A conflict waits for a person: nothing protond does can resolve it.
         Outcome::Conflict { .. } => Requeue::AwaitChange { halt: None },
         Outcome::Failed { .. } => Requeue::AwaitChange {
-            halt: (dep.reason.as_deref() == Some("minor_upgrade"))
-                .then(|| (dep.template.clone(), dep.to_version)),
+            halt: matches!(
+                dep.reason.as_deref(),
+                Some("minor_upgrade" | "release_changed")
+            )
+            .then(|| (dep.template.clone(), dep.to_version)),
         },
     }
 }
