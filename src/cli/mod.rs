@@ -20,7 +20,7 @@ mod check_config;
 mod demo;
 mod notify;
 mod plan;
-mod release;
+pub(crate) mod release;
 mod render;
 mod rollout;
 mod run;
