@@ -236,7 +236,7 @@ impl Catalog {
         let versions = self.releases.get(template)?;
         match minor {
             Some(minor) => versions.get(&Version { major, minor }),
-            None => self.newest(template, major, |r| r.usable()),
+            None => self.newest(template, major, Release::usable),
         }
     }
 

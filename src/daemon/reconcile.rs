@@ -197,13 +197,13 @@ pub async fn record_catalog(store: &Store, catalog: &Catalog) -> Result<(), Stat
         if store.record_template_version(&rec).await? {
             match &r.state {
                 ReleaseState::Current => {
-                    tracing::info!(template = %r.template, version = %r.version, tag = %r.tag, "Template version registered.")
+                    tracing::info!(template = %r.template, version = %r.version, tag = %r.tag, "Template version registered.");
                 }
                 ReleaseState::Moved { tag_commit } => {
-                    tracing::warn!(template = %r.template, version = %r.version, tag = %r.tag, commit = %r.commit, tag_commit = %tag_commit, "Release tag moved to another commit: refused, the release stays on its recorded commit and nothing is redeployed; run `protond release accept {}/v{}` to roll the new commit out, or tag a new minor.", r.template, r.version)
+                    tracing::warn!(template = %r.template, version = %r.version, tag = %r.tag, commit = %r.commit, tag_commit = %tag_commit, "Release tag moved to another commit: refused, the release stays on its recorded commit and nothing is redeployed; run `protond release accept {}/v{}` to roll the new commit out, or tag a new minor.", r.template, r.version);
                 }
                 ReleaseState::Withdrawn => {
-                    tracing::warn!(template = %r.template, version = %r.version, tag = %r.tag, commit = %r.commit, "Release tag deleted: the release stays for the resources that run it and is no longer given to new resources.")
+                    tracing::warn!(template = %r.template, version = %r.version, tag = %r.tag, commit = %r.commit, "Release tag deleted: the release stays for the resources that run it and is no longer given to new resources.");
                 }
             }
         }

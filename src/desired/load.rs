@@ -370,7 +370,7 @@ fn release_refs(
                 refs.recorded.insert(tag.name.clone(), tag.commit);
             }
             Err(e) => {
-                tracing::warn!(repo, tag = %tag.name, error = %crate::error_chain(&e), "Release commit not recorded in the mirror.")
+                tracing::warn!(repo, tag = %tag.name, error = %crate::error_chain(&e), "Release commit not recorded in the mirror.");
             }
         }
     }

@@ -212,12 +212,12 @@ pub fn rollout_holds(
     let progress = StageProgress::new(units, records, rules, &pending);
     let mut holds = BTreeMap::new();
     for a in plan.changes() {
-        let to = match &a.action {
-            ActionKind::Update {
-                reason:
-                    UpdateReason::MinorUpgrade { to, .. } | UpdateReason::ReleaseChanged { version: to },
-            } => to,
-            _ => continue,
+        let ActionKind::Update {
+            reason:
+                UpdateReason::MinorUpgrade { to, .. } | UpdateReason::ReleaseChanged { version: to },
+        } = &a.action
+        else {
+            continue;
         };
         let Some(unit) = by_id.get(a.id.as_str()) else {
             continue;

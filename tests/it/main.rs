@@ -27,5 +27,6 @@ mod one_writer;
 mod ownership;
 mod plan_matches;
 mod proposals;
+mod releases;
 mod self_managed;
 mod server;
