@@ -1,4 +1,6 @@
-//! What the reconciler would do now: compute the desired state, diff it, gate minor rollouts,
+//! What the reconciler would do now: compute the desired state (no new resource on a halted
+//! minor), diff it (re-renders under an accepted moved tag labelled release changes), gate
+//! minor rollouts and release changes,
 //! re-render held resources on the version they run, diff again, and schedule.
 //!
 //! One function, [`evaluate`], called by the daemon's cycle, `protond plan`, the bench and the
@@ -69,16 +71,32 @@ pub fn evaluate(
         .map(ResourceRecord::to_deployed)
         .collect();
     let latest_major = snapshot.catalog.latest_major();
+    // No new resource is given a halted minor.
+    let halted: BTreeSet<(String, Version)> = facts.halted.keys().cloned().collect();
+    // Releases whose moved tag an operator accepted: their re-renders are release changes.
+    let changed: BTreeSet<(String, Version)> = snapshot
+        .catalog
+        .releases()
+        .filter(|r| r.replaced.is_some())
+        .map(|r| (r.template.clone(), r.version))
+        .collect();
     let set = match cache {
-        Some(cache) => cache.compute(
+        Some(cache) if halted.is_empty() => cache.compute(
             snapshot,
             &facts.records,
             &config.account_id,
             &BTreeMap::new(),
         ),
-        None => desired::compute(snapshot, &facts.records, &config.account_id),
+        _ => desired::compute_held(
+            snapshot,
+            &facts.records,
+            &config.account_id,
+            &BTreeMap::new(),
+            &halted,
+        ),
     };
-    let first = plan::diff(&set.desired(), &observed, &set.unknown_repos, &latest_major);
+    let mut first = plan::diff(&set.desired(), &observed, &set.unknown_repos, &latest_major);
+    plan::label_release_changes(&mut first, &changed);
     let records = record_facts(&facts.records);
     let env_stages = environment_field(snapshot, |e| e.stage.as_ref());
     let units: Vec<RolloutUnit> = set
@@ -111,8 +129,10 @@ pub fn evaluate(
     let (set, mut plan) = if pins.is_empty() {
         (set, first)
     } else {
-        let set = desired::compute_pinned(snapshot, &facts.records, &config.account_id, &pins);
-        let plan = plan::diff(&set.desired(), &observed, &set.unknown_repos, &latest_major);
+        let set =
+            desired::compute_held(snapshot, &facts.records, &config.account_id, &pins, &halted);
+        let mut plan = plan::diff(&set.desired(), &observed, &set.unknown_repos, &latest_major);
+        plan::label_release_changes(&mut plan, &changed);
         (set, plan)
     };
     mark_relocations(&mut plan, &set, &facts.records, snapshot, config);
@@ -280,9 +300,7 @@ fn last_attempt(d: &DeploymentRecord) -> LastAttempt {
         version: d.deployment.to_version,
         input_hash: d.deployment.input_hash.clone(),
         rendered_hash: d.deployment.rendered_hash.clone(),
-        conflict: d
-            .is_conflict()
-            .then(|| d.error.clone().unwrap_or_default()),
+        conflict: d.is_conflict().then(|| d.error.clone().unwrap_or_default()),
     }
 }
 

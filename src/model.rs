@@ -487,6 +487,18 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// Where a release's tag stands against the commit protond recorded for the release.
+    pub enum TagState {
+        /// The tag names the recorded commit.
+        Current => "current",
+        /// The tag was moved to another commit: refused until `protond release accept`.
+        Moved => "moved",
+        /// The tag was deleted: the release stays for the resources running it.
+        Withdrawn => "withdrawn",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

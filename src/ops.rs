@@ -76,6 +76,9 @@ pub fn plan_table(plan: &Plan, set: &DesiredSet, catalog: &Catalog) -> String {
                     UpdateReason::Rerender => {
                         "rendered output changed (dependency outputs)".to_string()
                     }
+                    UpdateReason::ReleaseChanged { version } => {
+                        format!("release {version} changed (accepted moved tag)")
+                    }
                 },
             ),
             ActionKind::Delete => (
@@ -235,6 +238,42 @@ pub fn rollouts_table(rows: &[RolloutProgress]) -> String {
             out,
             "  {} {}: {}/{} resources, {state}",
             r.template, r.version, r.done, r.total
+        );
+    }
+    out
+}
+
+/// Releases whose tag no longer names their recorded commit (`moved`: refused until
+/// `protond release accept`; `withdrawn`: the tag was deleted), as a section (empty when
+/// every release follows its tag).
+#[must_use]
+pub fn releases_table(versions: &[crate::state::TemplateVersionRecord]) -> String {
+    let mut out = String::new();
+    let odd: Vec<&crate::state::TemplateVersionRecord> = versions
+        .iter()
+        .filter(|v| v.registered && v.tag_state != crate::model::TagState::Current)
+        .collect();
+    if odd.is_empty() {
+        return out;
+    }
+    out.push_str("\nReleases not following their tag:\n");
+    for v in odd {
+        let what = match (v.tag_state, &v.tag_commit) {
+            (crate::model::TagState::Moved, Some(to)) => format!(
+                "tag {} moved to {to}; stays on {} (protond release accept {}/v{})",
+                v.tag, v.commit, v.template, v.version
+            ),
+            _ => format!(
+                "tag {} deleted; kept on {} for the resources running it, not given to new ones",
+                v.tag, v.commit
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "  {} {}: {}, {what}",
+            v.template,
+            v.version,
+            v.tag_state.as_str()
         );
     }
     out
@@ -616,6 +655,8 @@ mod tests {
         minor_versions
             .iter()
             .map(|&(major, minor)| TemplateVersionRecord {
+                tag_state: crate::model::TagState::Current,
+                tag_commit: None,
                 template: "web".into(),
                 version: version(major, minor),
                 kind: "service".into(),

@@ -103,6 +103,13 @@ pub enum UpdateReason {
     /// changed. Created in the new place, then deleted from the recorded one with the
     /// recorded identity; counted against the deletion budget.
     Relocate,
+    /// Same inputs and version, but the release itself changed: an operator accepted its
+    /// moved tag (`protond release accept`). Rolled out like a minor upgrade, through the
+    /// rollout gate.
+    ReleaseChanged {
+        /// The release (deployed and new).
+        version: Version,
+    },
 }
 
 /// What to do with one resource.
@@ -217,6 +224,26 @@ fn action_for(want: &Desired, have: Option<&Deployed>) -> ActionKind {
         return ActionKind::NoOp;
     };
     ActionKind::Update { reason }
+}
+
+/// Labels as [`UpdateReason::ReleaseChanged`] the re-renders of resources whose release
+/// changed under them: `changed` holds the (template, version) releases whose moved tag an
+/// operator accepted. Their updates then go through the rollout gate like a minor upgrade,
+/// instead of reaching every stage at once as a re-render would.
+pub fn label_release_changes(plan: &mut Plan, changed: &BTreeSet<(String, Version)>) {
+    if changed.is_empty() {
+        return;
+    }
+    for a in &mut plan.actions {
+        if let ActionKind::Update {
+            reason: reason @ UpdateReason::Rerender,
+        } = &mut a.action
+            && a.deployed == Some(a.version)
+            && changed.contains(&(a.template.clone(), a.version))
+        {
+            *reason = UpdateReason::ReleaseChanged { version: a.version };
+        }
+    }
 }
 
 /// Diffs desired against deployed. `unknown_repos` are repos that failed to fetch or parse;
@@ -504,6 +531,54 @@ mod tests {
                 current: 1,
                 available: 3
             }]
+        );
+    }
+
+    #[test]
+    fn accepted_release_changes_relabel_rerenders_only() {
+        let desired = vec![
+            want("a", Environment, v(1, 1), "i", "r2"),
+            want("b", Environment, v(1, 1), "i2", "r2"),
+            want("c", Environment, v(1, 2), "i", "r2"),
+        ];
+        let deployed = vec![
+            have("a", Environment, v(1, 1), "i", "r"),
+            have("b", Environment, v(1, 1), "i", "r"),
+            have("c", Environment, v(1, 1), "i", "r"),
+        ];
+        let mut plan = diff(&desired, &deployed, &BTreeSet::new(), &BTreeMap::new());
+        let changed = BTreeSet::from([("t".to_string(), v(1, 1))]);
+        label_release_changes(&mut plan, &changed);
+        let reasons: Vec<(&str, &ActionKind)> = plan
+            .actions
+            .iter()
+            .map(|a| (a.id.as_str(), &a.action))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (
+                    "a",
+                    &ActionKind::Update {
+                        reason: UpdateReason::ReleaseChanged { version: v(1, 1) }
+                    }
+                ),
+                (
+                    "b",
+                    &ActionKind::Update {
+                        reason: UpdateReason::SpecChange
+                    }
+                ),
+                (
+                    "c",
+                    &ActionKind::Update {
+                        reason: UpdateReason::MinorUpgrade {
+                            from: v(1, 1),
+                            to: v(1, 2)
+                        }
+                    }
+                ),
+            ]
         );
     }
 }

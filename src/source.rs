@@ -48,6 +48,12 @@ pub const TOKEN_USER_ENV: &str = "PROTOND_GIT_USER";
 pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(200);
 
 const DEFAULT_TOKEN_USER: &str = "x-access-token";
+/// Where protond keeps each release tag's recorded commit: `refs/protond/releases/<tag>`.
+pub const RELEASE_REFS: &str = "refs/protond/releases/";
+/// Where `protond release accept` keeps the commit an accepted move replaced:
+/// `refs/protond/accepted/<tag>` (so that the change rolls out as a release change).
+pub const ACCEPTED_REFS: &str = "refs/protond/accepted/";
+
 const FETCH_REFSPECS: [&str; 2] = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
 
 /// Errors of this module: one variant per failed operation.
@@ -119,6 +125,17 @@ pub enum SourceError {
         /// The reference as given by the caller.
         reference: String,
         /// The gix error (not-found included).
+        #[source]
+        source: gix::Error,
+    },
+    /// One of protond's own references (`refs/protond/...`) could not be written.
+    #[error("failed to write {reference:?} in {url}")]
+    WriteRef {
+        /// The redacted URL.
+        url: String,
+        /// The full reference name.
+        reference: String,
+        /// The gix error.
         #[source]
         source: gix::Error,
     },
@@ -325,6 +342,7 @@ impl SourceError {
             | Self::NotSynced { .. }
             | Self::Open { .. }
             | Self::ResolveRef { .. }
+            | Self::WriteRef { .. }
             | Self::ListTags { .. }
             | Self::ReadTree { .. }
             | Self::ReadBlob { .. }
@@ -349,6 +367,7 @@ impl SourceError {
             Self::Clone { .. } => "clone",
             Self::Fetch { .. } => "fetch",
             Self::ResolveRef { .. } => "resolve_ref",
+            Self::WriteRef { .. } => "write_ref",
             Self::ListTags { .. } => "list_tags",
             Self::ReadTree { .. } => "read_tree",
             Self::ReadBlob { .. } => "read_blob",
@@ -554,6 +573,65 @@ impl Mirror {
         }
         tags.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(tags)
+    }
+
+    /// protond's own references below `prefix` (e.g. [`RELEASE_REFS`]): name after the
+    /// prefix → commit. They are never fetched or pruned, so the commits they name (and their
+    /// objects) survive a moved or deleted tag and git garbage collection.
+    ///
+    /// # Errors
+    ///
+    /// [`SourceError::ResolveRef`] when the references cannot be read.
+    pub fn protond_refs(
+        &self,
+        prefix: &str,
+    ) -> Result<BTreeMap<String, gix::ObjectId>, SourceError> {
+        let repo = self.inner.repo.to_thread_local();
+        let list = || -> gix::Result<BTreeMap<String, gix::ObjectId>> {
+            let mut out = BTreeMap::new();
+            let platform = repo.references()?;
+            for reference in platform.prefixed(prefix.as_bytes())? {
+                let mut reference = reference?;
+                let full = reference.name().as_bstr().to_str_lossy().into_owned();
+                let name = full.strip_prefix(prefix).unwrap_or(&full).to_owned();
+                out.insert(name, reference.peel_to_id()?.detach());
+            }
+            Ok(out)
+        };
+        list().map_err(|source| SourceError::ResolveRef {
+            url: self.inner.url.clone(),
+            reference: prefix.to_owned(),
+            source,
+        })
+    }
+
+    /// Points protond's reference `<prefix><name>` at `commit` (creating or moving it).
+    ///
+    /// # Errors
+    ///
+    /// [`SourceError::WriteRef`] when the reference cannot be written.
+    pub fn set_protond_ref(
+        &self,
+        prefix: &str,
+        name: &str,
+        commit: gix::ObjectId,
+    ) -> Result<(), SourceError> {
+        let repo = self.inner.repo.to_thread_local();
+        let full = format!("{prefix}{name}");
+        let write = || -> gix::Result<()> {
+            repo.reference(
+                full.as_str(),
+                commit,
+                gix::refs::transaction::PreviousValue::Any,
+                "protond: release commit",
+            )?;
+            Ok(())
+        };
+        write().map_err(|source| SourceError::WriteRef {
+            url: self.inner.url.clone(),
+            reference: full.clone(),
+            source,
+        })
     }
 
     /// Tree id of `folder` (a relative path, "" = root) at `commit`, or None if the folder does not exist. Used to skip unchanged work.

@@ -23,7 +23,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use crate::model::{
     DeploymentAction, DeploymentStatus, Placement, ProposalState, ResourceKind, ResourceStatus,
-    RolloutState, Version,
+    RolloutState, TagState, Version,
 };
 use crate::plan;
 
@@ -221,7 +221,8 @@ pub struct TemplateVersionRecord {
     pub repo: String,
     /// The release tag.
     pub tag: String,
-    /// The tagged commit.
+    /// The release's commit: the tagged commit when protond first saw the tag (or the one
+    /// an operator accepted). Never overwritten by a moved tag.
     pub commit: String,
     /// Registered (valid) or rejected.
     pub registered: bool,
@@ -229,6 +230,10 @@ pub struct TemplateVersionRecord {
     pub reason: Option<String>,
     /// Annotated tag message.
     pub release_notes: Option<String>,
+    /// Whether the tag still names [`TemplateVersionRecord::commit`].
+    pub tag_state: TagState,
+    /// The commit a moved tag names now.
+    pub tag_commit: Option<String>,
 }
 
 /// A pull request proposing a major upgrade of one spec file.
@@ -720,14 +725,15 @@ impl Store {
             .map_err(self.q("ping"))
     }
 
-    /// Records a template version (registered or rejected). Returns true when it is new or
-    /// its record changed (e.g. a moved tag).
+    /// Records a template version (registered or rejected). The commit recorded first sticks:
+    /// a moved tag only changes `tag_state` and `tag_commit` (see
+    /// [`Store::accept_release`]). Returns true when it is new or its record changed.
     pub async fn record_template_version(
         &self,
         v: &TemplateVersionRecord,
     ) -> Result<bool, StateError> {
         let existing = sqlx::query(
-            "SELECT git_commit, status FROM template_versions WHERE template = ? AND major = ? AND minor = ?",
+            "SELECT status, tag_state, tag_commit FROM template_versions WHERE template = ? AND major = ? AND minor = ?",
         )
         .bind(&v.template)
         .bind(i64::from(v.version.major))
@@ -741,22 +747,29 @@ impl Store {
             "rejected"
         };
         if let Some(row) = &existing {
-            let commit: String = row
-                .try_get("git_commit")
-                .map_err(self.q("read template version"))?;
             let old_status: String = row
                 .try_get("status")
                 .map_err(self.q("read template version"))?;
-            if commit == v.commit && old_status == status {
+            let old_state: String = row
+                .try_get("tag_state")
+                .map_err(self.q("read template version"))?;
+            let old_tag_commit: Option<String> = row
+                .try_get("tag_commit")
+                .map_err(self.q("read template version"))?;
+            if old_status == status
+                && v.tag_state == old_state.as_str()
+                && old_tag_commit == v.tag_commit
+            {
                 return Ok(false);
             }
         }
         sqlx::query(
-            "INSERT INTO template_versions (template, major, minor, kind, repo, tag, git_commit, status, reason, release_notes, recorded_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            "INSERT INTO template_versions (template, major, minor, kind, repo, tag, git_commit, status, reason, release_notes, recorded_at, tag_state, tag_commit)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (template, major, minor) DO UPDATE SET kind = excluded.kind, repo = excluded.repo,
-               tag = excluded.tag, git_commit = excluded.git_commit, status = excluded.status,
-               reason = excluded.reason, release_notes = excluded.release_notes, recorded_at = excluded.recorded_at",
+               tag = excluded.tag, status = excluded.status,
+               reason = excluded.reason, release_notes = excluded.release_notes, recorded_at = excluded.recorded_at,
+               tag_state = excluded.tag_state, tag_commit = excluded.tag_commit",
         )
         .bind(&v.template)
         .bind(i64::from(v.version.major))
@@ -769,16 +782,41 @@ impl Store {
         .bind(&v.reason)
         .bind(&v.release_notes)
         .bind(now())
+        .bind(v.tag_state.as_str())
+        .bind(&v.tag_commit)
         .execute(&self.pool)
         .await
         .map_err(self.q("record template version"))?;
         Ok(true)
     }
 
+    /// Records `commit` as the commit of `template` `version` (an operator accepted its moved
+    /// tag): the tag is current again. Returns false when the version is not recorded.
+    pub async fn accept_release(
+        &self,
+        template: &str,
+        version: Version,
+        commit: &str,
+    ) -> Result<bool, StateError> {
+        let done = sqlx::query(
+            "UPDATE template_versions SET git_commit = ?, tag_state = 'current', tag_commit = NULL, recorded_at = ?
+             WHERE template = ? AND major = ? AND minor = ?",
+        )
+        .bind(commit)
+        .bind(now())
+        .bind(template)
+        .bind(i64::from(version.major))
+        .bind(i64::from(version.minor))
+        .execute(&self.pool)
+        .await
+        .map_err(self.q("accept a release"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Every recorded template version, by template and version.
     pub async fn template_versions(&self) -> Result<Vec<TemplateVersionRecord>, StateError> {
         let rows = sqlx::query(
-            "SELECT template, major, minor, kind, repo, tag, git_commit, status, reason, release_notes
+            "SELECT template, major, minor, kind, repo, tag, git_commit, status, reason, release_notes, tag_state, tag_commit
              FROM template_versions ORDER BY template, major, minor",
         )
         .fetch_all(&self.pool)
@@ -816,6 +854,16 @@ impl Store {
                         .map_err(self.q("list template versions"))?,
                     release_notes: r
                         .try_get("release_notes")
+                        .map_err(self.q("list template versions"))?,
+                    tag_state: {
+                        let text = get("tag_state")?;
+                        TagState::parse(&text).ok_or(StateError::Corrupt {
+                            table: "template_versions",
+                            detail: format!("tag_state = {text:?}"),
+                        })?
+                    },
+                    tag_commit: r
+                        .try_get("tag_commit")
                         .map_err(self.q("list template versions"))?,
                 })
             })
@@ -1536,13 +1584,46 @@ mod tests {
             registered: true,
             reason: None,
             release_notes: Some("Faster.".into()),
+            tag_state: TagState::Current,
+            tag_commit: None,
         };
         assert!(store.record_template_version(&v).await.expect("record"));
         assert!(!store.record_template_version(&v).await.expect("again"));
+        // A moved tag is reported, and the first commit sticks.
+        let mut moved = v.clone();
+        moved.commit = "c2".into();
+        moved.tag_state = TagState::Moved;
+        moved.tag_commit = Some("c2".into());
+        assert!(
+            store
+                .record_template_version(&moved)
+                .await
+                .expect("moved tag")
+        );
+        v.tag_state = TagState::Moved;
+        v.tag_commit = Some("c2".into());
+        assert_eq!(
+            store.template_versions().await.expect("list"),
+            vec![v.clone()]
+        );
+        // Accepting it records the new commit.
+        assert!(
+            store
+                .accept_release("web-svc", v.version, "c2")
+                .await
+                .expect("accept")
+        );
         v.commit = "c2".into();
-        assert!(store.record_template_version(&v).await.expect("moved tag"));
-        let all = store.template_versions().await.expect("list");
-        assert_eq!(all, vec![v]);
+        v.tag_state = TagState::Current;
+        v.tag_commit = None;
+        assert_eq!(store.template_versions().await.expect("list"), vec![v]);
+        let unknown = Version { major: 9, minor: 0 };
+        assert!(
+            !store
+                .accept_release("web-svc", unknown, "c3")
+                .await
+                .expect("unknown")
+        );
     }
 
     #[tokio::test]
@@ -1570,6 +1651,8 @@ mod tests {
 
     fn release(template: &str, major: u32, minor: u32, registered: bool) -> TemplateVersionRecord {
         TemplateVersionRecord {
+            tag_state: TagState::Current,
+            tag_commit: None,
             template: template.into(),
             version: Version { major, minor },
             kind: "service".into(),

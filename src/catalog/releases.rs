@@ -4,6 +4,13 @@
 //! bundle is read from the tagged commit's `<template>/v<major>/` folder and validated. An
 //! invalid bundle is recorded as rejected with its reason and never used. The annotated
 //! tag's message is the release note. Tags that do not match the pattern are ignored.
+//!
+//! Releases are immutable: the commit a tag named when protond first saw it is kept in
+//! protond's own reference (`refs/protond/releases/<tag>`, see [`ReleaseRefs`]) and the
+//! bundle is always read there. A tag moved since is [`ReleaseState::Moved`] (reported, not
+//! followed until `protond release accept`); a tag deleted since is
+//! [`ReleaseState::Withdrawn`] (kept for the resources that run it, never given to new ones).
+//! This module only reads; the loader writes the references.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -107,6 +114,45 @@ impl TagPattern {
     }
 }
 
+/// Where a release's tag stands against the commit protond recorded for it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ReleaseState {
+    /// The tag still names the recorded commit.
+    #[default]
+    Current,
+    /// The tag was moved to another commit: the release stays on the recorded one until an
+    /// operator accepts the move (`protond release accept`).
+    Moved {
+        /// The commit the tag names now.
+        tag_commit: String,
+    },
+    /// The tag was deleted: the release stays known for the resources that run it, and new
+    /// resources never get it.
+    Withdrawn,
+}
+
+impl ReleaseState {
+    /// `current`, `moved` or `withdrawn`, as `protond status` shows it.
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Current => "current",
+            Self::Moved { .. } => "moved",
+            Self::Withdrawn => "withdrawn",
+        }
+    }
+}
+
+/// protond's own references in a template repo's mirror, by tag name: the commit recorded
+/// for each release tag (first seen, or accepted), and the commit an accepted move replaced.
+#[derive(Debug, Clone, Default)]
+pub struct ReleaseRefs {
+    /// `refs/protond/releases/<tag>`: the release's commit.
+    pub recorded: BTreeMap<String, gix::ObjectId>,
+    /// `refs/protond/accepted/<tag>`: the commit the release had before an accepted move.
+    pub accepted: BTreeMap<String, gix::ObjectId>,
+}
+
 /// A valid, registered release.
 #[derive(Debug, Clone)]
 pub struct Release {
@@ -124,6 +170,19 @@ pub struct Release {
     pub notes: Option<String>,
     /// The validated bundle.
     pub bundle: Arc<Bundle>,
+    /// Whether the tag still names [`Release::commit`].
+    pub state: ReleaseState,
+    /// The commit this release had before an operator accepted a moved tag: resources
+    /// rendered from it are updated as a release change, through the rollout gate.
+    pub replaced: Option<String>,
+}
+
+impl Release {
+    /// Whether new resources may be given this release (its tag was not deleted).
+    #[must_use]
+    pub fn usable(&self) -> bool {
+        self.state != ReleaseState::Withdrawn
+    }
 }
 
 /// A release tag whose bundle was rejected.
@@ -170,22 +229,36 @@ pub struct IgnoredTag {
 }
 
 impl Catalog {
-    /// The release a resource following `major` (optionally pinned to `minor`) should run.
+    /// The release a resource following `major` (optionally pinned to `minor`) should run:
+    /// the pinned minor, else the newest minor whose tag was not deleted.
     #[must_use]
     pub fn resolve(&self, template: &str, major: u32, minor: Option<u32>) -> Option<&Release> {
         let versions = self.releases.get(template)?;
         match minor {
             Some(minor) => versions.get(&Version { major, minor }),
-            None => versions
-                .range(
-                    Version { major, minor: 0 }..=Version {
-                        major,
-                        minor: u32::MAX,
-                    },
-                )
-                .next_back()
-                .map(|(_, r)| r),
+            None => self.newest(template, major, Release::usable),
         }
+    }
+
+    /// The newest release of `template`'s `major` that `keep` accepts.
+    #[must_use]
+    pub fn newest(
+        &self,
+        template: &str,
+        major: u32,
+        keep: impl Fn(&Release) -> bool,
+    ) -> Option<&Release> {
+        self.releases
+            .get(template)?
+            .range(
+                Version { major, minor: 0 }..=Version {
+                    major,
+                    minor: u32::MAX,
+                },
+            )
+            .rev()
+            .map(|(_, r)| r)
+            .find(|r| keep(r))
     }
 
     /// Newest registered major per template.
@@ -403,14 +476,57 @@ fn read_release(
     }
 }
 
+/// The release tags as protond reads them: each tag at its recorded commit (when one is
+/// recorded), with its [`ReleaseState`], plus a withdrawn entry for each recorded tag that is
+/// gone. Tags not matching `pattern` pass through unchanged.
+#[must_use]
+pub fn effective_tags(
+    tags: &[Tag],
+    refs: &ReleaseRefs,
+    pattern: &TagPattern,
+) -> Vec<(Tag, ReleaseState)> {
+    let mut out: Vec<(Tag, ReleaseState)> = tags
+        .iter()
+        .map(|t| match refs.recorded.get(&t.name) {
+            Some(&c) if c != t.commit && pattern.parse(&t.name).is_some() => (
+                Tag {
+                    name: t.name.clone(),
+                    commit: c,
+                    message: t.message.clone(),
+                },
+                ReleaseState::Moved {
+                    tag_commit: t.commit.to_string(),
+                },
+            ),
+            _ => (t.clone(), ReleaseState::Current),
+        })
+        .collect();
+    for (name, &commit) in &refs.recorded {
+        if pattern.parse(name).is_some() && !tags.iter().any(|t| &t.name == name) {
+            out.push((
+                Tag {
+                    name: name.clone(),
+                    commit,
+                    message: None,
+                },
+                ReleaseState::Withdrawn,
+            ));
+        }
+    }
+    out
+}
+
 /// Reads every release of one template repo. `previous` lets unchanged tags (same commit)
 /// reuse their already-validated bundle instead of reading the tree again; `syntax` checks
-/// each `IaC` file (see [`SyntaxCheck`]).
+/// each `IaC` file (see [`SyntaxCheck`]). `refs` are protond's references in the mirror: a
+/// release is read at its recorded commit, whatever its tag names now.
 #[must_use]
+#[allow(clippy::too_many_arguments)]
 pub fn read_releases(
     repo: &str,
     mirror: &Mirror,
     tags: &[Tag],
+    refs: &ReleaseRefs,
     pattern: &TagPattern,
     limits: &Limits,
     previous: Option<&Catalog>,
@@ -419,7 +535,8 @@ pub fn read_releases(
     let mut catalog = Catalog::default();
     let mut unmatched = Vec::new();
     let mut templates = std::collections::BTreeSet::new();
-    for tag in tags {
+    for (tag, state) in &effective_tags(tags, refs, pattern) {
+        let replaced = refs.accepted.get(&tag.name).map(ToString::to_string);
         let Some((template, version)) = pattern.parse(&tag.name) else {
             unmatched.push(tag.name.clone());
             continue;
@@ -433,6 +550,8 @@ pub fn read_releases(
         {
             let mut r = prev.clone();
             r.notes.clone_from(&tag.message);
+            r.state = state.clone();
+            r.replaced = replaced;
             catalog.insert(r);
             continue;
         }
@@ -445,6 +564,8 @@ pub fn read_releases(
                 commit,
                 notes: tag.message.clone(),
                 bundle: Arc::new(bundle),
+                state: state.clone(),
+                replaced,
             }),
             Err(reason) => catalog.rejected.push(Rejected {
                 repo: repo.to_string(),

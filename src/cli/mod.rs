@@ -21,6 +21,7 @@ mod demo;
 mod forget;
 mod notify;
 mod plan;
+pub(crate) mod release;
 mod render;
 mod rollout;
 mod run;
@@ -161,6 +162,19 @@ pub enum Command {
         #[arg(long, default_value = "proton.toml")]
         config: PathBuf,
     },
+    /// Accept the commit a moved release tag names now (`accept <template>/v<major>.<minor>`):
+    /// the change then rolls out as a minor rollout, stage by stage. Refused while the tag is
+    /// not moved.
+    Release {
+        /// `accept`.
+        #[arg(value_enum)]
+        action: release::ReleaseAction,
+        /// `<template>/v<major>.<minor>`.
+        release: String,
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+    },
     /// Report the outcome of a self-managed (Terraform) deployment, as Proton's
     /// `NotifyResourceDeploymentStatusChange` did.
     Notify {
@@ -292,6 +306,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             reason,
             config,
         } => rollout::rollout_cmd(&config, action, &version, &reason),
+        Command::Release {
+            action,
+            release,
+            config,
+        } => release::release_cmd(&config, action, &release),
         Command::Demo {
             dir,
             examples,

@@ -1,5 +1,5 @@
 //! `protond status`: lists every managed resource (template version, available updates, last
-//! deployment), the rollouts, the pipelines and the open proposals, from the store and, for
+//! deployment), the rollouts, the releases whose tag moved or was deleted, the pipelines and the open proposals, from the store and, for
 //! pipelines, from AWS. It only reads: it must never write the store or start a deployment.
 
 use std::io::Write;
@@ -15,7 +15,23 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
     let config = load_config(config)?;
     runtime()?.block_on(async move {
         let store = crate::state::Store::open(&config.state).await?;
-        let rows = crate::ops::status(&store.overview().await?);
+        let overview = store.overview().await?;
+        let rows = crate::ops::status(&overview);
+        let releases: Vec<serde_json::Value> = overview
+            .template_versions
+            .iter()
+            .filter(|v| v.registered)
+            .map(|v| {
+                serde_json::json!({
+                    "template": v.template,
+                    "version": v.version.to_string(),
+                    "tag": v.tag,
+                    "commit": v.commit,
+                    "state": v.tag_state,
+                    "tag_commit": v.tag_commit,
+                })
+            })
+            .collect();
         let rollouts = store.rollout_progress().await?;
         let proposals = store.proposals().await?;
         let pipelines = if rows
@@ -47,11 +63,17 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
                     "rollouts": rollouts,
                     "proposals": proposals,
                     "pipelines": pipelines,
+                    "releases": releases,
                 }))?
             )?,
             OutputFormat::Table => {
                 write!(out, "{}", crate::ops::status_table(&rows))?;
                 write!(out, "{}", crate::ops::rollouts_table(&rollouts))?;
+                write!(
+                    out,
+                    "{}",
+                    crate::ops::releases_table(&overview.template_versions)
+                )?;
                 write!(out, "{}", crate::ops::pipelines_table(&pipelines))?;
                 write!(out, "{}", crate::ops::proposals_table(&proposals))?;
             }

@@ -375,6 +375,7 @@ fn reason_label(a: &Action) -> Option<&'static str> {
             UpdateReason::TemplateChange { .. } => "template_change",
             UpdateReason::Rerender => "rerender",
             UpdateReason::Relocate => "relocate",
+            UpdateReason::ReleaseChanged { .. } => "release_changed",
         }),
         _ => None,
     }
@@ -417,8 +418,11 @@ pub fn error_policy(dep: &NewDeployment, outcome: &Outcome) -> Requeue {
         // A conflict waits for a person: nothing protond does can resolve it.
         Outcome::Conflict { .. } => Requeue::AwaitChange { halt: None },
         Outcome::Failed { .. } => Requeue::AwaitChange {
-            halt: (dep.reason.as_deref() == Some("minor_upgrade"))
-                .then(|| (dep.template.clone(), dep.to_version)),
+            halt: matches!(
+                dep.reason.as_deref(),
+                Some("minor_upgrade" | "release_changed")
+            )
+            .then(|| (dep.template.clone(), dep.to_version)),
         },
     }
 }

@@ -31,10 +31,10 @@ use tracing::Instrument as _;
 
 use super::ctx::Ctx;
 use super::lifecycle::{self, Work};
-use crate::catalog::releases::Catalog;
+use crate::catalog::releases::{Catalog, ReleaseState};
 use crate::desired::{self, Resource, Snapshot};
 use crate::evaluate::{self, Evaluation, Facts};
-use crate::model::SourceKind;
+use crate::model::{SourceKind, TagState};
 use crate::plan::schedule::HoldReason;
 use crate::plan::{ActionKind, Version};
 use crate::state::{ResourceRecord, StateError, Store, TemplateVersionRecord};
@@ -226,9 +226,28 @@ pub async fn record_catalog(store: &Store, catalog: &Catalog) -> Result<(), Stat
             registered: true,
             reason: None,
             release_notes: r.notes.clone(),
+            tag_state: match r.state {
+                ReleaseState::Current => TagState::Current,
+                ReleaseState::Moved { .. } => TagState::Moved,
+                ReleaseState::Withdrawn => TagState::Withdrawn,
+            },
+            tag_commit: match &r.state {
+                ReleaseState::Moved { tag_commit } => Some(tag_commit.clone()),
+                _ => None,
+            },
         };
         if store.record_template_version(&rec).await? {
-            tracing::info!(template = %r.template, version = %r.version, tag = %r.tag, "Template version registered.");
+            match &r.state {
+                ReleaseState::Current => {
+                    tracing::info!(template = %r.template, version = %r.version, tag = %r.tag, "Template version registered.");
+                }
+                ReleaseState::Moved { tag_commit } => {
+                    tracing::warn!(template = %r.template, version = %r.version, tag = %r.tag, commit = %r.commit, tag_commit = %tag_commit, "Release tag moved to another commit: refused, the release stays on its recorded commit and nothing is redeployed; run `protond release accept {}/v{}` to roll the new commit out, or tag a new minor.", r.template, r.version);
+                }
+                ReleaseState::Withdrawn => {
+                    tracing::warn!(template = %r.template, version = %r.version, tag = %r.tag, commit = %r.commit, "Release tag deleted: the release stays for the resources that run it and is no longer given to new resources.");
+                }
+            }
         }
     }
     for r in &catalog.rejected {
@@ -242,6 +261,8 @@ pub async fn record_catalog(store: &Store, catalog: &Catalog) -> Result<(), Stat
             registered: false,
             reason: Some(r.reason.clone()),
             release_notes: r.notes.clone(),
+            tag_state: TagState::Current,
+            tag_commit: None,
         };
         if store.record_template_version(&rec).await? {
             tracing::warn!(template = %r.template, version = %r.version, tag = %r.tag, reason = %r.reason, "Template version rejected.");

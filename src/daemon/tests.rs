@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use super::ctx::Provisioners;
 use super::*;
+use crate::plan::Version;
 use crate::provision::fake::{Call, Fake, Script};
 
 fn git(dir: &Path, args: &[&str]) {
@@ -327,4 +328,189 @@ async fn deletes_beyond_the_budget_are_refused_then_done_within_it() {
     assert_eq!(deletes[0], "pipeline/payments", "{deletes:?}");
     assert!(deletes[3].starts_with("component/"), "{deletes:?}");
     assert!(!w2.versions().await.keys().any(|k| k.contains("payments")));
+}
+
+impl World {
+    /// Moves release tag `tag` to a new commit that changes the web service's instance
+    /// template (so that every instance would render differently).
+    fn move_tag(&self, tag: &str) {
+        let dir = self.root.join("platform-templates");
+        let cfn = dir.join("web-svc/v1/instance_infrastructure/cloudformation.yaml");
+        let text = std::fs::read_to_string(&cfn).expect("read");
+        let changed = text.replace("VisibilityTimeout: 60", "VisibilityTimeout: 61");
+        assert_ne!(text, changed, "the template changes");
+        std::fs::write(&cfn, changed).expect("write");
+        git(&dir, &["add", "-A"]);
+        git(&dir, &["commit", "-q", "-m", "change v1 in place"]);
+        git(&dir, &["tag", "-f", "-a", tag, "-m", "moved"]);
+    }
+
+    /// Deletes release tag `tag` upstream and in protond's mirror (as a pruning fetch or a
+    /// rebuilt mirror would), leaving protond's own references alone.
+    fn delete_tag(&self, tag: &str) {
+        git(&self.root.join("platform-templates"), &["tag", "-d", tag]);
+        let mirror = crate::source::Mirror::open(
+            &self.ctx.config.template_repos[0].url,
+            &self.ctx.config.data_dir.join("git"),
+        )
+        .expect("mirror");
+        git(mirror.path(), &["tag", "-d", tag]);
+    }
+
+    /// Adds an instance `payments-extra` in stage dev to the payments service.
+    fn add_instance(&self) {
+        let dir = self.root.join("payments");
+        let file = dir.join("proton/services/payments.yaml");
+        let mut text = std::fs::read_to_string(&file).expect("read");
+        text.push_str(
+            "  - name: payments-extra\n    environment: dev\n    spec:\n      image: public.ecr.aws/nginx/nginx:stable\n      port: 8080\n      memory: \"512\"\n      desired_count: 1\n      health_check_path: /health\n",
+        );
+        std::fs::write(&file, text).expect("write");
+        git(&dir, &["add", "-A"]);
+        git(&dir, &["commit", "-q", "-m", "one more instance"]);
+    }
+
+    async fn release(&self, template: &str, minor: u32) -> crate::state::TemplateVersionRecord {
+        self.ctx
+            .store
+            .template_versions()
+            .await
+            .expect("versions")
+            .into_iter()
+            .find(|v| v.template == template && v.version == Version { major: 1, minor })
+            .expect("recorded")
+    }
+}
+
+const EXTRA: &str = "service_instance/payments/payments-extra";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_moved_tag_redeploys_nothing_until_accepted_then_rolls_out_stage_by_stage() {
+    let w = World::new("").await;
+    w.once().await;
+    let first_commit = w.release("web-svc", 0).await.commit;
+
+    // The tag is moved: refused and reported, nothing is deployed.
+    w.move_tag("web-svc/v1.0");
+    let mark = w.fake.calls().len();
+    let report = w.once().await;
+    assert_eq!(w.calls_since(mark), vec![], "a moved tag deploys nothing");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("release tag web-svc/v1.0 was moved")
+                && p.contains("protond release accept web-svc/v1.0")),
+        "{report:?}"
+    );
+    let rec = w.release("web-svc", 0).await;
+    assert_eq!(rec.commit, first_commit, "the first-seen commit sticks");
+    assert_eq!(rec.tag_state, crate::model::TagState::Moved);
+    let moved_to = rec.tag_commit.clone().expect("tag commit");
+    let mark = w.fake.calls().len();
+    w.once().await;
+    assert_eq!(
+        w.calls_since(mark),
+        vec![],
+        "still nothing on the next pass"
+    );
+
+    // Accepted: dev first, prod only after the soak.
+    crate::cli::release::accept(&w.ctx.config, &w.ctx.store, "web-svc/v1.0")
+        .await
+        .expect("accept");
+    let err = crate::cli::release::accept(&w.ctx.config, &w.ctx.store, "web-svc/v1.0")
+        .await
+        .expect_err("not moved any more");
+    assert!(err.to_string().contains("is not moved"), "{err}");
+    let rec = w.release("web-svc", 0).await;
+    assert_eq!(rec.commit, moved_to);
+    assert_eq!(rec.tag_state, crate::model::TagState::Current);
+    let mark = w.fake.calls().len();
+    let report = w.once().await;
+    assert!(report.problems.is_empty(), "{report:?}");
+    let calls = w.calls_since(mark);
+    assert!(
+        calls.contains(&("apply".into(), DEV.into(), "1.0".into())),
+        "{calls:?}"
+    );
+    assert!(!calls.iter().any(|c| c.1 == PROD), "{calls:?}");
+    let history = w
+        .ctx
+        .store
+        .deployments(Some(DEV), 1)
+        .await
+        .expect("history");
+    assert_eq!(
+        history[0].deployment.reason.as_deref(),
+        Some("release_changed")
+    );
+
+    w.advance(Duration::from_mins(30));
+    let mark = w.fake.calls().len();
+    w.once().await;
+    assert!(w.calls_since(mark).iter().all(|c| c.1 != PROD), "soaking");
+
+    w.advance(Duration::from_secs(1900));
+    let mark = w.fake.calls().len();
+    w.once().await;
+    let calls = w.calls_since(mark);
+    assert!(
+        calls.contains(&("apply".into(), PROD.into(), "1.0".into())),
+        "{calls:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_tag_downgrades_nothing_and_new_instances_do_not_get_it() {
+    let w = World::new("").await;
+    w.once().await;
+    w.tag("web-svc/v1.1");
+    w.once().await;
+    w.advance(Duration::from_hours(2));
+    w.once().await;
+    assert_eq!(w.versions().await[PROD], "1.1");
+
+    w.delete_tag("web-svc/v1.1");
+    let mark = w.fake.calls().len();
+    let report = w.once().await;
+    assert_eq!(w.calls_since(mark), vec![], "nothing is downgraded");
+    assert!(report.problems.is_empty(), "{report:?}");
+    assert_eq!(w.versions().await[DEV], "1.1");
+    assert_eq!(w.versions().await[PROD], "1.1");
+    assert_eq!(
+        w.release("web-svc", 1).await.tag_state,
+        crate::model::TagState::Withdrawn
+    );
+
+    // A new instance gets the newest usable minor, not the withdrawn one.
+    w.add_instance();
+    w.once().await;
+    let versions = w.versions().await;
+    assert_eq!(versions[EXTRA], "1.0", "{versions:?}");
+    assert_eq!(versions[DEV], "1.1", "{versions:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_halted_minor_is_not_given_to_a_new_instance() {
+    let w = World::new("").await;
+    w.once().await;
+    w.tag("web-svc/v1.1");
+    w.once().await;
+    assert_eq!(w.versions().await[DEV], "1.1");
+    w.ctx
+        .store
+        .set_rollout("web-svc", Version { major: 1, minor: 1 }, true, "by a test")
+        .await
+        .expect("halt");
+    w.add_instance();
+    w.advance(Duration::from_hours(2));
+    w.once().await;
+    let versions = w.versions().await;
+    assert_eq!(versions[EXTRA], "1.0", "{versions:?}");
+    assert_eq!(
+        versions[PROD], "1.0",
+        "the halted rollout holds prod: {versions:?}"
+    );
+    assert_eq!(versions[DEV], "1.1", "{versions:?}");
 }

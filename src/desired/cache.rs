@@ -61,6 +61,8 @@ fn compute_key(
         put(&r.template);
         put(&r.version.to_string());
         put(&r.commit);
+        // A moved tag is a problem line; a deleted one changes what new resources get.
+        put(&format!("{:?}", r.state));
     }
     for s in &snapshot.spec_repos {
         put(&s.repo);

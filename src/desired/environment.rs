@@ -46,7 +46,9 @@ fn deploy(b: &mut Builder<'_>, templates: &Templates<'_>, name: &str, d: &EnvDec
     let template = d.spec.template.as_ref();
     let pinned = template.and_then(|t| templates.pinned(&environment_id(name), &t.name));
     let release = match templates.resolve(d.path(), template, TemplateKind::Environment, pinned) {
-        Ok(r) => r,
+        Ok(r) => template.map_or(r, |t| {
+            templates.for_resource(&environment_id(name), &t.name, r, t.minor.is_some())
+        }),
         Err(e) => {
             // A spec naming no template has no inputs to speak of yet.
             let inputs = match e {

@@ -89,6 +89,8 @@ fn release(template: &str, major: u32, minor: u32, bundle: Arc<Bundle>) -> Relea
         commit: format!("{template}-{major}-{minor}"),
         notes: None,
         bundle,
+        state: crate::catalog::releases::ReleaseState::Current,
+        replaced: None,
     }
 }
 

@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::{Fetch, Snapshot, SpecEntry, SpecRepoState};
-use crate::catalog::releases::{self, Catalog, TagPattern, TagPatternError};
+use crate::catalog::releases::{self, Catalog, ReleaseRefs, TagPattern, TagPatternError};
 use crate::catalog::{ComponentBundle, Limits};
 use crate::config::{Config, SpecRepo, TemplateRepo};
 use crate::render;
-use crate::source::{EntryKind, Mirror, SourceError};
+use crate::source::{self, EntryKind, Mirror, SourceError, Tag};
 use crate::spec::{self, SpecFile};
 
 /// Why a repo could not be read this cycle.
@@ -161,11 +161,13 @@ impl<'a> Loader<'a> {
         let opened = self.open(&repo.name, &repo.url)?;
         opened.warn_if_stale(&repo.name);
         let tags = opened.mirror.tags().map_err(RepoError::Read)?;
+        let refs = release_refs(&repo.name, &opened.mirror, &tags, &pattern)?;
         let limits = Limits::default();
         Ok(releases::read_releases(
             &repo.name,
             &opened.mirror,
             &tags,
+            &refs,
             &pattern,
             &limits,
             previous,
@@ -346,4 +348,38 @@ fn read_component(
         render::check_syntax(f).map_err(|e| vec![format!("{path}/{e}")])?;
     }
     Ok(component)
+}
+
+/// protond's release references in `mirror`, recording (at first sight) the commit of every
+/// release tag that has none yet, so that a later move or deletion of the tag cannot change
+/// the release or lose its objects. A reference that cannot be written is logged, and the
+/// release is read at its tag this time.
+fn release_refs(
+    repo: &str,
+    mirror: &Mirror,
+    tags: &[Tag],
+    pattern: &TagPattern,
+) -> Result<ReleaseRefs, RepoError> {
+    let mut refs = ReleaseRefs {
+        recorded: mirror
+            .protond_refs(source::RELEASE_REFS)
+            .map_err(RepoError::Read)?,
+        accepted: mirror
+            .protond_refs(source::ACCEPTED_REFS)
+            .map_err(RepoError::Read)?,
+    };
+    for tag in tags {
+        if pattern.parse(&tag.name).is_none() || refs.recorded.contains_key(&tag.name) {
+            continue;
+        }
+        match mirror.set_protond_ref(source::RELEASE_REFS, &tag.name, tag.commit) {
+            Ok(()) => {
+                refs.recorded.insert(tag.name.clone(), tag.commit);
+            }
+            Err(e) => {
+                tracing::warn!(repo, tag = %tag.name, error = %crate::error_chain(&e), "Release commit not recorded in the mirror.");
+            }
+        }
+    }
+    Ok(refs)
 }

@@ -264,16 +264,35 @@ pub fn compute_pinned(
     account_id: &str,
     pins: &BTreeMap<String, Version>,
 ) -> DesiredSet {
+    compute_held(snapshot, deployed, account_id, pins, &BTreeSet::new())
+}
+
+/// Like [`compute_pinned`], and no new resource is given a `halted` (template, version): it
+/// gets the newest minor that is neither halted nor withdrawn.
+#[must_use]
+pub fn compute_held(
+    snapshot: &Snapshot,
+    deployed: &[ResourceRecord],
+    account_id: &str,
+    pins: &BTreeMap<String, Version>,
+    halted: &BTreeSet<(String, Version)>,
+) -> DesiredSet {
     let mut b = rows::Builder::new(deployed, account_id);
     for (repo, reason) in &snapshot.template_repo_errors {
         b.out
             .problems
             .push(format!("template repo {repo}: {reason}"));
     }
+    b.out.problems.extend(moved_tags(&snapshot.catalog));
     let templates = resolve::Templates {
         catalog: &snapshot.catalog,
         repos_failed: !snapshot.template_repo_errors.is_empty(),
         pins,
+        deployed: deployed
+            .iter()
+            .map(|r| (r.id.as_str(), (r.template.as_str(), r.version)))
+            .collect(),
+        halted,
     };
     let deployed_from: ownership::DeployedFrom<'_> = deployed
         .iter()
@@ -324,6 +343,21 @@ fn note_unread_repos(
         };
         out.record_notes.insert(r.id.clone(), note);
     }
+}
+
+/// One problem line per release tag moved away from its release's recorded commit: the move
+/// is refused until an operator accepts it.
+fn moved_tags(catalog: &crate::catalog::releases::Catalog) -> Vec<String> {
+    catalog
+        .releases()
+        .filter_map(|r| match &r.state {
+            crate::catalog::releases::ReleaseState::Moved { tag_commit } => Some(format!(
+                "template repo {}: release tag {} was moved from {} to {tag_commit}; the move is refused: {} {} stays on its recorded commit and nothing is redeployed (run `protond release accept {}/v{}` to roll the new commit out stage by stage, or tag a new minor)",
+                r.repo, r.tag, r.commit, r.template, r.version, r.template, r.version
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Flags the instances of services that ask for their pipeline to start after an instance

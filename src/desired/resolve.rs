@@ -2,11 +2,12 @@
 //!
 //! A resource follows the highest registered minor of its template's major, or the exact
 //! minor its spec pins, or (for a held-back minor rollout) the version the caller pins by
-//! resource id. An instance must target an environment with a valid declaration, that
+//! resource id. A deployed resource is never moved down by itself (it keeps a withdrawn
+//! minor it runs), and a new resource never gets a halted or withdrawn minor. An instance must target an environment with a valid declaration, that
 //! accepts its repo (`allowed_service_repos`) and whose template major its service template
 //! lists as compatible; its inputs must match the schema. Pure: no I/O, no rendering.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
@@ -25,6 +26,10 @@ pub(crate) struct Templates<'a> {
     pub repos_failed: bool,
     /// Resource id → the version it stays on.
     pub pins: &'a BTreeMap<String, Version>,
+    /// Resource id → the template and version it runs (from the deployed records).
+    pub deployed: BTreeMap<&'a str, (&'a str, Version)>,
+    /// Halted rollouts: never given to a new resource.
+    pub halted: &'a BTreeSet<(String, Version)>,
 }
 
 /// Why a declaration has no release to render.
@@ -105,6 +110,48 @@ impl<'a> Templates<'a> {
     pub fn pinned(&self, id: &str, template: &str) -> Option<&'a Release> {
         let v = self.pins.get(id)?;
         self.catalog.resolve(template, v.major, Some(v.minor))
+    }
+
+    /// The release resource `id` runs, given the release its declaration resolves to
+    /// (`base`, of `template`): the caller's pin first; then, unless the spec pins a minor
+    /// (`spec_minor`), a deployed resource never moves down by itself (it stays on a newer
+    /// minor it runs, e.g. one whose tag was deleted), and a new resource never gets a halted
+    /// or withdrawn minor (it gets the newest usable one).
+    pub fn for_resource(
+        &self,
+        id: &str,
+        template: &str,
+        base: &'a Release,
+        spec_minor: bool,
+    ) -> &'a Release {
+        if let Some(p) = self.pinned(id, template) {
+            return p;
+        }
+        if spec_minor {
+            return base;
+        }
+        let major = base.version.major;
+        let same_kind = |r: &Release| r.bundle.kind == base.bundle.kind;
+        match self.deployed.get(id) {
+            Some(&(t, v)) if t == template && v.major == major && v > base.version => self
+                .catalog
+                .resolve(template, major, Some(v.minor))
+                .filter(|r| same_kind(r))
+                .unwrap_or(base),
+            Some(_) => base,
+            None => {
+                let usable = |r: &Release| {
+                    r.usable()
+                        && same_kind(r)
+                        && !self.halted.contains(&(template.to_string(), r.version))
+                };
+                if usable(base) {
+                    base
+                } else {
+                    self.catalog.newest(template, major, usable).unwrap_or(base)
+                }
+            }
+        }
     }
 
     /// The release `template` resolves to for a spec at `path` asking for a `kind` template:

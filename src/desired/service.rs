@@ -64,6 +64,17 @@ struct Service<'s> {
     targets: &'s Targets<'s>,
 }
 
+impl Service<'_> {
+    /// Whether the spec pins a minor (its resources then run exactly that minor).
+    fn spec_minor(&self) -> bool {
+        self.decl
+            .spec
+            .template
+            .as_ref()
+            .is_some_and(|t| t.minor.is_some())
+    }
+}
+
 /// The rows of the service declaration that deploys.
 fn deploy(
     b: &mut Builder<'_>,
@@ -117,8 +128,7 @@ fn instance(
     let id = instance_id(svc.name, &inst.name);
     let release = svc
         .templates
-        .pinned(&id, svc.template)
-        .unwrap_or(svc.release);
+        .for_resource(&id, svc.template, svc.release, svc.spec_minor());
     let placement = Placement {
         path: svc.decl.path(),
         repo: svc.decl.repo_name(),
@@ -261,8 +271,7 @@ fn pipeline(b: &mut Builder<'_>, svc: &Service<'_>, infos: &[InstanceInfo], all_
     let id = pipeline_id(svc.name);
     let release = svc
         .templates
-        .pinned(&id, svc.template)
-        .unwrap_or(svc.release);
+        .for_resource(&id, svc.template, svc.release, svc.spec_minor());
     let d = svc.decl;
     let (infra, given) = match (&release.bundle.pipeline, &d.spec.pipeline) {
         (Some(infra), Some(given)) => (infra, given),

@@ -4,7 +4,8 @@
 //! Two passes, both called by the daemon, `protond plan`, the bench and the tests through
 //! `crate::evaluate`:
 //!
-//! * [`rollout_holds`] runs on the first diff: a minor upgrade waits while its rollout is
+//! * [`rollout_holds`] runs on the first diff: a minor upgrade (or a release change, an
+//!   accepted moved tag, which counts as done for a resource only once it redeployed) waits while its rollout is
 //!   halted, its stage's maintenance window is closed, an earlier stage has not reached the
 //!   version, or the earlier stages are soaking. A held resource is then re-rendered on the
 //!   version it runs ("pinned"), so that its spec changes still deploy.
@@ -202,11 +203,26 @@ pub fn rollout_holds(
     now: SystemTime,
 ) -> BTreeMap<String, HoldReason> {
     let by_id: BTreeMap<&str, &RolloutUnit> = units.iter().map(|u| (u.id.as_str(), u)).collect();
-    let progress = StageProgress::new(units, records, rules);
+    // A resource whose release changed under it runs the version already, but not its new
+    // content: it is not done until it deploys again.
+    let pending: BTreeSet<&str> = plan
+        .changes()
+        .filter(|a| {
+            matches!(
+                a.action,
+                ActionKind::Update {
+                    reason: UpdateReason::ReleaseChanged { .. }
+                }
+            )
+        })
+        .map(|a| a.id.as_str())
+        .collect();
+    let progress = StageProgress::new(units, records, rules, &pending);
     let mut holds = BTreeMap::new();
     for a in plan.changes() {
         let ActionKind::Update {
-            reason: UpdateReason::MinorUpgrade { to, .. },
+            reason:
+                UpdateReason::MinorUpgrade { to, .. } | UpdateReason::ReleaseChanged { version: to },
         } = &a.action
         else {
             continue;
@@ -272,6 +288,7 @@ impl<'a> StageProgress<'a> {
         units: &'a [RolloutUnit],
         records: &BTreeMap<String, RecordFacts>,
         rules: &RolloutRules,
+        pending: &BTreeSet<&str>,
     ) -> Self {
         let mut by_target: BTreeMap<(&str, Version), BTreeMap<usize, RankProgress>> =
             BTreeMap::new();
@@ -283,7 +300,9 @@ impl<'a> StageProgress<'a> {
                 .entry(rank)
                 .or_default();
             match records.get(&u.id) {
-                Some(r) if r.version == u.version && r.deployed => {
+                Some(r)
+                    if r.version == u.version && r.deployed && !pending.contains(u.id.as_str()) =>
+                {
                     entry.latest = entry.latest.max(r.updated_at);
                 }
                 _ => {
@@ -519,11 +538,12 @@ fn common_hold(a: &Action, input: &ScheduleInput) -> Option<HoldReason> {
 }
 
 fn apply_hold(a: &Action, input: &ScheduleInput) -> Option<HoldReason> {
-    // Still a minor upgrade after pinning: the version it runs could not be kept.
+    // Still a minor upgrade after pinning: the version it runs could not be kept. A release
+    // change cannot be pinned at all (the release has one commit), so it stays held.
     if matches!(
         a.action,
         ActionKind::Update {
-            reason: UpdateReason::MinorUpgrade { .. }
+            reason: UpdateReason::MinorUpgrade { .. } | UpdateReason::ReleaseChanged { .. }
         }
     ) && let Some(hold) = input.rollout_holds.get(&a.id)
     {

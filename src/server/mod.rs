@@ -739,7 +739,11 @@ async fn status_page(State(app): State<App>) -> Response {
     let rollouts = app.ctx.store.rollout_progress().await.unwrap_or_default();
     let proposals = app.ctx.store.proposals().await.unwrap_or_default();
     let last_cycle = app.ctx.telemetry.last_cycle();
-    Html(page::render(&rows, &rollouts, &proposals, last_cycle)).into_response()
+    let releases = app.ctx.store.template_versions().await.unwrap_or_default();
+    Html(page::render(
+        &rows, &rollouts, &releases, &proposals, last_cycle,
+    ))
+    .into_response()
 }
 
 #[cfg(test)]

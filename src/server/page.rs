@@ -4,9 +4,9 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use crate::model::{ResourceKind, ViewStatus};
+use crate::model::{ResourceKind, TagState, ViewStatus};
 use crate::ops::StatusRow;
-use crate::state::{ProposalRecord, RolloutProgress};
+use crate::state::{ProposalRecord, RolloutProgress, TemplateVersionRecord};
 
 /// Escapes text for HTML content and attribute values.
 fn esc(s: &str) -> String {
@@ -100,11 +100,43 @@ fn resource_table(out: &mut String, rows: &[&StatusRow]) {
     let _ = writeln!(out, "</tbody></table>");
 }
 
+/// Releases whose tag was moved (refused until `protond release accept`) or deleted; nothing
+/// when every release follows its tag.
+fn release_table(out: &mut String, releases: &[TemplateVersionRecord]) {
+    let odd: Vec<&TemplateVersionRecord> = releases
+        .iter()
+        .filter(|v| v.registered && v.tag_state != TagState::Current)
+        .collect();
+    if odd.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "<h2>Releases not following their tag</h2><table><thead><tr><th>Release</th><th>State</th><th>Recorded commit</th><th>Tag now</th></tr></thead><tbody>"
+    );
+    for v in odd {
+        let (class, now) = match (v.tag_state, &v.tag_commit) {
+            (TagState::Moved, Some(to)) => ("bad", format!("<code>{}</code>", esc(to))),
+            _ => ("warn", "deleted".to_string()),
+        };
+        let _ = writeln!(
+            out,
+            "<tr><td>{} {}</td><td class=\"{class}\">{}</td><td><code>{}</code></td><td>{now}</td></tr>",
+            esc(&v.template),
+            v.version,
+            v.tag_state,
+            esc(&v.commit)
+        );
+    }
+    let _ = writeln!(out, "</tbody></table>");
+}
+
 /// The whole page.
 #[must_use]
 pub fn render(
     rows: &[StatusRow],
     rollouts: &[RolloutProgress],
+    releases: &[TemplateVersionRecord],
     proposals: &[ProposalRecord],
     last_cycle: Option<SystemTime>,
 ) -> String {
@@ -182,6 +214,8 @@ pub fn render(
         }
         let _ = writeln!(out, "</tbody></table>");
     }
+
+    release_table(&mut out, releases);
 
     let _ = writeln!(out, "<h2>Upgrade pull requests</h2>");
     if proposals.is_empty() {

@@ -91,6 +91,7 @@ pub struct Telemetry {
     resources: Family<KindStatusLabels, Gauge>,
     rollouts: Family<StateLabels, Gauge>,
     proposals: Family<StateLabels, Gauge>,
+    releases: Family<StateLabels, Gauge>,
     in_flight: Gauge,
     last_fetch_age: Gauge,
     last_fetch: Mutex<Option<SystemTime>>,
@@ -120,6 +121,7 @@ impl Telemetry {
         let resources = Family::<KindStatusLabels, Gauge>::default();
         let rollouts = Family::<StateLabels, Gauge>::default();
         let proposals = Family::<StateLabels, Gauge>::default();
+        let releases = Family::<StateLabels, Gauge>::default();
         let in_flight = Gauge::default();
         let last_fetch_age = Gauge::default();
         registry.register("reconcile_cycles", "Reconcile cycles run", cycles.clone());
@@ -174,6 +176,11 @@ impl Telemetry {
             proposals.clone(),
         );
         registry.register(
+            "releases",
+            "Registered releases by tag state (current, moved: the tag was moved and the move is refused until accepted, withdrawn: the tag was deleted)",
+            releases.clone(),
+        );
+        registry.register(
             "deployments_in_flight",
             "Deployments running now",
             in_flight.clone(),
@@ -196,6 +203,7 @@ impl Telemetry {
             resources,
             rollouts,
             proposals,
+            releases,
             in_flight,
             last_fetch_age,
             last_fetch: Mutex::new(None),
@@ -262,6 +270,16 @@ impl Telemetry {
                     state: p.state.as_str().into(),
                 })
                 .inc();
+        }
+        self.releases.clear();
+        for v in store.template_versions().await? {
+            if v.registered {
+                self.releases
+                    .get_or_create(&StateLabels {
+                        state: v.tag_state.as_str().into(),
+                    })
+                    .inc();
+            }
         }
         self.in_flight
             .set(i64::try_from(in_flight).unwrap_or(i64::MAX));

@@ -547,7 +547,8 @@ async fn components_need_directly_defined_and_go_after_their_instance() {
         "compatible_environments:\n  - basic-env:1\n",
     );
     w.commit(t, "no components");
-    git(&w.dir(t), &["tag", "-f", "web-svc/v1.0"]);
+    // A new minor: a release tag moved in place is refused (releases are immutable).
+    git(&w.dir(t), &["tag", "web-svc/v1.1"]);
     let (_, _, plan) = w.plan().await;
     match action(&plan, "service_instance/payments/payments-dev") {
         ActionKind::Invalid { error } => assert!(
@@ -569,7 +570,7 @@ async fn components_need_directly_defined_and_go_after_their_instance() {
     // component (and the pipeline first).
     w.write(t, "web-svc/v1/.template-registration.yaml", "compatible_environments:\n  - basic-env:1\nsupported_component_sources:\n  - DIRECTLY_DEFINED\n");
     w.commit(t, "components again");
-    git(&w.dir(t), &["tag", "-f", "web-svc/v1.0"]);
+    git(&w.dir(t), &["tag", "web-svc/v1.2"]);
     git(
         &w.dir("payments"),
         &["rm", "-q", "proton/services/payments.yaml"],

@@ -27,6 +27,7 @@ mod one_writer;
 mod ownership;
 mod plan_matches;
 mod proposals;
+mod releases;
 mod relocation;
 mod retire;
 mod self_managed;

@@ -1,6 +1,6 @@
 //! Version resolution and placement checks, as tables.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::super::fixtures::{catalog, svc_releases};
 use super::*;
@@ -26,6 +26,8 @@ fn a_spec_follows_the_highest_minor_of_its_major_or_its_pinned_minor() {
         catalog: &catalog,
         repos_failed: false,
         pins: &no_pins,
+        deployed: BTreeMap::new(),
+        halted: &BTreeSet::new(),
     };
     let cases = [
         ("highest minor of major 1", t(1, None), Ok(v(1, 2))),
@@ -54,6 +56,8 @@ fn a_resource_pin_wins_over_the_spec() {
         catalog: &catalog,
         repos_failed: false,
         pins: &pins,
+        deployed: BTreeMap::new(),
+        halted: &BTreeSet::new(),
     };
     let version = |id: &str| {
         let pinned = templates.pinned(id, "web-svc");
@@ -69,6 +73,69 @@ fn a_resource_pin_wins_over_the_spec() {
 }
 
 #[test]
+fn new_resources_skip_halted_and_withdrawn_minors_and_nothing_moves_down() {
+    use crate::catalog::releases::ReleaseState;
+    // web-svc 1.0, 1.1, 1.2 (halted) and 1.3 (its tag deleted).
+    let mut catalog = catalog(&[]);
+    for mut r in svc_releases(&[(1, 0), (1, 1), (1, 2), (1, 3)]) {
+        if r.version == v(1, 3) {
+            r.state = ReleaseState::Withdrawn;
+        }
+        catalog.insert(r);
+    }
+    let no_pins = BTreeMap::new();
+    let halted = BTreeSet::from([("web-svc".to_string(), v(1, 2))]);
+    let templates = Templates {
+        catalog: &catalog,
+        repos_failed: false,
+        pins: &no_pins,
+        deployed: BTreeMap::from([
+            ("on-withdrawn", ("web-svc", v(1, 3))),
+            ("on-halted", ("web-svc", v(1, 2))),
+            ("on-old", ("web-svc", v(1, 0))),
+        ]),
+        halted: &halted,
+    };
+    let base = templates
+        .resolve("s.yaml", Some(&t(1, None)), TemplateKind::Service, None)
+        .expect("resolves");
+    assert_eq!(base.version, v(1, 2), "a withdrawn minor is not followed");
+    let cases = [
+        (
+            "a new resource skips the halted minor",
+            "new",
+            false,
+            v(1, 1),
+        ),
+        (
+            "a resource keeps the withdrawn minor it runs",
+            "on-withdrawn",
+            false,
+            v(1, 3),
+        ),
+        (
+            "a resource on the halted minor keeps it",
+            "on-halted",
+            false,
+            v(1, 2),
+        ),
+        (
+            "an older resource is offered the minor (the rollout gate holds it)",
+            "on-old",
+            false,
+            v(1, 2),
+        ),
+        ("a spec pin is obeyed", "new", true, v(1, 2)),
+    ];
+    for (case, id, spec_minor, want) in cases {
+        let got = templates
+            .for_resource(id, "web-svc", base, spec_minor)
+            .version;
+        assert_eq!(got, want, "{case}");
+    }
+}
+
+#[test]
 fn unresolved_templates_say_why() {
     let catalog = catalog(&[(1, 0)]);
     let no_pins = BTreeMap::new();
@@ -77,6 +144,8 @@ fn unresolved_templates_say_why() {
             catalog: &catalog,
             repos_failed,
             pins: &no_pins,
+            deployed: BTreeMap::new(),
+            halted: &BTreeSet::new(),
         }
         .resolve("s.yaml", template.as_ref(), kind, None)
         .map(|_| ())

@@ -251,6 +251,130 @@ fn only_minor_upgrades_are_gated() {
     assert!(holds.is_empty());
 }
 
+fn release_changed(id: &str) -> Action {
+    let mut a = action(
+        id,
+        ResourceKind::ServiceInstance,
+        ActionKind::Update {
+            reason: UpdateReason::ReleaseChanged { version: v(1, 1) },
+        },
+        v(1, 1),
+    );
+    a.deployed = Some(v(1, 1));
+    a
+}
+
+/// A release change (an accepted moved tag of 1.1, which every resource already runs) is
+/// gated like a minor upgrade: `prod-a` waits until `dev-a` redeployed it and soaked.
+#[test]
+fn release_changes_are_gated_like_minor_upgrades() {
+    struct Case {
+        name: &'static str,
+        dev_pending: bool,
+        dev_finished: u64,
+        halted: bool,
+        closed: &'static [&'static str],
+        now: u64,
+        want: Option<HoldReason>,
+    }
+    let cases = [
+        Case {
+            name: "dev has not redeployed the changed release",
+            dev_pending: true,
+            dev_finished: T0,
+            halted: false,
+            closed: &[],
+            now: T0 + 1000,
+            want: Some(HoldReason::EarlierStage {
+                waiting_on: "dev-a".into(),
+            }),
+        },
+        Case {
+            name: "dev redeployed it and is soaking",
+            dev_pending: false,
+            dev_finished: T0,
+            halted: false,
+            closed: &[],
+            now: T0 + 20,
+            want: Some(HoldReason::Soak { remaining_secs: 40 }),
+        },
+        Case {
+            name: "dev redeployed it and soaked: goes",
+            dev_pending: false,
+            dev_finished: T0,
+            halted: false,
+            closed: &[],
+            now: T0 + 61,
+            want: None,
+        },
+        Case {
+            name: "halted",
+            dev_pending: false,
+            dev_finished: T0,
+            halted: true,
+            closed: &[],
+            now: T0 + 61,
+            want: Some(HoldReason::RolloutHalted {
+                reason: "rollout of svc 1.1 is halted: dev-a failed".into(),
+            }),
+        },
+        Case {
+            name: "window closed",
+            dev_pending: false,
+            dev_finished: T0,
+            halted: false,
+            closed: &["prod"],
+            now: T0 + 61,
+            want: Some(HoldReason::Window {
+                stage: "prod".into(),
+            }),
+        },
+    ];
+    for c in cases {
+        let mut actions = vec![release_changed("prod-a")];
+        if c.dev_pending {
+            actions.push(release_changed("dev-a"));
+        }
+        let plan = Plan {
+            actions,
+            proposals: vec![],
+        };
+        let units = [unit("dev-a", "dev"), unit("prod-a", "prod")];
+        let records = BTreeMap::from([
+            ("dev-a".to_string(), record(v(1, 1), true, c.dev_finished)),
+            ("prod-a".to_string(), record(v(1, 1), true, T0 - 1000)),
+        ]);
+        let mut halted = BTreeMap::new();
+        if c.halted {
+            halted.insert(("svc".to_string(), v(1, 1)), "dev-a failed".to_string());
+        }
+        let holds = rollout_holds(
+            &plan,
+            &units,
+            &records,
+            &halted,
+            &rules(60, c.closed),
+            at(c.now),
+        );
+        assert_eq!(holds.get("prod-a"), c.want.as_ref(), "{}", c.name);
+        if c.dev_pending {
+            assert_eq!(holds.get("dev-a"), None, "{}: dev goes first", c.name);
+        }
+    }
+    // A held release change cannot be pinned to other content: it keeps its hold.
+    let plan = Plan {
+        actions: vec![release_changed("x")],
+        proposals: vec![],
+    };
+    let mut input = ScheduleInput::default();
+    let soak = HoldReason::Soak { remaining_secs: 9 };
+    input.rollout_holds.insert("x".into(), soak.clone());
+    assert_eq!(
+        schedule(&plan, &input).verdict("x"),
+        Some(&Verdict::Hold { reason: soak })
+    );
+}
+
 fn last(failed_permanently: bool, delete: bool, input: &str) -> LastAttempt {
     LastAttempt {
         failed_permanently,
