@@ -75,7 +75,7 @@ pub struct SelfManaged {
     pub url: String,
     /// Target branch.
     pub branch: String,
-    /// Forge.
+    /// The forge that opens its pull requests.
     pub forge: ForgeConfig,
 }
 
@@ -274,9 +274,9 @@ pub const DEFAULT_TAG_PATTERN: &str = "{template}/v{major}.{minor}";
 /// A template repo after checks.
 #[derive(Debug, Clone)]
 pub struct TemplateRepo {
-    /// Name.
+    /// The name used in logs, status and the state store.
     pub name: String,
-    /// Location.
+    /// A local path, a `file://` or an `https://` URL.
     pub url: String,
     /// Tag pattern.
     pub tag_pattern: String,
@@ -285,11 +285,11 @@ pub struct TemplateRepo {
 /// A spec repo after checks.
 #[derive(Debug, Clone)]
 pub struct SpecRepo {
-    /// Name.
+    /// The name used in logs, status and the state store.
     pub name: String,
-    /// Location.
+    /// A local path, a `file://` or an `https://` URL.
     pub url: String,
-    /// Branch.
+    /// The branch read.
     pub branch: String,
     /// Spec folder.
     pub folder: String,
@@ -332,7 +332,7 @@ impl ForgeKind {
 /// A spec repo's forge after checks.
 #[derive(Debug, Clone)]
 pub struct ForgeConfig {
-    /// Kind.
+    /// Which forge API it speaks.
     pub kind: ForgeKind,
     /// API base URL without a trailing slash (empty for `git`).
     pub api_url: String,

@@ -44,7 +44,7 @@ pub enum DesiredState {
 pub struct Desired {
     /// Stable id, e.g. `service_instance/payments/payments-dev`.
     pub id: String,
-    /// Kind.
+    /// The resource's kind.
     pub kind: ResourceKind,
     /// Spec repo that declares it.
     pub repo: String,
@@ -63,7 +63,7 @@ pub struct Desired {
 pub struct Deployed {
     /// Stable id.
     pub id: String,
-    /// Kind.
+    /// The resource's kind.
     pub kind: ResourceKind,
     /// Spec repo that declared it.
     pub repo: String,
@@ -120,7 +120,7 @@ pub enum ActionKind {
     Create,
     /// Deploy a change.
     Update {
-        /// Why.
+        /// Why the update happens.
         #[serde(flatten)]
         reason: UpdateReason,
     },
@@ -135,7 +135,7 @@ pub enum ActionKind {
     },
     /// The desired state is invalid; the deployed resource is left alone.
     Invalid {
-        /// Why.
+        /// What went wrong.
         error: String,
     },
     /// Its repo could not be read; left alone, never deleted.
@@ -147,7 +147,7 @@ pub enum ActionKind {
 pub struct Action {
     /// Resource id.
     pub id: String,
-    /// Kind.
+    /// The resource's kind.
     pub kind: ResourceKind,
     /// Template name.
     pub template: String,
@@ -165,7 +165,7 @@ pub struct Action {
 pub struct MajorProposal {
     /// Resource id.
     pub id: String,
-    /// Template.
+    /// The template's name.
     pub template: String,
     /// Major followed now.
     pub current: u32,

@@ -45,7 +45,7 @@ pub enum StateError {
     Open {
         /// The URL.
         url: String,
-        /// Cause.
+        /// The underlying error.
         #[source]
         source: sqlx::Error,
     },
@@ -54,7 +54,7 @@ pub enum StateError {
     Migrate {
         /// The URL.
         url: String,
-        /// Cause.
+        /// The underlying error.
         #[source]
         source: sqlx::migrate::MigrateError,
     },
@@ -63,7 +63,7 @@ pub enum StateError {
     Query {
         /// What was being done.
         what: &'static str,
-        /// Cause.
+        /// The underlying error.
         #[source]
         source: sqlx::Error,
     },
@@ -122,14 +122,14 @@ pub enum StateError {
         path: std::path::PathBuf,
         /// What was being done.
         what: &'static str,
-        /// Cause.
+        /// The underlying error.
         #[source]
         source: std::io::Error,
     },
     /// A stored row could not be read back.
     #[error("corrupt state row in {table}: {detail}")]
     Corrupt {
-        /// Table.
+        /// The table the row belongs to.
         table: &'static str,
         /// What was wrong.
         detail: String,
@@ -213,7 +213,7 @@ pub fn now() -> String {
 pub struct TemplateVersionRecord {
     /// Template name.
     pub template: String,
-    /// Version.
+    /// The template version (`major.minor`).
     pub version: Version,
     /// `environment` or `service`.
     pub kind: String,
@@ -243,7 +243,7 @@ pub struct ProposalRecord {
     pub repo: String,
     /// Spec file path in the repo.
     pub path: String,
-    /// Template.
+    /// The template's name.
     pub template: String,
     /// Major the spec followed when proposed.
     pub from_major: i64,
@@ -297,7 +297,7 @@ pub struct SelfManagedRecord {
 /// The last pipeline execution protond started, or tried to, for a service.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
 pub struct PipelineRunRecord {
-    /// Service.
+    /// The service's name.
     pub service: String,
     /// `CodePipeline` pipeline name, when found.
     pub pipeline: Option<String>,
@@ -309,7 +309,7 @@ pub struct PipelineRunRecord {
     pub message: Option<String>,
     /// The instance whose deployment triggered it.
     pub triggered_by: String,
-    /// When.
+    /// When it was last written (RFC 3339).
     pub updated_at: String,
 }
 
@@ -318,13 +318,13 @@ pub struct PipelineRunRecord {
 pub struct ResourceRecord {
     /// Resource id.
     pub id: String,
-    /// Kind.
+    /// The resource's kind.
     pub kind: ResourceKind,
     /// Spec repo.
     pub repo: String,
     /// Environment it lives in.
     pub environment: Option<String>,
-    /// Template.
+    /// The template's name.
     pub template: String,
     /// Deployed version.
     pub version: Version,
@@ -397,13 +397,13 @@ pub struct NewDeployment {
     pub kind: ResourceKind,
     /// Spec repo.
     pub repo: String,
-    /// Environment.
+    /// The environment it lives in, if any.
     pub environment: Option<String>,
     /// What it does.
     pub action: DeploymentAction,
     /// e.g. `spec_change`, `minor_upgrade`.
     pub reason: Option<String>,
-    /// Template.
+    /// The template's name.
     pub template: String,
     /// Version before.
     pub from_version: Option<Version>,
@@ -422,7 +422,7 @@ pub struct NewDeployment {
 /// A deployment history row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeploymentRecord {
-    /// Id.
+    /// The history row's id.
     pub id: i64,
     /// The deployment as started.
     pub deployment: NewDeployment,
@@ -501,7 +501,7 @@ pub const INTERRUPTED: &str = "interrupted: protond stopped before this deployme
 /// Progress of the newest minor of a template major across the resources on that major.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RolloutProgress {
-    /// Template.
+    /// The template's name.
     pub template: String,
     /// The newest registered minor of that major.
     #[serde(serialize_with = "as_text")]

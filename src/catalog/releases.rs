@@ -160,9 +160,9 @@ pub struct Release {
     pub repo: String,
     /// Template name.
     pub template: String,
-    /// Version.
+    /// The template version (`major.minor`).
     pub version: Version,
-    /// Tag.
+    /// The release tag.
     pub tag: String,
     /// Tagged commit.
     pub commit: String,
@@ -192,9 +192,9 @@ pub struct Rejected {
     pub repo: String,
     /// Template name.
     pub template: String,
-    /// Version.
+    /// The template version (`major.minor`).
     pub version: Version,
-    /// Tag.
+    /// The release tag.
     pub tag: String,
     /// Tagged commit.
     pub commit: String,

@@ -457,7 +457,7 @@ pub struct ProposalInvalid<'a> {
     pub repo: &'a str,
     /// The spec file.
     pub file: &'a str,
-    /// Why.
+    /// What went wrong.
     pub error: &'a str,
 }
 
@@ -485,7 +485,7 @@ pub struct ProposalFailed<'a> {
     pub retry: bool,
     /// Seconds until the file is tried again.
     pub retry_in_secs: u64,
-    /// Why.
+    /// What went wrong.
     pub error: &'a dyn Display,
 }
 
@@ -507,7 +507,7 @@ impl ProposalFailed<'_> {
 pub struct ProposalCloseFailed<'a> {
     /// The spec repo.
     pub repo: &'a str,
-    /// Why.
+    /// What went wrong.
     pub error: &'a dyn Display,
 }
 
@@ -584,7 +584,7 @@ pub struct WebhookIgnored<'a> {
     pub source: WebhookSource,
     /// The forge's event name.
     pub event: &'a str,
-    /// Why.
+    /// Why, as a typed reason (a label in the metric).
     pub because: IgnoredBecause,
 }
 
@@ -628,7 +628,7 @@ pub enum RejectedBecause {
 pub struct WebhookRejected {
     /// The forge.
     pub source: WebhookSource,
-    /// Why.
+    /// Why, as a typed reason (a label in the metric).
     pub because: RejectedBecause,
 }
 

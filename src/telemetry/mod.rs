@@ -64,7 +64,7 @@ pub struct OutcomeLabels {
 pub struct KindStatusLabels {
     /// Resource kind.
     pub kind: String,
-    /// Status.
+    /// The status label.
     pub status: String,
 }
 
