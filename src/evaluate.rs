@@ -98,21 +98,7 @@ pub fn evaluate(
     let mut first = plan::diff(&set.desired(), &observed, &set.unknown_repos, &latest_major);
     plan::label_release_changes(&mut first, &changed);
     let records = record_facts(&facts.records);
-    let env_stages = environment_field(snapshot, |e| e.stage.as_ref());
-    let units: Vec<RolloutUnit> = set
-        .resources
-        .iter()
-        .map(|r| RolloutUnit {
-            id: r.desired.id.clone(),
-            template: r.desired.template.clone(),
-            version: r.desired.version,
-            stage: r
-                .environment
-                .as_ref()
-                .and_then(|e| env_stages.get(e))
-                .cloned(),
-        })
-        .collect();
+    let units = rollout_units(&set, snapshot);
     let rules = rollout_rules(config, facts.now);
     let rollout_holds =
         schedule::rollout_holds(&first, &units, &records, &facts.halted, &rules, facts.now);
@@ -140,17 +126,7 @@ pub fn evaluate(
     let mut schedule = schedule::schedule(&plan, &input);
     // The held minor upgrades themselves, with their reasons (a re-rendered resource shows
     // its spec change, if any, as a separate decision before them).
-    let pinned: Vec<Decision> = held
-        .into_iter()
-        .filter(|a| !schedule.decisions.iter().any(|d| d.action == *a))
-        .filter_map(|a| {
-            let reason = rollout_holds.get(&a.id)?.clone();
-            Some(Decision {
-                action: a,
-                verdict: Verdict::Hold { reason },
-            })
-        })
-        .collect();
+    let pinned = held_decisions(held, &schedule, &rollout_holds);
     schedule.decisions.extend(pinned);
     schedule.decisions.extend(pinned_holds(snapshot, &plan));
     Evaluation {
@@ -159,6 +135,42 @@ pub fn evaluate(
         schedule,
         rollout_holds,
     }
+}
+
+/// What each desired resource brings to the rollout gate: its template, version and stage.
+fn rollout_units(set: &DesiredSet, snapshot: &Snapshot) -> Vec<RolloutUnit> {
+    let env_stages = environment_field(snapshot, |e| e.stage.as_ref());
+    set.resources
+        .iter()
+        .map(|r| RolloutUnit {
+            id: r.desired.id.clone(),
+            template: r.desired.template.clone(),
+            version: r.desired.version,
+            stage: r
+                .environment
+                .as_ref()
+                .and_then(|e| env_stages.get(e))
+                .cloned(),
+        })
+        .collect()
+}
+
+/// The held minor upgrades not already decided, as holds with their reasons.
+fn held_decisions(
+    held: Vec<Action>,
+    schedule: &Schedule,
+    holds: &BTreeMap<String, HoldReason>,
+) -> Vec<Decision> {
+    held.into_iter()
+        .filter(|a| !schedule.decisions.iter().any(|d| d.action == *a))
+        .filter_map(|a| {
+            let reason = holds.get(&a.id)?.clone();
+            Some(Decision {
+                action: a,
+                verdict: Verdict::Hold { reason },
+            })
+        })
+        .collect()
 }
 
 /// Where a resource's stack belongs now: the configured region, and its environment's role.
