@@ -584,10 +584,23 @@ impl CloudFormation {
     /// Starts a create or update through a change set. A stack left in `ROLLBACK_COMPLETE`
     /// by a failed create is deleted first.
     pub async fn start_apply(&self, req: &StackRequest) -> Result<Started, ProvisionError> {
+        let existing = self
+            .describe(&req.stack_name, req.role_arn.as_deref())
+            .await?;
+        self.start_apply_on(req, existing).await
+    }
+
+    /// [`CloudFormation::start_apply`] with the stack already described (`existing`), so that
+    /// the ownership gate's read is not repeated.
+    async fn start_apply_on(
+        &self,
+        req: &StackRequest,
+        existing: Option<StackInfo>,
+    ) -> Result<Started, ProvisionError> {
         let stack = req.stack_name.clone();
         let role = req.role_arn.as_deref();
         let client = self.client_for(role).await;
-        let change_set_type = if self.existing_stack(&stack, role).await? {
+        let change_set_type = if self.existing_stack(existing, &stack, role).await? {
             ChangeSetType::Update
         } else {
             ChangeSetType::Create
@@ -643,10 +656,11 @@ impl CloudFormation {
     /// set never executed) or `DELETE_COMPLETE` counts as absent.
     async fn existing_stack(
         &self,
+        info: Option<StackInfo>,
         stack: &str,
         role: Option<&str>,
     ) -> Result<bool, ProvisionError> {
-        let Some(info) = self.describe(stack, role).await? else {
+        let Some(info) = info else {
             return Ok(false);
         };
         match info.status.as_str() {
@@ -883,8 +897,9 @@ impl CloudFormation {
                 reason: "expected exactly one rendered CloudFormation document".into(),
             });
         };
-        if let Some(info) = self.live_stack(&job).await? {
-            Self::gate(&job, &info)?;
+        let live = self.live_stack(&job).await?;
+        if let Some(info) = &live {
+            Self::gate(&job, info)?;
         }
         let role = dep.placement.role_arn.as_deref();
         let stack = placed_stack_name(&dep.resource_id, &dep.placement);
@@ -899,7 +914,14 @@ impl CloudFormation {
             stack_name: stack.clone(),
             installation: job.installation.to_string(),
         };
-        let info = match self.start_apply(&req).await {
+        // The gate's read serves as the create-or-update decision (nothing live under the
+        // name: a create), unless it found the stack by a recorded StackId under another name.
+        let existing = match live {
+            None => None,
+            Some(info) if info.name == stack => Some(info),
+            Some(_) => self.describe(&stack, role).await?,
+        };
+        let info = match self.start_apply_on(&req, existing).await {
             Ok(Started::NoChanges) => self.describe(&stack, role).await?,
             Ok(Started::Executing) => self.wait(&stack, role, false).await?,
             Err(e) if e.is_already_exists() => self.lost_answer(&job, &stack).await?,
