@@ -81,13 +81,14 @@ pub fn evaluate(
         .map(|r| (r.template.clone(), r.version))
         .collect();
     let set = match cache {
-        Some(cache) if halted.is_empty() => cache.compute(
+        Some(cache) => cache.compute_held(
             snapshot,
             &facts.records,
             &config.account_id,
             &BTreeMap::new(),
+            &halted,
         ),
-        _ => desired::compute_held(
+        None => desired::compute_held(
             snapshot,
             &facts.records,
             &config.account_id,

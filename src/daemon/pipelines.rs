@@ -8,10 +8,7 @@ use crate::state::PipelineRunRecord;
 
 /// Starts the service's pipeline after `instance_id` deployed, and records what happened.
 pub(super) async fn start_after(ctx: &Ctx, instance_id: &str) {
-    let service = crate::model::ResourceId::parse(instance_id)
-        .ok()
-        .and_then(|r| r.service().map(str::to_string))
-        .unwrap_or_default();
+    let service = codepipeline::service_of(instance_id);
     let mut run = PipelineRunRecord {
         service: service.clone(),
         pipeline: None,

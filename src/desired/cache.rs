@@ -1,16 +1,16 @@
-//! Reuse of the last [`compute_pinned`] result when nothing it reads has changed. Must hash
-//! everything `compute_pinned` reads: a missed input would serve a stale result.
+//! Reuse of the last [`compute_held`] result when nothing it reads has changed. Must hash
+//! everything `compute_held` reads: a missed input would serve a stale result.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 
-use super::{DesiredSet, Snapshot, compute_pinned};
+use super::{DesiredSet, Snapshot, compute_held};
 use crate::plan::Version;
 use crate::state::ResourceRecord;
 
-/// The last [`compute_pinned`] result and what it was computed from: a cycle whose inputs
-/// are unchanged (same spec commits, releases, deployed records and pins) reuses it instead
+/// The last [`compute_held`] result and what it was computed from: a cycle whose inputs
+/// are unchanged (same spec commits, releases, deployed records, pins and halts) reuses it instead
 /// of rendering everything again.
 #[derive(Debug, Default)]
 pub struct ComputeCache {
@@ -19,7 +19,7 @@ pub struct ComputeCache {
 }
 
 impl ComputeCache {
-    /// [`compute_pinned`], or the previous result when nothing it reads has changed.
+    /// [`super::compute_pinned`], or the previous result when nothing it reads has changed.
     pub fn compute(
         &mut self,
         snapshot: &Snapshot,
@@ -27,25 +27,40 @@ impl ComputeCache {
         account_id: &str,
         pins: &BTreeMap<String, Version>,
     ) -> DesiredSet {
-        let key = compute_key(snapshot, deployed, account_id, pins);
+        self.compute_held(snapshot, deployed, account_id, pins, &BTreeSet::new())
+    }
+
+    /// [`compute_held`] (new resources skip the `halted` minors), or the previous result when
+    /// nothing it reads has changed: a halted rollout, which may stand for days, keeps the
+    /// reuse.
+    pub fn compute_held(
+        &mut self,
+        snapshot: &Snapshot,
+        deployed: &[ResourceRecord],
+        account_id: &str,
+        pins: &BTreeMap<String, Version>,
+        halted: &BTreeSet<(String, Version)>,
+    ) -> DesiredSet {
+        let key = compute_key(snapshot, deployed, account_id, pins, halted);
         if self.key.as_deref() == Some(key.as_str())
             && let Some(set) = &self.set
         {
             return set.clone();
         }
-        let set = compute_pinned(snapshot, deployed, account_id, pins);
+        let set = compute_held(snapshot, deployed, account_id, pins, halted);
         self.key = Some(key);
         self.set = Some(set.clone());
         set
     }
 }
 
-/// What [`compute_pinned`] reads, as one hash.
+/// What [`compute_held`] reads, as one hash.
 fn compute_key(
     snapshot: &Snapshot,
     deployed: &[ResourceRecord],
     account_id: &str,
     pins: &BTreeMap<String, Version>,
+    halted: &BTreeSet<(String, Version)>,
 ) -> String {
     let mut h = Sha256::new();
     let mut put = |s: &str| {
@@ -95,5 +110,28 @@ fn compute_key(
         put(id);
         put(&v.to_string());
     }
+    put("halted");
+    for (template, v) in halted {
+        put(template);
+        put(&v.to_string());
+    }
     hex::encode(h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A halt changes what new resources get: it must change the key, or a cycle after a
+    /// halt (or a resume) would be served the rendering from before it.
+    #[test]
+    fn halts_are_part_of_the_key() {
+        let snapshot = Snapshot::default();
+        let none = BTreeMap::new();
+        let halted = BTreeSet::from([("svc".to_string(), Version { major: 1, minor: 1 })]);
+        let a = compute_key(&snapshot, &[], "1", &none, &BTreeSet::new());
+        let b = compute_key(&snapshot, &[], "1", &none, &halted);
+        assert_ne!(a, b);
+        assert_eq!(b, compute_key(&snapshot, &[], "1", &none, &halted));
+    }
 }

@@ -138,8 +138,8 @@ pub async fn pipeline_rows(
     rows
 }
 
-/// The service named by a pipeline or instance id.
-fn service_of(id: &str) -> String {
+/// The service named by a pipeline or instance id (empty for an environment).
+pub(crate) fn service_of(id: &str) -> String {
     crate::model::ResourceId::parse(id)
         .ok()
         .and_then(|r| r.service().map(str::to_string))
