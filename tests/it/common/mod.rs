@@ -1,6 +1,7 @@
 //! Helpers shared by the suites: the test [`world::World`], a running daemon
 //! ([`running::Running`]), a fake forge ([`forge::FakeForge`]), git with a fixed identity, the
-//! `protond` command, the stacks on a `moto_server`, and the one lock the suites share.
+//! `protond` command, the stacks on a `moto_server`, the peak memory of a child
+//! ([`memory`]), and the one lock the suites share.
 //!
 //! What the suites share, running as threads of one process: nothing but the machine. Each
 //! test has its own temporary folder, its own `moto_server` on a free port (no test resets or
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub mod forge;
+pub mod memory;
 pub mod running;
 pub mod world;
 
