@@ -53,7 +53,7 @@ pub struct ImportArgs {
 }
 
 /// `protond import`: see [`ImportArgs`]. Exits 0 when every resource without a record was
-/// (or, in a dry run, would be) taken over, 1 otherwise.
+/// (or, in a dry run, would be) taken over (self-managed ones aside), 1 otherwise.
 pub(super) fn import_cmd(args: &ImportArgs) -> Result<ExitCode> {
     let config = load_config(&args.config)?;
     if let Some(dir) = &args.write_specs {
@@ -80,13 +80,18 @@ pub(super) fn import_cmd(args: &ImportArgs) -> Result<ExitCode> {
         for p in &report.problems {
             eprintln!("problem: {p}");
         }
+        // Self-managed resources are not taken over: their infrastructure repo goes on.
         let complete = report.problems.is_empty()
-            && report.findings.iter().all(|f| {
-                matches!(
-                    f.import,
-                    ImportState::WouldImport | ImportState::Imported { .. }
-                )
-            });
+            && report
+                .findings
+                .iter()
+                .filter(|f| f.verdict != Verdict::SelfManaged)
+                .all(|f| {
+                    matches!(
+                        f.import,
+                        ImportState::WouldImport | ImportState::Imported { .. }
+                    )
+                });
         Ok(if complete {
             ExitCode::SUCCESS
         } else {

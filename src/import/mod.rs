@@ -367,14 +367,20 @@ impl Finder<'_> {
                 break;
             }
         }
+        let have: BTreeSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
         for r in &last.resources {
             if let DesiredState::Blocked { on } = &r.desired.state
                 && !recorded.contains(&r.desired.id)
                 && !seen.contains(&r.desired.id)
             {
+                let missing: Vec<&str> = on
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|d| !have.contains(d))
+                    .collect();
                 let why = format!(
                     "waits on {}: not deployed, and not taken over by this import (see its line)",
-                    on.join(", ")
+                    missing.join(", ")
                 );
                 findings.push(finding(r, Verdict::Blocked, Some(why)));
             }
@@ -535,7 +541,12 @@ impl Finder<'_> {
                     "{} stacks carry AWS Proton's tags for {id}; say which with --map",
                     found.len()
                 ),
-                found.iter().map(|s| s.info.name.clone()).collect(),
+                {
+                    let mut names: Vec<String> =
+                        found.iter().map(|s| s.info.name.clone()).collect();
+                    names.sort();
+                    names
+                },
             ),
         }
     }
