@@ -7,7 +7,8 @@
 //! module speaks (resource ids, kinds, versions, statuses); `ops` turns records into
 //! operator views; `telemetry` counts and logs through typed events; `server` is the
 //! HTTP surface; `evaluate` runs the pure part of a cycle (desired → diff → schedule) for
-//! the daemon and `protond plan` alike. This crate is the library behind the `protond`
+//! the daemon and `protond plan` alike; `import` takes over the stacks AWS Proton deployed.
+//! This crate is the library behind the `protond`
 //! binary; `main.rs` only calls [`cli::main`].
 //!
 //! Visibility: modules are `pub(crate)` unless the binary, the integration tests or other
@@ -28,6 +29,7 @@ pub mod demo;
 pub mod desired;
 pub(crate) mod evaluate;
 pub mod forge;
+pub(crate) mod import;
 pub mod model;
 pub(crate) mod ops;
 pub mod plan;

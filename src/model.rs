@@ -448,6 +448,9 @@ text_enum! {
         Update => "update",
         /// Removes a resource no spec declares any more.
         Delete => "delete",
+        /// Takes over a stack deployed before protond (by AWS Proton): `protond import` records
+        /// it and adds ownership tags, without deploying anything.
+        Import => "import",
     }
 }
 

@@ -1,6 +1,6 @@
 //! The command line: argument parsing, logging setup, and the dispatch of each subcommand
 //! to its own file (`validate`, `render`, `plan`, `status`, `run` and `reconcile`, `demo`,
-//! `bench`, `notify`, `rollout`, `forget`, `check-config`). Errors are printed once, with their chain
+//! `bench`, `notify`, `rollout`, `forget`, `check-config`, `import`). Errors are printed once, with their chain
 //! (`{:#}`), and turned into exit codes here and nowhere else; anyhow is used in this module
 //! and nowhere else in the crate.
 //!
@@ -19,6 +19,7 @@ mod bench;
 mod check_config;
 mod demo;
 mod forget;
+mod import;
 mod notify;
 mod plan;
 pub(crate) mod release;
@@ -28,6 +29,7 @@ mod run;
 mod status;
 mod validate;
 
+pub use import::ImportArgs;
 pub use notify::NotifyStatus;
 pub use render::RenderArgs;
 pub use rollout::RolloutAction;
@@ -233,6 +235,12 @@ pub enum Command {
         #[arg(long, default_value = "proton.toml")]
         config: PathBuf,
     },
+    /// Take over the `CloudFormation` stacks AWS Proton deployed for the resources the spec
+    /// repos declare, without deploying them again: finds each stack (Proton's tags, or
+    /// `--map`), compares it with what protond renders, and with `--apply` records it and
+    /// adds protond's ownership tags. A dry run by default. `--write-specs` drafts spec files
+    /// from Proton's API export instead.
+    Import(Box<ImportArgs>),
     /// Check a `proton.toml` and list every problem.
     CheckConfig {
         /// Config file.
@@ -327,6 +335,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status { config, output } => status::status_cmd(&config, output),
         Command::Forget { repo, config } => forget::forget_cmd(&config, &repo),
         Command::CheckConfig { config } => Ok(check_config::check_config_cmd(&config)),
+        Command::Import(args) => import::import_cmd(&args),
     }
 }
 

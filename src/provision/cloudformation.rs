@@ -6,6 +6,9 @@
 //! success. A stack that failed on create (`ROLLBACK_COMPLETE`) is deleted before the next
 //! create. Failures carry the failing stack events' reasons.
 //!
+//! For `protond import` it also lists stacks, reads a stack's template and adds ownership
+//! tags to a stack it did not create, without changing its template or parameters.
+//!
 //! This module only executes what it is told; it never decides what to deploy.
 
 use std::collections::BTreeMap;
@@ -280,17 +283,104 @@ pub fn check_owner(
 
 /// The tags every stack carries: resource, template, version, deployment, spec commit.
 fn stack_tags(req: &StackRequest) -> Vec<(&'static str, String)> {
+    tag_set(
+        &req.installation,
+        &req.resource_id,
+        &req.template,
+        &req.version,
+        req.deployment_id,
+        req.spec_commit.as_deref(),
+    )
+}
+
+/// protond's tags on a stack: owner (installation and resource), template, version,
+/// deployment, and spec commit when known.
+fn tag_set(
+    installation: &str,
+    resource_id: &str,
+    template: &str,
+    version: &str,
+    deployment_id: i64,
+    spec_commit: Option<&str>,
+) -> Vec<(&'static str, String)> {
     let mut tags = vec![
-        (TAG_INSTALLATION, req.installation.clone()),
-        (TAG_RESOURCE, req.resource_id.clone()),
-        (TAG_TEMPLATE, req.template.clone()),
-        (TAG_VERSION, req.version.clone()),
-        (TAG_DEPLOYMENT, req.deployment_id.to_string()),
+        (TAG_INSTALLATION, installation.to_string()),
+        (TAG_RESOURCE, resource_id.to_string()),
+        (TAG_TEMPLATE, template.to_string()),
+        (TAG_VERSION, version.to_string()),
+        (TAG_DEPLOYMENT, deployment_id.to_string()),
     ];
-    if let Some(c) = &req.spec_commit {
-        tags.push((TAG_SPEC_COMMIT, c.clone()));
+    if let Some(c) = spec_commit {
+        tags.push((TAG_SPEC_COMMIT, c.to_string()));
     }
     tags
+}
+
+/// The tags a deployment gives its stack (the set [`check_owner`] reads), for a stack
+/// `protond import` adopts without deploying it.
+#[must_use]
+pub fn ownership_tags(
+    dep: &crate::state::NewDeployment,
+    deployment_id: i64,
+    installation: &str,
+) -> Vec<(&'static str, String)> {
+    tag_set(
+        installation,
+        &dep.resource_id,
+        &dep.template,
+        &dep.to_version.to_string(),
+        deployment_id,
+        dep.spec_commit.as_deref(),
+    )
+}
+
+/// What `DescribeStacks` says about one stack, as [`StackInfo`] (`name` when it names none).
+fn stack_info(s: &aws_sdk_cloudformation::types::Stack, name: &str) -> StackInfo {
+    StackInfo {
+        name: s.stack_name().unwrap_or(name).to_string(),
+        id: s.stack_id().map(str::to_string),
+        status: s
+            .stack_status()
+            .map_or_else(String::new, |st| st.as_str().to_string()),
+        outputs: s
+            .outputs()
+            .iter()
+            .filter_map(|o| Some((o.output_key()?.to_string(), o.output_value()?.to_string())))
+            .collect(),
+        tags: s
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+            .collect(),
+    }
+}
+
+/// A live stack as `protond import` reads it: what `DescribeStacks` says, with its
+/// parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveStack {
+    /// Name, id, status, outputs and tags.
+    pub info: StackInfo,
+    /// The stack's parameter values, by key (`****` for a `NoEcho` one).
+    pub parameters: BTreeMap<String, String>,
+}
+
+impl LiveStack {
+    fn from_sdk(s: &aws_sdk_cloudformation::types::Stack, name: &str) -> Self {
+        Self {
+            info: stack_info(s, name),
+            parameters: s
+                .parameters()
+                .iter()
+                .filter_map(|p| {
+                    Some((
+                        p.parameter_key()?.to_string(),
+                        p.parameter_value().unwrap_or_default().to_string(),
+                    ))
+                })
+                .collect(),
+        }
+    }
 }
 
 /// What `CloudFormation` says about a stack.
@@ -522,25 +612,7 @@ impl CloudFormation {
     ) -> Result<Option<StackInfo>, ProvisionError> {
         let client = self.client_for(role_arn).await;
         match client.describe_stacks().stack_name(stack).send().await {
-            Ok(out) => Ok(out.stacks().first().map(|s| StackInfo {
-                name: s.stack_name().unwrap_or(stack).to_string(),
-                id: s.stack_id().map(str::to_string),
-                status: s
-                    .stack_status()
-                    .map_or_else(String::new, |st| st.as_str().to_string()),
-                outputs: s
-                    .outputs()
-                    .iter()
-                    .filter_map(|o| {
-                        Some((o.output_key()?.to_string(), o.output_value()?.to_string()))
-                    })
-                    .collect(),
-                tags: s
-                    .tags()
-                    .iter()
-                    .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
-                    .collect(),
-            })),
+            Ok(out) => Ok(out.stacks().first().map(|s| stack_info(s, stack))),
             Err(e) if is_missing_stack(&e) => Ok(None),
             Err(e) => Err(call_error("DescribeStacks", stack, &e)),
         }
@@ -1033,6 +1105,139 @@ impl CloudFormation {
             stack_id: info.id,
             outputs: info.outputs,
         })
+    }
+}
+
+/// What `protond import` reads and the one change it makes: listing stacks, reading a
+/// stack's template, and adding ownership tags to a stack without changing anything else.
+impl CloudFormation {
+    /// Every stack of the configured region that is not deleted (`DescribeStacks`, every
+    /// page), with tags and parameters, as `role_arn` (or the default credentials) sees them.
+    pub async fn list_stacks(
+        &self,
+        role_arn: Option<&str>,
+    ) -> Result<Vec<LiveStack>, ProvisionError> {
+        let client = self.client_for(role_arn).await;
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = client
+                .describe_stacks()
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| call_error("DescribeStacks", "(all stacks)", &e))?;
+            out.extend(
+                page.stacks()
+                    .iter()
+                    .map(|s| LiveStack::from_sdk(s, ""))
+                    .filter(|s| s.info.status != "DELETE_COMPLETE"),
+            );
+            match page.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// One stack (by name or `StackId`) with its parameters; `None` when it does not exist
+    /// or is deleted.
+    pub async fn describe_live(
+        &self,
+        stack: &str,
+        role_arn: Option<&str>,
+    ) -> Result<Option<LiveStack>, ProvisionError> {
+        let client = self.client_for(role_arn).await;
+        match client.describe_stacks().stack_name(stack).send().await {
+            Ok(out) => Ok(out
+                .stacks()
+                .first()
+                .map(|s| LiveStack::from_sdk(s, stack))
+                .filter(|s| s.info.status != "DELETE_COMPLETE")),
+            Err(e) if is_missing_stack(&e) => Ok(None),
+            Err(e) => Err(call_error("DescribeStacks", stack, &e)),
+        }
+    }
+
+    /// The template body a stack was created or last updated with, as it was submitted
+    /// (`GetTemplate`, stage `Original`: before transforms, short-form tags kept).
+    pub async fn template_body(
+        &self,
+        stack: &str,
+        role_arn: Option<&str>,
+    ) -> Result<String, ProvisionError> {
+        let client = self.client_for(role_arn).await;
+        let out = client
+            .get_template()
+            .stack_name(stack)
+            .template_stage(aws_sdk_cloudformation::types::TemplateStage::Original)
+            .send()
+            .await
+            .map_err(|e| call_error("GetTemplate", stack, &e))?;
+        Ok(out.template_body().unwrap_or_default().to_string())
+    }
+
+    /// Adds `tags` to an existing stack and changes nothing else: `UpdateStack` with
+    /// `UsePreviousTemplate` and every parameter's `UsePreviousValue`, the stack's own tags
+    /// kept (tags under AWS's reserved `aws:` prefix are left to AWS: callers can neither
+    /// set nor remove them), then waits for the update. A stack that already carries the
+    /// tags is left as it is. Returns the stack as it stands afterwards.
+    pub async fn add_tags(
+        &self,
+        stack: &LiveStack,
+        role_arn: Option<&str>,
+        tags: &[(&str, String)],
+    ) -> Result<Option<StackInfo>, ProvisionError> {
+        let target = stack.info.id.clone().unwrap_or(stack.info.name.clone());
+        let mut merged: BTreeMap<String, String> = stack
+            .info
+            .tags
+            .iter()
+            .filter(|(k, _)| !k.starts_with("aws:"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, v) in tags {
+            merged.insert((*k).to_string(), v.clone());
+        }
+        let parameters: Vec<aws_sdk_cloudformation::types::Parameter> = stack
+            .parameters
+            .keys()
+            .map(|k| {
+                aws_sdk_cloudformation::types::Parameter::builder()
+                    .parameter_key(k)
+                    .use_previous_value(true)
+                    .build()
+            })
+            .collect();
+        let client = self.client_for(role_arn).await;
+        let result = client
+            .update_stack()
+            .stack_name(&target)
+            .use_previous_template(true)
+            .set_parameters((!parameters.is_empty()).then_some(parameters))
+            .capabilities(Capability::CapabilityIam)
+            .capabilities(Capability::CapabilityNamedIam)
+            .capabilities(Capability::CapabilityAutoExpand)
+            .set_tags(Some(
+                merged
+                    .iter()
+                    .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                    .collect(),
+            ))
+            .send()
+            .await;
+        match result {
+            Ok(_) => self.wait(&target, role_arn, false).await,
+            Err(SdkError::ServiceError(se))
+                if se
+                    .err()
+                    .message()
+                    .is_some_and(|m| m.contains("No updates are to be performed")) =>
+            {
+                self.describe(&target, role_arn).await
+            }
+            Err(e) => Err(call_error("UpdateStack", &target, &e)),
+        }
     }
 }
 

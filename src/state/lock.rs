@@ -1,9 +1,10 @@
 //! The one-writer lock on a state store: an OS advisory lock (`flock` on Unix, through
 //! [`std::fs::File::try_lock`]) on a lock file beside the `SQLite` database, `<db>.lock`.
 //!
-//! Only the commands that reconcile (`protond run`, `protond reconcile`) take it, for their
-//! whole life; the kernel releases it when the process ends, however it ends (`kill -9`
-//! included), so a stale lock is impossible and there is nothing to clean up by hand. The
+//! Only the commands that record deployments (`protond run`, `protond reconcile`, `protond
+//! import --apply`) take it, for their whole life; the kernel releases it when the process
+//! ends, however it ends (`kill -9` included), so a stale lock is impossible and there is
+//! nothing to clean up by hand. The
 //! holder writes its PID, host name and start time into the file so that a refused writer
 //! can say who holds it.
 //!

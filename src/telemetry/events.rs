@@ -49,7 +49,7 @@ impl DeploymentStarted<'_> {
             DeploymentAction::Delete => {
                 tracing::info!(resource = %self.resource, "Delete started.");
             }
-            DeploymentAction::Create | DeploymentAction::Update => {
+            DeploymentAction::Create | DeploymentAction::Update | DeploymentAction::Import => {
                 tracing::info!(resource = %self.resource, reason = ?self.reason, "Deployment started.");
             }
         }

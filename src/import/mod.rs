@@ -1,0 +1,892 @@
+//! `protond import`: takes over the `CloudFormation` stacks AWS Proton deployed, without
+//! deploying them again.
+//!
+//! For every resource the spec repos declare and the store has no record of, [`run`] finds
+//! the live stack Proton made for it (by Proton's tags, [`matching`], or the operator's
+//! mapping file), renders the resource exactly as the daemon would (the same
+//! `desired::compute_held`, with the outputs of the stacks taken over so far, so dependants
+//! render as they will), and compares the two semantically ([`compare`]): *identical*,
+//! *differs* (by logical id), *not found*, *ambiguous* (two candidates), or why it cannot be
+//! looked at (*blocked* on a dependency not taken over, *invalid*, *unusable*). A stack that
+//! differs from the newest minor is compared with the older registered minors too: one that
+//! matches is identical at that minor, and the daemon's next cycles upgrade it through the
+//! rollout gates like any other resource on an older minor.
+//!
+//! With `apply`, each identical stack (and each differing one the operator accepted) is
+//! taken over: a history row (`import`) is begun, protond's ownership tags are added to the
+//! stack (`UpdateStack` with the previous template and parameter values: nothing else
+//! changes), and the row is finished with the record, whose placement names Proton's stack
+//! (its name, `StackId`, the configured region and the environment's role), so later
+//! updates go to it through the ownership gate. A process that stops between the two is
+//! finished by the next import (or adopted by the daemon, through the tags' deployment id).
+//!
+//! # Guarantees
+//! * Never creates or deletes a stack, and never changes a stack's template, parameters or
+//!   resources: the only write to AWS is the tag update.
+//! * A stack already carrying protond's tags for another resource or installation is never
+//!   taken.
+//! * Without `apply`, nothing is written (the store's installation name aside, recorded at
+//!   first use as by every command that opens the store).
+//!
+//! [`specs`] drafts spec files from Proton's API export (`--write-specs`).
+
+pub mod compare;
+pub mod matching;
+pub mod specs;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::desired::{self, Resource, Snapshot};
+use crate::model::{DeploymentAction, Placement, ResourceKind, Version};
+use crate::plan::DesiredState;
+use crate::provision::Provisioning;
+use crate::provision::cloudformation::{
+    CloudFormation, LiveStack, TAG_DEPLOYMENT, check_owner, ownership_tags,
+};
+use crate::spec::SpecFile;
+use crate::state::{NewDeployment, Outcome, ResourceRecord, StateError, Store};
+use compare::Difference;
+
+/// What the operator asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Take the stacks over (otherwise a dry run).
+    pub apply: bool,
+    /// Resources whose differing stack is taken over all the same (the next cycle updates
+    /// it in place).
+    pub accept_diff: BTreeSet<String>,
+    /// Resource id → stack name or ARN, for stacks Proton's tags do not identify.
+    pub map: BTreeMap<String, String>,
+}
+
+/// What was found for one resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The live stack is what protond renders (at `live_version`).
+    Identical,
+    /// The live stack differs from what protond renders; the differences say how.
+    Differs,
+    /// No stack was found.
+    NotFound,
+    /// More than one stack could be it; the candidates are listed.
+    Ambiguous,
+    /// A stack was found but cannot be taken over as it stands, or could not be read.
+    Unusable,
+    /// It cannot be rendered before a resource it depends on is deployed or taken over.
+    Blocked,
+    /// Its spec, inputs or template are invalid.
+    Invalid,
+    /// Self-managed (Terraform): not taken over by `import`.
+    SelfManaged,
+}
+
+impl Verdict {
+    /// The verdict as the table shows it.
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Identical => "identical",
+            Self::Differs => "differs",
+            Self::NotFound => "not found",
+            Self::Ambiguous => "ambiguous",
+            Self::Unusable => "unusable",
+            Self::Blocked => "blocked",
+            Self::Invalid => "invalid",
+            Self::SelfManaged => "self-managed",
+        }
+    }
+}
+
+/// How the stack was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchedBy {
+    /// By Proton's tags.
+    Tags,
+    /// By the mapping file.
+    Map,
+}
+
+/// Whether a resource was (or would be) taken over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum ImportState {
+    /// Not taken over (the verdict says why).
+    No,
+    /// A dry run: `--apply` would take it over.
+    WouldImport,
+    /// Taken over by deployment `deployment` (its history row).
+    Imported {
+        /// The history row.
+        deployment: i64,
+    },
+    /// Taking it over failed; nothing was recorded (the history row says why).
+    Failed {
+        /// Why.
+        error: String,
+    },
+}
+
+/// One resource's line of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// Resource id.
+    pub resource: String,
+    /// Its kind.
+    pub kind: ResourceKind,
+    /// What was found.
+    pub verdict: Verdict,
+    /// Its template.
+    pub template: String,
+    /// The version its spec resolves to now.
+    pub version: Version,
+    /// The version the live stack matches (identical), or is closest to (differs).
+    pub live_version: Option<Version>,
+    /// The stack's name.
+    pub stack: Option<String>,
+    /// The stack's id.
+    pub stack_id: Option<String>,
+    /// How the stack was found.
+    pub matched_by: Option<MatchedBy>,
+    /// Stacks that could be it (ambiguous).
+    pub candidates: Vec<String>,
+    /// How the live stack differs from what protond renders at `version`.
+    pub differences: Vec<Difference>,
+    /// Why, for every verdict but identical.
+    pub reason: Option<String>,
+    /// Whether it was taken over.
+    pub import: ImportState,
+}
+
+/// What [`run`] found and did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// One line per resource declared and not recorded.
+    pub findings: Vec<Finding>,
+    /// Resources already recorded (left alone).
+    pub recorded: usize,
+    /// Problems not tied to one resource (options naming unknown resources, the desired
+    /// state's problems).
+    pub problems: Vec<String>,
+    /// Whether stacks were taken over (`--apply`).
+    pub applied: bool,
+}
+
+/// Why import could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The state store failed.
+    #[error("state store")]
+    Store(#[from] StateError),
+}
+
+/// Stack statuses a stack can be taken over in: its last operation is complete.
+const SETTLED: [&str; 5] = [
+    "CREATE_COMPLETE",
+    "UPDATE_COMPLETE",
+    "UPDATE_ROLLBACK_COMPLETE",
+    "IMPORT_COMPLETE",
+    "IMPORT_ROLLBACK_COMPLETE",
+];
+
+/// The rounds of discovery: each takes over what the previous one unblocked (environments,
+/// then components, instances, pipelines).
+const MAX_ROUNDS: usize = 8;
+
+/// Finds, compares and (with `opts.apply`) takes over the stack of every declared resource
+/// the store has no record of. `installation` is this installation's name.
+///
+/// # Errors
+///
+/// [`ImportError`] when the store cannot be read or written; AWS failures are reported per
+/// resource.
+pub async fn run(
+    config: &Config,
+    store: &Store,
+    cfn: &CloudFormation,
+    snapshot: &Snapshot,
+    installation: &str,
+    opts: &Options,
+) -> Result<Report, ImportError> {
+    let records = store.resources().await?;
+    let halted = store
+        .rollouts()
+        .await?
+        .into_iter()
+        .filter(|(_, (halted, _))| *halted)
+        .map(|(key, _)| key)
+        .collect();
+    let mut finder = Finder {
+        config,
+        cfn,
+        snapshot,
+        opts,
+        installation,
+        roles: crate::evaluate::environment_field(snapshot, |e| e.role_arn.as_ref()),
+        components: components(snapshot),
+        halted,
+        listings: BTreeMap::new(),
+    };
+    let (findings, adoptions, problems) = finder.discover(records.clone()).await;
+    let mut report = Report {
+        findings,
+        recorded: records.len(),
+        problems,
+        applied: opts.apply,
+    };
+    report
+        .problems
+        .extend(unused_options(opts, &report.findings));
+    for (i, a) in adoptions {
+        report.findings[i].import = if opts.apply {
+            take_over(store, cfn, installation, &a).await?
+        } else {
+            ImportState::WouldImport
+        };
+    }
+    Ok(report)
+}
+
+/// `(service, instance)` → the name of the component it attaches, from the spec files.
+fn components(snapshot: &Snapshot) -> BTreeMap<(String, String), String> {
+    let mut out = BTreeMap::new();
+    for f in snapshot.spec_repos.iter().flat_map(|r| &r.files) {
+        if let Ok(SpecFile::Service(s)) = &f.spec {
+            for i in &s.instances {
+                if let Some(c) = &i.component {
+                    out.insert((s.name.clone(), i.name.clone()), c.name.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Options naming resources that are not among the findings, or not differing.
+fn unused_options(opts: &Options, findings: &[Finding]) -> Vec<String> {
+    let by_id: BTreeMap<&str, &Finding> =
+        findings.iter().map(|f| (f.resource.as_str(), f)).collect();
+    let mut out = Vec::new();
+    for id in &opts.accept_diff {
+        match by_id.get(id.as_str()) {
+            Some(f) if f.verdict == Verdict::Differs => {}
+            Some(f) => out.push(format!(
+                "--accept-diff {id}: its stack is {}, not differing; nothing to accept",
+                f.verdict.label()
+            )),
+            None => out.push(format!(
+                "--accept-diff {id}: not a resource the spec repos declare and the store has no record of"
+            )),
+        }
+    }
+    for id in opts.map.keys() {
+        if !by_id.contains_key(id.as_str()) {
+            out.push(format!(
+                "--map: {id} is not a resource the spec repos declare and the store has no record of; its line is ignored"
+            ));
+        }
+    }
+    out
+}
+
+/// A stack to take over: the history row to write (its placement names the stack) and the
+/// stack as read.
+struct Adoption {
+    dep: NewDeployment,
+    stack: LiveStack,
+}
+
+/// What the discovery knows while it runs.
+struct Finder<'a> {
+    config: &'a Config,
+    cfn: &'a CloudFormation,
+    snapshot: &'a Snapshot,
+    opts: &'a Options,
+    installation: &'a str,
+    /// Environment → the role its spec names.
+    roles: BTreeMap<String, String>,
+    /// `(service, instance)` → component name.
+    components: BTreeMap<(String, String), String>,
+    /// Halted rollouts (no new resource gets one).
+    halted: BTreeSet<(String, Version)>,
+    /// The stacks each role sees (`None`: the default credentials), listed once.
+    listings: BTreeMap<Option<String>, Result<Vec<LiveStack>, String>>,
+}
+
+/// A stack found for a resource, or why none was.
+enum Found {
+    Stack(LiveStack, MatchedBy),
+    None(Verdict, String, Vec<String>),
+}
+
+impl Finder<'_> {
+    /// Rounds of: render with the records plus the stacks taken over so far, examine each
+    /// ready resource not examined yet. Returns the findings, the adoptions (by finding
+    /// index) and the desired state's problems.
+    async fn discover(
+        &mut self,
+        mut records: Vec<ResourceRecord>,
+    ) -> (Vec<Finding>, Vec<(usize, Adoption)>, Vec<String>) {
+        let recorded: BTreeSet<String> = records.iter().map(|r| r.id.clone()).collect();
+        let mut findings: Vec<Finding> = Vec::new();
+        let mut adoptions = Vec::new();
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        let mut last = desired::DesiredSet::default();
+        for _ in 0..MAX_ROUNDS {
+            last = self.compute(&records, &BTreeMap::new());
+            let mut progress = false;
+            for r in &last.resources {
+                let id = &r.desired.id;
+                if recorded.contains(id) || seen.contains(id) {
+                    continue;
+                }
+                let (finding, adoption) = match &r.desired.state {
+                    DesiredState::Ready { .. } => self.examine(r, &records).await,
+                    DesiredState::Invalid { error } => {
+                        (finding(r, Verdict::Invalid, Some(error.clone())), None)
+                    }
+                    DesiredState::Blocked { .. } => continue,
+                };
+                seen.insert(id.clone());
+                progress = true;
+                if let Some(a) = adoption {
+                    records.push(ResourceRecord::deployed_by(
+                        &a.dep,
+                        a.stack.info.outputs.clone(),
+                        a.stack.info.id.clone(),
+                    ));
+                    adoptions.push((findings.len(), a));
+                }
+                findings.push(finding);
+            }
+            if !progress {
+                break;
+            }
+        }
+        let have: BTreeSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        for r in &last.resources {
+            if let DesiredState::Blocked { on } = &r.desired.state
+                && !recorded.contains(&r.desired.id)
+                && !seen.contains(&r.desired.id)
+            {
+                let missing: Vec<&str> = on
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|d| !have.contains(d))
+                    .collect();
+                let why = format!(
+                    "waits on {}: not deployed, and not taken over by this import (see its line)",
+                    missing.join(", ")
+                );
+                findings.push(finding(r, Verdict::Blocked, Some(why)));
+            }
+        }
+        (findings, adoptions, last.problems)
+    }
+
+    /// The desired state with `pins` (resource → version), as the daemon computes it.
+    fn compute(
+        &self,
+        records: &[ResourceRecord],
+        pins: &BTreeMap<String, Version>,
+    ) -> desired::DesiredSet {
+        desired::compute_held(
+            self.snapshot,
+            records,
+            &self.config.account_id,
+            pins,
+            &self.halted,
+        )
+    }
+
+    /// Finds and compares the stack of one ready resource; the adoption when it is to be
+    /// taken over (identical, or differing and accepted).
+    async fn examine(
+        &mut self,
+        r: &Resource,
+        records: &[ResourceRecord],
+    ) -> (Finding, Option<Adoption>) {
+        if r.provisioning == Provisioning::SelfManaged {
+            let why = "self-managed (Terraform): its infrastructure repo keeps working as it is; import does not record it yet (see the README, Migrating from AWS Proton)";
+            return (finding(r, Verdict::SelfManaged, Some(why.into())), None);
+        }
+        let (region, role) =
+            crate::evaluate::wanted_place(r.environment.as_ref(), &self.roles, self.config);
+        let (stack, matched_by) = match self.find(&r.desired.id, role.as_deref()).await {
+            Found::Stack(s, by) => (s, by),
+            Found::None(verdict, why, candidates) => {
+                let mut f = finding(r, verdict, Some(why));
+                f.candidates = candidates;
+                return (f, None);
+            }
+        };
+        let mut f = finding(r, Verdict::Unusable, None);
+        f.stack = Some(stack.info.name.clone());
+        f.stack_id.clone_from(&stack.info.id);
+        f.matched_by = Some(matched_by);
+        if !SETTLED.contains(&stack.info.status.as_str()) {
+            f.reason = Some(format!(
+                "stack {} is {}: only a stack whose last operation completed ({}) can be taken over",
+                stack.info.name,
+                stack.info.status,
+                SETTLED.join(", ")
+            ));
+            return (f, None);
+        }
+        let compared = match self.compare(r, &stack, role.as_deref(), records).await {
+            Ok(c) => c,
+            Err(why) => {
+                f.reason = Some(why);
+                return (f, None);
+            }
+        };
+        f.live_version = Some(compared.version);
+        f.verdict = if compared.identical {
+            Verdict::Identical
+        } else {
+            Verdict::Differs
+        };
+        f.differences = compared.differences;
+        let accepted = self.opts.accept_diff.contains(&r.desired.id);
+        if !compared.identical {
+            f.reason = Some(differs_reason(&f, accepted));
+            if !accepted {
+                return (f, None);
+            }
+        }
+        let placement = Placement {
+            stack_name: stack.info.name.clone(),
+            stack_id: stack.info.id.clone(),
+            region: Some(region),
+            role_arn: role,
+        };
+        let dep = NewDeployment {
+            resource_id: r.desired.id.clone(),
+            kind: r.desired.kind,
+            repo: r.desired.repo.clone(),
+            environment: r.environment.clone(),
+            action: DeploymentAction::Import,
+            reason: (!compared.identical).then(|| "accepted_diff".to_string()),
+            template: r.desired.template.clone(),
+            from_version: None,
+            to_version: compared.version,
+            input_hash: compared.input_hash,
+            rendered_hash: compared.rendered_hash,
+            spec_commit: r.spec_commit.clone(),
+            placement,
+        };
+        (f, Some(Adoption { dep, stack }))
+    }
+
+    /// The stack of resource `id`: the mapped one, else the one Proton's tags name.
+    async fn find(&mut self, id: &str, role: Option<&str>) -> Found {
+        if let Some(given) = self.opts.map.get(id) {
+            return self.mapped(id, given, role).await;
+        }
+        let key = role.map(str::to_string);
+        self.list(role).await;
+        let listing = match self.listings.get(&key) {
+            Some(Ok(l)) => l,
+            Some(Err(why)) => return Found::None(Verdict::Unusable, why.clone(), Vec::new()),
+            None => return Found::None(Verdict::Unusable, "not listed".into(), Vec::new()),
+        };
+        let mut found: Vec<&LiveStack> = listing
+            .iter()
+            .filter(|s| {
+                matching::proton_target(&s.info.tags)
+                    .and_then(|t| matching::resource_for(&t, &self.components))
+                    .is_some_and(|r| r.to_string() == id)
+                    && matching::free_for(&s.info.tags, id, self.installation)
+            })
+            .collect();
+        match found.len() {
+            1 => Found::Stack(found.remove(0).clone(), MatchedBy::Tags),
+            0 => {
+                let untagged = listing
+                    .iter()
+                    .filter(|s| {
+                        s.info.name.starts_with(matching::PROTON_STACK_PREFIX)
+                            && matching::proton_target(&s.info.tags).is_none()
+                    })
+                    .count();
+                let hint = if untagged > 0 {
+                    format!(
+                        "; {untagged} stack(s) named {}* carry none of Proton's tags, and could be it",
+                        matching::PROTON_STACK_PREFIX
+                    )
+                } else {
+                    String::new()
+                };
+                Found::None(
+                    Verdict::NotFound,
+                    format!(
+                        "no stack in {} {} carries AWS Proton's tags for {id} ({}){hint}; if Proton made one, give it with --map",
+                        self.config.region,
+                        role.map_or_else(
+                            || "(default credentials)".to_string(),
+                            |r| format!("(as {r})")
+                        ),
+                        expected_tags(id)
+                    ),
+                    Vec::new(),
+                )
+            }
+            _ => Found::None(
+                Verdict::Ambiguous,
+                format!(
+                    "{} stacks carry AWS Proton's tags for {id}; say which with --map",
+                    found.len()
+                ),
+                {
+                    let mut names: Vec<String> =
+                        found.iter().map(|s| s.info.name.clone()).collect();
+                    names.sort();
+                    names
+                },
+            ),
+        }
+    }
+
+    /// The stack the mapping file gives for `id`.
+    async fn mapped(&self, id: &str, given: &str, role: Option<&str>) -> Found {
+        if let Some(region) = given
+            .strip_prefix("arn:")
+            .and_then(|a| a.split(':').nth(2))
+            .filter(|r| *r != self.config.region)
+        {
+            return Found::None(
+                Verdict::Unusable,
+                format!(
+                    "--map gives {given} for {id}, a stack in {region}; protond deploys in the configured region {} (aws.region), where import looks",
+                    self.config.region
+                ),
+                Vec::new(),
+            );
+        }
+        match self.cfn.describe_live(given, role).await {
+            Ok(Some(s)) if matching::free_for(&s.info.tags, id, self.installation) => {
+                Found::Stack(s, MatchedBy::Map)
+            }
+            Ok(Some(s)) => Found::None(
+                Verdict::Unusable,
+                format!(
+                    "stack {} carries protond's tags of another resource or installation ({}); it is not taken",
+                    s.info.name,
+                    owner_tags(&s)
+                ),
+                Vec::new(),
+            ),
+            Ok(None) => Found::None(
+                Verdict::NotFound,
+                format!(
+                    "--map gives {given} for {id}, and no such stack exists in {}",
+                    self.config.region
+                ),
+                Vec::new(),
+            ),
+            Err(e) => Found::None(Verdict::Unusable, crate::error_chain(&e), Vec::new()),
+        }
+    }
+
+    /// Lists the stacks `role` sees into `listings`, once.
+    async fn list(&mut self, role: Option<&str>) {
+        let key = role.map(str::to_string);
+        if !self.listings.contains_key(&key) {
+            let listed = self
+                .cfn
+                .list_stacks(role)
+                .await
+                .map_err(|e| format!("cannot list the stacks: {}", crate::error_chain(&e)));
+            self.listings.insert(key, listed);
+        }
+    }
+
+    /// Compares the live stack with the rendering at the resource's version and, when they
+    /// differ, at every other registered minor of its major (newest first).
+    async fn compare(
+        &self,
+        r: &Resource,
+        stack: &LiveStack,
+        role: Option<&str>,
+        records: &[ResourceRecord],
+    ) -> Result<Compared, String> {
+        let target = stack.info.id.clone().unwrap_or(stack.info.name.clone());
+        let body = self
+            .cfn
+            .template_body(&target, role)
+            .await
+            .map_err(|e| crate::error_chain(&e))?;
+        let live = compare::parse_template(
+            &body,
+            &format!("the live template of stack {}", stack.info.name),
+        )
+        .map_err(|e| e.to_string())?;
+        let differences = differences_of(&live, stack, r)?;
+        let ready = |d: Vec<Difference>, res: &Resource| Compared {
+            identical: d.is_empty(),
+            version: res.desired.version,
+            input_hash: res.desired.input_hash.clone(),
+            rendered_hash: rendered_hash(res),
+            differences: d,
+        };
+        if differences.is_empty() {
+            return Ok(ready(differences, r));
+        }
+        let mut closest = (differences.len(), r.desired.version);
+        for v in self.other_minors(r) {
+            let pins = BTreeMap::from([(r.desired.id.clone(), v)]);
+            let set = self.compute(records, &pins);
+            let Some(other) = set.resources.iter().find(|x| x.desired.id == r.desired.id) else {
+                continue;
+            };
+            let Ok(d) = differences_of(&live, stack, other) else {
+                continue;
+            };
+            if d.is_empty() {
+                return Ok(ready(d, other));
+            }
+            if d.len() < closest.0 && v < r.desired.version {
+                closest = (d.len(), v);
+            }
+        }
+        let live_docs: Vec<(String, String)> = r
+            .documents
+            .iter()
+            .map(|(path, _)| (path.clone(), body.clone()))
+            .collect();
+        Ok(Compared {
+            identical: false,
+            version: closest.1,
+            input_hash: r.desired.input_hash.clone(),
+            rendered_hash: desired::hash_documents(&live_docs),
+            differences,
+        })
+    }
+
+    /// The registered, usable minors of the resource's template major other than its own,
+    /// newest first.
+    fn other_minors(&self, r: &Resource) -> Vec<Version> {
+        let want = r.desired.version;
+        let mut out: Vec<Version> = self
+            .snapshot
+            .catalog
+            .releases()
+            .filter(|x| x.template == r.desired.template && x.version.major == want.major)
+            .filter(|x| x.version != want && x.usable())
+            .map(|x| x.version)
+            .collect();
+        out.sort_unstable_by(|a, b| b.cmp(a));
+        out
+    }
+}
+
+/// A comparison's result: identical or not, at which version, the hashes to record, and the
+/// differences at the resource's own version.
+struct Compared {
+    identical: bool,
+    version: Version,
+    input_hash: String,
+    rendered_hash: String,
+    differences: Vec<Difference>,
+}
+
+fn rendered_hash(r: &Resource) -> String {
+    match &r.desired.state {
+        DesiredState::Ready { rendered_hash } => rendered_hash.clone(),
+        _ => String::new(),
+    }
+}
+
+/// The differences between the live template (parsed) and stack, and `r`'s rendering.
+fn differences_of(
+    live: &serde_json::Value,
+    stack: &LiveStack,
+    r: &Resource,
+) -> Result<Vec<Difference>, String> {
+    let [(path, text)] = r.documents.as_slice() else {
+        return Err(format!(
+            "{} renders {} documents; a CloudFormation resource renders exactly one",
+            r.desired.id,
+            r.documents.len()
+        ));
+    };
+    let rendered = compare::parse_template(text, &format!("the rendered {path}"))
+        .map_err(|e| e.to_string())?;
+    let mut d = compare::diff_templates(live, &rendered);
+    d.extend(compare::diff_parameters(&stack.parameters, &rendered));
+    Ok(d)
+}
+
+/// Why a differing stack is (or is not) taken over.
+fn differs_reason(f: &Finding, accepted: bool) -> String {
+    let n = f.differences.len();
+    let closest = match f.live_version {
+        Some(v) if v != f.version => format!(
+            "; closest to {} {v}, recorded as such, so the update to {} goes through the rollout gates",
+            f.template, f.version
+        ),
+        _ => String::new(),
+    };
+    if accepted {
+        format!(
+            "{n} difference(s) accepted (--accept-diff): taken over as it is; the next cycle updates it in place{closest}"
+        )
+    } else {
+        format!(
+            "{n} difference(s) from what protond renders for {} {}; not taken over unless accepted with --accept-diff {}",
+            f.template, f.version, f.resource
+        )
+    }
+}
+
+/// The tags Proton put on the stack of `id`, for a "not found" message.
+fn expected_tags(id: &str) -> String {
+    match crate::model::ResourceId::parse(id) {
+        Ok(crate::model::ResourceId::Environment { name }) => {
+            format!("aws:proton:environment = …:environment/{name}, no service tag")
+        }
+        Ok(crate::model::ResourceId::ServiceInstance { service, instance }) => {
+            format!("aws:proton:service-instance = …:service/{service}/service-instance/{instance}")
+        }
+        Ok(crate::model::ResourceId::Pipeline { service }) => {
+            format!("aws:proton:service = …:service/{service}, no service-instance tag")
+        }
+        Ok(crate::model::ResourceId::Component { .. }) => {
+            "a directly defined component: Proton's documented tags do not name components, so give its stack with --map".to_string()
+        }
+        Err(_) => String::new(),
+    }
+}
+
+fn owner_tags(s: &LiveStack) -> String {
+    use crate::provision::cloudformation::{TAG_INSTALLATION, TAG_RESOURCE};
+    format!(
+        "{TAG_RESOURCE}={}, {TAG_INSTALLATION}={}",
+        s.info.tags.get(TAG_RESOURCE).map_or("none", String::as_str),
+        s.info
+            .tags
+            .get(TAG_INSTALLATION)
+            .map_or("none", String::as_str)
+    )
+}
+
+/// A finding for `r` without a stack.
+fn finding(r: &Resource, verdict: Verdict, reason: Option<String>) -> Finding {
+    Finding {
+        resource: r.desired.id.clone(),
+        kind: r.desired.kind,
+        verdict,
+        template: r.desired.template.clone(),
+        version: r.desired.version,
+        live_version: None,
+        stack: None,
+        stack_id: None,
+        matched_by: None,
+        candidates: Vec::new(),
+        differences: Vec::new(),
+        reason,
+        import: ImportState::No,
+    }
+}
+
+/// Takes one stack over: settles an import an earlier run left in flight, then begins the
+/// history row, adds the ownership tags (naming the row), checks the ownership gate accepts
+/// the stack, and finishes the row with the record.
+async fn take_over(
+    store: &Store,
+    cfn: &CloudFormation,
+    installation: &str,
+    a: &Adoption,
+) -> Result<ImportState, ImportError> {
+    let id = &a.dep.resource_id;
+    if let Some(row) = store
+        .in_flight()
+        .await?
+        .into_iter()
+        .find(|d| &d.deployment.resource_id == id)
+    {
+        if row.deployment.action != DeploymentAction::Import {
+            return Ok(ImportState::Failed {
+                error: format!(
+                    "deployment {} of {id} ({}) is in flight; finish it with `protond reconcile --once`, then import again",
+                    row.id, row.deployment.action
+                ),
+            });
+        }
+        if let Some(done) = settle(store, cfn, installation, &row).await? {
+            return Ok(done);
+        }
+    }
+    let deployment = store.begin_deployment(&a.dep).await?;
+    let role = a.dep.placement.role_arn.as_deref();
+    let tags = ownership_tags(&a.dep, deployment, installation);
+    let outcome = match cfn.add_tags(&a.stack, role, &tags).await {
+        Ok(Some(info)) => match check_owner(&info, id, installation, true) {
+            Ok(()) => Ok(ResourceRecord::deployed_by(&a.dep, info.outputs, info.id)),
+            Err(c) => Err(format!("after tagging, the ownership gate refuses it: {c}")),
+        },
+        Ok(None) => Err(format!(
+            "stack {} disappeared while being tagged",
+            a.stack.info.name
+        )),
+        Err(e) => Err(format!(
+            "adding protond's tags to stack {} failed (its template, parameters and resources are as they were): {}",
+            a.stack.info.name,
+            crate::error_chain(&e)
+        )),
+    };
+    match outcome {
+        Ok(record) => {
+            store
+                .finish_deployment(deployment, &Outcome::Succeeded(record))
+                .await?;
+            tracing::info!(resource = %id, stack = %a.stack.info.name, deployment, "Took over the stack AWS Proton deployed.");
+            Ok(ImportState::Imported { deployment })
+        }
+        Err(error) => {
+            let failed = Outcome::Failed {
+                error: error.clone(),
+                retryable: false,
+            };
+            store.finish_deployment(deployment, &failed).await?;
+            tracing::warn!(resource = %id, stack = %a.stack.info.name, error = %error, "Could not take over the stack.");
+            Ok(ImportState::Failed { error })
+        }
+    }
+}
+
+/// Finishes an import row an earlier run left in flight: recorded if the stack carries that
+/// row's tags, otherwise interrupted (and `None`: take the stack over afresh).
+async fn settle(
+    store: &Store,
+    cfn: &CloudFormation,
+    installation: &str,
+    row: &crate::state::DeploymentRecord,
+) -> Result<Option<ImportState>, ImportError> {
+    let p = &row.deployment.placement;
+    let target = p.stack_id.clone().unwrap_or(p.stack_name.clone());
+    let live = cfn
+        .describe(&target, p.role_arn.as_deref())
+        .await
+        .ok()
+        .flatten();
+    let tagged = live.filter(|info| {
+        info.tags.get(TAG_DEPLOYMENT) == Some(&row.id.to_string())
+            && check_owner(info, &row.deployment.resource_id, installation, true).is_ok()
+    });
+    if let Some(info) = tagged {
+        let record = ResourceRecord::deployed_by(&row.deployment, info.outputs, info.id);
+        store
+            .finish_deployment(row.id, &Outcome::Succeeded(record))
+            .await?;
+        return Ok(Some(ImportState::Imported { deployment: row.id }));
+    }
+    store
+        .finish_deployment(row.id, &Outcome::Interrupted)
+        .await?;
+    Ok(None)
+}
