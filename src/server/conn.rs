@@ -60,6 +60,9 @@ pub(super) struct Conn {
     changed: Notify,
     kill: Notify,
     killed: AtomicBool,
+    /// Close with a reset rather than a FIN: a connection cut by a limit leaves nothing
+    /// behind in the kernel (no `TIME_WAIT`).
+    reset: AtomicBool,
 }
 
 impl Conn {
@@ -69,6 +72,7 @@ impl Conn {
             changed: Notify::new(),
             kill: Notify::new(),
             killed: AtomicBool::new(false),
+            reset: AtomicBool::new(false),
         }
     }
 
@@ -209,10 +213,19 @@ impl Drop for Registered {
     }
 }
 
-/// A socket that moves its connection from idle to receiving a head when bytes arrive.
+/// A socket that moves its connection from idle to receiving a head when bytes arrive, and
+/// is reset when closed if its connection was cut.
 struct Tracked {
     stream: TcpStream,
     conn: Arc<Conn>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if self.conn.reset.load(Ordering::Relaxed) {
+            let _ = self.stream.set_zero_linger();
+        }
+    }
 }
 
 impl AsyncRead for Tracked {
@@ -411,12 +424,16 @@ impl Connection {
                     }
                     return;
                 }
-                () = self.conn.kill.notified() => return,
+                () = self.conn.kill.notified() => {
+                    self.conn.reset.store(true, Ordering::Relaxed);
+                    return;
+                }
                 () = self.conn.changed.notified() => {}
                 () = expiry => {
                     // Still in the phase that ran out?
                     if self.tuning.deadline(self.conn.get()).is_some_and(|(at, _)| at <= Instant::now()) {
                         if let Some((_, Some(reason))) = deadline {
+                            self.conn.reset.store(true, Ordering::Relaxed);
                             self.refusals.note(reason);
                         }
                         return;

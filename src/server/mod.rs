@@ -132,6 +132,25 @@ pub fn router(ctx: Arc<Ctx>, secrets: Secrets) -> Router {
         .with_state(app)
 }
 
+/// Binds the server's address with a long accept queue (4,096, or the system's
+/// `somaxconn` if lower): under a flood of connections a health check waits its turn rather
+/// than having its SYN dropped (a one-second retransmission).
+///
+/// # Errors
+///
+/// When the address cannot be bound.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
 /// Serves on a bound listener until `shutdown` resolves, within the limits of `[server]`;
 /// raises the process's soft open-file limit to its hard limit first. On shutdown it stops
 /// accepting, closes idle connections and lets requests in progress finish.
