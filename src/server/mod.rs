@@ -94,6 +94,8 @@ struct App {
     ctx: Arc<Ctx>,
     secrets: Arc<Secrets>,
     deliveries: Arc<deliveries::Deliveries>,
+    /// `server.max_body_bytes`, also enforced here for a router served without the limits.
+    max_body: usize,
 }
 
 /// The router, for serving or testing.
@@ -108,6 +110,7 @@ pub fn router(ctx: Arc<Ctx>, secrets: Secrets) -> Router {
         ctx,
         secrets: Arc::new(secrets),
         deliveries,
+        max_body,
     };
     Router::new()
         .route("/", get(status_page))
@@ -196,8 +199,8 @@ pub async fn serve(
 }
 
 /// Reads a request body (its limits are enforced as it streams, see [`limits`]).
-async fn read_body(body: Body) -> Result<Bytes, Response> {
-    axum::body::to_bytes(body, usize::MAX).await.map_err(|e| {
+async fn read_body(app: &App, body: Body) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, app.max_body).await.map_err(|e| {
         // The limits replace this answer with their own when they cut the body.
         error(
             StatusCode::BAD_REQUEST,
@@ -460,7 +463,7 @@ async fn rollout_action(
     if let Err(r) = authorized(&app, &headers) {
         return r;
     }
-    let body = match read_body(body).await {
+    let body = match read_body(&app, body).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -533,7 +536,7 @@ async fn notify(State(app): State<App>, headers: HeaderMap, body: Body) -> Respo
     if let Err(r) = authorized(&app, &headers) {
         return r;
     }
-    let body = match read_body(body).await {
+    let body = match read_body(&app, body).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -790,7 +793,7 @@ async fn github_webhook(State(app): State<App>, headers: HeaderMap, body: Body) 
         rejected(&app, WebhookSource::GitHub, RejectedBecause::BadCredentials);
         return error(StatusCode::UNAUTHORIZED, "bad signature");
     };
-    let body = match read_body(body).await {
+    let body = match read_body(&app, body).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -860,7 +863,7 @@ async fn gitlab_webhook(State(app): State<App>, headers: HeaderMap, body: Body) 
     if app.deliveries.seen(&keys) {
         return duplicate(&app, WebhookSource::GitLab, delivery);
     }
-    let body = match read_body(body).await {
+    let body = match read_body(&app, body).await {
         Ok(b) => b,
         Err(r) => return r,
     };
