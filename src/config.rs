@@ -101,6 +101,40 @@ pub struct RawServer {
     /// `PROTOND_GITLAB_WEBHOOK_TOKEN`).
     #[serde(default)]
     pub gitlab_token_env: Option<String>,
+    /// Host names (optionally `name:port`) the server answers to besides loopback ones
+    /// (default none). On a loopback address other names are refused (DNS rebinding); on
+    /// any other address the list applies only when set. `"*"` turns the check off.
+    #[serde(default)]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Most connections open at once (default 512); at the cap a new connection closes the
+    /// least useful open one (idle first, oldest first).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Largest request body in bytes (default 5 MiB).
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+    /// Request body bytes held at once across all connections (default 32 MiB).
+    #[serde(default)]
+    pub max_inflight_body_bytes: Option<u64>,
+    /// Time to receive a request's head once its first byte arrived (default `10s`).
+    #[serde(default)]
+    pub header_timeout: Option<String>,
+    /// Time to receive a whole request body (default `30s`).
+    #[serde(default)]
+    pub body_timeout: Option<String>,
+    /// Time a connection may wait for its next request (default `60s`).
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+    /// Time to answer a request once its head is read, body included, and again to write
+    /// the answer (default `60s`).
+    #[serde(default)]
+    pub request_timeout: Option<String>,
+    /// How long a webhook delivery id is remembered to refuse its replays (default `1h`).
+    #[serde(default)]
+    pub webhook_dedupe_window: Option<String>,
+    /// Most delivery ids remembered (default 10000; the oldest are forgotten first).
+    #[serde(default)]
+    pub webhook_dedupe_entries: Option<usize>,
 }
 
 /// `[server]` after checks.
@@ -116,6 +150,211 @@ pub struct Server {
     pub github_secret_env: String,
     /// Variable with the GitLab webhook token.
     pub gitlab_token_env: String,
+    /// Names answered besides loopback ones (`name` or `name:port`; `*` for any).
+    pub allowed_hosts: Vec<String>,
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: u64,
+    /// Request body bytes held at once across all connections.
+    pub max_inflight_body_bytes: u64,
+    /// Time to receive a request head once it started.
+    pub header_timeout: Duration,
+    /// Time to receive a whole request body.
+    pub body_timeout: Duration,
+    /// Time a connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// Time to answer a request (and, separately, to write the answer).
+    pub request_timeout: Duration,
+    /// How long a webhook delivery id is remembered.
+    pub webhook_dedupe_window: Duration,
+    /// Most delivery ids remembered.
+    pub webhook_dedupe_entries: usize,
+}
+
+impl Server {
+    /// Compiles `[server]`, pushing every problem onto `errors` (the defaults stand in).
+    fn compile(raw: &RawServer, file: &str, errors: &mut Vec<ConfigError>) -> Self {
+        let mut problem = |key: &str, message: String| {
+            errors.push(ConfigError {
+                file: file.into(),
+                key: format!("server.{key}"),
+                message,
+            });
+        };
+        let listen_text = raw
+            .listen
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen = listen_text
+            .parse::<std::net::SocketAddr>()
+            .unwrap_or_else(|_| {
+                problem(
+                    "listen",
+                    format!("{listen_text:?} is not an address and port, e.g. \"127.0.0.1:8080\""),
+                );
+                std::net::SocketAddr::from(([127, 0, 0, 1], 8080))
+            });
+        let mut timeout = |key: &str, value: Option<&str>, default: Duration| {
+            let mut errs = Vec::new();
+            let d = duration(value, default, &format!("server.{key}"), file, &mut errs);
+            let d = if errs.is_empty() && d.is_zero() {
+                problem(key, "must be more than zero; write e.g. \"10s\"".into());
+                default
+            } else {
+                d
+            };
+            for e in errs {
+                problem(key, e.message);
+            }
+            d
+        };
+        let header_timeout = timeout(
+            "header_timeout",
+            raw.header_timeout.as_deref(),
+            Duration::from_secs(10),
+        );
+        let body_timeout = timeout(
+            "body_timeout",
+            raw.body_timeout.as_deref(),
+            Duration::from_secs(30),
+        );
+        let idle_timeout = timeout(
+            "idle_timeout",
+            raw.idle_timeout.as_deref(),
+            Duration::from_mins(1),
+        );
+        let request_timeout = timeout(
+            "request_timeout",
+            raw.request_timeout.as_deref(),
+            Duration::from_mins(1),
+        );
+        let webhook_dedupe_window = timeout(
+            "webhook_dedupe_window",
+            raw.webhook_dedupe_window.as_deref(),
+            Duration::from_hours(1),
+        );
+        if body_timeout > request_timeout {
+            problem(
+                "body_timeout",
+                format!(
+                    "{} is longer than server.request_timeout ({}), which includes reading the body; raise request_timeout or lower body_timeout",
+                    humantime::format_duration(body_timeout),
+                    humantime::format_duration(request_timeout)
+                ),
+            );
+        }
+        let max_connections = raw.max_connections.unwrap_or(512);
+        if max_connections < 8 {
+            problem(
+                "max_connections",
+                format!(
+                    "{max_connections} is too few to keep serving health checks; use at least 8 (default 512)"
+                ),
+            );
+        }
+        let max_body_bytes = raw.max_body_bytes.unwrap_or(5 * 1024 * 1024);
+        let max_inflight_body_bytes = raw.max_inflight_body_bytes.unwrap_or(32 * 1024 * 1024);
+        if max_body_bytes == 0 {
+            problem(
+                "max_body_bytes",
+                "must be more than zero (default 5242880, 5 MiB)".into(),
+            );
+        }
+        if max_body_bytes > max_inflight_body_bytes {
+            problem(
+                "max_body_bytes",
+                format!(
+                    "{max_body_bytes} is more than server.max_inflight_body_bytes ({max_inflight_body_bytes}), so no such body could ever be received; lower it or raise max_inflight_body_bytes"
+                ),
+            );
+        }
+        let webhook_dedupe_entries = raw.webhook_dedupe_entries.unwrap_or(10_000);
+        if webhook_dedupe_entries == 0 {
+            problem(
+                "webhook_dedupe_entries",
+                "must be at least 1 (default 10000)".into(),
+            );
+        }
+        let allowed_hosts = raw.allowed_hosts.clone().unwrap_or_default();
+        for (i, h) in allowed_hosts.iter().enumerate() {
+            if let Err(why) = check_allowed_host(h) {
+                problem(&format!("allowed_hosts[{i}]"), format!("{h:?} {why}"));
+            }
+        }
+        Self {
+            enabled: raw.enabled.unwrap_or(true),
+            listen,
+            token_env: raw
+                .token_env
+                .clone()
+                .unwrap_or_else(|| "PROTOND_API_TOKEN".into()),
+            github_secret_env: raw
+                .github_secret_env
+                .clone()
+                .unwrap_or_else(|| "PROTOND_GITHUB_WEBHOOK_SECRET".into()),
+            gitlab_token_env: raw
+                .gitlab_token_env
+                .clone()
+                .unwrap_or_else(|| "PROTOND_GITLAB_WEBHOOK_TOKEN".into()),
+            allowed_hosts,
+            max_connections,
+            max_body_bytes,
+            max_inflight_body_bytes,
+            header_timeout,
+            body_timeout,
+            idle_timeout,
+            request_timeout,
+            webhook_dedupe_window,
+            webhook_dedupe_entries,
+        }
+    }
+}
+
+/// An `allowed_hosts` entry is `*`, a host name or IP, optionally with `:port`.
+fn check_allowed_host(h: &str) -> Result<(), &'static str> {
+    if h == "*" {
+        return Ok(());
+    }
+    if h.contains("://") || h.contains('/') {
+        return Err(
+            "is not a host name: write the name only, e.g. \"protond.example.com\" or \"protond.example.com:8443\"",
+        );
+    }
+    match split_host_port(h) {
+        Some(_) => Ok(()),
+        None => Err(
+            "is not a host name with an optional port, e.g. \"protond.example.com\", \"protond.example.com:8443\" or \"[::1]:8080\"",
+        ),
+    }
+}
+
+/// Splits a `Host` value (`name`, `name:port`, `[v6]`, `[v6]:port`) into its lowercased
+/// host (brackets kept off) and port; `None` when it is not of that form.
+#[must_use]
+pub fn split_host_port(text: &str) -> Option<(String, Option<u16>)> {
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        };
+        (v6, port)
+    } else {
+        match text.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (text, None),
+        }
+    };
+    let port = match port {
+        None => None,
+        Some(p) => Some(p.parse::<u16>().ok().filter(|p| *p != 0)?),
+    };
+    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':');
+    if host.is_empty() || !host.chars().all(valid) {
+        return None;
+    }
+    Some((host.to_ascii_lowercase(), port))
 }
 
 /// `[proposals]`.
@@ -631,42 +870,7 @@ impl Config {
             }
             Proposals::default()
         });
-        let listen_text = raw
-            .server
-            .listen
-            .clone()
-            .unwrap_or_else(|| "127.0.0.1:8080".into());
-        let listen = listen_text
-            .parse::<std::net::SocketAddr>()
-            .unwrap_or_else(|_| {
-                errors2.push(ConfigError {
-                    file: file.into(),
-                    key: "server.listen".into(),
-                    message: format!(
-                        "{listen_text:?} is not an address and port, e.g. \"127.0.0.1:8080\""
-                    ),
-                });
-                std::net::SocketAddr::from(([127, 0, 0, 1], 8080))
-            });
-        let server = Server {
-            enabled: raw.server.enabled.unwrap_or(true),
-            listen,
-            token_env: raw
-                .server
-                .token_env
-                .clone()
-                .unwrap_or_else(|| "PROTOND_API_TOKEN".into()),
-            github_secret_env: raw
-                .server
-                .github_secret_env
-                .clone()
-                .unwrap_or_else(|| "PROTOND_GITHUB_WEBHOOK_SECRET".into()),
-            gitlab_token_env: raw
-                .server
-                .gitlab_token_env
-                .clone()
-                .unwrap_or_else(|| "PROTOND_GITLAB_WEBHOOK_TOKEN".into()),
-        };
+        let server = Server::compile(&raw.server, file, &mut errors2);
         let self_managed = raw.self_managed.as_ref().and_then(|sm| {
             let forge = match &sm.forge {
                 None => Some(ForgeConfig {
@@ -966,6 +1170,69 @@ mod tests {
                 .any(|l| l.starts_with("p.toml: proposals.branch_prefix:")),
             "{lines:#?}"
         );
+    }
+
+    #[test]
+    fn server_limits_have_safe_defaults_and_named_errors() {
+        let compile = |text: &str| {
+            let raw: RawConfig = toml::from_str(text).expect("parses");
+            Config::compile(raw, "p.toml", Path::new("."))
+        };
+        let s = compile("").expect("compiles").server;
+        assert_eq!(s.max_connections, 512);
+        assert_eq!(s.max_body_bytes, 5 * 1024 * 1024);
+        assert_eq!(s.max_inflight_body_bytes, 32 * 1024 * 1024);
+        assert_eq!(s.header_timeout, Duration::from_secs(10));
+        assert_eq!(s.body_timeout, Duration::from_secs(30));
+        assert_eq!(s.idle_timeout, Duration::from_mins(1));
+        assert_eq!(s.request_timeout, Duration::from_mins(1));
+        assert_eq!(s.webhook_dedupe_window, Duration::from_hours(1));
+        assert_eq!(s.webhook_dedupe_entries, 10_000);
+        assert!(s.allowed_hosts.is_empty());
+        let errs = compile(
+            "[server]\nmax_connections = 2\nmax_body_bytes = 100\nmax_inflight_body_bytes = 10\n\
+             header_timeout = \"0s\"\nbody_timeout = \"2m\"\nrequest_timeout = \"1m\"\n\
+             idle_timeout = \"later\"\nallowed_hosts = [\"ok.example:8443\", \"https://x.example/\", \"a b\"]\n",
+        )
+        .expect_err("invalid");
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "server.header_timeout",
+                "server.idle_timeout",
+                "server.body_timeout",
+                "server.max_connections",
+                "server.max_body_bytes",
+                "server.allowed_hosts[1]",
+                "server.allowed_hosts[2]",
+            ],
+            "{errs:#?}"
+        );
+        assert!(
+            errs[2]
+                .message
+                .contains("longer than server.request_timeout")
+        );
+    }
+
+    #[test]
+    fn host_values_split_into_name_and_port() {
+        assert_eq!(
+            split_host_port("LocalHost:8080"),
+            Some(("localhost".into(), Some(8080)))
+        );
+        assert_eq!(split_host_port("[::1]:80"), Some(("::1".into(), Some(80))));
+        assert_eq!(split_host_port("[::1]"), Some(("::1".into(), None)));
+        assert_eq!(
+            split_host_port("example.com"),
+            Some(("example.com".into(), None))
+        );
+        for bad in [
+            "", ":80", "a:b", "a:0", "a:99999", "[::1", "a/b", "a b", "::1",
+        ] {
+            assert_eq!(split_host_port(bad), None, "{bad}");
+        }
     }
 
     #[test]

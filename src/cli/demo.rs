@@ -86,7 +86,7 @@ fn reset_state(dir: &Path) -> Result<()> {
 async fn serve_and_run(ctx: Arc<Ctx>, wake: UnboundedReceiver<()>, dir: &Path) -> Result<()> {
     let listen = ctx.config.server.listen;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = match tokio::net::TcpListener::bind(listen).await {
+    let server = match crate::server::bind(listen) {
         Ok(l) => {
             println!("Status page: http://{listen}/  (metrics at /metrics, JSON under /api/v1/)");
             let secrets = crate::server::Secrets::from_env(&ctx.config.server);

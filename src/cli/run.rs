@@ -32,7 +32,7 @@ pub(super) fn run_daemon(
         // file is told so, rather than that the port is taken.
         let (ctx, wake) = crate::daemon::context(config).await?;
         let listener = if ctx.config.server.enabled {
-            Some(bind(ctx.config.server.listen).await?)
+            Some(bind(ctx.config.server.listen)?)
         } else {
             None
         };
@@ -58,8 +58,8 @@ pub(super) fn run_daemon(
 }
 
 /// Binds the HTTP server's address, with a hint when it is taken.
-async fn bind(addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| {
+fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    crate::server::bind(addr).with_context(|| {
         format!(
             "cannot listen on {addr} (server.listen); is another protond running? Use --listen or --no-server"
         )

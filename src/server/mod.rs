@@ -16,17 +16,27 @@
 //!
 //! Secrets (the API token, webhook secrets) are read from the environment once at start and
 //! compared in constant time (as HMAC-SHA256 tags); they are never logged.
+//!
+//! Limits (`[server]` in the config), so that no anonymous client can stop the daemon from
+//! serving: connections are capped and timed ([`conn`]); the `Host` is checked and bodies are
+//! bounded in size, in bytes held across connections and in time ([`limits`]); credentials
+//! are checked before a body is read wherever they are in the headers; a webhook delivery
+//! seen before is answered without acting on it again ([`deliveries`]).
 
 // Handlers return ready `Response`s as their error: the axum idiom, and never on a hot path.
 #![allow(clippy::result_large_err)]
 
+mod conn;
+mod deliveries;
+mod limits;
 mod page;
+mod refusals;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -39,8 +49,8 @@ use sha2::Sha256;
 use crate::daemon::Ctx;
 use crate::model::{ResourceId, ResourceKind, Version};
 use crate::telemetry::events::{
-    IgnoredBecause, RejectedBecause, SelfManagedOutcomeReported, WebhookAccepted, WebhookIgnored,
-    WebhookRejected, WebhookSource,
+    IgnoredBecause, RejectedBecause, SelfManagedOutcomeReported, WebhookAccepted, WebhookDuplicate,
+    WebhookIgnored, WebhookRejected, WebhookSource,
 };
 
 type HmacSha256 = hmac::Hmac<Sha256>;
@@ -83,13 +93,24 @@ impl Secrets {
 struct App {
     ctx: Arc<Ctx>,
     secrets: Arc<Secrets>,
+    deliveries: Arc<deliveries::Deliveries>,
+    /// `server.max_body_bytes`, also enforced here for a router served without the limits.
+    max_body: usize,
 }
 
 /// The router, for serving or testing.
 pub fn router(ctx: Arc<Ctx>, secrets: Secrets) -> Router {
+    let server = &ctx.config.server;
+    let max_body = usize::try_from(server.max_body_bytes).unwrap_or(usize::MAX);
+    let deliveries = Arc::new(deliveries::Deliveries::new(
+        server.webhook_dedupe_window,
+        server.webhook_dedupe_entries,
+    ));
     let app = App {
         ctx,
         secrets: Arc::new(secrets),
+        deliveries,
+        max_body,
     };
     Router::new()
         .route("/", get(status_page))
@@ -110,25 +131,82 @@ pub fn router(ctx: Arc<Ctx>, secrets: Secrets) -> Router {
         .route("/api/v1/notify", post(notify))
         .route("/webhooks/github", post(github_webhook))
         .route("/webhooks/gitlab", post(gitlab_webhook))
-        .layer(axum::extract::DefaultBodyLimit::max(5 * 1024 * 1024))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(app)
 }
 
-/// Serves on a bound listener until `shutdown` resolves.
+/// Binds the server's address with a long accept queue (4,096, or the system's
+/// `somaxconn` if lower): under a flood of connections a health check waits its turn rather
+/// than having its SYN dropped (a one-second retransmission).
 ///
 /// # Errors
 ///
-/// When serving fails.
+/// When the address cannot be bound.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+/// Serves on a bound listener until `shutdown` resolves, within the limits of `[server]`;
+/// raises the process's soft open-file limit to its hard limit first. On shutdown it stops
+/// accepting, closes idle connections and lets requests in progress finish.
+///
+/// # Errors
+///
+/// When the listener's address cannot be read.
 pub async fn serve(
     ctx: Arc<Ctx>,
     secrets: Secrets,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    tracing::info!(address = %listener.local_addr()?, "HTTP server listening.");
-    axum::serve(listener, router(ctx, secrets))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let address = listener.local_addr()?;
+    let server = ctx.config.server.clone();
+    let max_connections = conn::connection_cap(server.max_connections, conn::raise_fd_limit());
+    tracing::info!(%address, max_connections, "HTTP server listening.");
+    let refusals = Arc::new(refusals::Refusals::new(ctx.clone()));
+    let limits = Arc::new(limits::Limits {
+        router: hyper_util::service::TowerToHyperService::new(router(ctx, secrets)),
+        hosts: limits::Hosts::new(address, &server.allowed_hosts),
+        budget: Arc::new(limits::Budget::new(server.max_inflight_body_bytes)),
+        refusals: refusals.clone(),
+        max_body: server.max_body_bytes,
+        body_timeout: server.body_timeout,
+        request_timeout: server.request_timeout,
+    });
+    let tuning = conn::Tuning {
+        max_connections,
+        header_timeout: server.header_timeout,
+        idle_timeout: server.idle_timeout,
+        write_timeout: server.request_timeout,
+    };
+    conn::serve(
+        listener,
+        tuning,
+        move |c, req| limits.clone().answer(c, req),
+        refusals,
+        shutdown,
+    )
+    .await;
+    Ok(())
+}
+
+/// Reads a request body (its limits are enforced as it streams, see [`limits`]).
+async fn read_body(app: &App, body: Body) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, app.max_body).await.map_err(|e| {
+        // The limits replace this answer with their own when they cut the body.
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("could not read the request body: {e}"),
+        )
+    })
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -380,11 +458,15 @@ async fn rollout_action(
     State(app): State<App>,
     Path((template, version, action)): Path<(String, String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     if let Err(r) = authorized(&app, &headers) {
         return r;
     }
+    let body = match read_body(&app, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let halted = match action.as_str() {
         "halt" => true,
         "resume" => false,
@@ -450,10 +532,14 @@ async fn reconcile_now(State(app): State<App>, headers: HeaderMap) -> Response {
 /// (`SUCCEEDED`/`FAILED`, any case; `IN_PROGRESS` is acknowledged and ignored), optional
 /// `deploymentId`, `outputs` (object, `[{key, valueString}]` or `terraform output -json`)
 /// and `statusMessage`.
-async fn notify(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+async fn notify(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
     if let Err(r) = authorized(&app, &headers) {
         return r;
     }
+    let body = match read_body(&app, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let v: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")),
@@ -667,7 +753,29 @@ fn act_on_push(app: &App, source: WebhookSource, event: &str, body: &[u8]) -> Re
         .into_response()
 }
 
-async fn github_webhook(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+/// A header's text, if present and printable.
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// A delivery seen within the window: answered, and nothing else.
+fn duplicate(app: &App, source: WebhookSource, delivery: Option<&str>) -> Response {
+    // Ids are short; a long one is cut for the log and the answer.
+    let delivery = delivery.map(|d| d.get(..d.len().min(128)).unwrap_or(""));
+    WebhookDuplicate { source, delivery }.emit(&app.ctx.telemetry);
+    axum::Json(json!({
+        "duplicate": true,
+        "delivery": delivery,
+        "message": "this delivery was already received; nothing was done (server.webhook_dedupe_window)",
+    }))
+    .into_response()
+}
+
+async fn github_webhook(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
     let Some(secret) = &app.secrets.github else {
         rejected(&app, WebhookSource::GitHub, RejectedBecause::Disabled);
         return error(
@@ -675,24 +783,40 @@ async fn github_webhook(State(app): State<App>, headers: HeaderMap, body: Bytes)
             "GitHub webhooks are disabled: set the variable named by server.github_secret_env",
         );
     };
-    let signature = headers
-        .get("x-hub-signature-256")
-        .and_then(|v| v.to_str().ok())
+    // The signature covers the body, so it is verified after reading it; a delivery without
+    // a well-formed one is refused before.
+    let Some(signature) = header_text(&headers, "x-hub-signature-256")
         .and_then(|v| v.strip_prefix("sha256="))
-        .and_then(|h| hex::decode(h).ok());
-    let valid = signature.is_some_and(|sig| {
-        HmacSha256::new_from_slice(secret.as_bytes()).is_ok_and(|mut mac| {
-            mac.update(&body);
-            mac.verify_slice(&sig).is_ok()
-        })
+        .and_then(|h| hex::decode(h).ok())
+        .filter(|sig| sig.len() == 32)
+    else {
+        rejected(&app, WebhookSource::GitHub, RejectedBecause::BadCredentials);
+        return error(StatusCode::UNAUTHORIZED, "bad signature");
+    };
+    let body = match read_body(&app, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let valid = HmacSha256::new_from_slice(secret.as_bytes()).is_ok_and(|mut mac| {
+        mac.update(&body);
+        mac.verify_slice(&signature).is_ok()
     });
     if !valid {
         rejected(&app, WebhookSource::GitHub, RejectedBecause::BadCredentials);
         return error(StatusCode::UNAUTHORIZED, "bad signature");
     }
-    let event = headers
-        .get("x-github-event")
-        .and_then(|v| v.to_str().ok())
+    // The signature does not cover the headers: a replay may come with any delivery id, or
+    // none. The signed payload itself is a key too (GitHub's payloads of distinct events
+    // differ: commits, timestamps).
+    let delivery = header_text(&headers, "x-github-delivery");
+    let mut keys = vec![deliveries::Key::new("github-payload", &body)];
+    if let Some(id) = delivery {
+        keys.push(deliveries::Key::new("github-delivery", id.as_bytes()));
+    }
+    if app.deliveries.record(&keys) {
+        return duplicate(&app, WebhookSource::GitHub, delivery);
+    }
+    let event = header_text(&headers, "x-github-event")
         .unwrap_or("")
         .to_string();
     if event == "ping" {
@@ -707,7 +831,7 @@ async fn github_webhook(State(app): State<App>, headers: HeaderMap, body: Bytes)
     act_on_push(&app, WebhookSource::GitHub, &event, &body)
 }
 
-async fn gitlab_webhook(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+async fn gitlab_webhook(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
     let Some(token) = &app.secrets.gitlab else {
         rejected(&app, WebhookSource::GitLab, RejectedBecause::Disabled);
         return error(
@@ -715,6 +839,7 @@ async fn gitlab_webhook(State(app): State<App>, headers: HeaderMap, body: Bytes)
             "GitLab webhooks are disabled: set the variable named by server.gitlab_token_env",
         );
     };
+    // The token is a header: checked before a byte of the body is read.
     let given = headers
         .get("x-gitlab-token")
         .and_then(|v| v.to_str().ok())
@@ -723,9 +848,29 @@ async fn gitlab_webhook(State(app): State<App>, headers: HeaderMap, body: Bytes)
         rejected(&app, WebhookSource::GitLab, RejectedBecause::BadCredentials);
         return error(StatusCode::UNAUTHORIZED, "bad token");
     }
-    let event = headers
-        .get("x-gitlab-event")
-        .and_then(|v| v.to_str().ok())
+    let event_uuid = header_text(&headers, "x-gitlab-event-uuid");
+    let idempotency = header_text(&headers, "idempotency-key");
+    let keys: Vec<deliveries::Key> = [
+        ("gitlab-event", event_uuid),
+        ("gitlab-idempotency", idempotency),
+    ]
+    .into_iter()
+    .filter_map(|(kind, v)| v.map(|v| deliveries::Key::new(kind, v.as_bytes())))
+    .collect();
+    let delivery = idempotency.or(event_uuid);
+    // A retry is answered without reading its body; it is recorded only once read whole,
+    // so a delivery cut short is still taken when retried.
+    if app.deliveries.seen(&keys) {
+        return duplicate(&app, WebhookSource::GitLab, delivery);
+    }
+    let body = match read_body(&app, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if app.deliveries.record(&keys) {
+        return duplicate(&app, WebhookSource::GitLab, delivery);
+    }
+    let event = header_text(&headers, "x-gitlab-event")
         .unwrap_or("")
         .to_string();
     act_on_push(&app, WebhookSource::GitLab, &event, &body)

@@ -15,7 +15,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use super::{
-    DeploymentLabels, KindActionLabels, OutcomeLabels, SourceLabels, StateLabels, Telemetry,
+    DeploymentLabels, KindActionLabels, OutcomeLabels, ReasonLabels, SourceLabels, StateLabels,
+    Telemetry,
 };
 use crate::model::{DeploymentAction, ProposalState, ResourceId, ResourceKind, SourceKind};
 use crate::state::Outcome;
@@ -655,6 +656,105 @@ impl WebhookRejected {
     }
 }
 
+/// A verified webhook delivery already received within the dedupe window
+/// (`server.webhook_dedupe_window`): answered, not acted on. Counts
+/// `protond_webhooks_total{state="duplicate"}`.
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookDuplicate<'a> {
+    /// The forge.
+    pub source: WebhookSource,
+    /// The delivery id it carried, if any (not a secret).
+    pub delivery: Option<&'a str>,
+}
+
+impl WebhookDuplicate<'_> {
+    /// Logs and counts.
+    pub fn emit(self, t: &Telemetry) {
+        tracing::info!(
+            source = self.source.as_str(),
+            delivery = self.delivery.unwrap_or(""),
+            "Duplicate webhook delivery (a retry or a replay); not acted on."
+        );
+        count_webhook(t, "duplicate");
+    }
+}
+
+/// Why the HTTP server refused a request or closed a connection (a label of
+/// `protond_http_refused_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpRefusal {
+    /// At `server.max_connections`, an open connection was closed for a new one.
+    ConnectionShed,
+    /// A request head did not arrive within `server.header_timeout`.
+    HeaderTimeout,
+    /// A request body did not arrive within `server.body_timeout`.
+    BodyTimeout,
+    /// A request body was larger than `server.max_body_bytes`.
+    BodyTooLarge,
+    /// Request bodies in flight would exceed `server.max_inflight_body_bytes`.
+    BodyBudget,
+    /// A request was not answered within `server.request_timeout`.
+    RequestTimeout,
+    /// A client did not read its answer within `server.request_timeout`.
+    WriteTimeout,
+    /// The `Host` header is not one the server answers to (DNS rebinding).
+    Host,
+}
+
+impl HttpRefusal {
+    /// Every reason, in label order.
+    pub const ALL: [Self; 8] = [
+        Self::ConnectionShed,
+        Self::HeaderTimeout,
+        Self::BodyTimeout,
+        Self::BodyTooLarge,
+        Self::BodyBudget,
+        Self::RequestTimeout,
+        Self::WriteTimeout,
+        Self::Host,
+    ];
+
+    /// The label.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ConnectionShed => "connection_shed",
+            Self::HeaderTimeout => "header_timeout",
+            Self::BodyTimeout => "body_timeout",
+            Self::BodyTooLarge => "body_too_large",
+            Self::BodyBudget => "body_budget",
+            Self::RequestTimeout => "request_timeout",
+            Self::WriteTimeout => "write_timeout",
+            Self::Host => "host",
+        }
+    }
+}
+
+/// The HTTP server refused a request or closed a connection under its limits. Counts
+/// `protond_http_refused_total{reason}`; logs at debug level only (an attack would flood the
+/// log: the server writes a summary warning once a minute instead).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpRefused {
+    /// Why.
+    pub reason: HttpRefusal,
+}
+
+impl HttpRefused {
+    /// Logs and counts.
+    pub fn emit(self, t: &Telemetry) {
+        tracing::debug!(
+            reason = self.reason.as_str(),
+            "HTTP request refused or connection closed by a server limit."
+        );
+        count(
+            &t.http_refused,
+            &ReasonLabels {
+                reason: self.reason.as_str().into(),
+            },
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -840,7 +940,20 @@ mod tests {
             repos: &["payments".to_string()],
         }
         .emit(&t);
-        for state in ["rejected", "ignored", "accepted"] {
+        WebhookDuplicate {
+            source: WebhookSource::GitHub,
+            delivery: Some("72d3162e-cc78-11e3-81ab-4c9367dc0958"),
+        }
+        .emit(&t);
+        HttpRefused {
+            reason: HttpRefusal::Host,
+        }
+        .emit(&t);
+        assert_eq!(
+            value(&t, "protond_http_refused_total", "reason=\"host\""),
+            Some(1.0)
+        );
+        for state in ["rejected", "ignored", "accepted", "duplicate"] {
             assert_eq!(
                 value(&t, "protond_webhooks_total", &format!("state=\"{state}\"")),
                 Some(1.0),

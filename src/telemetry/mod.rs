@@ -75,6 +75,13 @@ pub struct StateLabels {
     pub state: String,
 }
 
+/// Labels of an HTTP refusal.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Why, e.g. `body_budget` or `host`.
+    pub reason: String,
+}
+
 /// The daemon's metrics. Counters move only through [`events`], so that every count has its
 /// log line.
 #[derive(Debug)]
@@ -88,6 +95,7 @@ pub struct Telemetry {
     proposals_opened: Counter,
     proposal_outcomes: Family<OutcomeLabels, Counter>,
     webhooks: Family<StateLabels, Counter>,
+    http_refused: Family<ReasonLabels, Counter>,
     resources: Family<KindStatusLabels, Gauge>,
     rollouts: Family<StateLabels, Gauge>,
     proposals: Family<StateLabels, Gauge>,
@@ -118,6 +126,7 @@ impl Telemetry {
         let proposals_opened = Counter::default();
         let proposal_outcomes = Family::<OutcomeLabels, Counter>::default();
         let webhooks = Family::<StateLabels, Counter>::default();
+        let http_refused = Family::<ReasonLabels, Counter>::default();
         let resources = Family::<KindStatusLabels, Gauge>::default();
         let rollouts = Family::<StateLabels, Gauge>::default();
         let proposals = Family::<StateLabels, Gauge>::default();
@@ -157,8 +166,13 @@ impl Telemetry {
         );
         registry.register(
             "webhooks",
-            "Webhook deliveries by result (accepted, ignored, rejected)",
+            "Webhook deliveries by result (accepted, ignored, rejected, duplicate)",
             webhooks.clone(),
+        );
+        registry.register(
+            "http_refused",
+            "HTTP requests refused and connections closed by the server's limits, by reason (connection_shed, header_timeout, body_timeout, body_too_large, body_budget, request_timeout, write_timeout, host)",
+            http_refused.clone(),
         );
         registry.register(
             "resources",
@@ -200,6 +214,7 @@ impl Telemetry {
             proposals_opened,
             proposal_outcomes,
             webhooks,
+            http_refused,
             resources,
             rollouts,
             proposals,
