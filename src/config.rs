@@ -886,9 +886,15 @@ impl Config {
         let same = |other: &str| Mirror::folder_of(other).ok() == folder || other == url;
         let mut wants = Vec::new();
         for r in self.template_repos.iter().filter(|r| same(&r.url)) {
-            wants.push(Want::TagsStartingWith(tag_prefix(&r.tag_pattern).to_owned()));
+            wants.push(Want::TagsStartingWith(
+                tag_prefix(&r.tag_pattern).to_owned(),
+            ));
         }
-        for r in self.spec_repos.iter().filter(|r| !r.retired && same(&r.url)) {
+        for r in self
+            .spec_repos
+            .iter()
+            .filter(|r| !r.retired && same(&r.url))
+        {
             wants.push(Want::Branch(r.branch.clone()));
         }
         for sm in self.self_managed.iter().filter(|sm| same(&sm.url)) {
@@ -1259,7 +1265,10 @@ mod tests {
         );
         for e in &errs {
             let line = e.to_string();
-            assert!(!line.contains("s3cret") && !line.contains("tok3n"), "{line}");
+            assert!(
+                !line.contains("s3cret") && !line.contains("tok3n"),
+                "{line}"
+            );
         }
         let password = by_key["template_repos[0].url"];
         assert!(password.contains("carries a password"), "{password}");
@@ -1318,7 +1327,10 @@ mod tests {
             "p.toml: git.fetch_timeout: \"soon\" is not a duration",
             "p.toml: git.read_timeout: must be longer than zero",
         ] {
-            assert!(lines.iter().any(|l| l.starts_with(want)), "{want} in {lines:#?}");
+            assert!(
+                lines.iter().any(|l| l.starts_with(want)),
+                "{want} in {lines:#?}"
+            );
         }
         let text = "[git]\nmax_object_bytes = 67108864\nfetch_timeout = \"2m\"\n";
         let raw: RawConfig = toml::from_str(text).expect("parses");

@@ -554,7 +554,10 @@ async fn git(
     let mut cmd = tokio::process::Command::new("git");
     cmd.arg("--git-dir")
         .arg(git_dir)
-        .args(args.iter().map(|a| if *a == url { remote.as_str() } else { a }))
+        .args(
+            args.iter()
+                .map(|a| if *a == url { remote.as_str() } else { a }),
+        )
         .env("GIT_TERMINAL_PROMPT", "0")
         .env_remove("GIT_ASKPASS")
         .kill_on_drop(true);

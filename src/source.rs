@@ -65,9 +65,7 @@ pub const ACCEPTED_REFS: &str = "refs/protond/accepted/";
 
 mod fetch;
 
-pub use fetch::{
-    DEFAULT_MAX_OBJECT_BYTES, DEFAULT_MAX_PACK_BYTES, FetchOptions, Want, refspecs,
-};
+pub use fetch::{DEFAULT_MAX_OBJECT_BYTES, DEFAULT_MAX_PACK_BYTES, FetchOptions, Want, refspecs};
 
 /// Errors of this module: one variant per failed operation.
 ///
@@ -1196,10 +1194,10 @@ fn clone(
     .and_then(|repo| fetch::fetch(&repo.to_thread_local(), remote, options))
     .map_err(|f| fetch_error(remote, options, f, true))
     .and_then(|()| match std::fs::rename(&staging, path) {
-            // Another sync of the same url won the race: use its mirror.
-            Err(_) if path.exists() => Ok(()),
-            other => other.map_err(cache_err(path)),
-        });
+        // Another sync of the same url won the race: use its mirror.
+        Err(_) if path.exists() => Ok(()),
+        other => other.map_err(cache_err(path)),
+    });
     if staging.exists()
         && let Err(error) = std::fs::remove_dir_all(&staging)
     {
@@ -1750,6 +1748,148 @@ mod tests {
         assert_ne!(id(first, ""), id(second, ""));
         assert_eq!(id(first, "missing"), None);
         assert_eq!(id(first, "svc/a.yaml"), None, "a file is not a folder");
+    }
+
+    #[test]
+    fn sync_with_fetches_only_what_is_read_and_never_touches_protond_refs() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let origin = origin(tmp.path());
+        let cache = tmp.path().join("cache");
+        git(&origin, &["tag", "-a", "-m", "r", "rel/a-1.0"]);
+        git(&origin, &["tag", "other-1.0"]);
+        git(&origin, &["checkout", "-q", "-b", "side"]);
+        write(&origin, "side.txt", "side\n");
+        let side = commit_all(&origin, "side");
+        git(&origin, &["checkout", "-q", "main"]);
+        let options = FetchOptions::new(&[
+            Want::Branch("main".into()),
+            Want::TagsStartingWith("rel/".into()),
+        ]);
+        let mirror = Mirror::sync_with(&url(&origin), &cache, &options).expect("clone");
+        assert_eq!(
+            mirror.branch_head("main").expect("main"),
+            rev(&origin, "main")
+        );
+        assert!(mirror.branch_head("side").is_err(), "side branch fetched");
+        let names: Vec<String> = mirror
+            .tags()
+            .expect("tags")
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(names, ["rel/a-1.0"]);
+        let repo = mirror.repository().to_thread_local();
+        assert!(
+            repo.find_object(side).is_err(),
+            "the side branch's commit was fetched"
+        );
+
+        // protond's own reference survives a moved tag, which is seen (force-update).
+        let first = rev(&origin, "main");
+        mirror
+            .set_protond_ref(RELEASE_REFS, "rel/a-1.0", first)
+            .expect("write ref");
+        write(&origin, "b.txt", "b\n");
+        let second = commit_all(&origin, "second");
+        git(
+            &origin,
+            &["tag", "-f", "-a", "-m", "moved", "rel/a-1.0", "HEAD"],
+        );
+        let mirror = Mirror::sync_with(&url(&origin), &cache, &options).expect("fetch");
+        assert_eq!(
+            tag(&mirror.tags().expect("tags"), "rel/a-1.0").commit,
+            second
+        );
+        assert_eq!(
+            mirror
+                .protond_refs(RELEASE_REFS)
+                .expect("refs")
+                .get("rel/a-1.0"),
+            Some(&first)
+        );
+        // A branch that does not exist is not fetched, and reading it names it.
+        let options = FetchOptions::new(&[Want::Branch("nope".into())]);
+        let fetched = Mirror::sync_with(&url(&origin), &cache, &options);
+        let mirror = match fetched {
+            Ok(m) => m,
+            Err(e) => panic!(
+                "a missing branch fails the fetch: {}",
+                crate::error_chain(&e)
+            ),
+        };
+        assert_eq!(
+            mirror.branch_head("nope").expect_err("missing").kind(),
+            "resolve_ref"
+        );
+    }
+
+    /// `len` bytes that do not compress (a xorshift stream).
+    fn noise(len: usize) -> Vec<u8> {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes()[0]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn objects_over_the_limit_are_refused_without_changing_the_mirror() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let origin = origin(tmp.path());
+        let cache = tmp.path().join("cache");
+        let options = FetchOptions::new(&[Want::Branch("main".into())])
+            .with_limits(1024 * 1024, DEFAULT_MAX_PACK_BYTES);
+        let mirror = Mirror::sync_with(&url(&origin), &cache, &options).expect("clone");
+        let before = mirror.branch_head("main").expect("main");
+        std::fs::write(origin.join("big.bin"), vec![0u8; 3 * 1024 * 1024]).expect("write");
+        commit_all(&origin, "big");
+        let err = Mirror::sync_with(&url(&origin), &cache, &options).expect_err("too large");
+        assert_eq!(
+            err.kind(),
+            "object_too_large",
+            "{}",
+            crate::error_chain(&err)
+        );
+        let message = crate::error_chain(&err);
+        for needle in ["1048576 bytes", "max_object_bytes", &url(&origin)] {
+            assert!(message.contains(needle), "{needle} in {message}");
+        }
+        assert!(!err.is_retryable());
+        let opened = Mirror::open(&url(&origin), &cache).expect("open");
+        assert_eq!(opened.branch_head("main").expect("main"), before);
+        // A first clone is refused the same way, leaving nothing behind.
+        let fresh = tmp.path().join("fresh");
+        let err = Mirror::sync_with(&url(&origin), &fresh, &options).expect_err("too large");
+        assert_eq!(err.kind(), "object_too_large");
+        assert_eq!(std::fs::read_dir(&fresh).expect("cache").count(), 0);
+    }
+
+    #[test]
+    fn packs_over_the_limit_and_interrupted_fetches_are_stopped() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let origin = origin(tmp.path());
+        std::fs::write(origin.join("noise.bin"), noise(3 * 1024 * 1024)).expect("write");
+        commit_all(&origin, "noise");
+        let options = FetchOptions::new(&[Want::Branch("main".into())])
+            .with_limits(DEFAULT_MAX_OBJECT_BYTES, 1024 * 1024);
+        let err = Mirror::sync_with(&url(&origin), &tmp.path().join("a"), &options)
+            .expect_err("too large");
+        assert_eq!(err.kind(), "pack_too_large", "{}", crate::error_chain(&err));
+        assert!(err.to_string().contains("max_pack_bytes"), "{err}");
+        let options = FetchOptions::new(&[Want::Branch("main".into())]);
+        options
+            .interrupt
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let err = Mirror::sync_with(&url(&origin), &tmp.path().join("b"), &options)
+            .expect_err("interrupted");
+        assert_eq!(err.kind(), "clone", "{}", crate::error_chain(&err));
+        // Within the limits, it fetches.
+        let options = FetchOptions::new(&[Want::Branch("main".into())]);
+        Mirror::sync_with(&url(&origin), &tmp.path().join("c"), &options).expect("fetch");
     }
 
     #[test]

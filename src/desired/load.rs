@@ -242,7 +242,9 @@ impl Loader {
             let folder = Self::folder(url);
             let wanted = self.fetch.wants(name)
                 || (self.fetch != Fetch::None && !self.cache.join(&folder).exists());
-            let entry = mirrors.entry(folder).or_insert_with(|| (url.clone(), false));
+            let entry = mirrors
+                .entry(folder)
+                .or_insert_with(|| (url.clone(), false));
             entry.1 |= wanted;
         }
         let mut folders = Vec::new();
@@ -297,6 +299,19 @@ impl Loader {
                 .find(|(repo, _)| repo == name)
                 .map(|(_, why)| why.clone())
         });
+        // Never fetched, and not fetched now: why the last read could not fetch it.
+        let unread = self.previous.as_ref().and_then(|p| {
+            p.spec_repos
+                .iter()
+                .find(|s| s.repo == name)
+                .and_then(|s| s.unknown.clone())
+                .or_else(|| {
+                    p.template_repo_errors
+                        .iter()
+                        .find(|(repo, _)| repo == name)
+                        .map(|(_, why)| why.clone())
+                })
+        });
         let (url, cache) = (url.to_owned(), self.cache.clone());
         move || match status {
             Some(Fetched::Fresh) => Mirror::open(&url, &cache)
@@ -312,12 +327,16 @@ impl Loader {
                 }),
                 Err(_) => Err(RepoError::Unreachable(reason)),
             },
-            None => Mirror::open(&url, &cache)
-                .map(|mirror| Opened {
+            None => match Mirror::open(&url, &cache) {
+                Ok(mirror) => Ok(Opened {
                     mirror,
                     stale: carried,
-                })
-                .map_err(RepoError::Open),
+                }),
+                Err(e @ SourceError::NotSynced { .. }) => {
+                    Err(unread.map_or(RepoError::Open(e), RepoError::Unreachable))
+                }
+                Err(e) => Err(RepoError::Open(e)),
+            },
         }
     }
 }
@@ -437,8 +456,9 @@ fn run_bounded<T: Send + 'static>(jobs: Vec<Job<T>>, budget: Duration) -> Vec<Ou
             let spawned = std::thread::Builder::new()
                 .name(format!("protond-repo-{i}"))
                 .spawn(move || {
-                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(flag)))
-                        .map_err(|p| panic_message(p.as_ref()));
+                    let result =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(flag)))
+                            .map_err(|p| panic_message(p.as_ref()));
                     // The receiver is gone once the job was left behind.
                     let _ = tx.send((i, result));
                 });
@@ -635,4 +655,66 @@ fn release_refs(
         }
     }
     Ok(refs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job<T: Send + 'static>(f: impl FnOnce(Arc<AtomicBool>) -> T + Send + 'static) -> Job<T> {
+        Box::new(f)
+    }
+
+    #[test]
+    fn a_job_over_its_budget_is_left_behind_and_told_to_stop() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut jobs = vec![job(move |stop: Arc<AtomicBool>| {
+            // A fetch that stalls, and stops once asked to.
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = tx.send("stopped");
+            0
+        })];
+        for i in 1..=6 {
+            jobs.push(job(move |_| i));
+        }
+        jobs.push(job(|_| panic!("boom")));
+        let start = Instant::now();
+        let outcomes = run_bounded(jobs, Duration::from_millis(300));
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        assert!(matches!(outcomes[0], Outcome::TimedOut));
+        for (i, o) in outcomes.iter().enumerate().take(7).skip(1) {
+            assert!(matches!(o, Outcome::Done(v) if *v == i), "job {i}");
+        }
+        assert!(matches!(&outcomes[7], Outcome::Panicked(m) if m == "boom"));
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(2)),
+            Ok("stopped"),
+            "the stop flag reached the job"
+        );
+    }
+
+    #[test]
+    fn no_more_than_parallel_jobs_run_at_once() {
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let jobs = (0..3 * PARALLEL)
+            .map(|_| {
+                let (running, most) = (running.clone(), most.clone());
+                job(move |_| {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(20));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        let outcomes = run_bounded(jobs, Duration::from_secs(10));
+        assert!(outcomes.iter().all(|o| matches!(o, Outcome::Done(()))));
+        let most = most.load(Ordering::SeqCst);
+        assert!((1..=PARALLEL).contains(&most), "{most} at once");
+        assert!(run_bounded::<()>(Vec::new(), Duration::from_secs(1)).is_empty());
+    }
 }

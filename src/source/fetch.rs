@@ -101,7 +101,11 @@ pub fn refspecs(wants: &[Want]) -> Vec<String> {
 
 /// Whether gix accepts `spec` as a fetch refspec.
 fn valid(spec: &str) -> bool {
-    gix::refspec::parse(spec.as_bytes().as_bstr(), gix::refspec::parse::Operation::Fetch).is_ok()
+    gix::refspec::parse(
+        spec.as_bytes().as_bstr(),
+        gix::refspec::parse::Operation::Fetch,
+    )
+    .is_ok()
 }
 
 /// How one fetch is bounded, and what it brings in.
@@ -159,17 +163,31 @@ impl From<gix::Error> for Failure {
 }
 
 /// Fetches `options.refspecs` of `remote` into `repo` (opened with
-/// [`FetchOptions::alloc_limit_override`]), force-updating moved references.
+/// [`FetchOptions::alloc_limit_override`]), force-updating moved references. A branch the
+/// remote does not have is left out (reading it then fails, naming it), as a glob that
+/// matches nothing is.
 pub(super) fn fetch(
     repo: &gix::Repository,
     remote: &Remote,
     options: &FetchOptions,
 ) -> Result<(), Failure> {
+    fetch_specs(repo, remote, options, &options.refspecs)
+}
+
+fn fetch_specs(
+    repo: &gix::Repository,
+    remote: &Remote,
+    options: &FetchOptions,
+    specs: &[String],
+) -> Result<(), Failure> {
+    if specs.is_empty() {
+        return Ok(());
+    }
     let spec = repo
         .remote_at(remote.url.clone())?
         .with_fetch_tags(gix::remote::fetch::Tags::None)
         .with_refspecs(
-            options.refspecs.iter().map(String::as_str),
+            specs.iter().map(String::as_str),
             gix::remote::Direction::Fetch,
         )?;
     let explicit = remote.credentials.clone().or_else(Credentials::from_env);
@@ -183,9 +201,31 @@ pub(super) fn fetch(
         interrupt: options.interrupt.clone(),
     });
     let progress = BudgetProgress::new(budget.clone(), [0; 4]);
-    let outcome = connection
-        .prepare_fetch(progress.clone(), gix::remote::ref_map::Options::default())
-        .and_then(|prepared| prepared.receive(progress, &options.interrupt));
+    let prepared =
+        connection.prepare_fetch(progress.clone(), gix::remote::ref_map::Options::default())?;
+    // gix refuses a fetch in which a refspec naming one branch matches nothing: fetch the
+    // rest (a missing branch stays missing, as it would with a glob).
+    let matched: BTreeSet<usize> = prepared
+        .ref_map()
+        .mappings
+        .iter()
+        .filter_map(|m| match m.spec_index {
+            gix::remote::fetch::refmap::SpecIndex::ExplicitInRemote(i) => Some(i),
+            gix::remote::fetch::refmap::SpecIndex::Implicit(_) => None,
+        })
+        .collect();
+    let missing = |(i, s): &(usize, &String)| !s.contains('*') && !matched.contains(i);
+    if specs.iter().enumerate().any(|e| missing(&e)) {
+        drop(prepared);
+        let found: Vec<String> = specs
+            .iter()
+            .enumerate()
+            .filter(|e| !missing(e))
+            .map(|(_, s)| s.clone())
+            .collect();
+        return fetch_specs(repo, remote, options, &found);
+    }
+    let outcome = prepared.receive(progress, &options.interrupt);
     if budget.exceeded.load(Ordering::SeqCst) {
         return Err(Failure::PackTooLarge);
     }

@@ -109,7 +109,10 @@ mod tests {
         let store = Store::open(&format!("sqlite://{}/s.db", dir.path().display()))
             .await
             .expect("open");
-        assert_eq!(store.skipped_repos().await.expect("read"), SkippedRepos::default());
+        assert_eq!(
+            store.skipped_repos().await.expect("read"),
+            SkippedRepos::default()
+        );
         let repos = vec![SkippedRepo {
             repo: "payments".into(),
             source: SourceKind::Spec,
