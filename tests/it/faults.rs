@@ -783,9 +783,9 @@ async fn vanished_and_emptied_spec_remotes_delete_nothing() {
     );
     assert!(
         logged(&out, |v| message(v) == "Repos skipped this cycle."
-            && v["fields"]["repos"]
-                .as_str()
-                .is_some_and(|r| r.contains("spec repo payments: not fetched"))),
+            && v["fields"]["repos"].as_str().is_some_and(
+                |r| r.contains("spec repo payments: not fetched")
+            )),
         "the cycle's event: {}",
         text(&out)
     );

@@ -6,9 +6,9 @@
 //!   configured branch deploys.
 //! * The same blob on the configured branch is refused without being inflated
 //!   (`[git] max_object_bytes`): the error names the repo, the limit and the key, `--once`
-//!   exits 1, and the other repos deploy. Once the blob is gone the repo deploys; when it
-//!   comes back on a repo fetched before, the last fetched state is used and said so
-//!   (`--once`, `protond status`).
+//!   exits 1, and the other repos deploy. Once the blob is gone the repo deploys; when a
+//!   large file comes back on a repo fetched before, the last fetched state is used and said
+//!   so (`--once`, `protond status`, `/readyz`).
 //! * A repo whose fetch stalls is skipped after `[git] fetch_timeout`; the others deploy in
 //!   the same cycle.
 //! * A repo URL carrying a password is refused when the config is loaded.
@@ -36,9 +36,14 @@ const RSS_BOUND_MIB: u64 = 300;
 /// Commits a `BIG`-byte file of zeros (sparse on disk) in `repo` on the branch checked out,
 /// then deletes the working copy (the commit keeps it, compressed to about 0.5 MiB).
 fn commit_big_blob(repo: &Path) {
+    commit_zeros(repo, BIG);
+}
+
+/// Commits a file of `len` zeros in `repo`, then deletes the working copy.
+fn commit_zeros(repo: &Path, len: u64) {
     let file = repo.join("big.bin");
     let f = std::fs::File::create(&file).expect("create");
-    f.set_len(BIG).expect("a sparse file of zeros");
+    f.set_len(len).expect("a sparse file of zeros");
     drop(f);
     git(repo, &["add", "big.bin"]);
     git(repo, &["commit", "-q", "-m", "a large file"]);
@@ -168,9 +173,11 @@ async fn a_large_blob_on_the_configured_branch_is_refused_and_named() {
         "{ids:?}"
     );
 
-    // It comes back on a repo fetched before: refused again, the last fetched state kept and
-    // said so, in the exit code and in `protond status`.
-    commit_big_blob(&payments);
+    // A large file comes back on a repo fetched before (2 MiB against a limit lowered to
+    // 1 MiB, to keep the test quick): refused again, the last fetched state kept and said
+    // so, in the exit code, `protond status` and `/readyz`.
+    w.edit_config(|t| format!("{t}[git]\nmax_object_bytes = 1048576\n"));
+    commit_zeros(&payments, 2 * 1024 * 1024);
     let out = w.reconcile();
     let logs = text(&out);
     assert_eq!(out.status.code(), Some(1), "{logs}");
@@ -195,6 +202,40 @@ async fn a_large_blob_on_the_configured_branch_is_refused_and_named() {
     assert_eq!(repos[0]["repo"], "payments", "{doc}");
     assert_eq!(repos[0]["fallback"], "last_fetched", "{doc}");
     assert_eq!(repos[0]["source"], "spec", "{doc}");
+
+    // The daemon stays ready (every other repo is served) and names the repo and the cause.
+    let port = common::free_port();
+    let daemon = w.spawn(&["run", "--listen", &format!("127.0.0.1:{port}")]);
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ready = loop {
+        let answer = client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await;
+        if let Ok(r) = answer
+            && r.status() == 200
+        {
+            let body: serde_json::Value = r.json().await.expect("json");
+            if body["skipped_repos"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+            {
+                break body;
+            }
+        }
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    daemon.terminate();
+    let skipped = &ready["skipped_repos"][0];
+    assert_eq!(skipped["repo"], "payments", "{ready}");
+    assert!(
+        skipped["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("max_object_bytes")),
+        "{ready}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
