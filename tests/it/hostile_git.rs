@@ -207,7 +207,7 @@ async fn a_large_blob_on_the_configured_branch_is_refused_and_named() {
     let port = common::free_port();
     let daemon = w.spawn(&["run", "--listen", &format!("127.0.0.1:{port}")]);
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     let ready = loop {
         let answer = client
             .get(format!("http://127.0.0.1:{port}/readyz"))
