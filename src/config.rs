@@ -66,7 +66,7 @@ pub struct RawGit {
     /// indexes a pack (about 36 bytes per object).
     #[serde(default)]
     pub max_object_bytes: Option<u64>,
-    /// Most pack bytes one fetch may receive (default 268435456, 256 MiB).
+    /// Most pack bytes one fetch may receive (default 134217728, 128 MiB).
     #[serde(default)]
     pub max_pack_bytes: Option<u64>,
     /// Longest fetch of one repo, e.g. `60s` (default); a slower one is stopped and the repo

@@ -30,8 +30,9 @@ use super::{Credentials, Remote};
 /// Default of [`FetchOptions::max_object_bytes`]: 32 MiB. Far above the catalog's per-file
 /// limit, and enough bookkeeping for packs of about 900,000 objects.
 pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 32 * 1024 * 1024;
-/// Default of [`FetchOptions::max_pack_bytes`]: 256 MiB.
-pub const DEFAULT_MAX_PACK_BYTES: u64 = 256 * 1024 * 1024;
+/// Default of [`FetchOptions::max_pack_bytes`]: 128 MiB (with a process of about 60 MiB, an
+/// incompressible object stays under 200 MiB of memory while it is refused).
+pub const DEFAULT_MAX_PACK_BYTES: u64 = 128 * 1024 * 1024;
 
 /// Something a config entry reads from a repository, and so must be fetched.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -9,6 +9,9 @@
 //!   exits 1, and the other repos deploy. Once the blob is gone the repo deploys; when a
 //!   large file comes back on a repo fetched before, the last fetched state is used and said
 //!   so (`--once`, `protond status`, `/readyz`).
+//! * 160 MiB that do not compress, on the configured branch, are refused once the pack
+//!   exceeds `[git] max_pack_bytes` (the received pack holds each object compressed while it
+//!   arrives).
 //! * A repo whose fetch stalls is skipped after `[git] fetch_timeout`; the others deploy in
 //!   the same cycle.
 //! * A repo URL carrying a password is refused when the config is loaded.
@@ -236,6 +239,49 @@ async fn a_large_blob_on_the_configured_branch_is_refused_and_named() {
             .is_some_and(|r| r.contains("max_object_bytes")),
         "{ready}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incompressible_blob_is_refused_at_the_pack_limit() {
+    let w = World::examples_on_moto().build();
+    let payments = w.dir("payments");
+    // 160 MiB that zlib cannot shrink (a xorshift stream): the pack itself is that large.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut data = vec![0u8; 160 * 1024 * 1024];
+    for chunk in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    std::fs::write(payments.join("noise.bin"), &data).expect("write");
+    drop(data);
+    git(&payments, &["add", "noise.bin"]);
+    git(&payments, &["commit", "-q", "-m", "noise"]);
+    std::fs::remove_file(payments.join("noise.bin")).expect("remove the working copy");
+
+    let (out, peak, took) = reconcile_measured(&w);
+    println!(
+        "hostile: 160 MiB incompressible blob on the configured branch: bound {RSS_BOUND_MIB} MiB (git.max_pack_bytes 128 MiB), peak RSS {} MiB, {:.1} s",
+        peak.peak_mib(),
+        took.as_secs_f64()
+    );
+    let logs = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{logs}");
+    assert!(
+        peak.peak_mib() < RSS_BOUND_MIB,
+        "peak RSS {} MiB",
+        peak.peak_mib()
+    );
+    assert!(
+        logs.lines()
+            .any(|l| l.starts_with("problem: spec repo payments:")
+                && l.contains("more than 134217728 bytes of pack data")
+                && l.contains("[git] max_pack_bytes")),
+        "{logs}"
+    );
+    let ids = deployed(&w).await;
+    assert!(ids.iter().any(|i| i == "environment/prod"), "{ids:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
