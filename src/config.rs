@@ -37,6 +37,9 @@ pub struct RawConfig {
     /// Repos holding spec files.
     #[serde(default)]
     pub spec_repos: Vec<RawSpecRepo>,
+    /// How repos are fetched and read: size limits and time budgets.
+    #[serde(default)]
+    pub git: RawGit,
     /// Rollout order and pacing.
     #[serde(default)]
     pub rollout: RawRollout,
@@ -52,6 +55,52 @@ pub struct RawConfig {
     /// The infrastructure repo of self-managed (Terraform) provisioning.
     #[serde(default)]
     pub self_managed: Option<RawSelfManaged>,
+}
+
+/// `[git]`: the bounds of fetching and reading one repo.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGit {
+    /// Largest object a fetch inflates, in bytes (default 33554432, 32 MiB); a repo holding a
+    /// larger one on a branch or tag protond reads is refused. Also bounds the memory that
+    /// indexes a pack (about 36 bytes per object).
+    #[serde(default)]
+    pub max_object_bytes: Option<u64>,
+    /// Most pack bytes one fetch may receive (default 134217728, 128 MiB).
+    #[serde(default)]
+    pub max_pack_bytes: Option<u64>,
+    /// Longest fetch of one repo, e.g. `60s` (default); a slower one is stopped and the repo
+    /// is read as last fetched.
+    #[serde(default)]
+    pub fetch_timeout: Option<String>,
+    /// Longest read of one repo's files and releases, e.g. `60s` (default); a slower repo is
+    /// skipped this cycle (its resources unknown, never deleted).
+    #[serde(default)]
+    pub read_timeout: Option<String>,
+}
+
+/// `[git]` after checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Git {
+    /// Largest object a fetch inflates, in bytes.
+    pub max_object_bytes: u64,
+    /// Most pack bytes one fetch may receive.
+    pub max_pack_bytes: u64,
+    /// Longest fetch of one repo.
+    pub fetch_timeout: Duration,
+    /// Longest read of one repo.
+    pub read_timeout: Duration,
+}
+
+impl Default for Git {
+    fn default() -> Self {
+        Self {
+            max_object_bytes: crate::source::DEFAULT_MAX_OBJECT_BYTES,
+            max_pack_bytes: crate::source::DEFAULT_MAX_PACK_BYTES,
+            fetch_timeout: Duration::from_mins(1),
+            read_timeout: Duration::from_mins(1),
+        }
+    }
 }
 
 /// `[self_managed]`.
@@ -617,6 +666,8 @@ pub struct Config {
     pub template_repos: Vec<TemplateRepo>,
     /// Spec repos.
     pub spec_repos: Vec<SpecRepo>,
+    /// Fetch and read bounds.
+    pub git: Git,
     /// Stage order.
     pub stages: Vec<String>,
     /// Soak time between stages.
@@ -786,6 +837,33 @@ impl Config {
                 retired: r.retired,
             });
         }
+        let urls = raw
+            .template_repos
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("template_repos[{i}].url"), r.url.as_str()))
+            .chain(
+                raw.spec_repos
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (format!("spec_repos[{i}].url"), r.url.as_str())),
+            )
+            .chain(
+                raw.self_managed
+                    .iter()
+                    .map(|sm| ("self_managed.url".to_string(), sm.url.as_str())),
+            );
+        for (key, url) in urls {
+            if let Err(message) = check_git_url(url) {
+                err(key, message);
+            }
+        }
+        let git = compile_git(&raw.git).unwrap_or_else(|es| {
+            for (key, message) in es {
+                err(key, message);
+            }
+            Git::default()
+        });
         let mut stages = BTreeSet::new();
         for (i, s) in raw.rollout.stages.iter().enumerate() {
             if !stages.insert(s) {
@@ -966,6 +1044,7 @@ impl Config {
             account_id: raw.aws.account_id.unwrap_or_else(|| "123456789012".into()),
             template_repos,
             spec_repos,
+            git,
             stages: raw.rollout.stages,
             soak,
             windows,
@@ -996,6 +1075,150 @@ impl Default for Proposals {
             author_name: "protond".into(),
             author_email: "protond@localhost".into(),
         }
+    }
+}
+
+impl Config {
+    /// What a fetch of the mirror of `url` brings in, within `[git]`'s limits: the union of
+    /// what every entry sharing that mirror reads (a spec repo its branch, a template repo the
+    /// tags its pattern can match, the infrastructure repo its branch). Retired repos read
+    /// nothing.
+    #[must_use]
+    pub fn fetch_options(&self, url: &str) -> crate::source::FetchOptions {
+        use crate::source::{Mirror, Want};
+        let folder = Mirror::folder_of(url).ok();
+        let same = |other: &str| Mirror::folder_of(other).ok() == folder || other == url;
+        let mut wants = Vec::new();
+        for r in self.template_repos.iter().filter(|r| same(&r.url)) {
+            wants.push(Want::TagsStartingWith(
+                tag_prefix(&r.tag_pattern).to_owned(),
+            ));
+        }
+        for r in self
+            .spec_repos
+            .iter()
+            .filter(|r| !r.retired && same(&r.url))
+        {
+            wants.push(Want::Branch(r.branch.clone()));
+        }
+        for sm in self.self_managed.iter().filter(|sm| same(&sm.url)) {
+            wants.push(Want::Branch(sm.branch.clone()));
+        }
+        crate::source::FetchOptions::new(&wants)
+            .with_limits(self.git.max_object_bytes, self.git.max_pack_bytes)
+    }
+}
+
+/// The literal start of a tag pattern, before its first placeholder: every tag it matches
+/// starts with it.
+fn tag_prefix(pattern: &str) -> &str {
+    let first = ["{template}", "{major}", "{minor}"]
+        .iter()
+        .filter_map(|p| pattern.find(p))
+        .min()
+        .unwrap_or(pattern.len());
+    &pattern[..first]
+}
+
+/// How to give protond git credentials, for messages.
+const CREDENTIALS_HINT: &str = "give the token in the environment variable PROTOND_GIT_TOKEN (user name in PROTOND_GIT_USER, default x-access-token) or through a git credential helper (credential.helper)";
+
+/// Whether `host` (of a URL's authority) is this machine's loopback.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The user info and host of a `scheme://` URL's authority.
+fn authority(url: &str) -> Option<(&str, Option<&str>, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let (userinfo, hostport) = match authority.rfind('@') {
+        Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
+        None => (None, authority),
+    };
+    let host = if hostport.starts_with('[') {
+        hostport.split_inclusive(']').next().unwrap_or(hostport)
+    } else {
+        hostport.split(':').next().unwrap_or(hostport)
+    };
+    Some((scheme, userinfo, host))
+}
+
+/// A git URL carries no credential and is not plain http (except to this machine).
+///
+/// Credentials in a URL reach logs, the state store and the command line of every `git`
+/// that uses it; plain http would send credentials and the repository (which protond
+/// deploys) unencrypted and unauthenticated.
+fn check_git_url(url: &str) -> Result<(), String> {
+    let Some((scheme, userinfo, host)) = authority(url) else {
+        return Ok(());
+    };
+    let shown = crate::source::redact_url(url);
+    let http = scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
+    match userinfo {
+        Some(info) if info.contains(':') => {
+            return Err(format!(
+                "{shown:?} carries a password in the URL; remove it and {CREDENTIALS_HINT}"
+            ));
+        }
+        Some(_) if http => {
+            return Err(format!(
+                "{shown:?} carries a user name in the URL, which forges also accept as a token; remove it and {CREDENTIALS_HINT}"
+            ));
+        }
+        _ => {}
+    }
+    if scheme.eq_ignore_ascii_case("http") && !is_loopback(host) {
+        return Err(format!(
+            "{shown:?} is plain http: credentials and the repo's content would travel unencrypted; use https:// (plain http is only accepted for 127.0.0.1, ::1 and localhost)"
+        ));
+    }
+    Ok(())
+}
+
+fn compile_git(g: &RawGit) -> Result<Git, Vec<(String, String)>> {
+    let d = Git::default();
+    let mut errors = Vec::new();
+    let mut bytes = |value: Option<u64>, default: u64, key: &str| match value {
+        Some(v) if v < 1024 * 1024 => {
+            errors.push((
+                format!("git.{key}"),
+                format!("{v} bytes is too small to fetch any repo; use at least 1048576 (1 MiB), or leave it out for {default}"),
+            ));
+            default
+        }
+        Some(v) => v,
+        None => default,
+    };
+    let max_object_bytes = bytes(g.max_object_bytes, d.max_object_bytes, "max_object_bytes");
+    let max_pack_bytes = bytes(g.max_pack_bytes, d.max_pack_bytes, "max_pack_bytes");
+    let mut timeout = |value: Option<&str>, default: Duration, key: &str| {
+        let mut found = Vec::new();
+        let parsed = duration(value, default, &format!("git.{key}"), "", &mut found);
+        errors.extend(found.into_iter().map(|e| (e.key, e.message)));
+        if parsed.is_zero() {
+            errors.push((
+                format!("git.{key}"),
+                "must be longer than zero, e.g. \"60s\"".into(),
+            ));
+        }
+        parsed
+    };
+    let fetch_timeout = timeout(g.fetch_timeout.as_deref(), d.fetch_timeout, "fetch_timeout");
+    let read_timeout = timeout(g.read_timeout.as_deref(), d.read_timeout, "read_timeout");
+    if errors.is_empty() {
+        Ok(Git {
+            max_object_bytes,
+            max_pack_bytes,
+            fetch_timeout,
+            read_timeout,
+        })
+    } else {
+        Err(errors)
     }
 }
 
@@ -1040,6 +1263,26 @@ fn compile_forge(f: &RawForge) -> Result<ForgeConfig, (&'static str, String)> {
     };
     if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
         return Err(("api_url", format!("{api_url:?} is not an http(s) URL")));
+    }
+    // The API token travels in a header: never over plain http, never in the URL.
+    if let Some((scheme, userinfo, host)) = authority(&api_url) {
+        if userinfo.is_some() {
+            return Err((
+                "api_url",
+                format!(
+                    "{:?} carries credentials in the URL; remove them and give the token in the environment variable named by token_env",
+                    crate::source::redact_url(&api_url)
+                ),
+            ));
+        }
+        if scheme == "http" && !is_loopback(host) {
+            return Err((
+                "api_url",
+                format!(
+                    "{api_url:?} is plain http: the API token would travel unencrypted; use https:// (plain http is only accepted for 127.0.0.1, ::1 and localhost)"
+                ),
+            ));
+        }
     }
     let repo = match &f.repo {
         Some(r) if r.contains('/') && !r.starts_with('/') && !r.ends_with('/') => r.clone(),
@@ -1121,6 +1364,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn example_config_compiles() {
@@ -1252,6 +1496,115 @@ mod tests {
         ] {
             assert!(keys.contains(&k), "missing {k} in {errs:?}");
         }
+    }
+
+    #[test]
+    fn repo_urls_carry_no_credentials_and_are_never_plain_http() {
+        let text = "[[template_repos]]\nname = \"t\"\nurl = \"https://bot:s3cret@git.example.com/t.git\"\n\
+                    [[spec_repos]]\nname = \"a\"\nurl = \"https://tok3n@git.example.com/a.git\"\n\
+                    [[spec_repos]]\nname = \"b\"\nurl = \"http://git.example.com/b.git\"\n\
+                    [[spec_repos]]\nname = \"c\"\nurl = \"ssh://git:pw@git.example.com/c.git\"\n\
+                    [[spec_repos]]\nname = \"ok1\"\nurl = \"ssh://git@git.example.com/ok.git\"\n\
+                    [[spec_repos]]\nname = \"ok2\"\nurl = \"git@git.example.com:o/ok.git\"\n\
+                    [[spec_repos]]\nname = \"ok3\"\nurl = \"http://127.0.0.1:8080/ok.git\"\n\
+                    [[spec_repos]]\nname = \"ok4\"\nurl = \"http://[::1]:8080/ok.git\"\n\
+                    [[spec_repos]]\nname = \"ok5\"\nurl = \"https://git.example.com/ok.git\"\n\
+                    [[spec_repos]]\nname = \"d\"\nurl = \"d\"\nforge = { kind = \"gitea\", api_url = \"http://git.example.com/api/v1\", repo = \"o/r\" }\n\
+                    [self_managed]\nurl = \"https://x:y@git.example.com/infra.git\"\n";
+        let raw: RawConfig = toml::from_str(text).expect("parses");
+        let errs = Config::compile(raw, "p.toml", Path::new(".")).expect_err("invalid");
+        let by_key: BTreeMap<&str, &str> = errs
+            .iter()
+            .map(|e| (e.key.as_str(), e.message.as_str()))
+            .collect();
+        let keys: Vec<&str> = by_key.keys().copied().collect();
+        assert_eq!(
+            keys,
+            [
+                "self_managed.url",
+                "spec_repos[0].url",
+                "spec_repos[1].url",
+                "spec_repos[2].url",
+                "spec_repos[8].forge.api_url",
+                "template_repos[0].url",
+            ],
+            "{errs:#?}"
+        );
+        for e in &errs {
+            let line = e.to_string();
+            assert!(
+                !line.contains("s3cret") && !line.contains("tok3n"),
+                "{line}"
+            );
+        }
+        let password = by_key["template_repos[0].url"];
+        assert!(password.contains("carries a password"), "{password}");
+        assert!(password.contains("PROTOND_GIT_TOKEN"), "{password}");
+        assert!(password.contains("credential helper"), "{password}");
+        assert!(by_key["spec_repos[0].url"].contains("user name"));
+        assert!(by_key["spec_repos[1].url"].contains("plain http"));
+        assert!(by_key["spec_repos[1].url"].contains("https://"));
+        assert!(by_key["spec_repos[8].forge.api_url"].contains("plain http"));
+    }
+
+    #[test]
+    fn a_mirror_fetches_what_every_entry_of_its_url_reads() {
+        let text = "[git]\nmax_object_bytes = 2097152\n\
+                    [[template_repos]]\nname = \"t\"\nurl = \"/srv/shared\"\ntag_pattern = \"rel/{template}-{major}.{minor}\"\n\
+                    [[template_repos]]\nname = \"u\"\nurl = \"/srv/templates\"\n\
+                    [[spec_repos]]\nname = \"a\"\nurl = \"/srv/shared\"\n\
+                    [[spec_repos]]\nname = \"b\"\nurl = \"/srv/./shared\"\nbranch = \"staging\"\n\
+                    [[spec_repos]]\nname = \"old\"\nurl = \"/srv/shared\"\nbranch = \"gone\"\nretired = true\n\
+                    [[spec_repos]]\nname = \"c\"\nurl = \"/srv/other\"\nbranch = \"prod\"\n";
+        let raw: RawConfig = toml::from_str(text).expect("parses");
+        let cfg = Config::compile(raw, "p.toml", Path::new("/srv")).expect("compiles");
+        let shared = cfg.fetch_options("/srv/shared");
+        assert_eq!(
+            shared.refspecs,
+            [
+                "+refs/heads/main:refs/heads/main",
+                "+refs/heads/staging:refs/heads/staging",
+                "+refs/tags/rel/*:refs/tags/rel/*",
+            ]
+        );
+        assert_eq!(shared.max_object_bytes, 2 * 1024 * 1024);
+        assert_eq!(
+            cfg.fetch_options("/srv/templates").refspecs,
+            ["+refs/tags/*:refs/tags/*"]
+        );
+        assert_eq!(
+            cfg.fetch_options("/srv/other").refspecs,
+            ["+refs/heads/prod:refs/heads/prod"]
+        );
+    }
+
+    #[test]
+    fn git_limits_have_defaults_and_checked_values() {
+        let raw: RawConfig = toml::from_str("").expect("parses");
+        let cfg = Config::compile(raw, "p.toml", Path::new(".")).expect("compiles");
+        assert_eq!(cfg.git, Git::default());
+        assert_eq!(cfg.git.max_object_bytes, 32 * 1024 * 1024);
+        assert_eq!(cfg.git.fetch_timeout, Duration::from_mins(1));
+        let text = "[git]\nmax_object_bytes = 1000\nmax_pack_bytes = 67108864\nfetch_timeout = \"soon\"\nread_timeout = \"0s\"\n";
+        let raw: RawConfig = toml::from_str(text).expect("parses");
+        let errs = Config::compile(raw, "p.toml", Path::new(".")).expect_err("invalid");
+        let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        for want in [
+            "p.toml: git.max_object_bytes: 1000 bytes is too small",
+            "p.toml: git.fetch_timeout: \"soon\" is not a duration",
+            "p.toml: git.read_timeout: must be longer than zero",
+        ] {
+            assert!(
+                lines.iter().any(|l| l.starts_with(want)),
+                "{want} in {lines:#?}"
+            );
+        }
+        let text = "[git]\nmax_object_bytes = 67108864\nfetch_timeout = \"2m\"\n";
+        let raw: RawConfig = toml::from_str(text).expect("parses");
+        let cfg = Config::compile(raw, "p.toml", Path::new(".")).expect("compiles");
+        assert_eq!(cfg.git.max_object_bytes, 64 * 1024 * 1024);
+        assert_eq!(cfg.git.fetch_timeout, Duration::from_mins(2));
+        assert_eq!(cfg.git.read_timeout, Duration::from_mins(1));
     }
 
     #[test]

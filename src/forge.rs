@@ -8,6 +8,11 @@
 //! the repo's local mirror. API tokens are read from the environment when used, sent only in
 //! a header marked sensitive, and never logged or stored; error messages carry the status and
 //! the forge's own message, never the request headers.
+//!
+//! No credential is ever on a command line (any local user can read every process's
+//! arguments): the remote URL given to `git` carries no user info, and the token reaches
+//! `git` as an `http.extraHeader` in its environment (`GIT_CONFIG_*`), which only the same
+//! user (and root) can read, and only for https remotes.
 
 use std::path::Path;
 use std::time::Duration;
@@ -539,10 +544,20 @@ async fn git(
     kind: ForgeKind,
 ) -> Result<String, ForgeError> {
     use base64::Engine as _;
+    // The remote as given to git: never with credentials (the config refuses them; this
+    // keeps one that slipped through off the process list).
+    let remote = if url.starts_with("https://") || url.starts_with("http://") {
+        crate::source::redact_url(url)
+    } else {
+        url.to_owned()
+    };
     let mut cmd = tokio::process::Command::new("git");
     cmd.arg("--git-dir")
         .arg(git_dir)
-        .args(args)
+        .args(
+            args.iter()
+                .map(|a| if *a == url { remote.as_str() } else { a }),
+        )
         .env("GIT_TERMINAL_PROMPT", "0")
         .env_remove("GIT_ASKPASS")
         .kill_on_drop(true);

@@ -16,22 +16,31 @@
 //! # Credentials
 //!
 //! For `https` remotes, credentials come from, in this order:
-//! 1. the URL's own `user:password@` part (removed from the URL before gix sees it, so it
-//!    appears in no log line or error message);
+//! 1. the URL's own `user:password@` part (the config refuses such URLs; one given here
+//!    directly is removed from the URL before gix sees it, so it appears in no log line or
+//!    error message);
 //! 2. the environment: `PROTOND_GIT_TOKEN` is sent as the basic-auth password, with user
 //!    `PROTOND_GIT_USER` or, when unset, `x-access-token` (what GitHub and Gitea expect of
 //!    tokens; GitLab accepts any user name with a token);
 //! 3. git's own credential helpers (`credential.helper` in the git configuration), without
 //!    ever prompting on a terminal.
 //!
-//! Credentials are only handed out when the server asks for them, and never for plain `http`.
+//! Credentials are only handed out when the server asks for them, and never for plain `http`
+//! (not even those of git's helpers).
+//!
+//! # Bounds
+//!
+//! [`Mirror::sync_with`] fetches only the refspecs it is given ([`Want`], [`refspecs`]),
+//! refuses objects larger than [`FetchOptions::max_object_bytes`] without inflating them,
+//! stops after [`FetchOptions::max_pack_bytes`] received, stops when its
+//! [`FetchOptions::interrupt`] flag is set, and never fetches one mirror twice at once
+//! (see the `fetch` submodule).
 //! Local paths (absolute or relative) and `file://` URLs need the `git` program on `PATH`
 //! (gix runs `git upload-pack` for them).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -54,7 +63,9 @@ pub const RELEASE_REFS: &str = "refs/protond/releases/";
 /// `refs/protond/accepted/<tag>` (so that the change rolls out as a release change).
 pub const ACCEPTED_REFS: &str = "refs/protond/accepted/";
 
-const FETCH_REFSPECS: [&str; 2] = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
+mod fetch;
+
+pub use fetch::{DEFAULT_MAX_OBJECT_BYTES, DEFAULT_MAX_PACK_BYTES, FetchOptions, Want, refspecs};
 
 /// Errors of this module: one variant per failed operation.
 ///
@@ -116,6 +127,38 @@ pub enum SourceError {
         /// The gix error.
         #[source]
         source: gix::Error,
+    },
+    /// What the mirror fetches holds an object larger than the allocation limit (or more
+    /// objects than the limit can index): refused without inflating it; nothing changed.
+    #[error(
+        "refused to fetch {url}: it holds an object larger than {limit} bytes (or more objects than that much memory can index) on a branch or tag protond reads; the object was not read. Remove it from the configured branch and release tags, or raise [git] max_object_bytes in the config"
+    )]
+    ObjectTooLarge {
+        /// The redacted URL.
+        url: String,
+        /// The limit, `[git] max_object_bytes`.
+        limit: u64,
+        /// gix's error ("Entry too large to fit in memory", …).
+        #[source]
+        source: gix::Error,
+    },
+    /// The fetch received more pack bytes than allowed and was stopped; nothing changed.
+    #[error(
+        "refused to fetch {url}: it sent more than {limit} bytes of pack data for the branches and tags protond reads. Remove large files from them, or raise [git] max_pack_bytes in the config"
+    )]
+    PackTooLarge {
+        /// The redacted URL.
+        url: String,
+        /// The limit, `[git] max_pack_bytes`.
+        limit: u64,
+    },
+    /// An earlier fetch of the same mirror (one stopped for its time budget) still runs.
+    #[error(
+        "an earlier fetch of {url} is still running (it exceeded [git] fetch_timeout and was asked to stop); not fetched again until it ends"
+    )]
+    Busy {
+        /// The redacted URL.
+        url: String,
     },
     /// A branch or other reference could not be resolved to a commit.
     #[error("failed to resolve {reference:?} in {url}")]
@@ -337,8 +380,10 @@ impl SourceError {
                         || source.is_unsupported()
                         || source.is_cancelled())
             }
-            Self::Cache { .. } => true,
-            Self::InvalidUrl { .. }
+            Self::Cache { .. } | Self::Busy { .. } => true,
+            Self::ObjectTooLarge { .. }
+            | Self::PackTooLarge { .. }
+            | Self::InvalidUrl { .. }
             | Self::NotSynced { .. }
             | Self::Open { .. }
             | Self::ResolveRef { .. }
@@ -366,6 +411,9 @@ impl SourceError {
             Self::Open { .. } => "open",
             Self::Clone { .. } => "clone",
             Self::Fetch { .. } => "fetch",
+            Self::ObjectTooLarge { .. } => "object_too_large",
+            Self::PackTooLarge { .. } => "pack_too_large",
+            Self::Busy { .. } => "busy",
             Self::ResolveRef { .. } => "resolve_ref",
             Self::WriteRef { .. } => "write_ref",
             Self::ListTags { .. } => "list_tags",
@@ -437,27 +485,59 @@ impl std::fmt::Debug for Mirror {
 }
 
 impl Mirror {
-    /// Open the bare mirror of `url` under `cache_dir` (folder name derived from a hash of the url plus a readable slug), cloning it if absent, else fetching. Fetch all branches (refs/heads/*:refs/heads/* style, force) and all tags (refs/tags/*:refs/tags/*, force so moved tags are seen). A fetch error returns Err and leaves the existing mirror untouched and usable via `open`.
+    /// Opens the bare mirror of `url` under `cache_dir` (folder name derived from a hash of
+    /// the url plus a readable slug), cloning it if absent, else fetching: every branch and
+    /// every tag, within the default limits. The daemon uses [`Mirror::sync_with`], which
+    /// fetches only what is read.
+    ///
+    /// # Errors
+    ///
+    /// As [`Mirror::sync_with`].
+    pub fn sync(url: &str, cache_dir: &Path) -> Result<Mirror, SourceError> {
+        Self::sync_with(url, cache_dir, &FetchOptions::new(&[Want::Everything]))
+    }
+
+    /// Like [`Mirror::sync`], fetching `options.refspecs` (force-updating moved references)
+    /// within `options`' limits. A fetch error leaves the existing mirror untouched and
+    /// usable via [`Mirror::open`].
     ///
     /// # Errors
     ///
     /// [`SourceError::InvalidUrl`], [`SourceError::Cache`], [`SourceError::Open`],
-    /// [`SourceError::Clone`] (nothing is left behind) or [`SourceError::Fetch`] (the mirror
-    /// is unchanged).
-    pub fn sync(url: &str, cache_dir: &Path) -> Result<Mirror, SourceError> {
+    /// [`SourceError::Clone`] (nothing is left behind), [`SourceError::Fetch`] (the mirror
+    /// is unchanged), [`SourceError::ObjectTooLarge`] and [`SourceError::PackTooLarge`]
+    /// (refused; as a failed fetch or clone), [`SourceError::Busy`] (not fetched).
+    pub fn sync_with(
+        url: &str,
+        cache_dir: &Path,
+        options: &FetchOptions,
+    ) -> Result<Mirror, SourceError> {
         let remote = Remote::parse(url)?;
         let path = cache_dir.join(&remote.folder);
+        let Some(_fetching) = fetch::Fetching::claim(&path) else {
+            return Err(SourceError::Busy {
+                url: remote.display,
+            });
+        };
         if path.exists() {
-            let repo = open_repo(&remote, &path)?;
-            fetch(&repo, &remote).map_err(|source| SourceError::Fetch {
-                url: remote.display.clone(),
-                source,
-            })?;
+            let repo = open_repo_with(&remote, &path, options)?;
+            fetch::fetch(&repo, &remote, options)
+                .map_err(|f| fetch_error(&remote, options, f, false))?;
             return Ok(Mirror::new(repo, remote.display, path));
         }
-        clone(&remote, cache_dir, &path)?;
+        clone(&remote, cache_dir, &path, options)?;
         let repo = open_repo(&remote, &path)?;
         Ok(Mirror::new(repo, remote.display, path))
+    }
+
+    /// The name of the folder in the cache that holds the mirror of `url`: two URLs with the
+    /// same folder share one mirror (and one fetch).
+    ///
+    /// # Errors
+    ///
+    /// [`SourceError::InvalidUrl`] when `url` cannot be parsed.
+    pub fn folder_of(url: &str) -> Result<String, SourceError> {
+        Remote::parse(url).map(|r| r.folder)
     }
 
     /// Open an existing mirror without fetching (used when a fetch failed).
@@ -1038,9 +1118,53 @@ fn open_repo(remote: &Remote, path: &Path) -> Result<gix::Repository, SourceErro
     })
 }
 
+/// Opens the mirror at `path` for fetching: with `options`' allocation limit.
+fn open_repo_with(
+    remote: &Remote,
+    path: &Path,
+    options: &FetchOptions,
+) -> Result<gix::Repository, SourceError> {
+    let open = gix::open::Options::default().config_overrides([options.alloc_limit_override()]);
+    gix::open_opts(path, open).map_err(|source| SourceError::Open {
+        url: remote.display.clone(),
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The error of a failed fetch (`clone`: the first one, into a fresh mirror).
+fn fetch_error(
+    remote: &Remote,
+    options: &FetchOptions,
+    failure: fetch::Failure,
+    clone: bool,
+) -> SourceError {
+    let url = remote.display.clone();
+    match failure {
+        fetch::Failure::PackTooLarge => SourceError::PackTooLarge {
+            url,
+            limit: options.max_pack_bytes,
+        },
+        fetch::Failure::Gix(source) if source.is_resource_exhausted() => {
+            SourceError::ObjectTooLarge {
+                url,
+                limit: options.max_object_bytes,
+                source,
+            }
+        }
+        fetch::Failure::Gix(source) if clone => SourceError::Clone { url, source },
+        fetch::Failure::Gix(source) => SourceError::Fetch { url, source },
+    }
+}
+
 /// First sync: fetch into a fresh bare repository next to the final place, then move it there,
 /// so that a failed clone leaves nothing behind and a half-written mirror is never opened.
-fn clone(remote: &Remote, cache_dir: &Path, path: &Path) -> Result<(), SourceError> {
+fn clone(
+    remote: &Remote,
+    cache_dir: &Path,
+    path: &Path,
+    options: &FetchOptions,
+) -> Result<(), SourceError> {
     let cache_err = |path: &Path| {
         let path = path.to_owned();
         move |source| SourceError::Cache { path, source }
@@ -1055,48 +1179,31 @@ fn clone(remote: &Remote, cache_dir: &Path, path: &Path) -> Result<(), SourceErr
             .map(|d| d.as_nanos())
             .unwrap_or_default()
     ));
-    let result = gix::init_bare(&staging)
-        .and_then(|repo| fetch(&repo, remote))
-        .map_err(|source| SourceError::Clone {
-            url: remote.display.clone(),
-            source,
-        })
-        .and_then(|()| match std::fs::rename(&staging, path) {
-            // Another sync of the same url won the race: use its mirror.
-            Err(_) if path.exists() => Ok(()),
-            other => other.map_err(cache_err(path)),
-        });
+    let open = {
+        use gix::sec::trust::DefaultForLevel as _;
+        gix::open::Options::default_for_level(gix::sec::Trust::Full)
+            .config_overrides([options.alloc_limit_override()])
+    };
+    let result = gix::ThreadSafeRepository::init_opts(
+        &staging,
+        gix::create::Kind::Bare,
+        gix::create::Options::default(),
+        open,
+    )
+    .map_err(fetch::Failure::Gix)
+    .and_then(|repo| fetch::fetch(&repo.to_thread_local(), remote, options))
+    .map_err(|f| fetch_error(remote, options, f, true))
+    .and_then(|()| match std::fs::rename(&staging, path) {
+        // Another sync of the same url won the race: use its mirror.
+        Err(_) if path.exists() => Ok(()),
+        other => other.map_err(cache_err(path)),
+    });
     if staging.exists()
         && let Err(error) = std::fs::remove_dir_all(&staging)
     {
         tracing::warn!(path = %staging.display(), %error, "Failed to remove a staging mirror.");
     }
     result
-}
-
-/// Fetches every branch and tag of `remote` into `repo`, force-updating moved refs.
-fn fetch(repo: &gix::Repository, remote: &Remote) -> gix::Result<()> {
-    let spec = repo
-        .remote_at(remote.url.clone())?
-        .with_fetch_tags(gix::remote::fetch::Tags::None)
-        .with_refspecs(FETCH_REFSPECS, gix::remote::Direction::Fetch)?;
-    let explicit = remote.credentials.clone().or_else(Credentials::from_env);
-    let mut credentials = Credentials::new(repo.clone(), explicit);
-    let connection = spec
-        .connect(gix::remote::Direction::Fetch)?
-        .with_credentials(move |action| credentials.invoke(action));
-    let outcome = connection
-        .prepare_fetch(
-            gix::progress::Discard,
-            gix::remote::ref_map::Options::default(),
-        )?
-        .receive(gix::progress::Discard, &AtomicBool::new(false))?;
-    tracing::debug!(
-        url = %remote.display,
-        changed = matches!(outcome.status, gix::remote::fetch::Status::Change { .. }),
-        "Fetched."
-    );
-    Ok(())
 }
 
 /// The credential callback: explicit credentials first, then git's helpers, never a prompt.
@@ -1144,7 +1251,11 @@ impl Credentials {
                         .url
                         .as_ref()
                         .is_some_and(|url| url.starts_with(b"https://"));
-                if is_https && let Some((username, password)) = &self.explicit {
+                // Never over plain http: neither ours nor git's helpers'.
+                if !is_https {
+                    return Ok(None);
+                }
+                if let Some((username, password)) = &self.explicit {
                     return Ok(Some(gix::credentials::protocol::Outcome {
                         identity: gix::sec::identity::Account {
                             username: username.clone(),
@@ -1640,6 +1751,148 @@ mod tests {
     }
 
     #[test]
+    fn sync_with_fetches_only_what_is_read_and_never_touches_protond_refs() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let origin = origin(tmp.path());
+        let cache = tmp.path().join("cache");
+        git(&origin, &["tag", "-a", "-m", "r", "rel/a-1.0"]);
+        git(&origin, &["tag", "other-1.0"]);
+        git(&origin, &["checkout", "-q", "-b", "side"]);
+        write(&origin, "side.txt", "side\n");
+        let side = commit_all(&origin, "side");
+        git(&origin, &["checkout", "-q", "main"]);
+        let options = FetchOptions::new(&[
+            Want::Branch("main".into()),
+            Want::TagsStartingWith("rel/".into()),
+        ]);
+        let mirror = Mirror::sync_with(&url(&origin), &cache, &options).expect("clone");
+        assert_eq!(
+            mirror.branch_head("main").expect("main"),
+            rev(&origin, "main")
+        );
+        assert!(mirror.branch_head("side").is_err(), "side branch fetched");
+        let names: Vec<String> = mirror
+            .tags()
+            .expect("tags")
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(names, ["rel/a-1.0"]);
+        let repo = mirror.repository().to_thread_local();
+        assert!(
+            repo.find_object(side).is_err(),
+            "the side branch's commit was fetched"
+        );
+
+        // protond's own reference survives a moved tag, which is seen (force-update).
+        let first = rev(&origin, "main");
+        mirror
+            .set_protond_ref(RELEASE_REFS, "rel/a-1.0", first)
+            .expect("write ref");
+        write(&origin, "b.txt", "b\n");
+        let second = commit_all(&origin, "second");
+        git(
+            &origin,
+            &["tag", "-f", "-a", "-m", "moved", "rel/a-1.0", "HEAD"],
+        );
+        let mirror = Mirror::sync_with(&url(&origin), &cache, &options).expect("fetch");
+        assert_eq!(
+            tag(&mirror.tags().expect("tags"), "rel/a-1.0").commit,
+            second
+        );
+        assert_eq!(
+            mirror
+                .protond_refs(RELEASE_REFS)
+                .expect("refs")
+                .get("rel/a-1.0"),
+            Some(&first)
+        );
+        // A branch that does not exist is not fetched, and reading it names it.
+        let options = FetchOptions::new(&[Want::Branch("nope".into())]);
+        let fetched = Mirror::sync_with(&url(&origin), &cache, &options);
+        let mirror = match fetched {
+            Ok(m) => m,
+            Err(e) => panic!(
+                "a missing branch fails the fetch: {}",
+                crate::error_chain(&e)
+            ),
+        };
+        assert_eq!(
+            mirror.branch_head("nope").expect_err("missing").kind(),
+            "resolve_ref"
+        );
+    }
+
+    /// `len` bytes that do not compress (a xorshift stream).
+    fn noise(len: usize) -> Vec<u8> {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes()[0]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn objects_over_the_limit_are_refused_without_changing_the_mirror() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let origin = origin(tmp.path());
+        let cache = tmp.path().join("cache");
+        let options = FetchOptions::new(&[Want::Branch("main".into())])
+            .with_limits(1024 * 1024, DEFAULT_MAX_PACK_BYTES);
+        let mirror = Mirror::sync_with(&url(&origin), &cache, &options).expect("clone");
+        let before = mirror.branch_head("main").expect("main");
+        std::fs::write(origin.join("big.bin"), vec![0u8; 3 * 1024 * 1024]).expect("write");
+        commit_all(&origin, "big");
+        let err = Mirror::sync_with(&url(&origin), &cache, &options).expect_err("too large");
+        assert_eq!(
+            err.kind(),
+            "object_too_large",
+            "{}",
+            crate::error_chain(&err)
+        );
+        let message = crate::error_chain(&err);
+        for needle in ["1048576 bytes", "max_object_bytes", &url(&origin)] {
+            assert!(message.contains(needle), "{needle} in {message}");
+        }
+        assert!(!err.is_retryable());
+        let opened = Mirror::open(&url(&origin), &cache).expect("open");
+        assert_eq!(opened.branch_head("main").expect("main"), before);
+        // A first clone is refused the same way, leaving nothing behind.
+        let fresh = tmp.path().join("fresh");
+        let err = Mirror::sync_with(&url(&origin), &fresh, &options).expect_err("too large");
+        assert_eq!(err.kind(), "object_too_large");
+        assert_eq!(std::fs::read_dir(&fresh).expect("cache").count(), 0);
+    }
+
+    #[test]
+    fn packs_over_the_limit_and_interrupted_fetches_are_stopped() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let origin = origin(tmp.path());
+        std::fs::write(origin.join("noise.bin"), noise(3 * 1024 * 1024)).expect("write");
+        commit_all(&origin, "noise");
+        let options = FetchOptions::new(&[Want::Branch("main".into())])
+            .with_limits(DEFAULT_MAX_OBJECT_BYTES, 1024 * 1024);
+        let err = Mirror::sync_with(&url(&origin), &tmp.path().join("a"), &options)
+            .expect_err("too large");
+        assert_eq!(err.kind(), "pack_too_large", "{}", crate::error_chain(&err));
+        assert!(err.to_string().contains("max_pack_bytes"), "{err}");
+        let options = FetchOptions::new(&[Want::Branch("main".into())]);
+        options
+            .interrupt
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let err = Mirror::sync_with(&url(&origin), &tmp.path().join("b"), &options)
+            .expect_err("interrupted");
+        assert_eq!(err.kind(), "clone", "{}", crate::error_chain(&err));
+        // Within the limits, it fetches.
+        let options = FetchOptions::new(&[Want::Branch("main".into())]);
+        Mirror::sync_with(&url(&origin), &tmp.path().join("c"), &options).expect("fetch");
+    }
+
+    #[test]
     fn vanished_remote_fails_sync_and_keeps_the_mirror() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let origin = origin(tmp.path());
@@ -1694,6 +1947,7 @@ mod tests {
     fn credentials_are_never_sent_over_plain_http() {
         use std::io::{BufRead as _, Write as _};
         use std::sync::Mutex;
+        use std::sync::atomic::AtomicBool;
         use std::sync::atomic::Ordering;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let port = listener.local_addr().expect("addr").port();

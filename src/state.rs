@@ -28,8 +28,10 @@ use crate::model::{
 use crate::plan;
 
 pub mod lock;
+mod repo_health;
 mod retired;
 pub use lock::{LockHolder, WriterLock};
+pub use repo_health::{Fallback, SkippedRepo, SkippedRepos};
 
 /// A state-store failure.
 #[derive(Debug, thiserror::Error)]

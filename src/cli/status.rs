@@ -1,6 +1,8 @@
 //! `protond status`: lists every managed resource (template version, available updates, last
-//! deployment), the rollouts, the releases whose tag moved or was deleted, the pipelines and the open proposals, from the store and, for
-//! pipelines, from AWS. It only reads: it must never write the store or start a deployment.
+//! deployment), the rollouts, the releases whose tag moved or was deleted, the pipelines, the
+//! open proposals, and the repos the daemon's last cycle could not fetch or read, from the
+//! store and, for pipelines, from AWS. It only reads: it must never write the store or start
+//! a deployment.
 
 use std::io::Write;
 use std::path::Path;
@@ -32,6 +34,7 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
                 })
             })
             .collect();
+        let skipped = store.skipped_repos().await?;
         let rollouts = store.rollout_progress().await?;
         let proposals = store.proposals().await?;
         let pipelines = if rows
@@ -64,6 +67,7 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
                     "proposals": proposals,
                     "pipelines": pipelines,
                     "releases": releases,
+                    "skipped_repos": skipped,
                 }))?
             )?,
             OutputFormat::Table => {
@@ -76,6 +80,16 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
                 )?;
                 write!(out, "{}", crate::ops::pipelines_table(&pipelines))?;
                 write!(out, "{}", crate::ops::proposals_table(&proposals))?;
+                if !skipped.repos.is_empty() {
+                    writeln!(
+                        out,
+                        "\nRepos the last cycle could not fetch or read (since {}):",
+                        skipped.since
+                    )?;
+                    for r in &skipped.repos {
+                        writeln!(out, "  {r}")?;
+                    }
+                }
             }
         }
         Ok(ExitCode::SUCCESS)

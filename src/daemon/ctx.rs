@@ -72,6 +72,9 @@ pub struct Ctx {
     /// What the last cycle found invalid or unknown, for the status views (API, page,
     /// metrics); empty before the first cycle.
     findings: Mutex<Arc<crate::ops::Findings>>,
+    /// The repos the last cycle could not fetch or read (`None` before the first cycle);
+    /// recorded in the store whenever it changes, for `protond status`.
+    skipped: Mutex<Option<Arc<[crate::state::SkippedRepo]>>>,
 }
 
 /// A resource's retry state after transient failures.
@@ -145,6 +148,7 @@ impl Ctx {
             store_failure: Mutex::new(None),
             writer_lock: Mutex::new(None),
             findings: Mutex::default(),
+            skipped: Mutex::new(None),
         })
     }
 
@@ -254,6 +258,25 @@ impl Ctx {
     /// Replaces what the last cycle found (the cycle calls it after evaluating).
     pub(super) fn set_findings(&self, findings: crate::ops::Findings) {
         *lock(&self.findings) = Arc::new(findings);
+    }
+
+    /// The repos the last cycle could not fetch or read, and why (`/readyz`, the exit code
+    /// of `reconcile --once`); empty before the first cycle.
+    pub fn skipped(&self) -> Arc<[crate::state::SkippedRepo]> {
+        lock(&self.skipped).clone().unwrap_or_else(|| Arc::new([]))
+    }
+
+    /// Replaces the list of skipped repos; records it in the store when it changed (or is
+    /// this process's first), so that `protond status` shows it. A store that cannot
+    /// record it is logged: the list is a report, and the cycle goes on.
+    pub(super) async fn record_skipped(&self, repos: Vec<crate::state::SkippedRepo>) {
+        let repos: Arc<[crate::state::SkippedRepo]> = repos.into();
+        let changed = lock(&self.skipped)
+            .replace(repos.clone())
+            .is_none_or(|old| old != repos);
+        if changed && let Err(e) = self.store.set_skipped_repos(&repos).await {
+            tracing::warn!(error = %crate::error_chain(&e), "The skipped repos could not be recorded in the state store.");
+        }
     }
 
     /// Takes the last failure to write a deployment to the state store, if any since the

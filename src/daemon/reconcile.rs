@@ -37,8 +37,10 @@ use crate::evaluate::{self, Evaluation, Facts};
 use crate::model::{SourceKind, TagState};
 use crate::plan::schedule::HoldReason;
 use crate::plan::{ActionKind, Version};
-use crate::state::{ResourceRecord, StateError, Store, TemplateVersionRecord};
-use crate::telemetry::events::{CycleFinished, FetchFailed};
+use crate::state::{
+    Fallback, ResourceRecord, SkippedRepo, StateError, Store, TemplateVersionRecord,
+};
+use crate::telemetry::events::{CycleFinished, FetchFailed, ReposSkipped};
 
 /// What a cycle did.
 #[derive(Debug, Clone, Default)]
@@ -55,8 +57,9 @@ pub struct CycleReport {
     pub invalid: Vec<String>,
     /// Self-managed deployments waiting for their outcome to be reported.
     pub waiting: usize,
-    /// What this cycle could not act on: unreadable or refused spec files and repos, and a
-    /// refused deletion batch. Logged as warnings too.
+    /// What this cycle could not act on: unreadable or refused spec files and repos, repos
+    /// read as last fetched because their fetch failed, and a refused deletion batch.
+    /// Logged as warnings too.
     pub problems: Vec<String>,
 }
 
@@ -109,6 +112,14 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<CycleReport,
             evaluate::evaluate(&snapshot, &facts, &ctx.config, Some(&mut cache))
         };
         report_problems(&eval, &mut report);
+        // A repo read as last fetched deploys, but its fetch failed: say so (unread repos
+        // are among the desired state's problems already).
+        report.problems.extend(
+            ctx.skipped()
+                .iter()
+                .filter(|r| r.fallback == Fallback::LastFetched)
+                .map(ToString::to_string),
+        );
         ctx.set_findings(crate::ops::Findings::from_plan(&eval.plan));
         record_moves(&ctx.store, &eval, &facts.records).await?;
         start(ctx, &snapshot, &eval, &facts.records, &mut report);
@@ -137,11 +148,12 @@ async fn load(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<Arc<Snapshot>, Re
     if let desired::Fetch::Only(repos) = &fetch {
         tracing::info!(repos = ?repos, "Fetching the repos named by the trigger.");
     }
-    let snapshot = tokio::task::spawn_blocking(move || {
-        desired::load_cached_with(&config, previous.as_deref(), &fetch)
-    })
-    .await
-    .map_err(ReconcileError::Load)?;
+    // Each repo's fetch and read has its own time budget inside (`[git]`): a slow repo is
+    // skipped, the others proceed.
+    let snapshot =
+        tokio::task::spawn_blocking(move || desired::load_shared(config, previous, &fetch))
+            .await
+            .map_err(ReconcileError::Load)?;
     let mut snapshot = snapshot;
     snapshot.add_forgotten(&forgotten_repos(&ctx.store, &ctx.config).await?);
     let snapshot = Arc::new(snapshot);
@@ -163,11 +175,59 @@ async fn load(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<Arc<Snapshot>, Re
             .emit(&ctx.telemetry);
         }
     }
+    let skipped = skipped_repos(&ctx.config, &snapshot);
+    ReposSkipped { repos: &skipped }.emit(&ctx.telemetry);
+    ctx.record_skipped(skipped).await;
     if fetched_all {
         ctx.telemetry.fetched();
     }
     *ctx.previous.lock().await = Some(snapshot.clone());
     Ok(snapshot)
+}
+
+/// The repos `snapshot` could not fetch or read, in config order: template repos not read,
+/// spec repos unknown, and repos read as last fetched.
+#[must_use]
+pub fn skipped_repos(config: &crate::config::Config, snapshot: &Snapshot) -> Vec<SkippedRepo> {
+    let not_read = |source, repo: &str, reason: &str| SkippedRepo {
+        repo: repo.to_owned(),
+        source,
+        fallback: Fallback::NotRead,
+        reason: reason.to_owned(),
+    };
+    let mut out: Vec<SkippedRepo> = snapshot
+        .template_repo_errors
+        .iter()
+        .map(|(repo, reason)| not_read(SourceKind::Template, repo, reason))
+        .chain(snapshot.spec_repos.iter().filter_map(|s| {
+            s.unknown
+                .as_deref()
+                .map(|reason| not_read(SourceKind::Spec, &s.repo, reason))
+        }))
+        .collect();
+    for (repo, reason) in &snapshot.stale_repos {
+        let source = if config.template_repos.iter().any(|t| &t.name == repo) {
+            SourceKind::Template
+        } else {
+            SourceKind::Spec
+        };
+        out.push(SkippedRepo {
+            repo: repo.clone(),
+            source,
+            fallback: Fallback::LastFetched,
+            reason: reason.clone(),
+        });
+    }
+    let position = |r: &SkippedRepo| {
+        config
+            .template_repos
+            .iter()
+            .map(|t| &t.name)
+            .chain(config.spec_repos.iter().map(|s| &s.name))
+            .position(|name| name == &r.repo)
+    };
+    out.sort_by_key(position);
+    out
 }
 
 /// The repos `protond forget` marked, after dropping the marks that no longer apply: a

@@ -1,10 +1,24 @@
 //! Reading the configured repos into a [`Snapshot`]. Blocking git work: run it off the async
 //! runtime. Never decides ownership and never hides a failure: a repo that cannot be read is
 //! recorded as such (a template repo in `template_repo_errors`, a spec repo as `unknown`),
-//! which is what keeps its resources from being deleted.
+//! which is what keeps its resources from being deleted; a repo read from its last fetched
+//! state because fetching it failed is listed in `stale_repos`.
+//!
+//! # Fairness
+//!
+//! A read runs in two rounds, each on at most [`PARALLEL`] threads at once. First every mirror
+//! that needs it is fetched, once (what every entry of its URL reads:
+//! [`Config::fetch_options`]), within `[git] fetch_timeout`; then every repo is read, within
+//! `[git] read_timeout`. A job over its budget is left behind: a fetch is told to stop at its
+//! next read (and the next fetch of that mirror is refused until it has), and its repo counts
+//! as not fetched (read as last fetched) or not read (unknown). Every other repo proceeds.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
 
 use super::{Fetch, Snapshot, SpecEntry, SpecRepoState};
 use crate::catalog::releases::{self, Catalog, ReleaseRefs, TagPattern, TagPatternError};
@@ -14,15 +28,18 @@ use crate::render;
 use crate::source::{self, EntryKind, Mirror, SourceError, Tag};
 use crate::spec::{self, SpecFile};
 
+/// Most repos fetched or read at once.
+pub const PARALLEL: usize = 4;
+
 /// Why a repo could not be read this cycle.
 #[derive(Debug, thiserror::Error)]
 enum RepoError {
     /// The configured tag pattern does not compile.
     #[error(transparent)]
     TagPattern(TagPatternError),
-    /// Fetching failed and there was no mirror to fall back on.
-    #[error(transparent)]
-    Unreachable(SourceError),
+    /// Fetching failed and there was no mirror to fall back on (the fetch's error chain).
+    #[error("{0}")]
+    Unreachable(String),
     /// The mirror could not be opened (without fetching).
     #[error(transparent)]
     Open(SourceError),
@@ -39,44 +56,50 @@ enum RepoError {
         /// The configured branch.
         branch: String,
     },
+    /// Reading the repo took longer than `[git] read_timeout`.
+    #[error(
+        "reading the repo took longer than [git] read_timeout ({}s) and was abandoned this cycle; its resources are kept as they are (raise read_timeout if the repo is this large)",
+        .0.as_secs()
+    )]
+    ReadTimeout(Duration),
+    /// Reading the repo panicked.
+    #[error("reading the repo failed unexpectedly: {0}")]
+    Panicked(String),
 }
 
 impl RepoError {
-    /// The reason shown to users. A failed fetch names its whole cause chain (it is all a
-    /// user sees of the network error); the other errors their own message.
+    /// The reason shown to users.
     fn reason(&self) -> String {
-        match self {
-            Self::Unreachable(e) => crate::error_chain(e),
-            other => other.to_string(),
-        }
+        self.to_string()
     }
 }
 
-/// A repo's mirror, and the fetch error when it is the last fetched state instead of a
-/// fresh one.
+/// A repo's mirror, and why it is the last fetched state instead of a fresh one.
 struct Opened {
     mirror: Mirror,
-    stale: Option<SourceError>,
+    stale: Option<String>,
 }
 
-impl Opened {
-    /// Warns when the mirror is stale.
-    fn warn_if_stale(&self, repo: &str) {
-        if let Some(e) = &self.stale {
-            tracing::warn!(
-                repo = %repo,
-                "fetch failed, using the last fetched state: {}",
-                crate::error_chain(e)
-            );
-        }
-    }
+/// How a mirror stands after the fetch round.
+#[derive(Debug, Clone)]
+enum Fetched {
+    /// Fetched now.
+    Fresh,
+    /// The fetch failed (its error chain), or was over its budget.
+    Failed(String),
 }
 
 /// Reads every configured repo. Blocking. `previous` lets unchanged tags reuse their
 /// validated bundles. `fetch` false only opens existing mirrors (no network).
 #[must_use]
 pub fn load(config: &Config, previous: Option<&Catalog>, fetch: bool) -> Snapshot {
-    Loader::new(config, &Fetch::from(fetch)).load(previous, None)
+    let previous = previous.map(|catalog| {
+        Arc::new(Snapshot {
+            catalog: catalog.clone(),
+            ..Snapshot::default()
+        })
+    });
+    load_shared(Arc::new(config.clone()), previous, &Fetch::from(fetch))
 }
 
 /// Like [`load`], but spec repos whose branch head is the commit `previous` read are not read
@@ -89,35 +112,67 @@ pub fn load_cached(config: &Config, previous: Option<&Snapshot>, fetch: bool) ->
 /// Like [`load_cached`], fetching only what `fetch` names first.
 #[must_use]
 pub fn load_cached_with(config: &Config, previous: Option<&Snapshot>, fetch: &Fetch) -> Snapshot {
-    Loader::new(config, fetch).load(previous.map(|p| &p.catalog), previous)
+    load_shared(
+        Arc::new(config.clone()),
+        previous.cloned().map(Arc::new),
+        fetch,
+    )
+}
+
+/// [`load_cached_with`] on shared values (what the daemon holds): nothing is copied.
+#[must_use]
+pub fn load_shared(
+    config: Arc<Config>,
+    previous: Option<Arc<Snapshot>>,
+    fetch: &Fetch,
+) -> Snapshot {
+    let cache = config.data_dir.join("git");
+    Loader {
+        config,
+        fetch: fetch.clone(),
+        cache,
+        previous,
+    }
+    .load()
 }
 
 /// One read of the configured repos.
-struct Loader<'a> {
-    config: &'a Config,
-    fetch: &'a Fetch,
+struct Loader {
+    config: Arc<Config>,
+    fetch: Fetch,
     /// Where mirrors live.
     cache: PathBuf,
+    /// The last read: unchanged releases and spec commits are reused, and a repo not fetched
+    /// now stays as stale as it was.
+    previous: Option<Arc<Snapshot>>,
 }
 
-impl<'a> Loader<'a> {
-    fn new(config: &'a Config, fetch: &'a Fetch) -> Self {
-        Self {
-            config,
-            fetch,
-            cache: config.data_dir.join("git"),
-        }
-    }
+/// What one read job found.
+enum RepoRead {
+    /// A template repo's releases, and why its mirror is stale.
+    Template(Result<Catalog, RepoError>, Option<String>),
+    /// A spec repo, and why its mirror is stale.
+    Spec(SpecRepoState, Option<String>),
+}
 
-    fn load(&self, previous: Option<&Catalog>, previous_specs: Option<&Snapshot>) -> Snapshot {
+impl Loader {
+    fn load(&self) -> Snapshot {
+        let fetched = self.fetch_round();
         let mut snapshot = Snapshot::default();
+        let mut jobs: Vec<Job<RepoRead>> = Vec::new();
+        let mut order = Vec::new();
         for repo in &self.config.template_repos {
-            match self.template_repo(repo, previous) {
-                Ok(catalog) => snapshot.catalog.merge(catalog),
-                Err(e) => snapshot
-                    .template_repo_errors
-                    .push((repo.name.clone(), e.reason())),
-            }
+            let opened = self.opener(&repo.name, &repo.url, &fetched);
+            let (repo, previous) = (repo.clone(), self.previous.clone());
+            order.push((repo.name.clone(), None));
+            jobs.push(Box::new(move |_| {
+                let mut stale = None;
+                let read = opened().and_then(|o| {
+                    stale.clone_from(&o.stale);
+                    template_repo(&repo, &o.mirror, previous.as_deref())
+                });
+                RepoRead::Template(read, stale)
+            }));
         }
         for repo in &self.config.spec_repos {
             // A retired repo is never read: it need not exist any more.
@@ -127,113 +182,331 @@ impl<'a> Loader<'a> {
                     .insert(repo.name.clone(), super::RETIRED_IN_CONFIG.to_string());
                 continue;
             }
-            snapshot
-                .spec_repos
-                .push(self.spec_repo(repo, previous_specs));
+            let opened = self.opener(&repo.name, &repo.url, &fetched);
+            let (spec, previous) = (repo.clone(), self.previous.clone());
+            order.push((repo.name.clone(), Some(repo.clone())));
+            jobs.push(Box::new(move |_| {
+                let (state, last_fetched) = spec_repo(&spec, opened(), previous.as_deref());
+                RepoRead::Spec(state, last_fetched)
+            }));
+        }
+        let read_timeout = self.config.git.read_timeout;
+        for ((name, spec), outcome) in order.into_iter().zip(run_bounded(jobs, read_timeout)) {
+            let read = match outcome {
+                Outcome::Done(read) => read,
+                Outcome::TimedOut => failed(spec, RepoError::ReadTimeout(read_timeout)),
+                Outcome::Panicked(m) => failed(spec, RepoError::Panicked(m)),
+            };
+            match read {
+                RepoRead::Template(Ok(catalog), stale) => {
+                    snapshot.catalog.merge(catalog);
+                    snapshot.stale_repos.extend(stale.map(|r| (name, r)));
+                }
+                RepoRead::Template(Err(e), _) => {
+                    snapshot.template_repo_errors.push((name, e.reason()));
+                }
+                RepoRead::Spec(state, last_fetched) => {
+                    if state.unknown.is_none() {
+                        snapshot.stale_repos.extend(last_fetched.map(|r| (name, r)));
+                    }
+                    snapshot.spec_repos.push(state);
+                }
+            }
         }
         snapshot
     }
 
-    /// Opens a repo's mirror, fetching it first when asked to (or when it was never fetched
-    /// and fetching is allowed at all).
-    fn open(&self, name: &str, url: &str) -> Result<Opened, RepoError> {
-        if self.fetch.wants(name) {
-            return sync_or_open(url, &self.cache);
-        }
-        match Mirror::open(url, &self.cache) {
-            Ok(mirror) => Ok(Opened {
-                mirror,
-                stale: None,
-            }),
-            // Never fetched yet: fetch it now, when fetching at all.
-            Err(_) if *self.fetch != Fetch::None => sync_or_open(url, &self.cache),
-            Err(e) => Err(RepoError::Open(e)),
-        }
+    /// The mirror folder of `url` (the URL itself when it cannot be parsed: fetching it then
+    /// reports why).
+    fn folder(url: &str) -> String {
+        Mirror::folder_of(url).unwrap_or_else(|_| url.to_owned())
     }
 
-    /// The releases of one template repo.
-    fn template_repo(
-        &self,
-        repo: &TemplateRepo,
-        previous: Option<&Catalog>,
-    ) -> Result<Catalog, RepoError> {
-        let pattern = TagPattern::new(&repo.tag_pattern).map_err(RepoError::TagPattern)?;
-        let opened = self.open(&repo.name, &repo.url)?;
-        opened.warn_if_stale(&repo.name);
-        let tags = opened.mirror.tags().map_err(RepoError::Read)?;
-        let refs = release_refs(&repo.name, &opened.mirror, &tags, &pattern)?;
-        let limits = Limits::default();
-        Ok(releases::read_releases(
-            &repo.name,
-            &opened.mirror,
-            &tags,
-            &refs,
-            &pattern,
-            &limits,
-            previous,
-            &|f| render::check_syntax(f).err().map(|e| e.to_string()),
-        ))
-    }
-
-    /// One spec repo at its branch head; reused from `previous` when its head is the commit
-    /// read then.
-    fn spec_repo(&self, repo: &SpecRepo, previous: Option<&Snapshot>) -> SpecRepoState {
-        let mut state = SpecRepoState {
-            repo: repo.name.clone(),
-            branch: repo.branch.clone(),
-            platform: repo.platform,
-            commit: None,
-            files: Vec::new(),
-            unknown: None,
-        };
-        let opened = match self.open(&repo.name, &repo.url) {
-            Ok(o) => o,
-            Err(e) => {
-                state.unknown = Some(e.reason());
-                return state;
+    /// Round one: fetches each mirror that a wanted repo reads (and each never fetched, when
+    /// fetching at all), once, within the fetch budget.
+    fn fetch_round(&self) -> BTreeMap<String, Fetched> {
+        let entries = self
+            .config
+            .template_repos
+            .iter()
+            .map(|r| (&r.name, &r.url))
+            .chain(
+                self.config
+                    .spec_repos
+                    .iter()
+                    .filter(|r| !r.retired)
+                    .map(|r| (&r.name, &r.url)),
+            );
+        let mut mirrors: BTreeMap<String, (String, bool)> = BTreeMap::new();
+        for (name, url) in entries {
+            let folder = Self::folder(url);
+            let wanted = self.fetch.wants(name)
+                || (self.fetch != Fetch::None && !self.cache.join(&folder).exists());
+            let entry = mirrors
+                .entry(folder)
+                .or_insert_with(|| (url.clone(), false));
+            entry.1 |= wanted;
+        }
+        let mut folders = Vec::new();
+        let mut jobs: Vec<Job<Result<(), String>>> = Vec::new();
+        for (folder, (url, wanted)) in mirrors {
+            if !wanted {
+                continue;
             }
-        };
-        opened.warn_if_stale(&repo.name);
-        let head = opened
-            .mirror
-            .branch_head(&repo.branch)
-            .ok()
-            .map(|h| h.to_string());
-        let reusable = previous.and_then(|p| {
-            p.spec_repos.iter().find(|s| {
-                s.repo == repo.name && s.unknown.is_none() && s.commit.is_some() && s.commit == head
+            let (config, cache) = (self.config.clone(), self.cache.clone());
+            folders.push(folder);
+            jobs.push(Box::new(move |stop| {
+                let mut options = config.fetch_options(&url);
+                options.interrupt = stop;
+                Mirror::sync_with(&url, &cache, &options)
+                    .map(drop)
+                    .map_err(|e| crate::error_chain(&e))
+            }));
+        }
+        let budget = self.config.git.fetch_timeout;
+        folders
+            .into_iter()
+            .zip(run_bounded(jobs, budget))
+            .map(|(folder, outcome)| {
+                let fetched = match outcome {
+                    Outcome::Done(Ok(())) => Fetched::Fresh,
+                    Outcome::Done(Err(reason)) => Fetched::Failed(reason),
+                    Outcome::TimedOut => Fetched::Failed(format!(
+                        "fetching took longer than [git] fetch_timeout ({}s) and was stopped (raise fetch_timeout if the repo is this large)",
+                        budget.as_secs()
+                    )),
+                    Outcome::Panicked(m) => {
+                        Fetched::Failed(format!("fetching failed unexpectedly: {m}"))
+                    }
+                };
+                (folder, fetched)
             })
+            .collect()
+    }
+
+    /// How to open repo `name`'s mirror in a read job, given the fetch round.
+    fn opener(
+        &self,
+        name: &str,
+        url: &str,
+        fetched: &BTreeMap<String, Fetched>,
+    ) -> impl FnOnce() -> Result<Opened, RepoError> + Send + 'static {
+        let status = fetched.get(&Self::folder(url)).cloned();
+        // Not fetched now: as stale as the last read said.
+        let carried = self.previous.as_ref().and_then(|p| {
+            p.stale_repos
+                .iter()
+                .find(|(repo, _)| repo == name)
+                .map(|(_, why)| why.clone())
         });
-        if let Some(prev) = reusable {
-            // The commit's files are the same; what the config says of the repo may not be.
-            return SpecRepoState {
-                branch: state.branch,
-                platform: state.platform,
-                ..prev.clone()
-            };
+        // Never fetched, and not fetched now: why the last read could not fetch it.
+        let unread = self.previous.as_ref().and_then(|p| {
+            p.spec_repos
+                .iter()
+                .find(|s| s.repo == name)
+                .and_then(|s| s.unknown.clone())
+                .or_else(|| {
+                    p.template_repo_errors
+                        .iter()
+                        .find(|(repo, _)| repo == name)
+                        .map(|(_, why)| why.clone())
+                })
+        });
+        let (url, cache) = (url.to_owned(), self.cache.clone());
+        move || match status {
+            Some(Fetched::Fresh) => Mirror::open(&url, &cache)
+                .map(|mirror| Opened {
+                    mirror,
+                    stale: None,
+                })
+                .map_err(RepoError::Open),
+            Some(Fetched::Failed(reason)) => match Mirror::open(&url, &cache) {
+                Ok(mirror) => Ok(Opened {
+                    mirror,
+                    stale: Some(reason),
+                }),
+                Err(_) => Err(RepoError::Unreachable(reason)),
+            },
+            None => match Mirror::open(&url, &cache) {
+                Ok(mirror) => Ok(Opened {
+                    mirror,
+                    stale: carried,
+                }),
+                Err(e @ SourceError::NotSynced { .. }) => {
+                    Err(unread.map_or(RepoError::Open(e), RepoError::Unreachable))
+                }
+                Err(e) => Err(RepoError::Open(e)),
+            },
         }
-        if let Err(e) = read_spec_repo(&opened.mirror, repo, &mut state) {
-            state.unknown = Some(e.reason());
-        }
-        state
     }
 }
 
-/// Fetches a repo, falling back on its last fetched mirror when the fetch fails.
-fn sync_or_open(url: &str, cache: &Path) -> Result<Opened, RepoError> {
-    match Mirror::sync(url, cache) {
-        Ok(mirror) => Ok(Opened {
-            mirror,
-            stale: None,
-        }),
-        Err(fetch) => match Mirror::open(url, cache) {
-            Ok(mirror) => Ok(Opened {
-                mirror,
-                stale: Some(fetch),
-            }),
-            Err(_) => Err(RepoError::Unreachable(fetch)),
-        },
+/// What a read job that did not finish leaves: a template repo in error, a spec repo unknown.
+fn failed(spec: Option<SpecRepo>, e: RepoError) -> RepoRead {
+    match spec {
+        None => RepoRead::Template(Err(e), None),
+        Some(repo) => RepoRead::Spec(
+            SpecRepoState {
+                repo: repo.name,
+                branch: repo.branch,
+                platform: repo.platform,
+                commit: None,
+                files: Vec::new(),
+                unknown: Some(e.reason()),
+            },
+            None,
+        ),
     }
+}
+
+/// The releases of one template repo.
+fn template_repo(
+    repo: &TemplateRepo,
+    mirror: &Mirror,
+    previous: Option<&Snapshot>,
+) -> Result<Catalog, RepoError> {
+    let pattern = TagPattern::new(&repo.tag_pattern).map_err(RepoError::TagPattern)?;
+    let tags = mirror.tags().map_err(RepoError::Read)?;
+    let refs = release_refs(&repo.name, mirror, &tags, &pattern)?;
+    let limits = Limits::default();
+    Ok(releases::read_releases(
+        &repo.name,
+        mirror,
+        &tags,
+        &refs,
+        &pattern,
+        &limits,
+        previous.map(|p| &p.catalog),
+        &|f| render::check_syntax(f).err().map(|e| e.to_string()),
+    ))
+}
+
+/// One spec repo at its branch head (reused from `previous` when its head is the commit read
+/// then), and why its mirror is stale.
+fn spec_repo(
+    repo: &SpecRepo,
+    opened: Result<Opened, RepoError>,
+    previous: Option<&Snapshot>,
+) -> (SpecRepoState, Option<String>) {
+    let mut state = SpecRepoState {
+        repo: repo.name.clone(),
+        branch: repo.branch.clone(),
+        platform: repo.platform,
+        commit: None,
+        files: Vec::new(),
+        unknown: None,
+    };
+    let opened = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            state.unknown = Some(e.reason());
+            return (state, None);
+        }
+    };
+    let head = opened
+        .mirror
+        .branch_head(&repo.branch)
+        .ok()
+        .map(|h| h.to_string());
+    let reusable = previous.and_then(|p| {
+        p.spec_repos.iter().find(|s| {
+            s.repo == repo.name && s.unknown.is_none() && s.commit.is_some() && s.commit == head
+        })
+    });
+    if let Some(prev) = reusable {
+        // The commit's files are the same; what the config says of the repo may not be.
+        let state = SpecRepoState {
+            branch: state.branch,
+            platform: state.platform,
+            ..prev.clone()
+        };
+        return (state, opened.stale);
+    }
+    if let Err(e) = read_spec_repo(&opened.mirror, repo, &mut state) {
+        state.unknown = Some(e.reason());
+    }
+    (state, opened.stale)
+}
+
+/// A job of [`run_bounded`]: given the flag that asks it to stop.
+type Job<T> = Box<dyn FnOnce(Arc<AtomicBool>) -> T + Send>;
+
+/// How a job of [`run_bounded`] ended.
+enum Outcome<T> {
+    Done(T),
+    /// Over its budget: its stop flag was set and it was left behind.
+    TimedOut,
+    /// It panicked (the message), or its thread could not start.
+    Panicked(String),
+}
+
+/// Runs `jobs` on up to [`PARALLEL`] threads at once, each given `budget` from its start, and
+/// returns their outcomes in order. A job over its budget is told to stop (its flag is set)
+/// and left behind: its thread ends on its own and its result is dropped.
+fn run_bounded<T: Send + 'static>(jobs: Vec<Job<T>>, budget: Duration) -> Vec<Outcome<T>> {
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<T, String>)>();
+    let mut out: Vec<Option<Outcome<T>>> = jobs.iter().map(|_| None).collect();
+    let mut queue = jobs.into_iter().enumerate();
+    let mut running: BTreeMap<usize, (Instant, Arc<AtomicBool>)> = BTreeMap::new();
+    loop {
+        while running.len() < PARALLEL {
+            let Some((i, job)) = queue.next() else { break };
+            let stop = Arc::new(AtomicBool::new(false));
+            let (tx, flag) = (tx.clone(), stop.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("protond-repo-{i}"))
+                .spawn(move || {
+                    let result =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(flag)))
+                            .map_err(|p| panic_message(p.as_ref()));
+                    // The receiver is gone once the job was left behind.
+                    let _ = tx.send((i, result));
+                });
+            match spawned {
+                Ok(_) => {
+                    running.insert(i, (Instant::now() + budget, stop));
+                }
+                Err(e) => out[i] = Some(Outcome::Panicked(format!("no thread to run it: {e}"))),
+            }
+        }
+        let Some(deadline) = running.values().map(|(d, _)| *d).min() else {
+            break;
+        };
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok((i, result)) => {
+                if running.remove(&i).is_some() {
+                    out[i] = Some(match result {
+                        Ok(v) => Outcome::Done(v),
+                        Err(m) => Outcome::Panicked(m),
+                    });
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                let now = Instant::now();
+                running.retain(|i, (deadline, stop)| {
+                    let over = *deadline <= now;
+                    if over {
+                        stop.store(true, Ordering::SeqCst);
+                        out[*i] = Some(Outcome::TimedOut);
+                    }
+                    !over
+                });
+            }
+            // Unreachable while `tx` lives; treat what runs as over its budget.
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    out.into_iter()
+        .map(|o| o.unwrap_or(Outcome::TimedOut))
+        .collect()
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panicked".to_owned())
 }
 
 /// Reads the spec files of `repo`'s folder at its branch head into `state`.
@@ -382,4 +655,141 @@ fn release_refs(
         }
     }
     Ok(refs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job<T: Send + 'static>(f: impl FnOnce(Arc<AtomicBool>) -> T + Send + 'static) -> Job<T> {
+        Box::new(f)
+    }
+
+    #[test]
+    fn a_job_over_its_budget_is_left_behind_and_told_to_stop() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut jobs = vec![job(move |stop: Arc<AtomicBool>| {
+            // A fetch that stalls, and stops once asked to.
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = tx.send("stopped");
+            0
+        })];
+        for i in 1..=6 {
+            jobs.push(job(move |_| i));
+        }
+        jobs.push(job(|_| panic!("boom")));
+        let start = Instant::now();
+        // Long enough for a panic's backtrace to be captured on a busy machine.
+        let outcomes = run_bounded(jobs, Duration::from_secs(2));
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(6), "{took:?}");
+        assert!(matches!(outcomes[0], Outcome::TimedOut));
+        for (i, o) in outcomes.iter().enumerate().take(7).skip(1) {
+            assert!(matches!(o, Outcome::Done(v) if *v == i), "job {i}");
+        }
+        assert!(matches!(&outcomes[7], Outcome::Panicked(m) if m == "boom"));
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(2)),
+            Ok("stopped"),
+            "the stop flag reached the job"
+        );
+    }
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .current_dir(dir)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    #[test]
+    fn one_url_read_by_several_entries_is_fetched_once_with_what_each_reads() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let origin = tmp.path().join("shared");
+        std::fs::create_dir_all(&origin).expect("mkdir");
+        git(&origin, &["init", "-q", "-b", "main"]);
+        std::fs::write(origin.join("README.md"), "main\n").expect("write");
+        git(&origin, &["add", "-A"]);
+        git(&origin, &["commit", "-q", "-m", "main"]);
+        git(&origin, &["tag", "-a", "-m", "r", "svc/v1.0"]);
+        for branch in ["staging", "huge"] {
+            git(&origin, &["checkout", "-q", "-b", branch, "main"]);
+            std::fs::write(origin.join("README.md"), branch).expect("write");
+            git(&origin, &["commit", "-q", "-am", branch]);
+        }
+        let text = format!(
+            "data_dir = \"data\"\n\
+             [[template_repos]]\nname = \"templates\"\nurl = \"shared\"\n\
+             [[spec_repos]]\nname = \"a\"\nurl = \"shared\"\nallow_empty = true\n\
+             [[spec_repos]]\nname = \"b\"\nurl = \"{}\"\nbranch = \"staging\"\nallow_empty = true\n",
+            origin.display()
+        );
+        let raw: crate::config::RawConfig = toml::from_str(&text).expect("parses");
+        let config = Config::compile(raw, "p.toml", tmp.path()).expect("compiles");
+        let snapshot = load(&config, None, true);
+        assert!(snapshot.template_repo_errors.is_empty(), "{snapshot:?}");
+        assert!(
+            snapshot.stale_repos.is_empty(),
+            "{:?}",
+            snapshot.stale_repos
+        );
+        let head = |b: &str| Some(git(&origin, &["rev-parse", b]));
+        let commits: Vec<_> = snapshot
+            .spec_repos
+            .iter()
+            .map(|s| (s.repo.as_str(), s.unknown.clone(), s.commit.clone()))
+            .collect();
+        assert_eq!(
+            commits,
+            [("a", None, head("main")), ("b", None, head("staging"))]
+        );
+        let mirrors: Vec<_> = std::fs::read_dir(tmp.path().join("data/git"))
+            .expect("cache")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        assert_eq!(mirrors.len(), 1, "one mirror: {mirrors:?}");
+        let refs = git(&mirrors[0], &["for-each-ref", "--format=%(refname)"]);
+        let refs: Vec<&str> = refs.lines().collect();
+        assert_eq!(
+            refs,
+            [
+                "refs/heads/main",
+                "refs/heads/staging",
+                "refs/protond/releases/svc/v1.0",
+                "refs/tags/svc/v1.0"
+            ]
+        );
+    }
+
+    #[test]
+    fn no_more_than_parallel_jobs_run_at_once() {
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let jobs = (0..3 * PARALLEL)
+            .map(|_| {
+                let (running, most) = (running.clone(), most.clone());
+                job(move |_| {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(20));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        let outcomes = run_bounded(jobs, Duration::from_secs(10));
+        assert!(outcomes.iter().all(|o| matches!(o, Outcome::Done(()))));
+        let most = most.load(Ordering::SeqCst);
+        assert!((1..=PARALLEL).contains(&most), "{most} at once");
+        assert!(run_bounded::<()>(Vec::new(), Duration::from_secs(1)).is_empty());
+    }
 }

@@ -51,7 +51,7 @@ mod service;
 
 pub use cache::ComputeCache;
 pub use context::{ServiceContext, SpecSource, environment_context};
-pub use load::{load, load_cached, load_cached_with};
+pub use load::{load, load_cached, load_cached_with, load_shared};
 
 /// One spec file as read from a repo.
 #[derive(Debug, Clone)]
@@ -91,6 +91,10 @@ pub struct Snapshot {
     pub catalog: Catalog,
     /// Template repos that could not be read at all (name, reason).
     pub template_repo_errors: Vec<(String, String)>,
+    /// Repos (template or spec) read from their last fetched state because fetching them
+    /// failed, this cycle or the last one that tried (name, reason). Their resources are
+    /// deployed from that state; the failure is reported, not hidden.
+    pub stale_repos: Vec<(String, String)>,
     /// Spec repos (the configured ones that are not retired).
     pub spec_repos: Vec<SpecRepoState>,
     /// Repos whose resources are to be deleted, with how a person said so: `retired = true`

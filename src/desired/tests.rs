@@ -23,6 +23,7 @@ fn snapshot(spec_repos: Vec<SpecRepoState>, svc_versions: &[(u32, u32)]) -> Snap
     Snapshot {
         catalog: catalog(svc_versions),
         template_repo_errors: Vec::new(),
+        stale_repos: Vec::new(),
         spec_repos,
         retired_repos: BTreeMap::new(),
     }

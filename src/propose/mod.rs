@@ -412,6 +412,7 @@ fn render_changes(
         let mut s = Snapshot {
             catalog: snapshot.catalog.clone(),
             template_repo_errors: Vec::new(),
+            stale_repos: Vec::new(),
             spec_repos: Vec::new(),
             retired_repos: snapshot.retired_repos.clone(),
         };

@@ -238,6 +238,7 @@ async fn commit_folder(
 ) -> Result<(String, std::path::PathBuf), SubmitError> {
     let cache = config.data_dir.join("git");
     let url = sm.url.clone();
+    let fetch = config.fetch_options(&url);
     let branch = sm.branch.clone();
     let keep: Vec<String> = upserts.iter().map(|(p, _)| p.clone()).collect();
     let folder = folder.to_string();
@@ -249,7 +250,7 @@ async fn commit_folder(
         fn infra(e: impl std::fmt::Display) -> SubmitError {
             transient(format!("infrastructure repo: {e}"))
         }
-        let mirror = crate::source::Mirror::sync(&url, &cache).map_err(infra)?;
+        let mirror = crate::source::Mirror::sync_with(&url, &cache, &fetch).map_err(infra)?;
         let base = mirror.branch_head(&branch).map_err(infra)?;
         let exists = mirror.tree_id(base, &folder).map_err(infra)?.is_some();
         let removes: Vec<String> = if deleted || !exists {

@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `/` | GET | none: the status page |
 //! | `/healthz` | GET | none |
-//! | `/readyz` | GET | none: store reachable and repos fetched recently |
+//! | `/readyz` | GET | none: store reachable and repos fetched recently; names repos not fetched or read |
 //! | `/metrics` | GET | none: Prometheus text format |
 //! | `/api/v1/templates`, `/environments`, `/services`, `/deployments`, `/rollouts`, `/proposals` | GET | none |
 //! | `/api/v1/rollouts/{template}/v{M}.{m}/halt` and `/resume` | POST | bearer |
@@ -274,12 +274,19 @@ async fn readyz(State(app): State<App>) -> Response {
         )),
         Some(_) => {}
     }
+    // One team's repo that cannot be fetched does not make the daemon unready (every other
+    // repo is served): it is named, with its cause, in the detail.
+    let skipped = app.ctx.skipped();
     if problems.is_empty() {
-        (StatusCode::OK, axum::Json(json!({ "ready": true }))).into_response()
+        (
+            StatusCode::OK,
+            axum::Json(json!({ "ready": true, "skipped_repos": skipped })),
+        )
+            .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "ready": false, "problems": problems })),
+            axum::Json(json!({ "ready": false, "problems": problems, "skipped_repos": skipped })),
         )
             .into_response()
     }

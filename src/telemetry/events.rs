@@ -176,6 +176,40 @@ impl FetchFailed<'_> {
     }
 }
 
+/// A cycle could not fetch or read some repos: what it skipped, what it did instead, and why
+/// (the same list `reconcile --once`, `protond status` and `/readyz` report). Logs "Repos
+/// skipped this cycle." with one entry per repo; counts
+/// `protond_fetch_failures_total{source}` for each repo read as last fetched (those not read
+/// at all are counted by [`FetchFailed`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ReposSkipped<'a> {
+    /// The repos, in config order.
+    pub repos: &'a [crate::state::SkippedRepo],
+}
+
+impl ReposSkipped<'_> {
+    /// Logs and counts.
+    pub fn emit(self, t: &Telemetry) {
+        if self.repos.is_empty() {
+            return;
+        }
+        let list: Vec<String> = self.repos.iter().map(ToString::to_string).collect();
+        tracing::warn!(count = self.repos.len(), repos = ?list, "Repos skipped this cycle.");
+        for r in self
+            .repos
+            .iter()
+            .filter(|r| r.fallback == crate::state::Fallback::LastFetched)
+        {
+            count(
+                &t.fetch_failures,
+                &SourceLabels {
+                    source: r.source.as_str().into(),
+                },
+            );
+        }
+    }
+}
+
 /// A reconcile cycle finished. Counts `protond_reconcile_cycles_total`, observes
 /// `protond_reconcile_duration_seconds` and the time of the last cycle (the status page);
 /// logs "Reconcile cycle finished.".

@@ -767,19 +767,26 @@ async fn vanished_and_emptied_spec_remotes_delete_nothing() {
         assert_eq!(stacks.len(), 8);
     };
 
-    // (a) The remote vanishes (its mirror in data/ remains): a fetch failure, named.
+    // (a) The remote vanishes (its mirror in data/ remains): a fetch failure, named; the
+    // last fetched state is used, and `--once` says so in its exit code.
     let payments = w.root.join("payments");
     let moved = w.root.join("payments.moved");
     std::fs::rename(&payments, &moved).expect("move the remote away");
     let out = w.run(&["reconcile", "--once"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
-        logged(&out, |v| v["fields"]["repo"] == "payments"
-            && message(v).starts_with(
-                "fetch failed, using the last fetched state: failed to fetch"
-            )
-            && message(v).contains("payments")),
+        String::from_utf8_lossy(&out.stderr).contains(
+            "problem: spec repo payments: not fetched; read as last fetched: failed to fetch"
+        ),
         "the fetch failure is not named: {}",
+        text(&out)
+    );
+    assert!(
+        logged(&out, |v| message(v) == "Repos skipped this cycle."
+            && v["fields"]["repos"].as_str().is_some_and(
+                |r| r.contains("spec repo payments: not fetched")
+            )),
+        "the cycle's event: {}",
         text(&out)
     );
     unchanged().await;

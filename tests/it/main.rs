@@ -23,6 +23,7 @@ mod cli;
 mod daemon;
 mod faults;
 mod git_plan;
+mod hostile_git;
 mod hostile_http;
 mod import;
 mod one_writer;
