@@ -442,6 +442,75 @@ pub struct RawAws {
     /// outputs for change-set stacks, so local setups turn this off.
     #[serde(default)]
     pub change_sets: Option<bool>,
+    /// S3 bucket for deployment artifacts: templates over `CloudFormation`'s `TemplateBody`
+    /// limit, `CodeBuild` provisioning's bundles (default: none; such deployments then fail
+    /// saying so).
+    #[serde(default)]
+    pub artifact_bucket: Option<String>,
+    /// Key prefix in the artifact bucket (default `protond`).
+    #[serde(default)]
+    pub artifact_prefix: Option<String>,
+    /// Region of the artifact bucket (default `region`).
+    #[serde(default)]
+    pub artifact_region: Option<String>,
+}
+
+/// `[aws]`'s artifact bucket after checks (`artifact_bucket`, `artifact_prefix`,
+/// `artifact_region`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactBucket {
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix, without leading or trailing `/` (may be empty).
+    pub prefix: String,
+    /// The bucket's region.
+    pub region: String,
+}
+
+impl ArtifactBucket {
+    /// The artifact bucket `[aws]` names, or `None`; problems go to `errors`.
+    fn compile(raw: &RawAws, file: &str, errors: &mut Vec<ConfigError>) -> Option<Self> {
+        let bucket = raw.artifact_bucket.as_deref()?;
+        let valid_bucket = (3..=63).contains(&bucket.len())
+            && bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            && !bucket.starts_with(['-', '.'])
+            && !bucket.ends_with(['-', '.']);
+        if !valid_bucket {
+            errors.push(ConfigError {
+                file: file.into(),
+                key: "aws.artifact_bucket".into(),
+                message: format!(
+                    "{bucket:?} is not an S3 bucket name: 3 to 63 lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit"
+                ),
+            });
+        }
+        let prefix = raw.artifact_prefix.as_deref().unwrap_or("protond");
+        let prefix = prefix.trim_matches('/');
+        if !prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+            || prefix.contains("//")
+        {
+            errors.push(ConfigError {
+                file: file.into(),
+                key: "aws.artifact_prefix".into(),
+                message: format!(
+                    "{prefix:?} is not a key prefix protond uses: letters, digits, `-`, `_`, `.` and single `/`, e.g. \"protond/artifacts\""
+                ),
+            });
+        }
+        Some(Self {
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+            region: raw
+                .artifact_region
+                .clone()
+                .or_else(|| raw.region.clone())
+                .unwrap_or_else(|| "us-east-1".into()),
+        })
+    }
 }
 
 /// `[[template_repos]]`.
@@ -651,6 +720,8 @@ pub struct Config {
     pub server: Server,
     /// Self-managed provisioning.
     pub self_managed: Option<SelfManaged>,
+    /// The S3 artifact bucket (`[aws] artifact_bucket`), if configured.
+    pub artifacts: Option<ArtifactBucket>,
 }
 
 /// A configuration problem: the file, the key, and the fix.
@@ -871,6 +942,7 @@ impl Config {
             Proposals::default()
         });
         let server = Server::compile(&raw.server, file, &mut errors2);
+        let artifacts = ArtifactBucket::compile(&raw.aws, file, &mut errors2);
         let self_managed = raw.self_managed.as_ref().and_then(|sm| {
             let forge = match &sm.forge {
                 None => Some(ForgeConfig {
@@ -983,6 +1055,7 @@ impl Config {
             proposals,
             server,
             self_managed,
+            artifacts,
         })
     }
 }
@@ -1121,6 +1194,47 @@ fn line_of(text: &str, offset: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `[aws] artifact_bucket`, `artifact_prefix`, `artifact_region`: defaults, and errors
+    /// that name the key and the fix.
+    #[test]
+    fn the_artifact_bucket_keys() {
+        let compile = |aws: &str| {
+            let raw: RawAws = toml::from_str(aws).expect("parses");
+            let mut errors = Vec::new();
+            let out = ArtifactBucket::compile(&raw, "proton.toml", &mut errors);
+            (out, errors)
+        };
+        assert_eq!(compile("region = \"eu-west-1\"\n"), (None, Vec::new()));
+        let (b, errors) = compile("region = \"eu-west-1\"\nartifact_bucket = \"my-artifacts\"\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            b,
+            Some(ArtifactBucket {
+                bucket: "my-artifacts".into(),
+                prefix: "protond".into(),
+                region: "eu-west-1".into(),
+            })
+        );
+        let (b, _) = compile(
+            "artifact_bucket = \"b.example\"\nartifact_prefix = \"/ci/x/\"\nartifact_region = \"us-west-2\"\n",
+        );
+        let b = b.expect("a bucket");
+        assert_eq!(
+            (b.prefix.as_str(), b.region.as_str()),
+            ("ci/x", "us-west-2")
+        );
+        let (_, errors) = compile("artifact_bucket = \"My_Bucket\"\nartifact_prefix = \"a b\"\n");
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["aws.artifact_bucket", "aws.artifact_prefix"],
+            "{errors:?}"
+        );
+        assert!(errors[0].to_string().starts_with(
+            "proton.toml: aws.artifact_bucket: \"My_Bucket\" is not an S3 bucket name"
+        ));
+    }
 
     #[test]
     fn example_config_compiles() {

@@ -7,10 +7,12 @@
 //! * [`self_managed::SelfManaged`]: Terraform, committed to an infrastructure repo as Proton's
 //!   self-managed provisioning did; the outcome is reported later (`protond notify`).
 //! * [`fake::Fake`]: an in-memory provisioner for tests, which records every call.
+//! * [`artifacts::Artifacts`]: the S3 artifact bucket large templates are deployed from.
 //!
 //! Which one a resource uses follows its bundle's manifest (`template_language`), see
 //! [`Provisioning`].
 
+pub mod artifacts;
 pub mod cloudformation;
 pub mod codepipeline;
 pub mod fake;

@@ -25,6 +25,7 @@ mod faults;
 mod git_plan;
 mod hostile_http;
 mod import;
+mod large_templates;
 mod one_writer;
 mod ownership;
 mod plan_matches;
