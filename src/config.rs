@@ -52,6 +52,99 @@ pub struct RawConfig {
     /// The infrastructure repo of self-managed (Terraform) provisioning.
     #[serde(default)]
     pub self_managed: Option<RawSelfManaged>,
+    /// `CodeBuild` provisioning (bundles with `rendering_engine: codebuild`).
+    #[serde(default)]
+    pub codebuild: RawCodeBuild,
+}
+
+/// `[codebuild]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCodeBuild {
+    /// The `CodeBuild` project builds run in (default `protond-provisioning`), in the
+    /// placement's account (role) and region.
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Service role of the project protond creates when it does not exist (default: none;
+    /// the project must then exist).
+    #[serde(default)]
+    pub service_role: Option<String>,
+    /// Compute type of the builds (default `BUILD_GENERAL1_SMALL`).
+    #[serde(default)]
+    pub compute_type: Option<String>,
+    /// Image when the manifest names none (default
+    /// `aws/codebuild/amazonlinux2-x86_64-standard:5.0`).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Longest wait for one build (default `60m`).
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+/// `[codebuild]` after checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeBuildConfig {
+    /// Project name.
+    pub project: String,
+    /// Service role of a project protond creates.
+    pub service_role: Option<String>,
+    /// Compute type.
+    pub compute_type: String,
+    /// Default image.
+    pub image: String,
+    /// Longest wait for one build.
+    pub timeout: Duration,
+}
+
+impl CodeBuildConfig {
+    fn compile(raw: &RawCodeBuild, file: &str, errors: &mut Vec<ConfigError>) -> Self {
+        let project = raw
+            .project
+            .clone()
+            .unwrap_or_else(|| "protond-provisioning".into());
+        if project.len() < 2
+            || project.len() > 150
+            || !project
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            errors.push(ConfigError {
+                file: file.into(),
+                key: "codebuild.project".into(),
+                message: format!(
+                    "{project:?} is not a CodeBuild project name: 2 to 150 letters, digits, `-` and `_`"
+                ),
+            });
+        }
+        if let Some(role) = &raw.service_role
+            && !role.starts_with("arn:")
+        {
+            errors.push(ConfigError {
+                file: file.into(),
+                key: "codebuild.service_role".into(),
+                message: format!("{role:?} is not a role ARN, e.g. \"arn:aws:iam::123456789012:role/protond-codebuild\""),
+            });
+        }
+        Self {
+            project,
+            service_role: raw.service_role.clone(),
+            compute_type: raw
+                .compute_type
+                .clone()
+                .unwrap_or_else(|| "BUILD_GENERAL1_SMALL".into()),
+            image: raw
+                .image
+                .clone()
+                .unwrap_or_else(|| "aws/codebuild/amazonlinux2-x86_64-standard:5.0".into()),
+            timeout: duration(
+                raw.timeout.as_deref(),
+                Duration::from_hours(1),
+                "codebuild.timeout",
+                file,
+                errors,
+            ),
+        }
+    }
 }
 
 /// `[self_managed]`.
@@ -722,6 +815,8 @@ pub struct Config {
     pub self_managed: Option<SelfManaged>,
     /// The S3 artifact bucket (`[aws] artifact_bucket`), if configured.
     pub artifacts: Option<ArtifactBucket>,
+    /// `CodeBuild` provisioning.
+    pub codebuild: CodeBuildConfig,
 }
 
 /// A configuration problem: the file, the key, and the fix.
@@ -943,6 +1038,7 @@ impl Config {
         });
         let server = Server::compile(&raw.server, file, &mut errors2);
         let artifacts = ArtifactBucket::compile(&raw.aws, file, &mut errors2);
+        let codebuild = CodeBuildConfig::compile(&raw.codebuild, file, &mut errors2);
         let self_managed = raw.self_managed.as_ref().and_then(|sm| {
             let forge = match &sm.forge {
                 None => Some(ForgeConfig {
@@ -1056,6 +1152,7 @@ impl Config {
             server,
             self_managed,
             artifacts,
+            codebuild,
         })
     }
 }

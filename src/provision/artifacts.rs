@@ -82,15 +82,20 @@ impl Artifacts {
         &self.bucket.bucket
     }
 
+    /// The folder of `name`'s artifacts of `kind`: `<prefix>/<kind>/<name>` (no trailing `/`).
+    #[must_use]
+    pub fn folder(&self, kind: &str, name: &str) -> String {
+        if self.bucket.prefix.is_empty() {
+            format!("{kind}/{name}")
+        } else {
+            format!("{}/{kind}/{name}", self.bucket.prefix)
+        }
+    }
+
     /// The key of an artifact: `<prefix>/<kind>/<name>/<sha256 of body>.<ext>`.
     #[must_use]
     pub fn key(&self, kind: &str, name: &str, body: &[u8], ext: &str) -> String {
-        let tail = format!("{kind}/{name}/{}.{ext}", sha256_hex(body));
-        if self.bucket.prefix.is_empty() {
-            tail
-        } else {
-            format!("{}/{tail}", self.bucket.prefix)
-        }
+        format!("{}/{}.{ext}", self.folder(kind, name), sha256_hex(body))
     }
 
     /// The HTTPS URL of `key`, as `CloudFormation`'s `TemplateURL` wants it: virtual-hosted
@@ -104,12 +109,6 @@ impl Artifacts {
         } else {
             format!("https://{}.s3.{}.amazonaws.com/{key}", b.bucket, b.region)
         }
-    }
-
-    /// The `s3://` location of `key`, for messages and `CodeBuild` sources.
-    #[must_use]
-    pub fn location(&self, key: &str) -> String {
-        format!("{}/{key}", self.bucket.bucket)
     }
 
     async fn client(&self, role_arn: Option<&str>) -> Client {

@@ -20,6 +20,7 @@ mod common;
 
 mod abuse;
 mod cli;
+mod codebuild;
 mod daemon;
 mod faults;
 mod git_plan;
