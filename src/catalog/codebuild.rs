@@ -101,3 +101,58 @@ impl Manifest {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{BundleFiles, ComponentBundle, read_infrastructure};
+
+    const MANIFEST: &str = "infrastructure:\n  templates:\n    - rendering_engine: codebuild\n      settings:\n        provision:\n          - ./up.sh\n        deprovision:\n          - ./down.sh\n";
+
+    fn files(entries: &[(&str, &[u8])]) -> BundleFiles {
+        let mut f = BundleFiles::new("test-bundle");
+        for (p, c) in entries {
+            f.insert(p, c.to_vec()).expect("safe path");
+        }
+        f
+    }
+
+    /// A `CodeBuild` folder is accepted with every file of the folder (and no `IaC` file);
+    /// components, binaries and manifests without commands are refused, naming the file.
+    #[test]
+    fn codebuild_folders_are_read_whole() {
+        let f = files(&[
+            ("infrastructure/manifest.yaml", MANIFEST.as_bytes()),
+            ("infrastructure/up.sh", b"echo up\n"),
+            ("infrastructure/lib/app.ts", b"// app\n"),
+        ]);
+        let infra = read_infrastructure(&f, "infrastructure").expect("accepted");
+        assert!(infra.files.is_empty());
+        let paths: Vec<&str> = infra
+            .codebuild
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|(p, _)| p.as_str())
+            .collect();
+        assert_eq!(paths, ["lib/app.ts", "manifest.yaml", "up.sh"]);
+
+        let binary = files(&[
+            ("infrastructure/manifest.yaml", MANIFEST.as_bytes()),
+            ("infrastructure/tool", &[0xff, 0xfe, 0x00]),
+        ]);
+        let e = read_infrastructure(&binary, "infrastructure").expect_err("binary");
+        assert!(e[0].to_string().contains("is not UTF-8 text"), "{e:?}");
+
+        let no_commands = MANIFEST.replace("        deprovision:\n          - ./down.sh\n", "");
+        let f = files(&[("infrastructure/manifest.yaml", no_commands.as_bytes())]);
+        let e = read_infrastructure(&f, "infrastructure").expect_err("no deprovision");
+        assert!(e[0].to_string().contains("settings.deprovision"), "{e:?}");
+
+        let component = files(&[("manifest.yaml", MANIFEST.as_bytes())]);
+        let e = ComponentBundle::load(&component).expect_err("component");
+        assert!(
+            e[0].to_string().contains("components cannot use CodeBuild"),
+            "{e:?}"
+        );
+    }
+}

@@ -589,24 +589,23 @@ fn read_codebuild(
     if !codebuild::is_codebuild_manifest(text) {
         return None;
     }
+    if folder.is_empty() {
+        // A directly defined component's folder.
+        return Some(Err(vec![files.error(
+            manifest_path,
+            "rendering_engine codebuild is for environments and services; components cannot use CodeBuild provisioning (nor could they in Proton): use CloudFormation",
+        )]));
+    }
     if let Err(e) = codebuild::Manifest::parse(text) {
         return Some(Err(vec![files.error(manifest_path, e)]));
     }
-    let prefix = if folder.is_empty() {
-        String::new()
-    } else {
-        format!("{folder}/")
-    };
+    let prefix = format!("{folder}/");
     let mut bundle = Vec::new();
     let mut errors = Vec::new();
-    let all: Vec<(String, Vec<u8>)> = if folder.is_empty() {
-        vec![(manifest_path.to_string(), text.as_bytes().to_vec())]
-    } else {
-        files
-            .under(folder)
-            .map(|(p, b)| (p.to_string(), b.to_vec()))
-            .collect()
-    };
+    let all: Vec<(String, Vec<u8>)> = files
+        .under(folder)
+        .map(|(p, b)| (p.to_string(), b.to_vec()))
+        .collect();
     for (path, bytes) in all {
         match String::from_utf8(bytes) {
             Ok(t) => bundle.push((path[prefix.len()..].to_string(), t)),
