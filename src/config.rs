@@ -55,6 +55,99 @@ pub struct RawConfig {
     /// The infrastructure repo of self-managed (Terraform) provisioning.
     #[serde(default)]
     pub self_managed: Option<RawSelfManaged>,
+    /// `CodeBuild` provisioning (bundles with `rendering_engine: codebuild`).
+    #[serde(default)]
+    pub codebuild: RawCodeBuild,
+}
+
+/// `[codebuild]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCodeBuild {
+    /// The `CodeBuild` project builds run in (default `protond-provisioning`), in the
+    /// placement's account (role) and region.
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Service role of the project protond creates when it does not exist (default: none;
+    /// the project must then exist).
+    #[serde(default)]
+    pub service_role: Option<String>,
+    /// Compute type of the builds (default `BUILD_GENERAL1_SMALL`).
+    #[serde(default)]
+    pub compute_type: Option<String>,
+    /// Image when the manifest names none (default
+    /// `aws/codebuild/amazonlinux2-x86_64-standard:5.0`).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Longest wait for one build (default `60m`).
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+/// `[codebuild]` after checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeBuildConfig {
+    /// Project name.
+    pub project: String,
+    /// Service role of a project protond creates.
+    pub service_role: Option<String>,
+    /// Compute type.
+    pub compute_type: String,
+    /// Default image.
+    pub image: String,
+    /// Longest wait for one build.
+    pub timeout: Duration,
+}
+
+impl CodeBuildConfig {
+    fn compile(raw: &RawCodeBuild, file: &str, errors: &mut Vec<ConfigError>) -> Self {
+        let project = raw
+            .project
+            .clone()
+            .unwrap_or_else(|| "protond-provisioning".into());
+        if project.len() < 2
+            || project.len() > 150
+            || !project
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            errors.push(ConfigError {
+                file: file.into(),
+                key: "codebuild.project".into(),
+                message: format!(
+                    "{project:?} is not a CodeBuild project name: 2 to 150 letters, digits, `-` and `_`"
+                ),
+            });
+        }
+        if let Some(role) = &raw.service_role
+            && !role.starts_with("arn:")
+        {
+            errors.push(ConfigError {
+                file: file.into(),
+                key: "codebuild.service_role".into(),
+                message: format!("{role:?} is not a role ARN, e.g. \"arn:aws:iam::123456789012:role/protond-codebuild\""),
+            });
+        }
+        Self {
+            project,
+            service_role: raw.service_role.clone(),
+            compute_type: raw
+                .compute_type
+                .clone()
+                .unwrap_or_else(|| "BUILD_GENERAL1_SMALL".into()),
+            image: raw
+                .image
+                .clone()
+                .unwrap_or_else(|| "aws/codebuild/amazonlinux2-x86_64-standard:5.0".into()),
+            timeout: duration(
+                raw.timeout.as_deref(),
+                Duration::from_hours(1),
+                "codebuild.timeout",
+                file,
+                errors,
+            ),
+        }
+    }
 }
 
 /// `[git]`: the bounds of fetching and reading one repo.
@@ -491,6 +584,75 @@ pub struct RawAws {
     /// outputs for change-set stacks, so local setups turn this off.
     #[serde(default)]
     pub change_sets: Option<bool>,
+    /// S3 bucket for deployment artifacts: templates over `CloudFormation`'s `TemplateBody`
+    /// limit, `CodeBuild` provisioning's bundles (default: none; such deployments then fail
+    /// saying so).
+    #[serde(default)]
+    pub artifact_bucket: Option<String>,
+    /// Key prefix in the artifact bucket (default `protond`).
+    #[serde(default)]
+    pub artifact_prefix: Option<String>,
+    /// Region of the artifact bucket (default `region`).
+    #[serde(default)]
+    pub artifact_region: Option<String>,
+}
+
+/// `[aws]`'s artifact bucket after checks (`artifact_bucket`, `artifact_prefix`,
+/// `artifact_region`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactBucket {
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix, without leading or trailing `/` (may be empty).
+    pub prefix: String,
+    /// The bucket's region.
+    pub region: String,
+}
+
+impl ArtifactBucket {
+    /// The artifact bucket `[aws]` names, or `None`; problems go to `errors`.
+    fn compile(raw: &RawAws, file: &str, errors: &mut Vec<ConfigError>) -> Option<Self> {
+        let bucket = raw.artifact_bucket.as_deref()?;
+        let valid_bucket = (3..=63).contains(&bucket.len())
+            && bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            && !bucket.starts_with(['-', '.'])
+            && !bucket.ends_with(['-', '.']);
+        if !valid_bucket {
+            errors.push(ConfigError {
+                file: file.into(),
+                key: "aws.artifact_bucket".into(),
+                message: format!(
+                    "{bucket:?} is not an S3 bucket name: 3 to 63 lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit"
+                ),
+            });
+        }
+        let prefix = raw.artifact_prefix.as_deref().unwrap_or("protond");
+        let prefix = prefix.trim_matches('/');
+        if !prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+            || prefix.contains("//")
+        {
+            errors.push(ConfigError {
+                file: file.into(),
+                key: "aws.artifact_prefix".into(),
+                message: format!(
+                    "{prefix:?} is not a key prefix protond uses: letters, digits, `-`, `_`, `.` and single `/`, e.g. \"protond/artifacts\""
+                ),
+            });
+        }
+        Some(Self {
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+            region: raw
+                .artifact_region
+                .clone()
+                .or_else(|| raw.region.clone())
+                .unwrap_or_else(|| "us-east-1".into()),
+        })
+    }
 }
 
 /// `[[template_repos]]`.
@@ -702,6 +864,10 @@ pub struct Config {
     pub server: Server,
     /// Self-managed provisioning.
     pub self_managed: Option<SelfManaged>,
+    /// The S3 artifact bucket (`[aws] artifact_bucket`), if configured.
+    pub artifacts: Option<ArtifactBucket>,
+    /// `CodeBuild` provisioning.
+    pub codebuild: CodeBuildConfig,
 }
 
 /// A configuration problem: the file, the key, and the fix.
@@ -949,6 +1115,8 @@ impl Config {
             Proposals::default()
         });
         let server = Server::compile(&raw.server, file, &mut errors2);
+        let artifacts = ArtifactBucket::compile(&raw.aws, file, &mut errors2);
+        let codebuild = CodeBuildConfig::compile(&raw.codebuild, file, &mut errors2);
         let self_managed = raw.self_managed.as_ref().and_then(|sm| {
             let forge = match &sm.forge {
                 None => Some(ForgeConfig {
@@ -1062,6 +1230,8 @@ impl Config {
             proposals,
             server,
             self_managed,
+            artifacts,
+            codebuild,
         })
     }
 }
@@ -1365,6 +1535,47 @@ fn line_of(text: &str, offset: usize) -> usize {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    /// `[aws] artifact_bucket`, `artifact_prefix`, `artifact_region`: defaults, and errors
+    /// that name the key and the fix.
+    #[test]
+    fn the_artifact_bucket_keys() {
+        let compile = |aws: &str| {
+            let raw: RawAws = toml::from_str(aws).expect("parses");
+            let mut errors = Vec::new();
+            let out = ArtifactBucket::compile(&raw, "proton.toml", &mut errors);
+            (out, errors)
+        };
+        assert_eq!(compile("region = \"eu-west-1\"\n"), (None, Vec::new()));
+        let (b, errors) = compile("region = \"eu-west-1\"\nartifact_bucket = \"my-artifacts\"\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            b,
+            Some(ArtifactBucket {
+                bucket: "my-artifacts".into(),
+                prefix: "protond".into(),
+                region: "eu-west-1".into(),
+            })
+        );
+        let (b, _) = compile(
+            "artifact_bucket = \"b.example\"\nartifact_prefix = \"/ci/x/\"\nartifact_region = \"us-west-2\"\n",
+        );
+        let b = b.expect("a bucket");
+        assert_eq!(
+            (b.prefix.as_str(), b.region.as_str()),
+            ("ci/x", "us-west-2")
+        );
+        let (_, errors) = compile("artifact_bucket = \"My_Bucket\"\nartifact_prefix = \"a b\"\n");
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["aws.artifact_bucket", "aws.artifact_prefix"],
+            "{errors:?}"
+        );
+        assert!(errors[0].to_string().starts_with(
+            "proton.toml: aws.artifact_bucket: \"My_Bucket\" is not an S3 bucket name"
+        ));
+    }
 
     #[test]
     fn example_config_compiles() {

@@ -7,6 +7,7 @@
 //! the same checks, so a symlink or a `..` can never reach the renderer. This module never
 //! renders and never deploys.
 
+pub mod codebuild;
 pub mod releases;
 pub mod schema;
 
@@ -418,6 +419,10 @@ pub struct Infrastructure {
     pub folder: String,
     /// Its `IaC` files, in manifest order.
     pub files: Vec<IacFile>,
+    /// `CodeBuild` provisioning (`rendering_engine: codebuild`): every file of the folder
+    /// (path relative to the folder, text), the manifest included; `files` is then empty.
+    /// The manifest's commands are read by `provision::codebuild`.
+    pub codebuild: Option<Vec<(String, String)>>,
 }
 
 impl Infrastructure {
@@ -441,6 +446,9 @@ pub fn read_infrastructure(
         format!("{folder}/manifest.yaml")
     };
     let text = files.text(&manifest_path).map_err(|e| vec![e])?;
+    if let Some(result) = read_codebuild(files, folder, &manifest_path, text) {
+        return result;
+    }
     let raw: RawManifest = serde_yaml::from_str(text).map_err(|e| {
         vec![files.error(
             &manifest_path,
@@ -454,6 +462,7 @@ pub fn read_infrastructure(
     let mut out = Infrastructure {
         folder: folder.to_string(),
         files: Vec::new(),
+        codebuild: None,
     };
     if raw.infrastructure.templates.is_empty() {
         errors.push(files.error(
@@ -566,6 +575,55 @@ pub fn read_infrastructure(
     } else {
         Err(errors)
     }
+}
+
+/// A `CodeBuild` provisioning folder (`rendering_engine: codebuild` in its manifest): `None`
+/// for any other manifest. Its manifest is checked by `provision::codebuild`; every
+/// file of the folder travels to `CodeBuild` as it is (text files only).
+fn read_codebuild(
+    files: &BundleFiles,
+    folder: &str,
+    manifest_path: &str,
+    text: &str,
+) -> Option<Result<Infrastructure, Vec<BundleError>>> {
+    if !codebuild::is_codebuild_manifest(text) {
+        return None;
+    }
+    if folder.is_empty() {
+        // A directly defined component's folder.
+        return Some(Err(vec![files.error(
+            manifest_path,
+            "rendering_engine codebuild is for environments and services; components cannot use CodeBuild provisioning (nor could they in Proton): use CloudFormation",
+        )]));
+    }
+    if let Err(e) = codebuild::Manifest::parse(text) {
+        return Some(Err(vec![files.error(manifest_path, e)]));
+    }
+    let prefix = format!("{folder}/");
+    let mut bundle = Vec::new();
+    let mut errors = Vec::new();
+    let all: Vec<(String, Vec<u8>)> = files
+        .under(folder)
+        .map(|(p, b)| (p.to_string(), b.to_vec()))
+        .collect();
+    for (path, bytes) in all {
+        match String::from_utf8(bytes) {
+            Ok(t) => bundle.push((path[prefix.len()..].to_string(), t)),
+            Err(_) => errors.push(files.error(
+                &path,
+                "is not UTF-8 text; CodeBuild bundles carry text files only (fetch binaries in the provision commands)",
+            )),
+        }
+    }
+    Some(if errors.is_empty() {
+        Ok(Infrastructure {
+            folder: folder.to_string(),
+            files: Vec::new(),
+            codebuild: Some(bundle),
+        })
+    } else {
+        Err(errors)
+    })
 }
 
 /// Environment or service template.

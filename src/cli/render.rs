@@ -188,6 +188,14 @@ struct Renderer<'a> {
 impl Renderer<'_> {
     /// Renders every file of `infra` with `ctx`, under `label`.
     fn emit(&mut self, label: &str, infra: &Infrastructure, ctx: &Value) {
+        if let Some(bundle) = &infra.codebuild {
+            // CodeBuild provisioning: the files as they travel, with proton-inputs.json.
+            for (path, text) in crate::provision::codebuild::documents(bundle, ctx) {
+                self.files
+                    .push((format!("{label}/{}/{path}", infra.folder), text));
+            }
+            return;
+        }
         for file in &infra.files {
             match render::render_file(file, ctx) {
                 Ok(text) => self.files.push((format!("{label}/{}", file.path), text)),

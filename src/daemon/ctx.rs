@@ -28,6 +28,8 @@ pub struct Provisioners {
     pub cloudformation: Arc<dyn Provisioner>,
     /// Self-managed (Terraform through the infrastructure repo).
     pub self_managed: Arc<dyn Provisioner>,
+    /// `CodeBuild` provisioning.
+    pub codebuild: Arc<dyn Provisioner>,
 }
 
 /// Everything a cycle needs: the config, the backends, and the in-memory bookkeeping.
@@ -107,6 +109,10 @@ impl Ctx {
         let provisioners = Provisioners {
             cloudformation: Arc::new(cfn.clone()),
             self_managed: Arc::new(SelfManaged::new(config.clone(), store.clone())),
+            codebuild: Arc::new(crate::provision::codebuild::CodeBuild::new(
+                cfn.sdk_config(),
+                &config,
+            )),
         };
         Self::with_provisioners(config, store, cfn, provisioners, installation, wake)
     }

@@ -251,6 +251,14 @@ async fn call(p: &dyn Provisioner, work: &Work, job: Job<'_>) -> Result<Applied,
 async fn provisioner_for(ctx: &Ctx, work: &Work) -> Result<Arc<dyn Provisioner>, DeployError> {
     let provisioning = match work {
         Work::Apply { resource, .. } => resource.provisioning,
+        Work::Delete {
+            record: Some(r), ..
+        } if crate::provision::codebuild::CodeBuild::provisioned(
+            r.placement.stack_id.as_deref(),
+        ) =>
+        {
+            Provisioning::CodeBuild
+        }
         Work::Delete { action, .. } => match ctx.store.self_managed(&action.id).await {
             Ok(Some(_)) => Provisioning::SelfManaged,
             Ok(None) => Provisioning::CloudFormation,
@@ -268,6 +276,7 @@ async fn provisioner_for(ctx: &Ctx, work: &Work) -> Result<Arc<dyn Provisioner>,
     Ok(match provisioning {
         Provisioning::CloudFormation => ctx.provisioners.cloudformation.clone(),
         Provisioning::SelfManaged => ctx.provisioners.self_managed.clone(),
+        Provisioning::CodeBuild => ctx.provisioners.codebuild.clone(),
     })
 }
 

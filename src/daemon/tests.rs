@@ -94,6 +94,7 @@ impl World {
         let provisioners = Provisioners {
             cloudformation: Arc::new(fake.clone()),
             self_managed: Arc::new(fake.clone()),
+            codebuild: Arc::new(fake.clone()),
         };
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         let mut ctx = Ctx::with_provisioners(
@@ -302,6 +303,7 @@ async fn deletes_beyond_the_budget_are_refused_then_done_within_it() {
             let provisioners = Provisioners {
                 cloudformation: Arc::new(w.fake.clone()),
                 self_managed: Arc::new(w.fake.clone()),
+                codebuild: Arc::new(w.fake.clone()),
             };
             let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
             Ctx::with_provisioners(

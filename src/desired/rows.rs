@@ -94,6 +94,11 @@ impl<'a> Builder<'a> {
 
 /// Renders every file of `infra` with `ctx`; the first failure makes the row invalid.
 pub(crate) fn render_all(infra: &Infrastructure, ctx: &Value) -> Rendered {
+    if let Some(bundle) = &infra.codebuild {
+        // CodeBuild provisioning: not rendered; the files and proton-inputs.json travel.
+        let docs = crate::provision::codebuild::documents(bundle, ctx);
+        return Ok((docs, Provisioning::CodeBuild));
+    }
     let mut docs = infra
         .files
         .iter()

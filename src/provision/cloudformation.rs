@@ -6,6 +6,11 @@
 //! success. A stack that failed on create (`ROLLBACK_COMPLETE`) is deleted before the next
 //! create. Failures carry the failing stack events' reasons.
 //!
+//! A template over `CloudFormation`'s 51,200-byte `TemplateBody` limit ([`TEMPLATE_BODY_LIMIT`])
+//! is put in the S3 artifact bucket (`[aws] artifact_bucket`, see [`super::artifacts`]) under
+//! a content-addressed key and deployed with `TemplateURL` (create, update, change set);
+//! without a bucket such a deployment fails before anything is created, saying which key to set.
+//!
 //! For `protond import` it also lists stacks, reads a stack's template and adds ownership
 //! tags to a stack it did not create, without changing its template or parameters.
 //!
@@ -22,8 +27,13 @@ use aws_sdk_cloudformation::types::{Capability, ChangeSetType, Tag};
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
+use super::artifacts::{ArtifactError, Artifacts};
 use super::{Applied, BoxFuture, DeployError, Job, Provisioner};
 use crate::model::Placement;
+
+/// `CloudFormation`'s limit on an inline `TemplateBody`, in bytes; larger templates are
+/// deployed from the artifact bucket with `TemplateURL` (whose limit is 1 MB).
+pub const TEMPLATE_BODY_LIMIT: usize = 51_200;
 
 /// Tag holding the resource id.
 pub const TAG_RESOURCE: &str = "protond:resource";
@@ -73,6 +83,50 @@ pub enum ProvisionError {
         /// How long we waited.
         waited: Duration,
     },
+    /// The template is over the `TemplateBody` limit and no artifact bucket is configured.
+    #[error(
+        "{resource}: the rendered template is {size} bytes, over CloudFormation's TemplateBody limit of {TEMPLATE_BODY_LIMIT} bytes; set `[aws] artifact_bucket` in the config file to an S3 bucket protond may write to (s3:PutObject, s3:GetObject), and the template is deployed from there with TemplateURL. Nothing was created"
+    )]
+    TemplateTooLarge {
+        /// The resource.
+        resource: String,
+        /// The template's size in bytes.
+        size: usize,
+    },
+    /// Putting the template in the artifact bucket failed.
+    #[error("uploading the template of stack {stack}: {source}")]
+    Upload {
+        /// The stack.
+        stack: String,
+        /// The S3 failure (boxed: errors are held across awaits in the lifecycle's future).
+        #[source]
+        source: Box<ArtifactError>,
+    },
+}
+
+/// Where a stack's template comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TemplateSource {
+    /// Inline (`TemplateBody`).
+    Body(String),
+    /// From the artifact bucket (`TemplateURL`).
+    Url(String),
+}
+
+impl TemplateSource {
+    fn body(&self) -> Option<String> {
+        match self {
+            Self::Body(b) => Some(b.clone()),
+            Self::Url(_) => None,
+        }
+    }
+
+    fn url(&self) -> Option<String> {
+        match self {
+            Self::Url(u) => Some(u.clone()),
+            Self::Body(_) => None,
+        }
+    }
 }
 
 impl ProvisionError {
@@ -81,7 +135,10 @@ impl ProvisionError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Call { retryable, .. } => *retryable,
-            Self::Timeout { .. } => true,
+            Self::Upload { source, .. } => source.retryable,
+            // The fix is in the config, not the spec: retried with backoff (nothing was
+            // created), it goes through once the bucket is set, without a spec change.
+            Self::Timeout { .. } | Self::TemplateTooLarge { .. } => true,
             Self::StackFailed { .. } => false,
         }
     }
@@ -104,6 +161,8 @@ impl ProvisionError {
             Self::Call { .. } => "aws_call",
             Self::StackFailed { .. } => "stack_failed",
             Self::Timeout { .. } => "timeout",
+            Self::TemplateTooLarge { .. } => "template_too_large",
+            Self::Upload { .. } => "artifact_upload",
         }
     }
 }
@@ -465,6 +524,8 @@ pub struct Settings {
     pub change_sets: bool,
     /// Use fixed local credentials (a local `moto_server`), not the default chain.
     pub local_credentials: bool,
+    /// The S3 artifact bucket for templates over [`TEMPLATE_BODY_LIMIT`], if configured.
+    pub artifacts: Option<crate::config::ArtifactBucket>,
 }
 
 impl Settings {
@@ -479,6 +540,7 @@ impl Settings {
             timeout: config.stack_timeout,
             change_sets: config.change_sets,
             local_credentials: config.local_credentials,
+            artifacts: config.artifacts.clone(),
         }
     }
 }
@@ -491,6 +553,7 @@ pub struct CloudFormation {
     client: Client,
     by_role: Arc<Mutex<BTreeMap<String, Client>>>,
     by_region: Arc<Mutex<BTreeMap<String, CloudFormation>>>,
+    artifacts: Option<Artifacts>,
     settings: Settings,
 }
 
@@ -525,11 +588,16 @@ impl CloudFormation {
         }
         let base = loader.load().await;
         let client = Client::new(&base);
+        let artifacts = settings
+            .artifacts
+            .clone()
+            .map(|bucket| Artifacts::new(&base, bucket));
         Self {
             base,
             client,
             by_role: Arc::new(Mutex::new(BTreeMap::new())),
             by_region: Arc::new(Mutex::new(BTreeMap::new())),
+            artifacts,
             settings,
         }
     }
@@ -671,6 +739,7 @@ impl CloudFormation {
     ) -> Result<Started, ProvisionError> {
         let stack = req.stack_name.clone();
         let role = req.role_arn.as_deref();
+        let source = self.template_source(req).await?;
         let client = self.client_for(role).await;
         let change_set_type = if self.existing_stack(existing, &stack, role).await? {
             ChangeSetType::Update
@@ -684,6 +753,7 @@ impl CloudFormation {
                     &client,
                     &stack,
                     req,
+                    &source,
                     change_set_type == ChangeSetType::Update,
                     &tags,
                 )
@@ -695,7 +765,8 @@ impl CloudFormation {
             .stack_name(&stack)
             .change_set_name(&change_set)
             .change_set_type(change_set_type.clone())
-            .template_body(&req.template_body)
+            .set_template_body(source.body())
+            .set_template_url(source.url())
             .capabilities(Capability::CapabilityIam)
             .capabilities(Capability::CapabilityNamedIam)
             .capabilities(Capability::CapabilityAutoExpand)
@@ -721,6 +792,38 @@ impl CloudFormation {
             .await
             .map_err(|e| call_error("ExecuteChangeSet", &stack, &e))?;
         Ok(Started::Executing)
+    }
+
+    /// Where `req`'s template comes from: inline up to [`TEMPLATE_BODY_LIMIT`] bytes; above,
+    /// put in the artifact bucket (as the stack's role) under a content-addressed key and
+    /// referenced by URL, or [`ProvisionError::TemplateTooLarge`] without a bucket.
+    async fn template_source(&self, req: &StackRequest) -> Result<TemplateSource, ProvisionError> {
+        let body = &req.template_body;
+        if body.len() <= TEMPLATE_BODY_LIMIT {
+            return Ok(TemplateSource::Body(body.clone()));
+        }
+        let Some(artifacts) = &self.artifacts else {
+            return Err(ProvisionError::TemplateTooLarge {
+                resource: req.resource_id.clone(),
+                size: body.len(),
+            });
+        };
+        // 0x7b is an opening brace: a JSON template.
+        let ext = if body.trim_start().as_bytes().first() == Some(&0x7b) {
+            "json"
+        } else {
+            "yaml"
+        };
+        let key = artifacts.key("templates", &req.stack_name, body.as_bytes(), ext);
+        artifacts
+            .put(req.role_arn.as_deref(), &key, body.as_bytes().to_vec())
+            .await
+            .map_err(|source| ProvisionError::Upload {
+                stack: req.stack_name.clone(),
+                source: Box::new(source),
+            })?;
+        tracing::info!(stack = %req.stack_name, bytes = body.len(), bucket = %artifacts.bucket(), key = %key, "The template is over the TemplateBody limit: deploying it from the artifact bucket.");
+        Ok(TemplateSource::Url(artifacts.url(&key)))
     }
 
     /// Whether a stack to update exists under `stack`. A stack left in `ROLLBACK_COMPLETE`
@@ -802,6 +905,7 @@ impl CloudFormation {
         client: &Client,
         stack: &str,
         req: &StackRequest,
+        source: &TemplateSource,
         update: bool,
         tags: &[(&str, String)],
     ) -> Result<Started, ProvisionError> {
@@ -819,7 +923,8 @@ impl CloudFormation {
             let result = client
                 .update_stack()
                 .stack_name(stack)
-                .template_body(&req.template_body)
+                .set_template_body(source.body())
+                .set_template_url(source.url())
                 .set_capabilities(Some(caps))
                 .set_tags(Some(tags))
                 .client_request_token(token)
@@ -841,7 +946,8 @@ impl CloudFormation {
             client
                 .create_stack()
                 .stack_name(stack)
-                .template_body(&req.template_body)
+                .set_template_body(source.body())
+                .set_template_url(source.url())
                 .set_capabilities(Some(caps))
                 .set_tags(Some(tags))
                 .client_request_token(token)

@@ -7,11 +7,17 @@
 //! * [`self_managed::SelfManaged`]: Terraform, committed to an infrastructure repo as Proton's
 //!   self-managed provisioning did; the outcome is reported later (`protond notify`).
 //! * [`fake::Fake`]: an in-memory provisioner for tests, which records every call.
+//! * [`codebuild::CodeBuild`]: Proton's `CodeBuild` provisioning (`rendering_engine:
+//!   codebuild`): the bundle's commands run in an AWS `CodeBuild` build.
+//! * [`artifacts::Artifacts`]: the S3 artifact bucket large templates are deployed from and
+//!   `CodeBuild` bundles travel through.
 //!
 //! Which one a resource uses follows its bundle's manifest (`template_language`), see
 //! [`Provisioning`].
 
+pub mod artifacts;
 pub mod cloudformation;
+pub mod codebuild;
 pub mod codepipeline;
 pub mod fake;
 pub mod self_managed;
@@ -33,6 +39,8 @@ pub enum Provisioning {
     CloudFormation,
     /// `template_language: terraform`: self-managed, through the infrastructure repo.
     SelfManaged,
+    /// `rendering_engine: codebuild`: the bundle's commands in an AWS `CodeBuild` build.
+    CodeBuild,
 }
 
 /// One deployment handed to a provisioner: its history row, what it deploys and where
@@ -84,6 +92,10 @@ pub enum DeployError {
     /// The self-managed submission failed.
     #[error(transparent)]
     Submit(#[from] self_managed::SubmitError),
+    /// A `CodeBuild` deployment failed (boxed: errors are held across awaits in the
+    /// lifecycle's future).
+    #[error(transparent)]
+    Build(Box<codebuild::BuildError>),
     /// The rendered documents do not fit the provisioner.
     #[error("{resource}: {reason}")]
     Unsupported {
@@ -109,6 +121,12 @@ pub enum DeployError {
     Fake(String),
 }
 
+impl From<codebuild::BuildError> for DeployError {
+    fn from(e: codebuild::BuildError) -> Self {
+        Self::Build(Box::new(e))
+    }
+}
+
 impl DeployError {
     /// Whether retrying later, without a change, may help.
     #[must_use]
@@ -116,6 +134,7 @@ impl DeployError {
         match self {
             Self::Stack(e) => e.is_retryable(),
             Self::Submit(e) => e.retryable,
+            Self::Build(e) => e.is_retryable(),
             Self::Store { .. } => true,
             Self::Unsupported { .. } | Self::Fake(_) | Self::Conflict(_) => false,
         }

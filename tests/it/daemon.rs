@@ -423,6 +423,7 @@ async fn change_set_path_creates_updates_and_detects_no_changes() {
         timeout: Duration::from_mins(1),
         change_sets: true,
         local_credentials: true,
+        artifacts: None,
     })
     .await;
     let body = "Resources:\n  Topic:\n    Type: AWS::SNS::Topic\n";

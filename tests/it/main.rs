@@ -20,12 +20,14 @@ mod common;
 
 mod abuse;
 mod cli;
+mod codebuild;
 mod daemon;
 mod faults;
 mod git_plan;
 mod hostile_git;
 mod hostile_http;
 mod import;
+mod large_templates;
 mod one_writer;
 mod ownership;
 mod plan_matches;
