@@ -104,6 +104,22 @@ pub struct ServiceSpec {
     pub instances: Vec<InstanceSpec>,
     /// Start the service's `CodePipeline` pipeline after an instance deploys.
     pub start_pipeline_on_deploy: bool,
+    /// The service's source code repository, as Proton's `CreateService` took it.
+    pub source: SourceRepo,
+}
+
+/// A service's source code repository: `service.repository_id`, `service.branch_name` and
+/// `service.repository_connection_arn` in the rendering context (Proton's `CreateService`
+/// `repositoryId`, `branchName` and `repositoryConnectionArn`). Each is optional: a template
+/// that uses one the spec does not give fails to render, naming the spec and the field.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceRepo {
+    /// `repository_id:`, e.g. `acme/payments`.
+    pub repository_id: Option<String>,
+    /// `branch_name:`, e.g. `main`.
+    pub branch_name: Option<String>,
+    /// `repository_connection_arn:`, the `CodeStar` connection to the repository.
+    pub repository_connection_arn: Option<String>,
 }
 
 /// A parsed spec file.
@@ -183,6 +199,12 @@ enum RawSpec {
         instances: Vec<RawInstance>,
         #[serde(default)]
         start_pipeline_on_deploy: bool,
+        #[serde(default)]
+        repository_id: Option<String>,
+        #[serde(default)]
+        branch_name: Option<String>,
+        #[serde(default)]
+        repository_connection_arn: Option<String>,
     },
 }
 
@@ -267,6 +289,57 @@ fn to_json(
     }
 }
 
+/// A service's source repository fields, each checked against Proton's limits
+/// (`CreateService`: 1..=200 characters for the id and branch, an ARN for the connection).
+fn source_repo(
+    file: &str,
+    repository_id: Option<String>,
+    branch_name: Option<String>,
+    repository_connection_arn: Option<String>,
+    errors: &mut Vec<SpecError>,
+) -> SourceRepo {
+    let mut check = |field: &str, v: &Option<String>, what: &str| {
+        if let Some(v) = v
+            && (v.is_empty() || v.len() > 200 || v.chars().any(char::is_control))
+        {
+            errors.push(SpecError {
+                file: file.into(),
+                field: field.into(),
+                message: format!(
+                    "{v:?} is not a valid {what}: give 1 to 200 characters without line breaks, or remove the field"
+                ),
+            });
+        }
+    };
+    check(
+        "repository_id",
+        &repository_id,
+        "repository id (e.g. `acme/payments`)",
+    );
+    check("branch_name", &branch_name, "branch name (e.g. `main`)");
+    check(
+        "repository_connection_arn",
+        &repository_connection_arn,
+        "connection ARN",
+    );
+    if let Some(arn) = &repository_connection_arn
+        && !arn.starts_with("arn:")
+    {
+        errors.push(SpecError {
+            file: file.into(),
+            field: "repository_connection_arn".into(),
+            message: format!(
+                "{arn:?} is not an ARN; give the connection's ARN (`arn:aws:codestar-connections:REGION:ACCOUNT:connection/ID`)"
+            ),
+        });
+    }
+    SourceRepo {
+        repository_id,
+        branch_name,
+        repository_connection_arn,
+    }
+}
+
 /// The field behind a type error in a document that is valid YAML. serde reports errors in
 /// an internally tagged enum without their path, so each top-level field is checked alone.
 fn locate_type_error(text: &str) -> Option<(String, String)> {
@@ -282,7 +355,13 @@ fn locate_type_error(text: &str) -> Option<(String, String)> {
     for (k, v) in &map {
         let Some(key) = k.as_str() else { continue };
         let problem = match key {
-            "name" | "stage" | "account_id" | "role_arn" => check::<Option<String>>(v),
+            "name"
+            | "stage"
+            | "account_id"
+            | "role_arn"
+            | "repository_id"
+            | "branch_name"
+            | "repository_connection_arn" => check::<Option<String>>(v),
             "template" => check::<Option<TemplateRef>>(v),
             "allowed_service_repos" => check::<Option<Vec<String>>>(v),
             "start_pipeline_on_deploy" => check::<bool>(v),
@@ -393,6 +472,9 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<SpecFile, Vec
             pipeline,
             instances,
             start_pipeline_on_deploy,
+            repository_id,
+            branch_name,
+            repository_connection_arn,
         } => {
             let name = name.unwrap_or_else(|| default_name.to_string());
             check_name("name", &name, &mut errors);
@@ -450,6 +532,13 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<SpecFile, Vec
                 pipeline,
                 instances: out,
                 start_pipeline_on_deploy,
+                source: source_repo(
+                    file,
+                    repository_id,
+                    branch_name,
+                    repository_connection_arn,
+                    &mut errors,
+                ),
             })
         }
     };
@@ -569,6 +658,42 @@ mod tests {
             "]".repeat(5000)
         );
         assert!(parse(&deep, "d.yaml", "d").is_err());
+    }
+
+    #[test]
+    fn service_names_its_source_repository() {
+        let text = "proton: ServiceSpec\nname: a\nrepository_id: acme/a\nbranch_name: release\nrepository_connection_arn: arn:aws:codestar-connections:us-east-1:123456789012:connection/x\n";
+        let SpecFile::Service(s) = parse(text, "a.yaml", "a").expect("parses") else {
+            panic!("expected a service")
+        };
+        assert_eq!(s.source.repository_id.as_deref(), Some("acme/a"));
+        assert_eq!(s.source.branch_name.as_deref(), Some("release"));
+        assert!(s.source.repository_connection_arn.is_some());
+        let SpecFile::Service(s) =
+            parse("proton: ServiceSpec\nname: a\n", "a.yaml", "a").expect("parses")
+        else {
+            panic!("expected a service")
+        };
+        assert_eq!(s.source, SourceRepo::default());
+        let errs = parse(
+            "proton: ServiceSpec\nname: a\nbranch_name: ''\nrepository_connection_arn: conn\n",
+            "a.yaml",
+            "a",
+        )
+        .expect_err("invalid");
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["branch_name", "repository_connection_arn"],
+            "{errs:?}"
+        );
+        let errs = parse(
+            "proton: ServiceSpec\nname: a\nbranch_name: [x]\n",
+            "a.yaml",
+            "a",
+        )
+        .expect_err("invalid");
+        assert_eq!(errs[0].field, "branch_name", "{errs:?}");
     }
 
     #[test]

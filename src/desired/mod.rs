@@ -69,10 +69,9 @@ pub struct SpecEntry {
 /// One spec repo at its branch head.
 #[derive(Debug, Clone)]
 pub struct SpecRepoState {
-    /// Repo name from the config; templates see it as `service.repository_id`.
+    /// Repo name from the config.
     pub repo: String,
-    /// The configured branch the specs are read from; templates see it as
-    /// `service.branch_name`.
+    /// The configured branch the specs are read from.
     pub branch: String,
     /// Whether environments may be declared here.
     pub platform: bool,

@@ -94,13 +94,22 @@ impl<'a> Builder<'a> {
 
 /// Renders every file of `infra` with `ctx`; the first failure makes the row invalid.
 pub(crate) fn render_all(infra: &Infrastructure, ctx: &Value) -> Rendered {
+    render_all_described(infra, ctx, &render::RenderError::to_string)
+}
+
+/// [`render_all`], with `describe` wording a failure (e.g. naming the spec field to add).
+pub(crate) fn render_all_described(
+    infra: &Infrastructure,
+    ctx: &Value,
+    describe: &dyn Fn(&render::RenderError) -> String,
+) -> Rendered {
     let mut docs = infra
         .files
         .iter()
         .map(|f| {
             render::render_file(f, ctx)
                 .map(|text| (f.path.clone(), text))
-                .map_err(|e| invalid(e.to_string()))
+                .map_err(|e| invalid(describe(&e)))
         })
         .collect::<Result<Vec<_>, _>>()?;
     if infra.language() == Language::Terraform {

@@ -176,11 +176,12 @@ fn versions_follow_the_major_the_spec_minor_and_the_callers_pins() {
 }
 
 #[test]
-fn instances_see_their_spec_repos_name_and_configured_branch() {
+fn instances_see_their_specs_source_repository_never_the_spec_repo() {
     let deployed = vec![record("environment/dev", "platform")];
-    let web = svc("web", 1, None, &[("web-dev", "dev")]);
+    let web = svc("web", 1, None, &[("web-dev", "dev")])
+        .replace("branch_name: main", "branch_name: release");
     let mut team = repo("team", false, &[("web.yaml", &web)]);
-    team.branch = "release".into();
+    team.branch = "spec-branch".into();
     let snap = snapshot(vec![platform(), team], &[(1, 0)]);
     let set = compute(&snap, &deployed, "1");
     let inst = set
@@ -190,14 +191,22 @@ fn instances_see_their_spec_repos_name_and_configured_branch() {
         .expect("rendered");
     let text = &inst.documents[0].1;
     assert!(text.contains("Value: 'release'"), "{text}");
-    assert!(text.contains("Value: 'team'"), "{text}");
+    assert!(text.contains("Value: 'acme/web'"), "{text}");
 
-    // A changed branch is a changed input: the cache renders again.
-    let mut cache = ComputeCache::default();
-    let first = cache.compute(&snap, &deployed, "1", &BTreeMap::new());
-    let mut moved = snap.clone();
-    moved.spec_repos[1].branch = "main".into();
-    let second = cache.compute(&moved, &deployed, "1", &BTreeMap::new());
-    let hash = |s: &DesiredSet| s.desired().into_iter().map(|d| d.state).collect::<Vec<_>>();
-    assert_ne!(hash(&first), hash(&second));
+    // A spec that does not name its branch: the template's use of it is an error naming the
+    // spec file and the field, never an empty string or the spec repo's branch.
+    let bare = web.replace("branch_name: release\n", "");
+    let team = repo("team", false, &[("web.yaml", &bare)]);
+    let snap = snapshot(vec![platform(), team], &[(1, 0)]);
+    let set = compute(&snap, &deployed, "1");
+    let inst = set
+        .resources
+        .iter()
+        .find(|r| r.desired.id == "service_instance/web/web-dev")
+        .expect("declared");
+    let DesiredState::Invalid { error } = &inst.desired.state else {
+        panic!("expected invalid, got {:?}", inst.desired.state)
+    };
+    assert!(error.starts_with("web.yaml: branch_name: "), "{error}");
+    assert!(error.contains("add `branch_name: main`"), "{error}");
 }
