@@ -534,6 +534,9 @@ pub struct RawSpecRepo {
     /// instead deletes nothing: the resources are kept as unknown.
     #[serde(default)]
     pub retired: bool,
+    /// Templates of Proton's header-less spec files, by folder or file (issue 16).
+    #[serde(default)]
+    pub templates: Vec<crate::spec::templates::TemplateMapping>,
 }
 
 /// `[rollout]`.
@@ -589,6 +592,8 @@ pub struct SpecRepo {
     pub forge: Option<ForgeConfig>,
     /// Retired (`retired = true`): never read; the resources it deployed are deleted.
     pub retired: bool,
+    /// Templates of header-less spec files, by folder or file (`templates = [...]`).
+    pub templates: Vec<crate::spec::templates::TemplateMapping>,
 }
 
 /// Which forge API a spec repo's pull requests go through.
@@ -826,6 +831,9 @@ impl Config {
                     None
                 }
             });
+            check_template_mappings(&r.templates, &folder, &mut |f, m| {
+                err(format!("spec_repos[{i}].templates{f}"), m);
+            });
             spec_repos.push(SpecRepo {
                 name: r.name.clone(),
                 url: resolve(&r.url),
@@ -835,6 +843,7 @@ impl Config {
                 allow_empty: r.allow_empty,
                 forge,
                 retired: r.retired,
+                templates: r.templates.clone(),
             });
         }
         let urls = raw
@@ -1359,6 +1368,49 @@ fn compile_proposals(p: &RawProposals) -> Result<Proposals, Vec<(String, String)
 
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Checks a spec repo's `templates` mappings: each path safe, inside the spec `folder` (or
+/// it would never match), given once, and naming a valid template.
+fn check_template_mappings(
+    mappings: &[crate::spec::templates::TemplateMapping],
+    folder: &str,
+    err: &mut dyn FnMut(String, String),
+) {
+    let mut seen = BTreeSet::new();
+    for (j, m) in mappings.iter().enumerate() {
+        let at = format!("[{j}]");
+        match crate::catalog::check_relative_path(&m.path) {
+            Err(e) => err(format!("{at}.path"), e.to_string()),
+            Ok(path) => {
+                let inside =
+                    folder == "." || path == folder || path.starts_with(&format!("{folder}/"));
+                if !inside {
+                    err(
+                        format!("{at}.path"),
+                        format!(
+                            "{path:?} is outside the spec folder {folder:?}, so no spec file is read there; give a path under {folder:?} (paths are relative to the repo's root), or change `folder`"
+                        ),
+                    );
+                }
+                if !seen.insert(path.clone()) {
+                    err(
+                        format!("{at}.path"),
+                        format!("{path:?} is mapped twice; keep one mapping per folder or file"),
+                    );
+                }
+            }
+        }
+        if !crate::spec::is_valid_name(&m.name) {
+            err(
+                format!("{at}.name"),
+                format!(
+                    "{:?} is not a valid template name: use letters, digits, '-' and '_'",
+                    m.name
+                ),
+            );
+        }
+    }
 }
 
 #[cfg(test)]

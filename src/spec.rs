@@ -4,7 +4,8 @@
 //! small header naming the resource and its template (Proton kept those in its API; here
 //! they live in git). Proton's header-less form is accepted too, with the template given
 //! separately. This module parses and checks one file at a time; it never reads git and never
-//! validates inputs against a schema (the caller does, with the template at hand).
+//! validates inputs against a schema (the caller does, with the template at hand). Templates
+//! the config gives header-less files are applied by [`templates`].
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -12,6 +13,8 @@ use std::fmt;
 use serde::Deserialize;
 
 use crate::catalog::{check_relative_path, yaml_error};
+
+pub mod templates;
 
 /// Largest spec file accepted, in bytes.
 pub const MAX_SPEC_BYTES: usize = 1024 * 1024;

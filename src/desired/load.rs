@@ -542,7 +542,14 @@ fn read_spec_repo(
     }
     for e in specs {
         let path = format!("{folder}/{}", e.path);
-        let (spec, text) = parse_spec_file(&path, &e.path, e.kind);
+        let (mut spec, text) = parse_spec_file(&path, &e.path, e.kind);
+        // The config's template for header-less files (fixed for the process, so a reused
+        // read of the same commit had the same mappings applied).
+        if let Ok(s) = &mut spec
+            && let Err(e) = spec::templates::apply(s, &path, &repo.name, &repo.templates)
+        {
+            spec = Err(vec![e.to_string()]);
+        }
         let components = read_components(mirror, head, &spec);
         state.files.push(SpecEntry {
             path,

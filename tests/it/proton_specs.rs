@@ -57,3 +57,76 @@ async fn a_service_spec_names_its_source_repository() {
         "only the pipeline is invalid: {all}"
     );
 }
+
+/// Proton's environment spec for `dev`, as Proton kept it: no name, no template.
+const PROTON_DEV: &str =
+    "proton: EnvironmentSpec\nspec:\n  team: platform\n  log_level: debug\n  retention_days: 4\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_less_spec_files_follow_the_templates_the_config_maps() {
+    let w = World::examples_on_moto()
+        .config(|c| {
+            c.repo_line(
+                "platform-envs",
+                "templates = [{ path = \"proton/environments\", name = \"basic-env\", major = 1 }]",
+            )
+            .repo_line(
+                "payments",
+                "templates = [{ path = \"proton/services/reports.yaml\", name = \"worker-svc\", major = 1 }]",
+            );
+        })
+        .build();
+    w.write("platform-envs", "proton/environments/dev.yaml", PROTON_DEV);
+    w.commit("platform-envs", "dev as Proton kept it");
+    w.edit("payments", "proton/services/reports.yaml", |t| {
+        t.replace("name: reports\n", "")
+            .replace("template: {name: worker-svc, major: 1}\n", "")
+    });
+    w.commit("payments", "reports as Proton kept it");
+    let out = w.reconcile();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = w.run(&["status", "--output", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    let row = |id: &str| {
+        status["resources"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["id"] == id))
+            .unwrap_or_else(|| panic!("{id} in {status}"))
+            .clone()
+    };
+    let dev = row("environment/dev");
+    assert_eq!(
+        (&dev["template"], &dev["status"]),
+        (&"basic-env".into(), &"deployed".into()),
+        "{dev}"
+    );
+    let reports = row("service_instance/reports/reports-dev");
+    assert_eq!(reports["template"], "worker-svc", "{reports}");
+    assert_eq!(reports["status"], "deployed", "{reports}");
+
+    // A header that disagrees with the mapping: an error on the file with both fixes; the
+    // deployed instance is kept (invalid, never deleted).
+    w.edit("payments", "proton/services/reports.yaml", |t| {
+        format!("template: {{name: web-svc, major: 1}}\n{t}")
+    });
+    w.commit("payments", "a conflicting header");
+    let out = w.run(&["plan"]);
+    let all = text(&out);
+    assert!(
+        all.contains("proton/services/reports.yaml: template: the header names web-svc v1, but the config maps \"proton/services/reports.yaml\" to worker-svc v1")
+            && all.contains("remove the header's `template:`"),
+        "{all}"
+    );
+    assert!(!all.lines().any(|l| l.starts_with("delete")), "{all}");
+
+    // A mapping outside the spec folder is a config error naming the key and the fix.
+    w.edit_config(|t| t.replace("path = \"proton/environments\"", "path = \"environments\""));
+    let out = w.run(&["check-config"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("spec_repos[0].templates[0].path")
+            && text(&out).contains("outside the spec folder"),
+        "{}",
+        text(&out)
+    );
+}
