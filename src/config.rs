@@ -504,6 +504,10 @@ pub struct RawTemplateRepo {
     /// Tag pattern; `{template}`, `{major}` and `{minor}` are replaced.
     #[serde(default)]
     pub tag_pattern: Option<String>,
+    /// Folder holding the bundles (`<subdirectory>/<template>/v<major>/`), as in Proton's
+    /// template sync; default the repo's root.
+    #[serde(default)]
+    pub subdirectory: Option<String>,
 }
 
 /// `[[spec_repos]]`.
@@ -571,6 +575,8 @@ pub struct TemplateRepo {
     pub url: String,
     /// Tag pattern.
     pub tag_pattern: String,
+    /// Folder holding the bundles; empty for the repo's root.
+    pub subdirectory: String,
 }
 
 /// A spec repo after checks.
@@ -806,10 +812,26 @@ impl Config {
                     );
                 }
             }
+            let subdirectory = match r.subdirectory.as_deref().map(str::trim) {
+                None | Some("" | "." | "/") => String::new(),
+                Some(sub) => match crate::catalog::check_relative_path(sub.trim_matches('/')) {
+                    Ok(sub) => sub,
+                    Err(e) => {
+                        err(
+                            format!("template_repos[{i}].subdirectory"),
+                            format!(
+                                "{e}; give the folder holding the bundles, relative to the repo's root (e.g. \"templates\")"
+                            ),
+                        );
+                        String::new()
+                    }
+                },
+            };
             template_repos.push(TemplateRepo {
                 name: r.name.clone(),
                 url: resolve(&r.url),
                 tag_pattern: pattern,
+                subdirectory,
             });
         }
         let mut spec_repos = Vec::new();

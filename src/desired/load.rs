@@ -370,7 +370,7 @@ fn template_repo(
     let refs = release_refs(&repo.name, mirror, &tags, &pattern)?;
     let limits = Limits::default();
     Ok(releases::read_releases(
-        &repo.name,
+        (&repo.name, &repo.subdirectory),
         mirror,
         &tags,
         &refs,

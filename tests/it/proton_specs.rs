@@ -130,3 +130,79 @@ async fn header_less_spec_files_follow_the_templates_the_config_maps() {
         text(&out)
     );
 }
+
+/// Moves the example templates under `templates/` (Proton's template sync `subdirectory`)
+/// and adds a broken bundle deeper down, in one commit.
+fn templates_in_a_subdirectory(root: &std::path::Path) {
+    let t = root.join("platform-templates");
+    std::fs::create_dir_all(t.join("templates")).expect("mkdir");
+    for name in ["basic-env", "web-svc", "worker-svc"] {
+        common::git(&t, &["mv", name, &format!("templates/{name}")]);
+    }
+    let broken = t.join("templates/teams/data/broken-svc/v1");
+    std::fs::create_dir_all(broken.join("schema")).expect("mkdir");
+    std::fs::write(
+        broken.join("schema/schema.yaml"),
+        "schema:\n  format:\n    openapi: \"3.0.0\"\n  service_input_type: \"In\"\n  types:\n    In:\n      type: object\n",
+    )
+    .expect("write");
+    common::git(&t, &["add", "-A"]);
+    common::git(&t, &["commit", "-qm", "bundles under templates/"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_repos_keep_bundles_under_a_subdirectory_at_any_depth() {
+    let w = World::builder()
+        .examples()
+        .setup(templates_in_a_subdirectory)
+        .tagged(&["basic-env", "web-svc", "worker-svc"])
+        .moto()
+        .config(|c| {
+            c.repo_line("platform-templates", "subdirectory = \"templates\"");
+        })
+        .build();
+    let out = w.reconcile();
+    assert!(out.status.success(), "{}", text(&out));
+    let stacks = w.stacks().await;
+    assert_eq!(
+        stacks.len(),
+        7,
+        "every example resource deployed: {}",
+        stacks.len()
+    );
+
+    // `protond validate <repo root>`: every bundle at any depth, one verdict each.
+    let root = w.dir("platform-templates");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_protond"))
+        .args(["validate", root.to_str().expect("utf8")])
+        .output()
+        .expect("protond runs");
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    for ok in [
+        "templates/basic-env/v1 (environment template basic-env v1)",
+        "templates/web-svc/v1 (service template web-svc v1)",
+        "templates/worker-svc/v1 (service template worker-svc v1)",
+    ] {
+        assert!(
+            all.lines().any(|l| l.starts_with("ok") && l.ends_with(ok)),
+            "{ok}: {all}"
+        );
+    }
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with("FAIL") && l.ends_with("templates/teams/data/broken-svc/v1")),
+        "{all}"
+    );
+    assert!(all.contains("4 bundle(s) checked"), "{all}");
+
+    // A subdirectory that escapes the repo is a config error naming the key.
+    w.edit_config(|t| t.replace("subdirectory = \"templates\"", "subdirectory = \"../x\""));
+    let out = w.run(&["check-config"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("template_repos[0].subdirectory"),
+        "{}",
+        text(&out)
+    );
+}
