@@ -70,6 +70,23 @@ pub struct EnvironmentSpec {
     pub role_arn: Option<String>,
     /// Inputs (the `spec:` block).
     pub inputs: serde_json::Value,
+    /// Set for a customer-managed environment (Proton's `CUSTOMER_MANAGED` provisioning):
+    /// protond never deploys it; instances read the outputs given here.
+    pub customer_managed: Option<CustomerManaged>,
+}
+
+/// A customer-managed environment's outputs: given in the spec, read from an existing
+/// `CloudFormation` stack (`DescribeStacks`), or both (the given ones win).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerManaged {
+    /// Outputs given in the spec, by key.
+    #[serde(default)]
+    pub outputs: std::collections::BTreeMap<String, String>,
+    /// The name or ARN of an existing stack whose outputs the environment has, read in the
+    /// environment's account (its `role_arn`) and the configured region.
+    #[serde(default)]
+    pub stack: Option<String>,
 }
 
 /// A directly defined component attached to a service instance.
@@ -190,6 +207,8 @@ enum RawSpec {
         role_arn: Option<String>,
         #[serde(default)]
         spec: Option<serde_yaml::Value>,
+        #[serde(default)]
+        customer_managed: Option<CustomerManaged>,
     },
     ServiceSpec {
         #[serde(default)]
@@ -292,6 +311,45 @@ fn to_json(
     }
 }
 
+/// A customer-managed environment says where its outputs come from: outputs, a stack, or both.
+fn check_customer_managed(file: &str, c: &CustomerManaged, errors: &mut Vec<SpecError>) {
+    let err = |field: &str, message: String| SpecError {
+        file: file.into(),
+        field: field.into(),
+        message,
+    };
+    if c.outputs.is_empty() && c.stack.is_none() {
+        errors.push(err(
+            "customer_managed",
+            "gives neither `outputs` nor `stack`; give the environment's outputs (`outputs: {VpcId: vpc-0abc}`) or the existing stack to read them from (`stack: my-network`)".into(),
+        ));
+    }
+    if let Some(stack) = &c.stack
+        && (stack.is_empty()
+            || stack.len() > 2048
+            || stack
+                .chars()
+                .any(|ch| ch.is_control() || ch.is_whitespace()))
+    {
+        errors.push(err(
+            "customer_managed.stack",
+            format!("{stack:?} is not a stack name or ARN"),
+        ));
+    }
+    for key in c.outputs.keys() {
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+        {
+            errors.push(err(
+                &format!("customer_managed.outputs.{key}"),
+                "output keys are letters, digits and '_' (as CloudFormation output keys)".into(),
+            ));
+        }
+    }
+}
+
 /// A service's source repository fields, each checked against Proton's limits
 /// (`CreateService`: 1..=200 characters for the id and branch, an ARN for the connection).
 fn source_repo(
@@ -368,6 +426,7 @@ fn locate_type_error(text: &str) -> Option<(String, String)> {
             "template" => check::<Option<TemplateRef>>(v),
             "allowed_service_repos" => check::<Option<Vec<String>>>(v),
             "start_pipeline_on_deploy" => check::<bool>(v),
+            "customer_managed" => check::<Option<CustomerManaged>>(v),
             "pipeline" | "spec" => match v {
                 Value::Mapping(_) | Value::Null => None,
                 _ => Some("expected a mapping of inputs".to_string()),
@@ -444,6 +503,7 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<SpecFile, Vec
             account_id,
             role_arn,
             spec,
+            customer_managed,
         } => {
             let name = name.unwrap_or_else(|| default_name.to_string());
             check_name("name", &name, &mut errors);
@@ -459,6 +519,9 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<SpecFile, Vec
                 ));
             }
             let inputs = to_json(spec, file, "spec", &mut errors);
+            if let Some(c) = &customer_managed {
+                check_customer_managed(file, c, &mut errors);
+            }
             SpecFile::Environment(EnvironmentSpec {
                 name,
                 template,
@@ -467,6 +530,7 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<SpecFile, Vec
                 account_id,
                 role_arn,
                 inputs,
+                customer_managed,
             })
         }
         RawSpec::ServiceSpec {
@@ -697,6 +761,38 @@ mod tests {
         )
         .expect_err("invalid");
         assert_eq!(errs[0].field, "branch_name", "{errs:?}");
+    }
+
+    #[test]
+    fn customer_managed_environments_give_outputs_or_a_stack() {
+        let text = "proton: EnvironmentSpec\nname: legacy\ntemplate: {name: basic-env, major: 1}\ncustomer_managed:\n  stack: legacy-network\n  outputs: {TopicArn: 'arn:aws:sns:us-east-1:111122223333:t'}\n";
+        let SpecFile::Environment(e) = parse(text, "e.yaml", "x").expect("parses") else {
+            panic!("expected an environment")
+        };
+        let c = e.customer_managed.expect("customer-managed");
+        assert_eq!(c.stack.as_deref(), Some("legacy-network"));
+        assert_eq!(c.outputs.len(), 1);
+        let errs = parse(
+            "proton: EnvironmentSpec\nname: a\ncustomer_managed: {}\n",
+            "e.yaml",
+            "a",
+        )
+        .expect_err("neither");
+        assert_eq!(errs[0].field, "customer_managed", "{errs:?}");
+        let errs = parse(
+            "proton: EnvironmentSpec\nname: a\ncustomer_managed: {outputs: {'a b': x}}\n",
+            "e.yaml",
+            "a",
+        )
+        .expect_err("bad key");
+        assert_eq!(errs[0].field, "customer_managed.outputs.a b", "{errs:?}");
+        let errs = parse(
+            "proton: EnvironmentSpec\nname: a\ncustomer_managed: {stack: s, state: x}\n",
+            "e.yaml",
+            "a",
+        )
+        .expect_err("unknown field");
+        assert_eq!(errs[0].field, "customer_managed", "{errs:?}");
     }
 
     #[test]

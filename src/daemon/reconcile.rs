@@ -156,6 +156,7 @@ async fn load(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<Arc<Snapshot>, Re
             .map_err(ReconcileError::Load)?;
     let mut snapshot = snapshot;
     snapshot.add_forgotten(&forgotten_repos(&ctx.store, &ctx.config).await?);
+    super::customer::read_stacks(&ctx.cfn, &mut snapshot).await;
     let snapshot = Arc::new(snapshot);
     for (repo, reason) in &snapshot.template_repo_errors {
         FetchFailed {

@@ -43,6 +43,9 @@ pub(crate) fn render(
 
 /// The row of an environment declared once.
 fn deploy(b: &mut Builder<'_>, templates: &Templates<'_>, name: &str, d: &EnvDecl<'_>) {
+    if let Some(c) = &d.spec.customer_managed {
+        return super::customer::environment(b, name, d, c);
+    }
     let template = d.spec.template.as_ref();
     let pinned = template.and_then(|t| templates.pinned(&environment_id(name), &t.name));
     let release = match templates.resolve(d.path(), template, TemplateKind::Environment, pinned) {
@@ -82,7 +85,7 @@ fn deploy(b: &mut Builder<'_>, templates: &Templates<'_>, name: &str, d: &EnvDec
     b.push(row(name, d, template, release.version, &inputs), state);
 }
 
-fn row<'a>(
+pub(crate) fn row<'a>(
     name: &str,
     d: &EnvDecl<'a>,
     template: &'a str,

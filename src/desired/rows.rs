@@ -44,7 +44,14 @@ pub(crate) struct Builder<'a> {
     deployed: BTreeMap<&'a str, &'a ResourceRecord>,
     /// The account environments live in unless their spec says otherwise.
     pub account_id: String,
+    /// Customer-managed environments' stack outputs, by environment name (from the snapshot).
+    pub customer_stacks: &'a BTreeMap<String, Result<BTreeMap<String, String>, String>>,
+    /// Customer-managed environments' outputs, by environment id.
+    customer_outputs: BTreeMap<String, BTreeMap<String, String>>,
 }
+
+/// No customer-managed stacks.
+static NO_STACKS: BTreeMap<String, Result<BTreeMap<String, String>, String>> = BTreeMap::new();
 
 impl<'a> Builder<'a> {
     /// An empty result over the `deployed` records.
@@ -53,6 +60,8 @@ impl<'a> Builder<'a> {
             out: DesiredSet::default(),
             deployed: deployed.iter().map(|r| (r.id.as_str(), r)).collect(),
             account_id: account_id.to_string(),
+            customer_stacks: &NO_STACKS,
+            customer_outputs: BTreeMap::new(),
         }
     }
 
@@ -86,9 +95,24 @@ impl<'a> Builder<'a> {
         });
     }
 
-    /// The outputs of a deployed resource; `None` while it is not deployed.
+    /// The outputs of a deployed resource (or a customer-managed environment); `None` while
+    /// it is not deployed.
     pub fn outputs_of(&self, id: &str) -> Option<BTreeMap<String, String>> {
-        self.deployed.get(id).map(|r| r.outputs.clone())
+        self.deployed
+            .get(id)
+            .map(|r| r.outputs.clone())
+            .or_else(|| self.customer_outputs.get(id).cloned())
+    }
+
+    /// Whether a resource `id` has a record (protond deployed it).
+    pub fn is_deployed(&self, id: &str) -> bool {
+        self.deployed.contains_key(id)
+    }
+
+    /// Makes environment `id` customer-managed, with `outputs`, described by `how`.
+    pub fn customer_managed(&mut self, id: &str, outputs: BTreeMap<String, String>, how: String) {
+        self.customer_outputs.insert(id.to_string(), outputs);
+        self.out.customer_managed.insert(id.to_string(), how);
     }
 }
 

@@ -206,3 +206,103 @@ async fn template_repos_keep_bundles_under_a_subdirectory_at_any_depth() {
         text(&out)
     );
 }
+
+/// The network a team runs itself: a topic, a parameter and a policy, as outputs.
+const LEGACY_NETWORK: &str = "Resources:\n  Topic:\n    Type: AWS::SNS::Topic\n    Properties:\n      TopicName: legacy-notifications\n  Config:\n    Type: AWS::SSM::Parameter\n    Properties:\n      Name: /legacy/config\n      Type: String\n      Value: team=legacy\n  Policy:\n    Type: AWS::IAM::ManagedPolicy\n    Properties:\n      ManagedPolicyName: legacy-shared\n      PolicyDocument:\n        Version: '2012-10-17'\n        Statement:\n          - Effect: Allow\n            Action: ['sns:Publish']\n            Resource: !Ref Topic\nOutputs:\n  TopicArn:\n    Value: !Ref Topic\n  ConfigParameter:\n    Value: !Ref Config\n  SharedPolicyArn:\n    Value: !Ref Policy\n";
+
+/// `dev` as a customer-managed environment: its outputs from the stack `legacy-network`,
+/// one given in the spec.
+const CUSTOMER_DEV: &str = "proton: EnvironmentSpec\nname: dev\ntemplate: {name: basic-env, major: 1}\nstage: dev\nallowed_service_repos: [payments]\ncustomer_managed:\n  stack: legacy-network\n  outputs:\n    DeadLetterQueueArn: arn:aws:sqs:us-east-1:123456789012:legacy-dead-letters\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customer_managed_environments_are_used_never_deployed() {
+    let w = World::examples_on_moto().build();
+    let cfn = common::cfn_client(w.aws_url());
+    cfn.create_stack()
+        .stack_name("legacy-network")
+        .template_body(LEGACY_NETWORK)
+        .send()
+        .await
+        .expect("the team's own stack");
+    let legacy = |stacks: &[common::LiveStack]| {
+        stacks
+            .iter()
+            .find(|s| s.name == "legacy-network")
+            .map(|s| (s.status.clone(), s.tags.clone()))
+    };
+    let before = legacy(&w.stacks().await).expect("legacy stack");
+    w.write(
+        "platform-envs",
+        "proton/environments/dev.yaml",
+        CUSTOMER_DEV,
+    );
+    w.commit("platform-envs", "dev is the team's own network");
+
+    let out = w.run(&["plan"]);
+    let all = text(&out);
+    assert!(
+        all.contains("environment/dev  customer-managed: outputs of stack legacy-network, 1 given in proton/environments/dev.yaml"),
+        "{all}"
+    );
+    assert!(
+        !all.lines()
+            .any(|l| l.contains("environment/dev") && l.starts_with("create")),
+        "{all}"
+    );
+
+    let out = w.reconcile();
+    assert!(out.status.success(), "{}", text(&out));
+    let stacks = w.stacks().await;
+    let dev_stack = protond::provision::cloudformation::stack_name("environment/dev");
+    assert!(
+        stacks.iter().all(|s| s.name != dev_stack),
+        "no stack for the customer-managed environment: {stacks:?}"
+    );
+    assert_eq!(
+        legacy(&stacks),
+        Some(before),
+        "the team's stack is untouched"
+    );
+    // Its instances deploy with its outputs, like any environment's.
+    let topic = cfn
+        .describe_stacks()
+        .stack_name("legacy-network")
+        .send()
+        .await
+        .expect("describe")
+        .stacks()[0]
+        .outputs()
+        .iter()
+        .find(|o| o.output_key() == Some("TopicArn"))
+        .and_then(|o| o.output_value())
+        .expect("topic output")
+        .to_string();
+    let body = template_of(&w, "service_instance/reports/reports-dev").await;
+    assert!(body.contains(&topic), "the instance uses {topic}:\n{body}");
+    let body = template_of(&w, "service_instance/payments/payments-dev").await;
+    assert!(body.contains(&topic), "the instance uses {topic}:\n{body}");
+    let out = w.run(&["status", "--output", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert!(
+        status["resources"]
+            .as_array()
+            .is_some_and(|rs| rs.iter().all(|r| r["id"] != "environment/dev")),
+        "protond records no deployment of it: {status}"
+    );
+
+    // A stack that does not exist: the environment is invalid, its instances kept.
+    w.replace(
+        "platform-envs",
+        "proton/environments/dev.yaml",
+        "stack: legacy-network",
+        "stack: no-such-network",
+    );
+    w.commit("platform-envs", "a wrong stack name");
+    let out = w.run(&["plan"]);
+    let all = text(&out);
+    assert!(
+        all.contains("proton/environments/dev.yaml: customer_managed.stack: cannot read the outputs of stack no-such-network: stack no-such-network does not exist"),
+        "{all}"
+    );
+    assert!(!all.lines().any(|l| l.starts_with("delete")), "{all}");
+}
