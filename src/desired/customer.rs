@@ -11,43 +11,25 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
-
-use super::environment::row;
 use super::environment_id;
 use super::ownership::EnvDecl;
-use super::rows::{Builder, invalid};
-use crate::plan::Version;
+use super::rows::Builder;
 use crate::spec::CustomerManaged;
 
-/// Makes environment `name` (declared by `d`) customer-managed with the outputs `c` names,
-/// or adds an invalid row (never deploying) saying why it cannot be.
-pub(crate) fn environment(b: &mut Builder<'_>, name: &str, d: &EnvDecl<'_>, c: &CustomerManaged) {
+/// Makes environment `name` (declared by `d`) customer-managed with the outputs `c` names;
+/// else says why it cannot be (the caller adds an invalid row, which never deploys).
+pub(crate) fn environment(
+    b: &mut Builder<'_>,
+    name: &str,
+    d: &EnvDecl<'_>,
+    c: &CustomerManaged,
+) -> Result<(), String> {
     let id = environment_id(name);
     let path = d.path();
-    let template = d.spec.template.as_ref().map_or("", |t| t.name.as_str());
-    let version = d
-        .spec
-        .template
-        .as_ref()
-        .map_or(Version { major: 0, minor: 0 }, |t| Version {
-            major: t.major,
-            minor: t.minor.unwrap_or(0),
-        });
-    let refuse = |b: &mut Builder<'_>, message: String| {
-        b.push(
-            row(name, d, template, version, &Value::Null),
-            Err(invalid(message)),
-        );
-    };
     if b.is_deployed(&id) {
-        refuse(
-            b,
-            format!(
-                "{path}: customer_managed: protond deployed {id} and its stack is protond's; remove `customer_managed` to keep managing it, or delete the environment first (remove its spec) and then declare the infrastructure you manage as customer-managed"
-            ),
-        );
-        return;
+        return Err(format!(
+            "{path}: customer_managed: protond deployed {id} and its stack is protond's; remove `customer_managed` to keep managing it, or delete the environment first (remove its spec) and then declare the infrastructure you manage as customer-managed"
+        ));
     }
     let mut outputs = BTreeMap::new();
     let how = match &c.stack {
@@ -64,26 +46,19 @@ pub(crate) fn environment(b: &mut Builder<'_>, name: &str, d: &EnvDecl<'_>, c: &
                 }
             }
             Some(Err(e)) => {
-                refuse(
-                    b,
-                    format!(
-                        "{path}: customer_managed.stack: cannot read the outputs of stack {stack}: {e}; check the stack's name (or ARN), the region, and the environment's role_arn"
-                    ),
-                );
-                return;
+                return Err(format!(
+                    "{path}: customer_managed.stack: cannot read the outputs of stack {stack}: {e}; check the stack's name (or ARN), the region, and the environment's role_arn"
+                ));
             }
             None => {
-                refuse(
-                    b,
-                    format!(
-                        "{path}: customer_managed.stack: the outputs of stack {stack} were not read (this run has no AWS access); run with AWS configured"
-                    ),
-                );
-                return;
+                return Err(format!(
+                    "{path}: customer_managed.stack: the outputs of stack {stack} were not read (this run has no AWS access); run with AWS configured"
+                ));
             }
         },
         None => format!("{} output(s) given in {path}", c.outputs.len()),
     };
     outputs.extend(c.outputs.clone());
     b.customer_managed(&id, outputs, how);
+    Ok(())
 }
