@@ -120,7 +120,10 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<CycleReport,
                 .filter(|r| r.fallback == Fallback::LastFetched)
                 .map(ToString::to_string),
         );
-        ctx.set_findings(crate::ops::Findings::from_plan(&eval.plan));
+        ctx.set_findings(
+            crate::ops::Findings::from_plan(&eval.plan)
+                .with_customer_managed(&eval.set.customer_managed),
+        );
         record_moves(&ctx.store, &eval, &facts.records).await?;
         start(ctx, &snapshot, &eval, &facts.records, &mut report);
         propose(ctx, snapshot, facts.records).await;

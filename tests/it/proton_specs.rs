@@ -290,6 +290,31 @@ async fn customer_managed_environments_are_used_never_deployed() {
         "protond records no deployment of it: {status}"
     );
 
+    // The daemon's API (and page, and metric) show it as customer-managed.
+    let port = common::free_port();
+    let daemon = w.spawn(&["run", "--listen", &format!("127.0.0.1:{port}")]);
+    let url = format!("http://127.0.0.1:{port}/api/v1/environments");
+    let start = std::time::Instant::now();
+    let dev = loop {
+        let envs: serde_json::Value = match reqwest::get(&url).await {
+            Ok(r) => r.json().await.unwrap_or(serde_json::Value::Null),
+            Err(_) => serde_json::Value::Null,
+        };
+        if let Some(dev) = envs
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["id"] == "environment/dev"))
+        {
+            break dev.clone();
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_mins(1),
+            "the daemon never listed environment/dev: {envs}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(dev["status"], "customer_managed", "{dev}");
+    drop(daemon);
+
     // A stack that does not exist: the environment is invalid, its instances kept.
     w.replace(
         "platform-envs",
