@@ -23,6 +23,7 @@ async fn template_of(w: &World, id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_spec_names_its_source_repository() {
+    let started = std::time::Instant::now();
     let w = World::examples_on_moto().build();
     w.replace(
         "payments",
@@ -56,6 +57,10 @@ async fn a_service_spec_names_its_source_repository() {
         all.lines().filter(|l| l.starts_with("invalid")).count() == 1,
         "only the pipeline is invalid: {all}"
     );
+    eprintln!(
+        "proton_specs: source repository: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// Proton's environment spec for `dev`, as Proton kept it: no name, no template.
@@ -64,6 +69,7 @@ const PROTON_DEV: &str =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_less_spec_files_follow_the_templates_the_config_maps() {
+    let started = std::time::Instant::now();
     let w = World::examples_on_moto()
         .config(|c| {
             c.repo_line(
@@ -129,6 +135,10 @@ async fn header_less_spec_files_follow_the_templates_the_config_maps() {
         "{}",
         text(&out)
     );
+    eprintln!(
+        "proton_specs: header-less spec files: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// Moves the example templates under `templates/` (Proton's template sync `subdirectory`)
@@ -152,6 +162,7 @@ fn templates_in_a_subdirectory(root: &std::path::Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn template_repos_keep_bundles_under_a_subdirectory_at_any_depth() {
+    let started = std::time::Instant::now();
     let w = World::builder()
         .examples()
         .setup(templates_in_a_subdirectory)
@@ -205,6 +216,10 @@ async fn template_repos_keep_bundles_under_a_subdirectory_at_any_depth() {
         "{}",
         text(&out)
     );
+    eprintln!(
+        "proton_specs: template sync subdirectory: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// The network a team runs itself: a topic, a parameter and a policy, as outputs.
@@ -216,6 +231,7 @@ const CUSTOMER_DEV: &str = "proton: EnvironmentSpec\nname: dev\ntemplate: {name:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn customer_managed_environments_are_used_never_deployed() {
+    let started = std::time::Instant::now();
     let w = World::examples_on_moto().build();
     let cfn = common::cfn_client(w.aws_url());
     cfn.create_stack()
@@ -330,4 +346,8 @@ async fn customer_managed_environments_are_used_never_deployed() {
         "{all}"
     );
     assert!(!all.lines().any(|l| l.starts_with("delete")), "{all}");
+    eprintln!(
+        "proton_specs: customer-managed environment: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }
