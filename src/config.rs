@@ -1423,6 +1423,27 @@ fn check_template_mappings(
                 }
             }
         }
+        if let Some(resource) = &m.resource {
+            #[allow(clippy::case_sensitive_file_extension_comparisons)]
+            let file = m.path.ends_with(".yaml") || m.path.ends_with(".yml");
+            if !file {
+                err(
+                    format!("{at}.resource"),
+                    format!(
+                        "names the resource of one spec file, but {:?} is a folder; map the file itself (its path ending in .yaml or .yml), or remove `resource`",
+                        m.path
+                    ),
+                );
+            }
+            if !crate::spec::is_valid_name(resource) {
+                err(
+                    format!("{at}.resource"),
+                    format!(
+                        "{resource:?} is not a valid resource name: use letters, digits, '-' and '_'"
+                    ),
+                );
+            }
+        }
         if !crate::spec::is_valid_name(&m.name) {
             err(
                 format!("{at}.name"),
@@ -1531,6 +1552,30 @@ mod tests {
             errs[2]
                 .message
                 .contains("longer than server.request_timeout")
+        );
+    }
+
+    #[test]
+    fn spec_template_mappings_and_subdirectories_are_checked() {
+        let text = "state = \"sqlite://s.db\"\ndata_dir = \"d\"\n[[template_repos]]\nname = \"t\"\nurl = \"t\"\nsubdirectory = \"templates/\"\n[[spec_repos]]\nname = \"s\"\nurl = \"s\"\ntemplates = [{ path = \"proton/envs\", name = \"env\", major = 1 }, { path = \"proton/a.yaml\", name = \"svc\", major = 2, resource = \"api\" }]\n";
+        let raw: RawConfig = toml::from_str(text).expect("parses");
+        let cfg = Config::compile(raw, "p.toml", Path::new("/srv")).expect("compiles");
+        assert_eq!(cfg.template_repos[0].subdirectory, "templates");
+        assert_eq!(cfg.spec_repos[0].templates.len(), 2);
+        let text = "state = \"sqlite://s.db\"\ndata_dir = \"d\"\n[[template_repos]]\nname = \"t\"\nurl = \"t\"\nsubdirectory = \"../up\"\n[[spec_repos]]\nname = \"s\"\nurl = \"s\"\ntemplates = [{ path = \"elsewhere\", name = \"e\", major = 1 }, { path = \"proton/x\", name = \"bad name\", major = 1, resource = \"r\" }, { path = \"proton/x\", name = \"e\", major = 1 }]\n";
+        let raw: RawConfig = toml::from_str(text).expect("parses");
+        let errs = Config::compile(raw, "p.toml", Path::new("/srv")).expect_err("invalid");
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "template_repos[0].subdirectory",
+                "spec_repos[0].templates[0].path",
+                "spec_repos[0].templates[1].resource",
+                "spec_repos[0].templates[1].name",
+                "spec_repos[0].templates[2].path",
+            ],
+            "{errs:#?}"
         );
     }
 

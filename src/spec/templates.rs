@@ -2,7 +2,8 @@
 //! entry maps folders or single files to a template (`templates = [{ path, name, major }]`),
 //! so spec files exactly as Proton kept them (no `name:`, no `template:`) deploy unchanged.
 //!
-//! The most specific mapping (an exact file, else the deepest folder) applies. A file's own
+//! The most specific mapping (an exact file, else the deepest folder) applies; a mapping of
+//! one file may also name its resource (`resource`). A file's own
 //! `template:` header is checked against it: the same name and major agree (the header may
 //! pin a minor); anything else is a conflict, reported on the file with the two fixes. Pure:
 //! it never reads git or the config file.
@@ -24,6 +25,10 @@ pub struct TemplateMapping {
     /// When set, pins this exact minor.
     #[serde(default)]
     pub minor: Option<u32>,
+    /// For a single file: the resource's name when the file has no `name:` (default: the
+    /// file's stem), e.g. the service a Proton service sync `proton-ops.yaml` named.
+    #[serde(default)]
+    pub resource: Option<String>,
 }
 
 impl TemplateMapping {
@@ -108,6 +113,7 @@ mod tests {
             name: name.into(),
             major,
             minor: None,
+            resource: None,
         }
     }
 

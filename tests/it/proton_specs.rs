@@ -78,7 +78,7 @@ async fn header_less_spec_files_follow_the_templates_the_config_maps() {
             )
             .repo_line(
                 "payments",
-                "templates = [{ path = \"proton/services/reports.yaml\", name = \"worker-svc\", major = 1 }]",
+                "templates = [{ path = \"proton/services/reports.yaml\", name = \"worker-svc\", major = 1 }, { path = \"proton/frontend/test/frontend-spec.yaml\", name = \"worker-svc\", major = 1, resource = \"frontend\" }]",
             );
         })
         .build();
@@ -88,6 +88,14 @@ async fn header_less_spec_files_follow_the_templates_the_config_maps() {
         t.replace("name: reports\n", "")
             .replace("template: {name: worker-svc, major: 1}\n", "")
     });
+    // A service sync spec file (`proton-ops.yaml` named the service, not the file).
+    let reports = std::fs::read_to_string(w.dir("payments").join("proton/services/reports.yaml"))
+        .expect("reports spec");
+    w.write(
+        "payments",
+        "proton/frontend/test/frontend-spec.yaml",
+        &reports.replace("reports-dev", "frontend-dev"),
+    );
     w.commit("payments", "reports as Proton kept it");
     let out = w.reconcile();
     assert!(out.status.success(), "{}", text(&out));
@@ -106,9 +114,17 @@ async fn header_less_spec_files_follow_the_templates_the_config_maps() {
         (&"basic-env".into(), &"deployed".into()),
         "{dev}"
     );
-    let reports = row("service_instance/reports/reports-dev");
-    assert_eq!(reports["template"], "worker-svc", "{reports}");
-    assert_eq!(reports["status"], "deployed", "{reports}");
+    for id in [
+        "service_instance/reports/reports-dev",
+        "service_instance/frontend/frontend-dev",
+    ] {
+        let r = row(id);
+        assert_eq!(
+            (&r["template"], &r["status"]),
+            (&"worker-svc".into(), &"deployed".into()),
+            "{r}"
+        );
+    }
 
     // A header that disagrees with the mapping: an error on the file with both fixes; the
     // deployed instance is kept (invalid, never deleted).
