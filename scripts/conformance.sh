@@ -298,7 +298,11 @@ if [[ -d "$samples" ]]; then
     template=$(basename "$(dirname "$bundle")")
     spec="$(dirname "$bundle")/spec/spec.yaml"
     check_validate "$bundle" || continue
-    render_service "$bundle" "$spec" "$(dirname "$spec")" --name "$template"
+    # Proton's sample specs are header-less: the source repository Proton took in
+    # CreateService is given as flags (protond's header carries it in the daemon).
+    render_service "$bundle" "$spec" "$(dirname "$spec")" --name "$template" \
+      --repository-id "acme/$template" --branch main \
+      --repository-connection-arn "arn:aws:codestar-connections:us-east-1:123456789012:connection/conformance"
     # Templates that hand the component's outputs to a Proton filter: render once more with
     # the sample component attached.
     if reads_component_outputs "$bundle/instance_infrastructure" && [[ ${#sample_component_args[@]} -gt 0 ]]; then

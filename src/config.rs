@@ -666,6 +666,10 @@ pub struct RawTemplateRepo {
     /// Tag pattern; `{template}`, `{major}` and `{minor}` are replaced.
     #[serde(default)]
     pub tag_pattern: Option<String>,
+    /// Folder holding the bundles (`<subdirectory>/<template>/v<major>/`), as in Proton's
+    /// template sync; default the repo's root.
+    #[serde(default)]
+    pub subdirectory: Option<String>,
 }
 
 /// `[[spec_repos]]`.
@@ -696,6 +700,9 @@ pub struct RawSpecRepo {
     /// instead deletes nothing: the resources are kept as unknown.
     #[serde(default)]
     pub retired: bool,
+    /// Templates of Proton's header-less spec files, by folder or file (issue 16).
+    #[serde(default)]
+    pub templates: Vec<crate::spec::templates::TemplateMapping>,
 }
 
 /// `[rollout]`.
@@ -730,6 +737,8 @@ pub struct TemplateRepo {
     pub url: String,
     /// Tag pattern.
     pub tag_pattern: String,
+    /// Folder holding the bundles; empty for the repo's root.
+    pub subdirectory: String,
 }
 
 /// A spec repo after checks.
@@ -751,6 +760,8 @@ pub struct SpecRepo {
     pub forge: Option<ForgeConfig>,
     /// Retired (`retired = true`): never read; the resources it deployed are deleted.
     pub retired: bool,
+    /// Templates of header-less spec files, by folder or file (`templates = [...]`).
+    pub templates: Vec<crate::spec::templates::TemplateMapping>,
 }
 
 /// Which forge API a spec repo's pull requests go through.
@@ -967,10 +978,26 @@ impl Config {
                     );
                 }
             }
+            let subdirectory = match r.subdirectory.as_deref().map(str::trim) {
+                None | Some("" | "." | "/") => String::new(),
+                Some(sub) => match crate::catalog::check_relative_path(sub.trim_matches('/')) {
+                    Ok(sub) => sub,
+                    Err(e) => {
+                        err(
+                            format!("template_repos[{i}].subdirectory"),
+                            format!(
+                                "{e}; give the folder holding the bundles, relative to the repo's root (e.g. \"templates\")"
+                            ),
+                        );
+                        String::new()
+                    }
+                },
+            };
             template_repos.push(TemplateRepo {
                 name: r.name.clone(),
                 url: resolve(&r.url),
                 tag_pattern: pattern,
+                subdirectory,
             });
         }
         let mut spec_repos = Vec::new();
@@ -992,6 +1019,9 @@ impl Config {
                     None
                 }
             });
+            check_template_mappings(&r.templates, &folder, &mut |f, m| {
+                err(format!("spec_repos[{i}].templates{f}"), m);
+            });
             spec_repos.push(SpecRepo {
                 name: r.name.clone(),
                 url: resolve(&r.url),
@@ -1001,6 +1031,7 @@ impl Config {
                 allow_empty: r.allow_empty,
                 forge,
                 retired: r.retired,
+                templates: r.templates.clone(),
             });
         }
         let urls = raw
@@ -1531,6 +1562,70 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
+/// Checks a spec repo's `templates` mappings: each path safe, inside the spec `folder` (or
+/// it would never match), given once, and naming a valid template.
+fn check_template_mappings(
+    mappings: &[crate::spec::templates::TemplateMapping],
+    folder: &str,
+    err: &mut dyn FnMut(String, String),
+) {
+    let mut seen = BTreeSet::new();
+    for (j, m) in mappings.iter().enumerate() {
+        let at = format!("[{j}]");
+        match crate::catalog::check_relative_path(&m.path) {
+            Err(e) => err(format!("{at}.path"), e.to_string()),
+            Ok(path) => {
+                let inside =
+                    folder == "." || path == folder || path.starts_with(&format!("{folder}/"));
+                if !inside {
+                    err(
+                        format!("{at}.path"),
+                        format!(
+                            "{path:?} is outside the spec folder {folder:?}, so no spec file is read there; give a path under {folder:?} (paths are relative to the repo's root), or change `folder`"
+                        ),
+                    );
+                }
+                if !seen.insert(path.clone()) {
+                    err(
+                        format!("{at}.path"),
+                        format!("{path:?} is mapped twice; keep one mapping per folder or file"),
+                    );
+                }
+            }
+        }
+        if let Some(resource) = &m.resource {
+            #[allow(clippy::case_sensitive_file_extension_comparisons)]
+            let file = m.path.ends_with(".yaml") || m.path.ends_with(".yml");
+            if !file {
+                err(
+                    format!("{at}.resource"),
+                    format!(
+                        "names the resource of one spec file, but {:?} is a folder; map the file itself (its path ending in .yaml or .yml), or remove `resource`",
+                        m.path
+                    ),
+                );
+            }
+            if !crate::spec::is_valid_name(resource) {
+                err(
+                    format!("{at}.resource"),
+                    format!(
+                        "{resource:?} is not a valid resource name: use letters, digits, '-' and '_'"
+                    ),
+                );
+            }
+        }
+        if !crate::spec::is_valid_name(&m.name) {
+            err(
+                format!("{at}.name"),
+                format!(
+                    "{:?} is not a valid template name: use letters, digits, '-' and '_'",
+                    m.name
+                ),
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1668,6 +1763,30 @@ mod tests {
             errs[2]
                 .message
                 .contains("longer than server.request_timeout")
+        );
+    }
+
+    #[test]
+    fn spec_template_mappings_and_subdirectories_are_checked() {
+        let text = "state = \"sqlite://s.db\"\ndata_dir = \"d\"\n[[template_repos]]\nname = \"t\"\nurl = \"t\"\nsubdirectory = \"templates/\"\n[[spec_repos]]\nname = \"s\"\nurl = \"s\"\ntemplates = [{ path = \"proton/envs\", name = \"env\", major = 1 }, { path = \"proton/a.yaml\", name = \"svc\", major = 2, resource = \"api\" }]\n";
+        let raw: RawConfig = toml::from_str(text).expect("parses");
+        let cfg = Config::compile(raw, "p.toml", Path::new("/srv")).expect("compiles");
+        assert_eq!(cfg.template_repos[0].subdirectory, "templates");
+        assert_eq!(cfg.spec_repos[0].templates.len(), 2);
+        let text = "state = \"sqlite://s.db\"\ndata_dir = \"d\"\n[[template_repos]]\nname = \"t\"\nurl = \"t\"\nsubdirectory = \"../up\"\n[[spec_repos]]\nname = \"s\"\nurl = \"s\"\ntemplates = [{ path = \"elsewhere\", name = \"e\", major = 1 }, { path = \"proton/x\", name = \"bad name\", major = 1, resource = \"r\" }, { path = \"proton/x\", name = \"e\", major = 1 }]\n";
+        let raw: RawConfig = toml::from_str(text).expect("parses");
+        let errs = Config::compile(raw, "p.toml", Path::new("/srv")).expect_err("invalid");
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "template_repos[0].subdirectory",
+                "spec_repos[0].templates[0].path",
+                "spec_repos[0].templates[1].resource",
+                "spec_repos[0].templates[1].name",
+                "spec_repos[0].templates[2].path",
+            ],
+            "{errs:#?}"
         );
     }
 

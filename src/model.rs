@@ -361,12 +361,15 @@ text_enum! {
         /// Its repo could not be read (or is no longer configured): what is deployed is kept
         /// as is and nothing is known about what should be.
         Unknown => "unknown",
+        /// A customer-managed environment: run by its owners, never deployed by protond; its
+        /// outputs are what its instances see.
+        CustomerManaged => "customer_managed",
     }
 }
 
 impl ViewStatus {
     /// Every view status, in the order the views explain them.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Deployed,
         Self::Failed,
         Self::Conflict,
@@ -375,6 +378,7 @@ impl ViewStatus {
         Self::WaitingForNotify,
         Self::SpecInvalid,
         Self::Unknown,
+        Self::CustomerManaged,
     ];
 
     /// The status as the tables and the status page show it (`create failed`).
@@ -389,6 +393,7 @@ impl ViewStatus {
             Self::WaitingForNotify => "waiting for notify",
             Self::SpecInvalid => "spec invalid",
             Self::Unknown => "unknown",
+            Self::CustomerManaged => "customer managed",
         }
     }
 

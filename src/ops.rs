@@ -394,6 +394,23 @@ impl Findings {
             .collect();
         Self { by_id }
     }
+
+    /// Adds the customer-managed environments (id → where their outputs come from).
+    #[must_use]
+    pub fn with_customer_managed(mut self, environments: &BTreeMap<String, String>) -> Self {
+        for (id, how) in environments {
+            self.by_id.insert(
+                id.clone(),
+                Finding {
+                    kind: ResourceKind::Environment,
+                    template: String::new(),
+                    status: ViewStatus::CustomerManaged,
+                    detail: how.clone(),
+                },
+            );
+        }
+        self
+    }
 }
 
 /// Where a resource with no record stands, from its newest deployment: `None` when that
@@ -502,7 +519,10 @@ pub fn status_with(overview: &Overview, findings: &Findings) -> Vec<StatusRow> {
             &mut recorded[i]
         } else if let Some(row) = unrecorded.get_mut(id) {
             row
-        } else if f.status == ViewStatus::SpecInvalid {
+        } else if matches!(
+            f.status,
+            ViewStatus::SpecInvalid | ViewStatus::CustomerManaged
+        ) {
             unrecorded.entry(id.clone()).or_insert(StatusRow {
                 id: id.clone(),
                 kind: f.kind,
@@ -522,7 +542,10 @@ pub fn status_with(overview: &Overview, findings: &Findings) -> Vec<StatusRow> {
         if row.status != ViewStatus::Conflict {
             row.status = f.status;
         }
-        row.problem = Some(f.detail.clone());
+        // A customer-managed environment is no problem: its status says all.
+        if f.status != ViewStatus::CustomerManaged {
+            row.problem = Some(f.detail.clone());
+        }
     }
     merge_by_id(recorded, unrecorded.into_values().collect())
 }

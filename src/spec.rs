@@ -4,7 +4,8 @@
 //! small header naming the resource and its template (Proton kept those in its API; here
 //! they live in git). Proton's header-less form is accepted too, with the template given
 //! separately. This module parses and checks one file at a time; it never reads git and never
-//! validates inputs against a schema (the caller does, with the template at hand).
+//! validates inputs against a schema (the caller does, with the template at hand). Templates
+//! the config gives header-less files are applied by [`templates`].
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -12,6 +13,8 @@ use std::fmt;
 use serde::Deserialize;
 
 use crate::catalog::{check_relative_path, yaml_error};
+
+pub mod templates;
 
 /// Largest spec file accepted, in bytes.
 pub const MAX_SPEC_BYTES: usize = 1024 * 1024;
@@ -67,6 +70,23 @@ pub struct EnvironmentSpec {
     pub role_arn: Option<String>,
     /// Inputs (the `spec:` block).
     pub inputs: serde_json::Value,
+    /// Set for a customer-managed environment (Proton's `CUSTOMER_MANAGED` provisioning):
+    /// protond never deploys it; instances read the outputs given here.
+    pub customer_managed: Option<CustomerManaged>,
+}
+
+/// A customer-managed environment's outputs: given in the spec, read from an existing
+/// `CloudFormation` stack (`DescribeStacks`), or both (the given ones win).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerManaged {
+    /// Outputs given in the spec, by key.
+    #[serde(default)]
+    pub outputs: std::collections::BTreeMap<String, String>,
+    /// The name or ARN of an existing stack whose outputs the environment has, read in the
+    /// environment's account (its `role_arn`) and the configured region.
+    #[serde(default)]
+    pub stack: Option<String>,
 }
 
 /// A directly defined component attached to a service instance.
@@ -104,6 +124,22 @@ pub struct ServiceSpec {
     pub instances: Vec<InstanceSpec>,
     /// Start the service's `CodePipeline` pipeline after an instance deploys.
     pub start_pipeline_on_deploy: bool,
+    /// The service's source code repository, as Proton's `CreateService` took it.
+    pub source: SourceRepo,
+}
+
+/// A service's source code repository: `service.repository_id`, `service.branch_name` and
+/// `service.repository_connection_arn` in the rendering context (Proton's `CreateService`
+/// `repositoryId`, `branchName` and `repositoryConnectionArn`). Each is optional: a template
+/// that uses one the spec does not give fails to render, naming the spec and the field.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceRepo {
+    /// `repository_id:`, e.g. `acme/payments`.
+    pub repository_id: Option<String>,
+    /// `branch_name:`, e.g. `main`.
+    pub branch_name: Option<String>,
+    /// `repository_connection_arn:`, the `CodeStar` connection to the repository.
+    pub repository_connection_arn: Option<String>,
 }
 
 /// A parsed spec file.
@@ -171,6 +207,8 @@ enum RawSpec {
         role_arn: Option<String>,
         #[serde(default)]
         spec: Option<serde_yaml::Value>,
+        #[serde(default)]
+        customer_managed: Option<CustomerManaged>,
     },
     ServiceSpec {
         #[serde(default)]
@@ -183,6 +221,12 @@ enum RawSpec {
         instances: Vec<RawInstance>,
         #[serde(default)]
         start_pipeline_on_deploy: bool,
+        #[serde(default)]
+        repository_id: Option<String>,
+        #[serde(default)]
+        branch_name: Option<String>,
+        #[serde(default)]
+        repository_connection_arn: Option<String>,
     },
 }
 
@@ -267,6 +311,96 @@ fn to_json(
     }
 }
 
+/// A customer-managed environment says where its outputs come from: outputs, a stack, or both.
+fn check_customer_managed(file: &str, c: &CustomerManaged, errors: &mut Vec<SpecError>) {
+    let err = |field: &str, message: String| SpecError {
+        file: file.into(),
+        field: field.into(),
+        message,
+    };
+    if c.outputs.is_empty() && c.stack.is_none() {
+        errors.push(err(
+            "customer_managed",
+            "gives neither `outputs` nor `stack`; give the environment's outputs (`outputs: {VpcId: vpc-0abc}`) or the existing stack to read them from (`stack: my-network`)".into(),
+        ));
+    }
+    if let Some(stack) = &c.stack
+        && (stack.is_empty()
+            || stack.len() > 2048
+            || stack
+                .chars()
+                .any(|ch| ch.is_control() || ch.is_whitespace()))
+    {
+        errors.push(err(
+            "customer_managed.stack",
+            format!("{stack:?} is not a stack name or ARN"),
+        ));
+    }
+    for key in c.outputs.keys() {
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+        {
+            errors.push(err(
+                &format!("customer_managed.outputs.{key}"),
+                "output keys are letters, digits and '_' (as CloudFormation output keys)".into(),
+            ));
+        }
+    }
+}
+
+/// A service's source repository fields, each checked against Proton's limits
+/// (`CreateService`: 1..=200 characters for the id and branch, an ARN for the connection).
+fn source_repo(
+    file: &str,
+    repository_id: Option<String>,
+    branch_name: Option<String>,
+    repository_connection_arn: Option<String>,
+    errors: &mut Vec<SpecError>,
+) -> SourceRepo {
+    let mut check = |field: &str, v: &Option<String>, what: &str| {
+        if let Some(v) = v
+            && (v.is_empty() || v.len() > 200 || v.chars().any(char::is_control))
+        {
+            errors.push(SpecError {
+                file: file.into(),
+                field: field.into(),
+                message: format!(
+                    "{v:?} is not a valid {what}: give 1 to 200 characters without line breaks, or remove the field"
+                ),
+            });
+        }
+    };
+    check(
+        "repository_id",
+        &repository_id,
+        "repository id (e.g. `acme/payments`)",
+    );
+    check("branch_name", &branch_name, "branch name (e.g. `main`)");
+    check(
+        "repository_connection_arn",
+        &repository_connection_arn,
+        "connection ARN",
+    );
+    if let Some(arn) = &repository_connection_arn
+        && !arn.starts_with("arn:")
+    {
+        errors.push(SpecError {
+            file: file.into(),
+            field: "repository_connection_arn".into(),
+            message: format!(
+                "{arn:?} is not an ARN; give the connection's ARN (`arn:aws:codestar-connections:REGION:ACCOUNT:connection/ID`)"
+            ),
+        });
+    }
+    SourceRepo {
+        repository_id,
+        branch_name,
+        repository_connection_arn,
+    }
+}
+
 /// The field behind a type error in a document that is valid YAML. serde reports errors in
 /// an internally tagged enum without their path, so each top-level field is checked alone.
 fn locate_type_error(text: &str) -> Option<(String, String)> {
@@ -282,10 +416,17 @@ fn locate_type_error(text: &str) -> Option<(String, String)> {
     for (k, v) in &map {
         let Some(key) = k.as_str() else { continue };
         let problem = match key {
-            "name" | "stage" | "account_id" | "role_arn" => check::<Option<String>>(v),
+            "name"
+            | "stage"
+            | "account_id"
+            | "role_arn"
+            | "repository_id"
+            | "branch_name"
+            | "repository_connection_arn" => check::<Option<String>>(v),
             "template" => check::<Option<TemplateRef>>(v),
             "allowed_service_repos" => check::<Option<Vec<String>>>(v),
             "start_pipeline_on_deploy" => check::<bool>(v),
+            "customer_managed" => check::<Option<CustomerManaged>>(v),
             "pipeline" | "spec" => match v {
                 Value::Mapping(_) | Value::Null => None,
                 _ => Some("expected a mapping of inputs".to_string()),
@@ -362,6 +503,7 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<SpecFile, Vec
             account_id,
             role_arn,
             spec,
+            customer_managed,
         } => {
             let name = name.unwrap_or_else(|| default_name.to_string());
             check_name("name", &name, &mut errors);
@@ -377,6 +519,9 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<SpecFile, Vec
                 ));
             }
             let inputs = to_json(spec, file, "spec", &mut errors);
+            if let Some(c) = &customer_managed {
+                check_customer_managed(file, c, &mut errors);
+            }
             SpecFile::Environment(EnvironmentSpec {
                 name,
                 template,
@@ -385,6 +530,7 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<SpecFile, Vec
                 account_id,
                 role_arn,
                 inputs,
+                customer_managed,
             })
         }
         RawSpec::ServiceSpec {
@@ -393,6 +539,9 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<SpecFile, Vec
             pipeline,
             instances,
             start_pipeline_on_deploy,
+            repository_id,
+            branch_name,
+            repository_connection_arn,
         } => {
             let name = name.unwrap_or_else(|| default_name.to_string());
             check_name("name", &name, &mut errors);
@@ -450,6 +599,13 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<SpecFile, Vec
                 pipeline,
                 instances: out,
                 start_pipeline_on_deploy,
+                source: source_repo(
+                    file,
+                    repository_id,
+                    branch_name,
+                    repository_connection_arn,
+                    &mut errors,
+                ),
             })
         }
     };
@@ -569,6 +725,77 @@ mod tests {
             "]".repeat(5000)
         );
         assert!(parse(&deep, "d.yaml", "d").is_err());
+    }
+
+    #[test]
+    fn service_names_its_source_repository() {
+        let text = "proton: ServiceSpec\nname: a\nrepository_id: acme/a\nbranch_name: release\nrepository_connection_arn: arn:aws:codestar-connections:us-east-1:123456789012:connection/x\n";
+        let SpecFile::Service(s) = parse(text, "a.yaml", "a").expect("parses") else {
+            panic!("expected a service")
+        };
+        assert_eq!(s.source.repository_id.as_deref(), Some("acme/a"));
+        assert_eq!(s.source.branch_name.as_deref(), Some("release"));
+        assert!(s.source.repository_connection_arn.is_some());
+        let SpecFile::Service(s) =
+            parse("proton: ServiceSpec\nname: a\n", "a.yaml", "a").expect("parses")
+        else {
+            panic!("expected a service")
+        };
+        assert_eq!(s.source, SourceRepo::default());
+        let errs = parse(
+            "proton: ServiceSpec\nname: a\nbranch_name: ''\nrepository_connection_arn: conn\n",
+            "a.yaml",
+            "a",
+        )
+        .expect_err("invalid");
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["branch_name", "repository_connection_arn"],
+            "{errs:?}"
+        );
+        let errs = parse(
+            "proton: ServiceSpec\nname: a\nbranch_name: [x]\n",
+            "a.yaml",
+            "a",
+        )
+        .expect_err("invalid");
+        assert_eq!(errs[0].field, "branch_name", "{errs:?}");
+    }
+
+    #[test]
+    fn customer_managed_environments_give_outputs_or_a_stack() {
+        let text = "proton: EnvironmentSpec\nname: legacy\ntemplate: {name: basic-env, major: 1}\ncustomer_managed:\n  stack: legacy-network\n  outputs: {TopicArn: 'arn:aws:sns:us-east-1:111122223333:t'}\n";
+        let SpecFile::Environment(e) = parse(text, "e.yaml", "x").expect("parses") else {
+            panic!("expected an environment")
+        };
+        let c = e.customer_managed.expect("customer-managed");
+        assert_eq!(c.stack.as_deref(), Some("legacy-network"));
+        assert_eq!(c.outputs.len(), 1);
+        let errs = parse(
+            "proton: EnvironmentSpec\nname: a\ncustomer_managed: {}\n",
+            "e.yaml",
+            "a",
+        )
+        .expect_err("neither");
+        assert_eq!(errs[0].field, "customer_managed", "{errs:?}");
+        let errs = parse(
+            "proton: EnvironmentSpec\nname: a\ncustomer_managed: {outputs: {'a b': x}}\n",
+            "e.yaml",
+            "a",
+        )
+        .expect_err("bad key");
+        assert_eq!(errs[0].field, "customer_managed.outputs.a b", "{errs:?}");
+        let errs = parse(
+            "proton: EnvironmentSpec\nname: a\ncustomer_managed: {stack: s, state: x}\n",
+            "e.yaml",
+            "a",
+        )
+        .expect_err("unknown field");
+        assert!(
+            errs[0].message.contains("unknown field `state`"),
+            "{errs:?}"
+        );
     }
 
     #[test]

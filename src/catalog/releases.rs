@@ -411,16 +411,28 @@ fn problem_lines(bundle: &[BundleError], syntax: &[String]) -> String {
         .join("\n")
 }
 
+/// Where the bundle of `template` major `major` lives in a template repo whose bundles are
+/// under `subdirectory` (empty: the repo's root), as Proton's template sync read it.
+#[must_use]
+pub fn bundle_folder(subdirectory: &str, template: &str, major: u32) -> String {
+    let sub = subdirectory.trim_matches('/');
+    if sub.is_empty() || sub == "." {
+        format!("{template}/v{major}")
+    } else {
+        format!("{sub}/{template}/v{major}")
+    }
+}
+
 /// Reads and validates one release's bundle at its tag.
 fn read_release(
     mirror: &Mirror,
     tag: &Tag,
-    template: &str,
+    (subdirectory, template): (&str, &str),
     version: Version,
     limits: &Limits,
     check: SyntaxCheck<'_>,
 ) -> Result<Bundle, ReleaseError> {
-    let folder = format!("{template}/v{}", version.major);
+    let folder = bundle_folder(subdirectory, template, version.major);
     let origin = format!("{}@{}", mirror.display_url(), tag.name);
     let entries = mirror
         .read_tree(
@@ -516,14 +528,15 @@ pub fn effective_tags(
     out
 }
 
-/// Reads every release of one template repo. `previous` lets unchanged tags (same commit)
+/// Reads every release of one template repo (`repo`, its bundles under `subdirectory`, empty
+/// for the root). `previous` lets unchanged tags (same commit)
 /// reuse their already-validated bundle instead of reading the tree again; `syntax` checks
 /// each `IaC` file (see [`SyntaxCheck`]). `refs` are protond's references in the mirror: a
 /// release is read at its recorded commit, whatever its tag names now.
 #[must_use]
 #[allow(clippy::too_many_arguments)]
 pub fn read_releases(
-    repo: &str,
+    (repo, subdirectory): (&str, &str),
     mirror: &Mirror,
     tags: &[Tag],
     refs: &ReleaseRefs,
@@ -555,7 +568,14 @@ pub fn read_releases(
             catalog.insert(r);
             continue;
         }
-        match read_release(mirror, tag, &template, version, limits, syntax) {
+        match read_release(
+            mirror,
+            tag,
+            (subdirectory, &template),
+            version,
+            limits,
+            syntax,
+        ) {
             Ok(bundle) => catalog.insert(Release {
                 repo: repo.to_string(),
                 template,

@@ -28,6 +28,11 @@ pub(super) fn plan_cmd(config: &Path, output: OutputFormat, fetch: bool) -> Resu
                 .await
                 .context("reading the repos panicked")?;
         snapshot.add_forgotten(&store.forgotten_repos().await?);
+        if !crate::daemon::customer::stacks_to_read(&snapshot).is_empty() {
+            use crate::provision::cloudformation::{CloudFormation, Settings};
+            let cfn = CloudFormation::new(Settings::from_config(&config)).await;
+            crate::daemon::customer::read_stacks(&cfn, &mut snapshot).await;
+        }
         let waiting = crate::daemon::reconcile::waiting(&store).await?;
         let facts = crate::daemon::reconcile::read_facts(
             &store,
@@ -47,11 +52,31 @@ pub(super) fn plan_cmd(config: &Path, output: OutputFormat, fetch: bool) -> Resu
             OutputFormat::Table => {
                 let table = crate::ops::plan_table(&eval.plan, &eval.set, &snapshot.catalog);
                 write!(out, "{table}")?;
+                write!(
+                    out,
+                    "{}",
+                    customer_managed_section(&eval.set.customer_managed)
+                )?;
                 write!(out, "{}", schedule_section(&eval.schedule))?;
             }
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The customer-managed environments, which protond never deploys, and where their outputs
+/// come from; empty when there are none.
+fn customer_managed_section(environments: &BTreeMap<String, String>) -> String {
+    if environments.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "\nCustomer-managed environments (never created, updated or deleted by protond):\n",
+    );
+    for (id, how) in environments {
+        s.push_str(&format!("  {id}  customer-managed: {how}\n"));
+    }
+    s
 }
 
 /// The `--output json` document: the actions, the schedule's decisions, the proposals, and
@@ -78,6 +103,7 @@ fn plan_json(eval: &Evaluation, snapshot: &Snapshot) -> Value {
         "unknown_repos": eval.set.unknown_repos,
         "notes": eval.set.record_notes,
         "problems": eval.set.problems,
+        "customer_managed": eval.set.customer_managed,
         "rejected_releases": rejected,
     })
 }

@@ -47,12 +47,17 @@ pub struct RenderArgs {
     /// Resource name when the spec has no `name:` (default: the spec file's stem).
     #[arg(long)]
     pub name: Option<String>,
-    /// Source repository id for `service.repository_id`.
-    #[arg(long, default_value = "example/repository")]
-    pub repository_id: String,
-    /// Source branch for `service.branch_name`.
-    #[arg(long, default_value = "main")]
-    pub branch: String,
+    /// Source repository id for `service.repository_id` (default: the spec's
+    /// `repository_id:`; undefined when neither gives it).
+    #[arg(long)]
+    pub repository_id: Option<String>,
+    /// Source branch for `service.branch_name` (default: the spec's `branch_name:`).
+    #[arg(long)]
+    pub branch: Option<String>,
+    /// Source connection for `service.repository_connection_arn` (default: the spec's
+    /// `repository_connection_arn:`).
+    #[arg(long)]
+    pub repository_connection_arn: Option<String>,
     /// Write each rendered file below this folder instead of printing.
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
@@ -64,15 +69,17 @@ pub(super) fn render_cmd(args: &RenderArgs) -> Result<ExitCode> {
     let loaded = load_bundle(&args.bundle)?;
     let spec = read_spec(&args.spec, args.name.as_deref())?;
     let outputs = FlagOutputs::parse(args)?;
-    // The daemon's context builder, with the source given by the flags.
-    let source = SpecSource {
-        repository_id: args.repository_id.clone(),
-        branch: args.branch.clone(),
-        connection_arn: format!(
-            "arn:aws:codestar-connections:us-east-1:{}:connection/protond-render",
-            args.account_id
-        ),
+    // The daemon's context builder, with the spec's source, which the flags override.
+    let mut source = match &spec {
+        SpecFile::Service(s) => SpecSource::of_spec(s),
+        SpecFile::Environment(_) => SpecSource::default(),
     };
+    source.repository_id = args.repository_id.clone().or(source.repository_id);
+    source.branch = args.branch.clone().or(source.branch);
+    source.connection_arn = args
+        .repository_connection_arn
+        .clone()
+        .or(source.connection_arn);
     let mut renderer = Renderer {
         args,
         service: ServiceContext::new(spec.name(), &source, &args.account_id),
@@ -199,9 +206,12 @@ impl Renderer<'_> {
         for file in &infra.files {
             match render::render_file(file, ctx) {
                 Ok(text) => self.files.push((format!("{label}/{}", file.path), text)),
-                Err(e) => self
-                    .failed
-                    .push(format!("{label}: {}/{e}", self.args.bundle.display())),
+                Err(e) => {
+                    let spec = self.args.spec.display().to_string();
+                    let e = self.service.describe(&spec, &e);
+                    self.failed
+                        .push(format!("{label}: {}/{e}", self.args.bundle.display()));
+                }
             }
         }
     }

@@ -14,39 +14,61 @@ use crate::catalog::{self, Bundle, ComponentBundle, Infrastructure, Layout, Limi
 use crate::render;
 use crate::spec::{self, ServiceSpec, SpecFile};
 
-/// Finds bundle folders below `path`: itself if it is one, its `vN` children if it is a
-/// template folder, and `*/vN` if it is a template repo.
-fn find_bundles(path: &Path) -> Vec<PathBuf> {
-    let is_bundle = |p: &Path| {
-        p.join("schema").is_dir()
-            || p.join("infrastructure").is_dir()
-            || p.join("instance_infrastructure").is_dir()
-            || p.join("manifest.yaml").is_file()
-    };
+/// How deep below a given path `validate` looks for bundles.
+const MAX_SEARCH_DEPTH: usize = 32;
+/// How many folders `validate` looks at below one given path, at most.
+const MAX_SEARCH_FOLDERS: usize = 100_000;
+
+/// Whether `p` is a bundle folder: a template's `vN` folder or a component folder.
+fn is_bundle(p: &Path) -> bool {
+    p.join("schema").is_dir()
+        || p.join("infrastructure").is_dir()
+        || p.join("instance_infrastructure").is_dir()
+        || p.join("manifest.yaml").is_file()
+}
+
+/// Finds bundle folders below `path`, at any depth: itself if it is one, else every bundle
+/// in the folders below it (a template repo, a Proton template sync `subdirectory`, a
+/// template folder's `vN` children). A bundle's own folders are not searched further;
+/// hidden folders (`.git`, `.github`) and symbolic links are skipped. The second value says
+/// whether the search stopped at [`MAX_SEARCH_DEPTH`] or [`MAX_SEARCH_FOLDERS`].
+fn find_bundles(path: &Path) -> (Vec<PathBuf>, bool) {
     if is_bundle(path) {
-        return vec![path.to_path_buf()];
+        return (vec![path.to_path_buf()], false);
     }
     let mut found = Vec::new();
-    let children = |p: &Path| -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+    let mut visited = 0usize;
+    let mut truncated = false;
+    // Depth-first, in name order, so the report lists bundles as the tree does.
+    let mut stack = vec![(path.to_path_buf(), 0usize)];
+    while let Some((dir, depth)) = stack.pop() {
+        visited += 1;
+        if visited > MAX_SEARCH_FOLDERS {
+            truncated = true;
+            break;
+        }
+        let mut children: Vec<PathBuf> = std::fs::read_dir(&dir)
             .map(|rd| {
                 rd.filter_map(Result::ok)
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
                     .map(|e| e.path())
-                    .filter(|p| p.is_dir() && !p.ends_with(".git"))
                     .collect()
             })
             .unwrap_or_default();
-        v.sort();
-        v
-    };
-    for child in children(path) {
-        if is_bundle(&child) {
-            found.push(child);
-        } else {
-            found.extend(children(&child).into_iter().filter(|c| is_bundle(c)));
+        children.sort();
+        for child in children.into_iter().rev() {
+            if is_bundle(&child) {
+                found.push(child);
+            } else if depth + 1 < MAX_SEARCH_DEPTH {
+                stack.push((child, depth + 1));
+            } else {
+                truncated = true;
+            }
         }
     }
-    found
+    found.sort();
+    (found, truncated)
 }
 
 /// A bundle read from disk, whichever layout it has.
@@ -115,7 +137,14 @@ pub(super) fn validate(paths: &[PathBuf], spec_file: Option<&Path>) -> Result<Ex
     let mut problems = 0usize;
     let mut checked = 0usize;
     for path in paths {
-        let bundles = find_bundles(path);
+        let (bundles, truncated) = find_bundles(path);
+        if truncated {
+            eprintln!(
+                "{}: stopped looking for bundles at {MAX_SEARCH_DEPTH} folders deep or {MAX_SEARCH_FOLDERS} folders; validate a smaller folder",
+                path.display()
+            );
+            problems += 1;
+        }
         if bundles.is_empty() {
             eprintln!(
                 "{}: no template bundle found (expected schema/ and infrastructure/ or instance_infrastructure/, or a component manifest.yaml)",

@@ -8,6 +8,7 @@
 //! then is adopted by the next start.
 
 mod ctx;
+pub mod customer;
 mod lifecycle;
 mod pipelines;
 pub mod reconcile;

@@ -120,7 +120,10 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<CycleReport,
                 .filter(|r| r.fallback == Fallback::LastFetched)
                 .map(ToString::to_string),
         );
-        ctx.set_findings(crate::ops::Findings::from_plan(&eval.plan));
+        ctx.set_findings(
+            crate::ops::Findings::from_plan(&eval.plan)
+                .with_customer_managed(&eval.set.customer_managed),
+        );
         record_moves(&ctx.store, &eval, &facts.records).await?;
         start(ctx, &snapshot, &eval, &facts.records, &mut report);
         propose(ctx, snapshot, facts.records).await;
@@ -156,6 +159,7 @@ async fn load(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<Arc<Snapshot>, Re
             .map_err(ReconcileError::Load)?;
     let mut snapshot = snapshot;
     snapshot.add_forgotten(&forgotten_repos(&ctx.store, &ctx.config).await?);
+    super::customer::read_stacks(&ctx.cfn, &mut snapshot).await;
     let snapshot = Arc::new(snapshot);
     for (repo, reason) in &snapshot.template_repo_errors {
         FetchFailed {

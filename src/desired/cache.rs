@@ -90,6 +90,20 @@ fn compute_key(
         put(repo);
         put(how);
     }
+    // Customer-managed environments' stack outputs change without a commit.
+    put("customer stacks");
+    for (environment, read) in &snapshot.customer_stacks {
+        put(environment);
+        match read {
+            Ok(outputs) => {
+                for (k, v) in outputs {
+                    put(k);
+                    put(v);
+                }
+            }
+            Err(e) => put(e),
+        }
+    }
     put("records");
     for d in deployed {
         put(&d.id);
@@ -133,5 +147,26 @@ mod tests {
         let b = compute_key(&snapshot, &[], "1", &none, &halted);
         assert_ne!(a, b);
         assert_eq!(b, compute_key(&snapshot, &[], "1", &none, &halted));
+    }
+
+    /// A customer-managed environment's stack outputs change without a commit: a cycle
+    /// after they change must render its instances again.
+    #[test]
+    fn customer_stack_outputs_are_part_of_the_key() {
+        let mut snapshot = Snapshot::default();
+        let none = BTreeMap::new();
+        let key = |s: &Snapshot| compute_key(s, &[], "1", &none, &BTreeSet::new());
+        let empty = key(&snapshot);
+        snapshot.customer_stacks.insert(
+            "dev".into(),
+            Ok(BTreeMap::from([("Vpc".to_string(), "vpc-1".to_string())])),
+        );
+        let one = key(&snapshot);
+        snapshot.customer_stacks.insert(
+            "dev".into(),
+            Ok(BTreeMap::from([("Vpc".to_string(), "vpc-2".to_string())])),
+        );
+        let two = key(&snapshot);
+        assert!(empty != one && one != two, "{empty} {one} {two}");
     }
 }

@@ -43,6 +43,21 @@ pub(crate) fn render(
 
 /// The row of an environment declared once.
 fn deploy(b: &mut Builder<'_>, templates: &Templates<'_>, name: &str, d: &EnvDecl<'_>) {
+    if let Some(c) = &d.spec.customer_managed {
+        if let Err(e) = super::customer::environment(b, name, d, c) {
+            let t = d.spec.template.as_ref();
+            let version = t.map_or(Version { major: 0, minor: 0 }, |t| Version {
+                major: t.major,
+                minor: t.minor.unwrap_or(0),
+            });
+            let template = t.map_or("", |t| t.name.as_str());
+            b.push(
+                row(name, d, template, version, &Value::Null),
+                Err(invalid(e)),
+            );
+        }
+        return;
+    }
     let template = d.spec.template.as_ref();
     let pinned = template.and_then(|t| templates.pinned(&environment_id(name), &t.name));
     let release = match templates.resolve(d.path(), template, TemplateKind::Environment, pinned) {

@@ -50,11 +50,11 @@ pub fn env(name: &str) -> String {
 }
 
 /// A service spec following `web-svc` major `major` (and minor `minor`, when pinned), one
-/// instance per (instance, environment).
+/// instance per (instance, environment), built from `acme/<name>` at `main`.
 pub fn svc(name: &str, major: u32, minor: Option<u32>, instances: &[(&str, &str)]) -> String {
     let minor = minor.map(|m| format!(", minor: {m}")).unwrap_or_default();
     let mut text = format!(
-        "proton: ServiceSpec\nname: {name}\ntemplate: {{name: web-svc, major: {major}{minor}}}\npipeline: {{}}\ninstances:\n"
+        "proton: ServiceSpec\nname: {name}\ntemplate: {{name: web-svc, major: {major}{minor}}}\nrepository_id: acme/{name}\nbranch_name: main\npipeline: {{}}\ninstances:\n"
     );
     for (inst, env) in instances {
         text.push_str(&format!(

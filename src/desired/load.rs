@@ -370,7 +370,7 @@ fn template_repo(
     let refs = release_refs(&repo.name, mirror, &tags, &pattern)?;
     let limits = Limits::default();
     Ok(releases::read_releases(
-        &repo.name,
+        (&repo.name, &repo.subdirectory),
         mirror,
         &tags,
         &refs,
@@ -542,7 +542,16 @@ fn read_spec_repo(
     }
     for e in specs {
         let path = format!("{folder}/{}", e.path);
-        let (spec, text) = parse_spec_file(&path, &e.path, e.kind);
+        let resource =
+            spec::templates::lookup(&repo.templates, &path).and_then(|m| m.resource.as_deref());
+        let (mut spec, text) = parse_spec_file(&path, &e.path, e.kind, resource);
+        // The config's template for header-less files (fixed for the process, so a reused
+        // read of the same commit had the same mappings applied).
+        if let Ok(s) = &mut spec
+            && let Err(e) = spec::templates::apply(s, &path, &repo.name, &repo.templates)
+        {
+            spec = Err(vec![e.to_string()]);
+        }
         let components = read_components(mirror, head, &spec);
         state.files.push(SpecEntry {
             path,
@@ -555,16 +564,23 @@ fn read_spec_repo(
 }
 
 /// Parses one spec file (at `path`, `relative` to the spec folder) and returns it with its
-/// text (empty when it is not UTF-8 or not a regular file).
+/// text (empty when it is not UTF-8 or not a regular file). A file without `name:` is named
+/// `resource` (from the config's mapping), else by its stem.
 fn parse_spec_file(
     path: &str,
     relative: &str,
     kind: EntryKind,
+    resource: Option<&str>,
 ) -> (Result<SpecFile, Vec<String>>, String) {
-    let stem = Path::new(relative)
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let stem = resource.map_or_else(
+        || {
+            Path::new(relative)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        },
+        str::to_string,
+    );
     match kind {
         EntryKind::Blob(b) | EntryKind::Executable(b) => match String::from_utf8(b) {
             Ok(text) => {

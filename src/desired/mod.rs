@@ -42,6 +42,7 @@ use crate::state::ResourceRecord;
 
 mod cache;
 mod context;
+mod customer;
 mod environment;
 mod load;
 mod ownership;
@@ -69,10 +70,9 @@ pub struct SpecEntry {
 /// One spec repo at its branch head.
 #[derive(Debug, Clone)]
 pub struct SpecRepoState {
-    /// Repo name from the config; templates see it as `service.repository_id`.
+    /// Repo name from the config.
     pub repo: String,
-    /// The configured branch the specs are read from; templates see it as
-    /// `service.branch_name`.
+    /// The configured branch the specs are read from.
     pub branch: String,
     /// Whether environments may be declared here.
     pub platform: bool,
@@ -101,6 +101,10 @@ pub struct Snapshot {
     /// in the config, or `protond forget`. Never read from git. A repo that deployed
     /// resources and is neither here nor in `spec_repos` is unknown: its resources are kept.
     pub retired_repos: BTreeMap<String, String>,
+    /// Customer-managed environments' outputs read from their stacks (environment name →
+    /// outputs, or why they could not be read); filled after the read from git by
+    /// `daemon::customer::read_stacks`, the one step that calls AWS for them.
+    pub customer_stacks: BTreeMap<String, Result<BTreeMap<String, String>, String>>,
 }
 
 /// How a repo retired in the config is described in `retired_repos`.
@@ -195,6 +199,9 @@ pub struct DesiredSet {
     /// "repo X is not in the config" (kept, unknown) or "repo X is retired (…)" (deleted).
     /// `protond plan` shows it in place of the generic reason.
     pub record_notes: BTreeMap<String, String>,
+    /// Customer-managed environments (id → where their outputs come from): never deployed,
+    /// updated or deleted; their outputs are what instances see.
+    pub customer_managed: BTreeMap<String, String>,
 }
 
 impl DesiredSet {
@@ -282,6 +289,7 @@ pub fn compute_held(
     halted: &BTreeSet<(String, Version)>,
 ) -> DesiredSet {
     let mut b = rows::Builder::new(deployed, account_id);
+    b.customer_stacks = &snapshot.customer_stacks;
     for (repo, reason) in &snapshot.template_repo_errors {
         b.out
             .problems

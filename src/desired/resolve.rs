@@ -36,7 +36,9 @@ pub(crate) struct Templates<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum ResolveError {
     /// The spec names no template (Proton's header-less form).
-    #[error("{path}: template: missing; add `template: {{name: <{kind}-template>, major: N}}`")]
+    #[error(
+        "{path}: template: missing; add `template: {{name: <{kind}-template>, major: N}}`, or map the file (or its folder) to a template in the config: `templates = [{{ path = \"{path}\", name = \"<{kind}-template>\", major = N }}]` in its [[spec_repos]] entry"
+    )]
     Missing {
         /// The spec file.
         path: String,

@@ -44,7 +44,14 @@ pub(crate) struct Builder<'a> {
     deployed: BTreeMap<&'a str, &'a ResourceRecord>,
     /// The account environments live in unless their spec says otherwise.
     pub account_id: String,
+    /// Customer-managed environments' stack outputs, by environment name (from the snapshot).
+    pub customer_stacks: &'a BTreeMap<String, Result<BTreeMap<String, String>, String>>,
+    /// Customer-managed environments' outputs, by environment id.
+    customer_outputs: BTreeMap<String, BTreeMap<String, String>>,
 }
+
+/// No customer-managed stacks.
+static NO_STACKS: BTreeMap<String, Result<BTreeMap<String, String>, String>> = BTreeMap::new();
 
 impl<'a> Builder<'a> {
     /// An empty result over the `deployed` records.
@@ -53,6 +60,8 @@ impl<'a> Builder<'a> {
             out: DesiredSet::default(),
             deployed: deployed.iter().map(|r| (r.id.as_str(), r)).collect(),
             account_id: account_id.to_string(),
+            customer_stacks: &NO_STACKS,
+            customer_outputs: BTreeMap::new(),
         }
     }
 
@@ -86,14 +95,38 @@ impl<'a> Builder<'a> {
         });
     }
 
-    /// The outputs of a deployed resource; `None` while it is not deployed.
+    /// The outputs of a deployed resource (or a customer-managed environment); `None` while
+    /// it is not deployed.
     pub fn outputs_of(&self, id: &str) -> Option<BTreeMap<String, String>> {
-        self.deployed.get(id).map(|r| r.outputs.clone())
+        self.deployed
+            .get(id)
+            .map(|r| r.outputs.clone())
+            .or_else(|| self.customer_outputs.get(id).cloned())
+    }
+
+    /// Whether a resource `id` has a record (protond deployed it).
+    pub fn is_deployed(&self, id: &str) -> bool {
+        self.deployed.contains_key(id)
+    }
+
+    /// Makes environment `id` customer-managed, with `outputs`, described by `how`.
+    pub fn customer_managed(&mut self, id: &str, outputs: BTreeMap<String, String>, how: String) {
+        self.customer_outputs.insert(id.to_string(), outputs);
+        self.out.customer_managed.insert(id.to_string(), how);
     }
 }
 
 /// Renders every file of `infra` with `ctx`; the first failure makes the row invalid.
 pub(crate) fn render_all(infra: &Infrastructure, ctx: &Value) -> Rendered {
+    render_all_described(infra, ctx, &render::RenderError::to_string)
+}
+
+/// [`render_all`], with `describe` wording a failure (e.g. naming the spec field to add).
+pub(crate) fn render_all_described(
+    infra: &Infrastructure,
+    ctx: &Value,
+    describe: &dyn Fn(&render::RenderError) -> String,
+) -> Rendered {
     if let Some(bundle) = &infra.codebuild {
         // CodeBuild provisioning: not rendered; the files and proton-inputs.json travel.
         let docs = crate::provision::codebuild::documents(bundle, ctx);
@@ -105,7 +138,7 @@ pub(crate) fn render_all(infra: &Infrastructure, ctx: &Value) -> Rendered {
         .map(|f| {
             render::render_file(f, ctx)
                 .map(|text| (f.path.clone(), text))
-                .map_err(|e| invalid(e.to_string()))
+                .map_err(|e| invalid(describe(&e)))
         })
         .collect::<Result<Vec<_>, _>>()?;
     if infra.language() == Language::Terraform {

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::context::{ServiceContext, SpecSource};
 use super::ownership::{NameClash, SvcDecl, SvcVerdict};
 use super::resolve::{EnvTarget, Placement, PlacementError, Templates, check_instance, violations};
-use super::rows::{Builder, Rendered, Row, invalid, render_all};
+use super::rows::{Builder, Rendered, Row, invalid, render_all_described};
 use super::{component_id, environment_id, instance_id, pipeline_id};
 use crate::catalog::TemplateKind;
 use crate::catalog::releases::Release;
@@ -99,7 +99,7 @@ fn deploy(
         decl: d,
         template: template.map_or("", |t| t.name.as_str()),
         release,
-        context: ServiceContext::new(name, &SpecSource::of_repo(d.repo), &b.account_id),
+        context: ServiceContext::new(name, &SpecSource::of_spec(d.spec), &b.account_id),
         templates,
         targets,
     };
@@ -165,7 +165,11 @@ fn instance(
         blocked_on.extend(component(b, svc, inst, c, &mut info, env_outputs.is_some()));
     }
     let state = if blocked_on.is_empty() {
-        render_all(&release.bundle.infrastructure, &svc.context.instance(&info))
+        render_all_described(
+            &release.bundle.infrastructure,
+            &svc.context.instance(&info),
+            &|e| svc.context.describe(svc.decl.path(), e),
+        )
     } else {
         Err(DesiredState::Blocked { on: blocked_on })
     };
@@ -226,9 +230,10 @@ fn component(
         Some(Ok(_)) if !environment_deployed => Err(DesiredState::Blocked {
             on: vec![environment_id(&inst.environment)],
         }),
-        Some(Ok(component)) => render_all(
+        Some(Ok(component)) => render_all_described(
             &component.infrastructure,
             &svc.context.component(info, &c.name),
+            &|e| svc.context.describe(svc.decl.path(), e),
         ),
     };
     push_component(b, svc, inst, c, state);
@@ -303,7 +308,10 @@ fn pipeline(b: &mut Builder<'_>, svc: &Service<'_>, infos: &[InstanceInfo], all_
                 (inputs, Err(DesiredState::Blocked { on }))
             }
             Ok(inputs) => {
-                let state = render_all(infra, &svc.context.pipeline(&inputs, infos));
+                let state =
+                    render_all_described(infra, &svc.context.pipeline(&inputs, infos), &|e| {
+                        svc.context.describe(d.path(), e)
+                    });
                 (inputs, state)
             }
         };

@@ -26,6 +26,7 @@ fn snapshot(spec_repos: Vec<SpecRepoState>, svc_versions: &[(u32, u32)]) -> Snap
         stale_repos: Vec::new(),
         spec_repos,
         retired_repos: BTreeMap::new(),
+        customer_stacks: BTreeMap::new(),
     }
 }
 
@@ -176,11 +177,12 @@ fn versions_follow_the_major_the_spec_minor_and_the_callers_pins() {
 }
 
 #[test]
-fn instances_see_their_spec_repos_name_and_configured_branch() {
+fn instances_see_their_specs_source_repository_never_the_spec_repo() {
     let deployed = vec![record("environment/dev", "platform")];
-    let web = svc("web", 1, None, &[("web-dev", "dev")]);
+    let web = svc("web", 1, None, &[("web-dev", "dev")])
+        .replace("branch_name: main", "branch_name: release");
     let mut team = repo("team", false, &[("web.yaml", &web)]);
-    team.branch = "release".into();
+    team.branch = "spec-branch".into();
     let snap = snapshot(vec![platform(), team], &[(1, 0)]);
     let set = compute(&snap, &deployed, "1");
     let inst = set
@@ -190,14 +192,97 @@ fn instances_see_their_spec_repos_name_and_configured_branch() {
         .expect("rendered");
     let text = &inst.documents[0].1;
     assert!(text.contains("Value: 'release'"), "{text}");
-    assert!(text.contains("Value: 'team'"), "{text}");
+    assert!(text.contains("Value: 'acme/web'"), "{text}");
 
-    // A changed branch is a changed input: the cache renders again.
-    let mut cache = ComputeCache::default();
-    let first = cache.compute(&snap, &deployed, "1", &BTreeMap::new());
-    let mut moved = snap.clone();
-    moved.spec_repos[1].branch = "main".into();
-    let second = cache.compute(&moved, &deployed, "1", &BTreeMap::new());
-    let hash = |s: &DesiredSet| s.desired().into_iter().map(|d| d.state).collect::<Vec<_>>();
-    assert_ne!(hash(&first), hash(&second));
+    // A spec that does not name its branch: the template's use of it is an error naming the
+    // spec file and the field, never an empty string or the spec repo's branch.
+    let bare = web.replace("branch_name: release\n", "");
+    let team = repo("team", false, &[("web.yaml", &bare)]);
+    let snap = snapshot(vec![platform(), team], &[(1, 0)]);
+    let set = compute(&snap, &deployed, "1");
+    let inst = set
+        .resources
+        .iter()
+        .find(|r| r.desired.id == "service_instance/web/web-dev")
+        .expect("declared");
+    let DesiredState::Invalid { error } = &inst.desired.state else {
+        panic!("expected invalid, got {:?}", inst.desired.state)
+    };
+    assert!(error.starts_with("web.yaml: branch_name: "), "{error}");
+    assert!(error.contains("add `branch_name: main`"), "{error}");
+}
+
+#[test]
+fn customer_managed_environments_have_no_row_and_give_their_outputs() {
+    let spec = |cm: &str| {
+        format!(
+            "proton: EnvironmentSpec\nname: dev\ntemplate: {{name: basic-env, major: 1}}\ncustomer_managed: {cm}\n"
+        )
+    };
+    let web = svc("web", 1, None, &[("web-dev", "dev")]);
+    let given = repo(
+        "platform",
+        true,
+        &[("dev.yaml", &spec("{outputs: {Out: given}}"))],
+    );
+    let team = repo("team", false, &[("web.yaml", &web)]);
+    let snap = snapshot(vec![given, team.clone()], &[(1, 0)]);
+    let set = compute(&snap, &[], "1");
+    assert!(
+        set.resources
+            .iter()
+            .all(|r| r.desired.id != "environment/dev"),
+        "no row: nothing creates, updates or deletes it"
+    );
+    assert_eq!(
+        set.customer_managed
+            .get("environment/dev")
+            .map(String::as_str),
+        Some("1 output(s) given in dev.yaml")
+    );
+    let inst = set
+        .resources
+        .iter()
+        .find(|r| r.desired.id == "service_instance/web/web-dev")
+        .expect("instance");
+    assert!(
+        matches!(inst.desired.state, DesiredState::Ready { .. }),
+        "{:?}",
+        inst.desired.state
+    );
+
+    // From a stack: read before the computation; not read (no AWS) or unreadable is invalid.
+    let from_stack = repo("platform", true, &[("dev.yaml", &spec("{stack: net}"))]);
+    let mut snap = snapshot(vec![from_stack, team.clone()], &[(1, 0)]);
+    let state = |snap: &Snapshot, deployed: &[ResourceRecord]| {
+        compute(snap, deployed, "1")
+            .resources
+            .into_iter()
+            .find(|r| r.desired.id == "environment/dev")
+            .map(|r| r.desired.state)
+    };
+    assert!(
+        matches!(state(&snap, &[]), Some(DesiredState::Invalid { error }) if error.contains("were not read"))
+    );
+    snap.customer_stacks
+        .insert("dev".into(), Err("stack net does not exist".into()));
+    assert!(
+        matches!(state(&snap, &[]), Some(DesiredState::Invalid { error }) if error.contains("stack net does not exist"))
+    );
+    snap.customer_stacks.insert(
+        "dev".into(),
+        Ok(BTreeMap::from([("Out".to_string(), "read".to_string())])),
+    );
+    assert_eq!(state(&snap, &[]), None);
+
+    // An environment protond deployed is never handed over silently: invalid, kept.
+    let deployed = [record("environment/dev", "platform")];
+    assert!(
+        matches!(state(&snap, &deployed), Some(DesiredState::Invalid { error }) if error.contains("protond deployed environment/dev"))
+    );
+    let plan = plan(&compute(&snap, &deployed, "1"), &deployed);
+    assert!(
+        !plan.values().any(|a| matches!(a, ActionKind::Delete)),
+        "{plan:?}"
+    );
 }

@@ -427,6 +427,17 @@ fn service_file(s: &ServiceDraft, source: &str) -> String {
     m.insert(key("proton"), key("ServiceSpec"));
     m.insert(key("name"), Yaml::String(s.name.clone()));
     m.insert(key("template"), template_header(s.template.as_ref(), major));
+    if let Some((repo, branch, connection)) = &s.source {
+        for (k, v) in [
+            ("repository_id", repo),
+            ("branch_name", branch),
+            ("repository_connection_arn", connection),
+        ] {
+            if !v.is_empty() {
+                m.insert(key(k), Yaml::String(v.clone()));
+            }
+        }
+    }
     if s.pipeline || spec.contains_key("pipeline") {
         let inputs = match spec.get("pipeline") {
             Some(v) => v.clone(),
@@ -455,17 +466,11 @@ fn service_file(s: &ServiceDraft, source: &str) -> String {
         instances.push(Yaml::Mapping(instance_entry(s, &listed, &name)));
     }
     m.insert(key("instances"), Yaml::Sequence(instances));
-    let source_note = match &s.source {
-        Some((repo, branch, _)) => format!(
-            "# Proton built it from repository {repo}, branch {branch} (its source connection is not part of this spec).\n"
-        ),
-        None => String::new(),
-    };
     let version = s
         .pipeline_version
         .or_else(|| s.instances.values().filter_map(|i| i.version).max());
     format!(
-        "# Drafted by `protond import --write-specs` from {source}.\n{}{source_note}{}",
+        "# Drafted by `protond import --write-specs` from {source}.\n{}{}",
         ran(s.template.as_ref(), version),
         yaml_text(m)
     )
@@ -575,11 +580,9 @@ mod tests {
         assert_eq!(s.instances.len(), 1);
         assert_eq!(s.instances[0].environment, "dev");
         assert_eq!(s.instances[0].inputs, json!({"port": 8080}));
-        assert!(
-            files[1].1.contains("repository org/payments, branch main"),
-            "{}",
-            files[1].1
-        );
+        assert_eq!(s.source.repository_id.as_deref(), Some("org/payments"));
+        assert_eq!(s.source.branch_name.as_deref(), Some("main"));
+        assert_eq!(s.source.repository_connection_arn, None);
     }
 
     #[test]

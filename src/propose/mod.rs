@@ -415,6 +415,7 @@ fn render_changes(
             stale_repos: Vec::new(),
             spec_repos: Vec::new(),
             retired_repos: snapshot.retired_repos.clone(),
+            customer_stacks: snapshot.customer_stacks.clone(),
         };
         for repo in &snapshot.spec_repos {
             let files = repo

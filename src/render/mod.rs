@@ -158,12 +158,15 @@ pub struct EnvironmentInfo {
 pub struct ServiceInfo {
     /// Service name.
     pub name: String,
-    /// Source branch of the service's code.
-    pub branch_name: String,
-    /// Source repository id (`owner/repo`).
-    pub repository_id: String,
-    /// Source connection ARN, for pipelines.
-    pub repository_connection_arn: String,
+    /// Source branch of the service's code; undefined for templates when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch_name: Option<String>,
+    /// Source repository id (`owner/repo`); undefined for templates when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository_id: Option<String>,
+    /// Source connection ARN, for pipelines; undefined for templates when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository_connection_arn: Option<String>,
 }
 
 /// A rendered or deployed instance, as seen by its pipeline.

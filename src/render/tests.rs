@@ -22,10 +22,11 @@ fn env_info() -> EnvironmentInfo {
 fn service() -> ServiceInfo {
     ServiceInfo {
         name: "payments".into(),
-        branch_name: "main".into(),
-        repository_id: "acme/payments".into(),
-        repository_connection_arn:
+        branch_name: Some("main".into()),
+        repository_id: Some("acme/payments".into()),
+        repository_connection_arn: Some(
             "arn:aws:codestar-connections:us-east-1:123456789012:connection/x".into(),
+        ),
     }
 }
 

@@ -58,7 +58,7 @@ fn resource_table(out: &mut String, rows: &[&StatusRow]) {
     );
     for r in rows {
         let status_class = match r.status {
-            ViewStatus::Deployed => "ok",
+            ViewStatus::Deployed | ViewStatus::CustomerManaged => "ok",
             ViewStatus::Failed
             | ViewStatus::Conflict
             | ViewStatus::CreateFailed

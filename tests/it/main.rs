@@ -32,6 +32,7 @@ mod one_writer;
 mod ownership;
 mod plan_matches;
 mod proposals;
+mod proton_specs;
 mod releases;
 mod relocation;
 mod retire;

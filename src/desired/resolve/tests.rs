@@ -161,13 +161,13 @@ fn unresolved_templates_say_why() {
             resolve(false, None, TemplateKind::Service),
             "",
             v(0, 0),
-            "s.yaml: template: missing; add `template: {name: <service-template>, major: N}`",
+            "s.yaml: template: missing; add `template: {name: <service-template>, major: N}`, or map the file (or its folder) to a template in the config: `templates = [{ path = \"s.yaml\", name = \"<service-template>\", major = N }]` in its [[spec_repos]] entry",
         ),
         (
             resolve(false, None, TemplateKind::Environment),
             "",
             v(0, 0),
-            "s.yaml: template: missing; add `template: {name: <environment-template>, major: N}`",
+            "s.yaml: template: missing; add `template: {name: <environment-template>, major: N}`, or map the file (or its folder) to a template in the config: `templates = [{ path = \"s.yaml\", name = \"<environment-template>\", major = N }]` in its [[spec_repos]] entry",
         ),
         (
             resolve(false, Some(t(2, Some(1))), TemplateKind::Service),
