@@ -208,6 +208,10 @@ pub struct RawSelfManaged {
     /// Where the pull requests go (default: `git`, push the branch only).
     #[serde(default)]
     pub forge: Option<RawForge>,
+    /// Folder layout (Proton's two): `auto` (default: `environments/<env>/` when the repo
+    /// has an `environments/` folder, else `<env>/`), `environments` or `root`.
+    #[serde(default)]
+    pub layout: Option<String>,
 }
 
 /// `[self_managed]` after checks.
@@ -219,6 +223,8 @@ pub struct SelfManaged {
     pub branch: String,
     /// The forge that opens its pull requests.
     pub forge: ForgeConfig,
+    /// Proton's folder layout to write.
+    pub layout: crate::provision::terraform::Layout,
 }
 
 /// `[server]`.
@@ -1168,10 +1174,26 @@ impl Config {
                     }
                 },
             }?;
+            let layout = match sm.layout.as_deref() {
+                None | Some("auto") => crate::provision::terraform::Layout::Auto,
+                Some("environments") => crate::provision::terraform::Layout::Environments,
+                Some("root") => crate::provision::terraform::Layout::Root,
+                Some(other) => {
+                    errors2.push(ConfigError {
+                        file: file.into(),
+                        key: "self_managed.layout".into(),
+                        message: format!(
+                            "unknown layout {other:?}; use \"auto\", \"environments\" (environments/<env>/) or \"root\" (<env>/)"
+                        ),
+                    });
+                    return None;
+                }
+            };
             Some(SelfManaged {
                 url: resolve(&sm.url),
                 branch: sm.branch.clone().unwrap_or_else(|| "main".into()),
                 forge,
+                layout,
             })
         });
         let mut schedules = Vec::new();

@@ -849,15 +849,8 @@ impl Bundle {
         let pipeline =
             if kind == Some(TemplateKind::Service) && files.has_folder("pipeline_infrastructure") {
                 match read_infrastructure(files, "pipeline_infrastructure") {
-                    Ok(p) => {
-                        if p.language() != Language::Cloudformation {
-                            errors.push(files.error(
-                                "pipeline_infrastructure/manifest.yaml",
-                                "pipelines must be CloudFormation",
-                            ));
-                        }
-                        Some(p)
-                    }
+                    // CloudFormation, or Terraform (self-managed, like instances).
+                    Ok(p) => Some(p),
                     Err(es) => {
                         errors.extend(es);
                         None

@@ -128,7 +128,8 @@ async fn submit(
             dep.resource_id
         )));
     };
-    let folder = terraform::folder_for(&dep.resource_id, dep.environment.as_deref())
+    // Components are refused before anything is written.
+    terraform::folder_for(&dep.resource_id, dep.environment.as_deref(), false)
         .map_err(|e| fatal(e.to_string()))?;
     let deleted = documents.is_none();
     let (arn, env_arn) = terraform::arns(
@@ -146,13 +147,32 @@ async fn submit(
         dep.to_version.major,
         dep.to_version.minor,
     );
-    let upserts = folder_files(&folder, documents.unwrap_or_default(), metadata);
+    let tags = terraform::proton_tags(
+        &dep.resource_id,
+        dep.environment.as_deref(),
+        &config.region,
+        &config.account_id,
+        &dep.template,
+    );
+    let documents = terraform::with_proton_tags(documents.unwrap_or_default(), &tags);
+    // A resource stays where it was first committed, whatever the layout says now.
+    let recorded = store
+        .self_managed(&dep.resource_id)
+        .await
+        .map_err(|e| transient(e.to_string()))?
+        .map(|r| r.folder);
     let action = if deleted { "delete" } else { "deploy" };
     let message = format!(
         "protond: {action} {} ({} v{}, deployment {deployment_id})",
         dep.resource_id, dep.template, dep.to_version
     );
-    let (commit, git_dir) = commit_folder(config, sm, &folder, upserts, deleted, message).await?;
+    let target = Target {
+        resource_id: dep.resource_id.clone(),
+        environment: dep.environment.clone(),
+        recorded,
+    };
+    let (commit, git_dir, folder) =
+        commit_folder(config, sm, target, documents, metadata, deleted, message).await?;
     // Named after the resource id: folders nest (`dev/` and `dev/api-api-dev/`), and git
     // refs cannot.
     let pr_branch = format!(
@@ -225,23 +245,33 @@ fn folder_files(
     upserts
 }
 
-/// Commits `upserts` on the infrastructure repo's branch (blocking git work, off the
-/// runtime); files of an earlier deployment that this one no longer has are removed, unless
-/// it is a delete. Returns the commit and the mirror's folder.
+/// Which resource a commit is for, to find its folder.
+struct Target {
+    resource_id: String,
+    environment: Option<String>,
+    /// The folder it was committed to before.
+    recorded: Option<String>,
+}
+
+/// Commits the resource's folder on the infrastructure repo's branch (blocking git work,
+/// off the runtime): `documents` and `metadata` at the folder of the configured layout
+/// (`auto` looks for `environments/` on the branch); files of an earlier deployment that
+/// this one no longer has are removed, unless it is a delete. Returns the commit, the
+/// mirror's folder and the resource's folder.
 async fn commit_folder(
     config: &Config,
     sm: &crate::config::SelfManaged,
-    folder: &str,
-    upserts: Vec<(String, Vec<u8>)>,
+    target: Target,
+    documents: Vec<(String, String)>,
+    metadata: String,
     deleted: bool,
     message: String,
-) -> Result<(String, std::path::PathBuf), SubmitError> {
+) -> Result<(String, std::path::PathBuf, String), SubmitError> {
     let cache = config.data_dir.join("git");
     let url = sm.url.clone();
     let fetch = config.fetch_options(&url);
     let branch = sm.branch.clone();
-    let keep: Vec<String> = upserts.iter().map(|(p, _)| p.clone()).collect();
-    let folder = folder.to_string();
+    let layout = sm.layout;
     let author = (
         config.proposals.author_name.clone(),
         config.proposals.author_email.clone(),
@@ -252,6 +282,22 @@ async fn commit_folder(
         }
         let mirror = crate::source::Mirror::sync_with(&url, &cache, &fetch).map_err(infra)?;
         let base = mirror.branch_head(&branch).map_err(infra)?;
+        let folder = if let Some(f) = target.recorded {
+            f
+        } else {
+            let has_environments = mirror
+                .tree_id(base, "environments")
+                .map_err(infra)?
+                .is_some();
+            terraform::folder_for(
+                &target.resource_id,
+                target.environment.as_deref(),
+                layout.under_environments(has_environments),
+            )
+            .map_err(|e| fatal(e.to_string()))?
+        };
+        let upserts = folder_files(&folder, &documents, metadata);
+        let keep: Vec<String> = upserts.iter().map(|(p, _)| p.clone()).collect();
         let exists = mirror.tree_id(base, &folder).map_err(infra)?.is_some();
         let removes: Vec<String> = if deleted || !exists {
             Vec::new()
@@ -270,7 +316,7 @@ async fn commit_folder(
         let commit = mirror
             .write_commit(base, &upserts, &removes, &message, (&author.0, &author.1))
             .map_err(infra)?;
-        Ok((commit.to_string(), mirror.path().to_path_buf()))
+        Ok((commit.to_string(), mirror.path().to_path_buf(), folder))
     })
     .await
     .map_err(|e| transient(e.to_string()))?

@@ -38,4 +38,5 @@ mod relocation;
 mod retire;
 mod self_managed;
 mod server;
+mod terraform_pipelines;
 mod visible;
