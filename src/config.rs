@@ -214,6 +214,32 @@ pub struct RawSelfManaged {
     pub layout: Option<String>,
 }
 
+/// Which of Proton's two infrastructure-repo layouts to write (`[self_managed] layout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// As Proton chose: `environments/<env>/` when the repo's branch has an `environments/`
+    /// folder, else `<env>/`.
+    #[default]
+    Auto,
+    /// Always `environments/<env>/` (Proton's layout 1).
+    Environments,
+    /// Always `<env>/` (Proton's layout 2).
+    Root,
+}
+
+impl Layout {
+    /// Whether environment folders go under `environments/`, given whether the repo has
+    /// that folder now.
+    #[must_use]
+    pub fn under_environments(self, repo_has_environments: bool) -> bool {
+        match self {
+            Self::Auto => repo_has_environments,
+            Self::Environments => true,
+            Self::Root => false,
+        }
+    }
+}
+
 /// `[self_managed]` after checks.
 #[derive(Debug, Clone)]
 pub struct SelfManaged {
@@ -224,7 +250,7 @@ pub struct SelfManaged {
     /// The forge that opens its pull requests.
     pub forge: ForgeConfig,
     /// Proton's folder layout to write.
-    pub layout: crate::provision::terraform::Layout,
+    pub layout: Layout,
 }
 
 /// `[server]`.
@@ -1175,9 +1201,9 @@ impl Config {
                 },
             }?;
             let layout = match sm.layout.as_deref() {
-                None | Some("auto") => crate::provision::terraform::Layout::Auto,
-                Some("environments") => crate::provision::terraform::Layout::Environments,
-                Some("root") => crate::provision::terraform::Layout::Root,
+                None | Some("auto") => Layout::Auto,
+                Some("environments") => Layout::Environments,
+                Some("root") => Layout::Root,
                 Some(other) => {
                     errors2.push(ConfigError {
                         file: file.into(),
@@ -1848,6 +1874,32 @@ mod tests {
         ] {
             assert!(keys.contains(&k), "missing {k} in {errs:?}");
         }
+    }
+
+    #[test]
+    fn self_managed_layout_is_one_of_protons() {
+        let compile = |layout: &str| {
+            let text = format!("[self_managed]\nurl = \"infra\"\n{layout}");
+            let raw: RawConfig = toml::from_str(&text).expect("parses");
+            Config::compile(raw, "p.toml", Path::new("."))
+        };
+        let layout = |l: &str| {
+            compile(l)
+                .expect("valid")
+                .self_managed
+                .expect("self_managed")
+                .layout
+        };
+        assert_eq!(layout(""), Layout::Auto);
+        assert_eq!(layout("layout = \"environments\""), Layout::Environments);
+        assert_eq!(layout("layout = \"root\""), Layout::Root);
+        let errs = compile("layout = \"flat\"").expect_err("invalid");
+        assert_eq!(errs[0].key, "self_managed.layout");
+        assert!(
+            errs[0].message.contains("\"environments\""),
+            "{}",
+            errs[0].message
+        );
     }
 
     #[test]

@@ -108,6 +108,40 @@ fn template_arn(config: &Config, dep: &NewDeployment) -> String {
     )
 }
 
+/// The resource's Proton ARN, its documents with `proton_tags` filled in, and its
+/// `.proton/deployment-metadata.json` (marked deleted when there are no documents).
+fn files_of(
+    config: &Config,
+    deployment_id: i64,
+    dep: &NewDeployment,
+    documents: Option<&[(String, String)]>,
+) -> (String, Vec<(String, String)>, String) {
+    let (arn, env_arn) = terraform::arns(
+        &dep.resource_id,
+        dep.environment.as_deref(),
+        &config.region,
+        &config.account_id,
+    );
+    let metadata = terraform::deployment_metadata(
+        deployment_id,
+        documents.is_none(),
+        &arn,
+        env_arn.as_deref(),
+        &template_arn(config, dep),
+        dep.to_version.major,
+        dep.to_version.minor,
+    );
+    let tags = terraform::proton_tags(
+        &dep.resource_id,
+        dep.environment.as_deref(),
+        &config.region,
+        &config.account_id,
+        &dep.template,
+    );
+    let documents = terraform::with_proton_tags(documents.unwrap_or_default(), &tags);
+    (arn, documents, metadata)
+}
+
 /// Commits the resource's files (or, for a delete, its metadata marked deleted) on the
 /// resource's branch of the infrastructure repo, opens or updates its pull request, and
 /// records the deployment as waiting.
@@ -132,29 +166,7 @@ async fn submit(
     terraform::folder_for(&dep.resource_id, dep.environment.as_deref(), false)
         .map_err(|e| fatal(e.to_string()))?;
     let deleted = documents.is_none();
-    let (arn, env_arn) = terraform::arns(
-        &dep.resource_id,
-        dep.environment.as_deref(),
-        &config.region,
-        &config.account_id,
-    );
-    let metadata = terraform::deployment_metadata(
-        deployment_id,
-        deleted,
-        &arn,
-        env_arn.as_deref(),
-        &template_arn(config, dep),
-        dep.to_version.major,
-        dep.to_version.minor,
-    );
-    let tags = terraform::proton_tags(
-        &dep.resource_id,
-        dep.environment.as_deref(),
-        &config.region,
-        &config.account_id,
-        &dep.template,
-    );
-    let documents = terraform::with_proton_tags(documents.unwrap_or_default(), &tags);
+    let (arn, documents, metadata) = files_of(config, deployment_id, dep, documents);
     // A resource stays where it was first committed, whatever the layout says now.
     let recorded = store
         .self_managed(&dep.resource_id)

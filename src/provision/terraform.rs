@@ -28,34 +28,10 @@
 use crate::model::ResourceId;
 use serde_json::{Value, json};
 
+pub use crate::config::Layout;
+
 /// The header of generated files.
 const MANAGED: &str = "This file is managed by protond (AWS Proton compatible). Changes made directly to it are overwritten at the next deployment.";
-
-/// Which of Proton's two infrastructure-repo layouts to write (`[self_managed] layout`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Layout {
-    /// As Proton chose: `environments/<env>/` when the repo's branch has an `environments/`
-    /// folder, else `<env>/`.
-    #[default]
-    Auto,
-    /// Always `environments/<env>/` (Proton's layout 1).
-    Environments,
-    /// Always `<env>/` (Proton's layout 2).
-    Root,
-}
-
-impl Layout {
-    /// Whether environment folders go under `environments/`, given whether the repo has
-    /// that folder now.
-    #[must_use]
-    pub fn under_environments(self, repo_has_environments: bool) -> bool {
-        match self {
-            Self::Auto => repo_has_environments,
-            Self::Environments => true,
-            Self::Root => false,
-        }
-    }
-}
 
 /// Which kind of context a Terraform folder was rendered with, from its keys.
 fn context_kind(ctx: &Value) -> &'static str {
