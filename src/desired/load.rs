@@ -171,7 +171,11 @@ impl<'a> Loader<'a> {
             &pattern,
             &limits,
             previous,
-            &|f| render::check_syntax(f).err().map(|e| e.to_string()),
+            &|b, f| {
+                render::check_release_file(b, f)
+                    .err()
+                    .map(|e| e.to_string())
+            },
         ))
     }
 

@@ -1,10 +1,12 @@
 //! Handlebars rendering with the same context as Jinja: strict mode (undefined variables
 //! are errors naming the variable), no HTML escaping, and every `{{value}}` marked for the
 //! injection guard. Triple-stash `{{{value}}}` output is unmarked, like Jinja's `safe`.
+//! Handlebars has no fuel: a render is bounded by its output ([`bounds::MAX_OUTPUT_BYTES`]);
+//! its loops only walk the context's own lists.
 
 use handlebars::{Handlebars, RenderErrorReason};
 
-use super::{RenderError, guard};
+use super::{RenderError, bounds, guard};
 
 fn registry() -> Handlebars<'static> {
     let mut hb = Handlebars::new();
@@ -58,5 +60,22 @@ pub fn render(file: &str, source: &str, ctx: &serde_json::Value) -> Result<Strin
             line: t.pos().map_or(0, |(l, _)| l),
             message: t.reason().to_string(),
         })?;
-    hb.render(file, ctx).map_err(|e| convert(file, &e))
+    let mut out = bounds::BoundedOutput::new(bounds::MAX_OUTPUT_BYTES);
+    let rendered = hb.render_to_write(file, ctx, &mut out);
+    if out.exceeded {
+        return Err(RenderError::Bound {
+            file: file.to_string(),
+            line: 0,
+            message: format!(
+                "the rendered file is larger than {} bytes",
+                bounds::MAX_OUTPUT_BYTES
+            ),
+        });
+    }
+    rendered.map_err(|e| convert(file, &e))?;
+    String::from_utf8(out.buf).map_err(|_| RenderError::Template {
+        file: file.to_string(),
+        line: 0,
+        message: "the rendered text is not UTF-8".into(),
+    })
 }

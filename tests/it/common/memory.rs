@@ -63,7 +63,8 @@ pub fn wait_with_peak(mut child: Child, timeout: Duration) -> (Output, Rss) {
         std::thread::sleep(Duration::from_millis(5));
     };
     let join = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
-        h.map(|h| h.join().expect("pipe reader")).unwrap_or_default()
+        h.map(|h| h.join().expect("pipe reader"))
+            .unwrap_or_default()
     };
     let output = Output {
         status,
