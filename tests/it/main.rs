@@ -23,6 +23,7 @@ mod cli;
 mod daemon;
 mod faults;
 mod git_plan;
+mod hostile_render;
 mod one_writer;
 mod ownership;
 mod plan_matches;
