@@ -866,8 +866,7 @@ fn read_registration(
             Err(e) => errors.push(files.error(
                 reg,
                 format!(
-                    "{}; expected `compatible_environments: [\"env-template:1\"]` and optional `supported_component_sources: [DIRECTLY_DEFINED]`",
-                    e
+                    "{e}; expected `compatible_environments: [\"env-template:1\"]` and optional `supported_component_sources: [DIRECTLY_DEFINED]`"
                 ),
             )),
         }

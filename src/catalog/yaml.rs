@@ -17,7 +17,7 @@
 use std::mem::MaybeUninit;
 
 use serde::de::DeserializeOwned;
-use unsafe_libyaml as sys;
+use unsafe_libyaml as unsafe_yaml;
 
 /// Deepest nesting of collections a user document may have: `serde_yaml`'s own recursion
 /// limit, so a document refused here would have been refused by the parse anyway (after a
@@ -87,10 +87,10 @@ pub fn check_depth_with(text: &str, limit: usize) -> Result<(), TooDeep> {
     let mut depth = 0usize;
     while let Some((kind, mark)) = scanner.next() {
         match kind {
-            sys::YAML_BLOCK_SEQUENCE_START_TOKEN
-            | sys::YAML_BLOCK_MAPPING_START_TOKEN
-            | sys::YAML_FLOW_SEQUENCE_START_TOKEN
-            | sys::YAML_FLOW_MAPPING_START_TOKEN => {
+            unsafe_yaml::YAML_BLOCK_SEQUENCE_START_TOKEN
+            | unsafe_yaml::YAML_BLOCK_MAPPING_START_TOKEN
+            | unsafe_yaml::YAML_FLOW_SEQUENCE_START_TOKEN
+            | unsafe_yaml::YAML_FLOW_MAPPING_START_TOKEN => {
                 depth += 1;
                 if depth > limit {
                     return Err(TooDeep {
@@ -100,10 +100,10 @@ pub fn check_depth_with(text: &str, limit: usize) -> Result<(), TooDeep> {
                     });
                 }
             }
-            sys::YAML_BLOCK_END_TOKEN
-            | sys::YAML_FLOW_SEQUENCE_END_TOKEN
-            | sys::YAML_FLOW_MAPPING_END_TOKEN => depth = depth.saturating_sub(1),
-            sys::YAML_STREAM_END_TOKEN => break,
+            unsafe_yaml::YAML_BLOCK_END_TOKEN
+            | unsafe_yaml::YAML_FLOW_SEQUENCE_END_TOKEN
+            | unsafe_yaml::YAML_FLOW_MAPPING_END_TOKEN => depth = depth.saturating_sub(1),
+            unsafe_yaml::YAML_STREAM_END_TOKEN => break,
             _ => {}
         }
     }
@@ -112,7 +112,7 @@ pub fn check_depth_with(text: &str, limit: usize) -> Result<(), TooDeep> {
 
 /// libyaml's scanner over a borrowed text, one token at a time.
 struct Scanner<'a> {
-    parser: Box<MaybeUninit<sys::yaml_parser_t>>,
+    parser: Box<MaybeUninit<unsafe_yaml::yaml_parser_t>>,
     /// The scanner reads from this text through a raw pointer: it must outlive the parser.
     _text: &'a str,
     done: bool,
@@ -120,17 +120,17 @@ struct Scanner<'a> {
 
 impl<'a> Scanner<'a> {
     fn new(text: &'a str) -> Self {
-        let mut parser = Box::new(MaybeUninit::<sys::yaml_parser_t>::uninit());
+        let mut parser = Box::new(MaybeUninit::<unsafe_yaml::yaml_parser_t>::uninit());
         let p = parser.as_mut_ptr();
         // SAFETY: `p` points to memory owned by `parser` for the scanner's whole life;
         // `yaml_parser_initialize` fills it in (it only fails when out of memory, and then
         // leaves it zeroed, which `yaml_parser_delete` accepts); the input pointer stays
         // valid while `text` is borrowed, which outlives the scanner.
         let ok = unsafe {
-            let ok = !sys::yaml_parser_initialize(p).fail;
+            let ok = !unsafe_yaml::yaml_parser_initialize(p).fail;
             if ok {
-                sys::yaml_parser_set_encoding(p, sys::YAML_UTF8_ENCODING);
-                sys::yaml_parser_set_input_string(p, text.as_ptr(), text.len() as u64);
+                unsafe_yaml::yaml_parser_set_encoding(p, unsafe_yaml::YAML_UTF8_ENCODING);
+                unsafe_yaml::yaml_parser_set_input_string(p, text.as_ptr(), text.len() as u64);
             }
             ok
         };
@@ -142,23 +142,23 @@ impl<'a> Scanner<'a> {
     }
 
     /// The next token's kind and start, or `None` at the end or on a scanner error.
-    fn next(&mut self) -> Option<(sys::yaml_token_type_t, sys::yaml_mark_t)> {
+    fn next(&mut self) -> Option<(unsafe_yaml::yaml_token_type_t, unsafe_yaml::yaml_mark_t)> {
         if self.done {
             return None;
         }
-        let mut token = MaybeUninit::<sys::yaml_token_t>::uninit();
+        let mut token = MaybeUninit::<unsafe_yaml::yaml_token_t>::uninit();
         // SAFETY: the parser was initialised in `new` and is not used after a failure; the
         // token is initialised by a successful `yaml_parser_scan` and deleted (freeing its
         // strings) before it goes out of scope.
         unsafe {
-            if sys::yaml_parser_scan(self.parser.as_mut_ptr(), token.as_mut_ptr()).fail {
+            if unsafe_yaml::yaml_parser_scan(self.parser.as_mut_ptr(), token.as_mut_ptr()).fail {
                 self.done = true;
                 return None;
             }
             let t = token.as_mut_ptr();
             let out = ((*t).type_, (*t).start_mark);
-            sys::yaml_token_delete(t);
-            if out.0 == sys::YAML_STREAM_END_TOKEN {
+            unsafe_yaml::yaml_token_delete(t);
+            if out.0 == unsafe_yaml::YAML_STREAM_END_TOKEN {
                 self.done = true;
             }
             Some(out)
@@ -170,7 +170,7 @@ impl Drop for Scanner<'_> {
     fn drop(&mut self) {
         // SAFETY: the parser was initialised (or zeroed by a failed initialisation) in `new`
         // and is deleted exactly once, here.
-        unsafe { sys::yaml_parser_delete(self.parser.as_mut_ptr()) }
+        unsafe { unsafe_yaml::yaml_parser_delete(self.parser.as_mut_ptr()) }
     }
 }
 

@@ -215,8 +215,7 @@ fn too_large(what: &str, need: u64, room: u64) -> Error {
     Error::new(
         ErrorKind::InvalidOperation,
         format!(
-            "{MARK}: {what} would produce {} bytes or more, more than this render may still allocate ({room} bytes; at most {MAX_VALUE_BYTES} per value)",
-            need
+            "{MARK}: {what} would produce {need} bytes or more, more than this render may still allocate ({room} bytes; at most {MAX_VALUE_BYTES} per value)"
         ),
     )
 }

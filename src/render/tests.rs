@@ -378,22 +378,22 @@ fn amplifying_filters_are_refused_before_they_allocate() {
         ("format", r#"A: {{ "%999999999s"|format("a") }}"#),
         (
             "tojson",
-            r#"A: {{ ([range(100000)|list] * 1000)|tojson|length }}"#,
+            r"A: {{ ([range(100000)|list] * 1000)|tojson|length }}",
         ),
         (
             "tojson indent",
-            r#"A: {{ [[[1]]]|tojson(indent=1000000000) }}"#,
+            r"A: {{ [[[1]]]|tojson(indent=1000000000) }}",
         ),
         (
             "pprint",
-            r#"A: {{ ([range(100000)|list] * 1000)|pprint|length }}"#,
+            r"A: {{ ([range(100000)|list] * 1000)|pprint|length }}",
         ),
-        ("string", r#"A: {{ ([1] * 100000000)|string|length }}"#),
+        ("string", r"A: {{ ([1] * 100000000)|string|length }}"),
         ("split", r#"A: {{ ("a," * 10000000)|split(",")|length }}"#),
         ("lines", r#"A: {{ ("a\n" * 10000000)|lines|length }}"#),
         (
             "sum",
-            r#"A: {{ ([[1] * 10000] * 10000)|sum(start=[])|length }}"#,
+            r"A: {{ ([[1] * 10000] * 10000)|sum(start=[])|length }}",
         ),
         (
             "str.replace",

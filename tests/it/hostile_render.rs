@@ -23,20 +23,19 @@ const WEB_CFN: &str = "web-svc/v1/instance_infrastructure/cloudformation.yaml";
 /// wall time.
 fn measured(w: Option<&World>, args: &[&str]) -> (std::process::Output, u64, Duration) {
     let start = Instant::now();
-    let mut command = match w {
-        Some(w) => w.command(args),
-        None => {
-            let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_protond"));
-            c.args(args);
-            c
-        }
+    let mut command = if let Some(w) = w {
+        w.command(args)
+    } else {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_protond"));
+        c.args(args);
+        c
     };
     let child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("protond starts");
-    let (out, rss) = wait_with_peak(child, Duration::from_secs(300));
+    let (out, rss) = wait_with_peak(child, Duration::from_mins(5));
     (out, rss.peak_mib(), start.elapsed())
 }
 
@@ -85,7 +84,7 @@ async fn a_component_nested_a_million_levels_fails_alone() {
         .await
         .expect("resources")
         .into_iter()
-        .filter(|r| r.status.to_string() == "deployed")
+        .filter(|r| r.status == "deployed")
         .map(|r| r.id)
         .collect();
     for id in [
