@@ -419,3 +419,71 @@ fn bounded_filters_keep_their_results() {
     let out = render_jinja(src, json!({})).expect("renders");
     assert_eq!(out, "A: 'a\n  b|bba|ccc|1-2|  x|{\"k\": 1}|2|3|a+b|x-y|1!'");
 }
+
+/// Every template bundle of the example repos and of the AWS Proton samples (when
+/// `../shared/proton-samples` is there) passes the release check, trial render included.
+#[test]
+fn real_bundles_pass_the_release_check() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut dirs = Vec::new();
+    for base in [
+        root.join("example-repos/platform-templates"),
+        root.join("../shared/proton-samples/environment-templates"),
+        root.join("../shared/proton-samples/service-templates"),
+    ] {
+        let Ok(templates) = std::fs::read_dir(&base) else {
+            continue;
+        };
+        for t in templates.flatten() {
+            if let Ok(majors) = std::fs::read_dir(t.path()) {
+                dirs.extend(majors.flatten().map(|m| m.path()).filter(|p| p.is_dir()));
+            }
+        }
+    }
+    assert!(dirs.len() >= 3, "{dirs:?}");
+    for dir in dirs {
+        let files = crate::catalog::read_dir(&dir, &crate::catalog::Limits::default())
+            .unwrap_or_else(|e| panic!("{}: {e:?}", dir.display()));
+        let (name, major) = crate::catalog::name_and_major_from_path(&dir);
+        let Ok(bundle) = crate::catalog::Bundle::load(&name, major.unwrap_or(1), &files) else {
+            continue;
+        };
+        for f in bundle
+            .infrastructure
+            .files
+            .iter()
+            .chain(bundle.pipeline.iter().flat_map(|p| &p.files))
+        {
+            check_release_file(&bundle, f)
+                .unwrap_or_else(|e| panic!("{}: {}: {e}", dir.display(), f.path));
+        }
+    }
+}
+
+#[test]
+fn the_release_check_refuses_only_bound_violations() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("example-repos/platform-templates/web-svc/v1");
+    let files = crate::catalog::read_dir(&dir, &crate::catalog::Limits::default())
+        .expect("example bundle");
+    let bundle = crate::catalog::Bundle::load("web-svc", 1, &files).expect("loads");
+    let base = bundle.infrastructure.files[0].clone();
+    let with = |source: String| IacFile {
+        source,
+        ..base.clone()
+    };
+    // An ordinary error (here an undefined variable) may come from the placeholders: it passes.
+    check_release_file(&bundle, &with(format!("{{{{ nothing.here }}}}\n{}", base.source)))
+        .expect("ordinary errors are left to deploy time");
+    for src in [
+        format!("{{% set pad = \"x\" * 100000000 %}}\n{}", base.source),
+        format!("# {{{{ \"a\"|indent(1000000000) }}}}\n{}", base.source),
+        format!("A: {}{}\n", "[".repeat(1000), "]".repeat(1000)),
+    ] {
+        let e = check_release_file(&bundle, &with(src)).expect_err("refused");
+        assert!(
+            matches!(e, RenderError::Bound { .. } | RenderError::TooDeep { .. }),
+            "{e}"
+        );
+    }
+}
