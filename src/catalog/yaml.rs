@@ -27,7 +27,7 @@ pub const MAX_DEPTH: usize = 128;
 /// A document nested deeper than [`MAX_DEPTH`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "nested deeper than {limit} levels (at line {line}, column {column}); flatten the document"
+    "the document is nested too deeply: more than {limit} levels (at line {line}, column {column}); flatten it"
 )]
 pub struct TooDeep {
     /// 1-based line of the first collection past the limit.
@@ -203,7 +203,8 @@ mod tests {
         let e = check_depth(&flow(MAX_DEPTH + 1)).expect_err("too deep");
         assert_eq!((e.line, e.limit), (1, MAX_DEPTH));
         assert!(
-            e.to_string().contains("nested deeper than 128 levels"),
+            e.to_string()
+                .contains("nested too deeply: more than 128 levels"),
             "{e}"
         );
         let block = format!("a:\n{}x\n", "- ".repeat(1000));

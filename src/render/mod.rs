@@ -74,7 +74,7 @@ pub enum RenderError {
     },
     /// The rendered document is nested deeper than the parser's limit.
     #[error(
-        "{file}: the rendered document is nested deeper than {limit} levels (line {line}); flatten the template, or the input values nested there"
+        "{file}: the rendered document is nested too deeply: more than {limit} levels (line {line}); flatten the template, or the input values nested there"
     )]
     TooDeep {
         /// Template file.

@@ -464,8 +464,8 @@ fn real_bundles_pass_the_release_check() {
 fn the_release_check_refuses_only_bound_violations() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = root.join("example-repos/platform-templates/web-svc/v1");
-    let files = crate::catalog::read_dir(&dir, &crate::catalog::Limits::default())
-        .expect("example bundle");
+    let files =
+        crate::catalog::read_dir(&dir, &crate::catalog::Limits::default()).expect("example bundle");
     let bundle = crate::catalog::Bundle::load("web-svc", 1, &files).expect("loads");
     let base = bundle.infrastructure.files[0].clone();
     let with = |source: String| IacFile {
@@ -473,8 +473,11 @@ fn the_release_check_refuses_only_bound_violations() {
         ..base.clone()
     };
     // An ordinary error (here an undefined variable) may come from the placeholders: it passes.
-    check_release_file(&bundle, &with(format!("{{{{ nothing.here }}}}\n{}", base.source)))
-        .expect("ordinary errors are left to deploy time");
+    check_release_file(
+        &bundle,
+        &with(format!("{{{{ nothing.here }}}}\n{}", base.source)),
+    )
+    .expect("ordinary errors are left to deploy time");
     for src in [
         format!("{{% set pad = \"x\" * 100000000 %}}\n{}", base.source),
         format!("# {{{{ \"a\"|indent(1000000000) }}}}\n{}", base.source),

@@ -63,7 +63,10 @@ async fn a_component_nested_a_million_levels_fails_alone() {
     );
     let said = text(&out);
     assert!(!out.status.success(), "{said}");
-    for fragment in ["cloudformation.yaml", "nested deeper than 128 levels"] {
+    for fragment in [
+        "cloudformation.yaml",
+        "nested too deeply: more than 128 levels",
+    ] {
         assert!(said.contains(fragment), "missing {fragment:?}:\n{said}");
     }
     println!(
@@ -108,7 +111,7 @@ async fn a_component_nested_a_million_levels_fails_alone() {
     for fragment in [
         "component/payments/payments-dev",
         "cloudformation.yaml",
-        "nested deeper than 128 levels",
+        "nested too deeply: more than 128 levels",
     ] {
         assert!(said.contains(fragment), "missing {fragment:?}:\n{said}");
     }
