@@ -490,3 +490,23 @@ fn the_release_check_refuses_only_bound_violations() {
         );
     }
 }
+
+#[test]
+fn handlebars_partials_that_could_recurse_are_refused() {
+    let ctx = instance_context(&service(), &instance(json!({})));
+    for src in [
+        "{{#*inline \"p\"}}x{{> p}}{{/inline}}{{> p}}",
+        "{{#*inline \"p\"}}{{#if service.name}}{{> q}}{{/if}}{{/inline}}{{#*inline \"q\"}}{{> p}}{{/inline}}{{> p}}",
+    ] {
+        let file = cfn(Engine::Handlebars, src);
+        assert!(check_syntax(&file).is_err(), "{src}");
+        let e = render_file(&file, &ctx).expect_err(src);
+        assert!(e.to_string().contains("inline partial"), "{e}");
+    }
+    // Calling an inline partial from outside its definition is fine.
+    let ok = cfn(
+        Engine::Handlebars,
+        "{{#*inline \"p\"}}A: 1{{/inline}}{{> p}}\n",
+    );
+    assert_eq!(render_file(&ok, &ctx).expect("renders"), "A: 1\n");
+}
