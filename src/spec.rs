@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::catalog::{check_relative_path, yaml_error};
+use crate::catalog::check_relative_path;
 
 pub mod templates;
 
@@ -410,7 +410,7 @@ fn locate_type_error(text: &str) -> Option<(String, String)> {
             .err()
             .map(|e| e.to_string())
     }
-    let Ok(Value::Mapping(map)) = serde_yaml::from_str::<Value>(text) else {
+    let Ok(Value::Mapping(map)) = crate::catalog::yaml::from_str::<Value>(text) else {
         return None;
     };
     for (k, v) in &map {
@@ -469,8 +469,8 @@ pub fn parse(text: &str, file: &str, default_name: &str) -> Result<SpecFile, Vec
             ),
         )]);
     }
-    let raw: RawSpec = serde_yaml::from_str(text).map_err(|e| {
-        let msg = yaml_error(&e);
+    let raw: RawSpec = crate::catalog::yaml::from_str(text).map_err(|e| {
+        let msg = e.to_string();
         if (msg.contains("invalid type") || msg.contains("invalid value"))
             && let Some((field, message)) = locate_type_error(text)
         {

@@ -53,7 +53,7 @@ pub struct Manifest {
 /// Whether a manifest's text asks for `CodeBuild` provisioning (`rendering_engine: codebuild`).
 #[must_use]
 pub fn is_codebuild_manifest(text: &str) -> bool {
-    serde_yaml::from_str::<Value>(text).is_ok_and(|v| {
+    super::yaml::from_str::<Value>(text).is_ok_and(|v| {
         v.pointer("/infrastructure/templates")
             .and_then(Value::as_array)
             .is_some_and(|ts| {
@@ -69,7 +69,7 @@ impl Manifest {
     pub fn parse(text: &str) -> Result<Self, String> {
         let expected = "expected `infrastructure: {templates: [{rendering_engine: codebuild, settings: {image, runtimes, provision: [commands], deprovision: [commands]}}]}`";
         let raw: RawManifest =
-            serde_yaml::from_str(text).map_err(|e| format!("{e}; {expected}"))?;
+            super::yaml::from_str(text).map_err(|e| format!("{e}; {expected}"))?;
         let [t] = raw.infrastructure.templates.as_slice() else {
             return Err(format!(
                 "infrastructure.templates: CodeBuild provisioning takes exactly one entry; {expected}"

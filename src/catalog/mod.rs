@@ -10,6 +10,7 @@
 pub mod codebuild;
 pub mod releases;
 pub mod schema;
+pub mod yaml;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -449,12 +450,11 @@ pub fn read_infrastructure(
     if let Some(result) = read_codebuild(files, folder, &manifest_path, text) {
         return result;
     }
-    let raw: RawManifest = serde_yaml::from_str(text).map_err(|e| {
+    let raw: RawManifest = yaml::from_str(text).map_err(|e| {
         vec![files.error(
             &manifest_path,
             format!(
-                "{}; expected `infrastructure: {{templates: [{{file, rendering_engine: jinja|handlebars|hcl, template_language: cloudformation|terraform}}]}}`",
-                yaml_error(&e)
+                "{e}; expected `infrastructure: {{templates: [{{file, rendering_engine: jinja|handlebars|hcl, template_language: cloudformation|terraform}}]}}`"
             ),
         )]
     })?;
@@ -888,7 +888,7 @@ fn read_registration(
     let old = ".compatible-envs";
     if let Some(bytes) = files.get(reg) {
         let text = String::from_utf8_lossy(bytes);
-        match serde_yaml::from_str::<Option<RawRegistration>>(&text) {
+        match yaml::from_str::<Option<RawRegistration>>(&text) {
             Ok(raw) => {
                 let raw = raw.unwrap_or(RawRegistration {
                     compatible_environments: Vec::new(),
@@ -917,8 +917,7 @@ fn read_registration(
             Err(e) => errors.push(files.error(
                 reg,
                 format!(
-                    "{}; expected `compatible_environments: [\"env-template:1\"]` and optional `supported_component_sources: [DIRECTLY_DEFINED]`",
-                    yaml_error(&e)
+                    "{e}; expected `compatible_environments: [\"env-template:1\"]` and optional `supported_component_sources: [DIRECTLY_DEFINED]`"
                 ),
             )),
         }

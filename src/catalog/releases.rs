@@ -361,10 +361,11 @@ pub fn files_from_tree(
     }
 }
 
-/// Checks the syntax of one `IaC` file of a bundle (the rendering engine's parse), returning
-/// the problem as text. Passed in by the caller, so that the catalogue does not depend on the
-/// renderer (which depends on the catalogue's types).
-pub type SyntaxCheck<'a> = &'a (dyn Fn(&super::IacFile) -> Option<String> + Sync);
+/// Checks one `IaC` file of a bundle (the rendering engine's parse, and a trial render within
+/// the render bounds: `render::check_release_file`), returning the problem as text. Passed in
+/// by the caller, so that the catalogue does not depend on the renderer (which depends on the
+/// catalogue's types).
+pub type SyntaxCheck<'a> = &'a (dyn Fn(&Bundle, &super::IacFile) -> Option<String> + Sync);
 
 /// Why a release's bundle was rejected; its message becomes [`Rejected::reason`].
 #[derive(Debug, thiserror::Error)]
@@ -474,7 +475,7 @@ fn read_release(
             .iter()
             .chain(b.pipeline.iter().flat_map(|p| &p.files))
         {
-            if let Some(e) = check(f) {
+            if let Some(e) = check(b, f) {
                 syntax.push(format!("{origin}:{folder}/{e}"));
             }
         }

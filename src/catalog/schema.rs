@@ -298,13 +298,13 @@ impl Schema {
     /// at once: unknown keywords, malformed values, undefined or cyclic `$ref`s, invalid
     /// patterns, and defaults that do not satisfy their own property.
     pub fn parse(text: &str, file: &str) -> Result<Schema, Vec<SchemaError>> {
-        let root: Yaml = match serde_yaml::from_str(text) {
+        let root: Yaml = match super::yaml::from_str(text) {
             Ok(v) => v,
             Err(e) => {
                 return Err(vec![SchemaError {
                     file: file.to_string(),
                     path: ".".to_string(),
-                    message: format!("not valid YAML: {}", super::yaml_error(&e)),
+                    message: format!("not valid YAML: {e}"),
                 }]);
             }
         };

@@ -377,7 +377,11 @@ fn template_repo(
         &pattern,
         &limits,
         previous.map(|p| &p.catalog),
-        &|f| render::check_syntax(f).err().map(|e| e.to_string()),
+        &|b, f| {
+            render::check_release_file(b, f)
+                .err()
+                .map(|e| e.to_string())
+        },
     ))
 }
 

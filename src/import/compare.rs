@@ -97,7 +97,7 @@ pub fn parse_template(text: &str, what: &str) -> Result<Value, ParseError> {
     if let Ok(v) = serde_json::from_str::<Value>(text) {
         return Ok(normal(&json_to_yaml(v)));
     }
-    serde_yaml::from_str::<serde_yaml::Value>(text)
+    crate::catalog::yaml::from_str::<serde_yaml::Value>(text)
         .map(|v| normal(&v))
         .map_err(|e| ParseError {
             what: what.to_string(),

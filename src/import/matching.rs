@@ -192,7 +192,7 @@ pub fn parse_map(text: &str, file: &str) -> Result<BTreeMap<String, String>, Vec
         message,
     };
     let pairs: Vec<(usize, String, String)> =
-        match serde_yaml::from_str::<BTreeMap<String, String>>(text) {
+        match crate::catalog::yaml::from_str::<BTreeMap<String, String>>(text) {
             Ok(m) => m
                 .into_iter()
                 .map(|(k, v)| {

@@ -336,7 +336,7 @@ fn template_of(arn: &str) -> (String, Option<(u32, u32)>) {
 
 /// Proton's spec YAML parsed (an empty mapping when absent or unreadable).
 fn spec_yaml(spec: Option<&str>) -> Mapping {
-    spec.and_then(|s| serde_yaml::from_str::<Mapping>(s).ok())
+    spec.and_then(|s| crate::catalog::yaml::from_str::<Mapping>(s).ok())
         .unwrap_or_default()
 }
 

@@ -328,7 +328,7 @@ pub fn summarize_render(old: &[(String, String)], new: &[(String, String)]) -> S
     let resources = |docs: &[(String, String)]| -> Option<BTreeMap<String, serde_yaml::Value>> {
         let mut out = BTreeMap::new();
         for (_, text) in docs {
-            let v: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
+            let v: serde_yaml::Value = crate::catalog::yaml::from_str(text).ok()?;
             for (k, r) in v.get("Resources")?.as_mapping()? {
                 out.insert(k.as_str()?.to_string(), r.clone());
             }

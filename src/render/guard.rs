@@ -9,9 +9,14 @@
 //! * the two documents have the same shape, with equal scalars (a value that becomes a tag,
 //!   an alias, a list or a mapping when unmarked changes the shape).
 //!
-//! This module only inspects text; it never renders and never performs I/O.
+//! Both parses go through [`yaml::from_str`], which refuses a document nested deeper than
+//! [`yaml::MAX_DEPTH`] before libyaml scans it, so the check is linear in the document's
+//! size whatever a template or an input value nests (the walk below recurses at most that
+//! deep). This module only inspects text; it never renders and never performs I/O.
 
 use serde_yaml::Value;
+
+use crate::catalog::yaml::{self, YamlError};
 
 /// Opens a printed value in the marked render.
 pub const OPEN: char = '\u{E000}';
@@ -84,6 +89,13 @@ pub enum GuardError {
         /// Parser message with line and column.
         message: String,
     },
+    /// The document is nested deeper than [`yaml::MAX_DEPTH`]; refused before parsing.
+    TooDeep {
+        /// 1-based line of the first collection past the limit.
+        line: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A printed value changed the document's structure.
     Injection {
         /// Where in the document, e.g. `Resources.Bucket.Properties.BucketName`.
@@ -96,17 +108,25 @@ pub enum GuardError {
 /// Checks a marked `CloudFormation` document. Returns the clean text when it is safe.
 pub fn check_yaml(marked: &str) -> Result<String, GuardError> {
     let clean = strip(marked);
-    let b: Value = serde_yaml::from_str(&clean).map_err(|e| GuardError::NotYaml {
-        message: crate::catalog::yaml_error(&e),
+    let b: Value = yaml::from_str(&clean).map_err(|e| match e {
+        YamlError::TooDeep(d) => GuardError::TooDeep {
+            line: d.line,
+            limit: d.limit,
+        },
+        YamlError::Parse(e) => GuardError::NotYaml {
+            message: crate::catalog::yaml_error(&e),
+        },
     })?;
-    let a: Value = match serde_yaml::from_str(marked) {
+    // Markers only add characters to scalars: a marked document deeper than the clean one
+    // (or not YAML where the clean one is) has had its structure changed by a value.
+    let a: Value = match yaml::from_str(marked) {
         Ok(a) => a,
         Err(e) => {
             return Err(GuardError::Injection {
                 at: e
-                    .location()
-                    .map_or_else(|| "document".into(), |l| format!("line {}", l.line())),
-                value: first_marked_on_line(marked, e.location().map_or(0, |l| l.line())),
+                    .line()
+                    .map_or_else(|| "document".into(), |l| format!("line {l}")),
+                value: first_marked_on_line(marked, e.line().unwrap_or(0)),
             });
         }
     };
@@ -183,7 +203,7 @@ fn scalars_equal(a: &Value, b: &Value) -> bool {
     }
     // A marked plain scalar is always a string; unmarked it may be a number, bool, null or a
     // quoted string. Equal when the value re-read as YAML is the same scalar.
-    match serde_yaml::from_str::<Value>(&stripped) {
+    match yaml::from_str::<Value>(&stripped) {
         Ok(re) if re.is_mapping() || re.is_sequence() || matches!(re, Value::Tagged(_)) => false,
         Ok(re) => re == *b || scalar_text(&re).as_deref() == Some(bt.as_str()),
         Err(_) => false,
@@ -287,9 +307,35 @@ mod tests {
                 Err(GuardError::NotYaml { .. }) => {
                     assert!(serde_yaml::from_str::<Value>(&clean).is_err());
                 }
+                Err(e @ GuardError::TooDeep { .. }) => panic!("{t:?} with {v:?}: {e:?}"),
                 Ok(_) => panic!("{t:?} with {v:?} was accepted:\n{clean}"),
             }
         }
+    }
+
+    #[test]
+    fn deep_documents_are_refused_before_parsing() {
+        // In the template itself, a thousand and a million levels deep: the refusal costs a
+        // scan of the first levels (timings are printed, not asserted).
+        for n in [1_000usize, 1_000_000] {
+            let doc = format!("A: {}{}\n", "[".repeat(n), "]".repeat(n));
+            let start = std::time::Instant::now();
+            let e = check_yaml(&doc).expect_err("too deep");
+            println!("guard: {n} levels refused in {:?}", start.elapsed());
+            assert_eq!(
+                e,
+                GuardError::TooDeep {
+                    line: 1,
+                    limit: yaml::MAX_DEPTH
+                }
+            );
+        }
+        // In an input value printed unquoted: the clean document is the deep one.
+        let m = marked("A: {v}\n", &"[".repeat(1_000_000));
+        assert!(matches!(check_yaml(&m), Err(GuardError::TooDeep { .. })));
+        // Quoted, it is data.
+        let m = marked("A: '{v}'\n", &"[".repeat(1_000_000));
+        assert!(check_yaml(&m).is_ok());
     }
 
     #[test]

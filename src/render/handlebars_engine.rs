@@ -1,10 +1,15 @@
 //! Handlebars rendering with the same context as Jinja: strict mode (undefined variables
 //! are errors naming the variable), no HTML escaping, and every `{{value}}` marked for the
 //! injection guard. Triple-stash `{{{value}}}` output is unmarked, like Jinja's `safe`.
+//! Handlebars has no fuel: a render is bounded by its output ([`bounds::MAX_OUTPUT_BYTES`]);
+//! its loops only walk the context's own lists. No partials are registered, so the only
+//! recursion is an inline partial (`{{#*inline}}`) calling a partial: Handlebars has no depth
+//! limit (the process would overflow its stack), so such a template is refused.
 
+use handlebars::template::{Template, TemplateElement};
 use handlebars::{Handlebars, RenderErrorReason};
 
-use super::{RenderError, guard};
+use super::{RenderError, bounds, guard};
 
 fn registry() -> Handlebars<'static> {
     let mut hb = Handlebars::new();
@@ -38,19 +43,48 @@ fn convert(file: &str, e: &handlebars::RenderError) -> RenderError {
     }
 }
 
-/// Compiles a template to check its syntax.
+/// Whether a partial is called inside an inline partial's definition (`inside`: within one).
+fn recursive_partial(t: &Template, inside: bool) -> bool {
+    t.elements.iter().any(|e| match e {
+        TemplateElement::PartialExpression(d) | TemplateElement::PartialBlock(d) => {
+            inside
+                || d.template
+                    .as_ref()
+                    .is_some_and(|b| recursive_partial(b, inside))
+        }
+        TemplateElement::DecoratorBlock(d) => d
+            .template
+            .as_ref()
+            .is_some_and(|b| recursive_partial(b, true)),
+        TemplateElement::HelperBlock(h) => [&h.template, &h.inverse]
+            .into_iter()
+            .flatten()
+            .any(|b| recursive_partial(b, inside)),
+        _ => false,
+    })
+}
+
+/// Compiles a template to check its syntax, and refuses partials called inside inline
+/// partials.
 pub fn check(file: &str, source: &str) -> Result<(), RenderError> {
-    handlebars::Template::compile(source)
-        .map(|_| ())
-        .map_err(|t| RenderError::Template {
+    let template = handlebars::Template::compile(source).map_err(|t| RenderError::Template {
+        file: file.to_string(),
+        line: t.pos().map_or(0, |(l, _)| l),
+        message: t.reason().to_string(),
+    })?;
+    if recursive_partial(&template, false) {
+        return Err(RenderError::Template {
             file: file.to_string(),
-            line: t.pos().map_or(0, |(l, _)| l),
-            message: t.reason().to_string(),
-        })
+            line: 0,
+            message: "a partial is called inside an inline partial (`{{#*inline}}`), which can recurse without end; call partials only outside inline partial definitions".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Renders with every printed value marked (see [`guard`]).
 pub fn render(file: &str, source: &str, ctx: &serde_json::Value) -> Result<String, RenderError> {
+    check(file, source)?;
     let mut hb = registry();
     hb.register_template_string(file, source)
         .map_err(|t| RenderError::Template {
@@ -58,5 +92,22 @@ pub fn render(file: &str, source: &str, ctx: &serde_json::Value) -> Result<Strin
             line: t.pos().map_or(0, |(l, _)| l),
             message: t.reason().to_string(),
         })?;
-    hb.render(file, ctx).map_err(|e| convert(file, &e))
+    let mut out = bounds::BoundedOutput::new(bounds::MAX_OUTPUT_BYTES);
+    let rendered = hb.render_to_write(file, ctx, &mut out);
+    if out.exceeded {
+        return Err(RenderError::Bound {
+            file: file.to_string(),
+            line: 0,
+            message: format!(
+                "the rendered file is larger than {} bytes",
+                bounds::MAX_OUTPUT_BYTES
+            ),
+        });
+    }
+    rendered.map_err(|e| convert(file, &e))?;
+    String::from_utf8(out.buf).map_err(|_| RenderError::Template {
+        file: file.to_string(),
+        line: 0,
+        message: "the rendered text is not UTF-8".into(),
+    })
 }

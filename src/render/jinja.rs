@@ -1,16 +1,15 @@
 //! Jinja rendering with minijinja, configured to behave like Proton's Jinja: Proton's
 //! filters, undefined values that fail when printed (but are false in `if`), no HTML
-//! escaping, and every printed value marked for the injection guard.
+//! escaping, and every printed value marked for the injection guard. Every render runs
+//! within the bounds of [`bounds`] (fuel, output size, amplifying filters).
 
+use std::fmt::Write as _;
 use std::sync::OnceLock;
 
 use minijinja::value::Value as JValue;
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
 
-use super::{RenderError, filters, guard};
-
-/// Work budget of one render (instructions and bytes / 64): bounds time and memory.
-const FUEL: u64 = 20_000_000;
+use super::{RenderError, bounds, filters, guard};
 
 fn env() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
@@ -18,7 +17,7 @@ fn env() -> &'static Environment<'static> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
         env.set_auto_escape_callback(|_| AutoEscape::None);
-        env.set_fuel(Some(FUEL));
+        env.set_fuel(Some(bounds::FUEL));
         env.set_recursion_limit(64);
         env.set_syntax(
             minijinja::syntax::SyntaxConfig::builder()
@@ -26,16 +25,33 @@ fn env() -> &'static Environment<'static> {
                 .build()
                 .unwrap_or_default(),
         );
+        // Printed values are streamed into the (bounded, fuel-charged) output between their
+        // markers: a huge value is never copied whole first.
         env.set_formatter(|out, state, value| {
             if value.is_safe() || value.is_undefined() || value.is_none() {
                 return minijinja::escape_formatter(out, state, value);
             }
-            let mut marked = String::new();
-            guard::mark(&mut marked, &value.to_string());
-            out.write_str(&marked).map_err(Error::from)
+            let least = bounds::min_print_len(value, bounds::MAX_OUTPUT_BYTES as u64);
+            if least > bounds::MAX_OUTPUT_BYTES as u64 {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!(
+                        "{}: a printed value is larger than {} bytes",
+                        bounds::MARK,
+                        bounds::MAX_OUTPUT_BYTES
+                    ),
+                ));
+            }
+            out.write_char(guard::OPEN).map_err(Error::from)?;
+            match value.as_str() {
+                Some(s) => out.write_str(s),
+                None => write!(out, "{value}"),
+            }
+            .map_err(Error::from)?;
+            out.write_char(guard::CLOSE).map_err(Error::from)
         });
         minijinja_contrib::add_to_environment(&mut env);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        bounds::register(&mut env);
         filters::register_jinja(&mut env);
         env
     })
@@ -74,6 +90,21 @@ fn convert(file: &str, source: &str, e: &Error) -> RenderError {
         Some(d) => format!("{}: {d}", e.kind()),
         None => e.kind().to_string(),
     };
+    if bounds::is_bound(e) {
+        let message = if e.kind() == ErrorKind::OutOfFuel {
+            format!(
+                "it used up its fuel ({} units: one per instruction, one per 64 bytes produced)",
+                bounds::FUEL
+            )
+        } else {
+            message
+        };
+        return RenderError::Bound {
+            file: file.to_string(),
+            line,
+            message,
+        };
+    }
     RenderError::Template {
         file: file.to_string(),
         line,
@@ -89,10 +120,30 @@ pub fn check(file: &str, source: &str) -> Result<(), RenderError> {
         .map_err(|e| convert(file, source, &e))
 }
 
-/// Renders with every printed value marked (see [`guard`]).
+/// Renders with every printed value marked (see [`guard`]), within [`bounds`].
 pub fn render(file: &str, source: &str, ctx: &serde_json::Value) -> Result<String, RenderError> {
     let ctx = JValue::from(minijinja::value::Serde(ctx));
-    env()
-        .render_named_str(file, source, ctx)
-        .map_err(|e| convert(file, source, &e))
+    let template = env()
+        .template_from_named_str(file, source)
+        .map_err(|e| convert(file, source, &e))?;
+    let mut out = bounds::BoundedOutput::new(bounds::MAX_OUTPUT_BYTES);
+    let rendered = template.render_captured_to(ctx, &mut out);
+    if out.exceeded {
+        return Err(RenderError::Bound {
+            file: file.to_string(),
+            line: 0,
+            message: format!(
+                "the rendered file is larger than {} bytes",
+                bounds::MAX_OUTPUT_BYTES
+            ),
+        });
+    }
+    if let Err(e) = rendered {
+        return Err(convert(file, source, &e));
+    }
+    String::from_utf8(out.buf).map_err(|_| RenderError::Template {
+        file: file.to_string(),
+        line: 0,
+        message: "the rendered text is not UTF-8".into(),
+    })
 }

@@ -10,17 +10,19 @@
 //!
 //! This module never reads files, git or AWS: callers hand it text and values.
 
+pub mod bounds;
 pub mod filters;
 pub mod guard;
 mod handlebars_engine;
 mod jinja;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::catalog::{Engine, IacFile, Language};
+use crate::catalog::schema::{InputKind, Schema};
+use crate::catalog::{Bundle, Engine, IacFile, Language, TemplateKind};
 
 /// A rendering failure, naming the file and, where known, the line and variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +49,19 @@ pub enum RenderError {
         /// What went wrong.
         message: String,
     },
+    /// The render went past one of its bounds ([`bounds`]): fuel, output size, the size of a
+    /// value it built, or recursion.
+    #[error(
+        "{file}:{line}: the render exceeds its bounds: {message}; make the template do less (fewer or shorter loops, smaller repeated strings and lists)"
+    )]
+    Bound {
+        /// Template file.
+        file: String,
+        /// 1-based line (0 when unknown).
+        line: usize,
+        /// Which bound, and by how much where known.
+        message: String,
+    },
     /// The rendered document is not valid YAML/JSON.
     #[error(
         "{file}: the rendered document is not valid YAML: {message}; check the template and the input values used there"
@@ -56,6 +71,18 @@ pub enum RenderError {
         file: String,
         /// Parser message.
         message: String,
+    },
+    /// The rendered document is nested deeper than the parser's limit.
+    #[error(
+        "{file}: the rendered document is nested too deeply: more than {limit} levels (line {line}); flatten the template, or the input values nested there"
+    )]
+    TooDeep {
+        /// Template file.
+        file: String,
+        /// 1-based line of the first collection past the limit.
+        line: usize,
+        /// The limit.
+        limit: usize,
     },
     /// An input value would have changed the document's structure.
     #[error(
@@ -88,6 +115,102 @@ pub fn check_syntax(file: &IacFile) -> Result<(), RenderError> {
     }
 }
 
+/// Checks one file of a template release when it is registered: its syntax, then a trial
+/// render within the render bounds, with the schema's defaults and placeholders for required
+/// inputs without one (by type: `"x"`, `1`, `true`, `[]`, `{}`) and for every output the file
+/// names (`outputs.NAME`). Only a bound violation ([`RenderError::Bound`],
+/// [`RenderError::TooDeep`]) refuses the file: an ordinary error of the trial render may come
+/// from the placeholders, and is reported at deploy time with the real inputs if it is real.
+pub fn check_release_file(bundle: &Bundle, file: &IacFile) -> Result<(), RenderError> {
+    check_syntax(file)?;
+    if file.engine == Engine::Hcl {
+        return Ok(());
+    }
+    match render_file(file, &trial_context(bundle, file)) {
+        Err(e @ (RenderError::Bound { .. } | RenderError::TooDeep { .. })) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The context of a trial render of `file` (see [`check_release_file`]).
+fn trial_context(bundle: &Bundle, file: &IacFile) -> Value {
+    let inputs = |kind: InputKind| trial_inputs(&bundle.schema, kind);
+    let outputs: BTreeMap<String, String> = output_names(&file.source)
+        .into_iter()
+        .map(|n| (n, "placeholder".to_string()))
+        .collect();
+    let environment = EnvironmentInfo {
+        name: "trial".into(),
+        inputs: inputs(InputKind::Environment),
+        outputs: outputs.clone(),
+        account_id: "123456789012".into(),
+    };
+    let service = ServiceInfo {
+        name: "trial".into(),
+        branch_name: Some("main".into()),
+        repository_id: Some("trial/trial".into()),
+        repository_connection_arn: Some(
+            "arn:aws:codestar-connections:us-east-1:123456789012:connection/trial".into(),
+        ),
+    };
+    let instance = InstanceInfo {
+        name: "trial".into(),
+        inputs: inputs(InputKind::Service),
+        outputs: outputs.clone(),
+        environment: environment.clone(),
+        component_outputs: outputs,
+    };
+    match bundle.kind {
+        TemplateKind::Environment => environment_context(&environment),
+        TemplateKind::Service if file.path.starts_with("pipeline_infrastructure/") => {
+            pipeline_context(&service, &inputs(InputKind::Pipeline), &[instance])
+        }
+        TemplateKind::Service => instance_context(&service, &instance),
+    }
+}
+
+/// The schema's defaults, with a placeholder for each required input without one.
+fn trial_inputs(schema: &Schema, kind: InputKind) -> Value {
+    let mut given = serde_json::Map::new();
+    for p in schema.properties(kind) {
+        if p.required && p.default.is_none() {
+            let placeholder = match p.type_name.as_str() {
+                "number" | "integer" => json!(1),
+                "boolean" => json!(true),
+                "array" => json!([]),
+                "object" => json!({}),
+                _ => json!("x"),
+            };
+            given.insert(p.name, placeholder);
+        }
+    }
+    let given = Value::Object(given);
+    // A placeholder may break a pattern or a minimum: then the defaults are filled in by hand.
+    schema.validate(kind, &given, "").unwrap_or_else(|_| {
+        let mut all = given.as_object().cloned().unwrap_or_default();
+        for p in schema.properties(kind) {
+            if let Some(d) = p.default {
+                all.entry(p.name).or_insert(d);
+            }
+        }
+        Value::Object(all)
+    })
+}
+
+/// The names a template reads as `outputs.NAME` or `outputs["NAME"]`.
+fn output_names(source: &str) -> BTreeSet<String> {
+    static RE: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    let Some(re) = RE
+        .get_or_init(|| regex::Regex::new(r#"outputs(?:\.|\[\s*["'])([A-Za-z0-9_-]+)"#).ok())
+        .as_ref()
+    else {
+        return BTreeSet::new();
+    };
+    re.captures_iter(source)
+        .filter_map(|c| c.get(1).map(|m| m.as_str().to_string()))
+        .collect()
+}
+
 /// Renders one `IaC` file with `ctx`. `CloudFormation` output is checked by the guard.
 pub fn render_file(file: &IacFile, ctx: &Value) -> Result<String, RenderError> {
     if let Some(path) = find_reserved(ctx, &mut Vec::new()) {
@@ -107,6 +230,11 @@ pub fn render_file(file: &IacFile, ctx: &Value) -> Result<String, RenderError> {
             guard::GuardError::NotYaml { message } => RenderError::NotYaml {
                 file: file.path.clone(),
                 message,
+            },
+            guard::GuardError::TooDeep { line, limit } => RenderError::TooDeep {
+                file: file.path.clone(),
+                line,
+                limit,
             },
             guard::GuardError::Injection { at, value } => RenderError::Injection {
                 file: file.path.clone(),

@@ -322,3 +322,192 @@ fn sanitize_error_quotes_the_value_in_protons_words() {
         "Illegal character(s) detected in \"a b\". Must match regex ^[a-zA-Z0-9_-]*$ or be a valid ARN"
     );
 }
+
+/// Renders `src` and expects it refused by a bound; prints the time it took.
+fn refused_by_a_bound(case: &str, src: &str) -> String {
+    let start = std::time::Instant::now();
+    let err = render_jinja(src, json!({})).expect_err(case);
+    println!(
+        "render bound: {case}: refused in {:?}: {err}",
+        start.elapsed()
+    );
+    assert!(matches!(err, RenderError::Bound { .. }), "{case}: {err}");
+    assert!(err.to_string().contains("cloudformation.yaml"), "{err}");
+    err.to_string()
+}
+
+#[test]
+fn string_repetition_is_bounded_by_fuel() {
+    let e = refused_by_a_bound("repeat", r#"A: '{{ "x" * 100000000 }}'"#);
+    assert!(e.contains("fuel"), "{e}");
+    refused_by_a_bound(
+        "doubling",
+        r#"{% set ns = namespace(s="x") %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}A: {{ ns.s|length }}"#,
+    );
+}
+
+#[test]
+fn output_is_bounded() {
+    let e = refused_by_a_bound(
+        "output",
+        r#"{% for i in range(100000) %}{{ "x" * 100 }}{% endfor %}"#,
+    );
+    assert!(e.contains(&bounds::MAX_OUTPUT_BYTES.to_string()), "{e}");
+    // A lazily repeated list printed whole is streamed into the bound, not copied first.
+    refused_by_a_bound("print lazy list", "A: {{ [1] * 100000000 }}");
+    // Handlebars (no fuel): its loops walk the context's lists, its output is bounded.
+    let each = "{{#each service_instance.inputs.items}}{{../service.name}}{{/each}}";
+    let items = vec![0; bounds::MAX_OUTPUT_BYTES / 8];
+    let ctx = instance_context(&service(), &instance(json!({ "items": items })));
+    let err = render_file(&cfn(Engine::Handlebars, each), &ctx).expect_err("handlebars");
+    assert!(matches!(err, RenderError::Bound { .. }), "{err}");
+}
+
+#[test]
+fn amplifying_filters_are_refused_before_they_allocate() {
+    for (case, src) in [
+        ("indent", r#"A: {{ "a\nb"|indent(1000000000) }}"#),
+        (
+            "replace",
+            r#"A: {{ ("a" * 100000)|replace("", "x" * 1000) }}"#,
+        ),
+        (
+            "replace count",
+            r#"A: {{ ("a" * 100000)|replace("a", "x" * 1000, 100000) }}"#,
+        ),
+        ("join", r#"A: {{ range(100000)|join("x" * 1000) }}"#),
+        ("format", r#"A: {{ "%999999999s"|format("a") }}"#),
+        (
+            "tojson",
+            r"A: {{ ([range(100000)|list] * 1000)|tojson|length }}",
+        ),
+        (
+            "tojson indent",
+            r"A: {{ [[[1]]]|tojson(indent=1000000000) }}",
+        ),
+        (
+            "pprint",
+            r"A: {{ ([range(100000)|list] * 1000)|pprint|length }}",
+        ),
+        ("string", r"A: {{ ([1] * 100000000)|string|length }}"),
+        ("split", r#"A: {{ ("a," * 10000000)|split(",")|length }}"#),
+        ("lines", r#"A: {{ ("a\n" * 10000000)|lines|length }}"#),
+        (
+            "sum",
+            r"A: {{ ([[1] * 10000] * 10000)|sum(start=[])|length }}",
+        ),
+        (
+            "str.replace",
+            r#"A: {{ ("a" * 100000).replace("a", "x" * 1000) }}"#,
+        ),
+        (
+            "str.join",
+            r#"A: {{ ("x" * 1000).join(range(100000)|map("string")) }}"#,
+        ),
+        ("str.format", r#"A: {{ "{:>999999999}".format(1) }}"#),
+        (
+            "str.split",
+            r#"A: {{ ("a," * 10000000).split(",")|length }}"#,
+        ),
+    ] {
+        refused_by_a_bound(case, src);
+    }
+}
+
+#[test]
+fn bounded_filters_keep_their_results() {
+    let src = r#"A: '{{ "a\nb"|indent(2) }}|{{ "aaa"|replace("a", "b", 2) }}|{{ "aaa"|replace("a", "c") }}|{{ [1, 2]|join("-") }}|{{ "%3s"|format("x") }}|{{ {"k": 1}|tojson }}|{{ "a b"|split|length }}|{{ [1, 2]|sum }}|{{ "a-b".replace("-", "+") }}|{{ "-".join(["x", "y"]) }}|{{ "{}!".format(1) }}'"#;
+    let out = render_jinja(src, json!({})).expect("renders");
+    assert_eq!(out, "A: 'a\n  b|bba|ccc|1-2|  x|{\"k\": 1}|2|3|a+b|x-y|1!'");
+}
+
+/// Every template bundle of the example repos and of the AWS Proton samples (when
+/// `../shared/proton-samples` is there) passes the release check, trial render included.
+#[test]
+fn real_bundles_pass_the_release_check() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut dirs = Vec::new();
+    for base in [
+        root.join("example-repos/platform-templates"),
+        root.join("../shared/proton-samples/environment-templates"),
+        root.join("../shared/proton-samples/service-templates"),
+    ] {
+        let Ok(templates) = std::fs::read_dir(&base) else {
+            continue;
+        };
+        for t in templates.flatten() {
+            if let Ok(majors) = std::fs::read_dir(t.path()) {
+                dirs.extend(majors.flatten().map(|m| m.path()).filter(|p| p.is_dir()));
+            }
+        }
+    }
+    assert!(dirs.len() >= 3, "{dirs:?}");
+    for dir in dirs {
+        let files = crate::catalog::read_dir(&dir, &crate::catalog::Limits::default())
+            .unwrap_or_else(|e| panic!("{}: {e:?}", dir.display()));
+        let (name, major) = crate::catalog::name_and_major_from_path(&dir);
+        let Ok(bundle) = crate::catalog::Bundle::load(&name, major.unwrap_or(1), &files) else {
+            continue;
+        };
+        for f in bundle
+            .infrastructure
+            .files
+            .iter()
+            .chain(bundle.pipeline.iter().flat_map(|p| &p.files))
+        {
+            check_release_file(&bundle, f)
+                .unwrap_or_else(|e| panic!("{}: {}: {e}", dir.display(), f.path));
+        }
+    }
+}
+
+#[test]
+fn the_release_check_refuses_only_bound_violations() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("example-repos/platform-templates/web-svc/v1");
+    let files =
+        crate::catalog::read_dir(&dir, &crate::catalog::Limits::default()).expect("example bundle");
+    let bundle = crate::catalog::Bundle::load("web-svc", 1, &files).expect("loads");
+    let base = bundle.infrastructure.files[0].clone();
+    let with = |source: String| IacFile {
+        source,
+        ..base.clone()
+    };
+    // An ordinary error (here an undefined variable) may come from the placeholders: it passes.
+    check_release_file(
+        &bundle,
+        &with(format!("{{{{ nothing.here }}}}\n{}", base.source)),
+    )
+    .expect("ordinary errors are left to deploy time");
+    for src in [
+        format!("{{% set pad = \"x\" * 100000000 %}}\n{}", base.source),
+        format!("# {{{{ \"a\"|indent(1000000000) }}}}\n{}", base.source),
+        format!("A: {}{}\n", "[".repeat(1000), "]".repeat(1000)),
+    ] {
+        let e = check_release_file(&bundle, &with(src)).expect_err("refused");
+        assert!(
+            matches!(e, RenderError::Bound { .. } | RenderError::TooDeep { .. }),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn handlebars_partials_that_could_recurse_are_refused() {
+    let ctx = instance_context(&service(), &instance(json!({})));
+    for src in [
+        "{{#*inline \"p\"}}x{{> p}}{{/inline}}{{> p}}",
+        "{{#*inline \"p\"}}{{#if service.name}}{{> q}}{{/if}}{{/inline}}{{#*inline \"q\"}}{{> p}}{{/inline}}{{> p}}",
+    ] {
+        let file = cfn(Engine::Handlebars, src);
+        assert!(check_syntax(&file).is_err(), "{src}");
+        let e = render_file(&file, &ctx).expect_err(src);
+        assert!(e.to_string().contains("inline partial"), "{e}");
+    }
+    // Calling an inline partial from outside its definition is fine.
+    let ok = cfn(
+        Engine::Handlebars,
+        "{{#*inline \"p\"}}A: 1{{/inline}}{{> p}}\n",
+    );
+    assert_eq!(render_file(&ok, &ctx).expect("renders"), "A: 1\n");
+}

@@ -26,6 +26,7 @@ mod faults;
 mod git_plan;
 mod hostile_git;
 mod hostile_http;
+mod hostile_render;
 mod import;
 mod large_templates;
 mod one_writer;
