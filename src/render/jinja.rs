@@ -1,7 +1,8 @@
 //! Jinja rendering with minijinja, configured to behave like Proton's Jinja: Proton's
 //! filters, undefined values that fail when printed (but are false in `if`), no HTML
 //! escaping, and every printed value marked for the injection guard. Every render runs
-//! within the bounds of [`bounds`] (fuel, output size, amplifying filters).
+//! within the bounds of [`bounds`] (fuel, output size, amplifying filters) and the time
+//! budget of [`deadline`].
 
 use std::fmt::Write as _;
 use std::sync::OnceLock;
@@ -9,7 +10,7 @@ use std::sync::OnceLock;
 use minijinja::value::Value as JValue;
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
 
-use super::{RenderError, bounds, filters, guard};
+use super::{RenderError, bounds, deadline, filters, guard};
 
 fn env() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
@@ -112,17 +113,55 @@ fn convert(file: &str, source: &str, e: &Error) -> RenderError {
     }
 }
 
-/// Compiles a template to check its syntax.
+/// Compiles a template to check its syntax, within the time budget of [`deadline`]:
+/// minijinja folds constant expressions while compiling, without fuel, so a compile can take
+/// as long as a render.
 pub fn check(file: &str, source: &str) -> Result<(), RenderError> {
-    env()
-        .template_from_named_str(file, source)
-        .map(|_| ())
-        .map_err(|e| convert(file, source, &e))
+    let (owned_file, owned_source) = (file.to_owned(), source.to_owned());
+    deadline::run(source, deadline::TIME_BUDGET, move || {
+        env()
+            .template_from_named_str(&owned_file, &owned_source)
+            .map(|_| ())
+            .map_err(|e| convert(&owned_file, &owned_source, &e))
+    })
+    .unwrap_or_else(|overrun| {
+        Err(RenderError::Bound {
+            file: file.to_string(),
+            line: 0,
+            message: overrun.to_string(),
+        })
+    })
 }
 
-/// Renders with every printed value marked (see [`guard`]), within [`bounds`].
+/// Renders with every printed value marked (see [`guard`]), within [`bounds`] and within the
+/// time budget of [`deadline`].
 pub fn render(file: &str, source: &str, ctx: &serde_json::Value) -> Result<String, RenderError> {
+    render_within(file, source, ctx, deadline::TIME_BUDGET)
+}
+
+/// [`render`] with a time budget of `budget`.
+pub fn render_within(
+    file: &str,
+    source: &str,
+    ctx: &serde_json::Value,
+    budget: std::time::Duration,
+) -> Result<String, RenderError> {
     let ctx = JValue::from(minijinja::value::Serde(ctx));
+    let (owned_file, owned_source) = (file.to_owned(), source.to_owned());
+    deadline::run(source, budget, move || {
+        render_bounded(&owned_file, &owned_source, ctx)
+    })
+    .unwrap_or_else(|overrun| {
+        Err(RenderError::Bound {
+            file: file.to_string(),
+            line: 0,
+            message: overrun.to_string(),
+        })
+    })
+}
+
+/// One render on the current thread, within [`bounds`].
+fn render_bounded(file: &str, source: &str, ctx: JValue) -> Result<String, RenderError> {
     let template = env()
         .template_from_named_str(file, source)
         .map_err(|e| convert(file, source, &e))?;

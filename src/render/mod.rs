@@ -11,6 +11,7 @@
 //! This module never reads files, git or AWS: callers hand it text and values.
 
 pub mod bounds;
+pub mod deadline;
 pub mod filters;
 pub mod guard;
 mod handlebars_engine;

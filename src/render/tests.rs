@@ -511,3 +511,27 @@ fn handlebars_partials_that_could_recurse_are_refused() {
     );
     assert_eq!(render_file(&ok, &ctx).expect("renders"), "A: 1\n");
 }
+
+#[test]
+fn a_jinja_render_that_walks_lazy_lists_is_stopped_by_its_time_budget() {
+    // `[1] * n` is built lazily without fuel, and comparing two of them walks both without
+    // charging fuel either: only the time budget stops this.
+    let src = "A: {% for i in range(20) %}{% if ([1] * 1000000) == ([1] * 1000000) %}x{% endif %}{% endfor %}\n";
+    let budget = std::time::Duration::from_millis(100);
+    let start = std::time::Instant::now();
+    let e = jinja::render_within("hostile.yaml", src, &json!({}), budget).expect_err("stopped");
+    let took = start.elapsed();
+    println!("render: lazy-list walk stopped after {took:?} (budget {budget:?})");
+    assert!(matches!(e, RenderError::Bound { .. }), "{e}");
+    assert!(e.to_string().contains("hostile.yaml"), "{e}");
+    assert!(e.to_string().contains("time budget"), "{e}");
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+    // While the abandoned render runs, the same template fails at once.
+    let again = jinja::render_within("hostile.yaml", src, &json!({}), budget).expect_err("refused");
+    assert!(again.to_string().contains("still running"), "{again}");
+    // Any other template renders as usual meanwhile.
+    assert_eq!(
+        jinja::render_within("ok.yaml", "A: 1\n", &json!({}), budget).expect("renders"),
+        "A: 1\n"
+    );
+}

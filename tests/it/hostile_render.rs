@@ -5,6 +5,8 @@
 //! * A team's component file nested 1,000,000 levels deep is refused in under a second, and
 //!   everything else of the same `reconcile --once` cycle deploys: the environments of the
 //!   platform team and the team's other instances.
+//! * A team's component whose render never ends (lazy lists walked without fuel) is stopped
+//!   by the render's time budget, and the rest of the cycle deploys.
 //! * A template release whose render would allocate without bound is rejected when it is
 //!   tagged (trial render within the render bounds), with the reason in `protond plan`, and
 //!   the process's peak RSS stays bounded.
@@ -174,5 +176,52 @@ async fn a_template_that_allocates_without_bound_is_rejected_when_tagged() {
         !versions.is_empty() && versions.iter().all(|v| v == "1.0"),
         "{versions:?}\n{}",
         text(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_component_that_never_ends_is_stopped_by_the_time_budget() {
+    // Lazily repeated lists cost no fuel, and comparing them walks them without fuel: only
+    // the render's time budget ends this (it would run for hours).
+    let w = World::examples_on_moto().build();
+    let never = "Resources:\n  Q:\n    Type: AWS::SQS::Queue\n    Properties:\n      QueueName: '{% for i in range(1000) %}{% if ([1] * 100000000) == ([1] * 100000000) %}x{% endif %}{% endfor %}q'\n";
+    w.write("payments", COMPONENT, never);
+    w.commit("payments", "a component that never ends");
+
+    let (out, rss, took) = measured(Some(&w), &["reconcile", "--once"]);
+    // `render::deadline::TIME_BUDGET`.
+    let budget = Duration::from_secs(10);
+    println!(
+        "hostile: component whose render never ends (reconcile --once): bound {} s per render, peak RSS {rss} MiB, {:.2} s",
+        budget.as_secs(),
+        took.as_secs_f64()
+    );
+    let said = text(&out);
+    assert!(said.contains("time budget"), "{said}");
+    assert!(took < budget * 4, "took {took:?}\n{said}");
+    let deployed: Vec<String> = w
+        .store()
+        .await
+        .resources()
+        .await
+        .expect("resources")
+        .into_iter()
+        .filter(|r| r.status == "deployed")
+        .map(|r| r.id)
+        .collect();
+    for id in [
+        "environment/dev",
+        "environment/prod",
+        "service_instance/payments/payments-prod",
+        "service_instance/reports/reports-dev",
+    ] {
+        assert!(
+            deployed.iter().any(|d| d == id),
+            "{id} not deployed: {deployed:?}\n{said}"
+        );
+    }
+    assert!(
+        !deployed.iter().any(|d| d.starts_with("component/")),
+        "{deployed:?}"
     );
 }
