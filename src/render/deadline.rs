@@ -13,6 +13,12 @@
 //! runs: renders of the same source then fail at once with the same error, and are tried
 //! again once it has ended.
 //!
+//! Only templates that can build such values need the worker: a lazy list is made by `*`
+//! (repetition) or `+` (concatenation) inside a Jinja tag, and a template whose tags use
+//! neither is bounded by fuel alone, so it renders on the calling thread
+//! ([`can_build_lazy_sequences`]; none of the AWS samples or examples uses either). The
+//! hand-off to a worker roughly halves render throughput, so it is paid only where needed.
+//!
 //! Each calling thread keeps one worker, reused for every render (a channel hand-off, not a
 //! thread per render); a worker whose render ran over the budget is replaced. Compiling a
 //! template is bounded the same way: minijinja folds constant expressions (`[1] * n == …`)
@@ -62,6 +68,35 @@ static RUNAWAY: Mutex<Option<HashSet<u64>>> = Mutex::new(None);
 
 thread_local! {
     static WORKER: RefCell<Option<SyncSender<Job>>> = const { RefCell::new(None) };
+}
+
+/// Whether a Jinja tag of `source` (`{{ … }}` or `{% … %}`) uses `*` or `+`, the operators
+/// that build lazy lists for free. Conservative: a `*` or `+` in a string literal inside a
+/// tag counts too.
+#[must_use]
+pub fn can_build_lazy_sequences(source: &str) -> bool {
+    let bytes = source.as_bytes();
+    let mut i = 0;
+    while let Some(open) = bytes[i..].windows(2).position(|w| w == b"{{" || w == b"{%") {
+        let start = i + open + 2;
+        let close: &[u8] = if bytes[i + open + 1] == b'{' {
+            b"}}"
+        } else {
+            b"%}"
+        };
+        let end = bytes[start..]
+            .windows(2)
+            .position(|w| w == close)
+            .map_or(bytes.len(), |p| start + p);
+        if bytes[start..end].iter().any(|b| *b == b'*' || *b == b'+') {
+            return true;
+        }
+        i = (end + 2).min(bytes.len());
+        if i >= bytes.len() {
+            break;
+        }
+    }
+    false
 }
 
 fn source_key(source: &str) -> u64 {
@@ -166,6 +201,24 @@ pub fn run<T: Send + 'static>(
 mod tests {
     use super::*;
     use std::time::Instant;
+
+    #[test]
+    fn only_tags_with_star_or_plus_need_the_worker() {
+        for (src, risky) in [
+            ("A: {{ a }}\n", false),
+            ("A: 1 + 2 * 3 outside any tag\n", false),
+            ("{% for x in xs %}{{ x | indent(2) }}{% endfor %}", false),
+            ("{{ [1] * 100000000 == [1] }}", true),
+            ("{% set l = l + l %}", true),
+            ("{{ a }} {{ b * 2 }}", true),
+            ("{{ '+' }}", true),
+            ("{{ unterminated * ", true),
+            ("", false),
+            ("{", false),
+        ] {
+            assert_eq!(can_build_lazy_sequences(src), risky, "{src}");
+        }
+    }
 
     #[test]
     fn a_fast_render_returns_its_value_and_reuses_the_worker() {

@@ -117,6 +117,12 @@ fn convert(file: &str, source: &str, e: &Error) -> RenderError {
 /// minijinja folds constant expressions while compiling, without fuel, so a compile can take
 /// as long as a render.
 pub fn check(file: &str, source: &str) -> Result<(), RenderError> {
+    if !deadline::can_build_lazy_sequences(source) {
+        return env()
+            .template_from_named_str(file, source)
+            .map(|_| ())
+            .map_err(|e| convert(file, source, &e));
+    }
     let (owned_file, owned_source) = (file.to_owned(), source.to_owned());
     deadline::run(source, deadline::TIME_BUDGET, move || {
         env()
@@ -147,6 +153,10 @@ pub fn render_within(
     budget: std::time::Duration,
 ) -> Result<String, RenderError> {
     let ctx = JValue::from(minijinja::value::Serde(ctx));
+    if !deadline::can_build_lazy_sequences(source) {
+        // Fuel alone bounds its time: no hand-off to a worker (half the render's cost).
+        return render_bounded(file, source, ctx);
+    }
     let (owned_file, owned_source) = (file.to_owned(), source.to_owned());
     deadline::run(source, budget, move || {
         render_bounded(&owned_file, &owned_source, ctx)
