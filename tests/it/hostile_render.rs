@@ -41,6 +41,36 @@ fn measured(w: Option<&World>, args: &[&str]) -> (std::process::Output, u64, Dur
     (out, rss.peak_mib(), start.elapsed())
 }
 
+/// The environments and the teams' instances are deployed, the component is not.
+async fn assert_all_but_the_component_deployed(w: &World, out: &std::process::Output) {
+    let deployed: Vec<String> = w
+        .store()
+        .await
+        .resources()
+        .await
+        .expect("resources")
+        .into_iter()
+        .filter(|r| r.status == "deployed")
+        .map(|r| r.id)
+        .collect();
+    for id in [
+        "environment/dev",
+        "environment/prod",
+        "service_instance/payments/payments-prod",
+        "service_instance/reports/reports-dev",
+    ] {
+        assert!(
+            deployed.iter().any(|d| d == id),
+            "{id} not deployed: {deployed:?}\n{}",
+            text(out)
+        );
+    }
+    assert!(
+        !deployed.iter().any(|d| d.starts_with("component/")),
+        "{deployed:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_component_nested_a_million_levels_fails_alone() {
     let w = World::examples_on_moto().build();
@@ -83,31 +113,7 @@ async fn a_component_nested_a_million_levels_fails_alone() {
         "hostile: component nested {levels} levels (reconcile --once): bound 128 levels, peak RSS {rss} MiB, {:.2} s",
         took.as_secs_f64()
     );
-    let store = w.store().await;
-    let deployed: Vec<String> = store
-        .resources()
-        .await
-        .expect("resources")
-        .into_iter()
-        .filter(|r| r.status == "deployed")
-        .map(|r| r.id)
-        .collect();
-    for id in [
-        "environment/dev",
-        "environment/prod",
-        "service_instance/payments/payments-prod",
-        "service_instance/reports/reports-dev",
-    ] {
-        assert!(
-            deployed.iter().any(|d| d == id),
-            "{id} not deployed: {deployed:?}\n{}",
-            text(&out)
-        );
-    }
-    assert!(
-        !deployed.iter().any(|d| d.starts_with("component/")),
-        "{deployed:?}"
-    );
+    assert_all_but_the_component_deployed(&w, &out).await;
     let plan = w.run(&["plan"]);
     let said = text(&plan);
     for fragment in [
@@ -199,29 +205,5 @@ async fn a_component_that_never_ends_is_stopped_by_the_time_budget() {
     let said = text(&out);
     assert!(said.contains("time budget"), "{said}");
     assert!(took < budget * 4, "took {took:?}\n{said}");
-    let deployed: Vec<String> = w
-        .store()
-        .await
-        .resources()
-        .await
-        .expect("resources")
-        .into_iter()
-        .filter(|r| r.status == "deployed")
-        .map(|r| r.id)
-        .collect();
-    for id in [
-        "environment/dev",
-        "environment/prod",
-        "service_instance/payments/payments-prod",
-        "service_instance/reports/reports-dev",
-    ] {
-        assert!(
-            deployed.iter().any(|d| d == id),
-            "{id} not deployed: {deployed:?}\n{said}"
-        );
-    }
-    assert!(
-        !deployed.iter().any(|d| d.starts_with("component/")),
-        "{deployed:?}"
-    );
+    assert_all_but_the_component_deployed(&w, &out).await;
 }
