@@ -266,6 +266,7 @@ fn cycle_scheduled(
         waiting: std::collections::BTreeSet::new(),
         last_failures: Vec::new(),
         backoff: std::collections::BTreeMap::new(),
+        forced: std::collections::BTreeMap::new(),
         now: std::time::SystemTime::now(),
     };
     // The daemon's own evaluation (render, diff, rollout gate, schedule).

@@ -38,6 +38,9 @@ pub struct Facts {
     pub last_failures: Vec<DeploymentRecord>,
     /// Resources backing off after a transient failure, with the time left.
     pub backoff: BTreeMap<String, Duration>,
+    /// Resources with a pending deploy request (`protond redeploy`, drift healing): planned
+    /// as [`plan::UpdateReason::Forced`] updates when nothing else changes them.
+    pub forced: BTreeMap<String, plan::ForceCause>,
     /// The wall-clock time the decision is made at.
     pub now: SystemTime,
 }
@@ -122,6 +125,7 @@ pub fn evaluate(
         plan::label_release_changes(&mut plan, &changed);
         (set, plan)
     };
+    plan::force(&mut plan, &facts.forced);
     mark_relocations(&mut plan, &set, &facts.records, snapshot, config);
     let input = schedule_input(&set, facts, records, rollout_holds.clone(), config);
     let mut schedule = schedule::schedule(&plan, &input);

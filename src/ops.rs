@@ -79,6 +79,12 @@ pub fn plan_table(plan: &Plan, set: &DesiredSet, catalog: &Catalog) -> String {
                     UpdateReason::ReleaseChanged { version } => {
                         format!("release {version} changed (accepted moved tag)")
                     }
+                    UpdateReason::Forced {
+                        cause: crate::plan::ForceCause::Operator,
+                    } => "redeploy asked for (unchanged)".to_string(),
+                    UpdateReason::Forced {
+                        cause: crate::plan::ForceCause::DriftHeal,
+                    } => "drift found: healed by redeploying (unchanged)".to_string(),
                 },
             ),
             ActionKind::Delete => (

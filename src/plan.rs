@@ -110,6 +110,43 @@ pub enum UpdateReason {
         /// The release (deployed and new).
         version: Version,
     },
+    /// Nothing changed, but a deployment was asked for: an operator's `protond redeploy`, or
+    /// drift healing. Deploys the current desired state through the normal gates.
+    Forced {
+        /// Who asked, in kind.
+        cause: ForceCause,
+    },
+}
+
+/// Why a deployment of an unchanged resource was asked for (see [`UpdateReason::Forced`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForceCause {
+    /// An operator (`protond redeploy`, `POST /api/v1/resources/{id}/redeploy`).
+    Operator,
+    /// Drift found under the `heal` policy.
+    DriftHeal,
+}
+
+impl ForceCause {
+    /// The stored text.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Operator => "operator",
+            Self::DriftHeal => "drift_heal",
+        }
+    }
+
+    /// Reads the stored text.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "operator" => Some(Self::Operator),
+            "drift_heal" => Some(Self::DriftHeal),
+            _ => None,
+        }
+    }
 }
 
 /// What to do with one resource.
@@ -246,6 +283,25 @@ pub fn label_release_changes(plan: &mut Plan, changed: &BTreeSet<(String, Versio
     }
 }
 
+/// Turns the no-ops of resources with a pending deploy request (`forced`) into
+/// [`UpdateReason::Forced`] updates. A resource that changes anyway keeps its own reason (the
+/// request is satisfied by that deployment); one that is blocked, invalid or unknown stays
+/// so: a request never deploys what the normal path would refuse.
+pub fn force(plan: &mut Plan, forced: &BTreeMap<String, ForceCause>) {
+    if forced.is_empty() {
+        return;
+    }
+    for a in &mut plan.actions {
+        if a.action == ActionKind::NoOp
+            && let Some(&cause) = forced.get(&a.id)
+        {
+            a.action = ActionKind::Update {
+                reason: UpdateReason::Forced { cause },
+            };
+        }
+    }
+}
+
 /// Diffs desired against deployed. `unknown_repos` are repos that failed to fetch or parse;
 /// `latest_major` is the newest registered major per template.
 #[must_use]
@@ -369,6 +425,44 @@ mod tests {
     }
 
     use ResourceKind::{Component, Environment, Pipeline, ServiceInstance};
+
+    #[test]
+    fn a_request_turns_only_no_ops_into_forced_updates() {
+        let desired = vec![
+            want("same", Environment, v(1, 0), "i", "r"),
+            want("changed", Environment, v(1, 0), "i2", "r2"),
+            want("new", Environment, v(1, 0), "i", "r"),
+            want("unasked", Environment, v(1, 0), "i", "r"),
+        ];
+        let deployed = vec![
+            have("same", Environment, v(1, 0), "i", "r"),
+            have("changed", Environment, v(1, 0), "i", "r"),
+            have("unasked", Environment, v(1, 0), "i", "r"),
+        ];
+        let mut plan = diff(&desired, &deployed, &BTreeSet::new(), &BTreeMap::new());
+        let forced: BTreeMap<String, ForceCause> = ["same", "changed", "new"]
+            .into_iter()
+            .map(|id| (id.to_string(), ForceCause::Operator))
+            .collect();
+        force(&mut plan, &forced);
+        let got: BTreeMap<String, ActionKind> = kinds(&plan).into_iter().collect();
+        assert_eq!(
+            got["same"],
+            ActionKind::Update {
+                reason: UpdateReason::Forced {
+                    cause: ForceCause::Operator
+                }
+            }
+        );
+        assert_eq!(
+            got["changed"],
+            ActionKind::Update {
+                reason: UpdateReason::SpecChange
+            }
+        );
+        assert_eq!(got["new"], ActionKind::Create);
+        assert_eq!(got["unasked"], ActionKind::NoOp);
+    }
 
     #[test]
     fn table() {

@@ -29,9 +29,11 @@ use crate::plan;
 
 pub mod lock;
 mod repo_health;
+mod requests;
 mod retired;
 pub use lock::{LockHolder, WriterLock};
 pub use repo_health::{Fallback, SkippedRepo, SkippedRepos};
+pub use requests::DeployRequest;
 
 /// A state-store failure.
 #[derive(Debug, thiserror::Error)]
@@ -924,7 +926,12 @@ impl Store {
         .execute(&self.pool)
         .await;
         match result {
-            Ok(r) => Ok(r.last_insert_rowid()),
+            Ok(r) => {
+                // The deployment satisfies any pending request to deploy the resource (a
+                // crash before this line only repeats the deployment: harmless).
+                self.clear_deploy_request(&d.resource_id).await?;
+                Ok(r.last_insert_rowid())
+            }
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 let existing = self
                     .in_flight()

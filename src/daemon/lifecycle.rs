@@ -385,6 +385,12 @@ fn reason_label(a: &Action) -> Option<&'static str> {
             UpdateReason::Rerender => "rerender",
             UpdateReason::Relocate => "relocate",
             UpdateReason::ReleaseChanged { .. } => "release_changed",
+            UpdateReason::Forced {
+                cause: crate::plan::ForceCause::Operator,
+            } => "redeploy",
+            UpdateReason::Forced {
+                cause: crate::plan::ForceCause::DriftHeal,
+            } => "drift_heal",
         }),
         _ => None,
     }

@@ -408,6 +408,12 @@ pub async fn read_facts(
         waiting,
         last_failures: store.last_failures().await?,
         backoff,
+        forced: store
+            .deploy_requests()
+            .await?
+            .into_iter()
+            .map(|(id, r)| (id, r.cause))
+            .collect(),
         now,
     })
 }
