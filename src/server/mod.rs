@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `/` | GET | none: the status page |
 //! | `/healthz` | GET | none |
-//! | `/readyz` | GET | none: store reachable and repos fetched recently; names repos not fetched or read |
+//! | `/readyz` | GET | none: serving (the store is reachable); stale repos and repos not fetched or read are in the detail, never unready |
 //! | `/metrics` | GET | none: Prometheus text format |
 //! | `/api/v1/templates`, `/environments`, `/services`, `/deployments`, `/rollouts`, `/proposals` | GET | none |
 //! | `/api/v1/rollouts/{template}/v{M}.{m}/halt` and `/resume` | POST | bearer |
@@ -259,36 +259,47 @@ fn authorized(app: &App, headers: &HeaderMap) -> Result<(), Response> {
 }
 
 async fn readyz(State(app): State<App>) -> Response {
-    let mut problems = Vec::new();
-    if let Err(e) = app.ctx.store.ping().await {
-        problems.push(format!("state store unreachable ({})", e.kind()));
-    }
+    // Ready means serving: the status page, the API and the webhooks answer, which needs the
+    // store and nothing else. A git outage must not take them out of a load balancer (the
+    // webhooks are how the daemon learns the outage is over): stale repos are reported in
+    // the detail, the logs and `protond_last_fetch_age_seconds`, not as unready.
+    let store = app.ctx.store.ping().await.err();
     // Recent: within three poll intervals, and never less than two minutes.
     let window = (app.ctx.config.poll_interval * 3).max(Duration::from_mins(2));
+    let mut warnings = Vec::new();
     match app.ctx.telemetry.last_fetch() {
-        None => problems.push("the repos have not been fetched yet".into()),
-        Some(t) if t.elapsed().unwrap_or_default() > window => problems.push(format!(
+        None => warnings.push("the repos have not been fetched yet".to_string()),
+        Some(t) if t.elapsed().unwrap_or_default() > window => warnings.push(format!(
             "the repos were last fetched {}s ago (more than {}s)",
             t.elapsed().unwrap_or_default().as_secs(),
             window.as_secs()
         )),
         Some(_) => {}
     }
-    // One team's repo that cannot be fetched does not make the daemon unready (every other
-    // repo is served): it is named, with its cause, in the detail.
+    // One team's repo that cannot be fetched is named, with its cause, in the detail.
     let skipped = app.ctx.skipped();
-    if problems.is_empty() {
-        (
+    match store {
+        None => (
             StatusCode::OK,
-            axum::Json(json!({ "ready": true, "skipped_repos": skipped })),
+            axum::Json(json!({
+                "ready": true,
+                "repos_fresh": warnings.is_empty(),
+                "warnings": warnings,
+                "skipped_repos": skipped,
+            })),
         )
-            .into_response()
-    } else {
-        (
+            .into_response(),
+        Some(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "ready": false, "problems": problems, "skipped_repos": skipped })),
+            axum::Json(json!({
+                "ready": false,
+                "problems": [format!("state store unreachable ({})", e.kind())],
+                "repos_fresh": warnings.is_empty(),
+                "warnings": warnings,
+                "skipped_repos": skipped,
+            })),
         )
-            .into_response()
+            .into_response(),
     }
 }
 

@@ -1,0 +1,262 @@
+//! The deploy files (`deploy/`): the Kubernetes manifests parse, validate against the
+//! Kubernetes schemas (`kubernetes-validate`, where installed: always in CI), keep the
+//! restricted pod settings, and agree with what `protond run` serves; the systemd unit is
+//! hardened to a `systemd-analyze security` exposure of 2.0 or lower (where systemd-analyze
+//! exists); the Containerfile builds from a fixed toolchain with the lock file.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn deploy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
+}
+
+/// Whether `tool` runs here; in CI (`CI=true`) a missing tool `ci_needs` is a failure.
+fn available(tool: &str, probe: &[&str], ci_needs: bool) -> bool {
+    let ok = Command::new(tool)
+        .args(probe)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    assert!(
+        ok || !ci_needs || !in_ci,
+        "{tool} is needed in CI (.ci/run installs it)"
+    );
+    ok
+}
+
+fn yaml(path: &Path) -> serde_yaml::Value {
+    serde_yaml::from_str(&std::fs::read_to_string(path).expect("manifest"))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The Kubernetes manifests parse, their config compiles, their probes and ports match what
+/// `protond run` serves, and the pod meets the restricted Pod Security Standard.
+#[test]
+fn kubernetes_manifests_match_the_daemon_and_are_restricted() {
+    let dir = deploy().join("kubernetes");
+    let kustomization = yaml(&dir.join("kustomization.yaml"));
+    let mut kinds = Vec::new();
+    let mut deployment = None;
+    let mut account = None;
+    for r in kustomization["resources"].as_sequence().expect("resources") {
+        let doc = yaml(&dir.join(r.as_str().expect("file name")));
+        let kind = doc["kind"].as_str().expect("kind").to_string();
+        match kind.as_str() {
+            "Deployment" => deployment = Some(doc.clone()),
+            "ServiceAccount" => account = Some(doc.clone()),
+            _ => {}
+        }
+        kinds.push(kind);
+    }
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "Deployment",
+            "Namespace",
+            "PersistentVolumeClaim",
+            "Service",
+            "ServiceAccount"
+        ]
+    );
+    // The config is generated from proton.toml with a hash in its name: a change rolls the pod.
+    let generator = &kustomization["configMapGenerator"][0];
+    assert_eq!(generator["name"], serde_yaml::Value::from("protond-config"));
+    assert_eq!(
+        generator["files"][0],
+        serde_yaml::Value::from("proton.toml")
+    );
+    let toml_path = dir.join("proton.toml");
+    let raw: protond::config::RawConfig =
+        toml::from_str(&std::fs::read_to_string(&toml_path).expect("proton.toml")).expect("toml");
+    let config = protond::config::Config::compile(raw, "proton.toml", Path::new("/etc/protond"))
+        .expect("the ConfigMap's proton.toml compiles");
+    assert_eq!(config.state, "sqlite:///var/lib/protond/state.db");
+    assert_eq!(config.server.listen.port(), 8080);
+
+    let d = deployment.expect("deployment");
+    assert_eq!(d["spec"]["replicas"], serde_yaml::Value::from(1));
+    assert_eq!(
+        d["spec"]["strategy"]["type"],
+        serde_yaml::Value::from("Recreate")
+    );
+    let pod = &d["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(
+        c["ports"][0]["containerPort"],
+        serde_yaml::Value::from(8080)
+    );
+    assert_eq!(
+        c["livenessProbe"]["httpGet"]["path"],
+        serde_yaml::Value::from("/healthz")
+    );
+    assert_eq!(
+        c["readinessProbe"]["httpGet"]["path"],
+        serde_yaml::Value::from("/readyz")
+    );
+    // Restricted: non-root, no escalation, no capabilities, the runtime's seccomp profile.
+    let runtime_default = serde_yaml::Value::from("RuntimeDefault");
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        runtime_default
+    );
+    assert_eq!(
+        c["securityContext"]["seccompProfile"]["type"],
+        runtime_default
+    );
+    assert_eq!(
+        pod["securityContext"]["runAsNonRoot"],
+        serde_yaml::Value::from(true)
+    );
+    assert_eq!(
+        c["securityContext"]["allowPrivilegeEscalation"],
+        serde_yaml::Value::from(false)
+    );
+    assert_eq!(
+        c["securityContext"]["capabilities"]["drop"][0],
+        serde_yaml::Value::from("ALL")
+    );
+    assert_eq!(
+        c["securityContext"]["readOnlyRootFilesystem"],
+        serde_yaml::Value::from(true)
+    );
+    // protond never calls the Kubernetes API.
+    assert_eq!(
+        pod["automountServiceAccountToken"],
+        serde_yaml::Value::from(false)
+    );
+    assert_eq!(
+        account.expect("service account")["automountServiceAccountToken"],
+        serde_yaml::Value::from(false)
+    );
+    let image = c["image"].as_str().expect("image");
+    assert!(
+        !image.ends_with(":latest") && image.contains(':'),
+        "the image is pinned: {image}"
+    );
+    let mount = pod["volumes"]
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "config")
+        .expect("the config volume");
+    assert_eq!(
+        mount["configMap"]["name"],
+        serde_yaml::Value::from("protond-config")
+    );
+
+    // Rendered by kustomize (kubectl's), the Deployment mounts the hashed ConfigMap, and
+    // every object validates against the Kubernetes schemas.
+    if !available("kubectl", &["version", "--client"], false) {
+        eprintln!("deploy files: kubectl not installed, the kustomize rendering is not checked");
+        return;
+    }
+    let out = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(&dir)
+        .output()
+        .expect("kubectl kustomize");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = String::from_utf8(out.stdout).expect("utf8");
+    let hashed: Vec<&str> = rendered
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("name: protond-config-"))
+        .collect();
+    assert_eq!(
+        hashed.len(),
+        2,
+        "the ConfigMap and the Deployment's reference:\n{rendered}"
+    );
+    assert_eq!(hashed[0], hashed[1], "{rendered}");
+    if available("kubernetes-validate", &["--version"], true) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let file = tmp.path().join("rendered.yaml");
+        std::fs::write(&file, &rendered).expect("write");
+        let out = Command::new("kubernetes-validate")
+            .arg("--strict")
+            .arg(&file)
+            .output()
+            .expect("kubernetes-validate");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        assert_eq!(text.matches(" passed for resource ").count(), 6, "{text}");
+    }
+}
+
+/// The systemd unit needs no user created by hand, and is hardened to an exposure of 2.0 or
+/// lower by `systemd-analyze security`.
+#[test]
+fn systemd_unit_is_hardened() {
+    let unit_path = deploy().join("protond.service");
+    let unit = std::fs::read_to_string(&unit_path).expect("unit");
+    let directives: Vec<&str> = unit
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    assert!(directives.contains(&"DynamicUser=yes"), "{unit}");
+    assert!(directives.contains(&"StateDirectory=protond"), "{unit}");
+    assert!(
+        !directives.iter().any(|l| l.starts_with("User=")),
+        "a User= nothing creates: {unit}"
+    );
+    if !available("systemd-analyze", &["--version"], false) {
+        eprintln!("deploy files: systemd-analyze not installed, the exposure is not measured");
+        return;
+    }
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&unit_path)
+        .output()
+        .expect("systemd-analyze");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let exposure: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for protond.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no exposure in:\n{text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    println!("deploy files: systemd-analyze security exposure {exposure}");
+    assert!(exposure <= 2.0, "exposure {exposure} > 2.0:\n{text}");
+}
+
+/// The Containerfile builds the locked dependencies with a fixed toolchain, and runs the
+/// daemon as a non-root user on the port the manifests use.
+#[test]
+fn containerfile_is_pinned_and_matches_the_manifests() {
+    let text = std::fs::read_to_string(deploy().join("Containerfile")).expect("Containerfile");
+    assert!(text.contains("EXPOSE 8080"));
+    assert!(text.contains("--config\", \"/etc/protond/proton.toml\""));
+    assert!(text.contains("cargo build --release --locked"));
+    assert!(text.contains("USER 10001"));
+    let build = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ARG BUILD_IMAGE="))
+        .expect("ARG BUILD_IMAGE");
+    let version = build
+        .strip_prefix("rust:")
+        .and_then(|t| t.split('-').next())
+        .expect("a rust image");
+    assert_eq!(
+        version.split('.').count(),
+        3,
+        "the toolchain is a fixed release: {build}"
+    );
+}
