@@ -105,7 +105,9 @@ async fn a_component_nested_a_million_levels_fails_alone() {
         "hostile: component nested {levels} levels (protond render): bound 128 levels, peak RSS {rss} MiB, {:.2} s",
         took.as_secs_f64()
     );
-    assert!(took < Duration::from_secs(1), "took {took:?}");
+    // Not a speed target (that is the figure printed above): a parse that followed the
+    // nesting (quadratic, or a stack per level) would take minutes or crash, not seconds.
+    assert!(took < Duration::from_secs(10), "took {took:?}");
 
     // The cycle: everything but the component (and the instance waiting for it) deploys.
     let (out, rss, took) = measured(Some(&w), &["reconcile", "--once"]);
