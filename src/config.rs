@@ -578,7 +578,8 @@ pub struct RawDaemon {
     /// Most deletions one cycle may start; a cycle wanting more deletes nothing (default 5).
     #[serde(default)]
     pub deletion_budget: Option<usize>,
-    /// Extra reconcile times, as cron expressions with seconds (e.g. `"0 0 * * * *"`).
+    /// Extra reconcile times, as cron expressions of five fields (`"0 * * * *"`) or six with
+    /// seconds first (`"0 0 * * * *"`).
     #[serde(default)]
     pub schedules: Vec<String>,
     /// How long shutdown waits for in-flight bookkeeping (default `30s`).
@@ -747,14 +748,62 @@ pub struct RawRollout {
     /// Time a stage must stay healthy before the next starts, e.g. `10m`.
     #[serde(default)]
     pub soak: Option<String>,
-    /// Maintenance windows per stage: cron expressions with seconds whose matching instants
-    /// form the window, e.g. `prod = "* * 22-23 * * Mon-Fri"`. Outside it, minor rollouts
+    /// Maintenance windows per stage: cron expressions whose matching instants form the
+    /// window, five fields (`prod = "* 22-23 * * Mon-Fri"`) or six with seconds first
+    /// (`"* * 22-23 * * Mon-Fri"`). Outside it, minor rollouts
     /// wait; spec changes do not.
     #[serde(default)]
     pub windows: std::collections::BTreeMap<String, String>,
     /// Time zone of the windows, e.g. `Europe/Berlin` (default UTC).
     #[serde(default)]
     pub timezone: Option<String>,
+}
+
+/// Parses a cron expression of five fields (minute hour day month weekday, as crontab and
+/// Kubernetes write them) or of six or seven (seconds first, years last, as the `cron` crate
+/// reads them). A five-field expression gets `seconds` in front: `"0"` for a schedule (fire
+/// once, at the minute), `"*"` for a window (every second of a matching minute); its numeric
+/// weekdays are crontab's (0 or 7 Sunday, 1 Monday), which the crate would read one day off
+/// (1 Sunday), so they are written as names first.
+fn parse_cron(expr: &str, seconds: &str) -> Result<cron::Schedule, cron::error::Error> {
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    if let [minute, hour, day, month, weekday] = fields[..] {
+        let weekday = crontab_weekdays(weekday);
+        cron::Schedule::from_str(&format!(
+            "{seconds} {minute} {hour} {day} {month} {weekday}"
+        ))
+    } else {
+        cron::Schedule::from_str(expr)
+    }
+}
+
+/// Crontab's numeric weekdays as names (`1-5` → `Mon-Fri`); steps (`*/2`) are left alone.
+fn crontab_weekdays(field: &str) -> String {
+    const NAMES: [&str; 8] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    let mut out = String::new();
+    let mut digits = String::new();
+    let mut after_slash = false;
+    let flush = |digits: &mut String, out: &mut String, after_slash: bool| {
+        if digits.is_empty() {
+            return;
+        }
+        match digits.parse::<usize>().ok().and_then(|n| NAMES.get(n)) {
+            Some(name) if !after_slash => out.push_str(name),
+            _ => out.push_str(digits),
+        }
+        digits.clear();
+    };
+    for c in field.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else {
+            flush(&mut digits, &mut out, after_slash);
+            after_slash = c == '/';
+            out.push(c);
+        }
+    }
+    flush(&mut digits, &mut out, after_slash);
+    out
 }
 
 /// Default tag pattern: `fargate-svc/v1.4`.
@@ -1224,13 +1273,13 @@ impl Config {
         });
         let mut schedules = Vec::new();
         for (i, expr) in raw.daemon.schedules.iter().enumerate() {
-            match cron::Schedule::from_str(expr) {
+            match parse_cron(expr, "0") {
                 Ok(s) => schedules.push(s),
                 Err(e) => errors2.push(ConfigError {
                     file: file.into(),
                     key: format!("daemon.schedules[{i}]"),
                     message: format!(
-                        "{expr:?} is not a cron expression ({e}); use six fields with seconds, e.g. \"0 */10 * * * *\""
+                        "{expr:?} is not a cron expression ({e}); use five fields (minute hour day month weekday, e.g. \"*/10 * * * *\") or six with seconds first (\"0 */10 * * * *\")"
                     ),
                 }),
             }
@@ -1244,7 +1293,7 @@ impl Config {
                     message: format!("{stage:?} is not one of rollout.stages"),
                 });
             }
-            match cron::Schedule::from_str(expr) {
+            match parse_cron(expr, "*") {
                 Ok(s) => {
                     windows.insert(stage.clone(), s);
                 }
@@ -2009,6 +2058,37 @@ mod tests {
         assert_eq!(cfg.git.max_object_bytes, 64 * 1024 * 1024);
         assert_eq!(cfg.git.fetch_timeout, Duration::from_mins(2));
         assert_eq!(cfg.git.read_timeout, Duration::from_mins(1));
+    }
+
+    #[test]
+    fn cron_takes_five_fields_with_crontab_weekdays_or_six_with_seconds() {
+        use chrono::TimeZone;
+        // 2026-11-30 is a Monday.
+        let monday_noon = chrono::Utc
+            .with_ymd_and_hms(2026, 11, 30, 12, 0, 30)
+            .single();
+        let monday_noon = monday_noon.expect("a time");
+        let next = |expr: &str, seconds: &str| {
+            parse_cron(expr, seconds)
+                .unwrap_or_else(|e| panic!("{expr}: {e}"))
+                .after(&monday_noon)
+                .next()
+                .expect("a next time")
+                .to_rfc3339()
+        };
+        // Crontab's 1 is Monday (the crate alone would read Sunday): the next is 12:01 today.
+        assert_eq!(next("*/1 * * * 1", "0"), "2026-11-30T12:01:00+00:00");
+        assert_eq!(next("0 9 * * 1-5", "0"), "2026-12-01T09:00:00+00:00");
+        // 0 and 7 are Sunday.
+        assert_eq!(next("0 9 * * 0", "0"), "2026-12-06T09:00:00+00:00");
+        assert_eq!(next("0 9 * * 7", "0"), "2026-12-06T09:00:00+00:00");
+        // A window matches every second of its minutes.
+        assert_eq!(next("* 12 * * Mon", "*"), "2026-11-30T12:00:31+00:00");
+        // Six fields are read as before.
+        assert_eq!(next("0 0 13 * * *", "0"), "2026-11-30T13:00:00+00:00");
+        assert_eq!(crontab_weekdays("*/2"), "*/2");
+        assert_eq!(crontab_weekdays("1,3-5"), "Mon,Wed-Fri");
+        assert!(parse_cron("61 * * * *", "0").is_err());
     }
 
     #[test]
