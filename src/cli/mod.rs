@@ -262,13 +262,51 @@ pub enum OutputFormat {
 #[must_use]
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.command.only_prints() {
+        default_sigpipe();
+    }
     match run(cli) {
         Ok(code) => code,
+        // The reader went away (`protond status | head`): nothing is wrong.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
     }
+}
+
+impl Command {
+    /// Commands that read and print, and start no child process and no server: for them, a
+    /// reader that goes away (`protond status | head`) ends the process quietly, as it does
+    /// `ls`, instead of a "Broken pipe" panic.
+    fn only_prints(&self) -> bool {
+        matches!(
+            self,
+            Self::Validate { .. }
+                | Self::Render { .. }
+                | Self::Plan { .. }
+                | Self::Status { .. }
+                | Self::CheckConfig { .. }
+        )
+    }
+}
+
+/// Restores the default action of `SIGPIPE` (end the process), which Rust's runtime sets to
+/// "ignore" so that writes fail with `EPIPE` instead; the daemon keeps that.
+fn default_sigpipe() {
+    // SAFETY: called once at start, before any thread is spawned; `signal` with `SIG_DFL`
+    // installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Runs one parsed command.

@@ -385,3 +385,49 @@ fn check_config_reports_problems() {
     let out = protond(&["check-config", "--config", example.to_str().expect("utf8")]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// A reader that goes away (`protond render … | head -1`) ends the command quietly, as it
+/// does `ls`: no "Broken pipe" error or panic on stderr.
+#[test]
+fn a_closed_pipe_ends_a_printing_command_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bundle = tmp.path().join("basic-env/v1");
+    let source = crate::common::examples().join("platform-templates/basic-env/v1");
+    for f in ["infrastructure/manifest.yaml", "schema/schema.yaml"] {
+        std::fs::create_dir_all(bundle.join(f).parent().expect("folder")).expect("mkdir");
+        std::fs::copy(source.join(f), bundle.join(f)).expect("copy");
+    }
+    // Far more output than a pipe buffers.
+    let mut template = std::fs::read_to_string(source.join("infrastructure/cloudformation.yaml"))
+        .expect("template");
+    for i in 0..20_000 {
+        template.push_str(&format!("# filler line {i}\n"));
+    }
+    std::fs::write(bundle.join("infrastructure/cloudformation.yaml"), template).expect("write");
+    let spec = crate::common::examples().join("platform-envs/proton/environments/dev.yaml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_protond"))
+        .arg("render")
+        .arg(&bundle)
+        .arg("--spec")
+        .arg(&spec)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("read a line");
+    assert!(first.starts_with("AWSTemplateFormatVersion"), "{first}");
+    // The reader is gone (dropped above).
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.is_empty(), "stderr: {stderr}");
+    assert!(
+        out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+        "{:?}",
+        out.status
+    );
+}
