@@ -247,6 +247,19 @@ pub enum Command {
         #[arg(long, default_value = "proton.toml")]
         config: PathBuf,
     },
+    /// Print a shell completion script, e.g. `protond completions bash >
+    /// /etc/bash_completion.d/protond`, or `protond completions zsh > ~/.zfunc/_protond`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `protond man > /usr/local/share/man/man1/protond.1`;
+    /// with `--dir`, write it and one page per command (`protond-status.1`, …) there.
+    Man {
+        /// Write every page into this folder instead of printing the main one.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// Output format of `plan` and `status`.
@@ -288,6 +301,8 @@ impl Command {
                 | Self::Plan { .. }
                 | Self::Status { .. }
                 | Self::CheckConfig { .. }
+                | Self::Completions { .. }
+                | Self::Man { .. }
         )
     }
 }
@@ -373,6 +388,25 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status { config, output } => status::status_cmd(&config, output),
         Command::Forget { repo, config } => forget::forget_cmd(&config, &repo),
         Command::CheckConfig { config } => Ok(check_config::check_config_cmd(&config)),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "protond", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match dir {
+                Some(dir) => {
+                    std::fs::create_dir_all(&dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                    clap_mangen::generate_to(cmd, &dir)
+                        .with_context(|| format!("cannot write the pages to {}", dir.display()))?;
+                    println!("man pages written to {}", dir.display());
+                }
+                None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Import(args) => import::import_cmd(&args),
     }
 }

@@ -431,3 +431,49 @@ fn a_closed_pipe_ends_a_printing_command_quietly() {
         out.status
     );
 }
+
+/// Shell completions and man pages come from the clap definitions, so every command is in
+/// them.
+#[test]
+fn completions_and_man_pages_cover_every_command() {
+    let help = text(&protond(&["--help"]));
+    let commands: Vec<String> = help
+        .split("Commands:")
+        .nth(1)
+        .expect("a command list")
+        .split("Options:")
+        .next()
+        .expect("commands")
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_string)
+        .collect();
+    assert!(commands.len() > 10, "{commands:?}");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = protond(&["completions", shell]);
+        assert!(out.status.success(), "{}", text(&out));
+        let script = String::from_utf8_lossy(&out.stdout);
+        for c in &commands {
+            assert!(script.contains(c.as_str()), "{shell} completion lacks {c}");
+        }
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = protond(&["man", "--dir", tmp.path().to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", text(&out));
+    let main = std::fs::read_to_string(tmp.path().join("protond.1")).expect("protond.1");
+    assert!(
+        main.starts_with(".ie") && main.contains(".SH NAME"),
+        "{main}"
+    );
+    for c in &commands {
+        let page = tmp.path().join(format!("protond-{c}.1"));
+        assert!(page.is_file(), "no man page for {c}");
+    }
+    let printed = protond(&["man"]);
+    let printed = String::from_utf8_lossy(&printed.stdout);
+    assert!(
+        printed.contains(".SH SUBCOMMANDS") && printed.contains("protond\\-status(1)"),
+        "{printed}"
+    );
+}
