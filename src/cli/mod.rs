@@ -63,19 +63,68 @@ pub enum LogFormat {
 
 /// Logs to stderr in `format`, filtered by `PROTOND_LOG` (`info` by default).
 fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("PROTOND_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal, and never when NO_COLOR is set (no-color.org).
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(colour);
     let _ = match format {
         LogFormat::Json => builder
+            .with_writer(std::io::stderr)
             .json()
             .with_current_span(true)
             .with_span_list(false)
             .try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
+        LogFormat::Pretty => builder.with_writer(OneLine).compact().try_init(),
     };
+}
+
+/// The text log's writer: one event, one line. A multi-line value (an error with context
+/// lines, a tool's output) has its inner line breaks written as `\n`, so that a line-based
+/// collector never splits an event or mistakes its second line for another one.
+#[derive(Clone, Copy)]
+struct OneLine;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for OneLine {
+    type Writer = OneLine;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        OneLine
+    }
+}
+
+impl std::io::Write for OneLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // One write of the whole event, so that concurrent events do not interleave.
+        std::io::stderr().lock().write_all(&one_line(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// `event` with its inner line breaks escaped (`\\n`) and carriage returns dropped; the
+/// final line break stays.
+fn one_line(event: &[u8]) -> Vec<u8> {
+    let body = event.strip_suffix(b"\n").unwrap_or(event);
+    let mut line = Vec::with_capacity(event.len() + 8);
+    for &b in body {
+        match b {
+            b'\n' => line.extend_from_slice(b"\\n"),
+            b'\r' => {}
+            _ => line.push(b),
+        }
+    }
+    if body.len() < event.len() {
+        line.push(b'\n');
+    }
+    line
 }
 
 /// Subcommands.
@@ -425,4 +474,20 @@ fn load_config(path: &Path) -> Result<Config> {
         let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("invalid configuration:\n  {}", list.join("\n  "))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn an_event_is_one_line() {
+        assert_eq!(one_line(b"a b\n"), b"a b\n");
+        assert_eq!(
+            one_line(b"WARN failed error=line one\nline two\r\n  three\n"),
+            b"WARN failed error=line one\\nline two\\n  three\n"
+        );
+        // A partial write without its final break keeps every byte it has.
+        assert_eq!(one_line(b"x\ny"), b"x\\ny");
+    }
 }

@@ -44,6 +44,9 @@ pub struct Ctx {
     pub pipelines: CodePipeline,
     /// Metrics, moved only through typed events.
     pub telemetry: crate::telemetry::Telemetry,
+    /// The problems the last cycle logged, so that an unchanged one is not logged as a
+    /// warning every cycle.
+    pub repeats: crate::telemetry::Repeats,
     /// Wakes the run loop for a cycle (webhooks, the API); what it fetches is in
     /// `fetch_request` (see [`Ctx::request_cycle`]).
     pub fetch_now: Notify,
@@ -135,6 +138,7 @@ impl Ctx {
             cfn,
             pipelines,
             telemetry: crate::telemetry::Telemetry::new(),
+            repeats: crate::telemetry::Repeats::default(),
             fetch_now: Notify::new(),
             failed: AtomicU64::new(0),
             succeeded: AtomicU64::new(0),

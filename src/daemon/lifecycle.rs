@@ -151,7 +151,7 @@ async fn run(ctx: &Arc<Ctx>, work: Work, role: Option<&str>) {
                 branch,
                 pull_request,
             }) => {
-                tracing::info!(folder = %folder, branch = %branch, pull_request = ?pull_request, "Submitted to the infrastructure repo; waiting for the outcome (protond notify).");
+                tracing::info!(folder = %folder, branch = %branch, pull_request = pull_request.as_deref(), "Submitted to the infrastructure repo; waiting for the outcome (protond notify).");
                 return;
             }
             Ok(Applied::Deployed { outputs, stack_id }) => {
@@ -224,7 +224,7 @@ async fn leave_old_place(
         installation: &ctx.installation,
         recorded: true,
     };
-    tracing::info!(stack = %placed_stack_name(&dep.resource_id, &old.placement), region = ?old.placement.region, role = ?old.placement.role_arn, "Relocated: deleting the stack in its old place.");
+    tracing::info!(stack = %placed_stack_name(&dep.resource_id, &old.placement), region = old.placement.region.as_deref(), role = old.placement.role_arn.as_deref(), "Relocated: deleting the stack in its old place.");
     match p.delete(job).await {
         Ok(_) => Ok(applied),
         Err(DeployError::Conflict(c)) => Err(DeployError::Conflict(c)),
@@ -296,7 +296,7 @@ fn placement_for(
             let legacy = recorded.stack_name.is_empty() && recorded.stack_id.is_none();
             let role_now = role.map(str::to_string);
             if !legacy && recorded.role_arn != role_now {
-                tracing::warn!(resource = %resource_id, recorded = ?recorded.role_arn, now = ?role_now, "The environment's role changed; the stack stays where it is recorded and is addressed with the recorded role (moving it is not supported yet).");
+                tracing::warn!(resource = %resource_id, recorded = recorded.role_arn.as_deref(), now = role_now.as_deref(), "The environment's role changed; the stack stays where it is recorded and is addressed with the recorded role (moving it is not supported yet).");
             }
             Placement {
                 stack_name: placed_stack_name(resource_id, recorded),

@@ -50,9 +50,9 @@ pub(super) async fn start_after(ctx: &Ctx, instance_id: &str) {
         }
     }
     if run.result == "started" {
-        tracing::info!(service = %service, pipeline = ?run.pipeline, execution = ?run.execution_id, "Pipeline execution started.");
+        tracing::info!(service = %service, pipeline = run.pipeline.as_deref(), execution = run.execution_id.as_deref(), "Pipeline execution started.");
     } else {
-        tracing::warn!(service = %service, result = %run.result, reason = ?run.message, "Pipeline execution not started.");
+        tracing::warn!(service = %service, result = %run.result, reason = run.message.as_deref(), "Pipeline execution not started.");
     }
     if let Err(e) = ctx.store.put_pipeline_run(&run).await {
         tracing::warn!(error = %e, "Could not record the pipeline start.");

@@ -40,6 +40,7 @@ use crate::plan::{ActionKind, Version};
 use crate::state::{
     Fallback, ResourceRecord, SkippedRepo, StateError, Store, TemplateVersionRecord,
 };
+use crate::telemetry::Repeats;
 use crate::telemetry::events::{CycleFinished, FetchFailed, ReposSkipped};
 
 /// What a cycle did.
@@ -111,7 +112,7 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<CycleReport,
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             evaluate::evaluate(&snapshot, &facts, &ctx.config, Some(&mut cache))
         };
-        report_problems(&eval, &mut report);
+        report_problems(&eval, &mut report, &ctx.repeats);
         // A repo read as last fetched deploys, but its fetch failed: say so (unread repos
         // are among the desired state's problems already).
         report.problems.extend(
@@ -419,22 +420,54 @@ pub async fn read_facts(
 }
 
 /// Logs the desired state's problems, invalid resources and rollout holds, and adds them to
-/// the report.
-fn report_problems(eval: &Evaluation, report: &mut CycleReport) {
+/// the report. Each is logged at `warn` (`info` for holds) in the cycle it appears, then at
+/// `debug` while it stays the same (`repeats`).
+fn report_problems(eval: &Evaluation, report: &mut CycleReport, repeats: &Repeats) {
+    let problems = repeats.news("problem", eval.set.problems.iter().cloned().collect());
     for p in &eval.set.problems {
-        tracing::warn!(problem = %p, "Desired state problem.");
+        if problems.contains(p) {
+            tracing::warn!(problem = %p, "Desired state problem.");
+        } else {
+            tracing::debug!(problem = %p, "Desired state problem (unchanged).");
+        }
     }
     report.problems.clone_from(&eval.set.problems);
     report.resources = eval.plan.actions.len();
     tracing::Span::current().record("changes", eval.plan.changes().count());
-    for a in &eval.plan.actions {
-        if let ActionKind::Invalid { error } = &a.action {
-            report.invalid.push(a.id.clone());
-            tracing::warn!(resource = %a.id, error = %error, "Resource is invalid; what is deployed is left as is.");
+    let invalid: Vec<(&str, &str)> = eval
+        .plan
+        .actions
+        .iter()
+        .filter_map(|a| match &a.action {
+            ActionKind::Invalid { error } => Some((a.id.as_str(), error.as_str())),
+            _ => None,
+        })
+        .collect();
+    let new_invalid = repeats.news(
+        "invalid",
+        invalid.iter().map(|(id, e)| format!("{id}\n{e}")).collect(),
+    );
+    for (id, error) in invalid {
+        report.invalid.push(id.to_string());
+        if new_invalid.contains(&format!("{id}\n{error}")) {
+            tracing::warn!(resource = %id, error = %error, "Resource is invalid; what is deployed is left as is.");
+        } else {
+            tracing::debug!(resource = %id, error = %error, "Resource is invalid (unchanged).");
         }
     }
+    let holds = repeats.news(
+        "hold",
+        eval.rollout_holds
+            .iter()
+            .map(|(id, why)| format!("{id}\n{why}"))
+            .collect(),
+    );
     for (id, why) in &eval.rollout_holds {
-        tracing::info!(resource = %id, "Minor upgrade held: {why}.");
+        if holds.contains(&format!("{id}\n{why}")) {
+            tracing::info!(resource = %id, "Minor upgrade held: {why}.");
+        } else {
+            tracing::debug!(resource = %id, "Minor upgrade held (unchanged): {why}.");
+        }
     }
     if let Some((_, hold @ HoldReason::DeletionBudget { deletes, budget })) = eval
         .schedule

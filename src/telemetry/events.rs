@@ -51,7 +51,7 @@ impl DeploymentStarted<'_> {
                 tracing::info!(resource = %self.resource, "Delete started.");
             }
             DeploymentAction::Create | DeploymentAction::Update | DeploymentAction::Import => {
-                tracing::info!(resource = %self.resource, reason = ?self.reason, "Deployment started.");
+                tracing::info!(resource = %self.resource, reason = self.reason, "Deployment started.");
             }
         }
         count(
@@ -230,13 +230,23 @@ pub struct CycleFinished {
 impl CycleFinished {
     /// Logs and counts.
     pub fn emit(self, t: &Telemetry) {
-        tracing::info!(
-            resources = self.resources,
-            started = self.started,
-            held = self.held,
-            adopted = self.adopted,
-            "Reconcile cycle finished."
-        );
+        // An idle cycle (nothing started or adopted) is routine: `debug`, so that a daemon
+        // polling every minute logs what it does, not that it did nothing.
+        if self.started > 0 || self.adopted > 0 {
+            tracing::info!(
+                resources = self.resources,
+                started = self.started,
+                held = self.held,
+                adopted = self.adopted,
+                "Reconcile cycle finished."
+            );
+        } else {
+            tracing::debug!(
+                resources = self.resources,
+                held = self.held,
+                "Reconcile cycle finished; nothing to start."
+            );
+        }
         t.cycles.inc();
         t.cycle_seconds.observe(self.elapsed.as_secs_f64());
         if let Ok(mut g) = t.last_cycle.lock() {

@@ -11,6 +11,8 @@
 //! that decides or deploys (`ops`, `daemon`, `provision`).
 
 pub mod events;
+mod repeats;
+pub use repeats::Repeats;
 
 use std::sync::Mutex;
 use std::time::SystemTime;

@@ -31,6 +31,7 @@ mod hostile_render;
 mod iam_policy;
 mod import;
 mod large_templates;
+mod logs;
 mod one_writer;
 mod ownership;
 mod plan_matches;

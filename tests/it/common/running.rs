@@ -23,7 +23,7 @@ impl World {
 
 impl Running {
     /// Starts `cmd` with stderr piped and stdout dropped.
-    fn start(mut cmd: Command) -> Self {
+    pub fn start(mut cmd: Command) -> Self {
         let mut child = cmd
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
