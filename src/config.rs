@@ -628,6 +628,11 @@ pub struct RawAws {
     /// Region of the artifact bucket (default `region`).
     #[serde(default)]
     pub artifact_region: Option<String>,
+    /// Fixed test credentials instead of the default chain, for a local endpoint such as
+    /// the demo's `moto_server` (default false). Refused unless `endpoint_url` is on
+    /// 127.0.0.1, `[::1]` or localhost: they must never be sent to AWS.
+    #[serde(default)]
+    pub local_credentials: Option<bool>,
 }
 
 /// `[aws]`'s artifact bucket after checks (`artifact_bucket`, `artifact_prefix`,
@@ -757,6 +762,23 @@ pub struct RawRollout {
     /// Time zone of the windows, e.g. `Europe/Berlin` (default UTC).
     #[serde(default)]
     pub timezone: Option<String>,
+}
+
+/// Whether `url` is an `http(s)://` address on the loopback interface.
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or("");
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Parses a cron expression of five fields (minute hour day month weekday, as crontab and
@@ -1306,6 +1328,14 @@ impl Config {
                 }),
             }
         }
+        let local_credentials = raw.aws.local_credentials.unwrap_or(false);
+        if local_credentials && !raw.aws.endpoint_url.as_deref().is_some_and(is_loopback_url) {
+            errors2.push(ConfigError {
+                file: file.into(),
+                key: "aws.local_credentials".into(),
+                message: "only with an endpoint_url on 127.0.0.1, [::1] or localhost (fixed test credentials must never reach AWS); remove it to use the default credential chain".into(),
+            });
+        }
         let timezone = match raw.rollout.timezone.as_deref() {
             None => chrono_tz::UTC,
             Some(tz) => tz.parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
@@ -1349,7 +1379,7 @@ impl Config {
             stack_poll_interval,
             stack_timeout,
             change_sets: raw.aws.change_sets.unwrap_or(true),
-            local_credentials: false,
+            local_credentials,
             concurrency: raw.daemon.concurrency.unwrap_or(4),
             deletion_budget: raw.daemon.deletion_budget.unwrap_or(5),
             schedules,
@@ -2058,6 +2088,20 @@ mod tests {
         assert_eq!(cfg.git.max_object_bytes, 64 * 1024 * 1024);
         assert_eq!(cfg.git.fetch_timeout, Duration::from_mins(2));
         assert_eq!(cfg.git.read_timeout, Duration::from_mins(1));
+    }
+
+    #[test]
+    fn local_credentials_only_for_a_loopback_endpoint() {
+        for (url, ok) in [
+            ("http://127.0.0.1:5000", true),
+            ("http://localhost:5000/", true),
+            ("http://[::1]:5000", true),
+            ("https://cloudformation.us-east-1.amazonaws.com", false),
+            ("http://127.0.0.1.evil.example:5000", false),
+            ("http://user@127.0.0.1:5000", false),
+        ] {
+            assert_eq!(is_loopback_url(url), ok, "{url}");
+        }
     }
 
     #[test]

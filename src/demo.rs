@@ -105,7 +105,7 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// Creates the demo repos under `dir` (once) and returns the config path.
-pub fn prepare(examples: &Path, dir: &Path, endpoint: &str) -> Result<PathBuf> {
+pub fn prepare(examples: &Path, dir: &Path, endpoint: &str, local: bool) -> Result<PathBuf> {
     for name in ["platform-templates", "platform-envs", "payments"] {
         let repo = dir.join(name);
         if repo.join(".git").exists() {
@@ -137,6 +137,14 @@ pub fn prepare(examples: &Path, dir: &Path, endpoint: &str) -> Result<PathBuf> {
         }
     }
     let config = dir.join("proton.toml");
+    // The demo's own moto_server takes fixed test credentials: written here, so that every
+    // command run in this folder (`protond status`, `plan`) works without AWS variables.
+    let credentials = if local {
+        "# The moto_server `protond demo` started: fixed test credentials (loopback only).\n\
+         local_credentials = true\n"
+    } else {
+        ""
+    };
     let text = format!(
         "# Written by `protond demo`. Edit the repos next to this file and commit to see protond react.\n\
          state = \"sqlite://state/state.db\"\n\
@@ -145,6 +153,7 @@ pub fn prepare(examples: &Path, dir: &Path, endpoint: &str) -> Result<PathBuf> {
          [aws]\n\
          region = \"us-east-1\"\n\
          endpoint_url = \"{endpoint}\"\n\
+         {credentials}\
          poll_interval = \"1s\"\n\
          # moto_server returns no outputs for change-set stacks.\n\
          change_sets = false\n\n\

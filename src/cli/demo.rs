@@ -17,7 +17,12 @@ use crate::demo::LocalAws;
 
 /// `protond demo`: prepares the demo repos and config below `dir` from `examples`, deploys
 /// them, and runs the daemon (until Ctrl-C, or once with `once`).
-pub(super) fn demo_cmd(dir: &Path, examples: &Path, once: bool) -> Result<ExitCode> {
+pub(super) fn demo_cmd(
+    dir: &Path,
+    examples: &Path,
+    once: bool,
+    listen: Option<std::net::SocketAddr>,
+) -> Result<ExitCode> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let dir = dir
         .canonicalize()
@@ -26,9 +31,11 @@ pub(super) fn demo_cmd(dir: &Path, examples: &Path, once: bool) -> Result<ExitCo
     if local.is_some() {
         reset_state(&dir)?;
     }
-    let config_path = crate::demo::prepare(examples, &dir, &endpoint)?;
+    let config_path = crate::demo::prepare(examples, &dir, &endpoint, local.is_some())?;
     let mut config = load_config(&config_path)?;
-    config.local_credentials = local.is_some();
+    if let Some(listen) = listen {
+        config.server.listen = listen;
+    }
     eprintln!("Demo repos and config: {}", dir.display());
     let code = runtime()?.block_on(async move {
         let (ctx, wake) = crate::daemon::context(config).await?;
@@ -39,6 +46,7 @@ pub(super) fn demo_cmd(dir: &Path, examples: &Path, once: bool) -> Result<ExitCo
             "{} deployment(s) succeeded, {} failed.",
             report.succeeded, report.failed
         );
+        print_commands(&dir, once);
         if once {
             return Ok::<_, anyhow::Error>(if report.failed == 0 && report.failing.is_empty() {
                 ExitCode::SUCCESS
@@ -80,6 +88,28 @@ fn reset_state(dir: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Prints the exact commands to try next: this binary's path, and the config, which every
+/// command finds by itself when run in the demo folder.
+fn print_commands(dir: &Path, once: bool) {
+    let exe =
+        std::env::current_exe().map_or_else(|_| "protond".into(), |p| p.display().to_string());
+    let config = dir.join("proton.toml");
+    println!();
+    if once {
+        println!(
+            "The local AWS stops with this command; to look around, run `protond demo` without --once."
+        );
+        return;
+    }
+    println!("Try, in another terminal (the demo's folder holds its proton.toml, so no --config):");
+    println!("  cd {}", dir.display());
+    println!("  {exe} status");
+    println!("  {exe} plan");
+    println!("  {exe} check-config");
+    println!("From anywhere else, add --config {}", config.display());
+    println!();
 }
 
 /// Serves the status page (if its address is free) and runs the daemon until it stops.

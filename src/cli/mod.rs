@@ -198,6 +198,9 @@ pub enum Command {
         /// Deploy everything, print the status, and exit.
         #[arg(long)]
         once: bool,
+        /// Address of the status page, API and metrics (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
     },
     /// Halt or resume the rollout of a minor version, e.g. `rollout halt web-svc/v1.2`.
     Rollout {
@@ -425,7 +428,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             dir,
             examples,
             once,
-        } => demo::demo_cmd(&dir, &examples, once),
+            listen,
+        } => demo::demo_cmd(&dir, &examples, once, listen),
         Command::Reconcile { config, once: _ } => run::reconcile_once(&config),
         Command::Validate { paths, spec } => validate::validate(&paths, spec.as_deref()),
         Command::Render(args) => render::render_cmd(&args),

@@ -362,6 +362,87 @@ fn demo_once_deploys_the_examples() {
     demo();
 }
 
+/// The newcomer path: `protond demo --listen ADDR` serves there and prints the exact commands
+/// to try; run in the demo's folder, they find its config (and its local AWS) with no flag
+/// and no AWS variables.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_prints_commands_that_work_from_its_folder_without_flags() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("demo");
+    let port = common::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_protond"))
+        .args(["demo", "--dir"])
+        .arg(&dir)
+        .arg("--examples")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repos"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("AWS_ENDPOINT_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("protond demo runs");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut printed = Vec::new();
+    let deadline = Instant::now() + Duration::from_mins(2);
+    while !printed
+        .iter()
+        .any(|l: &String| l.contains("protond is running"))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("the demo did not start:\n{}", printed.join("\n"))
+        });
+        printed.push(line);
+    }
+    let said = printed.join("\n");
+    let exe = env!("CARGO_BIN_EXE_protond");
+    for command in ["status", "plan"] {
+        assert!(said.contains(&format!("  {exe} {command}")), "{said}");
+    }
+    assert!(said.contains(&format!("cd {}", dir.display())), "{said}");
+    assert!(
+        said.contains(&format!("http://127.0.0.1:{port}/")),
+        "{said}"
+    );
+    // As printed: in the folder, no --config, no AWS variables.
+    let status = Command::new(exe)
+        .arg("status")
+        .current_dir(&dir)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env("HOME", tmp.path())
+        .output()
+        .expect("status runs");
+    let page = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
+        out.contains("service_instance/payments/payments-prod"),
+        "{out}"
+    );
+    let _ = child.wait();
+    assert!(page.is_ok_and(|r| r.status().is_success()));
+}
+
 #[test]
 fn watcher_triggers_a_deploy_and_sigterm_stops_cleanly() {
     let w = world();
