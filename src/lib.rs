@@ -31,6 +31,7 @@ pub(crate) mod evaluate;
 pub mod forge;
 pub(crate) mod import;
 pub mod model;
+pub(crate) mod notifications;
 pub(crate) mod ops;
 pub mod plan;
 pub(crate) mod propose;
