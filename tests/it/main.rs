@@ -29,6 +29,7 @@ mod hostile_http;
 mod hostile_render;
 mod import;
 mod large_templates;
+mod notify;
 mod one_writer;
 mod ownership;
 mod plan_matches;
