@@ -201,7 +201,8 @@ impl DeploymentFinished<'_> {
 /// The outcome of a self-managed (infrastructure repo) deployment was reported and recorded
 /// (`protond notify` or `POST /api/v1/notify`). Counts
 /// `protond_deployments_total{kind,action,outcome}` with action `apply` (create or update:
-/// the report does not say) or `delete`; logs "Self-managed deployment outcome reported.".
+/// the report does not say) or `delete`; logs "Self-managed deployment outcome reported.";
+/// notifies `deployment_failed` for a failure reported to the daemon (`POST /api/v1/notify`).
 #[derive(Debug, Clone, Copy)]
 pub struct SelfManagedOutcomeReported<'a> {
     /// The resource.
@@ -229,6 +230,18 @@ impl SelfManagedOutcomeReported<'_> {
                 outcome: outcome.into(),
             },
         );
+        if let Outcome::Failed { error, .. } = self.outcome {
+            t.notifications().offer(
+                Notification::new(
+                    NotifyEvent::DeploymentFailed,
+                    format!("{}: self-managed deployment failed: {error}", self.resource),
+                )
+                .resource(self.resource)
+                .detail("kind", self.resource.kind().as_str())
+                .detail("action", action)
+                .detail("error", error),
+            );
+        }
     }
 }
 
