@@ -260,6 +260,31 @@ impl Outbox {
         });
     }
 
+    /// Test hook: takes every notification, and the commit statuses of `repos`, into the
+    /// returned queues (64 each), with no task delivering them.
+    #[cfg(test)]
+    pub(crate) fn capture(
+        &self,
+        repos: &[&str],
+    ) -> (
+        mpsc::Receiver<Arc<Notification>>,
+        mpsc::Receiver<StatusUpdate>,
+    ) {
+        let (tx, rx) = mpsc::channel(64);
+        let (status_tx, status_rx) = mpsc::channel(64);
+        *self.active() = Some(Active {
+            queues: vec![Queue {
+                name: "capture".into(),
+                transport: "webhook",
+                events: NotifyEvent::ALL.to_vec(),
+                tx,
+            }],
+            statuses: Some((repos.iter().map(|r| (*r).to_string()).collect(), status_tx)),
+            workers: Vec::new(),
+        });
+        (rx, status_rx)
+    }
+
     /// Stops taking notifications and waits up to `deadline` for the queued ones to be
     /// sent; what is left is abandoned (and logged). Returns whether everything was sent.
     pub async fn drain(&self, deadline: Duration) -> bool {

@@ -1006,6 +1006,8 @@ impl HttpRefused {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::model::ProposalState;
 
@@ -1215,5 +1217,114 @@ mod tests {
                 "{state}"
             );
         }
+    }
+
+    #[test]
+    fn events_map_to_notifications_and_commit_statuses() {
+        let t = Telemetry::new();
+        let (mut notes, mut statuses) = t.notifications().capture(&["payments"]);
+        let failed = Outcome::Failed {
+            error: "CreateStack failed: boom".into(),
+            retryable: false,
+        };
+        let id = "service_instance/payments/payments-dev";
+        let commit = "a3992abc62978f1a45c239eef35317ce5e26c674";
+        DeploymentStarted {
+            resource: id,
+            kind: ResourceKind::ServiceInstance,
+            action: DeploymentAction::Update,
+            reason: Some("spec_change"),
+            repo: "payments",
+            spec_commit: Some(commit),
+        }
+        .emit(&t);
+        for (outcome, repo) in [
+            (&failed, "payments"),
+            (
+                &Outcome::Conflict {
+                    error: "foreign stack".into(),
+                },
+                "payments",
+            ),
+            (&Outcome::Deleted, "payments"),
+            (&Outcome::Interrupted, "payments"),
+            (&failed, "no-forge"),
+        ] {
+            DeploymentFinished {
+                resource: id,
+                deployment: 3,
+                kind: ResourceKind::ServiceInstance,
+                action: DeploymentAction::Update,
+                outcome,
+                repo,
+                spec_commit: Some(commit),
+            }
+            .emit(&t);
+        }
+        let states: Vec<(StatusState, String)> = std::iter::from_fn(|| statuses.try_recv().ok())
+            .map(|u| {
+                assert_eq!(
+                    (u.repo.as_str(), u.commit.as_str(), u.resource.as_str()),
+                    ("payments", commit, id)
+                );
+                (u.state, u.description)
+            })
+            .collect();
+        assert_eq!(
+            states,
+            [
+                (
+                    StatusState::Pending,
+                    "Deploying (update, spec_change)".to_string()
+                ),
+                (StatusState::Failure, "CreateStack failed: boom".to_string()),
+                (StatusState::Failure, "foreign stack".to_string()),
+                (StatusState::Success, "Deleted".to_string()),
+            ]
+        );
+        RolloutHalted {
+            template: "web-svc",
+            version: Version { major: 1, minor: 2 },
+            reason: "payments-dev failed",
+        }
+        .emit(&t);
+        ReleaseRefused {
+            template: "web-svc",
+            version: Version { major: 1, minor: 3 },
+            tag: "web-svc/v1.3",
+            refusal: Refusal::TagMoved {
+                commit: "aaa",
+                tag_commit: "bbb",
+            },
+        }
+        .emit(&t);
+        ProposalOpened {
+            repo: "payments",
+            file: "proton/services/payments.yaml",
+            template: "web-svc",
+            from: 1,
+            to: 2,
+            branch: "protond/upgrade/x",
+            pull_request: Some((3, "https://forge/pr/3")),
+        }
+        .emit(&t);
+        let got: Vec<Arc<Notification>> = std::iter::from_fn(|| notes.try_recv().ok()).collect();
+        let events: Vec<NotifyEvent> = got.iter().map(|n| n.event).collect();
+        assert_eq!(
+            events,
+            [
+                NotifyEvent::DeploymentFailed,
+                NotifyEvent::ConflictFound,
+                NotifyEvent::DeploymentFailed,
+                NotifyEvent::RolloutHalted,
+                NotifyEvent::ReleaseRefused,
+                NotifyEvent::PullRequestOpened,
+            ]
+        );
+        assert_eq!(got[0].resource.as_deref(), Some(id));
+        assert_eq!(got[0].details["error"], "CreateStack failed: boom");
+        assert_eq!(got[0].details["spec_commit"], commit);
+        assert_eq!(got[4].details["reason"], "tag_moved");
+        assert_eq!(got[5].details["url"], "https://forge/pr/3");
     }
 }
