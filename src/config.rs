@@ -11,6 +11,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod notifications;
+pub use notifications::{
+    Notifications, NotifyEvent, NotifyTarget, RawNotifications, RawNotifyTarget, SecretSource,
+    Transport,
+};
+
 /// The file as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,6 +64,12 @@ pub struct RawConfig {
     /// `CodeBuild` provisioning (bundles with `rendering_engine: codebuild`).
     #[serde(default)]
     pub codebuild: RawCodeBuild,
+    /// Commit statuses and notification settings (`[notifications]`).
+    #[serde(default)]
+    pub notifications: RawNotifications,
+    /// Notification receivers (`[[notify]]`).
+    #[serde(default)]
+    pub notify: Vec<RawNotifyTarget>,
 }
 
 /// `[codebuild]`.
@@ -982,6 +994,8 @@ pub struct Config {
     pub artifacts: Option<ArtifactBucket>,
     /// `CodeBuild` provisioning.
     pub codebuild: CodeBuildConfig,
+    /// Commit statuses and outgoing notifications.
+    pub notifications: Notifications,
 }
 
 /// A configuration problem: the file, the key, and the fix.
@@ -1251,6 +1265,8 @@ impl Config {
         let server = Server::compile(&raw.server, file, &mut errors2);
         let artifacts = ArtifactBucket::compile(&raw.aws, file, &mut errors2);
         let codebuild = CodeBuildConfig::compile(&raw.codebuild, file, &mut errors2);
+        let notifications =
+            Notifications::compile(&raw.notifications, &raw.notify, file, &mut errors2);
         let self_managed = raw.self_managed.as_ref().and_then(|sm| {
             let forge = match &sm.forge {
                 None => Some(ForgeConfig {
@@ -1390,6 +1406,7 @@ impl Config {
             self_managed,
             artifacts,
             codebuild,
+            notifications,
         })
     }
 }

@@ -23,6 +23,9 @@ use serde_json::json;
 
 use crate::config::{ForgeConfig, ForgeKind};
 
+mod status;
+pub use status::{StatusDraft, StatusState, status_request};
+
 /// A failed forge call.
 #[derive(Debug, thiserror::Error)]
 pub enum ForgeError {

@@ -5,7 +5,8 @@
 //! store records (`plan`, `state`) and starts deployments (`daemon`, `provision`); major
 //! upgrades become pull requests (`propose`, `forge`). [`model`] is the vocabulary every
 //! module speaks (resource ids, kinds, versions, statuses); `ops` turns records into
-//! operator views; `telemetry` counts and logs through typed events; `server` is the
+//! operator views; `telemetry` counts and logs through typed events, which also offer
+//! `notifications` (commit statuses, webhooks) to their own tasks; `server` is the
 //! HTTP surface; `evaluate` runs the pure part of a cycle (desired → diff → schedule) for
 //! the daemon and `protond plan` alike; `import` takes over the stacks AWS Proton deployed.
 //! This crate is the library behind the `protond`
@@ -31,6 +32,7 @@ pub(crate) mod evaluate;
 pub mod forge;
 pub(crate) mod import;
 pub mod model;
+pub(crate) mod notifications;
 pub(crate) mod ops;
 pub mod plan;
 pub(crate) mod propose;

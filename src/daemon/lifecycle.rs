@@ -29,7 +29,7 @@ use crate::plan::{Action, ActionKind, DesiredState, UpdateReason, Version};
 use crate::provision::cloudformation::{placed_stack_name, stack_name};
 use crate::provision::{Applied, DeployError, Job, Provisioner, Provisioning};
 use crate::state::{DeploymentRecord, NewDeployment, Outcome, ResourceRecord, StateError};
-use crate::telemetry::events::{DeploymentFinished, DeploymentStarted};
+use crate::telemetry::events::{DeploymentFinished, DeploymentStarted, RolloutHalted};
 
 /// The first retry after a transient failure waits this long, doubling per failure.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(5);
@@ -129,6 +129,8 @@ async fn run(ctx: &Arc<Ctx>, work: Work, role: Option<&str>) {
                 kind: dep.kind,
                 action: dep.action,
                 reason: dep.reason.as_deref(),
+                repo: &dep.repo,
+                spec_commit: dep.spec_commit.as_deref(),
             }
             .emit(&ctx.telemetry);
         }
@@ -488,6 +490,8 @@ async fn finish(ctx: &Ctx, id: i64, dep: &NewDeployment, outcome: Outcome) {
         kind: dep.kind,
         action: dep.action,
         outcome: &outcome,
+        repo: &dep.repo,
+        spec_commit: dep.spec_commit.as_deref(),
     }
     .emit(&ctx.telemetry);
     ctx.wake();
@@ -495,9 +499,12 @@ async fn finish(ctx: &Ctx, id: i64, dep: &NewDeployment, outcome: Outcome) {
 
 async fn halt_rollout(ctx: &Ctx, template: &str, version: Version, reason: &str) {
     match ctx.store.set_rollout(template, version, true, reason).await {
-        Ok(()) => {
-            tracing::error!(template, version = %version, reason = %reason, "Minor rollout halted.");
+        Ok(()) => RolloutHalted {
+            template,
+            version,
+            reason,
         }
+        .emit(&ctx.telemetry),
         Err(e) => tracing::error!(error = %e, "Could not record the halted rollout."),
     }
 }

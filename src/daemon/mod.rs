@@ -47,6 +47,9 @@ pub async fn context(
     let (tx, rx) = mpsc::unbounded_channel();
     let ctx = Ctx::new(config, store, cfn, installation, tx);
     ctx.hold_writer_lock(lock);
+    ctx.telemetry
+        .notifications()
+        .start(&ctx.config, &ctx.installation);
     Ok((ctx, rx))
 }
 
@@ -88,6 +91,10 @@ pub async fn run_once(ctx: &Arc<Ctx>) -> Result<OnceReport, ReconcileError> {
         }
     }
     ctx.wait_proposals().await;
+    ctx.telemetry
+        .notifications()
+        .drain(ctx.config.notifications.drain_timeout)
+        .await;
     report.failing.extend(invalid);
     report.succeeded = ctx.succeeded.load(Ordering::Relaxed);
     report.failed = ctx.failed.load(Ordering::Relaxed);
@@ -236,6 +243,10 @@ pub async fn run(
     // A pull-request pass cut short is safe (the next start finds what it opened), but let
     // it finish within the grace period.
     let _ = tokio::time::timeout(ctx.config.shutdown_grace, ctx.wait_proposals()).await;
+    ctx.telemetry
+        .notifications()
+        .drain(ctx.config.notifications.drain_timeout)
+        .await;
     if idle {
         tracing::info!("All deployments recorded; bye.");
     } else {

@@ -41,7 +41,7 @@ use crate::state::{
     Fallback, ResourceRecord, SkippedRepo, StateError, Store, TemplateVersionRecord,
 };
 use crate::telemetry::Repeats;
-use crate::telemetry::events::{CycleFinished, FetchFailed, ReposSkipped};
+use crate::telemetry::events::{CycleFinished, FetchFailed, Refusal, ReleaseRefused, ReposSkipped};
 
 /// What a cycle did.
 #[derive(Debug, Clone, Default)]
@@ -92,7 +92,7 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<CycleReport,
     let started_at = Instant::now();
     async move {
         let snapshot = load(ctx, fetch).await?;
-        record_catalog(&ctx.store, &snapshot.catalog).await?;
+        record_catalog(&ctx.store, &snapshot.catalog, &ctx.telemetry).await?;
         let mut report = CycleReport::default();
         let waiting = waiting(&ctx.store).await?;
         report.waiting = waiting.len();
@@ -279,7 +279,11 @@ async fn forgotten_repos(
 /// # Errors
 ///
 /// [`StateError`] when the store cannot record them.
-pub async fn record_catalog(store: &Store, catalog: &Catalog) -> Result<(), StateError> {
+pub async fn record_catalog(
+    store: &Store,
+    catalog: &Catalog,
+    telemetry: &crate::telemetry::Telemetry,
+) -> Result<(), StateError> {
     for r in catalog.releases() {
         let rec = TemplateVersionRecord {
             template: r.template.clone(),
@@ -306,9 +310,16 @@ pub async fn record_catalog(store: &Store, catalog: &Catalog) -> Result<(), Stat
                 ReleaseState::Current => {
                     tracing::info!(template = %r.template, version = %r.version, tag = %r.tag, "Template version registered.");
                 }
-                ReleaseState::Moved { tag_commit } => {
-                    tracing::warn!(template = %r.template, version = %r.version, tag = %r.tag, commit = %r.commit, tag_commit = %tag_commit, "Release tag moved to another commit: refused, the release stays on its recorded commit and nothing is redeployed; run `protond release accept {}/v{}` to roll the new commit out, or tag a new minor.", r.template, r.version);
+                ReleaseState::Moved { tag_commit } => ReleaseRefused {
+                    template: &r.template,
+                    version: r.version,
+                    tag: &r.tag,
+                    refusal: Refusal::TagMoved {
+                        commit: &r.commit,
+                        tag_commit,
+                    },
                 }
+                .emit(telemetry),
                 ReleaseState::Withdrawn => {
                     tracing::warn!(template = %r.template, version = %r.version, tag = %r.tag, commit = %r.commit, "Release tag deleted: the release stays for the resources that run it and is no longer given to new resources.");
                 }
@@ -330,7 +341,13 @@ pub async fn record_catalog(store: &Store, catalog: &Catalog) -> Result<(), Stat
             tag_commit: None,
         };
         if store.record_template_version(&rec).await? {
-            tracing::warn!(template = %r.template, version = %r.version, tag = %r.tag, reason = %r.reason, "Template version rejected.");
+            ReleaseRefused {
+                template: &r.template,
+                version: r.version,
+                tag: &r.tag,
+                refusal: Refusal::Rejected { reason: &r.reason },
+            }
+            .emit(telemetry);
         }
     }
     Ok(())

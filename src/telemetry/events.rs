@@ -6,7 +6,12 @@
 //! tests already read. Emit an event where the thing has happened (a deployment is counted
 //! once its outcome is recorded), inside the span that names the resource or cycle.
 //!
-//! Events only log and count: they never read the store or decide anything.
+//! Events only log, count and notify: they never read the store or decide anything. The
+//! events people are told about (commit statuses, `[[notify]]` targets) offer a
+//! notification in their `emit`, the one place events map to notifications; offering never
+//! waits (`notifications::Outbox`). Hooking a new event is one line in its `emit`, e.g. for
+//! drift: `t.notifications().offer(Notification::new(NotifyEvent::DriftFound, summary)
+//! .resource(id).detail("kind", kind));`.
 
 use std::fmt::Display;
 use std::time::{Duration, SystemTime};
@@ -18,7 +23,10 @@ use super::{
     DeploymentLabels, KindActionLabels, OutcomeLabels, ReasonLabels, SourceLabels, StateLabels,
     Telemetry,
 };
-use crate::model::{DeploymentAction, ProposalState, ResourceId, ResourceKind, SourceKind};
+use crate::model::{
+    DeploymentAction, ProposalState, ResourceId, ResourceKind, SourceKind, Version,
+};
+use crate::notifications::{Notification, NotifyEvent, StatusState, StatusUpdate};
 use crate::state::Outcome;
 
 fn count<L>(family: &Family<L, Counter>, labels: &L)
@@ -26,6 +34,27 @@ where
     L: Clone + std::hash::Hash + Eq,
 {
     family.get_or_create(labels).inc();
+}
+
+/// Offers the commit status `protond/<resource>` on the spec commit, if the deployment has
+/// one.
+fn commit_status(
+    t: &Telemetry,
+    repo: &str,
+    spec_commit: Option<&str>,
+    resource: &str,
+    state: StatusState,
+    description: String,
+) {
+    if let Some(commit) = spec_commit.filter(|c| !c.is_empty()) {
+        t.notifications().status(StatusUpdate {
+            repo: repo.into(),
+            commit: commit.into(),
+            resource: resource.into(),
+            state,
+            description,
+        });
+    }
 }
 
 /// A deployment (create, update or delete) was recorded as started. Counts
@@ -41,6 +70,10 @@ pub struct DeploymentStarted<'a> {
     pub action: DeploymentAction,
     /// Why an update happens (`spec_change`, `minor_upgrade`, …), when it is one.
     pub reason: Option<&'a str>,
+    /// The spec repo that declares the resource.
+    pub repo: &'a str,
+    /// The spec commit that caused the deployment (a commit status is set on it).
+    pub spec_commit: Option<&'a str>,
 }
 
 impl DeploymentStarted<'_> {
@@ -61,6 +94,18 @@ impl DeploymentStarted<'_> {
                 action: self.action.as_str().into(),
             },
         );
+        let description = match self.reason {
+            Some(reason) => format!("Deploying ({}, {reason})", self.action.as_str()),
+            None => format!("Deploying ({})", self.action.as_str()),
+        };
+        commit_status(
+            t,
+            self.repo,
+            self.spec_commit,
+            self.resource,
+            StatusState::Pending,
+            description,
+        );
     }
 }
 
@@ -79,6 +124,10 @@ pub struct DeploymentFinished<'a> {
     pub action: DeploymentAction,
     /// How it ended.
     pub outcome: &'a Outcome,
+    /// The spec repo that declares the resource.
+    pub repo: &'a str,
+    /// The spec commit that caused the deployment (its commit status is set).
+    pub spec_commit: Option<&'a str>,
 }
 
 impl DeploymentFinished<'_> {
@@ -107,13 +156,53 @@ impl DeploymentFinished<'_> {
                 outcome: self.outcome.label().into(),
             },
         );
+        self.notify(t);
+    }
+
+    /// The commit status, and the notification of a failure or a conflict.
+    fn notify(self, t: &Telemetry) {
+        let (resource, deployment) = (self.resource, self.deployment);
+        let (state, description) = match self.outcome {
+            Outcome::Interrupted => return,
+            Outcome::Succeeded(_) => (StatusState::Success, "Deployed".to_string()),
+            Outcome::Deleted => (StatusState::Success, "Deleted".to_string()),
+            Outcome::Failed { error, .. } | Outcome::Conflict { error } => {
+                (StatusState::Failure, error.clone())
+            }
+        };
+        commit_status(t, self.repo, self.spec_commit, resource, state, description);
+        let (event, error, summary) = match self.outcome {
+            Outcome::Failed { error, .. } => (
+                NotifyEvent::DeploymentFailed,
+                error,
+                format!("{resource}: {} failed: {error}", self.action.as_str()),
+            ),
+            Outcome::Conflict { error } => (
+                NotifyEvent::ConflictFound,
+                error,
+                format!("{resource}: the stack is not protond's and is left alone: {error}"),
+            ),
+            _ => return,
+        };
+        let mut n = Notification::new(event, summary)
+            .resource(resource)
+            .detail("kind", self.kind.as_str())
+            .detail("action", self.action.as_str())
+            .detail("deployment", deployment)
+            .detail("error", error)
+            .detail("repo", self.repo);
+        if let Some(c) = self.spec_commit {
+            n = n.detail("spec_commit", c);
+        }
+        t.notifications().offer(n);
     }
 }
 
 /// The outcome of a self-managed (infrastructure repo) deployment was reported and recorded
 /// (`protond notify` or `POST /api/v1/notify`). Counts
 /// `protond_deployments_total{kind,action,outcome}` with action `apply` (create or update:
-/// the report does not say) or `delete`; logs "Self-managed deployment outcome reported.".
+/// the report does not say) or `delete`; logs "Self-managed deployment outcome reported.";
+/// notifies `deployment_failed` for a failure reported to the daemon (`POST /api/v1/notify`).
 #[derive(Debug, Clone, Copy)]
 pub struct SelfManagedOutcomeReported<'a> {
     /// The resource.
@@ -140,6 +229,110 @@ impl SelfManagedOutcomeReported<'_> {
                 action: action.into(),
                 outcome: outcome.into(),
             },
+        );
+        if let Outcome::Failed { error, .. } = self.outcome {
+            t.notifications().offer(
+                Notification::new(
+                    NotifyEvent::DeploymentFailed,
+                    format!("{}: self-managed deployment failed: {error}", self.resource),
+                )
+                .resource(self.resource)
+                .detail("kind", self.resource.kind().as_str())
+                .detail("action", action)
+                .detail("error", error),
+            );
+        }
+    }
+}
+
+/// A minor rollout was halted by a failure. Logs "Minor rollout halted."; notifies
+/// `rollout_halted`.
+#[derive(Debug, Clone, Copy)]
+pub struct RolloutHalted<'a> {
+    /// The template.
+    pub template: &'a str,
+    /// The version whose rollout stops.
+    pub version: Version,
+    /// Why (the failed resource and its error).
+    pub reason: &'a str,
+}
+
+impl RolloutHalted<'_> {
+    /// Logs and notifies.
+    pub fn emit(self, t: &Telemetry) {
+        let (template, version, reason) = (self.template, self.version, self.reason);
+        tracing::error!(template, version = %version, reason = %reason, "Minor rollout halted.");
+        t.notifications().offer(
+            Notification::new(
+                NotifyEvent::RolloutHalted,
+                format!("{template} v{version}: rollout halted: {reason}; `protond rollout resume {template}/v{version}` retries it"),
+            )
+            .detail("template", template)
+            .detail("version", version)
+            .detail("reason", reason),
+        );
+    }
+}
+
+/// Why a release is refused.
+#[derive(Debug, Clone, Copy)]
+pub enum Refusal<'a> {
+    /// Its check (syntax, schema, trial render) failed.
+    Rejected {
+        /// What failed.
+        reason: &'a str,
+    },
+    /// Its tag moved to another commit: quarantined until `protond release accept`.
+    TagMoved {
+        /// The recorded commit, which stays deployed.
+        commit: &'a str,
+        /// Where the tag points now.
+        tag_commit: &'a str,
+    },
+}
+
+/// A new release was refused or quarantined. Logs "Template version rejected." or "Release
+/// tag moved to another commit: refused, …"; notifies `release_refused`.
+#[derive(Debug, Clone, Copy)]
+pub struct ReleaseRefused<'a> {
+    /// The template.
+    pub template: &'a str,
+    /// The version.
+    pub version: Version,
+    /// The tag.
+    pub tag: &'a str,
+    /// Why.
+    pub refusal: Refusal<'a>,
+}
+
+impl ReleaseRefused<'_> {
+    /// Logs and notifies.
+    pub fn emit(self, t: &Telemetry) {
+        let (template, version, tag) = (self.template, self.version, self.tag);
+        let n = match self.refusal {
+            Refusal::Rejected { reason } => {
+                tracing::warn!(template = %template, version = %version, tag = %tag, reason = %reason, "Template version rejected.");
+                Notification::new(
+                    NotifyEvent::ReleaseRefused,
+                    format!("{template} v{version} (tag {tag}) refused: {reason}"),
+                )
+                .detail("reason", reason)
+            }
+            Refusal::TagMoved { commit, tag_commit } => {
+                tracing::warn!(template = %template, version = %version, tag = %tag, commit = %commit, tag_commit = %tag_commit, "Release tag moved to another commit: refused, the release stays on its recorded commit and nothing is redeployed; run `protond release accept {template}/v{version}` to roll the new commit out, or tag a new minor.");
+                Notification::new(
+                    NotifyEvent::ReleaseRefused,
+                    format!("{template} v{version}: tag {tag} moved to {tag_commit}: quarantined, the release stays on {commit}; `protond release accept {template}/v{version}` rolls the new commit out"),
+                )
+                .detail("reason", "tag_moved")
+                .detail("commit", commit)
+                .detail("tag_commit", tag_commit)
+            }
+        };
+        t.notifications().offer(
+            n.detail("template", template)
+                .detail("version", version)
+                .detail("tag", tag),
         );
     }
 }
@@ -293,6 +486,28 @@ impl ProposalOpened<'_> {
             );
         }
         t.proposals_opened.inc();
+        let mut n = Notification::new(
+            NotifyEvent::PullRequestOpened,
+            match self.pull_request {
+                Some((number, url)) => format!(
+                    "{repo}: upgrade pull request #{number} moves {file} from {template} v{from} to v{to}: {url}"
+                ),
+                None => format!(
+                    "{repo}: branch {} moves {file} from {template} v{from} to v{to}; open the pull request by hand",
+                    self.branch
+                ),
+            },
+        )
+        .detail("repo", repo)
+        .detail("file", file)
+        .detail("template", template)
+        .detail("from", from)
+        .detail("to", to)
+        .detail("branch", self.branch);
+        if let Some((number, url)) = self.pull_request {
+            n = n.detail("number", number).detail("url", url);
+        }
+        t.notifications().offer(n);
     }
 }
 
@@ -801,6 +1016,8 @@ impl HttpRefused {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::model::ProposalState;
 
@@ -830,6 +1047,8 @@ mod tests {
                 kind: ResourceKind::ServiceInstance,
                 action: DeploymentAction::Update,
                 outcome: &failed,
+                repo: "",
+                spec_commit: None,
             }
             .emit(&t);
         }
@@ -839,6 +1058,8 @@ mod tests {
             kind: ResourceKind::Environment,
             action: DeploymentAction::Delete,
             outcome: &Outcome::Deleted,
+            repo: "",
+            spec_commit: None,
         }
         .emit(&t);
         DeploymentStarted {
@@ -846,6 +1067,8 @@ mod tests {
             kind: ResourceKind::Pipeline,
             action: DeploymentAction::Create,
             reason: None,
+            repo: "",
+            spec_commit: None,
         }
         .emit(&t);
         assert_eq!(
@@ -1004,5 +1227,114 @@ mod tests {
                 "{state}"
             );
         }
+    }
+
+    #[test]
+    fn events_map_to_notifications_and_commit_statuses() {
+        let t = Telemetry::new();
+        let (mut notes, mut statuses) = t.notifications().capture(&["payments"]);
+        let failed = Outcome::Failed {
+            error: "CreateStack failed: boom".into(),
+            retryable: false,
+        };
+        let id = "service_instance/payments/payments-dev";
+        let commit = "a3992abc62978f1a45c239eef35317ce5e26c674";
+        DeploymentStarted {
+            resource: id,
+            kind: ResourceKind::ServiceInstance,
+            action: DeploymentAction::Update,
+            reason: Some("spec_change"),
+            repo: "payments",
+            spec_commit: Some(commit),
+        }
+        .emit(&t);
+        for (outcome, repo) in [
+            (&failed, "payments"),
+            (
+                &Outcome::Conflict {
+                    error: "foreign stack".into(),
+                },
+                "payments",
+            ),
+            (&Outcome::Deleted, "payments"),
+            (&Outcome::Interrupted, "payments"),
+            (&failed, "no-forge"),
+        ] {
+            DeploymentFinished {
+                resource: id,
+                deployment: 3,
+                kind: ResourceKind::ServiceInstance,
+                action: DeploymentAction::Update,
+                outcome,
+                repo,
+                spec_commit: Some(commit),
+            }
+            .emit(&t);
+        }
+        let states: Vec<(StatusState, String)> = std::iter::from_fn(|| statuses.try_recv().ok())
+            .map(|u| {
+                assert_eq!(
+                    (u.repo.as_str(), u.commit.as_str(), u.resource.as_str()),
+                    ("payments", commit, id)
+                );
+                (u.state, u.description)
+            })
+            .collect();
+        assert_eq!(
+            states,
+            [
+                (
+                    StatusState::Pending,
+                    "Deploying (update, spec_change)".to_string()
+                ),
+                (StatusState::Failure, "CreateStack failed: boom".to_string()),
+                (StatusState::Failure, "foreign stack".to_string()),
+                (StatusState::Success, "Deleted".to_string()),
+            ]
+        );
+        RolloutHalted {
+            template: "web-svc",
+            version: Version { major: 1, minor: 2 },
+            reason: "payments-dev failed",
+        }
+        .emit(&t);
+        ReleaseRefused {
+            template: "web-svc",
+            version: Version { major: 1, minor: 3 },
+            tag: "web-svc/v1.3",
+            refusal: Refusal::TagMoved {
+                commit: "aaa",
+                tag_commit: "bbb",
+            },
+        }
+        .emit(&t);
+        ProposalOpened {
+            repo: "payments",
+            file: "proton/services/payments.yaml",
+            template: "web-svc",
+            from: 1,
+            to: 2,
+            branch: "protond/upgrade/x",
+            pull_request: Some((3, "https://forge/pr/3")),
+        }
+        .emit(&t);
+        let got: Vec<Arc<Notification>> = std::iter::from_fn(|| notes.try_recv().ok()).collect();
+        let events: Vec<NotifyEvent> = got.iter().map(|n| n.event).collect();
+        assert_eq!(
+            events,
+            [
+                NotifyEvent::DeploymentFailed,
+                NotifyEvent::ConflictFound,
+                NotifyEvent::DeploymentFailed,
+                NotifyEvent::RolloutHalted,
+                NotifyEvent::ReleaseRefused,
+                NotifyEvent::PullRequestOpened,
+            ]
+        );
+        assert_eq!(got[0].resource.as_deref(), Some(id));
+        assert_eq!(got[0].details["error"], "CreateStack failed: boom");
+        assert_eq!(got[0].details["spec_commit"], commit);
+        assert_eq!(got[4].details["reason"], "tag_moved");
+        assert_eq!(got[5].details["url"], "https://forge/pr/3");
     }
 }

@@ -107,6 +107,7 @@ pub struct Telemetry {
     last_fetch: Mutex<Option<SystemTime>>,
     last_cycle: Mutex<Option<SystemTime>>,
     scrape: tokio::sync::Mutex<()>,
+    notifications: crate::notifications::Outbox,
 }
 
 impl Default for Telemetry {
@@ -206,6 +207,17 @@ impl Telemetry {
             "Seconds since the repos were last fetched (-1 before the first fetch)",
             last_fetch_age.clone(),
         );
+        let notifications = crate::notifications::Outbox::default();
+        registry.register(
+            "notifications_sent",
+            "Notifications and commit statuses sent, by transport (webhook, slack, commit_status) and result (ok, failed: given up after its attempts or refused)",
+            notifications.metrics().sent.clone(),
+        );
+        registry.register(
+            "notifications_dropped",
+            "Notifications and commit statuses dropped because their target's queue was full, by transport",
+            notifications.metrics().dropped.clone(),
+        );
         Self {
             registry,
             cycles,
@@ -226,7 +238,14 @@ impl Telemetry {
             last_fetch: Mutex::new(None),
             last_cycle: Mutex::new(None),
             scrape: tokio::sync::Mutex::new(()),
+            notifications,
         }
+    }
+
+    /// Where events offer notifications and commit statuses (started by the daemon).
+    #[must_use]
+    pub fn notifications(&self) -> &crate::notifications::Outbox {
+        &self.notifications
     }
 
     /// Records a cycle that fetched the repos.
@@ -337,6 +356,8 @@ mod tests {
             kind: ResourceKind::Environment,
             action: DeploymentAction::Create,
             outcome: &Outcome::Interrupted,
+            repo: "",
+            spec_commit: None,
         }
         .emit(&t);
         CycleFinished::default().emit(&t);

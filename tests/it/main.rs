@@ -32,6 +32,7 @@ mod iam_policy;
 mod import;
 mod large_templates;
 mod logs;
+mod notify;
 mod one_writer;
 mod ownership;
 mod plan_matches;
