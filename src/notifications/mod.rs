@@ -114,6 +114,23 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Creates every transport's series at zero (see `Telemetry::zero_series`).
+    pub fn zero_series(&self) {
+        for transport in ["webhook", "slack", "commit_status"] {
+            for result in ["ok", "failed"] {
+                let _ = self.sent.get_or_create(&SentLabels {
+                    transport: transport.into(),
+                    result: result.into(),
+                });
+            }
+            let _ = self.dropped.get_or_create(&TransportLabels {
+                transport: transport.into(),
+            });
+        }
+    }
+}
+
+impl Metrics {
     fn drop_one(&self, transport: &str) {
         self.dropped
             .get_or_create(&TransportLabels {

@@ -262,7 +262,7 @@ async fn readyz(State(app): State<App>) -> Response {
     // Ready means serving: the status page, the API and the webhooks answer, which needs the
     // store and nothing else. A git outage must not take them out of a load balancer (the
     // webhooks are how the daemon learns the outage is over): stale repos are reported in
-    // the detail, the logs and `protond_last_fetch_age_seconds`, not as unready.
+    // the detail, the logs and `protond_last_fetch_success_timestamp_seconds`, not as unready.
     let store = app.ctx.store.ping().await.err();
     // Recent: within three poll intervals, and never less than two minutes.
     let window = (app.ctx.config.poll_interval * 3).max(Duration::from_mins(2));
@@ -303,7 +303,10 @@ async fn readyz(State(app): State<App>) -> Response {
     }
 }
 
-async fn metrics(State(app): State<App>) -> Response {
+async fn metrics(State(app): State<App>, headers: axum::http::HeaderMap) -> Response {
+    use crate::telemetry::exposition;
+    let openmetrics =
+        exposition::wants_openmetrics(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let in_flight = app.ctx.in_flight();
     let rows = match status_rows(&app).await {
         Ok(rows) => rows,
@@ -316,12 +319,12 @@ async fn metrics(State(app): State<App>) -> Response {
         .render(&app.ctx.store, in_flight, &resources)
         .await
     {
+        Ok(text) if openmetrics => {
+            ([(header::CONTENT_TYPE, exposition::OPENMETRICS)], text).into_response()
+        }
         Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
+            [(header::CONTENT_TYPE, exposition::PROMETHEUS_TEXT)],
+            exposition::to_prometheus_text(&text),
         )
             .into_response(),
         Err(e) => store_error(&e),

@@ -514,7 +514,7 @@ impl ProposalOpened<'_> {
 /// What became of an upgrade pull request, other than opening: the `outcome` label of
 /// `protond_proposal_outcomes_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ProposalOutcome {
+pub(super) enum ProposalOutcome {
     Updated,
     Adopted,
     Merged,
@@ -528,6 +528,20 @@ enum ProposalOutcome {
 }
 
 impl ProposalOutcome {
+    /// Every label, for the zero-valued series.
+    pub(super) const LABELS: [&'static str; 10] = [
+        "updated",
+        "adopted",
+        "merged",
+        "closed",
+        "declined",
+        "edited",
+        "rate_limited",
+        "invalid",
+        "failed",
+        "close_failed",
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             Self::Updated => "updated",

@@ -11,6 +11,7 @@
 //! that decides or deploys (`ops`, `daemon`, `provision`).
 
 pub mod events;
+pub mod exposition;
 mod repeats;
 pub use repeats::Repeats;
 
@@ -103,7 +104,7 @@ pub struct Telemetry {
     proposals: Family<StateLabels, Gauge>,
     releases: Family<StateLabels, Gauge>,
     in_flight: Gauge,
-    last_fetch_age: Gauge,
+    last_fetch_success: Gauge,
     last_fetch: Mutex<Option<SystemTime>>,
     last_cycle: Mutex<Option<SystemTime>>,
     scrape: tokio::sync::Mutex<()>,
@@ -135,7 +136,7 @@ impl Telemetry {
         let proposals = Family::<StateLabels, Gauge>::default();
         let releases = Family::<StateLabels, Gauge>::default();
         let in_flight = Gauge::default();
-        let last_fetch_age = Gauge::default();
+        let last_fetch_success = Gauge::default();
         registry.register("reconcile_cycles", "Reconcile cycles run", cycles.clone());
         registry.register(
             "reconcile_duration_seconds",
@@ -203,9 +204,9 @@ impl Telemetry {
             in_flight.clone(),
         );
         registry.register(
-            "last_fetch_age_seconds",
-            "Seconds since the repos were last fetched (-1 before the first fetch)",
-            last_fetch_age.clone(),
+            "last_fetch_success_timestamp_seconds",
+            "When the repos were last fetched, as a Unix time (0 before the first fetch); alert on time() minus it",
+            last_fetch_success.clone(),
         );
         let notifications = crate::notifications::Outbox::default();
         registry.register(
@@ -218,7 +219,7 @@ impl Telemetry {
             "Notifications and commit statuses dropped because their target's queue was full, by transport",
             notifications.metrics().dropped.clone(),
         );
-        Self {
+        let t = Self {
             registry,
             cycles,
             cycle_seconds,
@@ -234,12 +235,80 @@ impl Telemetry {
             proposals,
             releases,
             in_flight,
-            last_fetch_age,
+            last_fetch_success,
             last_fetch: Mutex::new(None),
             last_cycle: Mutex::new(None),
             scrape: tokio::sync::Mutex::new(()),
             notifications,
+        };
+        t.zero_series();
+        t
+    }
+
+    /// Creates every series whose labels are known in advance at zero, so that a scraper sees
+    /// each from the first scrape (a rate over a series that appears at its first increment
+    /// misses that increment, and an alert on an absent series never fires). Called at start
+    /// and after each scrape refills the state gauges.
+    fn zero_series(&self) {
+        const ACTIONS: [&str; 4] = ["create", "update", "delete", "import"];
+        const OUTCOMES: [&str; 3] = ["succeeded", "failed", "interrupted"];
+        for kind in [
+            ResourceKind::Environment,
+            ResourceKind::Component,
+            ResourceKind::ServiceInstance,
+            ResourceKind::Pipeline,
+        ] {
+            let kind = kind.as_str();
+            for action in ACTIONS {
+                let _ = self.deployments_started.get_or_create(&KindActionLabels {
+                    kind: kind.into(),
+                    action: action.into(),
+                });
+                for outcome in OUTCOMES {
+                    let _ = self.deployments.get_or_create(&DeploymentLabels {
+                        kind: kind.into(),
+                        action: action.into(),
+                        outcome: outcome.into(),
+                    });
+                }
+            }
+            for status in crate::model::ViewStatus::ALL {
+                let _ = self.resources.get_or_create(&KindStatusLabels {
+                    kind: kind.into(),
+                    status: status.as_str().into(),
+                });
+            }
         }
+        for source in ["template", "spec"] {
+            let _ = self.fetch_failures.get_or_create(&SourceLabels {
+                source: source.into(),
+            });
+        }
+        for outcome in events::ProposalOutcome::LABELS {
+            let _ = self.proposal_outcomes.get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            });
+        }
+        let state = |s: &str| StateLabels { state: s.into() };
+        for s in ["accepted", "ignored", "rejected", "duplicate"] {
+            let _ = self.webhooks.get_or_create(&state(s));
+        }
+        let gauges: [(&Family<StateLabels, Gauge>, &[&str]); 3] = [
+            (&self.rollouts, &["complete", "in_progress", "halted"]),
+            (&self.proposals, &["open", "merged", "closed", "declined"]),
+            (&self.releases, &["current", "moved", "withdrawn"]),
+        ];
+        for (family, values) in gauges {
+            for s in values {
+                let _ = family.get_or_create(&state(s));
+            }
+        }
+        for reason in events::HttpRefusal::ALL {
+            let _ = self.http_refused.get_or_create(&ReasonLabels {
+                reason: reason.as_str().into(),
+            });
+        }
+        self.notifications.metrics().zero_series();
     }
 
     /// Where events offer notifications and commit statuses (started by the daemon).
@@ -319,9 +388,12 @@ impl Telemetry {
         }
         self.in_flight
             .set(i64::try_from(in_flight).unwrap_or(i64::MAX));
-        self.last_fetch_age.set(self.last_fetch().map_or(-1, |t| {
-            i64::try_from(t.elapsed().unwrap_or_default().as_secs()).unwrap_or(i64::MAX)
-        }));
+        self.last_fetch_success
+            .set(self.last_fetch().map_or(0, |t| {
+                t.duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            }));
+        self.zero_series();
         self.encode().map_err(|_| StateError::Corrupt {
             table: "metrics",
             detail: "could not encode metrics".into(),
@@ -377,11 +449,37 @@ mod tests {
             "protond_reconcile_cycles_total 1",
             "protond_proposals_opened_total 0",
             "protond_deployments_in_flight 3",
-            "protond_last_fetch_age_seconds -1",
+            "protond_last_fetch_success_timestamp_seconds 0",
             "protond_resources{kind=\"environment\",status=\"deployed\"} 1",
             "protond_resources{kind=\"service_instance\",status=\"create_failed\"} 1",
+            // Present from the start at zero: series nothing has moved yet.
+            "protond_resources{kind=\"pipeline\",status=\"spec_invalid\"} 0",
+            "protond_deployments_total{kind=\"pipeline\",action=\"delete\",outcome=\"failed\"} 0",
+            "protond_webhooks_total{state=\"rejected\"} 0",
+            "protond_http_refused_total{reason=\"host\"} 0",
+            "protond_proposal_outcomes_total{outcome=\"close_failed\"} 0",
+            "protond_releases{state=\"withdrawn\"} 0",
+            "protond_notifications_dropped_total{transport=\"slack\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
+        t.fetched();
+        let text = t.render(&store, 0, &[]).await.expect("render");
+        let stamp = text
+            .lines()
+            .find_map(|l| l.strip_prefix("protond_last_fetch_success_timestamp_seconds "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("the timestamp");
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs();
+        assert!(now - stamp < 60, "{stamp} vs {now}");
+        // The refill of the state gauges keeps the zero series.
+        assert!(
+            text.lines()
+                .any(|l| l == "protond_resources{kind=\"environment\",status=\"deployed\"} 0"),
+            "{text}"
+        );
     }
 }

@@ -183,14 +183,40 @@ async fn every_endpoint_of_a_running_daemon() {
         created >= 7.0 && metric(&text, "protond_deployments_in_flight", "") == Some(0.0)
     })
     .await;
-    let metrics = get("/metrics").await.expect("metrics");
+    // Content negotiation: OpenMetrics when asked for, Prometheus text 0.0.4 otherwise; both
+    // pass `promtool check metrics` where promtool is installed.
+    let open = http
+        .get(format!("{}/metrics", d.base))
+        .header(
+            "Accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .send()
+        .await
+        .expect("metrics");
     assert!(
-        metrics.headers()["content-type"]
+        open.headers()["content-type"]
             .to_str()
             .expect("ct")
             .starts_with("application/openmetrics-text")
     );
+    let open = open.text().await.expect("text");
+    assert!(open.ends_with("# EOF\n"), "{open}");
+    let metrics = get("/metrics").await.expect("metrics");
+    assert_eq!(
+        metrics.headers()["content-type"].to_str().expect("ct"),
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
     let text = metrics.text().await.expect("text");
+    assert!(
+        !text.contains("# EOF") && !text.contains("_created"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE protond_reconcile_cycles_total counter"),
+        "{text}"
+    );
+    promtool_check(&text);
     assert!(
         metric(&text, "protond_reconcile_cycles_total", "").is_some_and(|v| v >= 1.0),
         "{text}"
@@ -597,4 +623,33 @@ async fn every_endpoint_of_a_running_daemon() {
     if let Ok(keep) = std::env::var("PROTOND_KEEP_SCREENSHOT") {
         std::fs::copy(&shot, keep).expect("copy screenshot");
     }
+}
+
+/// `promtool check metrics` (the format and Prometheus' naming lints) on `text`, where
+/// promtool is installed.
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("promtool is not installed: the exposition format is not linted");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
