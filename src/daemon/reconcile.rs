@@ -125,6 +125,8 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<CycleReport,
                 .with_customer_managed(&eval.set.customer_managed),
         );
         record_moves(&ctx.store, &eval, &facts.records).await?;
+        record_spec_findings(&ctx.store, &eval).await?;
+        super::drift::maybe_start(ctx, &eval);
         start(ctx, &snapshot, &eval, &facts.records, &mut report);
         propose(ctx, snapshot, facts.records).await;
         tracing::Span::current().record("started", report.started);
@@ -140,6 +142,31 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<CycleReport,
     }
     .instrument(span)
     .await
+}
+
+/// Records the resources this cycle found invalid, for `protond status` (another process).
+///
+/// # Errors
+///
+/// [`StateError`] when the store cannot record them.
+async fn record_spec_findings(store: &Store, eval: &Evaluation) -> Result<(), StateError> {
+    let findings = eval
+        .plan
+        .actions
+        .iter()
+        .filter_map(|a| match &a.action {
+            crate::plan::ActionKind::Invalid { error } => Some((
+                a.id.clone(),
+                crate::state::drift::SpecFinding {
+                    kind: a.kind,
+                    template: a.template.clone(),
+                    detail: error.clone(),
+                },
+            )),
+            _ => None,
+        })
+        .collect();
+    store.set_spec_findings(&findings).await
 }
 
 /// Step 1: fetches what `fetch` names and reads every repo (blocking git work, off the

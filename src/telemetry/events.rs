@@ -789,6 +789,58 @@ impl HttpRefused {
     }
 }
 
+/// A drift check found a resource's stack different from what protond recorded, in a way
+/// it had not found before (logged once per resource and kind, not every interval); the
+/// `protond_drift{kind}` gauge is read from the store. Logs "Drift found." as a warning.
+#[derive(Debug, Clone, Copy)]
+pub struct DriftFound<'a> {
+    /// The resource id.
+    pub resource: &'a str,
+    /// What differs.
+    pub kind: crate::model::DriftKind,
+    /// How.
+    pub detail: &'a str,
+    /// What the policy does about it.
+    pub policy: crate::config::DriftPolicy,
+}
+
+impl DriftFound<'_> {
+    /// Logs.
+    pub fn emit(self, _t: &Telemetry) {
+        let policy = match self.policy {
+            crate::config::DriftPolicy::Report => "report",
+            crate::config::DriftPolicy::Heal => "heal",
+        };
+        tracing::warn!(resource = %self.resource, kind = %self.kind, detail = %self.detail, policy, "Drift found.");
+    }
+}
+
+/// A drift check ended. Logs "Drift check finished." with its figures.
+#[derive(Debug, Clone, Copy)]
+pub struct DriftCheckFinished {
+    /// Stacks compared.
+    pub checked: usize,
+    /// Of which drifted.
+    pub drifted: usize,
+    /// Stacks that could not be read (each logged).
+    pub unreadable: usize,
+    /// How long the check took.
+    pub elapsed: Duration,
+}
+
+impl DriftCheckFinished {
+    /// Logs.
+    pub fn emit(self, _t: &Telemetry) {
+        tracing::info!(
+            checked = self.checked,
+            drifted = self.drifted,
+            unreadable = self.unreadable,
+            elapsed_ms = u64::try_from(self.elapsed.as_millis()).unwrap_or(u64::MAX),
+            "Drift check finished."
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

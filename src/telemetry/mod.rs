@@ -75,6 +75,13 @@ pub struct StateLabels {
     pub state: String,
 }
 
+/// Labels of the drift gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DriftLabels {
+    /// What differs (`missing`, `status`, `template`, `parameters`, `tags`, `resources`).
+    pub kind: String,
+}
+
 /// Labels of an HTTP refusal.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -102,6 +109,7 @@ pub struct Telemetry {
     releases: Family<StateLabels, Gauge>,
     in_flight: Gauge,
     last_fetch_age: Gauge,
+    drift: Family<DriftLabels, Gauge>,
     last_fetch: Mutex<Option<SystemTime>>,
     last_cycle: Mutex<Option<SystemTime>>,
     scrape: tokio::sync::Mutex<()>,
@@ -199,6 +207,12 @@ impl Telemetry {
             "Deployments running now",
             in_flight.clone(),
         );
+        let drift = Family::<DriftLabels, Gauge>::default();
+        registry.register(
+            "drift",
+            "Resources whose stack the last drift check found different from the record, by kind",
+            drift.clone(),
+        );
         registry.register(
             "last_fetch_age_seconds",
             "Seconds since the repos were last fetched (-1 before the first fetch)",
@@ -221,6 +235,7 @@ impl Telemetry {
             releases,
             in_flight,
             last_fetch_age,
+            drift,
             last_fetch: Mutex::new(None),
             last_cycle: Mutex::new(None),
             scrape: tokio::sync::Mutex::new(()),
@@ -295,6 +310,18 @@ impl Telemetry {
                     })
                     .inc();
             }
+        }
+        let drift = store.drift().await?;
+        for kind in crate::model::DriftKind::ALL {
+            let n = drift
+                .values()
+                .filter(|rs| rs.iter().any(|r| r.kind == kind))
+                .count();
+            self.drift
+                .get_or_create(&DriftLabels {
+                    kind: kind.as_str().into(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
         self.in_flight
             .set(i64::try_from(in_flight).unwrap_or(i64::MAX));
