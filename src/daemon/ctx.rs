@@ -78,7 +78,7 @@ pub struct Ctx {
     /// recorded in the store whenever it changes, for `protond status`.
     skipped: Mutex<Option<Arc<[crate::state::SkippedRepo]>>>,
     /// The drift check's bookkeeping (when it last ran, whether one is asked for).
-    pub drift: super::drift::Runtime,
+    pub drift: crate::drift::Runtime,
 }
 
 /// A resource's retry state after transient failures.
@@ -157,7 +157,7 @@ impl Ctx {
             writer_lock: Mutex::new(None),
             findings: Mutex::default(),
             skipped: Mutex::new(None),
-            drift: super::drift::Runtime::default(),
+            drift: crate::drift::Runtime::default(),
         })
     }
 

@@ -10,9 +10,8 @@
 //! record changed since the check read it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use tracing::Instrument as _;
 
@@ -26,42 +25,6 @@ use crate::provision::Provisioning;
 use crate::state::{ResourceRecord, StateError};
 use crate::telemetry::events::{DriftCheckFinished, DriftFound};
 
-/// The drift check's bookkeeping in the daemon.
-#[derive(Debug, Default)]
-pub struct Runtime {
-    /// When the last check started.
-    last: Mutex<Option<Instant>>,
-    /// A check was asked for (`protond refresh`, the API).
-    requested: AtomicBool,
-    /// A check is running.
-    running: AtomicBool,
-    /// Resource drift detection (`DetectStackDrift`) is not available here: why (said once).
-    unavailable: Mutex<Option<String>>,
-}
-
-impl Runtime {
-    /// Asks for a check at the next cycle.
-    pub fn request(&self) {
-        self.requested.store(true, Ordering::SeqCst);
-    }
-
-    /// Why resource drift detection is not available, once a check found out.
-    #[must_use]
-    pub fn unavailable(&self) -> Option<String> {
-        self.unavailable
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-}
-
-/// Whether a check is due: asked for, or the interval (if any) passed since the last one
-/// (or none ran yet).
-#[must_use]
-pub fn due(requested: bool, interval: Option<Duration>, since_last: Option<Duration>) -> bool {
-    requested || interval.is_some_and(|i| since_last.is_none_or(|elapsed| elapsed >= i))
-}
-
 /// What the check needs of one desired resource.
 #[derive(Debug, Clone)]
 struct Wanted {
@@ -73,22 +36,9 @@ struct Wanted {
 
 /// Starts a check beside the cycle when one is due and none runs.
 pub(super) fn maybe_start(ctx: &Arc<Ctx>, eval: &Evaluation) {
-    let rt = &ctx.drift;
-    let since = rt
-        .last
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .map(|t| t.elapsed());
-    if !due(
-        rt.requested.load(Ordering::SeqCst),
-        ctx.config.drift.interval,
-        since,
-    ) || rt.running.swap(true, Ordering::SeqCst)
-    {
+    if !ctx.drift.begin(ctx.config.drift.interval, Instant::now()) {
         return;
     }
-    rt.requested.store(false, Ordering::SeqCst);
-    *rt.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
     let wanted = wanted(ctx, eval);
     let task_ctx = ctx.clone();
     tokio::spawn(
@@ -96,7 +46,7 @@ pub(super) fn maybe_start(ctx: &Arc<Ctx>, eval: &Evaluation) {
             if let Err(e) = check(&task_ctx, &wanted).await {
                 tracing::warn!(error = %e, "Drift check failed; retrying at the next interval.");
             }
-            task_ctx.drift.running.store(false, Ordering::SeqCst);
+            task_ctx.drift.finish();
         }
         .instrument(tracing::info_span!("drift")),
     );
@@ -200,16 +150,10 @@ async fn check_one(ctx: &Ctx, record: &ResourceRecord, w: &Wanted) -> Option<Vec
             return None;
         }
     };
-    if let Some(why) = drift::detection_unavailable(&read) {
-        let mut u = ctx
-            .drift
-            .unavailable
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if u.is_none() {
-            tracing::info!(reason = %why, "Resource drift detection not available on this endpoint (DetectStackDrift failed); stacks are still compared by status, template, parameters and tags.");
-            *u = Some(why.to_string());
-        }
+    if let Some(why) = drift::detection_unavailable(&read)
+        && ctx.drift.set_unavailable(why)
+    {
+        tracing::info!(reason = %why, "Resource drift detection not available on this endpoint (DetectStackDrift failed); stacks are still compared by status, template, parameters and tags.");
     }
     // The template is compared only while the desired rendering is the recorded one.
     let rendered = w.document.as_deref().filter(|_| {
@@ -225,28 +169,4 @@ async fn check_one(ctx: &Ctx, record: &ResourceRecord, w: &Wanted) -> Option<Vec
         rendered,
     };
     Some(drift::classify(&expected, &read))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_check_is_due_when_asked_or_the_interval_passed() {
-        let m = Duration::from_mins(1);
-        let cases = [
-            (false, Some(m), None, true),
-            (false, Some(m), Some(Duration::from_secs(59)), false),
-            (false, Some(m), Some(m), true),
-            (false, None, None, false),
-            (true, None, Some(Duration::ZERO), true),
-        ];
-        for (requested, interval, since, want) in cases {
-            assert_eq!(
-                due(requested, interval, since),
-                want,
-                "{requested} {interval:?} {since:?}"
-            );
-        }
-    }
 }

@@ -7,7 +7,9 @@
 //!    running and backing-off resources, the clock);
 //! 5. [`crate::evaluate::evaluate`]: compute the desired state, diff, gate and schedule
 //!    (pure; `protond plan` calls the same function);
-//! 6. [`record_moves`]: record spec files that moved to another repo;
+//! 6. [`record_moves`]: record spec files that moved to another repo; record the invalid
+//!    specs (for `protond status`); start the drift check beside the cycle when it is due
+//!    ([`super::drift`]);
 //! 7. [`start`]: start a deployment task for every change the schedule lets start;
 //! 8. [`propose`]: start the pull-request pass for major upgrades.
 //!

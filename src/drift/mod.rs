@@ -20,6 +20,10 @@
 //!
 //! It must never read AWS, the store or a clock.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
 use crate::config::DriftPolicy;
 use crate::import::compare;
 use crate::model::{DriftKind, ResourceStatus};
@@ -85,7 +89,11 @@ pub fn classify(expected: &Expected<'_>, read: &DriftRead) -> Vec<Finding> {
         out.push(f);
     }
     if let Some(Ok(template)) = &live_template {
-        let d = compare::diff_parameters(&live.parameters, template);
+        // A declared parameter the stack does not list was never set out of band.
+        let d: Vec<compare::Difference> = compare::diff_parameters(&live.parameters, template)
+            .into_iter()
+            .filter(|d| d.change != compare::Change::Added)
+            .collect();
         if !d.is_empty() {
             out.push((DriftKind::Parameters, shown(&d)));
         }
@@ -181,6 +189,72 @@ pub fn detection_unavailable(read: &DriftRead) -> Option<&str> {
         ResourceDrift::NotAvailable(why) => Some(why),
         _ => None,
     }
+}
+
+/// The drift check's bookkeeping in the daemon: when the last check started, whether one
+/// is asked for or running, and whether resource drift detection is available. It reads no
+/// clock: the caller passes the time.
+#[derive(Debug, Default)]
+pub struct Runtime {
+    last: Mutex<Option<Instant>>,
+    requested: AtomicBool,
+    running: AtomicBool,
+    unavailable: Mutex<Option<String>>,
+}
+
+impl Runtime {
+    /// Asks for a check at the next cycle.
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+    }
+
+    /// Starts a check at `now` when one is [`due`] and none runs; `false` otherwise.
+    pub fn begin(&self, interval: Option<Duration>, now: Instant) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let since = last.map(|t| now.saturating_duration_since(t));
+        if !due(self.requested.load(Ordering::SeqCst), interval, since)
+            || self.running.swap(true, Ordering::SeqCst)
+        {
+            return false;
+        }
+        self.requested.store(false, Ordering::SeqCst);
+        *last = Some(now);
+        true
+    }
+
+    /// The running check ended.
+    pub fn finish(&self) {
+        self.running.store(false, Ordering::SeqCst);
+    }
+
+    /// Records that resource drift detection is not available (`why`); `true` the first time.
+    pub fn set_unavailable(&self, why: &str) -> bool {
+        let mut u = self
+            .unavailable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let first = u.is_none();
+        if first {
+            *u = Some(why.to_string());
+        }
+        first
+    }
+
+    /// Why resource drift detection is not available, once a check found out.
+    #[must_use]
+    pub fn unavailable(&self) -> Option<String> {
+        self.unavailable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Whether a check is due: asked for, or the interval (if any) passed since the last one
+/// (or none ran yet).
+#[must_use]
+pub fn due(requested: bool, interval: Option<Duration>, since_last: Option<Duration>) -> bool {
+    requested || interval.is_some_and(|i| since_last.is_none_or(|elapsed| elapsed >= i))
 }
 
 #[cfg(test)]

@@ -203,3 +203,33 @@ fn heal_asks_for_a_redeploy_unless_only_resources_drifted() {
     let r = read("UPDATE_COMPLETE", TEMPLATE, &[]);
     assert_eq!(detection_unavailable(&r), Some("not implemented"));
 }
+
+#[test]
+fn a_check_is_due_when_asked_or_the_interval_passed() {
+    let m = Duration::from_mins(1);
+    let cases = [
+        (false, Some(m), None, true),
+        (false, Some(m), Some(Duration::from_secs(59)), false),
+        (false, Some(m), Some(m), true),
+        (false, None, None, false),
+        (true, None, Some(Duration::ZERO), true),
+    ];
+    for (requested, interval, since, want) in cases {
+        assert_eq!(
+            due(requested, interval, since),
+            want,
+            "{requested} {interval:?} {since:?}"
+        );
+    }
+    let rt = Runtime::default();
+    let t0 = Instant::now();
+    assert!(rt.begin(Some(m), t0), "the first check is due at once");
+    assert!(!rt.begin(None, t0), "one at a time");
+    rt.finish();
+    assert!(!rt.begin(Some(m), t0 + Duration::from_secs(1)));
+    rt.request();
+    assert!(rt.begin(Some(m), t0 + Duration::from_secs(2)), "asked for");
+    assert!(rt.set_unavailable("no"));
+    assert!(!rt.set_unavailable("no"));
+    assert_eq!(rt.unavailable().as_deref(), Some("no"));
+}
