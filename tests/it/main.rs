@@ -22,6 +22,7 @@ mod abuse;
 mod cli;
 mod codebuild;
 mod daemon;
+mod drift;
 mod faults;
 mod git_plan;
 mod hostile_git;
