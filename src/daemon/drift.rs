@@ -44,7 +44,7 @@ pub(super) fn maybe_start(ctx: &Arc<Ctx>, eval: &Evaluation) {
     tokio::spawn(
         async move {
             if let Err(e) = check(&task_ctx, &wanted).await {
-                tracing::warn!(error = %e, "Drift check failed; retrying at the next interval.");
+                tracing::warn!(error = %crate::error_chain(&e), "Drift check failed; retrying at the next interval.");
             }
             task_ctx.drift.finish();
         }
@@ -146,7 +146,7 @@ async fn check_one(ctx: &Ctx, record: &ResourceRecord, w: &Wanted) -> Option<Vec
     {
         Ok(r) => r,
         Err(e) => {
-            tracing::warn!(resource = %record.id, error = %e, "Drift check could not read the stack.");
+            tracing::warn!(resource = %record.id, error = %crate::error_chain(&e), "Drift check could not read the stack.");
             return None;
         }
     };

@@ -47,22 +47,28 @@ impl Store {
         found: &[(DriftKind, String)],
     ) -> Result<Vec<DriftKind>, StateError> {
         let mut tx = self.pool.begin().await.map_err(self.q("record drift"))?;
-        let before: Vec<String> =
-            sqlx::query_scalar("SELECT kind FROM drift WHERE resource_id = ?")
+        // Writing first: a transaction that reads and then writes can fail at once on a
+        // busy WAL database (its snapshot is stale), where a first write waits its turn.
+        let before =
+            sqlx::query("DELETE FROM drift WHERE resource_id = ? RETURNING kind, found_at")
                 .bind(resource_id)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(self.q("record drift"))?;
-        sqlx::query("DELETE FROM drift WHERE resource_id = ?")
-            .bind(resource_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.q("record drift"))?;
+        let mut first_found: BTreeMap<String, String> = BTreeMap::new();
+        for r in &before {
+            let kind: String = r.try_get("kind").map_err(self.q("record drift"))?;
+            let at: String = r.try_get("found_at").map_err(self.q("record drift"))?;
+            first_found.insert(kind, at);
+        }
         let mut new = Vec::new();
         for (kind, detail) in found {
-            if !before.iter().any(|k| k == kind.as_str()) {
+            let at = if let Some(at) = first_found.get(kind.as_str()) {
+                at.clone()
+            } else {
                 new.push(*kind);
-            }
+                now()
+            };
             sqlx::query(
                 "INSERT INTO drift (resource_id, kind, detail, found_at) VALUES (?, ?, ?, ?)
                  ON CONFLICT (resource_id, kind) DO UPDATE SET detail = excluded.detail",
@@ -70,7 +76,7 @@ impl Store {
             .bind(resource_id)
             .bind(kind.as_str())
             .bind(detail)
-            .bind(now())
+            .bind(at)
             .execute(&mut *tx)
             .await
             .map_err(self.q("record drift"))?;
@@ -207,6 +213,7 @@ mod tests {
             .await
             .expect("set");
         assert_eq!(new, vec![DriftKind::Missing]);
+        let first = store.drift().await.expect("read")[id][0].found_at.clone();
         let new = store
             .set_drift(
                 id,
@@ -218,6 +225,11 @@ mod tests {
             .await
             .expect("set");
         assert_eq!(new, vec![DriftKind::Tags], "only the new kind is new");
+        let missing = &store.drift().await.expect("read")[id][0];
+        assert_eq!(
+            (missing.kind, &missing.found_at),
+            (DriftKind::Missing, &first)
+        );
         assert_eq!(store.drift().await.expect("read")[id].len(), 2);
         store.retain_drift(&[]).await.expect("retain");
         assert!(store.drift().await.expect("read").is_empty());
