@@ -198,6 +198,7 @@ pub async fn run(
         poll_interval = ?ctx.config.poll_interval,
         "protond started."
     );
+    ctx.drift.enable();
     let mut poll = tokio::time::interval(ctx.config.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let shutdown = shutdown_signal();

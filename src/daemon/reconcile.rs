@@ -168,6 +168,10 @@ async fn record_spec_findings(store: &Store, eval: &Evaluation) -> Result<(), St
             _ => None,
         })
         .collect();
+    // Written only when it changed: most cycles find what the last one found.
+    if store.spec_findings().await? == findings {
+        return Ok(());
+    }
     store.set_spec_findings(&findings).await
 }
 

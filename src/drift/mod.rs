@@ -196,6 +196,7 @@ pub fn detection_unavailable(read: &DriftRead) -> Option<&str> {
 /// clock: the caller passes the time.
 #[derive(Debug, Default)]
 pub struct Runtime {
+    enabled: AtomicBool,
     last: Mutex<Option<Instant>>,
     requested: AtomicBool,
     running: AtomicBool,
@@ -203,6 +204,11 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// Lets checks run (the long-running daemon does; `reconcile --once` and tests do not).
+    pub fn enable(&self) {
+        self.enabled.store(true, Ordering::SeqCst);
+    }
+
     /// Asks for a check at the next cycle.
     pub fn request(&self) {
         self.requested.store(true, Ordering::SeqCst);
@@ -210,6 +216,9 @@ impl Runtime {
 
     /// Starts a check at `now` when one is [`due`] and none runs; `false` otherwise.
     pub fn begin(&self, interval: Option<Duration>, now: Instant) -> bool {
+        if !self.enabled.load(Ordering::SeqCst) {
+            return false;
+        }
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         let since = last.map(|t| now.saturating_duration_since(t));
         if !due(self.requested.load(Ordering::SeqCst), interval, since)

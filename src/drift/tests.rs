@@ -223,6 +223,8 @@ fn a_check_is_due_when_asked_or_the_interval_passed() {
     }
     let rt = Runtime::default();
     let t0 = Instant::now();
+    assert!(!rt.begin(Some(m), t0), "not before enabled");
+    rt.enable();
     assert!(rt.begin(Some(m), t0), "the first check is due at once");
     assert!(!rt.begin(None, t0), "one at a time");
     rt.finish();
@@ -232,4 +234,40 @@ fn a_check_is_due_when_asked_or_the_interval_passed() {
     assert!(rt.set_unavailable("no"));
     assert!(!rt.set_unavailable("no"));
     assert_eq!(rt.unavailable().as_deref(), Some("no"));
+}
+
+#[test]
+fn the_policy_is_the_environments_then_the_repos_then_the_default() {
+    use crate::config::{Config, RawConfig};
+    let compile = |text: &str| {
+        let raw: RawConfig = toml::from_str(text).expect("toml");
+        Config::compile(raw, "proton.toml", std::path::Path::new("/srv"))
+    };
+    let c = compile(
+        "[drift]\ninterval = \"0\"\npolicy = \"heal\"\n[drift.environments]\nprod = \"report\"\n[drift.repos]\npayments = \"report\"\n",
+    )
+    .expect("compiles");
+    assert_eq!(c.drift.interval, None, "0 turns the periodic check off");
+    assert_eq!(
+        c.drift.policy_for(Some("prod"), "other"),
+        DriftPolicy::Report
+    );
+    assert_eq!(
+        c.drift.policy_for(Some("dev"), "payments"),
+        DriftPolicy::Report
+    );
+    assert_eq!(c.drift.policy_for(Some("dev"), "other"), DriftPolicy::Heal);
+    let d = compile("").expect("compiles");
+    assert_eq!(d.drift.interval, Some(Duration::from_mins(10)));
+    assert_eq!(d.drift.policy_for(None, "x"), DriftPolicy::Report);
+    let errors = compile("[drift]\ninterval = \"soon\"\n[drift.repos]\npayments = \"fix\"\n")
+        .expect_err("refused");
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, vec!["drift.interval", "drift.repos.payments"]);
+    assert!(
+        errors[1]
+            .message
+            .contains("use \"report\" (default) or \"heal\""),
+        "{errors:?}"
+    );
 }
