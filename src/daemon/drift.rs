@@ -118,7 +118,9 @@ async fn check(ctx: &Arc<Ctx>, wanted: &BTreeMap<String, Wanted>) -> Result<(), 
             }
             .emit(&ctx.telemetry);
         }
-        if drift::wants_heal(w.policy, &findings) && !pending.contains_key(&record.id) {
+        if drift::wants_heal(w.policy, record.status, &findings)
+            && !pending.contains_key(&record.id)
+        {
             ctx.store
                 .request_deploy(&record.id, ForceCause::DriftHeal, "drift")
                 .await?;

@@ -173,12 +173,16 @@ fn shown(d: &[compare::Difference]) -> String {
     format!("{} difference(s): {}", d.len(), lines.join("; "))
 }
 
-/// Whether `findings` under `policy` ask for a redeploy: under `heal`, any finding but
-/// `resources` alone (redeploying an unchanged template does not correct what
-/// `CloudFormation` reports as resource drift; it is reported only).
+/// Whether `findings` of a resource whose record says `status` ask for a redeploy under
+/// `policy`: under `heal`, any finding but `resources` alone (redeploying an unchanged
+/// template does not correct what `CloudFormation` reports as resource drift; it is
+/// reported only), and only while the record says deployed (a failed deployment, a failed
+/// heal included, is left to the one error policy: no redeploy every interval).
 #[must_use]
-pub fn wants_heal(policy: DriftPolicy, findings: &[Finding]) -> bool {
-    policy == DriftPolicy::Heal && findings.iter().any(|(k, _)| *k != DriftKind::Resources)
+pub fn wants_heal(policy: DriftPolicy, status: ResourceStatus, findings: &[Finding]) -> bool {
+    policy == DriftPolicy::Heal
+        && status == ResourceStatus::Deployed
+        && findings.iter().any(|(k, _)| *k != DriftKind::Resources)
 }
 
 /// What a check says about resource drift detection being unavailable, once per process:

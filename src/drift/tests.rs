@@ -196,10 +196,15 @@ fn details_say_what_differs() {
 fn heal_asks_for_a_redeploy_unless_only_resources_drifted() {
     let missing = vec![(DriftKind::Missing, String::new())];
     let resources = vec![(DriftKind::Resources, String::new())];
-    assert!(wants_heal(DriftPolicy::Heal, &missing));
-    assert!(!wants_heal(DriftPolicy::Report, &missing));
-    assert!(!wants_heal(DriftPolicy::Heal, &resources));
-    assert!(!wants_heal(DriftPolicy::Heal, &[]));
+    let ok = ResourceStatus::Deployed;
+    assert!(wants_heal(DriftPolicy::Heal, ok, &missing));
+    assert!(!wants_heal(DriftPolicy::Report, ok, &missing));
+    assert!(!wants_heal(DriftPolicy::Heal, ok, &resources));
+    assert!(!wants_heal(DriftPolicy::Heal, ok, &[]));
+    assert!(
+        !wants_heal(DriftPolicy::Heal, ResourceStatus::Failed, &missing),
+        "a failed heal is not retried every interval"
+    );
     let r = read("UPDATE_COMPLETE", TEMPLATE, &[]);
     assert_eq!(detection_unavailable(&r), Some("not implemented"));
 }
