@@ -790,8 +790,9 @@ impl HttpRefused {
 }
 
 /// A drift check found a resource's stack different from what protond recorded, in a way
-/// it had not found before (logged once per resource and kind, not every interval); the
-/// `protond_drift{kind}` gauge is read from the store. Logs "Drift found." as a warning.
+/// it had not found before (logged once per resource and kind, not every interval). Counts
+/// `protond_drift_found_total{kind}` (the `protond_drift{kind}` gauge is read from the
+/// store); logs "Drift found." as a warning.
 #[derive(Debug, Clone, Copy)]
 pub struct DriftFound<'a> {
     /// The resource id.
@@ -805,8 +806,14 @@ pub struct DriftFound<'a> {
 }
 
 impl DriftFound<'_> {
-    /// Logs.
-    pub fn emit(self, _t: &Telemetry) {
+    /// Logs and counts.
+    pub fn emit(self, t: &Telemetry) {
+        count(
+            &t.drift_found,
+            &super::DriftLabels {
+                kind: self.kind.as_str().into(),
+            },
+        );
         let policy = match self.policy {
             crate::config::DriftPolicy::Report => "report",
             crate::config::DriftPolicy::Heal => "heal",

@@ -110,6 +110,7 @@ pub struct Telemetry {
     in_flight: Gauge,
     last_fetch_age: Gauge,
     drift: Family<DriftLabels, Gauge>,
+    drift_found: Family<DriftLabels, Counter>,
     last_fetch: Mutex<Option<SystemTime>>,
     last_cycle: Mutex<Option<SystemTime>>,
     scrape: tokio::sync::Mutex<()>,
@@ -208,6 +209,12 @@ impl Telemetry {
             in_flight.clone(),
         );
         let drift = Family::<DriftLabels, Gauge>::default();
+        let drift_found = Family::<DriftLabels, Counter>::default();
+        registry.register(
+            "drift_found",
+            "Drift findings new to a resource (each logged once as \"Drift found.\"), by kind",
+            drift_found.clone(),
+        );
         registry.register(
             "drift",
             "Resources whose stack the last drift check found different from the record, by kind",
@@ -236,6 +243,7 @@ impl Telemetry {
             in_flight,
             last_fetch_age,
             drift,
+            drift_found,
             last_fetch: Mutex::new(None),
             last_cycle: Mutex::new(None),
             scrape: tokio::sync::Mutex::new(()),

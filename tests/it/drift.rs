@@ -199,6 +199,11 @@ async fn drift_is_reported_then_healed_and_refresh_needs_the_token() {
         .filter(|l| l.contains("Drift found.") && l.contains(DELETED))
         .count();
     assert_eq!(found, 1, "logged once, not every interval: {}", d.log());
+    let metrics = get(&format!("{base}/metrics")).await.expect("metrics");
+    assert!(
+        metrics.contains("protond_drift_found_total{kind=\"missing\"} 1\n"),
+        "counted once: {metrics}"
+    );
 
     // refresh: refused without the token, scheduled with it.
     let no_token = w
