@@ -70,6 +70,127 @@ pub struct RawConfig {
     /// Notification receivers (`[[notify]]`).
     #[serde(default)]
     pub notify: Vec<RawNotifyTarget>,
+    /// Drift detection: comparing recorded stacks with live AWS.
+    #[serde(default)]
+    pub drift: RawDrift,
+}
+
+/// `[drift]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDrift {
+    /// How often every recorded stack is compared with live AWS (default `10m`; `0` turns
+    /// the periodic check off; `protond refresh` still runs one).
+    #[serde(default)]
+    pub interval: Option<String>,
+    /// What a drifted resource gets: `report` (default) or `heal` (redeployed through the
+    /// normal path and its gates; a missing stack recreated).
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// Policy by environment name (the environment and everything in it); wins over `repos`.
+    #[serde(default)]
+    pub environments: std::collections::BTreeMap<String, String>,
+    /// Policy by spec repo name (the resources its spec files declare).
+    #[serde(default)]
+    pub repos: std::collections::BTreeMap<String, String>,
+}
+
+/// What a drifted resource gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DriftPolicy {
+    /// Reported only (status, API, page, metrics, logs); a missing stack is not recreated.
+    #[default]
+    Report,
+    /// Reported, and redeployed through the normal path (a missing stack recreated).
+    Heal,
+}
+
+/// `[drift]` after checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriftConfig {
+    /// How often the check runs; `None`: only on demand.
+    pub interval: Option<Duration>,
+    /// The default policy.
+    pub policy: DriftPolicy,
+    /// Policy by environment name.
+    pub environments: std::collections::BTreeMap<String, DriftPolicy>,
+    /// Policy by spec repo name.
+    pub repos: std::collections::BTreeMap<String, DriftPolicy>,
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        Self {
+            interval: Some(Duration::from_mins(10)),
+            policy: DriftPolicy::Report,
+            environments: std::collections::BTreeMap::new(),
+            repos: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+impl DriftConfig {
+    /// The policy of a resource in `environment` declared in `repo`: the environment's,
+    /// else the repo's, else the default.
+    #[must_use]
+    pub fn policy_for(&self, environment: Option<&str>, repo: &str) -> DriftPolicy {
+        environment
+            .and_then(|e| self.environments.get(e))
+            .or_else(|| self.repos.get(repo))
+            .copied()
+            .unwrap_or(self.policy)
+    }
+
+    fn compile(raw: &RawDrift, file: &str, errors: &mut Vec<ConfigError>) -> Self {
+        let d = Self::default();
+        let interval = match raw.interval.as_deref().map(str::trim) {
+            Some("0") => None,
+            other => {
+                let v = duration(
+                    other,
+                    Duration::from_mins(10),
+                    "drift.interval",
+                    file,
+                    errors,
+                );
+                (!v.is_zero()).then_some(v)
+            }
+        };
+        let mut policy = |v: &str, key: String| match v {
+            "report" => DriftPolicy::Report,
+            "heal" => DriftPolicy::Heal,
+            other => {
+                errors.push(ConfigError {
+                    file: file.into(),
+                    key,
+                    message: format!(
+                        "unknown drift policy {other:?}; use \"report\" (default) or \"heal\""
+                    ),
+                });
+                DriftPolicy::Report
+            }
+        };
+        let default = raw
+            .policy
+            .as_deref()
+            .map_or(d.policy, |p| policy(p, "drift.policy".into()));
+        let environments = raw
+            .environments
+            .iter()
+            .map(|(k, v)| (k.clone(), policy(v, format!("drift.environments.{k}"))))
+            .collect();
+        let repos = raw
+            .repos
+            .iter()
+            .map(|(k, v)| (k.clone(), policy(v, format!("drift.repos.{k}"))))
+            .collect();
+        Self {
+            interval,
+            policy: default,
+            environments,
+            repos,
+        }
+    }
 }
 
 /// `[codebuild]`.
@@ -996,6 +1117,8 @@ pub struct Config {
     pub codebuild: CodeBuildConfig,
     /// Commit statuses and outgoing notifications.
     pub notifications: Notifications,
+    /// `[drift]`: drift detection.
+    pub drift: DriftConfig,
 }
 
 /// A configuration problem: the file, the key, and the fix.
@@ -1267,6 +1390,7 @@ impl Config {
         let codebuild = CodeBuildConfig::compile(&raw.codebuild, file, &mut errors2);
         let notifications =
             Notifications::compile(&raw.notifications, &raw.notify, file, &mut errors2);
+        let drift = DriftConfig::compile(&raw.drift, file, &mut errors2);
         let self_managed = raw.self_managed.as_ref().and_then(|sm| {
             let forge = match &sm.forge {
                 None => Some(ForgeConfig {
@@ -1407,6 +1531,7 @@ impl Config {
             artifacts,
             codebuild,
             notifications,
+            drift,
         })
     }
 }

@@ -28,6 +28,7 @@ pub mod config;
 pub(crate) mod daemon;
 pub mod demo;
 pub mod desired;
+pub(crate) mod drift;
 pub(crate) mod evaluate;
 pub mod forge;
 pub(crate) mod import;

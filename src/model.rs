@@ -643,3 +643,34 @@ mod tests {
         assert_eq!(Version::parse("v1.2"), None);
     }
 }
+
+text_enum! {
+    /// How a recorded stack differs from live AWS (a drift check's finding; the
+    /// `protond_drift{kind}` label).
+    pub enum DriftKind {
+        /// The stack is gone: not found by its recorded `StackId`, or `DELETE_COMPLETE`.
+        Missing => "missing",
+        /// Its status does not match the record (e.g. an update nobody recorded).
+        Status => "status",
+        /// Its template is not the one protond deployed.
+        Template => "template",
+        /// Parameter values were set out of band.
+        Parameters => "parameters",
+        /// protond's tags (ownership, template) were changed or removed.
+        Tags => "tags",
+        /// `CloudFormation`'s own resource drift detection found drifted resources.
+        Resources => "resources",
+    }
+}
+
+impl DriftKind {
+    /// Every kind, in the order the views list them.
+    pub const ALL: [Self; 6] = [
+        Self::Missing,
+        Self::Status,
+        Self::Template,
+        Self::Parameters,
+        Self::Tags,
+        Self::Resources,
+    ];
+}

@@ -224,6 +224,10 @@ pub struct StatusRow {
     pub major_available: Option<u32>,
     /// Its newest deployment.
     pub last_deployment: Option<LastDeployment>,
+    /// How its stack differs from live AWS, as the last drift check found (omitted when in
+    /// sync or never checked).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<crate::state::drift::DriftRecord>,
 }
 
 /// Rollouts as readable lines.
@@ -481,6 +485,7 @@ pub fn status_with(overview: &Overview, findings: &Findings) -> Vec<StatusRow> {
             minor_available,
             major_available,
             last_deployment: None,
+            drift: Vec::new(),
         });
     }
     let position: BTreeMap<String, usize> = recorded
@@ -507,6 +512,7 @@ pub fn status_with(overview: &Overview, findings: &Findings) -> Vec<StatusRow> {
                 minor_available: None,
                 major_available: None,
                 last_deployment: None,
+                drift: Vec::new(),
             })
         };
         row.in_flight = d.status == DeploymentStatus::InProgress;
@@ -540,6 +546,7 @@ pub fn status_with(overview: &Overview, findings: &Findings) -> Vec<StatusRow> {
                 minor_available: None,
                 major_available: None,
                 last_deployment: None,
+                drift: Vec::new(),
             })
         } else {
             // Unknown is only ever said of what is recorded.
@@ -554,6 +561,54 @@ pub fn status_with(overview: &Overview, findings: &Findings) -> Vec<StatusRow> {
         }
     }
     merge_by_id(recorded, unrecorded.into_values().collect())
+}
+
+/// Adds what the store records as drifted to each row (see [`StatusRow::drift`]).
+#[must_use]
+pub fn with_drift(
+    mut rows: Vec<StatusRow>,
+    drift: &BTreeMap<String, Vec<crate::state::drift::DriftRecord>>,
+) -> Vec<StatusRow> {
+    for row in &mut rows {
+        if let Some(d) = drift.get(&row.id) {
+            row.drift.clone_from(d);
+        }
+    }
+    rows
+}
+
+/// [`Findings`] from what the daemon's last cycle recorded in the store (the CLI's view of
+/// invalid specs: `protond status` runs in another process).
+#[must_use]
+pub fn findings_from_store(
+    recorded: &BTreeMap<String, crate::state::drift::SpecFinding>,
+) -> Findings {
+    Findings {
+        by_id: recorded
+            .iter()
+            .map(|(id, f)| {
+                (
+                    id.clone(),
+                    Finding {
+                        kind: f.kind,
+                        template: f.template.clone(),
+                        status: ViewStatus::SpecInvalid,
+                        detail: f.detail.clone(),
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+/// The drift of a row in one line: `drifted (missing, template)`; empty when in sync.
+#[must_use]
+pub fn drift_label(row: &StatusRow) -> String {
+    if row.drift.is_empty() {
+        return String::new();
+    }
+    let kinds: Vec<&str> = row.drift.iter().map(|d| d.kind.as_str()).collect();
+    format!("drifted ({})", kinds.join(", "))
 }
 
 /// Merges two lists of rows, each kept in its order, taking the smaller id first: sorted
@@ -579,13 +634,18 @@ fn merge_by_id(a: Vec<StatusRow>, b: Vec<StatusRow>) -> Vec<StatusRow> {
 /// The status cell of the table and the page: the status, and whether a deployment runs.
 #[must_use]
 pub fn status_label(row: &StatusRow) -> String {
-    if row.in_flight
+    let label = if row.in_flight
         && row.status != ViewStatus::Creating
         && row.status != ViewStatus::WaitingForNotify
     {
         format!("{}, in flight", row.status.label())
     } else {
         row.status.label().to_string()
+    };
+    if row.drift.is_empty() {
+        label
+    } else {
+        format!("{label}, {}", drift_label(row))
     }
 }
 
@@ -629,6 +689,12 @@ pub fn status_table(rows: &[StatusRow]) -> String {
                 last.push_str("; ");
             }
             last.push_str(first_line(p));
+        }
+        for d in &r.drift {
+            if !last.is_empty() {
+                last.push_str("; ");
+            }
+            let _ = write!(last, "drift {}: {}", d.kind, first_line(&d.detail));
         }
         t.push(vec![
             r.id.clone(),

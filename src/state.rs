@@ -27,6 +27,7 @@ use crate::model::{
 };
 use crate::plan;
 
+pub mod drift;
 pub mod lock;
 mod repo_health;
 mod requests;
@@ -1054,6 +1055,14 @@ impl Store {
                     .await
                     .map_err(self.q("mark resource failed"))?;
             }
+        }
+        if matches!(outcome, Outcome::Succeeded(_) | Outcome::Deleted) {
+            // What was found drifted is redeployed (or gone): the next check looks again.
+            sqlx::query("DELETE FROM drift WHERE resource_id = ?")
+                .bind(&resource_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(self.q("clear drift"))?;
         }
         tx.commit().await.map_err(self.q("finish deployment"))
     }

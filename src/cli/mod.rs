@@ -1,6 +1,6 @@
 //! The command line: argument parsing, logging setup, and the dispatch of each subcommand
 //! to its own file (`validate`, `render`, `plan`, `status`, `run` and `reconcile`, `demo`,
-//! `bench`, `notify`, `rollout`, `forget`, `check-config`, `import`). Errors are printed once, with their chain
+//! `bench`, `notify`, `rollout`, `forget`, `check-config`, `import`, `refresh`). Errors are printed once, with their chain
 //! (`{:#}`), and turned into exit codes here and nowhere else; anyhow is used in this module
 //! and nowhere else in the crate.
 //!
@@ -22,6 +22,7 @@ mod forget;
 mod import;
 mod notify;
 mod plan;
+mod refresh;
 pub(crate) mod release;
 mod render;
 mod rollout;
@@ -293,6 +294,17 @@ pub enum Command {
     /// adds protond's ownership tags. A dry run by default. `--write-specs` drafts spec files
     /// from Proton's API export instead.
     Import(Box<ImportArgs>),
+    /// Ask the running daemon (`protond run`) to fetch every repo and re-read live state
+    /// now: a drift check of every recorded stack and a cycle. Sends the API token from the
+    /// variable `server.token_env` names to `POST /api/v1/refresh`.
+    Refresh {
+        /// Config file (its `[server] listen` address and `token_env`).
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+        /// The daemon's base URL, when not `http://<server.listen>`.
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Check a `proton.toml` and list every problem.
     CheckConfig {
         /// Config file.
@@ -460,6 +472,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Refresh { config, url } => refresh::refresh_cmd(&config, url.as_deref()),
         Command::Import(args) => import::import_cmd(&args),
     }
 }

@@ -43,10 +43,13 @@ pub(super) fn plan_cmd(config: &Path, output: OutputFormat, fetch: bool) -> Resu
         )
         .await?;
         let eval = crate::evaluate::evaluate(&snapshot, &facts, &config, None);
+        // What the daemon's drift checks found (read only: the plan never checks or heals).
+        let drift = store.drift().await?;
         let mut out = std::io::stdout().lock();
         match output {
             OutputFormat::Json => {
-                let doc = plan_json(&eval, &snapshot);
+                let mut doc = plan_json(&eval, &snapshot);
+                doc["drift"] = serde_json::to_value(&drift)?;
                 writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
             }
             OutputFormat::Table => {
@@ -58,10 +61,62 @@ pub(super) fn plan_cmd(config: &Path, output: OutputFormat, fetch: bool) -> Resu
                     customer_managed_section(&eval.set.customer_managed)
                 )?;
                 write!(out, "{}", schedule_section(&eval.schedule))?;
+                write!(out, "{}", drift_section(&drift, &eval, &config.drift))?;
             }
         }
-        Ok(ExitCode::SUCCESS)
+        // Problems listed (invalid specs, unreadable repos, drift): exit 1, as the README's
+        // exit codes say.
+        Ok(if has_problems(&eval) || !drift.is_empty() {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        })
     })
+}
+
+/// Whether the plan lists problems: the desired state's (bad spec files, unread repos) or
+/// an invalid resource.
+fn has_problems(eval: &Evaluation) -> bool {
+    !eval.set.problems.is_empty()
+        || eval
+            .plan
+            .actions
+            .iter()
+            .any(|a| matches!(a.action, crate::plan::ActionKind::Invalid { .. }))
+}
+
+/// The drift the daemon's checks found, with what the policy does about it; empty when none.
+fn drift_section(
+    drift: &BTreeMap<String, Vec<crate::state::drift::DriftRecord>>,
+    eval: &Evaluation,
+    policy: &crate::config::DriftConfig,
+) -> String {
+    if drift.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "\nDrift (live AWS differs from the record; found by the daemon's drift check):\n",
+    );
+    for (id, records) in drift {
+        let declared = eval.set.resources.iter().find(|r| &r.desired.id == id);
+        let heal = declared.is_some_and(|r| {
+            policy.policy_for(r.environment.as_deref(), &r.desired.repo)
+                == crate::config::DriftPolicy::Heal
+        });
+        let what = if heal {
+            "policy heal: redeployed through the normal path (a missing stack is recreated)"
+        } else {
+            "policy report: not redeployed (set [drift] policy = \"heal\" or redeploy it)"
+        };
+        s.push_str(&format!("  {id} ({what}):\n"));
+        for r in records {
+            s.push_str(&format!(
+                "    {}: {} (since {})\n",
+                r.kind, r.detail, r.found_at
+            ));
+        }
+    }
+    s
 }
 
 /// The customer-managed environments, which protond never deploys, and where their outputs

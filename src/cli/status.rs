@@ -18,7 +18,12 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
     runtime()?.block_on(async move {
         let store = crate::state::Store::open(&config.state).await?;
         let overview = store.overview().await?;
-        let rows = crate::ops::status(&overview);
+        // What the daemon recorded: invalid specs (its last cycle) and drift (its checks).
+        let findings = crate::ops::findings_from_store(&store.spec_findings().await?);
+        let rows = crate::ops::with_drift(
+            crate::ops::status_with(&overview, &findings),
+            &store.drift().await?,
+        );
         let releases: Vec<serde_json::Value> = overview
             .template_versions
             .iter()

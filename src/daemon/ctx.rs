@@ -80,6 +80,8 @@ pub struct Ctx {
     /// The repos the last cycle could not fetch or read (`None` before the first cycle);
     /// recorded in the store whenever it changes, for `protond status`.
     skipped: Mutex<Option<Arc<[crate::state::SkippedRepo]>>>,
+    /// The drift check's bookkeeping (when it last ran, whether one is asked for).
+    pub drift: crate::drift::Runtime,
 }
 
 /// A resource's retry state after transient failures.
@@ -159,6 +161,7 @@ impl Ctx {
             writer_lock: Mutex::new(None),
             findings: Mutex::default(),
             skipped: Mutex::new(None),
+            drift: crate::drift::Runtime::default(),
         })
     }
 

@@ -9,6 +9,7 @@
 
 mod ctx;
 pub mod customer;
+pub mod drift;
 mod lifecycle;
 mod pipelines;
 pub mod reconcile;
@@ -204,6 +205,7 @@ pub async fn run(
         poll_interval = ?ctx.config.poll_interval,
         "protond started."
     );
+    ctx.drift.enable();
     let mut poll = tokio::time::interval(ctx.config.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let shutdown = shutdown_signal();
@@ -211,6 +213,12 @@ pub async fn run(
     let mut fetch = Fetch::All;
     loop {
         let cron_wait = next_cron(&ctx.config).unwrap_or(Duration::from_hours(8760));
+        // A cycle when the drift check is due (it starts beside that cycle).
+        let drift_wait = ctx
+            .config
+            .drift
+            .interval
+            .unwrap_or(Duration::from_hours(8760));
         tokio::select! {
             () = &mut shutdown => {
                 tracing::info!(in_flight = ctx.in_flight(), grace = ?ctx.config.shutdown_grace, "Shutting down: no new deployments; waiting for running ones to record their outcome.");
@@ -226,6 +234,7 @@ pub async fn run(
                 fetch = fetch.merge(changed(i));
             }
             () = tokio::time::sleep(cron_wait) => { fetch = fetch.merge(Fetch::All); }
+            () = tokio::time::sleep(drift_wait) => {}
         }
         // Coalesce whatever else arrived meanwhile into this one cycle.
         while wake.try_recv().is_ok() {}

@@ -7,7 +7,9 @@
 //!    running and backing-off resources, the clock);
 //! 5. [`crate::evaluate::evaluate`]: compute the desired state, diff, gate and schedule
 //!    (pure; `protond plan` calls the same function);
-//! 6. [`record_moves`]: record spec files that moved to another repo;
+//! 6. [`record_moves`]: record spec files that moved to another repo; record the invalid
+//!    specs (for `protond status`); start the drift check beside the cycle when it is due
+//!    ([`super::drift`]);
 //! 7. [`start`]: start a deployment task for every change the schedule lets start;
 //! 8. [`propose`]: start the pull-request pass for major upgrades.
 //!
@@ -126,6 +128,8 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<CycleReport,
                 .with_customer_managed(&eval.set.customer_managed),
         );
         record_moves(&ctx.store, &eval, &facts.records).await?;
+        record_spec_findings(&ctx.store, &eval).await?;
+        super::drift::maybe_start(ctx, &eval);
         start(ctx, &snapshot, &eval, &facts.records, &mut report);
         propose(ctx, snapshot, facts.records).await;
         tracing::Span::current().record("started", report.started);
@@ -141,6 +145,35 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<CycleReport,
     }
     .instrument(span)
     .await
+}
+
+/// Records the resources this cycle found invalid, for `protond status` (another process).
+///
+/// # Errors
+///
+/// [`StateError`] when the store cannot record them.
+async fn record_spec_findings(store: &Store, eval: &Evaluation) -> Result<(), StateError> {
+    let findings = eval
+        .plan
+        .actions
+        .iter()
+        .filter_map(|a| match &a.action {
+            crate::plan::ActionKind::Invalid { error } => Some((
+                a.id.clone(),
+                crate::state::drift::SpecFinding {
+                    kind: a.kind,
+                    template: a.template.clone(),
+                    detail: error.clone(),
+                },
+            )),
+            _ => None,
+        })
+        .collect();
+    // Written only when it changed: most cycles find what the last one found.
+    if store.spec_findings().await? == findings {
+        return Ok(());
+    }
+    store.set_spec_findings(&findings).await
 }
 
 /// Step 1: fetches what `fetch` names and reads every repo (blocking git work, off the

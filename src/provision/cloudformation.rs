@@ -31,6 +31,9 @@ use super::artifacts::{ArtifactError, Artifacts};
 use super::{Applied, BoxFuture, DeployError, Job, Provisioner};
 use crate::model::Placement;
 
+mod drift;
+pub use drift::{DriftRead, ResourceDrift};
+
 /// `CloudFormation`'s limit on an inline `TemplateBody`, in bytes; larger templates are
 /// deployed from the artifact bucket with `TemplateURL` (whose limit is 1 MB).
 pub const TEMPLATE_BODY_LIMIT: usize = 51_200;

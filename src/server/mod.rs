@@ -128,6 +128,8 @@ pub fn router(ctx: Arc<Ctx>, secrets: Secrets) -> Router {
             post(rollout_action),
         )
         .route("/api/v1/reconcile", post(reconcile_now))
+        .route("/api/v1/refresh", post(refresh_now))
+        .route("/api/v1/drift", get(drift))
         .route("/api/v1/notify", post(notify))
         .route("/webhooks/github", post(github_webhook))
         .route("/webhooks/gitlab", post(gitlab_webhook))
@@ -356,8 +358,12 @@ async fn templates(State(app): State<App>) -> Response {
 }
 
 async fn status_rows(app: &App) -> Result<Vec<crate::ops::StatusRow>, Response> {
+    let drift = app.ctx.store.drift().await.map_err(|e| store_error(&e))?;
     match app.ctx.store.overview().await {
-        Ok(overview) => Ok(crate::ops::status_with(&overview, &app.ctx.findings())),
+        Ok(overview) => Ok(crate::ops::with_drift(
+            crate::ops::status_with(&overview, &app.ctx.findings()),
+            &drift,
+        )),
         Err(e) => Err(store_error(&e)),
     }
 }
@@ -546,6 +552,38 @@ async fn reconcile_now(State(app): State<App>, headers: HeaderMap) -> Response {
         axum::Json(json!({ "scheduled": true })),
     )
         .into_response()
+}
+
+/// `POST /api/v1/refresh` (token): fetch every repo and re-read live state now: a drift
+/// check of every recorded stack beside an immediate cycle.
+async fn refresh_now(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&app, &headers) {
+        return r;
+    }
+    app.ctx.drift.request();
+    app.ctx.request_cycle(crate::desired::Fetch::All);
+    tracing::info!("Refresh requested (API): a cycle and a drift check now.");
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "scheduled": true, "drift_check": true })),
+    )
+        .into_response()
+}
+
+/// `GET /api/v1/drift`: the drift the last checks found, by resource, and whether
+/// `CloudFormation`'s resource drift detection is available here.
+async fn drift(State(app): State<App>) -> Response {
+    match app.ctx.store.drift().await {
+        Ok(d) => axum::Json(json!({
+            "resources": d,
+            "resource_drift_detection": match app.ctx.drift.unavailable() {
+                None => json!({ "available": true }),
+                Some(why) => json!({ "available": false, "reason": format!("resource drift detection not available: {why}") }),
+            },
+        }))
+        .into_response(),
+        Err(e) => store_error(&e),
+    }
 }
 
 /// `POST /api/v1/notify`: Proton's `NotifyResourceDeploymentStatusChange`, for self-managed

@@ -69,6 +69,20 @@ fn resource_table(out: &mut String, rows: &[&StatusRow]) {
         if let Some(p) = &r.problem {
             let _ = write!(status, "<br><code>{}</code>", esc(p));
         }
+        // Drift is never green: the stack is not what protond deployed.
+        let status_class = if r.drift.is_empty() {
+            status_class
+        } else {
+            "bad"
+        };
+        for d in &r.drift {
+            let _ = write!(
+                status,
+                "<br><code>drift {}: {}</code>",
+                d.kind,
+                esc(&d.detail)
+            );
+        }
         let last = r.last_deployment.as_ref().map_or_else(
             || "<span class=\"muted\">none</span>".to_string(),
             |d| {

@@ -1028,6 +1028,78 @@ impl HttpRefused {
     }
 }
 
+/// A drift check found a resource's stack different from what protond recorded, in a way
+/// it had not found before (logged once per resource and kind, not every interval). Counts
+/// `protond_drift_found_total{kind}` (the `protond_drift{kind}` gauge is read from the
+/// store); logs "Drift found." as a warning.
+#[derive(Debug, Clone, Copy)]
+pub struct DriftFound<'a> {
+    /// The resource id.
+    pub resource: &'a str,
+    /// What differs.
+    pub kind: crate::model::DriftKind,
+    /// How.
+    pub detail: &'a str,
+    /// What the policy does about it.
+    pub policy: crate::config::DriftPolicy,
+}
+
+impl DriftFound<'_> {
+    /// Logs and counts.
+    pub fn emit(self, t: &Telemetry) {
+        count(
+            &t.drift_found,
+            &super::DriftLabels {
+                kind: self.kind.as_str().into(),
+            },
+        );
+        let policy = match self.policy {
+            crate::config::DriftPolicy::Report => "report",
+            crate::config::DriftPolicy::Heal => "heal",
+        };
+        tracing::warn!(resource = %self.resource, kind = %self.kind, detail = %self.detail, policy, "Drift found.");
+        t.notifications().offer(
+            Notification::new(
+                NotifyEvent::DriftFound,
+                format!(
+                    "{}: drift found ({}): {} (policy: {policy})",
+                    self.resource, self.kind, self.detail
+                ),
+            )
+            .resource(self.resource)
+            .detail("kind", self.kind.as_str())
+            .detail("detail", self.detail)
+            .detail("policy", policy),
+        );
+    }
+}
+
+/// A drift check ended. Logs "Drift check finished." with its figures.
+#[derive(Debug, Clone, Copy)]
+pub struct DriftCheckFinished {
+    /// Stacks compared.
+    pub checked: usize,
+    /// Of which drifted.
+    pub drifted: usize,
+    /// Stacks that could not be read (each logged).
+    pub unreadable: usize,
+    /// How long the check took.
+    pub elapsed: Duration,
+}
+
+impl DriftCheckFinished {
+    /// Logs.
+    pub fn emit(self, _t: &Telemetry) {
+        tracing::info!(
+            checked = self.checked,
+            drifted = self.drifted,
+            unreadable = self.unreadable,
+            elapsed_ms = u64::try_from(self.elapsed.as_millis()).unwrap_or(u64::MAX),
+            "Drift check finished."
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

@@ -29,7 +29,8 @@ pub fn wants_openmetrics(accept: Option<&str>) -> bool {
 pub fn to_prometheus_text(openmetrics: &str) -> String {
     let mut out = String::with_capacity(openmetrics.len());
     // Families declared as counters or infos: their metadata is renamed.
-    let mut renamed: std::collections::BTreeMap<&str, (&str, &str)> = std::collections::BTreeMap::new();
+    let mut renamed: std::collections::BTreeMap<&str, (&str, &str)> =
+        std::collections::BTreeMap::new();
     for line in openmetrics.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let mut it = rest.splitn(2, ' ');

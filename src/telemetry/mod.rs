@@ -78,6 +78,13 @@ pub struct StateLabels {
     pub state: String,
 }
 
+/// Labels of the drift gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DriftLabels {
+    /// What differs (`missing`, `status`, `template`, `parameters`, `tags`, `resources`).
+    pub kind: String,
+}
+
 /// Labels of an HTTP refusal.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -105,6 +112,8 @@ pub struct Telemetry {
     releases: Family<StateLabels, Gauge>,
     in_flight: Gauge,
     last_fetch_success: Gauge,
+    drift: Family<DriftLabels, Gauge>,
+    drift_found: Family<DriftLabels, Counter>,
     last_fetch: Mutex<Option<SystemTime>>,
     last_cycle: Mutex<Option<SystemTime>>,
     scrape: tokio::sync::Mutex<()>,
@@ -203,6 +212,18 @@ impl Telemetry {
             "Deployments running now",
             in_flight.clone(),
         );
+        let drift = Family::<DriftLabels, Gauge>::default();
+        let drift_found = Family::<DriftLabels, Counter>::default();
+        registry.register(
+            "drift_found",
+            "Drift findings new to a resource (each logged once as \"Drift found.\"), by kind",
+            drift_found.clone(),
+        );
+        registry.register(
+            "drift",
+            "Resources whose stack the last drift check found different from the record, by kind",
+            drift.clone(),
+        );
         registry.register(
             "last_fetch_success_timestamp_seconds",
             "When the repos were last fetched, as a Unix time (0 before the first fetch); alert on time() minus it",
@@ -236,6 +257,8 @@ impl Telemetry {
             releases,
             in_flight,
             last_fetch_success,
+            drift,
+            drift_found,
             last_fetch: Mutex::new(None),
             last_cycle: Mutex::new(None),
             scrape: tokio::sync::Mutex::new(()),
@@ -307,6 +330,13 @@ impl Telemetry {
             let _ = self.http_refused.get_or_create(&ReasonLabels {
                 reason: reason.as_str().into(),
             });
+        }
+        for kind in crate::model::DriftKind::ALL {
+            let labels = DriftLabels {
+                kind: kind.as_str().into(),
+            };
+            let _ = self.drift.get_or_create(&labels);
+            let _ = self.drift_found.get_or_create(&labels);
         }
         self.notifications.metrics().zero_series();
     }
@@ -385,6 +415,18 @@ impl Telemetry {
                     })
                     .inc();
             }
+        }
+        let drift = store.drift().await?;
+        for kind in crate::model::DriftKind::ALL {
+            let n = drift
+                .values()
+                .filter(|rs| rs.iter().any(|r| r.kind == kind))
+                .count();
+            self.drift
+                .get_or_create(&DriftLabels {
+                    kind: kind.as_str().into(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
         self.in_flight
             .set(i64::try_from(in_flight).unwrap_or(i64::MAX));

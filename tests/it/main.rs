@@ -23,6 +23,7 @@ mod cli;
 mod codebuild;
 mod daemon;
 mod deploy_files;
+mod drift;
 mod faults;
 mod git_plan;
 mod hostile_git;

@@ -91,8 +91,10 @@ async fn a_removed_repo_deletes_nothing_until_it_is_retired_within_the_budget() 
         stderr(&out)
     );
     assert_kept(&w, stacks, payments).await;
+    // The plan lists the unread repo among its problems: it exits 1 too.
     let out = w.run(&["plan", "--no-fetch"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stdout(&out).contains("\nProblems:\n"), "{}", stdout(&out));
     let plan = stdout(&out);
     let unknown = plan
         .lines()
