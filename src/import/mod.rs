@@ -349,41 +349,63 @@ type Infra = Result<(BTreeMap<String, Vec<self_managed::Folder>>, Vec<String>), 
 const INFRA_FILES: usize = 100_000;
 const INFRA_BYTES: u64 = 512 * 1024 * 1024;
 
-/// Reads every file of the infrastructure repo's branch (fetched first when `fetch`), off
-/// the runtime.
+/// Reads every file of the infrastructure repo's branch, and of the pipeline repo's when
+/// one is configured (fetched first when `fetch`), off the runtime; their folders together.
 async fn read_infra(config: &Config, fetch: bool) -> Infra {
     let Some(sm) = config.self_managed.clone() else {
         return Err("no infrastructure repo is configured: set [self_managed] url (and forge) to the repo AWS Proton committed to, then import again".into());
     };
-    let cache = config.data_dir.join("git");
-    let options = config.fetch_options(&sm.url);
-    let read = move || -> Result<Vec<(String, String)>, String> {
-        let mirror = if fetch {
-            crate::source::Mirror::sync_with(&sm.url, &cache, &options)
-        } else {
-            crate::source::Mirror::open(&sm.url, &cache)
-        }
-        .map_err(|e| format!("infrastructure repo {}: {}", sm.url, crate::error_chain(&e)))?;
-        let head = mirror
-            .branch_head(&sm.branch)
-            .map_err(|e| format!("infrastructure repo {}: {}", sm.url, crate::error_chain(&e)))?;
-        let entries = mirror
-            .read_tree(head, "", INFRA_FILES, INFRA_BYTES)
-            .map_err(|e| format!("infrastructure repo {}: {}", sm.url, crate::error_chain(&e)))?;
-        Ok(entries
-            .into_iter()
-            .filter_map(|e| match e.kind {
-                crate::source::EntryKind::Blob(b) | crate::source::EntryKind::Executable(b) => {
-                    String::from_utf8(b).ok().map(|t| (e.path, t))
-                }
-                _ => None,
-            })
-            .collect())
-    };
-    let files = tokio::task::spawn_blocking(read)
+    let mut repos = vec![(sm.url.clone(), sm.branch.clone())];
+    if let Some(p) = &sm.pipelines {
+        repos.push((p.url.clone(), p.branch.clone()));
+    }
+    let mut all: BTreeMap<String, Vec<self_managed::Folder>> = BTreeMap::new();
+    let mut unreadable = Vec::new();
+    for (url, branch) in repos {
+        let cache = config.data_dir.join("git");
+        let options = config.fetch_options(&url);
+        let files = tokio::task::spawn_blocking(move || {
+            read_repo_files(&url, &branch, &cache, &options, fetch)
+        })
         .await
         .map_err(|e| format!("reading the infrastructure repo panicked: {e}"))??;
-    Ok(self_managed::folders(&files))
+        let (folders, problems) = self_managed::folders(&files);
+        for (id, f) in folders {
+            all.entry(id).or_default().extend(f);
+        }
+        unreadable.extend(problems);
+    }
+    Ok((all, unreadable))
+}
+
+/// Every text file of `branch` of the repo at `url` (fetched first when `fetch`).
+fn read_repo_files(
+    url: &str,
+    branch: &str,
+    cache: &std::path::Path,
+    options: &crate::source::FetchOptions,
+    fetch: bool,
+) -> Result<Vec<(String, String)>, String> {
+    let fail = |e: crate::source::SourceError| format!("repo {url}: {}", crate::error_chain(&e));
+    let mirror = if fetch {
+        crate::source::Mirror::sync_with(url, cache, options)
+    } else {
+        crate::source::Mirror::open(url, cache)
+    }
+    .map_err(fail)?;
+    let head = mirror.branch_head(branch).map_err(fail)?;
+    let entries = mirror
+        .read_tree(head, "", INFRA_FILES, INFRA_BYTES)
+        .map_err(fail)?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            crate::source::EntryKind::Blob(b) | crate::source::EntryKind::Executable(b) => {
+                String::from_utf8(b).ok().map(|t| (e.path, t))
+            }
+            _ => None,
+        })
+        .collect())
 }
 
 /// What the discovery knows while it runs.
