@@ -388,7 +388,7 @@ async fn drafts_from_stacks(config: &Config, fetch: bool) -> Result<Drafts> {
             .await
             .with_context(|| format!("listing the stacks in {}", config.region))?;
         for s in stacks {
-            if let Some(target) = matching::proton_target(&s.info.tags) {
+            if let Some(target) = matching::proton_target(&s.info.name, &s.info.tags) {
                 drafts.add_stack(&target, &s.info.tags);
             }
         }

@@ -726,7 +726,7 @@ impl Finder<'_> {
         let mut found: Vec<&LiveStack> = listing
             .iter()
             .filter(|s| {
-                matching::proton_target(&s.info.tags)
+                matching::proton_target(&s.info.name, &s.info.tags)
                     .and_then(|t| matching::resource_for(&t, &self.components))
                     .is_some_and(|r| r.to_string() == id)
                     && matching::free_for(&s.info.tags, id, self.installation)
@@ -739,7 +739,7 @@ impl Finder<'_> {
                     .iter()
                     .filter(|s| {
                         s.info.name.starts_with(matching::PROTON_STACK_PREFIX)
-                            && matching::proton_target(&s.info.tags).is_none()
+                            && matching::proton_target(&s.info.name, &s.info.tags).is_none()
                     })
                     .count();
                 let hint = if untagged > 0 {
@@ -984,9 +984,10 @@ fn expected_tags(id: &str) -> String {
         Ok(crate::model::ResourceId::Pipeline { service }) => {
             format!("aws:proton:service = …:service/{service}, no service-instance tag")
         }
-        Ok(crate::model::ResourceId::Component { .. }) => {
-            "a directly defined component: Proton's documented tags do not name components, so give its stack with --map".to_string()
-        }
+        Ok(crate::model::ResourceId::Component { service, instance }) => format!(
+            "a directly defined component: aws:proton:service-instance = …:service/{service}/service-instance/{instance}, no aws:proton:template, and the stack named {}<component name>-cloudformation-…",
+            matching::PROTON_STACK_PREFIX
+        ),
         Err(_) => String::new(),
     }
 }
