@@ -605,7 +605,11 @@ impl Finder<'_> {
         let id = &r.desired.id;
         let folders = match self.infra {
             Ok((folders, _)) => folders,
-            Err(why) => return (finding(r, Verdict::SelfManaged, Some(why.clone())), None),
+            // No repo configured: the resource's repo goes on as it is (not a failure).
+            Err(why) if self.config.self_managed.is_none() => {
+                return (finding(r, Verdict::SelfManaged, Some(why.clone())), None);
+            }
+            Err(why) => return (finding(r, Verdict::Unusable, Some(why.clone())), None),
         };
         let mut f = finding(r, Verdict::Unusable, None);
         let folder = match folders.get(id).map(Vec::as_slice).unwrap_or_default() {
