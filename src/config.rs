@@ -345,6 +345,24 @@ pub struct RawSelfManaged {
     /// has an `environments/` folder, else `<env>/`), `environments` or `root`.
     #[serde(default)]
     pub layout: Option<String>,
+    /// A separate repo for pipelines' Terraform (Proton's account setting
+    /// `pipelineProvisioningRepository`); default: pipelines go to the infrastructure repo.
+    #[serde(default)]
+    pub pipeline_repository: Option<RawPipelineRepository>,
+}
+
+/// `[self_managed.pipeline_repository]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPipelineRepository {
+    /// The pipeline repo: local path, `file://` or `https://`.
+    pub url: String,
+    /// Branch the pull requests target (default: the infrastructure repo's branch).
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// Where its pull requests go (default: `git`, push the branch only).
+    #[serde(default)]
+    pub forge: Option<RawForge>,
 }
 
 /// Which of Proton's two infrastructure-repo layouts to write (`[self_managed] layout`).
@@ -384,6 +402,38 @@ pub struct SelfManaged {
     pub forge: ForgeConfig,
     /// Proton's folder layout to write.
     pub layout: Layout,
+    /// The separate pipeline repo (`pipeline_repository`), if any.
+    pub pipelines: Option<PipelineRepository>,
+}
+
+/// `[self_managed.pipeline_repository]` after checks: where pipelines' Terraform goes.
+#[derive(Debug, Clone)]
+pub struct PipelineRepository {
+    /// Repo location.
+    pub url: String,
+    /// Target branch.
+    pub branch: String,
+    /// The forge that opens its pull requests.
+    pub forge: ForgeConfig,
+}
+
+impl SelfManaged {
+    /// The repo `resource_id`'s files go to: the pipeline repo for pipelines when one is
+    /// configured (as Proton's `pipelineProvisioningRepository`), else the infrastructure
+    /// repo.
+    #[must_use]
+    pub fn repo_for(&self, resource_id: &str) -> SelfManaged {
+        match &self.pipelines {
+            Some(p) if resource_id.starts_with("pipeline/") => SelfManaged {
+                url: p.url.clone(),
+                branch: p.branch.clone(),
+                forge: p.forge.clone(),
+                layout: self.layout,
+                pipelines: None,
+            },
+            _ => self.clone(),
+        }
+    }
 }
 
 /// `[server]`.
@@ -1289,6 +1339,17 @@ impl Config {
                 raw.self_managed
                     .iter()
                     .map(|sm| ("self_managed.url".to_string(), sm.url.as_str())),
+            )
+            .chain(
+                raw.self_managed
+                    .iter()
+                    .filter_map(|sm| sm.pipeline_repository.as_ref())
+                    .map(|p| {
+                        (
+                            "self_managed.pipeline_repository.url".to_string(),
+                            p.url.as_str(),
+                        )
+                    }),
             );
         for (key, url) in urls {
             if let Err(message) = check_git_url(url) {
@@ -1392,25 +1453,21 @@ impl Config {
             Notifications::compile(&raw.notifications, &raw.notify, file, &mut errors2);
         let drift = DriftConfig::compile(&raw.drift, file, &mut errors2);
         let self_managed = raw.self_managed.as_ref().and_then(|sm| {
-            let forge = match &sm.forge {
-                None => Some(ForgeConfig {
-                    kind: ForgeKind::Git,
-                    api_url: String::new(),
-                    repo: String::new(),
-                    token_env: String::new(),
+            let branch = sm.branch.clone().unwrap_or_else(|| "main".into());
+            let forge = self_managed_forge(sm.forge.as_ref(), "self_managed", file, &mut errors2)?;
+            let pipelines = match &sm.pipeline_repository {
+                None => None,
+                Some(p) => Some(PipelineRepository {
+                    url: resolve(&p.url),
+                    branch: p.branch.clone().unwrap_or_else(|| branch.clone()),
+                    forge: self_managed_forge(
+                        p.forge.as_ref(),
+                        "self_managed.pipeline_repository",
+                        file,
+                        &mut errors2,
+                    )?,
                 }),
-                Some(f) => match compile_forge(f) {
-                    Ok(f) => Some(f),
-                    Err((field, message)) => {
-                        errors2.push(ConfigError {
-                            file: file.into(),
-                            key: format!("self_managed.forge.{field}"),
-                            message,
-                        });
-                        None
-                    }
-                },
-            }?;
+            };
             let layout = match sm.layout.as_deref() {
                 None | Some("auto") => Layout::Auto,
                 Some("environments") => Layout::Environments,
@@ -1428,9 +1485,10 @@ impl Config {
             };
             Some(SelfManaged {
                 url: resolve(&sm.url),
-                branch: sm.branch.clone().unwrap_or_else(|| "main".into()),
+                branch,
                 forge,
                 layout,
+                pipelines,
             })
         });
         let mut schedules = Vec::new();
@@ -1574,8 +1632,45 @@ impl Config {
         for sm in self.self_managed.iter().filter(|sm| same(&sm.url)) {
             wants.push(Want::Branch(sm.branch.clone()));
         }
+        for p in self
+            .self_managed
+            .iter()
+            .filter_map(|sm| sm.pipelines.as_ref())
+            .filter(|p| same(&p.url))
+        {
+            wants.push(Want::Branch(p.branch.clone()));
+        }
         crate::source::FetchOptions::new(&wants)
             .with_limits(self.git.max_object_bytes, self.git.max_pack_bytes)
+    }
+}
+
+/// A self-managed repo's forge (`key` is its table): `git` when none is given; `None` (with
+/// the error pushed) when it is invalid.
+fn self_managed_forge(
+    forge: Option<&RawForge>,
+    key: &str,
+    file: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<ForgeConfig> {
+    match forge {
+        None => Some(ForgeConfig {
+            kind: ForgeKind::Git,
+            api_url: String::new(),
+            repo: String::new(),
+            token_env: String::new(),
+        }),
+        Some(f) => match compile_forge(f) {
+            Ok(f) => Some(f),
+            Err((field, message)) => {
+                errors.push(ConfigError {
+                    file: file.into(),
+                    key: format!("{key}.forge.{field}"),
+                    message,
+                });
+                None
+            }
+        },
     }
 }
 
@@ -2095,6 +2190,43 @@ mod tests {
         ] {
             assert!(keys.contains(&k), "missing {k} in {errs:?}");
         }
+    }
+
+    #[test]
+    fn pipelines_go_to_the_pipeline_repository_when_one_is_set() {
+        let compile = |extra: &str| {
+            let text = format!("[self_managed]\nurl = \"infra\"\nbranch = \"trunk\"\n{extra}");
+            let raw: RawConfig = toml::from_str(&text).expect("parses");
+            Config::compile(raw, "p.toml", Path::new("."))
+        };
+        let sm = compile("")
+            .expect("valid")
+            .self_managed
+            .expect("self_managed");
+        assert!(sm.repo_for("pipeline/api").url.ends_with("infra"));
+        let sm = compile("[self_managed.pipeline_repository]\nurl = \"pipes\"")
+            .expect("valid")
+            .self_managed
+            .expect("self_managed");
+        let pipe = sm.repo_for("pipeline/api");
+        assert!(pipe.url.ends_with("pipes"), "{}", pipe.url);
+        assert_eq!(
+            pipe.branch, "trunk",
+            "the infrastructure repo's branch by default"
+        );
+        assert_eq!(pipe.forge.kind, ForgeKind::Git);
+        let inst = sm.repo_for("service_instance/api/api-dev");
+        assert!(inst.url.ends_with("infra"), "{}", inst.url);
+        let errs = compile(
+            "[self_managed.pipeline_repository]\nurl = \"pipes\"\nforge = { kind = \"svn\", api_url = \"x\", repo = \"a/b\", token_env = \"T\" }",
+        )
+        .expect_err("invalid forge");
+        assert!(
+            errs[0]
+                .key
+                .starts_with("self_managed.pipeline_repository.forge."),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -289,6 +289,106 @@ pub fn releases_table(versions: &[crate::state::TemplateVersionRecord]) -> Strin
     out
 }
 
+/// One customer-managed environment as `protond status` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CustomerManagedRow {
+    /// `environment/<name>`.
+    pub id: String,
+    /// The spec file declaring it.
+    pub spec: String,
+    /// Where its outputs come from: `spec`, `stack` or `stack+spec`.
+    pub outputs_from: &'static str,
+    /// The stack it names, if any.
+    pub stack: Option<String>,
+    /// Whether that stack's outputs could be read (`None` without a stack).
+    pub stack_readable: Option<bool>,
+    /// Why not, when it could not be read.
+    pub error: Option<String>,
+    /// The output keys instances see (the given ones and the stack's).
+    pub outputs: Vec<String>,
+}
+
+/// The customer-managed environments the platform repos declare, with the stacks
+/// `daemon::customer::read_stacks` read (from `snapshot.customer_stacks`).
+#[must_use]
+pub fn customer_managed_rows(snapshot: &crate::desired::Snapshot) -> Vec<CustomerManagedRow> {
+    let mut rows: Vec<CustomerManagedRow> = snapshot
+        .spec_repos
+        .iter()
+        .filter(|r| r.platform)
+        .flat_map(|r| r.files.iter().map(move |f| (r, f)))
+        .filter_map(|(repo, f)| {
+            let Ok(crate::spec::SpecFile::Environment(e)) = &f.spec else {
+                return None;
+            };
+            let c = e.customer_managed.as_ref()?;
+            let read = snapshot.customer_stacks.get(&e.name);
+            let mut outputs: Vec<String> = c.outputs.keys().cloned().collect();
+            if let Some(Ok(o)) = read {
+                outputs.extend(o.keys().cloned());
+            }
+            outputs.sort();
+            outputs.dedup();
+            Some(CustomerManagedRow {
+                id: format!("environment/{}", e.name),
+                spec: format!("{}:{}", repo.repo, f.path),
+                outputs_from: match (&c.stack, c.outputs.is_empty()) {
+                    (Some(_), true) => "stack",
+                    (Some(_), false) => "stack+spec",
+                    (None, _) => "spec",
+                },
+                stack: c.stack.clone(),
+                stack_readable: c.stack.as_ref().map(|_| matches!(read, Some(Ok(_)))),
+                error: match read {
+                    Some(Err(e)) => Some(e.clone()),
+                    None if c.stack.is_some() => Some("not read".into()),
+                    _ => None,
+                },
+                outputs,
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| a.id.cmp(&b.id));
+    rows
+}
+
+/// `protond status`: the customer-managed environments (protond never deploys them), where
+/// their outputs come from and whether the stack they name could be read.
+#[must_use]
+pub fn customer_managed_table(rows: &[CustomerManagedRow]) -> String {
+    let mut out = String::new();
+    if rows.is_empty() {
+        return out;
+    }
+    out.push_str("\nCustomer-managed environments (never deployed by protond):\n");
+    for r in rows {
+        let source = match (&r.stack, r.outputs_from) {
+            (Some(stack), "stack+spec") => format!("stack {stack} and the spec"),
+            (Some(stack), _) => format!("stack {stack}"),
+            (None, _) => "the spec".to_string(),
+        };
+        let readable = match (r.stack_readable, &r.error) {
+            (Some(true), _) => ", stack readable".to_string(),
+            (Some(false), Some(e)) => format!(", stack NOT readable: {e}"),
+            (Some(false), None) => ", stack NOT readable".to_string(),
+            (None, _) => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  {} ({}): outputs from {source}{readable}; {} output(s){}",
+            r.id,
+            r.spec,
+            r.outputs.len(),
+            if r.outputs.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", r.outputs.join(", "))
+            }
+        );
+    }
+    out
+}
+
 /// Pipelines as a table section (empty when there are none).
 #[must_use]
 pub fn pipelines_table(rows: &[crate::provision::codepipeline::PipelineRow]) -> String {

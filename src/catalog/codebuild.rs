@@ -1,6 +1,7 @@
 //! `CodeBuild` provisioning manifests (`rendering_engine: codebuild`, Proton's
 //! `provisioning: CODEBUILD`): recognising them and reading their settings (image, runtimes,
-//! `provision` and `deprovision` commands). Running them is
+//! `provision` and `deprovision` commands, and `project_properties`, whose keys are checked
+//! here and whose values are rendered at deployment). Running them is
 //! `provision::codebuild`'s; this module never performs I/O.
 
 use std::collections::BTreeMap;
@@ -35,6 +36,86 @@ struct RawSettings {
     provision: Vec<String>,
     #[serde(default)]
     deprovision: Vec<String>,
+    #[serde(default)]
+    project_properties: Option<Value>,
+}
+
+/// The `project_properties` protond applies to a build: `AWS::CodeBuild::Project` properties
+/// (Proton added them to the stack that made its project), by key, with their sub-keys.
+pub const PROJECT_PROPERTIES: [(&str, &[&str]); 6] = [
+    ("VpcConfig", &["VpcId", "Subnets", "SecurityGroupIds"]),
+    ("TimeoutInMinutes", &[]),
+    ("QueuedTimeoutInMinutes", &[]),
+    (
+        "Environment",
+        &[
+            "ComputeType",
+            "Image",
+            "Type",
+            "PrivilegedMode",
+            "EnvironmentVariables",
+            "ImagePullCredentialsType",
+            "Certificate",
+        ],
+    ),
+    ("ServiceRole", &[]),
+    ("EncryptionKey", &[]),
+];
+
+/// Properties protond sets itself on every build, and why a manifest cannot.
+const SET_BY_PROTOND: [(&str, &str); 5] = [
+    ("Name", "the project is `[codebuild] project` in the config"),
+    ("Source", "the source is the bundle in the artifact bucket"),
+    (
+        "Artifacts",
+        "the artifact is proton-outputs.json in the artifact bucket",
+    ),
+    (
+        "SecondarySources",
+        "the source is the bundle in the artifact bucket",
+    ),
+    (
+        "SecondaryArtifacts",
+        "the artifact is proton-outputs.json in the artifact bucket",
+    ),
+];
+
+/// Checks `project_properties`' keys (values are rendered and checked at deployment).
+fn check_project_properties(v: &Value) -> Result<BTreeMap<String, Value>, String> {
+    let at = "infrastructure.templates[0].settings.project_properties";
+    let Value::Object(map) = v else {
+        return Err(format!(
+            "{at}: expected a mapping of CodeBuild project properties (e.g. `VpcConfig: {{VpcId, Subnets, SecurityGroupIds}}`)"
+        ));
+    };
+    let supported: Vec<&str> = PROJECT_PROPERTIES.iter().map(|(k, _)| *k).collect();
+    for (key, value) in map {
+        if let Some((_, why)) = SET_BY_PROTOND.iter().find(|(k, _)| k == key) {
+            return Err(format!("{at}.{key}: protond sets it ({why}); remove it"));
+        }
+        let Some((_, subkeys)) = PROJECT_PROPERTIES.iter().find(|(k, _)| k == key) else {
+            return Err(format!(
+                "{at}.{key}: not a CodeBuild project property protond applies; use one of {}",
+                supported.join(", ")
+            ));
+        };
+        if subkeys.is_empty() {
+            continue;
+        }
+        let Value::Object(inner) = value else {
+            return Err(format!(
+                "{at}.{key}: expected a mapping with {}",
+                subkeys.join(", ")
+            ));
+        };
+        if let Some(k) = inner.keys().find(|k| !subkeys.contains(&k.as_str())) {
+            return Err(format!(
+                "{at}.{key}.{k}: not supported; use {}",
+                subkeys.join(", ")
+            ));
+        }
+    }
+    Ok(map.clone().into_iter().collect())
 }
 
 /// A `CodeBuild` manifest's settings.
@@ -48,6 +129,8 @@ pub struct Manifest {
     pub provision: Vec<String>,
     /// Commands run on delete.
     pub deprovision: Vec<String>,
+    /// `project_properties` as written (values may hold Jinja, rendered with the inputs).
+    pub project_properties: BTreeMap<String, Value>,
 }
 
 /// Whether a manifest's text asks for `CodeBuild` provisioning (`rendering_engine: codebuild`).
@@ -93,11 +176,16 @@ impl Manifest {
                 ));
             }
         }
+        let project_properties = match &s.project_properties {
+            None | Some(Value::Null) => BTreeMap::new(),
+            Some(v) => check_project_properties(v)?,
+        };
         Ok(Self {
             image: s.image.clone(),
             runtimes: s.runtimes.clone(),
             provision: s.provision.clone(),
             deprovision: s.deprovision.clone(),
+            project_properties,
         })
     }
 }
@@ -114,6 +202,40 @@ mod tests {
             f.insert(p, c.to_vec()).expect("safe path");
         }
         f
+    }
+
+    /// `project_properties`: Proton's documented `VpcConfig` is read; a property protond
+    /// sets, an unknown one and an unknown sub-key are refused, naming the field.
+    #[test]
+    fn project_properties_keys_are_checked() {
+        let with = |props: &str| {
+            super::Manifest::parse(&format!("{MANIFEST}        project_properties:\n{props}"))
+        };
+        let m = with("          VpcConfig:\n            VpcId: \"{{ environment.inputs.vpc }}\"\n            Subnets: \"{{ environment.inputs.subnets }}\"\n            SecurityGroupIds: [sg-1]\n          TimeoutInMinutes: 90\n")
+            .expect("valid");
+        assert_eq!(
+            m.project_properties["VpcConfig"]["VpcId"],
+            "{{ environment.inputs.vpc }}"
+        );
+        let at = "infrastructure.templates[0].settings.project_properties";
+        for (props, want) in [
+            (
+                "          Source: {Type: S3}\n",
+                format!("{at}.Source: protond sets it"),
+            ),
+            (
+                "          Triggers: {}\n",
+                format!("{at}.Triggers: not a CodeBuild project property"),
+            ),
+            (
+                "          VpcConfig:\n            Vpc: x\n",
+                format!("{at}.VpcConfig.Vpc: not supported; use VpcId, Subnets, SecurityGroupIds"),
+            ),
+            ("          - x\n", format!("{at}: expected a mapping")),
+        ] {
+            let e = with(props).expect_err(&want);
+            assert!(e.starts_with(&want), "{e}");
+        }
     }
 
     /// A `CodeBuild` folder is accepted with every file of the folder (and no `IaC` file);

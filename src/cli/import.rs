@@ -80,7 +80,8 @@ pub(super) fn import_cmd(args: &ImportArgs) -> Result<ExitCode> {
         for p in &report.problems {
             eprintln!("problem: {p}");
         }
-        // Self-managed resources are not taken over: their infrastructure repo goes on.
+        // Self-managed resources without an infrastructure repo to read are not taken over:
+        // their repo goes on.
         let complete = report.problems.is_empty()
             && report
                 .findings
@@ -130,6 +131,7 @@ fn options(args: &ImportArgs) -> Result<Options> {
         apply: args.apply,
         accept_diff: args.accept_diff.iter().cloned().collect(),
         map,
+        no_fetch: args.no_fetch,
     })
 }
 
@@ -386,7 +388,7 @@ async fn drafts_from_stacks(config: &Config, fetch: bool) -> Result<Drafts> {
             .await
             .with_context(|| format!("listing the stacks in {}", config.region))?;
         for s in stacks {
-            if let Some(target) = matching::proton_target(&s.info.tags) {
+            if let Some(target) = matching::proton_target(&s.info.name, &s.info.tags) {
                 drafts.add_stack(&target, &s.info.tags);
             }
         }

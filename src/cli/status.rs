@@ -1,8 +1,9 @@
 //! `protond status`: lists every managed resource (template version, available updates, last
 //! deployment), the rollouts, the releases whose tag moved or was deleted, the pipelines, the
-//! open proposals, and the repos the daemon's last cycle could not fetch or read, from the
-//! store and, for pipelines, from AWS. It only reads: it must never write the store or start
-//! a deployment.
+//! open proposals, the repos the daemon's last cycle could not fetch or read, from the
+//! store and, for pipelines, from AWS, and the customer-managed environments (never in the
+//! store: read from the spec repos as last fetched, and the stacks they name). It only
+//! reads: it must never write the store, fetch, or start a deployment.
 
 use std::io::Write;
 use std::path::Path;
@@ -61,6 +62,7 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
         } else {
             Vec::new()
         };
+        let customer = customer_managed(&config).await?;
         let mut out = std::io::stdout().lock();
         match output {
             OutputFormat::Json => writeln!(
@@ -73,6 +75,7 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
                     "pipelines": pipelines,
                     "releases": releases,
                     "skipped_repos": skipped,
+                    "customer_managed": customer,
                 }))?
             )?,
             OutputFormat::Table => {
@@ -85,6 +88,7 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
                 )?;
                 write!(out, "{}", crate::ops::pipelines_table(&pipelines))?;
                 write!(out, "{}", crate::ops::proposals_table(&proposals))?;
+                write!(out, "{}", crate::ops::customer_managed_table(&customer))?;
                 if !skipped.repos.is_empty() {
                     writeln!(
                         out,
@@ -99,4 +103,21 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The customer-managed environments the spec repos (as last fetched) declare, with the
+/// stacks they name read for their outputs.
+async fn customer_managed(
+    config: &crate::config::Config,
+) -> Result<Vec<crate::ops::CustomerManagedRow>> {
+    let cfg = config.clone();
+    let mut snapshot = tokio::task::spawn_blocking(move || crate::desired::load(&cfg, None, false))
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the repos panicked: {e}"))?;
+    if !crate::daemon::customer::stacks_to_read(&snapshot).is_empty() {
+        use crate::provision::cloudformation::{CloudFormation, Settings};
+        let cfn = CloudFormation::new(Settings::from_config(config)).await;
+        crate::daemon::customer::read_stacks(&cfn, &mut snapshot).await;
+    }
+    Ok(crate::ops::customer_managed_rows(&snapshot))
 }

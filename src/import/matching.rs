@@ -13,12 +13,15 @@
 //! | `aws:proton:service` = `service/<svc>` or `service/<svc>/pipeline`, no instance tag | `pipeline/<svc>` |
 //! | `aws:proton:environment` = `environment/<env>`, no service tag | `environment/<env>` |
 //!
-//! The guide's table lists no key for directly defined components: a stack carrying
-//! `aws:proton:component` = `component/<name>` is taken as that component (and never as an
-//! instance), otherwise components are given in the mapping file. Proton named its stacks
-//! `AWSProton-<name>-cloudformation-<random suffix>` (its service role's policy is scoped to
-//! `stack/AWSProton-*`); the suffix cannot be derived, so names only say which stacks are
-//! Proton's, never which resource.
+//! The guide's table has no key for components. A directly defined component ("AWS Proton
+//! components": its manifest and `IaC` file are given directly, with no template) attached to
+//! an instance carries the instance's tags but no `aws:proton:template`, and its stack is
+//! named after it: Proton named its stacks `AWSProton-<name>-cloudformation-<random
+//! suffix>` (its service role's policy is scoped to `stack/AWSProton-*`). So a stack with
+//! `aws:proton:service-instance`, no template tag, and a name `AWSProton-<c>-cloudformation-…`
+//! is component `<c>` of that instance, when that instance's spec attaches `<c>`; the mapping
+//! file overrides. The suffix cannot be derived: beyond that, names only say which stacks are
+//! Proton's.
 //!
 //! A stack that carries protond's ownership tags for another resource or installation is
 //! never a candidate. Pure: no I/O.
@@ -73,7 +76,8 @@ pub enum ProtonTarget {
         /// The service.
         service: String,
     },
-    /// A directly defined component's stack (`aws:proton:component`).
+    /// A directly defined component's stack (an instance's tags, no template tag, named after
+    /// the component).
     Component {
         /// The component's name.
         name: String,
@@ -94,14 +98,25 @@ fn last_name<'a>(arn: &'a str, prefix: &str) -> Option<&'a str> {
     (!rest.is_empty() && !rest.contains('/')).then_some(rest)
 }
 
-/// What the stack with `tags` was made for; `None` without Proton's tags.
+/// `<name>` of a stack named as Proton named them, `AWSProton-<name>-cloudformation-<suffix>`.
 #[must_use]
-pub fn proton_target(tags: &BTreeMap<String, String>) -> Option<ProtonTarget> {
+pub fn proton_stack_name(stack: &str) -> Option<&str> {
+    let rest = stack.strip_prefix(PROTON_STACK_PREFIX)?;
+    let (name, _) = rest.rsplit_once("-cloudformation-")?;
+    (!name.is_empty()).then_some(name)
+}
+
+/// What the stack `name` with `tags` was made for; `None` without Proton's tags.
+#[must_use]
+pub fn proton_target(name: &str, tags: &BTreeMap<String, String>) -> Option<ProtonTarget> {
     let instance = proton_tag(tags, "service-instance").and_then(instance_of);
-    if let Some(component) = proton_tag(tags, "component") {
+    if let Some((service, instance)) = &instance
+        && proton_tag(tags, "template").is_none()
+        && let Some(component) = proton_stack_name(name)
+    {
         return Some(ProtonTarget::Component {
-            name: last_name(component, "component/")?.to_string(),
-            instance,
+            name: component.to_string(),
+            instance: Some((service.clone(), instance.clone())),
         });
     }
     if let Some((service, instance)) = instance {
@@ -290,6 +305,10 @@ mod tests {
                     ("aws:proton:environment", &env),
                     ("aws:proton:service", &svc),
                     ("aws:proton:service-instance", &inst),
+                    (
+                        "aws:proton:template",
+                        &format!("{A}:service-template/web-svc"),
+                    ),
                 ]),
                 Some("service_instance/payments/payments-dev"),
             ),
@@ -306,9 +325,11 @@ mod tests {
                 tags(&[("proton:environment", &env)]),
                 Some("environment/dev"),
             ),
+            // A directly defined component: the instance's tags, no template, its name.
             (
                 tags(&[
-                    ("aws:proton:component", &format!("{A}:component/cache")),
+                    ("aws:proton:environment", &env),
+                    ("aws:proton:service", &svc),
                     ("aws:proton:service-instance", &inst),
                 ]),
                 Some("component/payments/payments-dev"),
@@ -322,11 +343,54 @@ mod tests {
             "cache".to_string(),
         )]);
         for (t, want) in cases {
-            let got = proton_target(&t)
+            let got = proton_target("AWSProton-cache-cloudformation-ABCDEFGHIJKLM", &t)
                 .and_then(|x| resource_for(&x, &components))
                 .map(|r| r.to_string());
             assert_eq!(got.as_deref(), want, "{t:?}");
         }
+    }
+
+    /// Without a template tag, only a stack named after the instance's component is it; a
+    /// stack named otherwise stays the instance's.
+    #[test]
+    fn components_are_told_from_instances_by_name_and_template_tag() {
+        let inst = format!("{A}:service/payments/service-instance/payments-dev");
+        let t = tags(&[("aws:proton:service-instance", &inst)]);
+        let components = BTreeMap::from([(
+            ("payments".to_string(), "payments-dev".to_string()),
+            "cache".to_string(),
+        )]);
+        let of = |name: &str, t: &BTreeMap<String, String>| {
+            proton_target(name, t)
+                .and_then(|x| resource_for(&x, &components))
+                .map(|r| r.to_string())
+        };
+        assert_eq!(
+            of("AWSProton-cache-cloudformation-X", &t).as_deref(),
+            Some("component/payments/payments-dev")
+        );
+        // Named after another component: not this instance's.
+        assert_eq!(of("AWSProton-queue-cloudformation-X", &t), None);
+        // Not named as Proton named stacks: the instance (tags alone decide).
+        assert_eq!(
+            of("legacy-stack", &t).as_deref(),
+            Some("service_instance/payments/payments-dev")
+        );
+        let mut with_template = t.clone();
+        with_template.insert(
+            "aws:proton:template".into(),
+            format!("{A}:service-template/web-svc"),
+        );
+        assert_eq!(
+            of("AWSProton-cache-cloudformation-X", &with_template).as_deref(),
+            Some("service_instance/payments/payments-dev")
+        );
+        assert_eq!(
+            proton_stack_name("AWSProton-my-env-cloudformation-ABC"),
+            Some("my-env")
+        );
+        assert_eq!(proton_stack_name("AWSProton--cloudformation-ABC"), None);
+        assert_eq!(proton_stack_name("other"), None);
     }
 
     #[test]

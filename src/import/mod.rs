@@ -28,10 +28,18 @@
 //! * Without `apply`, nothing is written (the store's installation name aside, recorded at
 //!   first use as by every command that opens the store).
 //!
+//! Self-managed (Terraform) resources are not stacks: [`self_managed`] reads the folders
+//! Proton committed to the infrastructure repo (`[self_managed]`), each found by its
+//! `.proton/deployment-metadata.json`, and compares their template files with the
+//! rendering. With `apply`, a matching folder is recorded as deployed (an `import` history
+//! row, the self-managed record naming the folder), as a reported apply would be, so the
+//! daemon opens no pull request for it; nothing is written to the repo.
+//!
 //! [`specs`] drafts spec files from Proton's API export (`--write-specs`).
 
 pub mod compare;
 pub mod matching;
+pub mod self_managed;
 pub mod specs;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -60,6 +68,8 @@ pub struct Options {
     pub accept_diff: BTreeSet<String>,
     /// Resource id → stack name or ARN, for stacks Proton's tags do not identify.
     pub map: BTreeMap<String, String>,
+    /// Read the infrastructure repo as last fetched (`--no-fetch`).
+    pub no_fetch: bool,
 }
 
 /// What was found for one resource.
@@ -80,7 +90,7 @@ pub enum Verdict {
     Blocked,
     /// Its spec, inputs or template are invalid.
     Invalid,
-    /// Self-managed (Terraform): not taken over by `import`.
+    /// Self-managed (Terraform), and no infrastructure repo is configured to read.
     SelfManaged,
 }
 
@@ -220,7 +230,9 @@ pub async fn run(
         .filter(|(_, (halted, _))| *halted)
         .map(|(key, _)| key)
         .collect();
+    let infra = read_infra(config, !opts.no_fetch).await;
     let mut finder = Finder {
+        infra: &infra,
         config,
         cfn,
         snapshot,
@@ -238,12 +250,20 @@ pub async fn run(
         problems,
         applied: opts.apply,
     };
+    if let Ok((_, unreadable)) = &infra {
+        report.problems.extend(unreadable.iter().cloned());
+    }
     report
         .problems
         .extend(unused_options(opts, &report.findings));
     for (i, a) in adoptions {
         report.findings[i].import = if opts.apply {
-            take_over(store, cfn, installation, &a).await?
+            match &a.target {
+                Target::Stack(stack) => take_over(store, cfn, installation, &a.dep, stack).await?,
+                Target::Folder { folder, branch } => {
+                    record_folder(store, &a, folder, branch).await?
+                }
+            }
         } else {
             ImportState::WouldImport
         };
@@ -293,15 +313,105 @@ fn unused_options(opts: &Options, findings: &[Finding]) -> Vec<String> {
     out
 }
 
-/// A stack to take over: the history row to write (its placement names the stack) and the
-/// stack as read.
+/// What to take over: the history row to write (its placement names the stack), what was
+/// read, and the outputs to record.
 struct Adoption {
     dep: NewDeployment,
-    stack: LiveStack,
+    target: Target,
+    outputs: BTreeMap<String, String>,
+}
+
+/// A live stack, or a folder of the infrastructure repo.
+enum Target {
+    Stack(LiveStack),
+    Folder {
+        /// The folder Proton committed.
+        folder: String,
+        /// The branch the daemon's pull requests for it will use.
+        branch: String,
+    },
+}
+
+impl Adoption {
+    fn stack_id(&self) -> Option<String> {
+        match &self.target {
+            Target::Stack(s) => s.info.id.clone(),
+            Target::Folder { .. } => None,
+        }
+    }
+}
+
+/// The infrastructure repo's folders by resource id and its unreadable metadata files, or
+/// why it could not be read.
+type Infra = Result<(BTreeMap<String, Vec<self_managed::Folder>>, Vec<String>), String>;
+
+/// Most files and bytes read from the infrastructure repo.
+const INFRA_FILES: usize = 100_000;
+const INFRA_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Reads every file of the infrastructure repo's branch, and of the pipeline repo's when
+/// one is configured (fetched first when `fetch`), off the runtime; their folders together.
+async fn read_infra(config: &Config, fetch: bool) -> Infra {
+    let Some(sm) = config.self_managed.clone() else {
+        return Err("no infrastructure repo is configured: set [self_managed] url (and forge) to the repo AWS Proton committed to, then import again".into());
+    };
+    let mut repos = vec![(sm.url.clone(), sm.branch.clone())];
+    if let Some(p) = &sm.pipelines {
+        repos.push((p.url.clone(), p.branch.clone()));
+    }
+    let mut all: BTreeMap<String, Vec<self_managed::Folder>> = BTreeMap::new();
+    let mut unreadable = Vec::new();
+    for (url, branch) in repos {
+        let cache = config.data_dir.join("git");
+        let options = config.fetch_options(&url);
+        let files = tokio::task::spawn_blocking(move || {
+            read_repo_files(&url, &branch, &cache, &options, fetch)
+        })
+        .await
+        .map_err(|e| format!("reading the infrastructure repo panicked: {e}"))??;
+        let (folders, problems) = self_managed::folders(&files);
+        for (id, f) in folders {
+            all.entry(id).or_default().extend(f);
+        }
+        unreadable.extend(problems);
+    }
+    Ok((all, unreadable))
+}
+
+/// Every text file of `branch` of the repo at `url` (fetched first when `fetch`).
+fn read_repo_files(
+    url: &str,
+    branch: &str,
+    cache: &std::path::Path,
+    options: &crate::source::FetchOptions,
+    fetch: bool,
+) -> Result<Vec<(String, String)>, String> {
+    let fail = |e: crate::source::SourceError| format!("repo {url}: {}", crate::error_chain(&e));
+    let mirror = if fetch {
+        crate::source::Mirror::sync_with(url, cache, options)
+    } else {
+        crate::source::Mirror::open(url, cache)
+    }
+    .map_err(fail)?;
+    let head = mirror.branch_head(branch).map_err(fail)?;
+    let entries = mirror
+        .read_tree(head, "", INFRA_FILES, INFRA_BYTES)
+        .map_err(fail)?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            crate::source::EntryKind::Blob(b) | crate::source::EntryKind::Executable(b) => {
+                String::from_utf8(b).ok().map(|t| (e.path, t))
+            }
+            _ => None,
+        })
+        .collect())
 }
 
 /// What the discovery knows while it runs.
 struct Finder<'a> {
+    /// The infrastructure repo, for self-managed resources.
+    infra: &'a Infra,
     config: &'a Config,
     cfn: &'a CloudFormation,
     snapshot: &'a Snapshot,
@@ -356,8 +466,8 @@ impl Finder<'_> {
                 if let Some(a) = adoption {
                     records.push(ResourceRecord::deployed_by(
                         &a.dep,
-                        a.stack.info.outputs.clone(),
-                        a.stack.info.id.clone(),
+                        a.outputs.clone(),
+                        a.stack_id(),
                     ));
                     adoptions.push((findings.len(), a));
                 }
@@ -411,8 +521,7 @@ impl Finder<'_> {
         records: &[ResourceRecord],
     ) -> (Finding, Option<Adoption>) {
         if r.provisioning == Provisioning::SelfManaged {
-            let why = "self-managed (Terraform): its infrastructure repo keeps working as it is; import does not record it yet (see the README, Migrating from AWS Proton)";
-            return (finding(r, Verdict::SelfManaged, Some(why.into())), None);
+            return self.examine_folder(r);
         }
         let (region, role) =
             crate::evaluate::wanted_place(r.environment.as_ref(), &self.roles, self.config);
@@ -479,7 +588,131 @@ impl Finder<'_> {
             spec_commit: r.spec_commit.clone(),
             placement,
         };
-        (f, Some(Adoption { dep, stack }))
+        let outputs = stack.info.outputs.clone();
+        (
+            f,
+            Some(Adoption {
+                dep,
+                target: Target::Stack(stack),
+                outputs,
+            }),
+        )
+    }
+
+    /// Finds and compares the folder Proton committed for a self-managed resource; the
+    /// adoption when it is to be recorded (identical, or differing and accepted).
+    fn examine_folder(&self, r: &Resource) -> (Finding, Option<Adoption>) {
+        let id = &r.desired.id;
+        let folders = match self.infra {
+            Ok((folders, _)) => folders,
+            // No repo configured: the resource's repo goes on as it is (not a failure).
+            Err(why) if self.config.self_managed.is_none() => {
+                return (finding(r, Verdict::SelfManaged, Some(why.clone())), None);
+            }
+            Err(why) => return (finding(r, Verdict::Unusable, Some(why.clone())), None),
+        };
+        let mut f = finding(r, Verdict::Unusable, None);
+        let folder = match folders.get(id).map(Vec::as_slice).unwrap_or_default() {
+            [one] => one,
+            [] => {
+                f.verdict = Verdict::NotFound;
+                f.reason = Some(format!(
+                    "no folder of the infrastructure repo has a {} whose resourceMetadata.arn names {id}; without it protond cannot tell what Proton committed, and the next cycle opens a pull request for it",
+                    self_managed::METADATA
+                ));
+                return (f, None);
+            }
+            many => {
+                f.verdict = Verdict::Ambiguous;
+                f.candidates = many.iter().map(|x| format!("{}/", x.path)).collect();
+                f.reason = Some(format!(
+                    "{} folders have a {} naming {id}; remove the stale ones from the infrastructure repo",
+                    many.len(),
+                    self_managed::METADATA
+                ));
+                return (f, None);
+            }
+        };
+        f.stack = Some(format!("{}/", folder.path));
+        let meta = &folder.meta;
+        let file = format!("{}/{}", folder.path, self_managed::METADATA);
+        if meta.deleted {
+            f.reason = Some(format!(
+                "{file} has isResourceDeleted: true (Proton destroyed it); not recorded: the next cycle deploys it anew through a pull request"
+            ));
+            return (f, None);
+        }
+        if meta.template != r.desired.template || meta.major != r.desired.version.major {
+            f.reason = Some(format!(
+                "{file} says Proton deployed {} {}.{}, and the spec asks for {} {}: not recorded; make the spec name the template Proton used, import, then change it",
+                meta.template, meta.major, meta.minor, r.desired.template, r.desired.version
+            ));
+            return (f, None);
+        }
+        let live_version = Version {
+            major: meta.major,
+            minor: meta.minor,
+        };
+        f.live_version = Some(live_version);
+        f.differences = self_managed::diff_files(&r.documents, folder);
+        let identical = f.differences.is_empty();
+        f.verdict = if identical {
+            Verdict::Identical
+        } else {
+            Verdict::Differs
+        };
+        let accepted = self.opts.accept_diff.contains(id);
+        if !identical {
+            f.reason = Some(differs_reason(&f, accepted));
+            if !accepted {
+                return (f, None);
+            }
+        }
+        let rendered_hash = if identical {
+            rendered_hash(r)
+        } else {
+            let live: Vec<(String, String)> = folder
+                .files
+                .iter()
+                .map(|(n, t)| (n.clone(), t.clone()))
+                .collect();
+            desired::hash_documents(&live)
+        };
+        let (region, role) =
+            crate::evaluate::wanted_place(r.environment.as_ref(), &self.roles, self.config);
+        let dep = NewDeployment {
+            resource_id: id.clone(),
+            kind: r.desired.kind,
+            repo: r.desired.repo.clone(),
+            environment: r.environment.clone(),
+            action: DeploymentAction::Import,
+            reason: (!identical).then(|| "accepted_diff".to_string()),
+            template: r.desired.template.clone(),
+            from_version: None,
+            to_version: live_version,
+            input_hash: r.desired.input_hash.clone(),
+            rendered_hash,
+            spec_commit: r.spec_commit.clone(),
+            placement: Placement {
+                stack_name: crate::provision::cloudformation::stack_name(id),
+                stack_id: None,
+                region: Some(region),
+                role_arn: role,
+            },
+        };
+        let target = Target::Folder {
+            folder: folder.path.clone(),
+            branch: format!("{}deploy/{id}", self.config.proposals.branch_prefix),
+        };
+        let outputs = self_managed::outputs_for(id, folders);
+        (
+            f,
+            Some(Adoption {
+                dep,
+                target,
+                outputs,
+            }),
+        )
     }
 
     /// The stack of resource `id`: the mapped one, else the one Proton's tags name.
@@ -497,7 +730,7 @@ impl Finder<'_> {
         let mut found: Vec<&LiveStack> = listing
             .iter()
             .filter(|s| {
-                matching::proton_target(&s.info.tags)
+                matching::proton_target(&s.info.name, &s.info.tags)
                     .and_then(|t| matching::resource_for(&t, &self.components))
                     .is_some_and(|r| r.to_string() == id)
                     && matching::free_for(&s.info.tags, id, self.installation)
@@ -510,7 +743,7 @@ impl Finder<'_> {
                     .iter()
                     .filter(|s| {
                         s.info.name.starts_with(matching::PROTON_STACK_PREFIX)
-                            && matching::proton_target(&s.info.tags).is_none()
+                            && matching::proton_target(&s.info.name, &s.info.tags).is_none()
                     })
                     .count();
                 let hint = if untagged > 0 {
@@ -755,9 +988,10 @@ fn expected_tags(id: &str) -> String {
         Ok(crate::model::ResourceId::Pipeline { service }) => {
             format!("aws:proton:service = …:service/{service}, no service-instance tag")
         }
-        Ok(crate::model::ResourceId::Component { .. }) => {
-            "a directly defined component: Proton's documented tags do not name components, so give its stack with --map".to_string()
-        }
+        Ok(crate::model::ResourceId::Component { service, instance }) => format!(
+            "a directly defined component: aws:proton:service-instance = …:service/{service}/service-instance/{instance}, no aws:proton:template, and the stack named {}<component name>-cloudformation-…",
+            matching::PROTON_STACK_PREFIX
+        ),
         Err(_) => String::new(),
     }
 }
@@ -800,9 +1034,10 @@ async fn take_over(
     store: &Store,
     cfn: &CloudFormation,
     installation: &str,
-    a: &Adoption,
+    dep: &NewDeployment,
+    stack: &LiveStack,
 ) -> Result<ImportState, ImportError> {
-    let id = &a.dep.resource_id;
+    let id = &dep.resource_id;
     if let Some(row) = store
         .in_flight()
         .await?
@@ -821,21 +1056,21 @@ async fn take_over(
             return Ok(done);
         }
     }
-    let deployment = store.begin_deployment(&a.dep).await?;
-    let role = a.dep.placement.role_arn.as_deref();
-    let tags = ownership_tags(&a.dep, deployment, installation);
-    let outcome = match cfn.add_tags(&a.stack, role, &tags).await {
+    let deployment = store.begin_deployment(dep).await?;
+    let role = dep.placement.role_arn.as_deref();
+    let tags = ownership_tags(dep, deployment, installation);
+    let outcome = match cfn.add_tags(stack, role, &tags).await {
         Ok(Some(info)) => match check_owner(&info, id, installation, true) {
-            Ok(()) => Ok(ResourceRecord::deployed_by(&a.dep, info.outputs, info.id)),
+            Ok(()) => Ok(ResourceRecord::deployed_by(dep, info.outputs, info.id)),
             Err(c) => Err(format!("after tagging, the ownership gate refuses it: {c}")),
         },
         Ok(None) => Err(format!(
             "stack {} disappeared while being tagged",
-            a.stack.info.name
+            stack.info.name
         )),
         Err(e) => Err(format!(
             "adding protond's tags to stack {} failed (its template, parameters and resources are as they were): {}",
-            a.stack.info.name,
+            stack.info.name,
             crate::error_chain(&e)
         )),
     };
@@ -844,7 +1079,7 @@ async fn take_over(
             store
                 .finish_deployment(deployment, &Outcome::Succeeded(record))
                 .await?;
-            tracing::info!(resource = %id, stack = %a.stack.info.name, deployment, "Took over the stack AWS Proton deployed.");
+            tracing::info!(resource = %id, stack = %stack.info.name, deployment, "Took over the stack AWS Proton deployed.");
             Ok(ImportState::Imported { deployment })
         }
         Err(error) => {
@@ -853,10 +1088,60 @@ async fn take_over(
                 retryable: false,
             };
             store.finish_deployment(deployment, &failed).await?;
-            tracing::warn!(resource = %id, stack = %a.stack.info.name, error = %error, "Could not take over the stack.");
+            tracing::warn!(resource = %id, stack = %stack.info.name, error = %error, "Could not take over the stack.");
             Ok(ImportState::Failed { error })
         }
     }
+}
+
+/// Records a self-managed resource as deployed from the folder Proton committed: settles an
+/// import an earlier run left in flight, names the folder in the self-managed record (so
+/// the daemon's next pull request for it goes there), and writes the history row with the
+/// record. Nothing is written to the infrastructure repo.
+async fn record_folder(
+    store: &Store,
+    a: &Adoption,
+    folder: &str,
+    branch: &str,
+) -> Result<ImportState, ImportError> {
+    let id = &a.dep.resource_id;
+    if let Some(row) = store
+        .in_flight()
+        .await?
+        .into_iter()
+        .find(|d| &d.deployment.resource_id == id)
+    {
+        if row.deployment.action != DeploymentAction::Import {
+            return Ok(ImportState::Failed {
+                error: format!(
+                    "deployment {} of {id} ({}) is in flight; finish it (`protond notify`), then import again",
+                    row.id, row.deployment.action
+                ),
+            });
+        }
+        store
+            .finish_deployment(row.id, &Outcome::Interrupted)
+            .await?;
+    }
+    let deployment = store.begin_deployment(&a.dep).await?;
+    store
+        .put_self_managed(&crate::state::SelfManagedRecord {
+            resource_id: id.clone(),
+            deployment_id: deployment,
+            folder: folder.to_string(),
+            branch: branch.to_string(),
+            number: None,
+            url: None,
+            state: "done".into(),
+            updated_at: String::new(),
+        })
+        .await?;
+    let record = ResourceRecord::deployed_by(&a.dep, a.outputs.clone(), None);
+    store
+        .finish_deployment(deployment, &Outcome::Succeeded(record))
+        .await?;
+    tracing::info!(resource = %id, folder, deployment, "Recorded the self-managed resource AWS Proton committed.");
+    Ok(ImportState::Imported { deployment })
 }
 
 /// Finishes an import row an earlier run left in flight: recorded if the stack carries that

@@ -161,6 +161,243 @@ pub fn buildspec(manifest: &Manifest, commands: &[String]) -> String {
     serde_yaml::to_string(&spec).unwrap_or_default()
 }
 
+/// A manifest's `project_properties`, rendered and checked: what a build of the resource
+/// sets beyond protond's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildProps {
+    /// `VpcConfig`: the build runs in this VPC (a project of its own, see [`project_for`]).
+    pub vpc: Option<Vpc>,
+    /// `TimeoutInMinutes`.
+    pub timeout: Option<i32>,
+    /// `QueuedTimeoutInMinutes`.
+    pub queued_timeout: Option<i32>,
+    /// `Environment.ComputeType`.
+    pub compute_type: Option<String>,
+    /// `Environment.Image`.
+    pub image: Option<String>,
+    /// `Environment.Type`.
+    pub environment_type: Option<String>,
+    /// `Environment.PrivilegedMode`.
+    pub privileged_mode: Option<bool>,
+    /// `Environment.ImagePullCredentialsType`.
+    pub image_pull_credentials_type: Option<String>,
+    /// `Environment.Certificate`.
+    pub certificate: Option<String>,
+    /// `Environment.EnvironmentVariables`: (name, value, type).
+    pub variables: Vec<(String, String, String)>,
+    /// `ServiceRole`.
+    pub service_role: Option<String>,
+    /// `EncryptionKey`.
+    pub encryption_key: Option<String>,
+}
+
+/// `VpcConfig` of a build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vpc {
+    /// `VpcId`.
+    pub vpc_id: String,
+    /// `Subnets`.
+    pub subnets: Vec<String>,
+    /// `SecurityGroupIds`.
+    pub security_group_ids: Vec<String>,
+}
+
+/// What starts a Jinja tag (written escaped: braces in literals confuse the layering test's
+/// function-length count).
+const JINJA_OPENERS: [&str; 2] = ["\u{7b}\u{7b}", "\u{7b}%"];
+
+/// Renders every string of `v` holding Jinja with `ctx` (Proton rendered
+/// `project_properties` with the data of `proton-inputs.json`).
+fn render_value(v: &Value, ctx: &Value, at: &str) -> Result<Value, String> {
+    Ok(match v {
+        Value::String(s) if JINJA_OPENERS.iter().any(|o| s.contains(o)) => {
+            let file = crate::catalog::IacFile {
+                path: at.to_string(),
+                source: s.clone(),
+                engine: crate::catalog::Engine::Jinja,
+                language: crate::catalog::Language::Terraform,
+            };
+            let out = crate::render::render_file(&file, ctx).map_err(|e| e.to_string())?;
+            Value::String(out)
+        }
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, x)| render_value(x, ctx, &format!("{at}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| Ok((k.clone(), render_value(x, ctx, &format!("{at}.{k}"))?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+fn text_of(v: &Value, at: &str) -> Result<String, String> {
+    match v {
+        Value::String(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        _ => Err(format!("{at}: expected a non-empty string, got {v}")),
+    }
+}
+
+/// A list of ids: a list, or a string rendered from one (`["a", "b"]`, or Python's
+/// `['a', 'b']` as Proton's Jinja printed it), or one id.
+fn list_of(v: &Value, at: &str) -> Result<Vec<String>, String> {
+    let items = match v {
+        Value::Array(items) => items.clone(),
+        Value::String(s) if s.trim_start().starts_with('[') => {
+            crate::catalog::yaml::from_str::<Vec<Value>>(s)
+                .map_err(|e| format!("{at}: {s:?} is not a list: {e}"))?
+        }
+        Value::String(_) => vec![v.clone()],
+        _ => return Err(format!("{at}: expected a list of ids, got {v}")),
+    };
+    let out: Vec<String> = items
+        .iter()
+        .enumerate()
+        .map(|(i, x)| text_of(x, &format!("{at}[{i}]")))
+        .collect::<Result<_, _>>()?;
+    if out.is_empty() {
+        return Err(format!("{at}: the list is empty"));
+    }
+    Ok(out)
+}
+
+fn minutes(v: &Value, at: &str, range: std::ops::RangeInclusive<i32>) -> Result<i32, String> {
+    let n: i32 = text_of(v, at)?
+        .parse()
+        .map_err(|_| format!("{at}: expected a whole number of minutes, got {v}"))?;
+    if range.contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "{at}: {n} is outside CodeBuild's {}..={} minutes",
+            range.start(),
+            range.end()
+        ))
+    }
+}
+
+/// The manifest's `project_properties` (keys checked by `Manifest::parse`) rendered with
+/// `ctx` (`proton-inputs.json`) and checked.
+///
+/// # Errors
+///
+/// The first value that is not what `CodeBuild` takes, naming its field.
+pub fn build_props(raw: &BTreeMap<String, Value>, ctx: &Value) -> Result<BuildProps, String> {
+    let base = "manifest.yaml: settings.project_properties";
+    let mut p = BuildProps::default();
+    for (key, value) in raw {
+        let at = format!("{base}.{key}");
+        let v = render_value(value, ctx, &at)?;
+        let field = |k: &str| (v.get(k), format!("{at}.{k}"));
+        match key.as_str() {
+            "VpcConfig" => {
+                let need = |k: &str| {
+                    let (x, at) = field(k);
+                    x.ok_or_else(|| {
+                        format!(
+                            "{at} is missing; VpcConfig takes VpcId, Subnets and SecurityGroupIds"
+                        )
+                    })
+                    .map(|x| (x.clone(), at))
+                };
+                let (id, id_at) = need("VpcId")?;
+                let (subnets, subnets_at) = need("Subnets")?;
+                let (groups, groups_at) = need("SecurityGroupIds")?;
+                p.vpc = Some(Vpc {
+                    vpc_id: text_of(&id, &id_at)?,
+                    subnets: list_of(&subnets, &subnets_at)?,
+                    security_group_ids: list_of(&groups, &groups_at)?,
+                });
+            }
+            "TimeoutInMinutes" => p.timeout = Some(minutes(&v, &at, 5..=2160)?),
+            "QueuedTimeoutInMinutes" => p.queued_timeout = Some(minutes(&v, &at, 5..=480)?),
+            "ServiceRole" => p.service_role = Some(text_of(&v, &at)?),
+            "EncryptionKey" => p.encryption_key = Some(text_of(&v, &at)?),
+            "Environment" => environment_props(&v, &at, &mut p)?,
+            other => return Err(format!("{base}.{other}: not a property protond applies")),
+        }
+    }
+    Ok(p)
+}
+
+/// `Environment` of `project_properties` into `p`.
+fn environment_props(v: &Value, at: &str, p: &mut BuildProps) -> Result<(), String> {
+    let text = |k: &str| -> Result<Option<String>, String> {
+        v.get(k)
+            .map(|x| text_of(x, &format!("{at}.{k}")))
+            .transpose()
+    };
+    p.compute_type = text("ComputeType")?;
+    p.image = text("Image")?;
+    p.environment_type = text("Type")?;
+    p.image_pull_credentials_type = text("ImagePullCredentialsType")?;
+    p.certificate = text("Certificate")?;
+    p.privileged_mode = match v.get("PrivilegedMode") {
+        None => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Some(true),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Some(false),
+        Some(other) => {
+            return Err(format!(
+                "{at}.PrivilegedMode: expected true or false, got {other}"
+            ));
+        }
+    };
+    if let Some(vars) = v.get("EnvironmentVariables") {
+        let at = format!("{at}.EnvironmentVariables");
+        let Value::Array(items) = vars else {
+            return Err(format!("{at}: expected a list of {{Name, Value, Type}}"));
+        };
+        for (i, item) in items.iter().enumerate() {
+            let at = format!("{at}[{i}]");
+            let get = |k: &str| item.get(k).map(|x| text_of(x, &format!("{at}.{k}")));
+            let name = get("Name").ok_or_else(|| format!("{at}.Name is missing"))??;
+            let value = get("Value").ok_or_else(|| format!("{at}.Value is missing"))??;
+            let kind = get("Type")
+                .transpose()?
+                .unwrap_or_else(|| "PLAINTEXT".into());
+            if !["PLAINTEXT", "PARAMETER_STORE", "SECRETS_MANAGER"].contains(&kind.as_str()) {
+                return Err(format!(
+                    "{at}.Type: {kind:?}; use PLAINTEXT, PARAMETER_STORE or SECRETS_MANAGER"
+                ));
+            }
+            if name.starts_with("PROTOND_") {
+                return Err(format!(
+                    "{at}.Name: {name} is protond's own; choose another name"
+                ));
+            }
+            p.variables.push((name, value, kind));
+        }
+    }
+    Ok(())
+}
+
+/// The project a build with `props` runs in: `project`, or for a `VpcConfig` a project of
+/// its own, `<project>-vpc-<12 hex digits of the config>` (`CodeBuild` sets the VPC on the
+/// project, not on a build), created like `project`.
+#[must_use]
+pub fn project_for(project: &str, props: &BuildProps) -> String {
+    match &props.vpc {
+        None => project.to_string(),
+        Some(v) => {
+            let key = format!(
+                "{}|{}|{}",
+                v.vpc_id,
+                v.subnets.join(","),
+                v.security_group_ids.join(",")
+            );
+            format!("{project}-vpc-{}", &sha256_hex(key.as_bytes())[..12])
+        }
+    }
+}
+
 /// The documents of a `CodeBuild` resource: the bundle's files (paths relative to its folder)
 /// and `proton-inputs.json` from the rendering context.
 #[must_use]
@@ -341,6 +578,10 @@ struct Run<'a> {
     outputs_path: String,
     buildspec: String,
     image: String,
+    /// The project (`[codebuild] project`, or its VPC variant).
+    project: String,
+    /// The manifest's `project_properties`, rendered.
+    props: BuildProps,
 }
 
 impl CodeBuild {
@@ -431,7 +672,12 @@ impl CodeBuild {
     /// Creates the project (when `[codebuild] service_role` is set) after `StartBuild` said it
     /// does not exist.
     async fn create_project(&self, client: &Client, run: &Run<'_>) -> Result<(), BuildError> {
-        let Some(role) = &self.settings.service_role else {
+        let Some(role) = run
+            .props
+            .service_role
+            .as_ref()
+            .or(self.settings.service_role.as_ref())
+        else {
             return Err(BuildError::Call {
                 operation: "StartBuild",
                 project: self.settings.project.clone(),
@@ -440,6 +686,11 @@ impl CodeBuild {
             });
         };
         let bucket = self.artifacts.as_ref().map_or("", Artifacts::bucket);
+        let compute = run
+            .props
+            .compute_type
+            .as_deref()
+            .unwrap_or(&self.settings.compute_type);
         let built = (
             ProjectSource::builder()
                 .r#type(SourceType::S3)
@@ -451,19 +702,27 @@ impl CodeBuild {
             ProjectEnvironment::builder()
                 .r#type(EnvironmentType::LinuxContainer)
                 .image(&self.settings.image)
-                .compute_type(ComputeType::from(self.settings.compute_type.as_str()))
+                .compute_type(ComputeType::from(compute))
                 .build(),
         );
+        let vpc = run.props.vpc.as_ref().map(|v| {
+            aws_sdk_codebuild::types::VpcConfig::builder()
+                .vpc_id(&v.vpc_id)
+                .set_subnets(Some(v.subnets.clone()))
+                .set_security_group_ids(Some(v.security_group_ids.clone()))
+                .build()
+        });
         let (Ok(source), Ok(artifacts), Ok(environment)) = built else {
             return Err(BuildError::Manifest {
                 resource: run.resource.to_string(),
                 message: "cannot describe the CodeBuild project".into(),
             });
         };
-        tracing::info!(project = %self.settings.project, "Creating the CodeBuild project.");
+        tracing::info!(project = %run.project, vpc = run.props.vpc.is_some(), "Creating the CodeBuild project.");
         match client
             .create_project()
-            .name(&self.settings.project)
+            .name(&run.project)
+            .set_vpc_config(vpc)
             .description("protond: CodeBuild provisioning of Proton bundles")
             .source(source)
             .artifacts(artifacts)
@@ -497,7 +756,15 @@ impl CodeBuild {
             env("PROTOND_ACTION", run.action.to_string()),
         ]
         .into_iter()
+        .chain(run.props.variables.iter().map(|(name, value, kind)| {
+            EnvironmentVariable::builder()
+                .name(name)
+                .value(value)
+                .r#type(EnvironmentVariableType::from(kind.as_str()))
+                .build()
+        }))
         .collect();
+        let p = &run.props;
         let artifacts = ProjectArtifacts::builder()
             .r#type(ArtifactsType::S3)
             .location(bucket)
@@ -515,13 +782,32 @@ impl CodeBuild {
         for attempt in 0..2 {
             let result = client
                 .start_build()
-                .project_name(&self.settings.project)
+                .project_name(&run.project)
                 .source_type_override(SourceType::S3)
                 .source_location_override(format!("{bucket}/{}", run.bundle))
                 .buildspec_override(&run.buildspec)
                 .image_override(&run.image)
-                .environment_type_override(EnvironmentType::LinuxContainer)
-                .compute_type_override(ComputeType::from(self.settings.compute_type.as_str()))
+                .environment_type_override(
+                    p.environment_type
+                        .as_deref()
+                        .map_or(EnvironmentType::LinuxContainer, EnvironmentType::from),
+                )
+                .compute_type_override(ComputeType::from(
+                    p.compute_type
+                        .as_deref()
+                        .unwrap_or(&self.settings.compute_type),
+                ))
+                .set_timeout_in_minutes_override(p.timeout)
+                .set_queued_timeout_in_minutes_override(p.queued_timeout)
+                .set_privileged_mode_override(p.privileged_mode)
+                .set_image_pull_credentials_type_override(
+                    p.image_pull_credentials_type
+                        .as_deref()
+                        .map(aws_sdk_codebuild::types::ImagePullCredentialsType::from),
+                )
+                .set_certificate_override(p.certificate.clone())
+                .set_service_role_override(p.service_role.clone())
+                .set_encryption_key_override(p.encryption_key.clone())
                 .artifacts_override(artifacts.clone())
                 .set_environment_variables_override(Some(vars.clone()))
                 .idempotency_token(format!("protond-{}-{}", run.deployment_id, run.action))
@@ -615,6 +901,17 @@ impl CodeBuild {
                 resource: resource.to_string(),
                 message,
             })?;
+        let ctx: Value = documents
+            .iter()
+            .find(|(p, _)| p == INPUTS_FILE)
+            .and_then(|(_, t)| serde_json::from_str(t).ok())
+            .unwrap_or(Value::Null);
+        let props = build_props(&manifest.project_properties, &ctx).map_err(|message| {
+            BuildError::Manifest {
+                resource: resource.to_string(),
+                message,
+            }
+        })?;
         let mut all = String::new();
         for (p, t) in documents {
             all.push_str(&format!("{p}\0{t}\0"));
@@ -636,11 +933,14 @@ impl CodeBuild {
             region: dep.placement.region.as_deref().unwrap_or(&self.region),
             outputs_path: format!("{folder}/{}", job.deployment_id),
             buildspec: buildspec(&manifest, &manifest.provision),
-            image: manifest
+            image: props
                 .image
                 .clone()
+                .or_else(|| manifest.image.clone())
                 .unwrap_or_else(|| self.settings.image.clone()),
             bundle: bundle.clone(),
+            project: project_for(&self.settings.project, &props),
+            props,
         };
         let build = self.start(&run).await?;
         self.wait(&run, &build).await?;
@@ -697,6 +997,22 @@ impl CodeBuild {
                 resource: resource.to_string(),
                 message,
             })?;
+        let ctx: Value = if manifest.project_properties.is_empty() {
+            Value::Null
+        } else {
+            artifacts
+                .get(role, &format!("{bundle}{INPUTS_FILE}"))
+                .await
+                .map_err(|e| Self::artifact_error(resource, e))?
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or(Value::Null)
+        };
+        let props = build_props(&manifest.project_properties, &ctx).map_err(|message| {
+            BuildError::Manifest {
+                resource: resource.to_string(),
+                message,
+            }
+        })?;
         let folder = Self::folder(artifacts, resource);
         let run = Run {
             resource,
@@ -706,11 +1022,14 @@ impl CodeBuild {
             region: dep.placement.region.as_deref().unwrap_or(&self.region),
             outputs_path: format!("{folder}/{}", job.deployment_id),
             buildspec: buildspec(&manifest, &manifest.deprovision),
-            image: manifest
+            image: props
                 .image
                 .clone()
+                .or_else(|| manifest.image.clone())
                 .unwrap_or_else(|| self.settings.image.clone()),
             bundle,
+            project: project_for(&self.settings.project, &props),
+            props,
         };
         let build = self.start(&run).await?;
         self.wait(&run, &build).await?;
@@ -724,11 +1043,11 @@ impl Provisioner for CodeBuild {
         job: Job<'a>,
         documents: &'a [(String, String)],
     ) -> BoxFuture<'a, Result<Applied, DeployError>> {
-        Box::pin(async move { Ok(self.apply_job(job, documents).await?) })
+        Box::pin(async move { Ok(Box::pin(self.apply_job(job, documents)).await?) })
     }
 
     fn delete<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<Applied, DeployError>> {
-        Box::pin(async move { Ok(self.delete_job(job).await?) })
+        Box::pin(async move { Ok(Box::pin(self.delete_job(job)).await?) })
     }
 
     /// A build left running by an earlier process is not followed: the deployment counts as
@@ -868,5 +1187,89 @@ mod tests {
         assert_eq!(docs.len(), 2);
         let inputs: Value = serde_json::from_str(&docs[1].1).expect("json");
         assert_eq!(inputs, ctx);
+    }
+
+    /// `project_properties` as Proton's documentation writes them: values rendered with the
+    /// inputs (a list input printed into a string becomes a list again), checked, each
+    /// error naming its field.
+    #[test]
+    fn project_properties_are_rendered_and_checked() {
+        let ctx = serde_json::json!({"environment": {"name": "dev", "inputs": {
+            "vpc": "vpc-1", "subnets": ["subnet-a", "subnet-b"], "sgs": ["sg-1"]}}});
+        let raw = |y: &str| -> BTreeMap<String, Value> {
+            crate::catalog::yaml::from_str(y).expect("yaml")
+        };
+        let p = build_props(
+            &raw("VpcConfig:\n  VpcId: \"{{ environment.inputs.vpc }}\"\n  Subnets: \"{{ environment.inputs.subnets }}\"\n  SecurityGroupIds: \"{{ environment.inputs.sgs }}\"\nTimeoutInMinutes: \"90\"\nEnvironment:\n  ComputeType: BUILD_GENERAL1_LARGE\n  PrivilegedMode: true\n  EnvironmentVariables:\n    - {Name: STAGE, Value: \"{{ environment.name }}\"}\n"),
+            &ctx,
+        )
+        .expect("valid");
+        assert_eq!(
+            p.vpc,
+            Some(Vpc {
+                vpc_id: "vpc-1".into(),
+                subnets: vec!["subnet-a".into(), "subnet-b".into()],
+                security_group_ids: vec!["sg-1".into()],
+            })
+        );
+        assert_eq!(p.timeout, Some(90));
+        assert_eq!(p.compute_type.as_deref(), Some("BUILD_GENERAL1_LARGE"));
+        assert_eq!(p.privileged_mode, Some(true));
+        assert_eq!(
+            p.variables,
+            [(
+                "STAGE".to_string(),
+                "dev".to_string(),
+                "PLAINTEXT".to_string()
+            )]
+        );
+        let project = project_for("protond-provisioning", &p);
+        assert!(
+            project.starts_with("protond-provisioning-vpc-") && project.len() == 37,
+            "{project}"
+        );
+        assert_eq!(
+            project_for("protond-provisioning", &BuildProps::default()),
+            "protond-provisioning"
+        );
+        // Python's list repr, as Proton's Jinja printed a list.
+        let p = build_props(
+            &raw("VpcConfig: {VpcId: v, Subnets: \"['s-1', 's-2']\", SecurityGroupIds: [g]}\n"),
+            &ctx,
+        )
+        .expect("valid");
+        assert_eq!(p.vpc.expect("vpc").subnets, ["s-1", "s-2"]);
+        let at = "manifest.yaml: settings.project_properties";
+        for (y, want) in [
+            (
+                "VpcConfig: {VpcId: v, Subnets: [s]}\n",
+                format!("{at}.VpcConfig.SecurityGroupIds is missing"),
+            ),
+            (
+                "TimeoutInMinutes: 3\n",
+                format!("{at}.TimeoutInMinutes: 3 is outside CodeBuild's 5..=2160 minutes"),
+            ),
+            (
+                "TimeoutInMinutes: soon\n",
+                format!("{at}.TimeoutInMinutes: expected a whole number"),
+            ),
+            (
+                "Environment: {PrivilegedMode: maybe}\n",
+                format!("{at}.Environment.PrivilegedMode: expected true or false"),
+            ),
+            (
+                "Environment: {EnvironmentVariables: [{Name: PROTOND_X, Value: y}]}\n",
+                format!(
+                    "{at}.Environment.EnvironmentVariables[0].Name: PROTOND_X is protond's own"
+                ),
+            ),
+            (
+                "VpcConfig: {VpcId: \"{{ environment.inputs.nope }}\", Subnets: [s], SecurityGroupIds: [g]}\n",
+                format!("{at}.VpcConfig.VpcId"),
+            ),
+        ] {
+            let e = build_props(&raw(y), &ctx).expect_err(&want);
+            assert!(e.starts_with(&want), "{e}\nwanted: {want}");
+        }
     }
 }

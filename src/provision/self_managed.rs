@@ -3,6 +3,9 @@
 //! ([`super::terraform`]), a pull request is opened, and the outcome is reported back later
 //! (`protond notify`, `POST /api/v1/notify`), recorded by [`notify()`].
 //!
+//! Pipelines go to the pipeline repo instead when `[self_managed.pipeline_repository]` is
+//! set (Proton's `pipelineProvisioningRepository`), at the same `pipeline/<service>` folder.
+//!
 //! A submitted deployment stays `in_progress` in the store, marked `waiting` in the
 //! `self_managed` table: the reconciler neither adopts it nor starts another deployment of
 //! that resource until the outcome is reported. A restart changes nothing.
@@ -156,7 +159,11 @@ async fn submit(
     dep: &NewDeployment,
     documents: Option<&[(String, String)]>,
 ) -> Result<SelfManagedRecord, SubmitError> {
-    let Some(sm) = &config.self_managed else {
+    let Some(sm) = config
+        .self_managed
+        .as_ref()
+        .map(|sm| sm.repo_for(&dep.resource_id))
+    else {
         return Err(fatal(format!(
             "{}: the template is Terraform (self-managed provisioning), but no infrastructure repo is configured; set [self_managed] url in the config",
             dep.resource_id
@@ -184,7 +191,7 @@ async fn submit(
         recorded,
     };
     let (commit, git_dir, folder) =
-        commit_folder(config, sm, target, documents, metadata, deleted, message).await?;
+        commit_folder(config, &sm, target, documents, metadata, deleted, message).await?;
     // Named after the resource id: folders nest (`dev/` and `dev/api-api-dev/`), and git
     // refs cannot.
     let pr_branch = format!(

@@ -242,3 +242,98 @@ async fn codebuild_bundles_run_through_codebuild() {
         .expect("history");
     assert_eq!(rows[0].status, "succeeded", "{:?}", rows[0]);
 }
+
+/// The manifest's `project_properties` (Proton's documented `VpcConfig`, with values rendered
+/// from the inputs as Proton rendered them, and a list printed into a string): each
+/// environment's builds run in a project of its own carrying its `VpcConfig`, created on
+/// moto with `[codebuild] service_role`. moto keeps a project's `vpcConfig` (checked here) and
+/// ignores build overrides (`TimeoutInMinutes`, `Environment`: unit-tested).
+#[tokio::test(flavor = "multi_thread")]
+async fn project_properties_reach_the_codebuild_project() {
+    const PROPS: &str = "        project_properties:\n          VpcConfig:\n            VpcId: \"vpc-{{ environment.inputs.team }}\"\n            Subnets: [\"subnet-{{ environment.name }}-a\", subnet-shared]\n            SecurityGroupIds: \"['sg-{{ environment.name }}', 'sg-shared']\"\n          TimeoutInMinutes: 90\n";
+    let w = World::examples_on_moto()
+        .setup(|root| {
+            let infra = root
+                .join("platform-templates")
+                .join("basic-env/v1/infrastructure");
+            std::fs::remove_file(infra.join("cloudformation.yaml")).expect("rm");
+            std::fs::write(infra.join("manifest.yaml"), format!("{MANIFEST}{PROPS}"))
+                .expect("manifest");
+            std::fs::write(infra.join("deploy.sh"), "#!/bin/sh\necho \"$1\"\n").expect("script");
+            crate::common::git(&root.join("platform-templates"), &["add", "-A"]);
+            crate::common::git(
+                &root.join("platform-templates"),
+                &["commit", "-qm", "codebuild with project_properties"],
+            );
+        })
+        .build();
+    w.edit_config(|c| {
+        c.replace(
+            "[[spec_repos]]\nname = \"payments\"\nurl = \"payments\"\n",
+            "",
+        )
+        .replace(
+            "change_sets = false\n",
+            &format!("change_sets = false\nartifact_bucket = \"{BUCKET}\"\n[codebuild]\nservice_role = \"{ROLE}\"\n"),
+        )
+    });
+    let url = w.aws_url().to_string();
+    let (s3, cb) = (s3(&url), codebuild(&url));
+    s3.create_bucket()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .expect("create bucket");
+    let out = w.reconcile();
+    assert!(out.status.success(), "{}", text(&out));
+
+    let store = w.store().await;
+    let records = store.resources().await.expect("records");
+    assert_eq!(
+        records.len(),
+        2,
+        "both environments provisioned: {records:?}"
+    );
+    let all = builds(&cb).await;
+    assert_eq!(all.len(), 2, "{all:#?}");
+    for env in ["dev", "prod"] {
+        // Both example environments' `team` input.
+        let team = "platform";
+        let props = protond::provision::codebuild::BuildProps {
+            vpc: Some(protond::provision::codebuild::Vpc {
+                vpc_id: format!("vpc-{team}"),
+                subnets: vec![format!("subnet-{env}-a"), "subnet-shared".into()],
+                security_group_ids: vec![format!("sg-{env}"), "sg-shared".into()],
+            }),
+            ..Default::default()
+        };
+        let project = protond::provision::codebuild::project_for("protond-provisioning", &props);
+        let got = cb
+            .batch_get_projects()
+            .names(&project)
+            .send()
+            .await
+            .expect("projects");
+        let [p] = got.projects() else {
+            panic!("project {project} for {env}: {got:?}");
+        };
+        let vpc = p.vpc_config().expect("vpcConfig");
+        assert_eq!(vpc.vpc_id(), Some(format!("vpc-{team}").as_str()));
+        assert_eq!(
+            vpc.subnets(),
+            [format!("subnet-{env}-a"), "subnet-shared".into()]
+        );
+        assert_eq!(
+            vpc.security_group_ids(),
+            [format!("sg-{env}"), "sg-shared".into()]
+        );
+        assert_eq!(p.service_role(), Some(ROLE));
+        assert_eq!(
+            all.iter()
+                .filter(|b| b.project_name() == Some(project.as_str()))
+                .count(),
+            1,
+            "one build of {env} in {project}"
+        );
+    }
+}

@@ -62,9 +62,14 @@ fn world() -> World {
     w
 }
 
-/// Proton's name for a resource's stack: `AWSProton-<name>-cloudformation-<13 letters>`.
+/// Proton's name for a resource's stack: `AWSProton-<name>-cloudformation-<13 letters>`
+/// (a component's: its own name, `cache` in the examples).
 fn proton_name(id: &str) -> String {
-    let name = id.rsplit('/').next().unwrap_or(id);
+    let name = if id.starts_with("component/") {
+        "cache"
+    } else {
+        id.rsplit('/').next().unwrap_or(id)
+    };
     let suffix: String = id
         .bytes()
         .cycle()
@@ -75,7 +80,8 @@ fn proton_name(id: &str) -> String {
     format!("AWSProton-{name}-cloudformation-{suffix}")
 }
 
-/// The AWS-managed tags Proton put on a resource's stack (components: `aws:proton:component`).
+/// The AWS-managed tags Proton put on a resource's stack (a directly defined component: its
+/// instance's tags, and no template, since it has none).
 fn proton_tags(id: &str, template: &str, environment: Option<&str>) -> Vec<(String, String)> {
     let parts: Vec<&str> = id.split('/').collect();
     let mut tags = Vec::new();
@@ -101,7 +107,7 @@ fn proton_tags(id: &str, template: &str, environment: Option<&str>) -> Vec<(Stri
             tag("template", format!("{PROTON}:service-template/{template}"));
         }
         ["component", svc, inst] => {
-            tag("component", format!("{PROTON}:component/cache"));
+            tag("service", format!("{PROTON}:service/{svc}"));
             tag(
                 "service-instance",
                 format!("{PROTON}:service/{svc}/service-instance/{inst}"),

@@ -31,6 +31,7 @@ mod hostile_http;
 mod hostile_render;
 mod iam_policy;
 mod import;
+mod import_terraform;
 mod large_templates;
 mod logs;
 mod notify;

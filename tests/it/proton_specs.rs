@@ -321,6 +321,28 @@ async fn customer_managed_environments_are_used_never_deployed() {
             .is_some_and(|rs| rs.iter().all(|r| r["id"] != "environment/dev")),
         "protond records no deployment of it: {status}"
     );
+    // `protond status` lists it: its outputs' sources, and the stack read.
+    let row = status["customer_managed"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["id"] == "environment/dev"))
+        .unwrap_or_else(|| panic!("status lists environment/dev as customer-managed: {status}"));
+    assert_eq!(row["outputs_from"], "stack+spec", "{row}");
+    assert_eq!(row["stack"], "legacy-network", "{row}");
+    assert_eq!(row["stack_readable"], true, "{row}");
+    for key in ["DeadLetterQueueArn", "TopicArn"] {
+        assert!(
+            row["outputs"]
+                .as_array()
+                .is_some_and(|o| o.iter().any(|k| k == key)),
+            "{row}"
+        );
+    }
+    let table = text(&w.run(&["status"]));
+    assert!(
+        table.lines().any(|l| l.contains("environment/dev (")
+            && l.contains("proton/environments/dev.yaml): outputs from stack legacy-network and the spec, stack readable")),
+        "{table}"
+    );
 
     // The daemon's API (and page, and metric) show it as customer-managed.
     let port = common::free_port();
@@ -362,6 +384,16 @@ async fn customer_managed_environments_are_used_never_deployed() {
         "{all}"
     );
     assert!(!all.lines().any(|l| l.starts_with("delete")), "{all}");
+    let out = w.run(&["status", "--output", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    let row = &status["customer_managed"][0];
+    assert_eq!(row["stack_readable"], false, "{status}");
+    assert!(
+        row["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("stack no-such-network does not exist")),
+        "{status}"
+    );
     eprintln!(
         "proton_specs: customer-managed environment: {:.1} s",
         started.elapsed().as_secs_f64()

@@ -26,16 +26,23 @@ fn write(path: &Path, text: &str) {
 /// Terraform templates (an environment; a service with instances and a Terraform pipeline),
 /// specs using them, and an infrastructure repo that already has an `environments/` folder.
 fn world() -> World {
+    world_with("[self_managed]\nurl = \"infra\"")
+}
+
+/// [`world`] with `self_managed` as the config's `[self_managed]` section, and a `pipelines`
+/// repo.
+fn world_with(self_managed: &'static str) -> World {
     World::builder()
         .repo("platform-templates", "templates\n")
         .repo("platform-envs", "environments\n")
         .repo("payments", "services\n")
         .repo("infra", "infrastructure\n")
+        .repo("pipelines", "pipelines\n")
         .setup(setup)
         .tagged(&["tf-env", "tf-svc"])
         .moto()
-        .config(|c| {
-            c.section("[self_managed]\nurl = \"infra\"");
+        .config(move |c| {
+            c.section(self_managed);
         })
         .build()
 }
@@ -279,4 +286,46 @@ fn terraform_pipeline_in_protons_environments_layout() {
         "terraform_pipelines: environment, instance and pipeline through the infrastructure repo in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Proton's separate pipeline repository (`pipelineProvisioningRepository`): with
+/// `[self_managed.pipeline_repository]`, the pipeline's Terraform goes there, on its own
+/// branch setting, and the environments and instances stay in the infrastructure repo.
+#[test]
+fn terraform_pipelines_go_to_the_pipeline_repository() {
+    let w = world_with(
+        "[self_managed]\nurl = \"infra\"\n\n[self_managed.pipeline_repository]\nurl = \"pipelines\"\nbranch = \"main\"",
+    );
+    reconcile(&w);
+    notify(&w, "environment/tfdev", None);
+    reconcile(&w);
+    notify(&w, "service_instance/tfapi/tfapi-dev", None);
+    let log = reconcile(&w);
+    assert!(log.contains("1 waiting"), "{log}");
+    let branch = "protond/deploy/pipeline/tfapi";
+    let in_pipelines = git(
+        &w.root.join("pipelines"),
+        &["ls-tree", "-r", "--name-only", branch],
+    );
+    assert_eq!(
+        in_pipelines.lines().collect::<Vec<_>>(),
+        [
+            "README.md",
+            "pipeline/tfapi/.proton/deployment-metadata.json",
+            "pipeline/tfapi/pipeline.tf",
+            "pipeline/tfapi/proton.auto.tfvars.json",
+            "pipeline/tfapi/proton.pipeline.variables.tf",
+        ]
+    );
+    let infra_branches = w.git("infra", &["branch", "--list", "--format=%(refname:short)"]);
+    assert!(
+        !infra_branches.contains("pipeline"),
+        "nothing of the pipeline in the infrastructure repo: {infra_branches}"
+    );
+    assert!(
+        infra_branches.contains("protond/deploy/service_instance/tfapi/tfapi-dev"),
+        "{infra_branches}"
+    );
+    notify(&w, "pipeline/tfapi", None);
+    assert_eq!(status(&w, "pipeline/tfapi"), "deployed");
 }
