@@ -28,6 +28,7 @@ mod hostile_git;
 mod hostile_http;
 mod hostile_render;
 mod import;
+mod jinja2_conformance;
 mod large_templates;
 mod one_writer;
 mod ownership;
