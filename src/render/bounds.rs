@@ -446,7 +446,7 @@ pub fn register(env: &mut Environment<'static>) {
         ("format", Value::from_function(j::format), format),
         ("tojson", Value::from_function(j::tojson), tojson),
         ("pprint", Value::from_function(j::pprint), pprint),
-        ("string", Value::from_function(f::string), string),
+        ("string", Value::from_function(j::string), string),
         ("split", Value::from_function(f::split), split),
         ("lines", Value::from_function(f::lines), lines),
         ("sum", Value::from_function(f::sum), sum),

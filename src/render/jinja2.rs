@@ -833,6 +833,19 @@ pub fn format(state: &mut State, value: &Value, args: Rest<ValueOrKwargs>) -> Re
     minijinja::filters::format(state, &Value::from(f), Rest(args))
 }
 
+/// `string(value)`: Python's `str()` (floats as Python prints them).
+///
+/// # Errors
+///
+/// An undefined value.
+pub fn string(state: &State, value: &Value) -> Result<Value, Error> {
+    defined(value)?;
+    if value.kind() == ValueKind::Number && !value.is_integer() {
+        return Ok(Value::from(text_of(value)));
+    }
+    minijinja::filters::string(state, value)
+}
+
 /// `batch(value, linecount, fill_with=None)`.
 ///
 /// # Errors
