@@ -1,5 +1,6 @@
-//! Jinja rendering with minijinja, configured to behave like Proton's Jinja: Proton's
-//! filters, undefined values that fail when printed (but are false in `if`), no HTML
+//! Jinja rendering with minijinja, configured to behave like Proton's Jinja (Python
+//! Jinja2): Proton's filters, Jinja2's builtins where minijinja's differ ([`super::jinja2`]),
+//! undefined values that fail when printed or filtered (but are false in `if`), no HTML
 //! escaping, and every printed value marked for the injection guard. Every render runs
 //! within the bounds of [`bounds`] (fuel, output size, amplifying filters) and the time
 //! budget of [`deadline`].
