@@ -11,7 +11,8 @@ from jinja2_render import CONTEXT_FOR_CASES as CTX, environment
 
 CASES = [
     # abs, attr
-    "{{ n|abs }}", "{{ -3.5|abs }}", "{{ users[0]|attr('name') }}",
+    "{{ n|abs }}", "{{ -3.5|abs }}", "{{ users[0]|attr('name') }}", "{{ dict(a=1)|attr('a') }}",
+    "{% set ns = namespace(x=5) %}{{ ns|attr('x') }}", "{{ {'a': 1}|attr('a') }}",
     # batch
     "{% for row in nums|batch(2) %}{{ row|join(',') }};{% endfor %}",
     "{% for row in nums|batch(3, 'x') %}{{ row|join(',') }};{% endfor %}",

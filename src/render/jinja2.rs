@@ -198,10 +198,11 @@ fn same_safety(like: &Value, s: String) -> Value {
 /// undefined).
 fn attr(value: &Value, name: &str) -> Result<Value, Error> {
     defined(value)?;
-    if value.kind() == ValueKind::Map
-        && value
-            .as_object()
-            .is_none_or(|o| o.repr() == ObjectRepr::Map)
+    // A mapping of data (from the context, a literal or `dict()`) has keys, not attributes;
+    // objects such as `namespace()` have attributes.
+    if value
+        .downcast_object_ref::<BTreeMap<Value, Value>>()
+        .is_some()
     {
         return Ok(Value::UNDEFINED);
     }

@@ -60,6 +60,9 @@ pub const CASES: &[(&str, Option<&str>)] = &[
     ("{{ n|abs }}", Some("7")),
     ("{{ -3.5|abs }}", Some("3.5")),
     ("{{ users[0]|attr('name') }}", None),
+    ("{{ dict(a=1)|attr('a') }}", None),
+    ("{% set ns = namespace(x=5) %}{{ ns|attr('x') }}", Some("5")),
+    ("{{ {'a': 1}|attr('a') }}", None),
     (
         "{% for row in nums|batch(2) %}{{ row|join(',') }};{% endfor %}",
         Some("3,1;2,5;4;"),
