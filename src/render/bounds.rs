@@ -12,7 +12,7 @@
 //!   and a few build results far larger than their charged inputs (`indent(10**9)`,
 //!   `replace`, `join`, `format("%99999999s")`, `tojson`/`pprint`/`string` of lazily repeated
 //!   lists, `split`, `sum`, and Jinja2's `center(10**9)`, `wordwrap`, `escape`, `urlize`,
-//!   `batch(10**9, x)`, `slice`). Each of those is wrapped here: the size of its result is
+//!   `batch(10**9, x)`, `slice`, `urlencode`, `xmlattr`). Each of those is wrapped here: the size of its result is
 //!   estimated from its arguments (bounded work) and the call is refused when the estimate
 //!   exceeds what the fuel left could pay for, capped at [`MAX_VALUE_BYTES`].
 //!
@@ -426,6 +426,18 @@ fn escaped(args: &Args<'_>, room: u64) -> u64 {
         .saturating_add(attrs.saturating_mul(text / 2 + 1))
 }
 
+/// `v|urlencode`: at most three bytes (`%XX`) per byte printed.
+fn urlencoded(args: &Args<'_>, room: u64) -> u64 {
+    args.get(0, "")
+        .map_or(0, |v| display_len(&v, room).saturating_mul(3))
+}
+
+/// `d|xmlattr`: at most an entity (6 bytes) per byte printed, plus the markup.
+fn attributes(args: &Args<'_>, room: u64) -> u64 {
+    args.get(0, "")
+        .map_or(0, |v| display_len(&v, room).saturating_mul(8))
+}
+
 /// `seq|batch(n, fill)`, `seq|slice(n, fill)`: up to `n` new slots.
 fn slots(args: &Args<'_>, _room: u64) -> u64 {
     args.usize(1, "linecount", 0)
@@ -439,7 +451,7 @@ fn slots(args: &Args<'_>, _room: u64) -> u64 {
 pub fn register(env: &mut Environment<'static>) {
     use super::jinja2 as j;
     use minijinja::filters as f;
-    let wrapped: [(&str, Value, Estimate); 18] = [
+    let wrapped: [(&str, Value, Estimate); 20] = [
         ("indent", Value::from_function(j::indent), indent),
         ("replace", Value::from_function(f::replace), replace),
         ("join", Value::from_function(f::join), join_filter),
@@ -458,6 +470,8 @@ pub fn register(env: &mut Environment<'static>) {
         ("urlize", Value::from_function(j::urlize), escaped),
         ("batch", Value::from_function(j::batch), slots),
         ("slice", Value::from_function(j::slice), slots),
+        ("urlencode", Value::from_function(j::urlencode), urlencoded),
+        ("xmlattr", Value::from_function(j::xmlattr), attributes),
     ];
     for (name, original, estimate) in wrapped {
         env.add_filter(

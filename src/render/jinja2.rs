@@ -38,9 +38,7 @@ pub fn register(env: &mut Environment<'static>) {
     env.add_filter("sort", sort);
     env.add_filter("trim", trim);
     env.add_filter("truncate", truncate);
-    env.add_filter("urlencode", urlencode);
     env.add_filter("wordcount", wordcount);
-    env.add_filter("xmlattr", xmlattr);
     env.add_test("callable", is_callable);
     env.add_test("sequence", is_sequence);
     env.add_function("cycler", cycler);
@@ -438,7 +436,11 @@ fn url_quote(s: &str, for_query: bool) -> String {
 
 /// `urlencode(value)`: a string (`/` kept), or a mapping or list of pairs as a query
 /// string.
-fn urlencode(value: &Value) -> Result<Value, Error> {
+///
+/// # Errors
+///
+/// An undefined value, or a list whose items are not pairs.
+pub fn urlencode(value: &Value) -> Result<Value, Error> {
     defined(value)?;
     if value.as_str().is_some()
         || !matches!(
@@ -524,7 +526,11 @@ pub fn forceescape(value: &Value) -> Result<Value, Error> {
 }
 
 /// `xmlattr(d, autospace=True)`: ` key="value"` pairs, skipping none and undefined values.
-fn xmlattr(value: &Value, args: Rest<ValueOrKwargs>) -> Result<Value, Error> {
+///
+/// # Errors
+///
+/// An undefined value, a value that is not a mapping, or a key that is no attribute name.
+pub fn xmlattr(value: &Value, args: Rest<ValueOrKwargs>) -> Result<Value, Error> {
     defined(value)?;
     let p = Params::new(args.into_values(), &["autospace"])?;
     if value.kind() != ValueKind::Map {
@@ -807,6 +813,10 @@ fn repr_conversions(format: &str, args: &mut [Value]) -> String {
     out
 }
 
+/// Largest total of the `repr`s `format`'s `%r` conversions may build (as the render bounds'
+/// largest value).
+const MAX_REPR_BYTES: usize = 16 * 1024 * 1024;
+
 /// `format(value, *args, **kwargs)`: printf-style, `%r` included.
 ///
 /// # Errors
@@ -827,6 +837,13 @@ pub fn format(state: &mut State, value: &Value, args: Rest<ValueOrKwargs>) -> Re
         );
     };
     let f = repr_conversions(f, &mut args);
+    // A repr is at most four bytes per byte of its value (`\xNN`): cap what it built.
+    let built: usize = args.iter().filter_map(|a| a.as_str()).map(str::len).sum();
+    if built > MAX_REPR_BYTES {
+        return Err(invalid(format!(
+            "format: the %r arguments are larger than {MAX_REPR_BYTES} bytes"
+        )));
+    }
     let args = args
         .into_iter()
         .map(ValueOrKwargs::from_value_owned)

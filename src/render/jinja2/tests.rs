@@ -95,6 +95,8 @@ fn amplifying_filters_are_bounded() {
         "{{ ('x ' * 1000) | wordwrap(1, wrapstring='y' * 100000) }}",
         "{{ [1] | batch(1000000000, 0) | list | length }}",
         "{{ ('<' * 3000000) | escape | length }}",
+        "{{ {'a': '<' * 3000000} | xmlattr | length }}",
+        "{{ ('/' * 6000000) | urlencode | length }}",
     ] {
         let err = render(src).expect_err(src);
         assert!(
