@@ -187,6 +187,10 @@ CASES = [
     "{{ 'y' if true is true else 'n' }}", "{{ 'y' if 1 is true else 'n' }}",
     "{{ 'y' if missing is undefined else 'n' }}", "{{ 'y' if 'ABC' is upper else 'n' }}",
     "{{ 'y' if missing else 'n' }}", "{{ 'y' if missing is not defined else 'n' }}",
+    "{% if missing == 'x' %}a{% else %}b{% endif %}", "{{ missing is none }}",
+    "{% for x in missing %}{% endfor %}ok", "{{ missing.attr is defined }}",
+    "{{ 'a' if missing and true else 'b' }}", "{{ not missing }}", "{{ missing in nums }}",
+    "{{ missing ~ 'x' }}", "{{ missing + 1 }}", "{{ 'y' if missing != 1 else 'n' }}",
     # globals
     "{{ range(3)|join(',') }}", "{{ range(1, 10, 3)|join(',') }}", "{{ range(5, 0, -2)|join(',') }}",
     "{% for k, v in dict(b=1, a=2)|dictsort %}{{ k }}{{ v }}{% endfor %}",
