@@ -125,6 +125,8 @@ CASES = [
     "{% for k in d %}{{ k }}{% endfor %}", "{% for x in [] %}a{% else %}empty{% endfor %}",
     "{{ users[0]['name'] }}", "{{ users[0].name|upper }}", "{{ (nums|sort)[0] }}",
     "{{ 'a\tb'|wordcount }}", "{{ ns }}", "{{ nums|min }}{{ nums|max }}",
+    "{{ ['a\\nb', \"it's\", 'q\"x', 'é', '\\\\', 'both\\'\"'] }}",
+    "{{ {'k': [1.5, 1e20, none, true], 'é': {'x': 'y'}} }}", "{{ [0.1, -0.0, 1e-7] }}", "{{ (1,) }}", "{{ [(1, 2.5e20)] }}", "{{ users }}",
     # striptags, sum, title, tojson
     "{{ html|striptags }}", "{{ '<a>x</a>   <b>y</b>\n z &lt;'|striptags }}",
     "{{ nums|sum }}", "{{ users|sum(attribute='age') }}", "{{ nums|sum(start=10) }}",

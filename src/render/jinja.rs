@@ -53,6 +53,19 @@ fn env() -> &'static Environment<'static> {
                 {
                     out.write_str(&super::jinja2::text_of(value))
                 }
+                // Lists and mappings as Python prints them, item by item.
+                None if matches!(
+                    value.kind(),
+                    minijinja::value::ValueKind::Seq | minijinja::value::ValueKind::Map
+                ) && value.as_object().is_some_and(|o| {
+                    matches!(
+                        o.repr(),
+                        minijinja::value::ObjectRepr::Seq | minijinja::value::ObjectRepr::Map
+                    )
+                }) =>
+                {
+                    super::jinja2::text::write_repr(out, value)
+                }
                 None => write!(out, "{value}"),
             }
             .map_err(Error::from)?;

@@ -429,6 +429,23 @@ pub const CASES: &[(&str, Option<&str>)] = &[
     ("{{ 'a\tb'|wordcount }}", Some("2")),
     ("{{ ns }}", None),
     ("{{ nums|min }}{{ nums|max }}", Some("15")),
+    (
+        "{{ ['a\\nb', \"it's\", 'q\"x', 'é', '\\\\', 'both\\'\"'] }}",
+        Some("['a\\nb', \"it's\", 'q\"x', 'é', '\\\\', 'both\\'\"']"),
+    ),
+    (
+        "{{ {'k': [1.5, 1e20, none, true], 'é': {'x': 'y'}} }}",
+        Some("{'k': [1.5, 1e+20, None, True], 'é': {'x': 'y'}}"),
+    ),
+    ("{{ [0.1, -0.0, 1e-7] }}", Some("[0.1, -0.0, 1e-07]")),
+    ("{{ (1,) }}", Some("(1,)")),
+    ("{{ [(1, 2.5e20)] }}", Some("[(1, 2.5e+20)]")),
+    (
+        "{{ users }}",
+        Some(
+            "[{'active': True, 'age': 30, 'city': 'Paris', 'name': 'alice'}, {'active': False, 'age': 25, 'city': 'berlin', 'name': 'Bob'}, {'active': True, 'age': 35, 'city': 'Paris', 'name': 'carol'}]",
+        ),
+    ),
     ("{{ html|striptags }}", Some("Hi & bye")),
     (
         "{{ '<a>x</a>   <b>y</b>\n z &lt;'|striptags }}",

@@ -207,35 +207,52 @@ pub fn repr_str(s: &str) -> String {
 /// Python's `repr` of a value.
 #[must_use]
 pub fn repr(v: &Value) -> String {
+    let mut out = String::new();
+    let _ = write_repr(&mut out, v);
+    out
+}
+
+/// Writes Python's `repr` of a value item by item (a large list is never copied whole
+/// first).
+///
+/// # Errors
+///
+/// When `out` refuses a write.
+pub fn write_repr(out: &mut impl std::fmt::Write, v: &Value) -> std::fmt::Result {
     match v.kind() {
-        ValueKind::String => repr_str(v.as_str().unwrap_or_default()),
+        ValueKind::String => out.write_str(&repr_str(v.as_str().unwrap_or_default())),
         ValueKind::Number if !v.is_integer() => {
-            f64::try_from(v.clone()).map_or_else(|_| v.to_string(), py_float)
+            out.write_str(&f64::try_from(v.clone()).map_or_else(|_| v.to_string(), py_float))
         }
-        ValueKind::Seq | ValueKind::Iterable => {
-            let items: Vec<String> = v
-                .try_iter()
-                .map(|it| it.map(|x| repr(&x)).collect())
-                .unwrap_or_default();
-            format!("[{}]", items.join(", "))
+        ValueKind::Seq => {
+            let (open, close) = if v.is_tuple() { ('(', ')') } else { ('[', ']') };
+            out.write_char(open)?;
+            let mut n = 0;
+            for (i, item) in v.try_iter().map_err(|_| std::fmt::Error)?.enumerate() {
+                if i > 0 {
+                    out.write_str(", ")?;
+                }
+                write_repr(out, &item)?;
+                n = i + 1;
+            }
+            if n == 1 && v.is_tuple() {
+                out.write_char(',')?;
+            }
+            out.write_char(close)
         }
         ValueKind::Map => {
-            let items: Vec<String> = v
-                .try_iter()
-                .map(|it| {
-                    it.map(|k| {
-                        format!(
-                            "{}: {}",
-                            repr(&k),
-                            repr(&v.get_item(&k).unwrap_or_default())
-                        )
-                    })
-                    .collect()
-                })
-                .unwrap_or_default();
-            format!("{{{}}}", items.join(", "))
+            out.write_char('{')?;
+            for (i, k) in v.try_iter().map_err(|_| std::fmt::Error)?.enumerate() {
+                if i > 0 {
+                    out.write_str(", ")?;
+                }
+                write_repr(out, &k)?;
+                out.write_str(": ")?;
+                write_repr(out, &v.get_item(&k).unwrap_or_default())?;
+            }
+            out.write_char('}')
         }
-        _ => v.to_string(),
+        _ => write!(out, "{v}"),
     }
 }
 
