@@ -277,12 +277,16 @@ check_render() {
   contexts=$(mktemp -d "$work/contexts.XXXXXX")
   log=$(new_log)
   last_render=""
-  if "$protond" render "$@" --out-dir "$out" --context-json "$contexts" >"$log" 2>&1; then
+  local rc=0
+  "$protond" render "$@" --out-dir "$out" --context-json "$contexts" >"$log" 2>&1 || rc=$?
+  if ((rc == 0)); then
     record "render $label" pass
     record "cfn-lint $label" lint "$log" "$out"
     check_jinja2 "$label" "$1" "$contexts" "$out"
     last_render=$out
   else
+    # The exit status too: a render killed from outside (e.g. out of memory) prints nothing.
+    echo "protond render exited with status $rc" >>"$log"
     record "render $label" fail "$log"
   fi
 }
