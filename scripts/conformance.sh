@@ -2,6 +2,9 @@
 # Conformance check: every AWS Proton sample bundle (when ../shared/proton-samples exists) and
 # every bundle and spec of example-repos/ is validated with `protond validate`, rendered with
 # `protond render`, and each rendered document is parsed as YAML and linted with cfn-lint.
+# Each render is repeated with Python Jinja2 (scripts/jinja2_render.py, the engine AWS Proton
+# rendered with, Proton's filters reimplemented) on the very context protond rendered with
+# (`protond render --context-json`), and the two outputs must be byte-identical.
 #
 # Environment outputs, instance outputs (pipelines) and component outputs a template reads are
 # found by grepping the template and supplied with plausible values; nothing else is patched.
@@ -10,7 +13,11 @@
 #   SHARED   folder holding proton-samples (default: ../shared, beside the repo)
 #   SAMPLE_IGNORED_RULES  cfn-lint rules not counted for the samples (default: E2533, see below)
 #
-# Prints one line per check and, last, exactly `N passed, M failed`. Exits 1 on any failure.
+#   CI                    when "true", a missing Python jinja2 is an error (otherwise those
+#                         checks are skipped with a note)
+#
+# Prints one line per check (validate, render, cfn-lint, jinja2), the totals per kind and,
+# last, exactly `N passed, M failed`. Exits 1 on any failure.
 set -euo pipefail
 
 orig_pwd=$PWD
@@ -47,6 +54,17 @@ for tool in python3 cfn-lint; do
   fi
 done
 
+have_jinja2=0
+if python3 -c 'import jinja2' >/dev/null 2>&1; then
+  have_jinja2=1
+elif [[ "${CI:-}" == true ]]; then
+  echo "error: Python jinja2 is required in CI (pip install jinja2)" >&2
+  exit 2
+else
+  echo "note: Python jinja2 is not installed: the Jinja2-identical checks are skipped (pip install jinja2)"
+fi
+jinja2_render=$PWD/scripts/jinja2_render.py
+
 work=$(mktemp -d "${TMPDIR:-/tmp}/protond-conformance.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
@@ -72,10 +90,22 @@ record() {
   sample+=("$in_samples")
 }
 
+# Passed and total checks per kind (the label's first word: validate, render, cfn-lint,
+# jinja2).
+declare -A kind_passed=() kind_total=()
+count_kind() {
+  local kind=${1%% *}
+  kind_total[$kind]=$((${kind_total[$kind]:-0} + 1))
+  if [[ "$2" == pass ]]; then
+    kind_passed[$kind]=$((${kind_passed[$kind]:-0} + 1))
+  fi
+}
+
 # pass LABEL / fail LABEL DETAILS-FILE: one line per check; details indented below failures.
 pass() {
   printf 'PASS  %s\n' "$1"
   passed=$((passed + 1))
+  count_kind "$1" pass
 }
 fail() {
   printf 'FAIL  %s\n' "$1"
@@ -83,6 +113,7 @@ fail() {
     head -n 40 "$2" | sed 's/^/      /'
   fi
   failed=$((failed + 1))
+  count_kind "$1" fail
 }
 
 # A new details file.
@@ -206,18 +237,56 @@ for key in (doc.get("Outputs") or {}):
     print(key)
 '
 
-# check_render LABEL RENDER-ARGS...: renders into a fresh folder (linted at the end). Sets
-# last_render to the folder when the render succeeded.
+# check_jinja2 LABEL BUNDLE CONTEXT-DIR OUT-DIR: renders the files protond rendered (their
+# contexts in CONTEXT-DIR) with Python Jinja2 and requires each to be byte-identical with
+# protond's (in OUT-DIR).
+check_jinja2() {
+  local label=$1 bundle=$2 contexts=$3 out=$4 theirs log f
+  ((have_jinja2)) || return 0
+  if [[ -z "$(find "$contexts" -type f -print -quit)" ]]; then
+    return 0
+  fi
+  theirs=$(mktemp -d "$work/jinja2.XXXXXX")
+  log=$(new_log)
+  if ! python3 "$jinja2_render" "$bundle" "$contexts" "$theirs" >"$log" 2>&1; then
+    record "jinja2 $label" fail "$log"
+    return 0
+  fi
+  : >"$log"
+  while IFS= read -r -d '' f; do
+    f=${f#"$theirs"/}
+    if ! cmp -s "$out/$f" "$theirs/$f"; then
+      echo "$f differs from Jinja2's rendering (- protond, + Jinja2):" >>"$log"
+      diff -u "$out/$f" "$theirs/$f" | tail -n +3 | head -n 20 >>"$log" || true
+    fi
+  done < <(find "$theirs" -type f -print0 | sort -z)
+  if [[ -s "$log" ]]; then
+    record "jinja2 $label" fail "$log"
+  else
+    record "jinja2 $label" pass
+  fi
+}
+
+# check_render LABEL RENDER-ARGS...: renders into a fresh folder (linted at the end), then
+# with Jinja2. The bundle is the first render argument. Sets last_render to the folder when
+# the render succeeded.
 check_render() {
-  local label=$1 out log
+  local label=$1 out log contexts
   shift
   out=$(mktemp -d "$work/render.XXXXXX")
+  contexts=$(mktemp -d "$work/contexts.XXXXXX")
   log=$(new_log)
   last_render=""
-  if "$protond" render "$@" --out-dir "$out" >"$log" 2>&1; then
-    record "render $label" lint "$log" "$out"
+  local rc=0
+  "$protond" render "$@" --out-dir "$out" --context-json "$contexts" >"$log" 2>&1 || rc=$?
+  if ((rc == 0)); then
+    record "render $label" pass
+    record "cfn-lint $label" lint "$log" "$out"
+    check_jinja2 "$label" "$1" "$contexts" "$out"
     last_render=$out
   else
+    # The exit status too: a render killed from outside (e.g. out of memory) prints nothing.
+    echo "protond render exited with status $rc" >>"$log"
     record "render $label" fail "$log"
   fi
 }
@@ -455,6 +524,9 @@ for i in "${!states[@]}"; do
   esac
 done
 
+for kind in validate render cfn-lint jinja2; do
+  printf '%-9s %d of %d passed\n' "$kind:" "${kind_passed[$kind]:-0}" "${kind_total[$kind]:-0}"
+done
 echo "$passed passed, $failed failed"
 if ((failed > 0)); then
   exit 1

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use super::validate::{Inputs, Loaded, load, read_spec, validate_spec_inputs};
-use crate::catalog::{Bundle, ComponentBundle, Infrastructure};
+use crate::catalog::{Bundle, ComponentBundle, Engine, IacFile, Infrastructure};
 use crate::desired::{ServiceContext, SpecSource, environment_context};
 use crate::render::{self, EnvironmentInfo, InstanceInfo};
 use crate::spec::{ServiceSpec, SpecFile};
@@ -61,6 +61,11 @@ pub struct RenderArgs {
     /// Write each rendered file below this folder instead of printing.
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
+    /// Also write, below this folder, the context each file is rendered with, one JSON file
+    /// per rendered file (`<label>/<path>.json`: `{"file", "out", "engine", "context"}`), for
+    /// rendering the same files with another engine (`scripts/jinja2_render.py`).
+    #[arg(long, value_name = "DIR")]
+    pub context_json: Option<PathBuf>,
 }
 
 /// `protond render`: loads the bundle and the spec, renders every file asked for, then
@@ -204,6 +209,7 @@ impl Renderer<'_> {
             return;
         }
         for file in &infra.files {
+            self.write_context(label, file, ctx);
             match render::render_file(file, ctx) {
                 Ok(text) => self.files.push((format!("{label}/{}", file.path), text)),
                 Err(e) => {
@@ -213,6 +219,33 @@ impl Renderer<'_> {
                         .push(format!("{label}: {}/{e}", self.args.bundle.display()));
                 }
             }
+        }
+    }
+
+    /// With `--context-json DIR`: writes the context `file` is rendered with under `label`
+    /// (a failure to write counts as a failed file).
+    fn write_context(&mut self, label: &str, file: &IacFile, ctx: &Value) {
+        let Some(dir) = &self.args.context_json else {
+            return;
+        };
+        let out = format!("{label}/{}", file.path);
+        let engine = match file.engine {
+            Engine::Jinja => "jinja",
+            Engine::Handlebars => "handlebars",
+            Engine::Hcl => "hcl",
+        };
+        let doc =
+            serde_json::json!({"file": file.path, "out": out, "engine": engine, "context": ctx});
+        let path = dir.join(format!("{out}.json"));
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&path, format!("{doc:#}\n")));
+        if let Err(e) = written {
+            self.failed.push(format!(
+                "{out}: cannot write its context to {}: {e}",
+                path.display()
+            ));
         }
     }
 

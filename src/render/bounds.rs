@@ -11,7 +11,8 @@
 //! * **Amplifiers**: minijinja charges a filter's or method's result only once it exists,
 //!   and a few build results far larger than their charged inputs (`indent(10**9)`,
 //!   `replace`, `join`, `format("%99999999s")`, `tojson`/`pprint`/`string` of lazily repeated
-//!   lists, `split`, `sum`). Each of those is wrapped here: the size of its result is
+//!   lists, `split`, `sum`, and Jinja2's `center(10**9)`, `wordwrap`, `escape`, `urlize`,
+//!   `batch(10**9, x)`, `slice`, `urlencode`, `xmlattr`). Each of those is wrapped here: the size of its result is
 //!   estimated from its arguments (bounded work) and the call is refused when the estimate
 //!   exceeds what the fuel left could pay for, capped at [`MAX_VALUE_BYTES`].
 //!
@@ -402,27 +403,84 @@ fn sum(args: &Args<'_>, room: u64) -> u64 {
     total
 }
 
-/// Replaces minijinja's amplifying filters with ones that refuse an oversized result before
-/// building it, then call the original.
+/// `s|center(width)`: the wider of the text and the width.
+fn center(args: &Args<'_>, _room: u64) -> u64 {
+    (text_of(args, 0).len() as u64).max(args.usize(1, "width", 80))
+}
+
+/// `s|wordwrap(width, …, wrapstring)`: at most one wrap string per character.
+fn wordwrap(args: &Args<'_>, room: u64) -> u64 {
+    let text = text_of(args, 0).len() as u64;
+    let wrap = args.str_len(3, "wrapstring", room).max(1);
+    text.saturating_add(text.saturating_mul(wrap))
+}
+
+/// `s|escape`, `s|urlize`: an entity (at most 6 bytes) per character, plus a link's markup
+/// (at most three copies of the word and the attributes) per word.
+fn escaped(args: &Args<'_>, room: u64) -> u64 {
+    let text = text_of(args, 0).len() as u64;
+    let attrs = args
+        .str_len(3, "target", room)
+        .saturating_add(args.str_len(4, "rel", room));
+    text.saturating_mul(18)
+        .saturating_add(attrs.saturating_mul(text / 2 + 1))
+}
+
+/// `v|urlencode`: at most three bytes (`%XX`) per byte printed.
+fn urlencoded(args: &Args<'_>, room: u64) -> u64 {
+    args.get(0, "")
+        .map_or(0, |v| display_len(&v, room).saturating_mul(3))
+}
+
+/// `d|xmlattr`: at most an entity (6 bytes) per byte printed, plus the markup.
+fn attributes(args: &Args<'_>, room: u64) -> u64 {
+    args.get(0, "")
+        .map_or(0, |v| display_len(&v, room).saturating_mul(8))
+}
+
+/// `seq|batch(n, fill)`, `seq|slice(n, fill)`: up to `n` new slots.
+fn slots(args: &Args<'_>, _room: u64) -> u64 {
+    args.usize(1, "linecount", 0)
+        .max(args.usize(1, "slices", 0))
+        .saturating_mul(SLOT)
+}
+
+/// Replaces minijinja's amplifying filters (and Jinja2's, from [`super::jinja2`]) with ones
+/// that refuse an undefined value and an oversized result before building it, then call
+/// the implementation.
 pub fn register(env: &mut Environment<'static>) {
+    use super::jinja2 as j;
     use minijinja::filters as f;
-    let wrapped: [(&str, Value, Estimate); 10] = [
-        ("indent", Value::from_function(f::indent), indent),
+    let wrapped: [(&str, Value, Estimate); 20] = [
+        ("indent", Value::from_function(j::indent), indent),
         ("replace", Value::from_function(f::replace), replace),
         ("join", Value::from_function(f::join), join_filter),
-        ("format", Value::from_function(f::format), format),
-        ("tojson", Value::from_function(f::tojson), tojson),
-        ("pprint", Value::from_function(f::pprint), pprint),
-        ("string", Value::from_function(f::string), string),
+        ("format", Value::from_function(j::format), format),
+        ("tojson", Value::from_function(j::tojson), tojson),
+        ("pprint", Value::from_function(j::pprint), pprint),
+        ("string", Value::from_function(j::string), string),
         ("split", Value::from_function(f::split), split),
         ("lines", Value::from_function(f::lines), lines),
         ("sum", Value::from_function(f::sum), sum),
+        ("center", Value::from_function(j::center), center),
+        ("wordwrap", Value::from_function(j::wordwrap), wordwrap),
+        ("escape", Value::from_function(j::escape), escaped),
+        ("e", Value::from_function(j::escape), escaped),
+        ("forceescape", Value::from_function(j::forceescape), escaped),
+        ("urlize", Value::from_function(j::urlize), escaped),
+        ("batch", Value::from_function(j::batch), slots),
+        ("slice", Value::from_function(j::slice), slots),
+        ("urlencode", Value::from_function(j::urlencode), urlencoded),
+        ("xmlattr", Value::from_function(j::xmlattr), attributes),
     ];
     for (name, original, estimate) in wrapped {
         env.add_filter(
             name,
             move |state: &mut State, args: Rest<ValueOrKwargs>| -> Result<Value, Error> {
                 let args = args.into_values();
+                if args.first().is_some_and(Value::is_undefined) {
+                    return Err(Error::from(ErrorKind::UndefinedError));
+                }
                 check(state, name, estimate, &args)?;
                 if name == "replace" {
                     return replace_counted(state, &original, &args);

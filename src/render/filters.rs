@@ -47,7 +47,6 @@ pub fn register_jinja(env: &mut Environment<'static>) {
         lambda_env_vars,
     );
     env.add_filter("proton_cfn_iam_policy_arns", iam_policy_arns);
-    env.add_filter("truncate", truncate);
 }
 
 /// A value [`sanitize`] refused. The message is Proton's own text, quoting the value.
@@ -183,52 +182,4 @@ fn iam_policy_arns(value: &Value) -> Result<Value, Error> {
             .map(|(_, v)| format!("- {}", quoted(v)))
             .collect(),
     ))
-}
-
-/// Jinja2's `truncate(length=255, killwords=False, end='...', leeway=5)`, positional or by
-/// keyword (minijinja-contrib's version takes keywords only).
-// minijinja hands filters their arguments by value.
-#[allow(clippy::needless_pass_by_value)]
-pub fn truncate(
-    value: &Value,
-    length: Option<usize>,
-    killwords: Option<bool>,
-    end: Option<String>,
-    kwargs: Kwargs,
-) -> Result<Value, Error> {
-    if value.is_undefined() || value.is_none() {
-        return Ok(Value::from(""));
-    }
-    let s = value
-        .as_str()
-        .map_or_else(|| value.to_string(), str::to_string);
-    let length = match length {
-        Some(l) => l,
-        None => kwargs.get::<Option<usize>>("length")?.unwrap_or(255),
-    };
-    let killwords = match killwords {
-        Some(k) => k,
-        None => kwargs.get::<Option<bool>>("killwords")?.unwrap_or(false),
-    };
-    let end = match end {
-        Some(e) => e,
-        None => kwargs
-            .get::<Option<String>>("end")?
-            .unwrap_or_else(|| "...".into()),
-    };
-    let leeway = kwargs.get::<Option<usize>>("leeway")?.unwrap_or(5);
-    kwargs.assert_all_used()?;
-    let chars: Vec<char> = s.chars().collect();
-    if chars.len() <= length + leeway {
-        return Ok(Value::from(s));
-    }
-    let keep = length.saturating_sub(end.chars().count());
-    let head: String = chars[..keep.min(chars.len())].iter().collect();
-    let head = if killwords {
-        head
-    } else {
-        head.rsplit_once(' ')
-            .map_or(head.clone(), |(a, _)| a.to_string())
-    };
-    Ok(Value::from(format!("{head}{end}")))
 }

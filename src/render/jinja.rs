@@ -1,5 +1,6 @@
-//! Jinja rendering with minijinja, configured to behave like Proton's Jinja: Proton's
-//! filters, undefined values that fail when printed (but are false in `if`), no HTML
+//! Jinja rendering with minijinja, configured to behave like Proton's Jinja (Python
+//! Jinja2): Proton's filters, Jinja2's builtins where minijinja's differ ([`super::jinja2`]),
+//! undefined values that fail when printed or filtered (but are false in `if`), no HTML
 //! escaping, and every printed value marked for the injection guard. Every render runs
 //! within the bounds of [`bounds`] (fuel, output size, amplifying filters) and the time
 //! budget of [`deadline`].
@@ -46,6 +47,25 @@ fn env() -> &'static Environment<'static> {
             out.write_char(guard::OPEN).map_err(Error::from)?;
             match value.as_str() {
                 Some(s) => out.write_str(s),
+                // Floats as Python prints them (`1e+20`, not minijinja's `100000000000000000000.0`).
+                None if value.kind() == minijinja::value::ValueKind::Number
+                    && !value.is_integer() =>
+                {
+                    out.write_str(&super::jinja2::text_of(value))
+                }
+                // Lists and mappings as Python prints them, item by item.
+                None if matches!(
+                    value.kind(),
+                    minijinja::value::ValueKind::Seq | minijinja::value::ValueKind::Map
+                ) && value.as_object().is_some_and(|o| {
+                    matches!(
+                        o.repr(),
+                        minijinja::value::ObjectRepr::Seq | minijinja::value::ObjectRepr::Map
+                    )
+                }) =>
+                {
+                    super::jinja2::text::write_repr(out, value)
+                }
                 None => write!(out, "{value}"),
             }
             .map_err(Error::from)?;
@@ -54,12 +74,32 @@ fn env() -> &'static Environment<'static> {
         minijinja_contrib::add_to_environment(&mut env);
         bounds::register(&mut env);
         filters::register_jinja(&mut env);
+        super::jinja2::register(&mut env);
         env
     })
 }
 
 fn line_of(source: &str, offset: usize) -> usize {
     source[..offset.min(source.len())].matches('\n').count() + 1
+}
+
+/// The span of the value a filter is applied to when `span` is a filter's name after `|`
+/// (an undefined value given to a filter fails at the filter), else `span`.
+fn filtered_value(source: &str, span: std::ops::Range<usize>) -> std::ops::Range<usize> {
+    let Some(before) = source.get(..span.start) else {
+        return span;
+    };
+    let Some(value) = before.trim_end().strip_suffix('|') else {
+        return span;
+    };
+    let value = value.trim_end();
+    let start = value
+        .char_indices()
+        .rev()
+        .take_while(|(_, c)| c.is_alphanumeric() || "_.[]'\"".contains(*c))
+        .last()
+        .map_or(value.len(), |(i, _)| i);
+    start..value.len()
 }
 
 fn convert(file: &str, source: &str, e: &Error) -> RenderError {
@@ -71,13 +111,12 @@ fn convert(file: &str, source: &str, e: &Error) -> RenderError {
     if e.kind() == ErrorKind::UndefinedError {
         let variable = e
             .range()
+            .map(|r| filtered_value(source, r))
             .and_then(|r| source.get(r))
             .map(|s| {
-                s.trim()
-                    .trim_start_matches("{{")
-                    .trim_end_matches("}}")
-                    .trim()
-                    .to_string()
+                let s = s.trim().trim_start_matches("{{").trim_end_matches("}}");
+                // A filter applied to an undefined value: the value, not the filter call.
+                s.split('|').next().unwrap_or(s).trim().to_string()
             })
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| e.detail().unwrap_or("unknown").to_string());

@@ -16,6 +16,7 @@ pub mod filters;
 pub mod guard;
 mod handlebars_engine;
 mod jinja;
+pub mod jinja2;
 
 use std::collections::{BTreeMap, BTreeSet};
 

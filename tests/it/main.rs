@@ -32,6 +32,7 @@ mod hostile_render;
 mod iam_policy;
 mod import;
 mod import_terraform;
+mod jinja2_conformance;
 mod large_templates;
 mod logs;
 mod notify;
