@@ -653,27 +653,36 @@ impl Store {
                     source,
                 },
             })?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .map_err(|source| {
-                let cause = match &source {
-                    sqlx::migrate::MigrateError::Execute(e)
-                    | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => storage_cause(e),
-                    _ => None,
-                };
-                match cause {
-                    Some(cause) => StateError::Storage {
-                        path: path.to_string(),
-                        what: "migrate it",
-                        cause,
-                    },
-                    None => StateError::Migrate {
-                        url: url.into(),
-                        source,
-                    },
-                }
-            })?;
+        // Two processes opening a new store at once (a daemon starting while `protond
+        // redeploy` runs) both see no migration applied; the second then fails on the tables
+        // the first created. Running the migrations again reads them as applied.
+        let mut attempt = 0;
+        let migrated = loop {
+            let result = sqlx::migrate!("./migrations").run(&pool).await;
+            attempt += 1;
+            if result.is_ok() || attempt >= 4 {
+                break result;
+            }
+            tokio::time::sleep(Duration::from_millis(150 * attempt)).await;
+        };
+        migrated.map_err(|source| {
+            let cause = match &source {
+                sqlx::migrate::MigrateError::Execute(e)
+                | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => storage_cause(e),
+                _ => None,
+            };
+            match cause {
+                Some(cause) => StateError::Storage {
+                    path: path.to_string(),
+                    what: "migrate it",
+                    cause,
+                },
+                None => StateError::Migrate {
+                    url: url.into(),
+                    source,
+                },
+            }
+        })?;
         Ok(Self {
             pool,
             path: path.into(),
@@ -1509,6 +1518,26 @@ mod tests {
             spec_commit: Some("abc".into()),
             updated_at: String::new(),
             placement: crate::model::Placement::default(),
+        }
+    }
+
+    /// Several processes opening a new store at once (here: pools, which race the same way)
+    /// all get a migrated store.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn stores_opened_at_once_on_a_new_file_all_migrate() {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let url = format!("sqlite://{}", dir.path().join("new.db").display());
+            let opens: Vec<_> = (0..4)
+                .map(|_| {
+                    let url = url.clone();
+                    tokio::spawn(async move { Store::open(&url).await })
+                })
+                .collect();
+            for o in opens {
+                let store = o.await.expect("task").expect("open");
+                store.resources().await.expect("migrated");
+            }
         }
     }
 

@@ -354,16 +354,16 @@ pub fn main() -> ExitCode {
 }
 
 impl Command {
-    /// Commands that read and print, and start no child process and no server: for them, a
-    /// reader that goes away (`protond status | head`) ends the process quietly, as it does
-    /// `ls`, instead of a "Broken pipe" panic.
+    /// Commands that read local files and print, and start no child process, fetch nothing
+    /// and serve nothing: for them, a reader that goes away (`protond validate … | head`) ends
+    /// the process as it does `ls`, instead of a "Broken pipe" panic. (`plan` and `status`
+    /// fetch through `git` children, whose closed pipes must stay errors, not signals: they
+    /// write with `writeln!` and end quietly on the broken-pipe error instead, in `main`.)
     fn only_prints(&self) -> bool {
         matches!(
             self,
             Self::Validate { .. }
                 | Self::Render { .. }
-                | Self::Plan { .. }
-                | Self::Status { .. }
                 | Self::CheckConfig { .. }
                 | Self::Completions { .. }
                 | Self::Man { .. }
