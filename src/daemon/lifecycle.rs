@@ -138,8 +138,9 @@ async fn run(ctx: &Arc<Ctx>, work: Work, role: Option<&str>) {
             installation: &ctx.installation,
             recorded: matches!(&work, Work::Apply { record: Some(_), .. } | Work::Delete { record: Some(_), .. }),
         };
+        let mut cancelled_by = None;
         let result = match provisioner_for(ctx, &work).await {
-            Ok(p) => match call(p.as_ref(), &work, job).await {
+            Ok(p) => match watched(ctx, p.as_ref(), &work, job, &mut cancelled_by).await {
                 Ok(applied) => leave_old_place(ctx, p.as_ref(), &work, &dep, id, applied).await,
                 Err(e) => Err(e),
             },
@@ -167,6 +168,7 @@ async fn run(ctx: &Arc<Ctx>, work: Work, role: Option<&str>) {
                 retryable: e.is_retryable(),
             },
         };
+        let outcome = cancelled(outcome, cancelled_by.as_deref());
         if adopted {
             tracing::info!(outcome = outcome.label(), "Adopted an in-flight deployment.");
         }
@@ -235,6 +237,71 @@ async fn leave_old_place(
                 crate::error_chain(&e)
             ),
         }),
+    }
+}
+
+/// How often a deployment in flight is watched: its progress copied into the store, and a
+/// cancel request looked for.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Calls the provisioner and, while it runs, copies its progress into the store and acts on
+/// a cancel request (`protond cancel`): the provisioner's `cancel` is called once, and who
+/// asked is left in `cancelled_by`.
+async fn watched(
+    ctx: &Ctx,
+    p: &dyn Provisioner,
+    work: &Work,
+    job: Job<'_>,
+    cancelled_by: &mut Option<String>,
+) -> Result<Applied, DeployError> {
+    let run = call(p, work, job);
+    tokio::pin!(run);
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = None;
+    loop {
+        tokio::select! {
+            result = &mut run => return result,
+            _ = tick.tick() => {
+                let now = p.progress(job);
+                if now.is_some() && now != last {
+                    if let Some(pr) = &now
+                        && let Err(e) = ctx.store.set_progress(job.deployment_id, pr).await
+                    {
+                        tracing::debug!(error = %e, "Could not record the deployment's progress.");
+                    }
+                    last = now;
+                }
+                if cancelled_by.is_none()
+                    && let Ok(Some(by)) = ctx.store.cancel_requested(job.deployment_id).await
+                {
+                    match p.cancel(job).await {
+                        Ok(()) => tracing::warn!(by = %by, "Cancel requested: the provider is rolling the deployment back."),
+                        Err(e) => tracing::warn!(by = %by, error = %crate::error_chain(&e), "Cancel requested, but the deployment cannot be cancelled now; it runs to its end."),
+                    }
+                    *cancelled_by = Some(by);
+                }
+            }
+        }
+    }
+}
+
+/// The outcome of a deployment someone asked to cancel: a failure (the rollback a cancel
+/// causes) is recorded as cancelled, and not retried until a change or `protond retry`.
+fn cancelled(outcome: Outcome, by: Option<&str>) -> Outcome {
+    match (outcome, by) {
+        (Outcome::Failed { error, .. }, Some(by)) => Outcome::Failed {
+            error: crate::actions::cancelled_error(
+                by,
+                &format!("the provider stopped it ({error})"),
+            ),
+            retryable: false,
+        },
+        (outcome, Some(by)) => {
+            tracing::warn!(by = %by, outcome = outcome.label(), "The cancel came too late: the deployment had ended.");
+            outcome
+        }
+        (outcome, None) => outcome,
     }
 }
 

@@ -128,6 +128,8 @@ pub fn router(ctx: Arc<Ctx>, secrets: Secrets) -> Router {
             post(rollout_action),
         )
         .route("/api/v1/reconcile", post(reconcile_now))
+        .route("/api/v1/resources/{*path}", post(resource_action))
+        .route("/api/v1/in-flight", get(in_flight))
         .route("/api/v1/notify", post(notify))
         .route("/webhooks/github", post(github_webhook))
         .route("/webhooks/gitlab", post(gitlab_webhook))
@@ -413,31 +415,158 @@ async fn deployments(State(app): State<App>, Query(q): Query<DeploymentsQuery>) 
         .deployments(q.resource.as_deref(), limit)
         .await
     {
-        Ok(rows) => axum::Json(
-            rows.iter()
-                .map(|d| {
-                    json!({
-                        "id": d.id,
-                        "resource": d.deployment.resource_id,
-                        "kind": d.deployment.kind.as_str(),
-                        "repo": d.deployment.repo,
-                        "environment": d.deployment.environment,
-                        "action": d.deployment.action,
-                        "reason": d.deployment.reason,
-                        "template": d.deployment.template,
-                        "from_version": d.deployment.from_version.map(|v| v.to_string()),
-                        "to_version": d.deployment.to_version.to_string(),
-                        "spec_commit": d.deployment.spec_commit,
-                        "status": d.status,
-                        "error": d.error,
-                        "started_at": d.started_at,
-                        "finished_at": d.finished_at,
+        Ok(rows) => {
+            let ids: Vec<i64> = rows.iter().map(|d| d.id).collect();
+            let notes = match app.ctx.store.action_notes(&ids).await {
+                Ok(n) => n,
+                Err(e) => return store_error(&e),
+            };
+            axum::Json(
+                rows.iter()
+                    .map(|d| {
+                        let n = notes.get(&d.id).cloned().unwrap_or_default();
+                        json!({
+                            "requested_by": n.requested_by,
+                            "cancel_requested_by": n.cancel_requested_by,
+                            "progress": n.progress,
+                            "id": d.id,
+                            "resource": d.deployment.resource_id,
+                            "kind": d.deployment.kind.as_str(),
+                            "repo": d.deployment.repo,
+                            "environment": d.deployment.environment,
+                            "action": d.deployment.action,
+                            "reason": d.deployment.reason,
+                            "template": d.deployment.template,
+                            "from_version": d.deployment.from_version.map(|v| v.to_string()),
+                            "to_version": d.deployment.to_version.to_string(),
+                            "spec_commit": d.deployment.spec_commit,
+                            "status": d.status,
+                            "error": d.error,
+                            "started_at": d.started_at,
+                            "finished_at": d.finished_at,
+                        })
                     })
-                })
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
+                    .collect::<Vec<_>>(),
+            )
+            .into_response()
+        }
         Err(e) => store_error(&e),
+    }
+}
+
+/// `GET /api/v1/in-flight`: each deployment in flight with its stack's progress (stack,
+/// status, last event, elapsed seconds) and who asked.
+async fn in_flight(State(app): State<App>) -> Response {
+    let rows = match app.ctx.store.in_flight().await {
+        Ok(r) => r,
+        Err(e) => return store_error(&e),
+    };
+    let ids: Vec<i64> = rows.iter().map(|d| d.id).collect();
+    let notes = match app.ctx.store.action_notes(&ids).await {
+        Ok(n) => n,
+        Err(e) => return store_error(&e),
+    };
+    axum::Json(
+        rows.iter()
+            .map(|d| {
+                let n = notes.get(&d.id).cloned().unwrap_or_default();
+                json!({
+                    "id": d.id,
+                    "resource": d.deployment.resource_id,
+                    "action": d.deployment.action,
+                    "started_at": d.started_at,
+                    "requested_by": n.requested_by,
+                    "cancel_requested_by": n.cancel_requested_by,
+                    "progress": n.progress,
+                })
+            })
+            .collect::<Vec<_>>(),
+    )
+    .into_response()
+}
+
+#[derive(Deserialize, Default)]
+struct ActionBody {
+    /// Who asks (recorded as `api:<by>`).
+    #[serde(default)]
+    by: Option<String>,
+    /// `retry`: the ownership conflict is resolved.
+    #[serde(default)]
+    conflict_resolved: bool,
+}
+
+/// `POST /api/v1/resources/{id}/{redeploy|retry|cancel}`: the manual actions (see
+/// [`crate::actions`]); bearer token required. Body (optional): `{"by": "...",
+/// "conflict_resolved": false}`. A cycle is requested at once.
+async fn resource_action(
+    State(app): State<App>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if let Err(r) = authorized(&app, &headers) {
+        return r;
+    }
+    let body = match read_body(&app, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let b: ActionBody = if body.is_empty() {
+        ActionBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "body: expected {{\"by\": \"...\", \"conflict_resolved\": false}}: {e}"
+                    ),
+                );
+            }
+        }
+    };
+    let Some((resource, action)) = path.trim_matches('/').rsplit_once('/') else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "use /api/v1/resources/<resource id>/<redeploy|retry|cancel>",
+        );
+    };
+    let by = format!(
+        "api:{}",
+        b.by.as_deref()
+            .filter(|s| !s.is_empty() && s.len() <= 100)
+            .unwrap_or("token")
+    );
+    let store = &app.ctx.store;
+    let done = match action {
+        "redeploy" => crate::actions::redeploy(store, resource, &by, None).await,
+        "retry" => crate::actions::retry(store, resource, &by, b.conflict_resolved, None).await,
+        "cancel" => crate::actions::cancel(store, resource, &by).await,
+        other => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("unknown action {other:?}; use redeploy, retry or cancel"),
+            );
+        }
+    };
+    match done {
+        Ok(message) => {
+            tracing::info!(resource = %resource, by = %by, action, "Manual action recorded through the API.");
+            app.ctx.request_cycle(crate::desired::Fetch::None);
+            (
+                StatusCode::ACCEPTED,
+                axum::Json(
+                    json!({ "resource": resource, "action": action, "by": by, "message": message }),
+                ),
+            )
+                .into_response()
+        }
+        Err(crate::actions::ActionError::State(e)) => store_error(&e),
+        Err(e @ crate::actions::ActionError::Unknown { .. }) => {
+            error(StatusCode::NOT_FOUND, e.to_string())
+        }
+        Err(e) => error(StatusCode::CONFLICT, e.to_string()),
     }
 }
 
