@@ -202,11 +202,10 @@ where
                 (format!("{code}: {msg}"), retryable)
             }
         }
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => (
-            format!("{e}: AWS endpoint unreachable or not responding"),
-            true,
-        ),
-        other => (other.to_string(), false),
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            (super::aws_errors::no_answer("AWS", e), true)
+        }
+        other => (crate::error_chain(other), false),
     };
     ProvisionError::Call {
         operation,

@@ -16,6 +16,7 @@
 //! [`Provisioning`].
 
 pub mod artifacts;
+pub mod aws_errors;
 pub mod cloudformation;
 pub mod codebuild;
 pub mod codepipeline;
