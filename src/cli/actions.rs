@@ -140,25 +140,21 @@ pub(super) fn wait_cmd(config: &Path, resource: &str, timeout: Duration) -> Resu
 }
 
 fn report_end(resource: &str, d: &crate::state::DeploymentRecord) -> ExitCode {
-    match d.status {
-        DeploymentStatus::Succeeded => {
-            println!(
-                "{resource}: deployment {} ({}) succeeded",
-                d.id,
-                d.deployment.action.as_str()
-            );
-            ExitCode::SUCCESS
-        }
-        _ => {
-            println!(
-                "{resource}: deployment {} ({}) failed: {}",
-                d.id,
-                d.deployment.action.as_str(),
-                d.error.as_deref().unwrap_or("no error recorded")
-            );
-            ExitCode::from(1)
-        }
+    if d.status == DeploymentStatus::Succeeded {
+        println!(
+            "{resource}: deployment {} ({}) succeeded",
+            d.id,
+            d.deployment.action.as_str()
+        );
+        return ExitCode::SUCCESS;
     }
+    println!(
+        "{resource}: deployment {} ({}) failed: {}",
+        d.id,
+        d.deployment.action.as_str(),
+        d.error.as_deref().unwrap_or("no error recorded")
+    );
+    ExitCode::from(1)
 }
 
 /// `protond history`: the newest deployments (of one resource), with who asked.

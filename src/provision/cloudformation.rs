@@ -992,7 +992,7 @@ impl CloudFormation {
             stack,
             role_arn,
             started: tokio::time::Instant::now(),
-            seen: std::collections::HashSet::new(),
+            seen: std::collections::BTreeSet::new(),
             progress: crate::state::Progress {
                 stack: stack.to_string(),
                 ..crate::state::Progress::default()
@@ -1060,7 +1060,7 @@ struct Watch<'a> {
     stack: &'a str,
     role_arn: Option<&'a str>,
     started: tokio::time::Instant,
-    seen: std::collections::HashSet<String>,
+    seen: std::collections::BTreeSet<String>,
     progress: crate::state::Progress,
 }
 

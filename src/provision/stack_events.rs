@@ -6,7 +6,7 @@
 //!
 //! This module only observes: it never changes a stack or writes the store.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use crate::state::Progress;
@@ -50,7 +50,7 @@ impl StackEvent {
 /// newest first: everything after the newest `User Initiated` event of the stack (that event
 /// included), minus `seen`. Events of earlier operations are never returned.
 #[must_use]
-pub fn fresh_events(newest_first: &[StackEvent], seen: &HashSet<String>) -> Vec<StackEvent> {
+pub fn fresh_events(newest_first: &[StackEvent], seen: &BTreeSet<String>) -> Vec<StackEvent> {
     let mut out = Vec::new();
     for e in newest_first {
         if !seen.contains(&e.id) {
@@ -130,7 +130,7 @@ mod tests {
             ),
         ];
         let ids = |v: &[StackEvent]| v.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
-        let mut seen = HashSet::new();
+        let mut seen = BTreeSet::new();
         assert_eq!(ids(&fresh_events(&newest_first[2..], &seen)), ["3", "4"]);
         seen.extend(["3".to_string(), "4".to_string()]);
         assert_eq!(ids(&fresh_events(&newest_first, &seen)), ["5", "6"]);
@@ -138,7 +138,7 @@ mod tests {
         assert!(fresh_events(&newest_first, &seen).is_empty());
         // Without a start marker on the page (a long operation), everything unseen counts.
         assert_eq!(
-            ids(&fresh_events(&newest_first[..2], &HashSet::new())),
+            ids(&fresh_events(&newest_first[..2], &BTreeSet::new())),
             ["5", "6"]
         );
     }

@@ -47,8 +47,7 @@ async fn stack_of(w: &World, resource: &str) -> String {
         .await
         .into_iter()
         .find(|s| s.resource() == Some(resource))
-        .map(|s| s.name)
-        .unwrap_or_else(|| panic!("no stack for {resource}"))
+        .map_or_else(|| panic!("no stack for {resource}"), |s| s.name)
 }
 
 /// The prod instance gets a component whose create fails in `CloudFormation`.
@@ -188,7 +187,7 @@ async fn redeploy_retry_and_cancel_from_the_cli_are_in_the_history() {
     assert_eq!(w.run(&["wait", "environment/dev"]).status.code(), Some(0));
     // (moto lets the retried create through; the exit code follows whatever was recorded.)
     let out = w.run(&["wait", BROKEN_ID]);
-    let want = if rows[0].status == "succeeded" { 0 } else { 1 };
+    let want = i32::from(rows[0].status != "succeeded");
     assert_eq!(out.status.code(), Some(want), "{}", text(&out));
     let first = store
         .deployments(Some(BROKEN_ID), 100)
@@ -263,35 +262,35 @@ async fn actions_through_the_api_need_the_token_and_are_in_the_history() {
     assert!(store.deploy_requests().await.expect("requests").is_empty());
 
     // Unknown resource, unknown action, nothing to retry or cancel.
-    let post = |tail: String| {
+    let act = |tail: String| {
         http.post(url(&tail))
             .bearer_auth(API_TOKEN)
             .json(&serde_json::json!({ "by": "bob" }))
             .send()
     };
     assert_eq!(
-        post("environment/nope/redeploy".into())
+        act("environment/nope/redeploy".into())
             .await
             .expect("post")
             .status(),
         404
     );
     assert_eq!(
-        post("environment/dev/explode".into())
+        act("environment/dev/explode".into())
             .await
             .expect("post")
             .status(),
         404
     );
     assert_eq!(
-        post("environment/dev/retry".into())
+        act("environment/dev/retry".into())
             .await
             .expect("post")
             .status(),
         409
     );
     assert_eq!(
-        post("environment/dev/cancel".into())
+        act("environment/dev/cancel".into())
             .await
             .expect("post")
             .status(),
@@ -304,7 +303,7 @@ async fn actions_through_the_api_need_the_token_and_are_in_the_history() {
         .await
         .expect("history")
         .len();
-    let r = post("environment/dev/redeploy".into()).await.expect("post");
+    let r = act("environment/dev/redeploy".into()).await.expect("post");
     assert_eq!(r.status(), 202);
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["by"], "api:bob");
