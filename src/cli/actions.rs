@@ -186,3 +186,52 @@ pub(super) fn history_cmd(config: &Path, resource: Option<&str>, limit: i64) -> 
         Ok(ExitCode::SUCCESS)
     })
 }
+
+/// The deployments in flight, for `protond status`: one line each (stack, status, last event,
+/// elapsed, who asked) and the same as JSON.
+pub(super) async fn in_flight(store: &Store) -> Result<(Vec<String>, serde_json::Value)> {
+    let rows = store.in_flight().await?;
+    let ids: Vec<i64> = rows.iter().map(|d| d.id).collect();
+    let notes = store.action_notes(&ids).await?;
+    let mut lines = Vec::new();
+    let mut json = Vec::new();
+    for d in &rows {
+        let n = notes.get(&d.id).cloned().unwrap_or_default();
+        let p = n.progress.clone().unwrap_or_default();
+        lines.push(format!(
+            "  {} deployment {} ({}): stack {} {} for {}s{}{}{}",
+            d.deployment.resource_id,
+            d.id,
+            d.deployment.action.as_str(),
+            if p.stack.is_empty() { "-" } else { &p.stack },
+            if p.status.is_empty() {
+                "starting"
+            } else {
+                &p.status
+            },
+            p.elapsed_secs,
+            p.last_event
+                .as_ref()
+                .map(|e| format!(", last event: {e}"))
+                .unwrap_or_default(),
+            n.requested_by
+                .as_ref()
+                .map(|b| format!(", requested by {b}"))
+                .unwrap_or_default(),
+            n.cancel_requested_by
+                .as_ref()
+                .map(|b| format!(", cancel requested by {b}"))
+                .unwrap_or_default(),
+        ));
+        json.push(serde_json::json!({
+            "id": d.id,
+            "resource": d.deployment.resource_id,
+            "action": d.deployment.action,
+            "started_at": d.started_at,
+            "requested_by": n.requested_by,
+            "cancel_requested_by": n.cancel_requested_by,
+            "progress": n.progress,
+        }));
+    }
+    Ok((lines, serde_json::Value::Array(json)))
+}

@@ -56,6 +56,7 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
         } else {
             Vec::new()
         };
+        let (flight_lines, flight_json) = super::actions::in_flight(&store).await?;
         let mut out = std::io::stdout().lock();
         match output {
             OutputFormat::Json => writeln!(
@@ -68,6 +69,7 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
                     "pipelines": pipelines,
                     "releases": releases,
                     "skipped_repos": skipped,
+                    "in_flight": flight_json,
                 }))?
             )?,
             OutputFormat::Table => {
@@ -88,6 +90,12 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
                     )?;
                     for r in &skipped.repos {
                         writeln!(out, "  {r}")?;
+                    }
+                }
+                if !flight_lines.is_empty() {
+                    writeln!(out, "\nIn flight (`protond wait <resource>` follows one):")?;
+                    for l in &flight_lines {
+                        writeln!(out, "{l}")?;
                     }
                 }
             }

@@ -1021,8 +1021,16 @@ async fn status_page(State(app): State<App>) -> Response {
     let proposals = app.ctx.store.proposals().await.unwrap_or_default();
     let last_cycle = app.ctx.telemetry.last_cycle();
     let releases = app.ctx.store.template_versions().await.unwrap_or_default();
-    Html(page::render(
-        &rows, &rollouts, &releases, &proposals, last_cycle,
+    let html = page::render(&rows, &rollouts, &releases, &proposals, last_cycle);
+    // Deployments in flight, with their stacks' progress, above the resources.
+    let flight = app.ctx.store.in_flight().await.unwrap_or_default();
+    let ids: Vec<i64> = flight.iter().map(|d| d.id).collect();
+    let notes = app.ctx.store.action_notes(&ids).await.unwrap_or_default();
+    let section = page::in_flight(&flight, &notes);
+    Html(html.replacen(
+        "<h2>Environments</h2>",
+        &format!("{section}<h2>Environments</h2>"),
+        1,
     ))
     .into_response()
 }

@@ -262,3 +262,44 @@ mod tests {
         );
     }
 }
+
+/// The "In flight" section: each deployment in flight with its stack, the stack's status, the
+/// last stack event, the elapsed time and who asked; empty when nothing is in flight.
+#[must_use]
+pub fn in_flight(
+    rows: &[crate::state::DeploymentRecord],
+    notes: &std::collections::BTreeMap<i64, crate::state::ActionNotes>,
+) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "<h2>In flight</h2><table><thead><tr><th>Resource</th><th>Deployment</th><th>Stack</th><th>Status</th><th>Last event</th><th>Elapsed</th><th>Requested by</th></tr></thead><tbody>",
+    );
+    for d in rows {
+        let n = notes.get(&d.id).cloned().unwrap_or_default();
+        let p = n.progress.unwrap_or_default();
+        let cancel = n
+            .cancel_requested_by
+            .map(|b| format!("<br>cancel requested by {}", esc(&b)))
+            .unwrap_or_default();
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>#{} {}</td><td><code>{}</code></td><td class=\"warn\">{}{cancel}</td><td><code>{}</code></td><td>{}s</td><td>{}</td></tr>",
+            esc(&d.deployment.resource_id),
+            d.id,
+            esc(d.deployment.action.as_str()),
+            esc(&p.stack),
+            esc(if p.status.is_empty() {
+                "starting"
+            } else {
+                &p.status
+            }),
+            esc(p.last_event.as_deref().unwrap_or("")),
+            p.elapsed_secs,
+            esc(n.requested_by.as_deref().unwrap_or("-")),
+        );
+    }
+    out.push_str("</tbody></table>\n");
+    out
+}
