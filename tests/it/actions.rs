@@ -362,3 +362,52 @@ fn missing_credentials_are_reported_as_such() {
     // No SDK debug dump.
     assert!(!all.contains("ProviderError {"), "{all}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_self_managed_deployment_stops_waiting_and_is_recorded() {
+    use crate::common::forge::{FakeForge, Kind};
+    let w = crate::self_managed::world();
+    let github = FakeForge::start(
+        Kind::GitHub,
+        "/api/v3",
+        crate::self_managed::TOKEN,
+        "acme/infra",
+        w.root.join("infra"),
+    )
+    .await;
+    crate::self_managed::configure(&w, &github.url);
+    let out = w.reconcile();
+    assert!(out.status.success(), "{}", text(&out));
+    let id = "environment/tfdev";
+    let store = w.store().await;
+    let waiting = store.in_flight().await.expect("in flight");
+    assert!(
+        waiting.iter().any(|d| d.deployment.resource_id == id),
+        "{waiting:?}"
+    );
+
+    let out = w.run(&["cancel", id, "--by", "dave"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("recorded as cancelled"),
+        "{}",
+        stdout(&out)
+    );
+    let last = store.deployments(Some(id), 1).await.expect("history");
+    assert_eq!(last[0].status, "failed");
+    assert!(
+        last[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("cancelled by cli:dave")),
+        "{last:?}"
+    );
+    // Its late outcome is refused; a second cancel finds nothing in flight.
+    let out = w.run(&["notify", id, "--status", "succeeded"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let out = w.run(&["cancel", id]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    // Cancelled is held like a failure until a change, and `retry` lifts it.
+    let out = w.run(&["retry", id, "--by", "dave"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
