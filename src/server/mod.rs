@@ -535,7 +535,7 @@ async fn resource_action(
     let by = format!(
         "api:{}",
         b.by.as_deref()
-            .filter(|s| !s.is_empty() && s.len() <= 100)
+            .filter(|s| !s.is_empty() && s.len() <= 100 && !s.chars().any(char::is_control))
             .unwrap_or("token")
     );
     let store = &app.ctx.store;

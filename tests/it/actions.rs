@@ -339,28 +339,54 @@ async fn actions_through_the_api_need_the_token_and_are_in_the_history() {
     let _ = child.wait();
 }
 
-#[test]
-fn missing_credentials_are_reported_as_such() {
-    let w = World::examples_on_moto().build();
+/// `protond <args>` of `w` with no AWS credentials anywhere: none in the environment, an
+/// empty home, the instance metadata endpoint on a loopback port where nothing listens.
+fn without_credentials(w: &World, args: &[&str]) -> Output {
     let empty = tempfile::tempdir().expect("home");
-    let out = w
-        .command(&["reconcile", "--once"])
+    w.command(args)
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .env_remove("AWS_SESSION_TOKEN")
         .env_remove("AWS_WEB_IDENTITY_TOKEN_FILE")
         .env_remove("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
         .env_remove("AWS_CONTAINER_CREDENTIALS_FULL_URI")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env(
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+            format!("http://127.0.0.1:{}", common::free_port()),
+        )
         .env("HOME", empty.path())
         .output()
-        .expect("protond runs");
-    let all = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{all}");
-    assert!(all.contains("no AWS credentials"), "{all}");
+        .expect("protond runs")
+}
+
+/// Says the credentials are missing, not the endpoint, without debug text or SDK warnings.
+fn says_credentials(all: &str) {
+    assert!(all.contains("no AWS credentials found"), "{all}");
+    assert!(all.contains("(AWS_PROFILE)"), "{all}");
     assert!(!all.contains("unreachable"), "{all}");
-    // No SDK debug dump.
     assert!(!all.contains("ProviderError {"), "{all}");
+    let sdk_warnings: Vec<&str> = all
+        .lines()
+        .filter(|l| l.contains("\"target\":\"aws_") && !l.contains("\"level\":\"DEBUG\""))
+        .collect();
+    assert!(sdk_warnings.is_empty(), "{sdk_warnings:#?}");
+}
+
+#[test]
+fn missing_credentials_are_reported_as_such() {
+    let w = World::examples_on_moto().build();
+    let out = w.reconcile();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // `status` reads the pipeline's stack live.
+    let out = without_credentials(&w, &["status"]);
+    assert!(out.status.success(), "{}", text(&out));
+    says_credentials(&text(&out));
+    // A deployment fails saying so.
+    let out = w.run(&["redeploy", "environment/dev"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = without_credentials(&w, &["reconcile", "--once"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    says_credentials(&text(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
