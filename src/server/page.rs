@@ -252,17 +252,6 @@ pub fn render(
     out
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn escapes_everything_that_matters() {
-        assert_eq!(
-            super::esc("<a href=\"x\">&'"),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
-        );
-    }
-}
-
 /// The "In flight" section: each deployment in flight with its stack, the stack's status, the
 /// last stack event, the elapsed time and who asked; empty when nothing is in flight.
 #[must_use]
@@ -302,4 +291,59 @@ pub fn in_flight(
     }
     out.push_str("</tbody></table>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escapes_everything_that_matters() {
+        assert_eq!(
+            super::esc("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+
+    #[test]
+    fn in_flight_shows_stack_status_last_event_elapsed_and_who_asked() {
+        assert_eq!(
+            super::in_flight(&[], &std::collections::BTreeMap::new()),
+            ""
+        );
+        let d = crate::state::DeploymentRecord {
+            id: 7,
+            deployment: crate::state::tests::new_dep("environment/dev"),
+            status: crate::model::DeploymentStatus::InProgress,
+            error: None,
+            retryable: false,
+            started_at: String::new(),
+            finished_at: None,
+        };
+        let notes = [(
+            7,
+            crate::state::ActionNotes {
+                requested_by: Some("cli:<alice>".into()),
+                cancel_requested_by: None,
+                progress: Some(crate::state::Progress {
+                    stack: "protond-env".into(),
+                    status: "UPDATE_IN_PROGRESS".into(),
+                    last_event: Some("Q AWS::SQS::Queue UPDATE_IN_PROGRESS".into()),
+                    elapsed_secs: 42,
+                    events: 2,
+                }),
+            },
+        )]
+        .into_iter()
+        .collect();
+        let html = super::in_flight(&[d], &notes);
+        for want in [
+            "environment/dev",
+            "protond-env",
+            "UPDATE_IN_PROGRESS",
+            "Q AWS::SQS::Queue",
+            "42s",
+            "cli:&lt;alice&gt;",
+        ] {
+            assert!(html.contains(want), "{want} in {html}");
+        }
+    }
 }
