@@ -999,8 +999,14 @@ impl CloudFormation {
             },
         };
         let result = self.wait_loop(&mut watch, deleting).await;
-        // The events of the end state, seen once the stack settled.
-        self.stream_events(&mut watch, None).await;
+        // The events of the end state, seen once the stack settled (not when the endpoint
+        // stopped answering: that would only wait for it again).
+        if !matches!(
+            result,
+            Err(ProvisionError::Call { .. } | ProvisionError::Timeout { .. })
+        ) {
+            self.stream_events(&mut watch, None).await;
+        }
         self.board.remove(stack);
         result
     }
