@@ -61,6 +61,11 @@ pub(super) fn action_cmd(
             Ok(message) => {
                 tracing::info!(resource = %resource, by = %by, action = ?action, "Manual action recorded.");
                 println!("{message}");
+                if action != Action::Cancel
+                    && let Some(woken) = wake_daemon(&config.server).await
+                {
+                    println!("{woken}");
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(ActionError::State(e)) => Err(e.into()),
@@ -69,6 +74,35 @@ pub(super) fn action_cmd(
                 Ok(ExitCode::from(1))
             }
         }
+    })
+}
+
+/// Asks a daemon serving this config's API to start a cycle now (`POST /api/v1/reconcile`),
+/// when its token is in this environment; says so when it did. Best effort: without an
+/// answer, the request waits for the next poll.
+async fn wake_daemon(server: &crate::config::Server) -> Option<String> {
+    let token = std::env::var(&server.token_env)
+        .ok()
+        .filter(|t| !t.is_empty())?;
+    if !server.enabled {
+        return None;
+    }
+    let mut addr = server.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .ok()?;
+    let answer = client
+        .post(format!("http://{addr}/api/v1/reconcile"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .ok()?;
+    answer.status().is_success().then(|| {
+        format!("woke the daemon at {addr} (POST /api/v1/reconcile): its cycle starts now")
     })
 }
 

@@ -219,27 +219,41 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actions_through_the_api_need_the_token_and_are_in_the_history() {
+    let port = common::free_port();
     let w = World::examples_on_moto()
         .env("T_API", API_TOKEN)
-        .config(|c| {
+        .config(move |c| {
             c.top("poll_interval = \"1h\"")
                 .section("[daemon]\nshutdown_grace = \"10s\"\nwatch = false")
-                .section("[server]\ntoken_env = \"T_API\"");
+                .section(&format!(
+                    "[server]\ntoken_env = \"T_API\"\nlisten = \"127.0.0.1:{port}\""
+                ));
         })
         .build();
-    let port = common::free_port();
     let log = w.dir("daemon.log");
     let mut child = w
-        .command(&["run", "--listen", &format!("127.0.0.1:{port}")])
+        .command(&["run"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
         .expect("protond runs");
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
+    // The daemon migrates the store first: opened before, both would migrate it at once.
+    until("/healthz", &log, || async {
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
     let store = w.store().await;
+    // environment/dev deployed and nothing in flight (whatever else moto let through).
     until("the first deployments", &log, || async {
-        store.resources().await.is_ok_and(|r| r.len() >= 7)
+        store
+            .resources()
+            .await
+            .is_ok_and(|r| r.iter().any(|r| r.id == "environment/dev"))
             && store.in_flight().await.is_ok_and(|f| f.is_empty())
     })
     .await;
@@ -324,6 +338,23 @@ async fn actions_through_the_api_need_the_token_and_are_in_the_history() {
                 && a[0]["requested_by"] == "api:bob"
                 && a[0]["reason"] == "redeploy"
         })
+    })
+    .await;
+    // The CLI's request wakes the daemon through its API (the poll is an hour away).
+    let out = w.run(&["redeploy", "environment/dev", "--by", "erin"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stdout(&out).contains("woke the daemon"), "{}", stdout(&out));
+    until("the CLI's redeploy", &log, || async {
+        let rows = store
+            .deployments(Some("environment/dev"), 1)
+            .await
+            .expect("history");
+        let notes = store.action_notes(&[rows[0].id]).await.expect("notes");
+        rows[0].status == "succeeded"
+            && notes
+                .get(&rows[0].id)
+                .and_then(|n| n.requested_by.as_deref())
+                == Some("cli:erin")
     })
     .await;
     let flight: Value = http
