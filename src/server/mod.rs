@@ -409,47 +409,50 @@ struct DeploymentsQuery {
 
 async fn deployments(State(app): State<App>, Query(q): Query<DeploymentsQuery>) -> Response {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    // Who asked, cancel marks and progress (`state::actions`), for the same rows.
+    let notes = match app
+        .ctx
+        .store
+        .action_notes_of(q.resource.as_deref(), limit)
+        .await
+    {
+        Ok(n) => n,
+        Err(e) => return store_error(&e),
+    };
     match app
         .ctx
         .store
         .deployments(q.resource.as_deref(), limit)
         .await
     {
-        Ok(rows) => {
-            let ids: Vec<i64> = rows.iter().map(|d| d.id).collect();
-            let notes = match app.ctx.store.action_notes(&ids).await {
-                Ok(n) => n,
-                Err(e) => return store_error(&e),
-            };
-            axum::Json(
-                rows.iter()
-                    .map(|d| {
-                        let n = notes.get(&d.id).cloned().unwrap_or_default();
-                        json!({
-                            "requested_by": n.requested_by,
-                            "cancel_requested_by": n.cancel_requested_by,
-                            "progress": n.progress,
-                            "id": d.id,
-                            "resource": d.deployment.resource_id,
-                            "kind": d.deployment.kind.as_str(),
-                            "repo": d.deployment.repo,
-                            "environment": d.deployment.environment,
-                            "action": d.deployment.action,
-                            "reason": d.deployment.reason,
-                            "template": d.deployment.template,
-                            "from_version": d.deployment.from_version.map(|v| v.to_string()),
-                            "to_version": d.deployment.to_version.to_string(),
-                            "spec_commit": d.deployment.spec_commit,
-                            "status": d.status,
-                            "error": d.error,
-                            "started_at": d.started_at,
-                            "finished_at": d.finished_at,
-                        })
+        Ok(rows) => axum::Json(
+            rows.iter()
+                .map(|d| {
+                    let n = notes.get(&d.id).cloned().unwrap_or_default();
+                    json!({
+                        "id": d.id,
+                        "resource": d.deployment.resource_id,
+                        "kind": d.deployment.kind.as_str(),
+                        "repo": d.deployment.repo,
+                        "environment": d.deployment.environment,
+                        "action": d.deployment.action,
+                        "reason": d.deployment.reason,
+                        "template": d.deployment.template,
+                        "from_version": d.deployment.from_version.map(|v| v.to_string()),
+                        "to_version": d.deployment.to_version.to_string(),
+                        "spec_commit": d.deployment.spec_commit,
+                        "status": d.status,
+                        "error": d.error,
+                        "started_at": d.started_at,
+                        "finished_at": d.finished_at,
+                        "requested_by": n.requested_by,
+                        "cancel_requested_by": n.cancel_requested_by,
+                        "progress": n.progress,
                     })
-                    .collect::<Vec<_>>(),
-            )
-            .into_response()
-        }
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
         Err(e) => store_error(&e),
     }
 }

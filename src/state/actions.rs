@@ -128,6 +128,28 @@ impl Store {
         Ok(())
     }
 
+    /// What manual actions noted on the rows [`Store::deployments`] returns for the same
+    /// `resource` and `limit`, by row id.
+    ///
+    /// # Errors
+    ///
+    /// A store failure.
+    pub async fn action_notes_of(
+        &self,
+        resource: Option<&str>,
+        limit: i64,
+    ) -> Result<BTreeMap<i64, ActionNotes>, StateError> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM deployments WHERE (?1 IS NULL OR resource_id = ?1) ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(resource)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.q("read action notes"))?;
+        self.action_notes(&ids).await
+    }
+
     /// What manual actions noted on the history rows `ids`, by row id (rows without notes
     /// are left out).
     ///
