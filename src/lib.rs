@@ -21,6 +21,7 @@
 // variants would only add noise.
 #![allow(clippy::large_enum_variant)]
 
+pub mod actions;
 pub(crate) mod bench;
 pub mod catalog;
 pub mod cli;

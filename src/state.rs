@@ -27,11 +27,13 @@ use crate::model::{
 };
 use crate::plan;
 
+mod actions;
 pub mod drift;
 pub mod lock;
 mod repo_health;
 mod requests;
 mod retired;
+pub use actions::{ActionNotes, Progress};
 pub use lock::{LockHolder, WriterLock};
 pub use repo_health::{Fallback, SkippedRepo, SkippedRepos};
 pub use requests::DeployRequest;
@@ -938,9 +940,12 @@ impl Store {
         match result {
             Ok(r) => {
                 // The deployment satisfies any pending request to deploy the resource (a
-                // crash before this line only repeats the deployment: harmless).
+                // crash before this line only repeats the deployment: harmless). Who asked
+                // is kept on the history row.
+                let id = r.last_insert_rowid();
+                self.note_requested_by(id, &d.resource_id).await?;
                 self.clear_deploy_request(&d.resource_id).await?;
-                Ok(r.last_insert_rowid())
+                Ok(id)
             }
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 let existing = self
@@ -1475,7 +1480,7 @@ fn deployment_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<DeploymentRecord, 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     async fn store() -> (tempfile::TempDir, Store) {
@@ -1485,7 +1490,7 @@ mod tests {
         (dir, store)
     }
 
-    fn new_dep(resource: &str) -> NewDeployment {
+    pub(crate) fn new_dep(resource: &str) -> NewDeployment {
         NewDeployment {
             resource_id: resource.into(),
             kind: ResourceKind::Environment,

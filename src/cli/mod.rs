@@ -1,6 +1,7 @@
 //! The command line: argument parsing, logging setup, and the dispatch of each subcommand
 //! to its own file (`validate`, `render`, `plan`, `status`, `run` and `reconcile`, `demo`,
-//! `bench`, `notify`, `rollout`, `forget`, `check-config`, `import`, `refresh`). Errors are printed once, with their chain
+//! `bench`, `notify`, `rollout`, `forget`, `check-config`, `import`, `refresh`, and the manual actions
+//! `redeploy`, `retry`, `cancel`, `wait`, `history` in `actions.rs`). Errors are printed once, with their chain
 //! (`{:#}`), and turned into exit codes here and nowhere else; anyhow is used in this module
 //! and nowhere else in the crate.
 //!
@@ -15,6 +16,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 
+mod actions;
 mod bench;
 mod check_config;
 mod demo;
@@ -305,6 +307,69 @@ pub enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Deploy a resource's current desired state even if nothing changed: queues a request
+    /// the daemon's next cycle turns into an update, through the normal gates.
+    Redeploy {
+        /// Resource id (`protond status` lists them), e.g. `environment/dev`.
+        resource: String,
+        /// Who asks, for the history (default: the user running the command).
+        #[arg(long)]
+        by: Option<String>,
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+    },
+    /// Retry a resource whose last deployment failed and waits for a change: lifts the hold;
+    /// the daemon's next cycle deploys it again.
+    Retry {
+        /// Resource id.
+        resource: String,
+        /// The ownership conflict it ended in is resolved: retry it too (the ownership check
+        /// runs again).
+        #[arg(long)]
+        conflict_resolved: bool,
+        /// Who asks, for the history.
+        #[arg(long)]
+        by: Option<String>,
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+    },
+    /// Cancel a resource's deployment in flight (`CancelUpdateStack` for a stack update;
+    /// a self-managed deployment stops waiting for its outcome). Recorded as cancelled.
+    Cancel {
+        /// Resource id.
+        resource: String,
+        /// Who asks, for the history.
+        #[arg(long)]
+        by: Option<String>,
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+    },
+    /// Follow a resource's deployment (in flight, or queued) to its end, printing its stack's
+    /// progress; exit 0 when it succeeded, 1 when it failed, 2 on timeout.
+    Wait {
+        /// Resource id.
+        resource: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+    },
+    /// The deployment history, newest first, with who asked for each deployment.
+    History {
+        /// Only this resource.
+        resource: Option<String>,
+        /// How many rows.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+    },
     /// Check a `proton.toml` and list every problem.
     CheckConfig {
         /// Config file.
@@ -473,6 +538,37 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Refresh { config, url } => refresh::refresh_cmd(&config, url.as_deref()),
+        Command::Redeploy {
+            resource,
+            by,
+            config,
+        } => actions::action_cmd(&config, actions::Action::Redeploy, &resource, by.as_deref()),
+        Command::Retry {
+            resource,
+            conflict_resolved,
+            by,
+            config,
+        } => actions::action_cmd(
+            &config,
+            actions::Action::Retry(conflict_resolved),
+            &resource,
+            by.as_deref(),
+        ),
+        Command::Cancel {
+            resource,
+            by,
+            config,
+        } => actions::action_cmd(&config, actions::Action::Cancel, &resource, by.as_deref()),
+        Command::Wait {
+            resource,
+            timeout,
+            config,
+        } => actions::wait_cmd(&config, &resource, std::time::Duration::from_secs(timeout)),
+        Command::History {
+            resource,
+            limit,
+            config,
+        } => actions::history_cmd(&config, resource.as_deref(), limit),
         Command::Import(args) => import::import_cmd(&args),
     }
 }

@@ -63,6 +63,7 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
             Vec::new()
         };
         let customer = customer_managed(&config).await?;
+        let (flight_lines, flight_json) = super::actions::in_flight(&store).await?;
         let mut out = std::io::stdout().lock();
         match output {
             OutputFormat::Json => writeln!(
@@ -76,6 +77,7 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
                     "releases": releases,
                     "skipped_repos": skipped,
                     "customer_managed": customer,
+                    "in_flight": flight_json,
                 }))?
             )?,
             OutputFormat::Table => {
@@ -97,6 +99,12 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
                     )?;
                     for r in &skipped.repos {
                         writeln!(out, "  {r}")?;
+                    }
+                }
+                if !flight_lines.is_empty() {
+                    writeln!(out, "\nIn flight (`protond wait <resource>` follows one):")?;
+                    for l in &flight_lines {
+                        writeln!(out, "{l}")?;
                     }
                 }
             }

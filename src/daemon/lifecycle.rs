@@ -140,8 +140,9 @@ async fn run(ctx: &Arc<Ctx>, work: Work, role: Option<&str>) {
             installation: &ctx.installation,
             recorded: matches!(&work, Work::Apply { record: Some(_), .. } | Work::Delete { record: Some(_), .. }),
         };
+        let mut cancelled_by = None;
         let result = match provisioner_for(ctx, &work).await {
-            Ok(p) => match call(p.as_ref(), &work, job).await {
+            Ok(p) => match watched(&ctx.store, p.as_ref(), &work, job, &mut cancelled_by).await {
                 Ok(applied) => leave_old_place(ctx, p.as_ref(), &work, &dep, id, applied).await,
                 Err(e) => Err(e),
             },
@@ -169,6 +170,7 @@ async fn run(ctx: &Arc<Ctx>, work: Work, role: Option<&str>) {
                 retryable: e.is_retryable(),
             },
         };
+        let outcome = cancelled(outcome, cancelled_by.as_deref());
         if adopted {
             tracing::info!(outcome = outcome.label(), "Adopted an in-flight deployment.");
         }
@@ -237,6 +239,71 @@ async fn leave_old_place(
                 crate::error_chain(&e)
             ),
         }),
+    }
+}
+
+/// How often a deployment in flight is watched: its progress copied into the store, and a
+/// cancel request looked for.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Calls the provisioner and, while it runs, copies its progress into the store and acts on
+/// a cancel request (`protond cancel`): the provisioner's `cancel` is called once, and who
+/// asked is left in `cancelled_by`.
+async fn watched(
+    store: &crate::state::Store,
+    p: &dyn Provisioner,
+    work: &Work,
+    job: Job<'_>,
+    cancelled_by: &mut Option<String>,
+) -> Result<Applied, DeployError> {
+    let run = call(p, work, job);
+    tokio::pin!(run);
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = None;
+    loop {
+        tokio::select! {
+            result = &mut run => return result,
+            _ = tick.tick() => {
+                let now = p.progress(job);
+                if now.is_some() && now != last {
+                    if let Some(pr) = &now
+                        && let Err(e) = store.set_progress(job.deployment_id, pr).await
+                    {
+                        tracing::debug!(error = %e, "Could not record the deployment's progress.");
+                    }
+                    last = now;
+                }
+                if cancelled_by.is_none()
+                    && let Ok(Some(by)) = store.cancel_requested(job.deployment_id).await
+                {
+                    match p.cancel(job).await {
+                        Ok(()) => tracing::warn!(by = %by, "Cancel requested: the provider is rolling the deployment back."),
+                        Err(e) => tracing::warn!(by = %by, error = %crate::error_chain(&e), "Cancel requested, but the deployment cannot be cancelled now; it runs to its end."),
+                    }
+                    *cancelled_by = Some(by);
+                }
+            }
+        }
+    }
+}
+
+/// The outcome of a deployment someone asked to cancel: a failure (the rollback a cancel
+/// causes) is recorded as cancelled, and not retried until a change or `protond retry`.
+fn cancelled(outcome: Outcome, by: Option<&str>) -> Outcome {
+    match (outcome, by) {
+        (Outcome::Failed { error, .. }, Some(by)) => Outcome::Failed {
+            error: crate::actions::cancelled_error(
+                by,
+                &format!("the provider stopped it ({error})"),
+            ),
+            retryable: false,
+        },
+        (outcome, Some(by)) => {
+            tracing::warn!(by = %by, outcome = outcome.label(), "The cancel came too late: the deployment had ended.");
+            outcome
+        }
+        (outcome, None) => outcome,
     }
 }
 
@@ -581,5 +648,106 @@ mod tests {
         assert_eq!(backoff_delay(5), Duration::from_secs(160));
         assert_eq!(backoff_delay(6), BACKOFF_CAP);
         assert_eq!(backoff_delay(60), BACKOFF_CAP);
+    }
+
+    /// Adopts by waiting until cancelled, then ends as a cancelled update does.
+    struct Stuck(tokio::sync::Notify);
+
+    impl Provisioner for Stuck {
+        fn apply<'a>(
+            &'a self,
+            job: Job<'a>,
+            _documents: &'a [(String, String)],
+        ) -> crate::provision::BoxFuture<'a, Result<Applied, DeployError>> {
+            self.adopt(job)
+        }
+
+        fn delete<'a>(
+            &'a self,
+            job: Job<'a>,
+        ) -> crate::provision::BoxFuture<'a, Result<Applied, DeployError>> {
+            self.adopt(job)
+        }
+
+        fn adopt<'a>(
+            &'a self,
+            _job: Job<'a>,
+        ) -> crate::provision::BoxFuture<'a, Result<Applied, DeployError>> {
+            Box::pin(async move {
+                self.0.notified().await;
+                Err(DeployError::Fake(
+                    "stack s ended in UPDATE_ROLLBACK_COMPLETE".into(),
+                ))
+            })
+        }
+
+        fn cancel<'a>(
+            &'a self,
+            _job: Job<'a>,
+        ) -> crate::provision::BoxFuture<'a, Result<(), DeployError>> {
+            Box::pin(async move {
+                self.0.notify_one();
+                Ok(())
+            })
+        }
+
+        fn progress(&self, _job: Job<'_>) -> Option<crate::state::Progress> {
+            Some(crate::state::Progress {
+                stack: "s".into(),
+                status: "UPDATE_IN_PROGRESS".into(),
+                ..crate::state::Progress::default()
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cancel_request_cancels_and_is_recorded_as_cancelled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = crate::state::Store::open(&url).await.expect("open");
+        let dep = crate::state::tests::new_dep("environment/dev");
+        let id = store.begin_deployment(&dep).await.expect("begin");
+        assert!(store.request_cancel(id, "cli:alice").await.expect("cancel"));
+        let record = store.in_flight().await.expect("in flight").remove(0);
+        let job = Job {
+            deployment_id: id,
+            deployment: &dep,
+            installation: "i",
+            recorded: true,
+        };
+        let mut by = None;
+        let stuck = Stuck(tokio::sync::Notify::new());
+        let result = tokio::time::timeout(
+            Duration::from_secs(10),
+            watched(&store, &stuck, &Work::Adopt(record), job, &mut by),
+        )
+        .await
+        .expect("the cancel ends the wait");
+        assert_eq!(by.as_deref(), Some("cli:alice"));
+        let Err(e) = result else {
+            panic!("a cancelled update fails")
+        };
+        let outcome = cancelled(
+            Outcome::Failed {
+                error: e.to_string(),
+                retryable: true,
+            },
+            by.as_deref(),
+        );
+        let Outcome::Failed { error, retryable } = &outcome else {
+            panic!("{outcome:?}")
+        };
+        assert!(!retryable);
+        assert!(crate::actions::is_cancelled(error), "{error}");
+        assert!(error.contains("UPDATE_ROLLBACK_COMPLETE"), "{error}");
+        // The progress reached the store while it waited.
+        let notes = store.action_notes(&[id]).await.expect("notes");
+        assert_eq!(
+            notes[&id].progress.as_ref().map(|p| p.status.as_str()),
+            Some("UPDATE_IN_PROGRESS")
+        );
+        // Without a cancel request, an outcome is left as it is.
+        let ok = Outcome::Interrupted;
+        assert_eq!(cancelled(ok.clone(), None), ok);
     }
 }

@@ -201,10 +201,7 @@ impl Artifacts {
             }
             SdkError::DispatchFailure(_)
             | SdkError::TimeoutError(_)
-            | SdkError::ResponseError(_) => (
-                format!("{e}: S3 endpoint unreachable or not responding"),
-                true,
-            ),
+            | SdkError::ResponseError(_) => (super::aws_errors::no_answer("S3", e), true),
             other => (other.to_string(), false),
         };
         ArtifactError {

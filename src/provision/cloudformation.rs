@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
 use super::artifacts::{ArtifactError, Artifacts};
+use super::stack_events::{Board, StackEvent, fresh_events};
 use super::{Applied, BoxFuture, DeployError, Job, Provisioner};
 use crate::model::Placement;
 
@@ -204,11 +205,10 @@ where
                 (format!("{code}: {msg}"), retryable)
             }
         }
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => (
-            format!("{e}: AWS endpoint unreachable or not responding"),
-            true,
-        ),
-        other => (other.to_string(), false),
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            (super::aws_errors::no_answer("AWS", e), true)
+        }
+        other => (crate::error_chain(other), false),
     };
     ProvisionError::Call {
         operation,
@@ -558,6 +558,7 @@ pub struct CloudFormation {
     by_region: Arc<Mutex<BTreeMap<String, CloudFormation>>>,
     artifacts: Option<Artifacts>,
     settings: Settings,
+    board: Board,
 }
 
 impl std::fmt::Debug for CloudFormation {
@@ -602,6 +603,7 @@ impl CloudFormation {
             by_region: Arc::new(Mutex::new(BTreeMap::new())),
             artifacts,
             settings,
+            board: Board::default(),
         }
     }
 
@@ -618,7 +620,8 @@ impl CloudFormation {
             region: region.to_string(),
             ..self.settings.clone()
         };
-        let cfn = Box::pin(CloudFormation::new(settings)).await;
+        let mut cfn = Box::pin(CloudFormation::new(settings)).await;
+        cfn.board = self.board.clone();
         cache.insert(region.to_string(), cfn.clone());
         cfn
     }
@@ -988,9 +991,42 @@ impl CloudFormation {
         role_arn: Option<&str>,
         deleting: bool,
     ) -> Result<Option<StackInfo>, ProvisionError> {
-        let started = tokio::time::Instant::now();
+        let mut watch = Watch {
+            stack,
+            role_arn,
+            started: tokio::time::Instant::now(),
+            seen: std::collections::BTreeSet::new(),
+            progress: crate::state::Progress {
+                stack: stack.to_string(),
+                ..crate::state::Progress::default()
+            },
+        };
+        let result = self.wait_loop(&mut watch, deleting).await;
+        // The events of the end state, seen once the stack settled (not when the endpoint
+        // stopped answering: that would only wait for it again).
+        if !matches!(
+            result,
+            Err(ProvisionError::Call { .. } | ProvisionError::Timeout { .. })
+        ) {
+            self.stream_events(&mut watch, None).await;
+        }
+        self.board.remove(stack);
+        result
+    }
+
+    async fn wait_loop(
+        &self,
+        watch: &mut Watch<'_>,
+        deleting: bool,
+    ) -> Result<Option<StackInfo>, ProvisionError> {
+        let (stack, role_arn, started) = (watch.stack, watch.role_arn, watch.started);
         loop {
             let info = self.describe(stack, role_arn).await?;
+            if let Some(i) = &info
+                && i.in_progress()
+            {
+                self.stream_events(watch, Some(&i.status)).await;
+            }
             match info {
                 None => {
                     return if deleting {
@@ -1028,7 +1064,79 @@ impl CloudFormation {
     }
 }
 
+/// One stack being waited for: the events logged so far and its progress.
+struct Watch<'a> {
+    stack: &'a str,
+    role_arn: Option<&'a str>,
+    started: tokio::time::Instant,
+    seen: std::collections::BTreeSet<String>,
+    progress: crate::state::Progress,
+}
+
 impl CloudFormation {
+    /// Logs the stack events of the operation in flight not logged yet, in order, and
+    /// updates the board. Best effort: a failed read is retried at the next poll.
+    async fn stream_events(&self, watch: &mut Watch<'_>, status: Option<&str>) {
+        let client = self.client_for(watch.role_arn).await;
+        let page = match client
+            .describe_stack_events()
+            .stack_name(watch.stack)
+            .send()
+            .await
+        {
+            Ok(out) => out
+                .stack_events()
+                .iter()
+                .map(|e| StackEvent {
+                    id: e.event_id().unwrap_or_default().to_string(),
+                    logical_id: e.logical_resource_id().unwrap_or("?").to_string(),
+                    resource_type: e.resource_type().unwrap_or("?").to_string(),
+                    status: e.resource_status().map_or("?", |s| s.as_str()).to_string(),
+                    reason: e.resource_status_reason().map(str::to_string),
+                })
+                .collect::<Vec<_>>(),
+            Err(e) => {
+                tracing::debug!(stack = watch.stack, error = %aws_sdk_cloudformation::error::DisplayErrorContext(&e), "Could not read stack events.");
+                Vec::new()
+            }
+        };
+        let elapsed = watch.started.elapsed();
+        for e in fresh_events(&page, &watch.seen) {
+            crate::telemetry::events::StackEventSeen {
+                stack: watch.stack,
+                event: &e,
+                elapsed,
+            }
+            .emit();
+            watch.seen.insert(e.id.clone());
+            watch.progress.events += 1;
+            watch.progress.last_event = Some(e.line());
+            if e.logical_id == watch.stack {
+                e.status.clone_into(&mut watch.progress.status);
+            }
+        }
+        if let Some(s) = status {
+            s.clone_into(&mut watch.progress.status);
+        }
+        watch.progress.elapsed_secs = elapsed.as_secs();
+        self.board.set(watch.stack, watch.progress.clone());
+    }
+
+    /// `CancelUpdateStack` on the job's stack: `CloudFormation` rolls the update back and
+    /// the running wait ends in `UPDATE_ROLLBACK_COMPLETE`.
+    async fn cancel_job(&self, job: Job<'_>) -> Result<(), DeployError> {
+        let p = &job.deployment.placement;
+        let stack = placed_stack_name(&job.deployment.resource_id, p);
+        let client = self.client_for(p.role_arn.as_deref()).await;
+        client
+            .cancel_update_stack()
+            .stack_name(&stack)
+            .send()
+            .await
+            .map_err(|e| call_error("CancelUpdateStack", &stack, &e))?;
+        Ok(())
+    }
+
     /// The live stack a job addresses: by its recorded `StackId` (which also finds a deleted
     /// stack), else by name. A stack whose recorded id is deleted is looked up by name again:
     /// something else may live under the name now.
@@ -1374,6 +1482,20 @@ impl Provisioner for CloudFormation {
             let region = job.deployment.placement.region.as_deref();
             self.in_region(region).await.adopt_job(job).await
         })
+    }
+
+    fn cancel<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<(), DeployError>> {
+        Box::pin(async move {
+            let region = job.deployment.placement.region.as_deref();
+            self.in_region(region).await.cancel_job(job).await
+        })
+    }
+
+    fn progress(&self, job: Job<'_>) -> Option<crate::state::Progress> {
+        self.board.get(&placed_stack_name(
+            &job.deployment.resource_id,
+            &job.deployment.placement,
+        ))
     }
 }
 

@@ -648,10 +648,7 @@ impl CodeBuild {
             }
             SdkError::DispatchFailure(_)
             | SdkError::TimeoutError(_)
-            | SdkError::ResponseError(_) => (
-                format!("{e}: CodeBuild endpoint unreachable or not responding"),
-                true,
-            ),
+            | SdkError::ResponseError(_) => (super::aws_errors::no_answer("CodeBuild", e), true),
             other => (other.to_string(), false),
         };
         BuildError::Call {

@@ -154,7 +154,7 @@ pub struct CodePipeline {
 
 fn classify<E>(op: &str, e: &aws_sdk_codepipeline::error::SdkError<E>) -> PipelineError
 where
-    E: aws_sdk_codepipeline::error::ProvideErrorMetadata + std::fmt::Debug,
+    E: aws_sdk_codepipeline::error::ProvideErrorMetadata + std::error::Error + 'static,
 {
     if let aws_sdk_codepipeline::error::SdkError::ResponseError(r) = e {
         // Not an API answer at all (an HTML error page): the endpoint lacks the operation.
@@ -173,7 +173,8 @@ where
         || message.to_ascii_lowercase().contains("not yet implemented")
         || message.to_ascii_lowercase().contains("not implemented");
     let detail = if code.is_empty() && message.is_empty() {
-        format!("{e:?}").chars().take(200).collect()
+        // No answer (credentials, network): the cause chain, never debug text.
+        super::aws_errors::no_answer("CodePipeline", e)
     } else {
         format!("{code} {message}").trim().to_string()
     };

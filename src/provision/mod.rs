@@ -16,11 +16,13 @@
 //! [`Provisioning`].
 
 pub mod artifacts;
+pub mod aws_errors;
 pub mod cloudformation;
 pub mod codebuild;
 pub mod codepipeline;
 pub mod fake;
 pub mod self_managed;
+pub mod stack_events;
 pub mod terraform;
 
 use std::collections::BTreeMap;
@@ -158,4 +160,22 @@ pub trait Provisioner: Send + Sync {
 
     /// Finishes a deployment an earlier process left in flight, from what it observes.
     fn adopt<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<Applied, DeployError>>;
+
+    /// Asks the provider to stop the job's operation in flight (`protond cancel`); the
+    /// running `apply` then ends as the provider ends it (rolled back). By default the
+    /// provisioner cannot, and the deployment runs to its end.
+    fn cancel<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<(), DeployError>> {
+        Box::pin(async move {
+            Err(DeployError::Unsupported {
+                resource: job.deployment.resource_id.clone(),
+                reason: "this provisioner cannot cancel a deployment in flight; it runs to its end"
+                    .into(),
+            })
+        })
+    }
+
+    /// The progress of the job's operation in flight, when the provisioner reports any.
+    fn progress(&self, _job: Job<'_>) -> Option<crate::state::Progress> {
+        None
+    }
 }

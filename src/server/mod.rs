@@ -130,6 +130,8 @@ pub fn router(ctx: Arc<Ctx>, secrets: Secrets) -> Router {
         .route("/api/v1/reconcile", post(reconcile_now))
         .route("/api/v1/refresh", post(refresh_now))
         .route("/api/v1/drift", get(drift))
+        .route("/api/v1/resources/{*path}", post(resource_action))
+        .route("/api/v1/in-flight", get(in_flight))
         .route("/api/v1/notify", post(notify))
         .route("/webhooks/github", post(github_webhook))
         .route("/webhooks/gitlab", post(gitlab_webhook))
@@ -427,6 +429,16 @@ struct DeploymentsQuery {
 
 async fn deployments(State(app): State<App>, Query(q): Query<DeploymentsQuery>) -> Response {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    // Who asked, cancel marks and progress (`state::actions`), for the same rows.
+    let notes = match app
+        .ctx
+        .store
+        .action_notes_of(q.resource.as_deref(), limit)
+        .await
+    {
+        Ok(n) => n,
+        Err(e) => return store_error(&e),
+    };
     match app
         .ctx
         .store
@@ -436,6 +448,7 @@ async fn deployments(State(app): State<App>, Query(q): Query<DeploymentsQuery>) 
         Ok(rows) => axum::Json(
             rows.iter()
                 .map(|d| {
+                    let n = notes.get(&d.id).cloned().unwrap_or_default();
                     json!({
                         "id": d.id,
                         "resource": d.deployment.resource_id,
@@ -452,12 +465,131 @@ async fn deployments(State(app): State<App>, Query(q): Query<DeploymentsQuery>) 
                         "error": d.error,
                         "started_at": d.started_at,
                         "finished_at": d.finished_at,
+                        "requested_by": n.requested_by,
+                        "cancel_requested_by": n.cancel_requested_by,
+                        "progress": n.progress,
                     })
                 })
                 .collect::<Vec<_>>(),
         )
         .into_response(),
         Err(e) => store_error(&e),
+    }
+}
+
+/// `GET /api/v1/in-flight`: each deployment in flight with its stack's progress (stack,
+/// status, last event, elapsed seconds) and who asked.
+async fn in_flight(State(app): State<App>) -> Response {
+    let rows = match app.ctx.store.in_flight().await {
+        Ok(r) => r,
+        Err(e) => return store_error(&e),
+    };
+    let ids: Vec<i64> = rows.iter().map(|d| d.id).collect();
+    let notes = match app.ctx.store.action_notes(&ids).await {
+        Ok(n) => n,
+        Err(e) => return store_error(&e),
+    };
+    axum::Json(
+        rows.iter()
+            .map(|d| {
+                let n = notes.get(&d.id).cloned().unwrap_or_default();
+                json!({
+                    "id": d.id,
+                    "resource": d.deployment.resource_id,
+                    "action": d.deployment.action,
+                    "started_at": d.started_at,
+                    "requested_by": n.requested_by,
+                    "cancel_requested_by": n.cancel_requested_by,
+                    "progress": n.progress,
+                })
+            })
+            .collect::<Vec<_>>(),
+    )
+    .into_response()
+}
+
+#[derive(Deserialize, Default)]
+struct ActionBody {
+    /// Who asks (recorded as `api:<by>`).
+    #[serde(default)]
+    by: Option<String>,
+    /// `retry`: the ownership conflict is resolved.
+    #[serde(default)]
+    conflict_resolved: bool,
+}
+
+/// `POST /api/v1/resources/{id}/{redeploy|retry|cancel}`: the manual actions (see
+/// [`crate::actions`]); bearer token required. Body (optional): `{"by": "...",
+/// "conflict_resolved": false}`. A cycle is requested at once.
+async fn resource_action(
+    State(app): State<App>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if let Err(r) = authorized(&app, &headers) {
+        return r;
+    }
+    let body = match read_body(&app, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let b: ActionBody = if body.is_empty() {
+        ActionBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "body: expected {{\"by\": \"...\", \"conflict_resolved\": false}}: {e}"
+                    ),
+                );
+            }
+        }
+    };
+    let Some((resource, action)) = path.trim_matches('/').rsplit_once('/') else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "use /api/v1/resources/<resource id>/<redeploy|retry|cancel>",
+        );
+    };
+    let by = format!(
+        "api:{}",
+        b.by.as_deref()
+            .filter(|s| !s.is_empty() && s.len() <= 100 && !s.chars().any(char::is_control))
+            .unwrap_or("token")
+    );
+    let store = &app.ctx.store;
+    let done = match action {
+        "redeploy" => crate::actions::redeploy(store, resource, &by, None).await,
+        "retry" => crate::actions::retry(store, resource, &by, b.conflict_resolved, None).await,
+        "cancel" => crate::actions::cancel(store, resource, &by).await,
+        other => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("unknown action {other:?}; use redeploy, retry or cancel"),
+            );
+        }
+    };
+    match done {
+        Ok(message) => {
+            tracing::info!(resource = %resource, by = %by, action, "Manual action recorded through the API.");
+            app.ctx.request_cycle(crate::desired::Fetch::None);
+            (
+                StatusCode::ACCEPTED,
+                axum::Json(
+                    json!({ "resource": resource, "action": action, "by": by, "message": message }),
+                ),
+            )
+                .into_response()
+        }
+        Err(crate::actions::ActionError::State(e)) => store_error(&e),
+        Err(e @ crate::actions::ActionError::Unknown { .. }) => {
+            error(StatusCode::NOT_FOUND, e.to_string())
+        }
+        Err(e) => error(StatusCode::CONFLICT, e.to_string()),
     }
 }
 
@@ -944,8 +1076,16 @@ async fn status_page(State(app): State<App>) -> Response {
     let proposals = app.ctx.store.proposals().await.unwrap_or_default();
     let last_cycle = app.ctx.telemetry.last_cycle();
     let releases = app.ctx.store.template_versions().await.unwrap_or_default();
-    Html(page::render(
-        &rows, &rollouts, &releases, &proposals, last_cycle,
+    let html = page::render(&rows, &rollouts, &releases, &proposals, last_cycle);
+    // Deployments in flight, with their stacks' progress, above the resources.
+    let flight = app.ctx.store.in_flight().await.unwrap_or_default();
+    let ids: Vec<i64> = flight.iter().map(|d| d.id).collect();
+    let notes = app.ctx.store.action_notes(&ids).await.unwrap_or_default();
+    let section = page::in_flight(&flight, &notes);
+    Html(html.replacen(
+        "<h2>Environments</h2>",
+        &format!("{section}<h2>Environments</h2>"),
+        1,
     ))
     .into_response()
 }

@@ -266,6 +266,47 @@ pub fn render(
     out
 }
 
+/// The "In flight" section: each deployment in flight with its stack, the stack's status, the
+/// last stack event, the elapsed time and who asked; empty when nothing is in flight.
+#[must_use]
+pub fn in_flight(
+    rows: &[crate::state::DeploymentRecord],
+    notes: &std::collections::BTreeMap<i64, crate::state::ActionNotes>,
+) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "<h2>In flight</h2><table><thead><tr><th>Resource</th><th>Deployment</th><th>Stack</th><th>Status</th><th>Last event</th><th>Elapsed</th><th>Requested by</th></tr></thead><tbody>",
+    );
+    for d in rows {
+        let n = notes.get(&d.id).cloned().unwrap_or_default();
+        let p = n.progress.unwrap_or_default();
+        let cancel = n
+            .cancel_requested_by
+            .map(|b| format!("<br>cancel requested by {}", esc(&b)))
+            .unwrap_or_default();
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>#{} {}</td><td><code>{}</code></td><td class=\"warn\">{}{cancel}</td><td><code>{}</code></td><td>{}s</td><td>{}</td></tr>",
+            esc(&d.deployment.resource_id),
+            d.id,
+            esc(d.deployment.action.as_str()),
+            esc(&p.stack),
+            esc(if p.status.is_empty() {
+                "starting"
+            } else {
+                &p.status
+            }),
+            esc(p.last_event.as_deref().unwrap_or("")),
+            p.elapsed_secs,
+            esc(n.requested_by.as_deref().unwrap_or("-")),
+        );
+    }
+    out.push_str("</tbody></table>\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -274,5 +315,49 @@ mod tests {
             super::esc("<a href=\"x\">&'"),
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
         );
+    }
+
+    #[test]
+    fn in_flight_shows_stack_status_last_event_elapsed_and_who_asked() {
+        assert_eq!(
+            super::in_flight(&[], &std::collections::BTreeMap::new()),
+            ""
+        );
+        let d = crate::state::DeploymentRecord {
+            id: 7,
+            deployment: crate::state::tests::new_dep("environment/dev"),
+            status: crate::model::DeploymentStatus::InProgress,
+            error: None,
+            retryable: false,
+            started_at: String::new(),
+            finished_at: None,
+        };
+        let notes = [(
+            7,
+            crate::state::ActionNotes {
+                requested_by: Some("cli:<alice>".into()),
+                cancel_requested_by: None,
+                progress: Some(crate::state::Progress {
+                    stack: "protond-env".into(),
+                    status: "UPDATE_IN_PROGRESS".into(),
+                    last_event: Some("Q AWS::SQS::Queue UPDATE_IN_PROGRESS".into()),
+                    elapsed_secs: 42,
+                    events: 2,
+                }),
+            },
+        )]
+        .into_iter()
+        .collect();
+        let html = super::in_flight(&[d], &notes);
+        for want in [
+            "environment/dev",
+            "protond-env",
+            "UPDATE_IN_PROGRESS",
+            "Q AWS::SQS::Queue",
+            "42s",
+            "cli:&lt;alice&gt;",
+        ] {
+            assert!(html.contains(want), "{want} in {html}");
+        }
     }
 }

@@ -1424,3 +1424,29 @@ mod tests {
         assert_eq!(got[5].details["url"], "https://forge/pr/3");
     }
 }
+
+/// A stack event of the operation a deployment waits for, seen for the first time (each is
+/// logged once, in order). Logs "Stack event." with the stack, the resource, its type, status
+/// and reason, and the seconds since the wait started; no counter (events are many and say
+/// nothing a rate should).
+#[derive(Debug, Clone, Copy)]
+pub struct StackEventSeen<'a> {
+    /// The stack.
+    pub stack: &'a str,
+    /// The event.
+    pub event: &'a crate::provision::stack_events::StackEvent,
+    /// Since the wait started.
+    pub elapsed: Duration,
+}
+
+impl StackEventSeen<'_> {
+    /// Logs.
+    pub fn emit(self) {
+        let e = self.event;
+        if e.status.ends_with("_FAILED") {
+            tracing::warn!(stack = %self.stack, logical_resource = %e.logical_id, resource_type = %e.resource_type, status = %e.status, reason = e.reason.as_deref().unwrap_or(""), elapsed_secs = self.elapsed.as_secs(), "Stack event.");
+        } else {
+            tracing::info!(stack = %self.stack, logical_resource = %e.logical_id, resource_type = %e.resource_type, status = %e.status, reason = e.reason.as_deref().unwrap_or(""), elapsed_secs = self.elapsed.as_secs(), "Stack event.");
+        }
+    }
+}

@@ -19,6 +19,7 @@
 mod common;
 
 mod abuse;
+mod actions;
 mod cli;
 mod codebuild;
 mod daemon;

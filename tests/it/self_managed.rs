@@ -10,7 +10,7 @@ use crate::common::forge::{FakeForge, Kind};
 use crate::common::world::World;
 use crate::common::{self, git};
 
-const TOKEN: &str = "infra-forge-token";
+pub(crate) const TOKEN: &str = "infra-forge-token";
 
 const TF_MANIFEST: &str = "infrastructure:\n  templates:\n    - file: \"*\"\n      rendering_engine: hcl\n      template_language: terraform\n";
 
@@ -25,7 +25,7 @@ fn write(path: &Path, text: &str) {
 /// a service using it) and specs using them, a pipeline stack naming its `CodePipeline`
 /// pipeline, and an infrastructure repo; every command gets the forge token. The config's
 /// `[self_managed]` forge is `__FORGE__` until [`configure`] names the fake one.
-fn world() -> World {
+pub(crate) fn world() -> World {
     World::builder()
         .examples()
         .repo("infra", "infrastructure\n")
@@ -40,7 +40,7 @@ fn world() -> World {
 }
 
 /// Points the config's `[self_managed]` forge at the fake GitHub at `forge_url`.
-fn configure(w: &World, forge_url: &str) {
+pub(crate) fn configure(w: &World, forge_url: &str) {
     w.edit_config(|t| {
         t.replace(
             "__FORGE__",
