@@ -518,26 +518,44 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status { config, output } => status::status_cmd(&config, output),
         Command::Forget { repo, config } => forget::forget_cmd(&config, &repo),
         Command::CheckConfig { config } => Ok(check_config::check_config_cmd(&config)),
-        Command::Completions { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "protond", &mut std::io::stdout());
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Man { dir } => {
-            let cmd = <Cli as clap::CommandFactory>::command();
-            match dir {
-                Some(dir) => {
-                    std::fs::create_dir_all(&dir)
-                        .with_context(|| format!("cannot create {}", dir.display()))?;
-                    clap_mangen::generate_to(cmd, &dir)
-                        .with_context(|| format!("cannot write the pages to {}", dir.display()))?;
-                    println!("man pages written to {}", dir.display());
-                }
-                None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Completions { shell } => Ok(completions(shell)),
+        Command::Man { dir } => man_cmd(dir.as_deref()),
         Command::Refresh { config, url } => refresh::refresh_cmd(&config, url.as_deref()),
+        c @ (Command::Redeploy { .. }
+        | Command::Retry { .. }
+        | Command::Cancel { .. }
+        | Command::Wait { .. }
+        | Command::History { .. }) => manual_action(c),
+        Command::Import(args) => import::import_cmd(&args),
+    }
+}
+
+/// `protond completions <shell>`: the completion script, from the clap definitions.
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut cmd, "protond", &mut std::io::stdout());
+    ExitCode::SUCCESS
+}
+
+/// `protond man [--dir DIR]`: the man page, or every page written into `dir`.
+fn man_cmd(dir: Option<&Path>) -> Result<ExitCode> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            clap_mangen::generate_to(cmd, dir)
+                .with_context(|| format!("cannot write the pages to {}", dir.display()))?;
+            println!("man pages written to {}", dir.display());
+        }
+        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The manual actions (`redeploy`, `retry`, `cancel`, `wait`, `history`).
+fn manual_action(command: Command) -> Result<ExitCode> {
+    match command {
         Command::Redeploy {
             resource,
             by,
@@ -569,7 +587,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             limit,
             config,
         } => actions::history_cmd(&config, resource.as_deref(), limit),
-        Command::Import(args) => import::import_cmd(&args),
+        other => anyhow::bail!("not a manual action: {other:?}"),
     }
 }
 

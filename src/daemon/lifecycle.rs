@@ -148,27 +148,8 @@ async fn run(ctx: &Arc<Ctx>, work: Work, role: Option<&str>) {
             },
             Err(e) => Err(e),
         };
-        let outcome = match result {
-            Ok(Applied::Submitted {
-                folder,
-                branch,
-                pull_request,
-            }) => {
-                tracing::info!(folder = %folder, branch = %branch, pull_request = pull_request.as_deref(), "Submitted to the infrastructure repo; waiting for the outcome (protond notify).");
-                return;
-            }
-            Ok(Applied::Deployed { outputs, stack_id }) => {
-                Outcome::Succeeded(ResourceRecord::deployed_by(&dep, outputs, stack_id))
-            }
-            Ok(Applied::Deleted) => Outcome::Deleted,
-            Ok(Applied::Interrupted) => Outcome::Interrupted,
-            Err(DeployError::Conflict(c)) => Outcome::Conflict {
-                error: c.to_string(),
-            },
-            Err(e) => Outcome::Failed {
-                error: crate::error_chain(&e),
-                retryable: e.is_retryable(),
-            },
+        let Some(outcome) = outcome_of(result, &dep) else {
+            return;
         };
         let outcome = cancelled(outcome, cancelled_by.as_deref());
         if adopted {
@@ -183,6 +164,33 @@ async fn run(ctx: &Arc<Ctx>, work: Work, role: Option<&str>) {
     }
     .instrument(span)
     .await;
+}
+
+/// The outcome to record for what the provisioner answered; `None` for a self-managed
+/// submission, whose outcome `protond notify` reports later.
+fn outcome_of(result: Result<Applied, DeployError>, dep: &NewDeployment) -> Option<Outcome> {
+    match result {
+        Ok(Applied::Submitted {
+            folder,
+            branch,
+            pull_request,
+        }) => {
+            tracing::info!(folder = %folder, branch = %branch, pull_request = pull_request.as_deref(), "Submitted to the infrastructure repo; waiting for the outcome (protond notify).");
+            None
+        }
+        Ok(Applied::Deployed { outputs, stack_id }) => Some(Outcome::Succeeded(
+            ResourceRecord::deployed_by(dep, outputs, stack_id),
+        )),
+        Ok(Applied::Deleted) => Some(Outcome::Deleted),
+        Ok(Applied::Interrupted) => Some(Outcome::Interrupted),
+        Err(DeployError::Conflict(c)) => Some(Outcome::Conflict {
+            error: c.to_string(),
+        }),
+        Err(e) => Some(Outcome::Failed {
+            error: crate::error_chain(&e),
+            retryable: e.is_retryable(),
+        }),
+    }
 }
 
 fn is_relocation(a: &Action) -> bool {
