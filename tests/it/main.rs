@@ -24,6 +24,7 @@ mod codebuild;
 mod daemon;
 mod deploy_files;
 mod faults;
+mod forge_options;
 mod git_plan;
 mod hostile_git;
 mod hostile_http;
