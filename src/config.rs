@@ -730,6 +730,10 @@ pub struct RawProposals {
     /// Commit author, `Name <email>` (default `protond <protond@localhost>`).
     #[serde(default)]
     pub author: Option<String>,
+    /// When new pull requests may open, for spec repos without their own
+    /// `proposals.schedule` (default: any time).
+    #[serde(default)]
+    pub schedule: Option<String>,
 }
 
 /// `[spec_repos.forge]`: where pull requests for this repo are opened.
@@ -749,6 +753,35 @@ pub struct RawForge {
     /// or `GITEA_TOKEN`). The token is read when used and never logged.
     #[serde(default)]
     pub token_env: Option<String>,
+    /// A file holding the API token instead (e.g. a mounted secret); re-read when its
+    /// modification time changes, so a rotated token is used without a restart.
+    #[serde(default)]
+    pub token_file: Option<String>,
+}
+
+/// `[[spec_repos]] proposals = { ... }`: how this repo's upgrade pull requests are opened.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPullOptions {
+    /// Labels to put on each pull request (by name).
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Users asked for a review (user names).
+    #[serde(default)]
+    pub reviewers: Vec<String>,
+    /// Users assigned (user names).
+    #[serde(default)]
+    pub assignees: Vec<String>,
+    /// Open pull requests as drafts (default false).
+    #[serde(default)]
+    pub draft: bool,
+    /// Ask the forge to merge once its checks pass (default false).
+    #[serde(default)]
+    pub auto_merge: bool,
+    /// When new pull requests may open: a cron expression whose matching minutes form the
+    /// window (default: `[proposals] schedule`, else any time).
+    #[serde(default)]
+    pub schedule: Option<String>,
 }
 
 /// `[daemon]`.
@@ -916,6 +949,9 @@ pub struct RawSpecRepo {
     /// Where major-upgrade pull requests for this repo go; none when absent.
     #[serde(default)]
     pub forge: Option<RawForge>,
+    /// Labels, reviewers, assignees, draft, auto-merge and schedule of its pull requests.
+    #[serde(default)]
+    pub proposals: RawPullOptions,
     /// The repo is retired: it is no longer read (it need not exist), and every resource it
     /// deployed is deleted, within the deletion budget. Default false. Removing the entry
     /// instead deletes nothing: the resources are kept as unknown.
@@ -1044,6 +1080,8 @@ pub struct SpecRepo {
     pub allow_empty: bool,
     /// Forge for upgrade pull requests.
     pub forge: Option<ForgeConfig>,
+    /// How its pull requests are opened (`proposals = { ... }`).
+    pub pull_options: PullOptions,
     /// Retired (`retired = true`): never read; the resources it deployed are deleted.
     pub retired: bool,
     /// Templates of header-less spec files, by folder or file (`templates = [...]`).
@@ -1087,6 +1125,25 @@ pub struct ForgeConfig {
     pub repo: String,
     /// Environment variable with the token (empty for `git`).
     pub token_env: String,
+    /// File with the token, preferred to the variable when set.
+    pub token_file: Option<PathBuf>,
+}
+
+/// A spec repo's `proposals = { ... }` after checks.
+#[derive(Debug, Clone, Default)]
+pub struct PullOptions {
+    /// Label names.
+    pub labels: Vec<String>,
+    /// Reviewer user names.
+    pub reviewers: Vec<String>,
+    /// Assignee user names.
+    pub assignees: Vec<String>,
+    /// Open as a draft.
+    pub draft: bool,
+    /// Merge when the checks pass.
+    pub auto_merge: bool,
+    /// When new pull requests may open (none: any time).
+    pub schedule: Option<cron::Schedule>,
 }
 
 /// `[proposals]` after checks.
@@ -1303,7 +1360,11 @@ impl Config {
                 err(format!("spec_repos[{i}].folder"), e.to_string());
             }
             let forge = r.forge.as_ref().and_then(|f| match compile_forge(f) {
-                Ok(f) => Some(f),
+                // A relative token file is relative to the config file, like repo paths.
+                Ok(mut f) => {
+                    f.token_file = f.token_file.map(|t| base.join(t));
+                    Some(f)
+                }
                 Err((field, m)) => {
                     err(format!("spec_repos[{i}].forge.{field}"), m);
                     None
@@ -1320,6 +1381,9 @@ impl Config {
                 platform: r.platform,
                 allow_empty: r.allow_empty,
                 forge,
+                pull_options: compile_pull_options(&r.proposals, &raw.proposals, &mut |f, m| {
+                    err(format!("spec_repos[{i}].proposals.{f}"), m);
+                }),
                 retired: r.retired,
                 templates: r.templates.clone(),
             });
@@ -1659,6 +1723,7 @@ fn self_managed_forge(
             api_url: String::new(),
             repo: String::new(),
             token_env: String::new(),
+            token_file: None,
         }),
         Some(f) => match compile_forge(f) {
             Ok(f) => Some(f),
@@ -1806,6 +1871,7 @@ fn compile_forge(f: &RawForge) -> Result<ForgeConfig, (&'static str, String)> {
             api_url: String::new(),
             repo: String::new(),
             token_env: String::new(),
+            token_file: None,
         });
     }
     let api_url = match (&f.api_url, kind) {
@@ -1877,7 +1943,53 @@ fn compile_forge(f: &RawForge) -> Result<ForgeConfig, (&'static str, String)> {
         api_url,
         repo,
         token_env,
+        token_file: f.token_file.as_ref().map(PathBuf::from),
     })
+}
+
+/// Checks a spec repo's `proposals = { ... }`; the schedule falls back to `[proposals]`'s.
+fn compile_pull_options(
+    p: &RawPullOptions,
+    global: &RawProposals,
+    err: &mut dyn FnMut(&str, String),
+) -> PullOptions {
+    for (field, names) in [
+        ("labels", &p.labels),
+        ("reviewers", &p.reviewers),
+        ("assignees", &p.assignees),
+    ] {
+        if let Some(bad) = names
+            .iter()
+            .find(|n| n.trim().is_empty() || n.contains(','))
+        {
+            err(
+                field,
+                format!(
+                    "{bad:?} is not a name; give each one as its own string, e.g. [\"deps\", \"upgrade\"]"
+                ),
+            );
+        }
+    }
+    let schedule = p.schedule.as_ref().or(global.schedule.as_ref()).and_then(|expr| {
+        parse_cron(expr, "*")
+            .map_err(|e| {
+                err(
+                    "schedule",
+                    format!(
+                        "{expr:?} is not a cron expression ({e}); pull requests open in every minute it matches, e.g. \"* 0-5 * * 1\" (Mondays before 6am)"
+                    ),
+                );
+            })
+            .ok()
+    });
+    PullOptions {
+        labels: p.labels.clone(),
+        reviewers: p.reviewers.clone(),
+        assignees: p.assignees.clone(),
+        draft: p.draft,
+        auto_merge: p.auto_merge,
+        schedule,
+    }
 }
 
 fn compile_proposals(p: &RawProposals) -> Result<Proposals, Vec<(String, String)>> {
@@ -2049,6 +2161,65 @@ mod tests {
         assert_eq!(gh.kind, ForgeKind::GitHub);
         assert_eq!(gh.api_url, "https://api.github.com");
         assert_eq!(cfg.proposals.author_email, "protond@example.com");
+    }
+
+    #[test]
+    fn pull_options_token_files_and_schedules() {
+        let text = "[proposals]\nschedule = \"* 0-5 * * 1\"\n\
+                    [[spec_repos]]\nname = \"a\"\nurl = \"a\"\n\
+                    forge = { kind = \"github\", repo = \"o/r\", token_file = \"/run/t\" }\n\
+                    proposals = { labels = [\"deps\"], reviewers = [\"al\"], assignees = [\"bo\"], draft = true, auto_merge = true }\n\
+                    [[spec_repos]]\nname = \"b\"\nurl = \"b\"\nproposals = { schedule = \"* * * * *\" }\n";
+        let raw: RawConfig = toml::from_str(text).expect("parses");
+        let cfg = Config::compile(raw, "p.toml", Path::new(".")).expect("valid");
+        let a = &cfg.spec_repos[0];
+        assert_eq!(
+            a.forge.as_ref().and_then(|f| f.token_file.clone()),
+            Some(PathBuf::from("/run/t"))
+        );
+        let o = &a.pull_options;
+        assert_eq!(
+            (
+                o.labels.as_slice(),
+                o.reviewers.as_slice(),
+                o.assignees.as_slice()
+            ),
+            (
+                &["deps".to_string()][..],
+                &["al".to_string()][..],
+                &["bo".to_string()][..]
+            )
+        );
+        assert!(o.draft && o.auto_merge);
+        // The global schedule (Mondays 00:00-05:59) applies to a; b has its own (always).
+        let monday_3am =
+            chrono::DateTime::parse_from_rfc3339("2026-11-30T03:00:00Z").expect("time");
+        let tuesday = chrono::DateTime::parse_from_rfc3339("2026-12-01T03:00:00Z").expect("time");
+        let sa = o.schedule.as_ref().expect("global schedule");
+        assert!(sa.includes(monday_3am.with_timezone(&chrono::Utc)));
+        assert!(!sa.includes(tuesday.with_timezone(&chrono::Utc)));
+        let sb = cfg.spec_repos[1]
+            .pull_options
+            .schedule
+            .as_ref()
+            .expect("own schedule");
+        assert!(sb.includes(tuesday.with_timezone(&chrono::Utc)));
+
+        let bad = "[[spec_repos]]\nname = \"a\"\nurl = \"a\"\nproposals = { labels = [\"a,b\"], schedule = \"soon\" }\n";
+        let raw: RawConfig = toml::from_str(bad).expect("parses");
+        let errs = Config::compile(raw, "p.toml", Path::new(".")).expect_err("invalid");
+        let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        for key in [
+            "spec_repos[0].proposals.labels:",
+            "spec_repos[0].proposals.schedule:",
+        ] {
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.starts_with(&format!("p.toml: {key}"))),
+                "{key} in {lines:#?}"
+            );
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! `git` forge for hosts without an API, which only pushes the branch.
 //!
 //! Branches are always pushed with the `git` command line (gitoxide cannot push yet), from
-//! the repo's local mirror. API tokens are read from the environment when used, sent only in
+//! the repo's local mirror. API tokens are read from the environment (or a `token_file`,
+//! re-read when its modification time changes) when used, sent only in
 //! a header marked sensitive, and never logged or stored; error messages carry the status and
 //! the forge's own message, never the request headers.
 //!
@@ -23,7 +24,10 @@ use serde_json::json;
 
 use crate::config::{ForgeConfig, ForgeKind};
 
+mod options;
 mod status;
+mod token;
+pub use options::{draft_title, open_body};
 pub use status::{StatusDraft, StatusState, status_request};
 
 /// A failed forge call.
@@ -38,6 +42,18 @@ pub enum ForgeError {
         forge: &'static str,
         /// The variable.
         var: String,
+    },
+    /// The `token_file` could not be read or is empty.
+    #[error(
+        "the {forge} API token file {path} cannot be used: {message}; fix the file or change spec_repos.forge.token_file"
+    )]
+    TokenFile {
+        /// Forge kind.
+        forge: &'static str,
+        /// The file.
+        path: String,
+        /// What is wrong (never the contents).
+        message: String,
     },
     /// The request could not be sent or its answer read.
     #[error("{what}: {source}")]
@@ -83,7 +99,7 @@ impl ForgeError {
                     || *status >= 500
                     || (*status == 403 && message.to_ascii_lowercase().contains("rate limit"))
             }
-            Self::MissingToken { .. } => false,
+            Self::MissingToken { .. } | Self::TokenFile { .. } => false,
         }
     }
 }
@@ -180,6 +196,7 @@ pub struct Api {
     base: String,
     repo: String,
     token_env: String,
+    token: token::TokenSource,
     kind: ForgeKind,
 }
 
@@ -198,6 +215,7 @@ impl AnyForge {
             base: config.api_url.clone(),
             repo: config.repo.clone(),
             token_env: config.token_env.clone(),
+            token: token::TokenSource::new(config.token_file.clone()),
             kind: config.kind,
         };
         match config.kind {
@@ -225,6 +243,8 @@ fn encode(s: &str) -> String {
 #[derive(Deserialize)]
 struct GitHubPull {
     number: i64,
+    #[serde(default)]
+    node_id: Option<String>,
     html_url: String,
     state: String,
     #[serde(default)]
@@ -281,13 +301,7 @@ impl GitLabMr {
 
 impl Api {
     fn headers(&self) -> Result<HeaderMap, ForgeError> {
-        let token = std::env::var(&self.token_env)
-            .ok()
-            .filter(|t| !t.trim().is_empty())
-            .ok_or_else(|| ForgeError::MissingToken {
-                forge: self.kind.as_str(),
-                var: self.token_env.clone(),
-            })?;
+        let token = self.token.read(self.kind, &self.token_env)?;
         let mut h = HeaderMap::new();
         let (name, value) = match self.kind {
             ForgeKind::GitLab => ("PRIVATE-TOKEN", token.trim().to_string()),
@@ -543,10 +557,10 @@ async fn git(
     url: &str,
     what: &'static str,
     args: &[&str],
-    token_env: &str,
-    kind: ForgeKind,
+    forge: &ForgeConfig,
 ) -> Result<String, ForgeError> {
     use base64::Engine as _;
+    let (token_env, kind) = (forge.token_env.as_str(), forge.kind);
     // The remote as given to git: never with credentials (the config refuses them; this
     // keeps one that slipped through off the process list).
     let remote = if url.starts_with("https://") || url.starts_with("http://") {
@@ -565,9 +579,17 @@ async fn git(
         .env_remove("GIT_ASKPASS")
         .kill_on_drop(true);
     // The forge's token can write; the fetch token may be read-only: prefer the former.
-    let token = (!token_env.is_empty())
-        .then(|| std::env::var(token_env).ok())
-        .flatten()
+    let from_file = forge.token_file.as_ref().and_then(|_| {
+        token::TokenSource::new(forge.token_file.clone())
+            .read(kind, "")
+            .ok()
+    });
+    let token = from_file
+        .or_else(|| {
+            (!token_env.is_empty())
+                .then(|| std::env::var(token_env).ok())
+                .flatten()
+        })
         .filter(|t| !t.trim().is_empty())
         .or_else(|| std::env::var(crate::source::TOKEN_ENV).ok())
         .filter(|t| !t.trim().is_empty());
@@ -636,8 +658,7 @@ pub async fn push_branch(
         url,
         "push",
         &["push", "--quiet", "--no-verify", url, &refspec],
-        &forge.token_env,
-        forge.kind,
+        forge,
     )
     .await
     .map(drop)
@@ -663,8 +684,7 @@ pub async fn delete_branch(
         url,
         "push --delete",
         &["push", "--quiet", "--no-verify", url, &refspec],
-        &forge.token_env,
-        forge.kind,
+        forge,
     )
     .await
     .map(drop)
@@ -682,15 +702,7 @@ pub async fn remote_head(
     forge: &ForgeConfig,
 ) -> Result<Option<String>, ForgeError> {
     let full = format!("refs/heads/{branch}");
-    let out = git(
-        git_dir,
-        url,
-        "ls-remote",
-        &["ls-remote", url, &full],
-        &forge.token_env,
-        forge.kind,
-    )
-    .await?;
+    let out = git(git_dir, url, "ls-remote", &["ls-remote", url, &full], forge).await?;
     Ok(out.lines().find_map(|l| {
         let (sha, name) = l.split_once('\t')?;
         (name == full).then(|| sha.to_string())

@@ -656,8 +656,25 @@ impl Store {
                 },
             })?;
         // Two processes opening a new store at once (a daemon starting while `protond
-        // redeploy` runs) both see no migration applied; the second then fails on the tables
-        // the first created. Running the migrations again reads them as applied.
+        // redeploy` runs) would both see no migration applied, and the second would fail on
+        // the tables the first created: the migrations run under an OS lock on
+        // `<db>.migrate-lock` (released when the file closes, however the process ends). Where
+        // that file cannot be made, a failed run is retried, reading what the other applied.
+        let migrate_lock = {
+            let lock = format!("{path}.migrate-lock");
+            tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&lock)?;
+                file.lock()?;
+                Ok(file)
+            })
+            .await
+            .ok()
+            .and_then(Result::ok)
+        };
         let mut attempt = 0;
         let migrated = loop {
             let result = sqlx::migrate!("./migrations").run(&pool).await;
@@ -667,6 +684,7 @@ impl Store {
             }
             tokio::time::sleep(Duration::from_millis(150 * attempt)).await;
         };
+        drop(migrate_lock);
         migrated.map_err(|source| {
             let cause = match &source {
                 sqlx::migrate::MigrateError::Execute(e)

@@ -757,6 +757,8 @@ pub struct SyncReport {
     pub merged: usize,
     /// Proposals waiting for the hourly limit.
     pub rate_limited: usize,
+    /// New proposals waiting for their repo's `proposals.schedule`.
+    pub outside_schedule: usize,
     /// Errors (one line each).
     pub errors: Vec<String>,
 }
@@ -1025,11 +1027,24 @@ async fn authored_by_us(config: &Config, repo: &SpecRepo, id: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether a new pull request for `repo` may open at `now`: always without a schedule,
+/// else when the schedule matches the current minute in the rollout time zone.
+fn may_open_now(repo: &SpecRepo, tz: chrono_tz::Tz, now: chrono::DateTime<chrono::Utc>) -> bool {
+    repo.pull_options
+        .schedule
+        .as_ref()
+        .is_none_or(|s| s.includes(now.with_timezone(&tz)))
+}
+
 fn draft(repo: &SpecRepo, p: &Proposal) -> PullRequestDraft {
+    let kind = repo
+        .forge
+        .as_ref()
+        .map_or(crate::config::ForgeKind::Git, |f| f.kind);
     PullRequestDraft {
         branch: p.branch.clone(),
         base: repo.branch.trim_start_matches("refs/heads/").to_string(),
-        title: p.title.clone(),
+        title: forge::draft_title(kind, &p.title, repo.pull_options.draft),
         body: p.body.clone(),
     }
 }
@@ -1116,7 +1131,16 @@ async fn ensure(
             ProposalState::Closed | ProposalState::Declined | ProposalState::Merged => {}
         }
     }
-    // Open a new pull request.
+    // Open a new pull request, inside the repo's schedule only.
+    if !may_open_now(repo, config.timezone, chrono::Utc::now()) {
+        pass.report.outside_schedule += 1;
+        tracing::debug!(
+            repo = %p.repo,
+            file = %p.path,
+            "outside the proposal schedule; the pull request opens in the next window"
+        );
+        return Ok(());
+    }
     let since = humantime::format_rfc3339_seconds(
         std::time::SystemTime::now() - std::time::Duration::from_hours(1),
     )
@@ -1132,7 +1156,8 @@ async fn ensure(
         return Ok(());
     }
     let git_dir = mirror_dir(config, &repo.url)?;
-    if let Some(pr) = forge.find_open(&p.branch).await? {
+    let base = repo.branch.trim_start_matches("refs/heads/");
+    if let Some(pr) = forge.find_open_to(&p.branch, base).await? {
         // Ours from before a lost state store: adopt it. Its branch is only overwritten if
         // its tip is a commit protond wrote (by the configured author).
         let head = forge::remote_head(&git_dir, &repo.url, &p.branch, forge_cfg).await?;
@@ -1158,7 +1183,15 @@ async fn ensure(
     let commit = write_commit(config, repo, p).await?;
     forge::push_branch(&git_dir, &repo.url, &commit, &p.branch, forge_cfg).await?;
     let d = draft(repo, p);
-    let pr = forge.open(&d).await?;
+    let (pr, warnings) = forge.open_with(&d, &repo.pull_options).await?;
+    for w in &warnings {
+        tracing::warn!(
+            repo = %p.repo,
+            file = %p.path,
+            error = %w,
+            "the pull request is open, but one of its proposals options could not be applied"
+        );
+    }
     let mut row = record(p, forge_cfg, crate::state::now());
     row.head = Some(commit);
     if let Some(pr) = &pr {

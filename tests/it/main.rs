@@ -26,6 +26,7 @@ mod daemon;
 mod deploy_files;
 mod drift;
 mod faults;
+mod forge_options;
 mod git_plan;
 mod hostile_git;
 mod hostile_http;

@@ -11,7 +11,7 @@ use crate::common::{self, git};
 
 const TOKEN: &str = "forge-secret-token-123";
 /// The upgrade branch of `proton/services/payments.yaml`: its path, and a hash of it.
-const PAYMENTS_BRANCH: &str = "protond/upgrade/proton/services/payments-4bdfb6c8";
+pub(crate) const PAYMENTS_BRANCH: &str = "protond/upgrade/proton/services/payments-4bdfb6c8";
 
 /// The examples on a `moto_server`, with `config`; every command gets the forge token.
 fn world(config: impl FnOnce(&mut Toml) + 'static) -> World {
@@ -30,7 +30,7 @@ fn reconcile(w: &World) -> Output {
 }
 
 /// Adds major `major` of a template by copying v1 and applying `edit` to each file.
-fn release(
+pub(crate) fn release(
     w: &World,
     template: &str,
     major: u32,

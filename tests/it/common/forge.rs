@@ -30,6 +30,24 @@ pub struct Pr {
     /// open | closed | merged
     pub state: String,
     pub comments: Vec<String>,
+    /// Label names (Gitea's ids mapped back through [`GITEA_LABELS`]).
+    pub labels: Vec<String>,
+    pub reviewers: Vec<String>,
+    pub assignees: Vec<String>,
+    /// GitHub's draft flag.
+    pub draft: bool,
+    /// Auto-merge enabled (GitHub GraphQL, Gitea `merge_when_checks_succeed`).
+    pub auto_merge: bool,
+}
+
+/// The labels the fake Gitea repository has, as (id, name).
+pub const GITEA_LABELS: [(i64, &str); 2] = [(1, "dependencies"), (2, "upgrade")];
+
+fn str_list(v: &Value) -> Option<Vec<String>> {
+    v.as_array()?
+        .iter()
+        .map(|x| x.as_str().filter(|s| !s.is_empty()).map(str::to_string))
+        .collect()
 }
 
 /// What the fake has seen, shared between its server task and the test.
@@ -41,6 +59,8 @@ pub struct Inner {
     pub requests: Vec<String>,
     /// Requests that broke the API's rules, each with what was wrong.
     pub violations: Vec<String>,
+    /// The token accepted now ([`FakeForge::set_token`] rotates it).
+    pub token: String,
 }
 
 /// A fake forge serving on 127.0.0.1 until the test's runtime ends.
@@ -53,7 +73,6 @@ pub struct FakeForge {
 
 struct Cfg {
     kind: Kind,
-    token: String,
     /// Path prefix of the API, e.g. `/api/v3`.
     prefix: String,
     repo: String,
@@ -71,10 +90,12 @@ impl FakeForge {
         repo: &str,
         git_dir: PathBuf,
     ) -> Self {
-        let inner = Arc::new(Mutex::new(Inner::default()));
+        let inner = Arc::new(Mutex::new(Inner {
+            token: token.into(),
+            ..Inner::default()
+        }));
         let cfg = Arc::new(Cfg {
             kind,
-            token: token.into(),
             prefix: prefix.into(),
             repo: repo.into(),
             git_dir,
@@ -112,6 +133,11 @@ impl FakeForge {
     /// The requests that broke the API's rules; tests assert there are none.
     pub fn violations(&self) -> Vec<String> {
         self.inner.lock().expect("lock").violations.clone()
+    }
+
+    /// Accepts only `token` from now on, as a forge does once a token is rotated.
+    pub fn set_token(&self, token: &str) {
+        self.inner.lock().expect("lock").token = token.into();
     }
 
     /// Marks pull request `number` merged or closed, as a person would.
@@ -170,6 +196,7 @@ fn render(cfg: &Cfg, pr: &Pr) -> Value {
             "html_url": web,
             "state": if pr.state == "open" { "open" } else { "closed" },
             "merged": pr.state == "merged",
+            "node_id": format!("PR_node_{}", pr.number),
             "head": { "ref": pr.head },
             "base": { "ref": pr.base },
             "title": pr.title,
@@ -210,10 +237,11 @@ fn handle(cfg: &Cfg, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) 
     cfg.inner.lock().expect("lock").requests.push(line.clone());
     // Authentication and headers.
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let token = cfg.inner.lock().expect("lock").token.clone();
     let auth_ok = match cfg.kind {
-        Kind::GitHub => header("authorization") == format!("Bearer {}", cfg.token),
-        Kind::GitLab => header("private-token") == cfg.token,
-        Kind::Gitea => header("authorization") == format!("token {}", cfg.token),
+        Kind::GitHub => header("authorization") == format!("Bearer {token}"),
+        Kind::GitLab => header("private-token") == token,
+        Kind::Gitea => header("authorization") == format!("token {token}"),
     };
     if !auth_ok {
         return violation(cfg, format!("{line}: missing or wrong token header"));
@@ -320,6 +348,52 @@ fn handle(cfg: &Cfg, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) 
                 format!("{line}: a pull request from {head} is already open"),
             );
         }
+        let draft = match json_body.get("draft") {
+            None => false,
+            Some(Value::Bool(b)) if cfg.kind == Kind::GitHub => *b,
+            Some(other) => {
+                drop(g);
+                return violation(cfg, format!("{line}: bad draft field {other}"));
+            }
+        };
+        let labels = match (cfg.kind, json_body.get("labels")) {
+            (_, None) => Vec::new(),
+            (Kind::Gitea, Some(ids)) => {
+                let names: Option<Vec<String>> = ids.as_array().and_then(|a| {
+                    a.iter()
+                        .map(|id| {
+                            GITEA_LABELS
+                                .iter()
+                                .find(|(i, _)| Some(*i) == id.as_i64())
+                                .map(|(_, n)| (*n).to_string())
+                        })
+                        .collect()
+                });
+                let Some(names) = names else {
+                    drop(g);
+                    return violation(cfg, format!("{line}: labels must be known label ids"));
+                };
+                names
+            }
+            (_, Some(other)) => {
+                drop(g);
+                return violation(cfg, format!("{line}: unexpected labels {other}"));
+            }
+        };
+        let assignees = match (cfg.kind, json_body.get("assignees")) {
+            (_, None) => Vec::new(),
+            (Kind::Gitea, Some(a)) => {
+                let Some(a) = str_list(a) else {
+                    drop(g);
+                    return violation(cfg, format!("{line}: assignees must be user names"));
+                };
+                a
+            }
+            (_, Some(other)) => {
+                drop(g);
+                return violation(cfg, format!("{line}: unexpected assignees {other}"));
+            }
+        };
         let pr = Pr {
             number: i64::try_from(g.prs.len()).unwrap_or(0) + 1,
             head,
@@ -328,10 +402,18 @@ fn handle(cfg: &Cfg, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) 
             body: text,
             state: "open".into(),
             comments: Vec::new(),
+            labels,
+            reviewers: Vec::new(),
+            assignees,
+            draft,
+            auto_merge: false,
         };
         let v = render(cfg, &pr);
         g.prs.push(pr);
         return (StatusCode::CREATED, axum::Json(v)).into_response();
+    }
+    if let Some(r) = options(cfg, &mut g, &method, &path, &line, &json_body) {
+        return r;
     }
     // Comments.
     let note_path = |n: i64| match &comments {
@@ -407,4 +489,124 @@ fn handle(cfg: &Cfg, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) 
     }
     drop(g);
     violation(cfg, format!("{line}: unexpected method"))
+}
+
+/// Pull-request options and look-ups: GitHub labels, assignees, requested reviewers and
+/// GraphQL auto-merge; Gitea's labels, lookup by base and head, reviewers and auto-merge.
+/// `None` when the request is none of these.
+fn options(
+    cfg: &Cfg,
+    g: &mut std::sync::MutexGuard<'_, Inner>,
+    method: &Method,
+    path: &str,
+    line: &str,
+    body: &Value,
+) -> Option<Response> {
+    let fail = |g: &mut std::sync::MutexGuard<'_, Inner>, what: String| {
+        g.violations.push(what.clone());
+        Some(
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                axum::Json(json!({ "message": what })),
+            )
+                .into_response(),
+        )
+    };
+    if cfg.kind == Kind::GitLab {
+        return None;
+    }
+    if cfg.kind == Kind::GitHub
+        && *method == Method::POST
+        && path == format!("{}/graphql", cfg.prefix)
+    {
+        let query = body["query"].as_str().unwrap_or("");
+        let id = body["variables"]["id"].as_str().unwrap_or("");
+        if !query.contains("enablePullRequestAutoMerge") || !query.contains("$id") {
+            return fail(
+                g,
+                format!("{line}: not an enablePullRequestAutoMerge mutation"),
+            );
+        }
+        let Some(pr) = g
+            .prs
+            .iter_mut()
+            .find(|p| format!("PR_node_{}", p.number) == id)
+        else {
+            return fail(g, format!("{line}: unknown node id {id:?}"));
+        };
+        pr.auto_merge = true;
+        return Some(
+            axum::Json(json!({"data": {"enablePullRequestAutoMerge": {"clientMutationId": null}}}))
+                .into_response(),
+        );
+    }
+    let repo = format!("{}/repos/{}", cfg.prefix, cfg.repo);
+    let rest = path.strip_prefix(&repo)?;
+    if cfg.kind == Kind::Gitea && *method == Method::GET && rest == "/labels" {
+        let labels: Vec<Value> = GITEA_LABELS
+            .iter()
+            .map(|(id, n)| json!({"id": id, "name": n}))
+            .collect();
+        return Some(axum::Json(Value::Array(labels)).into_response());
+    }
+    if cfg.kind == Kind::Gitea && *method == Method::GET {
+        // GET /pulls/{base}/{head}: the newest pull request from head into base.
+        let (base, head) = rest.strip_prefix("/pulls/")?.split_once('/')?;
+        if base.parse::<i64>().is_ok() {
+            return None;
+        }
+        return Some(
+            match g
+                .prs
+                .iter()
+                .rev()
+                .find(|p| p.base == base && p.head == head)
+            {
+                Some(p) => axum::Json(render(cfg, p)).into_response(),
+                None => (
+                    StatusCode::NOT_FOUND,
+                    axum::Json(json!({"message": "not found"})),
+                )
+                    .into_response(),
+            },
+        );
+    }
+    if *method != Method::POST {
+        return None;
+    }
+    let (kind, number, what) = if let Some(r) = rest.strip_prefix("/issues/") {
+        let (n, what) = r.split_once('/')?;
+        ("issues", n.parse::<i64>().ok()?, what)
+    } else {
+        let (n, what) = rest.strip_prefix("/pulls/")?.split_once('/')?;
+        ("pulls", n.parse::<i64>().ok()?, what)
+    };
+    let Some(i) = g.prs.iter().position(|p| p.number == number) else {
+        return fail(g, format!("{line}: no pull request {number}"));
+    };
+    match (cfg.kind, kind, what) {
+        (Kind::GitHub, "issues", "labels") => match str_list(&body["labels"]) {
+            Some(l) => g.prs[i].labels.extend(l),
+            None => return fail(g, format!("{line}: labels must be names")),
+        },
+        (Kind::GitHub, "issues", "assignees") => match str_list(&body["assignees"]) {
+            Some(l) => g.prs[i].assignees.extend(l),
+            None => return fail(g, format!("{line}: assignees must be user names")),
+        },
+        (_, "pulls", "requested_reviewers") => match str_list(&body["reviewers"]) {
+            Some(l) => g.prs[i].reviewers.extend(l),
+            None => return fail(g, format!("{line}: reviewers must be user names")),
+        },
+        (Kind::Gitea, "pulls", "merge") => {
+            if body["Do"] != "merge" || body["merge_when_checks_succeed"] != true {
+                return fail(
+                    g,
+                    format!("{line}: not a merge-when-checks-succeed request"),
+                );
+            }
+            g.prs[i].auto_merge = true;
+        }
+        _ => return None,
+    }
+    Some((StatusCode::CREATED, axum::Json(json!({"number": number}))).into_response())
 }
