@@ -1,8 +1,9 @@
 //! `proton.toml`: the daemon's configuration.
 //!
-//! Loaded in two stages: [`RawConfig`] is exactly the file (serde, unknown keys rejected),
-//! and [`Config::compile`] checks it as a whole and reports every problem at once. Nothing
-//! here touches git, AWS or the state store.
+//! Loaded in two stages: [`RawConfig`] is exactly the file (serde, unknown keys rejected,
+//! every one of them listed by `unknown`), and [`Config::compile`] checks it as a whole and
+//! reports every problem at once. `local` checks local repo paths for `check-config` only
+//! (their metadata). Nothing here touches git, AWS or the state store.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

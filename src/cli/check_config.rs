@@ -1,7 +1,8 @@
 //! `protond check-config`: loads a `proton.toml` and lists every problem. It reads the file,
-//! the metadata of local repo paths (they must be git repositories), and the state store only when it exists, read-only, to warn about resources recorded from
-//! spec repos that are no longer configured. It must never create, migrate or write the
-//! store, fetch a repo, or call AWS.
+//! the metadata of local repo paths (they must be git repositories), and the state store
+//! only when it exists, read-only, to warn about resources recorded from spec repos that are
+//! no longer configured. It must never create, migrate or write the store, fetch a repo, or
+//! call AWS.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,5 +1,5 @@
-//! The `protond validate` and `protond render` commands, run as a user runs them, on
-//! bundles written by the tests themselves.
+//! The `protond validate`, `protond render` and `protond check-config` commands, run as a
+//! user runs them, on bundles and configs written by the tests themselves.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
