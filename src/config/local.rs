@@ -40,12 +40,19 @@ pub(super) fn check(raw: &RawConfig, file: &str, base: &Path) -> Vec<ConfigError
                 p.url.as_str(),
             )
         });
+    // Shown absolute: the error names the path protond would read, whatever its folder.
+    let base = if base.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        base
+    };
+    let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
     templates
         .chain(specs)
         .chain(infra)
         .chain(pipelines)
         .filter_map(|(key, url)| {
-            let path = local_path(url, base)?;
+            let path = local_path(url, &base)?;
             let message = problem(url, &path, &std::fs::metadata(&path))?;
             Some(ConfigError {
                 file: file.into(),
