@@ -1,8 +1,9 @@
 //! `proton.toml`: the daemon's configuration.
 //!
-//! Loaded in two stages: [`RawConfig`] is exactly the file (serde, unknown keys rejected),
-//! and [`Config::compile`] checks it as a whole and reports every problem at once. Nothing
-//! here touches git, AWS or the state store.
+//! Loaded in two stages: [`RawConfig`] is exactly the file (serde, unknown keys rejected,
+//! every one of them listed by `unknown`), and [`Config::compile`] checks it as a whole and
+//! reports every problem at once. `local` checks local repo paths for `check-config` only
+//! (their metadata). Nothing here touches git, AWS or the state store.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod local;
 mod notifications;
+mod unknown;
 pub use notifications::{
     Notifications, NotifyEvent, NotifyTarget, RawNotifications, RawNotifyTarget, SecretSource,
     Transport,
@@ -1264,7 +1267,20 @@ fn duration(
 
 impl Config {
     /// Reads and compiles a config file; relative repo paths are taken relative to the file.
+    /// Every problem is reported: each unknown key (with its line and the nearest valid key)
+    /// and each error of [`Config::compile`].
     pub fn load(path: &Path) -> Result<Self, Vec<ConfigError>> {
+        Self::load_with(path, false)
+    }
+
+    /// [`Config::load`], and each local repo path (`url` of a template, spec or self-managed
+    /// repo) must be an existing git repository: `protond check-config`'s checks. The daemon
+    /// does not check this at load, so that a repo gone for a while stays unknown.
+    pub fn load_checked(path: &Path) -> Result<Self, Vec<ConfigError>> {
+        Self::load_with(path, true)
+    }
+
+    fn load_with(path: &Path, local_repos: bool) -> Result<Self, Vec<ConfigError>> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| {
             vec![ConfigError {
@@ -1273,18 +1289,22 @@ impl Config {
                 message: format!("cannot read: {e}"),
             }]
         })?;
-        let raw: RawConfig = toml::from_str(&text).map_err(|e| {
-            vec![ConfigError {
-                file: file.clone(),
-                key: e.span().map_or_else(
-                    || ".".into(),
-                    |s| format!("line {}", line_of(&text, s.start)),
-                ),
-                message: e.message().to_string(),
-            }]
-        })?;
+        let (raw, mut errors) = unknown::parse::<RawConfig>(&text, &file);
+        let Some(raw) = raw else {
+            return Err(errors);
+        };
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::compile(raw, &file, base)
+        if local_repos {
+            errors.extend(local::check(&raw, &file, base));
+        }
+        match Self::compile(raw, &file, base) {
+            Ok(config) if errors.is_empty() => Ok(config),
+            Ok(_) => Err(errors),
+            Err(more) => {
+                errors.extend(more);
+                Err(errors)
+            }
+        }
     }
 
     /// Checks a raw config as a whole; every problem is reported.
@@ -2586,7 +2606,123 @@ mod tests {
         let path = dir.path().join("proton.toml");
         std::fs::write(&path, "poll_interval = \"1s\"\npoll_intervall = \"2s\"\n").expect("write");
         let errs = Config::load(&path).expect_err("unknown key");
-        assert_eq!(errs[0].key, "line 2", "{errs:?}");
-        assert!(errs[0].message.contains("unknown field"), "{errs:?}");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].key, "poll_intervall", "{errs:?}");
+        assert_eq!(
+            errs[0].message,
+            "unknown key on line 2; did you mean `poll_interval`? Rename it, or remove it"
+        );
+    }
+
+    /// Every unknown key in one run, in the file's order: top level, a nested table, an
+    /// array of tables and a table inside one; each with its path, its line
+    /// and the nearest valid key (or the valid ones), and the other problems too.
+    #[test]
+    fn every_unknown_key_is_reported_with_its_line_and_the_nearest_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("proton.toml");
+        let text = r#"poll_intervall = "30s"
+[aws]
+regoin = "eu-west-1"
+
+[[template_repos]]
+name = "t"
+url = "https://git.example.com/t.git"
+
+[[spec_repos]]
+name = "a"
+url = "https://git.example.com/a.git"
+
+[[spec_repos]]
+name = "b"
+url = "https://git.example.com/b.git"
+brnach = "main"
+[spec_repos.forge]
+kind = "github"
+repo = "org/b"
+tokn_env = "T"
+api_url = "https://api.github.com"
+
+[drift]
+colour = "blue"
+[rollout]
+stages = ["a", "a"]
+"#;
+        std::fs::write(&path, text).expect("write");
+        let errs = Config::load(&path).expect_err("unknown keys");
+        let got: Vec<(&str, &str)> = errs
+            .iter()
+            .map(|e| (e.key.as_str(), e.message.as_str()))
+            .collect();
+        let file = path.display().to_string();
+        assert!(errs.iter().all(|e| e.file == file), "{errs:?}");
+        let near = |k: &str| format!("did you mean `{k}`? Rename it, or remove it");
+        assert_eq!(
+            got[0],
+            (
+                "poll_intervall",
+                format!("unknown key on line 1; {}", near("poll_interval")).as_str()
+            )
+        );
+        assert_eq!(
+            got[1],
+            (
+                "aws.regoin",
+                format!("unknown key on line 3; {}", near("region")).as_str()
+            )
+        );
+        assert_eq!(
+            got[2],
+            (
+                "spec_repos[1].brnach",
+                format!("unknown key on line 16; {}", near("branch")).as_str()
+            )
+        );
+        assert_eq!(
+            got[3],
+            (
+                "spec_repos[1].forge.tokn_env",
+                format!("unknown key on line 20; {}", near("token_env")).as_str()
+            )
+        );
+        assert_eq!(got[4].0, "drift.colour");
+        assert!(
+            got[4].1.starts_with(
+                "unknown key on line 24; remove it, or use one of the valid keys here: `"
+            ),
+            "{errs:?}"
+        );
+        // The config without its unknown keys is compiled too: its other problems follow.
+        assert_eq!(got[5].0, "rollout.stages[1]", "{errs:?}");
+        assert_eq!(errs.len(), 6, "{errs:?}");
+    }
+
+    /// A syntax error, or a problem other than an unknown key, stops the parse: the unknown
+    /// keys found so far (keys are read in sorted order) are reported with it.
+    #[test]
+    fn other_parse_errors_are_reported_after_the_unknown_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("proton.toml");
+        std::fs::write(
+            &path,
+            "poll_interval = \"1s\"\ndata_dri = 1\n[git]\nmax_pack_bytes = \"big\"\n",
+        )
+        .expect("write");
+        let errs = Config::load(&path).expect_err("invalid");
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!(errs[0].key, "data_dri", "{errs:?}");
+        assert!(
+            errs[0].message.contains("did you mean `data_dir`?"),
+            "{errs:?}"
+        );
+        assert_eq!(errs[1].key, "line 4", "{errs:?}");
+        assert!(errs[1].message.contains("invalid type"), "{errs:?}");
+        std::fs::write(&path, "poll_interval = \n").expect("write");
+        let errs = Config::load(&path).expect_err("syntax");
+        assert_eq!(
+            (errs.len(), errs[0].key.as_str()),
+            (1, "line 1"),
+            "{errs:?}"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! `protond check-config`: loads a `proton.toml` and lists every problem. It reads the file,
-//! and the state store only when it exists, read-only, to warn about resources recorded from
-//! spec repos that are no longer configured. It must never create, migrate or write the
-//! store, fetch a repo, or call AWS.
+//! the metadata of local repo paths (they must be git repositories), and the state store
+//! only when it exists, read-only, to warn about resources recorded from spec repos that are
+//! no longer configured. It must never create, migrate or write the store, fetch a repo, or
+//! call AWS.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,9 +12,10 @@ use crate::config::Config;
 
 /// `protond check-config`: prints a one-line summary of a valid config (and a warning per
 /// spec repo that the state holds resources of but the config no longer names), or each
-/// problem and their count (exit 1).
+/// problem and their count (exit 1): every unknown key with its line and the nearest valid
+/// key, every local repo path that is not a git repository, every invalid value.
 pub(super) fn check_config_cmd(config: &Path) -> ExitCode {
-    match Config::load(config) {
+    match Config::load_checked(config) {
         Ok(c) => {
             println!(
                 "{}: ok ({} template repos, {} spec repos)",

@@ -1,5 +1,5 @@
-//! The `protond validate` and `protond render` commands, run as a user runs them, on
-//! bundles written by the tests themselves.
+//! The `protond validate`, `protond render` and `protond check-config` commands, run as a
+//! user runs them, on bundles and configs written by the tests themselves.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -381,9 +381,73 @@ fn check_config_reports_problems() {
     let out = protond(&["check-config", "--config", cfg.to_str().expect("utf8")]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("poll_interval"), "{}", text(&out));
+    // The example is valid once the local repos it names are git repositories.
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("proton.toml.example");
-    let out = protond(&["check-config", "--config", example.to_str().expect("utf8")]);
+    let copy = dir.path().join("example.toml");
+    std::fs::copy(&example, &copy).expect("copy the example");
+    for repo in ["platform-templates", "platform-envs", "payments"] {
+        git_init(&dir.path().join("example-repos").join(repo));
+    }
+    let out = protond(&["check-config", "--config", copy.to_str().expect("utf8")]);
     assert!(out.status.success(), "{}", text(&out));
+}
+
+fn git_init(path: &Path) {
+    std::fs::create_dir_all(path).expect("mkdir");
+    let out = Command::new("git")
+        .args(["init", "-q"])
+        .arg(path)
+        .output()
+        .expect("run git");
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// `check-config` reports every unknown key (top level, nested table, array of tables) with
+/// its line and the nearest valid key, and a local repo path that does not exist, in one run
+/// (exit 1); the daemon's commands refuse the same config, naming every unknown key.
+#[test]
+fn check_config_reports_every_unknown_key_and_missing_local_repo() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    git_init(&dir.path().join("templates"));
+    let cfg = dir.path().join("proton.toml");
+    let toml = "poll_intervall = \"30s\"\n\n[aws]\nregoin = \"eu-west-1\"\n\n\
+                [[template_repos]]\nname = \"templates\"\nurl = \"templates\"\n\n\
+                [[spec_repos]]\nname = \"envs\"\nurl = \"repos/envs\"\nbrnach = \"main\"\n";
+    std::fs::write(&cfg, toml).expect("write");
+    let file = cfg.display().to_string();
+    let out = protond(&["check-config", "--config", &file]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    let missing = dir.path().join("repos/envs").display().to_string();
+    let expected = [
+        format!(
+            "{file}: poll_intervall: unknown key on line 1; did you mean `poll_interval`? Rename it, or remove it"
+        ),
+        format!(
+            "{file}: aws.regoin: unknown key on line 4; did you mean `region`? Rename it, or remove it"
+        ),
+        format!(
+            "{file}: spec_repos[0].brnach: unknown key on line 13; did you mean `branch`? Rename it, or remove it"
+        ),
+        format!(
+            "{file}: spec_repos[0].url: \"repos/envs\" is a local path ({missing}), which does not exist; give the path of the repo (relative paths are taken from the config file's folder), or clone it there (git clone <remote> {missing})"
+        ),
+        format!("4 problem(s) in {file}"),
+    ];
+    assert_eq!(lines, expected, "{}", text(&out));
+    // The daemon refuses to start on it too (exit 2, an error), naming every unknown key;
+    // the missing local repo is not its concern (a repo gone for a while stays unknown).
+    let out = protond(&["reconcile", "--once", "--config", &file]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(!text(&out).contains("spec_repos[0].url"), "{}", text(&out));
+    for key in ["poll_intervall", "aws.regoin", "spec_repos[0].brnach"] {
+        assert!(
+            text(&out).contains(&format!("{file}: {key}: unknown key")),
+            "{}",
+            text(&out)
+        );
+    }
 }
 
 /// A reader that goes away (`protond render … | head -1`) ends the command quietly, as it
