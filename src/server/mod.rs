@@ -119,7 +119,7 @@ pub fn router(ctx: Arc<Ctx>, secrets: Secrets) -> Router {
         deliveries,
         max_body,
     };
-    Router::new()
+    let routes = Router::new()
         .route("/", get(status_page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -146,9 +146,13 @@ pub fn router(ctx: Arc<Ctx>, secrets: Secrets) -> Router {
         .route("/webhooks/github", post(github_webhook))
         .route("/webhooks/gitlab", post(gitlab_webhook))
         .fallback(errors::not_found)
-        .layer(axum::middleware::map_response(errors::json_errors))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
-        .with_state(app)
+        .with_state(app);
+    // Around the whole router, so that the answers it writes itself (a 405 and its `Allow`)
+    // are seen as sent.
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::map_response(errors::json_errors))
 }
 
 /// Binds the server's address with a long accept queue (4,096, or the system's

@@ -104,18 +104,14 @@ impl Daemon {
             let got = page["items"].as_array().expect("items").clone();
             assert!(got.len() <= limit, "{page}");
             items.extend(got);
-            match page["next"].as_str() {
-                Some(next) => {
-                    let link = link.expect("a Link header when more follow");
-                    assert!(link.ends_with("; rel=\"next\""), "{link}");
-                    assert!(link.contains(&format!("limit={limit}")), "{link}");
-                    after = next.replace('/', "%2F");
-                }
-                None => {
-                    assert!(link.is_none(), "no Link on the last page");
-                    return (items, pages);
-                }
-            }
+            let Some(next) = page["next"].as_str() else {
+                assert!(link.is_none(), "no Link on the last page");
+                return (items, pages);
+            };
+            let link = link.expect("a Link header when more follow");
+            assert!(link.ends_with("; rel=\"next\""), "{link}");
+            assert!(link.contains(&format!("limit={limit}")), "{link}");
+            after = next.replace('/', "%2F");
         }
         panic!("{path}: more than 200 pages");
     }
@@ -165,7 +161,12 @@ async fn errors_resources_pages_and_the_page() {
         .send()
         .await
         .expect("post");
-    assert!(r.headers()["allow"].to_str().expect("allow").contains("GET"));
+    assert!(
+        r.headers()["allow"]
+            .to_str()
+            .expect("allow")
+            .contains("GET")
+    );
     json_error(r, 405).await;
     json_error(d.get("/api/v1/deployments?limit=many").await, 400).await;
     let m = json_error(d.get("/api/v1/deployments?after=x").await, 400).await;
@@ -216,7 +217,10 @@ async fn errors_resources_pages_and_the_page() {
     let deps = one["deployments"].as_array().expect("deployments");
     assert!(deps.len() >= 2, "the create and the redeploy: {one}");
     assert!(deps.iter().all(|x| x["resource"] == id), "{one}");
-    assert!(deps[0]["id"].as_i64() > deps[1]["id"].as_i64(), "newest first");
+    assert!(
+        deps[0]["id"].as_i64() > deps[1]["id"].as_i64(),
+        "newest first"
+    );
     let few = d.json(&format!("{path}?deployments=1")).await;
     assert_eq!(few["deployments"].as_array().map(Vec::len), Some(1));
     // An environment's stored outputs are its stack's outputs.
@@ -241,11 +245,13 @@ async fn errors_resources_pages_and_the_page() {
         .filter_map(|x| x["id"].as_i64())
         .collect();
     assert!(all_ids.len() >= 8, "{all}");
-    let (paged, pages) = d.walk("/api/v1/deployments", 3).await;
+    let (paged, page_count) = d.walk("/api/v1/deployments", 3).await;
     let paged_ids: Vec<i64> = paged.iter().filter_map(|x| x["id"].as_i64()).collect();
     assert_eq!(paged_ids, all_ids, "no deployment lost or repeated");
-    assert_eq!(pages, all_ids.len().div_ceil(3));
-    let (mine, _) = d.walk(&format!("/api/v1/deployments?resource={id}"), 1).await;
+    assert_eq!(page_count, all_ids.len().div_ceil(3));
+    let (mine, _) = d
+        .walk(&format!("/api/v1/deployments?resource={id}"), 1)
+        .await;
     assert_eq!(mine.len(), deps.len());
     for (list, key) in [
         ("/api/v1/environments", "id"),
@@ -259,10 +265,10 @@ async fn errors_resources_pages_and_the_page() {
             .iter()
             .map(|x| &x[key])
             .collect();
-        let (paged, pages) = d.walk(list, 1).await;
+        let (paged, page_count) = d.walk(list, 1).await;
         let paged: Vec<&Value> = paged.iter().map(|x| &x[key]).collect();
         assert_eq!(paged, whole, "{list}");
-        assert_eq!(pages, whole.len(), "{list}");
+        assert_eq!(page_count, whole.len(), "{list}");
     }
     // The array answer names the next page in a Link header.
     let r = d.get("/api/v1/environments?limit=1").await;
