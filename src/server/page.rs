@@ -47,7 +47,7 @@ th,td{border:1px solid #d0d7de;padding:.4rem .6rem;text-align:left;vertical-alig
 th{background:#f6f8fa}\
 .ok{background:#dafbe1}.bad{background:#ffebe9}.warn{background:#fff8c5}.muted{color:#57606a}\
 code{font-family:ui-monospace,monospace;font-size:.9em}\
-code.id,time{white-space:nowrap}\
+code.id,td.id>code,time{white-space:nowrap}\
 details summary{cursor:pointer;color:#57606a}details table{margin-top:.3rem;font-size:.85rem}";
 
 fn update_cell(r: &StatusRow) -> String {
@@ -141,7 +141,7 @@ fn resource_table(out: &mut String, rows: &[&StatusRow], records: &[ResourceReco
         );
         let _ = writeln!(
             out,
-            "<tr><td><code class=\"id\">{}</code>{}</td><td>{}</td><td>{}</td><td class=\"{status_class}\">{status}</td>{}<td>{last}</td></tr>",
+            "<tr><td class=\"id\"><code>{}</code>{}</td><td>{}</td><td>{}</td><td class=\"{status_class}\">{status}</td>{}<td>{last}</td></tr>",
             esc(&r.id),
             outputs_cell(records.iter().find(|x| x.id == r.id)),
             esc(&r.template),

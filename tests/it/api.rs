@@ -289,7 +289,7 @@ async fn errors_resources_pages_and_the_page() {
     let (key, value) = outputs.iter().next().expect("an output");
     let env_row = html
         .lines()
-        .find(|l| l.contains("<code class=\"id\">environment/dev</code>"))
+        .find(|l| l.contains("<td class=\"id\"><code>environment/dev</code>"))
         .expect("environment/dev row");
     assert!(env_row.contains("<details class=\"outputs\">"), "{env_row}");
     assert!(env_row.contains(key.as_str()), "{env_row}");
@@ -319,6 +319,9 @@ async fn errors_resources_pages_and_the_page() {
         Some(run) => assert!(pipelines.contains(&run.triggered_by), "{pipelines}"),
         None => assert!(pipelines.contains("none recorded"), "{pipelines}"),
     }
-    assert!(html.contains("code.id,time{white-space:nowrap}"), "{html}");
+    assert!(
+        html.contains("code.id,td.id>code,time{white-space:nowrap}"),
+        "{html}"
+    );
     assert!(html.contains("<time>"), "timestamps are marked: {html}");
 }
