@@ -8,7 +8,7 @@
 //! | `/healthz` | GET | none |
 //! | `/readyz` | GET | none: serving (the store is reachable); stale repos and repos not fetched or read are in the detail, never unready |
 //! | `/metrics` | GET | none: Prometheus text format |
-//! | `/api/v1/templates`, `/environments`, `/services`, `/deployments`, `/rollouts`, `/proposals` | GET | none; the first four paged (`?limit=&after=`, [`paging`]) |
+//! | `/api/v1/templates`, `/environments`, `/services`, `/deployments`, `/rollouts`, `/proposals` | GET | none; paged (`?limit=&after=`, [`paging`]) |
 //! | `/api/v1/resources/{id}` | GET | none: one resource with outputs and last deployments ([`resource`]) |
 //! | `/api/v1/rollouts/{template}/v{M}.{m}/halt` and `/resume` | POST | bearer |
 //! | `/api/v1/reconcile` | POST | bearer: fetch and reconcile now |
@@ -666,16 +666,38 @@ async fn resource_action(
     }
 }
 
-async fn rollouts(State(app): State<App>) -> Response {
+/// A page of serializable rows, in the order of `key`.
+fn paged_rows<T: serde::Serialize>(
+    path: &str,
+    q: &paging::PageQuery,
+    rows: Vec<T>,
+    key: impl Fn(&T) -> String,
+) -> Response {
+    let (rows, next) = paging::slice(rows, key, q.cursor(), q.size());
+    let items = rows
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+        .collect();
+    paging::answer(path, &[], q, items, next)
+}
+
+async fn rollouts(State(app): State<App>, Query(q): Query<paging::PageQuery>) -> Response {
     match app.ctx.store.rollout_progress().await {
-        Ok(rows) => axum::Json(rows).into_response(),
+        Ok(rows) => paged_rows("/api/v1/rollouts", &q, rows, |r| {
+            format!(
+                "{}@{:010}.{:010}",
+                r.template, r.version.major, r.version.minor
+            )
+        }),
         Err(e) => store_error(&e),
     }
 }
 
-async fn proposals(State(app): State<App>) -> Response {
+async fn proposals(State(app): State<App>, Query(q): Query<paging::PageQuery>) -> Response {
     match app.ctx.store.proposals().await {
-        Ok(rows) => axum::Json(rows).into_response(),
+        Ok(rows) => paged_rows("/api/v1/proposals", &q, rows, |p| {
+            format!("{}:{}:{}:{:010}", p.repo, p.path, p.template, p.to_major)
+        }),
         Err(e) => store_error(&e),
     }
 }

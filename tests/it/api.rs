@@ -257,6 +257,8 @@ async fn errors_resources_pages_and_the_page() {
         ("/api/v1/environments", "id"),
         ("/api/v1/services", "service"),
         ("/api/v1/templates", "tag"),
+        ("/api/v1/rollouts", "template"),
+        ("/api/v1/proposals", "path"),
     ] {
         let whole = d.json(list).await;
         let whole: Vec<&Value> = whole
@@ -268,7 +270,7 @@ async fn errors_resources_pages_and_the_page() {
         let (paged, page_count) = d.walk(list, 1).await;
         let paged: Vec<&Value> = paged.iter().map(|x| &x[key]).collect();
         assert_eq!(paged, whole, "{list}");
-        assert_eq!(page_count, whole.len(), "{list}");
+        assert_eq!(page_count, whole.len().max(1), "{list}");
     }
     // The array answer names the next page in a Link header.
     let r = d.get("/api/v1/environments?limit=1").await;
