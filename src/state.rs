@@ -30,6 +30,7 @@ use crate::plan;
 mod actions;
 pub mod drift;
 pub mod lock;
+mod pages;
 mod repo_health;
 mod requests;
 mod retired;

@@ -8,7 +8,8 @@
 //! | `/healthz` | GET | none |
 //! | `/readyz` | GET | none: serving (the store is reachable); stale repos and repos not fetched or read are in the detail, never unready |
 //! | `/metrics` | GET | none: Prometheus text format |
-//! | `/api/v1/templates`, `/environments`, `/services`, `/deployments`, `/rollouts`, `/proposals` | GET | none |
+//! | `/api/v1/templates`, `/environments`, `/services`, `/deployments`, `/rollouts`, `/proposals` | GET | none; paged (`?limit=&after=`, [`paging`]) |
+//! | `/api/v1/resources/{id}` | GET | none: one resource with outputs and last deployments ([`resource`]) |
 //! | `/api/v1/rollouts/{template}/v{M}.{m}/halt` and `/resume` | POST | bearer |
 //! | `/api/v1/reconcile` | POST | bearer: fetch and reconcile now |
 //! | `/webhooks/github` | POST | `X-Hub-Signature-256` HMAC of the body |
@@ -22,15 +23,21 @@
 //! bounded in size, in bytes held across connections and in time ([`limits`]); credentials
 //! are checked before a body is read wherever they are in the headers; a webhook delivery
 //! seen before is answered without acting on it again ([`deliveries`]).
+//!
+//! Every error answer is JSON, `{"error", "status"}`, unknown paths and wrong methods
+//! included ([`errors`]).
 
 // Handlers return ready `Response`s as their error: the axum idiom, and never on a hot path.
 #![allow(clippy::result_large_err)]
 
 mod conn;
 mod deliveries;
+mod errors;
 mod limits;
 mod page;
+mod paging;
 mod refusals;
+mod resource;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,7 +119,7 @@ pub fn router(ctx: Arc<Ctx>, secrets: Secrets) -> Router {
         deliveries,
         max_body,
     };
-    Router::new()
+    let routes = Router::new()
         .route("/", get(status_page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -130,13 +137,22 @@ pub fn router(ctx: Arc<Ctx>, secrets: Secrets) -> Router {
         .route("/api/v1/reconcile", post(reconcile_now))
         .route("/api/v1/refresh", post(refresh_now))
         .route("/api/v1/drift", get(drift))
-        .route("/api/v1/resources/{*path}", post(resource_action))
+        .route(
+            "/api/v1/resources/{*path}",
+            get(resource::get).post(resource_action),
+        )
         .route("/api/v1/in-flight", get(in_flight))
         .route("/api/v1/notify", post(notify))
         .route("/webhooks/github", post(github_webhook))
         .route("/webhooks/gitlab", post(gitlab_webhook))
+        .fallback(errors::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
-        .with_state(app)
+        .with_state(app);
+    // Around the whole router, so that the answers it writes itself (a 405 and its `Allow`)
+    // are seen as sent.
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::map_response(errors::json_errors))
 }
 
 /// Binds the server's address with a long accept queue (4,096, or the system's
@@ -214,7 +230,11 @@ async fn read_body(app: &App, body: Body) -> Result<Bytes, Response> {
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+    (
+        status,
+        axum::Json(json!({ "error": message.into(), "status": status.as_u16() })),
+    )
+        .into_response()
 }
 
 fn store_error(e: &crate::state::StateError) -> Response {
@@ -335,10 +355,19 @@ async fn metrics(State(app): State<App>, headers: axum::http::HeaderMap) -> Resp
     }
 }
 
-async fn templates(State(app): State<App>) -> Response {
+async fn templates(State(app): State<App>, Query(q): Query<paging::PageQuery>) -> Response {
     match app.ctx.store.template_versions().await {
-        Ok(rows) => axum::Json(
-            rows.iter()
+        Ok(rows) => {
+            // Ordered by template, then version (numbers padded so 10.0 follows 9.0).
+            let key = |t: &crate::state::TemplateVersionRecord| {
+                format!(
+                    "{}@{:010}.{:010}",
+                    t.template, t.version.major, t.version.minor
+                )
+            };
+            let (rows, next) = paging::slice(rows, key, q.cursor(), q.size());
+            let items = rows
+                .iter()
                 .map(|t| {
                     json!({
                         "template": t.template,
@@ -352,9 +381,9 @@ async fn templates(State(app): State<App>) -> Response {
                         "release_notes": t.release_notes,
                     })
                 })
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
+                .collect();
+            paging::answer("/api/v1/templates", &[], &q, items, next)
+        }
         Err(e) => store_error(&e),
     }
 }
@@ -370,19 +399,25 @@ async fn status_rows(app: &App) -> Result<Vec<crate::ops::StatusRow>, Response> 
     }
 }
 
-async fn environments(State(app): State<App>) -> Response {
+async fn environments(State(app): State<App>, Query(q): Query<paging::PageQuery>) -> Response {
     match status_rows(&app).await {
-        Ok(rows) => axum::Json(
-            rows.into_iter()
+        Ok(rows) => {
+            let envs: Vec<_> = rows
+                .into_iter()
                 .filter(|r| r.kind == ResourceKind::Environment)
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
+                .collect();
+            let (envs, next) = paging::slice(envs, |r| r.id.clone(), q.cursor(), q.size());
+            let items = envs
+                .iter()
+                .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+                .collect();
+            paging::answer("/api/v1/environments", &[], &q, items, next)
+        }
         Err(r) => r,
     }
 }
 
-async fn services(State(app): State<App>) -> Response {
+async fn services(State(app): State<App>, Query(q): Query<paging::PageQuery>) -> Response {
     let rows = match status_rows(&app).await {
         Ok(rows) => rows,
         Err(r) => return r,
@@ -418,63 +453,101 @@ async fn services(State(app): State<App>) -> Response {
             }
         }
     }
-    axum::Json(by_service.into_values().collect::<Vec<_>>()).into_response()
+    let (page, next) = paging::slice(
+        by_service.into_iter().collect(),
+        |(name, _)| name.clone(),
+        q.cursor(),
+        q.size(),
+    );
+    let items = page.into_iter().map(|(_, v)| v).collect();
+    paging::answer("/api/v1/services", &[], &q, items, next)
 }
 
 #[derive(Deserialize)]
 struct DeploymentsQuery {
     resource: Option<String>,
     limit: Option<i64>,
+    /// The cursor: the id of the previous page's last deployment (`next`).
+    after: Option<String>,
 }
 
+/// One deployment as the API shows it, with who asked, cancel marks and progress.
+fn deployment_json(
+    d: &crate::state::DeploymentRecord,
+    notes: &std::collections::BTreeMap<i64, crate::state::ActionNotes>,
+) -> Value {
+    let n = notes.get(&d.id).cloned().unwrap_or_default();
+    json!({
+        "id": d.id,
+        "resource": d.deployment.resource_id,
+        "kind": d.deployment.kind.as_str(),
+        "repo": d.deployment.repo,
+        "environment": d.deployment.environment,
+        "action": d.deployment.action,
+        "reason": d.deployment.reason,
+        "template": d.deployment.template,
+        "from_version": d.deployment.from_version.map(|v| v.to_string()),
+        "to_version": d.deployment.to_version.to_string(),
+        "spec_commit": d.deployment.spec_commit,
+        "status": d.status,
+        "error": d.error,
+        "started_at": d.started_at,
+        "finished_at": d.finished_at,
+        "requested_by": n.requested_by,
+        "cancel_requested_by": n.cancel_requested_by,
+        "progress": n.progress,
+    })
+}
+
+/// `GET /api/v1/deployments?resource=&limit=&after=`: newest first, paged by id.
 async fn deployments(State(app): State<App>, Query(q): Query<DeploymentsQuery>) -> Response {
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    // Who asked, cancel marks and progress (`state::actions`), for the same rows.
-    let notes = match app
+    let page = paging::PageQuery {
+        limit: q
+            .limit
+            .map(|l| usize::try_from(l.max(1)).unwrap_or(paging::DEFAULT_LIMIT)),
+        after: q.after.clone(),
+    };
+    let before = match page.cursor().map(str::parse::<i64>) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "query: `after` must be the `next` cursor of the previous page (a deployment id)",
+            );
+        }
+    };
+    let size = page.size();
+    let fetch = i64::try_from(size + 1).unwrap_or(i64::MAX);
+    let mut rows = match app
         .ctx
         .store
-        .action_notes_of(q.resource.as_deref(), limit)
+        .deployments_before(q.resource.as_deref(), before, fetch)
         .await
     {
+        Ok(rows) => rows,
+        Err(e) => return store_error(&e),
+    };
+    let next = if rows.len() > size {
+        rows.truncate(size);
+        rows.last().map(|d| d.id.to_string())
+    } else {
+        None
+    };
+    // Who asked, cancel marks and progress (`state::actions`), for the same rows.
+    let ids: Vec<i64> = rows.iter().map(|d| d.id).collect();
+    let notes = match app.ctx.store.action_notes(&ids).await {
         Ok(n) => n,
         Err(e) => return store_error(&e),
     };
-    match app
-        .ctx
-        .store
-        .deployments(q.resource.as_deref(), limit)
-        .await
-    {
-        Ok(rows) => axum::Json(
-            rows.iter()
-                .map(|d| {
-                    let n = notes.get(&d.id).cloned().unwrap_or_default();
-                    json!({
-                        "id": d.id,
-                        "resource": d.deployment.resource_id,
-                        "kind": d.deployment.kind.as_str(),
-                        "repo": d.deployment.repo,
-                        "environment": d.deployment.environment,
-                        "action": d.deployment.action,
-                        "reason": d.deployment.reason,
-                        "template": d.deployment.template,
-                        "from_version": d.deployment.from_version.map(|v| v.to_string()),
-                        "to_version": d.deployment.to_version.to_string(),
-                        "spec_commit": d.deployment.spec_commit,
-                        "status": d.status,
-                        "error": d.error,
-                        "started_at": d.started_at,
-                        "finished_at": d.finished_at,
-                        "requested_by": n.requested_by,
-                        "cancel_requested_by": n.cancel_requested_by,
-                        "progress": n.progress,
-                    })
-                })
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
-        Err(e) => store_error(&e),
-    }
+    let items = rows.iter().map(|d| deployment_json(d, &notes)).collect();
+    let extra: Vec<(&str, &str)> = q
+        .resource
+        .as_deref()
+        .map(|r| ("resource", r))
+        .into_iter()
+        .collect();
+    paging::answer("/api/v1/deployments", &extra, &page, items, next)
 }
 
 /// `GET /api/v1/in-flight`: each deployment in flight with its stack's progress (stack,
@@ -593,16 +666,38 @@ async fn resource_action(
     }
 }
 
-async fn rollouts(State(app): State<App>) -> Response {
+/// A page of serializable rows, in the order of `key`.
+fn paged_rows<T: serde::Serialize>(
+    path: &str,
+    q: &paging::PageQuery,
+    rows: Vec<T>,
+    key: impl Fn(&T) -> String,
+) -> Response {
+    let (rows, next) = paging::slice(rows, key, q.cursor(), q.size());
+    let items = rows
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+        .collect();
+    paging::answer(path, &[], q, items, next)
+}
+
+async fn rollouts(State(app): State<App>, Query(q): Query<paging::PageQuery>) -> Response {
     match app.ctx.store.rollout_progress().await {
-        Ok(rows) => axum::Json(rows).into_response(),
+        Ok(rows) => paged_rows("/api/v1/rollouts", &q, rows, |r| {
+            format!(
+                "{}@{:010}.{:010}",
+                r.template, r.version.major, r.version.minor
+            )
+        }),
         Err(e) => store_error(&e),
     }
 }
 
-async fn proposals(State(app): State<App>) -> Response {
+async fn proposals(State(app): State<App>, Query(q): Query<paging::PageQuery>) -> Response {
     match app.ctx.store.proposals().await {
-        Ok(rows) => axum::Json(rows).into_response(),
+        Ok(rows) => paged_rows("/api/v1/proposals", &q, rows, |p| {
+            format!("{}:{}:{}:{:010}", p.repo, p.path, p.template, p.to_major)
+        }),
         Err(e) => store_error(&e),
     }
 }
@@ -1076,7 +1171,13 @@ async fn status_page(State(app): State<App>) -> Response {
     let proposals = app.ctx.store.proposals().await.unwrap_or_default();
     let last_cycle = app.ctx.telemetry.last_cycle();
     let releases = app.ctx.store.template_versions().await.unwrap_or_default();
-    let html = page::render(&rows, &rollouts, &releases, &proposals, last_cycle);
+    let records = app.ctx.store.resources().await.unwrap_or_default();
+    let pipeline_runs = app.ctx.store.pipeline_runs().await.unwrap_or_default();
+    let stored = page::Stored {
+        records: &records,
+        pipeline_runs: &pipeline_runs,
+    };
+    let html = page::render(&rows, &rollouts, &releases, &proposals, last_cycle, stored);
     // Deployments in flight, with their stacks' progress, above the resources.
     let flight = app.ctx.store.in_flight().await.unwrap_or_default();
     let ids: Vec<i64> = flight.iter().map(|d| d.id).collect();

@@ -1,12 +1,27 @@
 //! The status page: plain server-rendered HTML, readable without JavaScript or external
-//! assets, refreshed by the browser every 30 seconds.
+//! assets, refreshed by the browser every 30 seconds. Each resource shows its stored
+//! outputs (collapsed); service pipelines have their own section with the last execution
+//! the store recorded. Ids and timestamps never wrap mid-word. Renders only: never reads
+//! the store or calls AWS.
 
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use crate::model::{ResourceKind, TagState, ViewStatus};
 use crate::ops::StatusRow;
-use crate::state::{ProposalRecord, RolloutProgress, TemplateVersionRecord};
+use crate::state::{
+    PipelineRunRecord, ProposalRecord, ResourceRecord, RolloutProgress, TemplateVersionRecord,
+};
+
+/// What the page shows beside the status rows: the records (outputs, stacks) and the
+/// pipeline executions protond started.
+#[derive(Debug, Clone, Copy)]
+pub struct Stored<'a> {
+    /// Every managed resource's record.
+    pub records: &'a [ResourceRecord],
+    /// The last pipeline execution protond started (or tried to), by service.
+    pub pipeline_runs: &'a [PipelineRunRecord],
+}
 
 /// Escapes text for HTML content and attribute values.
 fn esc(s: &str) -> String {
@@ -31,7 +46,9 @@ table{border-collapse:collapse;width:100%;font-size:.95rem}\
 th,td{border:1px solid #d0d7de;padding:.4rem .6rem;text-align:left;vertical-align:top}\
 th{background:#f6f8fa}\
 .ok{background:#dafbe1}.bad{background:#ffebe9}.warn{background:#fff8c5}.muted{color:#57606a}\
-code{font-family:ui-monospace,monospace;font-size:.9em}";
+code{font-family:ui-monospace,monospace;font-size:.9em}\
+code.id,td.id>code,time{white-space:nowrap}\
+details summary{cursor:pointer;color:#57606a}details table{margin-top:.3rem;font-size:.85rem}";
 
 fn update_cell(r: &StatusRow) -> String {
     let mut parts = Vec::new();
@@ -51,7 +68,29 @@ fn update_cell(r: &StatusRow) -> String {
     }
 }
 
-fn resource_table(out: &mut String, rows: &[&StatusRow]) {
+/// A resource's stored outputs, collapsed; nothing when it has none.
+fn outputs_cell(record: Option<&ResourceRecord>) -> String {
+    let Some(r) = record.filter(|r| !r.outputs.is_empty()) else {
+        return String::new();
+    };
+    let mut s = format!(
+        "<details class=\"outputs\"><summary>{} output{}</summary><table><tbody>",
+        r.outputs.len(),
+        if r.outputs.len() == 1 { "" } else { "s" }
+    );
+    for (k, v) in &r.outputs {
+        let _ = write!(
+            s,
+            "<tr><td><code class=\"id\">{}</code></td><td><code>{}</code></td></tr>",
+            esc(k),
+            esc(v)
+        );
+    }
+    s.push_str("</tbody></table></details>");
+    s
+}
+
+fn resource_table(out: &mut String, rows: &[&StatusRow], records: &[ResourceRecord]) {
     let _ = writeln!(
         out,
         "<table><thead><tr><th>Resource</th><th>Template</th><th>Version</th><th>Status</th><th>Updates</th><th>Last deployment</th></tr></thead><tbody>"
@@ -87,7 +126,7 @@ fn resource_table(out: &mut String, rows: &[&StatusRow]) {
             || "<span class=\"muted\">none</span>".to_string(),
             |d| {
                 let mut s = format!(
-                    "#{} {} to {}: <strong>{}</strong>, {}",
+                    "#{} {} to {}: <strong>{}</strong>, <time>{}</time>",
                     d.id,
                     esc(&d.action),
                     esc(&d.version),
@@ -102,8 +141,9 @@ fn resource_table(out: &mut String, rows: &[&StatusRow]) {
         );
         let _ = writeln!(
             out,
-            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td class=\"{status_class}\">{status}</td>{}<td>{last}</td></tr>",
+            "<tr><td class=\"id\"><code>{}</code>{}</td><td>{}</td><td>{}</td><td class=\"{status_class}\">{status}</td>{}<td>{last}</td></tr>",
             esc(&r.id),
+            outputs_cell(records.iter().find(|x| x.id == r.id)),
             esc(&r.template),
             r.version
                 .as_deref()
@@ -153,6 +193,7 @@ pub fn render(
     releases: &[TemplateVersionRecord],
     proposals: &[ProposalRecord],
     last_cycle: Option<SystemTime>,
+    stored: Stored<'_>,
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -187,19 +228,20 @@ pub fn render(
         rows.len(),
         last_cycle.map_or_else(
             || "not yet".to_string(),
-            |t| humantime::format_rfc3339_seconds(t).to_string()
+            |t| format!("<time>{}</time>", humantime::format_rfc3339_seconds(t))
         )
     );
     let (envs, others): (Vec<&StatusRow>, Vec<&StatusRow>) = rows
         .iter()
         .partition(|r| r.kind == ResourceKind::Environment);
     let _ = writeln!(out, "<h2>Environments</h2>");
-    resource_table(&mut out, &envs);
+    resource_table(&mut out, &envs, stored.records);
     let _ = writeln!(
         out,
         "<h2>Services</h2><p class=\"meta\">Service instances, pipelines and components.</p>"
     );
-    resource_table(&mut out, &others);
+    resource_table(&mut out, &others, stored.records);
+    pipelines(&mut out, rows, stored);
 
     let _ = writeln!(out, "<h2>Rollouts</h2>");
     if rollouts.is_empty() {
@@ -266,6 +308,71 @@ pub fn render(
     out
 }
 
+/// The "Pipelines" section: each service pipeline with its stack, its status and the last
+/// `CodePipeline` execution protond started (or why it could not).
+fn pipelines(out: &mut String, rows: &[StatusRow], stored: Stored<'_>) {
+    let _ = writeln!(out, "<h2>Pipelines</h2>");
+    let pipes: Vec<&StatusRow> = rows
+        .iter()
+        .filter(|r| r.kind == ResourceKind::Pipeline)
+        .collect();
+    if pipes.is_empty() {
+        let _ = writeln!(out, "<p class=\"muted\">No service pipelines.</p>");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "<table><thead><tr><th>Pipeline</th><th>Stack</th><th>Status</th><th>Last execution started by protond</th></tr></thead><tbody>"
+    );
+    for r in pipes {
+        let service = r.id.strip_prefix("pipeline/").unwrap_or(&r.id);
+        let stack = stored
+            .records
+            .iter()
+            .find(|x| x.id == r.id)
+            .map(|x| x.placement.stack_name.as_str())
+            .filter(|s| !s.is_empty())
+            .map_or_else(
+                || "<span class=\"muted\">none</span>".to_string(),
+                |s| format!("<code class=\"id\">{}</code>", esc(s)),
+            );
+        let run = stored
+            .pipeline_runs
+            .iter()
+            .find(|x| x.service == service)
+            .map_or_else(
+                || "<span class=\"muted\">none recorded</span>".to_string(),
+                |x| {
+                    format!(
+                        "{}{}{} after <code class=\"id\">{}</code>, <time>{}</time>{}",
+                        esc(&x.result),
+                        x.pipeline
+                            .as_deref()
+                            .map(|p| format!(" <code class=\"id\">{}</code>", esc(p)))
+                            .unwrap_or_default(),
+                        x.execution_id
+                            .as_deref()
+                            .map(|e| format!(" execution <code class=\"id\">{}</code>", esc(e)))
+                            .unwrap_or_default(),
+                        esc(&x.triggered_by),
+                        esc(&x.updated_at),
+                        x.message
+                            .as_deref()
+                            .map(|m| format!("<br><code>{}</code>", esc(m)))
+                            .unwrap_or_default()
+                    )
+                },
+            );
+        let _ = writeln!(
+            out,
+            "<tr><td><code class=\"id\">{}</code></td><td>{stack}</td><td>{}</td><td>{run}</td></tr>",
+            esc(&r.id),
+            esc(&crate::ops::status_label(r)),
+        );
+    }
+    let _ = writeln!(out, "</tbody></table>");
+}
+
 /// The "In flight" section: each deployment in flight with its stack, the stack's status, the
 /// last stack event, the elapsed time and who asked; empty when nothing is in flight.
 #[must_use]
@@ -288,7 +395,7 @@ pub fn in_flight(
             .unwrap_or_default();
         let _ = write!(
             out,
-            "<tr><td>{}</td><td>#{} {}</td><td><code>{}</code></td><td class=\"warn\">{}{cancel}</td><td><code>{}</code></td><td>{}s</td><td>{}</td></tr>",
+            "<tr><td><code class=\"id\">{}</code></td><td>#{} {}</td><td><code class=\"id\">{}</code></td><td class=\"warn\">{}{cancel}</td><td><code>{}</code></td><td>{}s</td><td>{}</td></tr>",
             esc(&d.deployment.resource_id),
             d.id,
             esc(d.deployment.action.as_str()),

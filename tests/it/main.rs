@@ -20,6 +20,7 @@ mod common;
 
 mod abuse;
 mod actions;
+mod api;
 mod cli;
 mod codebuild;
 mod daemon;
