@@ -461,6 +461,10 @@ pub struct RawServer {
     /// `PROTOND_GITLAB_WEBHOOK_TOKEN`).
     #[serde(default)]
     pub gitlab_token_env: Option<String>,
+    /// Environment variable with the Gitea/Forgejo webhook secret (default
+    /// `PROTOND_GITEA_WEBHOOK_SECRET`).
+    #[serde(default)]
+    pub gitea_secret_env: Option<String>,
     /// Host names (optionally `name:port`) the server answers to besides loopback ones
     /// (default none). On a loopback address other names are refused (DNS rebinding); on
     /// any other address the list applies only when set. `"*"` turns the check off.
@@ -510,6 +514,8 @@ pub struct Server {
     pub github_secret_env: String,
     /// Variable with the GitLab webhook token.
     pub gitlab_token_env: String,
+    /// Variable with the Gitea/Forgejo webhook secret.
+    pub gitea_secret_env: String,
     /// Names answered besides loopback ones (`name` or `name:port`; `*` for any).
     pub allowed_hosts: Vec<String>,
     /// Most connections open at once.
@@ -657,6 +663,10 @@ impl Server {
                 .gitlab_token_env
                 .clone()
                 .unwrap_or_else(|| "PROTOND_GITLAB_WEBHOOK_TOKEN".into()),
+            gitea_secret_env: raw
+                .gitea_secret_env
+                .clone()
+                .unwrap_or_else(|| "PROTOND_GITEA_WEBHOOK_SECRET".into()),
             allowed_hosts,
             max_connections,
             max_body_bytes,

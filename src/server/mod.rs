@@ -14,6 +14,7 @@
 //! | `/api/v1/reconcile` | POST | bearer: fetch and reconcile now |
 //! | `/webhooks/github` | POST | `X-Hub-Signature-256` HMAC of the body |
 //! | `/webhooks/gitlab` | POST | `X-Gitlab-Token` |
+//! | `/webhooks/gitea` | POST | `X-Gitea-Signature` or `X-Forgejo-Signature` (HMAC-SHA256 of the body, hex) |
 //!
 //! Secrets (the API token, webhook secrets) are read from the environment once at start and
 //! compared in constant time (as HMAC-SHA256 tags); they are never logged.
@@ -71,6 +72,8 @@ pub struct Secrets {
     pub github: Option<String>,
     /// GitLab webhook token.
     pub gitlab: Option<String>,
+    /// Gitea/Forgejo webhook secret.
+    pub gitea: Option<String>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -79,6 +82,7 @@ impl std::fmt::Debug for Secrets {
             .field("api_token", &self.api_token.as_ref().map(|_| "***"))
             .field("github", &self.github.as_ref().map(|_| "***"))
             .field("gitlab", &self.gitlab.as_ref().map(|_| "***"))
+            .field("gitea", &self.gitea.as_ref().map(|_| "***"))
             .finish()
     }
 }
@@ -92,6 +96,7 @@ impl Secrets {
             api_token: read(&config.token_env),
             github: read(&config.github_secret_env),
             gitlab: read(&config.gitlab_token_env),
+            gitea: read(&config.gitea_secret_env),
         }
     }
 }
@@ -145,6 +150,7 @@ pub fn router(ctx: Arc<Ctx>, secrets: Secrets) -> Router {
         .route("/api/v1/notify", post(notify))
         .route("/webhooks/github", post(github_webhook))
         .route("/webhooks/gitlab", post(gitlab_webhook))
+        .route("/webhooks/gitea", post(gitea_webhook))
         .fallback(errors::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(app);
@@ -1160,6 +1166,55 @@ async fn gitlab_webhook(State(app): State<App>, headers: HeaderMap, body: Body) 
         .unwrap_or("")
         .to_string();
     act_on_push(&app, WebhookSource::GitLab, &event, &body)
+}
+
+/// Gitea and Forgejo sign the body with HMAC-SHA256 and send the hex digest (no prefix) as
+/// `X-Gitea-Signature` (Forgejo also as `X-Forgejo-Signature`); the delivery id and event
+/// name come as `X-Gitea-Delivery` / `X-Gitea-Event` (or their Forgejo twins). The push
+/// payload names the repo as GitHub's does (`repository.clone_url`, `html_url`, `ssh_url`).
+async fn gitea_webhook(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    let Some(secret) = &app.secrets.gitea else {
+        rejected(&app, WebhookSource::Gitea, RejectedBecause::Disabled);
+        return error(
+            StatusCode::FORBIDDEN,
+            "Gitea webhooks are disabled: set the variable named by server.gitea_secret_env",
+        );
+    };
+    let either = |gitea: &str, forgejo: &str| {
+        header_text(&headers, gitea).or_else(|| header_text(&headers, forgejo))
+    };
+    let Some(signature) = either("x-gitea-signature", "x-forgejo-signature")
+        .and_then(|h| hex::decode(h).ok())
+        .filter(|sig| sig.len() == 32)
+    else {
+        rejected(&app, WebhookSource::Gitea, RejectedBecause::BadCredentials);
+        return error(StatusCode::UNAUTHORIZED, "bad signature");
+    };
+    let body = match read_body(&app, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let valid = HmacSha256::new_from_slice(secret.as_bytes()).is_ok_and(|mut mac| {
+        mac.update(&body);
+        mac.verify_slice(&signature).is_ok()
+    });
+    if !valid {
+        rejected(&app, WebhookSource::Gitea, RejectedBecause::BadCredentials);
+        return error(StatusCode::UNAUTHORIZED, "bad signature");
+    }
+    // As for GitHub: the signature does not cover the headers, so the payload is a key too.
+    let delivery = either("x-gitea-delivery", "x-forgejo-delivery");
+    let mut keys = vec![deliveries::Key::new("gitea-payload", &body)];
+    if let Some(id) = delivery {
+        keys.push(deliveries::Key::new("gitea-delivery", id.as_bytes()));
+    }
+    if app.deliveries.record(&keys) {
+        return duplicate(&app, WebhookSource::Gitea, delivery);
+    }
+    let event = either("x-gitea-event", "x-forgejo-event")
+        .unwrap_or("")
+        .to_string();
+    act_on_push(&app, WebhookSource::Gitea, &event, &body)
 }
 
 async fn status_page(State(app): State<App>) -> Response {

@@ -800,6 +800,8 @@ pub enum WebhookSource {
     GitHub,
     /// `POST /webhooks/gitlab`.
     GitLab,
+    /// `POST /webhooks/gitea` (Gitea and Forgejo).
+    Gitea,
 }
 
 impl WebhookSource {
@@ -807,6 +809,7 @@ impl WebhookSource {
         match self {
             Self::GitHub => "github",
             Self::GitLab => "gitlab",
+            Self::Gitea => "gitea",
         }
     }
 }
@@ -916,6 +919,11 @@ impl WebhookRejected {
             }
             (RejectedBecause::BadCredentials, WebhookSource::GitLab) => {
                 tracing::warn!("Rejected a GitLab webhook: missing or wrong X-Gitlab-Token.");
+            }
+            (RejectedBecause::BadCredentials, WebhookSource::Gitea) => {
+                tracing::warn!(
+                    "Rejected a Gitea webhook: missing or wrong X-Gitea-Signature (X-Forgejo-Signature)."
+                );
             }
             (RejectedBecause::Disabled, _) => tracing::info!(
                 source,

@@ -29,6 +29,7 @@ mod drift;
 mod faults;
 mod forge_options;
 mod git_plan;
+mod gitea_webhook;
 mod hostile_git;
 mod hostile_http;
 mod hostile_render;
