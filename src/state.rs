@@ -632,6 +632,28 @@ impl Store {
         {
             let _ = std::fs::create_dir_all(parent);
         }
+        // Two processes opening a new store at once (a daemon starting while `protond
+        // redeploy` runs) would race: switching a new file to WAL answers "database is
+        // locked" without waiting, and both would see no migration applied, the second then
+        // failing on the tables the first created. Creating, switching and migrating happen
+        // under an OS lock on `<db>.migrate-lock` (released when the file closes, however the
+        // process ends). Where that file cannot be made, a failed migration is retried,
+        // reading what the other applied.
+        let migrate_lock = {
+            let lock = format!("{path}.migrate-lock");
+            tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&lock)?;
+                file.lock()?;
+                Ok(file)
+            })
+            .await
+            .ok()
+            .and_then(Result::ok)
+        };
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
             .map_err(|source| StateError::Open {
                 url: url.into(),
@@ -656,26 +678,6 @@ impl Store {
                     source,
                 },
             })?;
-        // Two processes opening a new store at once (a daemon starting while `protond
-        // redeploy` runs) would both see no migration applied, and the second would fail on
-        // the tables the first created: the migrations run under an OS lock on
-        // `<db>.migrate-lock` (released when the file closes, however the process ends). Where
-        // that file cannot be made, a failed run is retried, reading what the other applied.
-        let migrate_lock = {
-            let lock = format!("{path}.migrate-lock");
-            tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&lock)?;
-                file.lock()?;
-                Ok(file)
-            })
-            .await
-            .ok()
-            .and_then(Result::ok)
-        };
         let mut attempt = 0;
         let migrated = loop {
             let result = sqlx::migrate!("./migrations").run(&pool).await;
