@@ -1067,6 +1067,40 @@ fn duplicate(app: &App, source: WebhookSource, delivery: Option<&str>) -> Respon
     .into_response()
 }
 
+/// A delivery signed with HMAC-SHA256 over its body (GitHub, Gitea, Forgejo): read within
+/// the limits, verified, and recorded for dedupe by its payload and delivery id.
+struct Signed<'a> {
+    source: WebhookSource,
+    secret: &'a str,
+    signature: &'a [u8],
+    delivery: Option<&'a str>,
+    /// Dedupe key kinds of the payload and of the delivery id.
+    keys: (&'static str, &'static str),
+}
+
+impl Signed<'_> {
+    /// The body when the signature holds and the delivery is new; otherwise the answer.
+    async fn verify(&self, app: &App, body: Body) -> Result<Bytes, Response> {
+        let body = read_body(app, body).await?;
+        let valid = HmacSha256::new_from_slice(self.secret.as_bytes()).is_ok_and(|mut mac| {
+            mac.update(&body);
+            mac.verify_slice(self.signature).is_ok()
+        });
+        if !valid {
+            rejected(app, self.source, RejectedBecause::BadCredentials);
+            return Err(error(StatusCode::UNAUTHORIZED, "bad signature"));
+        }
+        let mut keys = vec![deliveries::Key::new(self.keys.0, &body)];
+        if let Some(id) = self.delivery {
+            keys.push(deliveries::Key::new(self.keys.1, id.as_bytes()));
+        }
+        if app.deliveries.record(&keys) {
+            return Err(duplicate(app, self.source, self.delivery));
+        }
+        Ok(body)
+    }
+}
+
 async fn github_webhook(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
     let Some(secret) = &app.secrets.github else {
         rejected(&app, WebhookSource::GitHub, RejectedBecause::Disabled);
@@ -1085,29 +1119,21 @@ async fn github_webhook(State(app): State<App>, headers: HeaderMap, body: Body) 
         rejected(&app, WebhookSource::GitHub, RejectedBecause::BadCredentials);
         return error(StatusCode::UNAUTHORIZED, "bad signature");
     };
-    let body = match read_body(&app, body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let valid = HmacSha256::new_from_slice(secret.as_bytes()).is_ok_and(|mut mac| {
-        mac.update(&body);
-        mac.verify_slice(&signature).is_ok()
-    });
-    if !valid {
-        rejected(&app, WebhookSource::GitHub, RejectedBecause::BadCredentials);
-        return error(StatusCode::UNAUTHORIZED, "bad signature");
-    }
     // The signature does not cover the headers: a replay may come with any delivery id, or
     // none. The signed payload itself is a key too (GitHub's payloads of distinct events
     // differ: commits, timestamps).
     let delivery = header_text(&headers, "x-github-delivery");
-    let mut keys = vec![deliveries::Key::new("github-payload", &body)];
-    if let Some(id) = delivery {
-        keys.push(deliveries::Key::new("github-delivery", id.as_bytes()));
-    }
-    if app.deliveries.record(&keys) {
-        return duplicate(&app, WebhookSource::GitHub, delivery);
-    }
+    let signed = Signed {
+        source: WebhookSource::GitHub,
+        secret,
+        signature: &signature,
+        delivery,
+        keys: ("github-payload", "github-delivery"),
+    };
+    let body = match signed.verify(&app, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let event = header_text(&headers, "x-github-event")
         .unwrap_or("")
         .to_string();
@@ -1190,27 +1216,18 @@ async fn gitea_webhook(State(app): State<App>, headers: HeaderMap, body: Body) -
         rejected(&app, WebhookSource::Gitea, RejectedBecause::BadCredentials);
         return error(StatusCode::UNAUTHORIZED, "bad signature");
     };
-    let body = match read_body(&app, body).await {
+    // As for GitHub: the signature does not cover the headers, so the payload is a key too.
+    let signed = Signed {
+        source: WebhookSource::Gitea,
+        secret,
+        signature: &signature,
+        delivery: either("x-gitea-delivery", "x-forgejo-delivery"),
+        keys: ("gitea-payload", "gitea-delivery"),
+    };
+    let body = match signed.verify(&app, body).await {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let valid = HmacSha256::new_from_slice(secret.as_bytes()).is_ok_and(|mut mac| {
-        mac.update(&body);
-        mac.verify_slice(&signature).is_ok()
-    });
-    if !valid {
-        rejected(&app, WebhookSource::Gitea, RejectedBecause::BadCredentials);
-        return error(StatusCode::UNAUTHORIZED, "bad signature");
-    }
-    // As for GitHub: the signature does not cover the headers, so the payload is a key too.
-    let delivery = either("x-gitea-delivery", "x-forgejo-delivery");
-    let mut keys = vec![deliveries::Key::new("gitea-payload", &body)];
-    if let Some(id) = delivery {
-        keys.push(deliveries::Key::new("gitea-delivery", id.as_bytes()));
-    }
-    if app.deliveries.record(&keys) {
-        return duplicate(&app, WebhookSource::Gitea, delivery);
-    }
     let event = either("x-gitea-event", "x-forgejo-event")
         .unwrap_or("")
         .to_string();
