@@ -267,6 +267,7 @@ fn cycle_scheduled(
         last_failures: Vec::new(),
         backoff: std::collections::BTreeMap::new(),
         forced: std::collections::BTreeMap::new(),
+        pins: Vec::new(),
         now: std::time::SystemTime::now(),
     };
     // The daemon's own evaluation (render, diff, rollout gate, schedule).

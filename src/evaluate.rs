@@ -22,6 +22,8 @@ use crate::plan::{self, Action, ActionKind, DesiredState, Plan, Version};
 use crate::spec::{EnvironmentSpec, SpecFile, TemplateRef};
 use crate::state::{DeploymentRecord, ResourceRecord};
 
+pub mod pins;
+
 /// What the scheduler needs besides the repos: read from the store, the clock and the
 /// daemon's memory before [`evaluate`].
 #[derive(Debug, Clone)]
@@ -41,6 +43,9 @@ pub struct Facts {
     /// Resources with a pending deploy request (`protond redeploy`, drift healing): planned
     /// as [`plan::UpdateReason::Forced`] updates when nothing else changes them.
     pub forced: BTreeMap<String, plan::ForceCause>,
+    /// Operator pins (`protond rollback --to`): resources held on an earlier minor, rolled
+    /// back to it through the rollout gate.
+    pub pins: Vec<pins::Pin>,
     /// The wall-clock time the decision is made at.
     pub now: SystemTime,
 }
@@ -83,24 +88,28 @@ pub fn evaluate(
         .filter(|r| r.replaced.is_some())
         .map(|r| (r.template.clone(), r.version))
         .collect();
+    // Resources held back on an earlier minor: rendered on it from the start.
+    let stages = environment_field(snapshot, |e| e.stage.as_ref());
+    let rollbacks = pins::resolve(&facts.pins, &facts.records, &stages);
     let set = match cache {
         Some(cache) => cache.compute_held(
             snapshot,
             &facts.records,
             &config.account_id,
-            &BTreeMap::new(),
+            &rollbacks,
             &halted,
         ),
         None => desired::compute_held(
             snapshot,
             &facts.records,
             &config.account_id,
-            &BTreeMap::new(),
+            &rollbacks,
             &halted,
         ),
     };
     let mut first = plan::diff(&set.desired(), &observed, &set.unknown_repos, &latest_major);
     plan::label_release_changes(&mut first, &changed);
+    plan::label_rollbacks(&mut first, &rollbacks);
     let records = record_facts(&facts.records);
     let units = rollout_units(&set, snapshot);
     let rules = rollout_rules(config, facts.now);
@@ -112,17 +121,20 @@ pub fn evaluate(
         .filter(|a| rollout_holds.contains_key(&a.id))
         .cloned()
         .collect();
-    let pins: BTreeMap<String, Version> = held
+    let held_pins: BTreeMap<String, Version> = held
         .iter()
         .filter_map(|a| a.deployed.map(|v| (a.id.clone(), v)))
         .collect();
-    let (set, mut plan) = if pins.is_empty() {
+    let (set, mut plan) = if held_pins.is_empty() {
         (set, first)
     } else {
+        let mut pins = rollbacks.clone();
+        pins.extend(held_pins);
         let set =
             desired::compute_held(snapshot, &facts.records, &config.account_id, &pins, &halted);
         let mut plan = plan::diff(&set.desired(), &observed, &set.unknown_repos, &latest_major);
         plan::label_release_changes(&mut plan, &changed);
+        plan::label_rollbacks(&mut plan, &rollbacks);
         (set, plan)
     };
     plan::force(&mut plan, &facts.forced);

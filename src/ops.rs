@@ -79,6 +79,9 @@ pub fn plan_table(plan: &Plan, set: &DesiredSet, catalog: &Catalog) -> String {
                     UpdateReason::ReleaseChanged { version } => {
                         format!("release {version} changed (accepted moved tag)")
                     }
+                    UpdateReason::Rollback { from, to } => {
+                        format!("rollback {from} -> {to}")
+                    }
                     UpdateReason::Forced {
                         cause: crate::plan::ForceCause::Operator,
                     } => "redeploy asked for (unchanged)".to_string(),

@@ -116,6 +116,15 @@ pub enum UpdateReason {
         /// Who asked, in kind.
         cause: ForceCause,
     },
+    /// Back to an earlier minor of the same major: an operator's pin (`protond rollback`)
+    /// or a quarantined release's automatic rollback. Rolled out like a minor upgrade,
+    /// through the rollout gate.
+    Rollback {
+        /// Deployed version.
+        from: Version,
+        /// The version pinned.
+        to: Version,
+    },
 }
 
 /// Why a deployment of an unchanged resource was asked for (see [`UpdateReason::Forced`]).
@@ -279,6 +288,27 @@ pub fn label_release_changes(plan: &mut Plan, changed: &BTreeSet<(String, Versio
             && changed.contains(&(a.template.clone(), a.version))
         {
             *reason = UpdateReason::ReleaseChanged { version: a.version };
+        }
+    }
+}
+
+/// Labels as [`UpdateReason::Rollback`] the template changes of resources `pinned` back to
+/// an earlier minor of the same major (by an operator's pin or a quarantine), so that the
+/// rollout gate orders them by stage like a minor upgrade.
+pub fn label_rollbacks(plan: &mut Plan, pinned: &BTreeMap<String, Version>) {
+    if pinned.is_empty() {
+        return;
+    }
+    for a in &mut plan.actions {
+        if let ActionKind::Update {
+            reason: reason @ UpdateReason::TemplateChange { .. },
+        } = &mut a.action
+            && let UpdateReason::TemplateChange { from, to } = *reason
+            && from.major == to.major
+            && to < from
+            && pinned.get(&a.id) == Some(&to)
+        {
+            *reason = UpdateReason::Rollback { from, to };
         }
     }
 }

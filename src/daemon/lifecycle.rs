@@ -462,6 +462,7 @@ fn reason_label(a: &Action) -> Option<&'static str> {
             UpdateReason::Rerender => "rerender",
             UpdateReason::Relocate => "relocate",
             UpdateReason::ReleaseChanged { .. } => "release_changed",
+            UpdateReason::Rollback { .. } => "rollback",
             UpdateReason::Forced {
                 cause: crate::plan::ForceCause::Operator,
             } => "redeploy",

@@ -465,6 +465,7 @@ pub async fn read_facts(
             .into_iter()
             .map(|(id, r)| (id, r.cause))
             .collect(),
+        pins: Vec::new(),
         now,
     })
 }

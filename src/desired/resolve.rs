@@ -126,7 +126,10 @@ impl<'a> Templates<'a> {
         base: &'a Release,
         spec_minor: bool,
     ) -> &'a Release {
-        if let Some(p) = self.pinned(id, template) {
+        // A pin holds within the major the spec follows: a merged major upgrade wins.
+        if let Some(p) = self.pinned(id, template)
+            && p.version.major == base.version.major
+        {
             return p;
         }
         if spec_minor {

@@ -222,7 +222,9 @@ pub fn rollout_holds(
     for a in plan.changes() {
         let ActionKind::Update {
             reason:
-                UpdateReason::MinorUpgrade { to, .. } | UpdateReason::ReleaseChanged { version: to },
+                UpdateReason::MinorUpgrade { to, .. }
+                | UpdateReason::Rollback { to, .. }
+                | UpdateReason::ReleaseChanged { version: to },
         } = &a.action
         else {
             continue;
@@ -543,7 +545,9 @@ fn apply_hold(a: &Action, input: &ScheduleInput) -> Option<HoldReason> {
     if matches!(
         a.action,
         ActionKind::Update {
-            reason: UpdateReason::MinorUpgrade { .. } | UpdateReason::ReleaseChanged { .. }
+            reason: UpdateReason::MinorUpgrade { .. }
+                | UpdateReason::Rollback { .. }
+                | UpdateReason::ReleaseChanged { .. }
         }
     ) && let Some(hold) = input.rollout_holds.get(&a.id)
     {
