@@ -524,6 +524,18 @@ for i in "${!states[@]}"; do
   esac
 done
 
+# The update-behaviour table protond predicts replacements from (src/impact/behaviour.tsv)
+# must reproduce from the installed cfn-lint's resource schemas (it fails only when the same
+# cfn-lint version gives another table; a newer cfn-lint is reported).
+if python3 -c 'import cfnlint' 2>/dev/null; then
+  behaviour_log=$(new_log)
+  if python3 scripts/update_behaviour.py --check >"$behaviour_log" 2>&1; then
+    pass "update-behaviour table: $(cat "$behaviour_log")"
+  else
+    fail "update-behaviour table" "$behaviour_log"
+  fi
+fi
+
 for kind in validate render cfn-lint jinja2; do
   printf '%-9s %d of %d passed\n' "$kind:" "${kind_passed[$kind]:-0}" "${kind_total[$kind]:-0}"
 done
