@@ -76,6 +76,88 @@ pub struct RawConfig {
     /// Drift detection: comparing recorded stacks with live AWS.
     #[serde(default)]
     pub drift: RawDrift,
+    /// The change-set gate for automatic minors (`[gate]`).
+    #[serde(default)]
+    pub gate: RawGate,
+}
+
+/// `[gate]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGate {
+    /// Whether automatic minor upgrades (and rollbacks) that would replace or remove a
+    /// stateful resource wait for an approval (default `true`).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// The stateful resource types, replacing the default list (`AWS::RDS::*` matches a
+    /// whole service).
+    #[serde(default)]
+    pub stateful_types: Option<Vec<String>>,
+    /// Types added to the stateful list (the default one, or `stateful_types`).
+    #[serde(default)]
+    pub extra_stateful_types: Vec<String>,
+    /// Whether an update with interruption of a stateful resource needs an approval too
+    /// (default `false`).
+    #[serde(default)]
+    pub block_interruption: Option<bool>,
+}
+
+/// `[gate]` after checks. The stateful types are kept as written: `crate::gate` turns them
+/// into `impact::StatefulTypes` (the default list lives there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateConfig {
+    /// Whether the gate is on.
+    pub enabled: bool,
+    /// The stateful resource types replacing the default list, when set.
+    pub stateful_types: Option<Vec<String>>,
+    /// Types added to the stateful list.
+    pub extra_stateful_types: Vec<String>,
+    /// Whether an interruption of a stateful resource needs an approval.
+    pub block_interruption: bool,
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            stateful_types: None,
+            extra_stateful_types: Vec::new(),
+            block_interruption: false,
+        }
+    }
+}
+
+impl GateConfig {
+    fn compile(raw: &RawGate, file: &str, errors: &mut Vec<ConfigError>) -> Self {
+        let mut check = |key: String, ty: &str| {
+            let parts: Vec<&str> = ty.split("::").collect();
+            let ok = parts.len() == 3
+                && parts.iter().all(|p| !p.is_empty())
+                && parts[..2].iter().all(|p| !p.contains('*'))
+                && (parts[2] == "*" || !parts[2].contains('*'));
+            if !ok {
+                errors.push(ConfigError {
+                    file: file.into(),
+                    key,
+                    message: format!(
+                        "{ty:?} is not a resource type; write it as CloudFormation does (\"AWS::DynamoDB::Table\"), or \"AWS::RDS::*\" for a whole service"
+                    ),
+                });
+            }
+        };
+        for (i, t) in raw.stateful_types.iter().flatten().enumerate() {
+            check(format!("gate.stateful_types[{i}]"), t);
+        }
+        for (i, t) in raw.extra_stateful_types.iter().enumerate() {
+            check(format!("gate.extra_stateful_types[{i}]"), t);
+        }
+        Self {
+            enabled: raw.enabled.unwrap_or(true),
+            stateful_types: raw.stateful_types.clone(),
+            extra_stateful_types: raw.extra_stateful_types.clone(),
+            block_interruption: raw.block_interruption.unwrap_or(false),
+        }
+    }
 }
 
 /// `[drift]`.
@@ -1239,6 +1321,8 @@ pub struct Config {
     pub notifications: Notifications,
     /// `[drift]`: drift detection.
     pub drift: DriftConfig,
+    /// `[gate]`: the change-set gate for automatic minors.
+    pub gate: GateConfig,
 }
 
 /// A configuration problem: the file, the key, and the fix.
@@ -1546,6 +1630,7 @@ impl Config {
         let notifications =
             Notifications::compile(&raw.notifications, &raw.notify, file, &mut errors2);
         let drift = DriftConfig::compile(&raw.drift, file, &mut errors2);
+        let gate = GateConfig::compile(&raw.gate, file, &mut errors2);
         let self_managed = raw.self_managed.as_ref().and_then(|sm| {
             let branch = sm.branch.clone().unwrap_or_else(|| "main".into());
             let forge = self_managed_forge(sm.forge.as_ref(), "self_managed", file, &mut errors2)?;
@@ -1684,6 +1769,7 @@ impl Config {
             codebuild,
             notifications,
             drift,
+            gate,
         })
     }
 }

@@ -22,6 +22,7 @@ use crate::plan::{self, Action, ActionKind, DesiredState, Plan, Version};
 use crate::spec::{EnvironmentSpec, SpecFile, TemplateRef};
 use crate::state::{DeploymentRecord, ResourceRecord};
 
+pub mod gate;
 pub mod pins;
 
 /// What the scheduler needs besides the repos: read from the store, the clock and the
@@ -46,6 +47,9 @@ pub struct Facts {
     /// Operator pins (`protond rollback --to`): resources held on an earlier minor, rolled
     /// back to it through the rollout gate.
     pub pins: Vec<pins::Pin>,
+    /// Approvals recorded in the store (`protond approve`, the API) for the change-set gate;
+    /// the spec repos' approval files are read from the snapshot.
+    pub approvals: Vec<crate::gate::Approval>,
     /// The wall-clock time the decision is made at.
     pub now: SystemTime,
 }
@@ -60,8 +64,11 @@ pub struct Evaluation {
     /// What starts now and why the rest waits.
     pub schedule: Schedule,
     /// Minor upgrades the rollout gate held, and why (re-rendered on their deployed version,
-    /// so their spec changes still deploy).
+    /// so their spec changes still deploy); the change-set gate's `NeedsApproval` holds
+    /// among them.
     pub rollout_holds: BTreeMap<String, HoldReason>,
+    /// Changes the change-set gate let through on an approval, with the approval used.
+    pub approved: BTreeMap<String, crate::gate::Approval>,
 }
 
 /// Computes the desired state and decides what may start now. `cache`, when given, reuses
@@ -113,30 +120,48 @@ pub fn evaluate(
     let records = record_facts(&facts.records);
     let units = rollout_units(&set, snapshot);
     let rules = rollout_rules(config, facts.now);
-    let rollout_holds =
+    let mut rollout_holds =
         schedule::rollout_holds(&first, &units, &records, &facts.halted, &rules, facts.now);
+    let mut pins = rollbacks.clone();
+    pins.extend(deployed_versions(&first, &rollout_holds));
+    // The change-set gate, on what the rollout gate let through.
+    let gated = gate::pass(&gate::GateInput {
+        snapshot,
+        facts,
+        config,
+        first: &first,
+        set: &set,
+        pins: &pins,
+        holds: &rollout_holds,
+        halted: &halted,
+    });
+    rollout_holds.extend(gated.holds.clone());
     // Held minor upgrades stay on their deployed version, so that their spec changes deploy.
     let held: Vec<Action> = first
         .changes()
         .filter(|a| rollout_holds.contains_key(&a.id))
         .cloned()
         .collect();
-    let held_pins: BTreeMap<String, Version> = held
-        .iter()
-        .filter_map(|a| a.deployed.map(|v| (a.id.clone(), v)))
-        .collect();
-    let (set, mut plan) = if held_pins.is_empty() {
-        (set, first)
-    } else {
-        let mut pins = rollbacks.clone();
-        pins.extend(held_pins);
-        let set =
-            desired::compute_held(snapshot, &facts.records, &config.account_id, &pins, &halted);
+    pins.extend(deployed_versions(&first, &gated.holds));
+    let set = match gated.base {
+        Some(base) => Some(gate::splice(base, &set, &gated.passed)),
+        None if pins != rollbacks => Some(desired::compute_held(
+            snapshot,
+            &facts.records,
+            &config.account_id,
+            &pins,
+            &halted,
+        )),
+        None => None,
+    }
+    .map_or((set, first), |set| {
         let mut plan = plan::diff(&set.desired(), &observed, &set.unknown_repos, &latest_major);
         plan::label_release_changes(&mut plan, &changed);
         plan::label_rollbacks(&mut plan, &rollbacks);
         (set, plan)
-    };
+    });
+    let (mut set, mut plan) = set;
+    set.problems.extend(gate::file_problems(snapshot));
     plan::force(&mut plan, &facts.forced);
     mark_relocations(&mut plan, &set, &facts.records, snapshot, config);
     let input = schedule_input(&set, facts, records, rollout_holds.clone(), config);
@@ -151,7 +176,16 @@ pub fn evaluate(
         plan,
         schedule,
         rollout_holds,
+        approved: gated.approved,
     }
+}
+
+/// The deployed version of each change of `plan` in `holds`.
+fn deployed_versions<T>(plan: &Plan, holds: &BTreeMap<String, T>) -> BTreeMap<String, Version> {
+    plan.changes()
+        .filter(|a| holds.contains_key(&a.id))
+        .filter_map(|a| a.deployed.map(|v| (a.id.clone(), v)))
+        .collect()
 }
 
 /// What each desired resource brings to the rollout gate: its template, version and stage.

@@ -32,6 +32,7 @@ pub mod desired;
 pub(crate) mod drift;
 pub(crate) mod evaluate;
 pub mod forge;
+pub mod gate;
 pub mod impact;
 pub(crate) mod import;
 pub mod model;

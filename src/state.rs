@@ -28,6 +28,7 @@ use crate::model::{
 use crate::plan;
 
 mod actions;
+mod approvals;
 pub mod drift;
 pub mod lock;
 mod pages;
@@ -35,6 +36,7 @@ mod repo_health;
 mod requests;
 mod retired;
 pub use actions::{ActionNotes, Progress};
+pub use approvals::PendingApproval;
 pub use lock::{LockHolder, WriterLock};
 pub use repo_health::{Fallback, SkippedRepo, SkippedRepos};
 pub use requests::DeployRequest;
@@ -965,6 +967,8 @@ impl Store {
                 // is kept on the history row.
                 let id = r.last_insert_rowid();
                 self.note_requested_by(id, &d.resource_id).await?;
+                self.note_approval(id, &d.resource_id, d.to_version, d.reason.as_deref())
+                    .await?;
                 self.clear_deploy_request(&d.resource_id).await?;
                 Ok(id)
             }

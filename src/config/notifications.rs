@@ -65,7 +65,8 @@ pub struct RawNotifyTarget {
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
     /// Event types sent (default all): `deployment_failed`, `rollout_halted`,
-    /// `release_refused`, `drift_found`, `conflict_found`, `pull_request_opened`.
+    /// `release_refused`, `drift_found`, `conflict_found`, `pull_request_opened`,
+    /// `approval_needed`.
     #[serde(default)]
     pub events: Option<Vec<String>>,
 }
@@ -85,17 +86,20 @@ pub enum NotifyEvent {
     ConflictFound,
     /// An upgrade pull request was opened.
     PullRequestOpened,
+    /// The change-set gate holds a minor upgrade until a person approves it.
+    ApprovalNeeded,
 }
 
 impl NotifyEvent {
     /// Every event type, in documentation order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::DeploymentFailed,
         Self::RolloutHalted,
         Self::ReleaseRefused,
         Self::DriftFound,
         Self::ConflictFound,
         Self::PullRequestOpened,
+        Self::ApprovalNeeded,
     ];
 
     /// The name in the config, the payload and the `X-Protond-Event` header.
@@ -108,6 +112,7 @@ impl NotifyEvent {
             Self::DriftFound => "drift_found",
             Self::ConflictFound => "conflict_found",
             Self::PullRequestOpened => "pull_request_opened",
+            Self::ApprovalNeeded => "approval_needed",
         }
     }
 }

@@ -10,6 +10,7 @@
 mod ctx;
 pub mod customer;
 pub mod drift;
+pub mod gate;
 mod lifecycle;
 mod pipelines;
 pub mod reconcile;

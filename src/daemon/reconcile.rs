@@ -129,6 +129,7 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<CycleReport,
         );
         record_moves(&ctx.store, &eval, &facts.records).await?;
         record_spec_findings(&ctx.store, &eval).await?;
+        super::gate::record(&ctx.store, &eval, &ctx.telemetry).await?;
         super::drift::maybe_start(ctx, &eval);
         start(ctx, &snapshot, &eval, &facts.records, &mut report);
         propose(ctx, snapshot, facts.records).await;
@@ -466,6 +467,7 @@ pub async fn read_facts(
             .map(|(id, r)| (id, r.cause))
             .collect(),
         pins: Vec::new(),
+        approvals: store.approvals().await?,
         now,
     })
 }

@@ -20,6 +20,7 @@ pub fn repo(name: &str, platform: bool, files: &[(&str, &str)]) -> SpecRepoState
         commit: Some(format!("{name}-head")),
         files: files.iter().map(|(path, text)| entry(path, text)).collect(),
         unknown: None,
+        approvals: Ok(Vec::new()),
     }
 }
 

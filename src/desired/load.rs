@@ -353,6 +353,7 @@ fn failed(spec: Option<SpecRepo>, e: RepoError) -> RepoRead {
                 commit: None,
                 files: Vec::new(),
                 unknown: Some(e.reason()),
+                approvals: Ok(Vec::new()),
             },
             None,
         ),
@@ -399,6 +400,7 @@ fn spec_repo(
         commit: None,
         files: Vec::new(),
         unknown: None,
+        approvals: Ok(Vec::new()),
     };
     let opened = match opened {
         Ok(o) => o,
@@ -564,7 +566,35 @@ fn read_spec_repo(
             components,
         });
     }
+    state.approvals = read_approvals(mirror, head, &repo.name);
     Ok(())
+}
+
+/// The repo's `.protond/approvals.yaml` at `commit` (none when absent), or why it is refused.
+fn read_approvals(
+    mirror: &Mirror,
+    commit: gix::ObjectId,
+    repo: &str,
+) -> Result<Vec<crate::gate::Approval>, Vec<String>> {
+    let path = crate::gate::file::PATH;
+    let (folder, name) = path.rsplit_once('/').unwrap_or(("", path));
+    let entries = match mirror.read_tree(commit, folder, 64, 1024 * 1024) {
+        Ok(e) => e,
+        Err(SourceError::FolderNotFound { .. }) => return Ok(Vec::new()),
+        Err(e) => return Err(vec![format!("spec repo {repo}: {path}: {e}")]),
+    };
+    let Some(entry) = entries.into_iter().find(|e| e.path == name) else {
+        return Ok(Vec::new());
+    };
+    match entry.kind {
+        EntryKind::Blob(b) | EntryKind::Executable(b) => match String::from_utf8(b) {
+            Ok(text) => crate::gate::file::parse(repo, &text),
+            Err(_) => Err(vec![format!("spec repo {repo}: {path}: not UTF-8 text")]),
+        },
+        _ => Err(vec![format!(
+            "spec repo {repo}: {path}: is a link or submodule; make it a regular file"
+        )]),
+    }
 }
 
 /// Parses one spec file (at `path`, `relative` to the spec folder) and returns it with its

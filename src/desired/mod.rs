@@ -82,6 +82,9 @@ pub struct SpecRepoState {
     pub files: Vec<SpecEntry>,
     /// Why the repo is unknown (fetch or read failed, or the folder is unexpectedly empty).
     pub unknown: Option<String>,
+    /// The approvals of its `.protond/approvals.yaml` (none when absent), or every problem
+    /// with the file (the rest of the repo is read as usual).
+    pub approvals: Result<Vec<crate::gate::Approval>, Vec<String>>,
 }
 
 /// Everything read from git in one cycle.

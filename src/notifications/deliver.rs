@@ -133,6 +133,7 @@ fn title(event: NotifyEvent) -> &'static str {
         NotifyEvent::DriftFound => "Drift found",
         NotifyEvent::ConflictFound => "Conflict found",
         NotifyEvent::PullRequestOpened => "Upgrade pull request opened",
+        NotifyEvent::ApprovalNeeded => "Approval needed",
     }
 }
 

@@ -82,6 +82,16 @@ pub enum HoldReason {
         /// The newest minor of the major.
         available: Version,
     },
+    /// The change-set gate (`crate::gate`): the new version would replace, remove (or, under
+    /// `gate.block_interruption`, interrupt) a stateful resource, or its template does not
+    /// parse; it waits for a person's approval of that version (`protond approve`).
+    NeedsApproval {
+        /// The version waiting for approval.
+        version: Version,
+        /// The predicted effects that need it (`AWS::DynamoDB::Table Table: replaced
+        /// (KeySchema)`), or why no prediction could be made.
+        changes: Vec<String>,
+    },
 }
 
 impl HoldReason {
@@ -102,6 +112,7 @@ impl HoldReason {
             Self::EnvironmentInUse => "environment_in_use",
             Self::PinnedBySpec { .. } => "pinned_by_spec",
             Self::Conflict { .. } => "conflict",
+            Self::NeedsApproval { .. } => "needs_approval",
         }
     }
 }
@@ -137,6 +148,11 @@ impl fmt::Display for HoldReason {
             Self::PinnedBySpec { available } => write!(
                 f,
                 "the spec pins this minor; {available} is available (drop `minor:` from its template reference to follow new minors)"
+            ),
+            Self::NeedsApproval { version, changes } => write!(
+                f,
+                "needs approval of {version}: {} (approve with `protond approve <resource> {version}`, or in the spec repo's .protond/approvals.yaml)",
+                changes.join("; ")
             ),
         }
     }

@@ -444,6 +444,7 @@ fn render_changes(
                 commit: repo.commit.clone(),
                 files,
                 unknown: repo.unknown.clone(),
+                approvals: repo.approvals.clone(),
             });
         }
         s

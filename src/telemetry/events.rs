@@ -1082,6 +1082,43 @@ impl DriftFound<'_> {
     }
 }
 
+/// The change-set gate began holding a resource until a person approves its new version
+/// (once per resource and version, not every cycle). Logs "Approval needed." as a warning
+/// and offers an `approval_needed` notification; the `protond_needs_approval` gauge is read
+/// from the store.
+#[derive(Debug, Clone, Copy)]
+pub struct ApprovalNeeded<'a> {
+    /// The resource id.
+    pub resource: &'a str,
+    /// Its template.
+    pub template: &'a str,
+    /// The version waiting.
+    pub version: Version,
+    /// The predicted effects that need the approval.
+    pub changes: &'a [String],
+}
+
+impl ApprovalNeeded<'_> {
+    /// Logs and notifies.
+    pub fn emit(self, t: &Telemetry) {
+        let changes = self.changes.join("; ");
+        tracing::warn!(resource = %self.resource, template = %self.template, version = %self.version, changes = %changes, "Approval needed.");
+        t.notifications().offer(
+            Notification::new(
+                NotifyEvent::ApprovalNeeded,
+                format!(
+                    "{}: {} {} needs approval: {changes} (protond approve {} {})",
+                    self.resource, self.template, self.version, self.resource, self.version
+                ),
+            )
+            .resource(self.resource)
+            .detail("template", self.template)
+            .detail("version", self.version.to_string())
+            .detail("changes", changes.as_str()),
+        );
+    }
+}
+
 /// A drift check ended. Logs "Drift check finished." with its figures.
 #[derive(Debug, Clone, Copy)]
 pub struct DriftCheckFinished {

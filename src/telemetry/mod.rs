@@ -114,6 +114,7 @@ pub struct Telemetry {
     last_fetch_success: Gauge,
     drift: Family<DriftLabels, Gauge>,
     drift_found: Family<DriftLabels, Counter>,
+    needs_approval: Gauge,
     last_fetch: Mutex<Option<SystemTime>>,
     last_cycle: Mutex<Option<SystemTime>>,
     scrape: tokio::sync::Mutex<()>,
@@ -229,6 +230,12 @@ impl Telemetry {
             "When the repos were last fetched, as a Unix time (0 before the first fetch); alert on time() minus it",
             last_fetch_success.clone(),
         );
+        let needs_approval = Gauge::default();
+        registry.register(
+            "needs_approval",
+            "Resources the change-set gate holds until a person approves their new version (as the last cycle found them)",
+            needs_approval.clone(),
+        );
         let notifications = crate::notifications::Outbox::default();
         registry.register(
             "notifications_sent",
@@ -259,6 +266,7 @@ impl Telemetry {
             last_fetch_success,
             drift,
             drift_found,
+            needs_approval,
             last_fetch: Mutex::new(None),
             last_cycle: Mutex::new(None),
             scrape: tokio::sync::Mutex::new(()),
@@ -428,6 +436,9 @@ impl Telemetry {
                 })
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
+        let pending = store.needs_approval().await?.len();
+        self.needs_approval
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
         self.in_flight
             .set(i64::try_from(in_flight).unwrap_or(i64::MAX));
         self.last_fetch_success

@@ -1,0 +1,207 @@
+//! The change-set gate's place in [`super::evaluate`]: finds the minor upgrades and
+//! rollbacks of `CloudFormation` resources the rollout gate let through, renders them once
+//! more on the version they run (one extra rendering, only in cycles that have such
+//! changes), and asks [`crate::gate::decide`] whether each may deploy. Held ones join the
+//! rollout holds, so they are re-rendered on their deployed version like them and their
+//! spec changes still deploy. Pure, like the rest of `evaluate`: it must never perform I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::Config;
+use crate::desired::{self, DesiredSet, Resource, Snapshot};
+use crate::gate::{self, Approval, Candidate, Decision, Rules};
+use crate::plan::schedule::HoldReason;
+use crate::plan::{ActionKind, DesiredState, Plan, UpdateReason, Version};
+use crate::provision::Provisioning;
+
+use super::Facts;
+
+/// What the gate decided in one evaluation.
+#[derive(Debug, Clone, Default)]
+pub struct GatePass {
+    /// Resources waiting for an approval, with the hold (`HoldReason::NeedsApproval`).
+    pub holds: BTreeMap<String, HoldReason>,
+    /// Resources that needed an approval and have one: the approval used.
+    pub approved: BTreeMap<String, Approval>,
+    /// The candidates that may deploy (no approval needed, or approved).
+    pub passed: BTreeSet<String>,
+    /// Every candidate and every pin rendered on the version it runs, when there were
+    /// candidates: the second pass takes its rendering from here.
+    pub base: Option<DesiredSet>,
+}
+
+/// What the gate pass reads.
+pub struct GateInput<'a> {
+    /// The repos.
+    pub snapshot: &'a Snapshot,
+    /// The facts (records, store approvals).
+    pub facts: &'a Facts,
+    /// The config (`[gate]`, the account).
+    pub config: &'a Config,
+    /// The first diff.
+    pub first: &'a Plan,
+    /// The first rendering.
+    pub set: &'a DesiredSet,
+    /// The resources already pinned (operator pins, rollout holds), with their version.
+    pub pins: &'a BTreeMap<String, Version>,
+    /// The rollout gate's holds.
+    pub holds: &'a BTreeMap<String, HoldReason>,
+    /// Halted rollouts.
+    pub halted: &'a BTreeSet<(String, Version)>,
+}
+
+/// Runs the gate over the changes of `input.first` the rollout gate let through.
+#[must_use]
+pub fn pass(input: &GateInput<'_>) -> GatePass {
+    let rules = Rules::from_config(&input.config.gate);
+    let by_id: BTreeMap<&str, &Resource> = input
+        .set
+        .resources
+        .iter()
+        .map(|r| (r.desired.id.as_str(), r))
+        .collect();
+    let candidates = candidates(input.first, &by_id, input.holds);
+    if !rules.enabled || candidates.is_empty() {
+        return GatePass {
+            passed: candidates.into_keys().collect(),
+            ..GatePass::default()
+        };
+    }
+    let mut pins = input.pins.clone();
+    pins.extend(candidates.iter().map(|(id, (from, _))| (id.clone(), *from)));
+    let base = desired::compute_held(
+        input.snapshot,
+        &input.facts.records,
+        &input.config.account_id,
+        &pins,
+        input.halted,
+    );
+    let approvals = approvals(input.facts, input.snapshot);
+    let deployed: BTreeMap<&str, &Resource> = base
+        .resources
+        .iter()
+        .map(|r| (r.desired.id.as_str(), r))
+        .collect();
+    let mut out = GatePass::default();
+    for (id, (from, to)) in &candidates {
+        let (Some(new), Some(old)) = (by_id.get(id.as_str()), deployed.get(id.as_str())) else {
+            out.passed.insert(id.clone());
+            continue;
+        };
+        let decision = match &old.desired.state {
+            DesiredState::Ready { .. } => decide(&rules, &approvals, new, old, *to),
+            DesiredState::Invalid { error } => Decision::NeedsApproval {
+                changes: vec![format!(
+                    "the deployed version {from} does not render with the current spec ({error}); no prediction can be made"
+                )],
+            },
+            _ => Decision::Clear,
+        };
+        match decision {
+            Decision::Clear => {
+                out.passed.insert(id.clone());
+            }
+            Decision::Approved { approval, .. } => {
+                out.passed.insert(id.clone());
+                out.approved.insert(id.clone(), approval);
+            }
+            Decision::NeedsApproval { changes } => {
+                let hold = HoldReason::NeedsApproval {
+                    version: *to,
+                    changes,
+                };
+                out.holds.insert(id.clone(), hold);
+            }
+        }
+    }
+    out.base = Some(base);
+    out
+}
+
+fn decide(
+    rules: &Rules,
+    approvals: &[Approval],
+    new: &Resource,
+    old: &Resource,
+    to: Version,
+) -> Decision {
+    let c = Candidate {
+        id: &new.desired.id,
+        repo: &new.desired.repo,
+        template: &new.desired.template,
+        version: to,
+        deployed: &old.documents,
+        new: &new.documents,
+    };
+    gate::decide(&c, rules, approvals)
+}
+
+/// The gated changes: minor upgrades and rollbacks (a rollback to an earlier minor can
+/// replace too) of ready `CloudFormation` resources, not held by the rollout gate, by id
+/// with (deployed, new) version. A release change (an accepted moved tag) is not gated:
+/// `protond release accept` is the deliberate act.
+fn candidates(
+    first: &Plan,
+    resources: &BTreeMap<&str, &Resource>,
+    held: &BTreeMap<String, HoldReason>,
+) -> BTreeMap<String, (Version, Version)> {
+    first
+        .changes()
+        .filter(|a| !held.contains_key(&a.id))
+        .filter_map(|a| {
+            let ActionKind::Update {
+                reason:
+                    UpdateReason::MinorUpgrade { from, to } | UpdateReason::Rollback { from, to },
+            } = &a.action
+            else {
+                return None;
+            };
+            let r = resources.get(a.id.as_str())?;
+            let ready = matches!(r.desired.state, DesiredState::Ready { .. });
+            (ready && r.provisioning == Provisioning::CloudFormation)
+                .then(|| (a.id.clone(), (*from, *to)))
+        })
+        .collect()
+}
+
+/// The approvals that may count: the store's and every spec repo's file.
+fn approvals(facts: &Facts, snapshot: &Snapshot) -> Vec<Approval> {
+    let mut out = facts.approvals.clone();
+    for repo in &snapshot.spec_repos {
+        if let Ok(a) = &repo.approvals {
+            out.extend(a.iter().cloned());
+        }
+    }
+    out
+}
+
+/// Every spec repo's refused approval file, as desired-state problems.
+#[must_use]
+pub fn file_problems(snapshot: &Snapshot) -> Vec<String> {
+    snapshot
+        .spec_repos
+        .iter()
+        .filter_map(|r| r.approvals.as_ref().err())
+        .flatten()
+        .cloned()
+        .collect()
+}
+
+/// The second pass's rendering from the gate's: `base` (candidates and pins on the version
+/// they run) with the candidates that passed taken from the first rendering.
+#[must_use]
+pub fn splice(mut base: DesiredSet, first: &DesiredSet, passed: &BTreeSet<String>) -> DesiredSet {
+    let first: BTreeMap<&str, &Resource> = first
+        .resources
+        .iter()
+        .map(|r| (r.desired.id.as_str(), r))
+        .collect();
+    for r in &mut base.resources {
+        if passed.contains(&r.desired.id)
+            && let Some(f) = first.get(r.desired.id.as_str())
+        {
+            *r = (*f).clone();
+        }
+    }
+    base
+}

@@ -1,0 +1,249 @@
+use super::*;
+
+const TABLE_V1: &str = r"
+Resources:
+  Table:
+    Type: AWS::DynamoDB::Table
+    Properties:
+      KeySchema: [{AttributeName: id, KeyType: HASH}]
+      BillingMode: PAY_PER_REQUEST
+  Bucket:
+    Type: AWS::S3::Bucket
+  Topic:
+    Type: AWS::SNS::Topic
+    Properties: {TopicName: a}
+  Db:
+    Type: AWS::RDS::DBInstance
+    Properties: {DBInstanceClass: db.t3.micro}
+";
+
+fn v(major: u32, minor: u32) -> Version {
+    Version { major, minor }
+}
+
+fn docs(text: &str) -> Vec<(String, String)> {
+    vec![("cloudformation.yaml".to_string(), text.to_string())]
+}
+
+fn rules(block_interruption: bool) -> Rules {
+    Rules::from_config(&GateConfig {
+        block_interruption,
+        ..GateConfig::default()
+    })
+}
+
+fn approval(resource: &str, version: Version, repo: Option<&str>) -> Approval {
+    Approval {
+        resource: resource.into(),
+        template: None,
+        version,
+        by: "alice".into(),
+        via: "cli".into(),
+        reason: None,
+        at: None,
+        repo: repo.map(str::to_string),
+    }
+}
+
+fn decide_on(new: &str, rules: &Rules, approvals: &[Approval]) -> Decision {
+    let (old, new) = (docs(TABLE_V1), docs(new));
+    let c = Candidate {
+        id: "service_instance/web/dev",
+        repo: "team",
+        template: "svc",
+        version: v(1, 1),
+        deployed: &old,
+        new: &new,
+    };
+    decide(&c, rules, approvals)
+}
+
+fn with(from: &str, to: &str) -> String {
+    TABLE_V1.replacen(from, to, 1)
+}
+
+#[test]
+fn the_gate_decides_by_statefulness_effect_and_retention() {
+    let table_key = with("AttributeName: id", "AttributeName: pk");
+    let retained = TABLE_V1.replace(
+        "  Bucket:\n    Type: AWS::S3::Bucket\n",
+        "  Bucket:\n    Type: AWS::S3::Bucket\n    DeletionPolicy: Retain\n",
+    );
+    let removed_retained = TABLE_V1.replace(
+        "  Bucket:\n    Type: AWS::S3::Bucket\n",
+        "  Other:\n    Type: AWS::SNS::Topic\n",
+    );
+    // (case, new template, block_interruption, needs approval with these summaries)
+    let cases: Vec<(&str, String, bool, Vec<&str>)> = vec![
+        ("unchanged", TABLE_V1.to_string(), false, vec![]),
+        (
+            "stateful replaced",
+            table_key.clone(),
+            false,
+            vec!["AWS::DynamoDB::Table Table: replaced (KeySchema)"],
+        ),
+        (
+            "stateful updated in place",
+            with("PAY_PER_REQUEST", "PROVISIONED"),
+            false,
+            vec![],
+        ),
+        (
+            "stateless replaced",
+            with("TopicName: a", "TopicName: b"),
+            false,
+            vec![],
+        ),
+        (
+            "stateful removed",
+            removed_retained.clone(),
+            false,
+            vec!["AWS::S3::Bucket Bucket: removed"],
+        ),
+        (
+            "stateful interrupted, flag off",
+            with("db.t3.micro", "db.t3.small"),
+            false,
+            vec![],
+        ),
+        (
+            "stateful interrupted, flag on",
+            with("db.t3.micro", "db.t3.small"),
+            true,
+            vec!["AWS::RDS::DBInstance Db: updated with interruption (DBInstanceClass)"],
+        ),
+        (
+            "stateful added",
+            format!("{TABLE_V1}  Queue:\n    Type: AWS::SQS::Queue\n"),
+            false,
+            vec![],
+        ),
+        (
+            "does not parse",
+            "Resources: [".to_string(),
+            false,
+            vec!["cloudformation.yaml: the new template does not parse"],
+        ),
+    ];
+    for (case, new, block, want) in cases {
+        let got = decide_on(&new, &rules(block), &[]);
+        match (&got, want.is_empty()) {
+            (Decision::Clear, true) => {}
+            (Decision::NeedsApproval { changes }, false) => {
+                assert_eq!(changes.len(), want.len(), "{case}: {changes:?}");
+                for (c, w) in changes.iter().zip(&want) {
+                    assert!(c.starts_with(w), "{case}: {c:?} should start with {w:?}");
+                }
+            }
+            _ => panic!("{case}: got {got:?}, wanted {want:?}"),
+        }
+    }
+    // A removal its DeletionPolicy retains keeps the data: no approval.
+    let old = docs(&retained);
+    let new = docs(&removed_retained);
+    let c = Candidate {
+        id: "x/y",
+        repo: "team",
+        template: "svc",
+        version: v(1, 1),
+        deployed: &old,
+        new: &new,
+    };
+    assert_eq!(decide(&c, &rules(false), &[]), Decision::Clear);
+}
+
+#[test]
+fn an_approval_counts_for_its_resource_version_and_repo_only() {
+    let new = with("AttributeName: id", "AttributeName: pk");
+    let id = "service_instance/web/dev";
+    let cases = [
+        ("same version", approval(id, v(1, 1), None), true),
+        ("another version", approval(id, v(1, 2), None), false),
+        ("an earlier version", approval(id, v(1, 0), None), false),
+        (
+            "another resource",
+            approval("service_instance/web/prod", v(1, 1), None),
+            false,
+        ),
+        (
+            "from its own repo",
+            approval(id, v(1, 1), Some("team")),
+            true,
+        ),
+        (
+            "from another repo",
+            approval(id, v(1, 1), Some("other")),
+            false,
+        ),
+        (
+            "for another template",
+            Approval {
+                template: Some("other".into()),
+                ..approval(id, v(1, 1), None)
+            },
+            false,
+        ),
+    ];
+    for (case, a, counts) in cases {
+        let got = decide_on(&new, &rules(false), std::slice::from_ref(&a));
+        match got {
+            Decision::Approved { approval, changes } => {
+                assert!(counts, "{case}: approved by {approval:?}");
+                assert_eq!(changes.len(), 1, "{case}");
+            }
+            Decision::NeedsApproval { .. } => assert!(!counts, "{case}: not approved"),
+            Decision::Clear => panic!("{case}: the key change must be gated"),
+        }
+    }
+}
+
+#[test]
+fn a_disabled_gate_or_a_custom_list_changes_what_is_gated() {
+    let new = with("AttributeName: id", "AttributeName: pk");
+    let off = Rules::from_config(&GateConfig {
+        enabled: false,
+        ..GateConfig::default()
+    });
+    assert_eq!(decide_on(&new, &off, &[]), Decision::Clear);
+    // A replacing list without DynamoDB: not stateful any more; an extra type is.
+    let custom = Rules::from_config(&GateConfig {
+        stateful_types: Some(vec!["AWS::RDS::*".into()]),
+        extra_stateful_types: vec!["AWS::SNS::Topic".into()],
+        ..GateConfig::default()
+    });
+    assert_eq!(decide_on(&new, &custom, &[]), Decision::Clear);
+    let topic = with("TopicName: a", "TopicName: b");
+    assert!(matches!(
+        decide_on(&topic, &custom, &[]),
+        Decision::NeedsApproval { .. }
+    ));
+}
+
+#[test]
+fn the_approval_file_parses_and_names_every_bad_field() {
+    let ok = "approvals:\n  - resource: service_instance/web/dev\n    version: \"1.1\"\n    by: alice\n    reason: rebuilt from the stream\n";
+    let got = file::parse("team", ok).expect("parses");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].version, v(1, 1));
+    assert_eq!(got[0].repo.as_deref(), Some("team"));
+    assert_eq!(got[0].via, "spec repo team");
+    assert_eq!(
+        got[0].note(),
+        "approved 1.1 by alice (spec repo team): rebuilt from the stream"
+    );
+    let bad = "approvals:\n  - resource: web\n    version: 1.1\n    by: alice\n  - resource: service_instance/web/dev\n    version: \"x\"\n    by: bob\n";
+    let errors = file::parse("team", bad).expect_err("refused");
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0].contains(".protond/approvals.yaml: approvals[0].version"));
+    assert!(errors[0].contains("write it quoted"));
+    assert!(errors[1].contains("approvals[1].version"));
+    let unknown = file::parse(
+        "team",
+        "approvals:\n  - resource: a/b\n    versoin: \"1.1\"\n    by: a\n",
+    )
+    .expect_err("refused");
+    assert!(
+        unknown[0].contains("spec repo team: .protond/approvals.yaml"),
+        "{unknown:?}"
+    );
+}
