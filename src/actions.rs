@@ -12,6 +12,8 @@
 //!   provisioner's `cancel` (`CancelUpdateStack`) and records the outcome as cancelled. A
 //!   self-managed deployment waiting for `protond notify` is finished here at once: protond
 //!   stops waiting and records it cancelled.
+//! * approve: an approval of one version of the resource for the change-set gate
+//!   ([`crate::gate`]); the next cycle lets that version through the rollout gate.
 //!
 //! This module never deploys or calls AWS; it writes only the requests above (the inbox
 //! exception to "one writer", see [`crate::state`]).
@@ -118,6 +120,84 @@ pub async fn redeploy(
         .await?;
     Ok(format!(
         "queued: {} redeploys {resource} from its current desired state (through the normal gates: a hold, e.g. a failure of the same change, shows in `protond plan`)",
+        when(poll_secs)
+    ))
+}
+
+/// Who approves what, for [`approve`].
+#[derive(Debug, Clone, Copy)]
+pub struct ApprovalRequest<'a> {
+    /// The resource id.
+    pub resource: &'a str,
+    /// The version approved, as written (`1.1`).
+    pub version: &'a str,
+    /// Who approves.
+    pub by: &'a str,
+    /// How: `cli` or `api`.
+    pub via: &'a str,
+    /// Why, when given.
+    pub reason: Option<&'a str>,
+}
+
+/// `approve`: records an approval of one version of `resource` for the change-set gate
+/// ([`crate::gate`]); the next cycle lets that version through (the rollout gate still
+/// applies: stage order, windows, soak).
+///
+/// # Errors
+///
+/// [`ActionError::Unknown`]; [`ActionError::NotApplicable`] when the version is not
+/// `major.minor` or is of another major than the resource runs; a store failure.
+pub async fn approve(
+    store: &Store,
+    req: ApprovalRequest<'_>,
+    poll_secs: Option<u64>,
+) -> Result<String, ActionError> {
+    let resource = req.resource;
+    let Some(record) = store
+        .resources()
+        .await?
+        .into_iter()
+        .find(|r| r.id == resource)
+    else {
+        return Err(ActionError::Unknown {
+            resource: resource.to_string(),
+        });
+    };
+    let not = |why: String| ActionError::NotApplicable {
+        resource: resource.to_string(),
+        why,
+    };
+    let Some(version) = crate::model::Version::parse(req.version.trim()) else {
+        return Err(not(format!(
+            "{:?} is not a version; give it as major.minor, e.g. 1.1 (`protond approvals` lists what waits)",
+            req.version
+        )));
+    };
+    if version.major != record.version.major {
+        return Err(not(format!(
+            "runs {} {}: an approval is for a minor of the same major (a new major is proposed by pull request)",
+            record.template, record.version
+        )));
+    }
+    store
+        .record_approval(
+            &crate::gate::Approval {
+                resource: resource.to_string(),
+                template: Some(record.template.clone()),
+                version,
+                by: req.by.to_string(),
+                via: req.via.to_string(),
+                reason: req.reason.map(str::to_string),
+                at: None,
+                repo: None,
+            },
+            true,
+        )
+        .await?;
+    Ok(format!(
+        "approved: {resource} may move to {} {version} (by {}); {} deploys it through the rollout gate (stage order, windows, soak)",
+        record.template,
+        req.by,
         when(poll_secs)
     ))
 }

@@ -256,6 +256,58 @@ pub fn rollouts_table(rows: &[RolloutProgress]) -> String {
     out
 }
 
+/// The resources the change-set gate holds until an approval, as a section (empty when
+/// none): the version waiting, the predicted effects, and how to approve.
+#[must_use]
+pub fn needs_approval_table(pending: &BTreeMap<String, crate::state::PendingApproval>) -> String {
+    let mut out = String::new();
+    if pending.is_empty() {
+        return out;
+    }
+    out.push_str(
+        "\nNeeds approval (the change-set gate; `protond approve <resource> <version>`):\n",
+    );
+    for (id, p) in pending {
+        let _ = writeln!(
+            out,
+            "  {id}: {} {} needs approval (since {}): {}",
+            p.template,
+            p.version,
+            p.since,
+            p.changes.join("; ")
+        );
+    }
+    out
+}
+
+/// `protond approvals`: what waits for an approval, then the approvals given.
+#[must_use]
+pub fn approvals_table(
+    pending: &BTreeMap<String, crate::state::PendingApproval>,
+    given: &[crate::gate::Approval],
+) -> String {
+    let mut out = needs_approval_table(pending);
+    if pending.is_empty() {
+        out.push_str("Nothing needs approval (as the daemon's last cycle found it).\n");
+    }
+    if given.is_empty() {
+        out.push_str("\nNo approvals given.\n");
+        return out;
+    }
+    out.push_str("\nApprovals given:\n");
+    for a in given {
+        let _ = writeln!(
+            out,
+            "  {} {}: {} at {}",
+            a.resource,
+            a.version,
+            a.note(),
+            a.at.as_deref().unwrap_or("-")
+        );
+    }
+    out
+}
+
 /// Releases whose tag no longer names their recorded commit (`moved`: refused until
 /// `protond release accept`; `withdrawn`: the tag was deleted), as a section (empty when
 /// every release follows its tag).

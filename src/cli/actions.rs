@@ -26,7 +26,7 @@ pub(super) enum Action {
 }
 
 /// Who asks, for the history: `cli:<user>`, or `by` when given.
-fn who(by: Option<&str>) -> String {
+pub(super) fn who(by: Option<&str>) -> String {
     match by {
         Some(b) => format!("cli:{b}"),
         None => format!(
@@ -80,7 +80,7 @@ pub(super) fn action_cmd(
 /// Asks a daemon serving this config's API to start a cycle now (`POST /api/v1/reconcile`),
 /// when its token is in this environment; says so when it did. Best effort: without an
 /// answer, the request waits for the next poll.
-async fn wake_daemon(server: &crate::config::Server) -> Option<String> {
+pub(super) async fn wake_daemon(server: &crate::config::Server) -> Option<String> {
     let token = std::env::var(&server.token_env)
         .ok()
         .filter(|t| !t.is_empty())?;

@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 
 mod actions;
+mod approve;
 mod bench;
 mod check_config;
 mod demo;
@@ -389,6 +390,34 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Approve one version of a resource the change-set gate holds (`needs approval`: the
+    /// version would replace or remove a stateful resource); the daemon's next cycle lets
+    /// it through the rollout gate. Works while the daemon runs.
+    Approve {
+        /// Resource id, e.g. `service_instance/web/dev`.
+        resource: String,
+        /// The version approved, e.g. `1.1` (a newer minor needs a new approval).
+        version: String,
+        /// Who approves, for the history (default: the user running the command).
+        #[arg(long)]
+        by: Option<String>,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+    },
+    /// List what the change-set gate holds until an approval (as the daemon's last cycle
+    /// found it) and the approvals given.
+    Approvals {
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        output: OutputFormat,
+    },
 }
 
 /// Output format of `plan` and `status`.
@@ -527,6 +556,20 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         | Command::Wait { .. }
         | Command::History { .. }) => manual_action(c),
         Command::Import(args) => import::import_cmd(&args),
+        Command::Approve {
+            resource,
+            version,
+            by,
+            reason,
+            config,
+        } => approve::approve_cmd(
+            &config,
+            &resource,
+            &version,
+            by.as_deref(),
+            reason.as_deref(),
+        ),
+        Command::Approvals { config, output } => approve::approvals_cmd(&config, output),
     }
 }
 

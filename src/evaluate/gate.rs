@@ -95,7 +95,7 @@ pub fn pass(input: &GateInput<'_>) -> GatePass {
                     "the deployed version {from} does not render with the current spec ({error}); no prediction can be made"
                 )],
             },
-            _ => Decision::Clear,
+            DesiredState::Blocked { .. } => Decision::Clear,
         };
         match decision {
             Decision::Clear => {

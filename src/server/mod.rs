@@ -12,6 +12,7 @@
 //! | `/api/v1/resources/{id}` | GET | none: one resource with outputs and last deployments ([`resource`]) |
 //! | `/api/v1/rollouts/{template}/v{M}.{m}/halt` and `/resume` | POST | bearer |
 //! | `/api/v1/reconcile` | POST | bearer: fetch and reconcile now |
+//! | `/api/v1/resources/{id}/approve` | POST | bearer: `{"version": "1.1"}` approves that version for the change-set gate ([`crate::gate`]) |
 //! | `/webhooks/github` | POST | `X-Hub-Signature-256` HMAC of the body |
 //! | `/webhooks/gitlab` | POST | `X-Gitlab-Token` |
 //! | `/webhooks/gitea` | POST | `X-Gitea-Signature` or `X-Forgejo-Signature` (HMAC-SHA256 of the body, hex) |
@@ -595,9 +596,15 @@ struct ActionBody {
     /// `retry`: the ownership conflict is resolved.
     #[serde(default)]
     conflict_resolved: bool,
+    /// `approve`: the version approved (`"1.1"`).
+    #[serde(default)]
+    version: Option<String>,
+    /// `approve`: why.
+    #[serde(default)]
+    reason: Option<String>,
 }
 
-/// `POST /api/v1/resources/{id}/{redeploy|retry|cancel}`: the manual actions (see
+/// `POST /api/v1/resources/{id}/{redeploy|retry|cancel|approve}`: the manual actions (see
 /// [`crate::actions`]); bearer token required. Body (optional): `{"by": "...",
 /// "conflict_resolved": false}`. A cycle is requested at once.
 async fn resource_action(
@@ -631,7 +638,7 @@ async fn resource_action(
     let Some((resource, action)) = path.trim_matches('/').rsplit_once('/') else {
         return error(
             StatusCode::NOT_FOUND,
-            "use /api/v1/resources/<resource id>/<redeploy|retry|cancel>",
+            "use /api/v1/resources/<resource id>/<redeploy|retry|cancel|approve>",
         );
     };
     let by = format!(
@@ -645,10 +652,11 @@ async fn resource_action(
         "redeploy" => crate::actions::redeploy(store, resource, &by, None).await,
         "retry" => crate::actions::retry(store, resource, &by, b.conflict_resolved, None).await,
         "cancel" => crate::actions::cancel(store, resource, &by).await,
+        "approve" => approve_action(store, resource, &b).await,
         other => {
             return error(
                 StatusCode::NOT_FOUND,
-                format!("unknown action {other:?}; use redeploy, retry or cancel"),
+                format!("unknown action {other:?}; use redeploy, retry, cancel or approve"),
             );
         }
     };
@@ -670,6 +678,35 @@ async fn resource_action(
         }
         Err(e) => error(StatusCode::CONFLICT, e.to_string()),
     }
+}
+
+/// `POST /api/v1/resources/{id}/approve` with `{"version": "1.1", "by": "...", "reason":
+/// "..."}`: an approval for the change-set gate (see [`crate::actions::approve`]).
+async fn approve_action(
+    store: &crate::state::Store,
+    resource: &str,
+    b: &ActionBody,
+) -> Result<String, crate::actions::ActionError> {
+    let clean = |s: &Option<String>, max: usize| {
+        s.clone()
+            .filter(|s| !s.is_empty() && s.len() <= max && !s.chars().any(char::is_control))
+    };
+    let Some(version) = clean(&b.version, 20) else {
+        return Err(crate::actions::ActionError::NotApplicable {
+            resource: resource.to_string(),
+            why: "the body must name the version approved: {\"version\": \"1.1\"}".into(),
+        });
+    };
+    let by = clean(&b.by, 100).unwrap_or_else(|| "token".into());
+    let reason = clean(&b.reason, 500);
+    let req = crate::actions::ApprovalRequest {
+        resource,
+        version: &version,
+        by: &by,
+        via: "api",
+        reason: reason.as_deref(),
+    };
+    crate::actions::approve(store, req, None).await
 }
 
 /// A page of serializable rows, in the order of `key`.
@@ -1254,7 +1291,10 @@ async fn status_page(State(app): State<App>) -> Response {
     let flight = app.ctx.store.in_flight().await.unwrap_or_default();
     let ids: Vec<i64> = flight.iter().map(|d| d.id).collect();
     let notes = app.ctx.store.action_notes(&ids).await.unwrap_or_default();
-    let section = page::in_flight(&flight, &notes);
+    let mut section = page::in_flight(&flight, &notes);
+    section.push_str(&page::needs_approval(
+        &app.ctx.store.needs_approval().await.unwrap_or_default(),
+    ));
     Html(html.replacen(
         "<h2>Environments</h2>",
         &format!("{section}<h2>Environments</h2>"),

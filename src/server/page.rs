@@ -414,8 +414,54 @@ pub fn in_flight(
     out
 }
 
+/// The "Needs approval" section: each resource the change-set gate holds, the version
+/// waiting, the predicted effects and how to approve; empty when none.
+#[must_use]
+pub fn needs_approval(
+    pending: &std::collections::BTreeMap<String, crate::state::PendingApproval>,
+) -> String {
+    if pending.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "<h2>Needs approval</h2><p class=\"meta\">The change-set gate holds these minor upgrades: they would replace or remove a stateful resource. Approve with <code>protond approve &lt;resource&gt; &lt;version&gt;</code>, the API, or the spec repo's <code>.protond/approvals.yaml</code>.</p><table><thead><tr><th>Resource</th><th>Version</th><th>Predicted effect</th><th>Since</th></tr></thead><tbody>",
+    );
+    for (id, p) in pending {
+        let changes: Vec<String> = p.changes.iter().map(|c| esc(c)).collect();
+        let _ = write!(
+            out,
+            "<tr><td><code class=\"id\">{}</code></td><td>{} {}</td><td class=\"warn\">{}</td><td>{}</td></tr>",
+            esc(id),
+            esc(&p.template),
+            p.version,
+            changes.join("<br>"),
+            esc(&p.since),
+        );
+    }
+    out.push_str("</tbody></table>\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn needs_approval_shows_the_predicted_effect_escaped() {
+        let pending = std::collections::BTreeMap::from([(
+            "service_instance/web/dev".to_string(),
+            crate::state::PendingApproval {
+                template: "svc".into(),
+                version: crate::model::Version { major: 1, minor: 1 },
+                changes: vec!["AWS::DynamoDB::Table <T>: replaced (KeySchema)".into()],
+                since: "2026-11-30T05:00:00Z".into(),
+            },
+        )]);
+        let html = super::needs_approval(&pending);
+        assert!(html.contains("<h2>Needs approval</h2>"), "{html}");
+        assert!(html.contains("svc 1.1"), "{html}");
+        assert!(html.contains("&lt;T&gt;: replaced (KeySchema)"), "{html}");
+        assert!(super::needs_approval(&std::collections::BTreeMap::new()).is_empty());
+    }
+
     #[test]
     fn escapes_everything_that_matters() {
         assert_eq!(

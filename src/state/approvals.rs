@@ -190,8 +190,7 @@ impl Store {
             .approvals()
             .await?
             .into_iter()
-            .filter(|a| a.resource == resource_id && a.version == version)
-            .next_back()
+            .rfind(|a| a.resource == resource_id && a.version == version)
             .map(|a| a.note());
         let Some(note) = note else {
             return Ok(());
