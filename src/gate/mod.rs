@@ -141,7 +141,7 @@ pub fn decide(c: &Candidate<'_>, rules: &Rules, approvals: &[Approval]) -> Decis
         Ok(changes) => changes
             .iter()
             .filter(|ch| rules.blocks(ch))
-            .map(ToString::to_string)
+            .map(describe)
             .collect::<Vec<_>>(),
         Err(why) => vec![why],
     };
@@ -154,6 +154,28 @@ pub fn decide(c: &Candidate<'_>, rules: &Rules, approvals: &[Approval]) -> Decis
             approval: a.clone(),
         },
         None => Decision::NeedsApproval { changes },
+    }
+}
+
+/// A change as the gate shows it: `AWS::DynamoDB::Table Table: replaced (KeySchema)`, naming
+/// only the properties that cause the effect (the others change along with them).
+#[must_use]
+pub fn describe(change: &ResourceChange) -> String {
+    let causes: Vec<&str> = change
+        .properties
+        .iter()
+        .filter(|p| Some(p.effect) == change.effect)
+        .map(|p| p.name.as_str())
+        .collect();
+    match (change.action, change.effect) {
+        (Action::Modify, Some(effect)) if !causes.is_empty() => format!(
+            "{} {}: {} ({})",
+            change.resource_type,
+            change.logical_id,
+            effect.describe(),
+            causes.join(", ")
+        ),
+        _ => change.to_string(),
     }
 }
 

@@ -28,6 +28,7 @@ mod deploy_files;
 mod drift;
 mod faults;
 mod forge_options;
+mod gate;
 mod git_plan;
 mod gitea_webhook;
 mod hostile_git;
