@@ -3,9 +3,19 @@
 //! queue updates the instances without the table and holds those with it as `needs
 //! approval` (in `plan`, `status`, `approvals` and the metrics); an approval through
 //! `protond approve` lets the dev one deploy, and prod's moves only after its own approval
-//! (here through the spec repo's `.protond/approvals.yaml`) and after dev.
+//! (here through the spec repo's `.protond/approvals.yaml`) and after dev. Through the
+//! running daemon: the hold is notified (`approval_needed`) and counted
+//! (`protond_needs_approval`), and the token-protected API approves.
 
 use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use hmac::{KeyInit, Mac};
+use serde_json::Value;
 
 use crate::common::text;
 use crate::common::world::World;
@@ -92,6 +102,11 @@ instances:
 ";
 
 fn world() -> World {
+    builder().build()
+}
+
+/// The examples plus db-svc v1.0 and the orders service, stages dev and prod.
+fn builder() -> crate::common::world::WorldBuilder {
     World::examples_on_moto()
         .setup(|root| {
             write(root, "db-svc/v1/schema/schema.yaml", SCHEMA);
@@ -120,7 +135,6 @@ fn world() -> World {
         .config(|c| {
             c.section("[rollout]\nstages = [\"dev\", \"prod\"]");
         })
-        .build()
 }
 
 async fn versions(w: &World) -> std::collections::BTreeMap<String, String> {
@@ -239,4 +253,206 @@ async fn a_replacing_minor_waits_for_approval_then_rolls_out_in_stage_order() {
     );
     let status = text(&w.run(&["status"]));
     assert!(!status.contains("Needs approval"), "{status}");
+}
+
+const API_TOKEN: &str = "gate-api-token-0123456789";
+const SECRET: &str = "gate-signing-secret-42";
+
+/// A webhook receiver on 127.0.0.1 that checks every request (POST, JSON, the HMAC
+/// signature) and keeps the events it accepted, or what was wrong.
+#[derive(Clone, Default)]
+struct Receiver {
+    events: Arc<Mutex<Vec<Value>>>,
+    violations: Arc<Mutex<Vec<String>>>,
+}
+
+impl Receiver {
+    async fn start(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let me = self.clone();
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, h: HeaderMap, body: Bytes| {
+                let me = me.clone();
+                async move { me.handle(&method, &uri, &h, &body) }
+            },
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        format!("http://{addr}/hooks/webhook")
+    }
+
+    fn handle(&self, method: &Method, uri: &Uri, h: &HeaderMap, body: &[u8]) -> StatusCode {
+        let header = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+        mac.update(body);
+        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        let parsed = serde_json::from_slice::<Value>(body);
+        let wrong = if method != Method::POST || uri.path() != "/hooks/webhook" {
+            Some(format!("{method} {}", uri.path()))
+        } else if header("content-type") != "application/json" {
+            Some(format!("content-type {}", header("content-type")))
+        } else if header("x-protond-signature") != signature {
+            Some("bad signature".to_string())
+        } else {
+            parsed.as_ref().err().map(|e| format!("not JSON: {e}"))
+        };
+        match (wrong, parsed) {
+            (None, Ok(v)) => {
+                self.events.lock().expect("lock").push(v);
+                StatusCode::OK
+            }
+            (w, _) => {
+                let w = w.unwrap_or_default();
+                self.violations.lock().expect("lock").push(w);
+                StatusCode::BAD_REQUEST
+            }
+        }
+    }
+}
+
+/// Polls `f` every 100 ms for up to 60 s; fails with the daemon's log.
+async fn until<F, Fut>(what: &str, log: &Path, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "timed out waiting for {what}; daemon log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_notifies_counts_and_takes_an_approval_through_the_api() {
+    let receiver = Receiver::default();
+    let hook = receiver.start().await;
+    let port = crate::common::free_port();
+    let w = builder()
+        .env("T_API", API_TOKEN)
+        .env("HOOK_SECRET", SECRET)
+        .config(move |c| {
+            c.top("poll_interval = \"1h\"")
+                .section("[daemon]\nshutdown_grace = \"10s\"\nwatch = false")
+                .section(&format!(
+                    "[server]\ntoken_env = \"T_API\"\nlisten = \"127.0.0.1:{port}\""
+                ))
+                .section(&format!(
+                    "[[notify]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"{hook}\"\nsecret_env = \"HOOK_SECRET\"\nevents = [\"approval_needed\"]"
+                ));
+        })
+        .build();
+    let out = w.reconcile();
+    assert!(out.status.success(), "{}", text(&out));
+    w.write(
+        "platform-templates",
+        "db-svc/v1/instance_infrastructure/cloudformation.yaml",
+        &v11(),
+    );
+    w.commit("platform-templates", "db-svc: key by pk, add a queue");
+    w.tag("db-svc/v1.1", "second");
+
+    let log = w.dir("daemon.log");
+    let mut child = w
+        .command(&["run"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("protond runs");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    until("the hold is notified", &log, || async {
+        !receiver.events.lock().expect("lock").is_empty()
+    })
+    .await;
+    let event = receiver.events.lock().expect("lock")[0].clone();
+    assert_eq!(event["event"], "approval_needed", "{event}");
+    assert_eq!(event["resource"], ORDERS_DEV, "{event}");
+    assert!(
+        event["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("replaced (KeySchema)")),
+        "{event}"
+    );
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.lines().any(|l| l == "protond_needs_approval 1"),
+        "{metrics}"
+    );
+    let page = http.get(format!("{base}/")).send().await.expect("page");
+    let page = page.text().await.expect("text");
+    assert!(page.contains("<h2>Needs approval</h2>"), "{page}");
+
+    // The API: no token, no version, then an approval.
+    let url = format!("{base}/api/v1/resources/{ORDERS_DEV}/approve");
+    let r = http
+        .post(&url)
+        .json(&serde_json::json!({"version": "1.1"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 401);
+    let r = http
+        .post(&url)
+        .bearer_auth(API_TOKEN)
+        .json(&serde_json::json!({"by": "carol"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 409);
+    let store = w.store().await;
+    assert!(store.approvals().await.expect("approvals").is_empty());
+    let r = http
+        .post(&url)
+        .bearer_auth(API_TOKEN)
+        .json(&serde_json::json!({"version": "1.1", "by": "carol", "reason": "ok"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
+    until("dev moves to 1.1", &log, || async {
+        versions(&w)
+            .await
+            .get(ORDERS_DEV)
+            .is_some_and(|v| v == "1.1")
+    })
+    .await;
+    // Then prod reaches the gate, and waits for its own approval.
+    until("prod needs approval", &log, || async {
+        store
+            .needs_approval()
+            .await
+            .is_ok_and(|p| p.contains_key(ORDERS_PROD) && !p.contains_key(ORDERS_DEV))
+    })
+    .await;
+    let dev = store.deployments(Some(ORDERS_DEV), 1).await.expect("dev");
+    let notes = store.action_notes(&[dev[0].id]).await.expect("notes");
+    assert_eq!(
+        notes[&dev[0].id].requested_by.as_deref(),
+        Some("approved 1.1 by carol (api): ok")
+    );
+    assert!(
+        receiver.violations.lock().expect("lock").is_empty(),
+        "{:?}",
+        receiver.violations.lock().expect("lock")
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }
