@@ -1,5 +1,5 @@
 //! The change-set gate on real git repos and `moto_server`, through the `protond` binary:
-//! tagging a minor that changes a DynamoDB table's key schema (a replacement) and adds a
+//! tagging a minor that changes a `DynamoDB` table's key schema (a replacement) and adds a
 //! queue updates the instances without the table and holds those with it as `needs
 //! approval` (in `plan`, `status`, `approvals` and the metrics); an approval through
 //! `protond approve` lets the dev one deploy, and prod's moves only after its own approval
@@ -320,7 +320,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     while Instant::now() < deadline {
         if f().await {
             return;
