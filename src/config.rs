@@ -2821,4 +2821,27 @@ stages = ["a", "a"]
             "{errs:?}"
         );
     }
+
+    #[test]
+    fn gate_defaults_on_and_names_each_bad_type() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("proton.toml");
+        let base = "[[template_repos]]\nname = \"t\"\nurl = \"https://git.example.com/t.git\"\n";
+        std::fs::write(&path, base).expect("write");
+        let c = Config::load(&path).expect("valid");
+        assert_eq!(c.gate, GateConfig::default());
+        assert!(c.gate.enabled && !c.gate.block_interruption);
+        let text = format!(
+            "{base}[gate]\nenabled = true\nstateful_types = [\"AWS::RDS::*\", \"DynamoDB\"]\nextra_stateful_types = [\"AWS::*::Queue\"]\nblock_interruption = true\n"
+        );
+        std::fs::write(&path, text).expect("write");
+        let errs = Config::load(&path).expect_err("bad types");
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["gate.stateful_types[1]", "gate.extra_stateful_types[0]"],
+            "{errs:?}"
+        );
+        assert!(errs[0].message.contains("AWS::DynamoDB::Table"), "{errs:?}");
+    }
 }
