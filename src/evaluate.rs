@@ -80,43 +80,27 @@ pub fn evaluate(
     config: &Config,
     cache: Option<&mut ComputeCache>,
 ) -> Evaluation {
-    let observed: Vec<plan::Deployed> = facts
-        .records
-        .iter()
-        .map(ResourceRecord::to_deployed)
-        .collect();
-    let latest_major = snapshot.catalog.latest_major();
+    let d = Differ::new(snapshot, facts);
+    let rollbacks = &d.rollbacks;
     // No new resource is given a halted minor.
     let halted: BTreeSet<(String, Version)> = facts.halted.keys().cloned().collect();
-    // Releases whose moved tag an operator accepted: their re-renders are release changes.
-    let changed: BTreeSet<(String, Version)> = snapshot
-        .catalog
-        .releases()
-        .filter(|r| r.replaced.is_some())
-        .map(|r| (r.template.clone(), r.version))
-        .collect();
-    // Resources held back on an earlier minor: rendered on it from the start.
-    let stages = environment_field(snapshot, |e| e.stage.as_ref());
-    let rollbacks = pins::resolve(&facts.pins, &facts.records, &stages);
     let set = match cache {
         Some(cache) => cache.compute_held(
             snapshot,
             &facts.records,
             &config.account_id,
-            &rollbacks,
+            rollbacks,
             &halted,
         ),
         None => desired::compute_held(
             snapshot,
             &facts.records,
             &config.account_id,
-            &rollbacks,
+            rollbacks,
             &halted,
         ),
     };
-    let mut first = plan::diff(&set.desired(), &observed, &set.unknown_repos, &latest_major);
-    plan::label_release_changes(&mut first, &changed);
-    plan::label_rollbacks(&mut first, &rollbacks);
+    let first = d.diff(&set);
     let records = record_facts(&facts.records);
     let units = rollout_units(&set, snapshot);
     let rules = rollout_rules(config, facts.now);
@@ -143,24 +127,24 @@ pub fn evaluate(
         .cloned()
         .collect();
     pins.extend(deployed_versions(&first, &gated.holds));
-    let set = match gated.base {
+    let second = match gated.base {
         Some(base) => Some(gate::splice(base, &set, &gated.passed)),
-        None if pins != rollbacks => Some(desired::compute_held(
-            snapshot,
-            &facts.records,
-            &config.account_id,
-            &pins,
-            &halted,
-        )),
+        None if pins != *rollbacks => {
+            let account = &config.account_id;
+            Some(desired::compute_held(
+                snapshot,
+                &facts.records,
+                account,
+                &pins,
+                &halted,
+            ))
+        }
         None => None,
-    }
-    .map_or((set, first), |set| {
-        let mut plan = plan::diff(&set.desired(), &observed, &set.unknown_repos, &latest_major);
-        plan::label_release_changes(&mut plan, &changed);
-        plan::label_rollbacks(&mut plan, &rollbacks);
+    };
+    let (mut set, mut plan) = second.map_or((set, first), |set| {
+        let plan = d.diff(&set);
         (set, plan)
     });
-    let (mut set, mut plan) = set;
     set.problems.extend(gate::file_problems(snapshot));
     plan::force(&mut plan, &facts.forced);
     mark_relocations(&mut plan, &set, &facts.records, snapshot, config);
@@ -177,6 +161,52 @@ pub fn evaluate(
         schedule,
         rollout_holds,
         approved: gated.approved,
+    }
+}
+
+/// How [`evaluate`] diffs a rendering against the records: what is deployed, the newest
+/// majors, the accepted moved tags (release changes) and the operator pins (rollbacks).
+struct Differ {
+    observed: Vec<plan::Deployed>,
+    latest_major: BTreeMap<String, u32>,
+    changed: BTreeSet<(String, Version)>,
+    /// Resources held back on an earlier minor: rendered on it from the start.
+    rollbacks: BTreeMap<String, Version>,
+}
+
+impl Differ {
+    fn new(snapshot: &Snapshot, facts: &Facts) -> Self {
+        let stages = environment_field(snapshot, |e| e.stage.as_ref());
+        Self {
+            observed: facts
+                .records
+                .iter()
+                .map(ResourceRecord::to_deployed)
+                .collect(),
+            latest_major: snapshot.catalog.latest_major(),
+            // Releases whose moved tag an operator accepted: their re-renders are release
+            // changes.
+            changed: snapshot
+                .catalog
+                .releases()
+                .filter(|r| r.replaced.is_some())
+                .map(|r| (r.template.clone(), r.version))
+                .collect(),
+            rollbacks: pins::resolve(&facts.pins, &facts.records, &stages),
+        }
+    }
+
+    /// The labelled diff of `set` against the records.
+    fn diff(&self, set: &DesiredSet) -> Plan {
+        let mut plan = plan::diff(
+            &set.desired(),
+            &self.observed,
+            &set.unknown_repos,
+            &self.latest_major,
+        );
+        plan::label_release_changes(&mut plan, &self.changed);
+        plan::label_rollbacks(&mut plan, &self.rollbacks);
+        plan
     }
 }
 

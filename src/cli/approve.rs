@@ -62,18 +62,7 @@ pub(super) fn approvals_cmd(config: &Path, output: OutputFormat) -> Result<ExitC
         let mut out = std::io::stdout().lock();
         match output {
             OutputFormat::Json => {
-                let pending: Vec<_> = pending
-                    .iter()
-                    .map(|(id, p)| {
-                        serde_json::json!({
-                            "resource": id,
-                            "template": p.template,
-                            "version": p.version.to_string(),
-                            "changes": p.changes,
-                            "since": p.since,
-                        })
-                    })
-                    .collect();
+                let pending = pending_json(&pending);
                 let given: Vec<_> = given
                     .iter()
                     .map(|a| {
@@ -97,4 +86,33 @@ pub(super) fn approvals_cmd(config: &Path, output: OutputFormat) -> Result<ExitC
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// What waits for an approval, as JSON rows (`approvals` and `status --output json`).
+pub(super) fn pending_json(
+    pending: &std::collections::BTreeMap<String, crate::state::PendingApproval>,
+) -> Vec<serde_json::Value> {
+    pending
+        .iter()
+        .map(|(id, p)| {
+            serde_json::json!({
+                "resource": id,
+                "template": p.template,
+                "version": p.version.to_string(),
+                "changes": p.changes,
+                "since": p.since,
+            })
+        })
+        .collect()
+}
+
+/// What waits for an approval, as a table section and as JSON rows (for `status`).
+pub(super) async fn pending(
+    store: &crate::state::Store,
+) -> Result<(String, Vec<serde_json::Value>)> {
+    let pending = store.needs_approval().await?;
+    Ok((
+        crate::ops::needs_approval_table(&pending),
+        pending_json(&pending),
+    ))
 }

@@ -64,7 +64,7 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
         };
         let customer = customer_managed(&config).await?;
         let (flight_lines, flight_json) = super::actions::in_flight(&store).await?;
-        let needs_approval = store.needs_approval().await?;
+        let (gate, gate_json) = super::approve::pending(&store).await?;
         let mut out = std::io::stdout().lock();
         match output {
             OutputFormat::Json => writeln!(
@@ -79,19 +79,12 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
                     "skipped_repos": skipped,
                     "customer_managed": customer,
                     "in_flight": flight_json,
-                    "needs_approval": needs_approval.iter().map(|(id, p)| serde_json::json!({
-                        "resource": id,
-                        "template": p.template,
-                        "version": p.version.to_string(),
-                        "changes": p.changes,
-                        "since": p.since,
-                    })).collect::<Vec<_>>(),
+                    "needs_approval": gate_json,
                 }))?
             )?,
             OutputFormat::Table => {
                 write!(out, "{}", crate::ops::status_table(&rows))?;
-                write!(out, "{}", crate::ops::rollouts_table(&rollouts))?;
-                write!(out, "{}", crate::ops::needs_approval_table(&needs_approval))?;
+                write!(out, "{}{gate}", crate::ops::rollouts_table(&rollouts))?;
                 write!(
                     out,
                     "{}",
