@@ -24,6 +24,7 @@ mod forget;
 mod import;
 mod notify;
 mod plan;
+mod preview;
 mod refresh;
 pub(crate) mod release;
 mod render;
@@ -34,6 +35,7 @@ mod validate;
 
 pub use import::ImportArgs;
 pub use notify::NotifyStatus;
+pub use preview::{PreviewArgs, PreviewFormat};
 pub use render::RenderArgs;
 pub use rollout::RolloutAction;
 
@@ -157,6 +159,9 @@ pub enum Command {
         #[arg(long)]
         no_fetch: bool,
     },
+    /// Preview a candidate release before tagging it: which resources would move to it,
+    /// their rendered diff and predicted CloudFormation impact, grouped and by stage.
+    Preview(Box<PreviewArgs>),
     /// List every managed resource: template version, available updates, last deployment.
     Status {
         /// Config file.
@@ -515,6 +520,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             output,
             no_fetch,
         } => plan::plan_cmd(&config, output, !no_fetch),
+        Command::Preview(args) => preview::preview_cmd(&args),
         Command::Status { config, output } => status::status_cmd(&config, output),
         Command::Forget { repo, config } => forget::forget_cmd(&config, &repo),
         Command::CheckConfig { config } => Ok(check_config::check_config_cmd(&config)),
