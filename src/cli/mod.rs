@@ -160,7 +160,7 @@ pub enum Command {
         no_fetch: bool,
     },
     /// Preview a candidate release before tagging it: which resources would move to it,
-    /// their rendered diff and predicted CloudFormation impact, grouped and by stage.
+    /// their rendered diff and predicted stack impact, grouped and by stage.
     Preview(Box<PreviewArgs>),
     /// List every managed resource: template version, available updates, last deployment.
     Status {

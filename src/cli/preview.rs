@@ -74,7 +74,7 @@ struct Read {
     files: BundleFiles,
     origin: String,
     folder: String,
-    read_as: &'static str,
+    kind: &'static str,
     commit: Option<String>,
 }
 
@@ -95,7 +95,7 @@ pub(super) fn preview_cmd(args: &PreviewArgs) -> Result<ExitCode> {
             template: args.template.clone(),
             version: version.to_string(),
             source: read.origin.clone(),
-            read_as: read.read_as.to_string(),
+            read_as: read.kind.to_string(),
             commit: read.commit.clone(),
         };
         let checked = releases::check_candidate(
@@ -124,11 +124,12 @@ pub(super) fn preview_cmd(args: &PreviewArgs) -> Result<ExitCode> {
                     state: ReleaseState::Current,
                     replaced: None,
                 };
-                compute(&snapshot, &facts, &config, candidate, release)
+                compute(&snapshot, &facts, &config, candidate, &release)
             }
         };
         if args.change_sets && report.rejected.is_none() {
-            report.change_sets = change_sets(&config, &facts, &report.resources, &templates).await;
+            report.change_sets =
+                Box::pin(change_sets(&config, &facts, &report.resources, &templates)).await;
         }
         print(&report, args.output)?;
         if let Some(number) = args.comment {
@@ -300,7 +301,7 @@ fn read_candidate(
             files,
             origin: dir.display().to_string(),
             folder: String::new(),
-            read_as,
+            kind: read_as,
             commit: None,
         });
     }
@@ -318,7 +319,7 @@ fn read_candidate(
         files,
         origin,
         folder,
-        read_as: "git ref",
+        kind: "git ref",
         commit: Some(commit.to_string()),
     })
 }
@@ -356,7 +357,7 @@ fn compute(
     facts: &Facts,
     config: &Config,
     candidate: Candidate,
-    release: Release,
+    release: &Release,
 ) -> (Preview, BTreeMap<String, String>) {
     let (template, version) = (release.template.clone(), release.version);
     let previous = snapshot

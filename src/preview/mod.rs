@@ -378,12 +378,11 @@ pub fn group(resources: &mut [Moving], stage_order: &[String]) -> Vec<Group> {
     let mut members: Vec<Vec<usize>> = Vec::new();
     for (i, r) in resources.iter().enumerate() {
         let key = (r.creates(), r.changes().cloned().collect::<Vec<_>>());
-        match keys.iter().position(|k| *k == key) {
-            Some(g) => members[g].push(i),
-            None => {
-                keys.push(key);
-                members.push(vec![i]);
-            }
+        if let Some(g) = keys.iter().position(|k| *k == key) {
+            members[g].push(i);
+        } else {
+            keys.push(key);
+            members.push(vec![i]);
         }
     }
     let mut order: Vec<usize> = (0..keys.len()).collect();
