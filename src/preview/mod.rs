@@ -213,7 +213,8 @@ pub struct Preview {
 pub const NO_STAGE: &str = "(no stage)";
 
 /// Whether resource `r` of the candidate set would move to (`template`, `version`): it would
-/// run it, renders, and its record runs another version (or it has none).
+/// run it, renders (or waits for outputs of resources not deployed, with nothing to diff),
+/// and its record runs another version (or it has none).
 fn moves(
     r: &Resource,
     records: &BTreeMap<&str, Version>,
@@ -222,7 +223,10 @@ fn moves(
 ) -> bool {
     r.desired.template == template
         && r.desired.version == version
-        && matches!(r.desired.state, DesiredState::Ready { .. })
+        && matches!(
+            r.desired.state,
+            DesiredState::Ready { .. } | DesiredState::Blocked { .. }
+        )
         && records.get(r.desired.id.as_str()) != Some(&version)
 }
 
@@ -395,7 +399,11 @@ pub fn group(resources: &mut [Moving], stage_order: &[String]) -> Vec<Group> {
         let mine: Vec<&Moving> = members[g].iter().map(|&i| &resources[i]).collect();
         let (creates, changes) = keys[g].clone();
         groups.push(Group {
-            summary: summary(&changes, mine.iter().any(|m| !m.documents.is_empty())),
+            summary: summary(
+                &changes,
+                mine.iter().any(|m| !m.documents.is_empty()),
+                creates,
+            ),
             count: mine.len(),
             destroys: changes.iter().any(ResourceChange::destroys),
             creates,
@@ -408,12 +416,14 @@ pub fn group(resources: &mut [Moving], stage_order: &[String]) -> Vec<Group> {
 }
 
 /// `Table replaced (KeySchema); Queue added`.
-fn summary(changes: &[ResourceChange], rendered_changes: bool) -> String {
+fn summary(changes: &[ResourceChange], rendered_changes: bool, creates: bool) -> String {
     if changes.is_empty() {
-        return if rendered_changes {
-            "rendered files change, no CloudFormation resource changes".into()
-        } else {
-            "no rendered change".into()
+        return match (rendered_changes, creates) {
+            (true, _) => "rendered files change, no CloudFormation resource changes".into(),
+            (false, true) => {
+                "not rendered yet: waits for the outputs of resources not deployed".into()
+            }
+            (false, false) => "no rendered change".into(),
         };
     }
     changes

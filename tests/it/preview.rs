@@ -1,6 +1,6 @@
 //! `protond preview` on real git repos and `moto_server`, through the `protond` binary: a fleet
 //! of three worker instances (two in dev, one in prod) on `worker-svc` v1.0, whose template
-//! has a DynamoDB table; a candidate bundle folder that changes the table's key schema and
+//! has a `DynamoDB` table; a candidate bundle folder that changes the table's key schema and
 //! adds a queue. The preview reports exactly that per resource, groups the three identical
 //! instances with their stages, change sets on moto agree on the actions and none is left
 //! behind, and `--comment` posts the Markdown report to a fake forge that checks every
@@ -322,5 +322,64 @@ async fn a_candidate_that_does_not_render_is_reported_as_rejected() {
         "{why}"
     );
     assert_eq!(doc["resources"], serde_json::json!([]));
+    assert!(!w.state_db().exists(), "preview never creates the store");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn candidates_from_a_checkout_and_from_a_git_ref() {
+    let w = World::builder()
+        .examples()
+        .tagged(&["basic-env", "web-svc", "worker-svc"])
+        .build();
+    // A template repo checkout: its worker-svc/v1/ is read. Nothing is deployed (no store):
+    // the instance would be created on the candidate, once its environment is.
+    let checkout = w.dir("platform-templates");
+    let out = w.run(&[
+        "preview",
+        "worker-svc",
+        "--bundle",
+        checkout.to_str().expect("utf-8"),
+        "--output",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let doc = json(&out);
+    assert_eq!(doc["candidate"]["read_as"], "template repo checkout");
+    assert_eq!(doc["candidate"]["version"], "1.1");
+    assert_eq!(
+        doc["resources"][0]["id"],
+        "service_instance/reports/reports-dev"
+    );
+    assert_eq!(doc["resources"][0]["from"], Value::Null);
+    assert_eq!(doc["groups"][0]["creates"], true);
+    // A git ref of the template repo's mirror: a tag, then the commit it names.
+    let commit = git(
+        &w.dir("platform-templates"),
+        &["rev-parse", "worker-svc/v1.0^{commit}"],
+    );
+    for rev in ["worker-svc/v1.0", commit.trim()] {
+        let out = w.run(&[
+            "preview",
+            "worker-svc",
+            "--bundle",
+            rev,
+            "--as",
+            "v1.7",
+            "--output",
+            "json",
+        ]);
+        assert!(out.status.success(), "{rev}: {}", text(&out));
+        let doc = json(&out);
+        assert_eq!(doc["candidate"]["read_as"], "git ref", "{rev}");
+        assert_eq!(doc["candidate"]["commit"], commit.trim(), "{rev}");
+        assert_eq!(doc["candidate"]["version"], "1.7");
+    }
+    let out = w.run(&["preview", "worker-svc", "--bundle", "no-such-branch"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("nor a branch, tag or commit of template repo platform-templates"),
+        "{}",
+        text(&out)
+    );
     assert!(!w.state_db().exists(), "preview never creates the store");
 }
