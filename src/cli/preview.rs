@@ -221,7 +221,20 @@ fn candidate_version(
     bundle: &str,
 ) -> Result<Version> {
     if let Some(v) = given {
-        return parse_version(v);
+        let v = parse_version(v)?;
+        if let Some(r) = snapshot
+            .catalog
+            .releases()
+            .find(|r| r.template == template && r.version == v)
+        {
+            bail!(
+                "{template} v{v} is already released (tag {}); a release never changes (a moved tag is refused), so preview the next version: --as v{}.{} (or leave --as out)",
+                r.tag,
+                v.major,
+                v.minor + 1
+            );
+        }
+        return Ok(v);
     }
     let newest = snapshot
         .catalog

@@ -459,3 +459,27 @@ fn markdown_is_bounded_and_warns_in_bold() {
         "{table}"
     );
 }
+
+#[test]
+fn a_new_resource_waiting_for_outputs_is_a_create_without_a_diff() {
+    let blocked = DesiredState::Blocked {
+        on: vec!["environment/dev".into()],
+    };
+    let mut r = resource("svc/new", "dev", v(1, 1), "", blocked);
+    r.documents.clear();
+    let cand = set(vec![r]);
+    let mut moving = moving(
+        (&cand, &set(vec![])),
+        &[],
+        ("svc", v(1, 1)),
+        &stages(),
+        &order(),
+    );
+    assert_eq!(moving.len(), 1);
+    assert!(moving[0].creates() && moving[0].documents.is_empty());
+    let groups = group(&mut moving, &order());
+    assert_eq!(
+        groups[0].summary,
+        "not rendered yet: waits for the outputs of resources not deployed"
+    );
+}

@@ -374,6 +374,20 @@ async fn candidates_from_a_checkout_and_from_a_git_ref() {
         assert_eq!(doc["candidate"]["commit"], commit.trim(), "{rev}");
         assert_eq!(doc["candidate"]["version"], "1.7");
     }
+    let out = w.run(&[
+        "preview",
+        "worker-svc",
+        "--bundle",
+        rev_dir(&checkout),
+        "--as",
+        "v1.0",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("worker-svc v1.0 is already released (tag worker-svc/v1.0)"),
+        "{}",
+        text(&out)
+    );
     let out = w.run(&["preview", "worker-svc", "--bundle", "no-such-branch"]);
     assert!(!out.status.success());
     assert!(
@@ -382,4 +396,8 @@ async fn candidates_from_a_checkout_and_from_a_git_ref() {
         text(&out)
     );
     assert!(!w.state_db().exists(), "preview never creates the store");
+}
+
+fn rev_dir(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
 }
