@@ -176,6 +176,12 @@ fn group_diff(g: &Group, resources: &[Moving]) -> String {
     cut(&text, MAX_GROUP_DIFF_BYTES)
 }
 
+/// A code fence longer than any run of backticks in `text`, so that the text cannot close it.
+pub(super) fn fence_for(text: &str) -> String {
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    "`".repeat(longest.max(2) + 1)
+}
+
 /// The Markdown report, at most `max_bytes` long (cut with a note past that).
 #[must_use]
 pub fn markdown(p: &Preview, max_bytes: usize) -> String {
@@ -206,14 +212,15 @@ pub fn markdown(p: &Preview, max_bytes: usize) -> String {
         );
     }
     for (n, g) in p.groups.iter().enumerate() {
+        let diff = group_diff(g, &p.resources);
+        let fence = fence_for(&diff);
         let _ = write!(
             s,
-            "\n<details><summary>Group {}: {} resource(s): {}</summary>\n\n{}\n\n```diff\n{}```\n</details>\n",
+            "\n<details><summary>Group {}: {} resource(s): {}</summary>\n\n{}\n\n{fence}diff\n{diff}{fence}\n</details>\n",
             n + 1,
             g.count,
             g.summary,
             listed(g),
-            group_diff(g, &p.resources)
         );
     }
     let schema = schema_lines(&p.schema);

@@ -483,3 +483,11 @@ fn a_new_resource_waiting_for_outputs_is_a_create_without_a_diff() {
         "not rendered yet: waits for the outputs of resources not deployed"
     );
 }
+
+#[test]
+fn the_readme_counts_the_covered_types() {
+    // README, "How replacement is predicted": update its count when behaviour.tsv changes.
+    assert_eq!(crate::impact::covered_types().count(), 1583);
+    assert_eq!(report::fence_for("a ``` b"), "````");
+    assert_eq!(report::fence_for("plain"), "```");
+}
