@@ -1019,6 +1019,10 @@ pub struct RawTemplateRepo {
     /// template sync; default the repo's root.
     #[serde(default)]
     pub subdirectory: Option<String>,
+    /// Where `protond preview --comment <PR>` posts its report (same shape as a spec repo's
+    /// `forge`); default none.
+    #[serde(default)]
+    pub forge: Option<RawForge>,
 }
 
 /// `[[spec_repos]]`.
@@ -1156,6 +1160,8 @@ pub struct TemplateRepo {
     pub tag_pattern: String,
     /// Folder holding the bundles; empty for the repo's root.
     pub subdirectory: String,
+    /// The forge `protond preview --comment` posts to, if configured.
+    pub forge: Option<ForgeConfig>,
 }
 
 /// A spec repo after checks.
@@ -1454,11 +1460,22 @@ impl Config {
                     }
                 },
             };
+            let forge = r.forge.as_ref().and_then(|f| match compile_forge(f) {
+                Ok(mut f) => {
+                    f.token_file = f.token_file.map(|t| base.join(t));
+                    Some(f)
+                }
+                Err((field, m)) => {
+                    err(format!("template_repos[{i}].forge.{field}"), m);
+                    None
+                }
+            });
             template_repos.push(TemplateRepo {
                 name: r.name.clone(),
                 url: resolve(&r.url),
                 tag_pattern: pattern,
                 subdirectory,
+                forge,
             });
         }
         let mut spec_repos = Vec::new();

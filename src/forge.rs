@@ -24,9 +24,11 @@ use serde_json::json;
 
 use crate::config::{ForgeConfig, ForgeKind};
 
+mod comment;
 mod options;
 mod status;
 mod token;
+pub use comment::{MAX_COMMENT_BYTES, comment_request};
 pub use options::{draft_title, open_body};
 pub use status::{StatusDraft, StatusState, status_request};
 

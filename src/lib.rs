@@ -39,6 +39,7 @@ pub mod model;
 pub(crate) mod notifications;
 pub(crate) mod ops;
 pub mod plan;
+pub(crate) mod preview;
 pub(crate) mod propose;
 pub mod provision;
 pub(crate) mod render;

@@ -594,6 +594,42 @@ impl Mirror {
         })
     }
 
+    /// The commit a revision names in the mirror, for `protond preview --bundle <ref>`: a
+    /// full commit id, a branch (`main`, `refs/heads/main`), a tag, or any full reference
+    /// name, tried in that order.
+    ///
+    /// # Errors
+    ///
+    /// [`SourceError::ResolveRef`] when none of them names a commit in the mirror.
+    pub fn resolve_commit(&self, rev: &str) -> Result<gix::ObjectId, SourceError> {
+        let repo = self.inner.repo.to_thread_local();
+        if rev.len() == 40
+            && let Ok(id) = gix::ObjectId::from_hex(rev.as_bytes())
+            && let Ok(object) = repo.find_object(id)
+            && let Ok(commit) = object.peel_to_commit()
+        {
+            return Ok(commit.id);
+        }
+        let peel = |name: &str| -> gix::Result<gix::ObjectId> {
+            let mut reference = repo.find_reference(name)?;
+            Ok(reference.peel_to_commit()?.id)
+        };
+        let mut result = peel(&format!("refs/heads/{rev}"));
+        for name in [format!("refs/tags/{rev}"), rev.to_owned()] {
+            if result.is_ok() {
+                break;
+            }
+            if name.starts_with("refs/") {
+                result = result.or_else(|e| peel(&name).map_err(|_| e));
+            }
+        }
+        result.map_err(|source| SourceError::ResolveRef {
+            url: self.inner.url.clone(),
+            reference: rev.to_owned(),
+            source,
+        })
+    }
+
     /// Every tag: name (without refs/tags/), the peeled commit id, and for annotated tags the message (trimmed). Lightweight tags have message None.
     ///
     /// Tags that do not lead to a commit (tags of trees or blobs) are skipped. The list is

@@ -459,9 +459,41 @@ fn read_release(
             syntax: Vec::new(),
         }
     })?;
+    check_files(&files, (&origin, &folder), template, version, limits, check)
+}
+
+/// Checks a candidate release's files as a tagged release's are checked (limits, layout,
+/// schema, manifest, each `IaC` file's syntax and trial render), for `protond preview`.
+/// `origin` names where the files came from (`<dir>` or `<repo>@<commit>`), `folder` the
+/// bundle folder within it.
+///
+/// # Errors
+///
+/// Every problem, one per line, exactly as a rejected tag's reason would list them.
+pub fn check_candidate(
+    files: &BundleFiles,
+    (origin, folder): (&str, &str),
+    template: &str,
+    version: Version,
+    limits: &Limits,
+    check: SyntaxCheck<'_>,
+) -> Result<Bundle, String> {
+    check_files(files, (origin, folder), template, version, limits, check)
+        .map_err(|e| e.to_string())
+}
+
+/// The checks of one release's files, once read.
+fn check_files(
+    files: &BundleFiles,
+    (origin, folder): (&str, &str),
+    template: &str,
+    version: Version,
+    limits: &Limits,
+    check: SyntaxCheck<'_>,
+) -> Result<Bundle, ReleaseError> {
     let mut problems = files.check_limits(limits);
     let mut syntax = Vec::new();
-    let bundle = match Bundle::load(template, version.major, &files) {
+    let bundle = match Bundle::load(template, version.major, files) {
         Ok(b) => Some(b),
         Err(errs) => {
             problems.extend(errs);
@@ -476,7 +508,11 @@ fn read_release(
             .chain(b.pipeline.iter().flat_map(|p| &p.files))
         {
             if let Some(e) = check(b, f) {
-                syntax.push(format!("{origin}:{folder}/{e}"));
+                syntax.push(if folder.is_empty() {
+                    format!("{origin}/{e}")
+                } else {
+                    format!("{origin}:{folder}/{e}")
+                });
             }
         }
     }

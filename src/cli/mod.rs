@@ -25,6 +25,7 @@ mod forget;
 mod import;
 mod notify;
 mod plan;
+mod preview;
 mod refresh;
 pub(crate) mod release;
 mod render;
@@ -35,6 +36,7 @@ mod validate;
 
 pub use import::ImportArgs;
 pub use notify::NotifyStatus;
+pub use preview::{PreviewArgs, PreviewFormat};
 pub use render::RenderArgs;
 pub use rollout::RolloutAction;
 
@@ -158,6 +160,9 @@ pub enum Command {
         #[arg(long)]
         no_fetch: bool,
     },
+    /// Preview a candidate release before tagging it: which resources would move to it,
+    /// their rendered diff and predicted stack impact, grouped and by stage.
+    Preview(Box<PreviewArgs>),
     /// List every managed resource: template version, available updates, last deployment.
     Status {
         /// Config file.
@@ -544,6 +549,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             output,
             no_fetch,
         } => plan::plan_cmd(&config, output, !no_fetch),
+        Command::Preview(args) => preview::preview_cmd(&args),
         Command::Status { config, output } => status::status_cmd(&config, output),
         Command::Forget { repo, config } => forget::forget_cmd(&config, &repo),
         Command::CheckConfig { config } => Ok(check_config::check_config_cmd(&config)),

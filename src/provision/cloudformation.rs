@@ -32,7 +32,9 @@ use super::stack_events::{Board, StackEvent, fresh_events};
 use super::{Applied, BoxFuture, DeployError, Job, Provisioner};
 use crate::model::Placement;
 
+mod change_set;
 mod drift;
+pub use change_set::ChangeSetChange;
 pub use drift::{DriftRead, ResourceDrift};
 
 /// `CloudFormation`'s limit on an inline `TemplateBody`, in bytes; larger templates are

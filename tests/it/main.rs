@@ -44,6 +44,7 @@ mod notify;
 mod one_writer;
 mod ownership;
 mod plan_matches;
+mod preview;
 mod proposals;
 mod proton_specs;
 mod releases;

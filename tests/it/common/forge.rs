@@ -140,6 +140,28 @@ impl FakeForge {
         self.inner.lock().expect("lock").token = token.into();
     }
 
+    /// Opens a pull request from `head` to `base` as a person would (not through the API),
+    /// e.g. the one a preview comments on; its number.
+    pub fn open_pr(&self, head: &str, base: &str, title: &str) -> i64 {
+        let mut g = self.inner.lock().expect("lock");
+        let number = i64::try_from(g.prs.len()).expect("few pull requests") + 1;
+        g.prs.push(Pr {
+            number,
+            head: head.into(),
+            base: base.into(),
+            title: title.into(),
+            body: String::new(),
+            state: "open".into(),
+            comments: Vec::new(),
+            labels: Vec::new(),
+            reviewers: Vec::new(),
+            assignees: Vec::new(),
+            draft: false,
+            auto_merge: false,
+        });
+        number
+    }
+
     /// Marks pull request `number` merged or closed, as a person would.
     pub fn set_state(&self, number: i64, state: &str) {
         let mut g = self.inner.lock().expect("lock");
