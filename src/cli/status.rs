@@ -42,6 +42,14 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
             .collect();
         let skipped = store.skipped_repos().await?;
         let rollouts = store.rollout_progress().await?;
+        let stops = store.stops().await?;
+        let rollbacks = crate::ops::quarantine::rollbacks_from_store(
+            &stops,
+            &overview.template_versions,
+            &overview.resources,
+            &store.last_failures().await?,
+        );
+        let mode = config.quarantine.rollback;
         let proposals = store.proposals().await?;
         let pipelines = if rows
             .iter()
@@ -78,11 +86,14 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
                     "skipped_repos": skipped,
                     "customer_managed": customer,
                     "in_flight": flight_json,
+                    "quarantine": crate::ops::quarantine::json(&stops, &rollbacks, mode, &store.release_events(None, None).await?),
                 }))?
             )?,
             OutputFormat::Table => {
                 write!(out, "{}", crate::ops::status_table(&rows))?;
                 write!(out, "{}", crate::ops::rollouts_table(&rollouts))?;
+                let section = crate::ops::quarantine::stops_section(&stops, &rollbacks, mode);
+                write!(out, "{section}")?;
                 write!(
                     out,
                     "{}",
