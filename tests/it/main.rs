@@ -45,6 +45,7 @@ mod ownership;
 mod plan_matches;
 mod proposals;
 mod proton_specs;
+mod quarantine;
 mod releases;
 mod relocation;
 mod retire;
