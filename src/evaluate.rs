@@ -90,22 +90,7 @@ pub fn evaluate(
         .collect();
     let latest_major = snapshot.catalog.latest_major();
     let stages = environment_field(snapshot, |e| e.stage.as_ref());
-    // Releases the quarantine rule stops now are halted from this decision on.
-    let new_quarantines = quarantine::pending(
-        &facts.records,
-        &facts.last_failures,
-        &facts.halted,
-        &stages,
-        &config.stages,
-        &config.quarantine,
-    );
-    let mut halted_map = facts.halted.clone();
-    let mut quarantined = facts.quarantined.clone();
-    for q in &new_quarantines {
-        let key = (q.template.clone(), q.version);
-        halted_map.insert(key.clone(), format!("quarantined by protond: {}", q.reason));
-        quarantined.insert(key);
-    }
+    let (new_quarantines, halted_map, quarantined) = quarantine_now(facts, config, &stages);
     // No new resource is given a halted minor.
     let halted: BTreeSet<(String, Version)> = halted_map.keys().cloned().collect();
     // Releases whose moved tag an operator accepted: their re-renders are release changes.
@@ -188,6 +173,38 @@ pub fn evaluate(
         new_quarantines,
         rollback_offers: offers,
     }
+}
+
+/// Halted rollouts by (template, version), with their reason.
+type Halted = BTreeMap<(String, Version), String>;
+
+/// The releases the quarantine rule stops now, and the halted and quarantined releases
+/// with them (a new quarantine is halted from this decision on).
+fn quarantine_now(
+    facts: &Facts,
+    config: &Config,
+    stages: &BTreeMap<String, String>,
+) -> (
+    Vec<quarantine::NewQuarantine>,
+    Halted,
+    BTreeSet<(String, Version)>,
+) {
+    let new = quarantine::pending(
+        &facts.records,
+        &facts.last_failures,
+        &facts.halted,
+        stages,
+        &config.stages,
+        &config.quarantine,
+    );
+    let mut halted = facts.halted.clone();
+    let mut quarantined = facts.quarantined.clone();
+    for q in &new {
+        let key = (q.template.clone(), q.version);
+        halted.insert(key.clone(), format!("quarantined by protond: {}", q.reason));
+        quarantined.insert(key);
+    }
+    (new, halted, quarantined)
 }
 
 /// What a diff is labelled with: release changes, rollbacks (pinned, and redeploys of

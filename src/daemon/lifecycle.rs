@@ -540,15 +540,14 @@ async fn finish(ctx: &Ctx, id: i64, dep: &NewDeployment, outcome: Outcome) {
     };
     match error_policy(dep, &outcome) {
         Requeue::Done => ctx.reset_backoff(resource_id),
-        Requeue::Now => {}
+        // Retried at once; or, for a failure that halts, counted toward its release's
+        // quarantine, which the next cycle (woken below) decides (`evaluate::quarantine`).
+        Requeue::Now | Requeue::AwaitChange { .. } => {}
         Requeue::Backoff => ctx.back_off(resource_id, |attempts| {
             let jitter = rand::random_range(0..BACKOFF_JITTER.as_millis());
             backoff_delay(attempts)
                 + Duration::from_millis(u64::try_from(jitter).unwrap_or_default())
         }),
-        // A failure that halts counts toward its release's quarantine, which the next
-        // cycle (woken below) decides (`evaluate::quarantine`).
-        Requeue::AwaitChange { .. } => {}
     }
     record_outcome(ctx, id, resource_id, &outcome).await;
     // Logged and counted once recorded, so a scrape never sees the counter ahead of the

@@ -105,7 +105,7 @@ async fn a_failing_minor_is_quarantined_and_its_dev_resources_roll_back() {
     );
     for id in [DEV, DEV2] {
         let h = history_of(&store, id).await;
-        let steps: Vec<(String, Option<String>, Version)> = h[h.len() - 2..]
+        let tail: Vec<(String, Option<String>, Version)> = h[h.len() - 2..]
             .iter()
             .map(|d| {
                 (
@@ -116,7 +116,7 @@ async fn a_failing_minor_is_quarantined_and_its_dev_resources_roll_back() {
             })
             .collect();
         assert_eq!(
-            steps,
+            tail,
             [
                 ("failed".into(), Some("minor_upgrade".into()), v(1, 1)),
                 ("succeeded".into(), Some("rollback".into()), v(1, 0)),

@@ -62,6 +62,16 @@ fn rules(after: Option<u32>, share: Option<u8>) -> Quarantine {
     }
 }
 
+/// (case, records, failures, halted, rules, quarantined?)
+type Case<'a> = (
+    &'a str,
+    Vec<ResourceRecord>,
+    Vec<DeploymentRecord>,
+    &'a BTreeMap<(String, Version), String>,
+    Quarantine,
+    bool,
+);
+
 #[test]
 fn the_rule_counts_permanent_failures_of_the_first_stage() {
     use ResourceStatus::{Deployed, Failed};
@@ -84,17 +94,9 @@ fn the_rule_counts_permanent_failures_of_the_first_stage() {
     };
     let minor = "minor_upgrade";
     let none = BTreeMap::new();
-    // (case, records, failures, halted, rules, quarantined?)
     let halted: BTreeMap<(String, Version), String> =
         [(("web".to_string(), v(1, 1)), "paused".to_string())].into();
-    let cases: Vec<(
-        &str,
-        Vec<ResourceRecord>,
-        Vec<DeploymentRecord>,
-        &BTreeMap<_, _>,
-        Quarantine,
-        bool,
-    )> = vec![
+    let cases: Vec<Case> = vec![
         (
             "one failure, the default",
             fleet(Failed, Deployed, v(1, 0)),
