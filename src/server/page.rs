@@ -522,8 +522,14 @@ mod tests {
         }];
         let mode = crate::config::quarantine::RollbackMode::Offer;
         let html = super::stopped_releases(&stops, &std::collections::BTreeMap::new(), mode);
-        assert!(html.contains("<td>web 1.1</td><td class=\"bad\">quarantined</td><td>protond</td>"), "{html}");
-        assert!(html.contains("&lt;script&gt;") && !html.contains("<script>"), "{html}");
+        assert!(
+            html.contains("<td>web 1.1</td><td class=\"bad\">quarantined</td><td>protond</td>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("&lt;script&gt;") && !html.contains("<script>"),
+            "{html}"
+        );
         assert!(super::stopped_releases(&[], &std::collections::BTreeMap::new(), mode).is_empty());
     }
 }

@@ -5,7 +5,10 @@
 //! the rollback offered under `rollback = "offer"`, a real rollback stage by stage from a
 //! minor the fleet runs, and the move forward once the quarantine is released.
 
+use std::future::Future;
 use std::process::Output;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use protond::model::Version;
 use protond::state::{DeploymentRecord, StopKind, Store};
@@ -279,4 +282,192 @@ async fn a_failing_minor_is_quarantined_and_its_dev_resources_roll_back() {
     for id in [DEV, DEV2, DEV3, PROD] {
         assert_eq!(version_of(&store, id).await, Some(v(1, 2)), "{id}");
     }
+}
+
+const API_TOKEN: &str = "api-token-for-quarantine-4821";
+
+/// A Slack-compatible hook on 127.0.0.1 that keeps each message's text; anything but a
+/// `POST /hook` with a JSON `{"text": ...}` body is recorded as a violation.
+async fn slack_fake() -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let s = seen.clone();
+    let app = axum::Router::new().fallback(
+        move |method: axum::http::Method, uri: axum::http::Uri, body: axum::body::Bytes| {
+            let s = s.clone();
+            async move {
+                let text = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["text"].as_str().map(str::to_string));
+                let entry = match (method == axum::http::Method::POST, uri.path(), text) {
+                    (true, "/hook", Some(t)) => t,
+                    (_, path, _) => format!("VIOLATION {method} {path}"),
+                };
+                s.lock().expect("lock").push(entry);
+                axum::http::StatusCode::OK
+            }
+        },
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/hook"), seen)
+}
+
+/// Polls `f` for up to 60 s; the daemon's log in the failure.
+async fn until<F, Fut>(what: &str, log: &std::path::Path, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_mins(1) {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "timed out waiting for {what}; daemon log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_through_the_api_is_notified_shown_and_counted() {
+    let port = crate::common::free_port();
+    let (hook, seen) = slack_fake().await;
+    let w = World::examples_on_moto()
+        .env("T_API", API_TOKEN)
+        .env("SLACK_HOOK", &hook)
+        .config(move |c| {
+            c.top("poll_interval = \"1h\"")
+                .section("[daemon]\nshutdown_grace = \"10s\"\nwatch = false")
+                .section(&format!(
+                    "[server]\ntoken_env = \"T_API\"\nlisten = \"127.0.0.1:{port}\""
+                ))
+                .section("[notifications]\nbackoff = \"100ms\"")
+                .section("[[notify]]\nname = \"chat\"\nkind = \"slack\"\nurl_env = \"SLACK_HOOK\"\nevents = [\"release_quarantined\", \"release_released\"]");
+        })
+        .build();
+    let log = w.dir("daemon.log");
+    let mut child = w
+        .command(&["run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("protond runs");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    until("/healthz", &log, || async {
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let store = w.store().await;
+    until("the first deployments", &log, || async {
+        store
+            .resources()
+            .await
+            .is_ok_and(|r| r.iter().any(|r| r.id == DEV))
+            && store.in_flight().await.is_ok_and(|f| f.is_empty())
+    })
+    .await;
+    let url = |action: &str| format!("{base}/api/v1/rollouts/web-svc/v1.0/{action}");
+
+    // Without the token: 401, nothing recorded.
+    let r = http.post(url("quarantine")).send().await.expect("post");
+    assert_eq!(r.status(), 401);
+    assert!(store.stops().await.expect("stops").is_empty());
+
+    // Quarantined through the API: recorded as by api, notified, on the page and metrics.
+    let r = http
+        .post(url("quarantine"))
+        .bearer_auth(API_TOKEN)
+        .json(&serde_json::json!({"reason": "pager"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["changed"], true, "{body}");
+    let stops = store.stops().await.expect("stops");
+    assert_eq!(
+        (
+            stops[0].kind,
+            stops[0].by.as_str(),
+            stops[0].reason.as_str()
+        ),
+        (StopKind::Quarantine, "api", "pager")
+    );
+    until("the quarantine notification", &log, || async {
+        seen.lock()
+            .expect("lock")
+            .iter()
+            .any(|t| t.contains("web-svc v1.0: quarantined by api: pager"))
+    })
+    .await;
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("protond_release_quarantined{template=\"web-svc\",version=\"1.0\"} 1"),
+        "{metrics}"
+    );
+    let page = http
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        page.contains("<h2>Stopped releases</h2>")
+            && page.contains("<td>web-svc 1.0</td><td class=\"bad\">quarantined</td><td>api</td>"),
+        "{page}"
+    );
+
+    // Released: notified, and the gauge is gone.
+    let r = http
+        .post(url("release"))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    until("the release notification", &log, || async {
+        seen.lock()
+            .expect("lock")
+            .iter()
+            .any(|t| t.contains("web-svc v1.0: released by api"))
+    })
+    .await;
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        !metrics.contains("protond_release_quarantined{"),
+        "{metrics}"
+    );
+    let all = seen.lock().expect("lock").clone();
+    assert_eq!(all.len(), 2, "one message per event, nothing else: {all:?}");
+    assert!(all.iter().all(|t| !t.starts_with("VIOLATION")), "{all:?}");
+    let _ = child.kill();
+    let _ = child.wait();
 }
