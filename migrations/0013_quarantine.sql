@@ -14,6 +14,8 @@ CREATE TABLE release_events (
     event     TEXT    NOT NULL,             -- quarantined | released | halted | resumed
     set_by    TEXT    NOT NULL,
     reason    TEXT    NOT NULL,
-    at        TEXT    NOT NULL
+    at        TEXT    NOT NULL,
+    -- Whether the daemon has announced it (release_quarantined / release_released events).
+    announced INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX release_events_by_release ON release_events (template, major, minor, id);

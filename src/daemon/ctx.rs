@@ -82,8 +82,6 @@ pub struct Ctx {
     skipped: Mutex<Option<Arc<[crate::state::SkippedRepo]>>>,
     /// The drift check's bookkeeping (when it last ran, whether one is asked for).
     pub drift: crate::drift::Runtime,
-    /// The newest release-history row announced (`None` before the first cycle).
-    pub(super) release_events_seen: Mutex<Option<i64>>,
 }
 
 /// A resource's retry state after transient failures.
@@ -164,7 +162,6 @@ impl Ctx {
             findings: Mutex::default(),
             skipped: Mutex::new(None),
             drift: crate::drift::Runtime::default(),
-            release_events_seen: Mutex::new(None),
         })
     }
 

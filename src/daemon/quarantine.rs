@@ -15,17 +15,6 @@ use crate::telemetry::events::{ReleaseQuarantined, ReleaseReleased, RolloutHalte
 ///
 /// A store failure (the cycle then starts nothing on a decision it could not record).
 pub(super) async fn record(ctx: &Ctx, new: &[NewQuarantine]) -> Result<(), StateError> {
-    // The first call of a process notes where the history stands: what was recorded before
-    // it started was announced then.
-    if seen(ctx).is_none() {
-        let newest = ctx
-            .store
-            .release_events(None, None)
-            .await?
-            .last()
-            .map_or(0, |e| e.id);
-        set_seen(ctx, newest);
-    }
     for q in new {
         let stopped = ctx
             .store
@@ -49,23 +38,10 @@ pub(super) async fn record(ctx: &Ctx, new: &[NewQuarantine]) -> Result<(), State
     announce(ctx).await
 }
 
-fn seen(ctx: &Ctx) -> Option<i64> {
-    *ctx.release_events_seen
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn set_seen(ctx: &Ctx, id: i64) {
-    *ctx.release_events_seen
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(id);
-}
-
-/// Emits an event for every release-history row recorded since the last call.
+/// Emits an event for every release-history row not announced yet (each once, whichever
+/// process recorded it).
 async fn announce(ctx: &Ctx) -> Result<(), StateError> {
-    let seen = seen(ctx).unwrap_or_default();
-    let events = ctx.store.release_events(None, None).await?;
-    for e in events.iter().filter(|e| e.id > seen) {
+    for e in ctx.store.take_unannounced_release_events().await? {
         match e.event.as_str() {
             "quarantined" => ReleaseQuarantined {
                 template: &e.template,
@@ -83,9 +59,6 @@ async fn announce(ctx: &Ctx) -> Result<(), StateError> {
             .emit(&ctx.telemetry),
             _ => {}
         }
-    }
-    if let Some(last) = events.last() {
-        set_seen(ctx, last.id);
     }
     Ok(())
 }

@@ -761,12 +761,22 @@ async fn rollout_action(
     };
     let reason = reason.unwrap_or_else(|| format!("{action} requested through the API"));
     let version = v;
-    match app
-        .ctx
-        .store
-        .set_rollout(&template, version, halted, &reason)
-        .await
-    {
+    // In the release history too, as by `api`.
+    let store = &app.ctx.store;
+    let recorded = if halted {
+        let kind = crate::state::StopKind::Halt;
+        store
+            .stop_rollout(&template, version, kind, "api", &reason)
+            .await
+            .map(|_| ())
+    } else {
+        match store.lift_rollout(&template, version, "api", &reason).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => store.set_rollout(&template, version, false, &reason).await,
+            Err(e) => Err(e),
+        }
+    };
+    match recorded {
         Ok(()) => {
             tracing::info!(template = %template, version = %version, halted, reason = %reason, "Rollout decision recorded through the API.");
             // A cycle acts on it; nothing needs fetching.

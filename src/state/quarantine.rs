@@ -90,7 +90,7 @@ fn version_of(table: &'static str, major: i64, minor: i64) -> Result<Version, St
 impl Store {
     /// Stops the rollout of `template` `version` (`kind`), by `by`, for `reason`, and
     /// records the event. Returns false (and records nothing) when it is already stopped
-    /// with that kind.
+    /// with that kind, or quarantined (a halt never turns a quarantine into a pause).
     ///
     /// # Errors
     ///
@@ -110,7 +110,7 @@ impl Store {
             "INSERT INTO rollouts (template, major, minor, status, reason, updated_at, kind, set_by) VALUES (?, ?, ?, 'halted', ?, ?, ?, ?)
              ON CONFLICT (template, major, minor) DO UPDATE SET status = 'halted', reason = excluded.reason,
                updated_at = excluded.updated_at, kind = excluded.kind, set_by = excluded.set_by
-             WHERE rollouts.status <> 'halted' OR rollouts.kind <> excluded.kind",
+             WHERE rollouts.status <> 'halted' OR (rollouts.kind = 'halt' AND excluded.kind = 'quarantine')",
         )
         .bind(template)
         .bind(i64::from(version.major))
@@ -267,6 +267,45 @@ impl Store {
             .collect())
     }
 
+    /// The release-history rows not announced yet, oldest first, marked announced as they
+    /// are returned (each is announced at most once, whichever process recorded it).
+    ///
+    /// # Errors
+    ///
+    /// A store failure.
+    pub async fn take_unannounced_release_events(&self) -> Result<Vec<ReleaseEvent>, StateError> {
+        let rows = sqlx::query(
+            "UPDATE release_events SET announced = 1 WHERE announced = 0
+             RETURNING id, template, major, minor, event, set_by, reason, at",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.q("take release events"))?;
+        let mut out = rows
+            .iter()
+            .map(|r| self.event_from_row(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.sort_by_key(|e| e.id);
+        Ok(out)
+    }
+
+    fn event_from_row(&self, r: &sqlx::sqlite::SqliteRow) -> Result<ReleaseEvent, StateError> {
+        let get = |c: &str| -> Result<String, StateError> {
+            r.try_get(c).map_err(self.q("list release events"))
+        };
+        let major: i64 = r.try_get("major").map_err(self.q("list release events"))?;
+        let minor: i64 = r.try_get("minor").map_err(self.q("list release events"))?;
+        Ok(ReleaseEvent {
+            id: r.try_get("id").map_err(self.q("list release events"))?,
+            template: get("template")?,
+            version: version_of("release_events", major, minor)?,
+            event: get("event")?,
+            by: get("set_by")?,
+            reason: get("reason")?,
+            at: get("at")?,
+        })
+    }
+
     /// The history of releases, oldest first: all, one template's, or one release's.
     ///
     /// # Errors
@@ -288,24 +327,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(self.q("list release events"))?;
-        let mut out = Vec::new();
-        for r in &rows {
-            let get = |c: &str| -> Result<String, StateError> {
-                r.try_get(c).map_err(self.q("list release events"))
-            };
-            let major: i64 = r.try_get("major").map_err(self.q("list release events"))?;
-            let minor: i64 = r.try_get("minor").map_err(self.q("list release events"))?;
-            out.push(ReleaseEvent {
-                id: r.try_get("id").map_err(self.q("list release events"))?,
-                template: get("template")?,
-                version: version_of("release_events", major, minor)?,
-                event: get("event")?,
-                by: get("set_by")?,
-                reason: get("reason")?,
-                at: get("at")?,
-            });
-        }
-        Ok(out)
+        rows.iter().map(|r| self.event_from_row(r)).collect()
     }
 }
 

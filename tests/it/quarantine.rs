@@ -225,6 +225,10 @@ async fn a_failing_minor_is_quarantined_and_its_dev_resources_roll_back() {
     w.tag("web-svc/v1.2", "Fixed.");
     let out = w.reconcile();
     assert!(out.status.success(), "{}", stderr(&out));
+    // The next cycle announced what the CLI recorded, once.
+    let err = stderr(&out);
+    assert_eq!(err.matches("Release released.").count(), 1, "{err}");
+    assert_eq!(err.matches("Release quarantined.").count(), 1, "{err}");
     for id in [DEV, DEV2, DEV3, PROD] {
         assert_eq!(version_of(&store, id).await, Some(v(1, 2)), "{id}");
     }
