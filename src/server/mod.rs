@@ -11,6 +11,7 @@
 //! | `/api/v1/templates`, `/environments`, `/services`, `/deployments`, `/rollouts`, `/proposals` | GET | none; paged (`?limit=&after=`, [`paging`]) |
 //! | `/api/v1/resources/{id}` | GET | none: one resource with outputs and last deployments ([`resource`]) |
 //! | `/api/v1/rollouts/{template}/v{M}.{m}/halt` and `/resume` (also `/quarantine`, `/release`) | POST | bearer |
+//! | `/api/v1/release-events` | GET | none; paged |
 //! | `/api/v1/reconcile` | POST | bearer: fetch and reconcile now |
 //! | `/webhooks/github` | POST | `X-Hub-Signature-256` HMAC of the body |
 //! | `/webhooks/gitlab` | POST | `X-Gitlab-Token` |
@@ -135,6 +136,7 @@ pub fn router(ctx: Arc<Ctx>, secrets: Secrets) -> Router {
         .route("/api/v1/deployments", get(deployments))
         .route("/api/v1/rollouts", get(rollouts))
         .route("/api/v1/proposals", get(proposals))
+        .route("/api/v1/release-events", get(release_events))
         .route(
             "/api/v1/rollouts/{template}/{version}/{action}",
             post(rollout_action),
@@ -703,6 +705,17 @@ async fn proposals(State(app): State<App>, Query(q): Query<paging::PageQuery>) -
     match app.ctx.store.proposals().await {
         Ok(rows) => paged_rows("/api/v1/proposals", &q, rows, |p| {
             format!("{}:{}:{}:{:010}", p.repo, p.path, p.template, p.to_major)
+        }),
+        Err(e) => store_error(&e),
+    }
+}
+
+/// `GET /api/v1/release-events`: the release history (quarantines, releases, halts,
+/// resumes), oldest first, paged by id.
+async fn release_events(State(app): State<App>, Query(q): Query<paging::PageQuery>) -> Response {
+    match app.ctx.store.release_events(None, None).await {
+        Ok(rows) => paged_rows("/api/v1/release-events", &q, rows, |e| {
+            format!("{:020}", e.id)
         }),
         Err(e) => store_error(&e),
     }

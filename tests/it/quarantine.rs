@@ -469,6 +469,30 @@ async fn quarantine_through_the_api_is_notified_shown_and_counted() {
         !metrics.contains("protond_release_quarantined{"),
         "{metrics}"
     );
+    let history: serde_json::Value = http
+        .get(format!("{base}/api/v1/release-events"))
+        .send()
+        .await
+        .expect("history")
+        .json()
+        .await
+        .expect("json");
+    let rows: Vec<(&str, &str)> = history
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap_or(""),
+                e["by"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [("quarantined", "api"), ("released", "api")],
+        "{history}"
+    );
     let all = seen.lock().expect("lock").clone();
     assert_eq!(all.len(), 2, "one message per event, nothing else: {all:?}");
     assert!(all.iter().all(|t| !t.starts_with("VIOLATION")), "{all:?}");
