@@ -262,6 +262,7 @@ fn cycle_scheduled(
     let facts = crate::evaluate::Facts {
         records: deployed.to_vec(),
         halted: std::collections::BTreeMap::new(),
+        quarantined: std::collections::BTreeSet::new(),
         running: std::collections::BTreeSet::new(),
         waiting: std::collections::BTreeSet::new(),
         last_failures: Vec::new(),

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 mod local;
 mod notifications;
+pub mod quarantine;
 mod unknown;
 pub use notifications::{
     Notifications, NotifyEvent, NotifyTarget, RawNotifications, RawNotifyTarget, SecretSource,
@@ -998,6 +999,15 @@ pub struct RawRollout {
     /// Time zone of the windows, e.g. `Europe/Berlin` (default UTC).
     #[serde(default)]
     pub timezone: Option<String>,
+    /// Failures of a new minor in its first stage that quarantine it (default 1).
+    #[serde(default)]
+    pub quarantine_after: Option<u32>,
+    /// Share of its first stage's resources whose failure quarantines a new minor, e.g. `"25%"`.
+    #[serde(default)]
+    pub quarantine_share: Option<String>,
+    /// `"offer"` (default) or `"auto"`: what resources already on a quarantined minor get.
+    #[serde(default)]
+    pub rollback: Option<String>,
 }
 
 /// Whether `url` is an `http(s)://` address on the loopback interface.
@@ -1211,6 +1221,8 @@ pub struct Config {
     pub windows: std::collections::BTreeMap<String, cron::Schedule>,
     /// Time zone of the windows.
     pub timezone: chrono_tz::Tz,
+    /// When a failing release is quarantined, and what its resources get.
+    pub quarantine: quarantine::Quarantine,
     /// SDK attempts per call.
     pub aws_max_attempts: u32,
     /// Stack poll interval.
@@ -1656,6 +1668,13 @@ impl Config {
                 chrono_tz::UTC
             }),
         };
+        let quarantine = quarantine::compile(
+            raw.rollout.quarantine_after,
+            raw.rollout.quarantine_share.as_deref(),
+            raw.rollout.rollback.as_deref(),
+            file,
+            &mut errors2,
+        );
         if raw.daemon.concurrency == Some(0) {
             errors2.push(ConfigError {
                 file: file.into(),
@@ -1684,6 +1703,7 @@ impl Config {
             soak,
             windows,
             timezone,
+            quarantine,
             aws_max_attempts: raw.aws.max_attempts.unwrap_or(3),
             stack_poll_interval,
             stack_timeout,

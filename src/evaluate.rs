@@ -1,5 +1,5 @@
-//! What the reconciler would do now: compute the desired state (no new resource on a halted
-//! minor), diff it (re-renders under an accepted moved tag labelled release changes), gate
+//! What the reconciler would do now: quarantine failing releases (`quarantine`), compute the
+//! desired state (no new resource on a halted minor; rollbacks from quarantined ones), diff it (re-renders under an accepted moved tag labelled release changes), gate
 //! minor rollouts and release changes,
 //! re-render held resources on the version they run, diff again, and schedule.
 //!
@@ -23,6 +23,7 @@ use crate::spec::{EnvironmentSpec, SpecFile, TemplateRef};
 use crate::state::{DeploymentRecord, ResourceRecord};
 
 pub mod pins;
+pub mod quarantine;
 
 /// What the scheduler needs besides the repos: read from the store, the clock and the
 /// daemon's memory before [`evaluate`].
@@ -32,6 +33,9 @@ pub struct Facts {
     pub records: Vec<ResourceRecord>,
     /// Halted rollouts by (template, version), with their reason.
     pub halted: BTreeMap<(String, Version), String>,
+    /// The halted rollouts that are quarantines (a bad release, not a pause): resources on
+    /// them are offered, or given, the previous usable minor.
+    pub quarantined: BTreeSet<(String, Version)>,
     /// Resources with a deployment running (in this process, or left in flight).
     pub running: BTreeSet<String>,
     /// Self-managed resources waiting for their outcome.
@@ -62,6 +66,12 @@ pub struct Evaluation {
     /// Minor upgrades the rollout gate held, and why (re-rendered on their deployed version,
     /// so their spec changes still deploy).
     pub rollout_holds: BTreeMap<String, HoldReason>,
+    /// Releases the quarantine rule stops now (the daemon records them; already applied
+    /// here, as halted).
+    pub new_quarantines: Vec<quarantine::NewQuarantine>,
+    /// Under `rollback = "offer"`: the resources on a quarantined release, and the previous
+    /// usable minor `protond rollback <id> --to` would take them to.
+    pub rollback_offers: BTreeMap<String, quarantine::Rollback>,
 }
 
 /// Computes the desired state and decides what may start now. `cache`, when given, reuses
@@ -79,8 +89,10 @@ pub fn evaluate(
         .map(ResourceRecord::to_deployed)
         .collect();
     let latest_major = snapshot.catalog.latest_major();
+    let stages = environment_field(snapshot, |e| e.stage.as_ref());
+    let (new_quarantines, halted_map, quarantined) = quarantine_now(facts, config, &stages);
     // No new resource is given a halted minor.
-    let halted: BTreeSet<(String, Version)> = facts.halted.keys().cloned().collect();
+    let halted: BTreeSet<(String, Version)> = halted_map.keys().cloned().collect();
     // Releases whose moved tag an operator accepted: their re-renders are release changes.
     let changed: BTreeSet<(String, Version)> = snapshot
         .catalog
@@ -88,9 +100,20 @@ pub fn evaluate(
         .filter(|r| r.replaced.is_some())
         .map(|r| (r.template.clone(), r.version))
         .collect();
-    // Resources held back on an earlier minor: rendered on it from the start.
-    let stages = environment_field(snapshot, |e| e.stage.as_ref());
-    let rollbacks = pins::resolve(&facts.pins, &facts.records, &stages);
+    let (back, mut offers) = rollback_plan(snapshot, facts, config, &quarantined);
+    // Resources held back on an earlier minor (rolled back from a quarantined release, or
+    // pinned by an operator, whose pin wins): rendered on it from the start.
+    let mut rollbacks: BTreeMap<String, Version> =
+        back.iter().map(|(id, r)| (id.clone(), r.to)).collect();
+    rollbacks.extend(pins::resolve(&facts.pins, &facts.records, &stages));
+    offers.retain(|id, _| !rollbacks.contains_key(id));
+    let labels = Labels {
+        observed: &observed,
+        latest_major: &latest_major,
+        changed: &changed,
+        rollbacks: &rollbacks,
+        back: &back,
+    };
     let set = match cache {
         Some(cache) => cache.compute_held(
             snapshot,
@@ -107,14 +130,12 @@ pub fn evaluate(
             &halted,
         ),
     };
-    let mut first = plan::diff(&set.desired(), &observed, &set.unknown_repos, &latest_major);
-    plan::label_release_changes(&mut first, &changed);
-    plan::label_rollbacks(&mut first, &rollbacks);
+    let first = labels.diff(&set);
     let records = record_facts(&facts.records);
     let units = rollout_units(&set, snapshot);
     let rules = rollout_rules(config, facts.now);
     let rollout_holds =
-        schedule::rollout_holds(&first, &units, &records, &facts.halted, &rules, facts.now);
+        schedule::rollout_holds(&first, &units, &records, &halted_map, &rules, facts.now);
     // Held minor upgrades stay on their deployed version, so that their spec changes deploy.
     let held: Vec<Action> = first
         .changes()
@@ -132,9 +153,7 @@ pub fn evaluate(
         pins.extend(held_pins);
         let set =
             desired::compute_held(snapshot, &facts.records, &config.account_id, &pins, &halted);
-        let mut plan = plan::diff(&set.desired(), &observed, &set.unknown_repos, &latest_major);
-        plan::label_release_changes(&mut plan, &changed);
-        plan::label_rollbacks(&mut plan, &rollbacks);
+        let plan = labels.diff(&set);
         (set, plan)
     };
     plan::force(&mut plan, &facts.forced);
@@ -151,6 +170,89 @@ pub fn evaluate(
         plan,
         schedule,
         rollout_holds,
+        new_quarantines,
+        rollback_offers: offers,
+    }
+}
+
+/// Halted rollouts by (template, version), with their reason.
+type Halted = BTreeMap<(String, Version), String>;
+
+/// The releases the quarantine rule stops now, and the halted and quarantined releases
+/// with them (a new quarantine is halted from this decision on).
+fn quarantine_now(
+    facts: &Facts,
+    config: &Config,
+    stages: &BTreeMap<String, String>,
+) -> (
+    Vec<quarantine::NewQuarantine>,
+    Halted,
+    BTreeSet<(String, Version)>,
+) {
+    let new = quarantine::pending(
+        &facts.records,
+        &facts.last_failures,
+        &facts.halted,
+        stages,
+        &config.stages,
+        &config.quarantine,
+    );
+    let mut halted = facts.halted.clone();
+    let mut quarantined = facts.quarantined.clone();
+    for q in &new {
+        let key = (q.template.clone(), q.version);
+        halted.insert(key.clone(), format!("quarantined by protond: {}", q.reason));
+        quarantined.insert(key);
+    }
+    (new, halted, quarantined)
+}
+
+/// What a diff is labelled with: release changes, rollbacks (pinned, and redeploys of
+/// resources that failed to reach a quarantined release).
+struct Labels<'a> {
+    observed: &'a [plan::Deployed],
+    latest_major: &'a BTreeMap<String, u32>,
+    changed: &'a BTreeSet<(String, Version)>,
+    rollbacks: &'a BTreeMap<String, Version>,
+    back: &'a BTreeMap<String, quarantine::Rollback>,
+}
+
+impl Labels<'_> {
+    fn diff(&self, set: &DesiredSet) -> Plan {
+        let mut plan = plan::diff(
+            &set.desired(),
+            self.observed,
+            &set.unknown_repos,
+            self.latest_major,
+        );
+        plan::label_release_changes(&mut plan, self.changed);
+        plan::label_rollbacks(&mut plan, self.rollbacks);
+        quarantine::label_redeploys(&mut plan, self.back, self.rollbacks);
+        plan
+    }
+}
+
+/// The rollbacks from quarantined releases: given (`rollback = "auto"`) or offered. The
+/// offers leave out resources an operator pinned.
+fn rollback_plan(
+    snapshot: &Snapshot,
+    facts: &Facts,
+    config: &Config,
+    quarantined: &BTreeSet<(String, Version)>,
+) -> (
+    BTreeMap<String, quarantine::Rollback>,
+    BTreeMap<String, quarantine::Rollback>,
+) {
+    let usable: BTreeSet<(String, Version)> = snapshot
+        .catalog
+        .releases()
+        .filter(|r| r.usable())
+        .map(|r| (r.template.clone(), r.version))
+        .collect();
+    let all = quarantine::rollbacks(quarantined, &usable, &facts.records, &facts.last_failures);
+    match config.quarantine.rollback {
+        crate::config::quarantine::RollbackMode::Auto => (all, BTreeMap::new()),
+        crate::config::quarantine::RollbackMode::Offer => (BTreeMap::new(), all),
     }
 }
 

@@ -4,6 +4,8 @@
 //!
 //! Views never read the store, call AWS or log: callers read, then render.
 
+pub mod quarantine;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 

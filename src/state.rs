@@ -31,11 +31,13 @@ mod actions;
 pub mod drift;
 pub mod lock;
 mod pages;
+mod quarantine;
 mod repo_health;
 mod requests;
 mod retired;
 pub use actions::{ActionNotes, Progress};
 pub use lock::{LockHolder, WriterLock};
+pub use quarantine::{ReleaseEvent, Stop, StopKind};
 pub use repo_health::{Fallback, SkippedRepo, SkippedRepos};
 pub use requests::DeployRequest;
 
@@ -1137,14 +1139,17 @@ impl Store {
         Ok(())
     }
 
-    /// Every recorded rollout decision: (template, version) -> (halted, reason).
+    /// Every recorded rollout decision: (template, version) -> (halted, reason); a
+    /// quarantine's reason starts with `quarantined by <who>: `.
     pub async fn rollouts(
         &self,
     ) -> Result<BTreeMap<(String, Version), (bool, String)>, StateError> {
-        let rows = sqlx::query("SELECT template, major, minor, status, reason FROM rollouts")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(self.q("list rollouts"))?;
+        let rows = sqlx::query(
+            "SELECT template, major, minor, status, reason, kind, set_by FROM rollouts",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.q("list rollouts"))?;
         let mut out = BTreeMap::new();
         for r in &rows {
             let template: String = r.try_get("template").map_err(self.q("list rollouts"))?;
@@ -1152,6 +1157,17 @@ impl Store {
             let minor: i64 = r.try_get("minor").map_err(self.q("list rollouts"))?;
             let status: String = r.try_get("status").map_err(self.q("list rollouts"))?;
             let reason: Option<String> = r.try_get("reason").map_err(self.q("list rollouts"))?;
+            let kind: String = r.try_get("kind").map_err(self.q("list rollouts"))?;
+            let by: Option<String> = r.try_get("set_by").map_err(self.q("list rollouts"))?;
+            // A quarantine says so, and who made it (`protond` or an operator).
+            let reason = match (kind.as_str(), reason) {
+                ("quarantine", reason) => Some(format!(
+                    "quarantined by {}: {}",
+                    by.as_deref().unwrap_or("an operator"),
+                    reason.unwrap_or_default()
+                )),
+                (_, reason) => reason,
+            };
             let version = Version {
                 major: u32::try_from(major)
                     .map_err(|_| corrupt("rollouts", format!("major {major}")))?,

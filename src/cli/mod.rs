@@ -226,13 +226,17 @@ pub enum Command {
     },
     /// Accept the commit a moved release tag names now (`accept <template>/v<major>.<minor>`):
     /// the change then rolls out as a minor rollout, stage by stage. Refused while the tag is
-    /// not moved.
+    /// not moved. `quarantine` / `release` stop a bad release or let it continue; `history`
+    /// prints quarantines and releases.
     Release {
-        /// `accept`.
+        /// `accept`, `quarantine`, `release` or `history`.
         #[arg(value_enum)]
         action: release::ReleaseAction,
-        /// `<template>/v<major>.<minor>`.
-        release: String,
+        /// `<template>/v<major>.<minor>` (for `history`: optional, or a template name).
+        release: Option<String>,
+        /// Why (`quarantine`, `release`; shown in status, the history and notifications).
+        #[arg(long)]
+        reason: Option<String>,
         /// Config file.
         #[arg(long, default_value = "proton.toml")]
         config: PathBuf,
@@ -504,8 +508,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Release {
             action,
             release,
+            reason,
             config,
-        } => release::release_cmd(&config, action, &release),
+        } => release::release_cmd(&config, action, release.as_deref(), reason.as_deref()),
         Command::Demo {
             dir,
             examples,

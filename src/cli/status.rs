@@ -42,6 +42,7 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
             .collect();
         let skipped = store.skipped_repos().await?;
         let rollouts = store.rollout_progress().await?;
+        let (section, quarantine) = quarantine_view(&store, &overview, &config).await?;
         let proposals = store.proposals().await?;
         let pipelines = if rows
             .iter()
@@ -78,11 +79,12 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
                     "skipped_repos": skipped,
                     "customer_managed": customer,
                     "in_flight": flight_json,
+                    "quarantine": quarantine,
                 }))?
             )?,
             OutputFormat::Table => {
                 write!(out, "{}", crate::ops::status_table(&rows))?;
-                write!(out, "{}", crate::ops::rollouts_table(&rollouts))?;
+                write!(out, "{}{section}", crate::ops::rollouts_table(&rollouts))?;
                 write!(
                     out,
                     "{}",
@@ -111,6 +113,28 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The stopped releases and the rollbacks from quarantined ones: as a text section, and as
+/// JSON with the release history.
+async fn quarantine_view(
+    store: &crate::state::Store,
+    overview: &crate::state::Overview,
+    config: &crate::config::Config,
+) -> Result<(String, serde_json::Value)> {
+    let stops = store.stops().await?;
+    let rollbacks = crate::ops::quarantine::rollbacks_from_store(
+        &stops,
+        &overview.template_versions,
+        &overview.resources,
+        &store.last_failures().await?,
+    );
+    let mode = config.quarantine.rollback;
+    let history = store.release_events(None, None).await?;
+    Ok((
+        crate::ops::quarantine::stops_section(&stops, &rollbacks, mode),
+        crate::ops::quarantine::json(&stops, &rollbacks, mode, &history),
+    ))
 }
 
 /// The customer-managed environments the spec repos (as last fetched) declare, with the

@@ -65,7 +65,8 @@ pub struct RawNotifyTarget {
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
     /// Event types sent (default all): `deployment_failed`, `rollout_halted`,
-    /// `release_refused`, `drift_found`, `conflict_found`, `pull_request_opened`.
+    /// `release_refused`, `drift_found`, `conflict_found`, `pull_request_opened`,
+    /// `release_quarantined`, `release_released`.
     #[serde(default)]
     pub events: Option<Vec<String>>,
 }
@@ -85,17 +86,23 @@ pub enum NotifyEvent {
     ConflictFound,
     /// An upgrade pull request was opened.
     PullRequestOpened,
+    /// A release was quarantined (automatically or by hand).
+    ReleaseQuarantined,
+    /// A quarantined release was released.
+    ReleaseReleased,
 }
 
 impl NotifyEvent {
     /// Every event type, in documentation order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
         Self::DeploymentFailed,
         Self::RolloutHalted,
         Self::ReleaseRefused,
         Self::DriftFound,
         Self::ConflictFound,
         Self::PullRequestOpened,
+        Self::ReleaseQuarantined,
+        Self::ReleaseReleased,
     ];
 
     /// The name in the config, the payload and the `X-Protond-Event` header.
@@ -108,6 +115,8 @@ impl NotifyEvent {
             Self::DriftFound => "drift_found",
             Self::ConflictFound => "conflict_found",
             Self::PullRequestOpened => "pull_request_opened",
+            Self::ReleaseQuarantined => "release_quarantined",
+            Self::ReleaseReleased => "release_released",
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod customer;
 pub mod drift;
 mod lifecycle;
 mod pipelines;
+mod quarantine;
 pub mod reconcile;
 
 use std::path::PathBuf;

@@ -85,6 +85,15 @@ pub struct DriftLabels {
     pub kind: String,
 }
 
+/// Labels of a release gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReleaseLabels {
+    /// The template.
+    pub template: String,
+    /// The version, e.g. `1.2`.
+    pub version: String,
+}
+
 /// Labels of an HTTP refusal.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -114,6 +123,7 @@ pub struct Telemetry {
     last_fetch_success: Gauge,
     drift: Family<DriftLabels, Gauge>,
     drift_found: Family<DriftLabels, Counter>,
+    release_quarantined: Family<ReleaseLabels, Gauge>,
     last_fetch: Mutex<Option<SystemTime>>,
     last_cycle: Mutex<Option<SystemTime>>,
     scrape: tokio::sync::Mutex<()>,
@@ -202,6 +212,12 @@ impl Telemetry {
             "Upgrade pull requests by state",
             proposals.clone(),
         );
+        let release_quarantined = Family::<ReleaseLabels, Gauge>::default();
+        registry.register(
+            "release_quarantined",
+            "1 for each quarantined release (its rollout stopped after failures or by an operator)",
+            release_quarantined.clone(),
+        );
         registry.register(
             "releases",
             "Registered releases by tag state (current, moved: the tag was moved and the move is refused until accepted, withdrawn: the tag was deleted)",
@@ -259,6 +275,7 @@ impl Telemetry {
             last_fetch_success,
             drift,
             drift_found,
+            release_quarantined,
             last_fetch: Mutex::new(None),
             last_cycle: Mutex::new(None),
             scrape: tokio::sync::Mutex::new(()),
@@ -415,6 +432,15 @@ impl Telemetry {
                     })
                     .inc();
             }
+        }
+        self.release_quarantined.clear();
+        for q in store.quarantined().await? {
+            self.release_quarantined
+                .get_or_create(&ReleaseLabels {
+                    template: q.0,
+                    version: q.1.to_string(),
+                })
+                .set(1);
         }
         let drift = store.drift().await?;
         for kind in crate::model::DriftKind::ALL {

@@ -46,6 +46,7 @@ mod plan_matches;
 mod preview;
 mod proposals;
 mod proton_specs;
+mod quarantine;
 mod releases;
 mod relocation;
 mod retire;
