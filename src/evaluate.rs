@@ -54,6 +54,26 @@ pub struct Facts {
     pub now: SystemTime,
 }
 
+impl Facts {
+    /// Facts with nothing deployed, running, halted or asked for, at `now` (the bench,
+    /// `protond preview` without a store).
+    #[must_use]
+    pub fn empty(now: SystemTime) -> Self {
+        Self {
+            records: Vec::new(),
+            halted: BTreeMap::new(),
+            quarantined: BTreeSet::new(),
+            running: BTreeSet::new(),
+            waiting: BTreeSet::new(),
+            last_failures: Vec::new(),
+            backoff: BTreeMap::new(),
+            forced: BTreeMap::new(),
+            pins: Vec::new(),
+            now,
+        }
+    }
+}
+
 /// The result of [`evaluate`].
 #[derive(Debug, Clone)]
 pub struct Evaluation {
