@@ -268,6 +268,7 @@ fn cycle_scheduled(
         backoff: std::collections::BTreeMap::new(),
         forced: std::collections::BTreeMap::new(),
         pins: Vec::new(),
+        holds: Vec::new(),
         now: std::time::SystemTime::now(),
     };
     // The daemon's own evaluation (render, diff, rollout gate, schedule).

@@ -12,9 +12,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod freeze;
 mod local;
 mod notifications;
 mod unknown;
+pub use freeze::{Freeze, RawFreeze};
 pub use notifications::{
     Notifications, NotifyEvent, NotifyTarget, RawNotifications, RawNotifyTarget, SecretSource,
     Transport,
@@ -994,6 +996,9 @@ pub struct RawRollout {
     /// Time zone of the windows, e.g. `Europe/Berlin` (default UTC).
     #[serde(default)]
     pub timezone: Option<String>,
+    /// Freeze windows (`[[rollout.freeze]]`): version moves (or every change) wait inside.
+    #[serde(default)]
+    pub freeze: Vec<freeze::RawFreeze>,
 }
 
 /// Whether `url` is an `http(s)://` address on the loopback interface.
@@ -1205,6 +1210,8 @@ pub struct Config {
     pub windows: std::collections::BTreeMap<String, cron::Schedule>,
     /// Time zone of the windows.
     pub timezone: chrono_tz::Tz,
+    /// Freeze windows (`[[rollout.freeze]]`), read in `timezone`.
+    pub freezes: Vec<Freeze>,
     /// SDK attempts per call.
     pub aws_max_attempts: u32,
     /// Stack poll interval.
@@ -1639,6 +1646,7 @@ impl Config {
                 chrono_tz::UTC
             }),
         };
+        let freezes = freeze::compile(&raw.rollout.freeze, &raw.rollout.stages, file, &mut errors2);
         if raw.daemon.concurrency == Some(0) {
             errors2.push(ConfigError {
                 file: file.into(),
@@ -1667,6 +1675,7 @@ impl Config {
             soak,
             windows,
             timezone,
+            freezes,
             aws_max_attempts: raw.aws.max_attempts.unwrap_or(3),
             stack_poll_interval,
             stack_timeout,

@@ -29,12 +29,14 @@ use crate::plan;
 
 mod actions;
 pub mod drift;
+mod holds;
 pub mod lock;
 mod pages;
 mod repo_health;
 mod requests;
 mod retired;
 pub use actions::{ActionNotes, Progress};
+pub use holds::PinRecord;
 pub use lock::{LockHolder, WriterLock};
 pub use repo_health::{Fallback, SkippedRepo, SkippedRepos};
 pub use requests::DeployRequest;
