@@ -24,6 +24,7 @@ use crate::spec::{EnvironmentSpec, SpecFile, TemplateRef};
 use crate::state::{DeploymentRecord, ResourceRecord};
 
 pub mod pins;
+pub mod rollback;
 
 /// What the scheduler needs besides the repos: read from the store, the clock and the
 /// daemon's memory before [`evaluate`].

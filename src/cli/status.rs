@@ -78,6 +78,7 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
                     "skipped_repos": skipped,
                     "customer_managed": customer,
                     "in_flight": flight_json,
+                    "holds": super::holds::status_view(&store).await?.1,
                 }))?
             )?,
             OutputFormat::Table => {
@@ -91,6 +92,7 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
                 write!(out, "{}", crate::ops::pipelines_table(&pipelines))?;
                 write!(out, "{}", crate::ops::proposals_table(&proposals))?;
                 write!(out, "{}", crate::ops::customer_managed_table(&customer))?;
+                write!(out, "{}", super::holds::status_view(&store).await?.0)?;
                 if !skipped.repos.is_empty() {
                     writeln!(
                         out,
