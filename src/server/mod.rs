@@ -34,6 +34,7 @@
 mod conn;
 mod deliveries;
 mod errors;
+mod holds;
 mod limits;
 mod page;
 mod paging;
@@ -147,6 +148,11 @@ pub fn router(ctx: Arc<Ctx>, secrets: Secrets) -> Router {
             get(resource::get).post(resource_action),
         )
         .route("/api/v1/in-flight", get(in_flight))
+        .route("/api/v1/holds", get(holds::list).post(holds::set))
+        .route(
+            "/api/v1/holds/{*target}",
+            axum::routing::delete(holds::lift),
+        )
         .route("/api/v1/notify", post(notify))
         .route("/webhooks/github", post(github_webhook))
         .route("/webhooks/gitlab", post(gitlab_webhook))
@@ -1255,12 +1261,24 @@ async fn status_page(State(app): State<App>) -> Response {
     let ids: Vec<i64> = flight.iter().map(|d| d.id).collect();
     let notes = app.ctx.store.action_notes(&ids).await.unwrap_or_default();
     let section = page::in_flight(&flight, &notes);
+    let html = html.replacen(
+        "<h2>Rollouts</h2>",
+        &format!("{}<h2>Rollouts</h2>", holds_section(&app).await),
+        1,
+    );
     Html(html.replacen(
         "<h2>Environments</h2>",
         &format!("{section}<h2>Environments</h2>"),
         1,
     ))
     .into_response()
+}
+
+/// The page's holds and pins (`page::holds_section`), empty when the store cannot say.
+async fn holds_section(app: &App) -> String {
+    let holds = app.ctx.store.holds().await.unwrap_or_default();
+    let pins = app.ctx.store.pins().await.unwrap_or_default();
+    page::holds_section(&holds, &pins, std::time::SystemTime::now())
 }
 
 #[cfg(test)]

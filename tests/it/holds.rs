@@ -253,3 +253,95 @@ async fn rollback_pins_an_earlier_minor_and_unpin_follows_the_newest_again() {
     let o = w.run(&["unpin", DEV]);
     assert_eq!(o.status.code(), Some(1), "nothing left to unpin");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn holds_through_the_api_need_the_token_and_show_on_the_page() {
+    const TOKEN: &str = "holds-api-token-0123456789";
+    let w = World::examples_on_moto()
+        .env("T_API", TOKEN)
+        .config(|c| {
+            c.top("poll_interval = \"1h\"")
+                .section("[daemon]\nshutdown_grace = \"10s\"\nwatch = false")
+                .section("[server]\ntoken_env = \"T_API\"");
+        })
+        .build();
+    let port = crate::common::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut daemon = w.spawn(&["run", "--listen", &format!("127.0.0.1:{port}")]);
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_mins(1);
+    while http.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let body = serde_json::json!({"target": "stage:prod", "until": "2h", "reason": "launch", "by": "carol"});
+    let r = http
+        .post(format!("{base}/api/v1/holds"))
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 401, "no token");
+    let bad = serde_json::json!({"target": "prod", "until": "2h", "reason": "x"});
+    let r = http
+        .post(format!("{base}/api/v1/holds"))
+        .bearer_auth(TOKEN)
+        .json(&bad)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 400);
+    let text = r.text().await.expect("text");
+    assert!(text.contains("stage:<name>"), "{text}");
+    let r = http
+        .post(format!("{base}/api/v1/holds"))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 201);
+    let listed: serde_json::Value = http
+        .get(format!("{base}/api/v1/holds"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let h = &listed["holds"][0];
+    assert_eq!(
+        (
+            h["target"].as_str(),
+            h["by"].as_str(),
+            h["active"].as_bool()
+        ),
+        (Some("stage:prod"), Some("api:carol"), Some(true)),
+        "{listed}"
+    );
+    let page = http
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        page.contains("<h2>Holds and pins</h2>") && page.contains("api:carol"),
+        "{page}"
+    );
+    let cli = ok(&w.run(&["holds"]));
+    assert!(cli.contains("stage:prod: version moves, until"), "{cli}");
+    for (status, what) in [(200, "lifted"), (404, "gone")] {
+        let r = http
+            .delete(format!("{base}/api/v1/holds/stage:prod"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("delete");
+        assert_eq!(r.status(), status, "{what}");
+    }
+    daemon.terminate();
+    let _ = daemon.wait();
+}
