@@ -58,6 +58,14 @@ pub(super) fn hold_cmd(config: &Path, args: &HoldArgs<'_>) -> Result<ExitCode> {
         by: who(args.by),
         set_at: String::new(),
     };
+    if let HoldTarget::Stage(stage) = &hold.target
+        && !config.stages.contains(stage)
+    {
+        eprintln!(
+            "note: stage {stage:?} is not one of rollout.stages {:?}; the hold covers the environments whose spec names it",
+            config.stages
+        );
+    }
     runtime()?.block_on(async move {
         let store = Store::open(&config.state).await?;
         store.put_hold(&hold).await?;

@@ -145,6 +145,42 @@ async fn a_hold_stops_a_new_minor_until_it_ends_then_the_daemon_deploys_it() {
         history[0].deployment.reason.as_deref(),
         Some("minor_upgrade")
     );
+    // RFC 3339 in UTC to the second: text order is time order.
+    assert!(
+        history[0].started_at >= until_text,
+        "started {} before the hold ended at {until_text}",
+        history[0].started_at
+    );
+
+    // With --all, spec changes wait too, until the hold is lifted.
+    ok(&w.run(&[
+        "hold",
+        "environment:prod",
+        "--until",
+        "1h",
+        "--reason",
+        "incident",
+        "--all",
+    ]));
+    w.edit("payments", "proton/services/payments.yaml", |s| {
+        s.replacen("desired_count: 3", "desired_count: 5", 1)
+    });
+    w.commit("payments", "scale prod");
+    ok(&w.reconcile());
+    let store = w.store().await;
+    let before = store.deployments(Some(PROD), 10).await.expect("history");
+    assert_ne!(before[0].deployment.reason.as_deref(), Some("spec_change"));
+    let plan = stdout(&w.run(&["plan", "--no-fetch"]));
+    assert!(
+        plan.lines()
+            .any(|l| l.contains(PROD) && l.contains("(environment:prod: incident)")),
+        "{plan}"
+    );
+    ok(&w.run(&["unhold", "environment:prod"]));
+    ok(&w.reconcile());
+    let after = store.deployments(Some(PROD), 10).await.expect("history");
+    assert_eq!(after[0].deployment.reason.as_deref(), Some("spec_change"));
+    assert_eq!(after[0].status, "succeeded");
 }
 
 #[tokio::test(flavor = "multi_thread")]
