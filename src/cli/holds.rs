@@ -205,13 +205,14 @@ fn pin_version(text: &str) -> Result<(Option<String>, Version)> {
     )
 }
 
-/// The stage of each environment, from the spec repos (for `stage:` targets only).
+/// The stage of each environment, from the spec repos as last fetched (for `stage:` targets
+/// only; the daemon's mirrors are not fetched from here).
 async fn stages(config: &Config, target: &PinTarget) -> Result<BTreeMap<String, String>> {
     if !matches!(target, PinTarget::Stage(_)) {
         return Ok(BTreeMap::new());
     }
     let cfg = config.clone();
-    let snapshot = tokio::task::spawn_blocking(move || crate::desired::load(&cfg, None, true))
+    let snapshot = tokio::task::spawn_blocking(move || crate::desired::load(&cfg, None, false))
         .await
         .context("reading the spec repos panicked")?;
     Ok(crate::evaluate::environment_field(&snapshot, |e| {

@@ -257,6 +257,11 @@ async fn rollback_pins_an_earlier_minor_and_unpin_follows_the_newest_again() {
         stderr(&o)
     );
 
+    // A stage target reads the stages from the spec repos; the version it runs is allowed.
+    let out = ok(&w.run(&["rollback", "stage:prod", "--to", "web-svc/v1.1"]));
+    assert!(out.contains(&format!("{PROD}: stays on 1.1")), "{out}");
+    assert!(!out.contains(DEV), "{out}");
+    ok(&w.run(&["unpin", "stage:prod"]));
     let out = ok(&w.run(&["rollback", DEV, "--to", "v1.0", "--by", "bob"]));
     assert!(out.contains(&format!("{DEV}: 1.1 -> 1.0")), "{out}");
     ok(&w.reconcile());
