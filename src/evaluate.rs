@@ -118,11 +118,7 @@ pub fn evaluate(
     let units = rollout_units(&set, snapshot);
     let rules = rollout_rules(config, facts.now);
     // Operator holds and freeze windows stop version moves like the gate does.
-    let (freezes, subjects) = (
-        active_freezes(config, facts.now),
-        subjects(&set, facts, &stages),
-    );
-    let restrictions = Restrictions::new(&facts.holds, &freezes, &subjects, facts.now);
+    let restrictions = restrictions(config, facts, &set, &stages);
     let rollout_holds = restrictions.with_version_holds(
         &first,
         schedule::rollout_holds(&first, &units, &records, &facts.halted, &rules, facts.now),
@@ -275,12 +271,14 @@ pub fn active_freezes(config: &Config, now: SystemTime) -> Vec<ActiveFreeze> {
         .collect()
 }
 
-/// What each resource (desired or recorded) belongs to, for the holds.
-fn subjects(
-    set: &DesiredSet,
+/// The operator holds and the freeze windows open now, with what each resource (desired or
+/// recorded) belongs to.
+fn restrictions(
+    config: &Config,
     facts: &Facts,
+    set: &DesiredSet,
     stages: &BTreeMap<String, String>,
-) -> BTreeMap<String, Subject> {
+) -> Restrictions {
     let subject = |template: &str, environment: Option<&String>| Subject {
         template: Some(template.to_string()),
         environment: environment.cloned(),
@@ -295,7 +293,12 @@ fn subjects(
         let s = subject(&r.desired.template, r.environment.as_ref());
         out.insert(r.desired.id.clone(), s);
     }
-    out
+    Restrictions {
+        holds: facts.holds.clone(),
+        freezes: active_freezes(config, facts.now),
+        subjects: out,
+        now: facts.now,
+    }
 }
 
 /// Resources an operator pin (`protond rollback --to`) keeps on a minor while a newer minor

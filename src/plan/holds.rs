@@ -176,14 +176,14 @@ pub struct Subject {
 }
 
 /// The holds and freezes that apply now, with what each resource belongs to.
-#[derive(Debug, Clone, Copy)]
-pub struct Restrictions<'a> {
-    /// Operator holds (expired ones are ignored).
-    pub holds: &'a [Hold],
+#[derive(Debug, Clone)]
+pub struct Restrictions {
+    /// Operator holds (ended ones are ignored).
+    pub holds: Vec<Hold>,
     /// Freeze windows open now.
-    pub freezes: &'a [ActiveFreeze],
+    pub freezes: Vec<ActiveFreeze>,
     /// Resources by id.
-    pub subjects: &'a BTreeMap<String, Subject>,
+    pub subjects: BTreeMap<String, Subject>,
     /// The time of the decision.
     pub now: SystemTime,
 }
@@ -198,23 +198,7 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-impl<'a> Restrictions<'a> {
-    /// The holds and freezes at `now`.
-    #[must_use]
-    pub fn new(
-        holds: &'a [Hold],
-        freezes: &'a [ActiveFreeze],
-        subjects: &'a BTreeMap<String, Subject>,
-        now: SystemTime,
-    ) -> Self {
-        Self {
-            holds,
-            freezes,
-            subjects,
-            now,
-        }
-    }
-
+impl Restrictions {
     /// `gate` (the rollout gate's holds) with [`Self::version_holds`] added where the gate
     /// holds nothing.
     #[must_use]

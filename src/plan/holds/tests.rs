@@ -250,9 +250,9 @@ fn holds_cover_their_targets_until_they_end() {
     ];
     for (name, holds, freezes, id, only_all, want) in cases {
         let r = Restrictions {
-            holds: &holds,
-            freezes: &freezes,
-            subjects: &subjects,
+            holds,
+            freezes,
+            subjects: subjects.clone(),
             now: at(T0),
         };
         let got = r.hold_for(id, only_all).map(|h| match h {
@@ -291,9 +291,9 @@ fn version_holds_stop_version_moves_and_restrict_stops_the_rest_under_all() {
     };
     let holds = vec![hold("stage:dev", false, T0 + 10)];
     let r = Restrictions {
-        holds: &holds,
-        freezes: &[],
-        subjects: &subjects,
+        holds,
+        freezes: Vec::new(),
+        subjects,
         now: at(T0),
     };
     let got = r.version_holds(&plan);
@@ -316,7 +316,7 @@ fn version_holds_stop_version_moves_and_restrict_stops_the_rest_under_all() {
     r.restrict(&mut schedule);
     assert_eq!(schedule.starts().count(), 3);
     let all = vec![hold("stage:dev", true, T0 + 10)];
-    let r = Restrictions { holds: &all, ..r };
+    let r = Restrictions { holds: all, ..r };
     r.restrict(&mut schedule);
     let started: Vec<&str> = schedule.starts().map(|a| a.id.as_str()).collect();
     assert_eq!(started, vec!["service_instance/web/prod"]);
