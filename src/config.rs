@@ -12,10 +12,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod freeze;
 mod local;
 mod notifications;
 pub mod quarantine;
 mod unknown;
+pub use freeze::{Freeze, RawFreeze};
 pub use notifications::{
     Notifications, NotifyEvent, NotifyTarget, RawNotifications, RawNotifyTarget, SecretSource,
     Transport,
@@ -1008,6 +1010,9 @@ pub struct RawRollout {
     /// `"offer"` (default) or `"auto"`: what resources already on a quarantined minor get.
     #[serde(default)]
     pub rollback: Option<String>,
+    /// Freeze windows (`[[rollout.freeze]]`): version moves (or every change) wait inside.
+    #[serde(default)]
+    pub freeze: Vec<freeze::RawFreeze>,
 }
 
 /// Whether `url` is an `http(s)://` address on the loopback interface.
@@ -1223,6 +1228,8 @@ pub struct Config {
     pub timezone: chrono_tz::Tz,
     /// When a failing release is quarantined, and what its resources get.
     pub quarantine: quarantine::Quarantine,
+    /// Freeze windows (`[[rollout.freeze]]`), read in `timezone`.
+    pub freezes: Vec<Freeze>,
     /// SDK attempts per call.
     pub aws_max_attempts: u32,
     /// Stack poll interval.
@@ -1675,6 +1682,7 @@ impl Config {
             file,
             &mut errors2,
         );
+        let freezes = freeze::compile(&raw.rollout.freeze, &raw.rollout.stages, file, &mut errors2);
         if raw.daemon.concurrency == Some(0) {
             errors2.push(ConfigError {
                 file: file.into(),
@@ -1704,6 +1712,7 @@ impl Config {
             windows,
             timezone,
             quarantine,
+            freezes,
             aws_max_attempts: raw.aws.max_attempts.unwrap_or(3),
             stack_poll_interval,
             stack_timeout,

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use crate::config::Config;
 use crate::desired::{self, ComputeCache, DesiredSet, Snapshot};
 use crate::model::{DeploymentAction, DeploymentStatus, ResourceStatus};
+use crate::plan::holds::{ActiveFreeze, Restrictions, Subject};
 use crate::plan::schedule::{
     self, Decision, HoldReason, LastAttempt, RecordFacts, RolloutRules, RolloutUnit, Schedule,
     ScheduleInput, Verdict, Wanted,
@@ -24,6 +25,7 @@ use crate::state::{DeploymentRecord, ResourceRecord};
 
 pub mod pins;
 pub mod quarantine;
+pub mod rollback;
 
 /// What the scheduler needs besides the repos: read from the store, the clock and the
 /// daemon's memory before [`evaluate`].
@@ -50,6 +52,8 @@ pub struct Facts {
     /// Operator pins (`protond rollback --to`): resources held on an earlier minor, rolled
     /// back to it through the rollout gate.
     pub pins: Vec<pins::Pin>,
+    /// Operator holds (`protond hold`); ended ones are ignored.
+    pub holds: Vec<crate::plan::holds::Hold>,
     /// The wall-clock time the decision is made at.
     pub now: SystemTime,
 }
@@ -69,6 +73,7 @@ impl Facts {
             backoff: BTreeMap::new(),
             forced: BTreeMap::new(),
             pins: Vec::new(),
+            holds: Vec::new(),
             now,
         }
     }
@@ -134,28 +139,17 @@ pub fn evaluate(
         rollbacks: &rollbacks,
         back: &back,
     };
-    let set = match cache {
-        Some(cache) => cache.compute_held(
-            snapshot,
-            &facts.records,
-            &config.account_id,
-            &rollbacks,
-            &halted,
-        ),
-        None => desired::compute_held(
-            snapshot,
-            &facts.records,
-            &config.account_id,
-            &rollbacks,
-            &halted,
-        ),
-    };
+    let set = render(snapshot, facts, config, cache, &rollbacks, &halted);
     let first = labels.diff(&set);
     let records = record_facts(&facts.records);
     let units = rollout_units(&set, snapshot);
     let rules = rollout_rules(config, facts.now);
-    let rollout_holds =
-        schedule::rollout_holds(&first, &units, &records, &halted_map, &rules, facts.now);
+    // Operator holds and freeze windows stop version moves like the gate does.
+    let restrictions = restrictions(config, facts, &set, &stages);
+    let rollout_holds = restrictions.with_version_holds(
+        &first,
+        schedule::rollout_holds(&first, &units, &records, &halted_map, &rules, facts.now),
+    );
     // Held minor upgrades stay on their deployed version, so that their spec changes deploy.
     let held: Vec<Action> = first
         .changes()
@@ -180,11 +174,15 @@ pub fn evaluate(
     mark_relocations(&mut plan, &set, &facts.records, snapshot, config);
     let input = schedule_input(&set, facts, records, rollout_holds.clone(), config);
     let mut schedule = schedule::schedule(&plan, &input);
+    restrictions.restrict(&mut schedule);
     // The held minor upgrades themselves, with their reasons (a re-rendered resource shows
     // its spec change, if any, as a separate decision before them).
     let pinned = held_decisions(held, &schedule, &rollout_holds);
     schedule.decisions.extend(pinned);
     schedule.decisions.extend(pinned_holds(snapshot, &plan));
+    schedule
+        .decisions
+        .extend(operator_pinned(snapshot, &plan, &rollbacks));
     Evaluation {
         set,
         plan,
@@ -192,6 +190,23 @@ pub fn evaluate(
         rollout_holds,
         new_quarantines,
         rollback_offers: offers,
+    }
+}
+
+/// The desired state with `pins` (rollbacks) and `halted`, through `cache` when given.
+fn render(
+    snapshot: &Snapshot,
+    facts: &Facts,
+    config: &Config,
+    cache: Option<&mut ComputeCache>,
+    pins: &BTreeMap<String, Version>,
+    halted: &BTreeSet<(String, Version)>,
+) -> DesiredSet {
+    match cache {
+        Some(cache) => {
+            cache.compute_held(snapshot, &facts.records, &config.account_id, pins, halted)
+        }
+        None => desired::compute_held(snapshot, &facts.records, &config.account_id, pins, halted),
     }
 }
 
@@ -362,6 +377,82 @@ fn mark_relocations(
             };
         }
     }
+}
+
+/// The freeze windows open at `now`, with when each ends.
+#[must_use]
+pub fn active_freezes(config: &Config, now: SystemTime) -> Vec<ActiveFreeze> {
+    config
+        .freezes
+        .iter()
+        .filter_map(|f| {
+            Some(ActiveFreeze {
+                reason: f.reason.clone(),
+                stages: f.stages.clone(),
+                all: f.all,
+                until: f.active(config.timezone, now)?,
+            })
+        })
+        .collect()
+}
+
+/// The operator holds and the freeze windows open now, with what each resource (desired or
+/// recorded) belongs to.
+fn restrictions(
+    config: &Config,
+    facts: &Facts,
+    set: &DesiredSet,
+    stages: &BTreeMap<String, String>,
+) -> Restrictions {
+    let subject = |template: &str, environment: Option<&String>| Subject {
+        template: Some(template.to_string()),
+        environment: environment.cloned(),
+        stage: environment.and_then(|e| stages.get(e)).cloned(),
+    };
+    let mut out: BTreeMap<String, Subject> = facts
+        .records
+        .iter()
+        .map(|r| (r.id.clone(), subject(&r.template, r.environment.as_ref())))
+        .collect();
+    for r in &set.resources {
+        let s = subject(&r.desired.template, r.environment.as_ref());
+        out.insert(r.desired.id.clone(), s);
+    }
+    Restrictions {
+        holds: facts.holds.clone(),
+        freezes: active_freezes(config, facts.now),
+        subjects: out,
+        now: facts.now,
+    }
+}
+
+/// Resources an operator pin (`protond rollback --to`) keeps on a minor while a newer minor
+/// of the major exists: shown as held, so that `protond plan` says why they do not move.
+fn operator_pinned(
+    snapshot: &Snapshot,
+    plan: &Plan,
+    pinned: &BTreeMap<String, Version>,
+) -> Vec<Decision> {
+    plan.actions
+        .iter()
+        .filter(|a| a.action == ActionKind::NoOp)
+        .filter_map(|a| {
+            let version = *pinned.get(&a.id)?;
+            let newest = snapshot
+                .catalog
+                .resolve(&a.template, version.major, None)?
+                .version;
+            (newest > a.version).then(|| Decision {
+                action: a.clone(),
+                verdict: Verdict::Hold {
+                    reason: HoldReason::PinnedByOperator {
+                        version,
+                        available: newest,
+                    },
+                },
+            })
+        })
+        .collect()
 }
 
 /// Resources that stay on a minor their spec pins while a newer minor of the major exists:

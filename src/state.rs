@@ -29,6 +29,7 @@ use crate::plan;
 
 mod actions;
 pub mod drift;
+mod holds;
 pub mod lock;
 mod pages;
 mod quarantine;
@@ -36,6 +37,7 @@ mod repo_health;
 mod requests;
 mod retired;
 pub use actions::{ActionNotes, Progress};
+pub use holds::PinRecord;
 pub use lock::{LockHolder, WriterLock};
 pub use quarantine::{ReleaseEvent, Stop, StopKind};
 pub use repo_health::{Fallback, SkippedRepo, SkippedRepos};

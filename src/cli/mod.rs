@@ -1,6 +1,6 @@
 //! The command line: argument parsing, logging setup, and the dispatch of each subcommand
 //! to its own file (`validate`, `render`, `plan`, `status`, `run` and `reconcile`, `demo`,
-//! `bench`, `notify`, `rollout`, `forget`, `check-config`, `import`, `refresh`, and the manual actions
+//! `bench`, `notify`, `rollout`, `hold`, `unhold`, `holds`, `rollback`, `unpin` (`holds.rs`), `forget`, `check-config`, `import`, `refresh`, and the manual actions
 //! `redeploy`, `retry`, `cancel`, `wait`, `history` in `actions.rs`). Errors are printed once, with their chain
 //! (`{:#}`), and turned into exit codes here and nowhere else; anyhow is used in this module
 //! and nowhere else in the crate.
@@ -21,6 +21,7 @@ mod bench;
 mod check_config;
 mod demo;
 mod forget;
+mod holds;
 mod import;
 mod notify;
 mod plan;
@@ -220,6 +221,74 @@ pub enum Command {
         /// Why (shown in status and logs).
         #[arg(long, default_value = "by an operator")]
         reason: String,
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+    },
+    /// Hold automatic minor upgrades, release changes and rollbacks (every change with
+    /// `--all`) of a resource, `environment:<name>`, `stage:<name>` or `template:<name>`
+    /// until a time; the hold ends by itself.
+    Hold {
+        /// A resource id (`service_instance/web/dev`), `environment:<name>`, `stage:<name>`
+        /// or `template:<name>`.
+        target: String,
+        /// When it ends: RFC 3339 (`2026-12-24T18:00:00Z`) or a duration from now (`2h`,
+        /// `3d`).
+        #[arg(long)]
+        until: String,
+        /// Why (shown with every change it holds).
+        #[arg(long)]
+        reason: String,
+        /// Hold every change: creates, spec changes, redeploys and deletes too.
+        #[arg(long)]
+        all: bool,
+        /// Who sets it (default the user running the command).
+        #[arg(long)]
+        by: Option<String>,
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+    },
+    /// Lift the hold on a target before it ends.
+    Unhold {
+        /// The target the hold names, as given to `protond hold`.
+        target: String,
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+    },
+    /// List the holds (who set each, when it ends, why) and the pins.
+    Holds {
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        output: OutputFormat,
+    },
+    /// Pin a resource, `environment:<name>` or `stage:<name>` to an earlier minor of the
+    /// major it runs (`--to v1.0` or `--to web-svc/v1.0`); the daemon moves it back
+    /// through the stage gates and keeps it there until `protond unpin`.
+    Rollback {
+        /// A resource id, `environment:<name>` or `stage:<name>`.
+        target: String,
+        /// The version: `v<major>.<minor>` or `<template>/v<major>.<minor>`.
+        #[arg(long)]
+        to: String,
+        /// Who sets it (default the user running the command).
+        #[arg(long)]
+        by: Option<String>,
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+    },
+    /// Remove the pins on a target: its resources follow the newest minor again.
+    Unpin {
+        /// The target given to `protond rollback`.
+        target: String,
+        /// Only the pin of this template.
+        #[arg(long)]
+        template: Option<String>,
         /// Config file.
         #[arg(long, default_value = "proton.toml")]
         config: PathBuf,
@@ -511,6 +580,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             reason,
             config,
         } => release::release_cmd(&config, action, release.as_deref(), reason.as_deref()),
+        c @ (Command::Hold { .. }
+        | Command::Unhold { .. }
+        | Command::Holds { .. }
+        | Command::Rollback { .. }
+        | Command::Unpin { .. }) => holds::dispatch(c),
         Command::Demo {
             dir,
             examples,

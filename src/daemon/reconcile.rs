@@ -469,7 +469,13 @@ pub async fn read_facts(
             .into_iter()
             .map(|(id, r)| (id, r.cause))
             .collect(),
-        pins: Vec::new(),
+        pins: store
+            .pins()
+            .await?
+            .iter()
+            .filter_map(crate::evaluate::pins::from_record)
+            .collect(),
+        holds: store.holds().await?,
         now,
     })
 }

@@ -35,6 +35,7 @@
 mod conn;
 mod deliveries;
 mod errors;
+mod holds;
 mod limits;
 mod page;
 mod paging;
@@ -149,6 +150,11 @@ pub fn router(ctx: Arc<Ctx>, secrets: Secrets) -> Router {
             get(resource::get).post(resource_action),
         )
         .route("/api/v1/in-flight", get(in_flight))
+        .route("/api/v1/holds", get(holds::list).post(holds::set))
+        .route(
+            "/api/v1/holds/{*target}",
+            axum::routing::delete(holds::lift),
+        )
         .route("/api/v1/notify", post(notify))
         .route("/webhooks/github", post(github_webhook))
         .route("/webhooks/gitlab", post(gitlab_webhook))
@@ -1331,6 +1337,11 @@ async fn status_page(State(app): State<App>) -> Response {
     let notes = app.ctx.store.action_notes(&ids).await.unwrap_or_default();
     let section = page::in_flight(&flight, &notes);
     let stopped = stopped_section(&app, &releases, &records).await;
+    let html = html.replacen(
+        "<h2>Rollouts</h2>",
+        &format!("{}<h2>Rollouts</h2>", holds_section(&app).await),
+        1,
+    );
     Html(
         html.replacen(
             "<h2>Environments</h2>",
@@ -1357,6 +1368,13 @@ async fn stopped_section(
     let rollbacks =
         crate::ops::quarantine::rollbacks_from_store(&stops, releases, records, &failures);
     page::stopped_releases(&stops, &rollbacks, app.ctx.config.quarantine.rollback)
+}
+
+/// The page's holds and pins (`page::holds_section`), empty when the store cannot say.
+async fn holds_section(app: &App) -> String {
+    let holds = app.ctx.store.holds().await.unwrap_or_default();
+    let pins = app.ctx.store.pins().await.unwrap_or_default();
+    page::holds_section(&holds, &pins, std::time::SystemTime::now())
 }
 
 #[cfg(test)]

@@ -456,6 +456,57 @@ pub fn stopped_releases(
     out
 }
 
+/// The "Holds and pins" section: operator holds (`protond hold`) with who set each, what it
+/// stops and when it ends, and pins (`protond rollback --to`); empty when there are none.
+#[must_use]
+pub fn holds_section(
+    holds: &[crate::plan::holds::Hold],
+    pins: &[crate::state::PinRecord],
+    now: SystemTime,
+) -> String {
+    let mut out = String::new();
+    if holds.is_empty() && pins.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "<h2>Holds and pins</h2><table><thead><tr><th>Target</th><th>Holds</th><th>Until</th><th>By</th><th>Why</th></tr></thead><tbody>"
+    );
+    for h in holds {
+        let (class, state) = if h.active(now) {
+            ("warn", "")
+        } else {
+            ("muted", " (ended)")
+        };
+        let _ = writeln!(
+            out,
+            "<tr><td><code>{}</code></td><td>{}</td><td class=\"{class}\"><time>{}</time>{state}</td><td>{}</td><td>{}</td></tr>",
+            esc(&h.target.to_string()),
+            if h.all {
+                "every change"
+            } else {
+                "version moves"
+            },
+            crate::plan::holds::rfc3339(h.until),
+            esc(&h.by),
+            esc(&h.reason)
+        );
+    }
+    for p in pins {
+        let _ = writeln!(
+            out,
+            "<tr><td><code>{}:{}</code></td><td>pinned on {} {}</td><td>until unpinned</td><td>{}</td><td>protond rollback</td></tr>",
+            esc(&p.target_kind),
+            esc(&p.target_name),
+            esc(p.template.as_deref().unwrap_or("any template")),
+            p.version,
+            esc(&p.by)
+        );
+    }
+    let _ = writeln!(out, "</tbody></table>");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -30,6 +30,7 @@ mod faults;
 mod forge_options;
 mod git_plan;
 mod gitea_webhook;
+mod holds;
 mod hostile_git;
 mod hostile_http;
 mod hostile_render;
