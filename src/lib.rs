@@ -40,6 +40,7 @@ pub mod plan;
 pub(crate) mod propose;
 pub mod provision;
 pub(crate) mod render;
+pub(crate) mod report;
 pub(crate) mod server;
 pub mod source;
 pub(crate) mod spec;

@@ -32,11 +32,13 @@ pub mod drift;
 pub mod lock;
 mod pages;
 mod repo_health;
+mod report;
 mod requests;
 mod retired;
 pub use actions::{ActionNotes, Progress};
 pub use lock::{LockHolder, WriterLock};
 pub use repo_health::{Fallback, SkippedRepo, SkippedRepos};
+pub use report::RolloutDecision;
 pub use requests::DeployRequest;
 
 /// A state-store failure.

@@ -10,6 +10,7 @@
 //! | `/metrics` | GET | none: Prometheus text format |
 //! | `/api/v1/templates`, `/environments`, `/services`, `/deployments`, `/rollouts`, `/proposals` | GET | none; paged (`?limit=&after=`, [`paging`]) |
 //! | `/api/v1/resources/{id}` | GET | none: one resource with outputs and last deployments ([`resource`]) |
+//! | `/api/v1/report` | GET | none: the fleet report, versions per template and how far behind ([`report`]) |
 //! | `/api/v1/rollouts/{template}/v{M}.{m}/halt` and `/resume` | POST | bearer |
 //! | `/api/v1/reconcile` | POST | bearer: fetch and reconcile now |
 //! | `/webhooks/github` | POST | `X-Hub-Signature-256` HMAC of the body |
@@ -38,6 +39,7 @@ mod limits;
 mod page;
 mod paging;
 mod refusals;
+mod report;
 mod resource;
 
 use std::sync::Arc;
@@ -135,6 +137,7 @@ pub fn router(ctx: Arc<Ctx>, secrets: Secrets) -> Router {
         .route("/api/v1/deployments", get(deployments))
         .route("/api/v1/rollouts", get(rollouts))
         .route("/api/v1/proposals", get(proposals))
+        .route("/api/v1/report", get(report::report))
         .route(
             "/api/v1/rollouts/{template}/{version}/{action}",
             post(rollout_action),
@@ -1255,6 +1258,18 @@ async fn status_page(State(app): State<App>) -> Response {
     let ids: Vec<i64> = flight.iter().map(|d| d.id).collect();
     let notes = app.ctx.store.action_notes(&ids).await.unwrap_or_default();
     let section = page::in_flight(&flight, &notes);
+    // The versions table (the fleet report's), above the rollouts.
+    let html = match crate::report::read(&app.ctx.store).await {
+        Ok(inputs) => html.replacen(
+            "<h2>Rollouts</h2>",
+            &format!(
+                "{}<h2>Rollouts</h2>",
+                report::versions_section(&crate::report::build(&inputs))
+            ),
+            1,
+        ),
+        Err(_) => html,
+    };
     Html(html.replacen(
         "<h2>Environments</h2>",
         &format!("{section}<h2>Environments</h2>"),
