@@ -463,13 +463,16 @@ fn sections(out: &mut String, report: &Report) {
         for p in &report.pull_requests {
             let _ = writeln!(
                 out,
-                "  {} v{} -> v{}: {}/{} {} (opened {})",
+                "  {} v{} -> v{}: {}/{}{} (opened {})",
                 p.template,
                 p.from_major,
                 p.to_major,
                 p.repo,
                 p.path,
-                p.url.as_deref().unwrap_or(""),
+                p.url
+                    .as_deref()
+                    .map(|u| format!(" {u}"))
+                    .unwrap_or_default(),
                 p.opened_at
             );
         }
@@ -479,7 +482,7 @@ fn sections(out: &mut String, report: &Report) {
         for r in &report.stopped_rollouts {
             let _ = writeln!(
                 out,
-                "  {} v{}: {} since {} ({} resources on it){}",
+                "  {} v{}: {} since {} (resources on it: {}){}",
                 r.template,
                 r.version,
                 r.status.to_uppercase(),

@@ -326,7 +326,7 @@ fn the_table_and_json_show_the_groups_and_sections() {
         "1.0",
         "Oldest versions running:\n  env v1.0: environment/prod",
         "Pull requests waiting:",
-        "Rollouts stopped:\n  env v1.1: HALTED since 2026-01-02T00:00:00Z (2 resources on it): failed in prod",
+        "Rollouts stopped:\n  env v1.1: HALTED since 2026-01-02T00:00:00Z (resources on it: 2): failed in prod",
         "svc v1.1: QUARANTINED",
     ] {
         assert!(text.contains(want), "{want:?} in\n{text}");

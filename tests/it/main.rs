@@ -47,6 +47,7 @@ mod proposals;
 mod proton_specs;
 mod releases;
 mod relocation;
+mod report;
 mod retire;
 mod self_managed;
 mod server;
