@@ -51,5 +51,6 @@ mod report;
 mod retire;
 mod self_managed;
 mod server;
+mod state_concurrency;
 mod terraform_pipelines;
 mod visible;
