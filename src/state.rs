@@ -1949,6 +1949,28 @@ pub(crate) mod tests {
         assert!(err.to_string().contains("deleting"), "{err}");
     }
 
+    /// Every transaction of the store begins through [`Store::write_tx`] (`BEGIN IMMEDIATE`):
+    /// a deferred one that reads before it writes fails at once under concurrent writers.
+    #[test]
+    fn no_transaction_of_the_store_begins_deferred() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = vec![root.join("state.rs")];
+        for e in std::fs::read_dir(root.join("state")).expect("src/state") {
+            files.push(e.expect("entry").path());
+        }
+        let deferred = concat!(".begin", "()");
+        let offenders: Vec<String> = files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|x| x == "rs"))
+            .filter(|f| std::fs::read_to_string(f).expect("read").contains(deferred))
+            .map(|f| f.display().to_string())
+            .collect();
+        assert!(
+            offenders.is_empty(),
+            "use Store::write_tx instead of a deferred transaction in {offenders:?}"
+        );
+    }
+
     /// Issue 20: deployments finishing at once (8 at a time, as `[deploy] concurrency = 8`
     /// runs them, with a cycle reading beside them) never fail with "database is locked".
     /// A transaction that reads and then writes must take the write lock first: upgrading a
