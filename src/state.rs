@@ -34,6 +34,7 @@ pub mod lock;
 mod pages;
 mod quarantine;
 mod repo_health;
+mod report;
 mod requests;
 mod retired;
 pub use actions::{ActionNotes, Progress};
@@ -41,6 +42,7 @@ pub use holds::PinRecord;
 pub use lock::{LockHolder, WriterLock};
 pub use quarantine::{ReleaseEvent, Stop, StopKind};
 pub use repo_health::{Fallback, SkippedRepo, SkippedRepos};
+pub use report::RolloutDecision;
 pub use requests::DeployRequest;
 
 /// A state-store failure.
@@ -716,6 +718,21 @@ impl Store {
         })
     }
 
+    /// Begins a transaction that writes: `BEGIN IMMEDIATE` takes the write lock first,
+    /// waiting out the busy timeout for it. A deferred transaction that reads and then
+    /// writes cannot wait: upgrading its read to a write fails at once with "database is
+    /// locked" when another connection writes meanwhile (issue 20). Every transaction in
+    /// the store that writes begins here.
+    pub(crate) async fn write_tx(
+        &self,
+        what: &'static str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StateError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(self.q(what))
+    }
+
     /// Maps a failed statement of `what` (see [`classify`]).
     fn q(&self, what: &'static str) -> impl FnOnce(sqlx::Error) -> StateError + '_ {
         move |source| classify(&self.path, what, source)
@@ -990,11 +1007,7 @@ impl Store {
 
     /// Finishes a deployment and records its resource in one transaction.
     pub async fn finish_deployment(&self, id: i64, outcome: &Outcome) -> Result<(), StateError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(self.q("finish deployment"))?;
+        let mut tx = self.write_tx("finish deployment").await?;
         let row = sqlx::query(
             "SELECT resource_id FROM deployments WHERE id = ? AND status = 'in_progress'",
         )
@@ -1952,5 +1965,78 @@ pub(crate) mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("deleting"), "{err}");
+    }
+
+    /// Every transaction of the store begins through [`Store::write_tx`] (`BEGIN IMMEDIATE`):
+    /// a deferred one that reads before it writes fails at once under concurrent writers.
+    #[test]
+    fn no_transaction_of_the_store_begins_deferred() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = vec![root.join("state.rs")];
+        for e in std::fs::read_dir(root.join("state")).expect("src/state") {
+            files.push(e.expect("entry").path());
+        }
+        let deferred = concat!(".begin", "()");
+        let offenders: Vec<String> = files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|x| x == "rs"))
+            .filter(|f| std::fs::read_to_string(f).expect("read").contains(deferred))
+            .map(|f| f.display().to_string())
+            .collect();
+        assert!(
+            offenders.is_empty(),
+            "use Store::write_tx instead of a deferred transaction in {offenders:?}"
+        );
+    }
+
+    /// Issue 20: deployments finishing at once (8 at a time, as `[deploy] concurrency = 8`
+    /// runs them, with a cycle reading beside them) never fail with "database is locked".
+    /// A transaction that reads and then writes must take the write lock first: upgrading a
+    /// read fails at once, without waiting out the busy timeout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_deployments_never_find_the_database_locked() {
+        let (_dir, store) = store().await;
+        let workers = 8;
+        let each = 40;
+        let tasks: Vec<_> = (0..workers)
+            .map(|w| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for i in 0..each {
+                        let id = format!("environment/w{w}-{i}");
+                        let dep = store.begin_deployment(&new_dep(&id)).await?;
+                        let outcome = if i % 5 == 4 {
+                            Outcome::Failed {
+                                error: "boom".into(),
+                                retryable: false,
+                            }
+                        } else {
+                            Outcome::Succeeded(record(&id))
+                        };
+                        store.finish_deployment(dep, &outcome).await?;
+                        store.last_deployments().await?;
+                    }
+                    Ok::<(), StateError>(())
+                })
+            })
+            .collect();
+        let mut failures = Vec::new();
+        for t in tasks {
+            if let Err(e) = t.await.expect("task") {
+                failures.push(format!("{e}: {e:?}"));
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} workers failed: {failures:?}",
+            failures.len()
+        );
+        let records = store.resources().await.expect("resources");
+        assert_eq!(
+            records.len(),
+            workers * each * 4 / 5,
+            "every success recorded"
+        );
+        assert!(store.in_flight().await.expect("in flight").is_empty());
     }
 }

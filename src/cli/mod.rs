@@ -29,6 +29,7 @@ mod preview;
 mod refresh;
 pub(crate) mod release;
 mod render;
+mod report;
 mod rollout;
 mod run;
 mod status;
@@ -165,6 +166,17 @@ pub enum Command {
     Preview(Box<PreviewArgs>),
     /// List every managed resource: template version, available updates, last deployment.
     Status {
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        output: OutputFormat,
+    },
+    /// The fleet report: per template, how many resources run each version, how many
+    /// minors and majors behind they are, the oldest version running and where, the pull
+    /// requests waiting and the rollouts stopped. Reads the store only.
+    Report {
         /// Config file.
         #[arg(long, default_value = "proton.toml")]
         config: PathBuf,
@@ -601,6 +613,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => plan::plan_cmd(&config, output, !no_fetch),
         Command::Preview(args) => preview::preview_cmd(&args),
         Command::Status { config, output } => status::status_cmd(&config, output),
+        Command::Report { config, output } => report::report_cmd(&config, output),
         Command::Forget { repo, config } => forget::forget_cmd(&config, &repo),
         Command::CheckConfig { config } => Ok(check_config::check_config_cmd(&config)),
         Command::Completions { shell } => Ok(completions(shell)),

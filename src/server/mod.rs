@@ -12,6 +12,7 @@
 //! | `/api/v1/resources/{id}` | GET | none: one resource with outputs and last deployments ([`resource`]) |
 //! | `/api/v1/rollouts/{template}/v{M}.{m}/halt` and `/resume` (also `/quarantine`, `/release`) | POST | bearer |
 //! | `/api/v1/release-events` | GET | none; paged |
+//! | `/api/v1/report` | GET | none: the fleet report, versions per template and how far behind ([`report`]) |
 //! | `/api/v1/reconcile` | POST | bearer: fetch and reconcile now |
 //! | `/webhooks/github` | POST | `X-Hub-Signature-256` HMAC of the body |
 //! | `/webhooks/gitlab` | POST | `X-Gitlab-Token` |
@@ -40,6 +41,7 @@ mod limits;
 mod page;
 mod paging;
 mod refusals;
+mod report;
 mod resource;
 
 use std::sync::Arc;
@@ -138,6 +140,7 @@ pub fn router(ctx: Arc<Ctx>, secrets: Secrets) -> Router {
         .route("/api/v1/rollouts", get(rollouts))
         .route("/api/v1/proposals", get(proposals))
         .route("/api/v1/release-events", get(release_events))
+        .route("/api/v1/report", get(report::report))
         .route(
             "/api/v1/rollouts/{template}/{version}/{action}",
             post(rollout_action),
@@ -1337,9 +1340,14 @@ async fn status_page(State(app): State<App>) -> Response {
     let notes = app.ctx.store.action_notes(&ids).await.unwrap_or_default();
     let section = page::in_flight(&flight, &notes);
     let stopped = stopped_section(&app, &releases, &records).await;
+    // The versions table (the fleet report's) and the holds, above the rollouts.
+    let versions = match crate::report::read(&app.ctx.store).await {
+        Ok(inputs) => report::versions_section(&crate::report::build(&inputs)),
+        Err(_) => String::new(),
+    };
     let html = html.replacen(
         "<h2>Rollouts</h2>",
-        &format!("{}<h2>Rollouts</h2>", holds_section(&app).await),
+        &format!("{versions}{}<h2>Rollouts</h2>", holds_section(&app).await),
         1,
     );
     Html(

@@ -4,8 +4,8 @@
 //! happens, whose `emit` writes the log line and counts, so a metric cannot drift from its
 //! log. Gauges that describe the state store (resources, rollouts, pull requests) are set
 //! from it at scrape time, so they are right even after a restart. Labels are kinds,
-//! actions, outcomes and states, never stack or resource names, so the series count stays
-//! bounded; they become text only here.
+//! actions, outcomes and states (and template names, a bounded set), never stack or
+//! resource names, so the series count stays bounded; they become text only here.
 //!
 //! This module reads the store (at scrape time) and never writes it; it imports no module
 //! that decides or deploys (`ops`, `daemon`, `provision`).
@@ -94,6 +94,15 @@ pub struct ReleaseLabels {
     pub version: String,
 }
 
+/// Labels of the versions-behind gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TemplateBehindLabels {
+    /// The template's name (a bounded set: the templates registered).
+    pub template: String,
+    /// `minor` or `major`.
+    pub kind: String,
+}
+
 /// Labels of an HTTP refusal.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -124,6 +133,7 @@ pub struct Telemetry {
     drift: Family<DriftLabels, Gauge>,
     drift_found: Family<DriftLabels, Counter>,
     release_quarantined: Family<ReleaseLabels, Gauge>,
+    versions_behind: Family<TemplateBehindLabels, Gauge>,
     last_fetch: Mutex<Option<SystemTime>>,
     last_cycle: Mutex<Option<SystemTime>>,
     scrape: tokio::sync::Mutex<()>,
@@ -245,6 +255,12 @@ impl Telemetry {
             "When the repos were last fetched, as a Unix time (0 before the first fetch); alert on time() minus it",
             last_fetch_success.clone(),
         );
+        let versions_behind = Family::<TemplateBehindLabels, Gauge>::default();
+        registry.register(
+            "versions_behind",
+            "Per template, the most versions any of its resources is behind the newest registered: kind=minor counts registered minors of the resource's major newer than it runs, kind=major the newest registered major minus its own (the fleet report's max_minors_behind and max_majors_behind)",
+            versions_behind.clone(),
+        );
         let notifications = crate::notifications::Outbox::default();
         registry.register(
             "notifications_sent",
@@ -276,6 +292,7 @@ impl Telemetry {
             drift,
             drift_found,
             release_quarantined,
+            versions_behind,
             last_fetch: Mutex::new(None),
             last_cycle: Mutex::new(None),
             scrape: tokio::sync::Mutex::new(()),
@@ -453,6 +470,16 @@ impl Telemetry {
                     kind: kind.as_str().into(),
                 })
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        self.versions_behind.clear();
+        let report = crate::report::build(&crate::report::read(store).await?);
+        for ((template, kind), n) in crate::report::versions_behind(&report) {
+            self.versions_behind
+                .get_or_create(&TemplateBehindLabels {
+                    template,
+                    kind: kind.into(),
+                })
+                .set(i64::from(n));
         }
         self.in_flight
             .set(i64::try_from(in_flight).unwrap_or(i64::MAX));
