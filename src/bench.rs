@@ -261,15 +261,7 @@ fn cycle_scheduled(
     let snapshot = desired::load_cached(config, previous, fetch);
     let facts = crate::evaluate::Facts {
         records: deployed.to_vec(),
-        halted: std::collections::BTreeMap::new(),
-        running: std::collections::BTreeSet::new(),
-        waiting: std::collections::BTreeSet::new(),
-        last_failures: Vec::new(),
-        backoff: std::collections::BTreeMap::new(),
-        forced: std::collections::BTreeMap::new(),
-        pins: Vec::new(),
-        approvals: Vec::new(),
-        now: std::time::SystemTime::now(),
+        ..crate::evaluate::Facts::empty(std::time::SystemTime::now())
     };
     // The daemon's own evaluation (render, diff, rollout gate, schedule).
     let t = Instant::now();

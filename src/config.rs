@@ -12,9 +12,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod freeze;
 mod local;
 mod notifications;
+pub mod quarantine;
 mod unknown;
+pub use freeze::{Freeze, RawFreeze};
 pub use notifications::{
     Notifications, NotifyEvent, NotifyTarget, RawNotifications, RawNotifyTarget, SecretSource,
     Transport,
@@ -1080,6 +1083,18 @@ pub struct RawRollout {
     /// Time zone of the windows, e.g. `Europe/Berlin` (default UTC).
     #[serde(default)]
     pub timezone: Option<String>,
+    /// Failures of a new minor in its first stage that quarantine it (default 1).
+    #[serde(default)]
+    pub quarantine_after: Option<u32>,
+    /// Share of its first stage's resources whose failure quarantines a new minor, e.g. `"25%"`.
+    #[serde(default)]
+    pub quarantine_share: Option<String>,
+    /// `"offer"` (default) or `"auto"`: what resources already on a quarantined minor get.
+    #[serde(default)]
+    pub rollback: Option<String>,
+    /// Freeze windows (`[[rollout.freeze]]`): version moves (or every change) wait inside.
+    #[serde(default)]
+    pub freeze: Vec<freeze::RawFreeze>,
 }
 
 /// Whether `url` is an `http(s)://` address on the loopback interface.
@@ -1293,6 +1308,10 @@ pub struct Config {
     pub windows: std::collections::BTreeMap<String, cron::Schedule>,
     /// Time zone of the windows.
     pub timezone: chrono_tz::Tz,
+    /// When a failing release is quarantined, and what its resources get.
+    pub quarantine: quarantine::Quarantine,
+    /// Freeze windows (`[[rollout.freeze]]`), read in `timezone`.
+    pub freezes: Vec<Freeze>,
     /// SDK attempts per call.
     pub aws_max_attempts: u32,
     /// Stack poll interval.
@@ -1741,6 +1760,14 @@ impl Config {
                 chrono_tz::UTC
             }),
         };
+        let quarantine = quarantine::compile(
+            raw.rollout.quarantine_after,
+            raw.rollout.quarantine_share.as_deref(),
+            raw.rollout.rollback.as_deref(),
+            file,
+            &mut errors2,
+        );
+        let freezes = freeze::compile(&raw.rollout.freeze, &raw.rollout.stages, file, &mut errors2);
         if raw.daemon.concurrency == Some(0) {
             errors2.push(ConfigError {
                 file: file.into(),
@@ -1769,6 +1796,8 @@ impl Config {
             soak,
             windows,
             timezone,
+            quarantine,
+            freezes,
             aws_max_attempts: raw.aws.max_attempts.unwrap_or(3),
             stack_poll_interval,
             stack_timeout,

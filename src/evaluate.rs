@@ -1,5 +1,5 @@
-//! What the reconciler would do now: compute the desired state (no new resource on a halted
-//! minor), diff it (re-renders under an accepted moved tag labelled release changes), gate
+//! What the reconciler would do now: quarantine failing releases (`quarantine`), compute the
+//! desired state (no new resource on a halted minor; rollbacks from quarantined ones), diff it (re-renders under an accepted moved tag labelled release changes), gate
 //! minor rollouts and release changes,
 //! re-render held resources on the version they run, diff again, and schedule.
 //!
@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use crate::config::Config;
 use crate::desired::{self, ComputeCache, DesiredSet, Snapshot};
 use crate::model::{DeploymentAction, DeploymentStatus, ResourceStatus};
+use crate::plan::holds::{ActiveFreeze, Restrictions, Subject};
 use crate::plan::schedule::{
     self, Decision, HoldReason, LastAttempt, RecordFacts, RolloutRules, RolloutUnit, Schedule,
     ScheduleInput, Verdict, Wanted,
@@ -24,6 +25,8 @@ use crate::state::{DeploymentRecord, ResourceRecord};
 
 pub mod gate;
 pub mod pins;
+pub mod quarantine;
+pub mod rollback;
 
 /// What the scheduler needs besides the repos: read from the store, the clock and the
 /// daemon's memory before [`evaluate`].
@@ -33,6 +36,9 @@ pub struct Facts {
     pub records: Vec<ResourceRecord>,
     /// Halted rollouts by (template, version), with their reason.
     pub halted: BTreeMap<(String, Version), String>,
+    /// The halted rollouts that are quarantines (a bad release, not a pause): resources on
+    /// them are offered, or given, the previous usable minor.
+    pub quarantined: BTreeSet<(String, Version)>,
     /// Resources with a deployment running (in this process, or left in flight).
     pub running: BTreeSet<String>,
     /// Self-managed resources waiting for their outcome.
@@ -47,11 +53,35 @@ pub struct Facts {
     /// Operator pins (`protond rollback --to`): resources held on an earlier minor, rolled
     /// back to it through the rollout gate.
     pub pins: Vec<pins::Pin>,
+    /// Operator holds (`protond hold`); ended ones are ignored.
+    pub holds: Vec<crate::plan::holds::Hold>,
     /// Approvals recorded in the store (`protond approve`, the API) for the change-set gate;
     /// the spec repos' approval files are read from the snapshot.
     pub approvals: Vec<crate::gate::Approval>,
     /// The wall-clock time the decision is made at.
     pub now: SystemTime,
+}
+
+impl Facts {
+    /// Facts with nothing deployed, running, halted or asked for, at `now` (the bench,
+    /// `protond preview` without a store).
+    #[must_use]
+    pub fn empty(now: SystemTime) -> Self {
+        Self {
+            records: Vec::new(),
+            halted: BTreeMap::new(),
+            quarantined: BTreeSet::new(),
+            running: BTreeSet::new(),
+            waiting: BTreeSet::new(),
+            last_failures: Vec::new(),
+            backoff: BTreeMap::new(),
+            forced: BTreeMap::new(),
+            pins: Vec::new(),
+            holds: Vec::new(),
+            approvals: Vec::new(),
+            now,
+        }
+    }
 }
 
 /// The result of [`evaluate`].
@@ -64,9 +94,14 @@ pub struct Evaluation {
     /// What starts now and why the rest waits.
     pub schedule: Schedule,
     /// Minor upgrades the rollout gate held, and why (re-rendered on their deployed version,
-    /// so their spec changes still deploy); the change-set gate's `NeedsApproval` holds
-    /// among them.
+    /// so their spec changes still deploy).
     pub rollout_holds: BTreeMap<String, HoldReason>,
+    /// Releases the quarantine rule stops now (the daemon records them; already applied
+    /// here, as halted).
+    pub new_quarantines: Vec<quarantine::NewQuarantine>,
+    /// Under `rollback = "offer"`: the resources on a quarantined release, and the previous
+    /// usable minor `protond rollback <id> --to` would take them to.
+    pub rollback_offers: BTreeMap<String, quarantine::Rollback>,
     /// Changes the change-set gate let through on an approval, with the approval used.
     pub approved: BTreeMap<String, crate::gate::Approval>,
 }
@@ -80,42 +115,56 @@ pub fn evaluate(
     config: &Config,
     cache: Option<&mut ComputeCache>,
 ) -> Evaluation {
-    let d = Differ::new(snapshot, facts);
-    let rollbacks = &d.rollbacks;
+    let observed: Vec<plan::Deployed> = facts
+        .records
+        .iter()
+        .map(ResourceRecord::to_deployed)
+        .collect();
+    let latest_major = snapshot.catalog.latest_major();
+    let stages = environment_field(snapshot, |e| e.stage.as_ref());
+    let (new_quarantines, halted_map, quarantined) = quarantine_now(facts, config, &stages);
     // No new resource is given a halted minor.
-    let halted: BTreeSet<(String, Version)> = facts.halted.keys().cloned().collect();
-    let set = match cache {
-        Some(cache) => cache.compute_held(
-            snapshot,
-            &facts.records,
-            &config.account_id,
-            rollbacks,
-            &halted,
-        ),
-        None => desired::compute_held(
-            snapshot,
-            &facts.records,
-            &config.account_id,
-            rollbacks,
-            &halted,
-        ),
+    let halted: BTreeSet<(String, Version)> = halted_map.keys().cloned().collect();
+    // Releases whose moved tag an operator accepted: their re-renders are release changes.
+    let changed: BTreeSet<(String, Version)> = snapshot
+        .catalog
+        .releases()
+        .filter(|r| r.replaced.is_some())
+        .map(|r| (r.template.clone(), r.version))
+        .collect();
+    let (back, mut offers) = rollback_plan(snapshot, facts, config, &quarantined);
+    // Resources held back on an earlier minor (rolled back from a quarantined release, or
+    // pinned by an operator, whose pin wins): rendered on it from the start.
+    let mut rollbacks: BTreeMap<String, Version> =
+        back.iter().map(|(id, r)| (id.clone(), r.to)).collect();
+    rollbacks.extend(pins::resolve(&facts.pins, &facts.records, &stages));
+    offers.retain(|id, _| !rollbacks.contains_key(id));
+    let labels = Labels {
+        observed: &observed,
+        latest_major: &latest_major,
+        changed: &changed,
+        rollbacks: &rollbacks,
+        back: &back,
     };
-    let first = d.diff(&set);
+    let set = render(snapshot, facts, config, cache, &rollbacks, &halted);
+    let first = labels.diff(&set);
     let records = record_facts(&facts.records);
     let units = rollout_units(&set, snapshot);
     let rules = rollout_rules(config, facts.now);
-    let mut rollout_holds =
-        schedule::rollout_holds(&first, &units, &records, &facts.halted, &rules, facts.now);
-    let mut pins = rollbacks.clone();
-    pins.extend(deployed_versions(&first, &rollout_holds));
+    // Operator holds and freeze windows stop version moves like the gate does.
+    let restrictions = restrictions(config, facts, &set, &stages);
+    let mut rollout_holds = restrictions.with_version_holds(
+        &first,
+        schedule::rollout_holds(&first, &units, &records, &halted_map, &rules, facts.now),
+    );
     // The change-set gate, on what the rollout gate let through.
-    let gated = gate::pass(&gate::GateInput {
+    let mut gated = gate::pass(&gate::GateInput {
         snapshot,
         facts,
         config,
         first: &first,
         set: &set,
-        pins: &pins,
+        rollbacks: &rollbacks,
         holds: &rollout_holds,
         halted: &halted,
     });
@@ -126,96 +175,135 @@ pub fn evaluate(
         .filter(|a| rollout_holds.contains_key(&a.id))
         .cloned()
         .collect();
-    pins.extend(deployed_versions(&first, &gated.holds));
-    let second = match gated.base {
-        Some(base) => Some(gate::splice(base, &set, &gated.passed)),
-        None if pins != *rollbacks => {
-            let account = &config.account_id;
-            Some(desired::compute_held(
-                snapshot,
-                &facts.records,
-                account,
-                &pins,
-                &halted,
-            ))
-        }
-        None => None,
-    };
-    let (mut set, mut plan) = second.map_or((set, first), |set| {
-        let plan = d.diff(&set);
-        (set, plan)
+    let account = &config.account_id;
+    let second = gated.second(&set, |pins| {
+        desired::compute_held(snapshot, &facts.records, account, pins, &halted)
+    });
+    let (mut set, mut plan) = second.map_or((set, first), |s| {
+        let p = labels.diff(&s);
+        (s, p)
     });
     set.problems.extend(gate::file_problems(snapshot));
     plan::force(&mut plan, &facts.forced);
     mark_relocations(&mut plan, &set, &facts.records, snapshot, config);
     let input = schedule_input(&set, facts, records, rollout_holds.clone(), config);
     let mut schedule = schedule::schedule(&plan, &input);
+    restrictions.restrict(&mut schedule);
     // The held minor upgrades themselves, with their reasons (a re-rendered resource shows
     // its spec change, if any, as a separate decision before them).
     let pinned = held_decisions(held, &schedule, &rollout_holds);
     schedule.decisions.extend(pinned);
     schedule.decisions.extend(pinned_holds(snapshot, &plan));
+    schedule
+        .decisions
+        .extend(operator_pinned(snapshot, &plan, &rollbacks));
     Evaluation {
         set,
         plan,
         schedule,
         rollout_holds,
+        new_quarantines,
+        rollback_offers: offers,
         approved: gated.approved,
     }
 }
 
-/// How [`evaluate`] diffs a rendering against the records: what is deployed, the newest
-/// majors, the accepted moved tags (release changes) and the operator pins (rollbacks).
-struct Differ {
-    observed: Vec<plan::Deployed>,
-    latest_major: BTreeMap<String, u32>,
-    changed: BTreeSet<(String, Version)>,
-    /// Resources held back on an earlier minor: rendered on it from the start.
-    rollbacks: BTreeMap<String, Version>,
+/// The desired state with `pins` (rollbacks) and `halted`, through `cache` when given.
+fn render(
+    snapshot: &Snapshot,
+    facts: &Facts,
+    config: &Config,
+    cache: Option<&mut ComputeCache>,
+    pins: &BTreeMap<String, Version>,
+    halted: &BTreeSet<(String, Version)>,
+) -> DesiredSet {
+    match cache {
+        Some(cache) => {
+            cache.compute_held(snapshot, &facts.records, &config.account_id, pins, halted)
+        }
+        None => desired::compute_held(snapshot, &facts.records, &config.account_id, pins, halted),
+    }
 }
 
-impl Differ {
-    fn new(snapshot: &Snapshot, facts: &Facts) -> Self {
-        let stages = environment_field(snapshot, |e| e.stage.as_ref());
-        Self {
-            observed: facts
-                .records
-                .iter()
-                .map(ResourceRecord::to_deployed)
-                .collect(),
-            latest_major: snapshot.catalog.latest_major(),
-            // Releases whose moved tag an operator accepted: their re-renders are release
-            // changes.
-            changed: snapshot
-                .catalog
-                .releases()
-                .filter(|r| r.replaced.is_some())
-                .map(|r| (r.template.clone(), r.version))
-                .collect(),
-            rollbacks: pins::resolve(&facts.pins, &facts.records, &stages),
-        }
-    }
+/// Halted rollouts by (template, version), with their reason.
+type Halted = BTreeMap<(String, Version), String>;
 
-    /// The labelled diff of `set` against the records.
+/// The releases the quarantine rule stops now, and the halted and quarantined releases
+/// with them (a new quarantine is halted from this decision on).
+fn quarantine_now(
+    facts: &Facts,
+    config: &Config,
+    stages: &BTreeMap<String, String>,
+) -> (
+    Vec<quarantine::NewQuarantine>,
+    Halted,
+    BTreeSet<(String, Version)>,
+) {
+    let new = quarantine::pending(
+        &facts.records,
+        &facts.last_failures,
+        &facts.halted,
+        stages,
+        &config.stages,
+        &config.quarantine,
+    );
+    let mut halted = facts.halted.clone();
+    let mut quarantined = facts.quarantined.clone();
+    for q in &new {
+        let key = (q.template.clone(), q.version);
+        halted.insert(key.clone(), format!("quarantined by protond: {}", q.reason));
+        quarantined.insert(key);
+    }
+    (new, halted, quarantined)
+}
+
+/// What a diff is labelled with: release changes, rollbacks (pinned, and redeploys of
+/// resources that failed to reach a quarantined release).
+struct Labels<'a> {
+    observed: &'a [plan::Deployed],
+    latest_major: &'a BTreeMap<String, u32>,
+    changed: &'a BTreeSet<(String, Version)>,
+    rollbacks: &'a BTreeMap<String, Version>,
+    back: &'a BTreeMap<String, quarantine::Rollback>,
+}
+
+impl Labels<'_> {
     fn diff(&self, set: &DesiredSet) -> Plan {
         let mut plan = plan::diff(
             &set.desired(),
-            &self.observed,
+            self.observed,
             &set.unknown_repos,
-            &self.latest_major,
+            self.latest_major,
         );
-        plan::label_release_changes(&mut plan, &self.changed);
-        plan::label_rollbacks(&mut plan, &self.rollbacks);
+        plan::label_release_changes(&mut plan, self.changed);
+        plan::label_rollbacks(&mut plan, self.rollbacks);
+        quarantine::label_redeploys(&mut plan, self.back, self.rollbacks);
         plan
     }
 }
 
-/// The deployed version of each change of `plan` in `holds`.
-fn deployed_versions<T>(plan: &Plan, holds: &BTreeMap<String, T>) -> BTreeMap<String, Version> {
-    plan.changes()
-        .filter(|a| holds.contains_key(&a.id))
-        .filter_map(|a| a.deployed.map(|v| (a.id.clone(), v)))
-        .collect()
+/// The rollbacks from quarantined releases: given (`rollback = "auto"`) or offered. The
+/// offers leave out resources an operator pinned.
+fn rollback_plan(
+    snapshot: &Snapshot,
+    facts: &Facts,
+    config: &Config,
+    quarantined: &BTreeSet<(String, Version)>,
+) -> (
+    BTreeMap<String, quarantine::Rollback>,
+    BTreeMap<String, quarantine::Rollback>,
+) {
+    let usable: BTreeSet<(String, Version)> = snapshot
+        .catalog
+        .releases()
+        .filter(|r| r.usable())
+        .map(|r| (r.template.clone(), r.version))
+        .collect();
+    let all = quarantine::rollbacks(quarantined, &usable, &facts.records, &facts.last_failures);
+    match config.quarantine.rollback {
+        crate::config::quarantine::RollbackMode::Auto => (all, BTreeMap::new()),
+        crate::config::quarantine::RollbackMode::Offer => (BTreeMap::new(), all),
+    }
 }
 
 /// What each desired resource brings to the rollout gate: its template, version and stage.
@@ -304,6 +392,82 @@ fn mark_relocations(
             };
         }
     }
+}
+
+/// The freeze windows open at `now`, with when each ends.
+#[must_use]
+pub fn active_freezes(config: &Config, now: SystemTime) -> Vec<ActiveFreeze> {
+    config
+        .freezes
+        .iter()
+        .filter_map(|f| {
+            Some(ActiveFreeze {
+                reason: f.reason.clone(),
+                stages: f.stages.clone(),
+                all: f.all,
+                until: f.active(config.timezone, now)?,
+            })
+        })
+        .collect()
+}
+
+/// The operator holds and the freeze windows open now, with what each resource (desired or
+/// recorded) belongs to.
+fn restrictions(
+    config: &Config,
+    facts: &Facts,
+    set: &DesiredSet,
+    stages: &BTreeMap<String, String>,
+) -> Restrictions {
+    let subject = |template: &str, environment: Option<&String>| Subject {
+        template: Some(template.to_string()),
+        environment: environment.cloned(),
+        stage: environment.and_then(|e| stages.get(e)).cloned(),
+    };
+    let mut out: BTreeMap<String, Subject> = facts
+        .records
+        .iter()
+        .map(|r| (r.id.clone(), subject(&r.template, r.environment.as_ref())))
+        .collect();
+    for r in &set.resources {
+        let s = subject(&r.desired.template, r.environment.as_ref());
+        out.insert(r.desired.id.clone(), s);
+    }
+    Restrictions {
+        holds: facts.holds.clone(),
+        freezes: active_freezes(config, facts.now),
+        subjects: out,
+        now: facts.now,
+    }
+}
+
+/// Resources an operator pin (`protond rollback --to`) keeps on a minor while a newer minor
+/// of the major exists: shown as held, so that `protond plan` says why they do not move.
+fn operator_pinned(
+    snapshot: &Snapshot,
+    plan: &Plan,
+    pinned: &BTreeMap<String, Version>,
+) -> Vec<Decision> {
+    plan.actions
+        .iter()
+        .filter(|a| a.action == ActionKind::NoOp)
+        .filter_map(|a| {
+            let version = *pinned.get(&a.id)?;
+            let newest = snapshot
+                .catalog
+                .resolve(&a.template, version.major, None)?
+                .version;
+            (newest > a.version).then(|| Decision {
+                action: a.clone(),
+                verdict: Verdict::Hold {
+                    reason: HoldReason::PinnedByOperator {
+                        version,
+                        available: newest,
+                    },
+                },
+            })
+        })
+        .collect()
 }
 
 /// Resources that stay on a minor their spec pins while a newer minor of the major exists:

@@ -43,6 +43,7 @@ pub(crate) mod preview;
 pub(crate) mod propose;
 pub mod provision;
 pub(crate) mod render;
+pub(crate) mod report;
 pub(crate) mod server;
 pub mod source;
 pub(crate) mod spec;

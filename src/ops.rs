@@ -4,6 +4,8 @@
 //!
 //! Views never read the store, call AWS or log: callers read, then render.
 
+pub mod quarantine;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -865,6 +867,81 @@ pub fn status_table(rows: &[StatusRow]) -> String {
         ]);
     }
     table(&t)
+}
+
+/// Operator holds (`protond hold`) and pins (`protond rollback --to`) as a section: who set
+/// each, when it ends (holds) or what it holds on (pins); empty when there are none.
+#[must_use]
+pub fn holds_table(
+    holds: &[crate::plan::holds::Hold],
+    pins: &[crate::state::PinRecord],
+    now: std::time::SystemTime,
+) -> String {
+    let mut out = String::new();
+    if !holds.is_empty() {
+        out.push_str("\nHolds (`protond unhold <target>` lifts one):\n");
+        for h in holds {
+            let what = if h.all {
+                "every change"
+            } else {
+                "version moves"
+            };
+            let state = if h.active(now) { "until" } else { "ended" };
+            let _ = writeln!(
+                out,
+                "  {}: {what}, {state} {}, by {} at {}: {}",
+                h.target,
+                crate::plan::holds::rfc3339(h.until),
+                h.by,
+                h.set_at,
+                first_line(&h.reason)
+            );
+        }
+    }
+    if !pins.is_empty() {
+        out.push_str("\nPins (`protond unpin <target>` follows new minors again):\n");
+        for p in pins {
+            let target = if p.target_kind == "resource" {
+                p.target_name.clone()
+            } else {
+                format!("{}:{}", p.target_kind, p.target_name)
+            };
+            let _ = writeln!(
+                out,
+                "  {target}: {} {}, by {} at {}",
+                p.template.as_deref().unwrap_or("any template"),
+                p.version,
+                p.by,
+                p.set_at
+            );
+        }
+    }
+    out
+}
+
+/// Holds and pins as JSON (`protond holds --output json`, `protond status`): each hold with
+/// `active` at `now`.
+#[must_use]
+pub fn holds_json(
+    holds: &[crate::plan::holds::Hold],
+    pins: &[crate::state::PinRecord],
+    now: std::time::SystemTime,
+) -> serde_json::Value {
+    let holds: Vec<serde_json::Value> = holds
+        .iter()
+        .map(|h| {
+            serde_json::json!({
+                "target": h.target.to_string(),
+                "all": h.all,
+                "until": crate::plan::holds::rfc3339(h.until),
+                "active": h.active(now),
+                "reason": h.reason,
+                "by": h.by,
+                "set_at": h.set_at,
+            })
+        })
+        .collect();
+    serde_json::json!({ "holds": holds, "pins": pins })
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //!   keeps whatever is deployed;
 //! * a resource whose dependency is not deployed yet is [`ActionKind::Blocked`].
 
+pub mod holds;
 pub mod schedule;
 
 use std::collections::{BTreeMap, BTreeSet};

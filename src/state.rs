@@ -30,15 +30,21 @@ use crate::plan;
 mod actions;
 mod approvals;
 pub mod drift;
+mod holds;
 pub mod lock;
 mod pages;
+mod quarantine;
 mod repo_health;
+mod report;
 mod requests;
 mod retired;
 pub use actions::{ActionNotes, Progress};
 pub use approvals::PendingApproval;
+pub use holds::PinRecord;
 pub use lock::{LockHolder, WriterLock};
+pub use quarantine::{ReleaseEvent, Stop, StopKind};
 pub use repo_health::{Fallback, SkippedRepo, SkippedRepos};
+pub use report::RolloutDecision;
 pub use requests::DeployRequest;
 
 /// A state-store failure.
@@ -714,6 +720,21 @@ impl Store {
         })
     }
 
+    /// Begins a transaction that writes: `BEGIN IMMEDIATE` takes the write lock first,
+    /// waiting out the busy timeout for it. A deferred transaction that reads and then
+    /// writes cannot wait: upgrading its read to a write fails at once with "database is
+    /// locked" when another connection writes meanwhile (issue 20). Every transaction in
+    /// the store that writes begins here.
+    pub(crate) async fn write_tx(
+        &self,
+        what: &'static str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StateError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(self.q(what))
+    }
+
     /// Maps a failed statement of `what` (see [`classify`]).
     fn q(&self, what: &'static str) -> impl FnOnce(sqlx::Error) -> StateError + '_ {
         move |source| classify(&self.path, what, source)
@@ -990,11 +1011,7 @@ impl Store {
 
     /// Finishes a deployment and records its resource in one transaction.
     pub async fn finish_deployment(&self, id: i64, outcome: &Outcome) -> Result<(), StateError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(self.q("finish deployment"))?;
+        let mut tx = self.write_tx("finish deployment").await?;
         let row = sqlx::query(
             "SELECT resource_id FROM deployments WHERE id = ? AND status = 'in_progress'",
         )
@@ -1141,14 +1158,17 @@ impl Store {
         Ok(())
     }
 
-    /// Every recorded rollout decision: (template, version) -> (halted, reason).
+    /// Every recorded rollout decision: (template, version) -> (halted, reason); a
+    /// quarantine's reason starts with `quarantined by <who>: `.
     pub async fn rollouts(
         &self,
     ) -> Result<BTreeMap<(String, Version), (bool, String)>, StateError> {
-        let rows = sqlx::query("SELECT template, major, minor, status, reason FROM rollouts")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(self.q("list rollouts"))?;
+        let rows = sqlx::query(
+            "SELECT template, major, minor, status, reason, kind, set_by FROM rollouts",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.q("list rollouts"))?;
         let mut out = BTreeMap::new();
         for r in &rows {
             let template: String = r.try_get("template").map_err(self.q("list rollouts"))?;
@@ -1156,6 +1176,17 @@ impl Store {
             let minor: i64 = r.try_get("minor").map_err(self.q("list rollouts"))?;
             let status: String = r.try_get("status").map_err(self.q("list rollouts"))?;
             let reason: Option<String> = r.try_get("reason").map_err(self.q("list rollouts"))?;
+            let kind: String = r.try_get("kind").map_err(self.q("list rollouts"))?;
+            let by: Option<String> = r.try_get("set_by").map_err(self.q("list rollouts"))?;
+            // A quarantine says so, and who made it (`protond` or an operator).
+            let reason = match (kind.as_str(), reason) {
+                ("quarantine", reason) => Some(format!(
+                    "quarantined by {}: {}",
+                    by.as_deref().unwrap_or("an operator"),
+                    reason.unwrap_or_default()
+                )),
+                (_, reason) => reason,
+            };
             let version = Version {
                 major: u32::try_from(major)
                     .map_err(|_| corrupt("rollouts", format!("major {major}")))?,
@@ -1938,5 +1969,78 @@ pub(crate) mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("deleting"), "{err}");
+    }
+
+    /// Every transaction of the store begins through [`Store::write_tx`] (`BEGIN IMMEDIATE`):
+    /// a deferred one that reads before it writes fails at once under concurrent writers.
+    #[test]
+    fn no_transaction_of_the_store_begins_deferred() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = vec![root.join("state.rs")];
+        for e in std::fs::read_dir(root.join("state")).expect("src/state") {
+            files.push(e.expect("entry").path());
+        }
+        let deferred = concat!(".begin", "()");
+        let offenders: Vec<String> = files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|x| x == "rs"))
+            .filter(|f| std::fs::read_to_string(f).expect("read").contains(deferred))
+            .map(|f| f.display().to_string())
+            .collect();
+        assert!(
+            offenders.is_empty(),
+            "use Store::write_tx instead of a deferred transaction in {offenders:?}"
+        );
+    }
+
+    /// Issue 20: deployments finishing at once (8 at a time, as `[deploy] concurrency = 8`
+    /// runs them, with a cycle reading beside them) never fail with "database is locked".
+    /// A transaction that reads and then writes must take the write lock first: upgrading a
+    /// read fails at once, without waiting out the busy timeout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_deployments_never_find_the_database_locked() {
+        let (_dir, store) = store().await;
+        let workers = 8;
+        let each = 40;
+        let tasks: Vec<_> = (0..workers)
+            .map(|w| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for i in 0..each {
+                        let id = format!("environment/w{w}-{i}");
+                        let dep = store.begin_deployment(&new_dep(&id)).await?;
+                        let outcome = if i % 5 == 4 {
+                            Outcome::Failed {
+                                error: "boom".into(),
+                                retryable: false,
+                            }
+                        } else {
+                            Outcome::Succeeded(record(&id))
+                        };
+                        store.finish_deployment(dep, &outcome).await?;
+                        store.last_deployments().await?;
+                    }
+                    Ok::<(), StateError>(())
+                })
+            })
+            .collect();
+        let mut failures = Vec::new();
+        for t in tasks {
+            if let Err(e) = t.await.expect("task") {
+                failures.push(format!("{e}: {e:?}"));
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} workers failed: {failures:?}",
+            failures.len()
+        );
+        let records = store.resources().await.expect("resources");
+        assert_eq!(
+            records.len(),
+            workers * each * 4 / 5,
+            "every success recorded"
+        );
+        assert!(store.in_flight().await.expect("in flight").is_empty());
     }
 }

@@ -1,6 +1,6 @@
 //! The command line: argument parsing, logging setup, and the dispatch of each subcommand
 //! to its own file (`validate`, `render`, `plan`, `status`, `run` and `reconcile`, `demo`,
-//! `bench`, `notify`, `rollout`, `forget`, `check-config`, `import`, `refresh`, and the manual actions
+//! `bench`, `notify`, `rollout`, `hold`, `unhold`, `holds`, `rollback`, `unpin` (`holds.rs`), `forget`, `check-config`, `import`, `refresh`, and the manual actions
 //! `redeploy`, `retry`, `cancel`, `wait`, `history` in `actions.rs`). Errors are printed once, with their chain
 //! (`{:#}`), and turned into exit codes here and nowhere else; anyhow is used in this module
 //! and nowhere else in the crate.
@@ -22,6 +22,7 @@ mod bench;
 mod check_config;
 mod demo;
 mod forget;
+mod holds;
 mod import;
 mod notify;
 mod plan;
@@ -29,6 +30,7 @@ mod preview;
 mod refresh;
 pub(crate) mod release;
 mod render;
+mod report;
 mod rollout;
 mod run;
 mod status;
@@ -172,6 +174,17 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         output: OutputFormat,
     },
+    /// The fleet report: per template, how many resources run each version, how many
+    /// minors and majors behind they are, the oldest version running and where, the pull
+    /// requests waiting and the rollouts stopped. Reads the store only.
+    Report {
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        output: OutputFormat,
+    },
     /// Run the reconciler: fetch, plan and deploy continuously until SIGTERM.
     Run {
         /// Config file.
@@ -225,15 +238,87 @@ pub enum Command {
         #[arg(long, default_value = "proton.toml")]
         config: PathBuf,
     },
+    /// Hold automatic minor upgrades, release changes and rollbacks (every change with
+    /// `--all`) of a resource, `environment:<name>`, `stage:<name>` or `template:<name>`
+    /// until a time; the hold ends by itself.
+    Hold {
+        /// A resource id (`service_instance/web/dev`), `environment:<name>`, `stage:<name>`
+        /// or `template:<name>`.
+        target: String,
+        /// When it ends: RFC 3339 (`2026-12-24T18:00:00Z`) or a duration from now (`2h`,
+        /// `3d`).
+        #[arg(long)]
+        until: String,
+        /// Why (shown with every change it holds).
+        #[arg(long)]
+        reason: String,
+        /// Hold every change: creates, spec changes, redeploys and deletes too.
+        #[arg(long)]
+        all: bool,
+        /// Who sets it (default the user running the command).
+        #[arg(long)]
+        by: Option<String>,
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+    },
+    /// Lift the hold on a target before it ends.
+    Unhold {
+        /// The target the hold names, as given to `protond hold`.
+        target: String,
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+    },
+    /// List the holds (who set each, when it ends, why) and the pins.
+    Holds {
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        output: OutputFormat,
+    },
+    /// Pin a resource, `environment:<name>` or `stage:<name>` to an earlier minor of the
+    /// major it runs (`--to v1.0` or `--to web-svc/v1.0`); the daemon moves it back
+    /// through the stage gates and keeps it there until `protond unpin`.
+    Rollback {
+        /// A resource id, `environment:<name>` or `stage:<name>`.
+        target: String,
+        /// The version: `v<major>.<minor>` or `<template>/v<major>.<minor>`.
+        #[arg(long)]
+        to: String,
+        /// Who sets it (default the user running the command).
+        #[arg(long)]
+        by: Option<String>,
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+    },
+    /// Remove the pins on a target: its resources follow the newest minor again.
+    Unpin {
+        /// The target given to `protond rollback`.
+        target: String,
+        /// Only the pin of this template.
+        #[arg(long)]
+        template: Option<String>,
+        /// Config file.
+        #[arg(long, default_value = "proton.toml")]
+        config: PathBuf,
+    },
     /// Accept the commit a moved release tag names now (`accept <template>/v<major>.<minor>`):
     /// the change then rolls out as a minor rollout, stage by stage. Refused while the tag is
-    /// not moved.
+    /// not moved. `quarantine` / `release` stop a bad release or let it continue; `history`
+    /// prints quarantines and releases.
     Release {
-        /// `accept`.
+        /// `accept`, `quarantine`, `release` or `history`.
         #[arg(value_enum)]
         action: release::ReleaseAction,
-        /// `<template>/v<major>.<minor>`.
-        release: String,
+        /// `<template>/v<major>.<minor>` (for `history`: optional, or a template name).
+        release: Option<String>,
+        /// Why (`quarantine`, `release`; shown in status, the history and notifications).
+        #[arg(long)]
+        reason: Option<String>,
         /// Config file.
         #[arg(long, default_value = "proton.toml")]
         config: PathBuf,
@@ -533,8 +618,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Release {
             action,
             release,
+            reason,
             config,
-        } => release::release_cmd(&config, action, &release),
+        } => release::release_cmd(&config, action, release.as_deref(), reason.as_deref()),
+        c @ (Command::Hold { .. }
+        | Command::Unhold { .. }
+        | Command::Holds { .. }
+        | Command::Rollback { .. }
+        | Command::Unpin { .. }) => holds::dispatch(c),
         Command::Demo {
             dir,
             examples,
@@ -551,6 +642,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => plan::plan_cmd(&config, output, !no_fetch),
         Command::Preview(args) => preview::preview_cmd(&args),
         Command::Status { config, output } => status::status_cmd(&config, output),
+        Command::Report { config, output } => report::report_cmd(&config, output),
         Command::Forget { repo, config } => forget::forget_cmd(&config, &repo),
         Command::CheckConfig { config } => Ok(check_config::check_config_cmd(&config)),
         Command::Completions { shell } => Ok(completions(shell)),

@@ -50,6 +50,7 @@ pub(super) fn plan_cmd(config: &Path, output: OutputFormat, fetch: bool) -> Resu
             OutputFormat::Json => {
                 let mut doc = plan_json(&eval, &snapshot);
                 doc["drift"] = serde_json::to_value(&drift)?;
+                doc["quarantine"] = quarantine_json(&eval, &config);
                 writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
             }
             OutputFormat::Table => {
@@ -62,6 +63,7 @@ pub(super) fn plan_cmd(config: &Path, output: OutputFormat, fetch: bool) -> Resu
                 )?;
                 write!(out, "{}", schedule_section(&eval.schedule))?;
                 write!(out, "{}", drift_section(&drift, &eval, &config.drift))?;
+                write!(out, "{}", quarantine_section(&eval, &config))?;
             }
         }
         // Problems listed (invalid specs, unreadable repos, drift): exit 1, as the README's
@@ -72,6 +74,50 @@ pub(super) fn plan_cmd(config: &Path, output: OutputFormat, fetch: bool) -> Resu
             ExitCode::SUCCESS
         })
     })
+}
+
+/// The releases this evaluation quarantines (the daemon records them on its next cycle) and
+/// the rollbacks offered; empty when none.
+fn quarantine_section(eval: &Evaluation, config: &crate::config::Config) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    for q in &eval.new_quarantines {
+        let _ = writeln!(
+            s,
+            "\nQuarantined by the next cycle: {} {}: {}",
+            q.template, q.version, q.reason
+        );
+    }
+    if !eval.rollback_offers.is_empty() {
+        s.push_str("\nRollbacks available from quarantined releases:\n");
+        for (id, r) in &eval.rollback_offers {
+            let line = crate::ops::quarantine::rollback_line(id, r, config.quarantine.rollback);
+            let _ = writeln!(s, "  {line}");
+        }
+    }
+    s
+}
+
+fn quarantine_json(eval: &Evaluation, config: &crate::config::Config) -> serde_json::Value {
+    let new: Vec<serde_json::Value> = eval
+        .new_quarantines
+        .iter()
+        .map(|q| serde_json::json!({"template": q.template, "version": q.version.to_string(), "reason": q.reason}))
+        .collect();
+    let offers: Vec<serde_json::Value> = eval
+        .rollback_offers
+        .iter()
+        .map(|(id, r)| {
+            serde_json::json!({
+                "resource": id,
+                "from": r.from.to_string(),
+                "to": r.to.to_string(),
+                "mode": config.quarantine.rollback.as_str(),
+                "line": crate::ops::quarantine::rollback_line(id, r, config.quarantine.rollback),
+            })
+        })
+        .collect();
+    serde_json::json!({"new": new, "rollback_offers": offers})
 }
 
 /// Whether the plan lists problems: the desired state's (bad spec files, unread repos) or

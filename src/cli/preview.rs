@@ -176,18 +176,7 @@ async fn read_world(config: &Config, fetch: bool) -> Result<(Snapshot, Facts)> {
 
 /// Facts without a store: nothing deployed, nothing halted.
 fn empty_facts() -> Facts {
-    Facts {
-        records: Vec::new(),
-        halted: BTreeMap::new(),
-        running: BTreeSet::new(),
-        waiting: BTreeSet::new(),
-        last_failures: Vec::new(),
-        backoff: BTreeMap::new(),
-        forced: BTreeMap::new(),
-        pins: Vec::new(),
-        approvals: Vec::new(),
-        now: std::time::SystemTime::now(),
-    }
+    Facts::empty(std::time::SystemTime::now())
 }
 
 /// The template repo `template` is released from (the only one, for a template with no

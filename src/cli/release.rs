@@ -1,3 +1,8 @@
+//! `protond release quarantine|release <template>/v<major>.<minor>` stops a bad release or
+//! lets it continue (recorded in the store, with who and why, and in the release history,
+//! which `protond release history [<template>[/v<major>.<minor>]]` prints); the daemon acts
+//! on it in its next cycle.
+//!
 //! `protond release accept <template>/v<major>.<minor>`: an operator accepts the commit a
 //! release tag was moved to. It records the new commit as the release's commit in the store
 //! and in protond's references of the template repo's mirror (keeping the replaced commit
@@ -21,18 +26,136 @@ use crate::state::Store;
 pub enum ReleaseAction {
     /// Accept the commit a moved release tag names now: it rolls out as a minor rollout.
     Accept,
+    /// Quarantine a release: its rollout stops, no new resource or later stage gets it,
+    /// and resources on it are offered (or, under `rollback = "auto"`, given) the previous
+    /// minor.
+    Quarantine,
+    /// Release a quarantine (or a halt): the rollout continues and its failed deployments
+    /// are retried.
+    Release,
+    /// Print the history of releases (quarantines, releases, halts, resumes).
+    History,
 }
 
-/// `protond release accept`: checks that the release's tag was moved away from its recorded
-/// commit, then records the tag's commit as the release's.
-pub(super) fn release_cmd(config: &Path, action: ReleaseAction, release: &str) -> Result<ExitCode> {
-    let ReleaseAction::Accept = action;
+/// `protond release`: accepts a moved tag, quarantines or releases a release, or prints the
+/// release history. `release` is `<template>/v<major>.<minor>` (for `history`, optional, or a
+/// template name).
+pub(super) fn release_cmd(
+    config: &Path,
+    action: ReleaseAction,
+    release: Option<&str>,
+    reason: Option<&str>,
+) -> Result<ExitCode> {
     let config = load_config(config)?;
     runtime()?.block_on(async move {
         let store = crate::state::Store::open(&config.state).await?;
-        println!("{}", accept(&config, &store, release).await?);
+        let need = || {
+            release.ok_or_else(|| {
+                anyhow!("give the release: <template>/v<major>.<minor>, e.g. web-svc/v1.2")
+            })
+        };
+        let line = match action {
+            ReleaseAction::Accept => accept(&config, &store, need()?).await?,
+            ReleaseAction::Quarantine => quarantine(&store, need()?, reason).await?,
+            ReleaseAction::Release => lift(&store, need()?, reason).await?,
+            ReleaseAction::History => history(&store, release).await?,
+        };
+        println!("{line}");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Who runs this command, for the history: `cli:<user>`.
+pub(super) fn operator() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER")
+            .or_else(|_| std::env::var("USERNAME"))
+            .unwrap_or_else(|_| "unknown".into())
+    )
+}
+
+fn parse_release(release: &str) -> Result<(String, crate::model::Version)> {
+    let pattern = TagPattern::new(crate::config::DEFAULT_TAG_PATTERN).map_err(|e| anyhow!(e))?;
+    pattern
+        .parse(release)
+        .ok_or_else(|| anyhow!("{release:?} is not <template>/v<major>.<minor>, e.g. web-svc/v1.2"))
+}
+
+/// Quarantines `release` by hand (any registered release).
+async fn quarantine(store: &Store, release: &str, reason: Option<&str>) -> Result<String> {
+    let (template, version) = parse_release(release)?;
+    let known = store
+        .template_versions()
+        .await?
+        .iter()
+        .any(|v| v.template == template && v.version == version && v.registered);
+    if !known {
+        bail!("{template} {version} is not a registered release (has protond seen its tag?)");
+    }
+    let reason = reason.unwrap_or("by an operator");
+    let by = operator();
+    let kind = crate::state::StopKind::Quarantine;
+    Ok(
+        if store
+            .stop_rollout(&template, version, kind, &by, reason)
+            .await?
+        {
+            format!(
+                "release {template} {version} quarantined by {by}: {reason}; `protond release release {release}` lets it continue"
+            )
+        } else {
+            format!("release {template} {version} was already quarantined")
+        },
+    )
+}
+
+/// Releases the quarantine (or halt) of `release`.
+async fn lift(store: &Store, release: &str, reason: Option<&str>) -> Result<String> {
+    let (template, version) = parse_release(release)?;
+    let reason = reason.unwrap_or("by an operator");
+    let by = operator();
+    match store.lift_rollout(&template, version, &by, reason).await? {
+        Some(crate::state::StopKind::Quarantine) => Ok(format!(
+            "release {template} {version} released by {by}: its rollout continues and its failed deployments are retried"
+        )),
+        Some(crate::state::StopKind::Halt) => Ok(format!(
+            "rollout of {template} {version} resumed by {by} (it was halted, not quarantined)"
+        )),
+        None => bail!("{template} {version} is neither quarantined nor halted: nothing to release"),
+    }
+}
+
+/// The release history as a table: all, one template's (`web-svc`), or one release's.
+async fn history(store: &Store, filter: Option<&str>) -> Result<String> {
+    let (template, version) = match filter {
+        None => (None, None),
+        Some(f) if f.contains('/') => {
+            let (t, v) = parse_release(f)?;
+            (Some(t), Some(v))
+        }
+        Some(t) => (Some(t.to_string()), None),
+    };
+    let events = store.release_events(template.as_deref(), version).await?;
+    let mut out = vec![format!(
+        "{:<25} {:<24} {:<8} {:<12} {:<16} REASON",
+        "AT", "TEMPLATE", "VERSION", "EVENT", "BY"
+    )];
+    for e in &events {
+        out.push(format!(
+            "{:<25} {:<24} {:<8} {:<12} {:<16} {}",
+            e.at,
+            e.template,
+            e.version.to_string(),
+            e.event,
+            e.by,
+            e.reason
+        ));
+    }
+    if events.is_empty() {
+        out.push("(no release was quarantined, released, halted or resumed)".into());
+    }
+    Ok(out.join("\n"))
 }
 
 /// Accepts the moved tag of `release` (`<template>/v<major>.<minor>`): records the tag's

@@ -1,5 +1,7 @@
-//! `protond rollout halt|resume`: halts or resumes the rollout of a minor version by
-//! recording it in the store, where the daemon's scheduler reads it. It must never start,
+//! `protond rollout halt|resume`: halts (a pause: nothing moves back, unlike `protond release
+//! quarantine`) or resumes (lifts a halt or a quarantine, like `protond release release`) the
+//! rollout of a minor version by recording it in the store and the release history, where
+//! the daemon's scheduler reads it. It must never start,
 //! hold or cancel a deployment itself.
 
 use std::path::Path;
@@ -35,7 +37,19 @@ pub(super) fn rollout_cmd(
     runtime()?.block_on(async move {
         let store = crate::state::Store::open(&config.state).await?;
         let halted = action == RolloutAction::Halt;
-        store.set_rollout(&template, v, halted, reason).await?;
+        let by = super::release::operator();
+        if halted {
+            // A pause: nothing moves back (`release quarantine` is for a bad release).
+            let kind = crate::state::StopKind::Halt;
+            store.stop_rollout(&template, v, kind, &by, reason).await?;
+        } else if store
+            .lift_rollout(&template, v, &by, reason)
+            .await?
+            .is_none()
+        {
+            // Not halted: still retries the version's failed deployments, as it always did.
+            store.set_rollout(&template, v, false, reason).await?;
+        }
         println!(
             "rollout of {template} {v} {}",
             if halted { "halted" } else { "resumed" }

@@ -25,43 +25,12 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
             crate::ops::status_with(&overview, &findings),
             &store.drift().await?,
         );
-        let releases: Vec<serde_json::Value> = overview
-            .template_versions
-            .iter()
-            .filter(|v| v.registered)
-            .map(|v| {
-                serde_json::json!({
-                    "template": v.template,
-                    "version": v.version.to_string(),
-                    "tag": v.tag,
-                    "commit": v.commit,
-                    "state": v.tag_state,
-                    "tag_commit": v.tag_commit,
-                })
-            })
-            .collect();
+        let releases = releases_json(&overview);
         let skipped = store.skipped_repos().await?;
         let rollouts = store.rollout_progress().await?;
+        let (section, quarantine) = quarantine_view(&store, &overview, &config).await?;
         let proposals = store.proposals().await?;
-        let pipelines = if rows
-            .iter()
-            .any(|r| r.kind == crate::model::ResourceKind::Pipeline)
-        {
-            let cfn = crate::provision::cloudformation::CloudFormation::new(
-                crate::provision::cloudformation::Settings::from_config(&config),
-            )
-            .await;
-            let cp = crate::provision::codepipeline::CodePipeline::new(cfn.sdk_config());
-            crate::provision::codepipeline::pipeline_rows(
-                &store.resources().await?,
-                &store.pipeline_runs().await?,
-                &cfn,
-                &cp,
-            )
-            .await
-        } else {
-            Vec::new()
-        };
+        let pipelines = pipelines(&config, &store, &rows).await?;
         let customer = customer_managed(&config).await?;
         let (flight_lines, flight_json) = super::actions::in_flight(&store).await?;
         let (gate, gate_json) = super::approve::pending(&store).await?;
@@ -79,12 +48,18 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
                     "skipped_repos": skipped,
                     "customer_managed": customer,
                     "in_flight": flight_json,
+                    "quarantine": quarantine,
+                    "holds": super::holds::status_view(&store).await?.1,
                     "needs_approval": gate_json,
                 }))?
             )?,
             OutputFormat::Table => {
                 write!(out, "{}", crate::ops::status_table(&rows))?;
-                write!(out, "{}{gate}", crate::ops::rollouts_table(&rollouts))?;
+                write!(
+                    out,
+                    "{}{section}{gate}",
+                    crate::ops::rollouts_table(&rollouts)
+                )?;
                 write!(
                     out,
                     "{}",
@@ -93,6 +68,7 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
                 write!(out, "{}", crate::ops::pipelines_table(&pipelines))?;
                 write!(out, "{}", crate::ops::proposals_table(&proposals))?;
                 write!(out, "{}", crate::ops::customer_managed_table(&customer))?;
+                write!(out, "{}", super::holds::status_view(&store).await?.0)?;
                 if !skipped.repos.is_empty() {
                     writeln!(
                         out,
@@ -113,6 +89,73 @@ pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The registered releases, as JSON.
+fn releases_json(overview: &crate::state::Overview) -> Vec<serde_json::Value> {
+    overview
+        .template_versions
+        .iter()
+        .filter(|v| v.registered)
+        .map(|v| {
+            serde_json::json!({
+                "template": v.template,
+                "version": v.version.to_string(),
+                "tag": v.tag,
+                "commit": v.commit,
+                "state": v.tag_state,
+                "tag_commit": v.tag_commit,
+            })
+        })
+        .collect()
+}
+
+/// The pipelines' rows (read from `CodePipeline` only when there are pipelines).
+async fn pipelines(
+    config: &crate::config::Config,
+    store: &crate::state::Store,
+    rows: &[crate::ops::StatusRow],
+) -> Result<Vec<crate::provision::codepipeline::PipelineRow>> {
+    if !rows
+        .iter()
+        .any(|r| r.kind == crate::model::ResourceKind::Pipeline)
+    {
+        return Ok(Vec::new());
+    }
+    let cfn = crate::provision::cloudformation::CloudFormation::new(
+        crate::provision::cloudformation::Settings::from_config(config),
+    )
+    .await;
+    let cp = crate::provision::codepipeline::CodePipeline::new(cfn.sdk_config());
+    Ok(crate::provision::codepipeline::pipeline_rows(
+        &store.resources().await?,
+        &store.pipeline_runs().await?,
+        &cfn,
+        &cp,
+    )
+    .await)
+}
+
+/// The stopped releases and the rollbacks from quarantined ones: as a text section, and as
+/// JSON with the release history.
+async fn quarantine_view(
+    store: &crate::state::Store,
+    overview: &crate::state::Overview,
+    config: &crate::config::Config,
+) -> Result<(String, serde_json::Value)> {
+    let stops = store.stops().await?;
+    let rollbacks = crate::ops::quarantine::rollbacks_from_store(
+        &stops,
+        &overview.template_versions,
+        &overview.resources,
+        &store.last_failures().await?,
+    );
+    let mode = config.quarantine.rollback;
+    let history = store.release_events(None, None).await?;
+    Ok((
+        crate::ops::quarantine::stops_section(&stops, &rollbacks, mode),
+        crate::ops::quarantine::json(&stops, &rollbacks, mode, &history),
+    ))
 }
 
 /// The customer-managed environments the spec repos (as last fetched) declare, with the

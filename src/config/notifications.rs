@@ -66,7 +66,7 @@ pub struct RawNotifyTarget {
     pub secret_file: Option<PathBuf>,
     /// Event types sent (default all): `deployment_failed`, `rollout_halted`,
     /// `release_refused`, `drift_found`, `conflict_found`, `pull_request_opened`,
-    /// `approval_needed`.
+    /// `release_quarantined`, `release_released`, `approval_needed`.
     #[serde(default)]
     pub events: Option<Vec<String>>,
 }
@@ -86,19 +86,25 @@ pub enum NotifyEvent {
     ConflictFound,
     /// An upgrade pull request was opened.
     PullRequestOpened,
+    /// A release was quarantined (automatically or by hand).
+    ReleaseQuarantined,
+    /// A quarantined release was released.
+    ReleaseReleased,
     /// The change-set gate holds a minor upgrade until a person approves it.
     ApprovalNeeded,
 }
 
 impl NotifyEvent {
     /// Every event type, in documentation order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 9] = [
         Self::DeploymentFailed,
         Self::RolloutHalted,
         Self::ReleaseRefused,
         Self::DriftFound,
         Self::ConflictFound,
         Self::PullRequestOpened,
+        Self::ReleaseQuarantined,
+        Self::ReleaseReleased,
         Self::ApprovalNeeded,
     ];
 
@@ -112,6 +118,8 @@ impl NotifyEvent {
             Self::DriftFound => "drift_found",
             Self::ConflictFound => "conflict_found",
             Self::PullRequestOpened => "pull_request_opened",
+            Self::ReleaseQuarantined => "release_quarantined",
+            Self::ReleaseReleased => "release_released",
             Self::ApprovalNeeded => "approval_needed",
         }
     }

@@ -29,7 +29,7 @@ use crate::plan::{Action, ActionKind, DesiredState, UpdateReason, Version};
 use crate::provision::cloudformation::{placed_stack_name, stack_name};
 use crate::provision::{Applied, DeployError, Job, Provisioner, Provisioning};
 use crate::state::{DeploymentRecord, NewDeployment, Outcome, ResourceRecord, StateError};
-use crate::telemetry::events::{DeploymentFinished, DeploymentStarted, RolloutHalted};
+use crate::telemetry::events::{DeploymentFinished, DeploymentStarted};
 
 /// The first retry after a transient failure waits this long, doubling per failure.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(5);
@@ -494,7 +494,8 @@ pub enum Requeue {
     /// Do not retry until something changes (a new commit or version); the scheduler's
     /// "failed until change" rule reads the history.
     AwaitChange {
-        /// Halt the rollout of this template version (a failed minor upgrade).
+        /// The template version this failure counts against for its quarantine (a failed
+        /// minor upgrade or release change).
         halt: Option<(String, Version)>,
     },
 }
@@ -539,23 +540,14 @@ async fn finish(ctx: &Ctx, id: i64, dep: &NewDeployment, outcome: Outcome) {
     };
     match error_policy(dep, &outcome) {
         Requeue::Done => ctx.reset_backoff(resource_id),
-        Requeue::Now => {}
+        // Retried at once; or, for a failure that halts, counted toward its release's
+        // quarantine, which the next cycle (woken below) decides (`evaluate::quarantine`).
+        Requeue::Now | Requeue::AwaitChange { .. } => {}
         Requeue::Backoff => ctx.back_off(resource_id, |attempts| {
             let jitter = rand::random_range(0..BACKOFF_JITTER.as_millis());
             backoff_delay(attempts)
                 + Duration::from_millis(u64::try_from(jitter).unwrap_or_default())
         }),
-        Requeue::AwaitChange { halt } => {
-            if let (Some((template, version)), Outcome::Failed { error, .. }) = (halt, &outcome) {
-                halt_rollout(
-                    ctx,
-                    &template,
-                    version,
-                    &format!("{resource_id} failed: {error}"),
-                )
-                .await;
-            }
-        }
     }
     record_outcome(ctx, id, resource_id, &outcome).await;
     // Logged and counted once recorded, so a scrape never sees the counter ahead of the
@@ -571,18 +563,6 @@ async fn finish(ctx: &Ctx, id: i64, dep: &NewDeployment, outcome: Outcome) {
     }
     .emit(&ctx.telemetry);
     ctx.wake();
-}
-
-async fn halt_rollout(ctx: &Ctx, template: &str, version: Version, reason: &str) {
-    match ctx.store.set_rollout(template, version, true, reason).await {
-        Ok(()) => RolloutHalted {
-            template,
-            version,
-            reason,
-        }
-        .emit(&ctx.telemetry),
-        Err(e) => tracing::error!(error = %e, "Could not record the halted rollout."),
-    }
 }
 
 /// Records the outcome; bookkeeping must not be lost, so a locked store is retried a few

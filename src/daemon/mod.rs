@@ -13,6 +13,7 @@ pub mod drift;
 pub mod gate;
 mod lifecycle;
 mod pipelines;
+mod quarantine;
 pub mod reconcile;
 
 use std::path::PathBuf;

@@ -5,8 +5,9 @@
 //! 3. [`adopt`]: hand deployments an earlier process left in flight to the lifecycle;
 //! 4. [`read_facts`]: read what the scheduler decides from (records, halts, history,
 //!    running and backing-off resources, the clock);
-//! 5. [`crate::evaluate::evaluate`]: compute the desired state, diff, gate and schedule
-//!    (pure; `protond plan` calls the same function);
+//! 5. [`crate::evaluate::evaluate`]: quarantine failing releases, compute the desired
+//!    state, diff, gate and schedule (pure; `protond plan` calls the same function); the
+//!    quarantines it decided are recorded and announced ([`super::quarantine`]);
 //! 6. [`record_moves`]: record spec files that moved to another repo; record the invalid
 //!    specs (for `protond status`); start the drift check beside the cycle when it is due
 //!    ([`super::drift`]);
@@ -114,6 +115,8 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<CycleReport,
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             evaluate::evaluate(&snapshot, &facts, &ctx.config, Some(&mut cache))
         };
+        // Quarantines decided now are recorded before anything starts.
+        super::quarantine::record(ctx, &eval.new_quarantines).await?;
         report_problems(&eval, &mut report, &ctx.repeats);
         // A repo read as last fetched deploys, but its fetch failed: say so (unread repos
         // are among the desired state's problems already).
@@ -456,6 +459,7 @@ pub async fn read_facts(
     Ok(Facts {
         records: store.resources().await?,
         halted,
+        quarantined: store.quarantined().await?,
         running,
         waiting,
         last_failures: store.last_failures().await?,
@@ -466,7 +470,13 @@ pub async fn read_facts(
             .into_iter()
             .map(|(id, r)| (id, r.cause))
             .collect(),
-        pins: Vec::new(),
+        pins: store
+            .pins()
+            .await?
+            .iter()
+            .filter_map(crate::evaluate::pins::from_record)
+            .collect(),
+        holds: store.holds().await?,
         approvals: store.approvals().await?,
         now,
     })

@@ -28,6 +28,28 @@ pub struct GatePass {
     /// Every candidate and every pin rendered on the version it runs, when there were
     /// candidates: the second pass takes its rendering from here.
     pub base: Option<DesiredSet>,
+    /// What the second pass pins: the rollbacks, and every resource the rollout gate or
+    /// this gate holds on its deployed version.
+    pub pins: BTreeMap<String, Version>,
+    /// Whether `pins` holds more than the rollbacks (a second rendering is needed).
+    pub pinned_more: bool,
+}
+
+impl GatePass {
+    /// The second pass's rendering: the gate's, with the candidates that passed taken from
+    /// `first`; else `compute` with [`Self::pins`] when anything is held; else none (the
+    /// first rendering stands).
+    pub fn second(
+        &mut self,
+        first: &DesiredSet,
+        compute: impl FnOnce(&BTreeMap<String, Version>) -> DesiredSet,
+    ) -> Option<DesiredSet> {
+        match self.base.take() {
+            Some(base) => Some(splice(base, first, &self.passed)),
+            None if self.pinned_more => Some(compute(&self.pins)),
+            None => None,
+        }
+    }
 }
 
 /// What the gate pass reads.
@@ -42,9 +64,9 @@ pub struct GateInput<'a> {
     pub first: &'a Plan,
     /// The first rendering.
     pub set: &'a DesiredSet,
-    /// The resources already pinned (operator pins, rollout holds), with their version.
-    pub pins: &'a BTreeMap<String, Version>,
-    /// The rollout gate's holds.
+    /// The rollbacks (operator pins, quarantine rollbacks), with their version.
+    pub rollbacks: &'a BTreeMap<String, Version>,
+    /// The rollout gate's holds (operator holds and freezes among them).
     pub holds: &'a BTreeMap<String, HoldReason>,
     /// Halted rollouts.
     pub halted: &'a BTreeSet<(String, Version)>,
@@ -61,19 +83,23 @@ pub fn pass(input: &GateInput<'_>) -> GatePass {
         .map(|r| (r.desired.id.as_str(), r))
         .collect();
     let candidates = candidates(input.first, &by_id, input.holds);
+    let mut pins = input.rollbacks.clone();
+    pins.extend(deployed_versions(input.first, input.holds));
     if !rules.enabled || candidates.is_empty() {
         return GatePass {
             passed: candidates.into_keys().collect(),
+            pinned_more: pins != *input.rollbacks,
+            pins,
             ..GatePass::default()
         };
     }
-    let mut pins = input.pins.clone();
-    pins.extend(candidates.iter().map(|(id, (from, _))| (id.clone(), *from)));
+    let mut base_pins = pins.clone();
+    base_pins.extend(candidates.iter().map(|(id, (from, _))| (id.clone(), *from)));
     let base = desired::compute_held(
         input.snapshot,
         &input.facts.records,
         &input.config.account_id,
-        &pins,
+        &base_pins,
         input.halted,
     );
     let approvals = approvals(input.facts, input.snapshot);
@@ -115,7 +141,18 @@ pub fn pass(input: &GateInput<'_>) -> GatePass {
         }
     }
     out.base = Some(base);
+    pins.extend(deployed_versions(input.first, &out.holds));
+    out.pinned_more = pins != *input.rollbacks;
+    out.pins = pins;
     out
+}
+
+/// The deployed version of each change of `plan` in `holds`.
+fn deployed_versions<T>(plan: &Plan, holds: &BTreeMap<String, T>) -> BTreeMap<String, Version> {
+    plan.changes()
+        .filter(|a| holds.contains_key(&a.id))
+        .filter_map(|a| a.deployed.map(|v| (a.id.clone(), v)))
+        .collect()
 }
 
 fn decide(

@@ -79,6 +79,24 @@ pub fn resolve(
     out
 }
 
+/// The pin a stored record holds (`protond rollback --to`); `None` for a target kind this
+/// version does not know.
+#[must_use]
+pub fn from_record(r: &crate::state::PinRecord) -> Option<Pin> {
+    let name = r.target_name.clone();
+    let target = match r.target_kind.as_str() {
+        "resource" => PinTarget::Resource(name),
+        "environment" => PinTarget::Environment(name),
+        "stage" => PinTarget::Stage(name),
+        _ => return None,
+    };
+    Some(Pin {
+        target,
+        template: r.template.clone(),
+        version: r.version,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -133,6 +133,8 @@ fn title(event: NotifyEvent) -> &'static str {
         NotifyEvent::DriftFound => "Drift found",
         NotifyEvent::ConflictFound => "Conflict found",
         NotifyEvent::PullRequestOpened => "Upgrade pull request opened",
+        NotifyEvent::ReleaseQuarantined => "Release quarantined",
+        NotifyEvent::ReleaseReleased => "Release released",
         NotifyEvent::ApprovalNeeded => "Approval needed",
     }
 }

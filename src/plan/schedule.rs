@@ -82,6 +82,32 @@ pub enum HoldReason {
         /// The newest minor of the major.
         available: Version,
     },
+    /// An operator hold (`protond hold`) covers the resource until it ends.
+    Held {
+        /// What the hold names (`environment:dev`, a resource id, ...).
+        target: String,
+        /// Who set it.
+        by: String,
+        /// When it ends (RFC 3339).
+        until: String,
+        /// Why.
+        reason: String,
+    },
+    /// A freeze window (`[[rollout.freeze]]`) of the resource's stage is open.
+    Freeze {
+        /// The window's reason.
+        reason: String,
+        /// When it ends (RFC 3339).
+        until: String,
+    },
+    /// An operator pin (`protond rollback --to`) keeps the resource on a minor while a
+    /// newer one of the major exists.
+    PinnedByOperator {
+        /// The pinned version.
+        version: Version,
+        /// The newest minor of the major.
+        available: Version,
+    },
     /// The change-set gate (`crate::gate`): the new version would replace, remove (or, under
     /// `gate.block_interruption`, interrupt) a stateful resource, or its template does not
     /// parse; it waits for a person's approval of that version (`protond approve`).
@@ -112,6 +138,9 @@ impl HoldReason {
             Self::EnvironmentInUse => "environment_in_use",
             Self::PinnedBySpec { .. } => "pinned_by_spec",
             Self::Conflict { .. } => "conflict",
+            Self::Held { .. } => "held",
+            Self::Freeze { .. } => "freeze",
+            Self::PinnedByOperator { .. } => "pinned_by_operator",
             Self::NeedsApproval { .. } => "needs_approval",
         }
     }
@@ -148,6 +177,22 @@ impl fmt::Display for HoldReason {
             Self::PinnedBySpec { available } => write!(
                 f,
                 "the spec pins this minor; {available} is available (drop `minor:` from its template reference to follow new minors)"
+            ),
+            Self::Held {
+                target,
+                by,
+                until,
+                reason,
+            } => write!(
+                f,
+                "held by {by} until {until} ({target}: {reason}); `protond unhold {target}` lifts it"
+            ),
+            Self::Freeze { reason, until } => {
+                write!(f, "freeze window until {until}: {reason}")
+            }
+            Self::PinnedByOperator { version, available } => write!(
+                f,
+                "pinned on {version} by `protond rollback`; {available} is available (`protond unpin` to follow new minors)"
             ),
             Self::NeedsApproval { version, changes } => write!(
                 f,

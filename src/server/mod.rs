@@ -10,7 +10,9 @@
 //! | `/metrics` | GET | none: Prometheus text format |
 //! | `/api/v1/templates`, `/environments`, `/services`, `/deployments`, `/rollouts`, `/proposals` | GET | none; paged (`?limit=&after=`, [`paging`]) |
 //! | `/api/v1/resources/{id}` | GET | none: one resource with outputs and last deployments ([`resource`]) |
-//! | `/api/v1/rollouts/{template}/v{M}.{m}/halt` and `/resume` | POST | bearer |
+//! | `/api/v1/rollouts/{template}/v{M}.{m}/halt` and `/resume` (also `/quarantine`, `/release`) | POST | bearer |
+//! | `/api/v1/release-events` | GET | none; paged |
+//! | `/api/v1/report` | GET | none: the fleet report, versions per template and how far behind ([`report`]) |
 //! | `/api/v1/reconcile` | POST | bearer: fetch and reconcile now |
 //! | `/api/v1/resources/{id}/approve` | POST | bearer: `{"version": "1.1"}` approves that version for the change-set gate ([`crate::gate`]) |
 //! | `/webhooks/github` | POST | `X-Hub-Signature-256` HMAC of the body |
@@ -35,10 +37,12 @@
 mod conn;
 mod deliveries;
 mod errors;
+mod holds;
 mod limits;
 mod page;
 mod paging;
 mod refusals;
+mod report;
 mod resource;
 
 use std::sync::Arc;
@@ -136,6 +140,8 @@ pub fn router(ctx: Arc<Ctx>, secrets: Secrets) -> Router {
         .route("/api/v1/deployments", get(deployments))
         .route("/api/v1/rollouts", get(rollouts))
         .route("/api/v1/proposals", get(proposals))
+        .route("/api/v1/release-events", get(release_events))
+        .route("/api/v1/report", get(report::report))
         .route(
             "/api/v1/rollouts/{template}/{version}/{action}",
             post(rollout_action),
@@ -148,6 +154,11 @@ pub fn router(ctx: Arc<Ctx>, secrets: Secrets) -> Router {
             get(resource::get).post(resource_action),
         )
         .route("/api/v1/in-flight", get(in_flight))
+        .route("/api/v1/holds", get(holds::list).post(holds::set))
+        .route(
+            "/api/v1/holds/{*target}",
+            axum::routing::delete(holds::lift),
+        )
         .route("/api/v1/notify", post(notify))
         .route("/webhooks/github", post(github_webhook))
         .route("/webhooks/gitlab", post(gitlab_webhook))
@@ -745,6 +756,17 @@ async fn proposals(State(app): State<App>, Query(q): Query<paging::PageQuery>) -
     }
 }
 
+/// `GET /api/v1/release-events`: the release history (quarantines, releases, halts,
+/// resumes), oldest first, paged by id.
+async fn release_events(State(app): State<App>, Query(q): Query<paging::PageQuery>) -> Response {
+    match app.ctx.store.release_events(None, None).await {
+        Ok(rows) => paged_rows("/api/v1/release-events", &q, rows, |e| {
+            format!("{:020}", e.id)
+        }),
+        Err(e) => store_error(&e),
+    }
+}
+
 #[derive(Deserialize, Default)]
 struct RolloutBody {
     #[serde(default)]
@@ -767,10 +789,13 @@ async fn rollout_action(
     let halted = match action.as_str() {
         "halt" => true,
         "resume" => false,
+        "quarantine" | "release" => {
+            return release_action(app, template, version, action, body).await;
+        }
         other => {
             return error(
                 StatusCode::NOT_FOUND,
-                format!("unknown action {other:?}; use halt or resume"),
+                format!("unknown action {other:?}; use halt, resume, quarantine or release"),
             );
         }
     };
@@ -795,17 +820,76 @@ async fn rollout_action(
     };
     let reason = reason.unwrap_or_else(|| format!("{action} requested through the API"));
     let version = v;
-    match app
-        .ctx
-        .store
-        .set_rollout(&template, version, halted, &reason)
-        .await
-    {
+    // In the release history too, as by `api`.
+    let store = &app.ctx.store;
+    let recorded = if halted {
+        let kind = crate::state::StopKind::Halt;
+        store
+            .stop_rollout(&template, version, kind, "api", &reason)
+            .await
+            .map(|_| ())
+    } else {
+        match store.lift_rollout(&template, version, "api", &reason).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => store.set_rollout(&template, version, false, &reason).await,
+            Err(e) => Err(e),
+        }
+    };
+    match recorded {
         Ok(()) => {
             tracing::info!(template = %template, version = %version, halted, reason = %reason, "Rollout decision recorded through the API.");
             // A cycle acts on it; nothing needs fetching.
             app.ctx.request_cycle(crate::desired::Fetch::None);
             axum::Json(json!({ "template": template, "version": version.to_string(), "halted": halted, "reason": reason }))
+                .into_response()
+        }
+        Err(e) => store_error(&e),
+    }
+}
+
+/// `POST /api/v1/rollouts/{template}/v{M}.{m}/quarantine|release` (authorized by the
+/// caller): quarantines a registered release or releases it, recorded as by `api`.
+async fn release_action(
+    app: App,
+    template: String,
+    version: String,
+    action: String,
+    body: Bytes,
+) -> Response {
+    let Some(version) = version.strip_prefix('v').and_then(Version::parse) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{version:?} is not a version like v1.2"),
+        );
+    };
+    let reason = match serde_json::from_slice::<RolloutBody>(&body) {
+        Ok(b) => b.reason,
+        Err(_) if body.is_empty() => None,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body: expected {{\"reason\": \"...\"}}: {e}"),
+            );
+        }
+    }
+    .unwrap_or_else(|| format!("{action} requested through the API"));
+    let store = &app.ctx.store;
+    let result = if action == "quarantine" {
+        let kind = crate::state::StopKind::Quarantine;
+        store
+            .stop_rollout(&template, version, kind, "api", &reason)
+            .await
+            .map(|_| true)
+    } else {
+        store
+            .lift_rollout(&template, version, "api", &reason)
+            .await
+            .map(|k| k.is_some())
+    };
+    match result {
+        Ok(changed) => {
+            app.ctx.request_cycle(crate::desired::Fetch::None);
+            axum::Json(json!({ "template": template, "version": version.to_string(), "action": action, "changed": changed, "reason": reason }))
                 .into_response()
         }
         Err(e) => store_error(&e),
@@ -1295,12 +1379,50 @@ async fn status_page(State(app): State<App>) -> Response {
     section.push_str(&page::needs_approval(
         &app.ctx.store.needs_approval().await.unwrap_or_default(),
     ));
-    Html(html.replacen(
-        "<h2>Environments</h2>",
-        &format!("{section}<h2>Environments</h2>"),
+    let stopped = stopped_section(&app, &releases, &records).await;
+    // The versions table (the fleet report's) and the holds, above the rollouts.
+    let versions = match crate::report::read(&app.ctx.store).await {
+        Ok(inputs) => report::versions_section(&crate::report::build(&inputs)),
+        Err(_) => String::new(),
+    };
+    let html = html.replacen(
+        "<h2>Rollouts</h2>",
+        &format!("{versions}{}<h2>Rollouts</h2>", holds_section(&app).await),
         1,
-    ))
+    );
+    Html(
+        html.replacen(
+            "<h2>Environments</h2>",
+            &format!("{section}<h2>Environments</h2>"),
+            1,
+        )
+        .replacen(
+            "<h2>Upgrade pull requests</h2>",
+            &format!("{stopped}<h2>Upgrade pull requests</h2>"),
+            1,
+        ),
+    )
     .into_response()
+}
+
+/// The page's "Stopped releases" section (quarantined and halted releases, rollbacks).
+async fn stopped_section(
+    app: &App,
+    releases: &[crate::state::TemplateVersionRecord],
+    records: &[crate::state::ResourceRecord],
+) -> String {
+    let stops = app.ctx.store.stops().await.unwrap_or_default();
+    let failures = app.ctx.store.last_failures().await.unwrap_or_default();
+    let rollbacks =
+        crate::ops::quarantine::rollbacks_from_store(&stops, releases, records, &failures);
+    page::stopped_releases(&stops, &rollbacks, app.ctx.config.quarantine.rollback)
+}
+
+/// The page's holds and pins (`page::holds_section`), empty when the store cannot say.
+async fn holds_section(app: &App) -> String {
+    let holds = app.ctx.store.holds().await.unwrap_or_default();
+    let pins = app.ctx.store.pins().await.unwrap_or_default();
+    page::holds_section(&holds, &pins, std::time::SystemTime::now())
 }
 
 #[cfg(test)]

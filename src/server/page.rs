@@ -24,7 +24,7 @@ pub struct Stored<'a> {
 }
 
 /// Escapes text for HTML content and attribute values.
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -414,6 +414,99 @@ pub fn in_flight(
     out
 }
 
+/// The "Stopped releases" section: each quarantined or halted release with who stopped it,
+/// when and why, and the rollbacks from quarantined ones (offered, with the command, or
+/// under way); empty when nothing is stopped.
+#[must_use]
+pub fn stopped_releases(
+    stops: &[crate::state::Stop],
+    rollbacks: &std::collections::BTreeMap<String, crate::evaluate::quarantine::Rollback>,
+    mode: crate::config::quarantine::RollbackMode,
+) -> String {
+    if stops.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "<h2>Stopped releases</h2><table><thead><tr><th>Release</th><th>State</th><th>By</th><th>Since</th><th>Why</th></tr></thead><tbody>",
+    );
+    for s in stops {
+        let state = match s.kind {
+            crate::state::StopKind::Quarantine => "quarantined",
+            crate::state::StopKind::Halt => "halted",
+        };
+        let _ = write!(
+            out,
+            "<tr><td>{} {}</td><td class=\"bad\">{state}</td><td>{}</td><td><time>{}</time></td><td>{}</td></tr>",
+            esc(&s.template),
+            s.version,
+            esc(&s.by),
+            esc(&s.at),
+            esc(&s.reason),
+        );
+    }
+    out.push_str("</tbody></table>\n");
+    if !rollbacks.is_empty() {
+        out.push_str("<ul>");
+        for (id, r) in rollbacks {
+            let line = crate::ops::quarantine::rollback_line(id, r, mode);
+            let _ = write!(out, "<li><code>{}</code></li>", esc(&line));
+        }
+        out.push_str("</ul>\n");
+    }
+    out
+}
+
+/// The "Holds and pins" section: operator holds (`protond hold`) with who set each, what it
+/// stops and when it ends, and pins (`protond rollback --to`); empty when there are none.
+#[must_use]
+pub fn holds_section(
+    holds: &[crate::plan::holds::Hold],
+    pins: &[crate::state::PinRecord],
+    now: SystemTime,
+) -> String {
+    let mut out = String::new();
+    if holds.is_empty() && pins.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "<h2>Holds and pins</h2><table><thead><tr><th>Target</th><th>Holds</th><th>Until</th><th>By</th><th>Why</th></tr></thead><tbody>"
+    );
+    for h in holds {
+        let (class, state) = if h.active(now) {
+            ("warn", "")
+        } else {
+            ("muted", " (ended)")
+        };
+        let _ = writeln!(
+            out,
+            "<tr><td><code>{}</code></td><td>{}</td><td class=\"{class}\"><time>{}</time>{state}</td><td>{}</td><td>{}</td></tr>",
+            esc(&h.target.to_string()),
+            if h.all {
+                "every change"
+            } else {
+                "version moves"
+            },
+            crate::plan::holds::rfc3339(h.until),
+            esc(&h.by),
+            esc(&h.reason)
+        );
+    }
+    for p in pins {
+        let _ = writeln!(
+            out,
+            "<tr><td><code>{}:{}</code></td><td>pinned on {} {}</td><td>until unpinned</td><td>{}</td><td>protond rollback</td></tr>",
+            esc(&p.target_kind),
+            esc(&p.target_name),
+            esc(p.template.as_deref().unwrap_or("any template")),
+            p.version,
+            esc(&p.by)
+        );
+    }
+    let _ = writeln!(out, "</tbody></table>");
+    out
+}
+
 /// The "Needs approval" section: each resource the change-set gate holds, the version
 /// waiting, the predicted effects and how to approve; empty when none.
 #[must_use]
@@ -512,5 +605,28 @@ mod tests {
         ] {
             assert!(html.contains(want), "{want} in {html}");
         }
+    }
+
+    #[test]
+    fn stopped_releases_say_who_and_escape() {
+        let stops = vec![crate::state::Stop {
+            template: "web".into(),
+            version: crate::model::Version { major: 1, minor: 1 },
+            kind: crate::state::StopKind::Quarantine,
+            by: "protond".into(),
+            reason: "2 of 2 failed: <script>".into(),
+            at: "2026-11-30T05:00:00Z".into(),
+        }];
+        let mode = crate::config::quarantine::RollbackMode::Offer;
+        let html = super::stopped_releases(&stops, &std::collections::BTreeMap::new(), mode);
+        assert!(
+            html.contains("<td>web 1.1</td><td class=\"bad\">quarantined</td><td>protond</td>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("&lt;script&gt;") && !html.contains("<script>"),
+            "{html}"
+        );
+        assert!(super::stopped_releases(&[], &std::collections::BTreeMap::new(), mode).is_empty());
     }
 }

@@ -102,11 +102,7 @@ impl Store {
         &self,
         pending: &BTreeMap<String, (String, Version, Vec<String>)>,
     ) -> Result<(), StateError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(self.q("record needs approval"))?;
+        let mut tx = self.write_tx("record needs approval").await?;
         let list = serde_json::to_string(&pending.keys().collect::<Vec<_>>())
             .unwrap_or_else(|_| "[]".into());
         sqlx::query(

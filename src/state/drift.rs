@@ -46,9 +46,7 @@ impl Store {
         resource_id: &str,
         found: &[(DriftKind, String)],
     ) -> Result<Vec<DriftKind>, StateError> {
-        let mut tx = self.pool.begin().await.map_err(self.q("record drift"))?;
-        // Writing first: a transaction that reads and then writes can fail at once on a
-        // busy WAL database (its snapshot is stale), where a first write waits its turn.
+        let mut tx = self.write_tx("record drift").await?;
         let before =
             sqlx::query("DELETE FROM drift WHERE resource_id = ? RETURNING kind, found_at")
                 .bind(resource_id)
@@ -140,11 +138,7 @@ impl Store {
         &self,
         findings: &BTreeMap<String, SpecFinding>,
     ) -> Result<(), StateError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(self.q("record spec findings"))?;
+        let mut tx = self.write_tx("record spec findings").await?;
         sqlx::query("DELETE FROM spec_findings")
             .execute(&mut *tx)
             .await

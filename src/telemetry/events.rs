@@ -274,6 +274,70 @@ impl RolloutHalted<'_> {
     }
 }
 
+/// A release was quarantined (by protond after failures in its first stage, or by an
+/// operator). Logs "Release quarantined."; notifies `release_quarantined`.
+#[derive(Debug, Clone, Copy)]
+pub struct ReleaseQuarantined<'a> {
+    /// The template.
+    pub template: &'a str,
+    /// The quarantined version.
+    pub version: Version,
+    /// Who: `protond` or `cli:<user>`.
+    pub by: &'a str,
+    /// Why.
+    pub reason: &'a str,
+}
+
+impl ReleaseQuarantined<'_> {
+    /// Logs and notifies.
+    pub fn emit(self, t: &Telemetry) {
+        let (template, version, by, reason) = (self.template, self.version, self.by, self.reason);
+        tracing::error!(template, version = %version, by, reason = %reason, "Release quarantined.");
+        t.notifications().offer(
+            Notification::new(
+                NotifyEvent::ReleaseQuarantined,
+                format!("{template} v{version}: quarantined by {by}: {reason}; `protond release release {template}/v{version}` lets it continue"),
+            )
+            .detail("template", template)
+            .detail("version", version)
+            .detail("by", by)
+            .detail("reason", reason),
+        );
+    }
+}
+
+/// A quarantined release was released by an operator: its rollout continues. Logs "Release
+/// released."; notifies `release_released`.
+#[derive(Debug, Clone, Copy)]
+pub struct ReleaseReleased<'a> {
+    /// The template.
+    pub template: &'a str,
+    /// The released version.
+    pub version: Version,
+    /// Who.
+    pub by: &'a str,
+    /// Why.
+    pub reason: &'a str,
+}
+
+impl ReleaseReleased<'_> {
+    /// Logs and notifies.
+    pub fn emit(self, t: &Telemetry) {
+        let (template, version, by, reason) = (self.template, self.version, self.by, self.reason);
+        tracing::warn!(template, version = %version, by, reason = %reason, "Release released.");
+        t.notifications().offer(
+            Notification::new(
+                NotifyEvent::ReleaseReleased,
+                format!("{template} v{version}: released by {by}: {reason}; its rollout continues"),
+            )
+            .detail("template", template)
+            .detail("version", version)
+            .detail("by", by)
+            .detail("reason", reason),
+        );
+    }
+}
+
 /// Why a release is refused.
 #[derive(Debug, Clone, Copy)]
 pub enum Refusal<'a> {

@@ -4,8 +4,8 @@
 //! happens, whose `emit` writes the log line and counts, so a metric cannot drift from its
 //! log. Gauges that describe the state store (resources, rollouts, pull requests) are set
 //! from it at scrape time, so they are right even after a restart. Labels are kinds,
-//! actions, outcomes and states, never stack or resource names, so the series count stays
-//! bounded; they become text only here.
+//! actions, outcomes and states (and template names, a bounded set), never stack or
+//! resource names, so the series count stays bounded; they become text only here.
 //!
 //! This module reads the store (at scrape time) and never writes it; it imports no module
 //! that decides or deploys (`ops`, `daemon`, `provision`).
@@ -85,6 +85,24 @@ pub struct DriftLabels {
     pub kind: String,
 }
 
+/// Labels of a release gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReleaseLabels {
+    /// The template.
+    pub template: String,
+    /// The version, e.g. `1.2`.
+    pub version: String,
+}
+
+/// Labels of the versions-behind gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TemplateBehindLabels {
+    /// The template's name (a bounded set: the templates registered).
+    pub template: String,
+    /// `minor` or `major`.
+    pub kind: String,
+}
+
 /// Labels of an HTTP refusal.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -114,6 +132,8 @@ pub struct Telemetry {
     last_fetch_success: Gauge,
     drift: Family<DriftLabels, Gauge>,
     drift_found: Family<DriftLabels, Counter>,
+    release_quarantined: Family<ReleaseLabels, Gauge>,
+    versions_behind: Family<TemplateBehindLabels, Gauge>,
     needs_approval: Gauge,
     last_fetch: Mutex<Option<SystemTime>>,
     last_cycle: Mutex<Option<SystemTime>>,
@@ -203,6 +223,12 @@ impl Telemetry {
             "Upgrade pull requests by state",
             proposals.clone(),
         );
+        let release_quarantined = Family::<ReleaseLabels, Gauge>::default();
+        registry.register(
+            "release_quarantined",
+            "1 for each quarantined release (its rollout stopped after failures or by an operator)",
+            release_quarantined.clone(),
+        );
         registry.register(
             "releases",
             "Registered releases by tag state (current, moved: the tag was moved and the move is refused until accepted, withdrawn: the tag was deleted)",
@@ -229,6 +255,12 @@ impl Telemetry {
             "last_fetch_success_timestamp_seconds",
             "When the repos were last fetched, as a Unix time (0 before the first fetch); alert on time() minus it",
             last_fetch_success.clone(),
+        );
+        let versions_behind = Family::<TemplateBehindLabels, Gauge>::default();
+        registry.register(
+            "versions_behind",
+            "Per template, the most versions any of its resources is behind the newest registered: kind=minor counts registered minors of the resource's major newer than it runs, kind=major the newest registered major minus its own (the fleet report's max_minors_behind and max_majors_behind)",
+            versions_behind.clone(),
         );
         let needs_approval = Gauge::default();
         registry.register(
@@ -266,6 +298,8 @@ impl Telemetry {
             last_fetch_success,
             drift,
             drift_found,
+            release_quarantined,
+            versions_behind,
             needs_approval,
             last_fetch: Mutex::new(None),
             last_cycle: Mutex::new(None),
@@ -424,6 +458,15 @@ impl Telemetry {
                     .inc();
             }
         }
+        self.release_quarantined.clear();
+        for q in store.quarantined().await? {
+            self.release_quarantined
+                .get_or_create(&ReleaseLabels {
+                    template: q.0,
+                    version: q.1.to_string(),
+                })
+                .set(1);
+        }
         let drift = store.drift().await?;
         for kind in crate::model::DriftKind::ALL {
             let n = drift
@@ -435,6 +478,16 @@ impl Telemetry {
                     kind: kind.as_str().into(),
                 })
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        self.versions_behind.clear();
+        let report = crate::report::build(&crate::report::read(store).await?);
+        for ((template, kind), n) in crate::report::versions_behind(&report) {
+            self.versions_behind
+                .get_or_create(&TemplateBehindLabels {
+                    template,
+                    kind: kind.into(),
+                })
+                .set(i64::from(n));
         }
         let pending = store.needs_approval().await?.len();
         self.needs_approval
