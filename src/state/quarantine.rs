@@ -103,7 +103,7 @@ impl Store {
         by: &str,
         reason: &str,
     ) -> Result<bool, StateError> {
-        let mut tx = self.pool.begin().await.map_err(self.q("stop rollout"))?;
+        let mut tx = self.write_tx("stop rollout").await?;
         let at = now();
         // Writing first (a read first can fail at once on a busy WAL database).
         let changed = sqlx::query(
@@ -146,7 +146,7 @@ impl Store {
         by: &str,
         reason: &str,
     ) -> Result<Option<StopKind>, StateError> {
-        let mut tx = self.pool.begin().await.map_err(self.q("lift rollout"))?;
+        let mut tx = self.write_tx("lift rollout").await?;
         let at = now();
         let row = sqlx::query(
             "UPDATE rollouts SET status = 'resumed', reason = ?, updated_at = ?, set_by = ?
