@@ -82,7 +82,16 @@ pub fn pass(input: &GateInput<'_>) -> GatePass {
         .iter()
         .map(|r| (r.desired.id.as_str(), r))
         .collect();
-    let candidates = candidates(input.first, &by_id, input.holds);
+    // A rollback of a resource whose last deployment failed (a quarantined release it never
+    // reached) puts back what the stack runs: not gated.
+    let failed: BTreeSet<&str> = input
+        .facts
+        .records
+        .iter()
+        .filter(|r| r.status != crate::model::ResourceStatus::Deployed)
+        .map(|r| r.id.as_str())
+        .collect();
+    let candidates = candidates(input.first, &by_id, input.holds, &failed);
     let mut pins = input.rollbacks.clone();
     pins.extend(deployed_versions(input.first, input.holds));
     if !rules.enabled || candidates.is_empty() {
@@ -174,24 +183,28 @@ fn decide(
 }
 
 /// The gated changes: minor upgrades and rollbacks (a rollback to an earlier minor can
-/// replace too) of ready `CloudFormation` resources, not held by the rollout gate, by id
-/// with (deployed, new) version. A release change (an accepted moved tag) is not gated:
-/// `protond release accept` is the deliberate act.
+/// replace too; not of a resource whose last deployment `failed`) of ready `CloudFormation`
+/// resources, not held by the rollout gate, by id with (deployed, new) version. A release
+/// change (an accepted moved tag) is not gated: `protond release accept` is the deliberate
+/// act.
 fn candidates(
     first: &Plan,
     resources: &BTreeMap<&str, &Resource>,
     held: &BTreeMap<String, HoldReason>,
+    failed: &BTreeSet<&str>,
 ) -> BTreeMap<String, (Version, Version)> {
     first
         .changes()
         .filter(|a| !held.contains_key(&a.id))
         .filter_map(|a| {
-            let ActionKind::Update {
-                reason:
-                    UpdateReason::MinorUpgrade { from, to } | UpdateReason::Rollback { from, to },
-            } = &a.action
-            else {
-                return None;
+            let (from, to) = match &a.action {
+                ActionKind::Update {
+                    reason: UpdateReason::MinorUpgrade { from, to },
+                } => (from, to),
+                ActionKind::Update {
+                    reason: UpdateReason::Rollback { from, to },
+                } if !failed.contains(a.id.as_str()) => (from, to),
+                _ => return None,
             };
             let r = resources.get(a.id.as_str())?;
             let ready = matches!(r.desired.state, DesiredState::Ready { .. });
