@@ -629,6 +629,13 @@ impl TryFrom<String> for ProposalState {
     }
 }
 
+/// The newest deployments of one resource (`?1`), at most `?2`: read through the
+/// `deployments_by_resource` index.
+const HISTORY_OF_RESOURCE: &str = concat!(
+    "SELECT id, resource_id, kind, repo, environment, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, error, retryable, started_at, finished_at, stack_name, stack_id, region, role_arn",
+    " FROM deployments WHERE resource_id = ?1 ORDER BY id DESC LIMIT ?2"
+);
+
 impl Store {
     /// Opens (creating if needed) the store at `url` and runs the migrations.
     pub async fn open(url: &str) -> Result<Self, StateError> {
@@ -1378,15 +1385,22 @@ impl Store {
         resource: Option<&str>,
         limit: i64,
     ) -> Result<Vec<DeploymentRecord>, StateError> {
-        let rows = sqlx::query(concat!(
-            "SELECT id, resource_id, kind, repo, environment, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, error, retryable, started_at, finished_at, stack_name, stack_id, region, role_arn",
-            " FROM deployments WHERE (?1 IS NULL OR resource_id = ?1) ORDER BY id DESC LIMIT ?2"
-        ))
-        .bind(resource)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(self.q("list deployments"))?;
+        // Two statements rather than `(?1 IS NULL OR resource_id = ?1)`, which keeps SQLite
+        // from using the (resource_id, id) index: a scan of the whole history per call.
+        let sql = if resource.is_some() {
+            HISTORY_OF_RESOURCE
+        } else {
+            concat!(
+                "SELECT id, resource_id, kind, repo, environment, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, error, retryable, started_at, finished_at, stack_name, stack_id, region, role_arn",
+                " FROM deployments WHERE ?1 IS NULL ORDER BY id DESC LIMIT ?2"
+            )
+        };
+        let rows = sqlx::query(sql)
+            .bind(resource)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.q("list deployments"))?;
         rows.iter().map(deployment_from_row).collect()
     }
 
@@ -1973,6 +1987,29 @@ pub(crate) mod tests {
 
     /// Every transaction of the store begins through [`Store::write_tx`] (`BEGIN IMMEDIATE`):
     /// a deferred one that reads before it writes fails at once under concurrent writers.
+    #[tokio::test]
+    async fn a_resource_history_is_read_through_its_index() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("s.db").display()))
+            .await
+            .expect("open");
+        let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {HISTORY_OF_RESOURCE}"
+        )))
+        .bind("service_instance/a/b")
+        .bind(1_i64)
+        .fetch_all(&store.pool)
+        .await
+        .expect("explain")
+        .iter()
+        .map(|r| r.try_get::<String, _>("detail").expect("detail"))
+        .collect();
+        assert!(
+            plan.iter().any(|d| d.contains("deployments_by_resource")),
+            "{plan:?}"
+        );
+    }
+
     #[test]
     fn no_transaction_of_the_store_begins_deferred() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");

@@ -139,14 +139,18 @@ impl Store {
         resource: Option<&str>,
         limit: i64,
     ) -> Result<BTreeMap<i64, ActionNotes>, StateError> {
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM deployments WHERE (?1 IS NULL OR resource_id = ?1) ORDER BY id DESC LIMIT ?2",
-        )
-        .bind(resource)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(self.q("read action notes"))?;
+        // Not `(?1 IS NULL OR resource_id = ?1)`: that form cannot use the index.
+        let sql = if resource.is_some() {
+            "SELECT id FROM deployments WHERE resource_id = ?1 ORDER BY id DESC LIMIT ?2"
+        } else {
+            "SELECT id FROM deployments WHERE ?1 IS NULL ORDER BY id DESC LIMIT ?2"
+        };
+        let ids: Vec<i64> = sqlx::query_scalar(sql)
+            .bind(resource)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.q("read action notes"))?;
         self.action_notes(&ids).await
     }
 
