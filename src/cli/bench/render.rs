@@ -41,9 +41,12 @@ struct Job {
     context: Value,
 }
 
+/// A kept render's bundle and its contexts folder.
+type Pair = (PathBuf, PathBuf);
+
 /// Reads every kept render below `dir`: Jinja `CloudFormation` files (`.yaml`, `.yml`,
 /// `.json`) only, the documents the guard checks. Also returns the (bundle, contexts) pairs.
-fn load(dir: &Path) -> Result<(Vec<Job>, Vec<(PathBuf, PathBuf)>)> {
+fn load(dir: &Path) -> Result<(Vec<Job>, Vec<Pair>)> {
     let mut jobs = Vec::new();
     let mut pairs = Vec::new();
     let mut keeps: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -133,7 +136,7 @@ fn daemon(job: &Job) -> Result<()> {
 }
 
 /// Python Jinja2's documents per second (the harness times its own rounds).
-fn python(harness: &Path, pairs: &[(PathBuf, PathBuf)], rounds: usize) -> Result<(f64, usize)> {
+fn python(harness: &Path, pairs: &[Pair], rounds: usize) -> Result<(f64, usize)> {
     let mut cmd = std::process::Command::new("python3");
     cmd.arg(harness).arg("--bench").arg(rounds.to_string());
     for (bundle, contexts) in pairs {
