@@ -236,7 +236,7 @@ pub(crate) fn render_cmd(args: &RenderArgs) -> Result<ExitCode> {
     }
     let (min, median) = stats[3];
     println!(
-        "{:32} {min:>9.1}x / {median:>9.1}x",
+        "{:32} {min:>9.2}x / {median:>9.2}x",
         "protond / Python Jinja2"
     );
     Ok(ExitCode::SUCCESS)
