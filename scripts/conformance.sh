@@ -13,6 +13,8 @@
 #   SHARED   folder holding proton-samples (default: ../shared, beside the repo)
 #   SAMPLE_IGNORED_RULES  cfn-lint rules not counted for the samples (default: E2533, see below)
 #
+#   KEEP_CONTEXTS         a folder to keep each sample render's contexts in, for
+#                         `protond bench render` (see scripts/render_bench)
 #   CI                    when "true", a missing Python jinja2 is an error (otherwise those
 #                         checks are skipped with a note)
 #
@@ -284,6 +286,15 @@ check_render() {
     record "cfn-lint $label" lint "$log" "$out"
     check_jinja2 "$label" "$1" "$contexts" "$out"
     last_render=$out
+    # KEEP_CONTEXTS=DIR keeps each sample render's contexts and bundle for `protond bench
+    # render` (DIR/NNN/bundle: the bundle's path; DIR/NNN/contexts: the context files).
+    if [[ -n "${KEEP_CONTEXTS:-}" ]] && ((in_samples)); then
+      local keep
+      keep=$KEEP_CONTEXTS/$(printf '%03d' "${#labels[@]}")
+      mkdir -p "$keep"
+      cp -r "$contexts" "$keep/contexts"
+      realpath "$1" >"$keep/bundle"
+    fi
   else
     # The exit status too: a render killed from outside (e.g. out of memory) prints nothing.
     echo "protond render exited with status $rc" >>"$log"

@@ -15,6 +15,13 @@ The environment is configured as protond configures minijinja: no HTML escaping,
 trailing newline kept, and undefined values that fail when used but are false in `if`.
 Proton's filters are reimplemented below as protond implements them (src/render/filters.rs).
 Prints one line per file; exits 1 when any file failed to render.
+
+    python3 scripts/jinja2_render.py --bench ROUNDS BUNDLE CONTEXT-DIR [BUNDLE CONTEXT-DIR ...]
+
+times the Jinja files of the pairs instead (for `protond bench render`): every template is
+compiled once, then each round renders every file with its context (Proton's indent blocks
+applied, as protond does); prints one JSON line, `{"documents": N, "seconds": S}`, the
+documents rendered and the time the rounds took.
 """
 import json
 import os
@@ -190,5 +197,34 @@ def main(argv):
     return 1 if failed else 0
 
 
+def bench(argv):
+    """`--bench ROUNDS BUNDLE CONTEXT-DIR ...`: see the module's doc."""
+    import time
+
+    rounds = int(argv[2])
+    pairs = argv[3:]
+    env = environment()
+    jobs = []
+    for bundle, contexts in zip(pairs[::2], pairs[1::2]):
+        for root, _, names in sorted(os.walk(contexts)):
+            for name in sorted(names):
+                with open(os.path.join(root, name), encoding="utf-8") as f:
+                    job = json.load(f)
+                if job["engine"] != "jinja":
+                    continue
+                with open(os.path.join(bundle, job["file"]), encoding="utf-8") as f:
+                    template = env.from_string(f.read())
+                jobs.append((template, job["context"]))
+    start = time.perf_counter()
+    for _ in range(rounds):
+        for template, context in jobs:
+            apply_indent_blocks(template.render(context))
+    seconds = time.perf_counter() - start
+    print(json.dumps({"documents": rounds * len(jobs), "seconds": seconds}))
+    return 0
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--bench":
+        sys.exit(bench(sys.argv))
     sys.exit(main(sys.argv))

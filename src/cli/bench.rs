@@ -109,3 +109,16 @@ fn print_figures(rows: &[Figures], deployed: Option<&DeployFigures>, json: bool)
     }
     Ok(())
 }
+
+mod render;
+
+pub(super) use render::render_cmd;
+
+/// The modes of `protond bench` other than the fleet figures.
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchMode {
+    /// Documents per second of the daemon's render (guard and rendered hash included) on
+    /// kept AWS sample contexts, against the engine alone and Python Jinja2 (see
+    /// `scripts/render_bench`).
+    Render(render::RenderArgs),
+}

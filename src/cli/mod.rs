@@ -369,6 +369,9 @@ pub enum Command {
         /// New minor tags timed from tag to first deployment call.
         #[arg(long, default_value_t = 3)]
         tags: usize,
+        /// Another measurement instead of the fleet figures (`render`).
+        #[command(subcommand)]
+        mode: Option<bench::BenchMode>,
     },
     /// Delete, explicitly, the resources deployed from a spec repo removed from the config:
     /// marks the repo in the state store; the next cycles delete its resources within the
@@ -582,6 +585,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             no_server,
         } => run::run_daemon(&config, listen, no_server),
         Command::Bench {
+            mode: Some(bench::BenchMode::Render(args)),
+            ..
+        } => bench::render_cmd(&args),
+        Command::Bench {
+            mode: None,
             instances,
             dir,
             json,

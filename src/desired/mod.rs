@@ -225,15 +225,28 @@ pub fn hash_json(v: &Value) -> String {
 /// by formatting or comments.
 #[must_use]
 pub fn hash_documents(docs: &[(String, String)]) -> String {
+    hash_parsed_documents(docs.iter().map(|(p, t)| (p.as_str(), t.as_str(), None)))
+}
+
+/// [`hash_documents`] of (path, text, parse) triples, where a document the render guard
+/// already parsed comes with that parse (the same parse of the same text, so the same hash)
+/// and is not parsed again.
+pub(crate) fn hash_parsed_documents<'a>(
+    docs: impl IntoIterator<Item = (&'a str, &'a str, Option<&'a serde_yaml::Value>)>,
+) -> String {
     let mut h = Sha256::new();
-    for (path, text) in docs {
+    for (path, text, parsed) in docs {
         h.update(path.as_bytes());
         h.update([0]);
-        // Rendered Terraform is not checked by the guard: the depth check keeps this linear.
-        match crate::catalog::yaml::from_str::<serde_yaml::Value>(text)
-            .ok()
-            .and_then(|v| serde_json::to_string(&v).ok())
-        {
+        let canonical = match parsed {
+            Some(v) => serde_json::to_string(v).ok(),
+            // Rendered Terraform is not checked by the guard: the depth check keeps this
+            // linear.
+            None => crate::catalog::yaml::from_str::<serde_yaml::Value>(text)
+                .ok()
+                .and_then(|v| serde_json::to_string(&v).ok()),
+        };
+        match canonical {
             Some(canonical) => h.update(canonical.as_bytes()),
             None => h.update(text.as_bytes()),
         }

@@ -5,16 +5,18 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::{DesiredSet, Resource, hash_documents, hash_json};
+use super::{DesiredSet, Resource, hash_documents, hash_json, hash_parsed_documents};
 use crate::catalog::{Infrastructure, Language};
 use crate::plan::{self, DesiredState, ResourceKind, Version};
 use crate::provision::Provisioning;
 use crate::render;
 use crate::state::ResourceRecord;
 
-/// Rendered documents (path, text) and how they are provisioned (from the manifest's
-/// `template_language`), or why there are none.
-pub(crate) type Rendered = Result<(Vec<(String, String)>, Provisioning), DesiredState>;
+/// Rendered documents (path, text), how they are provisioned (from the manifest's
+/// `template_language`) and their rendered hash when the render already computed it (from
+/// the guard's parse), or why there are none.
+pub(crate) type Rendered =
+    Result<(Vec<(String, String)>, Provisioning, Option<String>), DesiredState>;
 
 /// One planner row to add, apart from its state.
 pub(crate) struct Row<'a> {
@@ -68,9 +70,9 @@ impl<'a> Builder<'a> {
     /// Adds a row; ready documents are hashed into its state.
     pub fn push(&mut self, row: Row<'_>, state: Rendered) {
         let (state, documents, provisioning) = match state {
-            Ok((docs, provisioning)) => (
+            Ok((docs, provisioning, hash)) => (
                 DesiredState::Ready {
-                    rendered_hash: hash_documents(&docs),
+                    rendered_hash: hash.unwrap_or_else(|| hash_documents(&docs)),
                 },
                 docs,
                 provisioning,
@@ -130,24 +132,33 @@ pub(crate) fn render_all_described(
     if let Some(bundle) = &infra.codebuild {
         // CodeBuild provisioning: not rendered; the files and proton-inputs.json travel.
         let docs = crate::provision::codebuild::documents(bundle, ctx);
-        return Ok((docs, Provisioning::CodeBuild));
+        return Ok((docs, Provisioning::CodeBuild, None));
     }
-    let mut docs = infra
+    let rendered = infra
         .files
         .iter()
         .map(|f| {
-            render::render_file(f, ctx)
-                .map(|text| (f.path.clone(), text))
+            render::render_file_parsed(f, ctx)
+                .map(|(text, parsed)| (f.path.clone(), text, parsed))
                 .map_err(|e| invalid(describe(&e)))
         })
         .collect::<Result<Vec<_>, _>>()?;
     if infra.language() == Language::Terraform {
+        let mut docs: Vec<(String, String)> =
+            rendered.into_iter().map(|(p, t, _)| (p, t)).collect();
         // Proton's generated inputs travel with the files (and count in the rendered hash,
         // so new environment outputs redeploy dependants).
         docs.extend(crate::provision::terraform::generated_files(ctx));
-        return Ok((docs, Provisioning::SelfManaged));
+        return Ok((docs, Provisioning::SelfManaged, None));
     }
-    Ok((docs, Provisioning::CloudFormation))
+    // The guard parsed each document once: the rendered hash reuses that parse.
+    let hash = hash_parsed_documents(
+        rendered
+            .iter()
+            .map(|(p, t, parsed)| (p.as_str(), t.as_str(), parsed.as_ref())),
+    );
+    let docs = rendered.into_iter().map(|(p, t, _)| (p, t)).collect();
+    Ok((docs, Provisioning::CloudFormation, Some(hash)))
 }
 
 /// An invalid state with `error` as its reason.

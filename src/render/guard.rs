@@ -13,6 +13,14 @@
 //! [`yaml::MAX_DEPTH`] before libyaml scans it, so the check is linear in the document's
 //! size whatever a template or an input value nests (the walk below recurses at most that
 //! deep). This module only inspects text; it never renders and never performs I/O.
+//!
+//! Fast path ([`plain_values_only`]): when every printed value is a plain word (ASCII letters
+//! and digits at both ends, only letters, digits, `_ . / - :` and single inner spaces
+//! between, never `: `) and no value sits where such a word is not an ordinary scalar character (an
+//! anchor, alias, tag, directive or block scalar header token, or after a backslash), the
+//! markers cannot change how the document is scanned: a value is then a run of ordinary
+//! scalar characters in both documents, so the marked parse is skipped and only the clean
+//! document is parsed (once, and that parse is returned for the rendered hash).
 
 use serde_yaml::Value;
 
@@ -106,7 +114,18 @@ pub enum GuardError {
 }
 
 /// Checks a marked `CloudFormation` document. Returns the clean text when it is safe.
+#[cfg(test)]
 pub fn check_yaml(marked: &str) -> Result<String, GuardError> {
+    check_yaml_parsed(marked).map(|(clean, _)| clean)
+}
+
+/// [`check_yaml`], also returning the clean document's parse (for the rendered hash).
+pub fn check_yaml_parsed(marked: &str) -> Result<(String, Value), GuardError> {
+    check_with(marked, true)
+}
+
+/// The guard; `fast`: whether the fast path may skip the marked parse.
+fn check_with(marked: &str, fast: bool) -> Result<(String, Value), GuardError> {
     let clean = strip(marked);
     let b: Value = yaml::from_str(&clean).map_err(|e| match e {
         YamlError::TooDeep(d) => GuardError::TooDeep {
@@ -117,6 +136,9 @@ pub fn check_yaml(marked: &str) -> Result<String, GuardError> {
             message: crate::catalog::yaml_error(&e),
         },
     })?;
+    if fast && plain_values_only(marked) {
+        return Ok((clean, b));
+    }
     // Markers only add characters to scalars: a marked document deeper than the clean one
     // (or not YAML where the clean one is) has had its structure changed by a value.
     let a: Value = match yaml::from_str(marked) {
@@ -131,7 +153,65 @@ pub fn check_yaml(marked: &str) -> Result<String, GuardError> {
         }
     };
     walk(&a, &b, &mut Vec::new())?;
-    Ok(clean)
+    Ok((clean, b))
+}
+
+/// Whether a printed value is a plain word: ASCII letters or digits at both ends, and only
+/// letters, digits, `_`, `.`, `/`, `-`, `:` and single spaces between, never `: `. No such
+/// text holds a line break, a quote, a comment, a flow or block indicator or a mapping value
+/// indicator, and it neither starts nor ends with a space or an indicator.
+#[must_use]
+pub fn is_plain_value(v: &str) -> bool {
+    let b = v.as_bytes();
+    let (Some(first), Some(last)) = (b.first(), b.last()) else {
+        return false;
+    };
+    first.is_ascii_alphanumeric()
+        && last.is_ascii_alphanumeric()
+        && !v.contains("  ")
+        && !v.contains(": ")
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"_./-: ".contains(c))
+}
+
+/// Whether the token a value starts in (`before`: the marked text up to the value's opening
+/// marker; the token reaches back to the last blank) lets a plain word be ordinary scalar
+/// characters: it must hold none of `&`, `*`, `!`, `%`, `|`, `>` (anchor, alias, tag,
+/// directive, block scalar header: their names end at a marker, not at a letter) and no
+/// backslash (an escape in a double-quoted scalar). Conservative: `'&{{ x }}'` takes the
+/// full check although quoted.
+fn ordinary_position(before: &str) -> bool {
+    let token_start = before.rfind([' ', '\t', '\n', '\r']).map_or(0, |i| i + 1);
+    !before[token_start..]
+        .bytes()
+        .any(|c| b"&*!%|>\\".contains(&c))
+}
+
+/// Whether every printed value of `marked` is a plain word ([`is_plain_value`]) in an
+/// ordinary position: then the marked document scans as the clean one does and the marked
+/// parse can be skipped.
+#[must_use]
+pub fn plain_values_only(marked: &str) -> bool {
+    let mut rest = marked;
+    let mut offset = 0;
+    while let Some(open) = rest.find(OPEN) {
+        let start = open + OPEN.len_utf8();
+        let Some(len) = rest[start..].find(CLOSE) else {
+            return false;
+        };
+        let value = &rest[start..start + len];
+        if value.contains(OPEN)
+            || rest[..open].contains(CLOSE)
+            || !is_plain_value(value)
+            || !ordinary_position(&marked[..offset + open])
+        {
+            return false;
+        }
+        let next = start + len + CLOSE.len_utf8();
+        offset += next;
+        rest = &rest[next..];
+    }
+    !rest.contains(CLOSE)
 }
 
 fn first_marked_on_line(marked: &str, line: usize) -> String {
@@ -336,6 +416,157 @@ mod tests {
         // Quoted, it is data.
         let m = marked("A: '{v}'\n", &"[".repeat(1_000_000));
         assert!(check_yaml(&m).is_ok());
+    }
+
+    #[test]
+    fn plain_values_are_words() {
+        for (v, plain) in [
+            ("payments", true),
+            ("Payments-Prod_2", true),
+            ("10.0.0.0/16", true),
+            ("arn:aws:iam::123456789012:role/x", true),
+            ("public.ecr.aws/nginx/nginx:latest", true),
+            ("a b c", true),
+            ("80", true),
+            ("true", true),
+            ("", false),
+            ("-1", false),
+            ("1.5e+20", false),
+            (".hidden", false),
+            ("x.", false),
+            ("a  b", false),
+            ("a: b", false),
+            ("a:", false),
+            (" a", false),
+            ("a ", false),
+            ("a\nb", false),
+            ("a\tb", false),
+            ("a#b", false),
+            ("it's", false),
+            ("say \"hi\"", false),
+            ("[1, 2]", false),
+            ("{a}", false),
+            ("a,b", false),
+            ("&a", false),
+            ("a*b", false),
+            ("!Ref", false),
+            ("a|b", false),
+            ("a>b", false),
+            ("50%", false),
+            ("a\\b", false),
+            ("a@b", false),
+            ("a`b", false),
+            ("a~b", false),
+            ("café", false),
+        ] {
+            assert_eq!(is_plain_value(v), plain, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn plain_values_only_in_ordinary_positions() {
+        for (t, fast) in [
+            ("A: {v}\n", true),
+            ("A: '{v}'\n", true),
+            ("A: \"{v}\"\n", true),
+            ("A: !Ref {v}\n", true),
+            ("A: !Sub 'arn:aws:s3:::{v}-*'\n", true),
+            ("{v}Bucket:\n  Type: x\n", true),
+            ("A: [{v}, b]\n", true),
+            ("A: {a: {v}}\n", true),
+            ("A: |\n  echo {v}\n", true),
+            ("A: x-{v}-{v}\n", true),
+            ("A: &{v} x\n", false),
+            ("A: *{v}\n", false),
+            ("A: !{v} x\n", false),
+            ("A: !Ref{v}\n", false),
+            ("A: !a[{v}] x\n", false),
+            ("A: [b,&{v} x]\n", false),
+            ("A: |{v}\n  x\n", false),
+            ("A: >-{v}\n  x\n", false),
+            ("%{v} x\n---\nA: 1\n", false),
+            ("A: \"\\x{v}\"\n", false),
+            ("A: \"\\{v}\"\n", false),
+            ("A: '&{v}'\n", false),
+        ] {
+            let m = marked(t, "a1");
+            assert_eq!(plain_values_only(&m), fast, "{t:?}");
+        }
+        // Markers in the template's own text take the full check (which refuses them).
+        let stray = format!("A: x{CLOSE}\nB: {OPEN}y{CLOSE}\n");
+        assert!(!plain_values_only(&stray));
+        assert!(check_yaml(&stray).is_err());
+        // A value that is not a plain word takes the full check.
+        assert!(!plain_values_only(&marked("A: {v}\n", "a b: c")));
+    }
+
+    /// Wherever the fast path applies, the full check (both parses, the walk) agrees: same
+    /// verdict, same clean text, same parse.
+    #[test]
+    fn fast_path_agrees_with_the_full_check() {
+        let templates = [
+            "A: {v}\n",
+            "A: '{v}'\nB: 1\n",
+            "A: \"{v}\"\n",
+            "A: !Ref {v}\n",
+            "A: !Sub '${AWS::StackName}-{v}'\n",
+            "{v}Bucket:\n  Type: x\n",
+            "{v}: 1\n",
+            "A: [{v}, b]\n",
+            "A: [{v}]\n",
+            "A: {a: {v}}\n",
+            "A: {{v}: 1}\n",
+            "A:{v}\n",
+            "A: -{v}\n",
+            "- {v}\n- b\n",
+            "-{v}\n",
+            "?{v}\n",
+            "---{v}\n",
+            "...{v}\n",
+            "A: |\n  {v}\n",
+            "A: >\n  {v} {v}\n",
+            "A: 1{v}\n",
+            "A: 0x{v}\n",
+            "A: x #{v}\n",
+            "A: x#{v}\n",
+            "A: [a,{v}]\n",
+            "A: [a:{v}]\n",
+            "A:\n  - {v}\n  - {v}:{v}\n",
+        ];
+        let values = [
+            "a",
+            "1",
+            "10",
+            "true",
+            "null",
+            "x y",
+            "arn:aws:s3:::b",
+            "a:b",
+            "1.5",
+            "10.0.0.0/16",
+            "a-b",
+            "No",
+            "0x1F",
+            "a/b",
+            "a:1",
+            "e",
+        ];
+        let mut fast = 0;
+        for t in templates {
+            for v in values {
+                let m = marked(t, v);
+                if !plain_values_only(&m) {
+                    continue;
+                }
+                fast += 1;
+                assert_eq!(
+                    check_with(&m, true),
+                    check_with(&m, false),
+                    "{t:?} with {v:?}"
+                );
+            }
+        }
+        assert!(fast > 300, "{fast} fast-path cases");
     }
 
     #[test]

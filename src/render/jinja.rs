@@ -4,9 +4,16 @@
 //! escaping, and every printed value marked for the injection guard. Every render runs
 //! within the bounds of [`bounds`] (fuel, output size, amplifying filters) and the time
 //! budget of [`deadline`].
+//!
+//! Compiled templates are cached ([`compiled`]): a release's files are compiled once, not
+//! on every render. The cache is keyed by the file's name and its full source (compared, not
+//! only hashed) and bounded by the total bytes of the sources it holds ([`CACHE_BYTES`]):
+//! sources are attacker-controlled, so past the bound the cache starts afresh.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::OnceLock;
+use std::hash::{Hash as _, Hasher as _};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use minijinja::value::Value as JValue;
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
@@ -77,6 +84,102 @@ fn env() -> &'static Environment<'static> {
         super::jinja2::register(&mut env);
         env
     })
+}
+
+/// Total bytes of template source the compiled-template cache may hold (names included).
+pub const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// One cached template: an environment holding only it, compiled once.
+struct Cached {
+    name: Arc<str>,
+    source: Arc<str>,
+    env: Arc<Environment<'static>>,
+}
+
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<u64, Vec<Cached>>,
+    bytes: usize,
+}
+
+static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
+
+fn cache_key(file: &str, source: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    file.hash(&mut h);
+    source.hash(&mut h);
+    h.finish()
+}
+
+fn cached(key: u64, file: &str, source: &str) -> Option<Arc<Environment<'static>>> {
+    let guard = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
+    guard
+        .as_ref()?
+        .entries
+        .get(&key)?
+        .iter()
+        .find(|c| &*c.name == file && &*c.source == source)
+        .map(|c| Arc::clone(&c.env))
+}
+
+/// The environment holding `source` compiled under the name `file`: from the cache, or
+/// compiled now and cached (compile errors are not cached). The caller holds no lock while
+/// compiling.
+fn compiled(file: &str, source: &str) -> Result<Arc<Environment<'static>>, Error> {
+    let key = cache_key(file, source);
+    if let Some(env) = cached(key, file, source) {
+        return Ok(env);
+    }
+    let mut fresh = env().clone();
+    fresh.add_template_owned(file.to_owned(), source.to_owned())?;
+    let fresh = Arc::new(fresh);
+    let mut guard = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
+    insert(
+        guard.get_or_insert_with(Cache::default),
+        key,
+        file,
+        source,
+        &fresh,
+        CACHE_BYTES,
+    );
+    Ok(fresh)
+}
+
+/// Caches `env` (holding `source` compiled as `file`) unless it is there; a source larger
+/// than `cap` is not cached, and a cache that would grow past `cap` starts afresh.
+fn insert(
+    cache: &mut Cache,
+    key: u64,
+    file: &str,
+    source: &str,
+    env: &Arc<Environment<'static>>,
+    cap: usize,
+) {
+    let size = file.len() + source.len();
+    let present = |cache: &Cache| {
+        cache.entries.get(&key).is_some_and(|slot| {
+            slot.iter()
+                .any(|c| &*c.name == file && &*c.source == source)
+        })
+    };
+    if size > cap || present(cache) {
+        return;
+    }
+    if cache.bytes + size > cap {
+        *cache = Cache::default();
+    }
+    cache.entries.entry(key).or_default().push(Cached {
+        name: file.into(),
+        source: source.into(),
+        env: Arc::clone(env),
+    });
+    cache.bytes += size;
+}
+
+/// Whether `source` is cached compiled as `file` (tests).
+#[cfg(test)]
+pub(crate) fn is_cached(file: &str, source: &str) -> bool {
+    cached(cache_key(file, source), file, source).is_some()
 }
 
 fn line_of(source: &str, offset: usize) -> usize {
@@ -157,15 +260,13 @@ fn convert(file: &str, source: &str, e: &Error) -> RenderError {
 /// as long as a render.
 pub fn check(file: &str, source: &str) -> Result<(), RenderError> {
     if !deadline::can_build_lazy_sequences(source) {
-        return env()
-            .template_from_named_str(file, source)
+        return compiled(file, source)
             .map(|_| ())
             .map_err(|e| convert(file, source, &e));
     }
     let (owned_file, owned_source) = (file.to_owned(), source.to_owned());
     deadline::run(source, deadline::TIME_BUDGET, move || {
-        env()
-            .template_from_named_str(&owned_file, &owned_source)
+        compiled(&owned_file, &owned_source)
             .map(|_| ())
             .map_err(|e| convert(&owned_file, &owned_source, &e))
     })
@@ -211,8 +312,9 @@ pub fn render_within(
 
 /// One render on the current thread, within [`bounds`].
 fn render_bounded(file: &str, source: &str, ctx: JValue) -> Result<String, RenderError> {
-    let template = env()
-        .template_from_named_str(file, source)
+    let env = compiled(file, source).map_err(|e| convert(file, source, &e))?;
+    let template = env
+        .get_template(file)
         .map_err(|e| convert(file, source, &e))?;
     let mut out = bounds::BoundedOutput::new(bounds::MAX_OUTPUT_BYTES);
     let rendered = template.render_captured_to(ctx, &mut out);
@@ -234,4 +336,30 @@ fn render_bounded(file: &str, source: &str, ctx: JValue) -> Result<String, Rende
         line: 0,
         message: "the rendered text is not UTF-8".into(),
     })
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_is_bounded_by_source_bytes() {
+        let env = Arc::new(env().clone());
+        let mut cache = Cache::default();
+        // 10 + 20 bytes fit in 40; a third entry of 15 would pass it: the cache starts afresh.
+        insert(&mut cache, 1, "a", "123456789", &env, 40);
+        insert(&mut cache, 2, "b", "1234567890123456789", &env, 40);
+        assert_eq!((cache.entries.len(), cache.bytes), (2, 30));
+        // The same entry again is not counted twice.
+        insert(&mut cache, 2, "b", "1234567890123456789", &env, 40);
+        assert_eq!(cache.bytes, 30);
+        insert(&mut cache, 3, "c", "12345678901234", &env, 40);
+        assert_eq!((cache.entries.len(), cache.bytes), (1, 15));
+        // A source larger than the bound is never cached.
+        insert(&mut cache, 4, "d", &"x".repeat(64), &env, 40);
+        assert_eq!((cache.entries.len(), cache.bytes), (1, 15));
+        // Colliding keys keep both entries, told apart by name and source.
+        insert(&mut cache, 3, "e", "other", &env, 40);
+        assert_eq!(cache.entries[&3].len(), 2);
+    }
 }

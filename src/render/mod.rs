@@ -215,6 +215,15 @@ fn output_names(source: &str) -> BTreeSet<String> {
 
 /// Renders one `IaC` file with `ctx`. `CloudFormation` output is checked by the guard.
 pub fn render_file(file: &IacFile, ctx: &Value) -> Result<String, RenderError> {
+    render_file_parsed(file, ctx).map(|(text, _)| text)
+}
+
+/// [`render_file`], also returning the guard's parse of a rendered `CloudFormation`
+/// document (`None` for other languages), so that the rendered hash need not parse it again.
+pub fn render_file_parsed(
+    file: &IacFile,
+    ctx: &Value,
+) -> Result<(String, Option<serde_yaml::Value>), RenderError> {
     if let Some(path) = find_reserved(ctx, &mut Vec::new()) {
         return Err(RenderError::Reserved {
             file: file.path.clone(),
@@ -224,28 +233,38 @@ pub fn render_file(file: &IacFile, ctx: &Value) -> Result<String, RenderError> {
     let marked = match file.engine {
         Engine::Jinja => jinja::render(&file.path, &file.source, ctx)?,
         Engine::Handlebars => handlebars_engine::render(&file.path, &file.source, ctx)?,
-        Engine::Hcl => return Ok(file.source.clone()),
+        Engine::Hcl => return Ok((file.source.clone(), None)),
     };
     let marked = guard::apply_indent_blocks(&marked);
     match file.language {
-        Language::Cloudformation => guard::check_yaml(&marked).map_err(|e| match e {
-            guard::GuardError::NotYaml { message } => RenderError::NotYaml {
-                file: file.path.clone(),
-                message,
-            },
-            guard::GuardError::TooDeep { line, limit } => RenderError::TooDeep {
-                file: file.path.clone(),
-                line,
-                limit,
-            },
-            guard::GuardError::Injection { at, value } => RenderError::Injection {
-                file: file.path.clone(),
-                at,
-                value,
-            },
-        }),
-        Language::Terraform => Ok(guard::strip(&marked)),
+        Language::Cloudformation => guard::check_yaml_parsed(&marked)
+            .map(|(text, parsed)| (text, Some(parsed)))
+            .map_err(|e| match e {
+                guard::GuardError::NotYaml { message } => RenderError::NotYaml {
+                    file: file.path.clone(),
+                    message,
+                },
+                guard::GuardError::TooDeep { line, limit } => RenderError::TooDeep {
+                    file: file.path.clone(),
+                    line,
+                    limit,
+                },
+                guard::GuardError::Injection { at, value } => RenderError::Injection {
+                    file: file.path.clone(),
+                    at,
+                    value,
+                },
+            }),
+        Language::Terraform => Ok((guard::strip(&marked), None)),
     }
+}
+
+/// Renders a Jinja file with the daemon's engine (compiled template cache, bounds, time
+/// budget, printed values marked) but neither the reserved-character check nor the guard:
+/// the engine's own cost, for `benches/render.rs`. Returns the marked text.
+#[doc(hidden)]
+pub fn render_jinja_unguarded(file: &IacFile, ctx: &Value) -> Result<String, RenderError> {
+    jinja::render(&file.path, &file.source, ctx)
 }
 
 fn find_reserved(v: &Value, path: &mut Vec<String>) -> Option<String> {

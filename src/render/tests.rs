@@ -535,3 +535,61 @@ fn a_jinja_render_that_walks_lazy_lists_is_stopped_by_its_time_budget() {
         "A: 1\n"
     );
 }
+
+#[test]
+fn compiled_templates_are_cached_and_never_stale() {
+    let ctx = json!({"name": "cache-test-a1", "n": 3});
+    let v1 = cfn(Engine::Jinja, "A: {{ name }}\nB: cache-test-v1\n");
+    let v2 = cfn(Engine::Jinja, "A: {{ name }}\nB: cache-test-v2\n");
+    let first = render_file(&v1, &ctx).expect("renders");
+    assert!(jinja::is_cached(&v1.path, &v1.source));
+    assert_eq!(render_file(&v1, &ctx).expect("renders again"), first);
+    // Same file name, new source (a new release): its own template, not the cached one.
+    assert_eq!(
+        render_file(&v2, &ctx).expect("renders"),
+        "A: cache-test-a1\nB: cache-test-v2\n"
+    );
+    assert_eq!(render_file(&v1, &ctx).expect("renders"), first);
+    // A template that does not compile is not cached, and fails the same way every time.
+    let broken = cfn(Engine::Jinja, "A: {{ name \nB: cache-test-broken\n");
+    let e1 = render_file(&broken, &ctx).expect_err("syntax error");
+    assert!(!jinja::is_cached(&broken.path, &broken.source));
+    assert_eq!(render_file(&broken, &ctx).expect_err("syntax error"), e1);
+    // Errors of a cached template are those of a fresh one (undefined variable, its line).
+    let e = render_file(&v1, &json!({"n": 1})).expect_err("undefined");
+    assert!(
+        matches!(e, RenderError::Undefined { line: 1, ref variable, .. } if variable == "name"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn the_rendered_hash_reuses_the_guards_parse() {
+    // Values on the fast path and off it: the hash from the guard's parse is the hash of the
+    // text parsed again.
+    for (source, ctx) in [
+        (
+            "A: {{ name }}\nB: [1, 2]\n# comment\n",
+            json!({"name": "plain"}),
+        ),
+        (
+            "A: '{{ name }}'\nB: !Ref X\n",
+            json!({"name": "quoted: with # and [x]"}),
+        ),
+        ("A: {{ n }}\n", json!({"n": 1.5})),
+    ] {
+        let file = cfn(Engine::Jinja, source);
+        let (text, parsed) = render_file_parsed(&file, &ctx).expect("renders");
+        assert!(parsed.is_some());
+        let docs = [(file.path.clone(), text.clone())];
+        assert_eq!(
+            crate::desired::hash_parsed_documents([(
+                file.path.as_str(),
+                text.as_str(),
+                parsed.as_ref()
+            )]),
+            crate::desired::hash_documents(&docs),
+            "{source}"
+        );
+    }
+}
