@@ -617,18 +617,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             message,
             deployment_id,
         ),
-        Command::Rollout {
-            action,
-            version,
-            reason,
-            config,
-        } => rollout::rollout_cmd(&config, action, &version, &reason),
-        Command::Release {
-            action,
-            release,
-            reason,
-            config,
-        } => release::release_cmd(&config, action, release.as_deref(), reason.as_deref()),
+        c @ (Command::Rollout { .. }
+        | Command::Release { .. }
+        | Command::Approve { .. }
+        | Command::Approvals { .. }) => release_command(c),
         c @ (Command::Hold { .. }
         | Command::Unhold { .. }
         | Command::Holds { .. }
@@ -662,6 +654,24 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         | Command::Wait { .. }
         | Command::History { .. }) => manual_action(c),
         Command::Import(args) => import::import_cmd(&args),
+    }
+}
+
+/// The release commands: `rollout`, `release`, `approve`, `approvals`.
+fn release_command(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Rollout {
+            action,
+            version,
+            reason,
+            config,
+        } => rollout::rollout_cmd(&config, action, &version, &reason),
+        Command::Release {
+            action,
+            release,
+            reason,
+            config,
+        } => release::release_cmd(&config, action, release.as_deref(), reason.as_deref()),
         Command::Approve {
             resource,
             version,
@@ -676,6 +686,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             reason.as_deref(),
         ),
         Command::Approvals { config, output } => approve::approvals_cmd(&config, output),
+        _ => anyhow::bail!("internal error: not a release command"),
     }
 }
 
