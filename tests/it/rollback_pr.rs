@@ -98,15 +98,18 @@ async fn rollback_via_pull_request_pins_the_service_file_and_the_merge_moves_it(
     );
     assert_eq!(pr.title, "Roll back service payments to web-svc v1.0");
     assert!(
-        out.contains(&format!("/pull/{}", pr.number)) || out.contains("http"),
-        "{out}"
+        out.contains(&format!(
+            "https://forge.invalid/acme/payments/pull/{}",
+            pr.number
+        )),
+        "the pull request's address is printed: {out}"
     );
     for needle in [
-        &format!("| `{DEV}` | 1.1 | v1.0 |"),
-        "| `service_instance/payments/payments-prod` | 1.1 | v1.0 |",
-        "now pins **web-svc v1.0**",
+        format!("| `{DEV}` | 1.1 | v1.0 |"),
+        "| `service_instance/payments/payments-prod` | 1.1 | v1.0 |".to_string(),
+        "now pins **web-svc v1.0**".to_string(),
     ] {
-        assert!(pr.body.contains(needle.as_str()), "{needle}\n{}", pr.body);
+        assert!(pr.body.contains(&needle), "{needle}\n{}", pr.body);
     }
     // The pushed branch: `minor: 0` in the header, every other line as written.
     let pushed = w.git("payments", &["show", &format!("{}:{FILE}", pr.head)]);
