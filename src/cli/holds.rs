@@ -12,6 +12,7 @@ use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 
+use super::rollback_pr::{self, Via};
 use super::{OutputFormat, load_config, runtime};
 use crate::config::Config;
 use crate::evaluate::pins::{Pin, PinTarget};
@@ -165,13 +166,15 @@ pub(super) fn dispatch(command: super::Command) -> Result<ExitCode> {
             target,
             to,
             by,
+            via,
             config,
-        } => rollback_cmd(&config, &target, &to, by.as_deref()),
+        } => rollback_cmd(&config, &target, &to, by.as_deref(), via),
         Command::Unpin {
             target,
             template,
+            via,
             config,
-        } => unpin_cmd(&config, &target, template.as_deref()),
+        } => unpin_cmd(&config, &target, template.as_deref(), via),
         _ => bail!("not a hold, pin or rollback command"),
     }
 }
@@ -227,6 +230,7 @@ pub(super) fn rollback_cmd(
     target: &str,
     to: &str,
     by: Option<&str>,
+    via: Via,
 ) -> Result<ExitCode> {
     let config = load_config(config)?;
     let target = pin_target(target)?;
@@ -254,6 +258,17 @@ pub(super) fn rollback_cmd(
                 return Ok(ExitCode::from(1));
             }
         };
+        if via == Via::PullRequest {
+            let ids = checked.moves.iter().map(|m| m.id.clone()).collect();
+            let deployed = records.iter().map(|r| (r.id.clone(), r.version)).collect();
+            let one = match &checked.pin.target {
+                PinTarget::Resource(id) => Some(id.as_str()),
+                _ => None,
+            };
+            let template = checked.pin.template.as_deref();
+            return rollback_pr::open(&config, &ids, template, Some(version.minor), one, &deployed)
+                .await;
+        }
         let (kind, name) = pin_parts(&checked.pin.target);
         let record = PinRecord {
             target_kind: kind.into(),
@@ -301,11 +316,19 @@ fn target_text(t: &PinTarget) -> String {
 }
 
 /// `protond unpin <target> [--template <name>]`.
-pub(super) fn unpin_cmd(config: &Path, target: &str, template: Option<&str>) -> Result<ExitCode> {
+pub(super) fn unpin_cmd(
+    config: &Path,
+    target: &str,
+    template: Option<&str>,
+    via: Via,
+) -> Result<ExitCode> {
     let config = load_config(config)?;
     let target = pin_target(target)?;
     runtime()?.block_on(async move {
         let store = Store::open(&config.state).await?;
+        if via == Via::PullRequest {
+            return unpin_pr(&config, &store, &target, template).await;
+        }
         let (kind, name) = pin_parts(&target);
         let n = store.delete_pins(kind, name, template).await?;
         if n == 0 {
@@ -321,6 +344,36 @@ pub(super) fn unpin_cmd(config: &Path, target: &str, template: Option<&str>) -> 
         );
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `protond unpin --via pull-request`: a pull request removing `minor:` from the spec files
+/// declaring the target's resources.
+async fn unpin_pr(
+    config: &Config,
+    store: &Store,
+    target: &PinTarget,
+    template: Option<&str>,
+) -> Result<ExitCode> {
+    let stages = stages(config, target).await?;
+    let records = store.resources().await?;
+    let ids: BTreeSet<String> = records
+        .iter()
+        .filter(|r| crate::evaluate::rollback::covers(target, r, &stages))
+        .map(|r| r.id.clone())
+        .collect();
+    if ids.is_empty() {
+        eprintln!(
+            "refused: {} covers no deployed resource; `protond status` lists them",
+            target_text(target)
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let deployed = records.iter().map(|r| (r.id.clone(), r.version)).collect();
+    let one = match target {
+        PinTarget::Resource(id) => Some(id.as_str()),
+        _ => None,
+    };
+    rollback_pr::open(config, &ids, template, None, one, &deployed).await
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ mod refresh;
 pub(crate) mod release;
 mod render;
 mod report;
+mod rollback_pr;
 mod rollout;
 mod run;
 mod status;
@@ -291,6 +292,10 @@ pub enum Command {
         /// Who sets it (default the user running the command).
         #[arg(long)]
         by: Option<String>,
+        /// `pin` (default): record a pin in the state store; `pull-request`: open a pull
+        /// request setting `minor:` in the spec files (needs the spec repo's `forge`).
+        #[arg(long, value_enum, default_value_t)]
+        via: rollback_pr::Via,
         /// Config file.
         #[arg(long, default_value = "proton.toml")]
         config: PathBuf,
@@ -302,6 +307,10 @@ pub enum Command {
         /// Only the pin of this template.
         #[arg(long)]
         template: Option<String>,
+        /// `pin` (default): delete the pin; `pull-request`: open a pull request removing
+        /// `minor:` from the spec files.
+        #[arg(long, value_enum, default_value_t)]
+        via: rollback_pr::Via,
         /// Config file.
         #[arg(long, default_value = "proton.toml")]
         config: PathBuf,

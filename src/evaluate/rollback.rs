@@ -31,7 +31,9 @@ pub struct Checked {
     pub moves: Vec<Move>,
 }
 
-fn covers(target: &PinTarget, r: &ResourceRecord, stages: &BTreeMap<String, String>) -> bool {
+/// Whether `target` covers record `r` (`stages` maps environments to their stage).
+#[must_use]
+pub fn covers(target: &PinTarget, r: &ResourceRecord, stages: &BTreeMap<String, String>) -> bool {
     let env = r.environment.as_deref();
     match target {
         PinTarget::Resource(id) => *id == r.id,

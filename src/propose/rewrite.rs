@@ -376,6 +376,47 @@ fn seq_item(lines: &[&str], line: usize, end: usize, index: usize) -> Option<(us
     Some((start, stop))
 }
 
+/// Sets (`Some`) or removes (`None`) the `minor:` of the `template:` header of a spec file,
+/// every other line kept as written (comments, order, quoting): the edit of `protond rollback
+/// --via pull-request` and `unpin --via pull-request`. `None` when the file has no
+/// `template:` header in a layout this understands (flow `{name, major}` or a block).
+#[must_use]
+pub fn set_minor(text: &str, minor: Option<u32>) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let minor_flow = regex::Regex::new(r",\s*minor\s*:\s*\d+|\bminor\s*:\s*\d+\s*,\s*").ok()?;
+    let h = find_key(&lines, 0, lines.len(), 0, "template")?;
+    let mut out: Vec<String> = lines.iter().map(|s| (*s).to_string()).collect();
+    if inline_value(shape(lines[h])?.1).starts_with('{') {
+        let mut l = minor_flow.replace(lines[h], "").into_owned();
+        if let Some(m) = minor {
+            let close = l.rfind('}')?;
+            let before = l[..close].trim_end().len();
+            l = format!("{}, minor: {m}{}", &l[..before], &l[close..]);
+        }
+        out[h] = l;
+    } else {
+        let end = block_end(&lines, h, 0);
+        let child = (h + 1..end).find_map(|n| shape(lines[n]).map(|s| s.0))?;
+        let major = find_key(&lines, h + 1, end, child, "major")?;
+        match (find_key(&lines, h + 1, end, child, "minor"), minor) {
+            (Some(n), Some(m)) => {
+                let re = regex::Regex::new(r"(\bminor\s*:\s*)\d+").ok()?;
+                out[n] = re
+                    .replace(lines[n], format!("${{1}}{m}").as_str())
+                    .into_owned();
+            }
+            (Some(n), None) => {
+                out.remove(n);
+            }
+            (None, Some(m)) => out.insert(major + 1, format!("{}minor: {m}", " ".repeat(child))),
+            (None, None) => {}
+        }
+    }
+    let mut text = out.join("\n");
+    text.push('\n');
+    Some(text)
+}
+
 /// Edits the lines; `None` when the layout is not one this understands.
 // Line-editing code: `h`, `l`, `i`, `j`… are line indexes and lines, named as in the YAML
 // they walk; longer names would hide the arithmetic.

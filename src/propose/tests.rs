@@ -244,3 +244,56 @@ fn build_and_step_errors_keep_their_former_text() {
     let open_text = open.to_string();
     assert_eq!(StepError::Mirror(open).to_string(), open_text);
 }
+
+#[test]
+fn set_minor_edits_only_the_template_header() {
+    use super::rewrite::set_minor;
+    let flow = "# c\nproton: ServiceSpec\ntemplate: {name: web-svc, major: 1}  # keep\nname: x\n";
+    let block =
+        "proton: ServiceSpec\ntemplate:\n  name: web-svc\n  # the major\n  major: 1\nname: x\n";
+    let cases: &[(&str, Option<u32>, Option<&str>)] = &[
+        (
+            flow,
+            Some(0),
+            Some(
+                "# c\nproton: ServiceSpec\ntemplate: {name: web-svc, major: 1, minor: 0}  # keep\nname: x\n",
+            ),
+        ),
+        (
+            "template: {name: web-svc, major: 1, minor: 2}\n",
+            Some(0),
+            Some("template: {name: web-svc, major: 1, minor: 0}\n"),
+        ),
+        (
+            "template: {name: web-svc, minor: 2, major: 1}\n",
+            None,
+            Some("template: {name: web-svc, major: 1}\n"),
+        ),
+        (flow, None, Some(flow)),
+        (
+            block,
+            Some(3),
+            Some(
+                "proton: ServiceSpec\ntemplate:\n  name: web-svc\n  # the major\n  major: 1\n  minor: 3\nname: x\n",
+            ),
+        ),
+        (
+            "template:\n  name: t\n  major: 1\n  minor: 2 # pinned\n",
+            Some(0),
+            Some("template:\n  name: t\n  major: 1\n  minor: 0 # pinned\n"),
+        ),
+        (
+            "template:\n  name: t\n  minor: 2\n  major: 1\n",
+            None,
+            Some("template:\n  name: t\n  major: 1\n"),
+        ),
+        ("proton: ServiceSpec\nname: x\n", Some(0), None),
+    ];
+    for (text, minor, want) in cases {
+        assert_eq!(
+            set_minor(text, *minor).as_deref(),
+            *want,
+            "{text:?} {minor:?}"
+        );
+    }
+}

@@ -53,6 +53,7 @@ mod releases;
 mod relocation;
 mod report;
 mod retire;
+mod rollback_pr;
 mod self_managed;
 mod server;
 mod state_concurrency;
