@@ -534,11 +534,22 @@ impl Mirror {
             });
             if unchanged {
                 tracing::debug!(url = %remote.display, "Unchanged; not fetched.");
-            } else {
-                let repo = open_repo_with(&remote, &path, options)?;
-                fetch::fetch(&repo, &remote, options)
-                    .map_err(|f| fetch_error(&remote, options, f, false))?;
+                return Ok(Mirror::new(kept, remote.display, path));
             }
+            let repo = open_repo_with(&remote, &path, options)?;
+            let received = fetch::fetch(&repo, &remote, options)
+                .map_err(|f| fetch_error(&remote, options, f, false))?;
+            // A kept handle has room for a fixed number of pack indexes (gix sizes it when
+            // opening): after a pack arrives, the mirror is opened afresh.
+            let kept = if received {
+                handles::reopen(&path).map_err(|source| SourceError::Open {
+                    url: remote.display.clone(),
+                    path: path.clone(),
+                    source,
+                })?
+            } else {
+                kept
+            };
             return Ok(Mirror::new(kept, remote.display, path));
         }
         clone(&remote, cache_dir, &path, options)?;
@@ -1245,7 +1256,7 @@ fn clone(
         open,
     )
     .map_err(fetch::Failure::Gix)
-    .and_then(|repo| fetch::fetch(&repo.to_thread_local(), remote, options))
+    .and_then(|repo| fetch::fetch(&repo.to_thread_local(), remote, options).map(drop))
     .map_err(|f| fetch_error(remote, options, f, true))
     .and_then(|()| match std::fs::rename(&staging, path) {
         // Another sync of the same url won the race: use its mirror.

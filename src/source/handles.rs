@@ -8,7 +8,8 @@
 //! someone deleted and recreated it): the cache is keyed by path and checked against the
 //! folder's device and inode. A kept handle stays current: gix reads loose references from
 //! disk on every lookup, re-reads `packed-refs` when it changes, and looks for new packs when
-//! an object is missing.
+//! an object is missing; but it sizes its table of pack indexes when opened, so a fetch that
+//! adds a pack replaces the kept handle ([`reopen`]).
 //!
 //! [`up_to_date`] compares what a fetch would write (the refspecs' sources in a local
 //! repository) with the mirror's references, without any child process, so that an unchanged
@@ -70,6 +71,20 @@ pub(super) fn open(path: &Path) -> gix::Result<gix::ThreadSafeRepository> {
             .insert(path.to_owned(), (identity, repo.clone()));
     }
     Ok(repo)
+}
+
+/// The repository at `path`, opened afresh and kept in place of the handle kept so far (after
+/// a fetch added a pack: a handle sizes its table of pack indexes when it is opened).
+///
+/// # Errors
+///
+/// gix's error when the repository cannot be opened (the old handle is dropped then).
+pub(super) fn reopen(path: &Path) -> gix::Result<gix::ThreadSafeRepository> {
+    handles()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(path);
+    open(path)
 }
 
 /// Whether the mirror already has every reference that fetching `refspecs` from the local
@@ -160,6 +175,9 @@ mod tests {
         std::fs::rename(&other, &path).expect("mv");
         open(&path).expect("opens");
         assert_ne!(kept(&path).expect("kept"), before);
+        // Reopening replaces the kept handle with a fresh one of the same folder.
+        let fresh = reopen(&path).expect("reopens");
+        assert_eq!(fresh.path(), open(&path).expect("opens").path());
         assert!(open(&tmp.path().join("missing")).is_err());
     }
 
