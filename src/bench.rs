@@ -10,6 +10,8 @@
 //! * **no-op**: the same again with nothing changed (fetch included, and without fetch);
 //! * **new minor**: after tagging `bench-svc/v1.1`, the cycle that sees it;
 //! * **baseline**: `git rev-parse HEAD^{tree}` in every repo, one process each;
+//! * **reading repos** ([`repos`]): each no-op 3 times (min and median) next to its fair
+//!   floor: every repo's references read in one process, and a sequential `git fetch` loop;
 //! * **peak RSS** (`VmHWM`) and **render throughput** (instances rendered per second).
 //!
 //! Cycles here are read + render + plan, the part of a reconcile that grows with the fleet;
@@ -38,6 +40,8 @@ use crate::config::{Config, RawConfig};
 use crate::desired;
 use crate::plan::{self, ActionKind, UpdateReason};
 use crate::state::ResourceRecord;
+
+pub mod repos;
 
 /// Instances per service repo: 5 services × 2 instances.
 const SERVICES_PER_REPO: usize = 5;
@@ -68,6 +72,9 @@ pub struct Figures {
     pub render_per_sec: f64,
     /// Peak resident set size so far, in MiB.
     pub peak_rss_mib: f64,
+    /// The no-op cycles (3 runs each) next to their repo-reading floors.
+    #[serde(default)]
+    pub reading: repos::RepoFigures,
 }
 
 fn git(dir: &Path, args: &[&str]) -> Result<()> {
@@ -348,6 +355,12 @@ pub fn measure(dir: &Path, instances: usize) -> Result<Figures> {
         bail!("the no-op cycle (no fetch) planned changes");
     }
 
+    let reading = {
+        let mut dirs = vec![dir.join("templates"), dir.join("platform")];
+        dirs.extend((0..repos).map(|r| dir.join(format!("svc-{r:04}"))));
+        repos::measure(&config, snapshot.clone(), &deployed, &mut cache, &dirs)?
+    };
+
     let templates = dir.join("templates");
     git(
         &templates,
@@ -396,6 +409,7 @@ pub fn measure(dir: &Path, instances: usize) -> Result<Figures> {
         rev_parse,
         render_per_sec,
         peak_rss_mib: peak_rss_mib(),
+        reading,
     })
 }
 

@@ -391,6 +391,10 @@ pub struct RawGit {
     /// skipped this cycle (its resources unknown, never deleted).
     #[serde(default)]
     pub read_timeout: Option<String>,
+    /// Most repos fetched at once (default 8, at most 64); each mirror is still fetched once
+    /// at a time.
+    #[serde(default)]
+    pub fetch_concurrency: Option<usize>,
 }
 
 /// `[git]` after checks.
@@ -404,6 +408,8 @@ pub struct Git {
     pub fetch_timeout: Duration,
     /// Longest read of one repo.
     pub read_timeout: Duration,
+    /// Most repos fetched at once.
+    pub fetch_concurrency: usize,
 }
 
 impl Default for Git {
@@ -413,6 +419,7 @@ impl Default for Git {
             max_pack_bytes: crate::source::DEFAULT_MAX_PACK_BYTES,
             fetch_timeout: Duration::from_mins(1),
             read_timeout: Duration::from_mins(1),
+            fetch_concurrency: 8,
         }
     }
 }
@@ -2002,12 +2009,27 @@ fn compile_git(g: &RawGit) -> Result<Git, Vec<(String, String)>> {
     };
     let fetch_timeout = timeout(g.fetch_timeout.as_deref(), d.fetch_timeout, "fetch_timeout");
     let read_timeout = timeout(g.read_timeout.as_deref(), d.read_timeout, "read_timeout");
+    let fetch_concurrency = match g.fetch_concurrency {
+        Some(n @ 1..=64) => n,
+        Some(n) => {
+            errors.push((
+                "git.fetch_concurrency".into(),
+                format!(
+                    "{n} is out of range; use 1 to 64, or leave it out for {}",
+                    d.fetch_concurrency
+                ),
+            ));
+            d.fetch_concurrency
+        }
+        None => d.fetch_concurrency,
+    };
     if errors.is_empty() {
         Ok(Git {
             max_object_bytes,
             max_pack_bytes,
             fetch_timeout,
             read_timeout,
+            fetch_concurrency,
         })
     } else {
         Err(errors)
@@ -2675,7 +2697,8 @@ mod tests {
         assert_eq!(cfg.git, Git::default());
         assert_eq!(cfg.git.max_object_bytes, 32 * 1024 * 1024);
         assert_eq!(cfg.git.fetch_timeout, Duration::from_mins(1));
-        let text = "[git]\nmax_object_bytes = 1000\nmax_pack_bytes = 67108864\nfetch_timeout = \"soon\"\nread_timeout = \"0s\"\n";
+        assert_eq!(cfg.git.fetch_concurrency, 8);
+        let text = "[git]\nmax_object_bytes = 1000\nmax_pack_bytes = 67108864\nfetch_timeout = \"soon\"\nread_timeout = \"0s\"\nfetch_concurrency = 0\n";
         let raw: RawConfig = toml::from_str(text).expect("parses");
         let errs = Config::compile(raw, "p.toml", Path::new(".")).expect_err("invalid");
         let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
@@ -2683,18 +2706,21 @@ mod tests {
             "p.toml: git.max_object_bytes: 1000 bytes is too small",
             "p.toml: git.fetch_timeout: \"soon\" is not a duration",
             "p.toml: git.read_timeout: must be longer than zero",
+            "p.toml: git.fetch_concurrency: 0 is out of range",
         ] {
             assert!(
                 lines.iter().any(|l| l.starts_with(want)),
                 "{want} in {lines:#?}"
             );
         }
-        let text = "[git]\nmax_object_bytes = 67108864\nfetch_timeout = \"2m\"\n";
+        let text =
+            "[git]\nmax_object_bytes = 67108864\nfetch_timeout = \"2m\"\nfetch_concurrency = 16\n";
         let raw: RawConfig = toml::from_str(text).expect("parses");
         let cfg = Config::compile(raw, "p.toml", Path::new(".")).expect("compiles");
         assert_eq!(cfg.git.max_object_bytes, 64 * 1024 * 1024);
         assert_eq!(cfg.git.fetch_timeout, Duration::from_mins(2));
         assert_eq!(cfg.git.read_timeout, Duration::from_mins(1));
+        assert_eq!(cfg.git.fetch_concurrency, 16);
     }
 
     #[test]

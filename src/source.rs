@@ -35,8 +35,14 @@
 //! stops after [`FetchOptions::max_pack_bytes`] received, stops when its
 //! [`FetchOptions::interrupt`] flag is set, and never fetches one mirror twice at once
 //! (see the `fetch` submodule).
-//! Local paths (absolute or relative) and `file://` URLs need the `git` program on `PATH`
-//! (gix runs `git upload-pack` for them).
+//! Local paths (absolute or relative) and `file://` URLs are first compared in process: a
+//! repo whose wanted references match the mirror's is not fetched (no child process at all).
+//! Fetching a changed one needs the `git` program on `PATH` (gix runs `git upload-pack`).
+//!
+//! # Handles
+//!
+//! Repositories are opened once and kept between cycles (the `handles` submodule), keyed by
+//! path and reopened when the folder there is replaced.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -64,6 +70,7 @@ pub const RELEASE_REFS: &str = "refs/protond/releases/";
 pub const ACCEPTED_REFS: &str = "refs/protond/accepted/";
 
 mod fetch;
+mod handles;
 
 pub use fetch::{DEFAULT_MAX_OBJECT_BYTES, DEFAULT_MAX_PACK_BYTES, FetchOptions, Want, refspecs};
 
@@ -520,10 +527,30 @@ impl Mirror {
             });
         };
         if path.exists() {
+            let kept = open_repo(&remote, &path)?;
+            // A local repo is compared in process: unchanged, it is not fetched at all.
+            let unchanged = remote.local.as_deref().is_some_and(|source| {
+                handles::up_to_date(source, &kept.to_thread_local(), &options.refspecs)
+            });
+            if unchanged {
+                tracing::debug!(url = %remote.display, "Unchanged; not fetched.");
+                return Ok(Mirror::new(kept, remote.display, path));
+            }
             let repo = open_repo_with(&remote, &path, options)?;
-            fetch::fetch(&repo, &remote, options)
+            let received = fetch::fetch(&repo, &remote, options)
                 .map_err(|f| fetch_error(&remote, options, f, false))?;
-            return Ok(Mirror::new(repo, remote.display, path));
+            // A kept handle has room for a fixed number of pack indexes (gix sizes it when
+            // opening): after a pack arrives, the mirror is opened afresh.
+            let kept = if received {
+                handles::reopen(&path).map_err(|source| SourceError::Open {
+                    url: remote.display.clone(),
+                    path: path.clone(),
+                    source,
+                })?
+            } else {
+                kept
+            };
+            return Ok(Mirror::new(kept, remote.display, path));
         }
         clone(&remote, cache_dir, &path, options)?;
         let repo = open_repo(&remote, &path)?;
@@ -559,13 +586,9 @@ impl Mirror {
         Ok(Mirror::new(repo, remote.display, path))
     }
 
-    fn new(repo: gix::Repository, url: String, path: PathBuf) -> Mirror {
+    fn new(repo: gix::ThreadSafeRepository, url: String, path: PathBuf) -> Mirror {
         Mirror {
-            inner: Arc::new(MirrorInner {
-                repo: repo.into_sync(),
-                url,
-                path,
-            }),
+            inner: Arc::new(MirrorInner { repo, url, path }),
         }
     }
 
@@ -1022,6 +1045,8 @@ struct Remote {
     folder: String,
     /// Credentials taken out of the URL.
     credentials: Option<(String, String)>,
+    /// The absolute path of a local repository (a path or `file://` URL).
+    local: Option<PathBuf>,
 }
 
 impl Remote {
@@ -1031,6 +1056,7 @@ impl Remote {
             url: display.clone(),
             source,
         };
+        let mut local = None;
         let (location, mut url) = if let Some(path) = local_path(input) {
             let absolute = std::path::absolute(&path)
                 .map(|p| normalize(&p))
@@ -1042,6 +1068,7 @@ impl Remote {
                 ))));
             };
             let url = gix::url::parse(absolute.as_bytes().as_bstr()).map_err(invalid)?;
+            local = Some(PathBuf::from(absolute));
             (absolute.to_owned(), url)
         } else {
             let url = gix::url::parse(input.as_bytes().as_bstr()).map_err(invalid)?;
@@ -1062,6 +1089,7 @@ impl Remote {
             folder: mirror_folder(&location),
             display,
             credentials,
+            local,
         })
     }
 }
@@ -1146,8 +1174,9 @@ fn folder_components(folder: &str) -> Result<Vec<&str>, SourceError> {
     Ok(components)
 }
 
-fn open_repo(remote: &Remote, path: &Path) -> Result<gix::Repository, SourceError> {
-    gix::open(path).map_err(|source| SourceError::Open {
+/// The mirror at `path`, through the handles kept open between cycles.
+fn open_repo(remote: &Remote, path: &Path) -> Result<gix::ThreadSafeRepository, SourceError> {
+    handles::open(path).map_err(|source| SourceError::Open {
         url: remote.display.clone(),
         path: path.to_owned(),
         source,
@@ -1227,7 +1256,7 @@ fn clone(
         open,
     )
     .map_err(fetch::Failure::Gix)
-    .and_then(|repo| fetch::fetch(&repo.to_thread_local(), remote, options))
+    .and_then(|repo| fetch::fetch(&repo.to_thread_local(), remote, options).map(drop))
     .map_err(|f| fetch_error(remote, options, f, true))
     .and_then(|()| match std::fs::rename(&staging, path) {
         // Another sync of the same url won the race: use its mirror.

@@ -100,6 +100,14 @@ fn print_figures(rows: &[Figures], deployed: Option<&DeployFigures>, json: bool)
         }
     } else {
         print!("{}", crate::bench::table(rows));
+        let reading: Vec<_> = rows
+            .iter()
+            .map(|f| (f.instances, f.repos, &f.reading))
+            .collect();
+        print!(
+            "\nReading repos, each no-op next to its floor:\n\n{}",
+            crate::bench::repos::table(&reading)
+        );
         if let Some(d) = deployed {
             print!(
                 "\nDeployment, on moto_server:\n\n{}",

@@ -6,10 +6,12 @@
 //!
 //! # Fairness
 //!
-//! A read runs in two rounds, each on at most [`PARALLEL`] threads at once. First every mirror
-//! that needs it is fetched, once (what every entry of its URL reads:
-//! [`Config::fetch_options`]), within `[git] fetch_timeout`; then every repo is read, within
-//! `[git] read_timeout`. A job over its budget is left behind: a fetch is told to stop at its
+//! A read runs in two rounds. First every mirror that needs it is fetched, once (what every
+//! entry of its URL reads: [`Config::fetch_options`]), within `[git] fetch_timeout`, on at
+//! most `[git] fetch_concurrency` threads at once (a local repo whose references match its
+//! mirror's is compared in process and not fetched); then every repo is read, within
+//! `[git] read_timeout`, on at most [`PARALLEL`] threads (mirrors are kept open between
+//! cycles, see [`crate::source`]). A job over its budget is left behind: a fetch is told to stop at its
 //! next read (and the next fetch of that mirror is refused until it has), and its repo counts
 //! as not fetched (read as last fetched) or not read (unknown). Every other repo proceeds.
 
@@ -266,7 +268,7 @@ impl Loader {
         let budget = self.config.git.fetch_timeout;
         folders
             .into_iter()
-            .zip(run_bounded(jobs, budget))
+            .zip(run_bounded_on(jobs, budget, self.config.git.fetch_concurrency))
             .map(|(folder, outcome)| {
                 let fetched = match outcome {
                     Outcome::Done(Ok(())) => Fetched::Fresh,
@@ -446,16 +448,26 @@ enum Outcome<T> {
     Panicked(String),
 }
 
-/// Runs `jobs` on up to [`PARALLEL`] threads at once, each given `budget` from its start, and
+/// [`run_bounded_on`] with [`PARALLEL`] threads.
+fn run_bounded<T: Send + 'static>(jobs: Vec<Job<T>>, budget: Duration) -> Vec<Outcome<T>> {
+    run_bounded_on(jobs, budget, PARALLEL)
+}
+
+/// Runs `jobs` on up to `parallel` threads at once, each given `budget` from its start, and
 /// returns their outcomes in order. A job over its budget is told to stop (its flag is set)
 /// and left behind: its thread ends on its own and its result is dropped.
-fn run_bounded<T: Send + 'static>(jobs: Vec<Job<T>>, budget: Duration) -> Vec<Outcome<T>> {
+fn run_bounded_on<T: Send + 'static>(
+    jobs: Vec<Job<T>>,
+    budget: Duration,
+    parallel: usize,
+) -> Vec<Outcome<T>> {
+    let parallel = parallel.max(1);
     let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<T, String>)>();
     let mut out: Vec<Option<Outcome<T>>> = jobs.iter().map(|_| None).collect();
     let mut queue = jobs.into_iter().enumerate();
     let mut running: BTreeMap<usize, (Instant, Arc<AtomicBool>)> = BTreeMap::new();
     loop {
-        while running.len() < PARALLEL {
+        while running.len() < parallel {
             let Some((i, job)) = queue.next() else { break };
             let stop = Arc::new(AtomicBool::new(false));
             let (tx, flag) = (tx.clone(), stop.clone());

@@ -166,12 +166,12 @@ impl From<gix::Error> for Failure {
 /// Fetches `options.refspecs` of `remote` into `repo` (opened with
 /// [`FetchOptions::alloc_limit_override`]), force-updating moved references. A branch the
 /// remote does not have is left out (reading it then fails, naming it), as a glob that
-/// matches nothing is.
+/// matches nothing is. Returns whether a pack was received.
 pub(super) fn fetch(
     repo: &gix::Repository,
     remote: &Remote,
     options: &FetchOptions,
-) -> Result<(), Failure> {
+) -> Result<bool, Failure> {
     fetch_specs(repo, remote, options, &options.refspecs)
 }
 
@@ -180,9 +180,9 @@ fn fetch_specs(
     remote: &Remote,
     options: &FetchOptions,
     specs: &[String],
-) -> Result<(), Failure> {
+) -> Result<bool, Failure> {
     if specs.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let spec = repo
         .remote_at(remote.url.clone())?
@@ -231,12 +231,9 @@ fn fetch_specs(
         return Err(Failure::PackTooLarge);
     }
     let outcome = outcome?;
-    tracing::debug!(
-        url = %remote.display,
-        changed = matches!(outcome.status, gix::remote::fetch::Status::Change { .. }),
-        "Fetched."
-    );
-    Ok(())
+    let changed = matches!(outcome.status, gix::remote::fetch::Status::Change { .. });
+    tracing::debug!(url = %remote.display, changed, "Fetched.");
+    Ok(changed)
 }
 
 /// The pack bytes one fetch may still receive; past them it sets the fetch's stop flag.
