@@ -5,10 +5,10 @@
 //! real `SQLite` file, the real `protond` binary.
 
 use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::common::until;
 use crate::common::world::World;
 use crate::common::{self, text};
 
@@ -196,25 +196,6 @@ async fn redeploy_retry_and_cancel_from_the_cli_are_in_the_history() {
     let out = w.run(&["history", BROKEN_ID]);
     assert!(stdout(&out).contains("failed"), "{}", stdout(&out));
     assert_eq!(first.last().map(|d| d.status.as_str()), Some("failed"));
-}
-
-/// Polls `f` for up to 90 s; the daemon's log (`log`) in the failure.
-async fn until<F, Fut>(what: &str, log: &std::path::Path, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(90) {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!(
-        "timed out waiting for {what}; daemon log:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,6 @@
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -18,6 +17,7 @@ use hmac::{KeyInit, Mac};
 use serde_json::Value;
 
 use crate::common::text;
+use crate::common::until;
 use crate::common::world::World;
 
 const ORDERS_DEV: &str = "service_instance/orders/orders-dev";
@@ -312,25 +312,6 @@ impl Receiver {
             }
         }
     }
-}
-
-/// Polls `f` every 100 ms for up to 60 s; fails with the daemon's log.
-async fn until<F, Fut>(what: &str, log: &Path, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_mins(1);
-    while Instant::now() < deadline {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "timed out waiting for {what}; daemon log:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

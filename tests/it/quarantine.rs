@@ -5,14 +5,13 @@
 //! the rollback offered under `rollback = "offer"`, a real rollback stage by stage from a
 //! minor the fleet runs, and the move forward once the quarantine is released.
 
-use std::future::Future;
 use std::process::Output;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use protond::model::Version;
 use protond::state::{DeploymentRecord, StopKind, Store};
 
+use crate::common::until;
 use crate::common::world::World;
 
 const CFN: &str = "web-svc/v1/instance_infrastructure/cloudformation.yaml";
@@ -319,25 +318,6 @@ async fn slack_fake() -> (String, Arc<Mutex<Vec<String>>>) {
         let _ = axum::serve(listener, app).await;
     });
     (format!("http://{addr}/hook"), seen)
-}
-
-/// Polls `f` for up to 60 s; the daemon's log in the failure.
-async fn until<F, Fut>(what: &str, log: &std::path::Path, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_mins(1) {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!(
-        "timed out waiting for {what}; daemon log:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

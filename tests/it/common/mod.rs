@@ -146,6 +146,26 @@ pub fn text(o: &Output) -> String {
     )
 }
 
+/// Polls `f` every 200 ms for up to 90 s; panics with the daemon's log (`log`) when it
+/// never holds.
+pub async fn until<F, Fut>(what: &str, log: &Path, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(90) {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!(
+        "timed out waiting for {what}; daemon log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
 /// A port of 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
