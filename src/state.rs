@@ -18,8 +18,11 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
+use sqlx::AnyPool;
+use sqlx::ConnectOptions as _;
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::any::AnyPoolOptions;
+use sqlx::sqlite::SqliteConnectOptions;
 
 use crate::model::{
     DeploymentAction, DeploymentStatus, Placement, ProposalState, ResourceKind, ResourceStatus,
@@ -31,8 +34,10 @@ mod actions;
 mod approvals;
 pub mod drift;
 mod holds;
+pub mod lease;
 pub mod lock;
 mod pages;
+pub mod pg;
 mod quarantine;
 mod repo_health;
 mod report;
@@ -51,7 +56,9 @@ pub use requests::DeployRequest;
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// The URL is not one this build supports.
-    #[error("state URL {url:?} is not supported; use sqlite://path/to/state.db")]
+    #[error(
+        "state URL {url:?} is not supported; use sqlite://path/to/state.db or postgres://user@host:5432/database"
+    )]
     Url {
         /// The URL given.
         url: String,
@@ -187,17 +194,23 @@ fn q(what: &'static str) -> impl FnOnce(sqlx::Error) -> StateError {
     move |source| StateError::Query { what, source }
 }
 
-/// Why `e` means the database file could not be written (full, over a file-size limit, or
-/// an I/O error), if it does.
-fn storage_cause(e: &sqlx::Error) -> Option<String> {
+/// Why `e` means the database could not be written (a full disk, a file-size limit, an I/O
+/// error), if it does. `SQLite` answers with its result codes; PostgreSQL with SQLSTATE class
+/// 53 (insufficient resources: `53100` disk full, `53200` out of memory) or 58 (system
+/// error: `58030` I/O error).
+fn storage_cause(backend: Backend, e: &sqlx::Error) -> Option<String> {
     const SQLITE_IOERR: i32 = 10;
     const SQLITE_FULL: i32 = 13;
-    match e {
-        sqlx::Error::Database(db) => {
+    match (backend, e) {
+        (Backend::Sqlite, sqlx::Error::Database(db)) => {
             let code: i32 = db.code()?.parse().ok()?;
             matches!(code & 0xff, SQLITE_IOERR | SQLITE_FULL).then(|| db.message().to_string())
         }
-        sqlx::Error::Io(io) => {
+        (Backend::Postgres, sqlx::Error::Database(db)) => {
+            let code = db.code()?;
+            matches!(&*code, "53100" | "53200" | "58030").then(|| db.message().to_string())
+        }
+        (_, sqlx::Error::Io(io)) => {
             // ENOSPC, EFBIG (a file-size limit).
             matches!(io.raw_os_error(), Some(28 | 27)).then(|| io.to_string())
         }
@@ -205,10 +218,10 @@ fn storage_cause(e: &sqlx::Error) -> Option<String> {
     }
 }
 
-/// A failed statement as [`StateError::Storage`] when the file could not be written, else
-/// as [`StateError::Query`].
-fn classify(path: &str, what: &'static str, source: sqlx::Error) -> StateError {
-    match storage_cause(&source) {
+/// A failed statement as [`StateError::Storage`] when the database could not be written,
+/// else as [`StateError::Query`].
+fn classify(backend: Backend, path: &str, what: &'static str, source: sqlx::Error) -> StateError {
+    match storage_cause(backend, &source) {
         Some(cause) => StateError::Storage {
             path: path.to_string(),
             what,
@@ -216,6 +229,41 @@ fn classify(path: &str, what: &'static str, source: sqlx::Error) -> StateError {
         },
         None => StateError::Query { what, source },
     }
+}
+
+/// A failed migration, as [`StateError::Storage`] when the database could not be written.
+fn migrate_error(
+    backend: Backend,
+    url: &str,
+    path: &str,
+    source: sqlx::migrate::MigrateError,
+) -> StateError {
+    let cause = match &source {
+        sqlx::migrate::MigrateError::Execute(e)
+        | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => storage_cause(backend, e),
+        _ => None,
+    };
+    match cause {
+        Some(cause) => StateError::Storage {
+            path: path.to_string(),
+            what: "migrate it",
+            cause,
+        },
+        None => StateError::Migrate {
+            url: url.into(),
+            source,
+        },
+    }
+}
+
+/// Registers the `SQLite` and PostgreSQL drivers with sqlx's `Any` (once per process).
+fn install_drivers() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // An error only says they were installed already.
+        let _ =
+            sqlx::any::install_drivers(&[sqlx::sqlite::any::DRIVER, sqlx::postgres::any::DRIVER]);
+    });
 }
 
 /// Now, as RFC 3339 (UTC, seconds).
@@ -253,7 +301,7 @@ pub struct TemplateVersionRecord {
 }
 
 /// A pull request proposing a major upgrade of one spec file.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ProposalRecord {
     /// Spec repo name.
     pub repo: String,
@@ -275,7 +323,6 @@ pub struct ProposalRecord {
     pub url: Option<String>,
     /// Open, merged, closed (by protond, superseded) or declined (closed unmerged by someone
     /// else: not proposed again until a newer major).
-    #[sqlx(try_from = "String")]
     pub state: ProposalState,
     /// Commit protond last pushed to the branch.
     pub head: Option<String>,
@@ -287,6 +334,33 @@ pub struct ProposalRecord {
     pub created_at: String,
     /// Last change.
     pub updated_at: String,
+}
+
+impl sqlx::FromRow<'_, sqlx::any::AnyRow> for ProposalRecord {
+    fn from_row(r: &sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
+        let state: String = r.try_get("state")?;
+        Ok(Self {
+            repo: r.try_get("repo")?,
+            path: r.try_get("path")?,
+            template: r.try_get("template")?,
+            from_major: r.try_get("from_major")?,
+            to_major: r.try_get("to_major")?,
+            branch: r.try_get("branch")?,
+            forge: r.try_get("forge")?,
+            number: r.try_get("number")?,
+            url: r.try_get("url")?,
+            state: ProposalState::try_from(state).map_err(|e| sqlx::Error::ColumnDecode {
+                index: "state".into(),
+                source: e.into(),
+            })?,
+            head: r.try_get("head")?,
+            content: r.try_get("content")?,
+            // Stored as an integer on both backends.
+            edited: r.try_get::<i64, _>("edited")? != 0,
+            created_at: r.try_get("created_at")?,
+            updated_at: r.try_get("updated_at")?,
+        })
+    }
 }
 
 /// A resource provisioned through the infrastructure repo.
@@ -608,12 +682,48 @@ pub struct Overview {
     pub waiting: Vec<SelfManagedRecord>,
 }
 
+/// Which database a [`Store`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded `SQLite` file (`sqlite://path`): the default, one writer.
+    Sqlite,
+    /// A PostgreSQL server (`postgres://…`): several replicas share it (HA, sharding).
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a state URL names, if any.
+    #[must_use]
+    pub fn of(url: &str) -> Option<Self> {
+        if url.starts_with("sqlite://") {
+            Some(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Self::Postgres)
+        } else {
+            None
+        }
+    }
+
+    /// The backend's name, as metrics and `protond status` show it.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
 /// The state store.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
-    /// The database file, for error messages.
+    pool: AnyPool,
+    /// The database file, or the PostgreSQL URL without its password, for error messages.
     path: std::sync::Arc<str>,
+    backend: Backend,
+    /// The leases this process claims to hold (`name=epoch,…`), sent with every statement
+    /// on PostgreSQL so the database refuses writes from a lost lease (see [`lease`]).
+    fence: std::sync::Arc<std::sync::RwLock<String>>,
 }
 
 fn version_string(v: Version) -> String {
@@ -629,16 +739,36 @@ impl TryFrom<String> for ProposalState {
     }
 }
 
-/// The newest deployments of one resource (`?1`), at most `?2`: read through the
+/// The newest deployments of one resource (`$1`), at most `$2`: read through the
 /// `deployments_by_resource` index.
 const HISTORY_OF_RESOURCE: &str = concat!(
     "SELECT id, resource_id, kind, repo, environment, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, error, retryable, started_at, finished_at, stack_name, stack_id, region, role_arn",
-    " FROM deployments WHERE resource_id = ?1 ORDER BY id DESC LIMIT ?2"
+    " FROM deployments WHERE resource_id = $1 ORDER BY id DESC LIMIT $2"
 );
 
 impl Store {
-    /// Opens (creating if needed) the store at `url` and runs the migrations.
+    /// Opens (creating if needed) the store at `url` and runs the migrations: a `SQLite`
+    /// file (`sqlite://path`) or a PostgreSQL database (`postgres://user@host/db`, its
+    /// password from `PROTOND_STATE_PASSWORD`, see [`pg`]).
     pub async fn open(url: &str) -> Result<Self, StateError> {
+        match Backend::of(url) {
+            Some(Backend::Sqlite) => Self::open_sqlite(url).await,
+            Some(Backend::Postgres) => pg::open(url, None).await,
+            None => Err(StateError::Url { url: url.into() }),
+        }
+    }
+
+    /// Opens the store at `url` as [`Store::open`] does, with the PostgreSQL password given
+    /// (read from `state_password_file` by the caller) instead of the environment's.
+    pub async fn open_with_password(url: &str, password: Option<&str>) -> Result<Self, StateError> {
+        match Backend::of(url) {
+            Some(Backend::Postgres) => pg::open(url, password).await,
+            _ => Self::open(url).await,
+        }
+    }
+
+    async fn open_sqlite(url: &str) -> Result<Self, StateError> {
+        install_drivers();
         let Some(path) = url.strip_prefix("sqlite://") else {
             return Err(StateError::Url { url: url.into() });
         };
@@ -669,33 +799,39 @@ impl Store {
             .ok()
             .and_then(Result::ok)
         };
+        let open_error = |source| match storage_cause(Backend::Sqlite, &source) {
+            Some(cause) => StateError::Storage {
+                path: path.to_string(),
+                what: "open it",
+                cause,
+            },
+            None => StateError::Open {
+                url: url.into(),
+                source,
+            },
+        };
+        // The `Any` driver takes a URL: the file name is percent-encoded by sqlx's own
+        // options (a `?` or `#` in a path stays part of the name). sqlx's `SQLite` defaults
+        // apply: a 5 s busy timeout and foreign keys on.
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
             .map_err(|source| StateError::Open {
                 url: url.into(),
                 source,
             })?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
+            .create_if_missing(true);
+        let pool = AnyPoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect(options.to_url_lossy().as_str())
             .await
-            .map_err(|source| match storage_cause(&source) {
-                Some(cause) => StateError::Storage {
-                    path: path.to_string(),
-                    what: "open it",
-                    cause,
-                },
-                None => StateError::Open {
-                    url: url.into(),
-                    source,
-                },
-            })?;
+            .map_err(open_error)?;
+        // WAL is a property of the file: set once, every later connection sees it.
+        sqlx::query("PRAGMA journal_mode = WAL")
+            .execute(&pool)
+            .await
+            .map_err(open_error)?;
         let mut attempt = 0;
         let migrated = loop {
-            let result = sqlx::migrate!("./migrations").run(&pool).await;
+            let result = sqlx::migrate!("./migrations/sqlite").run(&pool).await;
             attempt += 1;
             if result.is_ok() || attempt >= 4 {
                 break result;
@@ -703,48 +839,45 @@ impl Store {
             tokio::time::sleep(Duration::from_millis(150 * attempt)).await;
         };
         drop(migrate_lock);
-        migrated.map_err(|source| {
-            let cause = match &source {
-                sqlx::migrate::MigrateError::Execute(e)
-                | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => storage_cause(e),
-                _ => None,
-            };
-            match cause {
-                Some(cause) => StateError::Storage {
-                    path: path.to_string(),
-                    what: "migrate it",
-                    cause,
-                },
-                None => StateError::Migrate {
-                    url: url.into(),
-                    source,
-                },
-            }
-        })?;
-        Ok(Self {
-            pool,
-            path: path.into(),
-        })
+        migrated.map_err(|source| migrate_error(Backend::Sqlite, url, path, source))?;
+        Ok(Self::from_pool(pool, path, Backend::Sqlite))
     }
 
-    /// Begins a transaction that writes: `BEGIN IMMEDIATE` takes the write lock first,
-    /// waiting out the busy timeout for it. A deferred transaction that reads and then
-    /// writes cannot wait: upgrading its read to a write fails at once with "database is
-    /// locked" when another connection writes meanwhile (issue 20). Every transaction in
-    /// the store that writes begins here.
+    fn from_pool(pool: AnyPool, path: &str, backend: Backend) -> Self {
+        Self {
+            pool,
+            path: path.into(),
+            backend,
+            fence: std::sync::Arc::default(),
+        }
+    }
+
+    /// The database this store runs on.
+    #[must_use]
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Begins a transaction that writes. On `SQLite`, `BEGIN IMMEDIATE` takes the write lock
+    /// first, waiting out the busy timeout for it: a deferred transaction that reads and
+    /// then writes cannot wait, upgrading its read to a write fails at once with "database
+    /// is locked" when another connection writes meanwhile (issue 20). On PostgreSQL rows
+    /// are locked as they are written. Every transaction in the store that writes begins
+    /// here.
     pub(crate) async fn write_tx(
         &self,
         what: &'static str,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StateError> {
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(self.q(what))
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StateError> {
+        let begin = match self.backend {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        };
+        self.pool.begin_with(begin).await.map_err(self.q(what))
     }
 
     /// Maps a failed statement of `what` (see [`classify`]).
     fn q(&self, what: &'static str) -> impl FnOnce(sqlx::Error) -> StateError + '_ {
-        move |source| classify(&self.path, what, source)
+        move |source| classify(self.backend, &self.path, what, source)
     }
 
     /// This installation's name: `configured` when the config sets one, else the name
@@ -774,7 +907,7 @@ impl Store {
             (None, None) => format!("protond-{:016x}", rand::random::<u64>()),
         };
         sqlx::query(
-            "INSERT INTO meta (key, value) VALUES ('installation', ?) ON CONFLICT (key) DO NOTHING",
+            "INSERT INTO meta (key, value) VALUES ('installation', $1) ON CONFLICT (key) DO NOTHING",
         )
         .bind(&name)
         .execute(&self.pool)
@@ -800,7 +933,7 @@ impl Store {
         v: &TemplateVersionRecord,
     ) -> Result<bool, StateError> {
         let existing = sqlx::query(
-            "SELECT status, tag_state, tag_commit FROM template_versions WHERE template = ? AND major = ? AND minor = ?",
+            "SELECT status, tag_state, tag_commit FROM template_versions WHERE template = $1 AND major = $2 AND minor = $3",
         )
         .bind(&v.template)
         .bind(i64::from(v.version.major))
@@ -832,7 +965,7 @@ impl Store {
         }
         sqlx::query(
             "INSERT INTO template_versions (template, major, minor, kind, repo, tag, git_commit, status, reason, release_notes, recorded_at, tag_state, tag_commit)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
              ON CONFLICT (template, major, minor) DO UPDATE SET kind = excluded.kind, repo = excluded.repo,
                tag = excluded.tag, status = excluded.status,
                reason = excluded.reason, release_notes = excluded.release_notes, recorded_at = excluded.recorded_at,
@@ -866,8 +999,8 @@ impl Store {
         commit: &str,
     ) -> Result<bool, StateError> {
         let done = sqlx::query(
-            "UPDATE template_versions SET git_commit = ?, tag_state = 'current', tag_commit = NULL, recorded_at = ?
-             WHERE template = ? AND major = ? AND minor = ?",
+            "UPDATE template_versions SET git_commit = $1, tag_state = 'current', tag_commit = NULL, recorded_at = $2
+             WHERE template = $3 AND major = $4 AND minor = $5",
         )
         .bind(commit)
         .bind(now())
@@ -953,7 +1086,7 @@ impl Store {
     /// without changing what it renders, so no deployment records it). Ownership and the
     /// "unknown repo, delete nothing" rule read this column.
     pub async fn set_resource_repo(&self, id: &str, repo: &str) -> Result<(), StateError> {
-        sqlx::query("UPDATE resources SET repo = ?1 WHERE id = ?2")
+        sqlx::query("UPDATE resources SET repo = $1 WHERE id = $2")
             .bind(repo)
             .bind(id)
             .execute(&self.pool)
@@ -967,7 +1100,8 @@ impl Store {
     pub async fn begin_deployment(&self, d: &NewDeployment) -> Result<i64, StateError> {
         let result = sqlx::query(
             "INSERT INTO deployments (resource_id, kind, repo, environment, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, started_at, stack_name, stack_id, region, role_arn)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'in_progress', ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'in_progress', $13, $14, $15, $16, $17)
+             RETURNING id",
         )
         .bind(&d.resource_id)
         .bind(d.kind.as_str())
@@ -986,14 +1120,14 @@ impl Store {
         .bind(&d.placement.stack_id)
         .bind(&d.placement.region)
         .bind(&d.placement.role_arn)
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await;
         match result {
             Ok(r) => {
                 // The deployment satisfies any pending request to deploy the resource (a
                 // crash before this line only repeats the deployment: harmless). Who asked
                 // is kept on the history row.
-                let id = r.last_insert_rowid();
+                let id: i64 = r.try_get("id").map_err(self.q("start a deployment"))?;
                 self.note_requested_by(id, &d.resource_id).await?;
                 self.note_approval(id, &d.resource_id, d.to_version, d.reason.as_deref())
                     .await?;
@@ -1020,7 +1154,7 @@ impl Store {
     pub async fn finish_deployment(&self, id: i64, outcome: &Outcome) -> Result<(), StateError> {
         let mut tx = self.write_tx("finish deployment").await?;
         let row = sqlx::query(
-            "SELECT resource_id FROM deployments WHERE id = ? AND status = 'in_progress'",
+            "SELECT resource_id FROM deployments WHERE id = $1 AND status = 'in_progress'",
         )
         .bind(id)
         .fetch_optional(&mut *tx)
@@ -1048,11 +1182,11 @@ impl Store {
             Outcome::Conflict { error } => (DeploymentStatus::Failed, Some(error.clone()), false),
         };
         sqlx::query(
-            "UPDATE deployments SET status = ?, error = ?, retryable = ?, finished_at = ? WHERE id = ?",
+            "UPDATE deployments SET status = $1, error = $2, retryable = $3, finished_at = $4 WHERE id = $5",
         )
         .bind(status.as_str())
         .bind(error)
-        .bind(retryable)
+        .bind(i64::from(retryable))
             .bind(now())
             .bind(id)
             .execute(&mut *tx)
@@ -1063,7 +1197,7 @@ impl Store {
                 let outputs = serde_json::to_string(&r.outputs).unwrap_or_else(|_| "{}".into());
                 sqlx::query(
                     "INSERT INTO resources (id, kind, repo, environment, template, major, minor, input_hash, rendered_hash, outputs, status, spec_commit, updated_at, stack_name, stack_id, region, role_arn)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'deployed', ?, ?, ?, ?, ?, ?)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'deployed', $11, $12, $13, $14, $15, $16)
                      ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, repo = excluded.repo,
                        environment = excluded.environment, template = excluded.template,
                        major = excluded.major, minor = excluded.minor, input_hash = excluded.input_hash,
@@ -1093,7 +1227,7 @@ impl Store {
                 .map_err(self.q("record resource"))?;
             }
             Outcome::Deleted => {
-                sqlx::query("DELETE FROM resources WHERE id = ?")
+                sqlx::query("DELETE FROM resources WHERE id = $1")
                     .bind(&resource_id)
                     .execute(&mut *tx)
                     .await
@@ -1102,7 +1236,7 @@ impl Store {
             Outcome::Interrupted => {}
             Outcome::Conflict { .. } => {
                 sqlx::query(
-                    "UPDATE resources SET status = 'conflict', updated_at = ? WHERE id = ?",
+                    "UPDATE resources SET status = 'conflict', updated_at = $1 WHERE id = $2",
                 )
                 .bind(now())
                 .bind(&resource_id)
@@ -1111,17 +1245,19 @@ impl Store {
                 .map_err(self.q("mark resource in conflict"))?;
             }
             Outcome::Failed { .. } => {
-                sqlx::query("UPDATE resources SET status = 'failed', updated_at = ? WHERE id = ?")
-                    .bind(now())
-                    .bind(&resource_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(self.q("mark resource failed"))?;
+                sqlx::query(
+                    "UPDATE resources SET status = 'failed', updated_at = $1 WHERE id = $2",
+                )
+                .bind(now())
+                .bind(&resource_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(self.q("mark resource failed"))?;
             }
         }
         if matches!(outcome, Outcome::Succeeded(_) | Outcome::Deleted) {
             // What was found drifted is redeployed (or gone): the next check looks again.
-            sqlx::query("DELETE FROM drift WHERE resource_id = ?")
+            sqlx::query("DELETE FROM drift WHERE resource_id = $1")
                 .bind(&resource_id)
                 .execute(&mut *tx)
                 .await
@@ -1139,7 +1275,7 @@ impl Store {
         reason: &str,
     ) -> Result<(), StateError> {
         sqlx::query(
-            "INSERT INTO rollouts (template, major, minor, status, reason, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+            "INSERT INTO rollouts (template, major, minor, status, reason, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (template, major, minor) DO UPDATE SET status = excluded.status, reason = excluded.reason, updated_at = excluded.updated_at",
         )
         .bind(template)
@@ -1154,7 +1290,7 @@ impl Store {
         if !halted {
             // An operator's resume retries the deployments that failed on this version.
             sqlx::query(
-                "UPDATE deployments SET retryable = 1 WHERE template = ? AND to_version = ? AND status = 'failed'",
+                "UPDATE deployments SET retryable = 1 WHERE template = $1 AND to_version = $2 AND status = 'failed'",
             )
             .bind(template)
             .bind(version.to_string())
@@ -1216,7 +1352,7 @@ impl Store {
     ) -> Result<Option<ProposalRecord>, StateError> {
         sqlx::query_as::<_, ProposalRecord>(concat!(
             "SELECT repo, path, template, from_major, to_major, branch, forge, number, url, state, head, content, edited, created_at, updated_at",
-            " FROM proposals WHERE repo = ? AND path = ?"
+            " FROM proposals WHERE repo = $1 AND path = $2"
         ))
         .bind(repo)
         .bind(path)
@@ -1240,7 +1376,7 @@ impl Store {
     pub async fn put_proposal(&self, p: &ProposalRecord) -> Result<(), StateError> {
         sqlx::query(concat!(
             "INSERT INTO proposals (repo, path, template, from_major, to_major, branch, forge, number, url, state, head, content, edited, created_at, updated_at)",
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
             " ON CONFLICT (repo, path) DO UPDATE SET template = excluded.template, from_major = excluded.from_major,",
             " to_major = excluded.to_major, branch = excluded.branch, forge = excluded.forge, number = excluded.number,",
             " url = excluded.url, state = excluded.state, head = excluded.head, content = excluded.content,",
@@ -1258,7 +1394,7 @@ impl Store {
         .bind(p.state.as_str())
         .bind(&p.head)
         .bind(&p.content)
-        .bind(p.edited)
+        .bind(i64::from(p.edited))
         .bind(&p.created_at)
         .bind(&p.updated_at)
         .execute(&self.pool)
@@ -1269,7 +1405,7 @@ impl Store {
 
     /// Pull requests opened since `since` (RFC 3339), for the hourly limit.
     pub async fn proposals_opened_since(&self, since: &str) -> Result<u32, StateError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM proposals WHERE created_at > ?")
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM proposals WHERE created_at > $1")
             .bind(since)
             .fetch_one(&self.pool)
             .await
@@ -1282,7 +1418,7 @@ impl Store {
     pub async fn put_self_managed(&self, r: &SelfManagedRecord) -> Result<(), StateError> {
         sqlx::query(concat!(
             "INSERT INTO self_managed (resource_id, deployment_id, folder, branch, number, url, state, updated_at)",
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (resource_id) DO UPDATE SET",
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (resource_id) DO UPDATE SET",
             " deployment_id = excluded.deployment_id, folder = excluded.folder, branch = excluded.branch,",
             " number = excluded.number, url = excluded.url, state = excluded.state, updated_at = excluded.updated_at"
         ))
@@ -1306,7 +1442,7 @@ impl Store {
         resource_id: &str,
     ) -> Result<Option<SelfManagedRecord>, StateError> {
         sqlx::query_as::<_, SelfManagedRecord>(
-            "SELECT resource_id, deployment_id, folder, branch, number, url, state, updated_at FROM self_managed WHERE resource_id = ?",
+            "SELECT resource_id, deployment_id, folder, branch, number, url, state, updated_at FROM self_managed WHERE resource_id = $1",
         )
         .bind(resource_id)
         .fetch_optional(&self.pool)
@@ -1340,7 +1476,7 @@ impl Store {
     pub async fn put_pipeline_run(&self, r: &PipelineRunRecord) -> Result<(), StateError> {
         sqlx::query(concat!(
             "INSERT INTO pipeline_runs (service, pipeline, execution_id, result, message, triggered_by, updated_at)",
-            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (service) DO UPDATE SET pipeline = excluded.pipeline,",
+            " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (service) DO UPDATE SET pipeline = excluded.pipeline,",
             " execution_id = excluded.execution_id, result = excluded.result, message = excluded.message,",
             " triggered_by = excluded.triggered_by, updated_at = excluded.updated_at"
         ))
@@ -1392,7 +1528,7 @@ impl Store {
         } else {
             concat!(
                 "SELECT id, resource_id, kind, repo, environment, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, error, retryable, started_at, finished_at, stack_name, stack_id, region, role_arn",
-                " FROM deployments WHERE ?1 IS NULL ORDER BY id DESC LIMIT ?2"
+                " FROM deployments WHERE $1 IS NULL ORDER BY id DESC LIMIT $2"
             )
         };
         let rows = sqlx::query(sql)
@@ -1456,7 +1592,7 @@ fn corrupt(table: &'static str, detail: String) -> StateError {
     StateError::Corrupt { table, detail }
 }
 
-fn resource_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ResourceRecord, StateError> {
+fn resource_from_row(r: &sqlx::any::AnyRow) -> Result<ResourceRecord, StateError> {
     let s = |c: &str| r.try_get::<String, _>(c).map_err(q("read resource"));
     let n = |c: &str| {
         r.try_get::<i64, _>(c)
@@ -1491,10 +1627,7 @@ fn resource_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ResourceRecord, Stat
 }
 
 /// The placement columns of a resource or deployment row.
-fn placement_from_row(
-    r: &sqlx::sqlite::SqliteRow,
-    what: &'static str,
-) -> Result<Placement, StateError> {
+fn placement_from_row(r: &sqlx::any::AnyRow, what: &'static str) -> Result<Placement, StateError> {
     let o = |c: &str| r.try_get::<Option<String>, _>(c).map_err(q(what));
     Ok(Placement {
         stack_name: o("stack_name")?.unwrap_or_default(),
@@ -1509,7 +1642,7 @@ fn non_empty(s: &str) -> Option<&str> {
     (!s.is_empty()).then_some(s)
 }
 
-fn deployment_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<DeploymentRecord, StateError> {
+fn deployment_from_row(r: &sqlx::any::AnyRow) -> Result<DeploymentRecord, StateError> {
     let s = |c: &str| r.try_get::<String, _>(c).map_err(q("read deployment"));
     let o = |c: &str| {
         r.try_get::<Option<String>, _>(c)
@@ -1543,10 +1676,46 @@ fn deployment_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<DeploymentRecord, 
         status: DeploymentStatus::parse(&status)
             .ok_or_else(|| corrupt("deployments", format!("unknown status {status:?}")))?,
         error: o("error")?,
-        retryable: r.try_get("retryable").map_err(q("read deployment"))?,
+        retryable: r
+            .try_get::<i64, _>("retryable")
+            .map_err(q("read deployment"))?
+            != 0,
         started_at: s("started_at")?,
         finished_at: o("finished_at")?,
     })
+}
+
+/// Test stores on the backend the tests run against: a `SQLite` file in the given folder, or,
+/// with `PROTOND_TEST_STATE=postgres`, a new database on the server at
+/// `PROTOND_TEST_POSTGRES_URL` (scripts/test starts one), so one suite covers both.
+#[cfg(test)]
+pub(crate) mod testing {
+    use sqlx::{Connection as _, Executor as _};
+
+    /// A state URL for a new, empty store.
+    pub async fn url(dir: &std::path::Path) -> String {
+        if std::env::var("PROTOND_TEST_STATE").as_deref() != Ok("postgres") {
+            return format!("sqlite://{}", dir.join("state.db").display());
+        }
+        let admin = std::env::var("PROTOND_TEST_POSTGRES_URL").expect(
+            "PROTOND_TEST_STATE=postgres needs PROTOND_TEST_POSTGRES_URL (scripts/postgres)",
+        );
+        new_database(&admin).await
+    }
+
+    /// Creates a database with a random name on the server at `admin`; its URL.
+    pub async fn new_database(admin: &str) -> String {
+        let name = format!("protond_t_{:016x}", rand::random::<u64>());
+        let mut conn = sqlx::PgConnection::connect(admin)
+            .await
+            .expect("connect to the test server");
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .expect("create a test database");
+        let mut u = reqwest::Url::parse(admin).expect("a URL");
+        u.set_path(&name);
+        u.to_string()
+    }
 }
 
 #[cfg(test)]
@@ -1555,7 +1724,7 @@ pub(crate) mod tests {
 
     async fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}/nested/state.db", dir.path().display());
+        let url = testing::url(&dir.path().join("nested")).await;
         let store = Store::open(&url).await.expect("open");
         (dir, store)
     }

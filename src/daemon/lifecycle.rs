@@ -692,7 +692,7 @@ mod tests {
     #[tokio::test]
     async fn a_cancel_request_cancels_and_is_recorded_as_cancelled() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let url = crate::state::testing::url(dir.path()).await;
         let store = crate::state::Store::open(&url).await.expect("open");
         let dep = crate::state::tests::new_dep("environment/dev");
         let id = store.begin_deployment(&dep).await.expect("begin");

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use super::{DeploymentRecord, StateError, Store};
+use super::{Backend, DeploymentRecord, StateError, Store};
 
 /// The progress of a deployment in flight, as its provisioner last reported it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,8 +55,8 @@ impl Store {
     ) -> Result<(), StateError> {
         sqlx::query(
             "UPDATE deployments SET requested_by =
-                (SELECT requested_by FROM deploy_requests WHERE resource_id = ?1)
-             WHERE id = ?2",
+                (SELECT requested_by FROM deploy_requests WHERE resource_id = $1)
+             WHERE id = $2",
         )
         .bind(resource_id)
         .bind(id)
@@ -73,7 +73,7 @@ impl Store {
     /// A store failure.
     pub async fn request_cancel(&self, id: i64, by: &str) -> Result<bool, StateError> {
         let done = sqlx::query(
-            "UPDATE deployments SET cancel_requested_by = ?1 WHERE id = ?2 AND status = 'in_progress'",
+            "UPDATE deployments SET cancel_requested_by = $1 WHERE id = $2 AND status = 'in_progress'",
         )
         .bind(by)
         .bind(id)
@@ -89,7 +89,7 @@ impl Store {
     ///
     /// A store failure.
     pub async fn cancel_requested(&self, id: i64) -> Result<Option<String>, StateError> {
-        let row = sqlx::query("SELECT cancel_requested_by FROM deployments WHERE id = ?1")
+        let row = sqlx::query("SELECT cancel_requested_by FROM deployments WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -104,7 +104,7 @@ impl Store {
     /// A store failure.
     pub async fn set_progress(&self, id: i64, progress: &Progress) -> Result<(), StateError> {
         let text = serde_json::to_string(progress).unwrap_or_default();
-        sqlx::query("UPDATE deployments SET progress = ?1 WHERE id = ?2")
+        sqlx::query("UPDATE deployments SET progress = $1 WHERE id = $2")
             .bind(text)
             .bind(id)
             .execute(&self.pool)
@@ -120,7 +120,7 @@ impl Store {
     ///
     /// A store failure.
     pub async fn mark_retryable(&self, failed: &DeploymentRecord) -> Result<(), StateError> {
-        sqlx::query("UPDATE deployments SET retryable = 1 WHERE id = ?1 AND status = 'failed'")
+        sqlx::query("UPDATE deployments SET retryable = 1 WHERE id = $1 AND status = 'failed'")
             .bind(failed.id)
             .execute(&self.pool)
             .await
@@ -141,9 +141,9 @@ impl Store {
     ) -> Result<BTreeMap<i64, ActionNotes>, StateError> {
         // Not `(?1 IS NULL OR resource_id = ?1)`: that form cannot use the index.
         let sql = if resource.is_some() {
-            "SELECT id FROM deployments WHERE resource_id = ?1 ORDER BY id DESC LIMIT ?2"
+            "SELECT id FROM deployments WHERE resource_id = $1 ORDER BY id DESC LIMIT $2"
         } else {
-            "SELECT id FROM deployments WHERE ?1 IS NULL ORDER BY id DESC LIMIT ?2"
+            "SELECT id FROM deployments WHERE $1 IS NULL ORDER BY id DESC LIMIT $2"
         };
         let ids: Vec<i64> = sqlx::query_scalar(sql)
             .bind(resource)
@@ -166,15 +166,24 @@ impl Store {
     ) -> Result<BTreeMap<i64, ActionNotes>, StateError> {
         let mut out = BTreeMap::new();
         let list = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
-        let rows = sqlx::query(
-            "SELECT id, requested_by, cancel_requested_by, progress FROM deployments
-             WHERE id IN (SELECT value FROM json_each(?1)) AND (requested_by IS NOT NULL
-               OR cancel_requested_by IS NOT NULL OR progress IS NOT NULL)",
-        )
-        .bind(list)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(self.q("read action notes"))?;
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT id, requested_by, cancel_requested_by, progress FROM deployments
+                 WHERE id IN (SELECT value FROM json_each($1)) AND (requested_by IS NOT NULL
+                   OR cancel_requested_by IS NOT NULL OR progress IS NOT NULL)"
+            }
+            Backend::Postgres => {
+                "SELECT id, requested_by, cancel_requested_by, progress FROM deployments
+                 WHERE id IN (SELECT value::bigint FROM json_array_elements_text($1::json))
+                   AND (requested_by IS NOT NULL
+                   OR cancel_requested_by IS NOT NULL OR progress IS NOT NULL)"
+            }
+        };
+        let rows = sqlx::query(sql)
+            .bind(list)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.q("read action notes"))?;
         for r in &rows {
             let get = |c: &str| r.try_get::<Option<String>, _>(c).ok().flatten();
             let id: i64 = r.try_get("id").map_err(self.q("read action notes"))?;
@@ -199,7 +208,7 @@ mod tests {
     #[tokio::test]
     async fn requests_cancels_and_progress_are_noted_on_the_row() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let url = crate::state::testing::url(dir.path()).await;
         let store = Store::open(&url).await.expect("open");
         store
             .request_deploy("environment/dev", ForceCause::Operator, "cli:alice")

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use sqlx::Row;
 
-use super::{StateError, Store, now, version_string};
+use super::{Backend, StateError, Store, now, version_string};
 use crate::gate::Approval;
 use crate::model::Version;
 
@@ -35,13 +35,13 @@ impl Store {
     pub async fn record_approval(&self, a: &Approval, replace: bool) -> Result<(), StateError> {
         let sql = if replace {
             "INSERT INTO approvals (resource_id, template, version, approved_by, approved_at, via, reason)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (resource_id, version) DO UPDATE SET template = excluded.template,
                  approved_by = excluded.approved_by, approved_at = excluded.approved_at,
                  via = excluded.via, reason = excluded.reason"
         } else {
             "INSERT INTO approvals (resource_id, template, version, approved_by, approved_at, via, reason)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (resource_id, version) DO NOTHING"
         };
         sqlx::query(sql)
@@ -105,17 +105,24 @@ impl Store {
         let mut tx = self.write_tx("record needs approval").await?;
         let list = serde_json::to_string(&pending.keys().collect::<Vec<_>>())
             .unwrap_or_else(|_| "[]".into());
-        sqlx::query(
-            "DELETE FROM needs_approval WHERE resource_id NOT IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(list)
-        .execute(&mut *tx)
-        .await
-        .map_err(self.q("record needs approval"))?;
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "DELETE FROM needs_approval WHERE resource_id NOT IN (SELECT value FROM json_each($1))"
+            }
+            Backend::Postgres => {
+                "DELETE FROM needs_approval WHERE resource_id NOT IN
+                 (SELECT value COLLATE \"C\" FROM json_array_elements_text($1::json))"
+            }
+        };
+        sqlx::query(sql)
+            .bind(list)
+            .execute(&mut *tx)
+            .await
+            .map_err(self.q("record needs approval"))?;
         for (id, (template, version, changes)) in pending {
             sqlx::query(
                 "INSERT INTO needs_approval (resource_id, template, version, changes, since)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (resource_id) DO UPDATE SET template = excluded.template,
                      changes = excluded.changes, version = excluded.version,
                      since = CASE WHEN needs_approval.version = excluded.version
@@ -192,7 +199,7 @@ impl Store {
             return Ok(());
         };
         sqlx::query(
-            "UPDATE deployments SET requested_by = COALESCE(requested_by, ?1) WHERE id = ?2",
+            "UPDATE deployments SET requested_by = COALESCE(requested_by, $1) WHERE id = $2",
         )
         .bind(note)
         .bind(id)

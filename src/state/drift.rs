@@ -48,7 +48,7 @@ impl Store {
     ) -> Result<Vec<DriftKind>, StateError> {
         let mut tx = self.write_tx("record drift").await?;
         let before =
-            sqlx::query("DELETE FROM drift WHERE resource_id = ? RETURNING kind, found_at")
+            sqlx::query("DELETE FROM drift WHERE resource_id = $1 RETURNING kind, found_at")
                 .bind(resource_id)
                 .fetch_all(&mut *tx)
                 .await
@@ -68,7 +68,7 @@ impl Store {
                 now()
             };
             sqlx::query(
-                "INSERT INTO drift (resource_id, kind, detail, found_at) VALUES (?, ?, ?, ?)
+                "INSERT INTO drift (resource_id, kind, detail, found_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (resource_id, kind) DO UPDATE SET detail = excluded.detail",
             )
             .bind(resource_id)
@@ -146,7 +146,7 @@ impl Store {
         for (id, f) in findings {
             sqlx::query(
                 "INSERT INTO spec_findings (resource_id, kind, template, detail, found_at)
-                 VALUES (?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(id)
             .bind(f.kind.as_str())
@@ -198,7 +198,7 @@ mod tests {
     #[tokio::test]
     async fn drift_is_replaced_kept_from_first_found_and_cleared() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&format!("sqlite://{}/s.db", dir.path().display()))
+        let store = Store::open(&crate::state::testing::url(dir.path()).await)
             .await
             .expect("open");
         let id = "environment/dev";

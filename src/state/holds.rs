@@ -43,14 +43,14 @@ impl Store {
     pub async fn put_hold(&self, h: &Hold) -> Result<(), StateError> {
         sqlx::query(
             "INSERT INTO holds (target_kind, target_name, all_changes, until, reason, set_by, set_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (target_kind, target_name) DO UPDATE SET all_changes = excluded.all_changes,
                  until = excluded.until, reason = excluded.reason, set_by = excluded.set_by,
                  set_at = excluded.set_at",
         )
         .bind(h.target.kind())
         .bind(h.target.name())
-        .bind(h.all)
+        .bind(i64::from(h.all))
         .bind(rfc3339(h.until))
         .bind(&h.reason)
         .bind(&h.by)
@@ -59,7 +59,7 @@ impl Store {
         .await
         .map_err(self.q("record a hold"))?;
         // RFC 3339 in UTC to the second sorts as text.
-        sqlx::query("DELETE FROM holds WHERE until <= ?1")
+        sqlx::query("DELETE FROM holds WHERE until <= $1")
             .bind(rfc3339(SystemTime::now()))
             .execute(&self.pool)
             .await
@@ -73,7 +73,7 @@ impl Store {
     ///
     /// A store failure.
     pub async fn delete_hold(&self, target: &HoldTarget) -> Result<bool, StateError> {
-        let done = sqlx::query("DELETE FROM holds WHERE target_kind = ?1 AND target_name = ?2")
+        let done = sqlx::query("DELETE FROM holds WHERE target_kind = $1 AND target_name = $2")
             .bind(target.kind())
             .bind(target.name())
             .execute(&self.pool)
@@ -107,8 +107,9 @@ impl Store {
                 Ok(Hold {
                     target,
                     all: r
-                        .try_get::<bool, _>("all_changes")
-                        .map_err(self.q("list holds"))?,
+                        .try_get::<i64, _>("all_changes")
+                        .map_err(self.q("list holds"))?
+                        != 0,
                     until,
                     reason: get("reason")?,
                     by: get("set_by")?,
@@ -126,7 +127,7 @@ impl Store {
     pub async fn put_pin(&self, pin: &PinRecord) -> Result<(), StateError> {
         sqlx::query(
             "INSERT INTO pins (target_kind, target_name, template, major, minor, set_by, set_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (target_kind, target_name, template) DO UPDATE SET major = excluded.major,
                  minor = excluded.minor, set_by = excluded.set_by, set_at = excluded.set_at",
         )
@@ -156,8 +157,8 @@ impl Store {
         template: Option<&str>,
     ) -> Result<u64, StateError> {
         let done = sqlx::query(
-            "DELETE FROM pins WHERE target_kind = ?1 AND target_name = ?2
-             AND (?3 IS NULL OR template = ?3)",
+            "DELETE FROM pins WHERE target_kind = $1 AND target_name = $2
+             AND ($3 IS NULL OR template = $3)",
         )
         .bind(kind)
         .bind(name)
@@ -214,7 +215,7 @@ mod tests {
     #[tokio::test]
     async fn holds_and_pins_round_trip_and_replace() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let url = crate::state::testing::url(dir.path()).await;
         let store = Store::open(&url).await.expect("open");
         let until = SystemTime::UNIX_EPOCH + Duration::from_secs(4_000_000_000);
         let mut h = Hold {

@@ -19,12 +19,12 @@ impl Store {
         let sql = if resource.is_some() {
             concat!(
                 "SELECT id, resource_id, kind, repo, environment, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, error, retryable, started_at, finished_at, stack_name, stack_id, region, role_arn",
-                " FROM deployments WHERE resource_id = ?1 AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3"
+                " FROM deployments WHERE resource_id = $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
             )
         } else {
             concat!(
                 "SELECT id, resource_id, kind, repo, environment, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, error, retryable, started_at, finished_at, stack_name, stack_id, region, role_arn",
-                " FROM deployments WHERE ?1 IS NULL AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3"
+                " FROM deployments WHERE $1 IS NULL AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
             )
         };
         let rows = sqlx::query(sql)

@@ -107,7 +107,7 @@ impl Store {
         let at = now();
         // Writing first (a read first can fail at once on a busy WAL database).
         let changed = sqlx::query(
-            "INSERT INTO rollouts (template, major, minor, status, reason, updated_at, kind, set_by) VALUES (?, ?, ?, 'halted', ?, ?, ?, ?)
+            "INSERT INTO rollouts (template, major, minor, status, reason, updated_at, kind, set_by) VALUES ($1, $2, $3, 'halted', $4, $5, $6, $7)
              ON CONFLICT (template, major, minor) DO UPDATE SET status = 'halted', reason = excluded.reason,
                updated_at = excluded.updated_at, kind = excluded.kind, set_by = excluded.set_by
              WHERE rollouts.status <> 'halted' OR (rollouts.kind = 'halt' AND excluded.kind = 'quarantine')",
@@ -149,8 +149,8 @@ impl Store {
         let mut tx = self.write_tx("lift rollout").await?;
         let at = now();
         let row = sqlx::query(
-            "UPDATE rollouts SET status = 'resumed', reason = ?, updated_at = ?, set_by = ?
-             WHERE template = ? AND major = ? AND minor = ? AND status = 'halted' RETURNING kind",
+            "UPDATE rollouts SET status = 'resumed', reason = $1, updated_at = $2, set_by = $3
+             WHERE template = $4 AND major = $5 AND minor = $6 AND status = 'halted' RETURNING kind",
         )
         .bind(reason)
         .bind(&at)
@@ -173,7 +173,7 @@ impl Store {
         };
         // The failed deployments of the version are retried.
         sqlx::query(
-            "UPDATE deployments SET retryable = 1 WHERE template = ? AND to_version = ? AND status = 'failed'",
+            "UPDATE deployments SET retryable = 1 WHERE template = $1 AND to_version = $2 AND status = 'failed'",
         )
         .bind(template)
         .bind(version.to_string())
@@ -189,7 +189,7 @@ impl Store {
     #[allow(clippy::too_many_arguments)] // one row's columns
     async fn release_event(
         &self,
-        tx: &mut sqlx::SqliteConnection,
+        tx: &mut sqlx::AnyConnection,
         template: &str,
         version: Version,
         event: &str,
@@ -198,7 +198,7 @@ impl Store {
         at: &str,
     ) -> Result<(), StateError> {
         sqlx::query(
-            "INSERT INTO release_events (template, major, minor, event, set_by, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO release_events (template, major, minor, event, set_by, reason, at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(template)
         .bind(i64::from(version.major))
@@ -289,7 +289,7 @@ impl Store {
         Ok(out)
     }
 
-    fn event_from_row(&self, r: &sqlx::sqlite::SqliteRow) -> Result<ReleaseEvent, StateError> {
+    fn event_from_row(&self, r: &sqlx::any::AnyRow) -> Result<ReleaseEvent, StateError> {
         let get = |c: &str| -> Result<String, StateError> {
             r.try_get(c).map_err(self.q("list release events"))
         };
@@ -318,7 +318,7 @@ impl Store {
     ) -> Result<Vec<ReleaseEvent>, StateError> {
         let rows = sqlx::query(
             "SELECT id, template, major, minor, event, set_by, reason, at FROM release_events
-             WHERE (?1 IS NULL OR template = ?1) AND (?2 IS NULL OR (major = ?2 AND minor = ?3))
+             WHERE ($1 IS NULL OR template = $1) AND ($2 IS NULL OR (major = $2 AND minor = $3))
              ORDER BY id",
         )
         .bind(template)
@@ -338,7 +338,7 @@ mod tests {
     #[tokio::test]
     async fn stops_lifts_and_their_history() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let url = crate::state::testing::url(dir.path()).await;
         let store = Store::open(&url).await.expect("open");
         let v = Version { major: 1, minor: 1 };
         let q = StopKind::Quarantine;

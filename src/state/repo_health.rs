@@ -70,7 +70,7 @@ impl Store {
         })
         .unwrap_or_default();
         sqlx::query(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+            "INSERT INTO meta (key, value) VALUES ($1, $2)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         )
         .bind(KEY)
@@ -88,7 +88,7 @@ impl Store {
     ///
     /// A store failure.
     pub async fn skipped_repos(&self) -> Result<SkippedRepos, StateError> {
-        let value: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE key = ?1")
+        let value: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
             .bind(KEY)
             .fetch_optional(&self.pool)
             .await
@@ -106,7 +106,7 @@ mod tests {
     #[tokio::test]
     async fn the_list_is_replaced_and_read_back() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&format!("sqlite://{}/s.db", dir.path().display()))
+        let store = Store::open(&crate::state::testing::url(dir.path()).await)
             .await
             .expect("open");
         assert_eq!(

@@ -38,7 +38,7 @@ impl Store {
     ) -> Result<(), StateError> {
         sqlx::query(
             "INSERT INTO deploy_requests (resource_id, cause, requested_by, requested_at)
-             VALUES (?1, ?2, ?3, ?4)
+             VALUES ($1, $2, $3, $4)
              ON CONFLICT (resource_id) DO UPDATE SET cause = excluded.cause,
                  requested_by = excluded.requested_by, requested_at = excluded.requested_at",
         )
@@ -92,7 +92,7 @@ impl Store {
     ///
     /// A store failure.
     pub async fn clear_deploy_request(&self, resource_id: &str) -> Result<(), StateError> {
-        sqlx::query("DELETE FROM deploy_requests WHERE resource_id = ?1")
+        sqlx::query("DELETE FROM deploy_requests WHERE resource_id = $1")
             .bind(resource_id)
             .execute(&self.pool)
             .await
@@ -108,7 +108,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_is_kept_replaced_and_dropped() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let url = crate::state::testing::url(dir.path()).await;
         let store = Store::open(&url).await.expect("open");
         store
             .request_deploy("environment/dev", ForceCause::DriftHeal, "drift")

@@ -5,12 +5,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
 
+use sqlx::ConnectOptions as _;
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::any::AnyPoolOptions;
+use sqlx::sqlite::SqliteConnectOptions;
 
-use super::{StateError, Store, now};
+use super::{Backend, StateError, Store, now};
 
 impl Store {
     /// Opens the `SQLite` store at `url` read-only, without creating or migrating it: `None`
@@ -20,12 +21,18 @@ impl Store {
     ///
     /// [`StateError::Open`] when the file exists but cannot be opened.
     pub async fn open_read_only(url: &str) -> Result<Option<Self>, StateError> {
+        if Backend::of(url) == Some(Backend::Postgres) {
+            // A server has no file to look for: open it (without migrating, a read-only
+            // check must not change the schema) and let queries on missing tables fail.
+            return super::pg::connect(url, None).await.map(Some);
+        }
         let Some(path) = url.strip_prefix("sqlite://") else {
             return Ok(None);
         };
         if !Path::new(path).is_file() {
             return Ok(None);
         }
+        super::install_drivers();
         let open_error = |source| StateError::Open {
             url: url.into(),
             source,
@@ -33,17 +40,13 @@ impl Store {
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
             .map_err(open_error)?
             .read_only(true)
-            .create_if_missing(false)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
+            .create_if_missing(false);
+        let pool = AnyPoolOptions::new()
             .max_connections(1)
-            .connect_with(options)
+            .connect(options.to_url_lossy().as_str())
             .await
             .map_err(open_error)?;
-        Ok(Some(Self {
-            pool,
-            path: path.into(),
-        }))
+        Ok(Some(Self::from_pool(pool, path, Backend::Sqlite)))
     }
 
     /// How many resources are recorded per spec repo.
@@ -75,7 +78,7 @@ impl Store {
     /// A store failure.
     pub async fn forget_repo(&self, repo: &str, resources: usize) -> Result<(), StateError> {
         sqlx::query(
-            "INSERT INTO retired_repos (repo, forgotten_at, resources) VALUES (?1, ?2, ?3)
+            "INSERT INTO retired_repos (repo, forgotten_at, resources) VALUES ($1, $2, $3)
              ON CONFLICT (repo) DO NOTHING",
         )
         .bind(repo)
@@ -93,7 +96,7 @@ impl Store {
     ///
     /// A store failure.
     pub async fn unforget_repo(&self, repo: &str) -> Result<(), StateError> {
-        sqlx::query("DELETE FROM retired_repos WHERE repo = ?1")
+        sqlx::query("DELETE FROM retired_repos WHERE repo = $1")
             .bind(repo)
             .execute(&self.pool)
             .await

@@ -1,0 +1,120 @@
+//! The PostgreSQL backend: connecting (password from the environment or a file, never from
+//! a URL in a config file; TLS through the URL's `sslmode`/`sslrootcert`), migrating
+//! (`migrations/postgres/`, the same schema as `SQLite`'s), and sending this process's lease
+//! claim with every statement so the database's fence refuses writes from a lost lease
+//! (see [`super::lease`]).
+//!
+//! Opens and configures connections only; which replica leads is decided in `super::lease`
+//! and the daemon, never here.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use sqlx::AnyConnection;
+use sqlx::Executor as _;
+use sqlx::any::AnyPoolOptions;
+
+use super::{Backend, StateError, Store, install_drivers, migrate_error};
+
+/// The environment variable holding the PostgreSQL password.
+pub const PASSWORD_ENV: &str = "PROTOND_STATE_PASSWORD";
+
+/// `url` without its password, for messages and the status page.
+#[must_use]
+pub fn redact(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("********"));
+            }
+            u.to_string()
+        }
+        Err(_) => "postgres://(unparsable URL)".into(),
+    }
+}
+
+/// The URL to connect with: `url` with `password` (else `PROTOND_STATE_PASSWORD`, else the
+/// URL's own) put in.
+fn with_password(url: &str, password: Option<&str>) -> Result<String, StateError> {
+    let env = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty());
+    let Some(password) = password.map(str::to_string).or(env) else {
+        return Ok(url.to_string());
+    };
+    let mut u = reqwest::Url::parse(url).map_err(|_| StateError::Url { url: redact(url) })?;
+    u.set_password(Some(&password))
+        .map_err(|()| StateError::Url { url: redact(url) })?;
+    Ok(u.to_string())
+}
+
+/// Sets the session's lease claim (`protond.fence`) to what the store holds now.
+async fn send_fence(conn: &mut AnyConnection, fence: &Arc<RwLock<String>>) -> sqlx::Result<()> {
+    let claim = fence.read().map(|f| f.clone()).unwrap_or_default();
+    conn.execute(sqlx::query("SELECT set_config('protond.fence', $1, false)").bind(claim))
+        .await
+        .map(|_| ())
+}
+
+/// Connects to the database at `url` without migrating it.
+pub(super) async fn connect(url: &str, password: Option<&str>) -> Result<Store, StateError> {
+    install_drivers();
+    let shown = redact(url);
+    let full = with_password(url, password)?;
+    let fence: Arc<RwLock<String>> = Arc::default();
+    let (on_connect, on_acquire) = (fence.clone(), fence.clone());
+    let pool = AnyPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _| {
+            let fence = on_connect.clone();
+            Box::pin(async move { send_fence(conn, &fence).await })
+        })
+        .before_acquire(move |conn, _| {
+            let fence = on_acquire.clone();
+            Box::pin(async move { send_fence(conn, &fence).await.map(|()| true) })
+        })
+        .connect(&full)
+        .await
+        .map_err(|source| StateError::Open {
+            url: shown.clone(),
+            source,
+        })?;
+    Ok(Store {
+        pool,
+        path: shown.into(),
+        backend: Backend::Postgres,
+        fence,
+    })
+}
+
+/// Connects to the database at `url` and runs the migrations (sqlx holds a PostgreSQL
+/// advisory lock while migrating, so replicas starting together migrate once).
+pub(super) async fn open(url: &str, password: Option<&str>) -> Result<Store, StateError> {
+    let store = connect(url, password).await?;
+    sqlx::migrate!("./migrations/postgres")
+        .run(&store.pool)
+        .await
+        .map_err(|source| migrate_error(Backend::Postgres, &store.path, &store.path, source))?;
+    Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_never_shows() {
+        assert_eq!(
+            redact("postgres://protond:s3cret@db:5432/protond?sslmode=require"),
+            "postgres://protond:********@db:5432/protond?sslmode=require"
+        );
+        assert_eq!(redact("postgres://db/protond"), "postgres://db/protond");
+        assert!(!redact("postgres://u:hunter2@[bad").contains("hunter2"));
+    }
+
+    #[test]
+    fn the_password_goes_into_the_url_it_connects_with() {
+        let url = with_password("postgres://protond@db:5432/protond", Some("p@ss word"))
+            .expect("a valid URL");
+        assert_eq!(url, "postgres://protond:p%40ss%20word@db:5432/protond");
+    }
+}
