@@ -263,6 +263,58 @@ fn ha_and_sharded_manifests_run_replicas_on_postgres() {
     render_and_validate(&dir, 7);
 }
 
+/// The `toml` blocks of `text` (a Markdown file), their indentation removed.
+fn toml_blocks(text: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<(usize, String)> = None;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        match &mut current {
+            None if trimmed == "```toml" => current = Some((indent, String::new())),
+            Some(_) if trimmed == "```" => blocks.extend(current.take().map(|(_, b)| b)),
+            Some((cut, block)) => {
+                block.push_str(line.get(*cut..).unwrap_or(""));
+                block.push('\n');
+            }
+            None => {}
+        }
+    }
+    blocks
+}
+
+/// The configs the documentation shows for high availability compile: the README's
+/// "High availability" example and the two-host systemd recipe of `deploy/README.md`.
+#[test]
+fn documented_ha_configs_compile() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let section = readme
+        .split("\n## High availability\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("the README's High availability section");
+    let deploy_readme = std::fs::read_to_string(deploy().join("README.md")).expect("README");
+    let recipe = deploy_readme
+        .split("\n## Two hosts with systemd on PostgreSQL\n")
+        .nth(1)
+        .expect("the two-host recipe");
+    let blocks: Vec<String> = toml_blocks(section)
+        .into_iter()
+        .chain(toml_blocks(recipe))
+        .collect();
+    assert_eq!(blocks.len(), 2, "{blocks:?}");
+    for block in blocks {
+        let raw: protond::config::RawConfig =
+            toml::from_str(&block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        let config =
+            protond::config::Config::compile(raw, "proton.toml", Path::new("/etc/protond"))
+                .unwrap_or_else(|e| panic!("{e:?}\n{block}"));
+        assert!(config.state.starts_with("postgres://"), "{block}");
+        assert_eq!(config.ha.lease, std::time::Duration::from_secs(15));
+    }
+}
+
 /// The restricted Pod Security Standard on `pod` and its first container: non-root, no
 /// escalation, no capabilities, the runtime's seccomp profile, a read-only root, no
 /// service-account token, a pinned image; the probes and port `protond run` serves, and the
