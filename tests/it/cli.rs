@@ -470,14 +470,17 @@ fn check_config_checks_the_ha_settings() {
         }
         cmd.output().expect("run protond")
     };
-    let repos = "[[spec_repos]]\nname = \"payments\"\nurl = \"https://github.com/acme/payments.git\"\nshard = 2\n";
+    let repos = "[[spec_repos]]\nname = \"payments\"\nurl = \"https://github.com/acme/payments.git\"\nshard = 2\n[[spec_repos]]\nname = \"checkout\"\nurl = \"https://github.com/acme/checkout.git\"\n[[spec_repos]]\nname = \"search\"\nurl = \"https://github.com/acme/search.git\"\n";
     let good = format!(
         "state = \"postgres://protond@db.internal:5432/protond?sslmode=verify-full\"\nstate_password_file = \"/run/secrets/protond-db-password\"\n[ha]\nlease = \"20s\"\nshards = 3\nshard = 1\n{repos}"
     );
     let out = check(&good, None);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        text(&out).contains(&format!("{file}: ok (0 template repos, 1 spec repos)")),
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "{file}: ok (0 template repos, 3 spec repos)\nshards: 0: checkout; 1: -; 2: payments, search\n"
+        ),
         "{}",
         text(&out)
     );
