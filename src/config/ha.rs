@@ -123,14 +123,16 @@ fn check_state(state: &str, file: &str, errors: &mut Vec<ConfigError>) {
     if !is_postgres(state) {
         err(format!(
             "{:?} is not a sqlite:// or postgres:// URL, e.g. \"sqlite://state/state.db\" or \"postgres://protond@db.internal:5432/protond?sslmode=verify-full\"",
-            crate::source::redact_url(state)
+            shown(state)
         ));
         return;
     }
     let rest = state.split_once("://").map_or("", |(_, r)| r);
     let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let authority = before_query.split('/').next().unwrap_or("");
-    let (userinfo, host) = authority.rsplit_once('@').unwrap_or(("", authority));
+    // The user info runs to the last `@` before the query, so that a password holding an
+    // unescaped `/` or `@` is still found (an `@` in a database name is written `%40`).
+    let (userinfo, after) = before_query.rsplit_once('@').unwrap_or(("", before_query));
+    let host = after.split('/').next().unwrap_or("");
     let query_keys: Vec<&str> = query
         .split('&')
         .map(|kv| kv.split('=').next().unwrap_or(""))
@@ -142,16 +144,24 @@ fn check_state(state: &str, file: &str, errors: &mut Vec<ConfigError>) {
     {
         err(format!(
             "the URL holds a password (shown here without it: {:?}); a config file is no place for it: put it in {STATE_PASSWORD_ENV} or state_password_file, and remove it from the URL",
-            crate::source::redact_url(state)
-                .split('?')
-                .next()
-                .unwrap_or("")
+            shown(state)
         ));
     }
     let host_name = host.rsplit_once(':').map_or(host, |(h, _)| h);
     if host_name.is_empty() && !query_keys.iter().any(|k| k.eq_ignore_ascii_case("host")) {
         err("the postgres:// URL names no host; e.g. \"postgres://protond@db.internal:5432/protond?sslmode=verify-full\"".into());
     }
+}
+
+/// `url` as it may be shown: the scheme and what follows the last `@` before the query, no
+/// query (where a password could be).
+fn shown(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let before_query = rest.split('?').next().unwrap_or("");
+    let after = before_query
+        .rsplit_once('@')
+        .map_or(before_query, |(_, a)| a);
+    format!("{scheme}://{after}")
 }
 
 /// Checks `state` ([`check_state`]) and compiles `[ha]`, `state_password_file` and

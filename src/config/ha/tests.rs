@@ -165,6 +165,21 @@ fn every_invalid_value_names_its_key_and_fix() {
             &["state"],
             "is not a sqlite:// or postgres:// URL",
         ),
+        (
+            "state = \"mysql://u:a/hunter2@db/x?password=hunter2\"\n",
+            &["state"],
+            "\"mysql://db/x\" is not a sqlite://",
+        ),
+        (
+            "state = \"postgres://protond:p/hunter2@db/protond\"\n",
+            &["state"],
+            "(shown here without it: \"postgres://db/protond\")",
+        ),
+        (
+            "state = \"postgres://protond:p@hunter2@db/protond\"\n",
+            &["state"],
+            "put it in PROTOND_STATE_PASSWORD",
+        ),
     ];
     for (text, want, phrase) in table {
         let (_, errors) = compile_text(text);
