@@ -602,7 +602,7 @@ async fn reset_moto(url: &str) -> Result<()> {
 /// The stacks protond deploys for the fleet, in deployment order: (stack name, template
 /// body), rendered from the repos and the recorded environment outputs.
 async fn rendered_stacks(config: &Config) -> Result<Vec<(String, String)>> {
-    let store = crate::state::Store::open(&config.state).await?;
+    let store = crate::state::Store::open_config(config).await?;
     let deployed = store.resources().await?;
     drop(store);
     let snapshot = desired::load_cached(config, None, false);

@@ -67,7 +67,7 @@ pub(super) fn import_cmd(args: &ImportArgs) -> Result<ExitCode> {
         } else {
             None
         };
-        let store = crate::state::Store::open(&config.state).await?;
+        let store = crate::state::Store::open_config(&config).await?;
         let installation = store.installation(config.installation.as_deref()).await?;
         let cfn = CloudFormation::new(Settings::from_config(&config)).await;
         let snapshot = snapshot(&config, &store, !args.no_fetch).await?;

@@ -152,7 +152,7 @@ async fn read_world(config: &Config, fetch: bool) -> Result<(Snapshot, Facts)> {
         .context("reading the repos panicked")?;
     let path = config.state.strip_prefix("sqlite://").unwrap_or_default();
     let facts = if Path::new(path).exists() {
-        let store = crate::state::Store::open(&config.state).await?;
+        let store = crate::state::Store::open_config(config).await?;
         snapshot.add_forgotten(&store.forgotten_repos().await?);
         let waiting = crate::daemon::reconcile::waiting(&store).await?;
         crate::daemon::reconcile::read_facts(

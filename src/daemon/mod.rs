@@ -44,7 +44,7 @@ pub async fn context(
 ) -> Result<(Arc<Ctx>, mpsc::UnboundedReceiver<()>), crate::state::StateError> {
     let lock = WriterLock::acquire(&config.state)?;
     tracing::debug!(lock_file = %lock.path().display(), "Holding the state store's writer lock.");
-    let store = Store::open(&config.state).await?;
+    let store = Store::open_config(&config).await?;
     let installation = store.installation(config.installation.as_deref()).await?;
     let cfn = CloudFormation::new(Settings::from_config(&config)).await;
     let (tx, rx) = mpsc::unbounded_channel();

@@ -76,7 +76,7 @@ impl World {
         );
         std::fs::write(root.join("proton.toml"), toml).expect("config");
         let config = crate::config::Config::load(&root.join("proton.toml")).expect("config loads");
-        let store = crate::state::Store::open(&config.state)
+        let store = crate::state::Store::open_config(&config)
             .await
             .expect("store");
         let cfn = crate::provision::cloudformation::CloudFormation::new(
@@ -296,7 +296,7 @@ async fn deletes_beyond_the_budget_are_refused_then_done_within_it() {
     let w2 = World {
         ctx: {
             let config = crate::config::Config::load(&w.root.join("proton.toml")).expect("config");
-            let store = crate::state::Store::open(&config.state)
+            let store = crate::state::Store::open_config(&config)
                 .await
                 .expect("store");
             let cfn = w.ctx.cfn.clone();
