@@ -269,6 +269,23 @@ fn migrate_error(
     }
 }
 
+/// The PostgreSQL password `state_password_file` holds (trailing newline dropped), when the
+/// config sets one for a `postgres://` state.
+fn config_password(config: &crate::config::Config) -> Result<Option<String>, StateError> {
+    match &config.state_password_file {
+        Some(path) if Backend::of(&config.state) == Some(Backend::Postgres) => Ok(Some(
+            std::fs::read_to_string(path)
+                .map_err(|source| StateError::Password {
+                    path: path.clone(),
+                    source,
+                })?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+        )),
+        _ => Ok(None),
+    }
+}
+
 /// Registers the `SQLite` and PostgreSQL drivers with sqlx's `Any` (once per process).
 fn install_drivers() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -789,18 +806,7 @@ impl Store {
     /// [`StateError::Password`] when the password file cannot be read; else as
     /// [`Store::open`].
     pub async fn open_config(config: &crate::config::Config) -> Result<Self, StateError> {
-        let password = match &config.state_password_file {
-            Some(path) if Backend::of(&config.state) == Some(Backend::Postgres) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|source| StateError::Password {
-                        path: path.clone(),
-                        source,
-                    })?
-                    .trim_end_matches(['\n', '\r'])
-                    .to_string(),
-            ),
-            _ => None,
-        };
+        let password = config_password(config)?;
         Self::open_with_password(&config.state, password.as_deref()).await
     }
 

@@ -45,6 +45,7 @@ mod notify;
 mod one_writer;
 mod ownership;
 mod plan_matches;
+mod postgres;
 mod preview;
 mod proposals;
 mod proton_specs;
