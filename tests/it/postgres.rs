@@ -11,21 +11,19 @@ use crate::common;
 /// The test server's admin URL, and the password-protected role's URL and password.
 fn server() -> Option<(String, String, String)> {
     let get = |k: &str| std::env::var(k).ok();
-    match (
+    if let (Some(a), Some(u), Some(p)) = (
         get("PROTOND_TEST_POSTGRES_URL"),
         get("PROTOND_TEST_POSTGRES_PASSWORD_URL"),
         get("PROTOND_TEST_POSTGRES_PASSWORD"),
     ) {
-        (Some(a), Some(u), Some(p)) => Some((a, u, p)),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI runs the PostgreSQL tests: scripts/postgres sets PROTOND_TEST_POSTGRES_*"
-            );
-            eprintln!("note: no PostgreSQL test server; test skipped");
-            None
-        }
+        return Some((a, u, p));
     }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI runs the PostgreSQL tests: scripts/postgres sets PROTOND_TEST_POSTGRES_*"
+    );
+    eprintln!("note: no PostgreSQL test server; test skipped");
+    None
 }
 
 /// A new database owned by the password-protected role; the role's URL to it.
