@@ -862,6 +862,16 @@ pub struct RawForge {
     /// modification time changes, so a rotated token is used without a restart.
     #[serde(default)]
     pub token_file: Option<String>,
+    /// GitHub App authentication instead of a token: the App's id (with
+    /// `private_key_file`; GitHub only).
+    #[serde(default)]
+    pub app_id: Option<u64>,
+    /// The GitHub App's private key (PEM, as GitHub hands it out), read when a token is minted.
+    #[serde(default)]
+    pub private_key_file: Option<String>,
+    /// The App's installation on the repo's owner (default: looked up for the repo).
+    #[serde(default)]
+    pub installation_id: Option<u64>,
 }
 
 /// `[[spec_repos]] proposals = { ... }`: how this repo's upgrade pull requests are opened.
@@ -1250,6 +1260,20 @@ pub struct ForgeConfig {
     pub token_env: String,
     /// File with the token, preferred to the variable when set.
     pub token_file: Option<PathBuf>,
+    /// GitHub App authentication, preferred to both when set.
+    pub app: Option<GitHubApp>,
+}
+
+/// A spec repo's forge authenticating as a GitHub App (`app_id`, `private_key_file`,
+/// `installation_id`): installation tokens are minted with the key and refreshed before expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitHubApp {
+    /// The App's id.
+    pub app_id: u64,
+    /// Its private key (PEM); never read here.
+    pub private_key_file: PathBuf,
+    /// The installation, when given; else looked up for the repo.
+    pub installation_id: Option<u64>,
 }
 
 /// A spec repo's `proposals = { ... }` after checks.
@@ -1489,6 +1513,9 @@ impl Config {
             let forge = r.forge.as_ref().and_then(|f| match compile_forge(f) {
                 Ok(mut f) => {
                     f.token_file = f.token_file.map(|t| base.join(t));
+                    if let Some(app) = &mut f.app {
+                        app.private_key_file = base.join(&app.private_key_file);
+                    }
                     Some(f)
                 }
                 Err((field, m)) => {
@@ -1520,6 +1547,9 @@ impl Config {
                 // A relative token file is relative to the config file, like repo paths.
                 Ok(mut f) => {
                     f.token_file = f.token_file.map(|t| base.join(t));
+                    if let Some(app) = &mut f.app {
+                        app.private_key_file = base.join(&app.private_key_file);
+                    }
                     Some(f)
                 }
                 Err((field, m)) => {
@@ -1893,6 +1923,7 @@ fn self_managed_forge(
             repo: String::new(),
             token_env: String::new(),
             token_file: None,
+            app: None,
         }),
         Some(f) => match compile_forge(f) {
             Ok(f) => Some(f),
@@ -2056,6 +2087,7 @@ fn compile_forge(f: &RawForge) -> Result<ForgeConfig, (&'static str, String)> {
             repo: String::new(),
             token_env: String::new(),
             token_file: None,
+            app: None,
         });
     }
     let api_url = match (&f.api_url, kind) {
@@ -2128,7 +2160,57 @@ fn compile_forge(f: &RawForge) -> Result<ForgeConfig, (&'static str, String)> {
         repo,
         token_env,
         token_file: f.token_file.as_ref().map(PathBuf::from),
+        app: compile_github_app(f, kind)?,
     })
+}
+
+/// A forge's GitHub App keys: both `app_id` and `private_key_file`, or neither; GitHub only.
+fn compile_github_app(
+    f: &RawForge,
+    kind: ForgeKind,
+) -> Result<Option<GitHubApp>, (&'static str, String)> {
+    let app = match (f.app_id, &f.private_key_file) {
+        (None, None) if f.installation_id.is_some() => {
+            return Err((
+                "installation_id",
+                "is only used with app_id and private_key_file (GitHub App authentication); add them or remove it".into(),
+            ));
+        }
+        (None, None) => return Ok(None),
+        (Some(_), None) => {
+            return Err((
+                "private_key_file",
+                "required with app_id: the path of the GitHub App's private key (.pem)".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err((
+                "app_id",
+                "required with private_key_file: the GitHub App's id (a number, on the App's settings page)".into(),
+            ));
+        }
+        (Some(app_id), Some(key)) => GitHubApp {
+            app_id,
+            private_key_file: PathBuf::from(key),
+            installation_id: f.installation_id,
+        },
+    };
+    if kind != ForgeKind::GitHub {
+        return Err((
+            "app_id",
+            format!(
+                "GitHub App authentication is for kind = \"github\", not {:?}; give this forge a token (token_env or token_file)",
+                kind.as_str()
+            ),
+        ));
+    }
+    if f.token_file.is_some() {
+        return Err((
+            "token_file",
+            "cannot be used with app_id: the App's installation tokens are used; remove one".into(),
+        ));
+    }
+    Ok(Some(app))
 }
 
 /// Checks a spec repo's `proposals = { ... }`; the schedule falls back to `[proposals]`'s.
@@ -2396,6 +2478,41 @@ mod tests {
         for key in [
             "spec_repos[0].proposals.labels:",
             "spec_repos[0].proposals.schedule:",
+        ] {
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.starts_with(&format!("p.toml: {key}"))),
+                "{key} in {lines:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn github_app_keys_are_checked_together_and_resolved_beside_the_config() {
+        let text = "[[spec_repos]]\nname = \"a\"\nurl = \"a\"\n\
+                    forge = { kind = \"github\", repo = \"o/r\", app_id = 7, private_key_file = \"app.pem\" }\n";
+        let raw: RawConfig = toml::from_str(text).expect("parses");
+        let cfg = Config::compile(raw, "p.toml", Path::new("/etc/protond")).expect("valid");
+        let app = cfg.spec_repos[0].forge.as_ref().and_then(|f| f.app.clone());
+        assert_eq!(
+            app,
+            Some(GitHubApp {
+                app_id: 7,
+                private_key_file: PathBuf::from("/etc/protond/app.pem"),
+                installation_id: None,
+            })
+        );
+        let bad = "[[spec_repos]]\nname = \"a\"\nurl = \"a\"\nforge = { kind = \"github\", repo = \"o/r\", app_id = 7 }\n\
+                   [[spec_repos]]\nname = \"b\"\nurl = \"b\"\nforge = { kind = \"gitea\", api_url = \"https://g/api/v1\", repo = \"o/r\", app_id = 7, private_key_file = \"k\" }\n\
+                   [[spec_repos]]\nname = \"c\"\nurl = \"c\"\nforge = { kind = \"github\", repo = \"o/r\", installation_id = 3 }\n";
+        let raw: RawConfig = toml::from_str(bad).expect("parses");
+        let errs = Config::compile(raw, "p.toml", Path::new(".")).expect_err("invalid");
+        let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        for key in [
+            "spec_repos[0].forge.private_key_file:",
+            "spec_repos[1].forge.app_id:",
+            "spec_repos[2].forge.installation_id:",
         ] {
             assert!(
                 lines

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub mod forge;
+pub mod github_app;
 pub mod memory;
 pub mod running;
 pub mod world;
