@@ -897,6 +897,10 @@ pub struct RawPullOptions {
     /// window (default: `[proposals] schedule`, else any time).
     #[serde(default)]
     pub schedule: Option<String>,
+    /// Keep one dashboard issue in the repo listing its pending upgrades and holds (default
+    /// false).
+    #[serde(default)]
+    pub dashboard: bool,
 }
 
 /// `[daemon]`.
@@ -1291,6 +1295,8 @@ pub struct PullOptions {
     pub auto_merge: bool,
     /// When new pull requests may open (none: any time).
     pub schedule: Option<cron::Schedule>,
+    /// Keep a dashboard issue (`propose::dashboard`).
+    pub dashboard: bool,
 }
 
 /// `[proposals]` after checks.
@@ -2255,6 +2261,7 @@ fn compile_pull_options(
         draft: p.draft,
         auto_merge: p.auto_merge,
         schedule,
+        dashboard: p.dashboard,
     }
 }
 

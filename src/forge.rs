@@ -27,6 +27,7 @@ use crate::config::{ForgeConfig, ForgeKind};
 
 pub mod app;
 mod comment;
+pub mod issues;
 mod options;
 mod status;
 mod token;

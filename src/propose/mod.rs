@@ -21,6 +21,7 @@
 //!   with a comment; a repo that could not be read closes nothing.
 //! * At most `proposals.max_per_hour` pull requests are opened in any hour.
 
+pub mod dashboard;
 pub mod rewrite;
 
 use std::collections::BTreeMap;
@@ -760,6 +761,8 @@ pub struct SyncReport {
     pub rate_limited: usize,
     /// New proposals waiting for their repo's `proposals.schedule`.
     pub outside_schedule: usize,
+    /// Dashboard issues opened or edited.
+    pub dashboards: usize,
     /// Errors (one line each).
     pub errors: Vec<String>,
 }
@@ -800,10 +803,28 @@ struct Pass<'a> {
     telemetry: &'a Telemetry,
 }
 
-/// Opens, updates and closes pull requests so that they match the snapshot. Spec repos
-/// without a forge are skipped. One file's failure never stops the others. Every outcome is
-/// logged and counted through `telemetry`'s proposal events.
+/// Opens, updates and closes pull requests so that they match the snapshot, then brings the
+/// repos' dashboard issues up to date ([`dashboard::sync`]). Spec repos without a forge are
+/// skipped. One file's failure never stops the others. Every outcome is logged and counted
+/// through `telemetry`'s proposal events.
 pub async fn sync(
+    config: &Config,
+    store: &Store,
+    telemetry: &Telemetry,
+    snapshot: &Snapshot,
+    deployed: &[ResourceRecord],
+    backoff: &Backoff,
+) -> SyncReport {
+    let mut report = sync_pulls(config, store, telemetry, snapshot, deployed, backoff).await;
+    if config.proposals.enabled {
+        let (changed, errors) = dashboard::sync(config, store, snapshot, deployed).await;
+        report.dashboards = changed;
+        report.errors.extend(errors);
+    }
+    report
+}
+
+async fn sync_pulls(
     config: &Config,
     store: &Store,
     telemetry: &Telemetry,

@@ -63,6 +63,8 @@ pub struct Inner {
     pub token: String,
     /// A GitHub App whose installation tokens are accepted too ([`FakeForge::enable_app`]).
     pub app: Option<super::github_app::App>,
+    /// Issues opened through the API (the dashboard's).
+    pub issues: Vec<super::issues::Issue>,
 }
 
 /// A fake forge serving on 127.0.0.1 until the test's runtime ends.
@@ -156,6 +158,11 @@ impl FakeForge {
             .app
             .clone()
             .expect("app enabled")
+    }
+
+    /// The issues so far.
+    pub fn issues(&self) -> Vec<super::issues::Issue> {
+        self.inner.lock().expect("lock").issues.clone()
     }
 
     /// Opens a pull request from `head` to `base` as a person would (not through the API),
@@ -345,6 +352,15 @@ fn handle(cfg: &Cfg, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) 
     };
     let qs = query(&uri);
     let mut g = cfg.inner.lock().expect("lock");
+    if let Some(r) = super::issues::handle(
+        &mut g,
+        (cfg.kind, &cfg.prefix, &cfg.repo),
+        (&method, &path, &line),
+        &qs,
+        &json_body,
+    ) {
+        return r;
+    }
 
     // List.
     if method == Method::GET && path == base {

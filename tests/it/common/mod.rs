@@ -15,6 +15,7 @@ use std::process::{Command, Output};
 
 pub mod forge;
 pub mod github_app;
+pub mod issues;
 pub mod memory;
 pub mod running;
 pub mod world;
