@@ -839,6 +839,12 @@ pub struct RawProposals {
     /// `proposals.schedule` (default: any time).
     #[serde(default)]
     pub schedule: Option<String>,
+    /// Sign proposal commits through git: `ssh` or `gpg` (default: unsigned).
+    #[serde(default)]
+    pub sign: Option<String>,
+    /// The signing key: an SSH key file (absolute path) for `ssh`, a key id for `gpg`.
+    #[serde(default)]
+    pub signing_key: Option<String>,
 }
 
 /// `[spec_repos.forge]`: where pull requests for this repo are opened.
@@ -1312,6 +1318,17 @@ pub struct Proposals {
     pub author_name: String,
     /// Commit author email.
     pub author_email: String,
+    /// How proposal commits are signed (`sign`, `signing_key`), if they are.
+    pub signing: Option<Signing>,
+}
+
+/// `[proposals] sign` and `signing_key` after checks: git signs each proposal commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signing {
+    /// `ssh` or `openpgp`, git's `gpg.format`.
+    pub format: &'static str,
+    /// git's `user.signingkey`: a key file for SSH, a key id for GPG.
+    pub key: String,
 }
 
 /// The checked configuration.
@@ -1871,6 +1888,7 @@ impl Default for Proposals {
             branch_prefix: "protond/".into(),
             author_name: "protond".into(),
             author_email: "protond@localhost".into(),
+            signing: None,
         }
     }
 }
@@ -2295,6 +2313,7 @@ fn compile_proposals(p: &RawProposals) -> Result<Proposals, Vec<(String, String)
             format!("{branch_prefix:?} is not a valid branch name prefix, e.g. \"protond/\""),
         ));
     }
+    let signing = compile_signing(p, &mut errors);
     match parsed {
         Some((name, email)) if errors.is_empty() => Ok(Proposals {
             enabled: p.enabled.unwrap_or(d.enabled),
@@ -2302,9 +2321,56 @@ fn compile_proposals(p: &RawProposals) -> Result<Proposals, Vec<(String, String)
             branch_prefix,
             author_name: name.to_string(),
             author_email: email.to_string(),
+            signing,
         }),
         _ => Err(errors),
     }
+}
+
+/// `[proposals] sign` and `signing_key`: both or neither; an SSH key as an absolute path.
+fn compile_signing(p: &RawProposals, errors: &mut Vec<(String, String)>) -> Option<Signing> {
+    let mut fail = |key: &str, message: String| {
+        errors.push((format!("proposals.{key}"), message));
+        None
+    };
+    let (sign, key) = match (&p.sign, &p.signing_key) {
+        (None, None) => return None,
+        (None, Some(_)) => {
+            return fail(
+                "sign",
+                "required with signing_key: \"ssh\" or \"gpg\"".into(),
+            );
+        }
+        (Some(_), None) => {
+            return fail(
+                "signing_key",
+                "required with sign: an SSH key file (absolute path) for \"ssh\", a key id for \"gpg\"".into(),
+            );
+        }
+        (Some(s), Some(k)) => (s, k.trim()),
+    };
+    let format = match sign.as_str() {
+        "ssh" => "ssh",
+        "gpg" => "openpgp",
+        other => {
+            return fail(
+                "sign",
+                format!("{other:?} is not a signing format; use \"ssh\" or \"gpg\""),
+            );
+        }
+    };
+    if key.is_empty() || (format == "ssh" && !Path::new(key).is_absolute()) {
+        return fail(
+            "signing_key",
+            format!(
+                "{key:?} is not an absolute path to an SSH key file, e.g. \"/etc/protond/signing_key\""
+            ),
+        );
+    }
+    Some(Signing {
+        format,
+        key: key.to_string(),
+    })
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -2528,6 +2594,43 @@ mod tests {
                 "{key} in {lines:#?}"
             );
         }
+    }
+
+    #[test]
+    fn proposal_signing_needs_a_format_and_a_key() {
+        let ok = "[proposals]\nsign = \"ssh\"\nsigning_key = \"/etc/protond/key\"\n";
+        let raw: RawConfig = toml::from_str(ok).expect("parses");
+        let cfg = Config::compile(raw, "p.toml", Path::new(".")).expect("valid");
+        assert_eq!(
+            cfg.proposals.signing,
+            Some(Signing {
+                format: "ssh",
+                key: "/etc/protond/key".into()
+            })
+        );
+        for (text, key) in [
+            (
+                "sign = \"ssh\"\nsigning_key = \"key\"",
+                "proposals.signing_key",
+            ),
+            ("sign = \"x509\"\nsigning_key = \"k\"", "proposals.sign"),
+            ("signing_key = \"/k\"", "proposals.sign"),
+            ("sign = \"gpg\"", "proposals.signing_key"),
+        ] {
+            let raw: RawConfig = toml::from_str(&format!("[proposals]\n{text}\n")).expect("parses");
+            let errs = Config::compile(raw, "p.toml", Path::new(".")).expect_err("invalid");
+            let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.starts_with(&format!("p.toml: {key}:"))),
+                "{key} in {lines:#?}"
+            );
+        }
+        let gpg = "[proposals]\nsign = \"gpg\"\nsigning_key = \"ABCD1234\"\n";
+        let raw: RawConfig = toml::from_str(gpg).expect("parses");
+        let cfg = Config::compile(raw, "p.toml", Path::new(".")).expect("valid");
+        assert_eq!(cfg.proposals.signing.map(|s| s.format), Some("openpgp"));
     }
 
     #[test]

@@ -23,6 +23,7 @@
 
 pub mod dashboard;
 pub mod rewrite;
+pub mod sign;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -795,6 +796,9 @@ enum StepError {
     /// The blocking git task panicked or was cancelled.
     #[error(transparent)]
     Task(tokio::task::JoinError),
+    /// The commit could not be signed (`[proposals] sign`).
+    #[error(transparent)]
+    Sign(#[from] sign::SignError),
 }
 
 /// What one pass has done so far: the report it returns, and where its events count.
@@ -1017,7 +1021,8 @@ async fn write_commit(config: &Config, repo: &SpecRepo, p: &Proposal) -> Result<
         config.proposals.author_name.clone(),
         config.proposals.author_email.clone(),
     );
-    tokio::task::spawn_blocking(move || -> Result<String, StepError> {
+    let git_dir = mirror.path().to_path_buf();
+    let written = tokio::task::spawn_blocking(move || -> Result<String, StepError> {
         let base_id = gix::ObjectId::from_hex(base.as_bytes())
             .map_err(|source| StepError::Base { base, source })?;
         mirror
@@ -1032,7 +1037,11 @@ async fn write_commit(config: &Config, repo: &SpecRepo, p: &Proposal) -> Result<
             .map_err(StepError::WriteCommit)
     })
     .await
-    .map_err(StepError::Task)?
+    .map_err(StepError::Task)??;
+    match &config.proposals.signing {
+        Some(signing) => Ok(sign::sign(&git_dir, &written, signing).await?),
+        None => Ok(written),
+    }
 }
 
 /// Whether commit `id` of the repo's mirror was written by protond's configured author.

@@ -58,6 +58,7 @@ mod retire;
 mod rollback_pr;
 mod self_managed;
 mod server;
+mod signed_commits;
 mod state_concurrency;
 mod terraform_pipelines;
 mod visible;
