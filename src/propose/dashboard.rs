@@ -3,10 +3,10 @@
 //! upgrade pull requests, the minor upgrades not deployed yet (and what holds each), the
 //! resources waiting for an approval, and the operator holds and pins that touch it.
 //!
-//! What it says is pure ([`gather`], [`body`]); [`sync`] opens the issue once, finds it again
-//! by its title after a restart, and edits it only when its body changes: the last body
-//! written is kept in memory (per forge, repo and title), so a steady state makes no forge
-//! call after the first pass of a process. It must never open a second issue for a repo,
+//! What it says is pure ([`gather`], [`body`]); [`sync`] finds the open issue by its title
+//! when its text changes (so after a restart, too), edits it, or opens it when there is none:
+//! the last text written is kept in memory (per forge, repo and title), so a steady state
+//! makes no forge call after the first pass of a process. It must never open a second issue for a repo,
 //! deploy, or write the state store.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -297,30 +297,30 @@ fn written() -> &'static Written {
     WRITTEN.get_or_init(Written::default)
 }
 
-/// Brings repo `repo`'s dashboard issue to `text`: nothing when it already says it, else an
-/// edit, else (no open issue with the title) a new issue. Whether the forge was changed.
+/// Brings repo `repo`'s dashboard issue to `text`: nothing when the last text written is
+/// `text`, else the open issue with the title is looked up (a dashboard closed by hand is
+/// not edited) and edited, or opened when there is none. Whether the forge was changed.
 async fn ensure(
     forge: &AnyForge,
     key: (String, String, String),
     text: &str,
 ) -> Result<bool, ForgeError> {
-    let known = written().lock().ok().and_then(|w| w.get(&key).cloned());
-    let number = match known {
-        Some((_, last)) if last == text => return Ok(false),
-        Some((n, _)) => Some(n),
-        None => match forge.find_issue(&key.2).await? {
-            Some(found) if found.body == text => {
-                remember(key, found.number, text);
-                return Ok(false);
-            }
-            Some(found) => Some(found.number),
-            None => None,
-        },
-    };
-    let number = match number {
-        Some(n) => {
-            forge.edit_issue(n, text).await?;
-            n
+    let unchanged = written()
+        .lock()
+        .ok()
+        .and_then(|w| w.get(&key).map(|(_, last)| last == text))
+        .unwrap_or(false);
+    if unchanged {
+        return Ok(false);
+    }
+    let number = match forge.find_issue(&key.2).await? {
+        Some(found) if found.body == text => {
+            remember(key, found.number, text);
+            return Ok(false);
+        }
+        Some(found) => {
+            forge.edit_issue(found.number, text).await?;
+            found.number
         }
         None => match forge.create_issue(&key.2, text).await? {
             Some(i) => i.number,
