@@ -1,8 +1,8 @@
 //! GitHub App authentication end to end against the fake GitHub: protond signs the App's JWT
 //! with a key made by `openssl` here (the fake verifies it with the public half and checks
 //! `iss`, `iat`, `exp`), looks the installation up for the repo, mints an installation token
-//! limited to it, reuses it while it has more than five minutes left and mints another when
-//! it has less; neither the key nor a token reaches the logs.
+//! limited to it, reuses it while it has more than five minutes left, mints another when it
+//! has less or when GitHub refuses it (401); neither the key nor a token reaches the logs.
 
 use crate::common::forge::{FakeForge, Kind};
 use crate::common::github_app::{self, App};
@@ -94,4 +94,32 @@ async fn a_github_app_mints_installation_tokens_reuses_them_and_refreshes_near_e
     );
     let distinct: std::collections::BTreeSet<&String> = new_uses.iter().collect();
     assert_eq!(distinct.len(), new_uses.len(), "{new_uses:?}");
+
+    // A token refused before its time (revoked): a new one is minted and the call retried.
+    let (issued_before, uses_before) = (app.issued.len(), app.uses.len());
+    {
+        let mut g = github.inner.lock().expect("lock");
+        let app = g.app.as_mut().expect("app");
+        app.lifetime = 3600;
+        app.revoke_next = 1;
+    }
+    release(&w, "web-svc", 4, "web-svc 4.0", |_, t| t);
+    reconcile(&w);
+    assert_eq!(github.violations(), Vec::<String>::new());
+    let prs = github.prs();
+    assert!(prs[0].title.contains("v4"), "updated: {prs:#?}");
+    let app = github.app();
+    assert_eq!(
+        app.issued.len() - issued_before,
+        2,
+        "the refused token and its replacement"
+    );
+    let uses = &app.uses[uses_before..];
+    assert_eq!(uses[0], app.revoked[0], "{uses:?}");
+    assert!(
+        uses[1..]
+            .iter()
+            .all(|t| *t == app.issued[issued_before + 1].0),
+        "{uses:?}"
+    );
 }

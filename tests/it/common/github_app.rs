@@ -28,6 +28,10 @@ pub struct App {
     pub lookups: usize,
     /// The installation token each API request carried, in order.
     pub uses: Vec<String>,
+    /// How many of the next tokens issued are refused on use (401), as revoked ones are.
+    pub revoke_next: usize,
+    /// Tokens refused on use.
+    pub revoked: Vec<String>,
 }
 
 impl App {
@@ -40,6 +44,8 @@ impl App {
             issued: Vec::new(),
             lookups: 0,
             uses: Vec::new(),
+            revoke_next: 0,
+            revoked: Vec::new(),
         }
     }
 }
@@ -115,7 +121,7 @@ pub fn token_valid(inner: &Arc<Mutex<Inner>>, authorization: &str) -> Option<boo
     let app = g.app.as_mut()?;
     let token = authorization.strip_prefix("Bearer ")?;
     let (_, expires) = app.issued.iter().find(|(t, _)| t == token)?;
-    let valid = *expires > now();
+    let valid = *expires > now() && !app.revoked.iter().any(|t| t == token);
     app.uses.push(token.to_string());
     Some(valid)
 }
@@ -172,6 +178,10 @@ pub fn handle(
     let token = format!("ghs_fake_installation_token_{}", a.issued.len() + 1);
     let expires = now() + a.lifetime;
     a.issued.push((token.clone(), expires));
+    if a.revoke_next > 0 {
+        a.revoke_next -= 1;
+        a.revoked.push(token.clone());
+    }
     let expires_at = chrono::DateTime::from_timestamp(expires, 0)
         .expect("time")
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
