@@ -78,17 +78,21 @@ fn init_logging(format: LogFormat) {
     // Colour only for a person at a terminal, and never when NO_COLOR is set (no-color.org).
     let colour = std::io::stderr().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    // Span fields kept as JSON, so that each line prints every field once
+    // (`telemetry::logfmt`).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(colour);
+        .with_ansi(colour)
+        .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new());
     let _ = match format {
         LogFormat::Json => builder
             .with_writer(std::io::stderr)
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
+            .event_format(crate::telemetry::logfmt::Lines { json: true })
             .try_init(),
-        LogFormat::Pretty => builder.with_writer(OneLine).compact().try_init(),
+        LogFormat::Pretty => builder
+            .with_writer(OneLine)
+            .event_format(crate::telemetry::logfmt::Lines { json: false })
+            .try_init(),
     };
 }
 

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub mod forge;
+pub mod github_app;
+pub mod issues;
 pub mod memory;
 pub mod running;
 pub mod world;
