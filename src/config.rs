@@ -1602,12 +1602,9 @@ impl Config {
             }
             _ => state,
         };
-        if state.starts_with("postgres://") || state.starts_with("postgresql://") {
-            err(
-                "state".into(),
-                "PostgreSQL state is not supported yet; use a sqlite:// file on a persistent volume (see deploy/README.md)".into(),
-            );
-        } else if !state.starts_with("sqlite://") {
+        // PostgreSQL is accepted (issue 19; hadeploy's `[ha]` checks replace this).
+        let postgres = state.starts_with("postgres://") || state.starts_with("postgresql://");
+        if !postgres && !state.starts_with("sqlite://") {
             err(
                 "state".into(),
                 format!("{state:?} is not a sqlite:// URL, e.g. \"sqlite://state/state.db\""),
