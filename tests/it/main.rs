@@ -57,5 +57,6 @@ mod rollback_pr;
 mod self_managed;
 mod server;
 mod state_concurrency;
+mod state_copy;
 mod terraform_pipelines;
 mod visible;

@@ -195,11 +195,18 @@ pub struct Database {
 impl Database {
     /// A new database when the suites run on PostgreSQL; `None` on `SQLite`.
     pub fn for_suites() -> Option<Self> {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         if !on_postgres() {
             return None;
         }
-        let admin = admin_url();
+        Some(Self::on_test_server().expect(
+            "PROTOND_TEST_STATE=postgres needs PROTOND_TEST_POSTGRES_URL (scripts/postgres)",
+        ))
+    }
+
+    /// A new database on the test server, when there is one (`PROTOND_TEST_POSTGRES_URL`).
+    pub fn on_test_server() -> Option<Self> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let admin = std::env::var("PROTOND_TEST_POSTGRES_URL").ok()?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock")

@@ -35,7 +35,7 @@ pub struct World {
     state_db: PathBuf,
     /// This world's own PostgreSQL database when the suites run on PostgreSQL (the config's
     /// `state`), dropped with the world.
-    _database: Option<super::Database>,
+    database: Option<super::Database>,
     /// Dropped last: deletes the folder.
     _tmp: tempfile::TempDir,
 }
@@ -195,7 +195,7 @@ impl World {
     /// [`super::sqlite_only`] first).
     pub fn state_db(&self) -> PathBuf {
         assert!(
-            self._database.is_none(),
+            self.database.is_none(),
             "state_db() is the SQLite file: call common::sqlite_only() first"
         );
         self.state_db.clone()
@@ -203,7 +203,7 @@ impl World {
 
     /// The `state` URL of the config (as written, relative to the root when a `SQLite` file).
     pub fn state_url(&self) -> String {
-        match &self._database {
+        match &self.database {
             Some(db) => db.url.clone(),
             None => format!("sqlite://{}", self.state_db.display()),
         }
@@ -331,7 +331,7 @@ impl WorldBuilder {
             _moto: moto,
             env: self.env,
             state_db,
-            _database: database,
+            database,
             _tmp: tmp,
         }
     }
