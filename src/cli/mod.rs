@@ -383,6 +383,11 @@ pub enum Command {
         /// Another measurement instead of the fleet figures (`render`).
         #[command(subcommand)]
         mode: Option<bench::BenchMode>,
+        /// A PostgreSQL server (`postgres://user@host/db`, a user who may create databases):
+        /// also measure the state store's share of a cycle on it next to `SQLite`, each size
+        /// in a new database dropped afterwards.
+        #[arg(long, env = "PROTOND_BENCH_POSTGRES_URL")]
+        postgres: Option<String>,
     },
     /// Delete, explicitly, the resources deployed from a spec repo removed from the config:
     /// marks the repo in the state store; the next cycles delete its resources within the
@@ -614,11 +619,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             no_aws,
             deploy_instances,
             tags,
+            postgres,
         } => bench::bench_cmd(
             &instances,
             dir.as_deref(),
             json,
             (!no_aws).then_some((deploy_instances, tags)),
+            postgres.as_deref(),
         ),
         Command::Notify {
             resource,
