@@ -42,6 +42,7 @@ use crate::plan::{self, ActionKind, UpdateReason};
 use crate::state::ResourceRecord;
 
 pub mod repos;
+pub mod store;
 
 /// Instances per service repo: 5 services × 2 instances.
 const SERVICES_PER_REPO: usize = 5;

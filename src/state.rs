@@ -32,6 +32,7 @@ use crate::plan;
 
 mod actions;
 mod approvals;
+pub mod copy;
 pub mod drift;
 mod holds;
 pub mod lease;

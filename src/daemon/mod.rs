@@ -42,14 +42,20 @@ pub use reconcile::ReconcileError;
 pub async fn context(
     config: Config,
 ) -> Result<(Arc<Ctx>, mpsc::UnboundedReceiver<()>), crate::state::StateError> {
-    let lock = WriterLock::acquire(&config.state)?;
-    tracing::debug!(lock_file = %lock.path().display(), "Holding the state store's writer lock.");
+    // PostgreSQL has no lock file: a single process runs on it until leader election lands.
+    let lock = match crate::state::Backend::of(&config.state) {
+        Some(crate::state::Backend::Postgres) => None,
+        _ => Some(WriterLock::acquire(&config.state)?),
+    };
     let store = Store::open_config(&config).await?;
     let installation = store.installation(config.installation.as_deref()).await?;
     let cfn = CloudFormation::new(Settings::from_config(&config)).await;
     let (tx, rx) = mpsc::unbounded_channel();
     let ctx = Ctx::new(config, store, cfn, installation, tx);
-    ctx.hold_writer_lock(lock);
+    if let Some(lock) = lock {
+        tracing::debug!(lock_file = %lock.path().display(), "Holding the state store's writer lock.");
+        ctx.hold_writer_lock(lock);
+    }
     ctx.telemetry
         .notifications()
         .start(&ctx.config, &ctx.installation);

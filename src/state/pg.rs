@@ -66,7 +66,12 @@ pub(super) async fn connect(url: &str, password: Option<&str>) -> Result<Store, 
         .acquire_timeout(Duration::from_secs(10))
         .after_connect(move |conn, _| {
             let fence = on_connect.clone();
-            Box::pin(async move { send_fence(conn, &fence).await })
+            Box::pin(async move {
+                // PostgreSQL's notices ("relation ... already exists, skipping" at every
+                // migration check) would be logged by every command: warnings and up only.
+                conn.execute("SET client_min_messages = warning").await?;
+                send_fence(conn, &fence).await
+            })
         })
         .before_acquire(move |conn, _| {
             let fence = on_acquire.clone();

@@ -61,5 +61,6 @@ mod self_managed;
 mod server;
 mod signed_commits;
 mod state_concurrency;
+mod state_copy;
 mod terraform_pipelines;
 mod visible;
