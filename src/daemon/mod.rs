@@ -390,11 +390,16 @@ fn fetch_of(repos: Vec<Option<String>>) -> Fetch {
     })
 }
 
-/// Resolves when the lease is lost or no longer trusted ([`crate::ha::Held::valid_now`]).
+/// Resolves when a lease of the term is lost, the leases held change, or they are no
+/// longer trusted ([`crate::ha::Held::valid_now`]).
 async fn until_lost(mut rx: tokio::sync::watch::Receiver<crate::ha::Held>) {
+    let term = rx.borrow_and_update().leases.clone();
     loop {
         let held = rx.borrow_and_update().clone();
-        let Some(until) = held.trusted_until.filter(|_| held.valid_now()) else {
+        let Some(until) = held
+            .trusted_until
+            .filter(|_| held.valid_now() && held.leases == term)
+        else {
             return;
         };
         tokio::select! {
