@@ -1602,15 +1602,12 @@ impl Config {
             }
             _ => state,
         };
-        if state.starts_with("postgres://") || state.starts_with("postgresql://") {
+        // PostgreSQL: replicas share it and elect a leader (issue 19, `crate::ha`).
+        let postgres = state.starts_with("postgres://") || state.starts_with("postgresql://");
+        if !postgres && !state.starts_with("sqlite://") {
             err(
                 "state".into(),
-                "PostgreSQL state is not supported yet; use a sqlite:// file on a persistent volume (see deploy/README.md)".into(),
-            );
-        } else if !state.starts_with("sqlite://") {
-            err(
-                "state".into(),
-                format!("{state:?} is not a sqlite:// URL, e.g. \"sqlite://state/state.db\""),
+                format!("{state:?} is not a sqlite:// or postgres:// URL, e.g. \"sqlite://state/state.db\""),
             );
         }
         if let Some(id) = &raw.aws.account_id
