@@ -1607,7 +1607,9 @@ impl Config {
         if !postgres && !state.starts_with("sqlite://") {
             err(
                 "state".into(),
-                format!("{state:?} is not a sqlite:// or postgres:// URL, e.g. \"sqlite://state/state.db\""),
+                format!(
+                    "{state:?} is not a sqlite:// or postgres:// URL, e.g. \"sqlite://state/state.db\""
+                ),
             );
         }
         if let Some(id) = &raw.aws.account_id

@@ -351,9 +351,15 @@ async fn replicated(
 ) {
     let mut held = elector.subscribe();
     loop {
-        tokio::select! {
-            () = shutdown.as_mut() => return,
-            r = held.wait_for(crate::ha::Held::leading) => if r.is_err() { return },
+        // Following: no work of any term runs here, so a loss the elector reports now has
+        // nothing left to stop.
+        elector.work_stopped();
+        if !elector.held().valid_now() {
+            tokio::select! {
+                () = shutdown.as_mut() => return,
+                r = held.changed() => if r.is_err() { return },
+            }
+            continue;
         }
         let now = elector.held();
         tracing::info!(leases = ?now.leases, replica = %elector.settings().replica_id, "Leading: reconciling.");
