@@ -33,6 +33,7 @@ mod gate;
 mod git_plan;
 mod gitea_webhook;
 mod github_app;
+mod ha;
 mod holds;
 mod hostile_git;
 mod hostile_http;
