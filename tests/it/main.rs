@@ -24,6 +24,7 @@ mod api;
 mod cli;
 mod codebuild;
 mod daemon;
+mod deploy_calls;
 mod deploy_files;
 mod drift;
 mod faults;
