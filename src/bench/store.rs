@@ -100,12 +100,16 @@ fn fleet(
     instances: usize,
 ) -> Result<(Vec<ResourceRecord>, desired::Snapshot, desired::Snapshot)> {
     let mut cache = desired::ComputeCache::default();
-    let (_, _, set, _) = super::cycle(config, None, true, &[], &mut cache);
+    // The generated config's own store: the environments recorded before the instances
+    // are computed, as the daemon's cycles see them.
+    let state = super::state::State::open(config)?;
+    let (_, _, set, _) = super::cycle(config, None, true, &state, &mut cache)?;
     let envs: Vec<ResourceRecord> = super::as_deployed(&set)
         .into_iter()
         .filter(|r| r.kind == plan::ResourceKind::Environment)
         .collect();
-    let (_, snapshot, set, _) = super::cycle(config, None, false, &envs, &mut cache);
+    state.record(&envs)?;
+    let (_, snapshot, set, _) = super::cycle(config, None, false, &state, &mut cache)?;
     let records = super::as_deployed(&set);
     if records.len() != instances + super::ENVIRONMENTS.len() {
         bail!(

@@ -25,6 +25,7 @@ mod cli;
 mod codebuild;
 mod daemon;
 mod dashboard;
+mod deploy_calls;
 mod deploy_files;
 mod drift;
 mod faults;
