@@ -755,6 +755,9 @@ pub struct Store {
     /// The leases this process claims to hold (`name=epoch,…`), sent with every statement
     /// on PostgreSQL so the database refuses writes from a lost lease (see [`lease`]).
     fence: std::sync::Arc<std::sync::RwLock<String>>,
+    /// On PostgreSQL, the URL connected with (password included), for the connections the
+    /// pool does not make (`LISTEN`); never printed.
+    connect_url: Option<pg::Secret>,
 }
 
 fn version_string(v: Version) -> String {
@@ -893,6 +896,7 @@ impl Store {
             path: path.into(),
             backend,
             fence: std::sync::Arc::default(),
+            connect_url: None,
         }
     }
 

@@ -213,6 +213,13 @@ impl Ctx {
         handle.await.ok()
     }
 
+    /// Stops the pull-request pass in progress, if any (the lead was lost).
+    pub(super) async fn abort_proposals(&self) {
+        if let Some(handle) = self.proposer.lock().await.take() {
+            handle.abort();
+        }
+    }
+
     /// Starts a pull-request pass in the background unless one is still running.
     pub(super) async fn start_proposals(
         self: &Arc<Self>,

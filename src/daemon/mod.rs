@@ -368,7 +368,6 @@ async fn replicated(
         let woken = ctx.clone();
         let forwarded = tokio::spawn(crate::ha::elector::forwarded_wakeups(
             ctx.store.clone(),
-            ctx.config.state.clone(),
             move |repos| woken.request_cycle(fetch_of(repos)),
         ));
         let stopped = cycles(ctx, wake, t, shutdown, until_lost(elector.subscribe())).await;
@@ -377,6 +376,9 @@ async fn replicated(
             return;
         }
         let aborted = ctx.abort_deployments();
+        // A pull-request pass of the lost term stops too: the next leader's pass does its
+        // work (its store writes would be refused by the fence anyway).
+        ctx.abort_proposals().await;
         let idle = ctx.wait_idle(Some(Duration::from_secs(10))).await;
         tracing::warn!(
             aborted,

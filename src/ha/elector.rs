@@ -355,9 +355,9 @@ pub const WAKEUP_POLL: Duration = Duration::from_secs(1);
 const WAKEUP_KEEP: Duration = Duration::from_mins(10);
 
 /// The leader's side of the webhooks followers queue: LISTENs on `protond_wakeup` (a
-/// connection of its own to `url`) and reads the queue every second as a fallback; calls
+/// connection of its own, with the store's credentials) and reads the queue every second as a fallback; calls
 /// `wake` with the repos each new webhook named (`None`: every repo). Runs until dropped.
-pub async fn forwarded_wakeups(store: Store, url: String, wake: impl Fn(Vec<Option<String>>)) {
+pub async fn forwarded_wakeups(store: Store, wake: impl Fn(Vec<Option<String>>)) {
     let mut after = match store.last_wakeup().await {
         Ok(id) => id,
         Err(e) => {
@@ -365,7 +365,7 @@ pub async fn forwarded_wakeups(store: Store, url: String, wake: impl Fn(Vec<Opti
             0
         }
     };
-    let mut listener = match crate::state::lease::wakeup_listener(&url).await {
+    let mut listener = match crate::state::lease::wakeup_listener(&store).await {
         Ok(l) => Some(l),
         Err(e) => {
             tracing::warn!(error = %crate::error_chain(&e), "Cannot LISTEN for forwarded webhooks; reading the queue every second.");

@@ -358,15 +358,19 @@ impl Store {
 }
 
 /// A connection of its own listening (`LISTEN`) on `protond_wakeup` (the leader's side of
-/// [`Store::push_wakeup`]), to the database at `url` (password as for the store).
+/// [`Store::push_wakeup`]), to the store's database with the store's credentials.
 ///
 /// # Errors
 ///
 /// The connection or the LISTEN failed.
-pub async fn wakeup_listener(url: &str) -> Result<sqlx::postgres::PgListener, StateError> {
-    let shown = super::pg::redact(url);
-    let full = super::pg::with_password(url, None)?;
-    let mut listener = sqlx::postgres::PgListener::connect(&full)
+pub async fn wakeup_listener(store: &Store) -> Result<sqlx::postgres::PgListener, StateError> {
+    store.postgres_only("a forwarded webhook")?;
+    let shown = store.path.to_string();
+    let full = store
+        .connect_url
+        .as_ref()
+        .ok_or_else(|| StateError::Url { url: shown.clone() })?;
+    let mut listener = sqlx::postgres::PgListener::connect(full.expose())
         .await
         .map_err(|source| StateError::Open { url: shown, source })?;
     listener

@@ -19,6 +19,23 @@ use super::{Backend, StateError, Store, install_drivers, migrate_error};
 /// The environment variable holding the PostgreSQL password.
 pub const PASSWORD_ENV: &str = "PROTOND_STATE_PASSWORD";
 
+/// A connection URL holding a password: kept in memory, never shown (`Debug` prints stars).
+#[derive(Clone)]
+pub struct Secret(Arc<str>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(********)")
+    }
+}
+
+impl Secret {
+    /// The URL, to connect with.
+    pub(super) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
 /// `url` without its password, for messages and the status page.
 #[must_use]
 pub fn redact(url: &str) -> String {
@@ -88,6 +105,7 @@ pub(super) async fn connect(url: &str, password: Option<&str>) -> Result<Store, 
         path: shown.into(),
         backend: Backend::Postgres,
         fence,
+        connect_url: Some(Secret(full.into())),
     })
 }
 
