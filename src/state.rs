@@ -43,6 +43,7 @@ mod repo_health;
 mod report;
 mod requests;
 mod retired;
+mod shards;
 pub use actions::{ActionNotes, Progress};
 pub use approvals::PendingApproval;
 pub use holds::PinRecord;
@@ -149,6 +150,19 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    /// The shared state was set up for another number of shards than this replica's
+    /// config says: the replicas would disagree on which shard owns which repo.
+    #[error(
+        "the state database {path} was set up for ha.shards = {recorded}, but this replica's config says ha.shards = {configured}; every replica must use the same count. Set ha.shards = {recorded} (PROTOND_SHARDS until the config has [ha]), or to change the count stop every replica, run `DELETE FROM meta WHERE key = 'shards'` on the database and start them all with the new count"
+    )]
+    Shards {
+        /// The database (without its password).
+        path: String,
+        /// The count recorded at first start.
+        recorded: u32,
+        /// The count this replica's config gives.
+        configured: u32,
+    },
     /// A stored row could not be read back.
     #[error("corrupt state row in {table}: {detail}")]
     Corrupt {
@@ -186,6 +200,7 @@ impl StateError {
             Self::LockFile { .. } => "lock_file",
             Self::Corrupt { .. } => "corrupt",
             Self::Installation { .. } => "installation",
+            Self::Shards { .. } => "shards",
         }
     }
 }

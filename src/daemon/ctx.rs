@@ -82,6 +82,9 @@ pub struct Ctx {
     skipped: Mutex<Option<Arc<[crate::state::SkippedRepo]>>>,
     /// The drift check's bookkeeping (when it last ran, whether one is asked for).
     pub drift: crate::drift::Runtime,
+    /// What this replica may change: the shards whose leases it holds (everything when
+    /// unsharded); set by the elector whenever its leases change, read by each cycle.
+    scope: Mutex<Arc<crate::ha::shard::Scope>>,
 }
 
 /// A resource's retry state after transient failures.
@@ -162,7 +165,23 @@ impl Ctx {
             findings: Mutex::default(),
             skipped: Mutex::new(None),
             drift: crate::drift::Runtime::default(),
+            scope: Mutex::default(),
         })
+    }
+
+    /// What this replica may change now (see [`crate::ha::shard::Scope`]).
+    pub fn scope(&self) -> Arc<crate::ha::shard::Scope> {
+        lock(&self.scope).clone()
+    }
+
+    /// Sets what this replica may change (the elector, when the leases it holds change);
+    /// the next cycle acts on it.
+    #[allow(
+        dead_code,
+        reason = "the elector (issue 19) calls it once merged; tests now"
+    )]
+    pub fn set_scope(&self, scope: crate::ha::shard::Scope) {
+        *lock(&self.scope) = Arc::new(scope);
     }
 
     /// Keeps the state store's writer lock for as long as this context lives (see

@@ -46,6 +46,9 @@ pub async fn context(
     tracing::debug!(lock_file = %lock.path().display(), "Holding the state store's writer lock.");
     let store = Store::open(&config.state).await?;
     let installation = store.installation(config.installation.as_deref()).await?;
+    if store.backend() == crate::state::Backend::Postgres {
+        store.check_shards(configured_shards()).await?;
+    }
     let cfn = CloudFormation::new(Settings::from_config(&config)).await;
     let (tx, rx) = mpsc::unbounded_channel();
     let ctx = Ctx::new(config, store, cfn, installation, tx);
@@ -54,6 +57,17 @@ pub async fn context(
         .notifications()
         .start(&ctx.config, &ctx.installation);
     Ok((ctx, rx))
+}
+
+/// The shard count this replica is configured with: `PROTOND_SHARDS` (default 1) until
+/// the config has its `[ha]` section (`config.ha.shards`). A value that does not parse
+/// counts as 1 here; the elector's settings refuse it with the fix.
+fn configured_shards() -> u32 {
+    std::env::var("PROTOND_SHARDS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// What `reconcile --once` found.

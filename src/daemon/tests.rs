@@ -516,3 +516,63 @@ async fn a_halted_minor_is_not_given_to_a_new_instance() {
     );
     assert_eq!(versions[DEV], "1.1", "{versions:?}");
 }
+
+/// A cycle under `scope`: which (operation, resource) it calls the provisioner for.
+async fn sharded_cycle(w: &World, scope: &crate::ha::shard::Scope) -> Vec<(String, String)> {
+    w.ctx.set_scope(scope.clone());
+    let mark = w.fake.calls().len();
+    let report = w.once().await;
+    assert_eq!(report.failed, 0, "{report:?}");
+    w.calls_since(mark)
+        .into_iter()
+        .map(|(op, id, _)| (op, id))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_shard_deploys_and_deletes_only_its_own_and_environments_only_on_shard_0() {
+    use crate::ha::shard::Scope;
+    use std::collections::BTreeSet;
+    let w = World::new("[daemon]\ndeletion_budget = 10\n").await;
+    // Both spec repos on shard 1 of two: shard 0's leader deploys only the environments.
+    let explicit = BTreeMap::from([
+        ("payments".to_string(), 1),
+        ("platform-envs".to_string(), 1),
+    ]);
+    let shard0 = Scope::new(2, BTreeSet::from([0]), explicit.clone());
+    let shard1 = Scope::new(2, BTreeSet::from([1]), explicit);
+
+    let calls = sharded_cycle(&w, &shard1).await;
+    assert!(
+        calls.is_empty(),
+        "shard 1 deploys no environment, and its instances wait for theirs: {calls:?}"
+    );
+    let calls = sharded_cycle(&w, &shard0).await;
+    let ids: BTreeSet<&str> = calls.iter().map(|c| c.1.as_str()).collect();
+    assert_eq!(
+        ids,
+        BTreeSet::from(["environment/dev", "environment/prod"]),
+        "shard 0 deploys the environments and nothing of shard 1's repo: {calls:?}"
+    );
+    let calls = sharded_cycle(&w, &shard1).await;
+    assert_eq!(calls.len(), 5, "payments' five resources: {calls:?}");
+    assert!(
+        calls
+            .iter()
+            .all(|(op, id)| op == "apply" && !id.starts_with("environment/")),
+        "{calls:?}"
+    );
+    assert!(sharded_cycle(&w, &shard1).await.is_empty(), "converged");
+    assert!(sharded_cycle(&w, &shard0).await.is_empty(), "converged");
+
+    // The service is removed: shard 0 deletes nothing of shard 1's repo, shard 1 deletes it.
+    std::fs::remove_file(w.root.join("payments/proton/services/payments.yaml")).expect("rm");
+    git(&w.root.join("payments"), &["add", "-A"]);
+    git(&w.root.join("payments"), &["commit", "-q", "-m", "retire"]);
+    assert!(sharded_cycle(&w, &shard0).await.is_empty(), "not shard 0's");
+    let calls = sharded_cycle(&w, &shard1).await;
+    assert!(
+        calls.len() == 4 && calls.iter().all(|(op, _)| op == "delete"),
+        "{calls:?}"
+    );
+}
