@@ -13,11 +13,13 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod freeze;
+pub mod ha;
 mod local;
 mod notifications;
 pub mod quarantine;
 mod unknown;
 pub use freeze::{Freeze, RawFreeze};
+pub use ha::{Ha, RawHa, shard_of};
 pub use notifications::{
     Notifications, NotifyEvent, NotifyTarget, RawNotifications, RawNotifyTarget, SecretSource,
     Transport,
@@ -31,9 +33,16 @@ pub struct RawConfig {
     /// Default: a name generated at first start and recorded in the state store.
     #[serde(default)]
     pub installation: Option<String>,
-    /// Where state lives: `sqlite://path` (default `sqlite://.protond/state.db`).
+    /// Where state lives: `sqlite://path` (default `sqlite://.protond/state.db`), or
+    /// `postgres://user@host:port/db?sslmode=…` (no password in it).
     #[serde(default)]
     pub state: Option<String>,
+    /// A file holding the `PostgreSQL` password (else `PROTOND_STATE_PASSWORD`), read at start.
+    #[serde(default)]
+    pub state_password_file: Option<PathBuf>,
+    /// High availability and sharding on `PostgreSQL` (`[ha]`).
+    #[serde(default)]
+    pub ha: Option<ha::RawHa>,
     /// Folder for git caches and rendered output (default `.protond`).
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
@@ -1069,6 +1078,9 @@ pub struct RawSpecRepo {
     /// Templates of Proton's header-less spec files, by folder or file (issue 16).
     #[serde(default)]
     pub templates: Vec<crate::spec::templates::TemplateMapping>,
+    /// This repo's shard, overriding the hash of its name (below `[ha] shards`).
+    #[serde(default)]
+    pub shard: Option<u32>,
 }
 
 /// `[rollout]`.
@@ -1209,6 +1221,8 @@ pub struct SpecRepo {
     pub retired: bool,
     /// Templates of header-less spec files, by folder or file (`templates = [...]`).
     pub templates: Vec<crate::spec::templates::TemplateMapping>,
+    /// Its explicit shard (`shard = N`), else [`shard_of`] hashes its name.
+    pub shard: Option<u32>,
 }
 
 /// Which forge API a spec repo's pull requests go through.
@@ -1289,8 +1303,12 @@ pub struct Proposals {
 pub struct Config {
     /// This installation's name, when the config sets one (else the state store's).
     pub installation: Option<String>,
-    /// State URL.
+    /// State URL: `sqlite://…` or `postgres://…`/`postgresql://…` (without a password).
     pub state: String,
+    /// The file holding the `PostgreSQL` password (else `PROTOND_STATE_PASSWORD`).
+    pub state_password_file: Option<PathBuf>,
+    /// `[ha]`: leader lease, replica id, shards (defaults without the table).
+    pub ha: Ha,
     /// Data folder.
     pub data_dir: PathBuf,
     /// Poll interval.
@@ -1543,6 +1561,7 @@ impl Config {
                 }),
                 retired: r.retired,
                 templates: r.templates.clone(),
+                shard: r.shard,
             });
         }
         let urls = raw
@@ -1602,17 +1621,6 @@ impl Config {
             }
             _ => state,
         };
-        if state.starts_with("postgres://") || state.starts_with("postgresql://") {
-            err(
-                "state".into(),
-                "PostgreSQL state is not supported yet; use a sqlite:// file on a persistent volume (see deploy/README.md)".into(),
-            );
-        } else if !state.starts_with("sqlite://") {
-            err(
-                "state".into(),
-                format!("{state:?} is not a sqlite:// URL, e.g. \"sqlite://state/state.db\""),
-            );
-        }
         if let Some(id) = &raw.aws.account_id
             && (id.len() != 12 || !id.chars().all(|c| c.is_ascii_digit()))
         {
@@ -1674,6 +1682,7 @@ impl Config {
             Notifications::compile(&raw.notifications, &raw.notify, file, &mut errors2);
         let drift = DriftConfig::compile(&raw.drift, file, &mut errors2);
         let gate = GateConfig::compile(&raw.gate, file, &mut errors2);
+        let ha = ha::compile(&raw, &state, &ha::Process::current(), file, &mut errors2);
         let self_managed = raw.self_managed.as_ref().and_then(|sm| {
             let branch = sm.branch.clone().unwrap_or_else(|| "main".into());
             let forge = self_managed_forge(sm.forge.as_ref(), "self_managed", file, &mut errors2)?;
@@ -1789,6 +1798,8 @@ impl Config {
         Ok(Self {
             installation: raw.installation.clone(),
             state,
+            state_password_file: raw.state_password_file.as_ref().map(|p| base.join(p)),
+            ha,
             data_dir: raw
                 .data_dir
                 .map_or_else(|| base.join(".protond"), |d| base.join(d)),

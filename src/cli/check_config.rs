@@ -10,9 +10,9 @@ use std::process::ExitCode;
 
 use crate::config::Config;
 
-/// `protond check-config`: prints a one-line summary of a valid config (and a warning per
-/// spec repo that the state holds resources of but the config no longer names), or each
-/// problem and their count (exit 1): every unknown key with its line and the nearest valid
+/// `protond check-config`: prints a one-line summary of a valid config (with `[ha] shards`
+/// above 1, a line naming each shard's spec repos; and a warning per spec repo that the
+/// state holds resources of but the config no longer names), or each problem and their count (exit 1): every unknown key with its line and the nearest valid
 /// key, every local repo path that is not a git repository, every invalid value.
 pub(super) fn check_config_cmd(config: &Path) -> ExitCode {
     match Config::load_checked(config) {
@@ -23,6 +23,9 @@ pub(super) fn check_config_cmd(config: &Path) -> ExitCode {
                 c.template_repos.len(),
                 c.spec_repos.len()
             );
+            if c.ha.shards > 1 {
+                println!("{}", shard_summary(&c));
+            }
             for w in unconfigured_warnings(&c) {
                 eprintln!("warning: {w}");
             }
@@ -36,6 +39,31 @@ pub(super) fn check_config_cmd(config: &Path) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Each shard's spec repos (`[ha] shards` above 1), by `shard_of`: `shards: 0: a, b; 1: c;
+/// 2: -`. A shard whose replicas are gone has its repos taken over elsewhere at run time.
+fn shard_summary(config: &Config) -> String {
+    let mut per_shard = vec![Vec::new(); config.ha.shards as usize];
+    for r in &config.spec_repos {
+        let shard = crate::config::shard_of(&r.name, config.ha.shards, r.shard);
+        if let Some(names) = per_shard.get_mut(shard as usize) {
+            names.push(r.name.as_str());
+        }
+    }
+    let shards: Vec<String> = per_shard
+        .iter()
+        .enumerate()
+        .map(|(i, names)| {
+            let names = if names.is_empty() {
+                "-".to_string()
+            } else {
+                names.join(", ")
+            };
+            format!("{i}: {names}")
+        })
+        .collect();
+    format!("shards: {}", shards.join("; "))
 }
 
 /// One warning per spec repo whose resources the state holds and that the config does not

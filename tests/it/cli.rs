@@ -450,6 +450,90 @@ fn check_config_reports_every_unknown_key_and_missing_local_repo() {
     }
 }
 
+/// `check-config` accepts a `PostgreSQL` state with `[ha]` (it used to refuse `postgres://`),
+/// and names each key and fix for the HA mistakes: `[ha]` or a repo's shard on a `SQLite`
+/// state, a password in the URL (never echoed), a shard past `shards`, a bad
+/// `PROTOND_SHARD`.
+#[test]
+fn check_config_checks_the_ha_settings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("proton.toml");
+    let file = cfg.display().to_string();
+    let check = |toml: &str, shard_env: Option<&str>| {
+        std::fs::write(&cfg, toml).expect("write");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_protond"));
+        cmd.args(["check-config", "--config", &file])
+            .env_remove("PROTOND_SHARD")
+            .env_remove("PROTOND_REPLICA_ID");
+        if let Some(v) = shard_env {
+            cmd.env("PROTOND_SHARD", v);
+        }
+        cmd.output().expect("run protond")
+    };
+    let repos = "[[spec_repos]]\nname = \"payments\"\nurl = \"https://github.com/acme/payments.git\"\nshard = 2\n[[spec_repos]]\nname = \"checkout\"\nurl = \"https://github.com/acme/checkout.git\"\n[[spec_repos]]\nname = \"search\"\nurl = \"https://github.com/acme/search.git\"\n";
+    let good = format!(
+        "state = \"postgres://protond@db.internal:5432/protond?sslmode=verify-full\"\nstate_password_file = \"/run/secrets/protond-db-password\"\n[ha]\nlease = \"20s\"\nshards = 3\nshard = 1\n{repos}"
+    );
+    let out = check(&good, None);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "{file}: ok (0 template repos, 3 spec repos)\nshards: 0: checkout; 1: -; 2: payments, search\n"
+        ),
+        "{}",
+        text(&out)
+    );
+    // The environment's shard is checked like the file's.
+    let out = check(&good, Some("3"));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "{file}: ha.shard (PROTOND_SHARD): 3 is not a shard: ha.shards is 3, so shards are 0 to 2"
+        )),
+        "{}",
+        text(&out)
+    );
+    let bad = format!("state = \"sqlite://state.db\"\n[ha]\nlease = \"1h\"\n{repos}");
+    let out = check(&bad, None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!(
+                "{file}: ha.lease: \"1h\" is out of range; give 1s to 5m (default 15s: a replica takes over about 15s after the leader stops)"
+            ),
+            format!(
+                "{file}: ha: HA and sharding need state = postgres://…; a SQLite file has one writer: set state to a postgres:// URL, or remove [ha]"
+            ),
+            format!(
+                "{file}: spec_repos[0].shard: sharding needs state = postgres://…; a SQLite file has one writer: remove shard, or set state to a postgres:// URL"
+            ),
+            format!("3 problem(s) in {file}"),
+        ],
+        "{}",
+        text(&out)
+    );
+    let out = check(
+        "state = \"postgres://protond:s3cret-pw@db.internal/protond\"\n",
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("{file}: state: the URL holds a password")),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("put it in PROTOND_STATE_PASSWORD or state_password_file"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("s3cret-pw"), "{}", text(&out));
+}
+
 /// A reader that goes away (`protond render … | head -1`) ends the command quietly, as it
 /// does `ls`: no "Broken pipe" error or panic on stderr.
 #[test]
