@@ -153,7 +153,7 @@ pub enum StateError {
     /// The shared state was set up for another number of shards than this replica's
     /// config says: the replicas would disagree on which shard owns which repo.
     #[error(
-        "the state database {path} was set up for ha.shards = {recorded}, but this replica's config says ha.shards = {configured}; every replica must use the same count. Set ha.shards = {recorded} (PROTOND_SHARDS until the config has [ha]), or to change the count stop every replica, run `DELETE FROM meta WHERE key = 'shards'` on the database and start them all with the new count"
+        "the state database {path} was set up for ha.shards = {recorded}, but this replica's config says ha.shards = {configured}; every replica must use the same count. Set shards = {recorded} in [ha], or to change the count stop every replica, run `DELETE FROM meta WHERE key = 'shards'` on the database and start them all with the new count"
     )]
     Shards {
         /// The database (without its password).

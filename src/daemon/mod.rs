@@ -47,7 +47,7 @@ pub async fn context(
     let store = Store::open(&config.state).await?;
     let installation = store.installation(config.installation.as_deref()).await?;
     if store.backend() == crate::state::Backend::Postgres {
-        store.check_shards(configured_shards()).await?;
+        store.check_shards(config.ha.shards).await?;
     }
     let cfn = CloudFormation::new(Settings::from_config(&config)).await;
     let (tx, rx) = mpsc::unbounded_channel();
@@ -57,17 +57,6 @@ pub async fn context(
         .notifications()
         .start(&ctx.config, &ctx.installation);
     Ok((ctx, rx))
-}
-
-/// The shard count this replica is configured with: `PROTOND_SHARDS` (default 1) until
-/// the config has its `[ha]` section (`config.ha.shards`). A value that does not parse
-/// counts as 1 here; the elector's settings refuse it with the fix.
-fn configured_shards() -> u32 {
-    std::env::var("PROTOND_SHARDS")
-        .ok()
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .unwrap_or(1)
-        .max(1)
 }
 
 /// What `reconcile --once` found.

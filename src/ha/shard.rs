@@ -1,5 +1,4 @@
-//! Sharding for very large fleets (issue 19): which shard owns a spec repo ([`shard_of`],
-//! rendezvous hashing), which leases a replica tries to hold ([`wanted`]: its home shard,
+//! Sharding for very large fleets (issue 19): which leases a replica tries to hold ([`wanted`]: its home shard,
 //! plus orphans no live replica of their own serves), and which changes a leader holding
 //! some shards may make ([`Scope`]: the repos of its shards; environments on shard 0 only).
 //!
@@ -12,6 +11,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use crate::config::{Config, shard_of};
 use crate::model::ResourceKind;
 use crate::plan::Plan;
 use crate::state::lease::{LeaseRecord, ReplicaRecord};
@@ -28,41 +28,10 @@ pub fn lease_shard(name: &str) -> Option<u32> {
     name.strip_prefix("shard-")?.parse().ok()
 }
 
-/// The weight of `shard` for `repo_name` (rendezvous hashing): the first 8 bytes of
-/// SHA-256 over a fixed prefix, the name, a zero byte and the shard (big-endian). Fixed
-/// forever: changing it would move repos between shards on upgrade. The same function as
-/// `config::ha`'s (kept equal until one of them is removed).
-fn weight(repo_name: &str, shard: u32) -> u64 {
-    let mut h = Sha256::new();
-    h.update(b"protond-shard\0");
-    h.update(repo_name.as_bytes());
-    h.update([0]);
-    h.update(shard.to_be_bytes());
-    first_u64(&h.finalize())
-}
-
 fn first_u64(digest: &[u8]) -> u64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     u64::from_be_bytes(first)
-}
-
-/// The shard of a spec repo: its explicit `shard` when set (and below `shards`), else the
-/// rendezvous hash of its name over `shards` (consistent: going from N to N+1 shards moves
-/// only about 1/(N+1) of the repos, all to the new shard). `shards` 0 counts as 1.
-#[must_use]
-pub fn shard_of(repo_name: &str, shards: u32, explicit: Option<u32>) -> u32 {
-    let shards = shards.max(1);
-    if let Some(n) = explicit.filter(|n| *n < shards) {
-        return n;
-    }
-    (0..shards)
-        .max_by(|a, b| {
-            weight(repo_name, *a)
-                .cmp(&weight(repo_name, *b))
-                .then(b.cmp(a))
-        })
-        .unwrap_or(0)
 }
 
 /// The replica that takes over the orphaned lease `lease` among `live` replica ids:
@@ -178,6 +147,18 @@ impl Scope {
         }
     }
 
+    /// The scope of the leases named `held` (`shard-N`; other names are ignored) under
+    /// `config`'s `[ha] shards` and its spec repos' explicit `shard`.
+    #[must_use]
+    pub fn from_config<'a>(config: &Config, held: impl IntoIterator<Item = &'a str>) -> Self {
+        let explicit = config
+            .spec_repos
+            .iter()
+            .filter_map(|r| Some((r.name.clone(), r.shard?)))
+            .collect();
+        Self::from_leases(config.ha.shards, held, explicit)
+    }
+
     /// The scope of the leases named `held` (`shard-N`; other names are ignored).
     #[must_use]
     pub fn from_leases<'a>(
@@ -201,7 +182,8 @@ impl Scope {
         &self.held
     }
 
-    /// The shard of spec repo `repo`.
+    /// The shard of spec repo `repo` ([`shard_of`]: its explicit shard, else the
+    /// rendezvous hash of its name).
     #[must_use]
     pub fn shard_of(&self, repo: &str) -> u32 {
         shard_of(repo, self.shards, self.explicit.get(repo).copied())

@@ -48,7 +48,8 @@ mod tests {
     #[tokio::test]
     async fn first_count_sticks_and_another_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        // SQLite, or PostgreSQL with PROTOND_TEST_STATE=postgres.
+        let url = crate::state::testing::url(dir.path()).await;
         let store = Store::open(&url).await.expect("open");
         store.check_shards(3).await.expect("first start records 3");
         store.check_shards(3).await.expect("same count accepted");

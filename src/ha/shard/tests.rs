@@ -136,29 +136,6 @@ fn a_replica_not_yet_recorded_counts_itself_live() {
 }
 
 #[test]
-fn shard_of_is_consistent_and_explicit_wins() {
-    for n in ["team-1-specs", "payments", "platform-envs", "a", ""] {
-        assert_eq!(shard_of(n, 1, None), 0);
-        assert_eq!(shard_of(n, 0, None), 0);
-        assert!(shard_of(n, 5, None) < 5);
-        let (three, four) = (shard_of(n, 3, None), shard_of(n, 4, None));
-        assert!(three == four || four == 3, "{n}: {three} -> {four}");
-    }
-    assert_eq!(shard_of("team-1-specs", 4, Some(2)), 2);
-    assert_eq!(
-        shard_of("team-1-specs", 4, Some(9)),
-        shard_of("team-1-specs", 4, None),
-        "an explicit shard out of range is ignored (the config refuses it)"
-    );
-    // Spread: 300 repos over 3 shards, none with fewer than 60.
-    let mut counts = [0u32; 3];
-    for i in 0..300 {
-        counts[shard_of(&format!("repo-{i}"), 3, None) as usize] += 1;
-    }
-    assert!(counts.iter().all(|c| *c >= 60), "{counts:?}");
-}
-
-#[test]
 fn lease_names_round_trip() {
     assert_eq!(lease_shard(&lease_name(7)), Some(7));
     assert_eq!(lease_shard("leader"), None);
