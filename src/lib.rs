@@ -33,7 +33,7 @@ pub(crate) mod drift;
 pub(crate) mod evaluate;
 pub mod forge;
 pub mod gate;
-pub mod ha;
+pub(crate) mod ha;
 pub mod impact;
 pub(crate) mod import;
 pub mod model;

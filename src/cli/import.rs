@@ -62,16 +62,28 @@ pub(super) fn import_cmd(args: &ImportArgs) -> Result<ExitCode> {
     let opts = options(args)?;
     runtime()?.block_on(async move {
         // The writer lock first, as `reconcile` takes it: no daemon deploys meanwhile.
-        let _lock = if opts.apply {
+        // On PostgreSQL, every lease instead (no replica reconciles meanwhile).
+        let pg = crate::state::Backend::of(&config.state) == Some(crate::state::Backend::Postgres);
+        let _lock = if opts.apply && !pg {
             Some(crate::state::WriterLock::acquire(&config.state)?)
         } else {
             None
         };
         let store = crate::state::Store::open(&config.state).await?;
+        let leases = if opts.apply && pg {
+            let settings = crate::ha::Settings::from_config_and_env(&config)?;
+            Some(crate::ha::Elector::exclusive(store.clone(), settings).await?)
+        } else {
+            None
+        };
         let installation = store.installation(config.installation.as_deref()).await?;
         let cfn = CloudFormation::new(Settings::from_config(&config)).await;
         let snapshot = snapshot(&config, &store, !args.no_fetch).await?;
-        let report = import::run(&config, &store, &cfn, &snapshot, &installation, &opts).await?;
+        let report = import::run(&config, &store, &cfn, &snapshot, &installation, &opts).await;
+        if let Some(leases) = leases {
+            leases.release().await;
+        }
+        let report = report?;
         let mut out = std::io::stdout().lock();
         match args.output {
             OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?,

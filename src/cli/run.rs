@@ -36,6 +36,12 @@ pub(super) fn run_daemon(
         } else {
             None
         };
+        // On PostgreSQL: elect a leader among the replicas (serving HTTP meanwhile).
+        let shown = listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.to_string());
+        crate::daemon::elect(&ctx, shown)?;
         let secrets = crate::server::Secrets::from_env(&ctx.config.server);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = listener.map(|l| {
@@ -72,7 +78,13 @@ pub(super) fn reconcile_once(config: &Path) -> Result<ExitCode> {
     let config = load_config(config)?;
     runtime()?.block_on(async move {
         let (ctx, _wake) = crate::daemon::context(config).await?;
-        let report = crate::daemon::run_once(&ctx).await?;
+        // On PostgreSQL: every lease, or an error naming the replica that holds one.
+        crate::daemon::exclusive(&ctx).await?;
+        let report = crate::daemon::run_once(&ctx).await;
+        if let Some(elector) = ctx.elector() {
+            elector.release().await;
+        }
+        let report = report?;
         for p in &report.problems {
             eprintln!("problem: {}", p.replace('\n', "\n  "));
         }

@@ -82,9 +82,14 @@ pub struct Ctx {
     skipped: Mutex<Option<Arc<[crate::state::SkippedRepo]>>>,
     /// The drift check's bookkeeping (when it last ran, whether one is asked for).
     pub drift: crate::drift::Runtime,
-    /// What this replica may change: the shards whose leases it holds (everything when
-    /// unsharded); set by the elector whenever its leases change, read by each cycle.
+    /// What this replica may change without an elector (tests; everything by default);
+    /// with one, [`Ctx::scope`] reads the leases it holds.
     scope: Mutex<Arc<crate::ha::shard::Scope>>,
+    /// The elector on a PostgreSQL state (`None` on `SQLite`, whose writer lock makes this
+    /// process the one writer): whether this replica leads, and may deploy now.
+    elector: std::sync::OnceLock<Arc<crate::ha::Elector>>,
+    /// The deployment tasks started (aborted when the lead is lost).
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 /// A resource's retry state after transient failures.
@@ -166,12 +171,23 @@ impl Ctx {
             skipped: Mutex::new(None),
             drift: crate::drift::Runtime::default(),
             scope: Mutex::default(),
+            elector: std::sync::OnceLock::new(),
+            tasks: Mutex::new(Vec::new()),
         })
     }
 
-    /// What this replica may change now (see [`crate::ha::shard::Scope`]).
+    /// What this replica may change now (see [`crate::ha::shard::Scope`]): with an elector,
+    /// the shards of the leases it holds at this moment; else what [`Ctx::set_scope`] set
+    /// (everything by default).
     pub fn scope(&self) -> Arc<crate::ha::shard::Scope> {
-        lock(&self.scope).clone()
+        match self.elector.get() {
+            Some(e) => Arc::new(crate::ha::shard::Scope::from_config(
+                &self.config,
+                e.settings().shards,
+                e.held().leases.keys().map(String::as_str),
+            )),
+            None => lock(&self.scope).clone(),
+        }
     }
 
     /// Sets what this replica may change (the elector, when the leases it holds change);
@@ -268,9 +284,69 @@ impl Ctx {
         lock(&self.inflight).len()
     }
 
+    /// Makes this context a replica of a PostgreSQL state, led by `elector` (once).
+    pub fn set_elector(&self, elector: Arc<crate::ha::Elector>) {
+        let _ = self.elector.set(elector);
+    }
+
+    /// The elector, on a PostgreSQL state.
+    pub fn elector(&self) -> Option<&Arc<crate::ha::Elector>> {
+        self.elector.get()
+    }
+
+    /// Whether a deployment may start now: always on `SQLite` (the writer lock), and on
+    /// PostgreSQL while a lease is held and trusted ([`crate::ha::Held::valid_now`]).
+    pub fn may_deploy(&self) -> bool {
+        self.elector().is_none_or(|e| e.held().valid_now())
+    }
+
+    /// Keeps the handle of a deployment task, to abort it if the lead is lost.
+    pub(super) fn track(&self, task: tokio::task::AbortHandle) {
+        let mut tasks = lock(&self.tasks);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+    }
+
+    /// Aborts every deployment task (the lead is lost: their rows stay in flight for the
+    /// next leader to adopt); returns how many were running.
+    pub(super) fn abort_deployments(&self) -> usize {
+        let tasks = std::mem::take(&mut *lock(&self.tasks));
+        let running = tasks.iter().filter(|t| !t.is_finished()).count();
+        for t in tasks {
+            t.abort();
+        }
+        running
+    }
+
+    /// Queues a cycle request for the leader (this replica follows): one forwarded webhook
+    /// per named repo (`None`: every repo), which the leader reads from the store.
+    fn forward(&self, elector: &crate::ha::Elector, fetch: desired::Fetch) {
+        let repos: Vec<Option<String>> = match fetch {
+            desired::Fetch::Only(set) => set.into_iter().map(Some).collect(),
+            _ => vec![None],
+        };
+        tracing::info!(repos = ?repos, "Following another replica: the cycle request is queued for the leader.");
+        let store = self.store.clone();
+        let by = elector.settings().replica_id.clone();
+        tokio::spawn(async move {
+            for repo in repos {
+                if let Err(e) = store.push_wakeup(repo.as_deref(), &by).await {
+                    tracing::warn!(error = %crate::error_chain(&e), "Could not queue the request for the leader.");
+                }
+            }
+        });
+    }
+
     /// Asks the run loop for a cycle now, fetching `fetch` first (a webhook names its repos;
-    /// a rollout decision needs no fetch).
+    /// a rollout decision needs no fetch). On a follower, the request is queued in the store
+    /// for the leader.
     pub fn request_cycle(&self, fetch: desired::Fetch) {
+        if let Some(e) = self.elector()
+            && !e.held().leading()
+        {
+            self.forward(e, fetch);
+            return;
+        }
         let mut pending = lock(&self.fetch_request);
         *pending = std::mem::take(&mut *pending).merge(fetch);
         drop(pending);

@@ -77,10 +77,25 @@ impl Work {
 /// new stacks are created with it; recorded stacks are addressed with the role recorded
 /// with them (or `role`, for records written before roles were recorded).
 pub(super) fn spawn(ctx: Arc<Ctx>, claim: Claim, work: Work, role: Option<String>) {
-    tokio::spawn(async move {
+    let tracked = ctx.clone();
+    let task = tokio::spawn(async move {
         run(&ctx, work, role.as_deref()).await;
         drop(claim);
     });
+    tracked.track(task.abort_handle());
+}
+
+/// Whether this process may still start a deployment (on PostgreSQL, its lease is held and
+/// trusted); logged when not: the row stays in flight for the next leader to adopt.
+fn still_leading(ctx: &Ctx, what: &str) -> bool {
+    let ok = ctx.may_deploy();
+    if !ok {
+        tracing::warn!(
+            what,
+            "Not leading any more (or the lease is not trusted now): not started; the next leader adopts the deployment."
+        );
+    }
+    ok
 }
 
 async fn run(ctx: &Arc<Ctx>, work: Work, role: Option<&str>) {
@@ -141,6 +156,9 @@ async fn run(ctx: &Arc<Ctx>, work: Work, role: Option<&str>) {
             recorded: matches!(&work, Work::Apply { record: Some(_), .. } | Work::Delete { record: Some(_), .. }),
         };
         let mut cancelled_by = None;
+        if !still_leading(ctx, "deployment") {
+            return;
+        }
         let result = match provisioner_for(ctx, &work).await {
             Ok(p) => match watched(&ctx.store, p.as_ref(), &work, job, &mut cancelled_by).await {
                 Ok(applied) => leave_old_place(ctx, p.as_ref(), &work, &dep, id, applied).await,
@@ -148,6 +166,9 @@ async fn run(ctx: &Arc<Ctx>, work: Work, role: Option<&str>) {
             },
             Err(e) => Err(e),
         };
+        if let Some(pause) = record_delay() {
+            tokio::time::sleep(pause).await;
+        }
         let Some(outcome) = outcome_of(result, &dep) else {
             return;
         };
@@ -158,12 +179,20 @@ async fn run(ctx: &Arc<Ctx>, work: Work, role: Option<&str>) {
         let start_pipeline = matches!(&work, Work::Apply { resource, .. } if resource.start_pipeline)
             && matches!(outcome, Outcome::Succeeded(_));
         finish(ctx, id, &dep, outcome).await;
-        if start_pipeline {
+        if start_pipeline && still_leading(ctx, "pipeline start") {
             super::pipelines::start_after(ctx, &resource_id).await;
         }
     }
     .instrument(span)
     .await;
+}
+
+/// `PROTOND_TEST_RECORD_DELAY` (humantime): a pause between the provisioner's answer and
+/// recording it, so that the failover tests can kill a leader while its deployment is in
+/// flight (a `moto_server` answers at once). Unset in production.
+fn record_delay() -> Option<Duration> {
+    let v = std::env::var("PROTOND_TEST_RECORD_DELAY").ok()?;
+    humantime::parse_duration(v.trim()).ok()
 }
 
 /// The outcome to record for what the provisioner answered; `None` for a self-managed
@@ -236,6 +265,12 @@ async fn leave_old_place(
         installation: &ctx.installation,
         recorded: true,
     };
+    if !still_leading(ctx, "relocation's delete") {
+        return Err(DeployError::Unsupported {
+            resource: dep.resource_id.clone(),
+            reason: "the lead was lost before the stack in the old place was deleted".into(),
+        });
+    }
     tracing::info!(stack = %placed_stack_name(&dep.resource_id, &old.placement), region = old.placement.region.as_deref(), role = old.placement.role_arn.as_deref(), "Relocated: deleting the stack in its old place.");
     match p.delete(job).await {
         Ok(_) => Ok(applied),

@@ -6,6 +6,12 @@
 //! On the first SIGTERM or Ctrl-C the loop stops scheduling and waits up to the configured
 //! grace period for running deployments to record their outcome; whatever is still running
 //! then is adopted by the next start.
+//!
+//! On a PostgreSQL state several replicas run this loop: the elector ([`crate::ha`]) says
+//! whether this one leads; it cycles only while it does, and when the lead is lost it stops
+//! scheduling, drops the cycle in progress, aborts its deployment tasks (their rows stay in
+//! flight and the next leader adopts them, as after a crash) and follows again. A leader
+//! reads the webhooks followers queue; on SIGTERM it gives its lease back.
 
 mod ctx;
 pub mod customer;
@@ -26,7 +32,7 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::desired::Fetch;
 use crate::provision::cloudformation::{CloudFormation, Settings};
-use crate::state::{Store, WriterLock};
+use crate::state::{Backend, Store, WriterLock};
 pub use ctx::Ctx;
 pub use reconcile::ReconcileError;
 
@@ -42,17 +48,29 @@ pub use reconcile::ReconcileError;
 pub async fn context(
     config: Config,
 ) -> Result<(Arc<Ctx>, mpsc::UnboundedReceiver<()>), crate::state::StateError> {
-    let lock = WriterLock::acquire(&config.state)?;
-    tracing::debug!(lock_file = %lock.path().display(), "Holding the state store's writer lock.");
+    // On PostgreSQL, replicas share the store: who writes is decided by the leases
+    // (`elect`, `exclusive`), not by a lock file.
+    let lock = if Backend::of(&config.state) == Some(Backend::Postgres) {
+        None
+    } else {
+        let lock = WriterLock::acquire(&config.state)?;
+        tracing::debug!(lock_file = %lock.path().display(), "Holding the state store's writer lock.");
+        Some(lock)
+    };
     let store = Store::open(&config.state).await?;
     let installation = store.installation(config.installation.as_deref()).await?;
     if store.backend() == crate::state::Backend::Postgres {
-        store.check_shards(config.ha.shards).await?;
+        // `[ha] shards`, or the elector's override of it (`PROTOND_SHARDS`).
+        let shards = crate::ha::Settings::from_config_and_env(&config)
+            .map_or(config.ha.shards, |s| s.shards);
+        store.check_shards(shards).await?;
     }
     let cfn = CloudFormation::new(Settings::from_config(&config)).await;
     let (tx, rx) = mpsc::unbounded_channel();
     let ctx = Ctx::new(config, store, cfn, installation, tx);
-    ctx.hold_writer_lock(lock);
+    if let Some(lock) = lock {
+        ctx.hold_writer_lock(lock);
+    }
     ctx.telemetry
         .notifications()
         .start(&ctx.config, &ctx.installation);
@@ -180,41 +198,105 @@ fn next_cron(config: &Config) -> Option<Duration> {
         .min()
 }
 
-/// Runs the daemon until a shutdown signal.
+/// The triggers of a cycle besides the wake-ups: the poll interval and the watched repos.
+struct Triggers {
+    /// The watched local repos, with their names; the watcher reports an index.
+    watched: Vec<(PathBuf, String)>,
+    _watcher: Option<notify::RecommendedWatcher>,
+    watch_rx: Option<mpsc::UnboundedReceiver<usize>>,
+    poll: tokio::time::Interval,
+}
+
+impl Triggers {
+    fn new(ctx: &Ctx) -> Self {
+        let watched = if ctx.config.watch {
+            local_repo_paths(&ctx.config)
+        } else {
+            Vec::new()
+        };
+        let paths: Vec<PathBuf> = watched.iter().map(|(p, _)| p.clone()).collect();
+        let (handle, watch_rx) = match crate::source::watch(&paths) {
+            Ok((w, rx)) => (Some(w), Some(rx)),
+            Err(e) => {
+                tracing::warn!(error = %e, "Watching local repos is not available; relying on polling.");
+                (None, None)
+            }
+        };
+        let mut poll = tokio::time::interval(ctx.config.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            watched,
+            _watcher: handle,
+            watch_rx,
+            poll,
+        }
+    }
+}
+
+/// What a change of watched repo `i` fetches: only that repo.
+fn changed(watched: &[(PathBuf, String)], i: usize) -> Fetch {
+    watched.get(i).map_or(Fetch::All, |(_, name)| {
+        Fetch::Only(std::iter::once(name.clone()).collect())
+    })
+}
+
+/// The next watched repo that changed (never, without a watcher).
+async fn next_change(rx: &mut Option<mpsc::UnboundedReceiver<usize>>) -> Option<usize> {
+    match rx.as_mut() {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Why the loop of cycles ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stopped {
+    /// SIGTERM or Ctrl-C.
+    Shutdown,
+    /// This replica lost its lease (PostgreSQL).
+    LostLead,
+}
+
+/// Runs the daemon until a shutdown signal. On a PostgreSQL state (an elector is set, see
+/// [`elect`]) it reconciles only while this replica leads, and follows otherwise.
 pub async fn run(
     ctx: Arc<Ctx>,
     mut wake: mpsc::UnboundedReceiver<()>,
 ) -> Result<(), ReconcileError> {
-    let watched = if ctx.config.watch {
-        local_repo_paths(&ctx.config)
-    } else {
-        Vec::new()
-    };
-    let paths: Vec<PathBuf> = watched.iter().map(|(p, _)| p.clone()).collect();
-    // The watcher reports an index into `paths`: fetch only the repo that changed.
-    let changed = |i: usize| {
-        watched.get(i).map_or(Fetch::All, |(_, name)| {
-            Fetch::Only(std::iter::once(name.clone()).collect())
-        })
-    };
-    let (_watcher, mut watch_rx) = match crate::source::watch(&paths) {
-        Ok((w, rx)) => (Some(w), Some(rx)),
-        Err(e) => {
-            tracing::warn!(error = %e, "Watching local repos is not available; relying on polling.");
-            (None, None)
-        }
-    };
+    let mut triggers = Triggers::new(&ctx);
     tracing::info!(
         repos = ctx.config.template_repos.len() + ctx.config.spec_repos.len(),
-        watched = paths.len(),
+        watched = triggers.watched.len(),
         poll_interval = ?ctx.config.poll_interval,
         "protond started."
     );
     ctx.drift.enable();
-    let mut poll = tokio::time::interval(ctx.config.poll_interval);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    match ctx.elector().cloned() {
+        None => {
+            let never = std::future::pending::<()>();
+            cycles(&ctx, &mut wake, &mut triggers, &mut shutdown, never).await;
+        }
+        Some(elector) => replicated(&ctx, &elector, &mut wake, &mut triggers, &mut shutdown).await,
+    }
+    wind_down(&ctx).await;
+    if let Some(elector) = ctx.elector() {
+        elector.release().await;
+    }
+    Ok(())
+}
+
+/// Cycles on every trigger until shutdown, or until `lost` resolves (a cycle in progress
+/// is then dropped).
+async fn cycles(
+    ctx: &Arc<Ctx>,
+    wake: &mut mpsc::UnboundedReceiver<()>,
+    t: &mut Triggers,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    lost: impl Future<Output = ()>,
+) -> Stopped {
+    tokio::pin!(lost);
     let mut fetch = Fetch::All;
     loop {
         let cron_wait = next_cron(&ctx.config).unwrap_or(Duration::from_hours(8760));
@@ -225,34 +307,112 @@ pub async fn run(
             .interval
             .unwrap_or(Duration::from_hours(8760));
         tokio::select! {
-            () = &mut shutdown => {
+            biased;
+            () = shutdown.as_mut() => {
                 tracing::info!(in_flight = ctx.in_flight(), grace = ?ctx.config.shutdown_grace, "Shutting down: no new deployments; waiting for running ones to record their outcome.");
-                break;
+                return Stopped::Shutdown;
             }
-            _ = poll.tick() => { fetch = fetch.merge(Fetch::All); }
+            () = lost.as_mut() => return Stopped::LostLead,
+            _ = t.poll.tick() => { fetch = fetch.merge(Fetch::All); }
             Some(()) = wake.recv() => {}
             () = ctx.fetch_now.notified() => {
                 tracing::info!("Cycle requested (webhook or API).");
             }
-            Some(i) = async { match watch_rx.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
-                tracing::info!(repo = watched.get(i).map_or("", |(_, n)| n.as_str()), "A watched repo changed.");
-                fetch = fetch.merge(changed(i));
+            Some(i) = next_change(&mut t.watch_rx) => {
+                tracing::info!(repo = t.watched.get(i).map_or("", |(_, n)| n.as_str()), "A watched repo changed.");
+                fetch = fetch.merge(changed(&t.watched, i));
             }
             () = tokio::time::sleep(cron_wait) => { fetch = fetch.merge(Fetch::All); }
             () = tokio::time::sleep(drift_wait) => {}
         }
         // Coalesce whatever else arrived meanwhile into this one cycle.
         while wake.try_recv().is_ok() {}
-        if let Some(rx) = watch_rx.as_mut() {
+        if let Some(rx) = t.watch_rx.as_mut() {
             while let Ok(i) = rx.try_recv() {
-                fetch = fetch.merge(changed(i));
+                fetch = fetch.merge(changed(&t.watched, i));
             }
         }
         fetch = fetch.merge(ctx.take_fetch_request());
-        if let Err(e) = reconcile::cycle(&ctx, std::mem::take(&mut fetch)).await {
-            tracing::error!(error = %e, "Reconcile cycle failed; retrying at the next trigger.");
+        tokio::select! {
+            biased;
+            () = lost.as_mut() => return Stopped::LostLead,
+            r = reconcile::cycle(ctx, std::mem::take(&mut fetch)) => {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "Reconcile cycle failed; retrying at the next trigger.");
+                }
+            }
         }
     }
+}
+
+/// On a PostgreSQL state: follow until this replica holds a lease, then cycle while it
+/// holds it (reading the webhooks followers queue); when the lead is lost, abort the
+/// deployments in flight (the next leader adopts their rows), and follow again.
+async fn replicated(
+    ctx: &Arc<Ctx>,
+    elector: &Arc<crate::ha::Elector>,
+    wake: &mut mpsc::UnboundedReceiver<()>,
+    t: &mut Triggers,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) {
+    let mut held = elector.subscribe();
+    loop {
+        tokio::select! {
+            () = shutdown.as_mut() => return,
+            r = held.wait_for(crate::ha::Held::leading) => if r.is_err() { return },
+        }
+        let now = elector.held();
+        tracing::info!(leases = ?now.leases, replica = %elector.settings().replica_id, "Leading: reconciling.");
+        // A new term starts with a full fetch, whatever the timer says.
+        t.poll.reset_immediately();
+        let woken = ctx.clone();
+        let forwarded = tokio::spawn(crate::ha::elector::forwarded_wakeups(
+            ctx.store.clone(),
+            ctx.config.state.clone(),
+            move |repos| woken.request_cycle(fetch_of(repos)),
+        ));
+        let stopped = cycles(ctx, wake, t, shutdown, until_lost(elector.subscribe())).await;
+        forwarded.abort();
+        if stopped == Stopped::Shutdown {
+            return;
+        }
+        let aborted = ctx.abort_deployments();
+        let idle = ctx.wait_idle(Some(Duration::from_secs(10))).await;
+        tracing::warn!(
+            aborted,
+            idle,
+            "Lost the lead: stopped scheduling cycles and aborted the deployments in flight (the next leader adopts them); following."
+        );
+        elector.work_stopped();
+    }
+}
+
+/// What forwarded webhooks ask to fetch (a webhook naming no repo: all).
+fn fetch_of(repos: Vec<Option<String>>) -> Fetch {
+    repos.into_iter().fold(Fetch::None, |f, r| {
+        f.merge(r.map_or(Fetch::All, |name| {
+            Fetch::Only(std::iter::once(name).collect())
+        }))
+    })
+}
+
+/// Resolves when the lease is lost or no longer trusted ([`crate::ha::Held::valid_now`]).
+async fn until_lost(mut rx: tokio::sync::watch::Receiver<crate::ha::Held>) {
+    loop {
+        let held = rx.borrow_and_update().clone();
+        let Some(until) = held.trusted_until.filter(|_| held.valid_now()) else {
+            return;
+        };
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            () = tokio::time::sleep_until(until.into()) => {}
+        }
+    }
+}
+
+/// After the last cycle: waits (within the grace period) for deployments to record their
+/// outcome and for the pull-request pass, and drains the notifications.
+async fn wind_down(ctx: &Ctx) {
     let idle = ctx.wait_idle(Some(ctx.config.shutdown_grace)).await;
     // A pull-request pass cut short is safe (the next start finds what it opened), but let
     // it finish within the grace period.
@@ -269,6 +429,40 @@ pub async fn run(
             "Grace period over; unfinished deployments will be adopted at the next start."
         );
     }
+}
+
+/// Makes `ctx` a replica of its PostgreSQL state: starts the elector (`listen`: where it
+/// serves HTTP, shown to the others). Nothing on `SQLite`.
+///
+/// # Errors
+///
+/// A setting that does not parse.
+pub fn elect(ctx: &Ctx, listen: Option<String>) -> Result<(), crate::ha::HaError> {
+    if ctx.store.backend() != Backend::Postgres {
+        return Ok(());
+    }
+    let settings = crate::ha::Settings::from_config_and_env(&ctx.config)?;
+    tracing::info!(replica = %settings.replica_id, lease = ?settings.lease, "PostgreSQL state: electing a leader among the replicas.");
+    ctx.set_elector(crate::ha::Elector::start(
+        ctx.store.clone(),
+        settings,
+        listen,
+    ));
+    Ok(())
+}
+
+/// Takes every lease for a command that reconciles alone (`reconcile --once`) on a
+/// PostgreSQL state. Nothing on `SQLite` (the writer lock does it).
+///
+/// # Errors
+///
+/// [`crate::ha::HaError::Held`] naming the replica that holds a lease.
+pub async fn exclusive(ctx: &Ctx) -> Result<(), crate::ha::HaError> {
+    if ctx.store.backend() != Backend::Postgres {
+        return Ok(());
+    }
+    let settings = crate::ha::Settings::from_config_and_env(&ctx.config)?;
+    ctx.set_elector(crate::ha::Elector::exclusive(ctx.store.clone(), settings).await?);
     Ok(())
 }
 

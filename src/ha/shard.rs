@@ -11,16 +11,11 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+pub use super::lease_name;
 use crate::config::{Config, shard_of};
 use crate::model::ResourceKind;
 use crate::plan::Plan;
 use crate::state::lease::{LeaseRecord, ReplicaRecord};
-
-/// The lease of shard `n`: `shard-0`, `shard-1`, …
-#[must_use]
-pub fn lease_name(shard: u32) -> String {
-    format!("shard-{shard}")
-}
 
 /// The shard a lease name stands for (`shard-3` → 3), `None` for any other name.
 #[must_use]
@@ -147,16 +142,20 @@ impl Scope {
         }
     }
 
-    /// The scope of the leases named `held` (`shard-N`; other names are ignored) under
-    /// `config`'s `[ha] shards` and its spec repos' explicit `shard`.
+    /// The scope of the leases named `held` (`shard-N`; other names are ignored) of
+    /// `shards`, with `config`'s spec repos' explicit `shard`.
     #[must_use]
-    pub fn from_config<'a>(config: &Config, held: impl IntoIterator<Item = &'a str>) -> Self {
+    pub fn from_config<'a>(
+        config: &Config,
+        shards: u32,
+        held: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
         let explicit = config
             .spec_repos
             .iter()
             .filter_map(|r| Some((r.name.clone(), r.shard?)))
             .collect();
-        Self::from_leases(config.ha.shards, held, explicit)
+        Self::from_leases(shards, held, explicit)
     }
 
     /// The scope of the leases named `held` (`shard-N`; other names are ignored).
@@ -174,12 +173,6 @@ impl Scope {
     #[must_use]
     pub fn is_everything(&self) -> bool {
         self.shards == 1 && self.held.contains(&0)
-    }
-
-    /// The shards held.
-    #[must_use]
-    pub fn held(&self) -> &BTreeSet<u32> {
-        &self.held
     }
 
     /// The shard of spec repo `repo` ([`shard_of`]: its explicit shard, else the

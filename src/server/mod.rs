@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `/` | GET | none: the status page |
 //! | `/healthz` | GET | none |
-//! | `/readyz` | GET | none: serving (the store is reachable); stale repos and repos not fetched or read are in the detail, never unready |
+//! | `/readyz` | GET | none: serving (the store is reachable); stale repos and repos not fetched or read are in the detail, never unready; on PostgreSQL also `role` (`leader`/`follower`), `replica`, `leader`, `epoch` |
 //! | `/metrics` | GET | none: Prometheus text format |
 //! | `/api/v1/templates`, `/environments`, `/services`, `/deployments`, `/rollouts`, `/proposals` | GET | none; paged (`?limit=&after=`, [`paging`]) |
 //! | `/api/v1/resources/{id}` | GET | none: one resource with outputs and last deployments ([`resource`]) |
@@ -321,6 +321,24 @@ async fn readyz(State(app): State<App>) -> Response {
     // One team's repo that cannot be fetched is named, with its cause, in the detail.
     let skipped = app.ctx.skipped();
     match store {
+        // A replica of a PostgreSQL state is ready while serving, leading or not.
+        None if app.ctx.elector().is_some() => {
+            let role = ha_role(&app.ctx);
+            (
+                StatusCode::OK,
+                axum::Json(json!({
+                    "ready": true,
+                    "role": role.as_ref().map(|r| r.role),
+                    "replica": role.as_ref().map(|r| r.replica.clone()),
+                    "leader": role.as_ref().and_then(|r| r.leader.clone()),
+                    "epoch": role.as_ref().and_then(|r| r.epoch),
+                    "repos_fresh": warnings.is_empty(),
+                    "warnings": warnings,
+                    "skipped_repos": skipped,
+                })),
+            )
+                .into_response()
+        }
         None => (
             StatusCode::OK,
             axum::Json(json!({
@@ -345,6 +363,24 @@ async fn readyz(State(app): State<App>) -> Response {
     }
 }
 
+/// This replica's role on a PostgreSQL state (`None` on `SQLite`).
+fn ha_role(ctx: &Ctx) -> Option<crate::ha::Standing> {
+    let e = ctx.elector()?;
+    Some(crate::ha::standing(e.settings(), &e.held(), &e.observed()))
+}
+
+/// The election's metrics, before the closing `# EOF` of the `OpenMetrics` text.
+fn with_ha_metrics(ctx: &Ctx, text: String) -> String {
+    let (Some(e), Some(role)) = (ctx.elector(), ha_role(ctx)) else {
+        return text;
+    };
+    let lines = crate::ha::metrics_text(&role, e.observed().changes);
+    match text.rfind("# EOF") {
+        Some(at) => format!("{}{lines}{}", &text[..at], &text[at..]),
+        None => text + &lines,
+    }
+}
+
 async fn metrics(State(app): State<App>, headers: axum::http::HeaderMap) -> Response {
     use crate::telemetry::exposition;
     let openmetrics =
@@ -360,6 +396,7 @@ async fn metrics(State(app): State<App>, headers: axum::http::HeaderMap) -> Resp
         .telemetry
         .render(&app.ctx.store, in_flight, &resources)
         .await
+        .map(|text| with_ha_metrics(&app.ctx, text))
     {
         Ok(text) if openmetrics => {
             ([(header::CONTENT_TYPE, exposition::OPENMETRICS)], text).into_response()
@@ -1379,6 +1416,7 @@ async fn status_page(State(app): State<App>) -> Response {
     section.push_str(&page::needs_approval(
         &app.ctx.store.needs_approval().await.unwrap_or_default(),
     ));
+    section.push_str(&replicas_section(&app.ctx));
     let stopped = stopped_section(&app, &releases, &records).await;
     // The versions table (the fleet report's) and the holds, above the rollouts.
     let versions = match crate::report::read(&app.ctx.store).await {
@@ -1403,6 +1441,14 @@ async fn status_page(State(app): State<App>) -> Response {
         ),
     )
     .into_response()
+}
+
+/// The page's "Replicas" section on a PostgreSQL state: who leads, and every replica.
+fn replicas_section(ctx: &Ctx) -> String {
+    let (Some(e), Some(role)) = (ctx.elector(), ha_role(ctx)) else {
+        return String::new();
+    };
+    page::replicas(&role, &e.observed())
 }
 
 /// The page's "Stopped releases" section (quarantined and halted releases, rollbacks).

@@ -414,6 +414,44 @@ pub fn in_flight(
     out
 }
 
+/// The "Replicas" section of a PostgreSQL state: this replica's role, who leads (lease,
+/// holder, epoch, time left) and every replica recorded, with how long it has been silent.
+#[must_use]
+pub fn replicas(role: &crate::ha::Standing, observed: &crate::ha::Observed) -> String {
+    let mut out = format!(
+        "<h2>Replicas</h2><p>This replica: <code class=\"id\">{}</code>, {}. Leader: <code class=\"id\">{}</code> (epoch {}).</p><table><thead><tr><th>Lease</th><th>Holder</th><th>Epoch</th><th>Expires in</th></tr></thead><tbody>",
+        esc(&role.replica),
+        esc(role.role),
+        esc(role.leader.as_deref().unwrap_or("none")),
+        role.epoch
+            .map_or_else(|| "-".to_string(), |e| e.to_string()),
+    );
+    for l in &observed.leases {
+        let _ = write!(
+            out,
+            "<tr><td><code>{}</code></td><td><code class=\"id\">{}</code></td><td>{}</td><td>{} ms</td></tr>",
+            esc(&l.name),
+            esc(&l.holder),
+            l.epoch,
+            l.remaining_ms
+        );
+    }
+    out.push_str("</tbody></table><table><thead><tr><th>Replica</th><th>Shard</th><th>Serves</th><th>Started</th><th>Silent for</th></tr></thead><tbody>");
+    for r in &observed.replicas {
+        let _ = write!(
+            out,
+            "<tr><td><code class=\"id\">{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{} ms</td></tr>",
+            esc(&r.id),
+            r.shard,
+            esc(r.listen.as_deref().unwrap_or("-")),
+            esc(&r.started_at),
+            r.silent_ms
+        );
+    }
+    out.push_str("</tbody></table>\n");
+    out
+}
+
 /// The "Stopped releases" section: each quarantined or halted release with who stopped it,
 /// when and why, and the rollbacks from quarantined ones (offered, with the command, or
 /// under way); empty when nothing is stopped.

@@ -357,6 +357,28 @@ impl Store {
     }
 }
 
+/// A connection of its own listening (`LISTEN`) on `protond_wakeup` (the leader's side of
+/// [`Store::push_wakeup`]), to the database at `url` (password as for the store).
+///
+/// # Errors
+///
+/// The connection or the LISTEN failed.
+pub async fn wakeup_listener(url: &str) -> Result<sqlx::postgres::PgListener, StateError> {
+    let shown = super::pg::redact(url);
+    let full = super::pg::with_password(url, None)?;
+    let mut listener = sqlx::postgres::PgListener::connect(&full)
+        .await
+        .map_err(|source| StateError::Open { url: shown, source })?;
+    listener
+        .listen("protond_wakeup")
+        .await
+        .map_err(|source| StateError::Query {
+            what: "LISTEN protond_wakeup",
+            source,
+        })?;
+    Ok(listener)
+}
+
 /// Whether `e` is the fence refusing a write from a lost lease.
 #[must_use]
 pub fn is_fenced(e: &StateError) -> bool {

@@ -35,7 +35,7 @@ pub fn redact(url: &str) -> String {
 
 /// The URL to connect with: `url` with `password` (else `PROTOND_STATE_PASSWORD`, else the
 /// URL's own) put in.
-fn with_password(url: &str, password: Option<&str>) -> Result<String, StateError> {
+pub(super) fn with_password(url: &str, password: Option<&str>) -> Result<String, StateError> {
     let env = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty());
     let Some(password) = password.map(str::to_string).or(env) else {
         return Ok(url.to_string());

@@ -31,6 +31,7 @@ mod forge_options;
 mod gate;
 mod git_plan;
 mod gitea_webhook;
+mod ha;
 mod holds;
 mod hostile_git;
 mod hostile_http;
