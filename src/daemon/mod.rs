@@ -396,11 +396,16 @@ fn fetch_of(repos: Vec<Option<String>>) -> Fetch {
     })
 }
 
-/// Resolves when the lease is lost or no longer trusted ([`crate::ha::Held::valid_now`]).
+/// Resolves when a lease held at the start is lost or given back (a borrowed shard returned
+/// to its own replica), or the leases are no longer trusted ([`crate::ha::Held::valid_now`]):
+/// the term's work then stops, so that the lost lease's claim can be dropped
+/// ([`crate::ha::Elector::work_stopped`]) and the replica leads again with what it still holds.
 async fn until_lost(mut rx: tokio::sync::watch::Receiver<crate::ha::Held>) {
+    let start: Vec<String> = rx.borrow().leases.keys().cloned().collect();
     loop {
         let held = rx.borrow_and_update().clone();
-        let Some(until) = held.trusted_until.filter(|_| held.valid_now()) else {
+        let kept = start.iter().all(|n| held.leases.contains_key(n));
+        let Some(until) = held.trusted_until.filter(|_| kept && held.valid_now()) else {
             return;
         };
         tokio::select! {

@@ -57,6 +57,7 @@ mod retire;
 mod rollback_pr;
 mod self_managed;
 mod server;
+mod shards;
 mod state_concurrency;
 mod terraform_pipelines;
 mod visible;
