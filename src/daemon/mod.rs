@@ -396,16 +396,16 @@ fn fetch_of(repos: Vec<Option<String>>) -> Fetch {
     })
 }
 
-/// Resolves when a lease held at the start is lost or given back (a borrowed shard returned
-/// to its own replica), or the leases are no longer trusted ([`crate::ha::Held::valid_now`]):
-/// the term's work then stops, so that the lost lease's claim can be dropped
-/// ([`crate::ha::Elector::work_stopped`]) and the replica leads again with what it still holds.
+/// Resolves when a lease of the term is lost, the leases held change, or they are no
+/// longer trusted ([`crate::ha::Held::valid_now`]).
 async fn until_lost(mut rx: tokio::sync::watch::Receiver<crate::ha::Held>) {
-    let start: Vec<String> = rx.borrow().leases.keys().cloned().collect();
+    let term = rx.borrow_and_update().leases.clone();
     loop {
         let held = rx.borrow_and_update().clone();
-        let kept = start.iter().all(|n| held.leases.contains_key(n));
-        let Some(until) = held.trusted_until.filter(|_| kept && held.valid_now()) else {
+        let Some(until) = held
+            .trusted_until
+            .filter(|_| held.valid_now() && held.leases == term)
+        else {
             return;
         };
         tokio::select! {

@@ -294,8 +294,10 @@ impl Elector {
                 .await?;
             leases.remove(&name);
         }
-        // No new term while the work of a lost one may still run.
-        if lock(&self.stale).is_empty() {
+        // No new term while the work of a lost one may still run (lost in this round, or
+        // earlier and not stopped yet).
+        let lost_now = before.leases.len() != leases.len();
+        if !lost_now && lock(&self.stale).is_empty() {
             let missing: Vec<&String> = want.iter().filter(|n| !leases.contains_key(*n)).collect();
             for name in missing {
                 if let Some(epoch) = self
@@ -400,5 +402,104 @@ pub async fn forwarded_wakeups(store: Store, url: String, wake: impl Fn(Vec<Opti
                 tracing::debug!(error = %crate::error_chain(&e), "Cannot read the queue of forwarded webhooks.");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(id: &str) -> Settings {
+        Settings {
+            lease: Duration::from_millis(600),
+            replica_id: id.into(),
+            shards: 1,
+            shard: 0,
+        }
+    }
+
+    async fn pg_url() -> Option<String> {
+        let Ok(admin) = std::env::var("PROTOND_TEST_POSTGRES_URL") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI runs the PostgreSQL tests: set PROTOND_TEST_POSTGRES_URL (scripts/postgres)"
+            );
+            eprintln!("note: PROTOND_TEST_POSTGRES_URL is not set; PostgreSQL test skipped");
+            return None;
+        };
+        Some(crate::state::testing::new_database(&admin).await)
+    }
+
+    async fn until_leading(rx: &mut watch::Receiver<Held>) -> Held {
+        tokio::time::timeout(Duration::from_secs(5), rx.wait_for(Held::leading))
+            .await
+            .expect("leads in time")
+            .expect("elector alive")
+            .clone()
+    }
+
+    #[tokio::test]
+    async fn one_elector_leads_the_other_takes_over_after_a_release_and_exclusive_names_the_holder()
+    {
+        let Some(url) = pg_url().await else { return };
+        let a_store = Store::open(&url).await.expect("open");
+        let b_store = Store::open(&url).await.expect("open");
+        let a = Elector::start(a_store.clone(), settings("a"), Some("127.0.0.1:1".into()));
+        let held = until_leading(&mut a.subscribe()).await;
+        assert_eq!(held.leases.get("shard-0"), Some(&1));
+        assert!(held.valid_now());
+        assert_eq!(a_store.fence(), "shard-0=1");
+        let b = Elector::start(b_store.clone(), settings("b"), None);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(!b.held().leading(), "one leader at a time");
+        assert_eq!(b_store.fence(), "", "a follower claims nothing");
+        let observed = b.observed();
+        assert_eq!(observed.holder("shard-0"), Some(("a", 1)));
+        assert_eq!(observed.replicas.len(), 2);
+        // A one-off command is refused while a replica leads, naming it.
+        let once = Store::open(&url).await.expect("open");
+        let Err(HaError::Held { lease, holder, .. }) =
+            Elector::exclusive(once, settings("once")).await
+        else {
+            panic!("exclusive must fail while a leads");
+        };
+        assert_eq!((lease.as_str(), holder.as_str()), ("shard-0", "a"));
+        // A gives its lease back: B takes over at once, at the next epoch.
+        a.release().await;
+        assert_eq!(a_store.fence(), "");
+        let held = until_leading(&mut b.subscribe()).await;
+        assert_eq!(held.leases.get("shard-0"), Some(&2));
+        assert_eq!(b_store.fence(), "shard-0=2");
+        b.release().await;
+    }
+
+    #[tokio::test]
+    async fn a_lost_lease_stays_claimed_until_the_work_stopped() {
+        let Some(url) = pg_url().await else { return };
+        let store = Store::open(&url).await.expect("open");
+        let a = Elector::build(store.clone(), settings("a"), None, Mode::Elect);
+        a.round().await;
+        assert!(a.held().leading());
+        // Another replica takes the lease after it lapsed (as if A had been paused).
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let other = Store::open(&url).await.expect("open");
+        assert_eq!(
+            other
+                .acquire_lease("shard-0", "b", Duration::from_secs(30))
+                .await
+                .expect("acquire"),
+            Some(2)
+        );
+        a.round().await;
+        assert!(!a.held().leading());
+        assert!(!a.held().valid_now());
+        assert_eq!(store.fence(), "shard-0=1", "the stale claim stays");
+        let err = store
+            .forget_repo("after-losing", 1)
+            .await
+            .expect_err("fenced");
+        assert!(crate::state::lease::is_fenced(&err), "{err:?}");
+        a.work_stopped();
+        assert_eq!(store.fence(), "");
     }
 }
