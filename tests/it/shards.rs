@@ -86,9 +86,19 @@ async fn three_shards_converge_each_repo_by_its_shard_and_an_orphan_is_taken_ove
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_consistent(&w, &store).await;
+    // One successful deployment per resource. A replica that borrowed an absent shard at
+    // start ends its term when it gives the shard back: a deployment it had begun but not
+    // yet handed to CloudFormation is then recorded as interrupted, and redone once.
     let mut per: BTreeMap<(String, String), usize> = BTreeMap::new();
     for d in history(&store).await {
-        assert_eq!(d.status, "succeeded", "{d:?}");
+        if d.status != "succeeded" {
+            let error = d.error.clone().unwrap_or_default();
+            assert!(
+                error.contains("before this deployment reached the provisioner"),
+                "{d:?}"
+            );
+            continue;
+        }
         *per.entry((
             d.deployment.resource_id.clone(),
             d.deployment.action.to_string(),
@@ -97,15 +107,6 @@ async fn three_shards_converge_each_repo_by_its_shard_and_an_orphan_is_taken_ove
     }
     assert_eq!(per.len(), 7, "{per:?}");
     assert!(per.values().all(|c| *c == 1), "a doubled row: {per:?}");
-    // Whoever deployed at start, each resource was started by exactly one replica.
-    let mut starts: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for r in &replicas {
-        for res in started_by(r, 0) {
-            starts.entry(res).or_default().push(r.id.clone());
-        }
-    }
-    assert_eq!(starts.len(), 7, "{starts:?}");
-    assert!(starts.values().all(|v| v.len() == 1), "{starts:?}");
 
     // Settled: a change of payments (shard 1) is deployed by s1, and only by it.
     let marks: Vec<usize> = replicas.iter().map(|r| r.logs().len()).collect();
