@@ -928,7 +928,12 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(self.q("record the installation name"))?;
-        Ok(name)
+        // Replicas starting at once on a shared database race here: the first name recorded
+        // is everyone's (a replica with its own name would find its peers' stacks foreign).
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = 'installation'")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(self.q("read the installation name"))
     }
 
     /// Whether the database answers.

@@ -147,16 +147,21 @@ impl Scope {
         }
     }
 
-    /// The scope of the leases named `held` (`shard-N`; other names are ignored) under
-    /// `config`'s `[ha] shards` and its spec repos' explicit `shard`.
+    /// The scope of the leases named `held` (`shard-N`; other names are ignored) of
+    /// `shards` (the elector's `Settings::shards`: `[ha] shards` or its override), with
+    /// `config`'s spec repos' explicit `shard`.
     #[must_use]
-    pub fn from_config<'a>(config: &Config, held: impl IntoIterator<Item = &'a str>) -> Self {
+    pub fn from_config<'a>(
+        config: &Config,
+        shards: u32,
+        held: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
         let explicit = config
             .spec_repos
             .iter()
             .filter_map(|r| Some((r.name.clone(), r.shard?)))
             .collect();
-        Self::from_leases(config.ha.shards, held, explicit)
+        Self::from_leases(shards, held, explicit)
     }
 
     /// The scope of the leases named `held` (`shard-N`; other names are ignored).
