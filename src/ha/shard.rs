@@ -143,7 +143,8 @@ impl Scope {
     }
 
     /// The scope of the leases named `held` (`shard-N`; other names are ignored) of
-    /// `shards`, with `config`'s spec repos' explicit `shard`.
+    /// `shards` (the elector's `Settings::shards`: `[ha] shards` or its override), with
+    /// `config`'s spec repos' explicit `shard`.
     #[must_use]
     pub fn from_config<'a>(
         config: &Config,

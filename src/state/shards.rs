@@ -64,4 +64,16 @@ mod tests {
         );
         assert_eq!(err.kind(), "shards");
     }
+
+    #[tokio::test]
+    async fn replicas_starting_at_once_get_one_installation_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = crate::state::testing::url(dir.path()).await;
+        let first = Store::open(&url).await.expect("open");
+        let second = Store::open(&url).await.expect("open again");
+        for _ in 0..5 {
+            let (a, b) = tokio::join!(first.installation(None), second.installation(None));
+            assert_eq!(a.expect("a"), b.expect("b"));
+        }
+    }
 }
