@@ -305,8 +305,19 @@ mod tests {
             ((3, 0), "shard-0"),
             ((3, 2), "shard-2"),
         ];
+        // Every shard has a live replica of its own: nothing to take over (the orphan
+        // takeover is table-tested in `shard/tests.rs`).
+        let replicas: Vec<ReplicaRecord> = (0..3)
+            .map(|k| ReplicaRecord {
+                id: format!("r{k}"),
+                shard: k,
+                listen: None,
+                started_at: "2026-01-01T00:00:00Z".into(),
+                silent_ms: 0,
+            })
+            .collect();
         for ((shards, shard), want) in cases {
-            assert_eq!(wanted(&settings(shards, shard), &[], &[]), [want]);
+            assert_eq!(wanted(&settings(shards, shard), &[], &replicas), [want]);
         }
         assert_eq!(
             settings(3, 0).all_leases(),
