@@ -1,18 +1,22 @@
 //! `protond bench`: the reconcile cycle at fleet size, measured on generated real git repos.
 //!
-//! For each fleet size N (service instances), a generator writes a template repo (one
-//! environment and one service template, tagged `v1.0`), a platform repo with four
-//! environments, and N/10 service repos of five services with two instances each, all as
-//! real git repos. Then it measures, in this process:
+//! For each fleet size N (service instances, up to 50,000 and beyond with `--instances`), a
+//! generator writes a template repo (one environment and one service template, tagged
+//! `v1.0`), a platform repo with four environments, and N/10 service repos of five services
+//! with two instances each, all as real git repos. Then it measures, in this process, each
+//! timed cycle [`RUNS`] times (min and median):
 //!
 //! * **cold**: first read (clone of every mirror), render and plan, with the environments
 //!   recorded as deployed so that every instance renders;
 //! * **no-op**: the same again with nothing changed (fetch included, and without fetch);
-//! * **new minor**: after tagging `bench-svc/v1.1`, the cycle that sees it;
+//! * **new minor**: after tagging `bench-svc/v1.1` (then `v1.2`, `v1.3`), the cycle that sees it;
 //! * **baseline**: `git rev-parse HEAD^{tree}` in every repo, one process each;
-//! * **reading repos** ([`repos`]): each no-op 3 times (min and median) next to its fair
-//!   floor: every repo's references read in one process, and a sequential `git fetch` loop;
+//! * **reading repos** ([`repos`]): each no-op next to its fair floor: every repo's
+//!   references read in one process, and a sequential `git fetch` loop;
 //! * **peak RSS** (`VmHWM`) and **render throughput** (instances rendered per second).
+//!
+//! Every cycle reads its facts from a real state store, as the daemon's does ([`state`]:
+//! records written as finished deployments leave them), inside the timed region.
 //!
 //! Cycles here are read + render + plan, the part of a reconcile that grows with the fleet;
 //! no stack is deployed.
@@ -42,6 +46,8 @@ use crate::plan::{self, ActionKind, UpdateReason};
 use crate::state::ResourceRecord;
 
 pub mod repos;
+mod state;
+pub mod store;
 
 /// Instances per service repo: 5 services × 2 instances.
 const SERVICES_PER_REPO: usize = 5;
@@ -72,7 +78,14 @@ pub struct Figures {
     pub render_per_sec: f64,
     /// Peak resident set size so far, in MiB.
     pub peak_rss_mib: f64,
-    /// The no-op cycles (3 runs each) next to their repo-reading floors.
+    /// The cold cycles ([`RUNS`]; `cold` is the fastest).
+    #[serde(default)]
+    pub cold_runs: Vec<Duration>,
+    /// The new-minor cycles ([`RUNS`], one tag each; `new_minor` is the fastest).
+    #[serde(default)]
+    pub new_minor_runs: Vec<Duration>,
+    /// The no-op cycles ([`RUNS`] each; `noop` and `noop_fetch` are the fastest) next to
+    /// their repo-reading floors.
     #[serde(default)]
     pub reading: repos::RepoFigures,
 }
@@ -249,45 +262,131 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// One cycle's read + evaluation (render, plan, schedule), as the daemon runs it (reusing what the previous cycle
-/// read and rendered when its inputs are unchanged); returns (plan, snapshot, set, render
-/// time).
-fn cycle_scheduled(
-    config: &Config,
-    previous: Option<&desired::Snapshot>,
-    fetch: bool,
-    deployed: &[ResourceRecord],
-    cache: &mut desired::ComputeCache,
-) -> (
+/// What one bench cycle returns: the plan, the snapshot read, the desired set, the render
+/// (evaluation) time and the schedule.
+type CycleResult = (
     plan::Plan,
     desired::Snapshot,
     desired::DesiredSet,
     Duration,
     plan::schedule::Schedule,
-) {
+);
+
+/// One cycle as the daemon runs it: read the repos (reusing what the previous cycle read when
+/// unchanged), read the facts from the state store, evaluate (render, diff, rollout gate,
+/// schedule).
+fn cycle_scheduled(
+    config: &Config,
+    previous: Option<&desired::Snapshot>,
+    fetch: bool,
+    state: &state::State,
+    cache: &mut desired::ComputeCache,
+) -> Result<CycleResult> {
     let snapshot = desired::load_cached(config, previous, fetch);
-    let facts = crate::evaluate::Facts {
-        records: deployed.to_vec(),
-        ..crate::evaluate::Facts::empty(std::time::SystemTime::now())
-    };
+    let facts = state.facts()?;
     // The daemon's own evaluation (render, diff, rollout gate, schedule).
     let t = Instant::now();
     let eval = crate::evaluate::evaluate(&snapshot, &facts, config, Some(cache));
     let render = t.elapsed();
-    (eval.plan, snapshot, eval.set, render, eval.schedule)
+    Ok((eval.plan, snapshot, eval.set, render, eval.schedule))
 }
 
-/// [`cycle`] without the schedule.
+/// [`cycle_scheduled`] without the schedule.
 fn cycle(
     config: &Config,
     previous: Option<&desired::Snapshot>,
     fetch: bool,
-    deployed: &[ResourceRecord],
+    state: &state::State,
     cache: &mut desired::ComputeCache,
-) -> (plan::Plan, desired::Snapshot, desired::DesiredSet, Duration) {
-    let (plan, snapshot, set, render, _) =
-        cycle_scheduled(config, previous, fetch, deployed, cache);
-    (plan, snapshot, set, render)
+) -> Result<(plan::Plan, desired::Snapshot, desired::DesiredSet, Duration)> {
+    let (plan, snapshot, set, render, _) = cycle_scheduled(config, previous, fetch, state, cache)?;
+    Ok((plan, snapshot, set, render))
+}
+
+/// Runs of each timed cycle (cold, no-op, new minor).
+pub const RUNS: usize = 3;
+
+/// The cold cycles: each clones every mirror again and renders from an empty cache, with the
+/// environments recorded; `RUNS` times. Returns the runs, the fastest render and the last
+/// cycle's snapshot, desired set and cache.
+fn cold_cycles(
+    config: &Config,
+    state: &state::State,
+    instances: usize,
+) -> Result<(
+    Vec<Duration>,
+    Duration,
+    desired::Snapshot,
+    desired::DesiredSet,
+    desired::ComputeCache,
+)> {
+    let mut runs = Vec::new();
+    let mut best_render = Duration::MAX;
+    let mut last = None;
+    for _ in 0..RUNS {
+        drop(last.take());
+        // A truly cold read clones the mirrors again.
+        std::fs::remove_dir_all(config.data_dir.join("git")).ok();
+        let mut cache = desired::ComputeCache::default();
+        let t = Instant::now();
+        let (plan, snapshot, set, render) = cycle(config, None, true, state, &mut cache)?;
+        runs.push(t.elapsed());
+        best_render = best_render.min(render);
+        let creates = plan
+            .changes()
+            .filter(|a| a.action == ActionKind::Create)
+            .count();
+        if creates != instances {
+            bail!(
+                "the cold cycle planned {creates} creates for {instances} instances: {:?}",
+                set.problems
+            );
+        }
+        last = Some((snapshot, set, cache));
+    }
+    let (snapshot, set, cache) = last.context("no cold cycle ran")?;
+    Ok((runs, best_render, snapshot, set, cache))
+}
+
+/// The cycles that each see a new minor tag (`bench-svc/v1.1`, `v1.2`, ...), `RUNS` times;
+/// each must plan the upgrade of every instance (the first stage now, the others held by the
+/// rollout gate: the schedule lists both).
+fn new_minor_cycles(
+    config: &Config,
+    dir: &Path,
+    mut snapshot: desired::Snapshot,
+    state: &state::State,
+    cache: &mut desired::ComputeCache,
+    instances: usize,
+) -> Result<Vec<Duration>> {
+    let templates = dir.join("templates");
+    let mut runs = Vec::new();
+    for minor in 1..=RUNS {
+        let tag = format!("bench-svc/v1.{minor}");
+        git(&templates, &["tag", "-a", &tag, "-m", &tag])?;
+        let t = Instant::now();
+        let (_, next, _, _, schedule) =
+            cycle_scheduled(config, Some(&snapshot), true, state, cache)?;
+        runs.push(t.elapsed());
+        snapshot = next;
+        let minor_upgrades = schedule
+            .decisions
+            .iter()
+            .map(|d| &d.action)
+            .filter(|a| {
+                matches!(
+                    a.action,
+                    ActionKind::Update {
+                        reason: UpdateReason::MinorUpgrade { .. }
+                    }
+                )
+            })
+            .count();
+        if minor_upgrades != instances {
+            bail!("the new minor {tag} reached {minor_upgrades} of {instances} instances");
+        }
+    }
+    Ok(runs)
 }
 
 /// Generates and measures one fleet size under `dir`.
@@ -302,94 +401,46 @@ pub fn measure(dir: &Path, instances: usize) -> Result<Figures> {
     let generate_time = t.elapsed();
     let config = load(&config_path)?;
     let repos = config.spec_repos.len() - 1;
+    let state = state::State::open(&config)?;
 
     // Environments deployed, so that instances render.
     let (_, snapshot, set, _) = cycle(
         &config,
         None,
         true,
-        &[],
+        &state,
         &mut desired::ComputeCache::default(),
-    );
+    )?;
     let envs: Vec<ResourceRecord> = as_deployed(&set)
         .into_iter()
         .filter(|r| r.kind == plan::ResourceKind::Environment)
         .collect();
     drop((snapshot, set));
-    // The mirrors exist now; a truly cold read clones them again.
-    std::fs::remove_dir_all(config.data_dir.join("git")).ok();
+    state.record(&envs)?;
 
-    let mut cache = desired::ComputeCache::default();
-    let t = Instant::now();
-    let (plan, snapshot, set, render) = cycle(&config, None, true, &envs, &mut cache);
-    let cold = t.elapsed();
-    let creates = plan
-        .changes()
-        .filter(|a| a.action == ActionKind::Create)
-        .count();
-    if creates != instances {
-        bail!(
-            "the cold cycle planned {creates} creates for {instances} instances: {:?}",
-            set.problems
-        );
-    }
+    let (cold_runs, render, snapshot, set, mut cache) = cold_cycles(&config, &state, instances)?;
     // Fleet sizes are far below 2^52: the conversion is exact.
     #[allow(clippy::cast_precision_loss)]
     let render_per_sec = instances as f64 / render.as_secs_f64().max(1e-9);
-    let deployed: Vec<ResourceRecord> = as_deployed(&set);
-    drop((plan, set));
+    let instances_deployed: Vec<ResourceRecord> = as_deployed(&set)
+        .into_iter()
+        .filter(|r| r.kind != plan::ResourceKind::Environment)
+        .collect();
+    drop(set);
+    state.record(&instances_deployed)?;
+    drop(instances_deployed);
     // Deploying changes the records (and so the rendering inputs): the daemon's first cycle
     // after the deployments renders once more; the no-op cycles are the ones after it.
-    let (_, snapshot, _, _) = cycle(&config, Some(&snapshot), false, &deployed, &mut cache);
+    let (_, snapshot, _, _) = cycle(&config, Some(&snapshot), false, &state, &mut cache)?;
 
-    let t = Instant::now();
-    let (plan, snapshot, _, _) = cycle(&config, Some(&snapshot), true, &deployed, &mut cache);
-    let noop_fetch = t.elapsed();
-    if plan.changes().count() != 0 {
-        bail!("the no-op cycle planned changes");
-    }
-    let t = Instant::now();
-    let (plan, snapshot, _, _) = cycle(&config, Some(&snapshot), false, &deployed, &mut cache);
-    let noop = t.elapsed();
-    if plan.changes().count() != 0 {
-        bail!("the no-op cycle (no fetch) planned changes");
-    }
-
-    let reading = {
+    let (reading, snapshot) = {
         let mut dirs = vec![dir.join("templates"), dir.join("platform")];
         dirs.extend((0..repos).map(|r| dir.join(format!("svc-{r:04}"))));
-        repos::measure(&config, snapshot.clone(), &deployed, &mut cache, &dirs)?
+        repos::measure(&config, snapshot, &state, &mut cache, &dirs)?
     };
+    let new_minor_runs = new_minor_cycles(&config, dir, snapshot, &state, &mut cache, instances)?;
 
-    let templates = dir.join("templates");
-    git(
-        &templates,
-        &["tag", "-a", "bench-svc/v1.1", "-m", "bench-svc 1.1"],
-    )?;
-    let t = Instant::now();
-    let (_, _, _, _, schedule) =
-        cycle_scheduled(&config, Some(&snapshot), true, &deployed, &mut cache);
-    let new_minor = t.elapsed();
-    // Every instance moves to the new minor: the first stage now, the others held by the
-    // rollout gate (the daemon's schedule lists both).
-    let minor_upgrades = schedule
-        .decisions
-        .iter()
-        .map(|d| &d.action)
-        .filter(|a| {
-            matches!(
-                a.action,
-                ActionKind::Update {
-                    reason: UpdateReason::MinorUpgrade { .. }
-                }
-            )
-        })
-        .count();
-    if minor_upgrades != instances {
-        bail!("the new minor reached {minor_upgrades} of {instances} instances");
-    }
-
-    let mut dirs = vec![templates, dir.join("platform")];
+    let mut dirs = vec![dir.join("templates"), dir.join("platform")];
     dirs.extend((0..repos).map(|r| dir.join(format!("svc-{r:04}"))));
     let t = Instant::now();
     for d in &dirs {
@@ -397,26 +448,38 @@ pub fn measure(dir: &Path, instances: usize) -> Result<Figures> {
     }
     let rev_parse = t.elapsed();
 
+    let min = |v: &[Duration]| v.iter().min().copied().unwrap_or_default();
     Ok(Figures {
         instances,
         repos,
         generate: generate_time,
-        cold,
-        noop_fetch,
-        noop,
-        new_minor,
-        minor_upgrades,
+        cold: min(&cold_runs),
+        noop_fetch: min(&reading.noop_fetch_runs),
+        noop: min(&reading.noop_runs),
+        new_minor: min(&new_minor_runs),
+        minor_upgrades: instances,
         rev_parse,
         render_per_sec,
         peak_rss_mib: peak_rss_mib(),
+        cold_runs,
+        new_minor_runs,
         reading,
     })
 }
 
-/// The figures as a Markdown table.
+/// The figures as a Markdown table: each timed cycle as min / median of its runs.
 #[must_use]
 pub fn table(rows: &[Figures]) -> String {
     let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
+    // Figures written before runs were kept have one run: the figure itself.
+    let runs = |v: &[Duration], one: Duration| {
+        if v.is_empty() {
+            ms(one)
+        } else {
+            let min = v.iter().min().copied().unwrap_or_default();
+            format!("{} / {}", ms(min), ms(median(v)))
+        }
+    };
     let mut out = String::from(
         "| instances | repos | cold cycle | no-op (fetch) | no-op (no fetch) | new minor | `git rev-parse` all repos | no-op / rev-parse | render | peak RSS |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
@@ -426,10 +489,10 @@ pub fn table(rows: &[Figures]) -> String {
             "| {} | {} | {} | {} | {} | {} | {} | {:.1}x | {:.0} inst/s | {:.0} MiB |",
             f.instances,
             f.repos,
-            ms(f.cold),
-            ms(f.noop_fetch),
-            ms(f.noop),
-            ms(f.new_minor),
+            runs(&f.cold_runs, f.cold),
+            runs(&f.reading.noop_fetch_runs, f.noop_fetch),
+            runs(&f.reading.noop_runs, f.noop),
+            runs(&f.new_minor_runs, f.new_minor),
             ms(f.rev_parse),
             f.noop.as_secs_f64() / f.rev_parse.as_secs_f64().max(1e-9),
             f.render_per_sec,
@@ -602,7 +665,7 @@ async fn reset_moto(url: &str) -> Result<()> {
 /// The stacks protond deploys for the fleet, in deployment order: (stack name, template
 /// body), rendered from the repos and the recorded environment outputs.
 async fn rendered_stacks(config: &Config) -> Result<Vec<(String, String)>> {
-    let store = crate::state::Store::open(&config.state).await?;
+    let store = crate::state::Store::open_config(config).await?;
     let deployed = store.resources().await?;
     drop(store);
     let snapshot = desired::load_cached(config, None, false);
@@ -1060,6 +1123,61 @@ mod tests {
         assert_eq!(median(&[ms(30), ms(10), ms(20)]), ms(20));
         assert_eq!(median(&[ms(40), ms(10), ms(20), ms(30)]), ms(25));
         assert_eq!(median(&[]), Duration::ZERO);
+    }
+
+    #[test]
+    fn table_shows_min_and_median_of_the_runs() {
+        let ms = Duration::from_millis;
+        let f = Figures {
+            instances: 20,
+            repos: 2,
+            generate: ms(1),
+            cold: ms(100),
+            noop_fetch: ms(10),
+            noop: ms(4),
+            new_minor: ms(50),
+            minor_upgrades: 20,
+            rev_parse: ms(8),
+            render_per_sec: 1000.0,
+            peak_rss_mib: 30.0,
+            cold_runs: vec![ms(300), ms(100), ms(200)],
+            new_minor_runs: vec![ms(50), ms(70), ms(60)],
+            reading: repos::RepoFigures {
+                noop_runs: vec![ms(4), ms(6), ms(5)],
+                noop_fetch_runs: vec![ms(10), ms(30), ms(20)],
+                ..repos::RepoFigures::default()
+            },
+        };
+        let t = table(&[f]);
+        assert!(
+            t.contains("| 20 | 2 | 100 ms / 200 ms | 10 ms / 20 ms | 4 ms / 5 ms | 50 ms / 60 ms | 8 ms | 0.5x |"),
+            "{t}"
+        );
+    }
+
+    /// A small fleet end to end: every timed cycle runs [`RUNS`] times, the no-op cycles
+    /// read the records the store holds (they would plan creates otherwise) and each new
+    /// minor reaches every instance.
+    #[test]
+    fn a_small_fleet_is_measured_with_its_store() {
+        let dir = std::env::temp_dir().join(format!("protond-bench-small-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let f = measure(&dir, 20).expect("measure");
+        let config = load(&dir.join("proton.toml")).expect("config");
+        let state = state::State::open(&config).expect("store");
+        let records = state.facts().expect("facts").records.len();
+        drop(state);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(records, 24, "20 instances and 4 environments recorded");
+        assert_eq!(f.cold_runs.len(), RUNS);
+        assert_eq!(f.new_minor_runs.len(), RUNS);
+        assert_eq!(f.reading.noop_runs.len(), RUNS);
+        assert_eq!(f.reading.noop_fetch_runs.len(), RUNS);
+        assert_eq!(f.minor_upgrades, 20);
+        assert_eq!(
+            f.cold,
+            f.cold_runs.iter().min().copied().unwrap_or_default()
+        );
     }
 
     #[test]

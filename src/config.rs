@@ -848,6 +848,12 @@ pub struct RawProposals {
     /// `proposals.schedule` (default: any time).
     #[serde(default)]
     pub schedule: Option<String>,
+    /// Sign proposal commits through git: `ssh` or `gpg` (default: unsigned).
+    #[serde(default)]
+    pub sign: Option<String>,
+    /// The signing key: an SSH key file (absolute path) for `ssh`, a key id for `gpg`.
+    #[serde(default)]
+    pub signing_key: Option<String>,
 }
 
 /// `[spec_repos.forge]`: where pull requests for this repo are opened.
@@ -871,6 +877,16 @@ pub struct RawForge {
     /// modification time changes, so a rotated token is used without a restart.
     #[serde(default)]
     pub token_file: Option<String>,
+    /// GitHub App authentication instead of a token: the App's id (with
+    /// `private_key_file`; GitHub only).
+    #[serde(default)]
+    pub app_id: Option<u64>,
+    /// The GitHub App's private key (PEM, as GitHub hands it out), read when a token is minted.
+    #[serde(default)]
+    pub private_key_file: Option<String>,
+    /// The App's installation on the repo's owner (default: looked up for the repo).
+    #[serde(default)]
+    pub installation_id: Option<u64>,
 }
 
 /// `[[spec_repos]] proposals = { ... }`: how this repo's upgrade pull requests are opened.
@@ -896,6 +912,10 @@ pub struct RawPullOptions {
     /// window (default: `[proposals] schedule`, else any time).
     #[serde(default)]
     pub schedule: Option<String>,
+    /// Keep one dashboard issue in the repo listing its pending upgrades and holds (default
+    /// false).
+    #[serde(default)]
+    pub dashboard: bool,
 }
 
 /// `[daemon]`.
@@ -1264,6 +1284,20 @@ pub struct ForgeConfig {
     pub token_env: String,
     /// File with the token, preferred to the variable when set.
     pub token_file: Option<PathBuf>,
+    /// GitHub App authentication, preferred to both when set.
+    pub app: Option<GitHubApp>,
+}
+
+/// A spec repo's forge authenticating as a GitHub App (`app_id`, `private_key_file`,
+/// `installation_id`): installation tokens are minted with the key and refreshed before expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitHubApp {
+    /// The App's id.
+    pub app_id: u64,
+    /// Its private key (PEM); never read here.
+    pub private_key_file: PathBuf,
+    /// The installation, when given; else looked up for the repo.
+    pub installation_id: Option<u64>,
 }
 
 /// A spec repo's `proposals = { ... }` after checks.
@@ -1281,6 +1315,8 @@ pub struct PullOptions {
     pub auto_merge: bool,
     /// When new pull requests may open (none: any time).
     pub schedule: Option<cron::Schedule>,
+    /// Keep a dashboard issue (`propose::dashboard`).
+    pub dashboard: bool,
 }
 
 /// `[proposals]` after checks.
@@ -1296,6 +1332,17 @@ pub struct Proposals {
     pub author_name: String,
     /// Commit author email.
     pub author_email: String,
+    /// How proposal commits are signed (`sign`, `signing_key`), if they are.
+    pub signing: Option<Signing>,
+}
+
+/// `[proposals] sign` and `signing_key` after checks: git signs each proposal commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signing {
+    /// `ssh` or `openpgp`, git's `gpg.format`.
+    pub format: &'static str,
+    /// git's `user.signingkey`: a key file for SSH, a key id for GPG.
+    pub key: String,
 }
 
 /// The checked configuration.
@@ -1507,6 +1554,9 @@ impl Config {
             let forge = r.forge.as_ref().and_then(|f| match compile_forge(f) {
                 Ok(mut f) => {
                     f.token_file = f.token_file.map(|t| base.join(t));
+                    if let Some(app) = &mut f.app {
+                        app.private_key_file = base.join(&app.private_key_file);
+                    }
                     Some(f)
                 }
                 Err((field, m)) => {
@@ -1538,6 +1588,9 @@ impl Config {
                 // A relative token file is relative to the config file, like repo paths.
                 Ok(mut f) => {
                     f.token_file = f.token_file.map(|t| base.join(t));
+                    if let Some(app) = &mut f.app {
+                        app.private_key_file = base.join(&app.private_key_file);
+                    }
                     Some(f)
                 }
                 Err((field, m)) => {
@@ -1846,6 +1899,7 @@ impl Default for Proposals {
             branch_prefix: "protond/".into(),
             author_name: "protond".into(),
             author_email: "protond@localhost".into(),
+            signing: None,
         }
     }
 }
@@ -1904,6 +1958,7 @@ fn self_managed_forge(
             repo: String::new(),
             token_env: String::new(),
             token_file: None,
+            app: None,
         }),
         Some(f) => match compile_forge(f) {
             Ok(f) => Some(f),
@@ -2067,6 +2122,7 @@ fn compile_forge(f: &RawForge) -> Result<ForgeConfig, (&'static str, String)> {
             repo: String::new(),
             token_env: String::new(),
             token_file: None,
+            app: None,
         });
     }
     let api_url = match (&f.api_url, kind) {
@@ -2139,7 +2195,57 @@ fn compile_forge(f: &RawForge) -> Result<ForgeConfig, (&'static str, String)> {
         repo,
         token_env,
         token_file: f.token_file.as_ref().map(PathBuf::from),
+        app: compile_github_app(f, kind)?,
     })
+}
+
+/// A forge's GitHub App keys: both `app_id` and `private_key_file`, or neither; GitHub only.
+fn compile_github_app(
+    f: &RawForge,
+    kind: ForgeKind,
+) -> Result<Option<GitHubApp>, (&'static str, String)> {
+    let app = match (f.app_id, &f.private_key_file) {
+        (None, None) if f.installation_id.is_some() => {
+            return Err((
+                "installation_id",
+                "is only used with app_id and private_key_file (GitHub App authentication); add them or remove it".into(),
+            ));
+        }
+        (None, None) => return Ok(None),
+        (Some(_), None) => {
+            return Err((
+                "private_key_file",
+                "required with app_id: the path of the GitHub App's private key (.pem)".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err((
+                "app_id",
+                "required with private_key_file: the GitHub App's id (a number, on the App's settings page)".into(),
+            ));
+        }
+        (Some(app_id), Some(key)) => GitHubApp {
+            app_id,
+            private_key_file: PathBuf::from(key),
+            installation_id: f.installation_id,
+        },
+    };
+    if kind != ForgeKind::GitHub {
+        return Err((
+            "app_id",
+            format!(
+                "GitHub App authentication is for kind = \"github\", not {:?}; give this forge a token (token_env or token_file)",
+                kind.as_str()
+            ),
+        ));
+    }
+    if f.token_file.is_some() {
+        return Err((
+            "token_file",
+            "cannot be used with app_id: the App's installation tokens are used; remove one".into(),
+        ));
+    }
+    Ok(Some(app))
 }
 
 /// Checks a spec repo's `proposals = { ... }`; the schedule falls back to `[proposals]`'s.
@@ -2184,6 +2290,7 @@ fn compile_pull_options(
         draft: p.draft,
         auto_merge: p.auto_merge,
         schedule,
+        dashboard: p.dashboard,
     }
 }
 
@@ -2217,6 +2324,7 @@ fn compile_proposals(p: &RawProposals) -> Result<Proposals, Vec<(String, String)
             format!("{branch_prefix:?} is not a valid branch name prefix, e.g. \"protond/\""),
         ));
     }
+    let signing = compile_signing(p, &mut errors);
     match parsed {
         Some((name, email)) if errors.is_empty() => Ok(Proposals {
             enabled: p.enabled.unwrap_or(d.enabled),
@@ -2224,9 +2332,56 @@ fn compile_proposals(p: &RawProposals) -> Result<Proposals, Vec<(String, String)
             branch_prefix,
             author_name: name.to_string(),
             author_email: email.to_string(),
+            signing,
         }),
         _ => Err(errors),
     }
+}
+
+/// `[proposals] sign` and `signing_key`: both or neither; an SSH key as an absolute path.
+fn compile_signing(p: &RawProposals, errors: &mut Vec<(String, String)>) -> Option<Signing> {
+    let mut fail = |key: &str, message: String| {
+        errors.push((format!("proposals.{key}"), message));
+        None
+    };
+    let (sign, key) = match (&p.sign, &p.signing_key) {
+        (None, None) => return None,
+        (None, Some(_)) => {
+            return fail(
+                "sign",
+                "required with signing_key: \"ssh\" or \"gpg\"".into(),
+            );
+        }
+        (Some(_), None) => {
+            return fail(
+                "signing_key",
+                "required with sign: an SSH key file (absolute path) for \"ssh\", a key id for \"gpg\"".into(),
+            );
+        }
+        (Some(s), Some(k)) => (s, k.trim()),
+    };
+    let format = match sign.as_str() {
+        "ssh" => "ssh",
+        "gpg" => "openpgp",
+        other => {
+            return fail(
+                "sign",
+                format!("{other:?} is not a signing format; use \"ssh\" or \"gpg\""),
+            );
+        }
+    };
+    if key.is_empty() || (format == "ssh" && !Path::new(key).is_absolute()) {
+        return fail(
+            "signing_key",
+            format!(
+                "{key:?} is not an absolute path to an SSH key file, e.g. \"/etc/protond/signing_key\""
+            ),
+        );
+    }
+    Some(Signing {
+        format,
+        key: key.to_string(),
+    })
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -2415,6 +2570,78 @@ mod tests {
                 "{key} in {lines:#?}"
             );
         }
+    }
+
+    #[test]
+    fn github_app_keys_are_checked_together_and_resolved_beside_the_config() {
+        let text = "[[spec_repos]]\nname = \"a\"\nurl = \"a\"\n\
+                    forge = { kind = \"github\", repo = \"o/r\", app_id = 7, private_key_file = \"app.pem\" }\n";
+        let raw: RawConfig = toml::from_str(text).expect("parses");
+        let cfg = Config::compile(raw, "p.toml", Path::new("/etc/protond")).expect("valid");
+        let app = cfg.spec_repos[0].forge.as_ref().and_then(|f| f.app.clone());
+        assert_eq!(
+            app,
+            Some(GitHubApp {
+                app_id: 7,
+                private_key_file: PathBuf::from("/etc/protond/app.pem"),
+                installation_id: None,
+            })
+        );
+        let bad = "[[spec_repos]]\nname = \"a\"\nurl = \"a\"\nforge = { kind = \"github\", repo = \"o/r\", app_id = 7 }\n\
+                   [[spec_repos]]\nname = \"b\"\nurl = \"b\"\nforge = { kind = \"gitea\", api_url = \"https://g/api/v1\", repo = \"o/r\", app_id = 7, private_key_file = \"k\" }\n\
+                   [[spec_repos]]\nname = \"c\"\nurl = \"c\"\nforge = { kind = \"github\", repo = \"o/r\", installation_id = 3 }\n";
+        let raw: RawConfig = toml::from_str(bad).expect("parses");
+        let errs = Config::compile(raw, "p.toml", Path::new(".")).expect_err("invalid");
+        let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        for key in [
+            "spec_repos[0].forge.private_key_file:",
+            "spec_repos[1].forge.app_id:",
+            "spec_repos[2].forge.installation_id:",
+        ] {
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.starts_with(&format!("p.toml: {key}"))),
+                "{key} in {lines:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn proposal_signing_needs_a_format_and_a_key() {
+        let ok = "[proposals]\nsign = \"ssh\"\nsigning_key = \"/etc/protond/key\"\n";
+        let raw: RawConfig = toml::from_str(ok).expect("parses");
+        let cfg = Config::compile(raw, "p.toml", Path::new(".")).expect("valid");
+        assert_eq!(
+            cfg.proposals.signing,
+            Some(Signing {
+                format: "ssh",
+                key: "/etc/protond/key".into()
+            })
+        );
+        for (text, key) in [
+            (
+                "sign = \"ssh\"\nsigning_key = \"key\"",
+                "proposals.signing_key",
+            ),
+            ("sign = \"x509\"\nsigning_key = \"k\"", "proposals.sign"),
+            ("signing_key = \"/k\"", "proposals.sign"),
+            ("sign = \"gpg\"", "proposals.signing_key"),
+        ] {
+            let raw: RawConfig = toml::from_str(&format!("[proposals]\n{text}\n")).expect("parses");
+            let errs = Config::compile(raw, "p.toml", Path::new(".")).expect_err("invalid");
+            let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.starts_with(&format!("p.toml: {key}:"))),
+                "{key} in {lines:#?}"
+            );
+        }
+        let gpg = "[proposals]\nsign = \"gpg\"\nsigning_key = \"ABCD1234\"\n";
+        let raw: RawConfig = toml::from_str(gpg).expect("parses");
+        let cfg = Config::compile(raw, "p.toml", Path::new(".")).expect("valid");
+        assert_eq!(cfg.proposals.signing.map(|s| s.format), Some("openpgp"));
     }
 
     #[test]

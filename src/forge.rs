@@ -6,7 +6,8 @@
 //!
 //! Branches are always pushed with the `git` command line (gitoxide cannot push yet), from
 //! the repo's local mirror. API tokens are read from the environment (or a `token_file`,
-//! re-read when its modification time changes) when used, sent only in
+//! re-read when its modification time changes, or minted as a GitHub App's installation
+//! token by [`app`]) when used, sent only in
 //! a header marked sensitive, and never logged or stored; error messages carry the status and
 //! the forge's own message, never the request headers.
 //!
@@ -24,7 +25,9 @@ use serde_json::json;
 
 use crate::config::{ForgeConfig, ForgeKind};
 
+pub mod app;
 mod comment;
+pub mod issues;
 mod options;
 mod status;
 mod token;
@@ -52,6 +55,16 @@ pub enum ForgeError {
     TokenFile {
         /// Forge kind.
         forge: &'static str,
+        /// The file.
+        path: String,
+        /// What is wrong (never the contents).
+        message: String,
+    },
+    /// The GitHub App's private key file could not be used.
+    #[error(
+        "the GitHub App private key {path} cannot be used: {message}; fix the file or change spec_repos.forge.private_key_file"
+    )]
+    AppKey {
         /// The file.
         path: String,
         /// What is wrong (never the contents).
@@ -101,7 +114,7 @@ impl ForgeError {
                     || *status >= 500
                     || (*status == 403 && message.to_ascii_lowercase().contains("rate limit"))
             }
-            Self::MissingToken { .. } | Self::TokenFile { .. } => false,
+            Self::MissingToken { .. } | Self::TokenFile { .. } | Self::AppKey { .. } => false,
         }
     }
 }
@@ -200,6 +213,7 @@ pub struct Api {
     token_env: String,
     token: token::TokenSource,
     kind: ForgeKind,
+    app: Option<crate::config::GitHubApp>,
 }
 
 impl AnyForge {
@@ -219,6 +233,7 @@ impl AnyForge {
             token_env: config.token_env.clone(),
             token: token::TokenSource::new(config.token_file.clone()),
             kind: config.kind,
+            app: config.app.clone(),
         };
         match config.kind {
             ForgeKind::GitHub => Self::GitHub(api),
@@ -302,8 +317,16 @@ impl GitLabMr {
 }
 
 impl Api {
-    fn headers(&self) -> Result<HeaderMap, ForgeError> {
-        let token = self.token.read(self.kind, &self.token_env)?;
+    /// The API token: the GitHub App's installation token when one is configured, else the
+    /// file's or the variable's.
+    async fn api_token(&self) -> Result<String, ForgeError> {
+        match &self.app {
+            Some(app) => app::token(&self.base, &self.repo, app).await,
+            None => self.token.read(self.kind, &self.token_env),
+        }
+    }
+
+    fn headers(&self, token: &str) -> Result<HeaderMap, ForgeError> {
         let mut h = HeaderMap::new();
         let (name, value) = match self.kind {
             ForgeKind::GitLab => ("PRIVATE-TOKEN", token.trim().to_string()),
@@ -346,11 +369,25 @@ impl Api {
         what: &'static str,
         req: reqwest::RequestBuilder,
     ) -> Result<T, ForgeError> {
-        let resp = req
-            .headers(self.headers()?)
+        let again = req.try_clone();
+        let token = self.api_token().await?;
+        let mut resp = req
+            .headers(self.headers(&token)?)
             .send()
             .await
             .map_err(|source| ForgeError::Http { what, source })?;
+        // An App token refused before its time (revoked, clocks apart): mint one, try once more.
+        if resp.status() == reqwest::StatusCode::UNAUTHORIZED
+            && let (Some(app), Some(again)) = (&self.app, again)
+        {
+            app::forget(&self.base, &self.repo, app, &token).await;
+            let token = self.api_token().await?;
+            resp = again
+                .headers(self.headers(&token)?)
+                .send()
+                .await
+                .map_err(|source| ForgeError::Http { what, source })?;
+        }
         let status = resp.status();
         if !status.is_success() {
             let text = resp.text().await.unwrap_or_default();
@@ -580,13 +617,21 @@ async fn git(
         .env("GIT_TERMINAL_PROMPT", "0")
         .env_remove("GIT_ASKPASS")
         .kill_on_drop(true);
-    // The forge's token can write; the fetch token may be read-only: prefer the former.
+    // The forge's token can write; the fetch token may be read-only: prefer the former (a
+    // GitHub App's installation token first).
+    let from_app = match &forge.app {
+        Some(app) if url.starts_with("https://") => {
+            Some(app::token(&forge.api_url, &forge.repo, app).await?)
+        }
+        _ => None,
+    };
     let from_file = forge.token_file.as_ref().and_then(|_| {
         token::TokenSource::new(forge.token_file.clone())
             .read(kind, "")
             .ok()
     });
-    let token = from_file
+    let token = from_app
+        .or(from_file)
         .or_else(|| {
             (!token_env.is_empty())
                 .then(|| std::env::var(token_env).ok())

@@ -32,6 +32,7 @@ use crate::plan;
 
 mod actions;
 mod approvals;
+pub mod copy;
 pub mod drift;
 mod holds;
 pub mod lease;
@@ -163,6 +164,18 @@ pub enum StateError {
         /// The count this replica's config gives.
         configured: u32,
     },
+    /// The PostgreSQL password file could not be read.
+    #[error(
+        "cannot read the state password file {} (state_password_file): make it readable by protond, or set PROTOND_STATE_PASSWORD instead",
+        path.display()
+    )]
+    Password {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A stored row could not be read back.
     #[error("corrupt state row in {table}: {detail}")]
     Corrupt {
@@ -201,6 +214,7 @@ impl StateError {
             Self::Corrupt { .. } => "corrupt",
             Self::Installation { .. } => "installation",
             Self::Shards { .. } => "shards",
+            Self::Password { .. } => "password",
         }
     }
 }
@@ -268,6 +282,23 @@ fn migrate_error(
             url: url.into(),
             source,
         },
+    }
+}
+
+/// The PostgreSQL password `state_password_file` holds (trailing newline dropped), when the
+/// config sets one for a `postgres://` state.
+fn config_password(config: &crate::config::Config) -> Result<Option<String>, StateError> {
+    match &config.state_password_file {
+        Some(path) if Backend::of(&config.state) == Some(Backend::Postgres) => Ok(Some(
+            std::fs::read_to_string(path)
+                .map_err(|source| StateError::Password {
+                    path: path.clone(),
+                    source,
+                })?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+        )),
+        _ => Ok(None),
     }
 }
 
@@ -782,6 +813,19 @@ impl Store {
         }
     }
 
+    /// Opens the store a config names: its `state`, with the PostgreSQL password read from
+    /// `state_password_file` when set (else `PROTOND_STATE_PASSWORD`). The password is read
+    /// at every open, so a rotated secret file takes effect at the next start.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::Password`] when the password file cannot be read; else as
+    /// [`Store::open`].
+    pub async fn open_config(config: &crate::config::Config) -> Result<Self, StateError> {
+        let password = config_password(config)?;
+        Self::open_with_password(&config.state, password.as_deref()).await
+    }
+
     async fn open_sqlite(url: &str) -> Result<Self, StateError> {
         install_drivers();
         let Some(path) = url.strip_prefix("sqlite://") else {
@@ -1140,14 +1184,21 @@ impl Store {
         .bind(&d.placement.stack_id)
         .bind(&d.placement.region)
         .bind(&d.placement.role_arn)
-        .fetch_one(&self.pool)
+        // Every row, not the first: SQLite hands out a RETURNING row before the statement
+        // (and its implicit commit) completes, so stopping after one would drop the error
+        // of a write that then fails (a full disk) and return the id of a row never stored.
+        .fetch_all(&self.pool)
         .await;
         match result {
-            Ok(r) => {
+            Ok(rows) => {
                 // The deployment satisfies any pending request to deploy the resource (a
                 // crash before this line only repeats the deployment: harmless). Who asked
                 // is kept on the history row.
-                let id: i64 = r.try_get("id").map_err(self.q("start a deployment"))?;
+                let id: i64 = rows
+                    .first()
+                    .ok_or(sqlx::Error::RowNotFound)
+                    .and_then(|r| r.try_get("id"))
+                    .map_err(self.q("start a deployment"))?;
                 self.note_requested_by(id, &d.resource_id).await?;
                 self.note_approval(id, &d.resource_id, d.to_version, d.reason.as_deref())
                     .await?;

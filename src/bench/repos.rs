@@ -1,6 +1,7 @@
 //! The repo-reading figures of `protond bench`, each next to its floor, measured fairly:
 //!
-//! * **no-op without fetch** (3 runs, min and median) against **refs in one process**: every
+//! * **no-op without fetch** (3 runs, min and median; the facts read from the state store
+//!   included, as in the daemon's cycle) against **refs in one process**: every
 //!   repo opened once with gix (untimed, as the daemon keeps its mirrors open), then each
 //!   one's references listed and `HEAD^{tree}` resolved, all in this process;
 //! * **no-op with fetch** (3 runs, min and median) against a **sequential `git fetch` loop**:
@@ -18,10 +19,8 @@ use anyhow::{Context as _, Result, bail};
 use crate::config::Config;
 use crate::desired;
 use crate::source::Mirror;
-use crate::state::ResourceRecord;
 
-/// Runs of each no-op cycle.
-const RUNS: usize = 3;
+use super::RUNS;
 
 /// The repo-reading figures of one fleet size.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -45,16 +44,16 @@ pub struct RepoFigures {
 pub(super) fn measure(
     config: &Config,
     previous: desired::Snapshot,
-    deployed: &[ResourceRecord],
+    state: &super::state::State,
     cache: &mut desired::ComputeCache,
     dirs: &[PathBuf],
-) -> Result<RepoFigures> {
+) -> Result<(RepoFigures, desired::Snapshot)> {
     let mut figures = RepoFigures::default();
     let mut snapshot = previous;
     for fetch in [false, true] {
         for _ in 0..RUNS {
             let t = Instant::now();
-            let (plan, next, _, _) = super::cycle(config, Some(&snapshot), fetch, deployed, cache);
+            let (plan, next, _, _) = super::cycle(config, Some(&snapshot), fetch, state, cache)?;
             let took = t.elapsed();
             if plan.changes().count() != 0 {
                 bail!("a no-op cycle (fetch: {fetch}) planned changes");
@@ -69,7 +68,7 @@ pub(super) fn measure(
     }
     figures.refs_floor = refs_floor(dirs)?;
     figures.fetch_loop = fetch_loop(config)?;
-    Ok(figures)
+    Ok((figures, snapshot))
 }
 
 /// Every repo's references and `HEAD^{tree}`, with handles opened beforehand.

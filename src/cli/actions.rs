@@ -49,7 +49,7 @@ pub(super) fn action_cmd(
     let by = who(by);
     let poll = Some(config.poll_interval.as_secs().max(1));
     runtime()?.block_on(async move {
-        let store = Store::open(&config.state).await?;
+        let store = Store::open_config(&config).await?;
         let done = match action {
             Action::Redeploy => crate::actions::redeploy(&store, resource, &by, poll).await,
             Action::Retry(resolved) => {
@@ -112,7 +112,7 @@ pub(super) async fn wake_daemon(server: &crate::config::Server) -> Option<String
 pub(super) fn wait_cmd(config: &Path, resource: &str, timeout: Duration) -> Result<ExitCode> {
     let config = load_config(config)?;
     runtime()?.block_on(async move {
-        let store = Store::open(&config.state).await?;
+        let store = Store::open_config(&config).await?;
         let started = Instant::now();
         let mut shown: Option<String> = None;
         let first = store.deployments(Some(resource), 1).await?;
@@ -195,7 +195,7 @@ fn report_end(resource: &str, d: &crate::state::DeploymentRecord) -> ExitCode {
 pub(super) fn history_cmd(config: &Path, resource: Option<&str>, limit: i64) -> Result<ExitCode> {
     let config = load_config(config)?;
     runtime()?.block_on(async move {
-        let store = Store::open(&config.state).await?;
+        let store = Store::open_config(&config).await?;
         let rows = store.deployments(resource, limit.clamp(1, 10_000)).await?;
         let ids: Vec<i64> = rows.iter().map(|d| d.id).collect();
         let notes = store.action_notes(&ids).await?;

@@ -26,7 +26,7 @@ pub(super) fn approve_cmd(
     let by = who.trim_start_matches("cli:");
     let poll = Some(config.poll_interval.as_secs().max(1));
     runtime()?.block_on(async move {
-        let store = crate::state::Store::open(&config.state).await?;
+        let store = crate::state::Store::open_config(&config).await?;
         let req = ApprovalRequest {
             resource,
             version,
@@ -56,7 +56,7 @@ pub(super) fn approve_cmd(
 pub(super) fn approvals_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode> {
     let config = load_config(config)?;
     runtime()?.block_on(async move {
-        let store = crate::state::Store::open(&config.state).await?;
+        let store = crate::state::Store::open_config(&config).await?;
         let pending = store.needs_approval().await?;
         let given = store.approvals().await?;
         let mut out = std::io::stdout().lock();

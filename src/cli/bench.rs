@@ -19,6 +19,7 @@ pub(super) fn bench_cmd(
     dir: Option<&Path>,
     json: bool,
     deploy: Option<(usize, usize)>,
+    postgres: Option<&str>,
 ) -> Result<ExitCode> {
     if deploy.is_some() && !crate::bench::moto_available() {
         bail!(
@@ -30,6 +31,21 @@ pub(super) fn bench_cmd(
         None => std::env::temp_dir().join(format!("protond-bench-{}", std::process::id())),
     };
     let rows = measure_sizes(sizes, &root)?;
+    let stores = match postgres {
+        Some(server) => {
+            let mut out = Vec::new();
+            for n in sizes {
+                eprintln!("bench: the state store for {n} instances, SQLite and PostgreSQL ...");
+                out.extend(crate::bench::store::measure(
+                    &root.join(format!("store-{n}")),
+                    *n,
+                    server,
+                )?);
+            }
+            out
+        }
+        None => Vec::new(),
+    };
     let deployed = match deploy {
         Some((n, tags)) => {
             eprintln!("bench: deploying {n} instances on moto_server ...");
@@ -45,6 +61,7 @@ pub(super) fn bench_cmd(
         let _ = std::fs::remove_dir_all(&root);
     }
     print_figures(&rows, deployed.as_ref(), json)?;
+    print_store_figures(&stores, json);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -77,6 +94,8 @@ fn measure_in_child(exe: &Path, n: usize, root: &Path) -> Result<Figures> {
             "--dir",
         ])
         .arg(root)
+        // The store figures run once, in the parent.
+        .env_remove("PROTOND_BENCH_POSTGRES_URL")
         .output()
         .context("cannot run protond bench")?;
     if !out.status.success() {
@@ -116,6 +135,24 @@ fn print_figures(rows: &[Figures], deployed: Option<&DeployFigures>, json: bool)
         }
     }
     Ok(())
+}
+
+/// Prints the state store's figures (`--postgres`), if any: a table, or one
+/// `{"store": ...}` line each.
+fn print_store_figures(rows: &[crate::bench::store::StoreFigures], json: bool) {
+    if rows.is_empty() {
+        return;
+    }
+    if json {
+        for f in rows {
+            println!("{}", serde_json::json!({ "store": f }));
+        }
+    } else {
+        print!(
+            "\nThe state store's share of a cycle, SQLite next to PostgreSQL:\n\n{}",
+            crate::bench::store::table(rows)
+        );
+    }
 }
 
 mod render;

@@ -71,7 +71,7 @@ fn shard_summary(config: &Config) -> String {
 /// the store does not exist.
 fn unconfigured_warnings(config: &Config) -> Vec<String> {
     let read = async {
-        let Some(store) = crate::state::Store::open_read_only(&config.state).await? else {
+        let Some(store) = crate::state::Store::open_read_only(config).await? else {
             return Ok((BTreeMap::new(), BTreeMap::new()));
         };
         let counts = store.resources_per_repo().await?;

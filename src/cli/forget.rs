@@ -29,7 +29,7 @@ pub(super) fn forget_cmd(config: &Path, repo: &str) -> Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     runtime()?.block_on(async move {
-        let store = crate::state::Store::open(&config.state).await?;
+        let store = crate::state::Store::open_config(&config).await?;
         let resources = store
             .resources_per_repo()
             .await?

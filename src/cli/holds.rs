@@ -68,7 +68,7 @@ pub(super) fn hold_cmd(config: &Path, args: &HoldArgs<'_>) -> Result<ExitCode> {
         );
     }
     runtime()?.block_on(async move {
-        let store = Store::open(&config.state).await?;
+        let store = Store::open_config(&config).await?;
         store.put_hold(&hold).await?;
         let what = if hold.all {
             "every change (creates, updates, deletes)"
@@ -91,7 +91,7 @@ pub(super) fn unhold_cmd(config: &Path, target: &str) -> Result<ExitCode> {
     let config = load_config(config)?;
     let target = HoldTarget::parse(target).map_err(anyhow::Error::msg)?;
     runtime()?.block_on(async move {
-        let store = Store::open(&config.state).await?;
+        let store = Store::open_config(&config).await?;
         if store.delete_hold(&target).await? {
             println!("hold on {target} lifted");
             Ok(ExitCode::SUCCESS)
@@ -106,7 +106,7 @@ pub(super) fn unhold_cmd(config: &Path, target: &str) -> Result<ExitCode> {
 pub(super) fn holds_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode> {
     let config = load_config(config)?;
     runtime()?.block_on(async move {
-        let store = Store::open(&config.state).await?;
+        let store = Store::open_config(&config).await?;
         let holds = store.holds().await?;
         let pins = store.pins().await?;
         let now = SystemTime::now();
@@ -241,7 +241,7 @@ pub(super) fn rollback_cmd(
         version,
     };
     runtime()?.block_on(async move {
-        let store = Store::open(&config.state).await?;
+        let store = Store::open_config(&config).await?;
         let stages = stages(&config, &pin.target).await?;
         let registered: BTreeSet<(String, Version)> = store
             .template_versions()
@@ -325,7 +325,7 @@ pub(super) fn unpin_cmd(
     let config = load_config(config)?;
     let target = pin_target(target)?;
     runtime()?.block_on(async move {
-        let store = Store::open(&config.state).await?;
+        let store = Store::open_config(&config).await?;
         if via == Via::PullRequest {
             return unpin_pr(&config, &store, &target, template).await;
         }

@@ -69,9 +69,9 @@ pub(super) fn import_cmd(args: &ImportArgs) -> Result<ExitCode> {
         } else {
             None
         };
-        let store = crate::state::Store::open(&config.state).await?;
+        let store = crate::state::Store::open_config(&config).await?;
         let leases = if opts.apply && pg {
-            let settings = crate::ha::Settings::from_config_and_env(&config)?;
+            let settings = crate::ha::Settings::from_config(&config);
             Some(crate::ha::Elector::exclusive(store.clone(), settings).await?)
         } else {
             None

@@ -1,6 +1,6 @@
 //! The command line: argument parsing, logging setup, and the dispatch of each subcommand
 //! to its own file (`validate`, `render`, `plan`, `status`, `run` and `reconcile`, `demo`,
-//! `bench`, `notify`, `rollout`, `hold`, `unhold`, `holds`, `rollback`, `unpin` (`holds.rs`), `forget`, `check-config`, `import`, `refresh`, and the manual actions
+//! `bench`, `notify`, `rollout`, `hold`, `unhold`, `holds`, `rollback`, `unpin` (`holds.rs`), `forget`, `check-config`, `import`, `state copy` (`state.rs`), `refresh`, and the manual actions
 //! `redeploy`, `retry`, `cancel`, `wait`, `history` in `actions.rs`). Errors are printed once, with their chain
 //! (`{:#}`), and turned into exit codes here and nowhere else; anyhow is used in this module
 //! and nowhere else in the crate.
@@ -34,6 +34,7 @@ mod report;
 mod rollback_pr;
 mod rollout;
 mod run;
+mod state;
 mod status;
 mod validate;
 
@@ -42,6 +43,7 @@ pub use notify::NotifyStatus;
 pub use preview::{PreviewArgs, PreviewFormat};
 pub use render::RenderArgs;
 pub use rollout::RolloutAction;
+pub use state::StateAction;
 
 /// protond: self-hosted, git-driven successor to AWS Proton.
 #[derive(Debug, Parser)]
@@ -78,17 +80,21 @@ fn init_logging(format: LogFormat) {
     // Colour only for a person at a terminal, and never when NO_COLOR is set (no-color.org).
     let colour = std::io::stderr().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    // Span fields kept as JSON, so that each line prints every field once
+    // (`telemetry::logfmt`).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(colour);
+        .with_ansi(colour)
+        .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new());
     let _ = match format {
         LogFormat::Json => builder
             .with_writer(std::io::stderr)
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
+            .event_format(crate::telemetry::logfmt::Lines { json: true })
             .try_init(),
-        LogFormat::Pretty => builder.with_writer(OneLine).compact().try_init(),
+        LogFormat::Pretty => builder
+            .with_writer(OneLine)
+            .event_format(crate::telemetry::logfmt::Lines { json: false })
+            .try_init(),
     };
 }
 
@@ -381,6 +387,11 @@ pub enum Command {
         /// Another measurement instead of the fleet figures (`render`).
         #[command(subcommand)]
         mode: Option<bench::BenchMode>,
+        /// A PostgreSQL server (`postgres://user@host/db`, a user who may create databases):
+        /// also measure the state store's share of a cycle on it next to `SQLite`, each size
+        /// in a new database dropped afterwards.
+        #[arg(long, env = "PROTOND_BENCH_POSTGRES_URL")]
+        postgres: Option<String>,
     },
     /// Delete, explicitly, the resources deployed from a spec repo removed from the config:
     /// marks the repo in the state store; the next cycles delete its resources within the
@@ -399,6 +410,13 @@ pub enum Command {
     /// adds protond's ownership tags. A dry run by default. `--write-specs` drafts spec files
     /// from Proton's API export instead.
     Import(Box<ImportArgs>),
+    /// Work on the state store itself: `state copy --from URL --to URL` moves it (a `SQLite`
+    /// file to PostgreSQL, or back), checked by rows per table and the status view.
+    State {
+        /// What to do.
+        #[command(subcommand)]
+        action: StateAction,
+    },
     /// Ask the running daemon (`protond run`) to fetch every repo and re-read live state
     /// now: a drift check of every recorded stack and a cycle. Sends the API token from the
     /// variable `server.token_env` names to `POST /api/v1/refresh`.
@@ -605,11 +623,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             no_aws,
             deploy_instances,
             tags,
+            postgres,
         } => bench::bench_cmd(
             &instances,
             dir.as_deref(),
             json,
             (!no_aws).then_some((deploy_instances, tags)),
+            postgres.as_deref(),
         ),
         Command::Notify {
             resource,
@@ -663,6 +683,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         | Command::Wait { .. }
         | Command::History { .. }) => manual_action(c),
         Command::Import(args) => import::import_cmd(&args),
+        Command::State { action } => state::state_cmd(action),
     }
 }
 

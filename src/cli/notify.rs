@@ -44,7 +44,7 @@ pub(super) fn notify_cmd(
         }
     };
     runtime()?.block_on(async move {
-        let store = crate::state::Store::open(&config.state).await?;
+        let store = crate::state::Store::open_config(&config).await?;
         let outcome = crate::provision::self_managed::notify(
             &store,
             resource,

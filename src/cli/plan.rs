@@ -21,7 +21,7 @@ pub(super) fn plan_cmd(config: &Path, output: OutputFormat, fetch: bool) -> Resu
     let config = load_config(config)?;
     runtime()?.block_on(async move {
         // Read-only: the plan reads the repos and the store, and writes nothing.
-        let store = crate::state::Store::open(&config.state).await?;
+        let store = crate::state::Store::open_config(&config).await?;
         let cfg = config.clone();
         let mut snapshot =
             tokio::task::spawn_blocking(move || crate::desired::load(&cfg, None, fetch))

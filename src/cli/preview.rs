@@ -151,8 +151,16 @@ async fn read_world(config: &Config, fetch: bool) -> Result<(Snapshot, Facts)> {
         .await
         .context("reading the repos panicked")?;
     let path = config.state.strip_prefix("sqlite://").unwrap_or_default();
-    let facts = if Path::new(path).exists() {
-        let store = crate::state::Store::open(&config.state).await?;
+    // A PostgreSQL store is read as it is (connected, never migrated); a SQLite file only
+    // when it exists.
+    let store = match crate::state::Backend::of(&config.state) {
+        Some(crate::state::Backend::Postgres) => {
+            crate::state::Store::open_read_only(config).await?
+        }
+        _ if Path::new(path).exists() => Some(crate::state::Store::open_config(config).await?),
+        _ => None,
+    };
+    let facts = if let Some(store) = store {
         snapshot.add_forgotten(&store.forgotten_repos().await?);
         let waiting = crate::daemon::reconcile::waiting(&store).await?;
         crate::daemon::reconcile::read_facts(

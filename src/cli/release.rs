@@ -48,7 +48,7 @@ pub(super) fn release_cmd(
 ) -> Result<ExitCode> {
     let config = load_config(config)?;
     runtime()?.block_on(async move {
-        let store = crate::state::Store::open(&config.state).await?;
+        let store = crate::state::Store::open_config(&config).await?;
         let need = || {
             release.ok_or_else(|| {
                 anyhow!("give the release: <template>/v<major>.<minor>, e.g. web-svc/v1.2")

@@ -14,7 +14,7 @@ use super::{OutputFormat, load_config, runtime};
 pub(super) fn report_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode> {
     let config = load_config(config)?;
     runtime()?.block_on(async move {
-        let store = crate::state::Store::open(&config.state).await?;
+        let store = crate::state::Store::open_config(&config).await?;
         let report = crate::report::build(&crate::report::read(&store).await?);
         let mut out = std::io::stdout().lock();
         match output {

@@ -35,7 +35,7 @@ pub(super) fn rollout_cmd(
         bail!("{version:?} is not <template>/v<major>.<minor>, e.g. web-svc/v1.2");
     };
     runtime()?.block_on(async move {
-        let store = crate::state::Store::open(&config.state).await?;
+        let store = crate::state::Store::open_config(&config).await?;
         let halted = action == RolloutAction::Halt;
         let by = super::release::operator();
         if halted {

@@ -41,7 +41,7 @@ pub(super) fn run_daemon(
             .as_ref()
             .and_then(|l| l.local_addr().ok())
             .map(|a| a.to_string());
-        crate::daemon::elect(&ctx, shown)?;
+        crate::daemon::elect(&ctx, shown);
         let secrets = crate::server::Secrets::from_env(&ctx.config.server);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = listener.map(|l| {

@@ -17,7 +17,7 @@ use super::{OutputFormat, load_config, runtime};
 pub(super) fn status_cmd(config: &Path, output: OutputFormat) -> Result<ExitCode> {
     let config = load_config(config)?;
     runtime()?.block_on(async move {
-        let store = crate::state::Store::open(&config.state).await?;
+        let store = crate::state::Store::open_config(&config).await?;
         let overview = store.overview().await?;
         // What the daemon recorded: invalid specs (its last cycle) and drift (its checks).
         let findings = crate::ops::findings_from_store(&store.spec_findings().await?);

@@ -57,13 +57,10 @@ pub async fn context(
         tracing::debug!(lock_file = %lock.path().display(), "Holding the state store's writer lock.");
         Some(lock)
     };
-    let store = Store::open(&config.state).await?;
+    let store = Store::open_config(&config).await?;
     let installation = store.installation(config.installation.as_deref()).await?;
     if store.backend() == crate::state::Backend::Postgres {
-        // `[ha] shards`, or the elector's override of it (`PROTOND_SHARDS`).
-        let shards = crate::ha::Settings::from_config_and_env(&config)
-            .map_or(config.ha.shards, |s| s.shards);
-        store.check_shards(shards).await?;
+        store.check_shards(config.ha.shards.max(1)).await?;
     }
     let cfn = CloudFormation::new(Settings::from_config(&config)).await;
     let (tx, rx) = mpsc::unbounded_channel();
@@ -357,9 +354,15 @@ async fn replicated(
 ) {
     let mut held = elector.subscribe();
     loop {
-        tokio::select! {
-            () = shutdown.as_mut() => return,
-            r = held.wait_for(crate::ha::Held::leading) => if r.is_err() { return },
+        // Following: no work of any term runs here, so a loss the elector reports now has
+        // nothing left to stop.
+        elector.work_stopped();
+        if !elector.held().valid_now() {
+            tokio::select! {
+                () = shutdown.as_mut() => return,
+                r = held.changed() => if r.is_err() { return },
+            }
+            continue;
         }
         let now = elector.held();
         tracing::info!(leases = ?now.leases, replica = %elector.settings().replica_id, "Leading: reconciling.");
@@ -438,22 +441,17 @@ async fn wind_down(ctx: &Ctx) {
 
 /// Makes `ctx` a replica of its PostgreSQL state: starts the elector (`listen`: where it
 /// serves HTTP, shown to the others). Nothing on `SQLite`.
-///
-/// # Errors
-///
-/// A setting that does not parse.
-pub fn elect(ctx: &Ctx, listen: Option<String>) -> Result<(), crate::ha::HaError> {
+pub fn elect(ctx: &Ctx, listen: Option<String>) {
     if ctx.store.backend() != Backend::Postgres {
-        return Ok(());
+        return;
     }
-    let settings = crate::ha::Settings::from_config_and_env(&ctx.config)?;
+    let settings = crate::ha::Settings::from_config(&ctx.config);
     tracing::info!(replica = %settings.replica_id, lease = ?settings.lease, "PostgreSQL state: electing a leader among the replicas.");
     ctx.set_elector(crate::ha::Elector::start(
         ctx.store.clone(),
         settings,
         listen,
     ));
-    Ok(())
 }
 
 /// Takes every lease for a command that reconciles alone (`reconcile --once`) on a
@@ -466,7 +464,7 @@ pub async fn exclusive(ctx: &Ctx) -> Result<(), crate::ha::HaError> {
     if ctx.store.backend() != Backend::Postgres {
         return Ok(());
     }
-    let settings = crate::ha::Settings::from_config_and_env(&ctx.config)?;
+    let settings = crate::ha::Settings::from_config(&ctx.config);
     ctx.set_elector(crate::ha::Elector::exclusive(ctx.store.clone(), settings).await?);
     Ok(())
 }

@@ -160,7 +160,7 @@ fn fake_with_environments() -> Fake {
 /// A replica of the world at `root` (its config and store) deploying through `fake`.
 async fn replica(root: &Path, fake: &Fake) -> Arc<Ctx> {
     let config = crate::config::Config::load(&root.join("proton.toml")).expect("config loads");
-    let store = crate::state::Store::open(&config.state)
+    let store = crate::state::Store::open_config(&config)
         .await
         .expect("store");
     let cfn = crate::provision::cloudformation::CloudFormation::new(
@@ -312,7 +312,7 @@ async fn deletes_beyond_the_budget_are_refused_then_done_within_it() {
     let w2 = World {
         ctx: {
             let config = crate::config::Config::load(&w.root.join("proton.toml")).expect("config");
-            let store = crate::state::Store::open(&config.state)
+            let store = crate::state::Store::open_config(&config)
                 .await
                 .expect("store");
             let cfn = w.ctx.cfn.clone();

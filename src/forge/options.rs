@@ -353,6 +353,7 @@ mod tests {
             draft: true,
             auto_merge: true,
             schedule: None,
+            dashboard: false,
         }
     }
 

@@ -21,14 +21,6 @@ use crate::state::{StateError, Store};
 /// Why this replica cannot take part, or cannot hold every lease.
 #[derive(Debug, thiserror::Error)]
 pub enum HaError {
-    /// A setting that does not parse.
-    #[error("{name}: {detail}")]
-    Setting {
-        /// The variable (or config key).
-        name: &'static str,
-        /// What is wrong and the fix.
-        detail: String,
-    },
     /// Another replica holds a lease this command needs.
     #[error(
         "the state is being reconciled: lease {lease} is held by replica {holder} (epoch {epoch}) for {expires_in_ms} ms more; stop that `protond run` (or wait until its lease expires) and run this again"

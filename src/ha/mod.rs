@@ -28,15 +28,6 @@ pub use elector::{Elector, HaError};
 use crate::config::Config;
 use crate::state::lease::{LeaseRecord, ReplicaRecord};
 
-/// `PROTOND_HA_LEASE`: the lease (humantime, e.g. `15s`).
-pub const LEASE_ENV: &str = "PROTOND_HA_LEASE";
-/// `PROTOND_REPLICA_ID`: this replica's id (default `<hostname>-<pid>`).
-pub const REPLICA_ENV: &str = "PROTOND_REPLICA_ID";
-/// `PROTOND_SHARD`: this replica's home shard.
-pub const SHARD_ENV: &str = "PROTOND_SHARD";
-/// `PROTOND_SHARDS`: the number of shards.
-pub const SHARDS_ENV: &str = "PROTOND_SHARDS";
-
 /// How this replica takes part in the election.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -51,54 +42,16 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The settings from the config and, until the config has its `[ha]` section, the
-    /// environment (`PROTOND_HA_LEASE`, `PROTOND_REPLICA_ID`, `PROTOND_SHARDS`,
-    /// `PROTOND_SHARD`).
-    ///
-    /// # Errors
-    ///
-    /// A variable that does not parse, named with its value and the fix.
-    pub fn from_config_and_env(config: &Config) -> Result<Self, HaError> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let lease = match var(LEASE_ENV) {
-            Some(v) => humantime::parse_duration(v.trim()).map_err(|e| HaError::Setting {
-                name: LEASE_ENV,
-                detail: format!("{v:?} is not a duration ({e}); write e.g. 15s"),
-            })?,
-            None => config.ha.lease,
-        };
-        if lease < Duration::from_millis(300) {
-            return Err(HaError::Setting {
-                name: LEASE_ENV,
-                detail: format!("{lease:?} is too short; use at least 300ms (default 15s)"),
-            });
+    /// The settings the config's `[ha]` section gives (with `PROTOND_REPLICA_ID` and
+    /// `PROTOND_SHARD` already applied and checked by `config::ha`).
+    #[must_use]
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            lease: config.ha.lease,
+            replica_id: config.ha.replica_id.clone(),
+            shards: config.ha.shards.max(1),
+            shard: config.ha.shard,
         }
-        let number = |name: &'static str, default: u32| -> Result<u32, HaError> {
-            var(name).map_or(Ok(default), |v| {
-                v.trim().parse().map_err(|_| HaError::Setting {
-                    name,
-                    detail: format!("{v:?} is not a whole number"),
-                })
-            })
-        };
-        // `[ha]` (merged since); the variables still override it.
-        let shards = number(SHARDS_ENV, config.ha.shards)?.max(1);
-        let shard = number(SHARD_ENV, config.ha.shard)?;
-        if shard >= shards {
-            return Err(HaError::Setting {
-                name: SHARD_ENV,
-                detail: format!(
-                    "shard {shard} does not exist with {shards} shard(s); use 0 to {}",
-                    shards - 1
-                ),
-            });
-        }
-        Ok(Self {
-            lease,
-            replica_id: var(REPLICA_ENV).unwrap_or_else(|| config.ha.replica_id.clone()),
-            shards,
-            shard,
-        })
     }
 
     /// How often the elector heartbeats, renews and tries to acquire: a third of the lease.

@@ -21,7 +21,9 @@
 //!   with a comment; a repo that could not be read closes nothing.
 //! * At most `proposals.max_per_hour` pull requests are opened in any hour.
 
+pub mod dashboard;
 pub mod rewrite;
+pub mod sign;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -760,6 +762,8 @@ pub struct SyncReport {
     pub rate_limited: usize,
     /// New proposals waiting for their repo's `proposals.schedule`.
     pub outside_schedule: usize,
+    /// Dashboard issues opened or edited.
+    pub dashboards: usize,
     /// Errors (one line each).
     pub errors: Vec<String>,
 }
@@ -792,6 +796,9 @@ enum StepError {
     /// The blocking git task panicked or was cancelled.
     #[error(transparent)]
     Task(tokio::task::JoinError),
+    /// The commit could not be signed (`[proposals] sign`).
+    #[error(transparent)]
+    Sign(#[from] sign::SignError),
 }
 
 /// What one pass has done so far: the report it returns, and where its events count.
@@ -800,10 +807,28 @@ struct Pass<'a> {
     telemetry: &'a Telemetry,
 }
 
-/// Opens, updates and closes pull requests so that they match the snapshot. Spec repos
-/// without a forge are skipped. One file's failure never stops the others. Every outcome is
-/// logged and counted through `telemetry`'s proposal events.
+/// Opens, updates and closes pull requests so that they match the snapshot, then brings the
+/// repos' dashboard issues up to date ([`dashboard::sync`]). Spec repos without a forge are
+/// skipped. One file's failure never stops the others. Every outcome is logged and counted
+/// through `telemetry`'s proposal events.
 pub async fn sync(
+    config: &Config,
+    store: &Store,
+    telemetry: &Telemetry,
+    snapshot: &Snapshot,
+    deployed: &[ResourceRecord],
+    backoff: &Backoff,
+) -> SyncReport {
+    let mut report = sync_pulls(config, store, telemetry, snapshot, deployed, backoff).await;
+    if config.proposals.enabled {
+        let (changed, errors) = dashboard::sync(config, store, snapshot, deployed).await;
+        report.dashboards = changed;
+        report.errors.extend(errors);
+    }
+    report
+}
+
+async fn sync_pulls(
     config: &Config,
     store: &Store,
     telemetry: &Telemetry,
@@ -996,7 +1021,8 @@ async fn write_commit(config: &Config, repo: &SpecRepo, p: &Proposal) -> Result<
         config.proposals.author_name.clone(),
         config.proposals.author_email.clone(),
     );
-    tokio::task::spawn_blocking(move || -> Result<String, StepError> {
+    let git_dir = mirror.path().to_path_buf();
+    let written = tokio::task::spawn_blocking(move || -> Result<String, StepError> {
         let base_id = gix::ObjectId::from_hex(base.as_bytes())
             .map_err(|source| StepError::Base { base, source })?;
         mirror
@@ -1011,7 +1037,11 @@ async fn write_commit(config: &Config, repo: &SpecRepo, p: &Proposal) -> Result<
             .map_err(StepError::WriteCommit)
     })
     .await
-    .map_err(StepError::Task)?
+    .map_err(StepError::Task)??;
+    match &config.proposals.signing {
+        Some(signing) => Ok(sign::sign(&git_dir, &written, signing).await?),
+        None => Ok(written),
+    }
 }
 
 /// Whether commit `id` of the repo's mirror was written by protond's configured author.

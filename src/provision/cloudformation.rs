@@ -3,7 +3,10 @@
 //! Stacks are named and tagged deterministically from the resource id, created and updated
 //! through change sets (with `CAPABILITY_IAM`, `CAPABILITY_NAMED_IAM` and
 //! `CAPABILITY_AUTO_EXPAND`), and observed by polling. A change set without changes is a
-//! success. A stack that failed on create (`ROLLBACK_COMPLETE`) is deleted before the next
+//! success. Without change sets, a stack this installation has no record of is created at
+//! once (`CreateStack`, then `DescribeStacks` until it settles: two calls when it completes
+//! at the first look); "already exists" takes the adoption path, which reads the stack and
+//! passes the ownership gate ([`check_owner`]) before anything touches it. A stack that failed on create (`ROLLBACK_COMPLETE`) is deleted before the next
 //! create. Failures carry the failing stack events' reasons.
 //!
 //! A template over `CloudFormation`'s 51,200-byte `TemplateBody` limit ([`TEMPLATE_BODY_LIMIT`])
@@ -512,6 +515,40 @@ pub enum Started {
     Executing,
 }
 
+/// How a direct create ended before any wait.
+enum Created {
+    /// Created (or, on the adoption path, updated): waited for by the caller.
+    Started(Started),
+    /// This very deployment's stack, whose create answer was lost: already waited for.
+    Adopted(Option<StackInfo>),
+}
+
+/// Whether an apply creates the stack at once, without reading it first: stacks are created
+/// directly (`change_sets = false`) and this installation has no record of the resource (nor
+/// a `StackId`). A create change set is not: it would land on a stack left in
+/// `REVIEW_IN_PROGRESS` under the name by anyone, so change sets keep their read and
+/// ownership gate first.
+fn creates_directly(settings: &Settings, job: &Job<'_>) -> bool {
+    !settings.change_sets && !job.recorded && job.deployment.placement.stack_id.is_none()
+}
+
+/// Whether `info` is the stack of this very deployment of this installation (its
+/// `protond:deployment` and `protond:installation` tags): a create whose answer was lost.
+fn is_this_deployments(info: &StackInfo, job: &Job<'_>) -> bool {
+    info.tags.get(TAG_DEPLOYMENT) == Some(&job.deployment_id.to_string())
+        && info.tags.get(TAG_INSTALLATION).map(String::as_str) == Some(job.installation)
+        && info.tags.get(TAG_RESOURCE).map(String::as_str)
+            == Some(job.deployment.resource_id.as_str())
+}
+
+/// A deployed stack as the provisioner reports it.
+fn deployed(info: Option<StackInfo>) -> Applied {
+    Applied::Deployed {
+        stack_id: info.as_ref().and_then(|i| i.id.clone()),
+        outputs: info.map(|i| i.outputs).unwrap_or_default(),
+    }
+}
+
 /// Settings of the `CloudFormation` provisioner.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -998,6 +1035,7 @@ impl CloudFormation {
             role_arn,
             started: tokio::time::Instant::now(),
             seen: std::collections::BTreeSet::new(),
+            in_flight_seen: false,
             progress: crate::state::Progress {
                 stack: stack.to_string(),
                 ..crate::state::Progress::default()
@@ -1005,11 +1043,17 @@ impl CloudFormation {
         };
         let result = self.wait_loop(&mut watch, deleting).await;
         // The events of the end state, seen once the stack settled (not when the endpoint
-        // stopped answering: that would only wait for it again).
-        if !matches!(
-            result,
-            Err(ProvisionError::Call { .. } | ProvisionError::Timeout { .. })
-        ) {
+        // stopped answering: that would only wait for it again; nor for a create complete at
+        // the first look, whose events would only repeat CREATE_COMPLETE at the cost of a
+        // third call per stack).
+        let quiet_create = !watch.in_flight_seen
+            && matches!(&result, Ok(Some(i)) if i.status == "CREATE_COMPLETE");
+        if !quiet_create
+            && !matches!(
+                result,
+                Err(ProvisionError::Call { .. } | ProvisionError::Timeout { .. })
+            )
+        {
             self.stream_events(&mut watch, None).await;
         }
         self.board.remove(stack);
@@ -1027,6 +1071,7 @@ impl CloudFormation {
             if let Some(i) = &info
                 && i.in_progress()
             {
+                watch.in_flight_seen = true;
                 self.stream_events(watch, Some(&i.status)).await;
             }
             match info {
@@ -1072,6 +1117,8 @@ struct Watch<'a> {
     role_arn: Option<&'a str>,
     started: tokio::time::Instant,
     seen: std::collections::BTreeSet<String>,
+    /// Whether a poll saw the operation in flight.
+    in_flight_seen: bool,
     progress: crate::state::Progress,
 }
 
@@ -1188,10 +1235,6 @@ impl CloudFormation {
                 reason: "expected exactly one rendered CloudFormation document".into(),
             });
         };
-        let live = self.live_stack(&job).await?;
-        if let Some(info) = &live {
-            Self::gate(&job, info)?;
-        }
         let role = dep.placement.role_arn.as_deref();
         let stack = placed_stack_name(&dep.resource_id, &dep.placement);
         let req = StackRequest {
@@ -1205,28 +1248,100 @@ impl CloudFormation {
             stack_name: stack.clone(),
             installation: job.installation.to_string(),
         };
+        let started = if creates_directly(&self.settings, &job) {
+            match self.create_or_adopt(&job, &req).await? {
+                Created::Started(started) => started,
+                Created::Adopted(info) => return Ok(deployed(info)),
+            }
+        } else {
+            match self.read_then_apply(&job, &req).await {
+                Ok(started) => started,
+                Err(DeployError::Stack(e)) if e.is_already_exists() => {
+                    return Ok(deployed(self.lost_answer(&job, &stack).await?));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let info = match started {
+            Started::NoChanges => self.describe(&stack, role).await?,
+            Started::Executing => self.wait(&stack, role, false).await?,
+        };
+        Ok(deployed(info))
+    }
+
+    /// The create-or-update of a stack this installation recorded (or of any stack, through
+    /// change sets): the live stack read first (by its recorded `StackId`, else by name), the
+    /// ownership gate, then a change set or `CreateStack`/`UpdateStack`.
+    async fn read_then_apply(
+        &self,
+        job: &Job<'_>,
+        req: &StackRequest,
+    ) -> Result<Started, DeployError> {
+        let live = self.live_stack(job).await?;
+        if let Some(info) = &live {
+            Self::gate(job, info)?;
+        }
         // The gate's read serves as the create-or-update decision (nothing live under the
         // name: a create), unless it found the stack by a recorded StackId under another name.
         let existing = match live {
             None => None,
-            Some(info) if info.name == stack => Some(info),
-            Some(_) => self.describe(&stack, role).await?,
+            Some(info) if info.name == req.stack_name => Some(info),
+            Some(_) => {
+                self.describe(&req.stack_name, req.role_arn.as_deref())
+                    .await?
+            }
         };
-        let info = match self.start_apply_on(&req, existing).await {
-            Ok(Started::NoChanges) => self.describe(&stack, role).await?,
-            Ok(Started::Executing) => self.wait(&stack, role, false).await?,
-            Err(e) if e.is_already_exists() => self.lost_answer(&job, &stack).await?,
-            Err(e) => return Err(e.into()),
-        };
-        Ok(Applied::Deployed {
-            stack_id: info.as_ref().and_then(|i| i.id.clone()),
-            outputs: info.map(|i| i.outputs).unwrap_or_default(),
-        })
+        Ok(self.start_apply_on(req, existing).await?)
     }
 
-    /// A create answered "already exists": the SDK retried a create whose first answer was
-    /// lost, or someone else created the stack meanwhile. Only a stack carrying this very
-    /// deployment's tags (and this installation's) is adopted; anything else is a conflict.
+    /// A stack without a recorded `StackId`, created at once (`CreateStack`, no read before
+    /// it: one call). `AlreadyExistsException` means a stack sits under the name: it is read
+    /// and takes the adoption path, through the same ownership gate as every update (a
+    /// foreign stack is a conflict, left alone): this very deployment's stack (a create
+    /// whose answer was lost) is waited for; a stack of this resource and installation (a
+    /// failed create's `ROLLBACK_COMPLETE`, a record lost) is updated or replaced as
+    /// [`CloudFormation::start_apply_on`] decides.
+    async fn create_or_adopt(
+        &self,
+        job: &Job<'_>,
+        req: &StackRequest,
+    ) -> Result<Created, DeployError> {
+        let role = req.role_arn.as_deref();
+        let source = self.template_source(req).await?;
+        let client = self.client_for(role).await;
+        let tags = stack_tags(req);
+        match self
+            .start_direct(&client, &req.stack_name, req, &source, false, &tags)
+            .await
+        {
+            Ok(started) => return Ok(Created::Started(started)),
+            Err(e) if e.is_already_exists() => {}
+            Err(e) => return Err(e.into()),
+        }
+        let Some(info) = self.describe(&req.stack_name, role).await? else {
+            return Err(ProvisionError::StackFailed {
+                stack: req.stack_name.clone(),
+                status: "MISSING".into(),
+                reasons: "the create answered that the stack exists, but it does not".into(),
+            }
+            .into());
+        };
+        if is_this_deployments(&info, job) {
+            tracing::info!(stack = %req.stack_name, "The create's answer was lost; the stack is this deployment's: adopting it.");
+            let done = self.wait(&req.stack_name, role, false).await?;
+            return Ok(Created::Adopted(done));
+        }
+        Self::gate(job, &info)?;
+        tracing::info!(stack = %req.stack_name, status = %info.status, "A stack of this resource already exists under its name: taking it over.");
+        Ok(Created::Started(
+            self.start_apply_on(req, Some(info)).await?,
+        ))
+    }
+
+    /// A create answered "already exists" after the stack was read: the SDK retried a create
+    /// whose first answer was lost, or someone else created the stack meanwhile. Only a stack
+    /// carrying this very deployment's tags (and this installation's) is adopted; anything
+    /// else is a conflict.
     async fn lost_answer(
         &self,
         job: &Job<'_>,
@@ -1241,9 +1356,7 @@ impl CloudFormation {
             }
             .into());
         };
-        let ours = info.tags.get(TAG_DEPLOYMENT) == Some(&job.deployment_id.to_string())
-            && info.tags.get(TAG_INSTALLATION).map(String::as_str) == Some(job.installation);
-        if !ours {
+        if !is_this_deployments(&info, job) {
             check_owner(&info, &job.deployment.resource_id, job.installation, false)
                 .map_err(DeployError::Conflict)?;
             // Ours, but from another deployment: this one never ran.

@@ -66,7 +66,12 @@ pub(super) async fn connect(url: &str, password: Option<&str>) -> Result<Store, 
         .acquire_timeout(Duration::from_secs(10))
         .after_connect(move |conn, _| {
             let fence = on_connect.clone();
-            Box::pin(async move { send_fence(conn, &fence).await })
+            Box::pin(async move {
+                // PostgreSQL's notices ("relation ... already exists, skipping" at every
+                // migration check) would be logged by every command: warnings and up only.
+                conn.execute("SET client_min_messages = warning").await?;
+                send_fence(conn, &fence).await
+            })
         })
         .before_acquire(move |conn, _| {
             let fence = on_acquire.clone();
@@ -116,5 +121,33 @@ mod tests {
         let url = with_password("postgres://protond@db:5432/protond", Some("p@ss word"))
             .expect("a valid URL");
         assert_eq!(url, "postgres://protond:p%40ss%20word@db:5432/protond");
+    }
+    #[tokio::test]
+    async fn tls_connections_verify_the_server() {
+        let (Ok(admin), Ok(ca)) = (
+            std::env::var("PROTOND_TEST_POSTGRES_URL"),
+            std::env::var("PROTOND_TEST_POSTGRES_CA"),
+        ) else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI runs the TLS test: scripts/postgres sets PROTOND_TEST_POSTGRES_CA"
+            );
+            eprintln!("note: no TLS test server (PROTOND_TEST_POSTGRES_CA); test skipped");
+            return;
+        };
+        let url = crate::state::testing::new_database(&admin).await;
+        let verified = format!("{url}?sslmode=verify-full&sslrootcert={ca}");
+        let store = Store::open(&verified).await.expect("a TLS connection");
+        let ssl: bool =
+            sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                .fetch_one(&store.pool)
+                .await
+                .expect("ssl");
+        assert!(ssl, "the session is encrypted");
+        // The test CA is not among the system's roots: verification refuses the server.
+        let err = connect(&format!("{url}?sslmode=verify-full"), None)
+            .await
+            .expect_err("an unverified server");
+        assert!(matches!(err, StateError::Open { .. }), "{err:?}");
     }
 }

@@ -14,17 +14,21 @@ use sqlx::sqlite::SqliteConnectOptions;
 use super::{Backend, StateError, Store, now};
 
 impl Store {
-    /// Opens the `SQLite` store at `url` read-only, without creating or migrating it: `None`
-    /// when the file does not exist (or `url` is not a `sqlite://` URL).
+    /// Opens the store `config` names read-only, without creating or migrating it: `None`
+    /// when its `SQLite` file does not exist (a PostgreSQL database is connected to).
     ///
     /// # Errors
     ///
     /// [`StateError::Open`] when the file exists but cannot be opened.
-    pub async fn open_read_only(url: &str) -> Result<Option<Self>, StateError> {
+    pub async fn open_read_only(
+        config: &crate::config::Config,
+    ) -> Result<Option<Self>, StateError> {
+        let url = config.state.as_str();
         if Backend::of(url) == Some(Backend::Postgres) {
             // A server has no file to look for: open it (without migrating, a read-only
             // check must not change the schema) and let queries on missing tables fail.
-            return super::pg::connect(url, None).await.map(Some);
+            let password = super::config_password(config)?;
+            return super::pg::connect(url, password.as_deref()).await.map(Some);
         }
         let Some(path) = url.strip_prefix("sqlite://") else {
             return Ok(None);

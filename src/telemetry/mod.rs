@@ -12,6 +12,7 @@
 
 pub mod events;
 pub mod exposition;
+pub mod logfmt;
 mod repeats;
 pub use repeats::Repeats;
 

@@ -469,7 +469,7 @@ fn watcher_triggers_a_deploy_and_sigterm_stops_cleanly() {
     w.commit("payments", "scale prod");
     let started = daemon.wait_for(Duration::from_secs(20), |v| {
         msg(v) == "Deployment started."
-            && v["span"]["resource"] == "service_instance/payments/payments-prod"
+            && v["fields"]["resource"] == "service_instance/payments/payments-prod"
     });
     assert!(started, "the watcher did not trigger a deployment");
     let latency = committed.elapsed();

@@ -325,6 +325,9 @@ async fn aws_endpoint_down_then_back_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_state_store_is_a_clear_error_and_nothing_is_corrupted() {
+    if !common::sqlite_only("an exclusive lock on the state file") {
+        return;
+    }
     let w = world();
     let moto = Moto::start_on(w.aws_port()).expect("moto_server");
     assert!(w.run(&["reconcile", "--once"]).status.success());
@@ -942,6 +945,9 @@ fn with_file_size_limit(cmd: &Command, kib: u64) -> Command {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_state_store_is_a_clear_error_and_nothing_is_corrupted() {
+    if !common::sqlite_only("a full filesystem under the state file") {
+        return;
+    }
     let w = world();
     let moto = Moto::start_on(w.aws_port()).expect("moto_server");
     let state = w.root.join("state");

@@ -61,8 +61,9 @@ fn show(w: &World, repo: &str, rev: &str) -> String {
 
 /// Deletes every proposal row of the state store, as if it were lost.
 async fn clear_proposal_rows(w: &World) {
-    let url = format!("sqlite://{}", w.state_db().display());
-    let pool = sqlx::SqlitePool::connect(&url).await.expect("db");
+    // Installed already when a store was opened in this process.
+    let _ = sqlx::any::install_drivers(&[sqlx::sqlite::any::DRIVER, sqlx::postgres::any::DRIVER]);
+    let pool = sqlx::AnyPool::connect(&w.state_url()).await.expect("db");
     sqlx::query("DELETE FROM proposals")
         .execute(&pool)
         .await

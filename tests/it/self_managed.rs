@@ -191,10 +191,7 @@ async fn components_pipelines_and_terraform_through_pull_requests() {
         );
     }
     // The component's outputs are in its instance's rendered (and deployed) template.
-    let store =
-        protond::state::Store::open(&format!("sqlite://{}/state/state.db", world.root.display()))
-            .await
-            .expect("store");
+    let store = world.store().await;
     let records = store.resources().await.expect("resources");
     let component = records
         .iter()

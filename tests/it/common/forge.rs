@@ -61,6 +61,10 @@ pub struct Inner {
     pub violations: Vec<String>,
     /// The token accepted now ([`FakeForge::set_token`] rotates it).
     pub token: String,
+    /// A GitHub App whose installation tokens are accepted too ([`FakeForge::enable_app`]).
+    pub app: Option<super::github_app::App>,
+    /// Issues opened through the API (the dashboard's).
+    pub issues: Vec<super::issues::Issue>,
 }
 
 /// A fake forge serving on 127.0.0.1 until the test's runtime ends.
@@ -138,6 +142,27 @@ impl FakeForge {
     /// Accepts only `token` from now on, as a forge does once a token is rotated.
     pub fn set_token(&self, token: &str) {
         self.inner.lock().expect("lock").token = token.into();
+    }
+
+    /// Installs `app` on the repository: its JWT mints installation tokens, accepted until
+    /// they expire.
+    pub fn enable_app(&self, app: super::github_app::App) {
+        self.inner.lock().expect("lock").app = Some(app);
+    }
+
+    /// The App as it stands (tokens issued, lookups, uses).
+    pub fn app(&self) -> super::github_app::App {
+        self.inner
+            .lock()
+            .expect("lock")
+            .app
+            .clone()
+            .expect("app enabled")
+    }
+
+    /// The issues so far.
+    pub fn issues(&self) -> Vec<super::issues::Issue> {
+        self.inner.lock().expect("lock").issues.clone()
     }
 
     /// Opens a pull request from `head` to `base` as a person would (not through the API),
@@ -260,8 +285,30 @@ fn handle(cfg: &Cfg, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) 
     // Authentication and headers.
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
     let token = cfg.inner.lock().expect("lock").token.clone();
+    let json_or_null = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if let Some(r) = super::github_app::handle(
+        &cfg.inner,
+        &cfg.prefix,
+        &cfg.repo,
+        &method,
+        &path,
+        header("authorization"),
+        &json_or_null,
+    ) {
+        return r;
+    }
+    let app_token = super::github_app::token_valid(&cfg.inner, header("authorization"));
+    if app_token == Some(false) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({ "message": "Bad credentials" })),
+        )
+            .into_response();
+    }
     let auth_ok = match cfg.kind {
-        Kind::GitHub => header("authorization") == format!("Bearer {token}"),
+        Kind::GitHub => {
+            header("authorization") == format!("Bearer {token}") || app_token == Some(true)
+        }
         Kind::GitLab => header("private-token") == token,
         Kind::Gitea => header("authorization") == format!("token {token}"),
     };
@@ -305,6 +352,15 @@ fn handle(cfg: &Cfg, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) 
     };
     let qs = query(&uri);
     let mut g = cfg.inner.lock().expect("lock");
+    if let Some(r) = super::issues::handle(
+        &mut g,
+        (cfg.kind, &cfg.prefix, &cfg.repo),
+        (&method, &path, &line),
+        &qs,
+        &json_body,
+    ) {
+        return r;
+    }
 
     // List.
     if method == Method::GET && path == base {

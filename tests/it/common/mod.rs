@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub mod forge;
+pub mod github_app;
+pub mod issues;
 pub mod memory;
 pub mod running;
 pub mod world;
@@ -164,6 +166,106 @@ where
         "timed out waiting for {what}; daemon log:\n{}",
         std::fs::read_to_string(log).unwrap_or_default()
     );
+}
+
+/// Whether the suites run on PostgreSQL (`PROTOND_TEST_STATE=postgres`, with the server at
+/// `PROTOND_TEST_POSTGRES_URL`: scripts/postgres starts one) instead of `SQLite` files.
+pub fn on_postgres() -> bool {
+    std::env::var("PROTOND_TEST_STATE").as_deref() == Ok("postgres")
+}
+
+/// Whether a test of what only `SQLite` has (the file, its integrity, a full disk, the lock
+/// file beside it, WAL) runs: true on `SQLite`; on PostgreSQL it prints a one-line note and
+/// the test returns early (`if !common::sqlite_only("...") { return; }`).
+pub fn sqlite_only(what: &str) -> bool {
+    if on_postgres() {
+        eprintln!("note: skipped on PostgreSQL: {what} is SQLite's");
+        return false;
+    }
+    true
+}
+
+/// A PostgreSQL database of one world's own, created on the test server and dropped (with
+/// whoever is still connected) when this is dropped.
+pub struct Database {
+    /// Its URL.
+    pub url: String,
+    /// Its name.
+    name: String,
+}
+
+impl Database {
+    /// A new database when the suites run on PostgreSQL; `None` on `SQLite`.
+    pub fn for_suites() -> Option<Self> {
+        if !on_postgres() {
+            return None;
+        }
+        Some(Self::on_test_server().expect(
+            "PROTOND_TEST_STATE=postgres needs PROTOND_TEST_POSTGRES_URL (scripts/postgres)",
+        ))
+    }
+
+    /// A new database on the test server, when there is one (`PROTOND_TEST_POSTGRES_URL`).
+    pub fn on_test_server() -> Option<Self> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let admin = std::env::var("PROTOND_TEST_POSTGRES_URL").ok()?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .subsec_nanos();
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("protond_it_{}_{n}_{nanos}", std::process::id());
+        admin_sql(&admin, format!("CREATE DATABASE {name}")).expect("create a test database");
+        let mut url = reqwest::Url::parse(&admin).expect("PROTOND_TEST_POSTGRES_URL is a URL");
+        url.set_path(&name);
+        Some(Self {
+            url: url.to_string(),
+            name,
+        })
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        // Never panic here: a failed test is unwinding through it.
+        let dropped = admin_sql(
+            &admin_url(),
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+        if let Err(e) = dropped {
+            eprintln!("note: test database {} not dropped: {e}", self.name);
+        }
+    }
+}
+
+/// The test server's URL (its `postgres` database).
+fn admin_url() -> String {
+    std::env::var("PROTOND_TEST_POSTGRES_URL")
+        .expect("PROTOND_TEST_STATE=postgres needs PROTOND_TEST_POSTGRES_URL (scripts/postgres)")
+}
+
+/// Runs one statement on the test server, on a thread of its own (callers may be inside a
+/// runtime or not).
+fn admin_sql(admin: &str, sql: String) -> Result<(), String> {
+    use sqlx::{Connection as _, Executor as _};
+    let admin = admin.to_string();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let mut conn = sqlx::PgConnection::connect(&admin)
+                .await
+                .map_err(|e| format!("connect to the test PostgreSQL server: {e}"))?;
+            conn.execute(sqlx::AssertSqlSafe(sql.clone()))
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("{sql}: {e}"))
+        })
+    })
+    .join()
+    .map_err(|_| "the statement's thread panicked".to_string())?
 }
 
 /// A port of 127.0.0.1 that was free a moment ago.

@@ -31,8 +31,11 @@ pub struct World {
     _moto: Option<Moto>,
     /// Environment every `protond` command of this world gets (tokens the config names).
     env: Vec<(String, String)>,
-    /// The `SQLite` file the config names.
+    /// The `SQLite` file the config names (unused on PostgreSQL).
     state_db: PathBuf,
+    /// This world's own PostgreSQL database when the suites run on PostgreSQL (the config's
+    /// `state`), dropped with the world.
+    database: Option<super::Database>,
     /// Dropped last: deletes the folder.
     _tmp: tempfile::TempDir,
 }
@@ -188,16 +191,27 @@ impl World {
         self.edit_config(|t| t.replace(&moto, url));
     }
 
-    /// The state store's `SQLite` file.
+    /// The state store's `SQLite` file, for the tests of what only `SQLite` has (they call
+    /// [`super::sqlite_only`] first).
     pub fn state_db(&self) -> PathBuf {
+        assert!(
+            self.database.is_none(),
+            "state_db() is the SQLite file: call common::sqlite_only() first"
+        );
         self.state_db.clone()
+    }
+
+    /// The `state` URL of the config (as written, relative to the root when a `SQLite` file).
+    pub fn state_url(&self) -> String {
+        match &self.database {
+            Some(db) => db.url.clone(),
+            None => format!("sqlite://{}", self.state_db.display()),
+        }
     }
 
     /// Opens the state store.
     pub async fn store(&self) -> Store {
-        Store::open(&format!("sqlite://{}", self.state_db.display()))
-            .await
-            .expect("store")
+        Store::open(&self.state_url()).await.expect("store")
     }
 
     /// The stacks on the world's `moto_server` that are not deleted.
@@ -302,6 +316,10 @@ impl WorldBuilder {
             Aws::Down => (None, format!("http://127.0.0.1:{}", super::free_port())),
         };
         let mut toml = Toml::new(&root, (!aws_url.is_empty()).then(|| aws_url.clone()));
+        let database = super::Database::for_suites();
+        if let Some(db) = &database {
+            toml.state.clone_from(&db.url);
+        }
         for f in self.config {
             f(&mut toml);
         }
@@ -313,6 +331,7 @@ impl WorldBuilder {
             _moto: moto,
             env: self.env,
             state_db,
+            database,
             _tmp: tmp,
         }
     }
@@ -398,7 +417,9 @@ impl Toml {
     pub fn absolute_paths(&mut self) -> &mut Self {
         let data = self.root.join("data");
         self.data_dir = data.display().to_string();
-        self.state = format!("sqlite://{}/state.db", data.display());
+        if self.state.starts_with("sqlite://") {
+            self.state = format!("sqlite://{}/state.db", data.display());
+        }
         let root = self.root.display().to_string();
         for r in self.template_repos.iter_mut().chain(&mut self.spec_repos) {
             r.url = format!("{root}/{}", r.name);
@@ -451,12 +472,13 @@ impl Toml {
             .unwrap_or_else(|| panic!("no repo {name} in the config"))
     }
 
-    /// The `SQLite` file `state` names, relative to the root if relative.
+    /// The `SQLite` file `state` names, relative to the root if relative (on PostgreSQL,
+    /// where the default file would be).
     fn state_db(&self) -> PathBuf {
         let path = self
             .state
             .strip_prefix("sqlite://")
-            .expect("a sqlite:// state URL");
+            .unwrap_or("state/state.db");
         self.root.join(path)
     }
 
@@ -513,17 +535,24 @@ fn the_config_has_the_layout_the_suites_edit() {
     assert_eq!(
         text,
         format!(
-            "state = \"sqlite://state/state.db\"\ndata_dir = \"data\"\npoll_interval = \"1s\"\n\
+            "state = \"{state}\"\ndata_dir = \"data\"\npoll_interval = \"1s\"\n\
              [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\npoll_interval = \"200ms\"\nmax_attempts = 2\nchange_sets = false\n\
              [daemon]\nshutdown_grace = \"10s\"\n\
              [[template_repos]]\nname = \"platform-templates\"\nurl = \"platform-templates\"\n\
              [[spec_repos]]\nname = \"platform-envs\"\nurl = \"platform-envs\"\nplatform = true\n\
              [[spec_repos]]\nname = \"payments\"\nurl = \"payments\"\nallow_empty = true\n\
              [[spec_repos]]\nname = \"intruder\"\nurl = \"intruder\"\n",
-            url = w.aws_url()
+            url = w.aws_url(),
+            state = if super::on_postgres() {
+                w.state_url()
+            } else {
+                "sqlite://state/state.db".into()
+            },
         )
     );
-    assert_eq!(w.state_db(), w.root.join("state/state.db"));
+    if super::sqlite_only("the state file's path") {
+        assert_eq!(w.state_db(), w.root.join("state/state.db"));
+    }
     assert_eq!(
         w.aws_url(),
         format!("http://127.0.0.1:{}", w.aws_port()).as_str()
