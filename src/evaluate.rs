@@ -60,6 +60,8 @@ pub struct Facts {
     pub approvals: Vec<crate::gate::Approval>,
     /// The wall-clock time the decision is made at.
     pub now: SystemTime,
+    /// What this leader may change (the shards it holds); everything when unsharded.
+    pub scope: crate::ha::shard::Scope,
 }
 
 impl Facts {
@@ -80,6 +82,7 @@ impl Facts {
             holds: Vec::new(),
             approvals: Vec::new(),
             now,
+            scope: crate::ha::shard::Scope::all(),
         }
     }
 }
@@ -145,6 +148,7 @@ pub fn evaluate(
         changed: &changed,
         rollbacks: &rollbacks,
         back: &back,
+        scope: &facts.scope,
     };
     let set = render(snapshot, facts, config, cache, &rollbacks, &halted);
     let first = labels.diff(&set);
@@ -265,6 +269,8 @@ struct Labels<'a> {
     changed: &'a BTreeSet<(String, Version)>,
     rollbacks: &'a BTreeMap<String, Version>,
     back: &'a BTreeMap<String, quarantine::Rollback>,
+    /// What this leader may change: other shards' resources leave the plan.
+    scope: &'a crate::ha::shard::Scope,
 }
 
 impl Labels<'_> {
@@ -278,6 +284,21 @@ impl Labels<'_> {
         plan::label_release_changes(&mut plan, self.changed);
         plan::label_rollbacks(&mut plan, self.rollbacks);
         quarantine::label_redeploys(&mut plan, self.back, self.rollbacks);
+        if !self.scope.is_everything() {
+            // Its repo from the desired set, else from its record (a delete).
+            let mut repos: BTreeMap<&str, &str> = self
+                .observed
+                .iter()
+                .map(|d| (d.id.as_str(), d.repo.as_str()))
+                .collect();
+            repos.extend(
+                set.resources
+                    .iter()
+                    .map(|r| (r.desired.id.as_str(), r.desired.repo.as_str())),
+            );
+            self.scope
+                .retain_owned(&mut plan, |id| repos.get(id).copied());
+        }
         plan
     }
 }

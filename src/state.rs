@@ -44,6 +44,7 @@ mod repo_health;
 mod report;
 mod requests;
 mod retired;
+mod shards;
 pub use actions::{ActionNotes, Progress};
 pub use approvals::PendingApproval;
 pub use holds::PinRecord;
@@ -150,6 +151,19 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    /// The shared state was set up for another number of shards than this replica's
+    /// config says: the replicas would disagree on which shard owns which repo.
+    #[error(
+        "the state database {path} was set up for ha.shards = {recorded}, but this replica's config says ha.shards = {configured}; every replica must use the same count. Set shards = {recorded} in [ha], or to change the count stop every replica, run `DELETE FROM meta WHERE key = 'shards'` on the database and start them all with the new count"
+    )]
+    Shards {
+        /// The database (without its password).
+        path: String,
+        /// The count recorded at first start.
+        recorded: u32,
+        /// The count this replica's config gives.
+        configured: u32,
+    },
     /// The PostgreSQL password file could not be read.
     #[error(
         "cannot read the state password file {} (state_password_file): make it readable by protond, or set PROTOND_STATE_PASSWORD instead",
@@ -199,6 +213,7 @@ impl StateError {
             Self::LockFile { .. } => "lock_file",
             Self::Corrupt { .. } => "corrupt",
             Self::Installation { .. } => "installation",
+            Self::Shards { .. } => "shards",
             Self::Password { .. } => "password",
         }
     }
@@ -961,7 +976,12 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(self.q("record the installation name"))?;
-        Ok(name)
+        // Replicas starting at once on a shared database race here: the first name recorded
+        // is everyone's (a replica with its own name would find its peers' stacks foreign).
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = 'installation'")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(self.q("read the installation name"))
     }
 
     /// Whether the database answers.

@@ -82,6 +82,9 @@ pub struct Ctx {
     skipped: Mutex<Option<Arc<[crate::state::SkippedRepo]>>>,
     /// The drift check's bookkeeping (when it last ran, whether one is asked for).
     pub drift: crate::drift::Runtime,
+    /// What this replica may change without an elector (tests; everything by default);
+    /// with one, [`Ctx::scope`] reads the leases it holds.
+    scope: Mutex<Arc<crate::ha::shard::Scope>>,
     /// The elector on a PostgreSQL state (`None` on `SQLite`, whose writer lock makes this
     /// process the one writer): whether this replica leads, and may deploy now.
     elector: std::sync::OnceLock<Arc<crate::ha::Elector>>,
@@ -167,9 +170,34 @@ impl Ctx {
             findings: Mutex::default(),
             skipped: Mutex::new(None),
             drift: crate::drift::Runtime::default(),
+            scope: Mutex::default(),
             elector: std::sync::OnceLock::new(),
             tasks: Mutex::new(Vec::new()),
         })
+    }
+
+    /// What this replica may change now (see [`crate::ha::shard::Scope`]): with an elector,
+    /// the shards of the leases it holds at this moment; else what [`Ctx::set_scope`] set
+    /// (everything by default).
+    pub fn scope(&self) -> Arc<crate::ha::shard::Scope> {
+        match self.elector.get() {
+            Some(e) => Arc::new(crate::ha::shard::Scope::from_config(
+                &self.config,
+                e.settings().shards,
+                e.held().leases.keys().map(String::as_str),
+            )),
+            None => lock(&self.scope).clone(),
+        }
+    }
+
+    /// Sets what this replica may change (the elector, when the leases it holds change);
+    /// the next cycle acts on it.
+    #[allow(
+        dead_code,
+        reason = "the elector (issue 19) calls it once merged; tests now"
+    )]
+    pub fn set_scope(&self, scope: crate::ha::shard::Scope) {
+        *lock(&self.scope) = Arc::new(scope);
     }
 
     /// Keeps the state store's writer lock for as long as this context lives (see

@@ -54,10 +54,13 @@ pub(super) fn maybe_start(ctx: &Arc<Ctx>, eval: &Evaluation) {
 
 /// The `CloudFormation` resources of the desired state, with their rendering and policy.
 fn wanted(ctx: &Ctx, eval: &Evaluation) -> BTreeMap<String, Wanted> {
+    let scope = ctx.scope();
     eval.set
         .resources
         .iter()
         .filter(|r| r.provisioning == Provisioning::CloudFormation)
+        // Another shard's leader checks (and heals) its own resources.
+        .filter(|r| scope.owns(r.desired.kind, &r.desired.repo))
         .map(|r| {
             let rendered_hash = match &r.desired.state {
                 DesiredState::Ready { rendered_hash } => Some(rendered_hash.clone()),

@@ -59,6 +59,9 @@ pub async fn context(
     };
     let store = Store::open_config(&config).await?;
     let installation = store.installation(config.installation.as_deref()).await?;
+    if store.backend() == crate::state::Backend::Postgres {
+        store.check_shards(config.ha.shards.max(1)).await?;
+    }
     let cfn = CloudFormation::new(Settings::from_config(&config)).await;
     let (tx, rx) = mpsc::unbounded_channel();
     let ctx = Ctx::new(config, store, cfn, installation, tx);

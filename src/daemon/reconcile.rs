@@ -100,7 +100,7 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<CycleReport,
         let waiting = waiting(&ctx.store).await?;
         report.waiting = waiting.len();
         report.adopted = adopt(ctx, &snapshot, &waiting).await?;
-        let facts = read_facts(
+        let mut facts = read_facts(
             &ctx.store,
             ctx.running(),
             waiting,
@@ -108,6 +108,7 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<CycleReport,
             (ctx.clock)(),
         )
         .await?;
+        facts.scope = (*ctx.scope()).clone();
         let eval = {
             let mut cache = ctx
                 .compute_cache
@@ -412,9 +413,14 @@ async fn adopt(
     waiting: &BTreeSet<String>,
 ) -> Result<usize, StateError> {
     let roles = evaluate::environment_field(snapshot, |e| e.role_arn.as_ref());
+    let scope = ctx.scope();
     let mut adopted = 0;
     for dep in ctx.store.in_flight().await? {
         if waiting.contains(&dep.deployment.resource_id) {
+            continue;
+        }
+        // Another shard's deployment is its leader's to adopt.
+        if !scope.owns(dep.deployment.kind, &dep.deployment.repo) {
             continue;
         }
         if let Some(claim) = ctx.claim(&dep.deployment.resource_id) {
@@ -479,6 +485,7 @@ pub async fn read_facts(
         holds: store.holds().await?,
         approvals: store.approvals().await?,
         now,
+        scope: crate::ha::shard::Scope::all(),
     })
 }
 

@@ -50,6 +50,11 @@ impl World {
     /// The example repos with their first releases, stages dev then prod with a one-hour
     /// soak, and `extra` appended to the config.
     async fn new(extra: &str) -> Self {
+        Self::new_on("sqlite://state/state.db", extra).await
+    }
+
+    /// [`World::new`] with the state at `state`.
+    async fn new_on(state: &str, extra: &str) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path().to_path_buf();
         let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repos");
@@ -67,7 +72,7 @@ impl World {
             );
         }
         let toml = format!(
-            "state = \"sqlite://state/state.db\"\ndata_dir = \"data\"\n\
+            "state = \"{state}\"\ndata_dir = \"data\"\n\
              [aws]\nregion = \"us-east-1\"\nendpoint_url = \"http://127.0.0.1:9\"\nmax_attempts = 1\n\
              [rollout]\nstages = [\"dev\", \"prod\"]\nsoak = \"1h\"\n\
              [[template_repos]]\nname = \"platform-templates\"\nurl = \"platform-templates\"\n\
@@ -75,36 +80,8 @@ impl World {
              [[spec_repos]]\nname = \"payments\"\nurl = \"payments\"\n{extra}"
         );
         std::fs::write(root.join("proton.toml"), toml).expect("config");
-        let config = crate::config::Config::load(&root.join("proton.toml")).expect("config loads");
-        let store = crate::state::Store::open_config(&config)
-            .await
-            .expect("store");
-        let cfn = crate::provision::cloudformation::CloudFormation::new(
-            crate::provision::cloudformation::Settings::from_config(&config),
-        )
-        .await;
-        let fake = Fake::new();
-        let outputs: BTreeMap<String, String> = ENV_OUTPUTS
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-            .collect();
-        for env in ["environment/dev", "environment/prod"] {
-            fake.script(env, Script::Succeed(outputs.clone()));
-        }
-        let provisioners = Provisioners {
-            cloudformation: Arc::new(fake.clone()),
-            self_managed: Arc::new(fake.clone()),
-            codebuild: Arc::new(fake.clone()),
-        };
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut ctx = Ctx::with_provisioners(
-            Arc::new(config),
-            store,
-            cfn,
-            provisioners,
-            "test".into(),
-            tx,
-        );
+        let fake = fake_with_environments();
+        let mut ctx = replica(&root, &fake).await;
         // The store stamps records with the real time: start the test clock there.
         let start = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -165,6 +142,45 @@ impl World {
             .map(|r| (r.id, r.version.to_string()))
             .collect()
     }
+}
+
+/// A fake provisioner whose environments succeed with the outputs instances need.
+fn fake_with_environments() -> Fake {
+    let fake = Fake::new();
+    let outputs: BTreeMap<String, String> = ENV_OUTPUTS
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect();
+    for env in ["environment/dev", "environment/prod"] {
+        fake.script(env, Script::Succeed(outputs.clone()));
+    }
+    fake
+}
+
+/// A replica of the world at `root` (its config and store) deploying through `fake`.
+async fn replica(root: &Path, fake: &Fake) -> Arc<Ctx> {
+    let config = crate::config::Config::load(&root.join("proton.toml")).expect("config loads");
+    let store = crate::state::Store::open_config(&config)
+        .await
+        .expect("store");
+    let cfn = crate::provision::cloudformation::CloudFormation::new(
+        crate::provision::cloudformation::Settings::from_config(&config),
+    )
+    .await;
+    let provisioners = Provisioners {
+        cloudformation: Arc::new(fake.clone()),
+        self_managed: Arc::new(fake.clone()),
+        codebuild: Arc::new(fake.clone()),
+    };
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    Ctx::with_provisioners(
+        Arc::new(config),
+        store,
+        cfn,
+        provisioners,
+        "test".into(),
+        tx,
+    )
 }
 
 const DEV: &str = "service_instance/payments/payments-dev";
@@ -515,4 +531,139 @@ async fn a_halted_minor_is_not_given_to_a_new_instance() {
         "the halted rollout holds prod: {versions:?}"
     );
     assert_eq!(versions[DEV], "1.1", "{versions:?}");
+}
+
+/// A cycle under `scope`: which (operation, resource) it calls the provisioner for.
+async fn sharded_cycle(w: &World, scope: &crate::ha::shard::Scope) -> Vec<(String, String)> {
+    w.ctx.set_scope(scope.clone());
+    let mark = w.fake.calls().len();
+    let report = w.once().await;
+    assert_eq!(report.failed, 0, "{report:?}");
+    w.calls_since(mark)
+        .into_iter()
+        .map(|(op, id, _)| (op, id))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_shard_deploys_and_deletes_only_its_own_and_environments_only_on_shard_0() {
+    use crate::ha::shard::Scope;
+    use std::collections::BTreeSet;
+    let w = World::new("[daemon]\ndeletion_budget = 10\n").await;
+    // Both spec repos on shard 1 of two: shard 0's leader deploys only the environments.
+    let explicit = BTreeMap::from([
+        ("payments".to_string(), 1),
+        ("platform-envs".to_string(), 1),
+    ]);
+    let shard0 = Scope::new(2, BTreeSet::from([0]), explicit.clone());
+    let shard1 = Scope::new(2, BTreeSet::from([1]), explicit);
+
+    let calls = sharded_cycle(&w, &shard1).await;
+    assert!(
+        calls.is_empty(),
+        "shard 1 deploys no environment, and its instances wait for theirs: {calls:?}"
+    );
+    let calls = sharded_cycle(&w, &shard0).await;
+    let ids: BTreeSet<&str> = calls.iter().map(|c| c.1.as_str()).collect();
+    assert_eq!(
+        ids,
+        BTreeSet::from(["environment/dev", "environment/prod"]),
+        "shard 0 deploys the environments and nothing of shard 1's repo: {calls:?}"
+    );
+    let calls = sharded_cycle(&w, &shard1).await;
+    assert_eq!(calls.len(), 5, "payments' five resources: {calls:?}");
+    assert!(
+        calls
+            .iter()
+            .all(|(op, id)| op == "apply" && !id.starts_with("environment/")),
+        "{calls:?}"
+    );
+    assert!(sharded_cycle(&w, &shard1).await.is_empty(), "converged");
+    assert!(sharded_cycle(&w, &shard0).await.is_empty(), "converged");
+
+    // The service is removed: shard 0 deletes nothing of shard 1's repo, shard 1 deletes it.
+    std::fs::remove_file(w.root.join("payments/proton/services/payments.yaml")).expect("rm");
+    git(&w.root.join("payments"), &["add", "-A"]);
+    git(&w.root.join("payments"), &["commit", "-q", "-m", "retire"]);
+    assert!(sharded_cycle(&w, &shard0).await.is_empty(), "not shard 0's");
+    let calls = sharded_cycle(&w, &shard1).await;
+    assert!(
+        calls.len() == 4 && calls.iter().all(|(op, _)| op == "delete"),
+        "{calls:?}"
+    );
+}
+
+/// Each resource applied through `fake`, with how many times.
+fn applied(fake: &Fake) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for c in fake.calls() {
+        *out.entry(c.resource.clone()).or_default() += 1;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_sharded_replicas_on_one_store_deploy_each_resource_once_and_one_takes_over() {
+    use crate::ha::shard::Scope;
+    use std::collections::BTreeSet;
+    // One store for both replicas: SQLite, or PostgreSQL with PROTOND_TEST_STATE=postgres.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = crate::state::testing::url(dir.path()).await;
+    let a = World::new_on(&url, "").await;
+    let b_fake = fake_with_environments();
+    let b = replica(&a.root, &b_fake).await;
+    let explicit = BTreeMap::from([
+        ("payments".to_string(), 1),
+        ("platform-envs".to_string(), 1),
+    ]);
+    a.ctx
+        .set_scope(Scope::new(2, BTreeSet::from([0]), explicit.clone()));
+    b.set_scope(Scope::new(2, BTreeSet::from([1]), explicit.clone()));
+    // Both replicas' cycles at once, until neither starts anything.
+    for _ in 0..5 {
+        let (ra, rb) = tokio::join!(run_once(&a.ctx), run_once(&b));
+        let (ra, rb) = (ra.expect("a reconciles"), rb.expect("b reconciles"));
+        assert_eq!((ra.failed, rb.failed), (0, 0), "{ra:?} {rb:?}");
+    }
+    let (on_a, on_b) = (applied(&a.fake), applied(&b_fake));
+    assert_eq!(
+        on_a.keys().collect::<Vec<_>>(),
+        ["environment/dev", "environment/prod"],
+        "shard 0: the environments only"
+    );
+    assert_eq!(on_b.len(), 5, "shard 1: payments' resources: {on_b:?}");
+    assert!(
+        on_a.values().chain(on_b.values()).all(|n| *n == 1),
+        "each applied once: {on_a:?} {on_b:?}"
+    );
+    let history = a.ctx.store.deployments(None, 100).await.expect("history");
+    let mut rows: BTreeMap<&str, usize> = BTreeMap::new();
+    for d in &history {
+        *rows.entry(d.deployment.resource_id.as_str()).or_default() += 1;
+    }
+    assert_eq!(rows.len(), 7, "{rows:?}");
+    assert!(
+        rows.values().all(|n| *n == 1),
+        "one history row each: {rows:?}"
+    );
+
+    // Shard 1's replica is gone; a takes its shard over, and a change of its repo deploys
+    // once, through a.
+    drop(b);
+    a.ctx
+        .set_scope(Scope::new(2, BTreeSet::from([0, 1]), explicit));
+    a.tag("web-svc/v1.1");
+    let mark = a.fake.calls().len();
+    a.once().await;
+    let calls = a.calls_since(mark);
+    assert_eq!(
+        calls,
+        vec![("apply".to_string(), DEV.to_string(), "1.1".to_string())],
+        "dev first, by the taker"
+    );
+    assert_eq!(
+        b_fake.calls().len(),
+        5,
+        "nothing more through the gone replica"
+    );
 }

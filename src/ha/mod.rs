@@ -18,6 +18,7 @@
 //! claim after having led while the work of that term may still run.
 
 pub mod elector;
+pub mod shard;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -79,19 +80,23 @@ pub fn lease_name(shard: u32) -> String {
     format!("shard-{shard}")
 }
 
-/// The leases this replica should try to hold, given every lease and replica as stored.
-/// Unsharded: the one leader lease; sharded: its home shard's.
+/// The leases this replica should try to hold, given every lease and replica as stored:
+/// its home shard's, plus orphaned shards it takes over until their own replica is back
+/// ([`shard::wanted`]). Unsharded: the one leader lease.
 #[must_use]
 pub fn wanted(
     settings: &Settings,
-    _leases: &[LeaseRecord],
-    _replicas: &[ReplicaRecord],
+    leases: &[LeaseRecord],
+    replicas: &[ReplicaRecord],
 ) -> Vec<String> {
-    if settings.shards <= 1 {
-        vec![lease_name(0)]
-    } else {
-        vec![lease_name(settings.shard)]
-    }
+    shard::wanted(
+        settings.shard,
+        settings.shards,
+        &settings.replica_id,
+        leases,
+        replicas,
+        settings.lease,
+    )
 }
 
 /// What this replica holds now: lease name → epoch, and until when it trusts them.
@@ -253,8 +258,19 @@ mod tests {
             ((3, 0), "shard-0"),
             ((3, 2), "shard-2"),
         ];
+        // Every shard has a live replica of its own: nothing to take over (the orphan
+        // takeover is table-tested in `shard/tests.rs`).
+        let replicas: Vec<ReplicaRecord> = (0..3)
+            .map(|k| ReplicaRecord {
+                id: format!("r{k}"),
+                shard: k,
+                listen: None,
+                started_at: "2026-01-01T00:00:00Z".into(),
+                silent_ms: 0,
+            })
+            .collect();
         for ((shards, shard), want) in cases {
-            assert_eq!(wanted(&settings(shards, shard), &[], &[]), [want]);
+            assert_eq!(wanted(&settings(shards, shard), &[], &replicas), [want]);
         }
         assert_eq!(
             settings(3, 0).all_leases(),

@@ -26,7 +26,7 @@ const PROD: &str = "service_instance/payments/payments-prod";
 const SVC: &str = "proton/services/payments.yaml";
 
 /// A fresh database on the test server, or `None` where none runs (not in CI).
-async fn database() -> Option<String> {
+pub(crate) async fn database() -> Option<String> {
     let Ok(admin) = std::env::var("PROTOND_TEST_POSTGRES_URL") else {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -49,7 +49,7 @@ async fn database() -> Option<String> {
 
 /// The examples on a `moto_server` with the state on `url`: polling every `poll`, webhooks
 /// signed with [`GH_SECRET`], no watcher (only the leader's timer and webhooks trigger).
-fn world(url: &str, poll: &str) -> World {
+pub(crate) fn world(url: &str, poll: &str) -> World {
     let poll = poll.to_string();
     let w = World::examples_on_moto()
         .config(move |c| {
@@ -68,8 +68,8 @@ fn world(url: &str, poll: &str) -> World {
 }
 
 /// One `protond run` replica, its log in a file; killed when dropped.
-struct Replica {
-    id: String,
+pub(crate) struct Replica {
+    pub(crate) id: String,
     child: Child,
     base: String,
     log: PathBuf,
@@ -82,12 +82,17 @@ impl Replica {
     }
 
     /// [`Replica::start`] with more environment.
-    fn start_with(w: &World, id: &str, lease: &str, env: &[(&str, &str)]) -> Self {
+    pub(crate) fn start_with(w: &World, id: &str, lease: &str, env: &[(&str, &str)]) -> Self {
         let config = w.dir(&format!("proton-{id}.toml"));
         let text = std::fs::read_to_string(w.config_path()).expect("config");
         let text = text.replacen("data_dir = \"", &format!("data_dir = \"{id}-"), 1);
         assert!(text.contains(&format!("data_dir = \"{id}-")), "{text}");
-        let text = format!("{text}\n[ha]\nlease = \"{lease}\"\n");
+        // Into the config's own `[ha]` when it has one (the sharding suite's `shards`).
+        let text = if text.contains("\n[ha]\n") {
+            text.replacen("\n[ha]\n", &format!("\n[ha]\nlease = \"{lease}\"\n"), 1)
+        } else {
+            format!("{text}\n[ha]\nlease = \"{lease}\"\n")
+        };
         std::fs::write(&config, text).expect("write config");
         let port = common::free_port();
         let log = w.dir(&format!("{id}.log"));
@@ -107,11 +112,11 @@ impl Replica {
         }
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([sig, &self.child.id().to_string()])
             .status()
@@ -149,7 +154,7 @@ impl Drop for Replica {
 }
 
 /// Polls `f` every 100 ms until it holds, or panics after `secs` with the replicas' logs.
-async fn until<F, Fut>(what: &str, secs: u64, replicas: &[&Replica], mut f: F)
+pub(crate) async fn until<F, Fut>(what: &str, secs: u64, replicas: &[&Replica], mut f: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -180,21 +185,21 @@ async fn leader<'a>(replicas: &[&'a Replica]) -> Option<&'a Replica> {
 }
 
 /// Every deployment row, oldest first.
-async fn history(store: &Store) -> Vec<protond::state::DeploymentRecord> {
+pub(crate) async fn history(store: &Store) -> Vec<protond::state::DeploymentRecord> {
     let mut rows = store.deployments(None, 100_000).await.expect("history");
     rows.reverse();
     rows
 }
 
 /// The fleet converged: 7 live stacks, 7 records, nothing in flight.
-async fn converged(w: &World, store: &Store) -> bool {
+pub(crate) async fn converged(w: &World, store: &Store) -> bool {
     w.stacks().await.len() == 7
         && store.resources().await.is_ok_and(|r| r.len() == 7)
         && store.in_flight().await.is_ok_and(|f| f.is_empty())
 }
 
 /// Every live stack recorded exactly once, nothing in flight.
-async fn assert_consistent(w: &World, store: &Store) {
+pub(crate) async fn assert_consistent(w: &World, store: &Store) {
     let stacks = w.stacks().await;
     let mut per_resource: BTreeMap<String, usize> = BTreeMap::new();
     for s in &stacks {
@@ -299,7 +304,7 @@ async fn three_replicas_converge_with_one_deployer() {
 }
 
 /// Changes the prod instance's `desired_count` from `from` to `to` and commits it.
-fn bump(w: &World, from: u32, to: u32) {
+pub(crate) fn bump(w: &World, from: u32, to: u32) {
     w.edit("payments", SVC, |t| {
         let (head, tail) = t.split_at(t.find("payments-prod").expect("prod"));
         format!(

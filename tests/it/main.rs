@@ -61,6 +61,7 @@ mod retire;
 mod rollback_pr;
 mod self_managed;
 mod server;
+mod shards;
 mod signed_commits;
 mod state_concurrency;
 mod state_copy;

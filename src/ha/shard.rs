@@ -1,0 +1,220 @@
+//! Sharding for very large fleets (issue 19): which leases a replica tries to hold ([`wanted`]: its home shard,
+//! plus orphans no live replica of their own serves), and which changes a leader holding
+//! some shards may make ([`Scope`]: the repos of its shards; environments on shard 0 only).
+//!
+//! Pure and table-tested (`shard/tests.rs`): the elector passes the lease and replica rows
+//! in, the cycle passes its plan. It must never read the store, a clock or the environment,
+//! and never acquire or release a lease itself (the elector does).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+pub use super::lease_name;
+use crate::config::{Config, shard_of};
+use crate::model::ResourceKind;
+use crate::plan::Plan;
+use crate::state::lease::{LeaseRecord, ReplicaRecord};
+
+/// The shard a lease name stands for (`shard-3` → 3), `None` for any other name.
+#[must_use]
+pub fn lease_shard(name: &str) -> Option<u32> {
+    name.strip_prefix("shard-")?.parse().ok()
+}
+
+fn first_u64(digest: &[u8]) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// The replica that takes over the orphaned lease `lease` among `live` replica ids:
+/// rendezvous hashing of the lease name over the ids (highest weight, ties to the smaller
+/// id), so that replicas agree without talking and orphans spread over them.
+fn orphan_taker<'a>(lease: &str, live: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let w = |id: &str| {
+        let mut h = Sha256::new();
+        h.update(b"protond-orphan\0");
+        h.update(lease.as_bytes());
+        h.update([0]);
+        h.update(id.as_bytes());
+        first_u64(&h.finalize())
+    };
+    live.max_by(|a, b| w(a).cmp(&w(b)).then(b.cmp(a)))
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The leases replica `me` (home shard `home` of `shards`) tries to hold this round:
+///
+/// * always its home shard's lease;
+/// * a borrowed shard it holds now, as long as no live replica of that shard exists (a
+///   replica is live while it recorded itself less than two lease periods ago); once one
+///   is, it is given back (no longer wanted: the elector releases it);
+/// * an orphan: a shard whose lease is absent or expired for longer than one lease period
+///   and which has no live replica of its own, when `me` is the replica rendezvous hashing
+///   of the lease name picks among the live replicas (the others do not try; should two
+///   try anyway, acquiring is atomic and one wins).
+///
+/// Sorted by shard. With `shards` ≤ 1 it is `["shard-0"]`.
+#[must_use]
+pub fn wanted(
+    home: u32,
+    shards: u32,
+    me: &str,
+    leases: &[LeaseRecord],
+    replicas: &[ReplicaRecord],
+    lease_ttl: Duration,
+) -> Vec<String> {
+    let shards = shards.max(1);
+    let ttl = millis(lease_ttl);
+    let live: Vec<&ReplicaRecord> = replicas
+        .iter()
+        .filter(|r| r.silent_ms < ttl.saturating_mul(2))
+        .collect();
+    let has_own = |shard: u32| {
+        live.iter()
+            .any(|r| r.shard == i64::from(shard) && r.id != me)
+    };
+    let mut live_ids: BTreeSet<&str> = live.iter().map(|r| r.id.as_str()).collect();
+    live_ids.insert(me);
+    let mut out = Vec::new();
+    for shard in 0..shards {
+        let name = lease_name(shard);
+        if shard == home.min(shards - 1) {
+            out.push(name);
+            continue;
+        }
+        if has_own(shard) {
+            continue;
+        }
+        let lease = leases.iter().find(|l| l.name == name);
+        let mine = lease.is_some_and(|l| l.holder == me && l.remaining_ms > 0);
+        let orphan = lease.is_none_or(|l| l.remaining_ms < -ttl);
+        if mine || (orphan && orphan_taker(&name, live_ids.iter().copied()) == Some(me)) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// What a leader holding some shards may change: the resources of the spec repos of its
+/// shards, and environments when it holds shard 0. Resources of other shards' repos are
+/// neither deployed nor deleted by it; it reads every repo and record all the same (rollout
+/// stages, environment outputs and placement are fleet-wide).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// How many shards the spec repos are spread over.
+    shards: u32,
+    /// The shards held now.
+    held: BTreeSet<u32>,
+    /// Spec repos with an explicit `shard` in the config.
+    explicit: BTreeMap<String, u32>,
+}
+
+impl Default for Scope {
+    fn default() -> Self {
+        Self::all()
+    }
+}
+
+impl Scope {
+    /// Unsharded: one leader owns everything.
+    #[must_use]
+    pub fn all() -> Self {
+        Self {
+            shards: 1,
+            held: BTreeSet::from([0]),
+            explicit: BTreeMap::new(),
+        }
+    }
+
+    /// `held` shards of `shards`, with the repos given an explicit shard.
+    #[must_use]
+    pub fn new(shards: u32, held: BTreeSet<u32>, explicit: BTreeMap<String, u32>) -> Self {
+        Self {
+            shards: shards.max(1),
+            held,
+            explicit,
+        }
+    }
+
+    /// The scope of the leases named `held` (`shard-N`; other names are ignored) of
+    /// `shards` (the elector's `Settings::shards`: `[ha] shards` or its override), with
+    /// `config`'s spec repos' explicit `shard`.
+    #[must_use]
+    pub fn from_config<'a>(
+        config: &Config,
+        shards: u32,
+        held: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        let explicit = config
+            .spec_repos
+            .iter()
+            .filter_map(|r| Some((r.name.clone(), r.shard?)))
+            .collect();
+        Self::from_leases(shards, held, explicit)
+    }
+
+    /// The scope of the leases named `held` (`shard-N`; other names are ignored).
+    #[must_use]
+    pub fn from_leases<'a>(
+        shards: u32,
+        held: impl IntoIterator<Item = &'a str>,
+        explicit: BTreeMap<String, u32>,
+    ) -> Self {
+        let held = held.into_iter().filter_map(lease_shard).collect();
+        Self::new(shards, held, explicit)
+    }
+
+    /// Whether this is the unsharded scope holding everything.
+    #[must_use]
+    pub fn is_everything(&self) -> bool {
+        self.shards == 1 && self.held.contains(&0)
+    }
+
+    /// The shard of spec repo `repo` ([`shard_of`]: its explicit shard, else the
+    /// rendezvous hash of its name).
+    #[must_use]
+    pub fn shard_of(&self, repo: &str) -> u32 {
+        shard_of(repo, self.shards, self.explicit.get(repo).copied())
+    }
+
+    /// The shard that deploys a resource of `kind` declared by `repo`: shard 0 for
+    /// environments (every instance's placement and outputs hang on them), else its repo's.
+    #[must_use]
+    pub fn owner(&self, kind: ResourceKind, repo: &str) -> u32 {
+        match kind {
+            ResourceKind::Environment => 0,
+            _ => self.shard_of(repo),
+        }
+    }
+
+    /// Whether this leader may deploy or delete a resource of `kind` from `repo`.
+    #[must_use]
+    pub fn owns(&self, kind: ResourceKind, repo: &str) -> bool {
+        self.is_everything() || self.held.contains(&self.owner(kind, repo))
+    }
+
+    /// Drops from `plan` every action and proposal of a resource this leader does not own.
+    /// `repo_of` gives a resource's repo (from the desired set or its record); a resource
+    /// whose repo is unknown is left alone too.
+    pub fn retain_owned<'a>(&self, plan: &mut Plan, repo_of: impl Fn(&str) -> Option<&'a str>) {
+        if self.is_everything() {
+            return;
+        }
+        plan.actions
+            .retain(|a| repo_of(&a.id).is_some_and(|repo| self.owns(a.kind, repo)));
+        // A proposal is a pull request to the repo: its repo's shard opens it, whatever
+        // the resource's kind.
+        plan.proposals.retain(|p| {
+            repo_of(&p.id).is_some_and(|repo| self.held.contains(&self.shard_of(repo)))
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;
