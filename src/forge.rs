@@ -388,27 +388,36 @@ impl Api {
                 .await
                 .map_err(|source| ForgeError::Http { what, source })?;
         }
-        let status = resp.status();
-        if !status.is_success() {
-            let text = resp.text().await.unwrap_or_default();
-            let message = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| {
-                    v.get("message")
-                        .or_else(|| v.get("error"))
-                        .map(|m| m.as_str().map_or_else(|| m.to_string(), str::to_string))
-                })
-                .unwrap_or(text);
-            return Err(ForgeError::Status {
-                what,
-                status: status.as_u16(),
-                message: message.chars().take(300).collect(),
-            });
-        }
-        resp.json::<T>()
-            .await
-            .map_err(|source| ForgeError::Http { what, source })
+        read_json(what, resp).await
     }
+}
+
+/// A forge's answer read as `T`, or [`ForgeError::Status`] with the forge's own message
+/// (its JSON `message` or `error`, else the body; at most 300 characters).
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    resp: reqwest::Response,
+) -> Result<T, ForgeError> {
+    let status = resp.status();
+    if !status.is_success() {
+        let text = resp.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| {
+                v.get("message")
+                    .or_else(|| v.get("error"))
+                    .map(|m| m.as_str().map_or_else(|| m.to_string(), str::to_string))
+            })
+            .unwrap_or(text);
+        return Err(ForgeError::Status {
+            what,
+            status: status.as_u16(),
+            message: message.chars().take(300).collect(),
+        });
+    }
+    resp.json::<T>()
+        .await
+        .map_err(|source| ForgeError::Http { what, source })
 }
 
 impl Forge for AnyForge {

@@ -69,7 +69,7 @@ impl State {
 }
 
 /// The history row of a create that left `r`.
-fn new_deployment(r: &ResourceRecord) -> NewDeployment {
+pub(super) fn new_deployment(r: &ResourceRecord) -> NewDeployment {
     NewDeployment {
         resource_id: r.id.clone(),
         kind: r.kind,

@@ -26,9 +26,8 @@ use sqlx::{Connection as _, Executor as _};
 
 use crate::config::Config;
 use crate::desired;
-use crate::model::DeploymentAction;
 use crate::plan::{self, ActionKind, UpdateReason};
-use crate::state::{NewDeployment, Outcome, ResourceRecord, Store};
+use crate::state::{Outcome, ResourceRecord, Store};
 
 /// Figures of one fleet size on one backend.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -137,7 +136,9 @@ async fn on_store(
     let store = Store::open(url).await?;
     let t = Instant::now();
     for r in records {
-        let id = store.begin_deployment(&started(r)).await?;
+        let id = store
+            .begin_deployment(&super::state::new_deployment(r))
+            .await?;
         store
             .finish_deployment(id, &Outcome::Succeeded(r.clone()))
             .await?;
@@ -197,25 +198,6 @@ async fn cycle(
     let store_part = t.elapsed();
     let eval = crate::evaluate::evaluate(snapshot, &facts, config, Some(cache));
     Ok((store_part, t.elapsed(), eval))
-}
-
-/// The deployment that leaves `r` deployed.
-fn started(r: &ResourceRecord) -> NewDeployment {
-    NewDeployment {
-        resource_id: r.id.clone(),
-        kind: r.kind,
-        repo: r.repo.clone(),
-        environment: r.environment.clone(),
-        action: DeploymentAction::Create,
-        reason: None,
-        template: r.template.clone(),
-        from_version: None,
-        to_version: r.version,
-        input_hash: r.input_hash.clone(),
-        rendered_hash: r.rendered_hash.clone(),
-        spec_commit: r.spec_commit.clone(),
-        placement: r.placement.clone(),
-    }
 }
 
 /// Creates a database with a new name on the server at `server`: (name, URL).

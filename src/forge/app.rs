@@ -181,26 +181,7 @@ async fn call<T: serde::de::DeserializeOwned>(
         .send()
         .await
         .map_err(|source| ForgeError::Http { what, source })?;
-    let status = resp.status();
-    if !status.is_success() {
-        let text = resp.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| {
-                v.get("message")
-                    .and_then(|m| m.as_str())
-                    .map(str::to_string)
-            })
-            .unwrap_or(text);
-        return Err(ForgeError::Status {
-            what,
-            status: status.as_u16(),
-            message: message.chars().take(300).collect(),
-        });
-    }
-    resp.json::<T>()
-        .await
-        .map_err(|source| ForgeError::Http { what, source })
+    super::read_json(what, resp).await
 }
 
 /// Mints an installation token for `repo` (`owner/name`) at API `base`.
