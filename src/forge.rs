@@ -617,6 +617,8 @@ async fn git(
         url.to_owned()
     };
     let mut cmd = tokio::process::Command::new("git");
+    // The state password is protond's alone: never a child's.
+    cmd.env_remove(crate::state::pg::PASSWORD_ENV);
     cmd.arg("--git-dir")
         .arg(git_dir)
         .args(

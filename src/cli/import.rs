@@ -71,6 +71,9 @@ pub(super) fn import_cmd(args: &ImportArgs) -> Result<ExitCode> {
         };
         let store = crate::state::Store::open_config(&config).await?;
         let leases = if opts.apply && pg {
+            // Every shard's lease, as many as the replicas recorded (a config with another
+            // count would leave some shard's leader running).
+            store.check_shards(config.ha.shards.max(1)).await?;
             let settings = crate::ha::Settings::from_config(&config);
             Some(crate::ha::Elector::exclusive(store.clone(), settings).await?)
         } else {

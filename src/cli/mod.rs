@@ -552,6 +552,7 @@ pub enum OutputFormat {
 /// Runs the command line and returns the process exit code.
 #[must_use]
 pub fn main() -> ExitCode {
+    crate::state::pg::take_password_from_env();
     let cli = Cli::parse();
     if cli.command.only_prints() {
         default_sigpipe();

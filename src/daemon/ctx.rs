@@ -304,7 +304,8 @@ impl Ctx {
     /// Whether a deployment may start now: always on `SQLite` (the writer lock), and on
     /// PostgreSQL while a lease is held and trusted ([`crate::ha::Held::valid_now`]).
     pub fn may_deploy(&self) -> bool {
-        self.elector().is_none_or(|e| e.held().valid_now())
+        self.elector()
+            .is_none_or(|e| e.held().valid_now() && !e.has_stale())
     }
 
     /// Keeps the handle of a deployment task, to abort it if the lead is lost.

@@ -41,15 +41,27 @@ pub(super) fn maybe_start(ctx: &Arc<Ctx>, eval: &Evaluation) {
     }
     let wanted = wanted(ctx, eval);
     let task_ctx = ctx.clone();
-    tokio::spawn(
+    let handle = tokio::spawn(
         async move {
+            // Finished however the task ends: also when aborted (the lead was lost).
+            let _done = Finished(task_ctx.clone());
             if let Err(e) = check(&task_ctx, &wanted).await {
                 tracing::warn!(error = %crate::error_chain(&e), "Drift check failed; retrying at the next interval.");
             }
-            task_ctx.drift.finish();
         }
         .instrument(tracing::info_span!("drift")),
     );
+    // Aborted with the deployments when this replica loses the lead.
+    ctx.track(handle.abort_handle());
+}
+
+/// Marks the drift check finished when dropped.
+struct Finished(Arc<Ctx>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.0.drift.finish();
+    }
 }
 
 /// The `CloudFormation` resources of the desired state, with their rendering and policy.

@@ -279,7 +279,16 @@ pub async fn run(
     }
     wind_down(&ctx).await;
     if let Some(elector) = ctx.elector() {
-        elector.release().await;
+        // Deployments still running after the grace period are aborted (the next leader
+        // adopts their rows). The lease is given back (and the claim cleared) only once
+        // none runs; else it expires with the claim still held, fencing any straggler.
+        ctx.abort_deployments();
+        ctx.abort_proposals().await;
+        if ctx.wait_idle(Some(Duration::from_secs(5))).await {
+            elector.release().await;
+        } else {
+            tracing::warn!("Deployments still running at exit: the lease is left to expire.");
+        }
     }
     Ok(())
 }
@@ -382,12 +391,18 @@ async fn replicated(
         // A pull-request pass of the lost term stops too: the next leader's pass does its
         // work (its store writes would be refused by the fence anyway).
         ctx.abort_proposals().await;
-        let idle = ctx.wait_idle(Some(Duration::from_secs(10))).await;
+        let mut idle = ctx.wait_idle(Some(Duration::from_secs(10))).await;
         tracing::warn!(
             aborted,
             idle,
             "Lost the lead: stopped scheduling cycles and aborted the deployments in flight (the next leader adopts them); following."
         );
+        // The stale claim is dropped (and a new term may start) only once no task of this
+        // term runs: until then its writes stay refused by the fence.
+        while !idle {
+            ctx.abort_deployments();
+            idle = ctx.wait_idle(Some(Duration::from_secs(10))).await;
+        }
         elector.work_stopped();
     }
 }

@@ -183,6 +183,12 @@ impl Elector {
         lock(&self.observed).clone()
     }
 
+    /// Whether a lease lost this term is still claimed (its work not stopped yet): no new
+    /// deployment may start until it is, whatever leases remain.
+    pub fn has_stale(&self) -> bool {
+        !lock(&self.stale).is_empty()
+    }
+
     /// The work of the lost leases' terms has stopped: stop claiming them (the claim becomes
     /// what is held now, possibly nothing), and let the elector take leases again.
     pub fn work_stopped(&self) {

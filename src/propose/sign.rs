@@ -84,6 +84,8 @@ async fn git(
     input: Option<&str>,
 ) -> Result<String, String> {
     let mut cmd = tokio::process::Command::new("git");
+    // The state password is protond's alone: never a child's.
+    cmd.env_remove(crate::state::pg::PASSWORD_ENV);
     cmd.arg("--git-dir")
         .arg(git_dir)
         .args(args)

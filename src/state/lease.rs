@@ -197,15 +197,19 @@ impl Store {
             .map(|(name, epoch)| format!("{name}={epoch}"))
             .collect::<Vec<_>>()
             .join(",");
-        if let Ok(mut f) = self.fence.write() {
-            *f = claim;
-        }
+        *self
+            .fence
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = claim;
     }
 
     /// The lease claim this store sends (`shard-0=7,…`; empty when it claims none).
     #[must_use]
     pub fn fence(&self) -> String {
-        self.fence.read().map(|f| f.clone()).unwrap_or_default()
+        self.fence
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Records (or refreshes) this replica.

@@ -50,10 +50,34 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// `PROTOND_STATE_PASSWORD` as it was when the process started ([`take_password_from_env`]).
+static ENV_PASSWORD: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Reads `PROTOND_STATE_PASSWORD` once and removes it from the environment, so that no child
+/// process (git, its credential and ssh helpers, gix's `git-upload-pack`) inherits it. Call
+/// first thing in `main`, before any other thread exists.
+pub fn take_password_from_env() {
+    let value = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty());
+    if value.is_some() {
+        // SAFETY: called at the start of `main`, before the runtime or any other thread
+        // starts, so nothing reads or writes the environment at the same time.
+        unsafe { std::env::remove_var(PASSWORD_ENV) };
+    }
+    let _ = ENV_PASSWORD.set(value);
+}
+
+/// The password from the environment: as taken at start, else (tests, library use) read now.
+fn env_password() -> Option<String> {
+    match ENV_PASSWORD.get() {
+        Some(taken) => taken.clone(),
+        None => std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()),
+    }
+}
+
 /// The URL to connect with: `url` with `password` (else `PROTOND_STATE_PASSWORD`, else the
 /// URL's own) put in.
 pub(super) fn with_password(url: &str, password: Option<&str>) -> Result<String, StateError> {
-    let env = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty());
+    let env = env_password();
     let Some(password) = password.map(str::to_string).or(env) else {
         return Ok(url.to_string());
     };
@@ -65,7 +89,11 @@ pub(super) fn with_password(url: &str, password: Option<&str>) -> Result<String,
 
 /// Sets the session's lease claim (`protond.fence`) to what the store holds now.
 async fn send_fence(conn: &mut AnyConnection, fence: &Arc<RwLock<String>>) -> sqlx::Result<()> {
-    let claim = fence.read().map(|f| f.clone()).unwrap_or_default();
+    // A poisoned lock still holds the claim: never send an empty (unfenced) one for it.
+    let claim = fence
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
     conn.execute(sqlx::query("SELECT set_config('protond.fence', $1, false)").bind(claim))
         .await
         .map(|_| ())
@@ -87,6 +115,12 @@ pub(super) async fn connect(url: &str, password: Option<&str>) -> Result<Store, 
                 // PostgreSQL's notices ("relation ... already exists, skipping" at every
                 // migration check) would be logged by every command: warnings and up only.
                 conn.execute("SET client_min_messages = warning").await?;
+                // A replica stopped (SIGSTOP, a partition) inside a transaction holds its
+                // row locks, the lease row's among them, and would block every takeover:
+                // the server ends such a session after 10 s (protond's transactions last
+                // milliseconds).
+                conn.execute("SET idle_in_transaction_session_timeout = 10000")
+                    .await?;
                 send_fence(conn, &fence).await
             })
         })
