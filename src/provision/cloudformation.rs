@@ -515,14 +515,6 @@ pub enum Started {
     Executing,
 }
 
-/// How a direct create ended before any wait.
-enum Created {
-    /// Created (or, on the adoption path, updated): waited for by the caller.
-    Started(Started),
-    /// This very deployment's stack, whose create answer was lost: already waited for.
-    Adopted(Option<StackInfo>),
-}
-
 /// Whether an apply creates the stack at once, without reading it first: stacks are created
 /// directly (`change_sets = false`) and this installation has no record of the resource (nor
 /// a `StackId`). A create change set is not: it would land on a stack left in
@@ -1249,10 +1241,7 @@ impl CloudFormation {
             installation: job.installation.to_string(),
         };
         let started = if creates_directly(&self.settings, &job) {
-            match self.create_or_adopt(&job, &req).await? {
-                Created::Started(started) => started,
-                Created::Adopted(info) => return Ok(deployed(info)),
-            }
+            self.create_or_adopt(&job, &req).await?
         } else {
             match self.read_then_apply(&job, &req).await {
                 Ok(started) => started,
@@ -1297,15 +1286,14 @@ impl CloudFormation {
     /// A stack without a recorded `StackId`, created at once (`CreateStack`, no read before
     /// it: one call). `AlreadyExistsException` means a stack sits under the name: it is read
     /// and takes the adoption path, through the same ownership gate as every update (a
-    /// foreign stack is a conflict, left alone): this very deployment's stack (a create
-    /// whose answer was lost) is waited for; a stack of this resource and installation (a
-    /// failed create's `ROLLBACK_COMPLETE`, a record lost) is updated or replaced as
-    /// [`CloudFormation::start_apply_on`] decides.
+    /// foreign stack is a conflict, left alone): a stack of this resource and installation
+    /// (this create's lost answer, a failed create's `ROLLBACK_COMPLETE`, a record lost) is
+    /// updated or replaced as [`CloudFormation::start_apply_on`] decides.
     async fn create_or_adopt(
         &self,
         job: &Job<'_>,
         req: &StackRequest,
-    ) -> Result<Created, DeployError> {
+    ) -> Result<Started, DeployError> {
         let role = req.role_arn.as_deref();
         let source = self.template_source(req).await?;
         let client = self.client_for(role).await;
@@ -1314,7 +1302,7 @@ impl CloudFormation {
             .start_direct(&client, &req.stack_name, req, &source, false, &tags)
             .await
         {
-            Ok(started) => return Ok(Created::Started(started)),
+            Ok(started) => return Ok(started),
             Err(e) if e.is_already_exists() => {}
             Err(e) => return Err(e.into()),
         }
@@ -1326,16 +1314,14 @@ impl CloudFormation {
             }
             .into());
         };
-        if is_this_deployments(&info, job) {
-            tracing::info!(stack = %req.stack_name, "The create's answer was lost; the stack is this deployment's: adopting it.");
-            let done = self.wait(&req.stack_name, role, false).await?;
-            return Ok(Created::Adopted(done));
-        }
+        // Even a stack tagged with this deployment's id goes through the gate and an update:
+        // ids start again from 1 in a new state file, so the tag alone cannot tell this
+        // create's lost answer from a stack an earlier state left (whose template may
+        // differ). An update that changes nothing costs one call; a stack still being
+        // created fails the update (retried by the next cycle).
         Self::gate(job, &info)?;
         tracing::info!(stack = %req.stack_name, status = %info.status, "A stack of this resource already exists under its name: taking it over.");
-        Ok(Created::Started(
-            self.start_apply_on(req, Some(info)).await?,
-        ))
+        Ok(self.start_apply_on(req, Some(info)).await?)
     }
 
     /// A create answered "already exists" after the stack was read: the SDK retried a create
