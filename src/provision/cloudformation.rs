@@ -1321,15 +1321,7 @@ impl CloudFormation {
         // created fails the update (retried by the next cycle).
         Self::gate(job, &info)?;
         tracing::info!(stack = %req.stack_name, status = %info.status, "A stack of this resource already exists under its name: taking it over.");
-        // A create still running under the name (most likely this create's own, retried by
-        // the SDK after a lost answer) settles first; the update then applies this
-        // deployment's template to what it left.
-        let settled = if info.in_progress() {
-            self.wait(&req.stack_name, role, false).await?
-        } else {
-            Some(info)
-        };
-        Ok(self.start_apply_on(req, settled).await?)
+        Ok(self.start_apply_on(req, Some(info)).await?)
     }
 
     /// A create answered "already exists" after the stack was read: the SDK retried a create
