@@ -571,7 +571,8 @@ async fn change_set_path_creates_updates_and_detects_no_changes() {
 async fn minor_versions_roll_out_stage_by_stage_and_halt_on_failure() {
     let w = world();
     w.edit_config(|text| format!("{text}[rollout]\nstages = [\"dev\", \"prod\"]\nsoak = \"3s\"\n"));
-    assert!(w.reconcile().status.success());
+    let out = w.reconcile();
+    assert!(out.status.success(), "{}", stderr(&out));
     let store = w.store().await;
     let version_of = |records: &[protond::state::ResourceRecord], id: &str| {
         records
