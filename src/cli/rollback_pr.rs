@@ -44,25 +44,6 @@ struct FileEdit<'a> {
     text: String,
 }
 
-/// Ids of the resources a spec file declares (components are not templated).
-fn owned_ids(spec: &SpecFile) -> Vec<String> {
-    use crate::model::ResourceId;
-    match spec {
-        SpecFile::Environment(e) => vec![ResourceId::environment(&e.name).to_string()],
-        SpecFile::Service(s) => {
-            let mut ids: Vec<String> = s
-                .instances
-                .iter()
-                .map(|i| ResourceId::service_instance(&s.name, &i.name).to_string())
-                .collect();
-            if s.pipeline.is_some() {
-                ids.push(ResourceId::pipeline(&s.name).to_string());
-            }
-            ids
-        }
-    }
-}
-
 /// The spec files declaring any of `ids` on `template` (any when `None`), with `minor` set
 /// (or removed); files already so are left out.
 fn edits<'a>(
@@ -80,7 +61,7 @@ fn edits<'a>(
         for entry in &state.files {
             let Ok(spec) = &entry.spec else { continue };
             let Some(t) = spec.template() else { continue };
-            let owned = owned_ids(spec);
+            let owned = crate::propose::owned_ids(spec);
             if template.is_some_and(|n| n != t.name) || !owned.iter().any(|i| ids.contains(i)) {
                 continue;
             }

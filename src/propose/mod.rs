@@ -489,7 +489,7 @@ fn render_changes(
 }
 
 /// Ids of the resources a spec file declares (components are not templated: unaffected).
-fn owned_ids(spec: &SpecFile) -> Vec<String> {
+pub(crate) fn owned_ids(spec: &SpecFile) -> Vec<String> {
     match spec {
         SpecFile::Environment(e) => vec![ResourceId::environment(&e.name).to_string()],
         SpecFile::Service(s) => {
