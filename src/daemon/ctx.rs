@@ -64,6 +64,9 @@ pub struct Ctx {
     pub(super) backoff: Mutex<BTreeMap<String, Backoff>>,
     inflight: Mutex<BTreeSet<String>>,
     idle: Notify,
+    /// Notified whenever a deployment task ends (its claim released), for `reconcile
+    /// --once`'s next cycle.
+    ended: Notify,
     wake: mpsc::UnboundedSender<()>,
     proposer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<crate::propose::SyncReport>>>,
     proposal_backoff: Arc<crate::propose::Backoff>,
@@ -161,6 +164,7 @@ impl Ctx {
             backoff: Mutex::new(BTreeMap::new()),
             inflight: Mutex::new(BTreeSet::new()),
             idle: Notify::new(),
+            ended: Notify::new(),
             wake,
             proposer: tokio::sync::Mutex::new(None),
             proposal_backoff: Arc::default(),
@@ -231,6 +235,20 @@ impl Ctx {
                 }
                 None => notified.await,
             }
+        }
+    }
+
+    /// Waits until one of `ids` (deployment tasks running when the caller looked) has ended,
+    /// and returns the ones that ended; at once when none of them runs any more.
+    pub(super) async fn wait_any_ended(&self, ids: &BTreeSet<String>) -> BTreeSet<String> {
+        loop {
+            let notified = self.ended.notified();
+            let running = self.running();
+            let ended: BTreeSet<String> = ids.difference(&running).cloned().collect();
+            if !ended.is_empty() || ids.is_empty() {
+                return ended;
+            }
+            notified.await;
         }
     }
 
@@ -459,6 +477,7 @@ impl Ctx {
         if set.is_empty() {
             self.idle.notify_waiters();
         }
+        self.ended.notify_waiters();
     }
 }
 

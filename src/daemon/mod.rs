@@ -22,6 +22,7 @@ mod pipelines;
 mod quarantine;
 pub mod reconcile;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -92,24 +93,51 @@ pub struct OnceReport {
     pub problems: Vec<String>,
 }
 
-/// Runs cycles until nothing more starts, waiting for every deployment in between.
+/// How deep a chain of deployments `reconcile --once` follows (a deployment started by a
+/// cycle that an earlier deployment's end ran): the bound that makes it end even if some
+/// resource were redeployed after every deployment.
+const ONCE_GENERATIONS: u32 = 20;
+
+/// Runs cycles until nothing more starts and nothing runs. A cycle runs as soon as a
+/// deployment ends while the last one left changes waiting on deployments (instances on
+/// their environment's outputs, a later stage, the delete order), else once every running
+/// deployment ended; the last cycle starts with nothing running and starts nothing.
 pub async fn run_once(ctx: &Arc<Ctx>) -> Result<OnceReport, ReconcileError> {
     let mut report = OnceReport::default();
     let mut invalid = Vec::new();
-    for i in 0..20 {
-        let r = reconcile::cycle(ctx, Fetch::from(i == 0)).await?;
+    // The generation of each deployment started (1 for the first cycle's).
+    let mut generations: BTreeMap<String, u32> = BTreeMap::new();
+    let mut generation = 1;
+    while generation <= ONCE_GENERATIONS {
+        let before = ctx.running();
+        let r = reconcile::cycle(ctx, Fetch::from(report.cycles == 0)).await?;
         report.cycles += 1;
-        ctx.wait_idle(None).await;
-        // The store cannot record deployments: stop rather than start more.
-        if let Some(e) = ctx.take_store_failure() {
-            return Err(ReconcileError::Record(e));
+        let running = ctx.running();
+        for id in running.difference(&before) {
+            generations.insert(id.clone(), generation);
         }
         invalid = r.invalid;
         report.waiting = r.waiting;
         report.problems = r.problems;
-        if r.started == 0 && r.adopted == 0 {
+        let quiet = r.started == 0 && r.adopted == 0;
+        if quiet && before.is_empty() && running.is_empty() {
             break;
         }
+        let ended = if r.waiting_on_deployments > 0 {
+            ctx.wait_any_ended(&running).await
+        } else {
+            ctx.wait_idle(None).await;
+            running
+        };
+        // The store cannot record deployments: stop rather than start more.
+        if let Some(e) = ctx.take_store_failure() {
+            return Err(ReconcileError::Record(e));
+        }
+        generation = next_generation(&mut generations, &ended, generation);
+    }
+    ctx.wait_idle(None).await;
+    if let Some(e) = ctx.take_store_failure() {
+        return Err(ReconcileError::Record(e));
     }
     ctx.wait_proposals().await;
     ctx.telemetry
@@ -132,6 +160,21 @@ pub async fn run_once(ctx: &Arc<Ctx>) -> Result<OnceReport, ReconcileError> {
         }
     }
     Ok(report)
+}
+
+/// The generation of the cycle after `ended` ended: one past the deepest of them (one past
+/// `current` when none is known), forgetting them. Pure.
+fn next_generation(
+    generations: &mut BTreeMap<String, u32>,
+    ended: &BTreeSet<String>,
+    current: u32,
+) -> u32 {
+    ended
+        .iter()
+        .filter_map(|id| generations.remove(id))
+        .max()
+        .unwrap_or(current)
+        + 1
 }
 
 /// The local repos (plain paths and `file://` URLs that exist), with their names.

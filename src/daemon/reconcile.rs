@@ -55,6 +55,10 @@ pub struct CycleReport {
     pub held: usize,
     /// Deployments adopted from an earlier process.
     pub adopted: usize,
+    /// Changes the end of another deployment may let start: blocked on another resource's
+    /// outputs, or held for an earlier stage or the delete order (see
+    /// [`crate::plan::schedule::HoldReason::lifts_when_a_deployment_ends`]).
+    pub waiting_on_deployments: usize,
     /// Resources in the plan.
     pub resources: usize,
     /// Resources whose desired state is invalid (bad spec, inputs or template).
@@ -119,6 +123,13 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<CycleReport,
         // Quarantines decided now are recorded before anything starts.
         super::quarantine::record(ctx, &eval.new_quarantines).await?;
         report_problems(&eval, &mut report, &ctx.repeats);
+        report.waiting_on_deployments = waiting_on_deployments(
+            eval.plan.actions.iter().map(|a| &a.action),
+            eval.schedule
+                .holds()
+                .map(|(_, why)| why)
+                .chain(eval.rollout_holds.values()),
+        );
         // A repo read as last fetched deploys, but its fetch failed: say so (unread repos
         // are among the desired state's problems already).
         report.problems.extend(
@@ -150,6 +161,18 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<CycleReport,
     }
     .instrument(span)
     .await
+}
+
+/// How many changes wait for another resource's deployment to end: those blocked on its
+/// outputs, and those held for a reason its end may lift. Pure.
+pub fn waiting_on_deployments<'a>(
+    actions: impl Iterator<Item = &'a ActionKind>,
+    holds: impl Iterator<Item = &'a HoldReason>,
+) -> usize {
+    actions
+        .filter(|a| matches!(a, ActionKind::Blocked { .. }))
+        .count()
+        + holds.filter(|h| h.lifts_when_a_deployment_ends()).count()
 }
 
 /// Records the resources this cycle found invalid, for `protond status` (another process).

@@ -244,6 +244,75 @@ async fn a_minor_rolls_out_stage_by_stage_after_the_soak() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn reconcile_once_starts_instances_when_their_environment_ends_not_after_every_deployment() {
+    let w = World::new("").await;
+    // The prod environment's create hangs until let go; dev's instance must not wait for it.
+    let prod_env = w.fake.hold("environment/prod");
+    let ctx = w.ctx.clone();
+    let once = tokio::spawn(async move { run_once(&ctx).await });
+    let deadline = std::time::Instant::now() + Duration::from_mins(1);
+    while !w.fake.calls().iter().any(|c| c.resource == DEV) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dev instance did not start while environment/prod was in flight: {:?}",
+            w.fake.calls()
+        );
+        assert!(!once.is_finished(), "reconcile --once ended early");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The prod instance waits for its environment.
+    assert!(!w.fake.calls().iter().any(|c| c.resource == PROD));
+    prod_env.notify_one();
+    let report = once.await.expect("joined").expect("reconcile");
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert!(report.failing.is_empty(), "{report:?}");
+    let calls = w.fake.calls();
+    assert_eq!(
+        calls.len(),
+        7,
+        "each example resource applied once: {calls:?}"
+    );
+    let at = |id: &str| calls.iter().position(|c| c.resource == id);
+    assert!(at("environment/prod") < at(PROD), "{calls:?}");
+    assert_eq!(w.versions().await.len(), 7);
+}
+
+#[test]
+fn the_generation_of_the_next_once_cycle_is_one_past_the_deepest_that_ended() {
+    let ids = |v: &[&str]| {
+        v.iter()
+            .map(|s| (*s).to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let gens = || -> BTreeMap<String, u32> {
+        [("a", 1), ("b", 3), ("c", 2)]
+            .iter()
+            .map(|(k, g)| ((*k).to_string(), *g))
+            .collect()
+    };
+    // (ended, current, next)
+    let cases: &[(&[&str], u32, u32)] = &[
+        (&["a"], 3, 2),
+        (&["a", "b"], 3, 4),
+        (&["c"], 5, 3),
+        (&[], 3, 4),
+        (&["unknown"], 7, 8),
+    ];
+    for (ended, current, want) in cases {
+        let mut g = gens();
+        assert_eq!(
+            next_generation(&mut g, &ids(ended), *current),
+            *want,
+            "{ended:?}"
+        );
+        assert!(
+            ended.iter().all(|e| !g.contains_key(*e)),
+            "{ended:?} forgotten"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_failed_minor_halts_its_rollout() {
     let w = World::new("").await;
     w.once().await;

@@ -144,6 +144,33 @@ impl HoldReason {
             Self::NeedsApproval { .. } => "needs_approval",
         }
     }
+
+    /// Whether the end of another resource's deployment can lift this hold: an earlier
+    /// stage reaching the version, a delete that others of its order waited for, the last
+    /// resource leaving an environment. `reconcile --once` runs its next cycle as soon as a
+    /// deployment ends while such a hold (or a resource blocked on another's outputs) waits,
+    /// instead of after every running deployment.
+    #[must_use]
+    pub fn lifts_when_a_deployment_ends(&self) -> bool {
+        match self {
+            Self::EarlierStage { .. } | Self::DeleteOrder | Self::EnvironmentInUse => true,
+            // Its own deployment ending, a clock, a person, or a change lifts these.
+            Self::InFlight
+            | Self::WaitingForNotify
+            | Self::RolloutHalted { .. }
+            | Self::Window { .. }
+            | Self::Soak { .. }
+            | Self::FailedUntilChange
+            | Self::BackingOff { .. }
+            | Self::DeletionBudget { .. }
+            | Self::PinnedBySpec { .. }
+            | Self::Conflict { .. }
+            | Self::Held { .. }
+            | Self::Freeze { .. }
+            | Self::PinnedByOperator { .. }
+            | Self::NeedsApproval { .. } => false,
+        }
+    }
 }
 
 impl fmt::Display for HoldReason {

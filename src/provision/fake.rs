@@ -1,6 +1,7 @@
 //! An in-memory provisioner for tests: it records every call it receives, in order, and
 //! answers from a script (succeed by default; fail, permanently or not, for chosen
-//! resources). It never touches the outside world.
+//! resources), holding an apply until the test lets it go ([`Fake::hold`]). It never
+//! touches the outside world.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -39,6 +40,8 @@ pub enum Script {
 struct Inner {
     calls: Vec<Call>,
     scripts: BTreeMap<String, Script>,
+    /// Applies that wait until their gate is notified.
+    gates: BTreeMap<String, Arc<tokio::sync::Notify>>,
 }
 
 /// The fake provisioner. Clones share their calls and scripts.
@@ -59,6 +62,21 @@ impl Fake {
         if let Ok(mut inner) = self.inner.lock() {
             inner.scripts.insert(resource.to_string(), script);
         }
+    }
+
+    /// Holds every apply of `resource` (recorded as a call at once) until the returned gate
+    /// is notified (`notify_one`, once per apply to let go).
+    #[must_use]
+    pub fn hold(&self, resource: &str) -> Arc<tokio::sync::Notify> {
+        let gate = Arc::new(tokio::sync::Notify::new());
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.gates.insert(resource.to_string(), gate.clone());
+        }
+        gate
+    }
+
+    fn gate(&self, resource: &str) -> Option<Arc<tokio::sync::Notify>> {
+        self.inner.lock().ok()?.gates.get(resource).cloned()
     }
 
     /// The calls received so far, in order.
@@ -114,7 +132,14 @@ impl Provisioner for Fake {
         job: Job<'a>,
         _documents: &'a [(String, String)],
     ) -> BoxFuture<'a, Result<Applied, DeployError>> {
-        Box::pin(async move { self.answer("apply", job) })
+        Box::pin(async move {
+            let gate = self.gate(&job.deployment.resource_id);
+            let answer = self.answer("apply", job);
+            if let Some(gate) = gate {
+                gate.notified().await;
+            }
+            answer
+        })
     }
 
     fn delete<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<Applied, DeployError>> {
