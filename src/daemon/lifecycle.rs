@@ -301,7 +301,9 @@ async fn watched(
 ) -> Result<Applied, DeployError> {
     let run = call(p, work, job);
     tokio::pin!(run);
-    let mut tick = tokio::time::interval(WATCH_EVERY);
+    // The first look one period in: a row begun just now has no cancel mark and no progress
+    // yet (a query saved per deployment).
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + WATCH_EVERY, WATCH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = None;
     loop {
