@@ -28,7 +28,9 @@
 //!   whole process, and from its first "Deployment started." to its last "Deployment
 //!   succeeded."); after a moto reset, a plain sequential `CreateStack` + `DescribeStacks`
 //!   loop creates the same stacks from the same rendered templates (an untimed protond run
-//!   first warms `moto_server` up);
+//!   first warms `moto_server` up); each pair runs `--deploy-runs` times (min / median),
+//!   straight on `moto_server` and, with `--deploy-latency`, again behind [`latency`]'s
+//!   proxy, which holds every request for that long (a real endpoint's round trip);
 //! * **tag to first deployment call**: a watching daemon (`run`, polling hourly) converges on
 //!   the fleet, then `bench-svc/v1.1`, `v1.2`, ... are tagged one at a time; each latency runs
 //!   from just before `git tag` to the daemon's first "Deployment started." for that version
@@ -45,6 +47,7 @@ use crate::desired;
 use crate::plan::{self, ActionKind, UpdateReason};
 use crate::state::ResourceRecord;
 
+pub mod latency;
 pub mod repos;
 mod state;
 pub mod store;
@@ -526,6 +529,46 @@ pub struct DeployFigures {
     pub plain_loop: Duration,
     /// `protond_deploy / plain_loop`.
     pub ratio: f64,
+    /// The timed runs of protond and the plain loop, straight on `moto_server` (latency
+    /// zero) and behind the latency proxy; the fields above are the medians of the first.
+    #[serde(default)]
+    pub by_latency: Vec<LatencyRuns>,
+}
+
+/// protond against the plain loop with `latency` added to every request, each run from an
+/// empty `moto_server` and a fresh state.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct LatencyRuns {
+    /// Added to every request (zero: `moto_server` directly).
+    pub latency: Duration,
+    /// protond's first "Deployment started." to its last "Deployment succeeded.", per run.
+    pub protond_deploy: Vec<Duration>,
+    /// The whole `reconcile --once` process, per run.
+    pub protond_process: Vec<Duration>,
+    /// The plain sequential SDK loop, per run.
+    pub plain_loop: Vec<Duration>,
+}
+
+impl LatencyRuns {
+    /// `median(protond_deploy) / median(plain_loop)`.
+    #[must_use]
+    pub fn ratio(&self) -> f64 {
+        median(&self.protond_deploy).as_secs_f64()
+            / median(&self.plain_loop).as_secs_f64().max(1e-9)
+    }
+}
+
+/// How the deployment figures are taken (`protond bench --deploy-*`).
+#[derive(Debug, Clone, Copy)]
+pub struct DeployPlan {
+    /// Service instances deployed.
+    pub instances: usize,
+    /// New minor tags timed from tag to first deployment call.
+    pub tags: usize,
+    /// Timed runs of protond and the plain loop, for each latency.
+    pub runs: usize,
+    /// An endpoint latency to measure besides none (`--deploy-latency`).
+    pub latency: Option<Duration>,
 }
 
 /// The median of `samples` (the mean of the two middle ones for an even count); zero when
@@ -1014,14 +1057,66 @@ fn fresh_state(config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// Deploys a fleet of `instances` on a `moto_server` started here (under `dir`): protond
-/// against a plain SDK loop, then `tags` new minors seen by a watching daemon.
+/// Runs protond and the plain loop `runs` times each on `moto_server` (through `endpoint`,
+/// the server itself or the latency proxy), each from an empty `moto_server` and a fresh
+/// state; checks that every run leaves exactly `names`. Returns the runs and the rendered
+/// stacks (read after protond's first run).
+fn timed_pairs(
+    rt: &tokio::runtime::Runtime,
+    moto: &str,
+    endpoint: &str,
+    config_path: &Path,
+    generated: &str,
+    (runs, stacks): (usize, usize),
+) -> Result<(LatencyRuns, Vec<(String, String)>)> {
+    std::fs::write(config_path, aws_config(generated, endpoint, "200ms")?)?;
+    let config = load(config_path)?;
+    let timeout = Duration::from_mins(2) + Duration::from_secs(2) * u32::try_from(stacks)?;
+    let direct = cfn_client(moto, &config.region);
+    let via = cfn_client(endpoint, &config.region);
+    let mut out = LatencyRuns::default();
+    let mut rendered = Vec::new();
+    for _ in 0..runs.max(1) {
+        rt.block_on(reset_moto(moto))?;
+        fresh_state(&config)?;
+        let (process, deploy) = protond_once(config_path, stacks, timeout)?;
+        if rendered.is_empty() {
+            rendered = rt.block_on(rendered_stacks(&config))?;
+        }
+        let names: Vec<String> = rendered.iter().map(|(n, _)| n.clone()).collect();
+        if names.len() != stacks {
+            bail!("{} stacks rendered for {stacks}", names.len());
+        }
+        rt.block_on(expect_stacks(
+            &direct,
+            &names,
+            false,
+            "protond reconcile --once",
+        ))?;
+        // The plain loop, on the same templates, from an empty moto_server.
+        rt.block_on(reset_moto(moto))?;
+        rt.block_on(expect_stacks(&direct, &[], false, "the moto reset"))?;
+        let plain = rt.block_on(plain_loop(&via, &rendered, config.stack_poll_interval))?;
+        rt.block_on(expect_stacks(&direct, &names, false, "the plain SDK loop"))?;
+        out.protond_process.push(process);
+        out.protond_deploy.push(deploy);
+        out.plain_loop.push(plain);
+    }
+    Ok((out, rendered))
+}
+
+/// Deploys a fleet on a `moto_server` started here (under `dir`): protond against a plain
+/// SDK loop (`plan.runs` times each, straight and behind `plan.latency`), then `plan.tags`
+/// new minors seen by a watching daemon.
 ///
 /// # Errors
 ///
 /// When `moto_server` cannot start, a deployment fails, or a run does not create exactly the
 /// fleet's stacks (the figures would lie).
-pub fn measure_deployment(dir: &Path, instances: usize, tags: usize) -> Result<DeployFigures> {
+pub fn measure_deployment(dir: &Path, plan: DeployPlan) -> Result<DeployFigures> {
+    let DeployPlan {
+        instances, tags, ..
+    } = plan;
     if instances == 0 || tags == 0 {
         bail!("the deployment figures need at least one instance and one tag");
     }
@@ -1040,41 +1135,47 @@ pub fn measure_deployment(dir: &Path, instances: usize, tags: usize) -> Result<D
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let cfn = cfn_client(&aws.url, &config.region);
     let timeout = Duration::from_mins(2) + Duration::from_secs(2) * u32::try_from(stacks)?;
 
-    // protond's path: every stack created by `reconcile --once`. A first run warms
-    // moto_server up (its first calls of each service are slow), then both timed runs start
-    // from a reset moto_server.
+    // A first run warms moto_server up (its first calls of each service are slow); every
+    // timed run starts from a reset moto_server.
     protond_once(&config_path, stacks, timeout).context("warm-up run")?;
-    rt.block_on(reset_moto(&aws.url))?;
-    fresh_state(&config)?;
-    let (protond_process, protond_deploy) = protond_once(&config_path, stacks, timeout)?;
-    let rendered = rt.block_on(rendered_stacks(&config))?;
-    let names: Vec<String> = rendered.iter().map(|(n, _)| n.clone()).collect();
-    if names.len() != stacks {
-        bail!("{} stacks rendered for {stacks}", names.len());
+    let mut by_latency = Vec::new();
+    let (straight, rendered) = timed_pairs(
+        &rt,
+        &aws.url,
+        &aws.url,
+        &config_path,
+        &generated,
+        (plan.runs, stacks),
+    )?;
+    by_latency.push(straight);
+    if let Some(latency) = plan.latency.filter(|l| !l.is_zero()) {
+        let proxy = latency::LatencyProxy::start(&aws.url, latency)?;
+        let (mut runs, _) = timed_pairs(
+            &rt,
+            &aws.url,
+            &proxy.url,
+            &config_path,
+            &generated,
+            (plan.runs, stacks),
+        )?;
+        runs.latency = latency;
+        by_latency.push(runs);
+        std::fs::write(&config_path, aws_config(&generated, &aws.url, "200ms")?)?;
     }
-    rt.block_on(expect_stacks(
-        &cfn,
-        &names,
-        false,
-        "protond reconcile --once",
-    ))?;
-
-    // The plain loop, on the same templates, from an empty moto_server.
-    rt.block_on(reset_moto(&aws.url))?;
-    rt.block_on(expect_stacks(&cfn, &[], false, "the moto reset"))?;
-    let plain = rt.block_on(plain_loop(&cfn, &rendered, config.stack_poll_interval))?;
-    rt.block_on(expect_stacks(&cfn, &names, false, "the plain SDK loop"))?;
+    let names: Vec<String> = rendered.iter().map(|(n, _)| n.clone()).collect();
 
     // The watcher, from a fresh state on an empty moto_server.
+    let cfn = cfn_client(&aws.url, &config.region);
     rt.block_on(reset_moto(&aws.url))?;
     fresh_state(&config)?;
     let latencies = tag_latencies(&dir, &config_path, instances, stacks, tags)?;
     rt.block_on(expect_stacks(&cfn, &names, true, "the watched rollouts"))?;
     drop(aws);
 
+    let first = &by_latency[0];
+    let protond_deploy = median(&first.protond_deploy);
     Ok(DeployFigures {
         instances,
         stacks,
@@ -1082,10 +1183,11 @@ pub fn measure_deployment(dir: &Path, instances: usize, tags: usize) -> Result<D
         tag_median: median(&latencies),
         tag_max: latencies.iter().max().copied().unwrap_or_default(),
         tag_latencies: latencies,
-        protond_process,
+        protond_process: median(&first.protond_process),
         protond_deploy,
-        plain_loop: plain,
-        ratio: protond_deploy.as_secs_f64() / plain.as_secs_f64().max(1e-9),
+        plain_loop: median(&first.plain_loop),
+        ratio: first.ratio(),
+        by_latency,
     })
 }
 
@@ -1110,6 +1212,35 @@ pub fn deploy_table(d: &DeployFigures) -> String {
         ms(d.plain_loop),
         d.ratio
     );
+    out
+}
+
+/// protond against the plain loop for each endpoint latency, as a Markdown table: min /
+/// median of the runs, and the ratio of the medians.
+#[must_use]
+pub fn latency_table(d: &DeployFigures) -> String {
+    let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
+    let runs = |v: &[Duration]| {
+        let min = v.iter().min().copied().unwrap_or_default();
+        format!("{} / {}", ms(min), ms(median(v)))
+    };
+    let mut out = String::from(
+        "| endpoint latency | stacks | runs | protond deploy (concurrency) | protond `reconcile --once` process | plain sequential SDK loop | protond / plain |\n|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in &d.by_latency {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} ({}) | {} | {} | {:.2}x |",
+            ms(r.latency),
+            d.stacks,
+            r.protond_deploy.len(),
+            runs(&r.protond_deploy),
+            d.concurrency,
+            runs(&r.protond_process),
+            runs(&r.plain_loop),
+            r.ratio()
+        );
+    }
     out
 }
 
@@ -1177,6 +1308,71 @@ mod tests {
         assert_eq!(
             f.cold,
             f.cold_runs.iter().min().copied().unwrap_or_default()
+        );
+    }
+
+    #[test]
+    fn the_latency_table_shows_min_and_median_and_the_ratio_of_medians() {
+        let ms = Duration::from_millis;
+        let d = DeployFigures {
+            instances: 100,
+            stacks: 104,
+            concurrency: 4,
+            tag_latencies: vec![ms(200)],
+            tag_median: ms(200),
+            tag_max: ms(200),
+            protond_process: ms(1200),
+            protond_deploy: ms(1000),
+            plain_loop: ms(800),
+            ratio: 1.25,
+            by_latency: vec![
+                LatencyRuns {
+                    latency: Duration::ZERO,
+                    protond_deploy: vec![ms(1100), ms(900), ms(1000)],
+                    protond_process: vec![ms(1200), ms(1300), ms(1250)],
+                    plain_loop: vec![ms(800), ms(850), ms(700)],
+                },
+                LatencyRuns {
+                    latency: ms(50),
+                    protond_deploy: vec![ms(3000), ms(3100), ms(2900)],
+                    protond_process: vec![ms(3300), ms(3400), ms(3200)],
+                    plain_loop: vec![ms(12000), ms(11000), ms(11500)],
+                },
+            ],
+        };
+        let t = latency_table(&d);
+        assert!(t.contains("| 0 ms | 104 | 3 | 900 ms / 1000 ms (4) | 1200 ms / 1250 ms | 700 ms / 800 ms | 1.25x |"), "{t}");
+        assert!(t.contains("| 50 ms | 104 | 3 | 2900 ms / 3000 ms (4) | 3200 ms / 3300 ms | 11000 ms / 11500 ms | 0.26x |"), "{t}");
+    }
+
+    /// The proxy forwards each request after its delay, and answers what the upstream
+    /// answered.
+    #[test]
+    fn the_latency_proxy_delays_and_forwards() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let upstream = latency::LatencyProxy::start("http://127.0.0.1:9", Duration::ZERO)
+            .expect("a proxy to nowhere");
+        let proxy =
+            latency::LatencyProxy::start(&upstream.url, Duration::from_millis(30)).expect("proxy");
+        let t = Instant::now();
+        let status = rt.block_on(async {
+            reqwest::Client::new()
+                .post(format!("{}/x?y=1", proxy.url))
+                .body("Action=DescribeStacks")
+                .send()
+                .await
+                .expect("an answer")
+                .status()
+        });
+        // Port 9 refuses: the inner proxy answers 502, passed through the outer one.
+        assert_eq!(status, reqwest::StatusCode::BAD_GATEWAY);
+        assert!(
+            t.elapsed() >= Duration::from_millis(30),
+            "{:?}",
+            t.elapsed()
         );
     }
 

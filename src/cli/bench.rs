@@ -12,13 +12,13 @@ use anyhow::{Context, Result, bail};
 use crate::bench::{DeployFigures, Figures};
 
 /// `protond bench`: figures for each fleet size in `sizes`, generated below `dir` (a
-/// temporary folder, removed afterwards, by default). `deploy`: the fleet size and tag count
-/// of the deployment figures, `None` to skip them.
+/// temporary folder, removed afterwards, by default). `deploy`: how the deployment figures
+/// are taken, `None` to skip them.
 pub(super) fn bench_cmd(
     sizes: &[usize],
     dir: Option<&Path>,
     json: bool,
-    deploy: Option<(usize, usize)>,
+    deploy: Option<crate::bench::DeployPlan>,
     postgres: Option<&str>,
 ) -> Result<ExitCode> {
     if deploy.is_some() && !crate::bench::moto_available() {
@@ -47,9 +47,10 @@ pub(super) fn bench_cmd(
         None => Vec::new(),
     };
     let deployed = match deploy {
-        Some((n, tags)) => {
+        Some(plan) => {
+            let n = plan.instances;
             eprintln!("bench: deploying {n} instances on moto_server ...");
-            let d = crate::bench::measure_deployment(&root.join(format!("deploy-{n}")), n, tags);
+            let d = crate::bench::measure_deployment(&root.join(format!("deploy-{n}")), plan);
             if d.is_err() && dir.is_none() {
                 let _ = std::fs::remove_dir_all(&root);
             }
@@ -131,6 +132,10 @@ fn print_figures(rows: &[Figures], deployed: Option<&DeployFigures>, json: bool)
             print!(
                 "\nDeployment, on moto_server:\n\n{}",
                 crate::bench::deploy_table(d)
+            );
+            print!(
+                "\nprotond against the plain loop, by endpoint latency (min / median):\n\n{}",
+                crate::bench::latency_table(d)
             );
         }
     }

@@ -384,6 +384,13 @@ pub enum Command {
         /// New minor tags timed from tag to first deployment call.
         #[arg(long, default_value_t = 3)]
         tags: usize,
+        /// Timed runs of protond's `reconcile --once` and the plain SDK loop (min / median).
+        #[arg(long, default_value_t = 3)]
+        deploy_runs: usize,
+        /// Also run them behind a 127.0.0.1 proxy adding this latency to every request
+        /// (`50ms`), where protond's concurrent deployments pay off.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        deploy_latency: Option<std::time::Duration>,
         /// Another measurement instead of the fleet figures (`render`).
         #[command(subcommand)]
         mode: Option<bench::BenchMode>,
@@ -624,12 +631,19 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             no_aws,
             deploy_instances,
             tags,
+            deploy_runs,
+            deploy_latency,
             postgres,
         } => bench::bench_cmd(
             &instances,
             dir.as_deref(),
             json,
-            (!no_aws).then_some((deploy_instances, tags)),
+            (!no_aws).then_some(crate::bench::DeployPlan {
+                instances: deploy_instances,
+                tags,
+                runs: deploy_runs,
+                latency: deploy_latency,
+            }),
             postgres.as_deref(),
         ),
         Command::Notify {
