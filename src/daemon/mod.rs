@@ -129,8 +129,10 @@ pub async fn run_once(ctx: &Arc<Ctx>) -> Result<OnceReport, ReconcileError> {
             ctx.wait_idle(None).await;
             running
         };
-        // The store cannot record deployments: stop rather than start more.
+        // The store cannot record deployments: stop rather than start more (once the running
+        // ones ended).
         if let Some(e) = ctx.take_store_failure() {
+            ctx.wait_idle(None).await;
             return Err(ReconcileError::Record(e));
         }
         generation = next_generation(&mut generations, &ended, generation);
