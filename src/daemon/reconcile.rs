@@ -438,8 +438,15 @@ async fn adopt(
     let roles = evaluate::environment_field(snapshot, |e| e.role_arn.as_ref());
     let scope = ctx.scope();
     let mut adopted = 0;
+    // Read before the rows: a task of this process holds its claim from before its row is
+    // begun until after it is finished, so a row of a resource claimed now may be finished
+    // by its own task between this read and the claim below; a row of a resource not
+    // claimed now is no task's here (cycles, the only claimers, run one at a time).
+    let running = ctx.running();
     for dep in ctx.store.in_flight().await? {
-        if waiting.contains(&dep.deployment.resource_id) {
+        if waiting.contains(&dep.deployment.resource_id)
+            || running.contains(&dep.deployment.resource_id)
+        {
             continue;
         }
         // Another shard's deployment is its leader's to adopt.
