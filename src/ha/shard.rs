@@ -101,6 +101,10 @@ pub fn wanted(
     out
 }
 
+/// The resources a leader knows this cycle (the desired set and the records): id → kind
+/// and repo.
+pub type Known<'a> = BTreeMap<&'a str, (ResourceKind, &'a str)>;
+
 /// What a leader holding some shards may change: the resources of the spec repos of its
 /// shards, and environments when it holds shard 0. Resources of other shards' repos are
 /// neither deployed nor deleted by it; it reads every repo and record all the same (rollout
@@ -197,6 +201,38 @@ impl Scope {
     #[must_use]
     pub fn owns(&self, kind: ResourceKind, repo: &str) -> bool {
         self.is_everything() || self.held.contains(&self.owner(kind, repo))
+    }
+
+    /// Whether this leader answers for the per-resource bookkeeping row of `id` (needs
+    /// approval, spec finding): a resource `known` (id → kind and repo, from the desired
+    /// set and the records) that it owns; a resource no one knows any more (its row is
+    /// left over) when it holds shard 0. Every other shard's rows are left to their leader,
+    /// so that two leaders never replace each other's rows.
+    #[must_use]
+    pub fn answers_for(&self, id: &str, known: &Known<'_>) -> bool {
+        if self.is_everything() {
+            return true;
+        }
+        match known.get(id) {
+            Some((kind, repo)) => self.owns(*kind, repo),
+            None => self.held.contains(&0),
+        }
+    }
+
+    /// Of the rows `stored` (resource ids), those this leader replaces now: rows it
+    /// [answers for](Scope::answers_for) whose resource is not `current` any more.
+    #[must_use]
+    pub fn stale_rows<'a>(
+        &self,
+        stored: impl IntoIterator<Item = &'a String>,
+        current: impl Fn(&str) -> bool,
+        known: &Known<'_>,
+    ) -> Vec<String> {
+        stored
+            .into_iter()
+            .filter(|id| !current(id) && self.answers_for(id, known))
+            .cloned()
+            .collect()
     }
 
     /// Drops from `plan` every action and proposal of a resource this leader does not own.

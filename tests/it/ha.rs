@@ -58,13 +58,18 @@ pub(crate) fn world(url: &str, poll: &str) -> World {
                 .section("[server]\ngithub_secret_env = \"T_GH\"");
         })
         .build();
+    use_state(&w, url);
+    w
+}
+
+/// Points `w`'s config at the state on `url`.
+pub(crate) fn use_state(w: &World, url: &str) {
     let url = url.to_string();
     w.edit_config(move |t| {
         let start = t.find("state = \"").expect("a state line");
         let end = start + t[start..].find('\n').expect("a line");
         format!("{}state = \"{url}\"{}", &t[..start], &t[end..])
     });
-    w
 }
 
 /// One `protond run` replica, its log in a file; killed when dropped.

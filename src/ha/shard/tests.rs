@@ -232,3 +232,59 @@ fn retain_owned_drops_other_shards_and_unknown_repos() {
     Scope::all().retain_owned(&mut all, |_| None);
     assert_eq!(all, plan, "unsharded keeps everything");
 }
+
+#[test]
+fn each_leader_replaces_only_the_rows_it_answers_for() {
+    let (r0, r1) = two_repos();
+    let known: Known<'_> = BTreeMap::from([
+        ("svc-a", (ResourceKind::ServiceInstance, r0.as_str())),
+        ("svc-b", (ResourceKind::ServiceInstance, r1.as_str())),
+        ("env-e", (ResourceKind::Environment, r1.as_str())),
+    ]);
+    let stored: Vec<String> = ["svc-a", "svc-b", "env-e", "gone"]
+        .map(String::from)
+        .to_vec();
+    let on0 = Scope::from_leases(2, ["shard-0"], BTreeMap::new());
+    let on1 = Scope::from_leases(2, ["shard-1"], BTreeMap::new());
+    // (what, scope, current rows, rows replaced).
+    let cases: [(&str, &Scope, &[&str], &[&str]); 6] = [
+        (
+            "shard 0: its service, environments, left-over rows",
+            &on0,
+            &[],
+            &["svc-a", "env-e", "gone"],
+        ),
+        ("shard 1: its service only", &on1, &[], &["svc-b"]),
+        ("shard 1 still holds svc-b", &on1, &["svc-b"], &[]),
+        (
+            "shard 0 still holds its rows",
+            &on0,
+            &["svc-a", "env-e"],
+            &["gone"],
+        ),
+        (
+            "unsharded: every row not current",
+            &Scope::all(),
+            &["svc-b"],
+            &["svc-a", "env-e", "gone"],
+        ),
+        (
+            "both shards held: as unsharded but shard-scoped",
+            &Scope::from_leases(2, ["shard-0", "shard-1"], BTreeMap::new()),
+            &[],
+            &["svc-a", "svc-b", "env-e", "gone"],
+        ),
+    ];
+    for (what, scope, current, want) in cases {
+        let got = scope.stale_rows(&stored, |id| current.contains(&id), &known);
+        assert_eq!(got, want, "{what}");
+    }
+    assert!(
+        !on1.answers_for("gone", &known),
+        "shard 0 clears left-overs"
+    );
+    assert!(
+        on0.answers_for("env-e", &known),
+        "environments are shard 0's"
+    );
+}
