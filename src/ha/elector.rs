@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::{Held, Observed, Settings, changes, wanted};
+use crate::state::lease::Wakeup;
 use crate::state::{StateError, Store};
 
 /// Why this replica cannot take part, or cannot hold every lease.
@@ -360,10 +361,11 @@ pub const WAKEUP_POLL: Duration = Duration::from_secs(1);
 /// Forwarded webhooks are kept this long in the queue.
 const WAKEUP_KEEP: Duration = Duration::from_mins(10);
 
-/// The leader's side of the webhooks followers queue: LISTENs on `protond_wakeup` (a
-/// connection of its own, with the store's credentials) and reads the queue every second as a fallback; calls
-/// `wake` with the repos each new webhook named (`None`: every repo). Runs until dropped.
-pub async fn forwarded_wakeups(store: Store, wake: impl Fn(Vec<Option<String>>)) {
+/// The leader's side of the webhooks other replicas queue: LISTENs on `protond_wakeup` (a
+/// connection of its own, with the store's credentials) and reads the queue every second
+/// as a fallback; calls `wake` with the new webhooks (their repo, `None`: every repo, and
+/// who queued them). Runs until dropped.
+pub async fn forwarded_wakeups(store: Store, wake: impl Fn(Vec<Wakeup>)) {
     let mut after = match store.last_wakeup().await {
         Ok(id) => id,
         Err(e) => {
@@ -392,8 +394,7 @@ pub async fn forwarded_wakeups(store: Store, wake: impl Fn(Vec<Option<String>>))
         match store.wakeups_after(after, WAKEUP_KEEP).await {
             Ok(queued) if !queued.is_empty() => {
                 after = queued.last().map_or(after, |w| w.id);
-                tracing::info!(count = queued.len(), from = %queued.iter().map(|w| w.received_by.as_str()).collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>().join(","), "Webhooks forwarded by followers: cycle requested.");
-                wake(queued.into_iter().map(|w| w.repo).collect());
+                wake(queued);
             }
             Ok(_) => {}
             Err(e) => {

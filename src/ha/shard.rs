@@ -101,6 +101,17 @@ pub fn wanted(
     out
 }
 
+/// Where a webhook's repo is fetched and reconciled ([`Scope::route`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// By this leader only (a spec repo of a shard it holds, or everything unsharded).
+    Here,
+    /// By the leader of this other shard: queued for it (`wakeups`).
+    Shard(u32),
+    /// By every leader (a template repo: the catalogue is shared): here, and queued.
+    Everywhere,
+}
+
 /// The resources a leader knows this cycle (the desired set and the records): id → kind
 /// and repo.
 pub type Known<'a> = BTreeMap<&'a str, (ResourceKind, &'a str)>;
@@ -233,6 +244,32 @@ impl Scope {
             .filter(|id| !current(id) && self.answers_for(id, known))
             .cloned()
             .collect()
+    }
+
+    /// Where a cycle request naming repo `repo` goes when this replica leads this scope
+    /// (`spec`: whether `repo` is a spec repo; template repos are every leader's).
+    #[must_use]
+    pub fn route(&self, repo: &str, spec: bool) -> Route {
+        if self.is_everything() {
+            return Route::Here;
+        }
+        if !spec {
+            return Route::Everywhere;
+        }
+        let shard = self.shard_of(repo);
+        if self.held.contains(&shard) {
+            Route::Here
+        } else {
+            Route::Shard(shard)
+        }
+    }
+
+    /// Whether this leader acts on a webhook another replica queued (`repo`: the repo it
+    /// named, `None`: every repo): not when it names a spec repo of a shard this leader does
+    /// not hold (that shard's leader acts on it).
+    #[must_use]
+    pub fn takes_wakeup(&self, repo: Option<&str>, spec: impl Fn(&str) -> bool) -> bool {
+        repo.is_none_or(|r| !matches!(self.route(r, spec(r)), Route::Shard(_)))
     }
 
     /// Drops from `plan` every action and proposal of a resource this leader does not own.

@@ -7,6 +7,9 @@
 //! Repos: `payments` pinned to shard 1, `platform-envs` to shard 2 (its environments are
 //! deployed by shard 0's leader all the same). Reuses the HA suite's helpers (`ha.rs`).
 //!
+//! A webhook for a repo of shard 1 sent to shard 0's replica is queued for shard 1's
+//! leader, which fetches and deploys it.
+//!
 //! Each shard's bookkeeping: with two shards, each leader replaces only its own rows of
 //! `needs_approval` and `spec_findings`, so both shards' rows stay put cycle after cycle
 //! and `approval_needed` is notified once per resource and version.
@@ -17,7 +20,8 @@ use std::time::{Duration, Instant};
 use protond::state::Store;
 
 use crate::ha::{
-    Replica, assert_consistent, bump, converged, database, history, until, use_state, world,
+    Replica, assert_consistent, bump, converged, database, history, push_webhook, rows_of, until,
+    use_state, world,
 };
 
 /// The leases as stored: name → holder.
@@ -337,4 +341,90 @@ async fn two_shards_keep_each_others_approvals_and_findings_and_notify_once() {
         receiver.violations.lock().expect("lock")
     );
     eprintln!("2 shards: {samples} samples over 8 s, rows and findings steady, {per:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_sent_to_another_shards_replica_triggers_the_owners_cycle() {
+    let Some(url) = database().await else { return };
+    // Polling once an hour: after each leader's first cycle, only the webhook fetches.
+    let w = world(&url, "1h");
+    w.edit_config(|t| {
+        let t = t
+            .replacen(
+                "name = \"payments\"\n",
+                "name = \"payments\"\nshard = 1\n",
+                1,
+            )
+            .replacen(
+                "name = \"platform-envs\"\n",
+                "name = \"platform-envs\"\nshard = 0\n",
+                1,
+            );
+        format!("{t}\n[ha]\nshards = 2\n")
+    });
+    // The fleet first (one exclusive reconcile): an instance's shard would otherwise wait
+    // for its next poll to see the environments shard 0 deployed.
+    let out = w.reconcile();
+    assert!(out.status.success(), "{}", crate::common::text(&out));
+    let replicas: Vec<Replica> = (0..2)
+        .map(|k| {
+            Replica::start_with(
+                &w,
+                &format!("h{k}"),
+                "2s",
+                &[("PROTOND_SHARD", &k.to_string())],
+            )
+        })
+        .collect();
+    let all: Vec<&Replica> = replicas.iter().collect();
+    let store = Store::open(&url).await.expect("open the state");
+    let own: BTreeMap<String, String> = (0..2)
+        .map(|k| (format!("shard-{k}"), format!("h{k}")))
+        .collect();
+    until("each shard led by its own replica", 60, &all, || async {
+        holders(&store).await == own
+    })
+    .await;
+    until("the fleet to converge", 90, &all, || converged(&w, &store)).await;
+    // Each leader's term began with a full fetch; then nothing fetches without a webhook.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let last = history(&store).await.last().map_or(0, |d| d.id);
+    bump(&w, 3, 5);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let prod = "service_instance/payments/payments-prod";
+    assert!(
+        rows_of(&store, prod, last).await.is_empty(),
+        "nothing fetches without the webhook"
+    );
+    let marks: Vec<usize> = replicas.iter().map(|r| r.logs().len()).collect();
+    let sent = Instant::now();
+    push_webhook(&w, &replicas[0], "payments").await;
+    until(
+        "shard 1's leader to deploy the change",
+        30,
+        &all,
+        || async {
+            rows_of(&store, prod, last)
+                .await
+                .last()
+                .is_some_and(|d| d.status == "succeeded")
+        },
+    )
+    .await;
+    let latency = sent.elapsed();
+    eprintln!(
+        "webhook for shard 1's repo sent to shard 0's replica -> deployed by shard 1's leader in {} ms",
+        latency.as_millis()
+    );
+    let h0 = &replicas[0].logs()[marks[0]..];
+    let h1 = &replicas[1].logs()[marks[1]..];
+    assert!(
+        h0.contains("queued for the leader of the shard it concerns"),
+        "{h0}"
+    );
+    assert!(!h0.contains("Deployment started."), "{h0}");
+    assert!(h1.contains("Webhooks forwarded by followers"), "{h1}");
+    assert_eq!(started_by(&replicas[1], marks[1]), [prod.to_string()]);
+    let ready = replicas[0].ready().await.expect("h0 ready");
+    assert_eq!(ready["role"], "leader", "{ready}");
 }

@@ -288,3 +288,41 @@ fn each_leader_replaces_only_the_rows_it_answers_for() {
         "environments are shard 0's"
     );
 }
+
+#[test]
+fn a_webhook_goes_to_the_leader_of_its_repos_shard() {
+    let (r0, r1) = two_repos();
+    let explicit = BTreeMap::from([("pinned".to_string(), 1)]);
+    let on0 = Scope::from_leases(2, ["shard-0"], explicit.clone());
+    let on1 = Scope::from_leases(2, ["shard-1"], explicit);
+    // (what, scope, repo, spec repo, route).
+    let cases = [
+        ("own spec repo", &on0, r0.as_str(), true, Route::Here),
+        (
+            "other shard's repo",
+            &on0,
+            r1.as_str(),
+            true,
+            Route::Shard(1),
+        ),
+        ("override", &on0, "pinned", true, Route::Shard(1)),
+        ("override, held", &on1, "pinned", true, Route::Here),
+        ("template repo", &on1, "templates", false, Route::Everywhere),
+        ("unsharded", &Scope::all(), r1.as_str(), true, Route::Here),
+        ("unsharded template", &Scope::all(), "t", false, Route::Here),
+    ];
+    for (what, scope, repo, spec, want) in cases {
+        assert_eq!(scope.route(repo, spec), want, "{what}");
+    }
+    let spec = |r: &str| r != "templates";
+    assert!(on1.takes_wakeup(Some(&r1), spec));
+    assert!(
+        !on1.takes_wakeup(Some(&r0), spec),
+        "shard 0's leader takes it"
+    );
+    assert!(on1.takes_wakeup(Some("templates"), spec));
+    assert!(
+        on1.takes_wakeup(None, spec),
+        "a webhook naming no repo: everyone"
+    );
+}
