@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::{Held, Observed, Settings, changes, wanted};
+use super::{Held, Observed, Settings, changes, shard, wanted};
 use crate::state::lease::Wakeup;
 use crate::state::{StateError, Store};
 
@@ -257,6 +257,7 @@ impl Elector {
                     s.shard,
                     self.listen.as_deref(),
                     &self.started_at,
+                    &s.sharding,
                 )
                 .await?;
         }
@@ -276,11 +277,17 @@ impl Elector {
         } else {
             Vec::new()
         };
-        let want: BTreeSet<String> = match self.mode {
-            Mode::Elect => wanted(s, &all, &replicas).into_iter().collect(),
-            Mode::Exclusive => leases.keys().cloned().collect(),
+        let conflict = (self.mode == Mode::Elect)
+            .then(|| shard::disagreement(&s.replica_id, &s.sharding, &replicas, s.lease))
+            .flatten();
+        // Replicas that disagree on the sharding would place repos on different shards:
+        // none of them leads until they agree.
+        let want: BTreeSet<String> = match (self.mode, &conflict) {
+            (Mode::Elect, Some(_)) => BTreeSet::new(),
+            (Mode::Elect, None) => wanted(s, &all, &replicas).into_iter().collect(),
+            (Mode::Exclusive, _) => leases.keys().cloned().collect(),
         };
-        self.observe(all, replicas);
+        self.observe(all, replicas, conflict.map(|c| c.to_string()));
         // Leases not wanted any more are handed back (their work stops like a loss).
         let unwanted: Vec<(String, i64)> = leases
             .iter()
@@ -320,8 +327,17 @@ impl Elector {
         &self,
         leases: Vec<crate::state::lease::LeaseRecord>,
         replicas: Vec<crate::state::lease::ReplicaRecord>,
+        conflict: Option<String>,
     ) {
         let mut o = lock(&self.observed);
+        if o.conflict != conflict {
+            if let Some(c) = &conflict {
+                tracing::error!(problem = %c, "Refusing to lead: the replicas disagree on the sharding.");
+            } else {
+                tracing::info!("The replicas agree on the sharding again.");
+            }
+            o.conflict = conflict;
+        }
         let first = o.leases.is_empty() && o.changes == 0;
         let seen = changes(&o.leases, &leases, first);
         o.changes += seen;
@@ -414,6 +430,7 @@ mod tests {
             replica_id: id.into(),
             shards: 1,
             shard: 0,
+            sharding: String::new(),
         }
     }
 

@@ -116,6 +116,97 @@ pub enum Route {
 /// and repo.
 pub type Known<'a> = BTreeMap<&'a str, (ResourceKind, &'a str)>;
 
+/// The sharding config a replica runs with, as it records it with itself: `ha.shards` and
+/// every `spec_repos.<name>.shard`, as a JSON object (keys sorted). Replicas that record
+/// different ones would place repos on different shards.
+#[must_use]
+pub fn fingerprint(shards: u32, explicit: &BTreeMap<String, u32>) -> String {
+    let mut keys: BTreeMap<String, String> = explicit
+        .iter()
+        .map(|(repo, n)| (format!("spec_repos.{repo}.shard"), n.to_string()))
+        .collect();
+    keys.insert("ha.shards".into(), shards.max(1).to_string());
+    serde_json::to_string(&keys).unwrap_or_default()
+}
+
+/// The sharding config of `config` ([`fingerprint`]).
+#[must_use]
+pub fn config_fingerprint(config: &Config) -> String {
+    let explicit = config
+        .spec_repos
+        .iter()
+        .filter_map(|r| Some((r.name.clone(), r.shard?)))
+        .collect();
+    fingerprint(config.ha.shards, &explicit)
+}
+
+/// Two live replicas that run with different sharding configs: neither may lead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disagreement {
+    /// This replica.
+    pub me: String,
+    /// The other replica.
+    pub other: String,
+    /// The first key that differs (`ha.shards`, `spec_repos.<name>.shard`).
+    pub key: String,
+    /// Its value here (`unset`: not given).
+    pub mine: String,
+    /// Its value there.
+    pub theirs: String,
+}
+
+impl std::fmt::Display for Disagreement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "replicas {} and {} run with different sharding configs: {} is {} on {} and {} on {}; \
+             neither leads until they agree: give every replica the same [ha] shards and \
+             [[spec_repos]] shard, and restart the one that differs",
+            self.me, self.other, self.key, self.mine, self.me, self.theirs, self.other
+        )
+    }
+}
+
+/// The first live replica (recorded less than two lease periods ago) other than `me` whose
+/// sharding config differs from `mine`, and the first key that differs; `None` when every
+/// live replica agrees (a replica that records none, an earlier version, is not counted).
+#[must_use]
+pub fn disagreement(
+    me: &str,
+    mine: &str,
+    replicas: &[ReplicaRecord],
+    lease_ttl: Duration,
+) -> Option<Disagreement> {
+    let ttl = millis(lease_ttl);
+    let parse = |text: &str| -> BTreeMap<String, String> {
+        serde_json::from_str(text)
+            .unwrap_or_else(|_| BTreeMap::from([("(unreadable)".to_string(), text.to_string())]))
+    };
+    let here = parse(mine);
+    replicas
+        .iter()
+        .filter(|r| r.id != me && r.silent_ms < ttl.saturating_mul(2))
+        .filter_map(|r| Some((r, r.sharding.as_deref()?)))
+        .filter(|(_, theirs)| *theirs != mine)
+        .find_map(|(r, theirs)| {
+            let there = parse(theirs);
+            let key = here
+                .keys()
+                .chain(there.keys())
+                .find(|k| here.get(*k) != there.get(*k))?;
+            let value = |m: &BTreeMap<String, String>| {
+                m.get(key).cloned().unwrap_or_else(|| "unset".to_string())
+            };
+            Some(Disagreement {
+                me: me.to_string(),
+                other: r.id.clone(),
+                key: key.clone(),
+                mine: value(&here),
+                theirs: value(&there),
+            })
+        })
+}
+
 /// What a leader holding some shards may change: the resources of the spec repos of its
 /// shards, and environments when it holds shard 0. Resources of other shards' repos are
 /// neither deployed nor deleted by it; it reads every repo and record all the same (rollout

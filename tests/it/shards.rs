@@ -10,6 +10,10 @@
 //! A webhook for a repo of shard 1 sent to shard 0's replica is queued for shard 1's
 //! leader, which fetches and deploys it.
 //!
+//! Replicas that disagree on the sharding (`[[spec_repos]] shard`) refuse to lead, naming
+//! each other and the key, in the log and `/readyz`; once the odd one is gone, the other
+//! leads again.
+//!
 //! Each shard's bookkeeping: with two shards, each leader replaces only its own rows of
 //! `needs_approval` and `spec_findings`, so both shards' rows stay put cycle after cycle
 //! and `approval_needed` is notified once per resource and version.
@@ -427,4 +431,70 @@ async fn a_webhook_sent_to_another_shards_replica_triggers_the_owners_cycle() {
     assert_eq!(started_by(&replicas[1], marks[1]), [prod.to_string()]);
     let ready = replicas[0].ready().await.expect("h0 ready");
     assert_eq!(ready["role"], "leader", "{ready}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_that_disagree_on_the_sharding_refuse_to_lead() {
+    let Some(url) = database().await else { return };
+    let w = world(&url, "1s");
+    let pin = |shard: u32| {
+        move |t: String| {
+            let t = t
+                .replace("\nshard = 0\n", "\n")
+                .replace("\nshard = 1\n", "\n");
+            t.replacen(
+                "name = \"payments\"\n",
+                &format!("name = \"payments\"\nshard = {shard}\n"),
+                1,
+            )
+        }
+    };
+    w.edit_config(|t| format!("{}\n[ha]\nshards = 2\n", pin(1)(t)));
+    let c0 = Replica::start_with(&w, "c0", "2s", &[("PROTOND_SHARD", "0")]);
+    let store = Store::open(&url).await.expect("open the state");
+    until("c0 to lead shard 0", 30, &[&c0], || async {
+        holders(&store).await.get("shard-0").map(String::as_str) == Some("c0")
+    })
+    .await;
+    // c1 runs with payments pinned to shard 0 instead of 1.
+    w.edit_config(pin(0));
+    assert!(
+        std::fs::read_to_string(w.config_path())
+            .expect("config")
+            .contains("shard = 0")
+    );
+    let c1 = Replica::start_with(&w, "c1", "2s", &[("PROTOND_SHARD", "1")]);
+    let all = [&c0, &c1];
+    let seen = Instant::now();
+    until("nobody to lead", 30, &all, || async {
+        holders(&store).await.is_empty()
+    })
+    .await;
+    eprintln!(
+        "disagreeing replicas: no lease held {} ms after the second one started",
+        seen.elapsed().as_millis()
+    );
+    for (r, other, mine, theirs) in [(&c0, "c1", "1", "0"), (&c1, "c0", "0", "1")] {
+        let ready = r.ready().await.expect("ready while refusing");
+        let conflict = ready["sharding_conflict"].as_str().unwrap_or_default();
+        let key = format!(
+            "spec_repos.payments.shard is {mine} on {} and {theirs} on {other}",
+            r.id
+        );
+        assert!(conflict.contains(&key), "{ready}");
+        assert_eq!(ready["role"], "follower", "{ready}");
+        assert!(r.logs().contains("Refusing to lead"), "{}", r.logs());
+    }
+    // Holding for a while: still nobody leads.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(holders(&store).await.is_empty());
+    // The odd one goes: once it is silent for two lease periods, c0 leads again.
+    drop(c1);
+    until("c0 to lead again", 30, &[&c0], || async {
+        holders(&store).await.get("shard-0").map(String::as_str) == Some("c0")
+    })
+    .await;
+    let ready = c0.ready().await.expect("ready");
+    assert!(ready["sharding_conflict"].is_null(), "{ready}");
+    assert!(c0.logs().contains("agree on the sharding again"));
 }

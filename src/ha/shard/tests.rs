@@ -24,6 +24,7 @@ fn replica(id: &str, shard: i64, silent_ms: i64) -> ReplicaRecord {
         listen: None,
         started_at: "2026-01-01T00:00:00Z".into(),
         silent_ms,
+        sharding: None,
     }
 }
 
@@ -324,5 +325,72 @@ fn a_webhook_goes_to_the_leader_of_its_repos_shard() {
     assert!(
         on1.takes_wakeup(None, spec),
         "a webhook naming no repo: everyone"
+    );
+}
+
+/// (other, key, mine, theirs) of a disagreement, or none.
+type Want<'a> = Option<(&'a str, &'a str, &'a str, &'a str)>;
+
+#[test]
+fn replicas_with_another_sharding_config_are_named_with_the_key() {
+    let a = fingerprint(3, &BTreeMap::from([("payments".to_string(), 1)]));
+    let same = fingerprint(3, &BTreeMap::from([("payments".to_string(), 1)]));
+    let moved = fingerprint(3, &BTreeMap::from([("payments".to_string(), 2)]));
+    let unpinned = fingerprint(3, &BTreeMap::new());
+    let four = fingerprint(4, &BTreeMap::from([("payments".to_string(), 1)]));
+    assert_eq!(a, same);
+    assert_eq!(a, r#"{"ha.shards":"3","spec_repos.payments.shard":"1"}"#);
+    let with = |id: &str, fp: Option<&str>, silent_ms: i64| ReplicaRecord {
+        sharding: fp.map(str::to_string),
+        ..replica(id, 0, silent_ms)
+    };
+    // (what, replicas, (other, key, mine, theirs) or none).
+    let cases: Vec<(&str, Vec<ReplicaRecord>, Want<'_>)> = vec![
+        ("alone", vec![with("me", Some(&moved), 0)], None),
+        ("same", vec![with("b", Some(&same), 100)], None),
+        (
+            "another override",
+            vec![with("b", Some(&same), 100), with("c", Some(&moved), 100)],
+            Some(("c", "spec_repos.payments.shard", "1", "2")),
+        ),
+        (
+            "an override missing there",
+            vec![with("b", Some(&unpinned), 100)],
+            Some(("b", "spec_repos.payments.shard", "1", "unset")),
+        ),
+        (
+            "another count",
+            vec![with("b", Some(&four), 100)],
+            Some(("b", "ha.shards", "3", "4")),
+        ),
+        (
+            "a silent replica does not count",
+            vec![with("b", Some(&moved), 25_000)],
+            None,
+        ),
+        (
+            "an earlier version says nothing",
+            vec![with("b", None, 100)],
+            None,
+        ),
+    ];
+    for (what, replicas, want) in cases {
+        let got = disagreement("me", &a, &replicas, TTL);
+        let got = got.as_ref().map(|d| {
+            (
+                d.other.as_str(),
+                d.key.as_str(),
+                d.mine.as_str(),
+                d.theirs.as_str(),
+            )
+        });
+        assert_eq!(got, want, "{what}");
+    }
+    let d = disagreement("me", &a, &[with("b", Some(&moved), 0)], TTL).expect("differs");
+    let text = d.to_string();
+    assert!(
+        text.contains("replicas me and b")
+            && text.contains("spec_repos.payments.shard is 1 on me and 2 on b"),
+        "{text}"
     );
 }
