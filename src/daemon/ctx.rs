@@ -264,10 +264,21 @@ impl Ctx {
             return;
         }
         let ctx = self.clone();
+        // A shard's leader opens, updates and closes the pull requests of its shards' repos
+        // only: the pass sees the others' repos as out of its config, and leaves them alone.
+        let scope = self.scope();
+        let config = if scope.is_everything() {
+            self.config.clone()
+        } else {
+            let mut own = (*self.config).clone();
+            own.spec_repos
+                .retain(|r| scope.route(&r.name, true) == crate::ha::shard::Route::Here);
+            Arc::new(own)
+        };
         *slot = Some(tokio::spawn(
             async move {
                 crate::propose::sync(
-                    &ctx.config,
+                    &config,
                     &ctx.store,
                     &ctx.telemetry,
                     &snapshot,
