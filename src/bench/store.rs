@@ -15,6 +15,11 @@
 //! Git is read once per size, before the stores are measured, so both backends evaluate the
 //! same snapshots. It measures only: nothing is deployed, and it never touches a database
 //! it did not create.
+//!
+//! `protond bench shards` ([`measure_sharded`]): one PostgreSQL database holding a fleet of
+//! `shards × N` instances; a single reconciler's no-op and tag cycles on the whole fleet,
+//! then `shards` leaders at once (a thread and a connection pool each, started together),
+//! each evaluating its shard's share ([`crate::ha::shard::Scope`]) of the same fleet.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -26,6 +31,7 @@ use sqlx::{Connection as _, Executor as _};
 
 use crate::config::Config;
 use crate::desired;
+use crate::ha::shard::Scope;
 use crate::plan::{self, ActionKind, UpdateReason};
 use crate::state::{Outcome, ResourceRecord, Store};
 
@@ -178,6 +184,17 @@ async fn cycle(
     snapshot: &desired::Snapshot,
     cache: &mut desired::ComputeCache,
 ) -> Result<(Duration, Duration, crate::evaluate::Evaluation)> {
+    scoped_cycle(store, config, snapshot, cache, &Scope::all()).await
+}
+
+/// [`cycle`] of a leader holding `scope`.
+async fn scoped_cycle(
+    store: &Store,
+    config: &Config,
+    snapshot: &desired::Snapshot,
+    cache: &mut desired::ComputeCache,
+    scope: &Scope,
+) -> Result<(Duration, Duration, crate::evaluate::Evaluation)> {
     use crate::daemon::reconcile;
     let t = Instant::now();
     reconcile::record_catalog(
@@ -195,9 +212,245 @@ async fn cycle(
         SystemTime::now(),
     )
     .await?;
+    let mut facts = facts;
+    facts.scope = scope.clone();
     let store_part = t.elapsed();
     let eval = crate::evaluate::evaluate(snapshot, &facts, config, Some(cache));
     Ok((store_part, t.elapsed(), eval))
+}
+
+/// Min and median of timings.
+fn min_median(mut v: Vec<Duration>) -> (Duration, Duration) {
+    v.sort();
+    (
+        v.first().copied().unwrap_or_default(),
+        v.get(v.len() / 2).copied().unwrap_or_default(),
+    )
+}
+
+/// One reconciler's figures on a (sharded) fleet: min and median of the runs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ShardFigures {
+    /// Service instances of the whole fleet.
+    pub fleet: usize,
+    /// `single` (one reconciler, the whole fleet) or `shard K of N`.
+    pub who: String,
+    /// The instances it plans (its share).
+    pub owned: usize,
+    /// No-op cycle, store steps: (min, median).
+    pub noop_store: (Duration, Duration),
+    /// No-op cycle, store steps and evaluation.
+    pub noop_cycle: (Duration, Duration),
+    /// New-minor cycle (every owned instance planned to move), store steps.
+    pub tag_store: (Duration, Duration),
+    /// New-minor cycle, store steps and evaluation.
+    pub tag_cycle: (Duration, Duration),
+}
+
+/// The timings of `runs` no-op and tag cycles of a leader holding `scope`, and how many
+/// instances its tag cycle moves; `start` (when given) is waited on before each run, so
+/// that the shards' leaders run their cycles at the same time.
+async fn scoped_runs(
+    url: &str,
+    config: &Config,
+    (noop, tagged): (&desired::Snapshot, &desired::Snapshot),
+    scope: &Scope,
+    runs: usize,
+    start: Option<&std::sync::Barrier>,
+) -> Result<(Vec<[Duration; 4]>, usize)> {
+    let store = Store::open(url).await?;
+    let mut cache = desired::ComputeCache::default();
+    // Warm: the releases recorded, the render cache filled, as a running leader has them.
+    scoped_cycle(&store, config, noop, &mut cache, scope).await?;
+    scoped_cycle(&store, config, tagged, &mut cache, scope).await?;
+    let mut out = Vec::new();
+    let mut moved = 0;
+    for _ in 0..runs {
+        if let Some(b) = start {
+            b.wait();
+        }
+        let (ns, nc, eval) = scoped_cycle(&store, config, noop, &mut cache, scope).await?;
+        if eval.plan.changes().count() != 0 {
+            bail!("the no-op cycle planned changes");
+        }
+        let (ts, tc, eval) = scoped_cycle(&store, config, tagged, &mut cache, scope).await?;
+        moved = eval
+            .schedule
+            .decisions
+            .iter()
+            .filter(|d| {
+                matches!(
+                    d.action.action,
+                    ActionKind::Update {
+                        reason: UpdateReason::MinorUpgrade { .. }
+                    }
+                )
+            })
+            .count();
+        out.push([ns, nc, ts, tc]);
+    }
+    Ok((out, moved))
+}
+
+fn shard_figures(fleet: usize, who: String, owned: usize, runs: &[[Duration; 4]]) -> ShardFigures {
+    let col = |i: usize| min_median(runs.iter().map(|r| r[i]).collect());
+    ShardFigures {
+        fleet,
+        who,
+        owned,
+        noop_store: col(0),
+        noop_cycle: col(1),
+        tag_store: col(2),
+        tag_cycle: col(3),
+    }
+}
+
+/// `shards` leaders of `per_shard × shards` instances on one new database of the
+/// PostgreSQL server at `postgres`: a single reconciler on the whole fleet first, then every
+/// shard's leader at once (`runs` each).
+///
+/// # Errors
+///
+/// When generating fails, the store cannot be written, or a cycle does not see what it
+/// should (a no-op cycle with changes; shards whose moves do not add up to the fleet).
+pub fn measure_sharded(
+    dir: &Path,
+    per_shard: usize,
+    shards: u32,
+    postgres: &str,
+    runs: usize,
+) -> Result<Vec<ShardFigures>> {
+    let fleet_size = per_shard * usize::try_from(shards.max(1))?;
+    std::fs::create_dir_all(dir)?;
+    let config_path = super::generate(dir, fleet_size)?;
+    let config = super::load(&config_path)?;
+    let (records, noop, tagged) = fleet(dir, &config, fleet_size)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let (name, url) = rt.block_on(new_database(postgres))?;
+    let result = sharded_on(&rt, &url, &config, &records, (&noop, &tagged), shards, runs);
+    let dropped = rt.block_on(drop_database(postgres, &name));
+    let out = result?;
+    dropped?;
+    Ok(out
+        .into_iter()
+        .map(|(who, owned, r)| shard_figures(fleet_size, who, owned, &r))
+        .collect())
+}
+
+type Measured = Vec<(String, usize, Vec<[Duration; 4]>)>;
+
+fn sharded_on(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    config: &Config,
+    records: &[ResourceRecord],
+    snapshots: (&desired::Snapshot, &desired::Snapshot),
+    shards: u32,
+    runs: usize,
+) -> Result<Measured> {
+    eprintln!("bench: recording {} deployed resources ...", records.len());
+    rt.block_on(async {
+        let store = Store::open(url).await?;
+        for r in records {
+            let id = store
+                .begin_deployment(&super::state::new_deployment(r))
+                .await?;
+            store
+                .finish_deployment(id, &Outcome::Succeeded(r.clone()))
+                .await?;
+        }
+        anyhow::Ok(())
+    })?;
+    let instances = records.len() - super::ENVIRONMENTS.len();
+    eprintln!("bench: a single reconciler on {instances} instances ...");
+    let (single, moved) = rt.block_on(scoped_runs(
+        url,
+        config,
+        snapshots,
+        &Scope::all(),
+        runs,
+        None,
+    ))?;
+    if moved != instances {
+        bail!("the single reconciler's tag cycle moved {moved} of {instances} instances");
+    }
+    let mut out = vec![("single".to_string(), instances, single)];
+    if shards <= 1 {
+        return Ok(out);
+    }
+    eprintln!("bench: {shards} shard leaders at once ...");
+    let barrier = std::sync::Barrier::new(usize::try_from(shards)?);
+    let per: Vec<Result<(Vec<[Duration; 4]>, usize)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..shards)
+            .map(|k| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .context("cannot start the async runtime")?;
+                    let scope = Scope::new(shards, BTreeSet::from([k]), BTreeMap::new());
+                    rt.block_on(scoped_runs(
+                        url,
+                        config,
+                        snapshots,
+                        &scope,
+                        runs,
+                        Some(barrier),
+                    ))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a shard's thread panicked")))
+            })
+            .collect()
+    });
+    let mut total = 0;
+    for (k, r) in per.into_iter().enumerate() {
+        let (timings, moved) = r?;
+        total += moved;
+        out.push((format!("shard {k} of {shards}"), moved, timings));
+    }
+    if total != instances {
+        bail!("the shards' tag cycles moved {total} of {instances} instances");
+    }
+    Ok(out)
+}
+
+/// The sharded figures as a Markdown table (min / median).
+#[must_use]
+pub fn shard_table(rows: &[ShardFigures]) -> String {
+    let ms = |(a, b): (Duration, Duration)| {
+        format!(
+            "{:.0} / {:.0} ms",
+            a.as_secs_f64() * 1000.0,
+            b.as_secs_f64() * 1000.0
+        )
+    };
+    let mut out = String::from(
+        "| fleet | reconciler | instances planned | no-op cycle (no fetch) | its store part | new minor | its store part |\n|---:|---|---:|---:|---:|---:|---:|\n",
+    );
+    for f in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            f.fleet,
+            f.who,
+            f.owned,
+            ms(f.noop_cycle),
+            ms(f.noop_store),
+            ms(f.tag_cycle),
+            ms(f.tag_store),
+        );
+    }
+    out
 }
 
 /// Creates a database with a new name on the server at `server`: (name, URL).
@@ -277,5 +530,23 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("| 100 | postgres | 520 ms (5.00 ms) |"), "{t}");
+    }
+
+    #[test]
+    fn the_shard_table_gives_min_and_median() {
+        let ms = Duration::from_millis;
+        let runs = [
+            [ms(9), ms(90), ms(19), ms(190)],
+            [ms(5), ms(50), ms(15), ms(150)],
+            [ms(7), ms(70), ms(17), ms(170)],
+        ];
+        let f = shard_figures(300, "shard 1 of 3".into(), 97, &runs);
+        let t = shard_table(&[f]);
+        assert!(
+            t.contains(
+                "| 300 | shard 1 of 3 | 97 | 50 / 70 ms | 5 / 7 ms | 150 / 170 ms | 15 / 17 ms |"
+            ),
+            "{t}"
+        );
     }
 }

@@ -171,4 +171,61 @@ pub enum BenchMode {
     /// kept AWS sample contexts, against the engine alone and Python Jinja2 (see
     /// `scripts/render_bench`).
     Render(render::RenderArgs),
+    /// Sharded scale on PostgreSQL: a fleet of `--shards × --instances`, a single
+    /// reconciler on all of it, then every shard's leader evaluating its share at once
+    /// (no-op and new-minor cycles, min / median of `--runs`).
+    Shards(ShardsArgs),
+}
+
+/// `protond bench shards`.
+#[derive(clap::Args, Debug)]
+pub struct ShardsArgs {
+    /// Shards (leaders at once).
+    #[arg(long, default_value_t = 3)]
+    shards: u32,
+    /// Service instances per shard.
+    #[arg(long, default_value_t = 5000)]
+    instances: usize,
+    /// Runs of each cycle.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Where the generated repos go (a fresh temporary folder, removed, by default).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+    /// The PostgreSQL server (a user who may create databases).
+    #[arg(long, env = "PROTOND_BENCH_POSTGRES_URL")]
+    postgres: String,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `protond bench shards`: see [`ShardsArgs`].
+///
+/// # Errors
+///
+/// When measuring fails (see [`crate::bench::store::measure_sharded`]).
+pub(super) fn shards_cmd(args: &ShardsArgs) -> Result<ExitCode> {
+    let root = args.dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("protond-bench-shards-{}", std::process::id()))
+    });
+    let rows = crate::bench::store::measure_sharded(
+        &root,
+        args.instances,
+        args.shards,
+        &args.postgres,
+        args.runs.max(1),
+    );
+    if args.dir.is_none() {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    let rows = rows?;
+    if args.json {
+        for f in &rows {
+            println!("{}", serde_json::json!({ "shards": f }));
+        }
+    } else {
+        print!("{}", crate::bench::store::shard_table(&rows));
+    }
+    Ok(ExitCode::SUCCESS)
 }

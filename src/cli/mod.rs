@@ -624,6 +624,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             ..
         } => bench::render_cmd(&args),
         Command::Bench {
+            mode: Some(bench::BenchMode::Shards(args)),
+            ..
+        } => bench::shards_cmd(&args),
+        Command::Bench {
             mode: None,
             instances,
             dir,

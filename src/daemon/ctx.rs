@@ -282,10 +282,21 @@ impl Ctx {
             return;
         }
         let ctx = self.clone();
+        // A shard's leader opens, updates and closes the pull requests of its shards' repos
+        // only: the pass sees the others' repos as out of its config, and leaves them alone.
+        let scope = self.scope();
+        let config = if scope.is_everything() {
+            self.config.clone()
+        } else {
+            let mut own = (*self.config).clone();
+            own.spec_repos
+                .retain(|r| scope.route(&r.name, true) == crate::ha::shard::Route::Here);
+            Arc::new(own)
+        };
         *slot = Some(tokio::spawn(
             async move {
                 crate::propose::sync(
-                    &ctx.config,
+                    &config,
                     &ctx.store,
                     &ctx.telemetry,
                     &snapshot,
@@ -344,14 +355,10 @@ impl Ctx {
         running
     }
 
-    /// Queues a cycle request for the leader (this replica follows): one forwarded webhook
-    /// per named repo (`None`: every repo), which the leader reads from the store.
-    fn forward(&self, elector: &crate::ha::Elector, fetch: desired::Fetch) {
-        let repos: Vec<Option<String>> = match fetch {
-            desired::Fetch::Only(set) => set.into_iter().map(Some).collect(),
-            _ => vec![None],
-        };
-        tracing::info!(repos = ?repos, "Following another replica: the cycle request is queued for the leader.");
+    /// Queues cycle requests for other leaders: one forwarded webhook per entry of
+    /// `repos` (`None`: every repo), which the leaders read from the store (each acts on
+    /// those of its shards, see [`crate::ha::shard::Scope::takes_wakeup`]).
+    fn forward(&self, elector: &crate::ha::Elector, repos: Vec<Option<String>>) {
         let store = self.store.clone();
         let by = elector.settings().replica_id.clone();
         tokio::spawn(async move {
@@ -365,14 +372,78 @@ impl Ctx {
 
     /// Asks the run loop for a cycle now, fetching `fetch` first (a webhook names its repos;
     /// a rollout decision needs no fetch). On a follower, the request is queued in the store
-    /// for the leader.
+    /// for the leader ("Following another replica: queued for the leader"); on a shard's
+    /// leader, the repos of other shards are queued for their leaders, template repos and
+    /// requests naming no repo for every other leader as well as here
+    /// ([`crate::ha::shard::Scope::route`]).
     pub fn request_cycle(&self, fetch: desired::Fetch) {
-        if let Some(e) = self.elector()
-            && !e.held().leading()
-        {
-            self.forward(e, fetch);
+        let Some(e) = self.elector() else {
+            self.cycle_here(fetch);
+            return;
+        };
+        if !e.held().leading() {
+            let repos: Vec<Option<String>> = match fetch {
+                desired::Fetch::Only(set) => set.into_iter().map(Some).collect(),
+                _ => vec![None],
+            };
+            tracing::info!(repos = ?repos, "Following another replica: the cycle request is queued for the leader.");
+            self.forward(e, repos);
             return;
         }
+        let scope = self.scope();
+        if scope.is_everything() {
+            self.cycle_here(fetch);
+            return;
+        }
+        let (here, queued, to) = self.route(&scope, fetch);
+        if !queued.is_empty() {
+            tracing::info!(repos = ?queued, to = %to, "Leading a shard: the cycle request is queued for the leader of the shard it concerns.");
+            self.forward(e, queued);
+        }
+        if let Some(here) = here {
+            self.cycle_here(here);
+        }
+    }
+
+    /// Splits a sharded leader's request: the cycle it runs itself (`None`: none), what it
+    /// queues, and for which shards (for the log).
+    fn route(
+        &self,
+        scope: &crate::ha::shard::Scope,
+        fetch: desired::Fetch,
+    ) -> (Option<desired::Fetch>, Vec<Option<String>>, String) {
+        use crate::ha::shard::Route;
+        let desired::Fetch::Only(repos) = fetch else {
+            // Every repo, or none (a decision taken through the API): every leader cycles.
+            return (Some(fetch), vec![None], "every other shard".into());
+        };
+        let mut here = BTreeSet::new();
+        let mut queued = Vec::new();
+        let mut to = BTreeSet::new();
+        for repo in repos {
+            let spec = self.config.spec_repos.iter().any(|r| r.name == repo);
+            match scope.route(&repo, spec) {
+                Route::Here => {
+                    here.insert(repo);
+                }
+                Route::Shard(n) => {
+                    to.insert(format!("shard {n}"));
+                    queued.push(Some(repo));
+                }
+                Route::Everywhere => {
+                    to.insert("every other shard".to_string());
+                    queued.push(Some(repo.clone()));
+                    here.insert(repo);
+                }
+            }
+        }
+        let here = (!here.is_empty()).then_some(desired::Fetch::Only(here));
+        (here, queued, to.into_iter().collect::<Vec<_>>().join(", "))
+    }
+
+    /// Asks the run loop of this replica for a cycle now, fetching `fetch` first (never
+    /// queued for another: the webhooks other replicas queued for this leader come here).
+    pub fn cycle_here(&self, fetch: desired::Fetch) {
         let mut pending = lock(&self.fetch_request);
         *pending = std::mem::take(&mut *pending).merge(fetch);
         drop(pending);

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use crate::evaluate::Evaluation;
+use crate::ha::shard::{Known, Scope};
 use crate::plan::Version;
 use crate::plan::schedule::HoldReason;
 use crate::state::{StateError, Store};
@@ -42,17 +43,25 @@ pub fn pending(eval: &Evaluation) -> BTreeMap<String, (String, Version, Vec<Stri
         .collect()
 }
 
-/// Records the gate's findings and approvals used; notifies what is newly held.
+/// Records the gate's findings and approvals used; notifies what is newly held. Only the
+/// rows this leader answers for (`scope`, of the resources `known`) are compared and
+/// replaced: with shards, the other leaders' rows stay as they wrote them.
 ///
 /// # Errors
 ///
 /// A store failure.
-pub async fn record(store: &Store, eval: &Evaluation, t: &Telemetry) -> Result<(), StateError> {
+pub async fn record(
+    store: &Store,
+    eval: &Evaluation,
+    t: &Telemetry,
+    (scope, known): (&Scope, &Known<'_>),
+) -> Result<(), StateError> {
     for approval in eval.approved.values().filter(|a| a.repo.is_some()) {
         store.record_approval(approval, false).await?;
     }
     let now = pending(eval);
-    let before = store.needs_approval().await?;
+    let mut before = store.needs_approval().await?;
+    before.retain(|id, _| now.contains_key(id) || scope.answers_for(id, known));
     let unchanged = before.len() == now.len()
         && now.iter().all(|(id, (_, v, changes))| {
             before
@@ -73,5 +82,6 @@ pub async fn record(store: &Store, eval: &Evaluation, t: &Telemetry) -> Result<(
             .emit(t);
         }
     }
-    store.set_needs_approval(&now).await
+    let done = scope.stale_rows(before.keys(), |id| now.contains_key(id), known);
+    store.set_needs_approval(&now, &done).await
 }

@@ -27,7 +27,7 @@ use crate::desired::Resource;
 use crate::model::{DeploymentAction, Placement};
 use crate::plan::{Action, ActionKind, DesiredState, UpdateReason, Version};
 use crate::provision::cloudformation::{placed_stack_name, stack_name};
-use crate::provision::{Applied, DeployError, Job, Provisioner, Provisioning};
+use crate::provision::{Applied, DeployError, Fence, Job, Provisioner, Provisioning};
 use crate::state::{DeploymentRecord, NewDeployment, Outcome, ResourceRecord, StateError};
 use crate::telemetry::events::{DeploymentFinished, DeploymentStarted};
 
@@ -79,7 +79,7 @@ impl Work {
 pub(super) fn spawn(ctx: Arc<Ctx>, claim: Claim, work: Work, role: Option<String>) {
     let tracked = ctx.clone();
     let task = tokio::spawn(async move {
-        run(&ctx, work, role.as_deref()).await;
+        Box::pin(run(&ctx, work, role.as_deref())).await;
         drop(claim);
     });
     tracked.track(task.abort_handle());
@@ -149,11 +149,13 @@ async fn run(ctx: &Arc<Ctx>, work: Work, role: Option<&str>) {
             }
             .emit(&ctx.telemetry);
         }
+        let leading = || ctx.may_deploy();
         let job = Job {
             deployment_id: id,
             deployment: &dep,
             installation: &ctx.installation,
             recorded: matches!(&work, Work::Apply { record: Some(_), .. } | Work::Delete { record: Some(_), .. }),
+            fence: Fence::new(&leading),
         };
         let mut cancelled_by = None;
         if !still_leading(ctx, "deployment") {
@@ -166,6 +168,11 @@ async fn run(ctx: &Arc<Ctx>, work: Work, role: Option<&str>) {
             },
             Err(e) => Err(e),
         };
+        if let Err(DeployError::Fenced { .. }) = &result {
+            // Nothing was started: the row stays in flight for the next leader to adopt.
+            still_leading(ctx, "change set execution");
+            return;
+        }
         if let Some(pause) = record_delay() {
             tokio::time::sleep(pause).await;
         }
@@ -259,11 +266,13 @@ async fn leave_old_place(
         placement: record.placement.clone(),
         ..dep.clone()
     };
+    let leading = || ctx.may_deploy();
     let job = Job {
         deployment_id: id,
         deployment: &old,
         installation: &ctx.installation,
         recorded: true,
+        fence: Fence::new(&leading),
     };
     if !still_leading(ctx, "relocation's delete") {
         return Err(DeployError::Unsupported {
@@ -740,6 +749,7 @@ mod tests {
             deployment: &dep,
             installation: "i",
             recorded: true,
+            fence: Fence::OPEN,
         };
         let mut by = None;
         let stuck = Stuck(tokio::sync::Notify::new());

@@ -425,7 +425,7 @@ async fn replicated(
         let woken = ctx.clone();
         let forwarded = tokio::spawn(crate::ha::elector::forwarded_wakeups(
             ctx.store.clone(),
-            move |repos| woken.request_cycle(fetch_of(repos)),
+            move |queued| forwarded_here(&woken, queued),
         ));
         let stopped = cycles(ctx, wake, t, shutdown, until_lost(elector.subscribe())).await;
         forwarded.abort();
@@ -450,6 +450,32 @@ async fn replicated(
         }
         elector.work_stopped();
     }
+}
+
+/// Acts on the webhooks other replicas queued: those this leader takes (not its own, not
+/// another shard's repos) become one cycle here.
+fn forwarded_here(ctx: &Ctx, queued: Vec<crate::state::lease::Wakeup>) {
+    let me = ctx
+        .elector()
+        .map(|e| e.settings().replica_id.clone())
+        .unwrap_or_default();
+    let scope = ctx.scope();
+    let spec = |r: &str| ctx.config.spec_repos.iter().any(|s| s.name == r);
+    let (taken, others): (Vec<_>, Vec<_>) = queued
+        .into_iter()
+        .filter(|w| w.received_by != me)
+        .partition(|w| scope.takes_wakeup(w.repo.as_deref(), spec));
+    if taken.is_empty() {
+        tracing::debug!(
+            skipped = others.len(),
+            "Queued webhooks for other shards: nothing to do here."
+        );
+        return;
+    }
+    let from: std::collections::BTreeSet<&str> =
+        taken.iter().map(|w| w.received_by.as_str()).collect();
+    tracing::info!(count = taken.len(), from = %from.into_iter().collect::<Vec<_>>().join(","), "Webhooks forwarded by followers: cycle requested.");
+    ctx.cycle_here(fetch_of(taken.into_iter().map(|w| w.repo).collect()));
 }
 
 /// What forwarded webhooks ask to fetch (a webhook naming no repo: all).

@@ -37,6 +37,7 @@ use super::lifecycle::{self, Work};
 use crate::catalog::releases::{Catalog, ReleaseState};
 use crate::desired::{self, Resource, Snapshot};
 use crate::evaluate::{self, Evaluation, Facts};
+use crate::ha::shard::{Known, Scope};
 use crate::model::{SourceKind, TagState};
 use crate::plan::schedule::HoldReason;
 use crate::plan::{ActionKind, Version};
@@ -143,8 +144,9 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<CycleReport,
                 .with_customer_managed(&eval.set.customer_managed),
         );
         record_moves(&ctx.store, &eval, &facts.records).await?;
-        record_spec_findings(&ctx.store, &eval).await?;
-        super::gate::record(&ctx.store, &eval, &ctx.telemetry).await?;
+        let known = known(&eval, &facts.records);
+        record_spec_findings(&ctx.store, &eval, (&facts.scope, &known)).await?;
+        super::gate::record(&ctx.store, &eval, &ctx.telemetry, (&facts.scope, &known)).await?;
         super::drift::maybe_start(ctx, &eval);
         start(ctx, &snapshot, &eval, &facts.records, &mut report);
         propose(ctx, snapshot, facts.records).await;
@@ -175,13 +177,36 @@ pub fn waiting_on_deployments<'a>(
         + holds.filter(|h| h.lifts_when_a_deployment_ends()).count()
 }
 
-/// Records the resources this cycle found invalid, for `protond status` (another process).
+
+/// The resources this cycle knows (desired, then recorded): id → kind and repo, for the
+/// shard that answers for their bookkeeping rows.
+fn known<'a>(eval: &'a Evaluation, records: &'a [ResourceRecord]) -> Known<'a> {
+    let mut known: Known<'a> = records
+        .iter()
+        .map(|r| (r.id.as_str(), (r.kind, r.repo.as_str())))
+        .collect();
+    known.extend(eval.set.resources.iter().map(|r| {
+        (
+            r.desired.id.as_str(),
+            (r.desired.kind, r.desired.repo.as_str()),
+        )
+    }));
+    known
+}
+
+/// Records the resources this cycle found invalid, for `protond status` (another process):
+/// the findings of the resources this leader answers for (`scope`), the other shards'
+/// left as their leaders wrote them.
 ///
 /// # Errors
 ///
 /// [`StateError`] when the store cannot record them.
-async fn record_spec_findings(store: &Store, eval: &Evaluation) -> Result<(), StateError> {
-    let findings = eval
+async fn record_spec_findings(
+    store: &Store,
+    eval: &Evaluation,
+    (scope, known): (&Scope, &Known<'_>),
+) -> Result<(), StateError> {
+    let findings: BTreeMap<String, crate::state::drift::SpecFinding> = eval
         .plan
         .actions
         .iter()
@@ -198,10 +223,13 @@ async fn record_spec_findings(store: &Store, eval: &Evaluation) -> Result<(), St
         })
         .collect();
     // Written only when it changed: most cycles find what the last one found.
-    if store.spec_findings().await? == findings {
+    let mut before = store.spec_findings().await?;
+    before.retain(|id, _| findings.contains_key(id) || scope.answers_for(id, known));
+    if before == findings {
         return Ok(());
     }
-    store.set_spec_findings(&findings).await
+    let fixed = scope.stale_rows(before.keys(), |id| findings.contains_key(id), known);
+    store.set_spec_findings(&findings, &fixed).await
 }
 
 /// Step 1: fetches what `fetch` names and reads every repo (blocking git work, off the

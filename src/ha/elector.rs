@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::{Held, Observed, Settings, changes, wanted};
+use super::{Held, Observed, Settings, changes, shard, wanted};
+use crate::state::lease::Wakeup;
 use crate::state::{StateError, Store};
 
 /// Why this replica cannot take part, or cannot hold every lease.
@@ -256,6 +257,7 @@ impl Elector {
                     s.shard,
                     self.listen.as_deref(),
                     &self.started_at,
+                    &s.sharding,
                 )
                 .await?;
         }
@@ -275,11 +277,17 @@ impl Elector {
         } else {
             Vec::new()
         };
-        let want: BTreeSet<String> = match self.mode {
-            Mode::Elect => wanted(s, &all, &replicas).into_iter().collect(),
-            Mode::Exclusive => leases.keys().cloned().collect(),
+        let conflict = (self.mode == Mode::Elect)
+            .then(|| shard::disagreement(&s.replica_id, &s.sharding, &replicas, s.lease))
+            .flatten();
+        // Replicas that disagree on the sharding would place repos on different shards:
+        // none of them leads until they agree.
+        let want: BTreeSet<String> = match (self.mode, &conflict) {
+            (Mode::Elect, Some(_)) => BTreeSet::new(),
+            (Mode::Elect, None) => wanted(s, &all, &replicas).into_iter().collect(),
+            (Mode::Exclusive, _) => leases.keys().cloned().collect(),
         };
-        self.observe(all, replicas);
+        self.observe(all, replicas, conflict.map(|c| c.to_string()));
         // Leases not wanted any more are handed back (their work stops like a loss).
         let unwanted: Vec<(String, i64)> = leases
             .iter()
@@ -319,8 +327,17 @@ impl Elector {
         &self,
         leases: Vec<crate::state::lease::LeaseRecord>,
         replicas: Vec<crate::state::lease::ReplicaRecord>,
+        conflict: Option<String>,
     ) {
         let mut o = lock(&self.observed);
+        if o.conflict != conflict {
+            if let Some(c) = &conflict {
+                tracing::error!(problem = %c, "Refusing to lead: the replicas disagree on the sharding.");
+            } else {
+                tracing::info!("The replicas agree on the sharding again.");
+            }
+            o.conflict = conflict;
+        }
         let first = o.leases.is_empty() && o.changes == 0;
         let seen = changes(&o.leases, &leases, first);
         o.changes += seen;
@@ -360,10 +377,11 @@ pub const WAKEUP_POLL: Duration = Duration::from_secs(1);
 /// Forwarded webhooks are kept this long in the queue.
 const WAKEUP_KEEP: Duration = Duration::from_mins(10);
 
-/// The leader's side of the webhooks followers queue: LISTENs on `protond_wakeup` (a
-/// connection of its own, with the store's credentials) and reads the queue every second as a fallback; calls
-/// `wake` with the repos each new webhook named (`None`: every repo). Runs until dropped.
-pub async fn forwarded_wakeups(store: Store, wake: impl Fn(Vec<Option<String>>)) {
+/// The leader's side of the webhooks other replicas queue: LISTENs on `protond_wakeup` (a
+/// connection of its own, with the store's credentials) and reads the queue every second
+/// as a fallback; calls `wake` with the new webhooks (their repo, `None`: every repo, and
+/// who queued them). Runs until dropped.
+pub async fn forwarded_wakeups(store: Store, wake: impl Fn(Vec<Wakeup>)) {
     let mut after = match store.last_wakeup().await {
         Ok(id) => id,
         Err(e) => {
@@ -392,8 +410,7 @@ pub async fn forwarded_wakeups(store: Store, wake: impl Fn(Vec<Option<String>>))
         match store.wakeups_after(after, WAKEUP_KEEP).await {
             Ok(queued) if !queued.is_empty() => {
                 after = queued.last().map_or(after, |w| w.id);
-                tracing::info!(count = queued.len(), from = %queued.iter().map(|w| w.received_by.as_str()).collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>().join(","), "Webhooks forwarded by followers: cycle requested.");
-                wake(queued.into_iter().map(|w| w.repo).collect());
+                wake(queued);
             }
             Ok(_) => {}
             Err(e) => {
@@ -413,6 +430,7 @@ mod tests {
             replica_id: id.into(),
             shards: 1,
             shard: 0,
+            sharding: String::new(),
         }
     }
 

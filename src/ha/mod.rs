@@ -39,6 +39,8 @@ pub struct Settings {
     pub shards: u32,
     /// This replica's home shard (`0..shards`).
     pub shard: u32,
+    /// The sharding config it runs with ([`shard::fingerprint`]), recorded with the replica.
+    pub sharding: String,
 }
 
 impl Settings {
@@ -51,6 +53,7 @@ impl Settings {
             replica_id: config.ha.replica_id.clone(),
             shards: config.ha.shards.max(1),
             shard: config.ha.shard,
+            sharding: shard::config_fingerprint(config),
         }
     }
 
@@ -145,6 +148,9 @@ pub struct Observed {
     pub replicas: Vec<ReplicaRecord>,
     /// Changes of a lease's holder or epoch this replica saw since it started.
     pub changes: u64,
+    /// Why this replica refuses to lead: a live replica runs with another sharding config
+    /// ([`shard::disagreement`]).
+    pub conflict: Option<String>,
 }
 
 impl Observed {
@@ -189,6 +195,8 @@ pub struct Standing {
     pub epoch: Option<i64>,
     /// The leases this replica holds.
     pub holds: Vec<String>,
+    /// Why it refuses to lead, if it does ([`Observed::conflict`]).
+    pub conflict: Option<String>,
 }
 
 /// This replica's [`Standing`] from what it holds and observed.
@@ -201,6 +209,7 @@ pub fn standing(settings: &Settings, held: &Held, observed: &Observed) -> Standi
         leader: leader.map(|(h, _)| h.to_string()),
         epoch: leader.map(|(_, e)| e),
         holds: held.leases.keys().cloned().collect(),
+        conflict: observed.conflict.clone(),
     }
 }
 
@@ -239,6 +248,7 @@ mod tests {
             replica_id: "a".into(),
             shards,
             shard,
+            sharding: String::new(),
         }
     }
 
@@ -267,6 +277,7 @@ mod tests {
                 listen: None,
                 started_at: "2026-01-01T00:00:00Z".into(),
                 silent_ms: 0,
+                sharding: None,
             })
             .collect();
         for ((shards, shard), want) in cases {

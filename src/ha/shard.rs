@@ -101,6 +101,112 @@ pub fn wanted(
     out
 }
 
+/// Where a webhook's repo is fetched and reconciled ([`Scope::route`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// By this leader only (a spec repo of a shard it holds, or everything unsharded).
+    Here,
+    /// By the leader of this other shard: queued for it (`wakeups`).
+    Shard(u32),
+    /// By every leader (a template repo: the catalogue is shared): here, and queued.
+    Everywhere,
+}
+
+/// The resources a leader knows this cycle (the desired set and the records): id → kind
+/// and repo.
+pub type Known<'a> = BTreeMap<&'a str, (ResourceKind, &'a str)>;
+
+/// The sharding config a replica runs with, as it records it with itself: `ha.shards` and
+/// every `spec_repos.<name>.shard`, as a JSON object (keys sorted). Replicas that record
+/// different ones would place repos on different shards.
+#[must_use]
+pub fn fingerprint(shards: u32, explicit: &BTreeMap<String, u32>) -> String {
+    let mut keys: BTreeMap<String, String> = explicit
+        .iter()
+        .map(|(repo, n)| (format!("spec_repos.{repo}.shard"), n.to_string()))
+        .collect();
+    keys.insert("ha.shards".into(), shards.max(1).to_string());
+    serde_json::to_string(&keys).unwrap_or_default()
+}
+
+/// The sharding config of `config` ([`fingerprint`]).
+#[must_use]
+pub fn config_fingerprint(config: &Config) -> String {
+    let explicit = config
+        .spec_repos
+        .iter()
+        .filter_map(|r| Some((r.name.clone(), r.shard?)))
+        .collect();
+    fingerprint(config.ha.shards, &explicit)
+}
+
+/// Two live replicas that run with different sharding configs: neither may lead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disagreement {
+    /// This replica.
+    pub me: String,
+    /// The other replica.
+    pub other: String,
+    /// The first key that differs (`ha.shards`, `spec_repos.<name>.shard`).
+    pub key: String,
+    /// Its value here (`unset`: not given).
+    pub mine: String,
+    /// Its value there.
+    pub theirs: String,
+}
+
+impl std::fmt::Display for Disagreement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "replicas {} and {} run with different sharding configs: {} is {} on {} and {} on {}; \
+             neither leads until they agree: give every replica the same [ha] shards and \
+             [[spec_repos]] shard, and restart the one that differs",
+            self.me, self.other, self.key, self.mine, self.me, self.theirs, self.other
+        )
+    }
+}
+
+/// The first live replica (recorded less than two lease periods ago) other than `me` whose
+/// sharding config differs from `mine`, and the first key that differs; `None` when every
+/// live replica agrees (a replica that records none, an earlier version, is not counted).
+#[must_use]
+pub fn disagreement(
+    me: &str,
+    mine: &str,
+    replicas: &[ReplicaRecord],
+    lease_ttl: Duration,
+) -> Option<Disagreement> {
+    let ttl = millis(lease_ttl);
+    let parse = |text: &str| -> BTreeMap<String, String> {
+        serde_json::from_str(text)
+            .unwrap_or_else(|_| BTreeMap::from([("(unreadable)".to_string(), text.to_string())]))
+    };
+    let here = parse(mine);
+    replicas
+        .iter()
+        .filter(|r| r.id != me && r.silent_ms < ttl.saturating_mul(2))
+        .filter_map(|r| Some((r, r.sharding.as_deref()?)))
+        .filter(|(_, theirs)| *theirs != mine)
+        .find_map(|(r, theirs)| {
+            let there = parse(theirs);
+            let key = here
+                .keys()
+                .chain(there.keys())
+                .find(|k| here.get(*k) != there.get(*k))?;
+            let value = |m: &BTreeMap<String, String>| {
+                m.get(key).cloned().unwrap_or_else(|| "unset".to_string())
+            };
+            Some(Disagreement {
+                me: me.to_string(),
+                other: r.id.clone(),
+                key: key.clone(),
+                mine: value(&here),
+                theirs: value(&there),
+            })
+        })
+}
+
 /// What a leader holding some shards may change: the resources of the spec repos of its
 /// shards, and environments when it holds shard 0. Resources of other shards' repos are
 /// neither deployed nor deleted by it; it reads every repo and record all the same (rollout
@@ -197,6 +303,64 @@ impl Scope {
     #[must_use]
     pub fn owns(&self, kind: ResourceKind, repo: &str) -> bool {
         self.is_everything() || self.held.contains(&self.owner(kind, repo))
+    }
+
+    /// Whether this leader answers for the per-resource bookkeeping row of `id` (needs
+    /// approval, spec finding): a resource `known` (id → kind and repo, from the desired
+    /// set and the records) that it owns; a resource no one knows any more (its row is
+    /// left over) when it holds shard 0. Every other shard's rows are left to their leader,
+    /// so that two leaders never replace each other's rows.
+    #[must_use]
+    pub fn answers_for(&self, id: &str, known: &Known<'_>) -> bool {
+        if self.is_everything() {
+            return true;
+        }
+        match known.get(id) {
+            Some((kind, repo)) => self.owns(*kind, repo),
+            None => self.held.contains(&0),
+        }
+    }
+
+    /// Of the rows `stored` (resource ids), those this leader replaces now: rows it
+    /// [answers for](Scope::answers_for) whose resource is not `current` any more.
+    #[must_use]
+    pub fn stale_rows<'a>(
+        &self,
+        stored: impl IntoIterator<Item = &'a String>,
+        current: impl Fn(&str) -> bool,
+        known: &Known<'_>,
+    ) -> Vec<String> {
+        stored
+            .into_iter()
+            .filter(|id| !current(id) && self.answers_for(id, known))
+            .cloned()
+            .collect()
+    }
+
+    /// Where a cycle request naming repo `repo` goes when this replica leads this scope
+    /// (`spec`: whether `repo` is a spec repo; template repos are every leader's).
+    #[must_use]
+    pub fn route(&self, repo: &str, spec: bool) -> Route {
+        if self.is_everything() {
+            return Route::Here;
+        }
+        if !spec {
+            return Route::Everywhere;
+        }
+        let shard = self.shard_of(repo);
+        if self.held.contains(&shard) {
+            Route::Here
+        } else {
+            Route::Shard(shard)
+        }
+    }
+
+    /// Whether this leader acts on a webhook another replica queued (`repo`: the repo it
+    /// named, `None`: every repo): not when it names a spec repo of a shard this leader does
+    /// not hold (that shard's leader acts on it).
+    #[must_use]
+    pub fn takes_wakeup(&self, repo: Option<&str>, spec: impl Fn(&str) -> bool) -> bool {
+        repo.is_none_or(|r| !matches!(self.route(r, spec(r)), Route::Shard(_)))
     }
 
     /// Drops from `plan` every action and proposal of a resource this leader does not own.

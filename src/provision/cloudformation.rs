@@ -513,6 +513,30 @@ pub enum Started {
     NoChanges,
     /// A change set is executing.
     Executing,
+    /// A change set is ready but was not executed: the fence closed meanwhile.
+    Fenced,
+}
+
+/// What to do with a change set once `CloudFormation` has prepared it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterChangeSet {
+    /// It has no changes: nothing to execute.
+    NoChanges,
+    /// Execute it.
+    Execute,
+    /// Leave it unexecuted: this replica may not start a deployment any more (its lease
+    /// was lost while the change set was created); the next leader adopts the deployment.
+    Abandon,
+}
+
+/// The decision after a change set is ready (`has_changes`), asked of the fence
+/// (`may_start`: [`super::Fence::allows`]) right before it would be executed.
+fn after_change_set(has_changes: bool, may_start: bool) -> AfterChangeSet {
+    match (has_changes, may_start) {
+        (false, _) => AfterChangeSet::NoChanges,
+        (true, true) => AfterChangeSet::Execute,
+        (true, false) => AfterChangeSet::Abandon,
+    }
 }
 
 /// Whether an apply creates the stack at once, without reading it first: stacks are created
@@ -764,15 +788,17 @@ impl CloudFormation {
         let existing = self
             .describe(&req.stack_name, req.role_arn.as_deref())
             .await?;
-        self.start_apply_on(req, existing).await
+        self.start_apply_on(req, existing, super::Fence::OPEN).await
     }
 
     /// [`CloudFormation::start_apply`] with the stack already described (`existing`), so that
     /// the ownership gate's read is not repeated.
+    /// A change set is executed only if `fence` still allows it once it is ready.
     async fn start_apply_on(
         &self,
         req: &StackRequest,
         existing: Option<StackInfo>,
+        fence: super::Fence<'_>,
     ) -> Result<Started, ProvisionError> {
         let stack = req.stack_name.clone();
         let role = req.role_arn.as_deref();
@@ -815,11 +841,16 @@ impl CloudFormation {
             .await
             .map_err(|e| call_error("CreateChangeSet", &stack, &e))?;
         let update = change_set_type == ChangeSetType::Update;
-        if !self
+        let ready = self
             .change_set_ready(&client, &stack, &change_set, update)
-            .await?
-        {
-            return Ok(Started::NoChanges);
+            .await?;
+        match after_change_set(ready, fence.allows()) {
+            AfterChangeSet::NoChanges => return Ok(Started::NoChanges),
+            AfterChangeSet::Abandon => {
+                tracing::warn!(stack = %stack, change_set = %change_set, "The lead was lost while the change set was created: not executed; the next leader adopts the deployment.");
+                return Ok(Started::Fenced);
+            }
+            AfterChangeSet::Execute => {}
         }
         client
             .execute_change_set()
@@ -1254,6 +1285,11 @@ impl CloudFormation {
         let info = match started {
             Started::NoChanges => self.describe(&stack, role).await?,
             Started::Executing => self.wait(&stack, role, false).await?,
+            Started::Fenced => {
+                return Err(DeployError::Fenced {
+                    resource: dep.resource_id.clone(),
+                });
+            }
         };
         Ok(deployed(info))
     }
@@ -1280,7 +1316,7 @@ impl CloudFormation {
                     .await?
             }
         };
-        Ok(self.start_apply_on(req, existing).await?)
+        Ok(self.start_apply_on(req, existing, job.fence).await?)
     }
 
     /// A stack without a recorded `StackId`, created at once (`CreateStack`, no read before
@@ -1321,7 +1357,7 @@ impl CloudFormation {
         // created fails the update (retried by the next cycle).
         Self::gate(job, &info)?;
         tracing::info!(stack = %req.stack_name, status = %info.status, "A stack of this resource already exists under its name: taking it over.");
-        Ok(self.start_apply_on(req, Some(info)).await?)
+        Ok(self.start_apply_on(req, Some(info), job.fence).await?)
     }
 
     /// A create answered "already exists" after the stack was read: the SDK retried a create
@@ -1602,6 +1638,27 @@ impl Provisioner for CloudFormation {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_ready_change_set_is_executed_only_while_the_fence_allows() {
+        // (has changes, fence allows, decision).
+        let cases = [
+            (true, true, AfterChangeSet::Execute),
+            (true, false, AfterChangeSet::Abandon),
+            (false, true, AfterChangeSet::NoChanges),
+            (false, false, AfterChangeSet::NoChanges),
+        ];
+        for (changes, allows, want) in cases {
+            assert_eq!(
+                after_change_set(changes, allows),
+                want,
+                "{changes} {allows}"
+            );
+        }
+        let closed = || false;
+        assert!(!crate::provision::Fence::new(&closed).allows());
+        assert!(crate::provision::Fence::OPEN.allows());
+    }
     use super::*;
 
     #[test]

@@ -58,6 +58,43 @@ pub struct Job<'a> {
     /// Whether this installation has a record of the resource (a legacy stack without an
     /// installation tag is then its own).
     pub recorded: bool,
+    /// Whether the deployment may still start its provider operation, asked again right
+    /// before a change set created for it is executed (on PostgreSQL: this replica's lease
+    /// is still held and trusted).
+    pub fence: Fence<'a>,
+}
+
+/// Whether a deployment may still start its provider operation ([`Job::fence`]): a check
+/// the daemon passes in (its lease), asked again after the slow steps before an operation
+/// starts (a change set's creation). Open by default.
+#[derive(Clone, Copy, Default)]
+pub struct Fence<'a>(Option<&'a (dyn Fn() -> bool + Send + Sync)>);
+
+impl<'a> Fence<'a> {
+    /// No check: always allowed (`SQLite`'s one writer, tests).
+    pub const OPEN: Fence<'static> = Fence(None);
+
+    /// Asks `check` each time.
+    #[must_use]
+    pub fn new(check: &'a (dyn Fn() -> bool + Send + Sync)) -> Self {
+        Self(Some(check))
+    }
+
+    /// Whether the operation may start now.
+    #[must_use]
+    pub fn allows(&self) -> bool {
+        self.0.is_none_or(|check| check())
+    }
+}
+
+impl std::fmt::Debug for Fence<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Fence(check)"
+        } else {
+            "Fence(open)"
+        })
+    }
 }
 
 /// What a provisioner did.
@@ -121,6 +158,15 @@ pub enum DeployError {
     /// The fake provisioner was told to fail.
     #[error("{0}")]
     Fake(String),
+    /// The fence closed before the operation started (the lease was lost or is no longer
+    /// trusted): nothing was started; the deployment stays in flight for the next leader.
+    #[error(
+        "{resource}: this replica lost the lead (or no longer trusts its lease) before the operation started; nothing was started, the next leader adopts the deployment"
+    )]
+    Fenced {
+        /// The resource.
+        resource: String,
+    },
 }
 
 impl From<codebuild::BuildError> for DeployError {
@@ -137,7 +183,7 @@ impl DeployError {
             Self::Stack(e) => e.is_retryable(),
             Self::Submit(e) => e.retryable,
             Self::Build(e) => e.is_retryable(),
-            Self::Store { .. } => true,
+            Self::Store { .. } | Self::Fenced { .. } => true,
             Self::Unsupported { .. } | Self::Fake(_) | Self::Conflict(_) => false,
         }
     }

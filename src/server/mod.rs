@@ -332,6 +332,7 @@ async fn readyz(State(app): State<App>) -> Response {
                     "replica": role.as_ref().map(|r| r.replica.clone()),
                     "leader": role.as_ref().and_then(|r| r.leader.clone()),
                     "epoch": role.as_ref().and_then(|r| r.epoch),
+                    "sharding_conflict": role.as_ref().and_then(|r| r.conflict.clone()),
                     "repos_fresh": warnings.is_empty(),
                     "warnings": warnings,
                     "skipped_repos": skipped,

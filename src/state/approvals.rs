@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use sqlx::Row;
 
-use super::{Backend, StateError, Store, now, version_string};
+use super::{StateError, Store, now, version_string};
 use crate::gate::Approval;
 use crate::model::Version;
 
@@ -92,8 +92,10 @@ impl Store {
         Ok(out)
     }
 
-    /// Replaces what the last cycle held as needing an approval (a resource still held keeps
-    /// its `since`).
+    /// Records what this cycle held as needing an approval (`pending`; a resource still
+    /// held keeps its `since`) and drops the rows of `done` (resources held no more). A
+    /// shard's leader passes only rows of its own resources in `done`: the other shards'
+    /// rows are theirs to replace.
     ///
     /// # Errors
     ///
@@ -101,24 +103,16 @@ impl Store {
     pub async fn set_needs_approval(
         &self,
         pending: &BTreeMap<String, (String, Version, Vec<String>)>,
+        done: &[String],
     ) -> Result<(), StateError> {
         let mut tx = self.write_tx("record needs approval").await?;
-        let list = serde_json::to_string(&pending.keys().collect::<Vec<_>>())
-            .unwrap_or_else(|_| "[]".into());
-        let sql = match self.backend {
-            Backend::Sqlite => {
-                "DELETE FROM needs_approval WHERE resource_id NOT IN (SELECT value FROM json_each($1))"
-            }
-            Backend::Postgres => {
-                "DELETE FROM needs_approval WHERE resource_id NOT IN
-                 (SELECT value COLLATE \"C\" FROM json_array_elements_text($1::json))"
-            }
-        };
-        sqlx::query(sql)
-            .bind(list)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.q("record needs approval"))?;
+        for id in done {
+            sqlx::query("DELETE FROM needs_approval WHERE resource_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(self.q("record needs approval"))?;
+        }
         for (id, (template, version, changes)) in pending {
             sqlx::query(
                 "INSERT INTO needs_approval (resource_id, template, version, changes, since)

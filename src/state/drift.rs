@@ -129,7 +129,10 @@ impl Store {
         Ok(())
     }
 
-    /// Replaces the recorded spec findings with `findings` (by resource id).
+    /// Records `findings` (by resource id; a finding whose detail is unchanged keeps its
+    /// `found_at`) and drops the findings of `fixed` (resources found valid now, or gone).
+    /// A shard's leader passes only its own resources in `fixed`: the other shards'
+    /// findings are theirs to replace.
     ///
     /// # Errors
     ///
@@ -137,16 +140,24 @@ impl Store {
     pub async fn set_spec_findings(
         &self,
         findings: &BTreeMap<String, SpecFinding>,
+        fixed: &[String],
     ) -> Result<(), StateError> {
         let mut tx = self.write_tx("record spec findings").await?;
-        sqlx::query("DELETE FROM spec_findings")
-            .execute(&mut *tx)
-            .await
-            .map_err(self.q("record spec findings"))?;
+        for id in fixed {
+            sqlx::query("DELETE FROM spec_findings WHERE resource_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(self.q("record spec findings"))?;
+        }
         for (id, f) in findings {
             sqlx::query(
                 "INSERT INTO spec_findings (resource_id, kind, template, detail, found_at)
-                 VALUES ($1, $2, $3, $4, $5)",
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (resource_id) DO UPDATE SET kind = excluded.kind,
+                     template = excluded.template, detail = excluded.detail,
+                     found_at = CASE WHEN spec_findings.detail = excluded.detail
+                                     THEN spec_findings.found_at ELSE excluded.found_at END",
             )
             .bind(id)
             .bind(f.kind.as_str())
@@ -236,12 +247,23 @@ mod tests {
                 detail: "bad".into(),
             },
         );
-        store.set_spec_findings(&f).await.expect("set");
+        store.set_spec_findings(&f, &[]).await.expect("set");
         assert_eq!(store.spec_findings().await.expect("read"), f);
+        // Another shard's finding is left alone by this one's write.
+        let mut other = BTreeMap::new();
+        other.insert(
+            "service_instance/b/b-dev".to_string(),
+            SpecFinding {
+                kind: ResourceKind::ServiceInstance,
+                template: "svc".into(),
+                detail: "worse".into(),
+            },
+        );
+        store.set_spec_findings(&other, &[]).await.expect("set");
         store
-            .set_spec_findings(&BTreeMap::new())
+            .set_spec_findings(&BTreeMap::new(), &[id.to_string()])
             .await
             .expect("set");
-        assert!(store.spec_findings().await.expect("read").is_empty());
+        assert_eq!(store.spec_findings().await.expect("read"), other);
     }
 }

@@ -43,6 +43,9 @@ pub struct ReplicaRecord {
     pub started_at: String,
     /// Milliseconds since it last recorded itself.
     pub silent_ms: i64,
+    /// The sharding config it runs with (`crate::ha::shard::fingerprint`); `None` from a
+    /// replica of an earlier version.
+    pub sharding: Option<String>,
 }
 
 /// A webhook a replica received and queued for the leader.
@@ -212,7 +215,7 @@ impl Store {
             .clone()
     }
 
-    /// Records (or refreshes) this replica.
+    /// Records (or refreshes) this replica, with the sharding config it runs with.
     ///
     /// # Errors
     ///
@@ -223,19 +226,22 @@ impl Store {
         shard: u32,
         listen: Option<&str>,
         started_at: &str,
+        sharding: &str,
     ) -> Result<(), StateError> {
         self.postgres_only("a replica")?;
         let sql = format!(
-            "INSERT INTO replicas (id, shard, listen, started_at, seen_at)
-             VALUES ($1, $2, $3, $4, {NOW_MS})
+            "INSERT INTO replicas (id, shard, listen, started_at, seen_at, sharding)
+             VALUES ($1, $2, $3, $4, {NOW_MS}, $5)
              ON CONFLICT (id) DO UPDATE SET shard = excluded.shard, listen = excluded.listen,
-                 started_at = excluded.started_at, seen_at = excluded.seen_at"
+                 started_at = excluded.started_at, seen_at = excluded.seen_at,
+                 sharding = excluded.sharding"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .bind(i64::from(shard))
             .bind(listen)
             .bind(started_at)
+            .bind(sharding)
             .execute(&self.pool)
             .await
             .map_err(self.q("record a replica"))?;
@@ -265,7 +271,7 @@ impl Store {
     pub async fn replicas(&self) -> Result<Vec<ReplicaRecord>, StateError> {
         self.postgres_only("a replica")?;
         let sql = format!(
-            "SELECT id, shard, listen, started_at, {NOW_MS} - seen_at AS silent FROM replicas ORDER BY id"
+            "SELECT id, shard, listen, started_at, {NOW_MS} - seen_at AS silent, sharding FROM replicas ORDER BY id"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .fetch_all(&self.pool)
@@ -279,6 +285,7 @@ impl Store {
                     listen: r.try_get("listen")?,
                     started_at: r.try_get("started_at")?,
                     silent_ms: r.try_get("silent")?,
+                    sharding: r.try_get("sharding")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
@@ -603,12 +610,22 @@ mod tests {
                 .is_empty()
         );
         store
-            .heartbeat_replica("replica-b", 0, Some("127.0.0.1:1"), "2026-11-30T00:00:00Z")
+            .heartbeat_replica(
+                "replica-b",
+                0,
+                Some("127.0.0.1:1"),
+                "2026-11-30T00:00:00Z",
+                "{\"ha.shards\":\"1\"}",
+            )
             .await
             .expect("beat");
         let replicas = store.replicas().await.expect("replicas");
         assert_eq!(replicas.len(), 1);
         assert!(replicas[0].silent_ms < 5_000);
+        assert_eq!(
+            replicas[0].sharding.as_deref(),
+            Some("{\"ha.shards\":\"1\"}")
+        );
     }
 
     /// Table, column, integer-or-text, not null: one schema, two dialects.

@@ -74,7 +74,7 @@ fn write(root: &Path, path: &str, text: &str) {
 }
 
 /// v1.1: the table's key changes (a replacement) and every instance gets a queue.
-fn v11() -> String {
+pub(crate) fn v11() -> String {
     TEMPLATE_V10
         .replace("AttributeName: id", "AttributeName: pk")
         .replace(
@@ -106,7 +106,7 @@ fn world() -> World {
 }
 
 /// The examples plus db-svc v1.0 and the orders service, stages dev and prod.
-fn builder() -> crate::common::world::WorldBuilder {
+pub(crate) fn builder() -> crate::common::world::WorldBuilder {
     World::examples_on_moto()
         .setup(|root| {
             write(root, "db-svc/v1/schema/schema.yaml", SCHEMA);
@@ -256,18 +256,18 @@ async fn a_replacing_minor_waits_for_approval_then_rolls_out_in_stage_order() {
 }
 
 const API_TOKEN: &str = "gate-api-token-0123456789";
-const SECRET: &str = "gate-signing-secret-42";
+pub(crate) const SECRET: &str = "gate-signing-secret-42";
 
 /// A webhook receiver on 127.0.0.1 that checks every request (POST, JSON, the HMAC
 /// signature) and keeps the events it accepted, or what was wrong.
 #[derive(Clone, Default)]
-struct Receiver {
-    events: Arc<Mutex<Vec<Value>>>,
-    violations: Arc<Mutex<Vec<String>>>,
+pub(crate) struct Receiver {
+    pub(crate) events: Arc<Mutex<Vec<Value>>>,
+    pub(crate) violations: Arc<Mutex<Vec<String>>>,
 }
 
 impl Receiver {
-    async fn start(&self) -> String {
+    pub(crate) async fn start(&self) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

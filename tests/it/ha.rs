@@ -58,13 +58,18 @@ pub(crate) fn world(url: &str, poll: &str) -> World {
                 .section("[server]\ngithub_secret_env = \"T_GH\"");
         })
         .build();
+    use_state(&w, url);
+    w
+}
+
+/// Points `w`'s config at the state on `url`.
+pub(crate) fn use_state(w: &World, url: &str) {
     let url = url.to_string();
     w.edit_config(move |t| {
         let start = t.find("state = \"").expect("a state line");
         let end = start + t[start..].find('\n').expect("a line");
         format!("{}state = \"{url}\"{}", &t[..start], &t[end..])
     });
-    w
 }
 
 /// One `protond run` replica, its log in a file; killed when dropped.
@@ -136,7 +141,7 @@ impl Replica {
     }
 
     /// `/readyz` as JSON, when it answers 200.
-    async fn ready(&self) -> Option<Value> {
+    pub(crate) async fn ready(&self) -> Option<Value> {
         let (status, body) = self.get("/readyz").await?;
         (status == 200).then(|| serde_json::from_str(&body).ok())?
     }
@@ -171,6 +176,28 @@ where
         .map(|r| format!("--- {} ---\n{}\n", r.id, r.logs()))
         .collect();
     panic!("timed out waiting for {what}\n{logs}");
+}
+
+/// Sends `r` a signed GitHub push webhook for `repo` of `w`; it must be accepted (202).
+pub(crate) async fn push_webhook(w: &World, r: &Replica, repo: &str) {
+    use hmac::{KeyInit as _, Mac as _};
+    let body = serde_json::to_vec(&serde_json::json!({
+        "ref": "refs/heads/main",
+        "repository": { "clone_url": w.dir(repo).display().to_string() }
+    }))
+    .expect("json");
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(GH_SECRET.as_bytes()).expect("key");
+    mac.update(&body);
+    let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let res = reqwest::Client::new()
+        .post(format!("{}/webhooks/github", r.base))
+        .header("X-GitHub-Event", "push")
+        .header("X-Hub-Signature-256", sig)
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), 202);
 }
 
 /// The one replica that says it leads, once exactly one does.
@@ -320,7 +347,7 @@ pub(crate) fn bump(w: &World, from: u32, to: u32) {
 }
 
 /// Rows of `resource` after row `after`.
-async fn rows_of(
+pub(crate) async fn rows_of(
     store: &Store,
     resource: &str,
     after: i64,
@@ -484,7 +511,6 @@ async fn a_leader_paused_past_its_lease_records_and_starts_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_webhook_sent_to_a_follower_triggers_the_leaders_cycle() {
-    use hmac::{KeyInit as _, Mac as _};
     let Some(url) = database().await else { return };
     // Polling once an hour: after the first cycle, only the webhook fetches.
     let w = world(&url, "1h");
@@ -504,24 +530,8 @@ async fn a_webhook_sent_to_a_follower_triggers_the_leaders_cycle() {
         rows_of(&store, PROD, last).await.is_empty(),
         "nothing fetches without the webhook"
     );
-    let body = serde_json::to_vec(&serde_json::json!({
-        "ref": "refs/heads/main",
-        "repository": { "clone_url": w.dir("payments").display().to_string() }
-    }))
-    .expect("json");
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(GH_SECRET.as_bytes()).expect("key");
-    mac.update(&body);
-    let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
     let sent = Instant::now();
-    let r = reqwest::Client::new()
-        .post(format!("{}/webhooks/github", follower.base))
-        .header("X-GitHub-Event", "push")
-        .header("X-Hub-Signature-256", sig)
-        .body(body)
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), 202);
+    push_webhook(&w, follower, "payments").await;
     until("the leader to deploy the change", 30, &all, || async {
         rows_of(&store, PROD, last)
             .await

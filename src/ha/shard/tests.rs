@@ -24,6 +24,7 @@ fn replica(id: &str, shard: i64, silent_ms: i64) -> ReplicaRecord {
         listen: None,
         started_at: "2026-01-01T00:00:00Z".into(),
         silent_ms,
+        sharding: None,
     }
 }
 
@@ -231,4 +232,165 @@ fn retain_owned_drops_other_shards_and_unknown_repos() {
     let mut all = plan.clone();
     Scope::all().retain_owned(&mut all, |_| None);
     assert_eq!(all, plan, "unsharded keeps everything");
+}
+
+#[test]
+fn each_leader_replaces_only_the_rows_it_answers_for() {
+    let (r0, r1) = two_repos();
+    let known: Known<'_> = BTreeMap::from([
+        ("svc-a", (ResourceKind::ServiceInstance, r0.as_str())),
+        ("svc-b", (ResourceKind::ServiceInstance, r1.as_str())),
+        ("env-e", (ResourceKind::Environment, r1.as_str())),
+    ]);
+    let stored: Vec<String> = ["svc-a", "svc-b", "env-e", "gone"]
+        .map(String::from)
+        .to_vec();
+    let on0 = Scope::from_leases(2, ["shard-0"], BTreeMap::new());
+    let on1 = Scope::from_leases(2, ["shard-1"], BTreeMap::new());
+    // (what, scope, current rows, rows replaced).
+    let cases: [(&str, &Scope, &[&str], &[&str]); 6] = [
+        (
+            "shard 0: its service, environments, left-over rows",
+            &on0,
+            &[],
+            &["svc-a", "env-e", "gone"],
+        ),
+        ("shard 1: its service only", &on1, &[], &["svc-b"]),
+        ("shard 1 still holds svc-b", &on1, &["svc-b"], &[]),
+        (
+            "shard 0 still holds its rows",
+            &on0,
+            &["svc-a", "env-e"],
+            &["gone"],
+        ),
+        (
+            "unsharded: every row not current",
+            &Scope::all(),
+            &["svc-b"],
+            &["svc-a", "env-e", "gone"],
+        ),
+        (
+            "both shards held: as unsharded but shard-scoped",
+            &Scope::from_leases(2, ["shard-0", "shard-1"], BTreeMap::new()),
+            &[],
+            &["svc-a", "svc-b", "env-e", "gone"],
+        ),
+    ];
+    for (what, scope, current, want) in cases {
+        let got = scope.stale_rows(&stored, |id| current.contains(&id), &known);
+        assert_eq!(got, want, "{what}");
+    }
+    assert!(
+        !on1.answers_for("gone", &known),
+        "shard 0 clears left-overs"
+    );
+    assert!(
+        on0.answers_for("env-e", &known),
+        "environments are shard 0's"
+    );
+}
+
+#[test]
+fn a_webhook_goes_to_the_leader_of_its_repos_shard() {
+    let (r0, r1) = two_repos();
+    let explicit = BTreeMap::from([("pinned".to_string(), 1)]);
+    let on0 = Scope::from_leases(2, ["shard-0"], explicit.clone());
+    let on1 = Scope::from_leases(2, ["shard-1"], explicit);
+    // (what, scope, repo, spec repo, route).
+    let cases = [
+        ("own spec repo", &on0, r0.as_str(), true, Route::Here),
+        (
+            "other shard's repo",
+            &on0,
+            r1.as_str(),
+            true,
+            Route::Shard(1),
+        ),
+        ("override", &on0, "pinned", true, Route::Shard(1)),
+        ("override, held", &on1, "pinned", true, Route::Here),
+        ("template repo", &on1, "templates", false, Route::Everywhere),
+        ("unsharded", &Scope::all(), r1.as_str(), true, Route::Here),
+        ("unsharded template", &Scope::all(), "t", false, Route::Here),
+    ];
+    for (what, scope, repo, spec, want) in cases {
+        assert_eq!(scope.route(repo, spec), want, "{what}");
+    }
+    let spec = |r: &str| r != "templates";
+    assert!(on1.takes_wakeup(Some(&r1), spec));
+    assert!(
+        !on1.takes_wakeup(Some(&r0), spec),
+        "shard 0's leader takes it"
+    );
+    assert!(on1.takes_wakeup(Some("templates"), spec));
+    assert!(
+        on1.takes_wakeup(None, spec),
+        "a webhook naming no repo: everyone"
+    );
+}
+
+/// (other, key, mine, theirs) of a disagreement, or none.
+type Want<'a> = Option<(&'a str, &'a str, &'a str, &'a str)>;
+
+#[test]
+fn replicas_with_another_sharding_config_are_named_with_the_key() {
+    let a = fingerprint(3, &BTreeMap::from([("payments".to_string(), 1)]));
+    let same = fingerprint(3, &BTreeMap::from([("payments".to_string(), 1)]));
+    let moved = fingerprint(3, &BTreeMap::from([("payments".to_string(), 2)]));
+    let unpinned = fingerprint(3, &BTreeMap::new());
+    let four = fingerprint(4, &BTreeMap::from([("payments".to_string(), 1)]));
+    assert_eq!(a, same);
+    assert_eq!(a, r#"{"ha.shards":"3","spec_repos.payments.shard":"1"}"#);
+    let with = |id: &str, fp: Option<&str>, silent_ms: i64| ReplicaRecord {
+        sharding: fp.map(str::to_string),
+        ..replica(id, 0, silent_ms)
+    };
+    // (what, replicas, (other, key, mine, theirs) or none).
+    let cases: Vec<(&str, Vec<ReplicaRecord>, Want<'_>)> = vec![
+        ("alone", vec![with("me", Some(&moved), 0)], None),
+        ("same", vec![with("b", Some(&same), 100)], None),
+        (
+            "another override",
+            vec![with("b", Some(&same), 100), with("c", Some(&moved), 100)],
+            Some(("c", "spec_repos.payments.shard", "1", "2")),
+        ),
+        (
+            "an override missing there",
+            vec![with("b", Some(&unpinned), 100)],
+            Some(("b", "spec_repos.payments.shard", "1", "unset")),
+        ),
+        (
+            "another count",
+            vec![with("b", Some(&four), 100)],
+            Some(("b", "ha.shards", "3", "4")),
+        ),
+        (
+            "a silent replica does not count",
+            vec![with("b", Some(&moved), 25_000)],
+            None,
+        ),
+        (
+            "an earlier version says nothing",
+            vec![with("b", None, 100)],
+            None,
+        ),
+    ];
+    for (what, replicas, want) in cases {
+        let got = disagreement("me", &a, &replicas, TTL);
+        let got = got.as_ref().map(|d| {
+            (
+                d.other.as_str(),
+                d.key.as_str(),
+                d.mine.as_str(),
+                d.theirs.as_str(),
+            )
+        });
+        assert_eq!(got, want, "{what}");
+    }
+    let d = disagreement("me", &a, &[with("b", Some(&moved), 0)], TTL).expect("differs");
+    let text = d.to_string();
+    assert!(
+        text.contains("replicas me and b")
+            && text.contains("spec_repos.payments.shard is 1 on me and 2 on b"),
+        "{text}"
+    );
 }
