@@ -177,7 +177,6 @@ pub fn waiting_on_deployments<'a>(
         + holds.filter(|h| h.lifts_when_a_deployment_ends()).count()
 }
 
-
 /// The resources this cycle knows (desired, then recorded): id → kind and repo, for the
 /// shard that answers for their bookkeeping rows.
 fn known<'a>(eval: &'a Evaluation, records: &'a [ResourceRecord]) -> Known<'a> {
