@@ -537,6 +537,17 @@ impl Ctx {
         lock(&self.backoff).remove(id);
     }
 
+    /// Asks every other shard's leader for a cycle (a request naming no repo, queued in the
+    /// store): an environment deployed here has outputs their instances may wait on, and
+    /// they would otherwise only see it at their next poll. Nothing when not sharded.
+    pub(super) fn tell_other_shards(&self) {
+        if let Some(e) = self.elector()
+            && e.settings().shards > 1
+        {
+            self.forward(e, vec![None]);
+        }
+    }
+
     /// Wakes the scheduler after a deployment ended.
     pub(super) fn wake(&self) {
         let _ = self.wake.send(());

@@ -608,6 +608,12 @@ async fn finish(ctx: &Ctx, id: i64, dep: &NewDeployment, outcome: Outcome) {
         spec_commit: dep.spec_commit.as_deref(),
     }
     .emit(&ctx.telemetry);
+    if dep.kind == crate::model::ResourceKind::Environment
+        && matches!(outcome, Outcome::Succeeded(_))
+    {
+        // Other shards' instances may wait on this environment's outputs.
+        ctx.tell_other_shards();
+    }
     ctx.wake();
 }
 
