@@ -617,6 +617,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             ..
         } => bench::render_cmd(&args),
         Command::Bench {
+            mode: Some(bench::BenchMode::Daemon(args)),
+            ..
+        } => bench::daemon_cmd(&args),
+        Command::Bench {
             mode: None,
             instances,
             dir,
