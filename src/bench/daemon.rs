@@ -103,8 +103,19 @@ fn copy_state(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// One run: the daemon from the saved state, at rest, then a tag. (RSS at rest, tag latency,
-/// peak RSS of the tag cycle.)
-fn run_once(dir: &Path, config: &Path, timeout: Duration) -> Result<(f64, Duration, f64)> {
+/// peak RSS of the tag cycle.) The template repo's mirror is removed first: it would still
+/// hold the last run's tag.
+fn run_once(
+    dir: &Path,
+    config: &crate::config::Config,
+    config_path: &Path,
+    timeout: Duration,
+) -> Result<(f64, Duration, f64)> {
+    for t in &config.template_repos {
+        let folder = crate::source::Mirror::folder_of(&t.url)?;
+        let _ = std::fs::remove_dir_all(config.data_dir.join("git").join(folder));
+    }
+    let config = config_path;
     let mut d = Protond::spawn(config, &["run", "--no-server"])?;
     d.tolerate_failures = true;
     let pid = d.child.id();
@@ -194,7 +205,7 @@ pub fn measure(dir: &Path, instances: usize) -> Result<DaemonFigures> {
             "bench: daemon run {} of {RUNS} on {instances} instances ...",
             run + 1
         );
-        let (r, l, h) = run_once(&dir, &config_path, timeout)?;
+        let (r, l, h) = run_once(&dir, &config, &config_path, timeout)?;
         rest.push(r);
         latency.push(l);
         hwm.push(h);
