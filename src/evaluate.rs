@@ -116,7 +116,7 @@ pub fn evaluate(
     snapshot: &Snapshot,
     facts: &Facts,
     config: &Config,
-    cache: Option<&mut ComputeCache>,
+    mut cache: Option<&mut ComputeCache>,
 ) -> Evaluation {
     let observed: Vec<plan::Deployed> = facts
         .records
@@ -150,7 +150,8 @@ pub fn evaluate(
         back: &back,
         scope: &facts.scope,
     };
-    let set = render(snapshot, facts, config, cache, &rollbacks, &halted);
+    let inputs = (snapshot, facts, config);
+    let set = render(inputs, cache.as_deref_mut(), &rollbacks, &halted);
     let first = labels.diff(&set);
     let records = record_facts(&facts.records);
     let units = rollout_units(&set, snapshot);
@@ -179,10 +180,8 @@ pub fn evaluate(
         .filter(|a| rollout_holds.contains_key(&a.id))
         .cloned()
         .collect();
-    let account = &config.account_id;
-    let second = gated.second(&set, |pins| {
-        desired::compute_held(snapshot, &facts.records, account, pins, &halted)
-    });
+    // Cached too: what the next cycles render again while the rollout waits.
+    let second = gated.second(&set, |pins| render(inputs, cache, pins, &halted));
     let (mut set, mut plan) = second.map_or((set, first), |s| {
         let p = labels.diff(&s);
         (s, p)
@@ -214,9 +213,7 @@ pub fn evaluate(
 
 /// The desired state with `pins` (rollbacks) and `halted`, through `cache` when given.
 fn render(
-    snapshot: &Snapshot,
-    facts: &Facts,
-    config: &Config,
+    (snapshot, facts, config): (&Snapshot, &Facts, &Config),
     cache: Option<&mut ComputeCache>,
     pins: &BTreeMap<String, Version>,
     halted: &BTreeSet<(String, Version)>,

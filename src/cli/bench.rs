@@ -175,6 +175,10 @@ pub enum BenchMode {
     /// reconciler on all of it, then every shard's leader evaluating its share at once
     /// (no-op and new-minor cycles, min / median of `--runs`).
     Shards(ShardsArgs),
+    /// A real daemon's memory (RSS at rest, peak in a tag cycle, `reconcile --once` peak) and
+    /// tag to first deployment call on generated fleets whose records are seeded in the store,
+    /// against a `moto_server` started on 127.0.0.1 (3 runs each).
+    Daemon(DaemonArgs),
 }
 
 /// `protond bench shards`.
@@ -196,6 +200,20 @@ pub struct ShardsArgs {
     #[arg(long, env = "PROTOND_BENCH_POSTGRES_URL")]
     postgres: String,
     /// Print JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `protond bench daemon`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct DaemonArgs {
+    /// Fleet sizes, in service instances.
+    #[arg(long, value_delimiter = ',', default_value = "5000")]
+    instances: Vec<usize>,
+    /// Where the generated repos go (a fresh temporary folder by default, removed afterwards).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+    /// Print one JSON object per size instead of a table.
     #[arg(long)]
     json: bool,
 }
@@ -226,6 +244,36 @@ pub(super) fn shards_cmd(args: &ShardsArgs) -> Result<ExitCode> {
         }
     } else {
         print!("{}", crate::bench::store::shard_table(&rows));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `protond bench daemon`: [`crate::bench::daemon::measure`] for each size.
+pub(super) fn daemon_cmd(args: &DaemonArgs) -> Result<ExitCode> {
+    if !crate::bench::moto_available() {
+        bail!(
+            "the daemon figures need moto_server on the PATH (python3 -m pip install 'moto[server]')"
+        );
+    }
+    let root = match &args.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("protond-bench-daemon-{}", std::process::id())),
+    };
+    let mut rows = Vec::new();
+    for n in &args.instances {
+        eprintln!("bench: a daemon on {n} instances with their records seeded ...");
+        let figures = crate::bench::daemon::measure(&root.join(format!("daemon-{n}")), *n);
+        if args.dir.is_none() {
+            let _ = std::fs::remove_dir_all(root.join(format!("daemon-{n}")));
+        }
+        rows.push(figures?);
+    }
+    if args.json {
+        for f in &rows {
+            println!("{}", serde_json::json!({ "daemon": f }));
+        }
+    } else {
+        print!("{}", crate::bench::daemon::table(&rows));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -628,6 +628,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             ..
         } => bench::shards_cmd(&args),
         Command::Bench {
+            mode: Some(bench::BenchMode::Daemon(args)),
+            ..
+        } => bench::daemon_cmd(&args),
+        Command::Bench {
             mode: None,
             instances,
             dir,

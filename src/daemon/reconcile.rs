@@ -150,6 +150,10 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<CycleReport,
         super::drift::maybe_start(ctx, &eval);
         start(ctx, &snapshot, &eval, &facts.records, &mut report);
         propose(ctx, snapshot, facts.records).await;
+        // What the cycle freed goes back to the system, so that the daemon at rest holds
+        // only what it keeps (repo handles, the render cache, the last snapshot).
+        drop(eval);
+        desired::release_freed_memory();
         tracing::Span::current().record("started", report.started);
         CycleFinished {
             resources: report.resources,

@@ -1,25 +1,65 @@
-//! Reuse of the last [`compute_held`] result when nothing it reads has changed. Must hash
-//! everything `compute_held` reads: a missed input would serve a stale result.
+//! Reuse of earlier renderings, per declaration: each environment and each service is rendered
+//! again only when something it reads has changed (its spec file at its commit, the releases
+//! of its template, halts of them, the deployed records and outputs of its resources and of
+//! the environments its instances target, pins of its resources, the account). A commit in one
+//! spec repo re-renders that repo's declarations only. Must hash everything a declaration's
+//! rendering reads: a missed input would serve a stale result. Never decides anything itself.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sha2::{Digest, Sha256};
 
-use super::{DesiredSet, Snapshot, compute_held};
+use super::ownership::{EnvDecl, SvcDecl};
+use super::rows::Builder;
+use super::service::Targets;
+use super::{
+    DesiredSet, Resource, Snapshot, component_id, environment_id, instance_id, pipeline_id,
+};
+use crate::catalog::releases::Catalog;
 use crate::plan::Version;
 use crate::state::ResourceRecord;
 
-/// The last [`compute_held`] result and what it was computed from: a cycle whose inputs
-/// are unchanged (same spec commits, releases, deployed records, pins and halts) reuses it instead
-/// of rendering everything again.
+/// How many renderings of one declaration are kept: a cycle renders twice while a rollout is
+/// held (the new minors, then the held resources on the version they run), and both are
+/// reused by the next cycle.
+const SLOTS: usize = 2;
+
+/// A declaration's key: the hash of everything its rendering reads.
+type Key = [u8; 32];
+
+/// One rendering of a declaration: the rows and problems it added.
+#[derive(Debug)]
+struct Slot {
+    key: Key,
+    resources: Vec<Resource>,
+    problems: Vec<String>,
+}
+
+/// The renderings kept for one declaration, newest first, and the computation that last
+/// used them.
+#[derive(Debug, Default)]
+struct Entry {
+    slots: Vec<Slot>,
+    used: u64,
+}
+
+/// Renderings of earlier computations, by declaration: [`ComputeCache::compute_held`] renders
+/// again only the environments and services whose inputs changed (same spec commit, releases,
+/// deployed records, pins and halts reuse the rows). Rendered documents are shared between
+/// the cache and the sets it hands out ([`super::Documents`]), never copied.
 #[derive(Debug, Default)]
 pub struct ComputeCache {
-    key: Option<String>,
-    set: Option<DesiredSet>,
+    entries: HashMap<String, Entry>,
+    /// Computations so far.
+    generation: u64,
+    /// Rows rendered (not reused) by the last computation.
+    rendered: usize,
+    /// Rows reused by the last computation.
+    reused: usize,
 }
 
 impl ComputeCache {
-    /// [`super::compute_pinned`], or the previous result when nothing it reads has changed.
+    /// [`super::compute_pinned`], reusing every declaration whose inputs are unchanged.
     pub fn compute(
         &mut self,
         snapshot: &Snapshot,
@@ -30,9 +70,9 @@ impl ComputeCache {
         self.compute_held(snapshot, deployed, account_id, pins, &BTreeSet::new())
     }
 
-    /// [`compute_held`] (new resources skip the `halted` minors), or the previous result when
-    /// nothing it reads has changed: a halted rollout, which may stand for days, keeps the
-    /// reuse.
+    /// [`super::compute_held`] (new resources skip the `halted` minors), reusing every
+    /// declaration whose inputs are unchanged: a halted rollout, which may stand for days,
+    /// keeps the reuse.
     pub fn compute_held(
         &mut self,
         snapshot: &Snapshot,
@@ -41,132 +81,236 @@ impl ComputeCache {
         pins: &BTreeMap<String, Version>,
         halted: &BTreeSet<(String, Version)>,
     ) -> DesiredSet {
-        let key = compute_key(snapshot, deployed, account_id, pins, halted);
-        if self.key.as_deref() == Some(key.as_str())
-            && let Some(set) = &self.set
-        {
-            return set.clone();
-        }
-        let set = compute_held(snapshot, deployed, account_id, pins, halted);
-        self.key = Some(key);
-        self.set = Some(set.clone());
+        self.generation += 1;
+        self.rendered = 0;
+        self.reused = 0;
+        let set = super::compute_reusing(snapshot, deployed, account_id, pins, halted, Some(self));
+        // Declarations neither this computation nor the one before used are gone.
+        let keep_from = self.generation.saturating_sub(1);
+        self.entries.retain(|_, e| e.used >= keep_from);
         set
+    }
+
+    /// Rows the last computation rendered (the others were reused).
+    #[must_use]
+    pub fn last_rendered(&self) -> usize {
+        self.rendered
+    }
+
+    /// Rows the last computation reused.
+    #[must_use]
+    pub fn last_reused(&self) -> usize {
+        self.reused
+    }
+
+    /// Adds declaration `name`'s rows to `b`: the kept ones when `key` matches a kept
+    /// rendering, else those `render` adds (kept for next time). `key` `None`: always
+    /// rendered, never kept.
+    pub(super) fn reuse(
+        &mut self,
+        b: &mut Builder<'_>,
+        name: String,
+        key: Option<Key>,
+        render: impl FnOnce(&mut Builder<'_>),
+    ) {
+        let Some(key) = key else {
+            let before = b.out.resources.len();
+            render(b);
+            self.rendered += b.out.resources.len() - before;
+            return;
+        };
+        let entry = self.entries.entry(name).or_default();
+        entry.used = self.generation;
+        if let Some(slot) = entry.slots.iter().find(|s| s.key == key) {
+            b.out.resources.extend(slot.resources.iter().cloned());
+            b.out.problems.extend(slot.problems.iter().cloned());
+            self.reused += slot.resources.len();
+            return;
+        }
+        let (resources, problems) = (b.out.resources.len(), b.out.problems.len());
+        render(b);
+        let slot = Slot {
+            key,
+            resources: b.out.resources[resources..].to_vec(),
+            problems: b.out.problems[problems..].to_vec(),
+        };
+        self.rendered += slot.resources.len();
+        entry.slots.insert(0, slot);
+        entry.slots.truncate(SLOTS);
     }
 }
 
-/// What [`compute_held`] reads, as one hash.
-fn compute_key(
-    snapshot: &Snapshot,
-    deployed: &[ResourceRecord],
-    account_id: &str,
-    pins: &BTreeMap<String, Version>,
-    halted: &BTreeSet<(String, Version)>,
-) -> String {
-    let mut h = Sha256::new();
-    let mut put = |s: &str| {
-        h.update(s.as_bytes());
-        h.update([0]);
-    };
-    put(account_id);
-    for (repo, reason) in &snapshot.template_repo_errors {
-        put(repo);
-        put(reason);
+/// Hands the memory the allocator holds free back to the operating system (glibc's
+/// `malloc_trim`): a cycle frees its snapshot, renderings and plan, and without this the
+/// freed pages of every allocator arena stay resident until reused. Called once a cycle has
+/// finished; a no-op elsewhere than Linux with glibc.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
-    for r in snapshot.catalog.releases() {
-        put(&r.template);
-        put(&r.version.to_string());
-        put(&r.commit);
-        // A moved tag is a problem line; a deleted one changes what new resources get.
-        put(&format!("{:?}", r.state));
-    }
-    for s in &snapshot.spec_repos {
-        put(&s.repo);
-        put(&s.branch);
-        put(if s.platform { "platform" } else { "-" });
-        put(s.commit.as_deref().unwrap_or("-"));
-        put(s.unknown.as_deref().unwrap_or("-"));
-    }
-    for (repo, how) in &snapshot.retired_repos {
-        put(repo);
-        put(how);
-    }
-    // Customer-managed environments' stack outputs change without a commit.
-    put("customer stacks");
-    for (environment, read) in &snapshot.customer_stacks {
-        put(environment);
-        match read {
-            Ok(outputs) => {
-                for (k, v) in outputs {
-                    put(k);
-                    put(v);
-                }
+}
+
+/// What every declaration's key shares, hashed once per computation: each template's
+/// releases and halts, and the account.
+pub(super) struct Keys<'a> {
+    templates: BTreeMap<&'a str, Key>,
+    /// Hash of what a template unknown to the catalog resolves from.
+    unknown_template: Key,
+    account_id: &'a str,
+    pins: &'a BTreeMap<String, Version>,
+}
+
+impl<'a> Keys<'a> {
+    /// The shared parts of the keys of one computation.
+    pub fn new(
+        catalog: &'a Catalog,
+        repos_failed: bool,
+        halted: &BTreeSet<(String, Version)>,
+        account_id: &'a str,
+        pins: &'a BTreeMap<String, Version>,
+    ) -> Self {
+        let mut hashers: BTreeMap<&str, Hasher> = BTreeMap::new();
+        for r in catalog.releases() {
+            let h = hashers
+                .entry(r.template.as_str())
+                .or_insert_with(|| Hasher::new(repos_failed));
+            h.put(&r.version.to_string());
+            h.put(&r.commit);
+            // A moved tag is a problem line; a deleted one changes what new resources get.
+            h.put(&format!("{:?}", r.state));
+            h.put(r.replaced.as_deref().unwrap_or("-"));
+        }
+        for (template, v) in halted {
+            if let Some(h) = hashers.get_mut(template.as_str()) {
+                h.put("halted");
+                h.put(&v.to_string());
             }
-            Err(e) => put(e),
+        }
+        Self {
+            templates: hashers.into_iter().map(|(t, h)| (t, h.finish())).collect(),
+            unknown_template: Hasher::new(repos_failed).finish(),
+            account_id,
+            pins,
         }
     }
-    put("records");
-    for d in deployed {
-        put(&d.id);
-        put(d.kind.as_str());
-        put(&d.repo);
-        put(&d.version.to_string());
-        put(&d.template);
-        put(&d.input_hash);
-        put(&d.rendered_hash);
-        put(d.status.as_str());
-        put(d.environment.as_deref().unwrap_or("-"));
-        for (k, v) in &d.outputs {
-            put(k);
-            put(v);
+
+    fn start(&self, kind: &str, name: &str, template: Option<&str>) -> Hasher {
+        let mut h = Hasher::new(false);
+        h.put(kind);
+        h.put(name);
+        h.put(self.account_id);
+        let releases = template
+            .and_then(|t| self.templates.get(t))
+            .unwrap_or(&self.unknown_template);
+        h.0.update(releases);
+        h
+    }
+
+    /// The key of environment `name` as declared by `d`; `None` for a customer-managed one
+    /// (never rendered; its outputs are read each cycle).
+    pub fn environment(&self, b: &Builder<'_>, name: &str, d: &EnvDecl<'_>) -> Option<Key> {
+        if d.spec.customer_managed.is_some() {
+            return None;
+        }
+        let template = d.spec.template.as_ref();
+        let mut h = self.start("environment", name, template.map(|t| t.name.as_str()));
+        h.decl(d.repo_name(), d.commit(), d.path(), &d.file.text);
+        h.put(&format!("{template:?}"));
+        self.resource(&mut h, b, &environment_id(name));
+        Some(h.finish())
+    }
+
+    /// The key of service `name` as declared by `d`, with the environments its instances
+    /// may target.
+    pub fn service(
+        &self,
+        b: &Builder<'_>,
+        targets: &Targets<'_>,
+        name: &str,
+        d: &SvcDecl<'_>,
+    ) -> Key {
+        let template = d.spec.template.as_ref();
+        let mut h = self.start("service", name, template.map(|t| t.name.as_str()));
+        h.decl(d.repo_name(), d.commit(), d.path(), &d.file.text);
+        h.put(&format!("{template:?}"));
+        for inst in &d.spec.instances {
+            self.resource(&mut h, b, &instance_id(name, &inst.name));
+            self.resource(&mut h, b, &component_id(name, &inst.name));
+            h.put(&inst.environment);
+            h.put(&format!("{:?}", targets.get(inst.environment.as_str())));
+            match b.outputs_of(&environment_id(&inst.environment)) {
+                Some(outputs) => h.outputs(&outputs),
+                None => h.put("not deployed"),
+            }
+        }
+        self.resource(&mut h, b, &pipeline_id(name));
+        h.finish()
+    }
+
+    /// What a resource's rendering reads of itself: its pin and its record.
+    fn resource(&self, h: &mut Hasher, b: &Builder<'_>, id: &str) {
+        h.put(id);
+        match self.pins.get(id) {
+            Some(v) => h.put(&v.to_string()),
+            None => h.put("-"),
+        }
+        match b.record(id) {
+            Some(r) => h.record(r),
+            None => h.put("no record"),
         }
     }
-    for (id, v) in pins {
-        put(id);
-        put(&v.to_string());
+}
+
+/// SHA-256 over fields, each ended by a zero byte.
+struct Hasher(Sha256);
+
+impl Hasher {
+    fn new(repos_failed: bool) -> Self {
+        let mut h = Self(Sha256::new());
+        h.put(if repos_failed { "repos failed" } else { "-" });
+        h
     }
-    put("halted");
-    for (template, v) in halted {
-        put(template);
-        put(&v.to_string());
+
+    fn put(&mut self, s: &str) {
+        self.0.update(s.as_bytes());
+        self.0.update([0]);
     }
-    hex::encode(h.finalize())
+
+    fn finish(self) -> Key {
+        self.0.finalize().into()
+    }
+
+    /// A declaration: its repo, the commit read, the file and its text (the commit alone
+    /// would do, but a rewritten file is cheap to tell apart).
+    fn decl(&mut self, repo: &str, commit: Option<&String>, path: &str, text: &str) {
+        self.put(repo);
+        self.put(commit.map_or("-", String::as_str));
+        self.put(path);
+        self.put(text);
+    }
+
+    fn outputs(&mut self, outputs: &BTreeMap<String, String>) {
+        self.put("outputs");
+        for (k, v) in outputs {
+            self.put(k);
+            self.put(v);
+        }
+    }
+
+    fn record(&mut self, d: &ResourceRecord) {
+        self.put(d.kind.as_str());
+        self.put(&d.repo);
+        self.put(&d.version.to_string());
+        self.put(&d.template);
+        self.put(&d.input_hash);
+        self.put(&d.rendered_hash);
+        self.put(d.status.as_str());
+        self.put(d.environment.as_deref().unwrap_or("-"));
+        self.outputs(&d.outputs);
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A halt changes what new resources get: it must change the key, or a cycle after a
-    /// halt (or a resume) would be served the rendering from before it.
-    #[test]
-    fn halts_are_part_of_the_key() {
-        let snapshot = Snapshot::default();
-        let none = BTreeMap::new();
-        let halted = BTreeSet::from([("svc".to_string(), Version { major: 1, minor: 1 })]);
-        let a = compute_key(&snapshot, &[], "1", &none, &BTreeSet::new());
-        let b = compute_key(&snapshot, &[], "1", &none, &halted);
-        assert_ne!(a, b);
-        assert_eq!(b, compute_key(&snapshot, &[], "1", &none, &halted));
-    }
-
-    /// A customer-managed environment's stack outputs change without a commit: a cycle
-    /// after they change must render its instances again.
-    #[test]
-    fn customer_stack_outputs_are_part_of_the_key() {
-        let mut snapshot = Snapshot::default();
-        let none = BTreeMap::new();
-        let key = |s: &Snapshot| compute_key(s, &[], "1", &none, &BTreeSet::new());
-        let empty = key(&snapshot);
-        snapshot.customer_stacks.insert(
-            "dev".into(),
-            Ok(BTreeMap::from([("Vpc".to_string(), "vpc-1".to_string())])),
-        );
-        let one = key(&snapshot);
-        snapshot.customer_stacks.insert(
-            "dev".into(),
-            Ok(BTreeMap::from([("Vpc".to_string(), "vpc-2".to_string())])),
-        );
-        let two = key(&snapshot);
-        assert!(empty != one && one != two, "{empty} {one} {two}");
-    }
-}
+mod tests;

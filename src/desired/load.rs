@@ -353,7 +353,7 @@ fn failed(spec: Option<SpecRepo>, e: RepoError) -> RepoRead {
                 branch: repo.branch,
                 platform: repo.platform,
                 commit: None,
-                files: Vec::new(),
+                files: super::SpecFiles::default(),
                 unknown: Some(e.reason()),
                 approvals: Ok(Vec::new()),
             },
@@ -400,7 +400,7 @@ fn spec_repo(
         branch: repo.branch.clone(),
         platform: repo.platform,
         commit: None,
-        files: Vec::new(),
+        files: super::SpecFiles::default(),
         unknown: None,
         approvals: Ok(Vec::new()),
     };

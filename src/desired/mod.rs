@@ -50,7 +50,7 @@ mod resolve;
 mod rows;
 mod service;
 
-pub use cache::ComputeCache;
+pub use cache::{ComputeCache, release_freed_memory};
 pub use context::{ServiceContext, SpecSource, environment_context};
 pub use load::{load, load_cached, load_cached_with, load_shared};
 
@@ -78,13 +78,51 @@ pub struct SpecRepoState {
     pub platform: bool,
     /// Branch head, when read.
     pub commit: Option<String>,
-    /// Spec files.
-    pub files: Vec<SpecEntry>,
+    /// Spec files, shared with the next read while the branch head stays the same.
+    pub files: SpecFiles,
     /// Why the repo is unknown (fetch or read failed, or the folder is unexpectedly empty).
     pub unknown: Option<String>,
     /// The approvals of its `.protond/approvals.yaml` (none when absent), or every problem
     /// with the file (the rest of the repo is read as usual).
     pub approvals: Result<Vec<crate::gate::Approval>, Vec<String>>,
+}
+
+/// A spec repo's files, shared: a read that finds the same branch head reuses them without
+/// copying. Reads as a `Vec`; a write copies first when they are shared.
+#[derive(Debug, Clone, Default)]
+pub struct SpecFiles(std::sync::Arc<Vec<SpecEntry>>);
+
+impl From<Vec<SpecEntry>> for SpecFiles {
+    fn from(files: Vec<SpecEntry>) -> Self {
+        Self(std::sync::Arc::new(files))
+    }
+}
+
+impl FromIterator<SpecEntry> for SpecFiles {
+    fn from_iter<I: IntoIterator<Item = SpecEntry>>(iter: I) -> Self {
+        iter.into_iter().collect::<Vec<_>>().into()
+    }
+}
+
+impl<'a> IntoIterator for &'a SpecFiles {
+    type Item = &'a SpecEntry;
+    type IntoIter = std::slice::Iter<'a, SpecEntry>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl std::ops::Deref for SpecFiles {
+    type Target = Vec<SpecEntry>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for SpecFiles {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        std::sync::Arc::make_mut(&mut self.0)
+    }
 }
 
 /// Everything read from git in one cycle.
@@ -179,14 +217,48 @@ pub struct Resource {
     pub desired: plan::Desired,
     /// Environment the resource lives in (its own name for environments).
     pub environment: Option<String>,
-    /// Rendered documents (path, text); empty unless the state is ready.
-    pub documents: Vec<(String, String)>,
+    /// Rendered documents (path, text); empty unless the state is ready. Shared, not
+    /// copied, between the render cache and each cycle's desired set.
+    pub documents: Documents,
     /// How it is provisioned, from its bundle's manifest (`template_language`).
     pub provisioning: crate::provision::Provisioning,
     /// Commit of the spec repo that declared it.
     pub spec_commit: Option<String>,
     /// For instances: start the service's pipeline once this deploys.
     pub start_pipeline: bool,
+}
+
+/// Rendered documents (path, text), shared: cloning a [`Resource`] (the render cache hands
+/// out its rows every cycle) never copies a document. Reads as a `Vec`; a write copies first
+/// when the documents are shared.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Documents(std::sync::Arc<Vec<(String, String)>>);
+
+impl From<Vec<(String, String)>> for Documents {
+    fn from(docs: Vec<(String, String)>) -> Self {
+        Self(std::sync::Arc::new(docs))
+    }
+}
+
+impl<'a> IntoIterator for &'a Documents {
+    type Item = &'a (String, String);
+    type IntoIter = std::slice::Iter<'a, (String, String)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl std::ops::Deref for Documents {
+    type Target = Vec<(String, String)>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Documents {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        std::sync::Arc::make_mut(&mut self.0)
+    }
 }
 
 /// The result of [`compute`].
@@ -305,6 +377,19 @@ pub fn compute_held(
     pins: &BTreeMap<String, Version>,
     halted: &BTreeSet<(String, Version)>,
 ) -> DesiredSet {
+    compute_reusing(snapshot, deployed, account_id, pins, halted, None)
+}
+
+/// [`compute_held`], reusing through `cache` (when given) the rows of every declaration whose
+/// inputs are unchanged.
+fn compute_reusing(
+    snapshot: &Snapshot,
+    deployed: &[ResourceRecord],
+    account_id: &str,
+    pins: &BTreeMap<String, Version>,
+    halted: &BTreeSet<(String, Version)>,
+    mut cache: Option<&mut ComputeCache>,
+) -> DesiredSet {
     let mut b = rows::Builder::new(deployed, account_id);
     b.customer_stacks = &snapshot.customer_stacks;
     for (repo, reason) in &snapshot.template_repo_errors {
@@ -337,18 +422,52 @@ pub fn compute_held(
         .extend(owners.problems.iter().map(ToString::to_string));
     b.out.unknown_repos.clone_from(&owners.unknown_repos);
     note_unread_repos(&mut b.out, &owners, deployed);
-    for (name, verdict) in &owners.environments {
-        environment::render(&mut b, &templates, name, verdict);
-    }
+    let keys = cache::Keys::new(
+        templates.catalog,
+        templates.repos_failed,
+        halted,
+        account_id,
+        pins,
+    );
+    render_environments(&mut b, &templates, &owners, &keys, cache.as_deref_mut());
     let targets = resolve::environment_targets(&owners.environments);
     for (name, decision) in &owners.services {
         b.out
             .problems
             .extend(decision.problems.iter().map(ToString::to_string));
-        service::render(&mut b, &templates, &targets, name, &decision.verdict);
+        let render = |b: &mut rows::Builder<'_>| {
+            service::render(b, &templates, &targets, name, &decision.verdict);
+        };
+        match (cache.as_deref_mut(), &decision.verdict) {
+            (Some(cache), ownership::SvcVerdict::Deploy(d)) => {
+                let key = keys.service(&b, &targets, name, d);
+                cache.reuse(&mut b, format!("service/{name}"), Some(key), render);
+            }
+            _ => render(&mut b),
+        }
     }
     mark_pipeline_starters(&mut b.out, snapshot);
     b.out
+}
+
+/// Adds every environment's row, reused through `cache` where its inputs are unchanged.
+fn render_environments(
+    b: &mut rows::Builder<'_>,
+    templates: &resolve::Templates<'_>,
+    owners: &ownership::Ownership<'_>,
+    keys: &cache::Keys<'_>,
+    mut cache: Option<&mut ComputeCache>,
+) {
+    for (name, verdict) in &owners.environments {
+        let render = |b: &mut rows::Builder<'_>| environment::render(b, templates, name, verdict);
+        match (cache.as_deref_mut(), verdict) {
+            (Some(cache), ownership::EnvVerdict::Deploy(d)) => {
+                let key = keys.environment(b, name, d);
+                cache.reuse(b, format!("environment/{name}"), key, render);
+            }
+            _ => render(b),
+        }
+    }
 }
 
 /// Notes, per deployed resource of a repo that is not read, why it is kept (not in the

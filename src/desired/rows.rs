@@ -90,7 +90,7 @@ impl<'a> Builder<'a> {
                 state,
             },
             environment: row.environment,
-            documents,
+            documents: documents.into(),
             provisioning,
             spec_commit: row.spec_commit.cloned(),
             start_pipeline: false,
@@ -104,6 +104,11 @@ impl<'a> Builder<'a> {
             .get(id)
             .map(|r| r.outputs.clone())
             .or_else(|| self.customer_outputs.get(id).cloned())
+    }
+
+    /// The record of resource `id`, when protond deployed it.
+    pub fn record(&self, id: &str) -> Option<&'a ResourceRecord> {
+        self.deployed.get(id).copied()
     }
 
     /// Whether a resource `id` has a record (protond deployed it).

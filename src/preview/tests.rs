@@ -29,7 +29,7 @@ fn resource(id: &str, env: &str, version: Version, doc: &str, state: DesiredStat
             state,
         },
         environment: Some(env.into()),
-        documents: vec![(DOC.into(), doc.into())],
+        documents: vec![(DOC.into(), doc.into())].into(),
         provisioning: Provisioning::CloudFormation,
         spec_commit: None,
         start_pipeline: false,

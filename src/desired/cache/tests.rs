@@ -1,0 +1,240 @@
+//! The render cache against the uncached computation: every input a declaration reads
+//! changes what is rendered when it changes (never a stale row), and a commit in one spec
+//! repo renders that repo's declarations only.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::super::fixtures::{catalog, env, record, repo, svc, svc_releases};
+use super::super::{SpecRepoState, compute_held};
+use super::*;
+use crate::catalog::releases::ReleaseState;
+
+/// Everything one computation reads.
+#[derive(Clone)]
+struct Inputs {
+    snapshot: Snapshot,
+    deployed: Vec<ResourceRecord>,
+    account: String,
+    pins: BTreeMap<String, Version>,
+    halted: BTreeSet<(String, Version)>,
+}
+
+impl Inputs {
+    fn uncached(&self) -> String {
+        let set = compute_held(
+            &self.snapshot,
+            &self.deployed,
+            &self.account,
+            &self.pins,
+            &self.halted,
+        );
+        format!("{set:?}")
+    }
+
+    fn cached(&self, cache: &mut ComputeCache) -> String {
+        let set = cache.compute_held(
+            &self.snapshot,
+            &self.deployed,
+            &self.account,
+            &self.pins,
+            &self.halted,
+        );
+        format!("{set:?}")
+    }
+}
+
+fn team(name: &str, service: &str, commit: &str, instances: &[(&str, &str)]) -> SpecRepoState {
+    let text = svc(service, 1, None, instances);
+    let mut r = repo(name, false, &[(&format!("{service}.yaml"), &text)]);
+    r.commit = Some(commit.to_string());
+    r
+}
+
+/// Two environments (dev deployed with outputs, prod not), two team repos of one service each.
+fn base() -> Inputs {
+    let platform = repo(
+        "platform",
+        true,
+        &[("dev.yaml", &env("dev")), ("prod.yaml", &env("prod"))],
+    );
+    let a = team(
+        "team-a",
+        "web",
+        "a1",
+        &[("web-dev", "dev"), ("web-prod", "prod")],
+    );
+    let b = team("team-b", "api", "b1", &[("api-dev", "dev")]);
+    let snapshot = Snapshot {
+        catalog: catalog(&[(1, 0)]),
+        spec_repos: vec![platform, a, b],
+        ..Snapshot::default()
+    };
+    Inputs {
+        snapshot,
+        deployed: vec![
+            record("environment/dev", "platform"),
+            record("service_instance/web/web-dev", "team-a"),
+        ],
+        account: "123456789012".into(),
+        pins: BTreeMap::new(),
+        halted: BTreeSet::new(),
+    }
+}
+
+#[test]
+fn a_commit_in_one_repo_renders_that_repos_declarations_only() {
+    let mut cache = ComputeCache::default();
+    let first = base();
+    assert_eq!(first.cached(&mut cache), first.uncached());
+    let all = cache.last_rendered();
+    // 2 environments; web: 2 instances and its pipeline; api: 1 instance and its pipeline.
+    assert_eq!((all, cache.last_reused()), (7, 0));
+
+    assert_eq!(first.cached(&mut cache), first.uncached());
+    assert_eq!((cache.last_rendered(), cache.last_reused()), (0, 7));
+
+    // team-a commits a third instance: web's 4 rows render, the rest is reused.
+    let mut next = first.clone();
+    next.snapshot.spec_repos[1] = team(
+        "team-a",
+        "web",
+        "a2",
+        &[("web-dev", "dev"), ("web-prod", "prod"), ("web-two", "dev")],
+    );
+    assert_eq!(next.cached(&mut cache), next.uncached());
+    assert_eq!((cache.last_rendered(), cache.last_reused()), (4, 4));
+
+    // A commit that changes nothing of api's file still renders api alone (its commit is read).
+    let mut again = next.clone();
+    again.snapshot.spec_repos[2].commit = Some("b2".into());
+    assert_eq!(again.cached(&mut cache), again.uncached());
+    assert_eq!((cache.last_rendered(), cache.last_reused()), (2, 6));
+}
+
+/// Each change of an input renders again what reads it, and the rows equal the uncached
+/// computation's; where the fixture's templates show the input, the rows change with it (so
+/// a key that missed it would serve a stale row).
+#[test]
+fn every_input_of_a_declaration_changes_its_rows() {
+    type Change = fn(&mut Inputs);
+    // The fixture's templates print neither outputs nor the account: those
+    // changes render again without changing the rows.
+    let unseen = ["environment outputs", "own record", "account"];
+    let changes: [(&str, Change); 11] = [
+        ("new minor", |i| {
+            i.snapshot.catalog.insert(svc_releases(&[(1, 1)]).remove(0));
+        }),
+        ("halted minor", |i| {
+            i.snapshot.catalog.insert(svc_releases(&[(1, 1)]).remove(0));
+            i.halted
+                .insert(("web-svc".into(), Version { major: 1, minor: 1 }));
+        }),
+        ("withdrawn release", |i| {
+            let mut r = svc_releases(&[(1, 0)]).remove(0);
+            r.state = ReleaseState::Withdrawn;
+            i.snapshot.catalog.insert(r);
+        }),
+        ("environment outputs", |i| {
+            i.deployed[0].outputs.insert("Out".into(), "changed".into());
+        }),
+        ("environment deployed", |i| {
+            i.deployed.push(record("environment/prod", "platform"));
+        }),
+        ("own record", |i| {
+            i.deployed[1].outputs.insert("Url".into(), "u".into());
+        }),
+        ("own version", |i| {
+            i.snapshot.catalog.insert(svc_releases(&[(1, 1)]).remove(0));
+            i.deployed[1].version = Version { major: 1, minor: 1 };
+        }),
+        ("pin", |i| {
+            i.snapshot.catalog.insert(svc_releases(&[(1, 1)]).remove(0));
+            i.pins.insert(
+                "service_instance/web/web-dev".into(),
+                Version { major: 1, minor: 0 },
+            );
+        }),
+        ("account", |i| i.account = "210987654321".into()),
+        ("spec text", |i| {
+            i.snapshot.spec_repos[2] = team("team-b", "api", "b1", &[("api-2", "dev")]);
+        }),
+        ("environment spec", |i| {
+            let text = env("dev").replace("spec: {}", "spec: {cidr: 10.1.0.0/16}");
+            i.snapshot.spec_repos[0] = repo(
+                "platform",
+                true,
+                &[("dev.yaml", &text), ("prod.yaml", &env("prod"))],
+            );
+        }),
+    ];
+    for (what, change) in changes {
+        let before = base();
+        let mut cache = ComputeCache::default();
+        before.cached(&mut cache);
+        let mut after = before.clone();
+        change(&mut after);
+        let expected = after.uncached();
+        if !unseen.contains(&what) {
+            assert_ne!(expected, before.uncached(), "{what}: the change matters");
+        }
+        assert_eq!(after.cached(&mut cache), expected, "{what}");
+        assert!(cache.last_rendered() > 0, "{what}");
+    }
+}
+
+/// A customer-managed environment's stack outputs change without a commit: a cycle after
+/// they change renders its instances again.
+#[test]
+fn customer_stack_outputs_render_their_instances_again() {
+    let spec = "proton: EnvironmentSpec\nname: dev\ntemplate: {name: basic-env, major: 1}\ncustomer_managed: {stack: net}\n";
+    let mut inputs = base();
+    inputs.snapshot.spec_repos[0] = repo("platform", true, &[("dev.yaml", spec)]);
+    inputs.deployed.remove(0);
+    let outputs = |v: &str| Ok(BTreeMap::from([("Out".to_string(), v.to_string())]));
+    inputs
+        .snapshot
+        .customer_stacks
+        .insert("dev".into(), outputs("vpc-1"));
+    let mut cache = ComputeCache::default();
+    assert_eq!(inputs.cached(&mut cache), inputs.uncached());
+    inputs.cached(&mut cache);
+    assert_eq!(cache.last_rendered(), 0);
+    inputs
+        .snapshot
+        .customer_stacks
+        .insert("dev".into(), outputs("vpc-2"));
+    assert_eq!(inputs.cached(&mut cache), inputs.uncached());
+    // web's two instances and its pipeline, api's instance and its pipeline.
+    assert_eq!(cache.last_rendered(), 5);
+}
+
+/// The rows a held rollout renders (the new minor, then the held resources on the version
+/// they run) are both kept: the next cycle renders neither again; a declaration gone from
+/// two computations is forgotten.
+#[test]
+fn two_renderings_are_kept_and_unused_ones_dropped() {
+    let mut inputs = base();
+    inputs
+        .snapshot
+        .catalog
+        .insert(svc_releases(&[(1, 1)]).remove(0));
+    let mut pinned = inputs.clone();
+    pinned.pins.insert(
+        "service_instance/web/web-dev".into(),
+        Version { major: 1, minor: 0 },
+    );
+    let mut cache = ComputeCache::default();
+    inputs.cached(&mut cache);
+    pinned.cached(&mut cache);
+    assert_eq!(inputs.cached(&mut cache), inputs.uncached());
+    assert_eq!(cache.last_rendered(), 0);
+    assert_eq!(pinned.cached(&mut cache), pinned.uncached());
+    assert_eq!(cache.last_rendered(), 0);
+
+    let mut without = inputs.clone();
+    without.snapshot.spec_repos.truncate(2);
+    without.cached(&mut cache);
+    without.cached(&mut cache);
+    assert!(!cache.entries.contains_key("service/api"));
+    assert!(cache.entries.contains_key("service/web"));
+}
