@@ -424,9 +424,15 @@ pub async fn forwarded_wakeups(store: Store, wake: impl Fn(Vec<Wakeup>)) {
 mod tests {
     use super::*;
 
+    /// A lease long enough that a loaded machine renews it in time (the first test never
+    /// waits for it to lapse).
     fn settings(id: &str) -> Settings {
+        settings_lease(id, Duration::from_secs(5))
+    }
+
+    fn settings_lease(id: &str, lease: Duration) -> Settings {
         Settings {
-            lease: Duration::from_millis(600),
+            lease,
             replica_id: id.into(),
             shards: 1,
             shard: 0,
@@ -493,11 +499,12 @@ mod tests {
     async fn a_lost_lease_stays_claimed_until_the_work_stopped() {
         let Some(url) = pg_url().await else { return };
         let store = Store::open(&url).await.expect("open");
-        let a = Elector::build(store.clone(), settings("a"), None, Mode::Elect);
+        let lease = Duration::from_millis(1500);
+        let a = Elector::build(store.clone(), settings_lease("a", lease), None, Mode::Elect);
         a.round().await;
         assert!(a.held().leading());
         // Another replica takes the lease after it lapsed (as if A had been paused).
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        tokio::time::sleep(lease + Duration::from_millis(200)).await;
         let other = Store::open(&url).await.expect("open");
         assert_eq!(
             other
