@@ -1,0 +1,365 @@
+//! The guard's no-parse path: the parse of a rendered document rebuilt from a cached parse
+//! of its *skeleton* (the document with every printed value replaced by a numbered hole).
+//!
+//! It applies only where the guard's fast path applies ([`guard::plain_values_only`]: every
+//! printed value a plain word in an ordinary position, so values and holes are ordinary
+//! scalar characters and the skeleton scans as the clean document does), and only when, in
+//! addition, every line holding a value is shorter than [`MAX_LINE`] bytes (libyaml drops a
+//! simple key longer than 1024 characters: lengths must not decide anything) and the
+//! document names no core tag (`!!`, `tag:yaml.org`, `%TAG`: a core tag changes how a
+//! scalar is read). A skeleton is parsed twice, once with holes `OPEN k CLOSE` (which hole
+//! each scalar holds) and once with holes `1000000+k` (which hole-only scalars are plain:
+//! those read back as numbers), and the result is cached by skeleton text, bounded by
+//! [`CACHE_BYTES`]. A document of a known shape is then rebuilt by filling the holes with
+//! its values and reading each filled scalar as `serde_yaml` reads a plain or quoted one.
+//! Whenever that is not certain (a filled plain scalar with text around its holes that
+//! reads as a number, bool or null; two keys equal once filled; the two skeleton parses of
+//! different shapes), [`parse`] answers `None` and the guard parses the document.
+//!
+//! This module only inspects text; it never renders and never performs I/O.
+
+use std::collections::HashMap;
+use std::hash::{Hash as _, Hasher as _};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde_yaml::{Mapping, Value};
+
+use super::guard::{CLOSE, OPEN};
+use crate::catalog::yaml;
+
+/// Longest line holding a printed value for which the skeleton is used, in bytes (libyaml's
+/// simple keys end at 1024 characters; the holes change a line's length by a few bytes).
+pub const MAX_LINE: usize = 900;
+
+/// Total bytes of skeleton text the cache may hold; past it the cache starts afresh.
+pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The first probe number of the second skeleton parse.
+const PROBE_BASE: usize = 1_000_000;
+
+/// A cached skeleton parse: `None` when the shape cannot be rebuilt (the guard parses).
+type Entry = Option<Arc<Skeleton>>;
+
+/// A skeleton's parse, with its holes.
+struct Skeleton {
+    /// The parse of the skeleton with holes `OPEN k CLOSE`.
+    value: Value,
+    /// For each hole `k`, whether it is the whole of a plain scalar.
+    plain_alone: Vec<bool>,
+}
+
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<u64, Vec<(Arc<str>, Entry)>>,
+    bytes: usize,
+}
+
+static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
+
+/// The skeleton of a marked document (holes `OPEN k CLOSE`) and its printed values, or
+/// `None` when the skeleton may not be used (see the module doc). The caller has checked
+/// [`super::guard::plain_values_only`].
+fn split(marked: &str) -> Option<(String, Vec<&str>)> {
+    if marked.contains("!!") || marked.contains("tag:yaml.org") || marked.contains("%TAG") {
+        return None;
+    }
+    let mut skeleton = String::with_capacity(marked.len());
+    let mut values = Vec::new();
+    let mut rest = marked;
+    while let Some(open) = rest.find(OPEN) {
+        let start = open + OPEN.len_utf8();
+        let len = rest[start..].find(CLOSE)?;
+        skeleton.push_str(&rest[..open]);
+        skeleton.push(OPEN);
+        skeleton.push_str(&values.len().to_string());
+        skeleton.push(CLOSE);
+        values.push(&rest[start..start + len]);
+        rest = &rest[start + len + CLOSE.len_utf8()..];
+    }
+    skeleton.push_str(rest);
+    let long_line = |text: &str| {
+        text.lines()
+            .any(|l| l.len() + 8 * l.matches(OPEN).count() > MAX_LINE && l.contains(OPEN))
+    };
+    if long_line(marked) || long_line(&skeleton) {
+        return None;
+    }
+    Some((skeleton, values))
+}
+
+/// The skeleton with hole `k` written as the number `PROBE_BASE + k`.
+fn probe_text(skeleton: &str) -> String {
+    let mut out = String::with_capacity(skeleton.len());
+    let mut rest = skeleton;
+    while let Some(open) = rest.find(OPEN) {
+        out.push_str(&rest[..open]);
+        let start = open + OPEN.len_utf8();
+        let len = rest[start..].find(CLOSE).unwrap_or(0);
+        let k: usize = rest[start..start + len].parse().unwrap_or(0);
+        out.push_str(&(PROBE_BASE + k).to_string());
+        rest = &rest[start + len + CLOSE.len_utf8()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The hole numbers in a skeleton scalar, when it holds any.
+fn holes(s: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while let Some(open) = rest.find(OPEN) {
+        let start = open + OPEN.len_utf8();
+        let Some(len) = rest[start..].find(CLOSE) else {
+            break;
+        };
+        if let Ok(k) = rest[start..start + len].parse() {
+            out.push(k);
+        }
+        rest = &rest[start + len + CLOSE.len_utf8()..];
+    }
+    out
+}
+
+/// Walks the two skeleton parses together, marking each hole that is the whole of a plain
+/// scalar (its probe read back as a number). `false` when the shapes differ.
+fn mark_plain(a: &Value, b: &Value, plain: &mut [bool]) -> bool {
+    match (a, b) {
+        (Value::Mapping(ma), Value::Mapping(mb)) => {
+            ma.len() == mb.len()
+                && ma.iter().zip(mb.iter()).all(|((ka, va), (kb, vb))| {
+                    mark_plain(ka, kb, plain) && mark_plain(va, vb, plain)
+                })
+        }
+        (Value::Sequence(sa), Value::Sequence(sb)) => {
+            sa.len() == sb.len()
+                && sa
+                    .iter()
+                    .zip(sb.iter())
+                    .all(|(va, vb)| mark_plain(va, vb, plain))
+        }
+        (Value::Tagged(ta), Value::Tagged(tb)) => {
+            ta.tag == tb.tag && mark_plain(&ta.value, &tb.value, plain)
+        }
+        (Value::String(s), probe) if s.contains(OPEN) => {
+            let hs = holes(s);
+            let alone = hs.len() == 1 && s.len() == OPEN.len_utf8() * 2 + digits(hs[0]);
+            if alone && let Value::Number(n) = probe {
+                if n.as_u64() != u64::try_from(PROBE_BASE + hs[0]).ok() {
+                    return false;
+                }
+                if let Some(p) = plain.get_mut(hs[0]) {
+                    *p = true;
+                }
+            }
+            hs.iter().all(|&k| k < plain.len())
+        }
+        (a, b) => a == b,
+    }
+}
+
+fn digits(k: usize) -> usize {
+    k.to_string().len()
+}
+
+/// Parses a skeleton (both parses) into a cache entry.
+fn build(skeleton: &str, holes: usize) -> Entry {
+    let value: Value = yaml::from_str(skeleton).ok()?;
+    let probe: Value = yaml::from_str(&probe_text(skeleton)).ok()?;
+    let mut plain_alone = vec![false; holes];
+    mark_plain(&value, &probe, &mut plain_alone).then(|| Arc::new(Skeleton { value, plain_alone }))
+}
+
+fn key_of(skeleton: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    skeleton.hash(&mut h);
+    h.finish()
+}
+
+/// The cached entry of `skeleton`, built and cached if new.
+fn entry(skeleton: &str, holes: usize) -> Entry {
+    let key = key_of(skeleton);
+    {
+        let guard = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = guard
+            .as_ref()
+            .and_then(|c| c.entries.get(&key))
+            .and_then(|slot| slot.iter().find(|(s, _)| &**s == skeleton))
+        {
+            return found.1.clone();
+        }
+    }
+    let built = build(skeleton, holes);
+    let mut guard = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
+    let cache = guard.get_or_insert_with(Cache::default);
+    if skeleton.len() <= CACHE_BYTES {
+        if cache.bytes + skeleton.len() > CACHE_BYTES {
+            *cache = Cache::default();
+        }
+        cache
+            .entries
+            .entry(key)
+            .or_default()
+            .push((skeleton.into(), built.clone()));
+        cache.bytes += skeleton.len();
+    }
+    built
+}
+
+/// How `serde_yaml` reads a plain scalar's text, or `None` when it is not a scalar.
+fn read_plain(text: &str) -> Option<Value> {
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Some(Value::Null),
+        "true" | "True" | "TRUE" => return Some(Value::Bool(true)),
+        "false" | "False" | "FALSE" => return Some(Value::Bool(false)),
+        _ => {}
+    }
+    let b = text.as_bytes();
+    let starts_numeric = b
+        .first()
+        .is_some_and(|c| c.is_ascii_digit() || b"+-.".contains(c));
+    // Only a text of these characters starting so can read as a number.
+    if !starts_numeric
+        || !b
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"+-._".contains(c))
+    {
+        return Some(Value::String(text.to_owned()));
+    }
+    if b.len() <= 18 && b.iter().all(u8::is_ascii_digit) && (b[0] != b'0' || b.len() == 1) {
+        return text.parse::<u64>().ok().map(Value::from);
+    }
+    match serde_yaml::from_str::<Value>(text) {
+        Ok(v @ (Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_))) => Some(v),
+        _ => None,
+    }
+}
+
+/// The skeleton's scalar `s` with its holes filled.
+fn fill_text(s: &str, values: &[&str]) -> Option<String> {
+    let mut out = String::with_capacity(s.len() + 16);
+    let mut rest = s;
+    while let Some(open) = rest.find(OPEN) {
+        let start = open + OPEN.len_utf8();
+        let len = rest[start..].find(CLOSE)?;
+        let k: usize = rest[start..start + len].parse().ok()?;
+        out.push_str(&rest[..open]);
+        out.push_str(values.get(k)?);
+        rest = &rest[start + len + CLOSE.len_utf8()..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// The skeleton's value `v` with its holes filled, or `None` when not certain.
+fn fill(v: &Value, sk: &Skeleton, values: &[&str]) -> Option<Value> {
+    Some(match v {
+        Value::String(s) if s.contains(OPEN) => {
+            let text = fill_text(s, values)?;
+            let hs = holes(s);
+            let alone = hs.len() == 1 && s.len() == OPEN.len_utf8() * 2 + digits(hs[0]);
+            if alone && sk.plain_alone.get(hs[0]).copied().unwrap_or(false) {
+                read_plain(&text)?
+            } else {
+                // Quoted, or plain with text around the holes: a string unless it would
+                // read as something else when plain (then the guard parses).
+                match read_plain(&text)? {
+                    Value::String(s) => Value::String(s),
+                    _ => return None,
+                }
+            }
+        }
+        Value::Mapping(m) => {
+            let mut out = Mapping::with_capacity(m.len());
+            for (k, item) in m {
+                if out
+                    .insert(fill(k, sk, values)?, fill(item, sk, values)?)
+                    .is_some()
+                {
+                    return None;
+                }
+            }
+            Value::Mapping(out)
+        }
+        Value::Sequence(items) => Value::Sequence(
+            items
+                .iter()
+                .map(|i| fill(i, sk, values))
+                .collect::<Option<_>>()?,
+        ),
+        Value::Tagged(t) => Value::Tagged(Box::new(serde_yaml::value::TaggedValue {
+            tag: t.tag.clone(),
+            value: fill(&t.value, sk, values)?,
+        })),
+        other => other.clone(),
+    })
+}
+
+/// The parse of the clean document of `marked` without parsing it, when its skeleton allows
+/// (see the module doc); `None`: parse it. The caller has checked
+/// [`super::guard::plain_values_only`].
+#[must_use]
+pub fn parse(marked: &str) -> Option<Value> {
+    let (skeleton, values) = split(marked)?;
+    let sk = entry(&skeleton, values.len())?;
+    fill(&sk.value, &sk, &values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_scalars_read_as_serde_yaml_reads_them() {
+        for text in [
+            "",
+            "~",
+            "null",
+            "Null",
+            "true",
+            "FALSE",
+            "0",
+            "7",
+            "80",
+            "080",
+            "0x1F",
+            "0o17",
+            "0b101",
+            "-1",
+            "+1",
+            "1.5",
+            "1e3",
+            "-.inf",
+            ".NaN",
+            ".5",
+            "1_000",
+            "1e999",
+            "inf",
+            "abc",
+            "a b",
+            "10.0.0.0/16",
+            "123456789012",
+            "12345678901234567890",
+            "00",
+            "-0",
+            "+-1",
+            "1.",
+            "y",
+            "no",
+            "on",
+        ] {
+            let want: Value = serde_yaml::from_str(&format!("a: {text}\n"))
+                .map(|m: Mapping| m.get("a").cloned().unwrap_or(Value::Null))
+                .expect("a mapping");
+            assert_eq!(read_plain(text), Some(want), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn core_tags_and_long_lines_take_the_parse() {
+        let m = |t: &str| t.replace("{v}", &format!("{OPEN}a{CLOSE}"));
+        assert!(split(&m("A: !!str {v}\n")).is_none());
+        assert!(split(&m("%TAG ! tag:yaml.org,2002:\n---\nA: !str {v}\n")).is_none());
+        assert!(split(&m(&format!("A: {}{{v}}\n", "x".repeat(MAX_LINE)))).is_none());
+        assert!(split(&m(&format!("A: {{v}}\nB: {}\n", "x".repeat(2000)))).is_some());
+    }
+}
