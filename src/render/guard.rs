@@ -130,10 +130,10 @@ pub fn check_yaml_parsed(marked: &str) -> Result<(String, Value), GuardError> {
 /// The guard; `fast`: whether the fast path may skip the marked parse.
 fn check_with(marked: &str, fast: bool) -> Result<(String, Value), GuardError> {
     let clean = strip(marked);
-    let fast = fast && plain_values_only(marked);
     if fast && let Some(b) = super::skeleton::parse(marked) {
         return Ok((clean, b));
     }
+    let fast = fast && plain_values_only(marked);
     let b: Value = yaml::from_str(&clean).map_err(|e| match e {
         YamlError::TooDeep(d) => GuardError::TooDeep {
             line: d.line,
@@ -187,7 +187,7 @@ pub fn is_plain_value(v: &str) -> bool {
 /// directive, block scalar header: their names end at a marker, not at a letter) and no
 /// backslash (an escape in a double-quoted scalar). Conservative: `'&{{ x }}'` takes the
 /// full check although quoted.
-fn ordinary_position(before: &str) -> bool {
+pub(crate) fn ordinary_position(before: &str) -> bool {
     let token_start = before.rfind([' ', '\t', '\n', '\r']).map_or(0, |i| i + 1);
     !before[token_start..]
         .bytes()
@@ -721,6 +721,69 @@ mod tests {
             }
         }
         assert!(refused > 200, "{refused} refused");
+    }
+
+    /// Values that are not plain words, inside quoted and block scalars: where the skeleton
+    /// rebuilds the parse, the full check agrees.
+    #[test]
+    fn text_values_in_quoted_and_block_scalars_agree_with_the_full_check() {
+        let templates = [
+            "A: '{v}'\nB: 1\n",
+            "A: \"{v}\"\nB: 1\n",
+            "A: 'x {v} y'\n",
+            "A: \"{v}-{v}\"\n",
+            "'{v}': 1\nB: 2\n",
+            "A: |\n  {v}\n  x\nB: 1\n",
+            "A: >-\n  {\"c\": \"{v}\"}\n  x\n",
+            "A: >\n  {v}\n\n  {v}\n",
+            "A: !Sub 'arn:{v}:x'\n",
+            "A: ['{v}', \"{v}\"]\n",
+            "A: {a: '{v}'}\n",
+            "A: 'x\n  {v}\n  y'\n",
+            "A: \"x\n  {v}\n  y\"\n",
+            "--- |\n{v}\n",
+            "--- |\n-{v}\n",
+            "--- >\n.{v}\n",
+            "A: {v}\n",
+            "# {v}\nA: 1\n",
+        ];
+        let values = [
+            "echo 'add your unit test command here'",
+            "say \"hi\"",
+            "a: b",
+            "x # y",
+            "{Evil: 1}",
+            "[1, 2]",
+            "- x",
+            "&a *b !c |d >e %f @g `h`",
+            "50%",
+            "a\\b",
+            "it's",
+            "80",
+            "--x",
+            "..x",
+            "a  b",
+            "x, y: z",
+            "? x",
+        ];
+        let mut rebuilt = 0;
+        for t in templates {
+            for v in values {
+                let m = marked(t, v);
+                let quick = check_with(&m, true);
+                let full = check_with(&m, false);
+                let json = |r: &Result<(String, Value), GuardError>| {
+                    r.as_ref()
+                        .ok()
+                        .map(|(c, v)| (c.clone(), serde_json::to_string(v).ok()))
+                };
+                assert_eq!(json(&quick), json(&full), "{t:?} with {v:?}");
+                assert_eq!(quick.is_ok(), full.is_ok(), "{t:?} with {v:?}");
+                rebuilt += usize::from(super::super::skeleton::parse(&m).is_some());
+            }
+        }
+        println!("{rebuilt} rebuilt without a parse");
+        assert!(rebuilt > 120, "{rebuilt} rebuilt without a parse");
     }
 
     #[test]

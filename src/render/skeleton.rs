@@ -19,7 +19,9 @@
 //! This module only inspects text; it never renders and never performs I/O.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::hash::{Hash as _, Hasher as _};
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_yaml::{Mapping, Value};
@@ -46,6 +48,55 @@ struct Skeleton {
     value: Value,
     /// For each hole `k`, whether it is the whole of a plain scalar.
     plain_alone: Vec<bool>,
+    /// For each hole `k`, the style of the scalar holding it (`None`: in no scalar, e.g. a
+    /// comment).
+    style: Vec<Option<Style>>,
+}
+
+/// How a scalar is written; decides which values are only characters there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Style {
+    Plain,
+    Single,
+    Double,
+    Block,
+}
+
+/// What a printed value may be in the rebuilt parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A plain word in an ordinary position ([`super::guard::is_plain_value`]): characters
+    /// in any scalar.
+    Word,
+    /// Printable ASCII, neither starting nor ending with a blank, not starting with `-` or
+    /// `.` (part of a document marker): characters inside a quoted or block scalar that does not end at them
+    /// ([`fits`]).
+    Text,
+}
+
+/// Whether a [`Kind::Text`] value is only characters in a scalar of style `style`: no quote
+/// ending a quoted scalar, no escape in a double-quoted one; anything in a block scalar
+/// (the value holds no line break).
+fn fits(value: &str, style: Option<Style>) -> bool {
+    match style {
+        Some(Style::Single) => !value.contains('\''),
+        Some(Style::Double) => !value.contains(['"', '\\']),
+        Some(Style::Block) => true,
+        Some(Style::Plain) | None => false,
+    }
+}
+
+/// The [`Kind`] of a printed value, or `None` when the skeleton may not be used for it.
+fn kind(value: &str, before: &str) -> Option<Kind> {
+    if super::guard::is_plain_value(value) && super::guard::ordinary_position(before) {
+        return Some(Kind::Word);
+    }
+    let b = value.as_bytes();
+    let printable = b.iter().all(|c| (0x20..0x7f).contains(c));
+    let blank_end = |c: Option<&u8>| c.is_none_or(|c| *c == b' ');
+    // A document marker needs three of these at the start of a line.
+    let marker = value.starts_with(['-', '.']);
+    (printable && !blank_end(b.first()) && !blank_end(b.last()) && !marker).then_some(Kind::Text)
 }
 
 #[derive(Default)]
@@ -56,11 +107,14 @@ struct Cache {
 
 static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
 
-/// The skeleton of a marked document (holes `OPEN k CLOSE`) and its printed values, or
-/// `None` when the skeleton may not be used (see the module doc). The caller has checked
-/// [`super::guard::plain_values_only`].
-fn split(marked: &str) -> Option<(String, Vec<&str>)> {
-    if marked.contains("!!") || marked.contains("tag:yaml.org") || marked.contains("%TAG") {
+/// The skeleton of a marked document (holes `OPEN k CLOSE`) and its printed values with
+/// their kinds, or `None` when the skeleton may not be used (see the module doc).
+fn split(marked: &str) -> Option<(String, Vec<(&str, Kind)>)> {
+    // Core tags change how scalars read; `\\u` escapes could write a hole's markers.
+    if ["!!", "tag:yaml.org", "%TAG", "\\u", "\\U"]
+        .iter()
+        .any(|s| marked.contains(s))
+    {
         return None;
     }
     let mut skeleton = String::with_capacity(marked.len());
@@ -69,12 +123,20 @@ fn split(marked: &str) -> Option<(String, Vec<&str>)> {
     while let Some(open) = rest.find(OPEN) {
         let start = open + OPEN.len_utf8();
         let len = rest[start..].find(CLOSE)?;
+        let value = &rest[start..start + len];
+        if rest[..open].contains(CLOSE) || value.contains(OPEN) {
+            return None;
+        }
+        let before = &marked[..marked.len() - rest.len() + open];
         skeleton.push_str(&rest[..open]);
         skeleton.push(OPEN);
-        skeleton.push_str(&values.len().to_string());
+        let _ = write!(skeleton, "{}", values.len());
         skeleton.push(CLOSE);
-        values.push(&rest[start..start + len]);
+        values.push((value, kind(value, before)?));
         rest = &rest[start + len + CLOSE.len_utf8()..];
+    }
+    if rest.contains(CLOSE) {
+        return None;
     }
     skeleton.push_str(rest);
     let long_line = |text: &str| {
@@ -105,6 +167,11 @@ fn probe_text(skeleton: &str) -> String {
 
 /// The hole numbers in a skeleton scalar, when it holds any.
 fn holes(s: &str) -> Vec<usize> {
+    holes_in(s)
+}
+
+/// The hole numbers in `s`.
+fn holes_in(s: &str) -> Vec<usize> {
     let mut out = Vec::new();
     let mut rest = s;
     while let Some(open) = rest.find(OPEN) {
@@ -161,12 +228,83 @@ fn digits(k: usize) -> usize {
     k.to_string().len()
 }
 
-/// Parses a skeleton (both parses) into a cache entry.
+/// Parses a skeleton (both parses, and a scan for the holes' styles) into a cache entry.
 fn build(skeleton: &str, holes: usize) -> Entry {
     let value: Value = yaml::from_str(skeleton).ok()?;
     let probe: Value = yaml::from_str(&probe_text(skeleton)).ok()?;
     let mut plain_alone = vec![false; holes];
-    mark_plain(&value, &probe, &mut plain_alone).then(|| Arc::new(Skeleton { value, plain_alone }))
+    let style = styles(skeleton, holes)?;
+    mark_plain(&value, &probe, &mut plain_alone).then(|| {
+        Arc::new(Skeleton {
+            value,
+            plain_alone,
+            style,
+        })
+    })
+}
+
+/// The style of the scalar holding each hole, from libyaml's scanner (the tokens of a
+/// document that parsed: the depth was checked). `None` when the scan fails.
+fn styles(skeleton: &str, holes: usize) -> Option<Vec<Option<Style>>> {
+    use unsafe_libyaml as unsafe_y;
+    let mut out = vec![None; holes];
+    let mut seen = vec![false; holes];
+    let mut parser = Box::new(MaybeUninit::<unsafe_y::yaml_parser_t>::uninit());
+    let p = parser.as_mut_ptr();
+    // SAFETY: `p` points to memory owned by `parser` until the end of this function;
+    // `yaml_parser_initialize` fills it in (or leaves it zeroed, which `yaml_parser_delete`
+    // accepts); the input pointer stays valid while `skeleton` is borrowed, past the
+    // delete. Each token is initialised by a successful `yaml_parser_scan`, its scalar data
+    // read only for scalar tokens (`length` bytes at `value`), and deleted before the next.
+    let ok = unsafe {
+        let mut ok = !unsafe_y::yaml_parser_initialize(p).fail;
+        if ok {
+            unsafe_y::yaml_parser_set_encoding(p, unsafe_y::YAML_UTF8_ENCODING);
+            unsafe_y::yaml_parser_set_input_string(p, skeleton.as_ptr(), skeleton.len() as u64);
+        }
+        while ok {
+            let mut token = MaybeUninit::<unsafe_y::yaml_token_t>::uninit();
+            if unsafe_y::yaml_parser_scan(p, token.as_mut_ptr()).fail {
+                ok = false;
+                break;
+            }
+            let t = token.as_mut_ptr();
+            let kind = (*t).type_;
+            if kind == unsafe_y::YAML_SCALAR_TOKEN {
+                let scalar = (*t).data.scalar;
+                let length = usize::try_from(scalar.length).unwrap_or(0);
+                let bytes = std::slice::from_raw_parts(scalar.value, length);
+                let style = match scalar.style {
+                    unsafe_y::YAML_PLAIN_SCALAR_STYLE => Some(Style::Plain),
+                    unsafe_y::YAML_SINGLE_QUOTED_SCALAR_STYLE => Some(Style::Single),
+                    unsafe_y::YAML_DOUBLE_QUOTED_SCALAR_STYLE => Some(Style::Double),
+                    unsafe_y::YAML_LITERAL_SCALAR_STYLE | unsafe_y::YAML_FOLDED_SCALAR_STYLE => {
+                        Some(Style::Block)
+                    }
+                    _ => None,
+                };
+                if let Ok(text) = std::str::from_utf8(bytes) {
+                    for k in holes_in(text) {
+                        match (out.get_mut(k), seen.get_mut(k)) {
+                            (Some(slot), Some(once)) if !*once => {
+                                *slot = style;
+                                *once = true;
+                            }
+                            // A hole twice (or not one of the values): do not guess.
+                            _ => ok = false,
+                        }
+                    }
+                }
+            }
+            unsafe_y::yaml_token_delete(t);
+            if kind == unsafe_y::YAML_STREAM_END_TOKEN {
+                break;
+            }
+        }
+        unsafe_y::yaml_parser_delete(p);
+        ok
+    };
+    ok.then_some(out)
 }
 
 fn key_of(skeleton: &str) -> u64 {
@@ -235,7 +373,7 @@ fn read_plain(text: &str) -> Option<Value> {
 }
 
 /// The skeleton's scalar `s` with its holes filled.
-fn fill_text(s: &str, values: &[&str]) -> Option<String> {
+fn fill_text(s: &str, values: &[(&str, Kind)]) -> Option<String> {
     let mut out = String::with_capacity(s.len() + 16);
     let mut rest = s;
     while let Some(open) = rest.find(OPEN) {
@@ -243,7 +381,7 @@ fn fill_text(s: &str, values: &[&str]) -> Option<String> {
         let len = rest[start..].find(CLOSE)?;
         let k: usize = rest[start..start + len].parse().ok()?;
         out.push_str(&rest[..open]);
-        out.push_str(values.get(k)?);
+        out.push_str(values.get(k)?.0);
         rest = &rest[start + len + CLOSE.len_utf8()..];
     }
     out.push_str(rest);
@@ -251,13 +389,17 @@ fn fill_text(s: &str, values: &[&str]) -> Option<String> {
 }
 
 /// The skeleton's value `v` with its holes filled, or `None` when not certain.
-fn fill(v: &Value, sk: &Skeleton, values: &[&str]) -> Option<Value> {
+fn fill(v: &Value, sk: &Skeleton, values: &[(&str, Kind)]) -> Option<Value> {
     Some(match v {
         Value::String(s) if s.contains(OPEN) => {
             let text = fill_text(s, values)?;
             let hs = holes(s);
             let alone = hs.len() == 1 && s.len() == OPEN.len_utf8() * 2 + digits(hs[0]);
-            if alone && sk.plain_alone.get(hs[0]).copied().unwrap_or(false) {
+            let style = hs.first().and_then(|&k| sk.style.get(k).copied().flatten());
+            if matches!(style, Some(Style::Single | Style::Double | Style::Block)) {
+                // Quoted or block: the characters, always a string.
+                Value::String(text)
+            } else if alone && sk.plain_alone.get(hs[0]).copied().unwrap_or(false) {
                 read_plain(&text)?
             } else {
                 // Quoted, or plain with text around the holes: a string unless it would
@@ -301,6 +443,13 @@ fn fill(v: &Value, sk: &Skeleton, values: &[&str]) -> Option<Value> {
 pub fn parse(marked: &str) -> Option<Value> {
     let (skeleton, values) = split(marked)?;
     let sk = entry(&skeleton, values.len())?;
+    let texts_fit = values
+        .iter()
+        .enumerate()
+        .all(|(k, (v, kind))| *kind == Kind::Word || fits(v, sk.style.get(k).copied().flatten()));
+    if !texts_fit {
+        return None;
+    }
     fill(&sk.value, &sk, &values)
 }
 
