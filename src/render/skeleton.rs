@@ -29,9 +29,10 @@ use serde_yaml::{Mapping, Value};
 use super::guard::{CLOSE, OPEN};
 use crate::catalog::yaml;
 
-/// Longest line holding a printed value for which the skeleton is used, in bytes (libyaml's
-/// simple keys end at 1024 characters; the holes change a line's length by a few bytes).
-pub const MAX_LINE: usize = 900;
+/// Longest line holding a printed value for which the skeleton is used, in bytes of the
+/// marked text (libyaml's simple keys end at 1024 characters; a hole is at most twice as
+/// long as a marked value, so the skeleton's lines stay under 1024 too).
+pub const MAX_LINE: usize = 450;
 
 /// Total bytes of skeleton text the cache may hold; past it the cache starts afresh.
 pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
@@ -128,6 +129,11 @@ fn split(marked: &str) -> Option<(String, Vec<(&str, Kind)>)> {
             return None;
         }
         let before = &marked[..marked.len() - rest.len() + open];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let line_end = rest[open..].find('\n').map_or(rest.len(), |i| open + i);
+        if before.len() - line_start + line_end - open > MAX_LINE {
+            return None;
+        }
         skeleton.push_str(&rest[..open]);
         skeleton.push(OPEN);
         let _ = write!(skeleton, "{}", values.len());
@@ -139,13 +145,6 @@ fn split(marked: &str) -> Option<(String, Vec<(&str, Kind)>)> {
         return None;
     }
     skeleton.push_str(rest);
-    let long_line = |text: &str| {
-        text.lines()
-            .any(|l| l.len() + 8 * l.matches(OPEN).count() > MAX_LINE && l.contains(OPEN))
-    };
-    if long_line(marked) || long_line(&skeleton) {
-        return None;
-    }
     Some((skeleton, values))
 }
 
