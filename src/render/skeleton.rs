@@ -1,20 +1,24 @@
 //! The guard's no-parse path: the parse of a rendered document rebuilt from a cached parse
 //! of its *skeleton* (the document with every printed value replaced by a numbered hole).
 //!
-//! It applies only where the guard's fast path applies ([`guard::plain_values_only`]: every
-//! printed value a plain word in an ordinary position, so values and holes are ordinary
-//! scalar characters and the skeleton scans as the clean document does), and only when, in
-//! addition, every line holding a value is shorter than [`MAX_LINE`] bytes (libyaml drops a
-//! simple key longer than 1024 characters: lengths must not decide anything) and the
-//! document names no core tag (`!!`, `tag:yaml.org`, `%TAG`: a core tag changes how a
-//! scalar is read). A skeleton is parsed twice, once with holes `OPEN k CLOSE` (which hole
-//! each scalar holds) and once with holes `1000000+k` (which hole-only scalars are plain:
-//! those read back as numbers), and the result is cached by skeleton text, bounded by
-//! [`CACHE_BYTES`]. A document of a known shape is then rebuilt by filling the holes with
-//! its values and reading each filled scalar as `serde_yaml` reads a plain or quoted one.
-//! Whenever that is not certain (a filled plain scalar with text around its holes that
-//! reads as a number, bool or null; two keys equal once filled; the two skeleton parses of
-//! different shapes), [`parse`] answers `None` and the guard parses the document.
+//! It applies only when every printed value is only characters of the scalar it sits in,
+//! so that the skeleton scans as the clean document does: either a plain word in an
+//! ordinary position (the rule of [`super::guard::plain_values_only`]), or printable ASCII
+//! text (no blank at either end, not starting with `-` or `.`) inside a single-quoted scalar
+//! without `'`, a double-quoted one without `"` or `\`, or a block scalar, the style read
+//! from libyaml's scanner of the skeleton (each hole in exactly one scalar). In addition,
+//! every line holding a value is shorter than [`MAX_LINE`] bytes (libyaml drops a simple
+//! key longer than 1024 characters: lengths must not decide anything) and the document
+//! holds no core tag (`!!`, `tag:yaml.org`, `%TAG`: a core tag changes how a scalar is read)
+//! and no `\u` escape (which could write a hole's markers). A skeleton is parsed twice, once
+//! with holes `OPEN k CLOSE` (which hole each scalar holds) and once with holes `1000000+k`
+//! (which hole-only scalars are plain: those read back as numbers), and the result is cached
+//! by skeleton text, bounded by [`CACHE_BYTES`]. A document of a known shape is then rebuilt
+//! by filling the holes with its values and reading each filled scalar as `serde_yaml` reads
+//! a plain, quoted or block one. Whenever that is not certain (a filled plain scalar with
+//! text around its holes that reads as a number, bool or null; two keys equal once filled;
+//! the two skeleton parses of different shapes), [`parse`] answers `None` and the guard
+//! parses the document.
 //!
 //! This module only inspects text; it never renders and never performs I/O.
 
