@@ -19,8 +19,9 @@
 //! between, never `: `) and no value sits where such a word is not an ordinary scalar character (an
 //! anchor, alias, tag, directive or block scalar header token, or after a backslash), the
 //! markers cannot change how the document is scanned: a value is then a run of ordinary
-//! scalar characters in both documents, so the marked parse is skipped and only the clean
-//! document is parsed (once, and that parse is returned for the rendered hash).
+//! scalar characters in both documents, so the marked parse is skipped. The clean document's
+//! parse (returned for the rendered hash) is then rebuilt without parsing from the cached
+//! parse of the document's skeleton where [`super::skeleton`] allows, else parsed once.
 
 use serde_yaml::Value;
 
@@ -84,9 +85,11 @@ pub fn apply_indent_blocks(text: &str) -> String {
 /// Removes value markers.
 #[must_use]
 pub fn strip(text: &str) -> String {
-    text.chars()
-        .filter(|c| !matches!(*c, OPEN | CLOSE))
-        .collect()
+    let mut out = String::with_capacity(text.len());
+    for piece in text.split([OPEN, CLOSE]) {
+        out.push_str(piece);
+    }
+    out
 }
 
 /// What the guard found.
@@ -127,6 +130,10 @@ pub fn check_yaml_parsed(marked: &str) -> Result<(String, Value), GuardError> {
 /// The guard; `fast`: whether the fast path may skip the marked parse.
 fn check_with(marked: &str, fast: bool) -> Result<(String, Value), GuardError> {
     let clean = strip(marked);
+    if fast && let Some(b) = super::skeleton::parse(marked) {
+        return Ok((clean, b));
+    }
+    let fast = fast && plain_values_only(marked);
     let b: Value = yaml::from_str(&clean).map_err(|e| match e {
         YamlError::TooDeep(d) => GuardError::TooDeep {
             line: d.line,
@@ -136,7 +143,7 @@ fn check_with(marked: &str, fast: bool) -> Result<(String, Value), GuardError> {
             message: crate::catalog::yaml_error(&e),
         },
     })?;
-    if fast && plain_values_only(marked) {
+    if fast {
         return Ok((clean, b));
     }
     // Markers only add characters to scalars: a marked document deeper than the clean one
@@ -180,7 +187,7 @@ pub fn is_plain_value(v: &str) -> bool {
 /// directive, block scalar header: their names end at a marker, not at a letter) and no
 /// backslash (an escape in a double-quoted scalar). Conservative: `'&{{ x }}'` takes the
 /// full check although quoted.
-fn ordinary_position(before: &str) -> bool {
+pub(crate) fn ordinary_position(before: &str) -> bool {
     let token_start = before.rfind([' ', '\t', '\n', '\r']).map_or(0, |i| i + 1);
     !before[token_start..]
         .bytes()
@@ -533,10 +540,37 @@ mod tests {
             "A: [a:{v}]\n",
             "A:\n  - {v}\n  - {v}:{v}\n",
         ];
+        let more_templates = [
+            "A: &a {v}\nB: *a\n",
+            "A: &a x-{v}\nB: *a\nC: {w}\n",
+            "A: &a {x: {v}}\nB:\n  <<: *a\n  y: {w}\n",
+            "{v}: 1\n{w}: 2\n",
+            "A: {v}-{w}\n",
+            "A: {v}{w}\n",
+            "A: '{v}{w}'\n",
+            "A: {v}.{w}\n",
+            "A: !Ref {v}\nB: !GetAtt {w}.Arn\n",
+            "A: !Sub\n  - '${X}-{v}'\n  - X: {w}\n",
+            "A: \"{v}\"\nB: {w}\n",
+            "A:\n  B: {v}\n  C:\n    - {w}\n    - {v}\n",
+            "# {v}\nA: {w}\n",
+            "A: x\n  {v}\n  {w}\n",
+            "A: >-\n  {v}\n  {w}\n",
+            "A: [{v}, {w}]\n",
+            "A: {{v}: {w}}\n",
+            "? {v}\n: {w}\n",
+            "A: {w}\nA: {v}\n",
+        ];
         let values = [
             "a",
             "1",
             "10",
+            "0",
+            "080",
+            "1e3",
+            "False",
+            "NULL",
+            "inf",
             "true",
             "null",
             "x y",
@@ -552,21 +586,213 @@ mod tests {
             "e",
         ];
         let mut fast = 0;
+        let mut rebuilt = 0;
+        for t in templates.iter().chain(&more_templates) {
+            for v in values {
+                for w in ["b", v, "80", "x1"] {
+                    let m = marked(t, v).replace("{w}", &marked("{v}", w));
+                    if !plain_values_only(&m) {
+                        continue;
+                    }
+                    fast += 1;
+                    let (quick, full) = (check_with(&m, true), check_with(&m, false));
+                    assert_eq!(quick, full, "{t:?} with {v:?}, {w:?}");
+                    // The same parse, so the same rendered hash.
+                    let json = |r: &Result<(String, Value), GuardError>| {
+                        r.as_ref().ok().map(|(_, v)| serde_json::to_string(v).ok())
+                    };
+                    assert_eq!(json(&quick), json(&full), "{t:?} with {v:?}, {w:?}");
+                    // Twice: the skeleton is then cached.
+                    let again = super::super::skeleton::parse(&m);
+                    if let Some(again) = &again {
+                        rebuilt += 1;
+                        assert_eq!(
+                            Ok(again),
+                            full.as_ref().map(|(_, v)| v),
+                            "{t:?} with {v:?}, {w:?}"
+                        );
+                    }
+                }
+            }
+        }
+        println!("{fast} fast-path cases, {rebuilt} rebuilt without a parse");
+        assert!(fast > 3000, "{fast} fast-path cases");
+        assert!(
+            rebuilt > 2500,
+            "{rebuilt} of {fast} rebuilt without a parse"
+        );
+    }
+
+    /// The shape of a parse: its collections, keys' shapes and tags, every scalar blanked.
+    fn shape(v: &Value) -> Value {
+        match v {
+            Value::Mapping(m) => {
+                Value::Sequence(m.iter().flat_map(|(k, v)| [shape(k), shape(v)]).collect())
+            }
+            Value::Sequence(s) => {
+                Value::Sequence(vec![Value::Sequence(s.iter().map(shape).collect())])
+            }
+            Value::Tagged(t) => {
+                Value::Sequence(vec![Value::String(t.tag.to_string()), shape(&t.value)])
+            }
+            _ => Value::Null,
+        }
+    }
+
+    /// Values that try to slip structure through the fast path: none is a plain word, so
+    /// none takes it, and each is refused or read back as one plain value where it stands.
+    #[test]
+    fn hostile_values_never_take_the_fast_path() {
+        let templates = [
+            "A: {v}\nB: 1\n",
+            "A: '{v}'\nB: 1\n",
+            "A: \"{v}\"\nB: 1\n",
+            "R:\n  - {v}\n  - b\n",
+            "{v}: 1\nB: 2\n",
+            "A: [{v}, b]\n",
+            "A: {a: {v}, b: 1}\n",
+            "A: |\n  {v}\nB: 1\n",
+            "A: x-{v}\nB: 1\n",
+            "A: !Ref {v}\nB: 1\n",
+            "A: !Sub 'arn:{v}'\nB: 1\n",
+        ];
+        let values = [
+            "x\nEvil: 1",
+            "x\n  Evil: 1",
+            "x: y",
+            "x : y",
+            "{Evil: 1}",
+            "x, Evil: 1",
+            "- x",
+            "x\n- y",
+            "&a x",
+            "*a",
+            "!Ref Secret",
+            "!!binary aGk=",
+            "| x",
+            "> x",
+            "%YAML 1.2",
+            "@x",
+            "`x`",
+            "x\u{2028}Evil: 1",
+            "x\u{2029}Evil: 1",
+            "x\u{85}Evil: 1",
+            "x\tEvil: 1",
+            "x\t# hidden",
+            "x # hidden",
+            " x",
+            "  x",
+            "x ",
+            "---",
+            "...",
+            "x\n---\nEvil: 1",
+            "x\n...\n",
+            "x'\nEvil: 'y",
+            "x\"\nEvil: \"y",
+            "x', b: 'y",
+            "x\r\nEvil: 1",
+            "?x",
+            "? x",
+            "[x]",
+            "#x",
+            "x#y",
+            "\\",
+            "\\\"",
+        ];
+        let mut refused = 0;
+        for t in templates {
+            let harmless = serde_yaml::from_str::<Value>(&t.replace("{v}", "harmless"))
+                .unwrap_or_else(|e| panic!("{t:?}: {e}"));
+            for v in values {
+                let m = marked(t, v);
+                assert!(
+                    !plain_values_only(&m),
+                    "{t:?} with {v:?} took the fast path"
+                );
+                match check_yaml_parsed(&m) {
+                    Ok((_, parsed)) => assert_eq!(
+                        shape(&parsed),
+                        shape(&harmless),
+                        "{t:?} with {v:?} changed the document's shape"
+                    ),
+                    Err(GuardError::Injection { .. } | GuardError::NotYaml { .. }) => refused += 1,
+                    Err(e) => panic!("{t:?} with {v:?}: {e:?}"),
+                }
+            }
+        }
+        assert!(refused > 200, "{refused} refused");
+    }
+
+    /// Values that are not plain words, inside quoted and block scalars: where the skeleton
+    /// rebuilds the parse, the full check agrees.
+    #[test]
+    fn text_values_in_quoted_and_block_scalars_agree_with_the_full_check() {
+        let templates = [
+            "A: '{v}'\nB: 1\n",
+            "A: \"{v}\"\nB: 1\n",
+            "A: 'x {v} y'\n",
+            "A: \"{v}-{v}\"\n",
+            "'{v}': 1\nB: 2\n",
+            "A: |\n  {v}\n  x\nB: 1\n",
+            "A: >-\n  {\"c\": \"{v}\"}\n  x\n",
+            "A: >\n  {v}\n\n  {v}\n",
+            "A: !Sub 'arn:{v}:x'\n",
+            "A: ['{v}', \"{v}\"]\n",
+            "A: {a: '{v}'}\n",
+            "A: 'x\n  {v}\n  y'\n",
+            "A: \"x\n  {v}\n  y\"\n",
+            "--- |\n{v}\n",
+            "--- |\n-{v}\n",
+            "--- >\n.{v}\n",
+            "A: {v}\n",
+            "# {v}\nA: 1\n",
+        ];
+        let values = [
+            "echo 'add your unit test command here'",
+            "say \"hi\"",
+            "a: b",
+            "x # y",
+            "{Evil: 1}",
+            "[1, 2]",
+            "- x",
+            "&a *b !c |d >e %f @g `h`",
+            "50%",
+            "a\\b",
+            "it's",
+            "80",
+            "--x",
+            "..x",
+            "a  b",
+            "x, y: z",
+            "? x",
+        ];
+        let mut rebuilt = 0;
         for t in templates {
             for v in values {
                 let m = marked(t, v);
-                if !plain_values_only(&m) {
-                    continue;
-                }
-                fast += 1;
-                assert_eq!(
-                    check_with(&m, true),
-                    check_with(&m, false),
-                    "{t:?} with {v:?}"
-                );
+                let quick = check_with(&m, true);
+                let full = check_with(&m, false);
+                let json = |r: &Result<(String, Value), GuardError>| {
+                    r.as_ref()
+                        .ok()
+                        .map(|(c, v)| (c.clone(), serde_json::to_string(v).ok()))
+                };
+                assert_eq!(json(&quick), json(&full), "{t:?} with {v:?}");
+                assert_eq!(quick.is_ok(), full.is_ok(), "{t:?} with {v:?}");
+                rebuilt += usize::from(super::super::skeleton::parse(&m).is_some());
             }
         }
-        assert!(fast > 300, "{fast} fast-path cases");
+        println!("{rebuilt} rebuilt without a parse");
+        assert!(rebuilt > 120, "{rebuilt} rebuilt without a parse");
+    }
+
+    #[test]
+    fn values_that_make_keys_equal_are_refused_as_the_parse_refuses_them() {
+        let doc = format!("{OPEN}a1{CLOSE}: 1\n{OPEN}a1{CLOSE}: 2\n");
+        assert!(plain_values_only(&doc));
+        assert!(matches!(check_yaml(&doc), Err(GuardError::NotYaml { .. })));
+        let doc = format!("{OPEN}a1{CLOSE}: 1\n{OPEN}a2{CLOSE}: 2\n");
+        assert!(check_yaml(&doc).is_ok());
     }
 
     #[test]

@@ -94,6 +94,8 @@ struct Cached {
     name: Arc<str>,
     source: Arc<str>,
     env: Arc<Environment<'static>>,
+    /// [`deadline::can_build_lazy_sequences`] of the source, found once.
+    lazy: bool,
 }
 
 #[derive(Default)]
@@ -112,6 +114,12 @@ fn cache_key(file: &str, source: &str) -> u64 {
 }
 
 fn cached(key: u64, file: &str, source: &str) -> Option<Arc<Environment<'static>>> {
+    cached_entry(key, file, source).map(|(env, _)| env)
+}
+
+/// The cached environment of `source` compiled as `file`, and whether the source can build
+/// lazy sequences.
+fn cached_entry(key: u64, file: &str, source: &str) -> Option<(Arc<Environment<'static>>, bool)> {
     let guard = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
     guard
         .as_ref()?
@@ -119,7 +127,7 @@ fn cached(key: u64, file: &str, source: &str) -> Option<Arc<Environment<'static>
         .get(&key)?
         .iter()
         .find(|c| &*c.name == file && &*c.source == source)
-        .map(|c| Arc::clone(&c.env))
+        .map(|c| (Arc::clone(&c.env), c.lazy))
 }
 
 /// The environment holding `source` compiled under the name `file`: from the cache, or
@@ -172,6 +180,7 @@ fn insert(
         name: file.into(),
         source: source.into(),
         env: Arc::clone(env),
+        lazy: deadline::can_build_lazy_sequences(source),
     });
     cache.bytes += size;
 }
@@ -293,6 +302,23 @@ pub fn render_within(
     budget: std::time::Duration,
 ) -> Result<String, RenderError> {
     let ctx = JValue::from(minijinja::value::Serde(ctx));
+    // A cached template: one cache look-up, and the source is not scanned again.
+    if let Some((env, lazy)) = cached_entry(cache_key(file, source), file, source) {
+        if !lazy {
+            return render_compiled(file, source, &env, ctx);
+        }
+        let (owned_file, owned_source) = (file.to_owned(), source.to_owned());
+        return deadline::run(source, budget, move || {
+            render_compiled(&owned_file, &owned_source, &env, ctx)
+        })
+        .unwrap_or_else(|overrun| {
+            Err(RenderError::Bound {
+                file: file.to_string(),
+                line: 0,
+                message: overrun.to_string(),
+            })
+        });
+    }
     if !deadline::can_build_lazy_sequences(source) {
         // Fuel alone bounds its time: no hand-off to a worker (half the render's cost).
         return render_bounded(file, source, ctx);
@@ -313,6 +339,16 @@ pub fn render_within(
 /// One render on the current thread, within [`bounds`].
 fn render_bounded(file: &str, source: &str, ctx: JValue) -> Result<String, RenderError> {
     let env = compiled(file, source).map_err(|e| convert(file, source, &e))?;
+    render_compiled(file, source, &env, ctx)
+}
+
+/// One render with the environment holding `source` compiled as `file`, within [`bounds`].
+fn render_compiled(
+    file: &str,
+    source: &str,
+    env: &Environment<'static>,
+    ctx: JValue,
+) -> Result<String, RenderError> {
     let template = env
         .get_template(file)
         .map_err(|e| convert(file, source, &e))?;

@@ -17,6 +17,7 @@ pub mod guard;
 mod handlebars_engine;
 mod jinja;
 pub mod jinja2;
+pub mod skeleton;
 
 use std::collections::{BTreeMap, BTreeSet};
 
