@@ -258,14 +258,7 @@ fn as_deployed(set: &desired::DesiredSet) -> Vec<ResourceRecord> {
 /// goes.
 fn log_rss(step: &str) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    };
+    let field = |name: &str| status_mib(&status, name).unwrap_or_default();
     // SAFETY: `mallinfo2` only reads the allocator's counters.
     let heap = unsafe { libc::mallinfo2() };
     #[allow(clippy::cast_precision_loss)]
@@ -282,13 +275,18 @@ fn log_rss(step: &str) {
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+        .and_then(|s| status_mib(&s, "VmHWM:"))
+        .unwrap_or_default()
+}
+
+/// A `/proc/PID/status` field given in kB (`name` with its colon, e.g. `VmHWM:`), in MiB.
+fn status_mib(status: &str, name: &str) -> Option<f64> {
+    status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
 }
 
 /// What one bench cycle returns: the plan, the snapshot read, the desired set, the render

@@ -44,14 +44,7 @@ pub struct DaemonFigures {
 fn rss_of(pid: u32) -> Result<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("cannot read /proc/{pid}/status"))?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map(|kb| kb / 1024.0)
-    };
+    let field = |name: &str| super::status_mib(&status, name);
     match (field("VmRSS:"), field("VmHWM:")) {
         (Some(rss), Some(hwm)) => Ok((rss, hwm)),
         _ => bail!("no VmRSS or VmHWM in /proc/{pid}/status"),

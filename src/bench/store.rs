@@ -158,8 +158,16 @@ async fn on_store(
         bail!("the no-op cycle on {url} planned changes");
     }
     let (tag_store, tag_cycle, eval) = cycle(&store, config, tagged, &mut cache).await?;
-    let moves = eval
-        .schedule
+    let moves = minor_upgrades(&eval);
+    if moves != records.len() - super::ENVIRONMENTS.len() {
+        bail!("the tag cycle on {url} moved {moves} instances");
+    }
+    Ok((deploy, (noop_store, noop_cycle), (tag_store, tag_cycle)))
+}
+
+/// How many of an evaluation's scheduled changes are minor upgrades.
+fn minor_upgrades(eval: &crate::evaluate::Evaluation) -> usize {
+    eval.schedule
         .decisions
         .iter()
         .filter(|d| {
@@ -170,11 +178,7 @@ async fn on_store(
                 }
             )
         })
-        .count();
-    if moves != records.len() - super::ENVIRONMENTS.len() {
-        bail!("the tag cycle on {url} moved {moves} instances");
-    }
-    Ok((deploy, (noop_store, noop_cycle), (tag_store, tag_cycle)))
+        .count()
 }
 
 /// A cycle's store steps as the daemon runs them, then its evaluation: (store part, whole).
@@ -274,19 +278,7 @@ async fn scoped_runs(
             bail!("the no-op cycle planned changes");
         }
         let (ts, tc, eval) = scoped_cycle(&store, config, tagged, &mut cache, scope).await?;
-        moved = eval
-            .schedule
-            .decisions
-            .iter()
-            .filter(|d| {
-                matches!(
-                    d.action.action,
-                    ActionKind::Update {
-                        reason: UpdateReason::MinorUpgrade { .. }
-                    }
-                )
-            })
-            .count();
+        moved = minor_upgrades(&eval);
         out.push([ns, nc, ts, tc]);
     }
     Ok((out, moved))
