@@ -259,17 +259,31 @@ fn as_deployed(set: &desired::DesiredSet) -> Vec<ResourceRecord> {
 fn log_rss(step: &str) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| status_mib(&status, name).unwrap_or_default();
+    eprintln!(
+        "bench: after {step}: VmRSS {:.0} MiB, VmHWM {:.0} MiB{}",
+        field("VmRSS:"),
+        field("VmHWM:"),
+        heap_in_use(),
+    );
+}
+
+/// The allocator's heap in use and held, where glibc tells (`mallinfo2`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn heap_in_use() -> String {
     // SAFETY: `mallinfo2` only reads the allocator's counters.
     let heap = unsafe { libc::mallinfo2() };
     #[allow(clippy::cast_precision_loss)]
     let mib = |bytes: usize| bytes as f64 / 1024.0 / 1024.0;
-    eprintln!(
-        "bench: after {step}: VmRSS {:.0} MiB, VmHWM {:.0} MiB, heap in use {:.0} MiB, held by the allocator {:.0} MiB",
-        field("VmRSS:"),
-        field("VmHWM:"),
+    format!(
+        ", heap in use {:.0} MiB, held by the allocator {:.0} MiB",
         mib(heap.uordblks + heap.hblkhd),
         mib(heap.arena + heap.hblkhd),
-    );
+    )
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn heap_in_use() -> String {
+    String::new()
 }
 
 fn peak_rss_mib() -> f64 {

@@ -928,6 +928,12 @@ impl Store {
         }
     }
 
+    /// Closes every connection and waits until they are closed (on `SQLite`, the last one
+    /// checkpoints the WAL into the file): the files may then be copied as they are.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     /// The database this store runs on.
     #[must_use]
     pub fn backend(&self) -> Backend {

@@ -179,7 +179,11 @@ pub fn measure(dir: &Path, instances: usize) -> Result<DaemonFigures> {
     let config = super::load(&config_path)?;
     let records = {
         let state = super::state::State::open(&config)?;
-        seed(&config, &state)?
+        let records = seed(&config, &state)?;
+        // Closed (and its WAL checkpointed) before the file is copied: a copy taken while
+        // the last connection checkpoints is a torn, malformed database.
+        state.close();
+        records
     };
     let db = config
         .state

@@ -22,6 +22,11 @@ pub(super) struct State {
 
 impl State {
     /// Opens (creating) the store `config` names.
+    /// Closes the store's connections and waits for them.
+    pub(super) fn close(&self) {
+        self.rt.block_on(self.store.close());
+    }
+
     pub(super) fn open(config: &Config) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

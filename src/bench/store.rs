@@ -155,12 +155,12 @@ async fn on_store(
     cycle(&store, config, noop, &mut cache).await?;
     let (noop_store, noop_cycle, eval) = cycle(&store, config, noop, &mut cache).await?;
     if eval.plan.changes().count() != 0 {
-        bail!("the no-op cycle on {url} planned changes");
+        bail!("the no-op cycle on PostgreSQL planned changes");
     }
     let (tag_store, tag_cycle, eval) = cycle(&store, config, tagged, &mut cache).await?;
     let moves = minor_upgrades(&eval);
     if moves != records.len() - super::ENVIRONMENTS.len() {
-        bail!("the tag cycle on {url} moved {moves} instances");
+        bail!("the tag cycle on PostgreSQL moved {moves} instances");
     }
     Ok((deploy, (noop_store, noop_cycle), (tag_store, tag_cycle)))
 }

@@ -627,7 +627,7 @@ async fn record_outcome(ctx: &Ctx, id: i64, resource_id: &str, outcome: &Outcome
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
             }
             Err(e) => {
-                tracing::error!(resource = %resource_id, deployment = id, error = %e, "Could not record the deployment outcome; it will be adopted on the next cycle.");
+                tracing::error!(resource = %resource_id, deployment = id, error = %crate::error_chain(&e), "Could not record the deployment outcome; it will be adopted on the next cycle.");
                 ctx.store_failed(&e);
                 return;
             }

@@ -389,7 +389,7 @@ async fn cycles(
             () = lost.as_mut() => return Stopped::LostLead,
             r = reconcile::cycle(ctx, std::mem::take(&mut fetch)) => {
                 if let Err(e) = r {
-                    tracing::error!(error = %e, "Reconcile cycle failed; retrying at the next trigger.");
+                    tracing::error!(error = %crate::error_chain(&e), "Reconcile cycle failed; retrying at the next trigger.");
                 }
             }
         }

@@ -814,11 +814,10 @@ impl CloudFormation {
             return self
                 .start_direct(
                     &client,
-                    &stack,
-                    req,
-                    &source,
+                    (&stack, req, &source),
                     change_set_type == ChangeSetType::Update,
                     &tags,
+                    fence,
                 )
                 .await;
         }
@@ -968,15 +967,19 @@ impl CloudFormation {
         }
     }
 
+    /// `UpdateStack` or `CreateStack`, only if `fence` still allows it (slow steps, a
+    /// template upload or the delete of a failed stack, may run before).
     async fn start_direct(
         &self,
         client: &Client,
-        stack: &str,
-        req: &StackRequest,
-        source: &TemplateSource,
+        (stack, req, source): (&str, &StackRequest, &TemplateSource),
         update: bool,
         tags: &[(&str, String)],
+        fence: super::Fence<'_>,
     ) -> Result<Started, ProvisionError> {
+        if !fence.allows() {
+            return Ok(Started::Fenced);
+        }
         let token = format!("protond-{}", req.deployment_id);
         let tags: Vec<Tag> = tags
             .iter()
@@ -1335,7 +1338,13 @@ impl CloudFormation {
         let client = self.client_for(role).await;
         let tags = stack_tags(req);
         match self
-            .start_direct(&client, &req.stack_name, req, &source, false, &tags)
+            .start_direct(
+                &client,
+                (&req.stack_name, req, &source),
+                false,
+                &tags,
+                job.fence,
+            )
             .await
         {
             Ok(started) => return Ok(started),
@@ -1401,6 +1410,11 @@ impl CloudFormation {
         // Addressed by StackId: done only when that very stack is DELETE_COMPLETE.
         let id = info.id.clone().unwrap_or(info.name.clone());
         let role = job.deployment.placement.role_arn.as_deref();
+        if !job.fence.allows() {
+            return Err(DeployError::Fenced {
+                resource: job.deployment.resource_id.clone(),
+            });
+        }
         self.start_delete(&id, role).await?;
         self.wait(&id, role, true).await?;
         Ok(Applied::Deleted)
