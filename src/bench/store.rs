@@ -262,26 +262,40 @@ async fn scoped_runs(
     runs: usize,
     start: Option<&std::sync::Barrier>,
 ) -> Result<(Vec<[Duration; 4]>, usize)> {
-    let store = Store::open(url).await?;
-    let mut cache = desired::ComputeCache::default();
-    // Warm: the releases recorded, the render cache filled, as a running leader has them.
-    scoped_cycle(&store, config, noop, &mut cache, scope).await?;
-    scoped_cycle(&store, config, tagged, &mut cache, scope).await?;
-    let mut out = Vec::new();
-    let mut moved = 0;
-    for _ in 0..runs {
-        if let Some(b) = start {
+    let mut waited = 0;
+    let result = async {
+        let store = Store::open(url).await?;
+        let mut cache = desired::ComputeCache::default();
+        // Warm: the releases recorded, the render cache filled, as a running leader has them.
+        scoped_cycle(&store, config, noop, &mut cache, scope).await?;
+        scoped_cycle(&store, config, tagged, &mut cache, scope).await?;
+        let mut out = Vec::new();
+        let mut moved = 0;
+        for _ in 0..runs {
+            if let Some(b) = start {
+                b.wait();
+                waited += 1;
+            }
+            let (ns, nc, eval) = scoped_cycle(&store, config, noop, &mut cache, scope).await?;
+            if eval.plan.changes().count() != 0 {
+                bail!("the no-op cycle planned changes");
+            }
+            let (ts, tc, eval) = scoped_cycle(&store, config, tagged, &mut cache, scope).await?;
+            moved = minor_upgrades(&eval);
+            out.push([ns, nc, ts, tc]);
+        }
+        Ok((out, moved))
+    }
+    .await;
+    // A leader that failed still meets the others at each start left, so none waits forever.
+    if result.is_err()
+        && let Some(b) = start
+    {
+        for _ in waited..runs {
             b.wait();
         }
-        let (ns, nc, eval) = scoped_cycle(&store, config, noop, &mut cache, scope).await?;
-        if eval.plan.changes().count() != 0 {
-            bail!("the no-op cycle planned changes");
-        }
-        let (ts, tc, eval) = scoped_cycle(&store, config, tagged, &mut cache, scope).await?;
-        moved = minor_upgrades(&eval);
-        out.push([ns, nc, ts, tc]);
     }
-    Ok((out, moved))
+    result
 }
 
 fn shard_figures(fleet: usize, who: String, owned: usize, runs: &[[Duration; 4]]) -> ShardFigures {

@@ -38,8 +38,13 @@ use crate::catalog::yaml;
 /// long as a marked value, so the skeleton's lines stay under 1024 too).
 pub const MAX_LINE: usize = 450;
 
-/// Total bytes of skeleton text the cache may hold; past it the cache starts afresh.
+/// Total bytes the cache may hold, counted as [`ENTRY_WEIGHT`] times each skeleton's text
+/// (the text, its parse and the hole positions); past it the cache starts afresh.
 pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+/// How many bytes an entry is counted as per byte of skeleton text: a parsed `Value` tree
+/// takes several times its text.
+const ENTRY_WEIGHT: usize = 5;
 
 /// The first probe number of the second skeleton parse.
 const PROBE_BASE: usize = 1_000_000;
@@ -332,8 +337,9 @@ fn entry(skeleton: &str, holes: usize) -> Entry {
     let built = build(skeleton, holes);
     let mut guard = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
     let cache = guard.get_or_insert_with(Cache::default);
-    if skeleton.len() <= CACHE_BYTES {
-        if cache.bytes + skeleton.len() > CACHE_BYTES {
+    let weight = skeleton.len().saturating_mul(ENTRY_WEIGHT);
+    if weight <= CACHE_BYTES {
+        if cache.bytes + weight > CACHE_BYTES {
             *cache = Cache::default();
         }
         cache
@@ -341,7 +347,7 @@ fn entry(skeleton: &str, holes: usize) -> Entry {
             .entry(key)
             .or_default()
             .push((skeleton.into(), built.clone()));
-        cache.bytes += skeleton.len();
+        cache.bytes += weight;
     }
     built
 }
