@@ -64,14 +64,7 @@ pub struct StoreFigures {
 /// When generating fails, a store cannot be opened or written, or a cycle does not see what
 /// it should (the figures would lie).
 pub fn measure(dir: &Path, instances: usize, postgres: &str) -> Result<Vec<StoreFigures>> {
-    std::fs::create_dir_all(dir)?;
-    let config_path = super::generate(dir, instances)?;
-    let config = super::load(&config_path)?;
-    let (records, noop, tagged) = fleet(dir, &config, instances)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let (config, (records, noop, tagged), rt) = prepared(dir, instances)?;
     let sqlite = format!("sqlite://{}", dir.join("bench-state/state.db").display());
     let on_sqlite = rt.block_on(on_store(&sqlite, &config, &records, &noop, &tagged))?;
     let (name, url) = rt.block_on(new_database(postgres))?;
@@ -99,11 +92,24 @@ pub fn measure(dir: &Path, instances: usize, postgres: &str) -> Result<Vec<Store
 type Timings = (Duration, (Duration, Duration), (Duration, Duration));
 
 /// The fleet's records as deployed, and the snapshots of the no-op and the tag cycle.
-fn fleet(
-    dir: &Path,
-    config: &Config,
-    instances: usize,
-) -> Result<(Vec<ResourceRecord>, desired::Snapshot, desired::Snapshot)> {
+/// A generated fleet of `instances` in `dir`: its config, its records and snapshots (see
+/// [`fleet`]), and a runtime to measure it with.
+fn prepared(dir: &Path, instances: usize) -> Result<(Config, Fleet, tokio::runtime::Runtime)> {
+    std::fs::create_dir_all(dir)?;
+    let config_path = super::generate(dir, instances)?;
+    let config = super::load(&config_path)?;
+    let fleet = fleet(dir, &config, instances)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    Ok((config, fleet, rt))
+}
+
+/// A fleet's records, its no-op snapshot and its tagged snapshot.
+type Fleet = (Vec<ResourceRecord>, desired::Snapshot, desired::Snapshot);
+
+fn fleet(dir: &Path, config: &Config, instances: usize) -> Result<Fleet> {
     let mut cache = desired::ComputeCache::default();
     // The generated config's own store: the environments recorded before the instances
     // are computed, as the daemon's cycles see them.
@@ -327,14 +333,7 @@ pub fn measure_sharded(
     runs: usize,
 ) -> Result<Vec<ShardFigures>> {
     let fleet_size = per_shard * usize::try_from(shards.max(1))?;
-    std::fs::create_dir_all(dir)?;
-    let config_path = super::generate(dir, fleet_size)?;
-    let config = super::load(&config_path)?;
-    let (records, noop, tagged) = fleet(dir, &config, fleet_size)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let (config, (records, noop, tagged), rt) = prepared(dir, fleet_size)?;
     let (name, url) = rt.block_on(new_database(postgres))?;
     let result = sharded_on(&rt, &url, &config, &records, (&noop, &tagged), shards, runs);
     let dropped = rt.block_on(drop_database(postgres, &name));
