@@ -27,14 +27,18 @@
 //! * **protond against a plain SDK loop**: `reconcile --once` creates every stack (timed as a
 //!   whole process, and from its first "Deployment started." to its last "Deployment
 //!   succeeded."); after a moto reset, a plain sequential `CreateStack` + `DescribeStacks`
-//!   loop creates the same stacks from the same rendered templates (an untimed protond run
-//!   first warms `moto_server` up); each pair runs `--deploy-runs` times (min / median),
+//!   loop creates the same stacks from the same rendered templates with the same requests
+//!   (protond's tags, capabilities, a token), and after another reset the bare loop (the
+//!   template alone) (an untimed protond run first warms `moto_server` up); each runs
+//!   `--deploy-runs` times (min / median),
 //!   straight on `moto_server` and, with `--deploy-latency`, again behind [`latency`]'s
 //!   proxy, which holds every request for that long (a real endpoint's round trip);
 //! * **tag to first deployment call**: a watching daemon (`run`, polling hourly) converges on
 //!   the fleet, then `bench-svc/v1.1`, `v1.2`, ... are tagged one at a time; each latency runs
 //!   from just before `git tag` to the daemon's first "Deployment started." for that version
 //!   (logged right before its first `CloudFormation` call).
+//!
+//! [`targets`] then judges each issue-20 target from the figures of the run.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
