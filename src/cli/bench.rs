@@ -14,12 +14,16 @@ use crate::bench::{DeployFigures, Figures};
 /// What `protond bench` measures besides the fleet sizes, for its targets table: a real
 /// daemon on these sizes (`--daemon-instances`) and the render against Python Jinja2 on
 /// kept sample contexts (`--render-contexts`).
-#[derive(Debug, Default)]
-pub(super) struct TargetsPlan {
-    /// Fleet sizes a real daemon is measured on ([`crate::bench::daemon::measure`]).
-    pub daemon_instances: Vec<usize>,
-    /// Kept render contexts (`scripts/render_bench` keeps them).
-    pub render_contexts: Option<std::path::PathBuf>,
+#[derive(clap::Args, Debug, Default)]
+pub struct TargetsArgs {
+    /// Also measure a real daemon (memory, tag to first deployment call) on these fleet
+    /// sizes, for the targets table (`5000,50000`; each needs `moto_server`).
+    #[arg(long, value_delimiter = ',')]
+    daemon_instances: Vec<usize>,
+    /// Also measure the render against Python Jinja2 on these kept sample contexts, for the
+    /// targets table (`scripts/render_bench` keeps them).
+    #[arg(long)]
+    render_contexts: Option<std::path::PathBuf>,
 }
 
 /// `protond bench`: figures for each fleet size in `sizes`, generated below `dir` (a
@@ -31,7 +35,7 @@ pub(super) fn bench_cmd(
     json: bool,
     deploy: Option<crate::bench::DeployPlan>,
     postgres: Option<&str>,
-    extra: &TargetsPlan,
+    extra: &TargetsArgs,
 ) -> Result<ExitCode> {
     if (deploy.is_some() || !extra.daemon_instances.is_empty()) && !crate::bench::moto_available() {
         bail!(

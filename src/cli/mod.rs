@@ -399,14 +399,9 @@ pub enum Command {
         /// in a new database dropped afterwards.
         #[arg(long, env = "PROTOND_BENCH_POSTGRES_URL")]
         postgres: Option<String>,
-        /// Also measure a real daemon (memory, tag to first deployment call) on these fleet
-        /// sizes, for the targets table (`5000,50000`; each needs `moto_server`).
-        #[arg(long, value_delimiter = ',')]
-        daemon_instances: Vec<usize>,
-        /// Also measure the render against Python Jinja2 on these kept sample contexts,
-        /// for the targets table (`scripts/render_bench` keeps them).
-        #[arg(long)]
-        render_contexts: Option<PathBuf>,
+        /// What the targets table also measures (`--daemon-instances`, `--render-contexts`).
+        #[command(flatten)]
+        targets: bench::TargetsArgs,
     },
     /// Delete, explicitly, the resources deployed from a spec repo removed from the config:
     /// marks the repo in the state store; the next cycles delete its resources within the
@@ -650,8 +645,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             deploy_runs,
             deploy_latency,
             postgres,
-            daemon_instances,
-            render_contexts,
+            targets,
         } => bench::bench_cmd(
             &instances,
             dir.as_deref(),
@@ -663,10 +657,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 latency: deploy_latency,
             }),
             postgres.as_deref(),
-            &bench::TargetsPlan {
-                daemon_instances,
-                render_contexts,
-            },
+            &targets,
         ),
         Command::Notify {
             resource,
