@@ -27,14 +27,18 @@
 //! * **protond against a plain SDK loop**: `reconcile --once` creates every stack (timed as a
 //!   whole process, and from its first "Deployment started." to its last "Deployment
 //!   succeeded."); after a moto reset, a plain sequential `CreateStack` + `DescribeStacks`
-//!   loop creates the same stacks from the same rendered templates (an untimed protond run
-//!   first warms `moto_server` up); each pair runs `--deploy-runs` times (min / median),
+//!   loop creates the same stacks from the same rendered templates with the same requests
+//!   (protond's tags, capabilities, a token), and after another reset the bare loop (the
+//!   template alone) (an untimed protond run first warms `moto_server` up); each runs
+//!   `--deploy-runs` times (min / median),
 //!   straight on `moto_server` and, with `--deploy-latency`, again behind [`latency`]'s
 //!   proxy, which holds every request for that long (a real endpoint's round trip);
 //! * **tag to first deployment call**: a watching daemon (`run`, polling hourly) converges on
 //!   the fleet, then `bench-svc/v1.1`, `v1.2`, ... are tagged one at a time; each latency runs
 //!   from just before `git tag` to the daemon's first "Deployment started." for that version
 //!   (logged right before its first `CloudFormation` call).
+//!
+//! [`targets`] then judges each issue-20 target from the figures of the run.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -52,6 +56,7 @@ pub mod latency;
 pub mod repos;
 mod state;
 pub mod store;
+pub mod targets;
 
 /// Instances per service repo: 5 services × 2 instances.
 const SERVICES_PER_REPO: usize = 5;
@@ -591,8 +596,13 @@ pub struct LatencyRuns {
     pub protond_deploy: Vec<Duration>,
     /// The whole `reconcile --once` process, per run.
     pub protond_process: Vec<Duration>,
-    /// The plain sequential SDK loop, per run.
+    /// The plain sequential SDK loop, per run: the same requests as protond's (template,
+    /// tags, capabilities, token).
     pub plain_loop: Vec<Duration>,
+    /// The bare loop, per run: the template body alone, no tags (less work for the
+    /// endpoint than protond's requests).
+    #[serde(default)]
+    pub bare_loop: Vec<Duration>,
 }
 
 impl LatencyRuns {
@@ -751,9 +761,63 @@ async fn reset_moto(url: &str) -> Result<()> {
     Ok(())
 }
 
-/// The stacks protond deploys for the fleet, in deployment order: (stack name, template
-/// body), rendered from the repos and the recorded environment outputs.
-async fn rendered_stacks(config: &Config) -> Result<Vec<(String, String)>> {
+/// One stack as protond created it: its name, template body and tags (its ownership tags,
+/// read back from the stack protond created), so that the plain loop sends the same
+/// requests.
+#[derive(Debug, Clone)]
+struct StackCall {
+    name: String,
+    body: String,
+    tags: Vec<(String, String)>,
+}
+
+/// The tags of every live stack, by name.
+async fn stack_tags(
+    cfn: &aws_sdk_cloudformation::Client,
+) -> Result<std::collections::HashMap<String, Vec<(String, String)>>> {
+    let mut out = std::collections::HashMap::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = cfn
+            .describe_stacks()
+            .set_next_token(token.take())
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "DescribeStacks: {}",
+                    aws_sdk_cloudformation::error::DisplayErrorContext(&e)
+                )
+            })?;
+        for s in page.stacks() {
+            let tags = s
+                .tags()
+                .iter()
+                .map(|t| {
+                    (
+                        t.key().unwrap_or("").to_string(),
+                        t.value().unwrap_or("").to_string(),
+                    )
+                })
+                .collect();
+            out.insert(s.stack_name().unwrap_or("").to_string(), tags);
+        }
+        match page.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => break,
+        }
+    }
+    Ok(out)
+}
+
+/// The stacks protond deploys for the fleet, in deployment order, rendered from the repos
+/// and the recorded environment outputs, each with the tags protond's run gave it (read
+/// from `cfn`, before the next reset).
+async fn rendered_stacks(
+    config: &Config,
+    cfn: &aws_sdk_cloudformation::Client,
+) -> Result<Vec<StackCall>> {
+    let mut tags = stack_tags(cfn).await?;
     let store = crate::state::Store::open_config(config).await?;
     let deployed = store.resources().await?;
     drop(store);
@@ -764,29 +828,54 @@ async fn rendered_stacks(config: &Config) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for r in resources {
         match (&r.desired.state, r.documents.as_slice()) {
-            (plan::DesiredState::Ready { .. }, [(_, body)]) => out.push((
-                crate::provision::cloudformation::stack_name(&r.desired.id),
-                body.clone(),
-            )),
+            (plan::DesiredState::Ready { .. }, [(_, body)]) => {
+                let name = crate::provision::cloudformation::stack_name(&r.desired.id);
+                let tags = tags.remove(&name).unwrap_or_default();
+                if tags.is_empty() {
+                    bail!("protond's stack {name} has no tags on moto_server");
+                }
+                out.push(StackCall {
+                    name,
+                    body: body.clone(),
+                    tags,
+                });
+            }
             (state, _) => bail!("{} did not render: {state:?}", r.desired.id),
         }
     }
     Ok(out)
 }
 
-/// Creates each stack and polls it until `CREATE_COMPLETE`, one after the other.
+/// Creates each stack and polls it until `CREATE_COMPLETE`, one after the other. With
+/// `same_requests`, each `CreateStack` carries what protond's does (its tags, the three
+/// capabilities and a client request token), so that `moto_server` does the same work for
+/// both; without, the template body alone (the bare loop).
 async fn plain_loop(
     cfn: &aws_sdk_cloudformation::Client,
-    stacks: &[(String, String)],
+    stacks: &[StackCall],
     poll: Duration,
+    same_requests: bool,
 ) -> Result<Duration> {
     use aws_sdk_cloudformation::error::DisplayErrorContext;
+    use aws_sdk_cloudformation::types::{Capability, Tag};
     let t = Instant::now();
-    for (name, body) in stacks {
-        cfn.create_stack()
-            .stack_name(name)
-            .template_body(body)
-            .send()
+    for (i, StackCall { name, body, tags }) in stacks.iter().enumerate() {
+        let mut call = cfn.create_stack().stack_name(name).template_body(body);
+        if same_requests {
+            call = call
+                .set_capabilities(Some(vec![
+                    Capability::CapabilityIam,
+                    Capability::CapabilityNamedIam,
+                    Capability::CapabilityAutoExpand,
+                ]))
+                .set_tags(Some(
+                    tags.iter()
+                        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                        .collect(),
+                ))
+                .client_request_token(format!("bench-{i}"));
+        }
+        call.send()
             .await
             .map_err(|e| anyhow::anyhow!("CreateStack {name}: {}", DisplayErrorContext(&e)))?;
         loop {
@@ -1117,7 +1206,7 @@ fn timed_pairs(
     config_path: &Path,
     generated: &str,
     (runs, stacks): (usize, usize),
-) -> Result<(LatencyRuns, Vec<(String, String)>)> {
+) -> Result<(LatencyRuns, Vec<StackCall>)> {
     std::fs::write(config_path, aws_config(generated, endpoint, "200ms")?)?;
     let config = load(config_path)?;
     let timeout = Duration::from_mins(2) + Duration::from_secs(2) * u32::try_from(stacks)?;
@@ -1130,9 +1219,9 @@ fn timed_pairs(
         fresh_state(&config)?;
         let (process, deploy) = protond_once(config_path, stacks, timeout)?;
         if rendered.is_empty() {
-            rendered = rt.block_on(rendered_stacks(&config))?;
+            rendered = rt.block_on(rendered_stacks(&config, &direct))?;
         }
-        let names: Vec<String> = rendered.iter().map(|(n, _)| n.clone()).collect();
+        let names: Vec<String> = rendered.iter().map(|s| s.name.clone()).collect();
         if names.len() != stacks {
             bail!("{} stacks rendered for {stacks}", names.len());
         }
@@ -1145,11 +1234,16 @@ fn timed_pairs(
         // The plain loop, on the same templates, from an empty moto_server.
         rt.block_on(reset_moto(moto))?;
         rt.block_on(expect_stacks(&direct, &[], false, "the moto reset"))?;
-        let plain = rt.block_on(plain_loop(&via, &rendered, config.stack_poll_interval))?;
+        let poll = config.stack_poll_interval;
+        let plain = rt.block_on(plain_loop(&via, &rendered, poll, true))?;
         rt.block_on(expect_stacks(&direct, &names, false, "the plain SDK loop"))?;
+        rt.block_on(reset_moto(moto))?;
+        let bare = rt.block_on(plain_loop(&via, &rendered, poll, false))?;
+        rt.block_on(expect_stacks(&direct, &names, false, "the bare SDK loop"))?;
         out.protond_process.push(process);
         out.protond_deploy.push(deploy);
         out.plain_loop.push(plain);
+        out.bare_loop.push(bare);
     }
     Ok((out, rendered))
 }
@@ -1213,7 +1307,7 @@ pub fn measure_deployment(dir: &Path, plan: DeployPlan) -> Result<DeployFigures>
         by_latency.push(runs);
         std::fs::write(&config_path, aws_config(&generated, &aws.url, "200ms")?)?;
     }
-    let names: Vec<String> = rendered.iter().map(|(n, _)| n.clone()).collect();
+    let names: Vec<String> = rendered.iter().map(|s| s.name.clone()).collect();
 
     // The watcher, from a fresh state on an empty moto_server.
     let cfn = cfn_client(&aws.url, &config.region);
@@ -1270,16 +1364,28 @@ pub fn deploy_table(d: &DeployFigures) -> String {
 pub fn latency_table(d: &DeployFigures) -> String {
     let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
     let runs = |v: &[Duration]| {
+        if v.is_empty() {
+            return "not measured".to_string();
+        }
         let min = v.iter().min().copied().unwrap_or_default();
         format!("{} / {}", ms(min), ms(median(v)))
     };
     let mut out = String::from(
-        "| endpoint latency | stacks | runs | protond deploy (concurrency) | protond `reconcile --once` process | plain sequential SDK loop | protond / plain |\n|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| endpoint latency | stacks | runs | protond deploy (concurrency) | protond `reconcile --once` process | plain sequential SDK loop, same requests | protond / plain | bare loop (no tags) | protond / bare |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in &d.by_latency {
+        let bare = if r.bare_loop.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "{:.2}x",
+                median(&r.protond_deploy).as_secs_f64()
+                    / median(&r.bare_loop).as_secs_f64().max(1e-9)
+            )
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} ({}) | {} | {} | {:.2}x |",
+            "| {} | {} | {} | {} ({}) | {} | {} | {:.2}x | {} | {bare} |",
             ms(r.latency),
             d.stacks,
             r.protond_deploy.len(),
@@ -1287,7 +1393,8 @@ pub fn latency_table(d: &DeployFigures) -> String {
             d.concurrency,
             runs(&r.protond_process),
             runs(&r.plain_loop),
-            r.ratio()
+            r.ratio(),
+            runs(&r.bare_loop),
         );
     }
     out
@@ -1380,18 +1487,20 @@ mod tests {
                     protond_deploy: vec![ms(1100), ms(900), ms(1000)],
                     protond_process: vec![ms(1200), ms(1300), ms(1250)],
                     plain_loop: vec![ms(800), ms(850), ms(700)],
+                    bare_loop: vec![ms(500), ms(600), ms(400)],
                 },
                 LatencyRuns {
                     latency: ms(50),
                     protond_deploy: vec![ms(3000), ms(3100), ms(2900)],
                     protond_process: vec![ms(3300), ms(3400), ms(3200)],
                     plain_loop: vec![ms(12000), ms(11000), ms(11500)],
+                    bare_loop: vec![],
                 },
             ],
         };
         let t = latency_table(&d);
-        assert!(t.contains("| 0 ms | 104 | 3 | 900 ms / 1000 ms (4) | 1200 ms / 1250 ms | 700 ms / 800 ms | 1.25x |"), "{t}");
-        assert!(t.contains("| 50 ms | 104 | 3 | 2900 ms / 3000 ms (4) | 3200 ms / 3300 ms | 11000 ms / 11500 ms | 0.26x |"), "{t}");
+        assert!(t.contains("| 0 ms | 104 | 3 | 900 ms / 1000 ms (4) | 1200 ms / 1250 ms | 700 ms / 800 ms | 1.25x | 400 ms / 500 ms | 2.00x |"), "{t}");
+        assert!(t.contains("| 50 ms | 104 | 3 | 2900 ms / 3000 ms (4) | 3200 ms / 3300 ms | 11000 ms / 11500 ms | 0.26x | not measured |  |"), "{t}");
     }
 
     /// The proxy forwards each request after its delay, and answers what the upstream

@@ -11,17 +11,33 @@ use anyhow::{Context, Result, bail};
 
 use crate::bench::{DeployFigures, Figures};
 
+/// What `protond bench` measures besides the fleet sizes, for its targets table: a real
+/// daemon on these sizes (`--daemon-instances`) and the render against Python Jinja2 on
+/// kept sample contexts (`--render-contexts`).
+#[derive(clap::Args, Debug, Default)]
+pub struct TargetsArgs {
+    /// Also measure a real daemon (memory, tag to first deployment call) on these fleet
+    /// sizes, for the targets table (`5000,50000`; each needs `moto_server`).
+    #[arg(long, value_delimiter = ',')]
+    daemon_instances: Vec<usize>,
+    /// Also measure the render against Python Jinja2 on these kept sample contexts, for the
+    /// targets table (`scripts/render_bench` keeps them).
+    #[arg(long)]
+    render_contexts: Option<std::path::PathBuf>,
+}
+
 /// `protond bench`: figures for each fleet size in `sizes`, generated below `dir` (a
 /// temporary folder, removed afterwards, by default). `deploy`: how the deployment figures
-/// are taken, `None` to skip them.
+/// are taken, `None` to skip them. Then the issue-20 targets, judged from this run's figures.
 pub(super) fn bench_cmd(
     sizes: &[usize],
     dir: Option<&Path>,
     json: bool,
     deploy: Option<crate::bench::DeployPlan>,
     postgres: Option<&str>,
+    extra: &TargetsArgs,
 ) -> Result<ExitCode> {
-    if deploy.is_some() && !crate::bench::moto_available() {
+    if (deploy.is_some() || !extra.daemon_instances.is_empty()) && !crate::bench::moto_available() {
         bail!(
             "the deployment figures need moto_server on the PATH (python3 -m pip install 'moto[server]'); pass --no-aws to skip them"
         );
@@ -58,12 +74,64 @@ pub(super) fn bench_cmd(
         }
         None => None,
     };
+    let daemons = daemon_figures(&extra.daemon_instances, &root, dir.is_none());
     if dir.is_none() {
         let _ = std::fs::remove_dir_all(&root);
     }
+    let daemons = daemons?;
+    let render = match &extra.render_contexts {
+        Some(contexts) => {
+            eprintln!("bench: render against Python Jinja2 ...");
+            Some(render::medians(contexts)?)
+        }
+        None => None,
+    };
     print_figures(&rows, deployed.as_ref(), json)?;
     print_store_figures(&stores, json);
+    if !daemons.is_empty() && !json {
+        print!(
+            "\nA real daemon on fleets with their records seeded:\n\n{}",
+            crate::bench::daemon::table(&daemons)
+        );
+    }
+    let targets = crate::bench::targets::targets(crate::bench::targets::Run {
+        fleets: &rows,
+        deployed: deployed.as_ref(),
+        daemons: &daemons,
+        render,
+    });
+    if json {
+        for d in &daemons {
+            println!("{}", serde_json::json!({ "daemon": d }));
+        }
+        println!("{}", serde_json::json!({ "targets": targets }));
+    } else {
+        print!(
+            "\nIssue 20's targets, from this run's figures:\n\n{}",
+            crate::bench::targets::table(&targets)
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A real daemon's figures on each of `sizes`, below `root/daemon-<size>` (removed after
+/// each when `remove`).
+fn daemon_figures(
+    sizes: &[usize],
+    root: &Path,
+    remove: bool,
+) -> Result<Vec<crate::bench::daemon::DaemonFigures>> {
+    let mut rows = Vec::new();
+    for n in sizes {
+        eprintln!("bench: a daemon on {n} instances with their records seeded ...");
+        let dir = root.join(format!("daemon-{n}"));
+        let figures = crate::bench::daemon::measure(&dir, *n);
+        if remove {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        rows.push(figures?);
+    }
+    Ok(rows)
 }
 
 /// The figures of each size, below `root/<size>`: measured here for a single size, else
@@ -105,7 +173,10 @@ fn measure_in_child(exe: &Path, n: usize, root: &Path) -> Result<Figures> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    serde_json::from_slice(&out.stdout).context("bench child printed no figures")
+    // Its first line is the size's figures (its targets follow).
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().next().unwrap_or_default())
+        .context("bench child printed no figures")
 }
 
 /// Prints the figures as tables, or as one JSON object per size (and one

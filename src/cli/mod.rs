@@ -399,6 +399,9 @@ pub enum Command {
         /// in a new database dropped afterwards.
         #[arg(long, env = "PROTOND_BENCH_POSTGRES_URL")]
         postgres: Option<String>,
+        /// What the targets table also measures (`--daemon-instances`, `--render-contexts`).
+        #[command(flatten)]
+        targets: bench::TargetsArgs,
     },
     /// Delete, explicitly, the resources deployed from a spec repo removed from the config:
     /// marks the repo in the state store; the next cycles delete its resources within the
@@ -642,6 +645,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             deploy_runs,
             deploy_latency,
             postgres,
+            targets,
         } => bench::bench_cmd(
             &instances,
             dir.as_deref(),
@@ -653,6 +657,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 latency: deploy_latency,
             }),
             postgres.as_deref(),
+            &targets,
         ),
         Command::Notify {
             resource,

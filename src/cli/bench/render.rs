@@ -167,13 +167,17 @@ fn min_median(mut xs: Vec<f64>) -> (f64, f64) {
     )
 }
 
-/// `protond bench render`.
-pub(crate) fn render_cmd(args: &RenderArgs) -> Result<ExitCode> {
-    let (jobs, pairs) = load(&args.contexts)?;
+/// What `protond bench render` measured: (documents, renders kept) and (min, median) of
+/// protond, the engine alone, Python Jinja2 and protond over Python.
+type Measured = ((usize, usize), Vec<(f64, f64)>);
+
+/// Measures the kept renders below `contexts` (`runs` runs of `rounds` rounds).
+fn measure(contexts: &Path, runs: usize, rounds: usize, harness: &Path) -> Result<Measured> {
+    let (jobs, pairs) = load(contexts)?;
     if jobs.is_empty() {
         bail!(
             "{}: no kept Jinja CloudFormation renders; keep some with KEEP_CONTEXTS=DIR scripts/conformance.sh",
-            args.contexts.display()
+            contexts.display()
         );
     }
     // Warm-up (compiles and caches every template, as the daemon's first cycle does), which
@@ -181,20 +185,15 @@ pub(crate) fn render_cmd(args: &RenderArgs) -> Result<ExitCode> {
     for job in &jobs {
         daemon(job).with_context(|| format!("{} no longer renders", job.file.path))?;
     }
-    let columns = [
-        "protond (render, guard, hash)",
-        "engine alone (no guard)",
-        "Python Jinja2",
-    ];
     let mut figures: Vec<Vec<f64>> = vec![Vec::new(); 4];
-    for run in 0..args.runs.max(1) {
-        let d = time(&jobs, args.rounds, &daemon)?;
-        let e = time(&jobs, args.rounds, &engine_only)?;
-        let (p, documents) = python(&args.harness, &pairs, args.rounds)?;
-        if documents != jobs.len() * args.rounds {
+    for run in 0..runs.max(1) {
+        let d = time(&jobs, rounds, &daemon)?;
+        let e = time(&jobs, rounds, &engine_only)?;
+        let (p, documents) = python(harness, &pairs, rounds)?;
+        if documents != jobs.len() * rounds {
             bail!(
                 "Python rendered {documents} documents, protond {}: the sets differ",
-                jobs.len() * args.rounds
+                jobs.len() * rounds
             );
         }
         eprintln!(
@@ -206,10 +205,33 @@ pub(crate) fn render_cmd(args: &RenderArgs) -> Result<ExitCode> {
         figures[2].push(p);
         figures[3].push(d / p.max(1e-9));
     }
-    let stats: Vec<(f64, f64)> = figures.into_iter().map(min_median).collect();
+    Ok((
+        (jobs.len(), pairs.len()),
+        figures.into_iter().map(min_median).collect(),
+    ))
+}
+
+/// The medians of protond's render and Python Jinja2's, for `protond bench`'s targets
+/// table (3 runs of 300 rounds, the harness at its default place).
+///
+/// # Errors
+///
+/// When the kept renders cannot be read or Python does not render them all.
+pub(crate) fn medians(contexts: &Path) -> Result<crate::bench::targets::RenderFigures> {
+    let (_, stats) = measure(contexts, 3, 300, Path::new("scripts/jinja2_render.py"))?;
+    Ok(crate::bench::targets::RenderFigures {
+        protond: stats[0].1,
+        python: stats[2].1,
+    })
+}
+
+/// `protond bench render`.
+pub(crate) fn render_cmd(args: &RenderArgs) -> Result<ExitCode> {
+    let ((documents, kept), stats) =
+        measure(&args.contexts, args.runs, args.rounds, &args.harness)?;
     if args.json {
         let mut obj = serde_json::Map::new();
-        obj.insert("documents".into(), jobs.len().into());
+        obj.insert("documents".into(), documents.into());
         obj.insert("runs".into(), args.runs.into());
         obj.insert("rounds".into(), args.rounds.into());
         for (name, (min, median)) in ["protond", "engine", "python_jinja2", "protond_over_python"]
@@ -226,11 +248,13 @@ pub(crate) fn render_cmd(args: &RenderArgs) -> Result<ExitCode> {
     }
     println!(
         "{} documents ({} renders kept), {} rounds per run, {} runs (min / median documents/s)",
-        jobs.len(),
-        pairs.len(),
-        args.rounds,
-        args.runs
+        documents, kept, args.rounds, args.runs
     );
+    let columns = [
+        "protond (render, guard, hash)",
+        "engine alone (no guard)",
+        "Python Jinja2",
+    ];
     for (name, (min, median)) in columns.iter().zip(&stats) {
         println!("{name:32} {min:>10.0} / {median:>10.0}");
     }
