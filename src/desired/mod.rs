@@ -312,17 +312,17 @@ pub(crate) fn hash_parsed_documents<'a>(
         h.update([0]);
         let parsed_now;
         let canonical = if let Some(c) = parsed {
-            c.as_str()
+            c.as_bytes()
         } else {
             // Rendered Terraform is not checked by the guard: the depth check keeps this
             // linear.
             parsed_now = crate::catalog::yaml::from_str::<serde_yaml::Value>(text)
                 .ok()
-                .and_then(|v| serde_json::to_string(&v).ok());
+                .and_then(|v| serde_json::to_vec(&v).ok());
             parsed_now.as_deref()
         };
         match canonical {
-            Some(canonical) => h.update(canonical.as_bytes()),
+            Some(canonical) => h.update(canonical),
             None => h.update(text.as_bytes()),
         }
         h.update([0]);

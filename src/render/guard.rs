@@ -60,38 +60,59 @@ pub fn apply_indent_blocks(text: String) -> String {
     if !text.contains(INDENT_OPEN) {
         return text;
     }
+    // Runs of ordinary characters are copied and counted whole; only line breaks and the
+    // characters starting with 0xEE (the markers among them, all three bytes) are looked at.
+    let b = text.as_bytes();
+    let chars = |run: &[u8]| run.iter().filter(|&&x| x & 0xC0 != 0x80).count();
     let mut out = String::with_capacity(text.len() + 64);
     let mut column = 0usize;
     let mut indent: Option<usize> = None;
-    for c in text.chars() {
-        match c {
-            INDENT_OPEN => indent = Some(column),
-            INDENT_CLOSE => indent = None,
-            '\n' => {
-                out.push('\n');
-                column = 0;
-                if let Some(n) = indent {
-                    out.extend(std::iter::repeat_n(' ', n));
-                    column = n;
-                }
+    let (mut from, mut at) = (0, 0);
+    while let Some(i) = memchr::memchr2(b'\n', 0xEE, &b[at..]).map(|i| at + i) {
+        column += chars(&b[at..i]);
+        at = i + 1;
+        if b[i] == b'\n' {
+            out.push_str(&text[from..at]);
+            from = at;
+            column = 0;
+            if let Some(n) = indent {
+                out.extend(std::iter::repeat_n(' ', n));
+                column = n;
             }
-            OPEN | CLOSE => out.push(c),
+            continue;
+        }
+        at = i + 3;
+        match text[i..].chars().next() {
+            Some(INDENT_OPEN) => indent = Some(column),
+            Some(INDENT_CLOSE) => indent = None,
+            Some(OPEN | CLOSE) => continue,
             _ => {
-                out.push(c);
                 column += 1;
+                continue;
             }
         }
+        out.push_str(&text[from..i]);
+        from = at;
     }
+    out.push_str(&text[from..]);
     out
 }
 
 /// Removes value markers.
 #[must_use]
 pub fn strip(text: &str) -> String {
+    // OPEN is EE 80 80 in UTF-8, CLOSE EE 80 81; 0xEE only ever starts a character.
+    let b = text.as_bytes();
     let mut out = String::with_capacity(text.len());
-    for piece in text.split([OPEN, CLOSE]) {
-        out.push_str(piece);
+    let (mut from, mut at) = (0, 0);
+    while let Some(i) = memchr::memchr(0xEE, &b[at..]).map(|i| at + i) {
+        if b.get(i + 1) == Some(&0x80) && matches!(b.get(i + 2), Some(0x80 | 0x81)) {
+            out.push_str(&text[from..i]);
+            from = i + 3;
+        }
+        at = i + 1;
     }
+    out.push_str(&text[from..]);
     out
 }
 
@@ -886,6 +907,70 @@ mod tests {
         assert!(matches!(check_yaml(&doc), Err(GuardError::NotYaml { .. })));
         let doc = format!("{OPEN}a1{CLOSE}: 1\n{OPEN}a2{CLOSE}: 2\n");
         assert!(check_yaml(&doc).is_ok());
+    }
+
+    /// The character-by-character `apply_indent_blocks` it replaced, as the reference.
+    fn indent_blocks_by_char(text: &str) -> String {
+        let mut out = String::new();
+        let mut column = 0usize;
+        let mut indent: Option<usize> = None;
+        for c in text.chars() {
+            match c {
+                INDENT_OPEN => indent = Some(column),
+                INDENT_CLOSE => indent = None,
+                '\n' => {
+                    out.push('\n');
+                    column = 0;
+                    if let Some(n) = indent {
+                        out.extend(std::iter::repeat_n(' ', n));
+                        column = n;
+                    }
+                }
+                OPEN | CLOSE => out.push(c),
+                _ => {
+                    out.push(c);
+                    column += 1;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn indent_blocks_and_strip_agree_with_the_char_by_char_versions() {
+        let pieces = [
+            "a",
+            "é",
+            "\u{E004}",
+            "\u{EFFF}",
+            "\n",
+            " ",
+            "\t",
+            "- x",
+            "日本",
+            "\u{1F600}",
+            "\u{E000}",
+            "\u{E001}",
+            "\u{E002}",
+            "\u{E003}",
+        ];
+        let mut cases = 0;
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    let text = format!("k:{a}{INDENT_OPEN}{b}\n{c}{a}\n{b}{INDENT_CLOSE}{c}\nz");
+                    assert_eq!(
+                        apply_indent_blocks(text.clone()),
+                        indent_blocks_by_char(&text),
+                        "{text:?}"
+                    );
+                    let by_char: String = text.split([OPEN, CLOSE]).collect();
+                    assert_eq!(strip(&text), by_char, "{text:?}");
+                    cases += 1;
+                }
+            }
+        }
+        assert_eq!(cases, pieces.len().pow(3));
     }
 
     #[test]

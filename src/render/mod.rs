@@ -223,23 +223,23 @@ pub fn render_file(file: &IacFile, ctx: &Value) -> Result<String, RenderError> {
 /// reads it: `serde_json::to_string` of the guard's parse, or `None` when JSON cannot write
 /// that parse (a key that is null, a list or a mapping; the hash then reads the text).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CanonicalJson(Option<String>);
+pub struct CanonicalJson(Option<Vec<u8>>);
 
 impl CanonicalJson {
     /// The canonical JSON of `parse`.
     #[must_use]
     pub fn of(parse: &serde_yaml::Value) -> Self {
-        Self(serde_json::to_string(parse).ok())
+        Self(serde_json::to_vec(parse).ok())
     }
 
     /// JSON text already written as `serde_json` writes the parse.
-    pub(crate) fn from_json(text: String) -> Self {
+    pub(crate) fn from_json(text: Vec<u8>) -> Self {
         Self(Some(text))
     }
 
-    /// The JSON text, or `None` when the parse has none.
+    /// The JSON text's bytes (UTF-8), or `None` when the parse has none.
     #[must_use]
-    pub fn as_str(&self) -> Option<&str> {
+    pub fn as_bytes(&self) -> Option<&[u8]> {
         self.0.as_deref()
     }
 }

@@ -30,7 +30,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::hash::{Hash as _, Hasher as _};
+use std::hash::BuildHasher as _;
 use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -336,9 +336,9 @@ fn styles(skeleton: &str, holes: usize) -> Option<Vec<Option<Style>>> {
 }
 
 fn key_of(skeleton: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    skeleton.hash(&mut h);
-    h.finish()
+    // Seeded once per process: equal texts, equal keys; entries are still compared whole.
+    static STATE: std::sync::OnceLock<foldhash::fast::RandomState> = std::sync::OnceLock::new();
+    STATE.get_or_init(Default::default).hash_one(skeleton)
 }
 
 /// The cached entry of `skeleton`, built and cached if new.

@@ -41,8 +41,8 @@ enum Segment {
 
 /// What [`Plan::write`] found.
 pub(super) enum Outcome {
-    /// The canonical JSON.
-    Json(String),
+    /// The canonical JSON (UTF-8).
+    Json(Vec<u8>),
     /// Not certain ([`super::fill`] answers `None`): the guard parses.
     NotCertain,
     /// Not covered by the plan: build the parse and write it.
@@ -207,6 +207,6 @@ impl Plan {
                 return Outcome::NotCertain;
             }
         }
-        String::from_utf8(out).map_or(Outcome::Fallback, Outcome::Json)
+        Outcome::Json(out)
     }
 }
