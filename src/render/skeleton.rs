@@ -133,14 +133,25 @@ struct Cache {
 
 static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
 
+/// Whether `marked` holds `!!`, `tag:yaml.org`, `%TAG`, `\\u` or `\\U`: core tags change how
+/// scalars read, and a `\\u` escape could write a hole's markers. One scan for the first
+/// characters, not one per text.
+fn core_tag_or_escape(marked: &str) -> bool {
+    let b = marked.as_bytes();
+    memchr::memchr3_iter(b'!', b'%', b'\\', b).any(|i| {
+        let next = &b[i + 1..];
+        match b[i] {
+            b'!' => next.starts_with(b"!"),
+            b'%' => next.starts_with(b"TAG"),
+            _ => next.starts_with(b"u") || next.starts_with(b"U"),
+        }
+    }) || memchr::memmem::find(b, b"tag:yaml.org").is_some()
+}
+
 /// The skeleton of a marked document (holes `OPEN k CLOSE`) and its printed values with
 /// their kinds, or `None` when the skeleton may not be used (see the module doc).
 fn split(marked: &str) -> Option<(String, Vec<(&str, Kind)>)> {
-    // Core tags change how scalars read; `\\u` escapes could write a hole's markers.
-    if ["!!", "tag:yaml.org", "%TAG", "\\u", "\\U"]
-        .iter()
-        .any(|s| marked.contains(s))
-    {
+    if core_tag_or_escape(marked) {
         return None;
     }
     let mut skeleton = String::with_capacity(marked.len());
@@ -628,6 +639,36 @@ mod tests {
                 .expect("a mapping");
             assert_eq!(read_plain(text), Some(want), "{text:?}");
         }
+    }
+
+    #[test]
+    fn core_tags_and_escapes_are_found_as_by_five_searches() {
+        let texts = [
+            "!!",
+            "tag:yaml.org",
+            "%TAG",
+            "\\u",
+            "\\U",
+            "!",
+            "%",
+            "\\",
+            "tag:yaml",
+            "%TA",
+        ];
+        let mut cases = 0;
+        for a in texts {
+            for b in texts {
+                for around in ["", "x", "!x%y\\z"] {
+                    let text = format!("{around}{a}{around}{b}{around}");
+                    let want = ["!!", "tag:yaml.org", "%TAG", "\\u", "\\U"]
+                        .iter()
+                        .any(|s| text.contains(s));
+                    assert_eq!(core_tag_or_escape(&text), want, "{text:?}");
+                    cases += 1;
+                }
+            }
+        }
+        assert_eq!(cases, 300);
     }
 
     #[test]
