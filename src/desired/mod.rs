@@ -301,25 +301,28 @@ pub fn hash_documents(docs: &[(String, String)]) -> String {
 }
 
 /// [`hash_documents`] of (path, text, parse) triples, where a document the render guard
-/// already parsed comes with that parse (the same parse of the same text, so the same hash)
-/// and is not parsed again.
+/// already parsed comes with that parse in canonical JSON (the same parse of the same text,
+/// so the same hash) and is not parsed again.
 pub(crate) fn hash_parsed_documents<'a>(
-    docs: impl IntoIterator<Item = (&'a str, &'a str, Option<&'a serde_yaml::Value>)>,
+    docs: impl IntoIterator<Item = (&'a str, &'a str, Option<&'a crate::render::CanonicalJson>)>,
 ) -> String {
     let mut h = Sha256::new();
     for (path, text, parsed) in docs {
         h.update(path.as_bytes());
         h.update([0]);
-        let canonical = match parsed {
-            Some(v) => serde_json::to_string(v).ok(),
+        let parsed_now;
+        let canonical = if let Some(c) = parsed {
+            c.as_bytes()
+        } else {
             // Rendered Terraform is not checked by the guard: the depth check keeps this
             // linear.
-            None => crate::catalog::yaml::from_str::<serde_yaml::Value>(text)
+            parsed_now = crate::catalog::yaml::from_str::<serde_yaml::Value>(text)
                 .ok()
-                .and_then(|v| serde_json::to_string(&v).ok()),
+                .and_then(|v| serde_json::to_vec(&v).ok());
+            parsed_now.as_deref()
         };
         match canonical {
-            Some(canonical) => h.update(canonical.as_bytes()),
+            Some(canonical) => h.update(canonical),
             None => h.update(text.as_bytes()),
         }
         h.update([0]);

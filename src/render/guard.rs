@@ -25,6 +25,7 @@
 
 use serde_yaml::Value;
 
+use super::CanonicalJson;
 use crate::catalog::yaml::{self, YamlError};
 
 /// Opens a printed value in the marked render.
@@ -39,8 +40,10 @@ pub const INDENT_CLOSE: char = '\u{E003}';
 /// Whether `s` contains any of the reserved marker characters.
 #[must_use]
 pub fn has_reserved(s: &str) -> bool {
-    s.chars()
-        .any(|c| matches!(c, OPEN | CLOSE | INDENT_OPEN | INDENT_CLOSE))
+    // All four are U+E000..U+E003, whose UTF-8 starts with the byte 0xEE: most text has none.
+    s.as_bytes().contains(&0xEE)
+        && s.chars()
+            .any(|c| matches!(c, OPEN | CLOSE | INDENT_OPEN | INDENT_CLOSE))
 }
 
 /// Wraps a printed value in markers.
@@ -53,42 +56,63 @@ pub fn mark(out: &mut String, value: &str) {
 /// Indents the continuation lines of each `INDENT_OPEN … INDENT_CLOSE` block to the column
 /// where the block starts, then removes those markers. Value markers count as zero width.
 #[must_use]
-pub fn apply_indent_blocks(text: &str) -> String {
+pub fn apply_indent_blocks(text: String) -> String {
     if !text.contains(INDENT_OPEN) {
-        return text.to_string();
+        return text;
     }
+    // Runs of ordinary characters are copied and counted whole; only line breaks and the
+    // characters starting with 0xEE (the markers among them, all three bytes) are looked at.
+    let b = text.as_bytes();
+    let chars = |run: &[u8]| run.iter().filter(|&&x| x & 0xC0 != 0x80).count();
     let mut out = String::with_capacity(text.len() + 64);
     let mut column = 0usize;
     let mut indent: Option<usize> = None;
-    for c in text.chars() {
-        match c {
-            INDENT_OPEN => indent = Some(column),
-            INDENT_CLOSE => indent = None,
-            '\n' => {
-                out.push('\n');
-                column = 0;
-                if let Some(n) = indent {
-                    out.extend(std::iter::repeat_n(' ', n));
-                    column = n;
-                }
+    let (mut from, mut at) = (0, 0);
+    while let Some(i) = memchr::memchr2(b'\n', 0xEE, &b[at..]).map(|i| at + i) {
+        column += chars(&b[at..i]);
+        at = i + 1;
+        if b[i] == b'\n' {
+            out.push_str(&text[from..at]);
+            from = at;
+            column = 0;
+            if let Some(n) = indent {
+                out.extend(std::iter::repeat_n(' ', n));
+                column = n;
             }
-            OPEN | CLOSE => out.push(c),
+            continue;
+        }
+        at = i + 3;
+        match text[i..].chars().next() {
+            Some(INDENT_OPEN) => indent = Some(column),
+            Some(INDENT_CLOSE) => indent = None,
+            Some(OPEN | CLOSE) => continue,
             _ => {
-                out.push(c);
                 column += 1;
+                continue;
             }
         }
+        out.push_str(&text[from..i]);
+        from = at;
     }
+    out.push_str(&text[from..]);
     out
 }
 
 /// Removes value markers.
 #[must_use]
 pub fn strip(text: &str) -> String {
+    // OPEN is EE 80 80 in UTF-8, CLOSE EE 80 81; 0xEE only ever starts a character.
+    let b = text.as_bytes();
     let mut out = String::with_capacity(text.len());
-    for piece in text.split([OPEN, CLOSE]) {
-        out.push_str(piece);
+    let (mut from, mut at) = (0, 0);
+    while let Some(i) = memchr::memchr(0xEE, &b[at..]).map(|i| at + i) {
+        if b.get(i + 1) == Some(&0x80) && matches!(b.get(i + 2), Some(0x80 | 0x81)) {
+            out.push_str(&text[from..i]);
+            from = i + 3;
+        }
+        at = i + 1;
     }
+    out.push_str(&text[from..]);
     out
 }
 
@@ -119,20 +143,32 @@ pub enum GuardError {
 /// Checks a marked `CloudFormation` document. Returns the clean text when it is safe.
 #[cfg(test)]
 pub fn check_yaml(marked: &str) -> Result<String, GuardError> {
-    check_yaml_parsed(marked).map(|(clean, _)| clean)
+    check_yaml_canonical(marked).map(|(clean, _)| clean)
 }
 
-/// [`check_yaml`], also returning the clean document's parse (for the rendered hash).
-pub fn check_yaml_parsed(marked: &str) -> Result<(String, Value), GuardError> {
-    check_with(marked, true)
-}
-
-/// The guard; `fast`: whether the fast path may skip the marked parse.
-fn check_with(marked: &str, fast: bool) -> Result<(String, Value), GuardError> {
-    let clean = strip(marked);
-    if fast && let Some(b) = super::skeleton::parse(marked) {
-        return Ok((clean, b));
+/// [`check_yaml`], also returning the clean document's parse in canonical JSON (for the
+/// rendered hash): written from the skeleton's JSON segments where [`super::skeleton`]
+/// allows, else `serde_json`'s text of the parse.
+pub fn check_yaml_canonical(marked: &str) -> Result<(String, CanonicalJson), GuardError> {
+    if let Some(json) = super::skeleton::canonical(marked) {
+        return Ok((strip(marked), json));
     }
+    check_parsing(marked, true).map(|(clean, b)| (clean, CanonicalJson::of(&b)))
+}
+
+/// The guard returning the parse itself, the skeleton's rebuilt parse ([`super::skeleton::parse`])
+/// where `fast` allows: the reference the agreement tests compare [`check_yaml_canonical`] to.
+#[cfg(test)]
+fn check_with(marked: &str, fast: bool) -> Result<(String, Value), GuardError> {
+    if fast && let Some(b) = super::skeleton::parse(marked) {
+        return Ok((strip(marked), b));
+    }
+    check_parsing(marked, fast)
+}
+
+/// The guard, parsing; `fast`: whether the fast path may skip the marked parse.
+fn check_parsing(marked: &str, fast: bool) -> Result<(String, Value), GuardError> {
+    let clean = strip(marked);
     let fast = fast && plain_values_only(marked);
     let b: Value = yaml::from_str(&clean).map_err(|e| match e {
         YamlError::TooDeep(d) => GuardError::TooDeep {
@@ -342,6 +378,22 @@ fn walk(a: &Value, b: &Value, path: &mut Vec<String>) -> Result<(), GuardError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The production guard ([`check_yaml_canonical`], twice: the second time from the cached
+    /// skeleton) agrees with `want` (a check that built the parse): same verdict, same clean
+    /// text, and its canonical JSON is `serde_json`'s text of that parse, so the same
+    /// rendered hash. Returns whether the skeleton answered without a parse.
+    fn canonical_agrees(m: &str, want: &Result<(String, Value), GuardError>, what: &str) -> bool {
+        let want = want
+            .as_ref()
+            .map(|(clean, v)| (clean.clone(), CanonicalJson::of(v)));
+        for _ in 0..2 {
+            let got = check_yaml_canonical(m);
+            assert_eq!(got.is_ok(), want.is_ok(), "{what}: {got:?}");
+            assert_eq!(got.as_ref().ok(), want.as_ref().ok(), "{what}");
+        }
+        super::super::skeleton::canonical(m).is_some()
+    }
 
     fn marked(template: &str, value: &str) -> String {
         let mut v = String::new();
@@ -560,6 +612,16 @@ mod tests {
             "A: {{v}: {w}}\n",
             "? {v}\n: {w}\n",
             "A: {w}\nA: {v}\n",
+            // Keys and tags around holes, for the JSON written without the parse.
+            "A: 1\n{v}: 2\n",
+            "80: 1\n{v}: 2\n",
+            "1.5: a\n{v}: b\ntrue: c\n",
+            "~: 1\nB: {v}\n",
+            "{v}: 1\n{w}: 2\n",
+            "A: {{v}: 1, {w}: 2, a: 3}\n",
+            "A: !Sub\n  - '{v}-x'\n  - {B: {w}, C: [{v}]}\n",
+            "A: []\nB: {}\nC: {v}\nD: !Ref\nE: \"q\\\"{w}\"\n",
+            "A:\n  {v}x: 1\n  {w}x: [{v}, {w}x]\n",
         ];
         let values = [
             "a",
@@ -586,6 +648,7 @@ mod tests {
             "e",
         ];
         let mut fast = 0;
+        let mut written = 0;
         let mut rebuilt = 0;
         for t in templates.iter().chain(&more_templates) {
             for v in values {
@@ -602,6 +665,11 @@ mod tests {
                         r.as_ref().ok().map(|(_, v)| serde_json::to_string(v).ok())
                     };
                     assert_eq!(json(&quick), json(&full), "{t:?} with {v:?}, {w:?}");
+                    let what = format!("{t:?} with {v:?}, {w:?}");
+                    written += usize::from(canonical_agrees(&m, &quick, &what));
+                    if let (Err(got), Err(want)) = (check_yaml_canonical(&m), &full) {
+                        assert_eq!(&got, want, "{what}");
+                    }
                     // Twice: the skeleton is then cached.
                     let again = super::super::skeleton::parse(&m);
                     if let Some(again) = &again {
@@ -615,12 +683,53 @@ mod tests {
                 }
             }
         }
-        println!("{fast} fast-path cases, {rebuilt} rebuilt without a parse");
+        println!(
+            "{fast} fast-path cases, {rebuilt} rebuilt without a parse, {written} written as JSON without a parse"
+        );
+        let (from_plan, built) = super::super::skeleton::COUNTS.with(std::cell::Cell::get);
+        println!(
+            "of the answers without a parse, {from_plan} written from the plan, {built} built the parse"
+        );
+        assert!(from_plan > 3 * 4000, "{from_plan} written from the plan");
+        assert_eq!(
+            written, rebuilt,
+            "the JSON path answers where the rebuilt parse does"
+        );
         assert!(fast > 3000, "{fast} fast-path cases");
         assert!(
             rebuilt > 2500,
             "{rebuilt} of {fast} rebuilt without a parse"
         );
+    }
+
+    /// Keys the JSON cannot write or the plan does not cover (a list or a tagged scalar as a
+    /// key, holding holes): the production guard answers as the rebuilt parse does. (The
+    /// full check refuses a list key, `scalars_equal` reading only scalars, where the
+    /// rebuilt parse accepts it: a difference that predates the JSON path and is kept, the
+    /// verdict of the path in use being the one not to change.)
+    #[test]
+    fn keys_outside_the_plan_agree_with_the_rebuilt_parse() {
+        let mut cases = 0;
+        let fallbacks = || super::super::skeleton::COUNTS.with(|c| c.get().1);
+        let before = fallbacks();
+        for t in [
+            "[{v}, {w}]: 1\n",
+            "? !T {v}\n: 1\n",
+            "? [a, {v}]\n: {w}\n",
+            "{v}: 1\n",
+            "{v}: 1\nB: {w}\n",
+        ] {
+            for v in ["a", "80", "null", "1.5", "inf", "true", "x1"] {
+                for w in ["b", v, "80"] {
+                    let m = marked(t, v).replace("{w}", &marked("{v}", w));
+                    let today = check_with(&m, true);
+                    canonical_agrees(&m, &today, &format!("{t:?} with {v:?}, {w:?}"));
+                    cases += 1;
+                }
+            }
+        }
+        assert!(cases > 100, "{cases} cases");
+        assert!(fallbacks() > before, "no case built the parse");
     }
 
     /// The shape of a parse: its collections, keys' shapes and tags, every scalar blanked.
@@ -709,7 +818,9 @@ mod tests {
                     !plain_values_only(&m),
                     "{t:?} with {v:?} took the fast path"
                 );
-                match check_yaml_parsed(&m) {
+                let checked = check_with(&m, true);
+                canonical_agrees(&m, &checked, &format!("{t:?} with {v:?}"));
+                match checked {
                     Ok((_, parsed)) => assert_eq!(
                         shape(&parsed),
                         shape(&harmless),
@@ -767,10 +878,12 @@ mod tests {
             "? x",
         ];
         let mut rebuilt = 0;
+        let mut written = 0;
         for t in templates {
             for v in values {
                 let m = marked(t, v);
                 let quick = check_with(&m, true);
+                written += usize::from(canonical_agrees(&m, &quick, &format!("{t:?} with {v:?}")));
                 let full = check_with(&m, false);
                 let json = |r: &Result<(String, Value), GuardError>| {
                     r.as_ref()
@@ -782,8 +895,9 @@ mod tests {
                 rebuilt += usize::from(super::super::skeleton::parse(&m).is_some());
             }
         }
-        println!("{rebuilt} rebuilt without a parse");
+        println!("{rebuilt} rebuilt without a parse, {written} written as JSON without a parse");
         assert!(rebuilt > 120, "{rebuilt} rebuilt without a parse");
+        assert_eq!(written, rebuilt);
     }
 
     #[test]
@@ -795,12 +909,73 @@ mod tests {
         assert!(check_yaml(&doc).is_ok());
     }
 
+    /// The character-by-character `apply_indent_blocks` it replaced, as the reference.
+    fn indent_blocks_by_char(text: &str) -> String {
+        let mut out = String::new();
+        let mut column = 0usize;
+        let mut indent: Option<usize> = None;
+        for c in text.chars() {
+            match c {
+                INDENT_OPEN => indent = Some(column),
+                INDENT_CLOSE => indent = None,
+                '\n' => {
+                    out.push('\n');
+                    column = 0;
+                    if let Some(n) = indent {
+                        out.extend(std::iter::repeat_n(' ', n));
+                        column = n;
+                    }
+                }
+                OPEN | CLOSE => out.push(c),
+                _ => {
+                    out.push(c);
+                    column += 1;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn indent_blocks_and_strip_agree_with_the_char_by_char_versions() {
+        let pieces = [
+            "a",
+            "é",
+            "\u{E004}",
+            "\u{EFFF}",
+            "\n",
+            " ",
+            "\t",
+            "- x",
+            "日本",
+            "\u{1F600}",
+            "\u{E000}",
+            "\u{E001}",
+            "\u{E002}",
+            "\u{E003}",
+        ];
+        let mut cases = 0;
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    let text = format!("k:{a}{INDENT_OPEN}{b}\n{c}{a}\n{b}{INDENT_CLOSE}{c}\nz");
+                    assert_eq!(
+                        apply_indent_blocks(text.clone()),
+                        indent_blocks_by_char(&text),
+                        "{text:?}"
+                    );
+                    let by_char: String = text.split([OPEN, CLOSE]).collect();
+                    assert_eq!(strip(&text), by_char, "{text:?}");
+                    cases += 1;
+                }
+            }
+        }
+        assert_eq!(cases, pieces.len().pow(3));
+    }
+
     #[test]
     fn indent_blocks_follow_their_column() {
         let text = format!("L:\n  - a\n  {INDENT_OPEN}- b\n- c{INDENT_CLOSE}\nZ: 1\n");
-        assert_eq!(
-            apply_indent_blocks(&text),
-            "L:\n  - a\n  - b\n  - c\nZ: 1\n"
-        );
+        assert_eq!(apply_indent_blocks(text), "L:\n  - a\n  - b\n  - c\nZ: 1\n");
     }
 }

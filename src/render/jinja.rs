@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::hash::{Hash as _, Hasher as _};
+use std::hash::BuildHasher as _;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use minijinja::value::Value as JValue;
@@ -107,10 +107,10 @@ struct Cache {
 static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
 
 fn cache_key(file: &str, source: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    file.hash(&mut h);
-    source.hash(&mut h);
-    h.finish()
+    // Seeded once per process: equal names and sources, equal keys; entries are still
+    // compared whole.
+    static STATE: OnceLock<foldhash::fast::RandomState> = OnceLock::new();
+    STATE.get_or_init(Default::default).hash_one((file, source))
 }
 
 fn cached(key: u64, file: &str, source: &str) -> Option<Arc<Environment<'static>>> {

@@ -219,13 +219,41 @@ pub fn render_file(file: &IacFile, ctx: &Value) -> Result<String, RenderError> {
     render_file_parsed(file, ctx).map(|(text, _)| text)
 }
 
-/// [`render_file`], also returning the guard's parse of a rendered `CloudFormation`
-/// document (`None` for other languages), so that the rendered hash need not parse it again.
+/// The parse of a rendered `CloudFormation` document in canonical JSON, as the rendered hash
+/// reads it: `serde_json::to_string` of the guard's parse, or `None` when JSON cannot write
+/// that parse (a key that is null, a list or a mapping; the hash then reads the text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanonicalJson(Option<Vec<u8>>);
+
+impl CanonicalJson {
+    /// The canonical JSON of `parse`.
+    #[must_use]
+    pub fn of(parse: &serde_yaml::Value) -> Self {
+        Self(serde_json::to_vec(parse).ok())
+    }
+
+    /// JSON text already written as `serde_json` writes the parse.
+    pub(crate) fn from_json(text: Vec<u8>) -> Self {
+        Self(Some(text))
+    }
+
+    /// The JSON text's bytes (UTF-8), or `None` when the parse has none.
+    #[must_use]
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        self.0.as_deref()
+    }
+}
+
+/// [`render_file`], also returning the guard's parse of a rendered `CloudFormation` document
+/// in canonical JSON (`None` for other languages), so that the rendered hash need not parse
+/// it again.
 pub fn render_file_parsed(
     file: &IacFile,
     ctx: &Value,
-) -> Result<(String, Option<serde_yaml::Value>), RenderError> {
-    if let Some(path) = find_reserved(ctx, &mut Vec::new()) {
+) -> Result<(String, Option<CanonicalJson>), RenderError> {
+    if has_reserved_anywhere(ctx)
+        && let Some(path) = find_reserved(ctx, &mut Vec::new())
+    {
         return Err(RenderError::Reserved {
             file: file.path.clone(),
             path,
@@ -236,9 +264,9 @@ pub fn render_file_parsed(
         Engine::Handlebars => handlebars_engine::render(&file.path, &file.source, ctx)?,
         Engine::Hcl => return Ok((file.source.clone(), None)),
     };
-    let marked = guard::apply_indent_blocks(&marked);
+    let marked = guard::apply_indent_blocks(marked);
     match file.language {
-        Language::Cloudformation => guard::check_yaml_parsed(&marked)
+        Language::Cloudformation => guard::check_yaml_canonical(&marked)
             .map(|(text, parsed)| (text, Some(parsed)))
             .map_err(|e| match e {
                 guard::GuardError::NotYaml { message } => RenderError::NotYaml {
@@ -266,6 +294,19 @@ pub fn render_file_parsed(
 #[doc(hidden)]
 pub fn render_jinja_unguarded(file: &IacFile, ctx: &Value) -> Result<String, RenderError> {
     jinja::render(&file.path, &file.source, ctx)
+}
+
+/// Whether any string or key of `v` holds a reserved character: the check of every render,
+/// which builds no path ([`find_reserved`] names the first one).
+fn has_reserved_anywhere(v: &Value) -> bool {
+    match v {
+        Value::String(s) => guard::has_reserved(s),
+        Value::Array(items) => items.iter().any(has_reserved_anywhere),
+        Value::Object(map) => map
+            .iter()
+            .any(|(k, item)| guard::has_reserved(k) || has_reserved_anywhere(item)),
+        _ => false,
+    }
 }
 
 fn find_reserved(v: &Value, path: &mut Vec<String>) -> Option<String> {

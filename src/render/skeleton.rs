@@ -20,18 +20,27 @@
 //! the two skeleton parses of different shapes), [`parse`] answers `None` and the guard
 //! parses the document.
 //!
+//! The guard does not take the rebuilt parse itself but its canonical JSON, the text the
+//! rendered hash reads ([`canonical`]): written from the skeleton's JSON segments
+//! ([`json`], computed once per shape) with each hole's filled value written in between,
+//! so that neither the parse nor its whole JSON is built per render; where the segments do
+//! not cover a document, the parse is rebuilt and written as before.
+//!
 //! This module only inspects text; it never renders and never performs I/O.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::hash::{Hash as _, Hasher as _};
+use std::hash::BuildHasher as _;
 use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_yaml::{Mapping, Value};
 
+use super::CanonicalJson;
 use super::guard::{CLOSE, OPEN};
 use crate::catalog::yaml;
+
+mod json;
 
 /// Longest line holding a printed value for which the skeleton is used, in bytes of the
 /// marked text (libyaml's simple keys end at 1024 characters; a hole is at most twice as
@@ -43,11 +52,15 @@ pub const MAX_LINE: usize = 450;
 pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// How many bytes an entry is counted as per byte of skeleton text: a parsed `Value` tree
-/// takes several times its text.
-const ENTRY_WEIGHT: usize = 5;
+/// takes several times its text, and its JSON segments ([`json::Plan`]) about as much as
+/// the text again.
+const ENTRY_WEIGHT: usize = 7;
 
 /// The first probe number of the second skeleton parse.
 const PROBE_BASE: usize = 1_000_000;
+
+/// A document's printed values, with their kinds, in hole order.
+type Values<'a> = Vec<(&'a str, Kind)>;
 
 /// A cached skeleton parse: `None` when the shape cannot be rebuilt (the guard parses).
 type Entry = Option<Arc<Skeleton>>;
@@ -61,6 +74,9 @@ struct Skeleton {
     /// For each hole `k`, the style of the scalar holding it (`None`: in no scalar, e.g. a
     /// comment).
     style: Vec<Option<Style>>,
+    /// The canonical JSON of `value` filled, as fixed segments and holes (`None`: a fixed
+    /// part has no JSON form, or a collection key holds a hole: [`fill`], then `serde_json`).
+    json: Option<json::Plan>,
 }
 
 /// How a scalar is written; decides which values are only characters there.
@@ -117,14 +133,25 @@ struct Cache {
 
 static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
 
+/// Whether `marked` holds `!!`, `tag:yaml.org`, `%TAG`, `\\u` or `\\U`: core tags change how
+/// scalars read, and a `\\u` escape could write a hole's markers. One scan for the first
+/// characters, not one per text.
+fn core_tag_or_escape(marked: &str) -> bool {
+    let b = marked.as_bytes();
+    memchr::memchr3_iter(b'!', b'%', b'\\', b).any(|i| {
+        let next = &b[i + 1..];
+        match b[i] {
+            b'!' => next.starts_with(b"!"),
+            b'%' => next.starts_with(b"TAG"),
+            _ => next.starts_with(b"u") || next.starts_with(b"U"),
+        }
+    }) || memchr::memmem::find(b, b"tag:yaml.org").is_some()
+}
+
 /// The skeleton of a marked document (holes `OPEN k CLOSE`) and its printed values with
 /// their kinds, or `None` when the skeleton may not be used (see the module doc).
 fn split(marked: &str) -> Option<(String, Vec<(&str, Kind)>)> {
-    // Core tags change how scalars read; `\\u` escapes could write a hole's markers.
-    if ["!!", "tag:yaml.org", "%TAG", "\\u", "\\U"]
-        .iter()
-        .any(|s| marked.contains(s))
-    {
+    if core_tag_or_escape(marked) {
         return None;
     }
     let mut skeleton = String::with_capacity(marked.len());
@@ -242,13 +269,17 @@ fn build(skeleton: &str, holes: usize) -> Entry {
     let probe: Value = yaml::from_str(&probe_text(skeleton)).ok()?;
     let mut plain_alone = vec![false; holes];
     let style = styles(skeleton, holes)?;
-    mark_plain(&value, &probe, &mut plain_alone).then(|| {
-        Arc::new(Skeleton {
-            value,
-            plain_alone,
-            style,
-        })
-    })
+    if !mark_plain(&value, &probe, &mut plain_alone) {
+        return None;
+    }
+    let mut sk = Skeleton {
+        value,
+        plain_alone,
+        style,
+        json: None,
+    };
+    sk.json = json::Plan::new(&sk);
+    Some(Arc::new(sk))
 }
 
 /// The style of the scalar holding each hole, from libyaml's scanner (the tokens of a
@@ -316,9 +347,9 @@ fn styles(skeleton: &str, holes: usize) -> Option<Vec<Option<Style>>> {
 }
 
 fn key_of(skeleton: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    skeleton.hash(&mut h);
-    h.finish()
+    // Seeded once per process: equal texts, equal keys; entries are still compared whole.
+    static STATE: std::sync::OnceLock<foldhash::fast::RandomState> = std::sync::OnceLock::new();
+    STATE.get_or_init(Default::default).hash_one(skeleton)
 }
 
 /// The cached entry of `skeleton`, built and cached if new.
@@ -352,12 +383,29 @@ fn entry(skeleton: &str, holes: usize) -> Entry {
     built
 }
 
+/// How a plain scalar's text reads: as that text, or as another value.
+enum Plain {
+    /// The string of the text itself.
+    Text,
+    /// Anything else: null, a bool, a number, or another string.
+    Other(Value),
+}
+
 /// How `serde_yaml` reads a plain scalar's text, or `None` when it is not a scalar.
+#[cfg(test)]
 fn read_plain(text: &str) -> Option<Value> {
+    read_plain_ref(text).map(|p| match p {
+        Plain::Text => Value::String(text.to_owned()),
+        Plain::Other(v) => v,
+    })
+}
+
+/// [`read_plain`] without copying the text where it reads as itself.
+fn read_plain_ref(text: &str) -> Option<Plain> {
     match text {
-        "" | "~" | "null" | "Null" | "NULL" => return Some(Value::Null),
-        "true" | "True" | "TRUE" => return Some(Value::Bool(true)),
-        "false" | "False" | "FALSE" => return Some(Value::Bool(false)),
+        "" | "~" | "null" | "Null" | "NULL" => return Some(Plain::Other(Value::Null)),
+        "true" | "True" | "TRUE" => return Some(Plain::Other(Value::Bool(true))),
+        "false" | "False" | "FALSE" => return Some(Plain::Other(Value::Bool(false))),
         _ => {}
     }
     let b = text.as_bytes();
@@ -370,53 +418,102 @@ fn read_plain(text: &str) -> Option<Value> {
             .iter()
             .all(|c| c.is_ascii_alphanumeric() || b"+-._".contains(c))
     {
-        return Some(Value::String(text.to_owned()));
+        return Some(Plain::Text);
     }
     if b.len() <= 18 && b.iter().all(u8::is_ascii_digit) && (b[0] != b'0' || b.len() == 1) {
-        return text.parse::<u64>().ok().map(Value::from);
+        return text
+            .parse::<u64>()
+            .ok()
+            .map(|n| Plain::Other(Value::from(n)));
     }
     match serde_yaml::from_str::<Value>(text) {
-        Ok(v @ (Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_))) => Some(v),
+        Ok(Value::String(s)) if s == text => Some(Plain::Text),
+        Ok(v @ (Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_))) => {
+            Some(Plain::Other(v))
+        }
         _ => None,
     }
 }
 
-/// The skeleton's scalar `s` with its holes filled.
-fn fill_text(s: &str, values: &[(&str, Kind)]) -> Option<String> {
-    let mut out = String::with_capacity(s.len() + 16);
-    let mut rest = s;
-    while let Some(open) = rest.find(OPEN) {
-        let start = open + OPEN.len_utf8();
-        let len = rest[start..].find(CLOSE)?;
-        let k: usize = rest[start..start + len].parse().ok()?;
-        out.push_str(&rest[..open]);
-        out.push_str(values.get(k)?.0);
-        rest = &rest[start + len + CLOSE.len_utf8()..];
+/// How a skeleton scalar holding holes reads once filled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// Quoted or block: the characters, always a string.
+    Chars,
+    /// One hole alone in a plain scalar: as `serde_yaml` reads a plain scalar's text.
+    Plain,
+    /// Plain with text around the holes: a string unless it would read as something else
+    /// when plain (then not certain: the guard parses).
+    StringOnly,
+}
+
+/// A skeleton scalar holding holes, split at them once per shape.
+struct HoleScalar {
+    /// The text before each hole, and the hole's number.
+    parts: Vec<(String, usize)>,
+    /// The text after the last hole.
+    tail: String,
+    /// How the filled text reads.
+    read: Read,
+}
+
+impl HoleScalar {
+    /// Splits the skeleton scalar `s`; `None` when a hole is malformed.
+    fn new(s: &str, sk: &Skeleton) -> Option<Self> {
+        let mut parts = Vec::new();
+        let mut rest = s;
+        while let Some(open) = rest.find(OPEN) {
+            let start = open + OPEN.len_utf8();
+            let len = rest[start..].find(CLOSE)?;
+            let k: usize = rest[start..start + len].parse().ok()?;
+            parts.push((rest[..open].to_owned(), k));
+            rest = &rest[start + len + CLOSE.len_utf8()..];
+        }
+        let hs = holes(s);
+        let alone = hs.len() == 1 && s.len() == OPEN.len_utf8() * 2 + digits(hs[0]);
+        let style = hs.first().and_then(|&k| sk.style.get(k).copied().flatten());
+        let read = if matches!(style, Some(Style::Single | Style::Double | Style::Block)) {
+            Read::Chars
+        } else if alone && sk.plain_alone.get(hs[0]).copied().unwrap_or(false) {
+            Read::Plain
+        } else {
+            Read::StringOnly
+        };
+        Some(Self {
+            parts,
+            tail: rest.to_owned(),
+            read,
+        })
     }
-    out.push_str(rest);
-    Some(out)
+
+    /// Fills the holes into `text` (cleared first) and reads it: [`Plain::Text`] when the
+    /// scalar is the string `text`; `None` when not certain.
+    fn read(&self, values: &[(&str, Kind)], text: &mut String) -> Option<Plain> {
+        text.clear();
+        for (before, k) in &self.parts {
+            text.push_str(before);
+            text.push_str(values.get(*k)?.0);
+        }
+        text.push_str(&self.tail);
+        match self.read {
+            Read::Chars => Some(Plain::Text),
+            Read::Plain => read_plain_ref(text),
+            Read::StringOnly => match read_plain_ref(text)? {
+                p @ (Plain::Text | Plain::Other(Value::String(_))) => Some(p),
+                Plain::Other(_) => None,
+            },
+        }
+    }
 }
 
 /// The skeleton's value `v` with its holes filled, or `None` when not certain.
 fn fill(v: &Value, sk: &Skeleton, values: &[(&str, Kind)]) -> Option<Value> {
     Some(match v {
         Value::String(s) if s.contains(OPEN) => {
-            let text = fill_text(s, values)?;
-            let hs = holes(s);
-            let alone = hs.len() == 1 && s.len() == OPEN.len_utf8() * 2 + digits(hs[0]);
-            let style = hs.first().and_then(|&k| sk.style.get(k).copied().flatten());
-            if matches!(style, Some(Style::Single | Style::Double | Style::Block)) {
-                // Quoted or block: the characters, always a string.
-                Value::String(text)
-            } else if alone && sk.plain_alone.get(hs[0]).copied().unwrap_or(false) {
-                read_plain(&text)?
-            } else {
-                // Quoted, or plain with text around the holes: a string unless it would
-                // read as something else when plain (then the guard parses).
-                match read_plain(&text)? {
-                    Value::String(s) => Value::String(s),
-                    _ => return None,
-                }
+            let mut text = String::with_capacity(s.len() + 16);
+            match HoleScalar::new(s, sk)?.read(values, &mut text)? {
+                Plain::Text => Value::String(text),
+                Plain::Other(v) => v,
             }
         }
         Value::Mapping(m) => {
@@ -445,21 +542,53 @@ fn fill(v: &Value, sk: &Skeleton, values: &[(&str, Kind)]) -> Option<Value> {
     })
 }
 
-/// The parse of the clean document of `marked` without parsing it, when its skeleton allows
-/// (see the module doc); `None`: parse it. The caller has checked
-/// [`super::guard::plain_values_only`].
-#[must_use]
-pub fn parse(marked: &str) -> Option<Value> {
+/// The skeleton entry and printed values of `marked`, when its skeleton may rebuild the
+/// parse (see the module doc).
+fn rebuildable(marked: &str) -> Option<(Arc<Skeleton>, Values<'_>)> {
     let (skeleton, values) = split(marked)?;
     let sk = entry(&skeleton, values.len())?;
     let texts_fit = values
         .iter()
         .enumerate()
         .all(|(k, (v, kind))| *kind == Kind::Word || fits(v, sk.style.get(k).copied().flatten()));
-    if !texts_fit {
-        return None;
-    }
+    texts_fit.then_some((sk, values))
+}
+
+/// The parse of the clean document of `marked` without parsing it, when its skeleton allows
+/// (see the module doc); `None`: parse it.
+#[cfg(test)]
+#[must_use]
+pub fn parse(marked: &str) -> Option<Value> {
+    let (sk, values) = rebuildable(marked)?;
     fill(&sk.value, &sk, &values)
+}
+
+/// What [`parse`] would return, in canonical JSON ([`CanonicalJson::of`] of it), written
+/// from the skeleton's JSON segments ([`json::Plan`]) without building the parse where the
+/// plan allows; `None`: parse the document.
+#[must_use]
+pub fn canonical(marked: &str) -> Option<CanonicalJson> {
+    let (sk, values) = rebuildable(marked)?;
+    match sk.json.as_ref().map(|plan| plan.write(&values)) {
+        Some(json::Outcome::Json(text)) => {
+            #[cfg(test)]
+            COUNTS.with(|c| c.set((c.get().0 + 1, c.get().1)));
+            Some(CanonicalJson::from_json(text))
+        }
+        Some(json::Outcome::NotCertain) => None,
+        Some(json::Outcome::Fallback) | None => {
+            #[cfg(test)]
+            COUNTS.with(|c| c.set((c.get().0, c.get().1 + 1)));
+            fill(&sk.value, &sk, &values).map(|v| CanonicalJson::of(&v))
+        }
+    }
+}
+
+// How many answers of `canonical` this thread had written from the plan, and how many
+// built the parse.
+#[cfg(test)]
+thread_local! {
+    pub(crate) static COUNTS: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
 }
 
 #[cfg(test)]
@@ -510,6 +639,36 @@ mod tests {
                 .expect("a mapping");
             assert_eq!(read_plain(text), Some(want), "{text:?}");
         }
+    }
+
+    #[test]
+    fn core_tags_and_escapes_are_found_as_by_five_searches() {
+        let texts = [
+            "!!",
+            "tag:yaml.org",
+            "%TAG",
+            "\\u",
+            "\\U",
+            "!",
+            "%",
+            "\\",
+            "tag:yaml",
+            "%TA",
+        ];
+        let mut cases = 0;
+        for a in texts {
+            for b in texts {
+                for around in ["", "x", "!x%y\\z"] {
+                    let text = format!("{around}{a}{around}{b}{around}");
+                    let want = ["!!", "tag:yaml.org", "%TAG", "\\u", "\\U"]
+                        .iter()
+                        .any(|s| text.contains(s));
+                    assert_eq!(core_tag_or_escape(&text), want, "{text:?}");
+                    cases += 1;
+                }
+            }
+        }
+        assert_eq!(cases, 300);
     }
 
     #[test]
