@@ -811,6 +811,7 @@ fn manual_action(command: Command) -> Result<ExitCode> {
 
 /// A multi-threaded tokio runtime for the commands that talk to the store or to AWS.
 fn runtime() -> Result<tokio::runtime::Runtime> {
+    crate::desired::limit_allocator_arenas();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

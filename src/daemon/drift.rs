@@ -17,6 +17,7 @@ use tracing::Instrument as _;
 
 use super::ctx::Ctx;
 use crate::config::DriftPolicy;
+use crate::desired::Documents;
 use crate::drift::{self, Expected};
 use crate::evaluate::Evaluation;
 use crate::model::ResourceStatus;
@@ -30,7 +31,8 @@ use crate::telemetry::events::{DriftCheckFinished, DriftFound};
 struct Wanted {
     rendered_hash: Option<String>,
     version: crate::plan::Version,
-    document: Option<String>,
+    /// The rendering, shared with the render cache (never copied).
+    documents: Documents,
     policy: DriftPolicy,
 }
 
@@ -78,10 +80,6 @@ fn wanted(ctx: &Ctx, eval: &Evaluation) -> BTreeMap<String, Wanted> {
                 DesiredState::Ready { rendered_hash } => Some(rendered_hash.clone()),
                 _ => None,
             };
-            let document = match r.documents.as_slice() {
-                [(_, body)] => Some(body.clone()),
-                _ => None,
-            };
             let policy = ctx
                 .config
                 .drift
@@ -91,7 +89,7 @@ fn wanted(ctx: &Ctx, eval: &Evaluation) -> BTreeMap<String, Wanted> {
                 Wanted {
                     rendered_hash,
                     version: r.desired.version,
-                    document,
+                    documents: r.documents.clone(),
                     policy,
                 },
             )
@@ -99,13 +97,32 @@ fn wanted(ctx: &Ctx, eval: &Evaluation) -> BTreeMap<String, Wanted> {
         .collect()
 }
 
+/// Keeps only the records the check reads (those the desired state declares), without their
+/// outputs (never compared): the check holds them for as long as it reads every stack.
+fn compact(records: &mut Vec<ResourceRecord>, wanted: &BTreeMap<String, Wanted>) {
+    records.retain(|r| wanted.contains_key(&r.id));
+    for r in records.iter_mut() {
+        r.outputs = BTreeMap::new();
+    }
+    records.shrink_to_fit();
+}
+
+/// The text of a rendering of exactly one document (a `CloudFormation` template).
+fn single_document(documents: &Documents) -> Option<&str> {
+    match documents.as_slice() {
+        [(_, body)] => Some(body.as_str()),
+        _ => None,
+    }
+}
+
 /// One check of every recorded stack the desired state declares.
 async fn check(ctx: &Arc<Ctx>, wanted: &BTreeMap<String, Wanted>) -> Result<(), StateError> {
     let started = Instant::now();
-    let records = ctx.store.resources().await?;
+    let mut records = ctx.store.resources().await?;
     ctx.store
         .retain_drift(&records.iter().map(|r| r.id.clone()).collect::<Vec<_>>())
         .await?;
+    compact(&mut records, wanted);
     let pending = ctx.store.deploy_requests().await?;
     let mut counts = (0usize, 0usize, 0usize);
     for record in &records {
@@ -173,7 +190,7 @@ async fn check_one(ctx: &Ctx, record: &ResourceRecord, w: &Wanted) -> Option<Vec
         tracing::info!(reason = %why, "Resource drift detection not available on this endpoint (DetectStackDrift failed); stacks are still compared by status, template, parameters and tags.");
     }
     // The template is compared only while the desired rendering is the recorded one.
-    let rendered = w.document.as_deref().filter(|_| {
+    let rendered = single_document(&w.documents).filter(|_| {
         w.rendered_hash.as_deref() == Some(record.rendered_hash.as_str())
             && w.version == record.version
     });
@@ -186,4 +203,71 @@ async fn check_one(ctx: &Ctx, record: &ResourceRecord, w: &Wanted) -> Option<Vec
         rendered,
     };
     Some(drift::classify(&expected, &read))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wanted(documents: Vec<(String, String)>) -> Wanted {
+        Wanted {
+            rendered_hash: None,
+            version: crate::plan::Version { major: 1, minor: 0 },
+            documents: documents.into(),
+            policy: DriftPolicy::Report,
+        }
+    }
+
+    #[test]
+    fn the_check_shares_the_rendering_and_compares_one_document_only() {
+        let docs: Documents =
+            vec![("cloudformation.yaml".to_owned(), "Resources: {}".to_owned())].into();
+        let w = Wanted {
+            documents: docs.clone(),
+            ..wanted(Vec::new())
+        };
+        assert!(
+            std::ptr::eq(w.documents.as_slice(), docs.as_slice()),
+            "a copy, not shared"
+        );
+        assert_eq!(single_document(&w.documents), Some("Resources: {}"));
+        assert_eq!(single_document(&wanted(Vec::new()).documents), None);
+        let two = vec![
+            ("a".to_owned(), "x".to_owned()),
+            ("b".to_owned(), "y".to_owned()),
+        ];
+        assert_eq!(single_document(&wanted(two).documents), None);
+    }
+
+    fn record(id: &str) -> ResourceRecord {
+        ResourceRecord {
+            id: id.into(),
+            kind: crate::plan::ResourceKind::Environment,
+            repo: "platform".into(),
+            environment: None,
+            template: "basic-env".into(),
+            version: crate::plan::Version { major: 1, minor: 0 },
+            input_hash: "i".into(),
+            rendered_hash: "r".into(),
+            outputs: BTreeMap::from([("TopicArn".into(), "arn:x".into())]),
+            status: ResourceStatus::Deployed,
+            spec_commit: None,
+            updated_at: String::new(),
+            placement: crate::model::Placement::default(),
+        }
+    }
+
+    #[test]
+    fn the_check_holds_only_declared_records_without_their_outputs() {
+        let mut records = vec![record("environment/a"), record("environment/gone")];
+        let wanted = BTreeMap::from([("environment/a".to_owned(), wanted(Vec::new()))]);
+        compact(&mut records, &wanted);
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].id, "environment/a");
+        assert!(records[0].outputs.is_empty());
+        assert_eq!(
+            records[0].rendered_hash, "r",
+            "what the check compares is kept"
+        );
+    }
 }

@@ -50,7 +50,7 @@ mod resolve;
 mod rows;
 mod service;
 
-pub use cache::{ComputeCache, release_freed_memory};
+pub use cache::{ComputeCache, limit_allocator_arenas, release_freed_memory};
 pub use context::{ServiceContext, SpecSource, environment_context};
 pub use load::{load, load_cached, load_cached_with, load_shared};
 
