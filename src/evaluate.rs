@@ -342,14 +342,27 @@ fn rollout_units(set: &DesiredSet, snapshot: &Snapshot) -> Vec<RolloutUnit> {
         .collect()
 }
 
-/// The held minor upgrades not already decided, as holds with their reasons.
+/// The held minor upgrades not already decided, as holds with their reasons. Linear: the
+/// decisions are indexed by resource id once (a scan of them per held upgrade was quadratic
+/// in the fleet on a tag that holds most of it).
 fn held_decisions(
     held: Vec<Action>,
     schedule: &Schedule,
     holds: &BTreeMap<String, HoldReason>,
 ) -> Vec<Decision> {
+    let mut decided: BTreeMap<&str, Vec<&Action>> = BTreeMap::new();
+    for d in &schedule.decisions {
+        decided
+            .entry(d.action.id.as_str())
+            .or_default()
+            .push(&d.action);
+    }
     held.into_iter()
-        .filter(|a| !schedule.decisions.iter().any(|d| d.action == *a))
+        .filter(|a| {
+            !decided
+                .get(a.id.as_str())
+                .is_some_and(|same| same.contains(&a))
+        })
         .filter_map(|a| {
             let reason = holds.get(&a.id)?.clone();
             Some(Decision {
@@ -649,6 +662,78 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+
+    fn upgrade(id: &str, to: u32) -> Action {
+        let v = |minor| Version { major: 1, minor };
+        Action {
+            id: id.to_owned(),
+            kind: plan::ResourceKind::ServiceInstance,
+            template: "svc".to_owned(),
+            version: v(to),
+            deployed: Some(v(0)),
+            action: ActionKind::Update {
+                reason: plan::UpdateReason::MinorUpgrade {
+                    from: v(0),
+                    to: v(to),
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn held_upgrades_are_added_unless_the_same_change_is_decided() {
+        type Case = (
+            Vec<Action>,
+            Vec<Decision>,
+            Vec<&'static str>,
+            Vec<&'static str>,
+        );
+        let hold = |on: &str| HoldReason::EarlierStage {
+            waiting_on: on.to_owned(),
+        };
+        let decided = |a: Action| Decision {
+            action: a,
+            verdict: Verdict::Start,
+        };
+        // (held, decided, holds, the held ids expected as new decisions)
+        let cases: Vec<Case> = vec![
+            (vec![upgrade("a", 1)], vec![], vec!["a"], vec!["a"]),
+            // The same change decided already: not twice.
+            (
+                vec![upgrade("a", 1)],
+                vec![decided(upgrade("a", 1))],
+                vec!["a"],
+                vec![],
+            ),
+            // Another change of the same resource (its spec change on the old version).
+            (
+                vec![upgrade("a", 1)],
+                vec![decided(upgrade("a", 2))],
+                vec!["a"],
+                vec!["a"],
+            ),
+            // Another resource decided; a held change with no reason is left out.
+            (
+                vec![upgrade("a", 1), upgrade("b", 1)],
+                vec![decided(upgrade("c", 1))],
+                vec!["b"],
+                vec!["b"],
+            ),
+        ];
+        for (held, decisions, holds, want) in cases {
+            let holds: BTreeMap<String, HoldReason> = holds
+                .iter()
+                .map(|id| ((*id).to_owned(), hold("x")))
+                .collect();
+            let got = held_decisions(held, &Schedule { decisions }, &holds);
+            let ids: Vec<&str> = got.iter().map(|d| d.action.id.as_str()).collect();
+            assert_eq!(ids, want);
+            assert!(
+                got.iter()
+                    .all(|d| d.verdict == Verdict::Hold { reason: hold("x") })
+            );
+        }
+    }
 
     #[test]
     fn windows_are_read_in_their_time_zone() {

@@ -59,8 +59,12 @@ use sha2::Digest as _;
 pub const TOKEN_ENV: &str = "PROTOND_GIT_TOKEN";
 /// Environment variable naming the user sent with [`TOKEN_ENV`]; defaults to `x-access-token`.
 pub const TOKEN_USER_ENV: &str = "PROTOND_GIT_USER";
-/// How long [`watch`] gathers file events of one repository before reporting it.
-pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(200);
+/// How long [`watch`] gathers file events of one repository before reporting it: long
+/// enough to gather one git command's ref writes (lock file, rename, packed-refs) into one
+/// report, short, since it is all of a tag's latency before its cycle starts. A ref written
+/// after the report re-arms it, so a cycle started between two writes is followed by one
+/// that reads the second.
+pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(50);
 
 const DEFAULT_TOKEN_USER: &str = "x-access-token";
 /// Where protond keeps each release tag's recorded commit: `refs/protond/releases/<tag>`.
@@ -1349,7 +1353,7 @@ impl Credentials {
     }
 }
 
-/// Watch local repo paths (working dirs or bare) for changes to refs (commits, tags): returns a notify watcher (keep it alive) and a `tokio::sync::mpsc::UnboundedReceiver<usize>` yielding the index of the path that changed; debounce ~200 ms; events must arrive within 1 s of `git commit` / `git tag`.
+/// Watch local repo paths (working dirs or bare) for changes to refs (commits, tags): returns a notify watcher (keep it alive) and a `tokio::sync::mpsc::UnboundedReceiver<usize>` yielding the index of the path that changed; debounce ~50 ms; events must arrive within 1 s of `git commit` / `git tag`.
 ///
 /// The repository's `refs/` (recursively), `packed-refs` and `HEAD` are watched (and
 /// `reftable/` for repositories using that format). Events of
@@ -2242,6 +2246,33 @@ mod tests {
             rx.try_recv(),
             Err(tokio::sync::mpsc::error::TryRecvError::Disconnected)
         ));
+    }
+
+    #[test]
+    fn debounce_reports_a_burst_once_and_a_later_write_again() {
+        let (raw_tx, raw_rx) = std::sync::mpsc::channel::<usize>();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let delay = Duration::from_millis(50);
+        let thread = std::thread::spawn(move || debounce(&raw_rx, &tx, delay));
+        // One git command's writes (lock file, rename) on repo 0, one on repo 1.
+        for i in [0, 0, 1, 0] {
+            raw_tx.send(i).expect("send");
+        }
+        std::thread::sleep(delay * 4);
+        let mut got = Vec::new();
+        while let Ok(i) = rx.try_recv() {
+            got.push(i);
+        }
+        got.sort_unstable();
+        assert_eq!(got, vec![0, 1], "each repo once per burst");
+        // A write after the report is reported again (never lost to the last burst).
+        raw_tx.send(0).expect("send");
+        std::thread::sleep(delay * 4);
+        assert_eq!(rx.try_recv().ok(), Some(0));
+        drop(raw_tx);
+        thread
+            .join()
+            .expect("the debounce thread ends with its sender");
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! 6. [`record_moves`]: record spec files that moved to another repo; record the invalid
 //!    specs (for `protond status`); start the drift check beside the cycle when it is due
 //!    ([`super::drift`]);
-//! 7. [`start`]: start a deployment task for every change the schedule lets start;
+//! 7. [`start`]: start a deployment task for every change the schedule lets start (the
+//!    rollout holds are logged after it);
 //! 8. [`propose`]: start the pull-request pass for major upgrades.
 //!
 //! A cycle never waits for stacks: each task runs the deployment lifecycle
@@ -149,6 +150,7 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<CycleReport,
         super::gate::record(&ctx.store, &eval, &ctx.telemetry, (&facts.scope, &known)).await?;
         super::drift::maybe_start(ctx, &eval);
         start(ctx, &snapshot, &eval, &facts.records, &mut report);
+        log_holds(&eval, &ctx.repeats);
         propose(ctx, snapshot, facts.records).await;
         // What the cycle freed goes back to the system, so that the daemon at rest holds
         // only what it keeps (repo handles, the render cache, the last snapshot).
@@ -550,9 +552,9 @@ pub async fn read_facts(
     })
 }
 
-/// Logs the desired state's problems, invalid resources and rollout holds, and adds them to
-/// the report. Each is logged at `warn` (`info` for holds) in the cycle it appears, then at
-/// `debug` while it stays the same (`repeats`).
+/// Logs the desired state's problems and invalid resources, and adds them to the report.
+/// Each is logged at `warn` in the cycle it appears, then at `debug` while it stays the same
+/// (`repeats`). The rollout holds are logged after the starts ([`log_holds`]).
 fn report_problems(eval: &Evaluation, report: &mut CycleReport, repeats: &Repeats) {
     let problems = repeats.news("problem", eval.set.problems.iter().cloned().collect());
     for p in &eval.set.problems {
@@ -586,6 +588,25 @@ fn report_problems(eval: &Evaluation, report: &mut CycleReport, repeats: &Repeat
             tracing::debug!(resource = %id, error = %error, "Resource is invalid (unchanged).");
         }
     }
+    if let Some((_, hold @ HoldReason::DeletionBudget { deletes, budget })) = eval
+        .schedule
+        .holds()
+        .find(|(_, h)| matches!(h, HoldReason::DeletionBudget { .. }))
+    {
+        tracing::error!(
+            deletes,
+            budget,
+            "Refusing to delete: more resources would be deleted than the per-cycle deletion budget allows. Raise daemon.deletion_budget if this is intended."
+        );
+        report.problems.push(hold.to_string());
+    }
+}
+
+/// Logs the rollout holds: at `info` in the cycle a hold appears, then at `debug` while it
+/// stays the same (`repeats`). Called once the cycle's deployments started: a tag that holds
+/// most of a large fleet logs a line per held resource, which would otherwise delay the
+/// first deployment.
+fn log_holds(eval: &Evaluation, repeats: &Repeats) {
     let holds = repeats.news(
         "hold",
         eval.rollout_holds
@@ -599,18 +620,6 @@ fn report_problems(eval: &Evaluation, report: &mut CycleReport, repeats: &Repeat
         } else {
             tracing::debug!(resource = %id, "Minor upgrade held (unchanged): {why}.");
         }
-    }
-    if let Some((_, hold @ HoldReason::DeletionBudget { deletes, budget })) = eval
-        .schedule
-        .holds()
-        .find(|(_, h)| matches!(h, HoldReason::DeletionBudget { .. }))
-    {
-        tracing::error!(
-            deletes,
-            budget,
-            "Refusing to delete: more resources would be deleted than the per-cycle deletion budget allows. Raise daemon.deletion_budget if this is intended."
-        );
-        report.problems.push(hold.to_string());
     }
 }
 
