@@ -2252,23 +2252,31 @@ mod tests {
     fn debounce_reports_a_burst_once_and_a_later_write_again() {
         let (raw_tx, raw_rx) = std::sync::mpsc::channel::<usize>();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let delay = Duration::from_millis(50);
+        // Long enough that a loaded machine does not split the burst below into two.
+        let delay = Duration::from_millis(300);
         let thread = std::thread::spawn(move || debounce(&raw_rx, &tx, delay));
+        let next = |rx: &mut tokio::sync::mpsc::UnboundedReceiver<usize>| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(i) = rx.try_recv() {
+                    return Some(i);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            None
+        };
         // One git command's writes (lock file, rename) on repo 0, one on repo 1.
         for i in [0, 0, 1, 0] {
             raw_tx.send(i).expect("send");
         }
-        std::thread::sleep(delay * 4);
-        let mut got = Vec::new();
-        while let Ok(i) = rx.try_recv() {
-            got.push(i);
-        }
+        let mut got = vec![next(&mut rx), next(&mut rx)];
         got.sort_unstable();
-        assert_eq!(got, vec![0, 1], "each repo once per burst");
+        assert_eq!(got, vec![Some(0), Some(1)], "each repo reported");
+        std::thread::sleep(delay * 2);
+        assert_eq!(rx.try_recv().ok(), None, "each repo once per burst");
         // A write after the report is reported again (never lost to the last burst).
         raw_tx.send(0).expect("send");
-        std::thread::sleep(delay * 4);
-        assert_eq!(rx.try_recv().ok(), Some(0));
+        assert_eq!(next(&mut rx), Some(0));
         drop(raw_tx);
         thread
             .join()
