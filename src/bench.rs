@@ -681,8 +681,10 @@ fn cfn_client(url: &str, region: &str) -> aws_sdk_cloudformation::Client {
     aws_sdk_cloudformation::Client::from_conf(conf)
 }
 
-/// Live stacks (not deleted): (name, status).
-async fn live_stacks(cfn: &aws_sdk_cloudformation::Client) -> Result<Vec<(String, String)>> {
+/// Every stack `moto_server` lists, all pages.
+async fn all_stacks(
+    cfn: &aws_sdk_cloudformation::Client,
+) -> Result<Vec<aws_sdk_cloudformation::types::Stack>> {
     let mut out = Vec::new();
     let mut token: Option<String> = None;
     loop {
@@ -697,17 +699,26 @@ async fn live_stacks(cfn: &aws_sdk_cloudformation::Client) -> Result<Vec<(String
                     aws_sdk_cloudformation::error::DisplayErrorContext(&e)
                 )
             })?;
-        for s in page.stacks() {
-            let status = s.stack_status().map_or("", |x| x.as_str()).to_string();
-            if status != "DELETE_COMPLETE" {
-                out.push((s.stack_name().unwrap_or("").to_string(), status));
-            }
-        }
+        out.extend(page.stacks().iter().cloned());
         match page.next_token() {
             Some(t) if !t.is_empty() => token = Some(t.to_string()),
             _ => break,
         }
     }
+    Ok(out)
+}
+
+/// Live stacks (not deleted): (name, status).
+async fn live_stacks(cfn: &aws_sdk_cloudformation::Client) -> Result<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = all_stacks(cfn)
+        .await?
+        .iter()
+        .filter_map(|s| {
+            let status = s.stack_status().map_or("", |x| x.as_str()).to_string();
+            (status != "DELETE_COMPLETE")
+                .then(|| (s.stack_name().unwrap_or("").to_string(), status))
+        })
+        .collect();
     out.sort();
     Ok(out)
 }
@@ -775,21 +786,10 @@ struct StackCall {
 async fn stack_tags(
     cfn: &aws_sdk_cloudformation::Client,
 ) -> Result<std::collections::HashMap<String, Vec<(String, String)>>> {
-    let mut out = std::collections::HashMap::new();
-    let mut token: Option<String> = None;
-    loop {
-        let page = cfn
-            .describe_stacks()
-            .set_next_token(token.take())
-            .send()
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "DescribeStacks: {}",
-                    aws_sdk_cloudformation::error::DisplayErrorContext(&e)
-                )
-            })?;
-        for s in page.stacks() {
+    Ok(all_stacks(cfn)
+        .await?
+        .iter()
+        .map(|s| {
             let tags = s
                 .tags()
                 .iter()
@@ -800,14 +800,9 @@ async fn stack_tags(
                     )
                 })
                 .collect();
-            out.insert(s.stack_name().unwrap_or("").to_string(), tags);
-        }
-        match page.next_token() {
-            Some(t) if !t.is_empty() => token = Some(t.to_string()),
-            _ => break,
-        }
-    }
-    Ok(out)
+            (s.stack_name().unwrap_or("").to_string(), tags)
+        })
+        .collect())
 }
 
 /// The stacks protond deploys for the fleet, in deployment order, rendered from the repos

@@ -1113,6 +1113,22 @@ async fn http_checks(base: &str, w: &Abuse) -> Vec<(&'static str, Result<(), Str
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Ready means serving, not that the first cycle ran: wait for it, so that its fetch
+    // cannot read the change committed below (as a forged webhook's fetch would).
+    while Instant::now() < deadline {
+        let cycles = match client.get(format!("{base}/metrics")).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if cycles.lines().any(|l| {
+            l.strip_prefix("protond_reconcile_cycles_total ")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .is_some_and(|v| v >= 1.0)
+        }) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let payments = w.root.join("payments");
     let body = serde_json::json!({
         "ref": "refs/heads/main",
