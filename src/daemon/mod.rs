@@ -124,7 +124,12 @@ pub async fn run_once(ctx: &Arc<Ctx>) -> Result<OnceReport, ReconcileError> {
             break;
         }
         let ended = if r.waiting_on_deployments > 0 {
-            ctx.wait_any_ended(&running).await
+            // A deployment that ended while the cycle ran is in neither set the wait
+            // watches: its dependants start now, not when the next one ends.
+            match ended_during(&before, &running, r.started + r.adopted) {
+                Some(ended) => ended,
+                None => ctx.wait_any_ended(&running).await,
+            }
         } else {
             ctx.wait_idle(None).await;
             running
@@ -162,6 +167,19 @@ pub async fn run_once(ctx: &Arc<Ctx>) -> Result<OnceReport, ReconcileError> {
         }
     }
     Ok(report)
+}
+
+/// What ended while a cycle ran, `None` when nothing did: the deployments running before it
+/// that no longer run, and (their ids unknown, so an empty set) any of the `started` this
+/// cycle that already ended. Pure.
+fn ended_during(
+    before: &BTreeSet<String>,
+    running: &BTreeSet<String>,
+    started: usize,
+) -> Option<BTreeSet<String>> {
+    let ended: BTreeSet<String> = before.difference(running).cloned().collect();
+    let still_running = running.difference(before).count();
+    (!ended.is_empty() || still_running < started).then_some(ended)
 }
 
 /// The generation of the cycle after `ended` ended: one past the deepest of them (one past

@@ -312,6 +312,38 @@ fn the_generation_of_the_next_once_cycle_is_one_past_the_deepest_that_ended() {
     }
 }
 
+#[test]
+fn a_deployment_that_ended_during_the_cycle_is_not_waited_for() {
+    type Case = (
+        &'static [&'static str],
+        &'static [&'static str],
+        usize,
+        Option<&'static [&'static str]>,
+    );
+    let ids = |v: &[&str]| -> std::collections::BTreeSet<String> {
+        v.iter().map(|s| (*s).to_string()).collect()
+    };
+    // (running before, running after, started by the cycle, ended during it)
+    let cases: &[Case] = &[
+        // Nothing ended: wait.
+        (&[], &["a", "b"], 2, None),
+        (&["a"], &["a", "b"], 1, None),
+        // One of the two started ended before the cycle looked (the race a wait missed).
+        (&[], &["b"], 2, Some(&[])),
+        // One running before ended while the cycle ran.
+        (&["a"], &["b"], 1, Some(&["a"])),
+        (&["a", "c"], &["c"], 0, Some(&["a"])),
+    ];
+    for (before, after, started, want) in cases {
+        let got = ended_during(&ids(before), &ids(after), *started);
+        assert_eq!(
+            got,
+            want.map(ids),
+            "{before:?} -> {after:?}, {started} started"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_minor_halts_its_rollout() {
     let w = World::new("").await;
