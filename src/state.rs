@@ -34,6 +34,7 @@ mod actions;
 mod approvals;
 pub mod copy;
 pub mod drift;
+mod generation;
 mod holds;
 pub mod lease;
 pub mod lock;
@@ -47,6 +48,7 @@ mod retired;
 mod shards;
 pub use actions::{ActionNotes, Progress};
 pub use approvals::PendingApproval;
+pub use generation::CycleReads;
 pub use holds::PinRecord;
 pub use lock::{LockHolder, WriterLock};
 pub use quarantine::{ReleaseEvent, Stop, StopKind};
@@ -773,6 +775,8 @@ pub struct Store {
     /// On PostgreSQL, the URL connected with (password included), for the connections the
     /// pool does not make (`LISTEN`); never printed.
     connect_url: Option<pg::Secret>,
+    /// The cycle's last full read of the store, kept under its write generation.
+    kept: generation::Kept,
 }
 
 fn version_string(v: Version) -> String {
@@ -925,6 +929,7 @@ impl Store {
             backend,
             fence: std::sync::Arc::default(),
             connect_url: None,
+            kept: generation::Kept::default(),
         }
     }
 

@@ -511,42 +511,40 @@ pub async fn read_facts(
     // A resource with a deployment running now is left to the next cycle, which plans it
     // from the record its outcome leaves: were it to finish between reading the records and
     // claiming it, a plan from the stale record would deploy it a second time.
+    // The reads are the last cycle's when nothing was written since (the store's generation).
+    let reads = store.cycle_reads().await?;
     running.extend(
-        store
-            .in_flight()
-            .await?
-            .into_iter()
-            .map(|d| d.deployment.resource_id),
+        reads
+            .in_flight
+            .iter()
+            .map(|d| d.deployment.resource_id.clone()),
     );
-    let halted: BTreeMap<(String, Version), String> = store
-        .rollouts()
-        .await?
-        .into_iter()
+    let halted: BTreeMap<(String, Version), String> = reads
+        .rollouts
+        .iter()
         .filter(|(_, (halted, _))| *halted)
-        .map(|(key, (_, reason))| (key, reason))
+        .map(|(key, (_, reason))| (key.clone(), reason.clone()))
         .collect();
     Ok(Facts {
-        records: store.resources().await?,
+        records: reads.resources.clone(),
         halted,
-        quarantined: store.quarantined().await?,
+        quarantined: reads.quarantined.clone(),
         running,
         waiting,
-        last_failures: store.last_failures().await?,
+        last_failures: reads.last_failures.clone(),
         backoff,
-        forced: store
-            .deploy_requests()
-            .await?
-            .into_iter()
-            .map(|(id, r)| (id, r.cause))
+        forced: reads
+            .deploy_requests
+            .iter()
+            .map(|(id, r)| (id.clone(), r.cause))
             .collect(),
-        pins: store
-            .pins()
-            .await?
+        pins: reads
+            .pins
             .iter()
             .filter_map(crate::evaluate::pins::from_record)
             .collect(),
-        holds: store.holds().await?,
-        approvals: store.approvals().await?,
+        holds: reads.holds.clone(),
+        approvals: reads.approvals.clone(),
         now,
         scope: crate::ha::shard::Scope::all(),
     })

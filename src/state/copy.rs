@@ -35,8 +35,15 @@ pub const COPIED: [&str; 17] = [
 ];
 
 /// The tables never copied: the migrations' own (the target is migrated when opened), and
-/// what running replicas hold (leases, replicas, webhooks queued for a leader).
-pub const NOT_COPIED: [&str; 4] = ["_sqlx_migrations", "leases", "replicas", "wakeups"];
+/// what running replicas hold (leases, replicas, webhooks queued for a leader), and the write
+/// generation (the target's triggers count the copy's own writes).
+pub const NOT_COPIED: [&str; 5] = [
+    "_sqlx_migrations",
+    "leases",
+    "replicas",
+    "wakeups",
+    "store_generation",
+];
 
 /// The tables whose `id` is an identity column (a sequence on PostgreSQL).
 const WITH_IDENTITY: [&str; 2] = ["deployments", "release_events"];

@@ -140,6 +140,7 @@ pub(super) async fn connect(url: &str, password: Option<&str>) -> Result<Store, 
         backend: Backend::Postgres,
         fence,
         connect_url: Some(Secret(full.into())),
+        kept: super::generation::Kept::default(),
     })
 }
 
