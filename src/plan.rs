@@ -336,18 +336,19 @@ pub fn force(plan: &mut Plan, forced: &BTreeMap<String, ForceCause>) {
 /// Diffs desired against deployed. `unknown_repos` are repos that failed to fetch or parse;
 /// `latest_major` is the newest registered major per template.
 #[must_use]
-pub fn diff(
-    desired: &[Desired],
+pub fn diff<D: std::borrow::Borrow<Desired>>(
+    desired: &[D],
     deployed: &[Deployed],
     unknown_repos: &BTreeSet<String>,
     latest_major: &BTreeMap<String, u32>,
 ) -> Plan {
     let deployed_by_id: BTreeMap<&str, &Deployed> =
         deployed.iter().map(|d| (d.id.as_str(), d)).collect();
-    let desired_ids: BTreeSet<&str> = desired.iter().map(|d| d.id.as_str()).collect();
+    let desired_ids: BTreeSet<&str> = desired.iter().map(|d| d.borrow().id.as_str()).collect();
     let mut actions = Vec::new();
     let mut proposals = Vec::new();
     for want in desired {
+        let want = want.borrow();
         let have = deployed_by_id.get(want.id.as_str()).copied();
         let action = action_for(want, have);
         // An invalid resource has no meaningful version: nothing to propose.
@@ -614,7 +615,7 @@ mod tests {
     fn unknown_repo_never_deletes() {
         let deployed = vec![have("s", ServiceInstance, v(1, 0), "i", "r")];
         let unknown = BTreeSet::from(["r".to_string()]);
-        let plan = diff(&[], &deployed, &unknown, &BTreeMap::new());
+        let plan = diff::<Desired>(&[], &deployed, &unknown, &BTreeMap::new());
         assert_eq!(kinds(&plan), vec![("s".to_string(), ActionKind::Unknown)]);
         assert_eq!(plan.changes().count(), 0);
     }

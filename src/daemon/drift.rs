@@ -97,14 +97,17 @@ fn wanted(ctx: &Ctx, eval: &Evaluation) -> BTreeMap<String, Wanted> {
         .collect()
 }
 
-/// Keeps only the records the check reads (those the desired state declares), without their
-/// outputs (never compared): the check holds them for as long as it reads every stack.
-fn compact(records: &mut Vec<ResourceRecord>, wanted: &BTreeMap<String, Wanted>) {
-    records.retain(|r| wanted.contains_key(&r.id));
-    for r in records.iter_mut() {
-        r.outputs = BTreeMap::new();
+/// The record of `id` the check compares, read just before its stack (so that the check
+/// never holds every record while it reads every stack); `None` when there is none or it
+/// is not to be checked (in conflict, or deploying now).
+async fn to_check(ctx: &Ctx, id: &str) -> Result<Option<ResourceRecord>, StateError> {
+    let Some(record) = ctx.store.resource(id).await? else {
+        return Ok(None);
+    };
+    if record.status == ResourceStatus::Conflict || ctx.running().contains(&record.id) {
+        return Ok(None);
     }
-    records.shrink_to_fit();
+    Ok(Some(record))
 }
 
 /// The text of a rendering of exactly one document (a `CloudFormation` template).
@@ -118,20 +121,22 @@ fn single_document(documents: &Documents) -> Option<&str> {
 /// One check of every recorded stack the desired state declares.
 async fn check(ctx: &Arc<Ctx>, wanted: &BTreeMap<String, Wanted>) -> Result<(), StateError> {
     let started = Instant::now();
-    let mut records = ctx.store.resources().await?;
-    ctx.store
-        .retain_drift(&records.iter().map(|r| r.id.clone()).collect::<Vec<_>>())
-        .await?;
-    compact(&mut records, wanted);
+    let recorded: Vec<String> = ctx
+        .store
+        .resources()
+        .await?
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    ctx.store.retain_drift(&recorded).await?;
+    drop(recorded);
     let pending = ctx.store.deploy_requests().await?;
     let mut counts = (0usize, 0usize, 0usize);
-    for record in &records {
-        let Some(w) = wanted.get(&record.id) else {
+    for (id, w) in wanted {
+        let Some(record) = to_check(ctx, id).await? else {
             continue;
         };
-        if record.status == ResourceStatus::Conflict || ctx.running().contains(&record.id) {
-            continue;
-        }
+        let record = &record;
         let Some(findings) = check_one(ctx, record, w).await else {
             counts.2 += 1;
             continue;
@@ -237,37 +242,5 @@ mod tests {
             ("b".to_owned(), "y".to_owned()),
         ];
         assert_eq!(single_document(&wanted(two).documents), None);
-    }
-
-    fn record(id: &str) -> ResourceRecord {
-        ResourceRecord {
-            id: id.into(),
-            kind: crate::plan::ResourceKind::Environment,
-            repo: "platform".into(),
-            environment: None,
-            template: "basic-env".into(),
-            version: crate::plan::Version { major: 1, minor: 0 },
-            input_hash: "i".into(),
-            rendered_hash: "r".into(),
-            outputs: BTreeMap::from([("TopicArn".into(), "arn:x".into())]),
-            status: ResourceStatus::Deployed,
-            spec_commit: None,
-            updated_at: String::new(),
-            placement: crate::model::Placement::default(),
-        }
-    }
-
-    #[test]
-    fn the_check_holds_only_declared_records_without_their_outputs() {
-        let mut records = vec![record("environment/a"), record("environment/gone")];
-        let wanted = BTreeMap::from([("environment/a".to_owned(), wanted(Vec::new()))]);
-        compact(&mut records, &wanted);
-        assert_eq!(records.len(), 1);
-        assert_eq!(records[0].id, "environment/a");
-        assert!(records[0].outputs.is_empty());
-        assert_eq!(
-            records[0].rendered_hash, "r",
-            "what the check compares is kept"
-        );
     }
 }

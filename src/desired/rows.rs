@@ -88,7 +88,8 @@ impl<'a> Builder<'a> {
                 version: row.version,
                 input_hash: hash_json(row.inputs),
                 state,
-            },
+            }
+            .into(),
             environment: row.environment,
             documents: documents.into(),
             provisioning,

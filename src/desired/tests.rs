@@ -259,7 +259,7 @@ fn customer_managed_environments_have_no_row_and_give_their_outputs() {
             .resources
             .into_iter()
             .find(|r| r.desired.id == "environment/dev")
-            .map(|r| r.desired.state)
+            .map(|r| r.desired.state.clone())
     };
     assert!(
         matches!(state(&snap, &[]), Some(DesiredState::Invalid { error }) if error.contains("were not read"))

@@ -27,7 +27,8 @@ fn resource(id: &str, env: &str, version: Version, doc: &str, state: DesiredStat
             version,
             input_hash: String::new(),
             state,
-        },
+        }
+        .into(),
         environment: Some(env.into()),
         documents: vec![(DOC.into(), doc.into())].into(),
         provisioning: Provisioning::CloudFormation,

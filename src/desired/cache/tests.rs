@@ -238,3 +238,43 @@ fn two_renderings_are_kept_and_unused_ones_dropped() {
     assert!(!cache.entries.contains_key("service/api"));
     assert!(cache.entries.contains_key("service/web"));
 }
+
+/// A reused row shares its planner row and its documents with the cache's rendering (each
+/// cycle's set holds pointers, not copies), and the planner borrows the set's rows.
+#[test]
+fn reused_rows_share_the_planner_row_and_documents() {
+    let inputs = base();
+    let mut cache = ComputeCache::default();
+    let compute = |cache: &mut ComputeCache| {
+        cache.compute_held(
+            &inputs.snapshot,
+            &inputs.deployed,
+            &inputs.account,
+            &inputs.pins,
+            &inputs.halted,
+        )
+    };
+    let first = compute(&mut cache);
+    let second = compute(&mut cache);
+    assert_eq!(cache.last_reused(), second.resources.len());
+    assert!(!second.resources.is_empty());
+    for (a, b) in first.resources.iter().zip(&second.resources) {
+        assert!(
+            std::sync::Arc::ptr_eq(&a.desired, &b.desired),
+            "{}: the planner row was copied",
+            b.desired.id
+        );
+        assert!(
+            std::ptr::eq(a.documents.as_slice(), b.documents.as_slice()),
+            "{}: the documents were copied",
+            b.desired.id
+        );
+    }
+    let rows = second.desired();
+    for (row, r) in rows.iter().zip(&second.resources) {
+        assert!(
+            std::ptr::eq(*row, std::sync::Arc::as_ptr(&r.desired)),
+            "the planner copied a row"
+        );
+    }
+}
