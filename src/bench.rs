@@ -1209,7 +1209,16 @@ fn timed_pairs(
     let via = cfn_client(endpoint, &config.region);
     let mut out = LatencyRuns::default();
     let mut rendered = Vec::new();
-    for _ in 0..runs.max(1) {
+    for run in 0..runs.max(1) {
+        // Every other run times the loops first, so that neither side always runs on a
+        // moto_server just reset after the other (the first run renders the loops' stacks
+        // from protond's, so protond goes first there).
+        let loops_first = run % 2 == 1;
+        if loops_first {
+            let (plain, bare) = rt.block_on(the_loops(&direct, &via, &rendered, &config, moto))?;
+            out.plain_loop.push(plain);
+            out.bare_loop.push(bare);
+        }
         rt.block_on(reset_moto(moto))?;
         fresh_state(&config)?;
         let (process, deploy) = protond_once(config_path, stacks, timeout)?;
@@ -1226,21 +1235,37 @@ fn timed_pairs(
             false,
             "protond reconcile --once",
         ))?;
-        // The plain loop, on the same templates, from an empty moto_server.
-        rt.block_on(reset_moto(moto))?;
-        rt.block_on(expect_stacks(&direct, &[], false, "the moto reset"))?;
-        let poll = config.stack_poll_interval;
-        let plain = rt.block_on(plain_loop(&via, &rendered, poll, true))?;
-        rt.block_on(expect_stacks(&direct, &names, false, "the plain SDK loop"))?;
-        rt.block_on(reset_moto(moto))?;
-        let bare = rt.block_on(plain_loop(&via, &rendered, poll, false))?;
-        rt.block_on(expect_stacks(&direct, &names, false, "the bare SDK loop"))?;
         out.protond_process.push(process);
         out.protond_deploy.push(deploy);
-        out.plain_loop.push(plain);
-        out.bare_loop.push(bare);
+        if !loops_first {
+            let (plain, bare) = rt.block_on(the_loops(&direct, &via, &rendered, &config, moto))?;
+            out.plain_loop.push(plain);
+            out.bare_loop.push(bare);
+        }
     }
     Ok((out, rendered))
+}
+
+/// The plain loop sending protond's requests, then the bare loop, each from an empty
+/// `moto_server` (reset through `moto`, timed through `via`); checks that each leaves exactly
+/// the rendered stacks.
+async fn the_loops(
+    direct: &aws_sdk_cloudformation::Client,
+    via: &aws_sdk_cloudformation::Client,
+    rendered: &[StackCall],
+    config: &Config,
+    moto: &str,
+) -> Result<(Duration, Duration)> {
+    let names: Vec<String> = rendered.iter().map(|s| s.name.clone()).collect();
+    let poll = config.stack_poll_interval;
+    reset_moto(moto).await?;
+    expect_stacks(direct, &[], false, "the moto reset").await?;
+    let plain = plain_loop(via, rendered, poll, true).await?;
+    expect_stacks(direct, &names, false, "the plain SDK loop").await?;
+    reset_moto(moto).await?;
+    let bare = plain_loop(via, rendered, poll, false).await?;
+    expect_stacks(direct, &names, false, "the bare SDK loop").await?;
+    Ok((plain, bare))
 }
 
 /// Deploys a fleet on a `moto_server` started here (under `dir`): protond against a plain

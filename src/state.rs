@@ -1205,11 +1205,14 @@ impl Store {
     }
 
     /// Starts a deployment; fails with [`StateError::InFlight`] if one is already running
-    /// for the resource.
+    /// for the resource. The row (with who asked for it, copied from the resource's pending
+    /// deploy request) and the request's removal are one commit.
     pub async fn begin_deployment(&self, d: &NewDeployment) -> Result<i64, StateError> {
+        let mut tx = self.write_tx("begin deployment").await?;
         let result = sqlx::query(
-            "INSERT INTO deployments (resource_id, kind, repo, environment, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, started_at, stack_name, stack_id, region, role_arn)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'in_progress', $13, $14, $15, $16, $17)
+            "INSERT INTO deployments (resource_id, kind, repo, environment, action, reason, template, from_version, to_version, input_hash, rendered_hash, spec_commit, status, started_at, stack_name, stack_id, region, role_arn, requested_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'in_progress', $13, $14, $15, $16, $17,
+                     (SELECT requested_by FROM deploy_requests WHERE resource_id = $1))
              RETURNING id",
         )
         .bind(&d.resource_id)
@@ -1229,28 +1232,30 @@ impl Store {
         .bind(&d.placement.stack_id)
         .bind(&d.placement.region)
         .bind(&d.placement.role_arn)
-        // Every row, not the first: SQLite hands out a RETURNING row before the statement
-        // (and its implicit commit) completes, so stopping after one would drop the error
-        // of a write that then fails (a full disk) and return the id of a row never stored.
-        .fetch_all(&self.pool)
+        // Every row, not the first: a write that then fails must not hand out its id.
+        .fetch_all(&mut *tx)
         .await;
         match result {
             Ok(rows) => {
-                // The deployment satisfies any pending request to deploy the resource (a
-                // crash before this line only repeats the deployment: harmless). Who asked
-                // is kept on the history row.
                 let id: i64 = rows
                     .first()
                     .ok_or(sqlx::Error::RowNotFound)
                     .and_then(|r| r.try_get("id"))
                     .map_err(self.q("start a deployment"))?;
-                self.note_requested_by(id, &d.resource_id).await?;
+                // The deployment satisfies any pending request to deploy the resource (who
+                // asked is kept on the history row, above).
+                sqlx::query("DELETE FROM deploy_requests WHERE resource_id = $1")
+                    .bind(&d.resource_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(self.q("drop a deploy request"))?;
+                tx.commit().await.map_err(self.q("begin deployment"))?;
                 self.note_approval(id, &d.resource_id, d.to_version, d.reason.as_deref())
                     .await?;
-                self.clear_deploy_request(&d.resource_id).await?;
                 Ok(id)
             }
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                drop(tx);
                 let existing = self
                     .in_flight()
                     .await?
@@ -1269,22 +1274,6 @@ impl Store {
     /// Finishes a deployment and records its resource in one transaction.
     pub async fn finish_deployment(&self, id: i64, outcome: &Outcome) -> Result<(), StateError> {
         let mut tx = self.write_tx("finish deployment").await?;
-        let row = sqlx::query(
-            "SELECT resource_id FROM deployments WHERE id = $1 AND status = 'in_progress'",
-        )
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(self.q("finish deployment"))?;
-        let Some(row) = row else {
-            return Err(StateError::Corrupt {
-                table: "deployments",
-                detail: format!("deployment {id} is not in progress"),
-            });
-        };
-        let resource_id: String = row
-            .try_get("resource_id")
-            .map_err(self.q("finish deployment"))?;
         let (status, error, retryable) = match outcome {
             Outcome::Succeeded(_) | Outcome::Deleted => (DeploymentStatus::Succeeded, None, false),
             Outcome::Failed { error, retryable } => {
@@ -1297,16 +1286,27 @@ impl Store {
             ),
             Outcome::Conflict { error } => (DeploymentStatus::Failed, Some(error.clone()), false),
         };
-        sqlx::query(
-            "UPDATE deployments SET status = $1, error = $2, retryable = $3, finished_at = $4 WHERE id = $5",
+        // One statement finds the row in progress and finishes it.
+        let rows = sqlx::query(
+            "UPDATE deployments SET status = $1, error = $2, retryable = $3, finished_at = $4
+             WHERE id = $5 AND status = 'in_progress' RETURNING resource_id",
         )
         .bind(status.as_str())
         .bind(error)
         .bind(i64::from(retryable))
-            .bind(now())
-            .bind(id)
-            .execute(&mut *tx)
-            .await
+        .bind(now())
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(self.q("finish deployment"))?;
+        let Some(row) = rows.first() else {
+            return Err(StateError::Corrupt {
+                table: "deployments",
+                detail: format!("deployment {id} is not in progress"),
+            });
+        };
+        let resource_id: String = row
+            .try_get("resource_id")
             .map_err(self.q("finish deployment"))?;
         match outcome {
             Outcome::Succeeded(r) => {

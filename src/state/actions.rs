@@ -42,30 +42,6 @@ pub struct ActionNotes {
 }
 
 impl Store {
-    /// Copies who asked for `resource_id`'s pending deploy request, if any, onto history row
-    /// `id` (called as the deployment starts, before the request is dropped).
-    ///
-    /// # Errors
-    ///
-    /// A store failure.
-    pub(super) async fn note_requested_by(
-        &self,
-        id: i64,
-        resource_id: &str,
-    ) -> Result<(), StateError> {
-        sqlx::query(
-            "UPDATE deployments SET requested_by =
-                (SELECT requested_by FROM deploy_requests WHERE resource_id = $1)
-             WHERE id = $2",
-        )
-        .bind(resource_id)
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(self.q("record who asked for a deployment"))?;
-        Ok(())
-    }
-
     /// Asks the daemon to cancel in-flight deployment `id`; false when it is not in flight.
     ///
     /// # Errors
