@@ -1863,7 +1863,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn record(id: &str) -> ResourceRecord {
+    pub(crate) fn record(id: &str) -> ResourceRecord {
         ResourceRecord {
             id: id.into(),
             kind: ResourceKind::Environment,

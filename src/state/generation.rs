@@ -113,49 +113,15 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{DeploymentAction, ResourceKind, ResourceStatus};
     use crate::plan::ForceCause;
-    use crate::state::{NewDeployment, Outcome};
+    use crate::state::Outcome;
+    use crate::state::tests::{new_dep, record};
 
-    fn record(id: &str) -> ResourceRecord {
-        ResourceRecord {
-            id: id.into(),
-            kind: ResourceKind::Environment,
-            repo: "platform".into(),
-            environment: Some("dev".into()),
-            template: "basic-env".into(),
-            version: Version { major: 1, minor: 0 },
-            input_hash: "i".into(),
-            rendered_hash: "r".into(),
-            outputs: BTreeMap::new(),
-            status: ResourceStatus::Deployed,
-            spec_commit: None,
-            updated_at: String::new(),
-            placement: crate::model::Placement::default(),
-        }
-    }
-
-    async fn deploy(store: &Store, r: &ResourceRecord) {
-        let id = store
-            .begin_deployment(&NewDeployment {
-                resource_id: r.id.clone(),
-                kind: r.kind,
-                repo: r.repo.clone(),
-                environment: r.environment.clone(),
-                action: DeploymentAction::Create,
-                reason: None,
-                template: r.template.clone(),
-                from_version: None,
-                to_version: r.version,
-                input_hash: r.input_hash.clone(),
-                rendered_hash: r.rendered_hash.clone(),
-                spec_commit: None,
-                placement: r.placement.clone(),
-            })
-            .await
-            .expect("begin");
+    /// Deploys `id` through the store (the history row and the record), as a cycle would.
+    async fn deploy(store: &Store, id: &str) {
+        let started = store.begin_deployment(&new_dep(id)).await.expect("begin");
         store
-            .finish_deployment(id, &Outcome::Succeeded(r.clone()))
+            .finish_deployment(started, &Outcome::Succeeded(record(id)))
             .await
             .expect("finish");
     }
@@ -168,7 +134,7 @@ mod tests {
         let url = crate::state::testing::url(dir.path()).await;
         let store = Store::open(&url).await.expect("open");
         let other = Store::open(&url).await.expect("open a second time");
-        deploy(&store, &record("env-a")).await;
+        deploy(&store, "env-a").await;
         let first = store.cycle_reads().await.expect("reads");
         assert_eq!(first.resources.len(), 1);
         let again = store.cycle_reads().await.expect("reads");
@@ -184,7 +150,7 @@ mod tests {
         ));
 
         // Another process's write.
-        deploy(&other, &record("env-b")).await;
+        deploy(&other, "env-b").await;
         let after = store.cycle_reads().await.expect("reads");
         assert!(!Arc::ptr_eq(&first, &after));
         assert_eq!(after.resources.len(), 2);
