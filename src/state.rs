@@ -304,6 +304,21 @@ fn config_password(config: &crate::config::Config) -> Result<Option<String>, Sta
     }
 }
 
+/// Whether a pooled connection is out of any transaction, so the pool may hand it out
+/// (its `before_acquire` hook; `false` closes it and the pool opens another). A transaction
+/// whose statement fails with "database or disk is full" or an I/O error is rolled back by
+/// `SQLite` itself; sqlx's own ROLLBACK then fails ("no transaction is active") and leaves its
+/// count of open transactions at one, so every later `BEGIN` on that connection failed with
+/// "attempted to call `begin_with` at non-zero transaction depth" and hid the real cause. The
+/// count is read after the release's ping has flushed the queued rollback.
+pub(crate) fn out_of_transaction(conn: &sqlx::AnyConnection) -> bool {
+    let clean = !sqlx::Connection::is_in_transaction(conn);
+    if !clean {
+        tracing::warn!("a state store connection was left inside a failed transaction: closed");
+    }
+    clean
+}
+
 /// Registers the `SQLite` and PostgreSQL drivers with sqlx's `Any` (once per process).
 fn install_drivers() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -900,6 +915,7 @@ impl Store {
                     Ok(())
                 })
             })
+            .before_acquire(|conn, _meta| Box::pin(async move { Ok(out_of_transaction(conn)) }))
             .connect(options.to_url_lossy().as_str())
             .await
             .map_err(open_error)?;
@@ -2336,6 +2352,37 @@ pub(crate) mod tests {
             offenders.is_empty(),
             "use Store::write_tx instead of a deferred transaction in {offenders:?}"
         );
+    }
+
+    /// A full disk or an I/O error makes `SQLite` roll a transaction back by itself; sqlx's
+    /// own rollback then fails and used to return the connection to the pool still counted
+    /// as inside a transaction, so the next write on it failed with "attempted to call
+    /// `begin_with` at non-zero transaction depth" instead of its own error (a fault test
+    /// found it on a full tmpfs). Here the transaction is ended behind sqlx's back the same
+    /// way, on every pooled connection; every later write must still work.
+    #[tokio::test]
+    async fn a_transaction_the_database_ended_itself_does_not_poison_the_pool() {
+        let (_dir, store) = store().await;
+        for _ in 0..6 {
+            let mut tx = store.write_tx("test").await.expect("begin");
+            sqlx::query("ROLLBACK")
+                .execute(&mut *tx)
+                .await
+                .expect("end it");
+            drop(tx);
+        }
+        for i in 0..12 {
+            let id = format!("environment/e{i}");
+            let dep = store
+                .begin_deployment(&new_dep(&id))
+                .await
+                .expect("a write after a poisoned transaction");
+            store
+                .finish_deployment(dep, &Outcome::Succeeded(record(&id)))
+                .await
+                .expect("finish");
+        }
+        assert_eq!(store.resources().await.expect("resources").len(), 12);
     }
 
     /// Issue 20: deployments finishing at once (8 at a time, as `[deploy] concurrency = 8`

@@ -126,7 +126,12 @@ pub(super) async fn connect(url: &str, password: Option<&str>) -> Result<Store, 
         })
         .before_acquire(move |conn, _| {
             let fence = on_acquire.clone();
-            Box::pin(async move { send_fence(conn, &fence).await.map(|()| true) })
+            Box::pin(async move {
+                if !super::out_of_transaction(conn) {
+                    return Ok(false);
+                }
+                send_fence(conn, &fence).await.map(|()| true)
+            })
         })
         .connect(&full)
         .await
