@@ -163,16 +163,18 @@ pub fn evaluate(
         schedule::rollout_holds(&first, &units, &records, &halted_map, &rules, facts.now),
     );
     // The change-set gate, on what the rollout gate let through.
-    let mut gated = gate::pass(&gate::GateInput {
-        snapshot,
-        facts,
-        config,
-        first: &first,
-        set: &set,
-        rollbacks: &rollbacks,
-        holds: &rollout_holds,
-        halted: &halted,
-    });
+    let mut gated = gate::pass(
+        &gate::GateInput {
+            snapshot,
+            facts,
+            config,
+            first: &first,
+            set: &set,
+            rollbacks: &rollbacks,
+            holds: &rollout_holds,
+        },
+        |pins| render(inputs, cache.as_deref_mut(), pins, &halted),
+    );
     rollout_holds.extend(gated.holds.clone());
     // Held minor upgrades stay on their deployed version, so that their spec changes deploy.
     let held: Vec<Action> = first

@@ -1,21 +1,24 @@
 //! Reuse of earlier renderings, per declaration: each environment and each service is rendered
-//! again only when something it reads has changed (its spec file at its commit, the releases
-//! of its template, halts of them, the deployed records and outputs of its resources and of
-//! the environments its instances target, pins of its resources, the account). A commit in one
-//! spec repo re-renders that repo's declarations only. Must hash everything a declaration's
-//! rendering reads: a missed input would serve a stale result. Never decides anything itself.
+//! again only when something it reads has changed (its spec file at its commit, the release
+//! each of its resources resolves to after pins and halts, the deployed records and outputs
+//! of its resources and of the environments its instances target, the account). A commit in
+//! one spec repo re-renders that repo's declarations only; a new minor held back renders only
+//! the resources that move to it. Must hash everything a declaration's rendering reads: a
+//! missed input would serve a stale result. Never decides anything itself.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sha2::{Digest, Sha256};
 
 use super::ownership::{EnvDecl, SvcDecl};
+use super::resolve::{ResolveError, Templates};
 use super::rows::Builder;
 use super::service::Targets;
 use super::{
-    DesiredSet, Resource, Snapshot, component_id, environment_id, instance_id, pipeline_id,
+    DesiredSet, Resource, Snapshot, component_id, environment, environment_id, instance_id,
+    pipeline_id, service,
 };
-use crate::catalog::releases::Catalog;
+use crate::catalog::releases::Release;
 use crate::plan::Version;
 use crate::state::ResourceRecord;
 
@@ -169,59 +172,32 @@ pub fn limit_allocator_arenas() {
     }
 }
 
-/// What every declaration's key shares, hashed once per computation: each template's
-/// releases and halts, and the account.
+/// What every declaration's key shares in one computation: the catalogue, pins and halts
+/// (read through each declaration's resolved releases) and the account.
+///
+/// A declaration's key holds the releases its resources resolve to, not every release of
+/// its template nor the pins: a new minor held back by the rollout or change-set gate leaves
+/// the key of a resource rendered on the version it runs as it was the cycle before, so
+/// that rendering is reused (issue 20: the gate rendered the whole fleet a second time).
 pub(super) struct Keys<'a> {
-    templates: BTreeMap<&'a str, Key>,
-    /// Hash of what a template unknown to the catalog resolves from.
-    unknown_template: Key,
+    templates: &'a Templates<'a>,
     account_id: &'a str,
-    pins: &'a BTreeMap<String, Version>,
 }
 
 impl<'a> Keys<'a> {
     /// The shared parts of the keys of one computation.
-    pub fn new(
-        catalog: &'a Catalog,
-        repos_failed: bool,
-        halted: &BTreeSet<(String, Version)>,
-        account_id: &'a str,
-        pins: &'a BTreeMap<String, Version>,
-    ) -> Self {
-        let mut hashers: BTreeMap<&str, Hasher> = BTreeMap::new();
-        for r in catalog.releases() {
-            let h = hashers
-                .entry(r.template.as_str())
-                .or_insert_with(|| Hasher::new(repos_failed));
-            h.put(&r.version.to_string());
-            h.put(&r.commit);
-            // A moved tag is a problem line; a deleted one changes what new resources get.
-            h.put(&format!("{:?}", r.state));
-            h.put(r.replaced.as_deref().unwrap_or("-"));
-        }
-        for (template, v) in halted {
-            if let Some(h) = hashers.get_mut(template.as_str()) {
-                h.put("halted");
-                h.put(&v.to_string());
-            }
-        }
+    pub fn new(templates: &'a Templates<'a>, account_id: &'a str) -> Self {
         Self {
-            templates: hashers.into_iter().map(|(t, h)| (t, h.finish())).collect(),
-            unknown_template: Hasher::new(repos_failed).finish(),
+            templates,
             account_id,
-            pins,
         }
     }
 
-    fn start(&self, kind: &str, name: &str, template: Option<&str>) -> Hasher {
-        let mut h = Hasher::new(false);
+    fn start(&self, kind: &str, name: &str) -> Hasher {
+        let mut h = Hasher::new();
         h.put(kind);
         h.put(name);
         h.put(self.account_id);
-        let releases = template
-            .and_then(|t| self.templates.get(t))
-            .unwrap_or(&self.unknown_template);
-        h.0.update(releases);
         h
     }
 
@@ -232,10 +208,11 @@ impl<'a> Keys<'a> {
             return None;
         }
         let template = d.spec.template.as_ref();
-        let mut h = self.start("environment", name, template.map(|t| t.name.as_str()));
+        let mut h = self.start("environment", name);
         h.decl(d.repo_name(), d.commit(), d.path(), &d.file.text);
         h.put(&format!("{template:?}"));
-        self.resource(&mut h, b, &environment_id(name));
+        h.releases(environment::release(self.templates, name, d).map(|r| vec![r]));
+        resource(&mut h, b, &environment_id(name));
         Some(h.finish())
     }
 
@@ -249,12 +226,13 @@ impl<'a> Keys<'a> {
         d: &SvcDecl<'_>,
     ) -> Key {
         let template = d.spec.template.as_ref();
-        let mut h = self.start("service", name, template.map(|t| t.name.as_str()));
+        let mut h = self.start("service", name);
         h.decl(d.repo_name(), d.commit(), d.path(), &d.file.text);
         h.put(&format!("{template:?}"));
+        h.releases(service::releases(self.templates, name, d));
         for inst in &d.spec.instances {
-            self.resource(&mut h, b, &instance_id(name, &inst.name));
-            self.resource(&mut h, b, &component_id(name, &inst.name));
+            resource(&mut h, b, &instance_id(name, &inst.name));
+            resource(&mut h, b, &component_id(name, &inst.name));
             h.put(&inst.environment);
             h.put(&format!("{:?}", targets.get(inst.environment.as_str())));
             match b.outputs_of(&environment_id(&inst.environment)) {
@@ -262,21 +240,17 @@ impl<'a> Keys<'a> {
                 None => h.put("not deployed"),
             }
         }
-        self.resource(&mut h, b, &pipeline_id(name));
+        resource(&mut h, b, &pipeline_id(name));
         h.finish()
     }
+}
 
-    /// What a resource's rendering reads of itself: its pin and its record.
-    fn resource(&self, h: &mut Hasher, b: &Builder<'_>, id: &str) {
-        h.put(id);
-        match self.pins.get(id) {
-            Some(v) => h.put(&v.to_string()),
-            None => h.put("-"),
-        }
-        match b.record(id) {
-            Some(r) => h.record(r),
-            None => h.put("no record"),
-        }
+/// What a resource's rendering reads of itself: its record.
+fn resource(h: &mut Hasher, b: &Builder<'_>, id: &str) {
+    h.put(id);
+    match b.record(id) {
+        Some(r) => h.record(r),
+        None => h.put("no record"),
     }
 }
 
@@ -284,10 +258,27 @@ impl<'a> Keys<'a> {
 struct Hasher(Sha256);
 
 impl Hasher {
-    fn new(repos_failed: bool) -> Self {
-        let mut h = Self(Sha256::new());
-        h.put(if repos_failed { "repos failed" } else { "-" });
-        h
+    fn new() -> Self {
+        Self(Sha256::new())
+    }
+
+    /// The releases a declaration resolves to (each one's tag, commit and state: a release
+    /// is its commit's bundle), or why it resolves to none (a template repo not read among
+    /// the reasons).
+    fn releases(&mut self, resolved: Result<Vec<&Release>, ResolveError>) {
+        match resolved {
+            Ok(releases) => {
+                for r in releases {
+                    self.put(&r.repo);
+                    self.put(&r.template);
+                    self.put(&r.version.to_string());
+                    self.put(&r.tag);
+                    self.put(&r.commit);
+                    self.put(&format!("{:?}", r.state));
+                }
+            }
+            Err(e) => self.put(&format!("{e:?}")),
+        }
     }
 
     fn put(&mut self, s: &str) {

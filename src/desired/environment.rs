@@ -11,6 +11,7 @@ use super::ownership::{EnvDecl, EnvVerdict};
 use super::resolve::{ResolveError, Templates, violations};
 use super::rows::{Builder, Rendered, Row, invalid, render_all};
 use crate::catalog::TemplateKind;
+use crate::catalog::releases::Release;
 use crate::catalog::schema::InputKind;
 use crate::plan::{ResourceKind, Version};
 
@@ -41,6 +42,22 @@ pub(crate) fn render(
     }
 }
 
+/// The release environment `name` (declared by `d`) runs: all its rendering reads of the
+/// catalogue, pins and halts (the render cache keys on it).
+pub(super) fn release<'a>(
+    templates: &Templates<'a>,
+    name: &str,
+    d: &EnvDecl<'_>,
+) -> Result<&'a Release, ResolveError> {
+    let template = d.spec.template.as_ref();
+    let id = environment_id(name);
+    let pinned = template.and_then(|t| templates.pinned(&id, &t.name));
+    let r = templates.resolve(d.path(), template, TemplateKind::Environment, pinned)?;
+    Ok(template.map_or(r, |t| {
+        templates.for_resource(&id, &t.name, r, t.minor.is_some())
+    }))
+}
+
 /// The row of an environment declared once.
 fn deploy(b: &mut Builder<'_>, templates: &Templates<'_>, name: &str, d: &EnvDecl<'_>) {
     if let Some(c) = &d.spec.customer_managed {
@@ -59,11 +76,8 @@ fn deploy(b: &mut Builder<'_>, templates: &Templates<'_>, name: &str, d: &EnvDec
         return;
     }
     let template = d.spec.template.as_ref();
-    let pinned = template.and_then(|t| templates.pinned(&environment_id(name), &t.name));
-    let release = match templates.resolve(d.path(), template, TemplateKind::Environment, pinned) {
-        Ok(r) => template.map_or(r, |t| {
-            templates.for_resource(&environment_id(name), &t.name, r, t.minor.is_some())
-        }),
+    let release = match release(templates, name, d) {
+        Ok(r) => r,
         Err(e) => {
             // A spec naming no template has no inputs to speak of yet.
             let inputs = match e {

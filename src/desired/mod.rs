@@ -428,13 +428,7 @@ fn compute_reusing(
         .extend(owners.problems.iter().map(ToString::to_string));
     b.out.unknown_repos.clone_from(&owners.unknown_repos);
     note_unread_repos(&mut b.out, &owners, deployed);
-    let keys = cache::Keys::new(
-        templates.catalog,
-        templates.repos_failed,
-        halted,
-        account_id,
-        pins,
-    );
+    let keys = cache::Keys::new(&templates, account_id);
     render_environments(&mut b, &templates, &owners, &keys, cache.as_deref_mut());
     let targets = resolve::environment_targets(&owners.environments);
     for (name, decision) in &owners.services {

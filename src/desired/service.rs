@@ -75,6 +75,30 @@ impl Service<'_> {
     }
 }
 
+/// The release each instance of service `name` (declared by `d`) and its pipeline run (the
+/// one the service follows, unless a pin or a deployed newer minor says otherwise), or why
+/// the service resolves to none. All its rendering reads of the catalogue, pins and halts
+/// (the one it follows is read only through these): the render cache keys on it.
+pub(super) fn releases<'a>(
+    templates: &Templates<'a>,
+    name: &str,
+    d: &SvcDecl<'_>,
+) -> Result<Vec<&'a Release>, super::resolve::ResolveError> {
+    let template = d.spec.template.as_ref();
+    let base = templates.resolve(d.path(), template, TemplateKind::Service, None)?;
+    let t = template.map_or("", |t| t.name.as_str());
+    let minor = template.is_some_and(|t| t.minor.is_some());
+    let ids = d
+        .spec
+        .instances
+        .iter()
+        .map(|i| instance_id(name, &i.name))
+        .chain([pipeline_id(name)]);
+    Ok(ids
+        .map(|id| templates.for_resource(&id, t, base, minor))
+        .collect())
+}
+
 /// The rows of the service declaration that deploys.
 fn deploy(
     b: &mut Builder<'_>,

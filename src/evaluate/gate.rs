@@ -1,14 +1,14 @@
 //! The change-set gate's place in [`super::evaluate`]: finds the minor upgrades and
 //! rollbacks of `CloudFormation` resources the rollout gate let through, renders them once
-//! more on the version they run (one extra rendering, only in cycles that have such
-//! changes), and asks [`crate::gate::decide`] whether each may deploy. Held ones join the
+//! more on the version they run (only in cycles that have such changes, and through the
+//! render cache: the cycle before rendered them on that version), and asks [`crate::gate::decide`] whether each may deploy. Held ones join the
 //! rollout holds, so they are re-rendered on their deployed version like them and their
 //! spec changes still deploy. Pure, like the rest of `evaluate`: it must never perform I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::Config;
-use crate::desired::{self, DesiredSet, Resource, Snapshot};
+use crate::desired::{DesiredSet, Resource, Snapshot};
 use crate::gate::{self, Approval, Candidate, Decision, Rules};
 use crate::plan::schedule::HoldReason;
 use crate::plan::{ActionKind, DesiredState, Plan, UpdateReason, Version};
@@ -68,13 +68,16 @@ pub struct GateInput<'a> {
     pub rollbacks: &'a BTreeMap<String, Version>,
     /// The rollout gate's holds (operator holds and freezes among them).
     pub holds: &'a BTreeMap<String, HoldReason>,
-    /// Halted rollouts.
-    pub halted: &'a BTreeSet<(String, Version)>,
 }
 
-/// Runs the gate over the changes of `input.first` the rollout gate let through.
+/// Runs the gate over the changes of `input.first` the rollout gate let through; `render`
+/// renders the desired state with the pins it is given (through the evaluation's render
+/// cache: the candidates on the version they run were rendered by an earlier cycle).
 #[must_use]
-pub fn pass(input: &GateInput<'_>) -> GatePass {
+pub fn pass(
+    input: &GateInput<'_>,
+    render: impl FnOnce(&BTreeMap<String, Version>) -> DesiredSet,
+) -> GatePass {
     let rules = Rules::from_config(&input.config.gate);
     let by_id: BTreeMap<&str, &Resource> = input
         .set
@@ -104,13 +107,7 @@ pub fn pass(input: &GateInput<'_>) -> GatePass {
     }
     let mut base_pins = pins.clone();
     base_pins.extend(candidates.iter().map(|(id, (from, _))| (id.clone(), *from)));
-    let base = desired::compute_held(
-        input.snapshot,
-        &input.facts.records,
-        &input.config.account_id,
-        &base_pins,
-        input.halted,
-    );
+    let base = render(&base_pins);
     let approvals = approvals(input.facts, input.snapshot);
     let deployed: BTreeMap<&str, &Resource> = base
         .resources

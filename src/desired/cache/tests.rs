@@ -278,3 +278,37 @@ fn reused_rows_share_the_planner_row_and_documents() {
         );
     }
 }
+
+/// Issue 20: a new minor the gates hold back leaves a resource rendered on the version it
+/// runs with the key it had the cycle before: the change-set gate's rendering of every
+/// candidate on its deployed version reuses the last cycle's rows instead of rendering the
+/// fleet again. A resource that does move to the new minor still renders.
+#[test]
+fn a_held_new_minor_reuses_the_rendering_on_the_version_resources_run() {
+    let before = base();
+    let mut cache = ComputeCache::default();
+    before.cached(&mut cache);
+    let mut held = before.clone();
+    held.snapshot
+        .catalog
+        .insert(svc_releases(&[(1, 1)]).remove(0));
+    // Every service resource stays on 1.0, as the gate pins its candidates.
+    for id in [
+        "service_instance/web/web-dev",
+        "service_instance/web/web-prod",
+        "pipeline/web",
+        "service_instance/api/api-dev",
+        "pipeline/api",
+    ] {
+        held.pins.insert(id.into(), Version { major: 1, minor: 0 });
+    }
+    assert_eq!(held.cached(&mut cache), held.uncached());
+    assert_eq!((cache.last_rendered(), cache.last_reused()), (0, 7));
+
+    // Without the pins web and api move to 1.1: their rows render, the environments' not.
+    let mut moved = held.clone();
+    moved.pins.clear();
+    assert_ne!(moved.uncached(), held.uncached());
+    assert_eq!(moved.cached(&mut cache), moved.uncached());
+    assert_eq!((cache.last_rendered(), cache.last_reused()), (5, 2));
+}
