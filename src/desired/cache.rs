@@ -28,7 +28,7 @@ use crate::state::ResourceRecord;
 const SLOTS: usize = 2;
 
 /// A declaration's key: the hash of everything its rendering reads.
-type Key = [u8; 32];
+pub(super) type Key = [u8; 32];
 
 /// One rendering of a declaration: the rows and problems it added.
 #[derive(Debug)]
@@ -116,29 +116,66 @@ impl ComputeCache {
         key: Option<Key>,
         render: impl FnOnce(&mut Builder<'_>),
     ) {
-        let Some(key) = key else {
-            let before = b.out.resources.len();
-            render(b);
-            self.rendered += b.out.resources.len() - before;
-            return;
-        };
-        let entry = self.entries.entry(name).or_default();
-        entry.used = self.generation;
-        if let Some(slot) = entry.slots.iter().find(|s| s.key == key) {
-            b.out.resources.extend(slot.resources.iter().cloned());
-            b.out.problems.extend(slot.problems.iter().cloned());
-            self.reused += slot.resources.len();
+        if let Some(key) = key
+            && self.take_kept(b, &name, &key)
+        {
             return;
         }
         let (resources, problems) = (b.out.resources.len(), b.out.problems.len());
         render(b);
-        let slot = Slot {
-            key,
-            resources: b.out.resources[resources..].to_vec(),
-            problems: b.out.problems[problems..].to_vec(),
+        let rendered = (
+            b.out.resources[resources..].to_vec(),
+            b.out.problems[problems..].to_vec(),
+        );
+        match key {
+            Some(key) => self.keep(name, key, rendered.0, rendered.1),
+            None => self.rendered += rendered.0.len(),
+        }
+    }
+
+    /// Whether a rendering of declaration `name` under `key` is kept (reads only: asked from
+    /// several threads at once).
+    pub(super) fn is_kept(&self, name: &str, key: &Key) -> bool {
+        self.entries
+            .get(name)
+            .is_some_and(|e| e.slots.iter().any(|s| &s.key == key))
+    }
+
+    /// Adds the kept rendering of declaration `name` under `key` to `b`, if there is one.
+    pub(super) fn take_kept(&mut self, b: &mut Builder<'_>, name: &str, key: &Key) -> bool {
+        let Some(entry) = self.entries.get_mut(name) else {
+            return false;
         };
-        self.rendered += slot.resources.len();
-        entry.slots.insert(0, slot);
+        let Some(slot) = entry.slots.iter().find(|s| &s.key == key) else {
+            return false;
+        };
+        entry.used = self.generation;
+        b.out.resources.extend(slot.resources.iter().cloned());
+        b.out.problems.extend(slot.problems.iter().cloned());
+        self.reused += slot.resources.len();
+        true
+    }
+
+    /// Keeps `resources` and `problems` as the rendering of declaration `name` under `key`
+    /// (newest first; the oldest beyond [`SLOTS`] goes).
+    pub(super) fn keep(
+        &mut self,
+        name: String,
+        key: Key,
+        resources: Vec<Resource>,
+        problems: Vec<String>,
+    ) {
+        self.rendered += resources.len();
+        let entry = self.entries.entry(name).or_default();
+        entry.used = self.generation;
+        entry.slots.insert(
+            0,
+            Slot {
+                key,
+                resources,
+                problems,
+            },
+        );
         entry.slots.truncate(SLOTS);
     }
 }

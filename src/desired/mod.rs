@@ -46,6 +46,7 @@ mod customer;
 mod environment;
 mod load;
 mod ownership;
+mod parallel;
 mod resolve;
 mod rows;
 mod service;
@@ -431,21 +432,7 @@ fn compute_reusing(
     let keys = cache::Keys::new(&templates, account_id);
     render_environments(&mut b, &templates, &owners, &keys, cache.as_deref_mut());
     let targets = resolve::environment_targets(&owners.environments);
-    for (name, decision) in &owners.services {
-        b.out
-            .problems
-            .extend(decision.problems.iter().map(ToString::to_string));
-        let render = |b: &mut rows::Builder<'_>| {
-            service::render(b, &templates, &targets, name, &decision.verdict);
-        };
-        match (cache.as_deref_mut(), &decision.verdict) {
-            (Some(cache), ownership::SvcVerdict::Deploy(d)) => {
-                let key = keys.service(&b, &targets, name, d);
-                cache.reuse(&mut b, format!("service/{name}"), Some(key), render);
-            }
-            _ => render(&mut b),
-        }
-    }
+    parallel::render_services(&mut b, &templates, &targets, &owners.services, &keys, cache);
     mark_pipeline_starters(&mut b.out, snapshot);
     b.out
 }

@@ -2,6 +2,7 @@
 //! with its hashes, and the deployed outputs rendering reads. Never decides ownership.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -42,8 +43,8 @@ pub(crate) struct Row<'a> {
 pub(crate) struct Builder<'a> {
     /// The result so far.
     pub out: DesiredSet,
-    /// Deployed records by id.
-    deployed: BTreeMap<&'a str, &'a ResourceRecord>,
+    /// Deployed records by id (shared with the builder's forks).
+    deployed: Arc<BTreeMap<&'a str, &'a ResourceRecord>>,
     /// The account environments live in unless their spec says otherwise.
     pub account_id: String,
     /// Customer-managed environments' stack outputs, by environment name (from the snapshot).
@@ -60,10 +61,23 @@ impl<'a> Builder<'a> {
     pub fn new(deployed: &'a [ResourceRecord], account_id: &str) -> Self {
         Self {
             out: DesiredSet::default(),
-            deployed: deployed.iter().map(|r| (r.id.as_str(), r)).collect(),
+            deployed: Arc::new(deployed.iter().map(|r| (r.id.as_str(), r)).collect()),
             account_id: account_id.to_string(),
             customer_stacks: &NO_STACKS,
             customer_outputs: BTreeMap::new(),
+        }
+    }
+
+    /// A builder with an empty result over what this one knows (records, account,
+    /// customer-managed environments): rows are rendered into forks on other threads and
+    /// gathered back in order.
+    pub fn fork(&self) -> Self {
+        Self {
+            out: DesiredSet::default(),
+            deployed: Arc::clone(&self.deployed),
+            account_id: self.account_id.clone(),
+            customer_stacks: self.customer_stacks,
+            customer_outputs: self.customer_outputs.clone(),
         }
     }
 

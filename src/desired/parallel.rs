@@ -1,0 +1,178 @@
+//! The services of one computation, keyed and rendered on every core, then gathered in
+//! order: a new minor re-renders the whole fleet (issue 20: at 50,000 instances the tag cycle
+//! rendered on one of the machine's cores). Each thread renders into a fork of the builder
+//! (the records and environment outputs are shared, read-only); the rows, the problems and
+//! the render cache are then filled in the services' order, exactly as one thread would.
+
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::cache::{ComputeCache, Key, Keys};
+use super::ownership::{SvcDecision, SvcVerdict};
+use super::resolve::Templates;
+use super::rows::Builder;
+use super::service::{self, Targets};
+use super::{DesiredSet, Resource};
+
+/// Below this many services one thread does it all: threads cost more than they save.
+const MIN_PER_THREAD: usize = 128;
+
+/// At most this many threads.
+const MAX_THREADS: usize = 8;
+
+/// What one service came to on a worker.
+struct Done {
+    /// Its cache key (`None` when not cached).
+    key: Option<Key>,
+    /// Whether the cache holds its rendering under `key` (nothing was rendered).
+    kept: bool,
+    resources: Vec<Resource>,
+    problems: Vec<String>,
+}
+
+/// What every worker reads.
+struct Shared<'s, 'a> {
+    templates: &'s Templates<'a>,
+    targets: &'s Targets<'a>,
+    keys: &'s Keys<'a>,
+    cache: Option<&'s ComputeCache>,
+    services: &'s [(&'a str, &'s SvcDecision<'a>)],
+}
+
+/// Adds the rows of every service to `b`, in order, reusing `cache` where it can.
+pub(super) fn render_services<'a>(
+    b: &mut Builder<'_>,
+    templates: &Templates<'a>,
+    targets: &Targets<'a>,
+    services: &std::collections::BTreeMap<&'a str, SvcDecision<'a>>,
+    keys: &Keys<'a>,
+    mut cache: Option<&mut ComputeCache>,
+) {
+    let services: Vec<(&str, &SvcDecision<'_>)> = services.iter().map(|(n, d)| (*n, d)).collect();
+    let threads = threads_for(services.len());
+    let done = {
+        let shared = Shared {
+            templates,
+            targets,
+            keys,
+            cache: cache.as_deref(),
+            services: &services,
+        };
+        if threads <= 1 {
+            let mut fork = b.fork();
+            (0..services.len())
+                .map(|i| shared.one(&mut fork, i))
+                .collect()
+        } else {
+            shared.on_threads(b, threads)
+        }
+    };
+    for ((name, decision), done) in services.iter().zip(done) {
+        b.out
+            .problems
+            .extend(decision.problems.iter().map(ToString::to_string));
+        let cached = format!("service/{name}");
+        match (cache.as_deref_mut(), done.key) {
+            (Some(cache), Some(key)) if done.kept => {
+                // Kept when asked; still kept (nothing is evicted while rendering).
+                cache.take_kept(b, &cached, &key);
+            }
+            (Some(cache), Some(key)) => {
+                b.out.resources.extend(done.resources.iter().cloned());
+                b.out.problems.extend(done.problems.iter().cloned());
+                cache.keep(cached, key, done.resources, done.problems);
+            }
+            _ => {
+                b.out.resources.extend(done.resources);
+                b.out.problems.extend(done.problems);
+            }
+        }
+    }
+}
+
+/// Threads for `services` services on this machine.
+fn threads_for(services: usize) -> usize {
+    #[cfg(test)]
+    if let Some(threads) = tests::THREADS.with(std::cell::Cell::get) {
+        return threads;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+    cores.min(MAX_THREADS).min(services / MIN_PER_THREAD).max(1)
+}
+
+impl Shared<'_, '_> {
+    /// Service `i`: its key, and its rows unless the cache keeps them.
+    fn one(&self, fork: &mut Builder<'_>, i: usize) -> Done {
+        let (name, decision) = self.services[i];
+        let key = match (self.cache, &decision.verdict) {
+            (Some(_), SvcVerdict::Deploy(d)) => {
+                Some(self.keys.service(fork, self.targets, name, d))
+            }
+            _ => None,
+        };
+        if let (Some(cache), Some(key)) = (self.cache, &key)
+            && cache.is_kept(&format!("service/{name}"), key)
+        {
+            return Done {
+                key: Some(*key),
+                kept: true,
+                resources: Vec::new(),
+                problems: Vec::new(),
+            };
+        }
+        service::render(fork, self.templates, self.targets, name, &decision.verdict);
+        let DesiredSet {
+            resources,
+            problems,
+            ..
+        } = std::mem::take(&mut fork.out);
+        Done {
+            key,
+            kept: false,
+            resources,
+            problems,
+        }
+    }
+
+    /// Every service on `threads` threads, each taking the next service not yet taken;
+    /// the results in the services' order.
+    fn on_threads(&self, b: &Builder<'_>, threads: usize) -> Vec<Done> {
+        let next = AtomicUsize::new(0);
+        let mut done: Vec<Option<Done>> = self.services.iter().map(|_| None).collect();
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    let (mut fork, next) = (b.fork(), &next);
+                    scope.spawn(move || {
+                        let mut out = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            if i >= self.services.len() {
+                                break out;
+                            }
+                            out.push((i, self.one(&mut fork, i)));
+                        }
+                    })
+                })
+                .collect();
+            for worker in workers {
+                match worker.join() {
+                    Ok(results) => {
+                        for (i, d) in results {
+                            done[i] = Some(d);
+                        }
+                    }
+                    // A render that panics panics here, as it would on one thread.
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+        });
+        done.into_iter()
+            .enumerate()
+            .map(|(i, d)| d.unwrap_or_else(|| self.one(&mut b.fork(), i)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;
