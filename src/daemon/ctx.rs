@@ -340,7 +340,12 @@ impl Ctx {
     /// Keeps the handle of a deployment task, to abort it if the lead is lost.
     pub(super) fn track(&self, task: tokio::task::AbortHandle) {
         let mut tasks = lock(&self.tasks);
-        tasks.retain(|t| !t.is_finished());
+        // Finished tasks go when the list is full (before it would grow): amortised constant
+        // time per task. Pruning at every push was quadratic in a cycle that starts tens of
+        // thousands of deployments (issue 20).
+        if tasks.len() == tasks.capacity() {
+            tasks.retain(|t| !t.is_finished());
+        }
         tasks.push(task);
     }
 

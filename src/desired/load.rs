@@ -15,7 +15,7 @@
 //! next read (and the next fetch of that mirror is refused until it has), and its repo counts
 //! as not fetched (read as last fetched) or not read (unknown). Every other repo proceeds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -160,11 +160,12 @@ enum RepoRead {
 impl Loader {
     fn load(&self) -> Snapshot {
         let fetched = self.fetch_round();
+        let index = Index::of(self.previous.as_deref());
         let mut snapshot = Snapshot::default();
         let mut jobs: Vec<Job<RepoRead>> = Vec::new();
         let mut order = Vec::new();
         for repo in &self.config.template_repos {
-            let opened = self.opener(&repo.name, &repo.url, &fetched);
+            let opened = self.opener(&repo.name, &repo.url, &fetched, &index);
             let (repo, previous) = (repo.clone(), self.previous.clone());
             order.push((repo.name.clone(), None));
             jobs.push(Box::new(move |_| {
@@ -184,11 +185,16 @@ impl Loader {
                     .insert(repo.name.clone(), super::RETIRED_IN_CONFIG.to_string());
                 continue;
             }
-            let opened = self.opener(&repo.name, &repo.url, &fetched);
-            let (spec, previous) = (repo.clone(), self.previous.clone());
+            let opened = self.opener(&repo.name, &repo.url, &fetched, &index);
+            let previous = index
+                .specs
+                .get(repo.name.as_str())
+                .and_then(|i| Some((self.previous.clone()?, *i)));
+            let spec = repo.clone();
             order.push((repo.name.clone(), Some(repo.clone())));
             jobs.push(Box::new(move |_| {
-                let (state, last_fetched) = spec_repo(&spec, opened(), previous.as_deref());
+                let previous = previous.as_ref().map(|(p, i)| &p.spec_repos[*i]);
+                let (state, last_fetched) = spec_repo(&spec, opened(), previous);
                 RepoRead::Spec(state, last_fetched)
             }));
         }
@@ -251,14 +257,18 @@ impl Loader {
         }
         let mut folders = Vec::new();
         let mut jobs: Vec<Job<Result<(), String>>> = Vec::new();
+        let mut options = self.config.fetch_options_by_mirror();
         for (folder, (url, wanted)) in mirrors {
             if !wanted {
                 continue;
             }
-            let (config, cache) = (self.config.clone(), self.cache.clone());
+            let cache = self.cache.clone();
+            let options = options
+                .remove(&folder)
+                .unwrap_or_else(|| self.config.fetch_options(&url));
             folders.push(folder);
             jobs.push(Box::new(move |stop| {
-                let mut options = config.fetch_options(&url);
+                let mut options = options;
                 options.interrupt = stop;
                 Mirror::sync_with(&url, &cache, &options)
                     .map(drop)
@@ -286,34 +296,20 @@ impl Loader {
             .collect()
     }
 
-    /// How to open repo `name`'s mirror in a read job, given the fetch round.
+    /// How to open repo `name`'s mirror in a read job, given the fetch round and the last
+    /// read's `index`.
     fn opener(
         &self,
         name: &str,
         url: &str,
         fetched: &BTreeMap<String, Fetched>,
+        index: &Index<'_>,
     ) -> impl FnOnce() -> Result<Opened, RepoError> + Send + 'static {
         let status = fetched.get(&Self::folder(url)).cloned();
         // Not fetched now: as stale as the last read said.
-        let carried = self.previous.as_ref().and_then(|p| {
-            p.stale_repos
-                .iter()
-                .find(|(repo, _)| repo == name)
-                .map(|(_, why)| why.clone())
-        });
+        let carried = index.stale.get(name).map(|why| (*why).to_owned());
         // Never fetched, and not fetched now: why the last read could not fetch it.
-        let unread = self.previous.as_ref().and_then(|p| {
-            p.spec_repos
-                .iter()
-                .find(|s| s.repo == name)
-                .and_then(|s| s.unknown.clone())
-                .or_else(|| {
-                    p.template_repo_errors
-                        .iter()
-                        .find(|(repo, _)| repo == name)
-                        .map(|(_, why)| why.clone())
-                })
-        });
+        let unread = index.unread.get(name).map(|why| (*why).to_owned());
         let (url, cache) = (url.to_owned(), self.cache.clone());
         move || match status {
             Some(Fetched::Fresh) => Mirror::open(&url, &cache)
@@ -339,6 +335,51 @@ impl Loader {
                 }
                 Err(e) => Err(RepoError::Open(e)),
             },
+        }
+    }
+}
+
+/// The last read, by repo name: looked up once per repo (a scan of it for each repo was
+/// quadratic in the repos; issue 20).
+#[derive(Default)]
+struct Index<'p> {
+    /// Spec repos, by name: their position in the last read.
+    specs: HashMap<&'p str, usize>,
+    /// Why a repo's mirror was stale.
+    stale: HashMap<&'p str, &'p str>,
+    /// Why a repo could not be read (a spec repo unknown, else a template repo in error).
+    unread: HashMap<&'p str, &'p str>,
+}
+
+impl<'p> Index<'p> {
+    fn of(previous: Option<&'p Snapshot>) -> Self {
+        let Some(p) = previous else {
+            return Self::default();
+        };
+        let mut unread: HashMap<&str, &str> = p
+            .template_repo_errors
+            .iter()
+            .map(|(repo, why)| (repo.as_str(), why.as_str()))
+            .collect();
+        // A spec repo's reason wins over a template repo's of the same name.
+        unread.extend(
+            p.spec_repos
+                .iter()
+                .filter_map(|s| Some((s.repo.as_str(), s.unknown.as_deref()?))),
+        );
+        let mut specs = HashMap::new();
+        for (i, s) in p.spec_repos.iter().enumerate() {
+            // The first of a name, as a scan found it.
+            specs.entry(s.repo.as_str()).or_insert(i);
+        }
+        let mut stale = HashMap::new();
+        for (repo, why) in &p.stale_repos {
+            stale.entry(repo.as_str()).or_insert(why.as_str());
+        }
+        Self {
+            specs,
+            stale,
+            unread,
         }
     }
 }
@@ -393,7 +434,7 @@ fn template_repo(
 fn spec_repo(
     repo: &SpecRepo,
     opened: Result<Opened, RepoError>,
-    previous: Option<&Snapshot>,
+    previous: Option<&SpecRepoState>,
 ) -> (SpecRepoState, Option<String>) {
     let mut state = SpecRepoState {
         repo: repo.name.clone(),
@@ -416,11 +457,8 @@ fn spec_repo(
         .branch_head(&repo.branch)
         .ok()
         .map(|h| h.to_string());
-    let reusable = previous.and_then(|p| {
-        p.spec_repos.iter().find(|s| {
-            s.repo == repo.name && s.unknown.is_none() && s.commit.is_some() && s.commit == head
-        })
-    });
+    let reusable =
+        previous.filter(|s| s.unknown.is_none() && s.commit.is_some() && s.commit == head);
     if let Some(prev) = reusable {
         // The commit's files are the same; what the config says of the repo may not be.
         let state = SpecRepoState {

@@ -264,8 +264,11 @@ fn unread_repos(
     for repo in deployed_from.values() {
         *counts.entry(repo).or_default() += 1;
     }
+    // By name: a scan of the repos for each repo was quadratic (issue 20: 25 million
+    // compares at 5,000 repos).
+    let read: BTreeSet<&str> = spec_repos.iter().map(|r| r.repo.as_str()).collect();
     for (repo, resources) in counts {
-        if spec_repos.iter().any(|r| r.repo == repo) {
+        if read.contains(repo) {
             continue;
         }
         if let Some(how) = retired.get(repo) {
