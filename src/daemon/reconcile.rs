@@ -612,14 +612,38 @@ fn log_holds(eval: &Evaluation, repeats: &Repeats) {
             .map(|(id, why)| format!("{id}\n{why}"))
             .collect(),
     );
+    // New holds by reason: a few are logged one by one; a rollout holding thousands of
+    // resources for one reason is one line with its count (issue 20: 50,000 lines a tag).
+    let mut new: BTreeMap<String, Vec<&str>> = BTreeMap::new();
     for (id, why) in &eval.rollout_holds {
         if holds.contains(&format!("{id}\n{why}")) {
-            tracing::info!(resource = %id, "Minor upgrade held: {why}.");
+            new.entry(why.to_string()).or_default().push(id.as_str());
         } else {
             tracing::debug!(resource = %id, "Minor upgrade held (unchanged): {why}.");
         }
     }
+    for (why, ids) in new {
+        if ids.len() <= HOLDS_LOGGED_ONE_BY_ONE {
+            for id in ids {
+                tracing::info!(resource = %id, "Minor upgrade held: {why}.");
+            }
+            continue;
+        }
+        let first: Vec<&str> = ids.iter().take(HOLDS_LOGGED_ONE_BY_ONE).copied().collect();
+        tracing::info!(
+            resources = ids.len(),
+            first = %first.join(", "),
+            "Minor upgrade held for {} resources: {why}.",
+            ids.len()
+        );
+        for id in ids {
+            tracing::debug!(resource = %id, "Minor upgrade held: {why}.");
+        }
+    }
 }
+
+/// New holds of one reason up to this many are logged one line each; more are one line.
+const HOLDS_LOGGED_ONE_BY_ONE: usize = 5;
 
 /// Step 6: a spec file moved to another repo without changing what it renders: no
 /// deployment will record the move, so record it here (ownership and "unknown repo, delete
