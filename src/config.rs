@@ -960,6 +960,11 @@ pub struct RawAws {
     /// Time between stack status polls (default `5s`).
     #[serde(default)]
     pub poll_interval: Option<String>,
+    /// Longest wait for one attempt of one AWS call (default `30s`): an answer lost on the
+    /// way (a dropped connection, an endpoint that never replies) is retried as a transient
+    /// error, never waited for forever.
+    #[serde(default)]
+    pub call_timeout: Option<String>,
     /// Longest wait for one stack operation (default `60m`).
     #[serde(default)]
     pub stack_timeout: Option<String>,
@@ -1388,6 +1393,8 @@ pub struct Config {
     pub aws_max_attempts: u32,
     /// Stack poll interval.
     pub stack_poll_interval: Duration,
+    /// Longest wait for one attempt of one AWS call.
+    pub aws_call_timeout: Duration,
     /// Stack operation timeout.
     pub stack_timeout: Duration,
     /// Use change sets.
@@ -1704,6 +1711,21 @@ impl Config {
             file,
             &mut errors2,
         );
+        let aws_call_timeout = duration(
+            raw.aws.call_timeout.as_deref(),
+            Duration::from_secs(30),
+            "aws.call_timeout",
+            file,
+            &mut errors2,
+        );
+        if aws_call_timeout.is_zero() {
+            errors2.push(ConfigError {
+                file: file.into(),
+                key: "aws.call_timeout".into(),
+                message: "must be longer than zero (no AWS call could be answered), e.g. \"30s\""
+                    .into(),
+            });
+        }
         let stack_timeout = duration(
             raw.aws.stack_timeout.as_deref(),
             Duration::from_hours(1),
@@ -1871,6 +1893,7 @@ impl Config {
             freezes,
             aws_max_attempts: raw.aws.max_attempts.unwrap_or(3),
             stack_poll_interval,
+            aws_call_timeout,
             stack_timeout,
             change_sets: raw.aws.change_sets.unwrap_or(true),
             local_credentials,
@@ -1911,7 +1934,7 @@ impl Config {
     /// nothing.
     #[must_use]
     pub fn fetch_options(&self, url: &str) -> crate::source::FetchOptions {
-        let folder = mirror_key(url);
+        let folder = crate::source::Mirror::key_of(url);
         self.fetch_options_by_mirror()
             .remove(&folder)
             .unwrap_or_else(|| self.limited(&[]))
@@ -1928,7 +1951,12 @@ impl Config {
         use crate::source::Want;
         let mut wants: std::collections::HashMap<String, Vec<Want>> =
             std::collections::HashMap::new();
-        let mut want = |url: &str, w: Want| wants.entry(mirror_key(url)).or_default().push(w);
+        let mut want = |url: &str, w: Want| {
+            wants
+                .entry(crate::source::Mirror::key_of(url))
+                .or_default()
+                .push(w);
+        };
         for r in &self.template_repos {
             want(
                 &r.url,
@@ -1955,12 +1983,6 @@ impl Config {
         crate::source::FetchOptions::new(wants)
             .with_limits(self.git.max_object_bytes, self.git.max_pack_bytes)
     }
-}
-
-/// The mirror folder of `url`, or `url` itself when it cannot be parsed (fetching it then
-/// reports why).
-fn mirror_key(url: &str) -> String {
-    crate::source::Mirror::folder_of(url).unwrap_or_else(|_| url.to_owned())
 }
 
 /// A self-managed repo's forge (`key` is its table): `git` when none is given; `None` (with

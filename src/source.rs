@@ -571,6 +571,13 @@ impl Mirror {
         Remote::parse(url).map(|r| r.folder)
     }
 
+    /// The mirror folder of `url`, or `url` itself when it cannot be parsed (fetching it then
+    /// reports why): the key under which repos sharing one mirror are grouped.
+    #[must_use]
+    pub fn key_of(url: &str) -> String {
+        Self::folder_of(url).unwrap_or_else(|_| url.to_owned())
+    }
+
     /// Open an existing mirror without fetching (used when a fetch failed).
     ///
     /// # Errors

@@ -224,12 +224,6 @@ impl Loader {
         snapshot
     }
 
-    /// The mirror folder of `url` (the URL itself when it cannot be parsed: fetching it then
-    /// reports why).
-    fn folder(url: &str) -> String {
-        Mirror::folder_of(url).unwrap_or_else(|_| url.to_owned())
-    }
-
     /// Round one: fetches each mirror that a wanted repo reads (and each never fetched, when
     /// fetching at all), once, within the fetch budget.
     fn fetch_round(&self) -> BTreeMap<String, Fetched> {
@@ -247,7 +241,7 @@ impl Loader {
             );
         let mut mirrors: BTreeMap<String, (String, bool)> = BTreeMap::new();
         for (name, url) in entries {
-            let folder = Self::folder(url);
+            let folder = Mirror::key_of(url);
             let wanted = self.fetch.wants(name)
                 || (self.fetch != Fetch::None && !self.cache.join(&folder).exists());
             let entry = mirrors
@@ -305,7 +299,7 @@ impl Loader {
         fetched: &BTreeMap<String, Fetched>,
         index: &Index<'_>,
     ) -> impl FnOnce() -> Result<Opened, RepoError> + Send + 'static {
-        let status = fetched.get(&Self::folder(url)).cloned();
+        let status = fetched.get(&Mirror::key_of(url)).cloned();
         // Not fetched now: as stale as the last read said.
         let carried = index.stale.get(name).map(|why| (*why).to_owned());
         // Never fetched, and not fetched now: why the last read could not fetch it.

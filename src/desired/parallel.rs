@@ -22,9 +22,9 @@ const MAX_THREADS: usize = 8;
 
 /// What one service came to on a worker.
 struct Done {
-    /// Its cache key (`None` when not cached).
-    key: Option<Key>,
-    /// Whether the cache holds its rendering under `key` (nothing was rendered).
+    /// Its cache entry's name and key (`None` when not cached).
+    slot: Option<(String, Key)>,
+    /// Whether the cache holds its rendering under `slot` (nothing was rendered).
     kept: bool,
     resources: Vec<Resource>,
     problems: Vec<String>,
@@ -67,17 +67,16 @@ pub(super) fn render_services<'a>(
             shared.on_threads(b, threads)
         }
     };
-    for ((name, decision), done) in services.iter().zip(done) {
+    for ((_, decision), done) in services.iter().zip(done) {
         b.out
             .problems
             .extend(decision.problems.iter().map(ToString::to_string));
-        let cached = format!("service/{name}");
-        match (cache.as_deref_mut(), done.key) {
-            (Some(cache), Some(key)) if done.kept => {
+        match (cache.as_deref_mut(), done.slot) {
+            (Some(cache), Some((cached, key))) if done.kept => {
                 // Kept when asked; still kept (nothing is evicted while rendering).
                 cache.take_kept(b, &cached, &key);
             }
-            (Some(cache), Some(key)) => {
+            (Some(cache), Some((cached, key))) => {
                 b.out.resources.extend(done.resources.iter().cloned());
                 b.out.problems.extend(done.problems.iter().cloned());
                 cache.keep(cached, key, done.resources, done.problems);
@@ -104,17 +103,18 @@ impl Shared<'_, '_> {
     /// Service `i`: its key, and its rows unless the cache keeps them.
     fn one(&self, fork: &mut Builder<'_>, i: usize) -> Done {
         let (name, decision) = self.services[i];
-        let key = match (self.cache, &decision.verdict) {
-            (Some(_), SvcVerdict::Deploy(d)) => {
-                Some(self.keys.service(fork, self.targets, name, d))
-            }
+        let slot = match (self.cache, &decision.verdict) {
+            (Some(_), SvcVerdict::Deploy(d)) => Some((
+                format!("service/{name}"),
+                self.keys.service(fork, self.targets, name, d),
+            )),
             _ => None,
         };
-        if let (Some(cache), Some(key)) = (self.cache, &key)
-            && cache.is_kept(&format!("service/{name}"), key)
+        if let (Some(cache), Some((cached, key))) = (self.cache, &slot)
+            && cache.is_kept(cached, key)
         {
             return Done {
-                key: Some(*key),
+                slot,
                 kept: true,
                 resources: Vec::new(),
                 problems: Vec::new(),
@@ -127,7 +127,7 @@ impl Shared<'_, '_> {
             ..
         } = std::mem::take(&mut fork.out);
         Done {
-            key,
+            slot,
             kept: false,
             resources,
             problems,

@@ -565,6 +565,9 @@ fn deployed(info: Option<StackInfo>) -> Applied {
     }
 }
 
+/// Longest wait to connect to the AWS endpoint (the SDK's own default).
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
+
 /// Settings of the `CloudFormation` provisioner.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -576,6 +579,8 @@ pub struct Settings {
     pub max_attempts: u32,
     /// Time between status polls.
     pub poll_interval: Duration,
+    /// Longest wait for one attempt of one call (then retried as a transient error).
+    pub call_timeout: Duration,
     /// Longest wait for one stack operation.
     pub timeout: Duration,
     /// Create and update through change sets (true) or CreateStack/UpdateStack (false).
@@ -595,6 +600,7 @@ impl Settings {
             endpoint_url: config.endpoint_url.clone(),
             max_attempts: config.aws_max_attempts,
             poll_interval: config.stack_poll_interval,
+            call_timeout: config.aws_call_timeout,
             timeout: config.stack_timeout,
             change_sets: config.change_sets,
             local_credentials: config.local_credentials,
@@ -632,6 +638,16 @@ impl CloudFormation {
             .retry_config(
                 aws_config::retry::RetryConfig::standard()
                     .with_max_attempts(settings.max_attempts.max(1)),
+            )
+            // Every attempt of every call ends: an answer lost on the way (a dropped
+            // connection, an endpoint that accepted the request and never replies) becomes
+            // a transient error the SDK retries, instead of a deployment waiting forever.
+            // Clients of other services built from this configuration inherit it.
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT.min(settings.call_timeout))
+                    .operation_attempt_timeout(settings.call_timeout)
+                    .build(),
             );
         if let Some(url) = &settings.endpoint_url {
             loader = loader.endpoint_url(url);
@@ -1094,6 +1110,11 @@ impl CloudFormation {
         let (stack, role_arn, started) = (watch.stack, watch.role_arn, watch.started);
         loop {
             let info = self.describe(stack, role_arn).await?;
+            tracing::debug!(
+                stack,
+                status = info.as_ref().map(|i| i.status.as_str()),
+                "Stack polled."
+            );
             if let Some(i) = &info
                 && i.in_progress()
             {

@@ -501,6 +501,7 @@ async fn change_set_path_creates_updates_and_detects_no_changes() {
         endpoint_url: Some(moto.url.clone()),
         max_attempts: 1,
         poll_interval: Duration::from_millis(100),
+        call_timeout: Duration::from_secs(30),
         timeout: Duration::from_mins(1),
         change_sets: true,
         local_credentials: true,

@@ -1070,3 +1070,74 @@ async fn a_create_whose_answer_was_lost_is_adopted_with_one_stack_and_one_row() 
         assert_eq!(history[0].status, "succeeded", "{history:#?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_poll_never_answered_is_retried_not_waited_for_forever() {
+    // One deployment at a time: `moto_server` is not safe against a stack read while
+    // another of its calls is still creating resources (it then answers 500 for that stack
+    // from then on), which a retried call makes likelier.
+    let w = World::builder()
+        .examples()
+        .tagged(&["basic-env", "web-svc", "worker-svc"])
+        .aws_down()
+        .config(|c| {
+            c.max_attempts(2).section("[daemon]\nconcurrency = 1");
+        })
+        .build();
+    let moto = Moto::start_on(w.aws_port()).expect("moto_server");
+    // The first status poll reaches CloudFormation, but its answer never comes back (a
+    // connection dropped on the way, an endpoint that accepted and went silent).
+    let taken = Arc::new(AtomicBool::new(false));
+    let once = taken.clone();
+    let proxy = Proxy::start(&moto.url, move |a| {
+        if a == "DescribeStacks" && !once.swap(true, Ordering::SeqCst) {
+            Verdict::HoldAnswer
+        } else {
+            Verdict::Forward
+        }
+    });
+    w.redirect_aws(&proxy.url);
+    w.edit_config(|t| {
+        t.replacen(
+            "max_attempts = 2\n",
+            "max_attempts = 2\ncall_timeout = \"2s\"\n",
+            1,
+        )
+    });
+    let started = Instant::now();
+    let out = w.run(&["reconcile", "--once"]);
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(proxy.wait_held(1, Duration::ZERO), "no answer was held");
+    // The held answer would come only after HOLD: the attempt timed out and was retried.
+    assert!(
+        took < HOLD,
+        "reconcile --once waited {took:?} for an answer that never came\n{}",
+        text(&out)
+    );
+    let store = w.store().await;
+    let stacks = assert_consistent(&store, &moto.url).await;
+    assert_eq!(stacks.len(), 7);
+    for s in &stacks {
+        let id = s.resource().expect("tagged");
+        let history = store.deployments(Some(id), 100).await.expect("history");
+        assert_eq!(history.len(), 1, "{history:#?}");
+        assert_eq!(history[0].status, "succeeded", "{history:#?}");
+    }
+}
+
+#[test]
+fn a_zero_call_timeout_is_refused_naming_the_key() {
+    let w = world();
+    w.edit_config(|t| {
+        t.replacen(
+            "max_attempts = 2\n",
+            "max_attempts = 2\ncall_timeout = \"0s\"\n",
+            1,
+        )
+    });
+    let out = w.run(&["check-config"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("aws.call_timeout"), "{}", text(&out));
+    assert!(text(&out).contains("longer than zero"), "{}", text(&out));
+}
