@@ -57,6 +57,8 @@ pub struct Elector {
     mode: Mode,
     listen: Option<String>,
     started_at: String,
+    /// When it started electing (orphans are taken only after one lease period).
+    born: Instant,
     held: watch::Sender<Held>,
     observed: Mutex<Observed>,
     /// Leases lost (name, epoch) whose work may still run: still claimed.
@@ -76,6 +78,7 @@ impl Elector {
             mode,
             listen,
             started_at: crate::state::now(),
+            born: Instant::now(),
             held: watch::Sender::new(Held::default()),
             observed: Mutex::default(),
             stale: Mutex::default(),
@@ -284,7 +287,9 @@ impl Elector {
         // none of them leads until they agree.
         let want: BTreeSet<String> = match (self.mode, &conflict) {
             (Mode::Elect, Some(_)) => BTreeSet::new(),
-            (Mode::Elect, None) => wanted(s, &all, &replicas).into_iter().collect(),
+            (Mode::Elect, None) => wanted(s, &all, &replicas, self.born.elapsed())
+                .into_iter()
+                .collect(),
             (Mode::Exclusive, _) => leases.keys().cloned().collect(),
         };
         self.observe(all, replicas, conflict.map(|c| c.to_string()));

@@ -85,12 +85,14 @@ pub fn lease_name(shard: u32) -> String {
 
 /// The leases this replica should try to hold, given every lease and replica as stored:
 /// its home shard's, plus orphaned shards it takes over until their own replica is back
-/// ([`shard::wanted`]). Unsharded: the one leader lease.
+/// ([`shard::wanted`]; `up_for`: how long this replica has been electing). Unsharded: the
+/// one leader lease.
 #[must_use]
 pub fn wanted(
     settings: &Settings,
     leases: &[LeaseRecord],
     replicas: &[ReplicaRecord],
+    up_for: Duration,
 ) -> Vec<String> {
     shard::wanted(
         settings.shard,
@@ -99,6 +101,7 @@ pub fn wanted(
         leases,
         replicas,
         settings.lease,
+        up_for,
     )
 }
 
@@ -281,7 +284,10 @@ mod tests {
             })
             .collect();
         for ((shards, shard), want) in cases {
-            assert_eq!(wanted(&settings(shards, shard), &[], &replicas), [want]);
+            assert_eq!(
+                wanted(&settings(shards, shard), &[], &replicas, Duration::ZERO),
+                [want]
+            );
         }
         assert_eq!(
             settings(3, 0).all_leases(),

@@ -57,7 +57,11 @@ fn millis(d: Duration) -> i64 {
 /// * an orphan: a shard whose lease is absent or expired for longer than one lease period
 ///   and which has no live replica of its own, when `me` is the replica rendezvous hashing
 ///   of the lease name picks among the live replicas (the others do not try; should two
-///   try anyway, acquiring is atomic and one wins).
+///   try anyway, acquiring is atomic and one wins). Only once `me` has been up (`up_for`)
+///   for one lease period: replicas started together have all recorded themselves by then,
+///   so the first to start does not take its peers' shards only to hand them back a moment
+///   later, aborting the deployments it started there (the next leader would have to adopt
+///   them).
 ///
 /// Sorted by shard. With `shards` ≤ 1 it is `["shard-0"]`.
 #[must_use]
@@ -68,8 +72,10 @@ pub fn wanted(
     leases: &[LeaseRecord],
     replicas: &[ReplicaRecord],
     lease_ttl: Duration,
+    up_for: Duration,
 ) -> Vec<String> {
     let shards = shards.max(1);
+    let settled = up_for >= lease_ttl;
     let ttl = millis(lease_ttl);
     let live: Vec<&ReplicaRecord> = replicas
         .iter()
@@ -94,7 +100,8 @@ pub fn wanted(
         let lease = leases.iter().find(|l| l.name == name);
         let mine = lease.is_some_and(|l| l.holder == me && l.remaining_ms > 0);
         let orphan = lease.is_none_or(|l| l.remaining_ms < -ttl);
-        if mine || (orphan && orphan_taker(&name, live_ids.iter().copied()) == Some(me)) {
+        if mine || (settled && orphan && orphan_taker(&name, live_ids.iter().copied()) == Some(me))
+        {
             out.push(name);
         }
     }

@@ -98,7 +98,7 @@ fn wanted_table() {
         ("borrowed given back once c is live", taker, 3, &borrowed, &all_live, names(&[taker.0])),
     ];
     for (what, (home, me), shards, leases, replicas, want) in cases {
-        let got = wanted(home, shards, me, leases, replicas, TTL);
+        let got = wanted(home, shards, me, leases, replicas, TTL, TTL);
         assert_eq!(got, want, "{what}");
     }
 }
@@ -108,8 +108,8 @@ fn absent_lease_is_an_orphan_and_exactly_one_replica_takes_it() {
     // Shard 2 never started: its lease does not exist and nobody of shard 2 is live.
     let replicas = vec![replica("a", 0, 0), replica("b", 1, 0)];
     let leases = vec![lease(0, "a", 5_000), lease(1, "b", 5_000)];
-    let a = wanted(0, 3, "a", &leases, &replicas, TTL);
-    let b = wanted(1, 3, "b", &leases, &replicas, TTL);
+    let a = wanted(0, 3, "a", &leases, &replicas, TTL, TTL);
+    let b = wanted(1, 3, "b", &leases, &replicas, TTL, TTL);
     let takers = [&a, &b]
         .iter()
         .filter(|w| w.contains(&lease_name(2)))
@@ -132,8 +132,32 @@ fn orphans_spread_over_live_replicas() {
 #[test]
 fn a_replica_not_yet_recorded_counts_itself_live() {
     // "z" has not recorded itself yet; it is the only candidate, so it takes the orphan.
-    let got = wanted(0, 2, "z", &[], &[], TTL);
+    let got = wanted(0, 2, "z", &[], &[], TTL, TTL);
     assert_eq!(got, names(&[0, 1]));
+}
+
+#[test]
+fn a_replica_takes_no_orphan_before_it_has_been_up_one_lease_period() {
+    // Replicas started together: "z" is first and nobody else has recorded itself yet.
+    // Taking shard 1 now would only mean handing it back (and aborting what it started
+    // there) once shard 1's own replica records itself a moment later.
+    let early = TTL.saturating_sub(Duration::from_millis(1));
+    assert_eq!(
+        wanted(0, 2, "z", &[], &[], TTL, Duration::ZERO),
+        names(&[0])
+    );
+    assert_eq!(wanted(0, 2, "z", &[], &[], TTL, early), names(&[0]));
+    // A lapsed lease waits too.
+    let lapsed = vec![lease(0, "z", 5_000), lease(1, "y", -12_000)];
+    let gone = vec![replica("y", 1, 25_000)];
+    assert_eq!(wanted(0, 2, "z", &lapsed, &gone, TTL, early), names(&[0]));
+    assert_eq!(wanted(0, 2, "z", &lapsed, &gone, TTL, TTL), names(&[0, 1]));
+    // A shard it already holds is kept whatever its age (only taking waits).
+    let mine = vec![lease(0, "z", 5_000), lease(1, "z", 5_000)];
+    assert_eq!(
+        wanted(0, 2, "z", &mine, &gone, TTL, Duration::ZERO),
+        names(&[0, 1])
+    );
 }
 
 #[test]
