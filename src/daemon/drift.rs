@@ -172,6 +172,7 @@ async fn check(ctx: &Arc<Ctx>, wanted: &BTreeMap<String, Wanted>) -> Result<(), 
         elapsed: started.elapsed(),
     }
     .emit(&ctx.telemetry);
+    super::release_free_memory();
     Ok(())
 }
 
