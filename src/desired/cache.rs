@@ -183,7 +183,7 @@ impl ComputeCache {
 /// Hands the memory the allocator holds free back to the operating system (glibc's
 /// `malloc_trim`): a cycle frees its snapshot, renderings and plan, and without this the
 /// freed pages of every allocator arena stay resident until reused. Called once a cycle has
-/// finished; a no-op elsewhere than Linux with glibc.
+/// finished, and once a drift check has; a no-op elsewhere than Linux with glibc.
 pub fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `malloc_trim` only walks the allocator's own free lists.

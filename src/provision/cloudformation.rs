@@ -871,6 +871,9 @@ impl CloudFormation {
             .execute_change_set()
             .stack_name(&stack)
             .change_set_name(&change_set)
+            // A retried execute (its answer lost or timed out) is the same request, not a
+            // second one.
+            .client_request_token(format!("protond-{}", req.deployment_id))
             .send()
             .await
             .map_err(|e| call_error("ExecuteChangeSet", &stack, &e))?;
