@@ -1033,21 +1033,51 @@ async fn a_full_state_store_is_a_clear_error_and_nothing_is_corrupted() {
     drop(tmpfs);
 }
 
+/// A proxy to `moto` that gives the first `action` call `verdict` and forwards everything
+/// else; the flag is set once that call came.
+fn first_call(moto: &str, action: &'static str, verdict: Verdict) -> (Proxy, Arc<AtomicBool>) {
+    let came = Arc::new(AtomicBool::new(false));
+    let once = came.clone();
+    let proxy = Proxy::start(moto, move |a| {
+        if a == action && !once.swap(true, Ordering::SeqCst) {
+            verdict
+        } else {
+            Verdict::Forward
+        }
+    });
+    (proxy, came)
+}
+
+/// Adds `line` to the config's `[aws]` section.
+fn aws_key(w: &World, line: &str) {
+    w.edit_config(|t| {
+        t.replacen(
+            "max_attempts = 2\n",
+            &format!("max_attempts = 2\n{line}\n"),
+            1,
+        )
+    });
+}
+
+/// The 7 example resources are deployed, each by exactly one successful deployment.
+async fn seven_deployed_once_each(store: &Store, moto: &str) {
+    let stacks = assert_consistent(store, moto).await;
+    assert_eq!(stacks.len(), 7);
+    for s in &stacks {
+        let id = s.resource().expect("tagged");
+        let history = store.deployments(Some(id), 100).await.expect("history");
+        assert_eq!(history.len(), 1, "{history:#?}");
+        assert_eq!(history[0].status, "succeeded", "{history:#?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_whose_answer_was_lost_is_adopted_with_one_stack_and_one_row() {
     let w = world();
     let moto = Moto::start_on(w.aws_port()).expect("moto_server");
     // The first CreateStack takes effect, but its answer is lost; the SDK retries it and
     // CloudFormation answers that the stack already exists.
-    let lost = Arc::new(AtomicBool::new(false));
-    let once = lost.clone();
-    let proxy = Proxy::start(&moto.url, move |a| {
-        if a == "CreateStack" && !once.swap(true, Ordering::SeqCst) {
-            Verdict::LoseAnswer
-        } else {
-            Verdict::Forward
-        }
-    });
+    let (proxy, lost) = first_call(&moto.url, "CreateStack", Verdict::LoseAnswer);
     w.redirect_aws(&proxy.url);
     let out = w.run(&["reconcile", "--once"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -1060,15 +1090,7 @@ async fn a_create_whose_answer_was_lost_is_adopted_with_one_stack_and_one_row() 
         "{}",
         text(&out)
     );
-    let store = w.store().await;
-    let stacks = assert_consistent(&store, &moto.url).await;
-    assert_eq!(stacks.len(), 7);
-    for s in &stacks {
-        let id = s.resource().expect("tagged");
-        let history = store.deployments(Some(id), 100).await.expect("history");
-        assert_eq!(history.len(), 1, "{history:#?}");
-        assert_eq!(history[0].status, "succeeded", "{history:#?}");
-    }
+    seven_deployed_once_each(&w.store().await, &moto.url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1087,23 +1109,9 @@ async fn a_status_poll_never_answered_is_retried_not_waited_for_forever() {
     let moto = Moto::start_on(w.aws_port()).expect("moto_server");
     // The first status poll reaches CloudFormation, but its answer never comes back (a
     // connection dropped on the way, an endpoint that accepted and went silent).
-    let taken = Arc::new(AtomicBool::new(false));
-    let once = taken.clone();
-    let proxy = Proxy::start(&moto.url, move |a| {
-        if a == "DescribeStacks" && !once.swap(true, Ordering::SeqCst) {
-            Verdict::HoldAnswer
-        } else {
-            Verdict::Forward
-        }
-    });
+    let (proxy, _) = first_call(&moto.url, "DescribeStacks", Verdict::HoldAnswer);
     w.redirect_aws(&proxy.url);
-    w.edit_config(|t| {
-        t.replacen(
-            "max_attempts = 2\n",
-            "max_attempts = 2\ncall_timeout = \"2s\"\n",
-            1,
-        )
-    });
+    aws_key(&w, "call_timeout = \"2s\"");
     let started = Instant::now();
     let out = w.run(&["reconcile", "--once"]);
     let took = started.elapsed();
@@ -1115,27 +1123,13 @@ async fn a_status_poll_never_answered_is_retried_not_waited_for_forever() {
         "reconcile --once waited {took:?} for an answer that never came\n{}",
         text(&out)
     );
-    let store = w.store().await;
-    let stacks = assert_consistent(&store, &moto.url).await;
-    assert_eq!(stacks.len(), 7);
-    for s in &stacks {
-        let id = s.resource().expect("tagged");
-        let history = store.deployments(Some(id), 100).await.expect("history");
-        assert_eq!(history.len(), 1, "{history:#?}");
-        assert_eq!(history[0].status, "succeeded", "{history:#?}");
-    }
+    seven_deployed_once_each(&w.store().await, &moto.url).await;
 }
 
 #[test]
 fn a_zero_call_timeout_is_refused_naming_the_key() {
     let w = world();
-    w.edit_config(|t| {
-        t.replacen(
-            "max_attempts = 2\n",
-            "max_attempts = 2\ncall_timeout = \"0s\"\n",
-            1,
-        )
-    });
+    aws_key(&w, "call_timeout = \"0s\"");
     let out = w.run(&["check-config"]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("aws.call_timeout"), "{}", text(&out));
