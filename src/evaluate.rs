@@ -27,6 +27,7 @@ pub mod gate;
 pub mod pins;
 pub mod quarantine;
 pub mod rollback;
+pub mod staged;
 
 /// What the scheduler needs besides the repos: read from the store, the clock and the
 /// daemon's memory before [`evaluate`].
@@ -128,20 +129,8 @@ pub fn evaluate(
     let (new_quarantines, halted_map, quarantined) = quarantine_now(facts, config, &stages);
     // No new resource is given a halted minor.
     let halted: BTreeSet<(String, Version)> = halted_map.keys().cloned().collect();
-    // Releases whose moved tag an operator accepted: their re-renders are release changes.
-    let changed: BTreeSet<(String, Version)> = snapshot
-        .catalog
-        .releases()
-        .filter(|r| r.replaced.is_some())
-        .map(|r| (r.template.clone(), r.version))
-        .collect();
-    let (back, mut offers) = rollback_plan(snapshot, facts, config, &quarantined);
-    // Resources held back on an earlier minor (rolled back from a quarantined release, or
-    // pinned by an operator, whose pin wins): rendered on it from the start.
-    let mut rollbacks: BTreeMap<String, Version> =
-        back.iter().map(|(id, r)| (id.clone(), r.to)).collect();
-    rollbacks.extend(pins::resolve(&facts.pins, &facts.records, &stages));
-    offers.retain(|id, _| !rollbacks.contains_key(id));
+    let changed = accepted_moves(snapshot);
+    let (back, offers, rollbacks) = held_back(snapshot, facts, config, &quarantined, &stages);
     let labels = Labels {
         observed: &observed,
         latest_major: &latest_major,
@@ -151,17 +140,24 @@ pub fn evaluate(
         scope: &facts.scope,
     };
     let inputs = (snapshot, facts, config);
-    let set = render(inputs, cache.as_deref_mut(), &rollbacks, &halted);
-    let first = labels.diff(&set);
     let records = record_facts(&facts.records);
-    let units = rollout_units(&set, snapshot);
-    let rules = rollout_rules(config, facts.now);
-    // Operator holds and freeze windows stop version moves like the gate does.
-    let restrictions = restrictions(config, facts, &set, &stages);
-    let mut rollout_holds = restrictions.with_version_holds(
-        &first,
-        schedule::rollout_holds(&first, &units, &records, &halted_map, &rules, facts.now),
-    );
+    let pass = PassInput {
+        inputs,
+        labels: &labels,
+        rollbacks: &rollbacks,
+        halted_map: &halted_map,
+        halted: &halted,
+        records: &records,
+        stages: &stages,
+    };
+    let FirstPass {
+        set,
+        mut first,
+        mut rollout_holds,
+        restrictions,
+        pins: rendered_with,
+        replaced,
+    } = first_pass(&pass, cache.as_deref_mut());
     // The change-set gate, on what the rollout gate let through.
     let mut gated = gate::pass(
         &gate::GateInput {
@@ -183,11 +179,16 @@ pub fn evaluate(
         .cloned()
         .collect();
     // Cached too: what the next cycles render again while the rollout waits.
-    let second = gated.second(&set, |pins| render(inputs, cache, pins, &halted));
-    let (mut set, mut plan) = second.map_or((set, first), |s| {
+    let second = gated.second(&set, &rendered_with, |pins| {
+        render(inputs, cache, pins, &halted)
+    });
+    let (mut set, mut plan) = if let Some(s) = second {
         let p = labels.diff(&s);
         (s, p)
-    });
+    } else {
+        staged::put_back(&mut first, replaced);
+        (set, first)
+    };
     set.problems.extend(gate::file_problems(snapshot));
     plan::force(&mut plan, &facts.forced);
     mark_relocations(&mut plan, &set, &facts.records, snapshot, config);
@@ -210,6 +211,122 @@ pub fn evaluate(
         new_quarantines,
         rollback_offers: offers,
         approved: gated.approved,
+    }
+}
+
+/// Releases whose moved tag an operator accepted: their re-renders are release changes.
+fn accepted_moves(snapshot: &Snapshot) -> BTreeSet<(String, Version)> {
+    snapshot
+        .catalog
+        .releases()
+        .filter(|r| r.replaced.is_some())
+        .map(|r| (r.template.clone(), r.version))
+        .collect()
+}
+
+/// The rollbacks given and offered for quarantined releases, and every resource held back on
+/// an earlier minor (rolled back from a quarantined release, or pinned by an operator, whose
+/// pin wins), with the version it is rendered on from the start. An offer leaves out what
+/// is held back anyway.
+#[allow(clippy::type_complexity)]
+fn held_back(
+    snapshot: &Snapshot,
+    facts: &Facts,
+    config: &Config,
+    quarantined: &BTreeSet<(String, Version)>,
+    stages: &BTreeMap<String, String>,
+) -> (
+    BTreeMap<String, quarantine::Rollback>,
+    BTreeMap<String, quarantine::Rollback>,
+    BTreeMap<String, Version>,
+) {
+    let (back, mut offers) = rollback_plan(snapshot, facts, config, quarantined);
+    let mut rollbacks: BTreeMap<String, Version> =
+        back.iter().map(|(id, r)| (id.clone(), r.to)).collect();
+    rollbacks.extend(pins::resolve(&facts.pins, &facts.records, stages));
+    offers.retain(|id, _| !rollbacks.contains_key(id));
+    (back, offers, rollbacks)
+}
+
+/// What the first rendering reads besides the cache.
+struct PassInput<'a> {
+    inputs: (&'a Snapshot, &'a Facts, &'a Config),
+    labels: &'a Labels<'a>,
+    rollbacks: &'a BTreeMap<String, Version>,
+    halted_map: &'a Halted,
+    halted: &'a BTreeSet<(String, Version)>,
+    records: &'a BTreeMap<String, RecordFacts>,
+    stages: &'a BTreeMap<String, String>,
+}
+
+/// The first rendering, its diff and the rollout gate's holds (operator holds and freezes
+/// among them).
+struct FirstPass {
+    set: DesiredSet,
+    /// The diff, with the predicted upgrades in it as the unpinned rendering gives them.
+    first: Plan,
+    rollout_holds: BTreeMap<String, HoldReason>,
+    restrictions: Restrictions,
+    /// The pins `set` was rendered with.
+    pins: BTreeMap<String, Version>,
+    /// What the predicted upgrades replaced in `first` (put back when it is the final plan).
+    replaced: Vec<staged::Replaced>,
+}
+
+/// The first rendering, staged ([`staged`]): the upgrades the rollout gate is predicted to
+/// hold rendered on the version they run, when the gate then holds every one of them; else
+/// every resource on the version it resolves to.
+fn first_pass(p: &PassInput<'_>, mut cache: Option<&mut ComputeCache>) -> FirstPass {
+    let (snapshot, facts, config) = p.inputs;
+    let rules = rollout_rules(config, facts.now);
+    let predicted = staged::predict(&staged::Inputs {
+        snapshot,
+        records: &facts.records,
+        record_facts: p.records,
+        rollbacks: p.rollbacks,
+        halted: p.halted_map,
+        rules: &rules,
+        stages: p.stages,
+        scope: &facts.scope,
+        now: facts.now,
+    });
+    if !predicted.is_empty() {
+        let pass = first_pass_with(p, cache.as_deref_mut(), &predicted);
+        if staged::confirmed(&predicted, &pass.replaced, &pass.rollout_holds) {
+            return pass;
+        }
+        tracing::debug!(
+            predicted = predicted.len(),
+            "The rollout gate did not hold every predicted upgrade; rendering them all."
+        );
+    }
+    first_pass_with(p, cache, &staged::Predicted::new())
+}
+
+fn first_pass_with(
+    p: &PassInput<'_>,
+    cache: Option<&mut ComputeCache>,
+    predicted: &staged::Predicted,
+) -> FirstPass {
+    let (snapshot, facts, config) = p.inputs;
+    let pins = staged::pins(p.rollbacks, predicted);
+    let set = render(p.inputs, cache, &pins, p.halted);
+    let mut first = p.labels.diff(&set);
+    let replaced = staged::as_upgrades(&mut first, predicted);
+    let mut units = rollout_units(&set, snapshot);
+    staged::as_upgraded_units(&mut units, predicted);
+    // Operator holds and freeze windows stop version moves like the gate does.
+    let restrictions = restrictions(config, facts, &set, p.stages);
+    let rules = rollout_rules(config, facts.now);
+    let gate = schedule::rollout_holds(&first, &units, p.records, p.halted_map, &rules, facts.now);
+    let rollout_holds = restrictions.with_version_holds(&first, gate);
+    FirstPass {
+        set,
+        first,
+        rollout_holds,
+        restrictions,
+        pins,
+        replaced,
     }
 }
 

@@ -243,6 +243,89 @@ async fn a_minor_rolls_out_stage_by_stage_after_the_soak() {
     assert_eq!(w.versions().await[PROD], "1.1");
 }
 
+/// Staged evaluation (issue 20): on a tag that moves the fleet stage by stage, the upgrades
+/// the rollout gate holds are rendered only on the version they run, and the evaluation
+/// decides exactly what rendering every upgrade decides.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_staged_evaluation_decides_what_rendering_every_upgrade_decides_with_fewer_renders() {
+    // With the change-set gate (its rendering on the deployed versions is the second pass)
+    // and without it (the first rendering, staged, is the last).
+    staged_against_unstaged("").await;
+    staged_against_unstaged("[gate]\nenabled = false\n").await;
+}
+
+async fn staged_against_unstaged(extra: &str) {
+    use crate::evaluate::staged::UNSTAGED;
+    let w = World::new(extra).await;
+    // A service only in prod: every resource of it waits for dev.
+    let team = w.root.join("payments");
+    std::fs::write(
+        team.join("proton/services/ledger.yaml"),
+        "proton: ServiceSpec\nname: ledger\ntemplate: {name: web-svc, major: 1}\ninstances:\n  - name: ledger-prod\n    environment: prod\n    spec: {}\n",
+    )
+    .expect("write");
+    git(&team, &["add", "-A"]);
+    git(&team, &["commit", "-q", "-m", "ledger"]);
+    let first = w.once().await;
+    assert_eq!(first.failed, 0, "{first:?}");
+    let facts = || async {
+        reconcile::read_facts(
+            &w.ctx.store,
+            std::collections::BTreeSet::default(),
+            std::collections::BTreeSet::default(),
+            BTreeMap::default(),
+            (w.ctx.clock)(),
+        )
+        .await
+        .expect("facts")
+    };
+    let evaluate = |snapshot: &crate::desired::Snapshot,
+                    facts: &crate::evaluate::Facts,
+                    cache: &mut crate::desired::ComputeCache,
+                    staged: bool| {
+        UNSTAGED.with(|u| u.set(!staged));
+        let before = cache.rendered_total();
+        let e = crate::evaluate::evaluate(snapshot, facts, &w.ctx.config, Some(cache));
+        UNSTAGED.with(|u| u.set(false));
+        (e, cache.rendered_total() - before)
+    };
+    // Both caches warm from the cycle before the tag.
+    let (mut staged, mut unstaged) = (
+        crate::desired::ComputeCache::default(),
+        crate::desired::ComputeCache::default(),
+    );
+    let (snapshot, at_rest) = (
+        crate::desired::load(&w.ctx.config, None, true),
+        facts().await,
+    );
+    evaluate(&snapshot, &at_rest, &mut staged, true);
+    evaluate(&snapshot, &at_rest, &mut unstaged, false);
+
+    w.tag("web-svc/v1.1");
+    let (snapshot, facts) = (
+        crate::desired::load(&w.ctx.config, None, true),
+        facts().await,
+    );
+    let (a, renders_staged) = evaluate(&snapshot, &facts, &mut staged, true);
+    let (b, renders_unstaged) = evaluate(&snapshot, &facts, &mut unstaged, false);
+    assert_eq!(a.plan, b.plan);
+    assert_eq!(a.schedule.decisions, b.schedule.decisions);
+    assert_eq!(a.rollout_holds, b.rollout_holds);
+    assert_eq!(a.set.desired(), b.set.desired());
+    // Dev starts now, prod is held on the version it runs.
+    let holds: Vec<&str> = a.rollout_holds.keys().map(String::as_str).collect();
+    assert!(holds.contains(&PROD), "{holds:?}");
+    assert!(
+        holds.contains(&"service_instance/ledger/ledger-prod"),
+        "{holds:?}"
+    );
+    assert!(!holds.contains(&DEV), "{holds:?}");
+    assert!(
+        renders_staged < renders_unstaged,
+        "staged {renders_staged} renders, unstaged {renders_unstaged}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn reconcile_once_starts_instances_when_their_environment_ends_not_after_every_deployment() {
     let w = World::new("").await;

@@ -34,6 +34,8 @@ pub(super) type Key = [u8; 32];
 #[derive(Debug)]
 struct Slot {
     key: Key,
+    /// The computation that last used it.
+    used: u64,
     resources: Vec<Resource>,
     problems: Vec<String>,
 }
@@ -59,6 +61,8 @@ pub struct ComputeCache {
     rendered: usize,
     /// Rows reused by the last computation.
     reused: usize,
+    /// Rows rendered by every computation so far.
+    rendered_total: u64,
 }
 
 impl ComputeCache {
@@ -88,9 +92,13 @@ impl ComputeCache {
         self.rendered = 0;
         self.reused = 0;
         let set = super::compute_reusing(snapshot, deployed, account_id, pins, halted, Some(self));
-        // Declarations neither this computation nor the one before used are gone.
+        // Declarations and renderings neither this computation nor the one before used are
+        // gone (a finished rollout's rendering on the version it left, say).
         let keep_from = self.generation.saturating_sub(1);
-        self.entries.retain(|_, e| e.used >= keep_from);
+        self.entries.retain(|_, e| {
+            e.slots.retain(|s| s.used >= keep_from);
+            e.used >= keep_from
+        });
         set
     }
 
@@ -104,6 +112,13 @@ impl ComputeCache {
     #[must_use]
     pub fn last_reused(&self) -> usize {
         self.reused
+    }
+
+    /// Rows rendered (not reused) by every computation so far: an evaluation may compute
+    /// more than once.
+    #[must_use]
+    pub fn rendered_total(&self) -> u64 {
+        self.rendered_total
     }
 
     /// Adds declaration `name`'s rows to `b`: the kept ones when `key` matches a kept
@@ -129,8 +144,13 @@ impl ComputeCache {
         );
         match key {
             Some(key) => self.keep(name, key, rendered.0, rendered.1),
-            None => self.rendered += rendered.0.len(),
+            None => self.count_rendered(rendered.0.len()),
         }
+    }
+
+    fn count_rendered(&mut self, rows: usize) {
+        self.rendered += rows;
+        self.rendered_total += rows as u64;
     }
 
     /// Whether a rendering of declaration `name` under `key` is kept (reads only: asked from
@@ -146,10 +166,11 @@ impl ComputeCache {
         let Some(entry) = self.entries.get_mut(name) else {
             return false;
         };
-        let Some(slot) = entry.slots.iter().find(|s| &s.key == key) else {
+        let Some(slot) = entry.slots.iter_mut().find(|s| &s.key == key) else {
             return false;
         };
         entry.used = self.generation;
+        slot.used = self.generation;
         b.out.resources.extend(slot.resources.iter().cloned());
         b.out.problems.extend(slot.problems.iter().cloned());
         self.reused += slot.resources.len();
@@ -165,13 +186,14 @@ impl ComputeCache {
         resources: Vec<Resource>,
         problems: Vec<String>,
     ) {
-        self.rendered += resources.len();
+        self.count_rendered(resources.len());
         let entry = self.entries.entry(name).or_default();
         entry.used = self.generation;
         entry.slots.insert(
             0,
             Slot {
                 key,
+                used: self.generation,
                 resources,
                 problems,
             },

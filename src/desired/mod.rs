@@ -50,10 +50,12 @@ mod parallel;
 mod resolve;
 mod rows;
 mod service;
+mod versions;
 
 pub use cache::{ComputeCache, limit_allocator_arenas, release_freed_memory};
 pub use context::{ServiceContext, SpecSource, environment_context};
 pub use load::{load, load_cached, load_cached_with, load_shared};
+pub use versions::{Resolved, resolve_versions};
 
 /// One spec file as read from a repo.
 #[derive(Debug, Clone)]
@@ -405,25 +407,8 @@ fn compute_reusing(
             .push(format!("template repo {repo}: {reason}"));
     }
     b.out.problems.extend(moved_tags(&snapshot.catalog));
-    let templates = resolve::Templates {
-        catalog: &snapshot.catalog,
-        repos_failed: !snapshot.template_repo_errors.is_empty(),
-        pins,
-        deployed: deployed
-            .iter()
-            .map(|r| (r.id.as_str(), (r.template.as_str(), r.version)))
-            .collect(),
-        halted,
-    };
-    let deployed_from: ownership::DeployedFrom<'_> = deployed
-        .iter()
-        .map(|r| (r.id.as_str(), r.repo.as_str()))
-        .collect();
-    let owners = ownership::decide(
-        &snapshot.spec_repos,
-        &snapshot.retired_repos,
-        &deployed_from,
-    );
+    let templates = templates(snapshot, deployed, pins, halted);
+    let owners = owners(snapshot, deployed);
     b.out
         .problems
         .extend(owners.problems.iter().map(ToString::to_string));
@@ -435,6 +420,38 @@ fn compute_reusing(
     parallel::render_services(&mut b, &templates, &targets, &owners.services, &keys, cache);
     mark_pipeline_starters(&mut b.out, snapshot);
     b.out
+}
+
+/// The catalogue as the resolution of `compute_held`'s `pins` and `halted` sees it.
+fn templates<'a>(
+    snapshot: &'a Snapshot,
+    deployed: &'a [ResourceRecord],
+    pins: &'a BTreeMap<String, Version>,
+    halted: &'a BTreeSet<(String, Version)>,
+) -> resolve::Templates<'a> {
+    resolve::Templates {
+        catalog: &snapshot.catalog,
+        repos_failed: !snapshot.template_repo_errors.is_empty(),
+        pins,
+        deployed: deployed
+            .iter()
+            .map(|r| (r.id.as_str(), (r.template.as_str(), r.version)))
+            .collect(),
+        halted,
+    }
+}
+
+/// Who declares what, by the ownership rules.
+fn owners<'a>(snapshot: &'a Snapshot, deployed: &[ResourceRecord]) -> ownership::Ownership<'a> {
+    let deployed_from: ownership::DeployedFrom<'_> = deployed
+        .iter()
+        .map(|r| (r.id.as_str(), r.repo.as_str()))
+        .collect();
+    ownership::decide(
+        &snapshot.spec_repos,
+        &snapshot.retired_repos,
+        &deployed_from,
+    )
 }
 
 /// Adds every environment's row, reused through `cache` where its inputs are unchanged.
@@ -520,6 +537,6 @@ fn mark_pipeline_starters(out: &mut DesiredSet, snapshot: &Snapshot) {
 }
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 #[cfg(test)]
 mod tests;

@@ -37,16 +37,17 @@ pub struct GatePass {
 
 impl GatePass {
     /// The second pass's rendering: the gate's, with the candidates that passed taken from
-    /// `first`; else `compute` with [`Self::pins`] when anything is held; else none (the
-    /// first rendering stands).
+    /// `first`; else `compute` with [`Self::pins`] when anything is held that `first` (rendered
+    /// with `first_pins`) does not already hold; else none (the first rendering stands).
     pub fn second(
         &mut self,
         first: &DesiredSet,
+        first_pins: &BTreeMap<String, Version>,
         compute: impl FnOnce(&BTreeMap<String, Version>) -> DesiredSet,
     ) -> Option<DesiredSet> {
         match self.base.take() {
             Some(base) => Some(splice(base, first, &self.passed)),
-            None if self.pinned_more => Some(compute(&self.pins)),
+            None if self.pinned_more && self.pins != *first_pins => Some(compute(&self.pins)),
             None => None,
         }
     }

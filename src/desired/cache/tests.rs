@@ -239,6 +239,34 @@ fn two_renderings_are_kept_and_unused_ones_dropped() {
     assert!(cache.entries.contains_key("service/web"));
 }
 
+/// A rendering the last two computations did not use is dropped, though its declaration is
+/// still rendered (a finished rollout's rendering on the version it left).
+#[test]
+fn a_rendering_unused_for_two_computations_is_dropped() {
+    let mut inputs = base();
+    inputs
+        .snapshot
+        .catalog
+        .insert(svc_releases(&[(1, 1)]).remove(0));
+    let mut pinned = inputs.clone();
+    pinned.pins.insert(
+        "service_instance/web/web-dev".into(),
+        Version { major: 1, minor: 0 },
+    );
+    let mut cache = ComputeCache::default();
+    pinned.cached(&mut cache);
+    inputs.cached(&mut cache);
+    // The pinned rendering was used by the computation before: kept.
+    assert_eq!(cache.entries["service/web"].slots.len(), 2);
+    inputs.cached(&mut cache);
+    assert_eq!(cache.entries["service/web"].slots.len(), 1);
+    assert_eq!(inputs.cached(&mut cache), inputs.uncached());
+    assert_eq!(cache.last_rendered(), 0);
+    // The dropped one renders again when it is asked for.
+    assert_eq!(pinned.cached(&mut cache), pinned.uncached());
+    assert!(cache.last_rendered() > 0);
+}
+
 /// A reused row shares its planner row and its documents with the cache's rendering (each
 /// cycle's set holds pointers, not copies), and the planner borrows the set's rows.
 #[test]
