@@ -109,6 +109,19 @@ impl World {
         run_once(&self.ctx).await.expect("reconcile")
     }
 
+    /// What a cycle would read from the store now (nothing running, waiting or backing off).
+    async fn facts(&self) -> crate::evaluate::Facts {
+        reconcile::read_facts(
+            &self.ctx.store,
+            std::collections::BTreeSet::default(),
+            std::collections::BTreeSet::default(),
+            BTreeMap::default(),
+            (self.ctx.clock)(),
+        )
+        .await
+        .expect("facts")
+    }
+
     /// The provisioner calls since `from`, as (operation, resource, version).
     fn calls_since(&self, from: usize) -> Vec<(String, String, String)> {
         self.fake.calls()[from..]
@@ -223,15 +236,7 @@ async fn a_minor_rolls_out_stage_by_stage_after_the_soak() {
     let mark = w.fake.calls().len();
     w.once().await;
     let calls = w.calls_since(mark);
-    let facts = reconcile::read_facts(
-        &w.ctx.store,
-        std::collections::BTreeSet::default(),
-        std::collections::BTreeSet::default(),
-        BTreeMap::default(),
-        (w.ctx.clock)(),
-    )
-    .await
-    .expect("facts");
+    let facts = w.facts().await;
     let snapshot = crate::desired::load(&w.ctx.config, None, false);
     let eval = crate::evaluate::evaluate(&snapshot, &facts, &w.ctx.config, None);
     assert!(
@@ -268,17 +273,6 @@ async fn staged_against_unstaged(extra: &str) {
     git(&team, &["commit", "-q", "-m", "ledger"]);
     let first = w.once().await;
     assert_eq!(first.failed, 0, "{first:?}");
-    let facts = || async {
-        reconcile::read_facts(
-            &w.ctx.store,
-            std::collections::BTreeSet::default(),
-            std::collections::BTreeSet::default(),
-            BTreeMap::default(),
-            (w.ctx.clock)(),
-        )
-        .await
-        .expect("facts")
-    };
     let evaluate = |snapshot: &crate::desired::Snapshot,
                     facts: &crate::evaluate::Facts,
                     cache: &mut crate::desired::ComputeCache,
@@ -296,7 +290,7 @@ async fn staged_against_unstaged(extra: &str) {
     );
     let (snapshot, at_rest) = (
         crate::desired::load(&w.ctx.config, None, true),
-        facts().await,
+        w.facts().await,
     );
     evaluate(&snapshot, &at_rest, &mut staged, true);
     evaluate(&snapshot, &at_rest, &mut unstaged, false);
@@ -304,7 +298,7 @@ async fn staged_against_unstaged(extra: &str) {
     w.tag("web-svc/v1.1");
     let (snapshot, facts) = (
         crate::desired::load(&w.ctx.config, None, true),
-        facts().await,
+        w.facts().await,
     );
     let (a, renders_staged) = evaluate(&snapshot, &facts, &mut staged, true);
     let (b, renders_unstaged) = evaluate(&snapshot, &facts, &mut unstaged, false);

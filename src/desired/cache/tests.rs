@@ -208,11 +208,8 @@ fn customer_stack_outputs_render_their_instances_again() {
     assert_eq!(cache.last_rendered(), 5);
 }
 
-/// The rows a held rollout renders (the new minor, then the held resources on the version
-/// they run) are both kept: the next cycle renders neither again; a declaration gone from
-/// two computations is forgotten.
-#[test]
-fn two_renderings_are_kept_and_unused_ones_dropped() {
+/// A new minor (1.1) held back: the inputs with it, and the same with web-dev pinned on 1.0.
+fn held_rollout() -> (Inputs, Inputs) {
     let mut inputs = base();
     inputs
         .snapshot
@@ -223,6 +220,15 @@ fn two_renderings_are_kept_and_unused_ones_dropped() {
         "service_instance/web/web-dev".into(),
         Version { major: 1, minor: 0 },
     );
+    (inputs, pinned)
+}
+
+/// The rows a held rollout renders (the new minor, then the held resources on the version
+/// they run) are both kept: the next cycle renders neither again; a declaration gone from
+/// two computations is forgotten.
+#[test]
+fn two_renderings_are_kept_and_unused_ones_dropped() {
+    let (inputs, pinned) = held_rollout();
     let mut cache = ComputeCache::default();
     inputs.cached(&mut cache);
     pinned.cached(&mut cache);
@@ -243,16 +249,7 @@ fn two_renderings_are_kept_and_unused_ones_dropped() {
 /// still rendered (a finished rollout's rendering on the version it left).
 #[test]
 fn a_rendering_unused_for_two_computations_is_dropped() {
-    let mut inputs = base();
-    inputs
-        .snapshot
-        .catalog
-        .insert(svc_releases(&[(1, 1)]).remove(0));
-    let mut pinned = inputs.clone();
-    pinned.pins.insert(
-        "service_instance/web/web-dev".into(),
-        Version { major: 1, minor: 0 },
-    );
+    let (inputs, pinned) = held_rollout();
     let mut cache = ComputeCache::default();
     pinned.cached(&mut cache);
     inputs.cached(&mut cache);
