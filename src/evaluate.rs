@@ -228,7 +228,6 @@ fn accepted_moves(snapshot: &Snapshot) -> BTreeSet<(String, Version)> {
 /// an earlier minor (rolled back from a quarantined release, or pinned by an operator, whose
 /// pin wins), with the version it is rendered on from the start. An offer leaves out what
 /// is held back anyway.
-#[allow(clippy::type_complexity)]
 fn held_back(
     snapshot: &Snapshot,
     facts: &Facts,
@@ -291,7 +290,7 @@ fn first_pass(p: &PassInput<'_>, mut cache: Option<&mut ComputeCache>) -> FirstP
         now: facts.now,
     });
     if !predicted.is_empty() {
-        let pass = first_pass_with(p, cache.as_deref_mut(), &predicted);
+        let pass = first_pass_with(p, cache.as_deref_mut(), &rules, &predicted);
         if staged::confirmed(&predicted, &pass.replaced, &pass.rollout_holds) {
             return pass;
         }
@@ -300,12 +299,13 @@ fn first_pass(p: &PassInput<'_>, mut cache: Option<&mut ComputeCache>) -> FirstP
             "The rollout gate did not hold every predicted upgrade; rendering them all."
         );
     }
-    first_pass_with(p, cache, &staged::Predicted::new())
+    first_pass_with(p, cache, &rules, &staged::Predicted::new())
 }
 
 fn first_pass_with(
     p: &PassInput<'_>,
     cache: Option<&mut ComputeCache>,
+    rules: &RolloutRules,
     predicted: &staged::Predicted,
 ) -> FirstPass {
     let (snapshot, facts, config) = p.inputs;
@@ -317,8 +317,7 @@ fn first_pass_with(
     staged::as_upgraded_units(&mut units, predicted);
     // Operator holds and freeze windows stop version moves like the gate does.
     let restrictions = restrictions(config, facts, &set, p.stages);
-    let rules = rollout_rules(config, facts.now);
-    let gate = schedule::rollout_holds(&first, &units, p.records, p.halted_map, &rules, facts.now);
+    let gate = schedule::rollout_holds(&first, &units, p.records, p.halted_map, rules, facts.now);
     let rollout_holds = restrictions.with_version_holds(&first, gate);
     FirstPass {
         set,
