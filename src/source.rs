@@ -46,8 +46,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use gix::bstr::ByteSlice;
@@ -474,14 +474,17 @@ pub struct TreeEntry {
     pub kind: EntryKind,
 }
 
-/// A repo mirror in the cache. Cheap to clone (wraps `gix::ThreadSafeRepository`).
+/// A repo mirror in the cache. Cheap to clone. Its full `gix` handle is opened when first
+/// needed (reading objects): what a no-op cycle reads, a branch's head, comes from the
+/// references alone ([`Mirror::branch_target`]), and the handles kept between cycles are
+/// bounded ([`handles`]).
 #[derive(Clone)]
 pub struct Mirror {
     inner: Arc<MirrorInner>,
 }
 
 struct MirrorInner {
-    repo: gix::ThreadSafeRepository,
+    repo: OnceLock<gix::ThreadSafeRepository>,
     url: String,
     path: PathBuf,
 }
@@ -531,30 +534,25 @@ impl Mirror {
             });
         };
         if path.exists() {
-            let kept = open_repo(&remote, &path)?;
-            // A local repo is compared in process: unchanged, it is not fetched at all.
-            let unchanged = remote.local.as_deref().is_some_and(|source| {
-                handles::up_to_date(source, &kept.to_thread_local(), &options.refspecs)
-            });
+            // A local repo is compared in process, references only: unchanged, it is not
+            // fetched (nor opened) at all.
+            let unchanged = remote
+                .local
+                .as_deref()
+                .is_some_and(|source| handles::up_to_date(source, &path, &options.refspecs));
             if unchanged {
                 tracing::debug!(url = %remote.display, "Unchanged; not fetched.");
-                return Ok(Mirror::new(kept, remote.display, path));
+                return Ok(Mirror::lazy(remote.display, path));
             }
             let repo = open_repo_with(&remote, &path, options)?;
             let received = fetch::fetch(&repo, &remote, options)
                 .map_err(|f| fetch_error(&remote, options, f, false))?;
             // A kept handle has room for a fixed number of pack indexes (gix sizes it when
             // opening): after a pack arrives, the mirror is opened afresh.
-            let kept = if received {
-                handles::reopen(&path).map_err(|source| SourceError::Open {
-                    url: remote.display.clone(),
-                    path: path.clone(),
-                    source,
-                })?
-            } else {
-                kept
-            };
-            return Ok(Mirror::new(kept, remote.display, path));
+            if received {
+                handles::forget(&path);
+            }
+            return Ok(Mirror::lazy(remote.display, path));
         }
         clone(&remote, cache_dir, &path, options)?;
         let repo = open_repo(&remote, &path)?;
@@ -593,13 +591,62 @@ impl Mirror {
                 path,
             });
         }
-        let repo = open_repo(&remote, &path)?;
-        Ok(Mirror::new(repo, remote.display, path))
+        Ok(Mirror::lazy(remote.display, path))
     }
 
     fn new(repo: gix::ThreadSafeRepository, url: String, path: PathBuf) -> Mirror {
         Mirror {
-            inner: Arc::new(MirrorInner { repo, url, path }),
+            inner: Arc::new(MirrorInner {
+                repo: OnceLock::from(repo),
+                url,
+                path,
+            }),
+        }
+    }
+
+    /// A mirror whose handle is opened when first needed.
+    fn lazy(url: String, path: PathBuf) -> Mirror {
+        Mirror {
+            inner: Arc::new(MirrorInner {
+                repo: OnceLock::new(),
+                url,
+                path,
+            }),
+        }
+    }
+
+    /// The full handle, opened (through the kept handles) when first needed.
+    fn handle(&self) -> gix::Result<&gix::ThreadSafeRepository> {
+        if let Some(repo) = self.inner.repo.get() {
+            return Ok(repo);
+        }
+        let opened = handles::open(&self.inner.path)?;
+        Ok(self.inner.repo.get_or_init(|| opened))
+    }
+
+    fn repo(&self) -> gix::Result<gix::Repository> {
+        self.handle()
+            .map(gix::ThreadSafeRepository::to_thread_local)
+    }
+
+    /// The commit at the tip of a branch as its reference names it, read from the references
+    /// alone (no object is read): what a cycle compares with the commit it read last time.
+    /// Where that cannot be read so (a symbolic reference, say), [`Mirror::branch_head`].
+    /// Unlike it, this does not check that the object is a commit: reading the tree at it
+    /// does.
+    ///
+    /// # Errors
+    ///
+    /// As [`Mirror::branch_head`].
+    pub fn branch_target(&self, branch: &str) -> Result<gix::ObjectId, SourceError> {
+        let full = if branch.starts_with("refs/") {
+            branch.to_owned()
+        } else {
+            format!("refs/heads/{branch}")
+        };
+        match handles::target(&self.inner.path, &full) {
+            Some(id) => Ok(id),
+            None => self.branch_head(branch),
         }
     }
 
@@ -616,8 +663,8 @@ impl Mirror {
         } else {
             format!("refs/heads/{branch}")
         };
-        let repo = self.inner.repo.to_thread_local();
         let resolve = || -> gix::Result<gix::ObjectId> {
+            let repo = self.repo()?;
             let mut reference = repo.find_reference(full.as_str())?;
             Ok(reference.peel_to_commit()?.id)
         };
@@ -636,7 +683,11 @@ impl Mirror {
     ///
     /// [`SourceError::ResolveRef`] when none of them names a commit in the mirror.
     pub fn resolve_commit(&self, rev: &str) -> Result<gix::ObjectId, SourceError> {
-        let repo = self.inner.repo.to_thread_local();
+        let repo = self.repo().map_err(|source| SourceError::ResolveRef {
+            url: self.inner.url.clone(),
+            reference: rev.to_owned(),
+            source,
+        })?;
         if rev.len() == 40
             && let Ok(id) = gix::ObjectId::from_hex(rev.as_bytes())
             && let Ok(object) = repo.find_object(id)
@@ -673,8 +724,8 @@ impl Mirror {
     ///
     /// [`SourceError::ListTags`] when the references or tag objects cannot be read.
     pub fn tags(&self) -> Result<Vec<Tag>, SourceError> {
-        let repo = self.inner.repo.to_thread_local();
-        self.list_tags(&repo)
+        self.repo()
+            .and_then(|repo| self.list_tags(&repo))
             .map_err(|source| SourceError::ListTags {
                 url: self.inner.url.clone(),
                 source,
@@ -736,8 +787,8 @@ impl Mirror {
         &self,
         prefix: &str,
     ) -> Result<BTreeMap<String, gix::ObjectId>, SourceError> {
-        let repo = self.inner.repo.to_thread_local();
         let list = || -> gix::Result<BTreeMap<String, gix::ObjectId>> {
+            let repo = self.repo()?;
             let mut out = BTreeMap::new();
             let platform = repo.references()?;
             for reference in platform.prefixed(prefix.as_bytes())? {
@@ -766,9 +817,9 @@ impl Mirror {
         name: &str,
         commit: gix::ObjectId,
     ) -> Result<(), SourceError> {
-        let repo = self.inner.repo.to_thread_local();
         let full = format!("{prefix}{name}");
         let write = || -> gix::Result<()> {
+            let repo = self.repo()?;
             repo.reference(
                 full.as_str(),
                 commit,
@@ -798,13 +849,14 @@ impl Mirror {
         folder: &str,
     ) -> Result<Option<gix::ObjectId>, SourceError> {
         let components = folder_components(folder)?;
-        let repo = self.inner.repo.to_thread_local();
-        Self::folder_tree(&repo, commit, &components).map_err(|source| SourceError::ReadTree {
-            url: self.inner.url.clone(),
-            commit,
-            folder: folder.to_owned(),
-            source,
-        })
+        self.repo()
+            .and_then(|repo| Self::folder_tree(&repo, commit, &components))
+            .map_err(|source| SourceError::ReadTree {
+                url: self.inner.url.clone(),
+                commit,
+                folder: folder.to_owned(),
+                source,
+            })
     }
 
     fn folder_tree(
@@ -840,7 +892,6 @@ impl Mirror {
         max_bytes: u64,
     ) -> Result<Vec<TreeEntry>, SourceError> {
         let components = folder_components(folder)?;
-        let repo = self.inner.repo.to_thread_local();
         let url = &self.inner.url;
         let read_tree_err = |folder: &str| {
             let folder = folder.to_owned();
@@ -851,6 +902,7 @@ impl Mirror {
                 source,
             }
         };
+        let repo = self.repo().map_err(read_tree_err(folder))?;
         let root = Self::folder_tree(&repo, commit, &components)
             .map_err(read_tree_err(folder))?
             .ok_or_else(|| SourceError::FolderNotFound {
@@ -946,7 +998,9 @@ impl Mirror {
         message: &str,
         author: (&str, &str),
     ) -> Result<gix::ObjectId, WriteCommitError> {
-        let repo = self.inner.repo.to_thread_local();
+        let repo = self
+            .repo()
+            .map_err(|source| WriteCommitError::FindBase { base, source })?;
         let commit = repo
             .find_commit(base)
             .map_err(|source| WriteCommitError::FindBase { base, source })?;
@@ -1003,7 +1057,7 @@ impl Mirror {
     /// The author email of a commit in the mirror, if the commit is there.
     #[must_use]
     pub fn commit_author_email(&self, id: gix::ObjectId) -> Option<String> {
-        let repo = self.inner.repo.to_thread_local();
+        let repo = self.repo().ok()?;
         let commit = repo.find_commit(id).ok()?;
         let author = commit.author().ok()?;
         Some(author.email.to_string())
@@ -1022,9 +1076,12 @@ impl Mirror {
     }
 
     /// The underlying repository, for plumbing-style readers (see `to_thread_local`).
-    #[must_use]
-    pub fn repository(&self) -> &gix::ThreadSafeRepository {
-        &self.inner.repo
+    ///
+    /// # Errors
+    ///
+    /// gix's error when the mirror cannot be opened.
+    pub fn repository(&self) -> gix::Result<&gix::ThreadSafeRepository> {
+        self.handle()
     }
 }
 
@@ -1854,7 +1911,7 @@ mod tests {
             .map(|t| t.name)
             .collect();
         assert_eq!(names, ["rel/a-1.0"]);
-        let repo = mirror.repository().to_thread_local();
+        let repo = mirror.repository().expect("opens").to_thread_local();
         assert!(
             repo.find_object(side).is_err(),
             "the side branch's commit was fetched"

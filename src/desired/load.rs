@@ -446,9 +446,10 @@ fn spec_repo(
             return (state, None);
         }
     };
+    // The references alone: an unchanged repo is reused without opening it.
     let head = opened
         .mirror
-        .branch_head(&repo.branch)
+        .branch_target(&repo.branch)
         .ok()
         .map(|h| h.to_string());
     let reusable =

@@ -47,6 +47,7 @@ mod environment;
 mod load;
 mod ownership;
 mod parallel;
+pub(crate) use parallel::map_ordered;
 mod resolve;
 mod rows;
 mod service;

@@ -3,6 +3,8 @@
 //! rendered on one of the machine's cores). Each thread renders into a fork of the builder
 //! (the records and environment outputs are shared, read-only); the rows, the problems and
 //! the render cache are then filled in the services' order, exactly as one thread would.
+//! [`map_ordered`] does the same for any pure function over a slice (the change-set gate's
+//! document comparisons).
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -87,6 +89,49 @@ pub(super) fn render_services<'a>(
             }
         }
     }
+}
+
+/// `f` of every item, on every core when there are enough items, in the items' order: what
+/// one thread would give. A panic in `f` panics here.
+pub(crate) fn map_ordered<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = threads_for(items.len());
+    if threads == 1 {
+        return items.iter().map(&f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<Option<R>> = std::iter::repeat_with(|| None).take(items.len()).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (next, f) = (&next, &f);
+                scope.spawn(move || {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            break out;
+                        };
+                        out.push((i, f(item)));
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            match worker.join() {
+                Ok(results) => {
+                    for (i, r) in results {
+                        done[i] = Some(r);
+                    }
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    });
+    // Every index was taken by exactly one worker, and every worker joined.
+    done.into_iter()
+        .zip(items)
+        .map(|(r, item)| r.unwrap_or_else(|| f(item)))
+        .collect()
 }
 
 /// Threads for `services` services on this machine.

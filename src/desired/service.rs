@@ -88,12 +88,16 @@ pub(super) fn releases<'a>(
     let base = templates.resolve(d.path(), template, TemplateKind::Service, None)?;
     let t = template.map_or("", |t| t.name.as_str());
     let minor = template.is_some_and(|t| t.minor.is_some());
+    // The pipeline's release is read only when the spec declares a pipeline: otherwise a new
+    // minor held back for every instance would still change the key (the pipeline, never
+    // pinned, follows it), and every service would render again at each tag (issue 20).
+    let pipeline = d.spec.pipeline.is_some().then(|| pipeline_id(name));
     let ids = d
         .spec
         .instances
         .iter()
         .map(|i| instance_id(name, &i.name))
-        .chain([pipeline_id(name)]);
+        .chain(pipeline);
     Ok(ids
         .map(|id| templates.for_resource(&id, t, base, minor))
         .collect())

@@ -115,13 +115,14 @@ pub fn pass(
         .iter()
         .map(|r| (r.desired.id.as_str(), r))
         .collect();
-    let mut out = GatePass::default();
-    for (id, (from, to)) in &candidates {
+    // Each decision compares two renderings' documents: on every core (issue 20: the 12,500
+    // upgrades of a 50,000-instance tag took 0.6 s on one).
+    let candidates: Vec<(&String, &(Version, Version))> = candidates.iter().collect();
+    let decisions = crate::desired::map_ordered(&candidates, |(id, (from, to))| {
         let (Some(new), Some(old)) = (by_id.get(id.as_str()), deployed.get(id.as_str())) else {
-            out.passed.insert(id.clone());
-            continue;
+            return Decision::Clear;
         };
-        let decision = match &old.desired.state {
+        match &old.desired.state {
             DesiredState::Ready { .. } => decide(&rules, &approvals, new, old, *to),
             DesiredState::Invalid { error } => Decision::NeedsApproval {
                 changes: vec![format!(
@@ -129,7 +130,10 @@ pub fn pass(
                 )],
             },
             DesiredState::Blocked { .. } => Decision::Clear,
-        };
+        }
+    });
+    let mut out = GatePass::default();
+    for ((id, (_, to)), decision) in candidates.into_iter().zip(decisions) {
         match decision {
             Decision::Clear => {
                 out.passed.insert(id.clone());

@@ -337,3 +337,33 @@ fn a_held_new_minor_reuses_the_rendering_on_the_version_resources_run() {
     assert_eq!(moved.cached(&mut cache), moved.uncached());
     assert_eq!((cache.last_rendered(), cache.last_reused()), (5, 2));
 }
+
+/// A service without a pipeline reads no pipeline release: a new minor held back for all its
+/// instances renders none of it again (its pipeline would follow the new minor, were there
+/// one), while a service with a pipeline that moves renders again.
+#[test]
+fn a_held_new_minor_renders_nothing_of_a_service_without_a_pipeline() {
+    let mut before = base();
+    let web = svc("web", 1, None, &[("web-dev", "dev"), ("web-prod", "prod")])
+        .replace("pipeline: {}\n", "");
+    let mut team = repo("team-a", false, &[("web.yaml", &web)]);
+    team.commit = Some("a1".into());
+    before.snapshot.spec_repos[1] = team;
+    let mut cache = ComputeCache::default();
+    before.cached(&mut cache);
+    let mut held = before.clone();
+    held.snapshot
+        .catalog
+        .insert(svc_releases(&[(1, 1)]).remove(0));
+    for id in [
+        "service_instance/web/web-dev",
+        "service_instance/web/web-prod",
+        "service_instance/api/api-dev",
+    ] {
+        held.pins.insert(id.into(), Version { major: 1, minor: 0 });
+    }
+    assert_eq!(held.cached(&mut cache), held.uncached());
+    // api's pipeline moves to 1.1: api renders again (its instance and its pipeline); web,
+    // every instance held, is reused, as are the environments.
+    assert_eq!((cache.last_rendered(), cache.last_reused()), (2, 4));
+}

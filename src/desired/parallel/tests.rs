@@ -123,3 +123,25 @@ fn several_threads_render_what_one_thread_renders() {
     assert_eq!(shared.last_rendered(), alone.last_rendered());
     assert!(shared.last_rendered() > 0 && shared.last_rendered() < 5);
 }
+
+#[test]
+fn an_ordered_map_on_several_threads_gives_what_one_thread_gives() {
+    let items: Vec<u64> = (0..1_000).collect();
+    // Uneven work, so that the threads finish out of order.
+    let f = |n: &u64| -> String {
+        let spins = (n * 7919) % 3_000;
+        let mut x = *n;
+        for _ in 0..spins {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        }
+        format!("{n}:{x}")
+    };
+    let expected: Vec<String> = items.iter().map(f).collect();
+    for threads in [1, 2, 3, 8] {
+        THREADS.with(|t| t.set(Some(threads)));
+        let got = super::map_ordered(&items, f);
+        THREADS.with(|t| t.set(None));
+        assert_eq!(got, expected, "{threads} threads");
+    }
+    assert!(super::map_ordered(&Vec::<u64>::new(), f).is_empty());
+}
