@@ -98,20 +98,32 @@ pub(crate) fn map_ordered<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + S
     if threads == 1 {
         return items.iter().map(&f).collect();
     }
+    on_threads(items.len(), threads, || (), |(), i| f(&items[i]))
+}
+
+/// `f` of every index below `len` on `threads` threads, each with its own state made by
+/// `state` (on this thread) and taking the next index not yet taken; the results in index
+/// order. A panic in `f` panics here, as it would on one thread.
+fn on_threads<S: Send, R: Send>(
+    len: usize,
+    threads: usize,
+    mut state: impl FnMut() -> S,
+    f: impl Fn(&mut S, usize) -> R + Sync,
+) -> Vec<R> {
     let next = AtomicUsize::new(0);
-    let mut done: Vec<Option<R>> = std::iter::repeat_with(|| None).take(items.len()).collect();
+    let mut done: Vec<Option<R>> = std::iter::repeat_with(|| None).take(len).collect();
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
-                let (next, f) = (&next, &f);
+                let (mut mine, next, f) = (state(), &next, &f);
                 scope.spawn(move || {
                     let mut out = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(item) = items.get(i) else {
+                        if i >= len {
                             break out;
-                        };
-                        out.push((i, f(item)));
+                        }
+                        out.push((i, f(&mut mine, i)));
                     }
                 })
             })
@@ -128,9 +140,10 @@ pub(crate) fn map_ordered<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + S
         }
     });
     // Every index was taken by exactly one worker, and every worker joined.
+    let mut mine = state();
     done.into_iter()
-        .zip(items)
-        .map(|(r, item)| r.unwrap_or_else(|| f(item)))
+        .enumerate()
+        .map(|(i, r)| r.unwrap_or_else(|| f(&mut mine, i)))
         .collect()
 }
 
@@ -182,40 +195,12 @@ impl Shared<'_, '_> {
     /// Every service on `threads` threads, each taking the next service not yet taken;
     /// the results in the services' order.
     fn on_threads(&self, b: &Builder<'_>, threads: usize) -> Vec<Done> {
-        let next = AtomicUsize::new(0);
-        let mut done: Vec<Option<Done>> = self.services.iter().map(|_| None).collect();
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads)
-                .map(|_| {
-                    let (mut fork, next) = (b.fork(), &next);
-                    scope.spawn(move || {
-                        let mut out = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            if i >= self.services.len() {
-                                break out;
-                            }
-                            out.push((i, self.one(&mut fork, i)));
-                        }
-                    })
-                })
-                .collect();
-            for worker in workers {
-                match worker.join() {
-                    Ok(results) => {
-                        for (i, d) in results {
-                            done[i] = Some(d);
-                        }
-                    }
-                    // A render that panics panics here, as it would on one thread.
-                    Err(panic) => std::panic::resume_unwind(panic),
-                }
-            }
-        });
-        done.into_iter()
-            .enumerate()
-            .map(|(i, d)| d.unwrap_or_else(|| self.one(&mut b.fork(), i)))
-            .collect()
+        on_threads(
+            self.services.len(),
+            threads,
+            || b.fork(),
+            |fork, i| self.one(fork, i),
+        )
     }
 }
 

@@ -310,24 +310,19 @@ fn reused_rows_share_the_planner_row_and_documents() {
 /// fleet again. A resource that does move to the new minor still renders.
 #[test]
 fn a_held_new_minor_reuses_the_rendering_on_the_version_resources_run() {
-    let before = base();
     let mut cache = ComputeCache::default();
-    before.cached(&mut cache);
-    let mut held = before.clone();
-    held.snapshot
-        .catalog
-        .insert(svc_releases(&[(1, 1)]).remove(0));
     // Every service resource stays on 1.0, as the gate pins its candidates.
-    for id in [
-        "service_instance/web/web-dev",
-        "service_instance/web/web-prod",
-        "pipeline/web",
-        "service_instance/api/api-dev",
-        "pipeline/api",
-    ] {
-        held.pins.insert(id.into(), Version { major: 1, minor: 0 });
-    }
-    assert_eq!(held.cached(&mut cache), held.uncached());
+    let held = held_on_1_0(
+        &base(),
+        &mut cache,
+        &[
+            "service_instance/web/web-dev",
+            "service_instance/web/web-prod",
+            "pipeline/web",
+            "service_instance/api/api-dev",
+            "pipeline/api",
+        ],
+    );
     assert_eq!((cache.last_rendered(), cache.last_reused()), (0, 7));
 
     // Without the pins web and api move to 1.1: their rows render, the environments' not.
@@ -336,6 +331,22 @@ fn a_held_new_minor_reuses_the_rendering_on_the_version_resources_run() {
     assert_ne!(moved.uncached(), held.uncached());
     assert_eq!(moved.cached(&mut cache), moved.uncached());
     assert_eq!((cache.last_rendered(), cache.last_reused()), (5, 2));
+}
+
+/// `before` computed through `cache`, then a new minor (1.1) with `ids` pinned on 1.0,
+/// computed through it too (checked against the uncached computation).
+fn held_on_1_0(before: &Inputs, cache: &mut ComputeCache, ids: &[&str]) -> Inputs {
+    before.cached(cache);
+    let mut held = before.clone();
+    held.snapshot
+        .catalog
+        .insert(svc_releases(&[(1, 1)]).remove(0));
+    for id in ids {
+        held.pins
+            .insert((*id).into(), Version { major: 1, minor: 0 });
+    }
+    assert_eq!(held.cached(cache), held.uncached());
+    held
 }
 
 /// A service without a pipeline reads no pipeline release: a new minor held back for all its
@@ -350,19 +361,15 @@ fn a_held_new_minor_renders_nothing_of_a_service_without_a_pipeline() {
     team.commit = Some("a1".into());
     before.snapshot.spec_repos[1] = team;
     let mut cache = ComputeCache::default();
-    before.cached(&mut cache);
-    let mut held = before.clone();
-    held.snapshot
-        .catalog
-        .insert(svc_releases(&[(1, 1)]).remove(0));
-    for id in [
-        "service_instance/web/web-dev",
-        "service_instance/web/web-prod",
-        "service_instance/api/api-dev",
-    ] {
-        held.pins.insert(id.into(), Version { major: 1, minor: 0 });
-    }
-    assert_eq!(held.cached(&mut cache), held.uncached());
+    held_on_1_0(
+        &before,
+        &mut cache,
+        &[
+            "service_instance/web/web-dev",
+            "service_instance/web/web-prod",
+            "service_instance/api/api-dev",
+        ],
+    );
     // api's pipeline moves to 1.1: api renders again (its instance and its pipeline); web,
     // every instance held, is reused, as are the environments.
     assert_eq!((cache.last_rendered(), cache.last_reused()), (2, 4));
