@@ -64,7 +64,7 @@ pub fn resolve_versions(
         else {
             continue;
         };
-        // `releases` gives each instance's, then the pipeline's.
+        // `releases` gives each instance's, then the pipeline's when the spec declares one.
         for (inst, release) in d.spec.instances.iter().zip(&releases) {
             out.push(Resolved {
                 id: instance_id(name, &inst.name),
@@ -73,10 +73,9 @@ pub fn resolve_versions(
                 environment: Some(inst.environment.clone()),
             });
         }
-        // A pipeline row exists only when both the template and the spec have one.
+        // A pipeline row exists only when the template has one too.
         if let Some(release) = releases.get(d.spec.instances.len())
             && release.bundle.pipeline.is_some()
-            && d.spec.pipeline.is_some()
         {
             out.push(Resolved {
                 id: pipeline_id(name),
