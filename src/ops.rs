@@ -970,7 +970,7 @@ mod tests {
             version: v,
             input_hash: "i".into(),
             rendered_hash: "r".into(),
-            outputs: BTreeMap::new(),
+            outputs: crate::state::Outputs::default(),
             status,
             spec_commit: None,
             updated_at: String::new(),

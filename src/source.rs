@@ -965,10 +965,14 @@ impl Mirror {
                             limit: max_bytes,
                         });
                     }
+                    // Copied out at its size: the object's buffer comes from the handle's
+                    // pool and can be far larger than the blob (a pack's delta buffer), and
+                    // the catalog keeps template files for as long as the release lives.
                     Ok(repo
                         .find_blob(entry.object_id())
                         .map_err(read_blob_err)?
-                        .take_data())
+                        .data
+                        .clone())
                 };
                 let kind = match kind {
                     EntryKind::Blob(_) => EntryKind::Blob(read_blob()?),

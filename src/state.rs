@@ -38,6 +38,7 @@ mod generation;
 mod holds;
 pub mod lease;
 pub mod lock;
+mod outputs;
 mod pages;
 pub mod pg;
 mod quarantine;
@@ -51,6 +52,7 @@ pub use approvals::PendingApproval;
 pub use generation::CycleReads;
 pub use holds::PinRecord;
 pub use lock::{LockHolder, WriterLock};
+pub use outputs::Outputs;
 pub use quarantine::{ReleaseEvent, Stop, StopKind};
 pub use repo_health::{Fallback, SkippedRepo, SkippedRepos};
 pub use report::RolloutDecision;
@@ -486,7 +488,7 @@ pub struct ResourceRecord {
     /// Deployed rendered hash.
     pub rendered_hash: String,
     /// Outputs of the deployed stack.
-    pub outputs: BTreeMap<String, String>,
+    pub outputs: Outputs,
     /// Whether its last deployment succeeded.
     pub status: ResourceStatus,
     /// Spec commit deployed.
@@ -529,7 +531,7 @@ impl ResourceRecord {
             version: dep.to_version,
             input_hash: dep.input_hash.clone(),
             rendered_hash: dep.rendered_hash.clone(),
-            outputs,
+            outputs: outputs.into(),
             status: ResourceStatus::Deployed,
             spec_commit: dep.spec_commit.clone(),
             updated_at: String::new(),
@@ -1189,7 +1191,11 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(self.q("list resources"))?;
-        records.into_iter().collect()
+        // The rows came in a vector grown by doubling, which collecting in place keeps:
+        // the cycle holds these records until the next write, so they get their own size.
+        let mut records: Vec<ResourceRecord> = records.into_iter().collect::<Result<_, _>>()?;
+        records.shrink_to_fit();
+        Ok(records)
     }
 
     /// The record of resource `id`, if any (the drift check reads each just before
@@ -1734,7 +1740,7 @@ fn resource_from_row(r: &sqlx::any::AnyRow) -> Result<ResourceRecord, StateError
     let kind_text = s("kind")?;
     let kind = ResourceKind::parse(&kind_text)
         .ok_or_else(|| corrupt("resources", format!("unknown kind {kind_text:?}")))?;
-    let outputs: BTreeMap<String, String> = serde_json::from_str(&s("outputs")?)
+    let outputs: Outputs = serde_json::from_str(&s("outputs")?)
         .map_err(|e| corrupt("resources", format!("outputs: {e}")))?;
     let status = s("status")?;
     Ok(ResourceRecord {
@@ -1889,7 +1895,7 @@ pub(crate) mod tests {
             version: Version { major: 1, minor: 2 },
             input_hash: "i".into(),
             rendered_hash: "r".into(),
-            outputs: BTreeMap::from([("TopicArn".into(), "arn:x".into())]),
+            outputs: crate::state::Outputs::from([("TopicArn".into(), "arn:x".into())]),
             status: ResourceStatus::Deployed,
             spec_commit: Some("abc".into()),
             updated_at: String::new(),

@@ -343,7 +343,7 @@ impl Renderer<'_> {
         .context("pass --instance NAME: the instance the component is attached to")?;
         let info = InstanceInfo {
             name: inst.name.clone(),
-            inputs: inst.inputs.clone(),
+            inputs: inst.inputs.value(),
             outputs: BTreeMap::new(),
             environment: self.environment(&inst.environment),
             component_outputs: BTreeMap::new(),

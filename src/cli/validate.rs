@@ -243,7 +243,7 @@ pub(super) fn validate_spec_inputs(
     }
     let out = match (spec, bundle.kind) {
         (SpecFile::Environment(e), TemplateKind::Environment) => Inputs {
-            main: checker.check(InputKind::Environment, &e.inputs, "spec"),
+            main: checker.check(InputKind::Environment, &e.inputs.value(), "spec"),
             instances: Vec::new(),
             pipeline: Value::Null,
         },
@@ -301,7 +301,7 @@ impl Checker<'_> {
             .map(|(i, inst)| {
                 self.check(
                     InputKind::Service,
-                    &inst.inputs,
+                    &inst.inputs.value(),
                     &format!("instances[{i}].spec"),
                 )
             })

@@ -1,8 +1,9 @@
 //! The change-set gate's bookkeeping in the cycle: records what the evaluation held as
 //! needing an approval (for `protond approvals`, `status`, the page and the metrics), tells
 //! people once per resource and version (`ApprovalNeeded`), and records the spec-repo
-//! approvals the evaluation used, so the history row of the deployment names them. Decides
-//! nothing: the gate is `crate::gate`, run inside `crate::evaluate`.
+//! approvals the evaluation used (before the deployments start), so the history row of the
+//! deployment names them. Decides nothing: the gate is `crate::gate`, run inside
+//! `crate::evaluate`.
 
 use std::collections::BTreeMap;
 
@@ -43,9 +44,22 @@ pub fn pending(eval: &Evaluation) -> BTreeMap<String, (String, Version, Vec<Stri
         .collect()
 }
 
-/// Records the gate's findings and approvals used; notifies what is newly held. Only the
-/// rows this leader answers for (`scope`, of the resources `known`) are compared and
-/// replaced: with shards, the other leaders' rows stay as they wrote them.
+/// Records the spec-repo approvals the evaluation used, before the deployments that use
+/// them start (their history rows name them).
+///
+/// # Errors
+///
+/// A store failure.
+pub async fn record_approvals(store: &Store, eval: &Evaluation) -> Result<(), StateError> {
+    for approval in eval.approved.values().filter(|a| a.repo.is_some()) {
+        store.record_approval(approval, false).await?;
+    }
+    Ok(())
+}
+
+/// Records the gate's findings; notifies what is newly held. Only the rows this leader
+/// answers for (`scope`, of the resources `known`) are compared and replaced: with shards,
+/// the other leaders' rows stay as they wrote them.
 ///
 /// # Errors
 ///
@@ -56,9 +70,6 @@ pub async fn record(
     t: &Telemetry,
     (scope, known): (&Scope, &Known<'_>),
 ) -> Result<(), StateError> {
-    for approval in eval.approved.values().filter(|a| a.repo.is_some()) {
-        store.record_approval(approval, false).await?;
-    }
     let now = pending(eval);
     let mut before = store.needs_approval().await?;
     before.retain(|id, _| now.contains_key(id) || scope.answers_for(id, known));

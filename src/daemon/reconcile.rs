@@ -8,11 +8,13 @@
 //! 5. [`crate::evaluate::evaluate`]: quarantine failing releases, compute the desired
 //!    state, diff, gate and schedule (pure; `protond plan` calls the same function); the
 //!    quarantines it decided are recorded and announced ([`super::quarantine`]);
-//! 6. [`record_moves`]: record spec files that moved to another repo; record the invalid
-//!    specs (for `protond status`); start the drift check beside the cycle when it is due
-//!    ([`super::drift`]);
-//! 7. [`start`]: start a deployment task for every change the schedule lets start (the
-//!    rollout holds are logged after it);
+//! 6. [`start`]: record the spec-repo approvals the evaluation used (the history row of a
+//!    deployment names its approval), then start a deployment task for every change the
+//!    schedule lets start;
+//! 7. [`record_moves`]: record spec files that moved to another repo; record the invalid
+//!    specs (for `protond status`) and what the change-set gate holds; start the drift
+//!    check beside the cycle when it is due ([`super::drift`]); log the rollout holds. This
+//!    bookkeeping is about resources that do not start, so it comes after the starts;
 //! 8. [`propose`]: start the pull-request pass for major upgrades.
 //!
 //! A cycle never waits for stacks: each task runs the deployment lifecycle
@@ -27,7 +29,7 @@
 //!   it, never more than the deletion budget in one cycle; failures retried by the one
 //!   error policy of the lifecycle.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -144,12 +146,17 @@ pub async fn cycle(ctx: &Arc<Ctx>, fetch: desired::Fetch) -> Result<CycleReport,
             crate::ops::Findings::from_plan(&eval.plan)
                 .with_customer_managed(&eval.set.customer_managed),
         );
+        // The approvals a deployment uses are recorded before it starts: its history row
+        // names them.
+        super::gate::record_approvals(&ctx.store, &eval).await?;
+        start(ctx, &snapshot, &eval, &facts.records, &mut report);
+        // The rest of the bookkeeping concerns resources that do not start (unchanged,
+        // invalid, held): written once the deployments are on their way.
         record_moves(&ctx.store, &eval, &facts.records).await?;
         let known = known(&eval, &facts.records);
         record_spec_findings(&ctx.store, &eval, (&facts.scope, &known)).await?;
         super::gate::record(&ctx.store, &eval, &ctx.telemetry, (&facts.scope, &known)).await?;
         super::drift::maybe_start(ctx, &eval);
-        start(ctx, &snapshot, &eval, &facts.records, &mut report);
         log_holds(&eval, &ctx.repeats);
         propose(ctx, snapshot, facts.records).await;
         // What the cycle freed goes back to the system, so that the daemon at rest holds
@@ -645,7 +652,7 @@ fn log_holds(eval: &Evaluation, repeats: &Repeats) {
 /// New holds of one reason up to this many are logged one line each; more are one line.
 const HOLDS_LOGGED_ONE_BY_ONE: usize = 5;
 
-/// Step 6: a spec file moved to another repo without changing what it renders: no
+/// Step 7: a spec file moved to another repo without changing what it renders: no
 /// deployment will record the move, so record it here (ownership and "unknown repo, delete
 /// nothing" read the record's repo).
 async fn record_moves(
@@ -653,7 +660,7 @@ async fn record_moves(
     eval: &Evaluation,
     records: &[ResourceRecord],
 ) -> Result<(), StateError> {
-    let (resources, records) = by_id(eval, records);
+    let (resources, records) = by_id(eval, records, |_| true);
     for a in eval
         .plan
         .actions
@@ -670,7 +677,7 @@ async fn record_moves(
     Ok(())
 }
 
-/// Step 7: starts a deployment task for every change the schedule lets start.
+/// Step 6: starts a deployment task for every change the schedule lets start.
 fn start(
     ctx: &Arc<Ctx>,
     snapshot: &Snapshot,
@@ -679,7 +686,10 @@ fn start(
     report: &mut CycleReport,
 ) {
     let roles = evaluate::environment_field(snapshot, |e| e.role_arn.as_ref());
-    let (resources, records) = by_id(eval, records);
+    // Only the starting resources are looked up: a tag that starts a stage of a large
+    // fleet starts a few of its resources, and the first should not wait for maps of all.
+    let starting: HashSet<&str> = eval.schedule.starts().map(|a| a.id.as_str()).collect();
+    let (resources, records) = by_id(eval, records, |id| starting.contains(id));
     report.held += eval.schedule.holds().count();
     for a in eval.schedule.starts() {
         let Some(claim) = ctx.claim(&a.id) else {
@@ -716,21 +726,27 @@ async fn propose(ctx: &Arc<Ctx>, snapshot: Arc<Snapshot>, records: Vec<ResourceR
     ctx.start_proposals(snapshot, records).await;
 }
 
-/// The evaluation's resources and the records, by resource id.
+/// The evaluation's resources and the records whose id `wanted` keeps, by resource id.
 fn by_id<'a>(
     eval: &'a Evaluation,
     records: &'a [ResourceRecord],
+    wanted: impl Fn(&str) -> bool,
 ) -> (
-    BTreeMap<&'a str, &'a Resource>,
-    BTreeMap<&'a str, &'a ResourceRecord>,
+    HashMap<&'a str, &'a Resource>,
+    HashMap<&'a str, &'a ResourceRecord>,
 ) {
     let resources = eval
         .set
         .resources
         .iter()
         .map(|r| (r.desired.id.as_str(), r))
+        .filter(|(id, _)| wanted(id))
         .collect();
-    let records = records.iter().map(|r| (r.id.as_str(), r)).collect();
+    let records = records
+        .iter()
+        .map(|r| (r.id.as_str(), r))
+        .filter(|(id, _)| wanted(id))
+        .collect();
     (resources, records)
 }
 

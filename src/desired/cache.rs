@@ -20,7 +20,7 @@ use super::{
 };
 use crate::catalog::releases::Release;
 use crate::plan::Version;
-use crate::state::ResourceRecord;
+use crate::state::{Outputs, ResourceRecord};
 
 /// How many renderings of one declaration are kept: a cycle renders twice while a rollout is
 /// held (the new minors, then the held resources on the version they run), and both are
@@ -183,12 +183,17 @@ impl ComputeCache {
         &mut self,
         name: String,
         key: Key,
-        resources: Vec<Resource>,
+        mut resources: Vec<Resource>,
         problems: Vec<String>,
     ) {
         self.count_rendered(resources.len());
+        // Kept until the declaration changes: no room beyond what is kept (tens of
+        // thousands of entries at rest).
+        resources.shrink_to_fit();
         let entry = self.entries.entry(name).or_default();
         entry.used = self.generation;
+        entry.slots.truncate(SLOTS - 1);
+        entry.slots.reserve_exact(1);
         entry.slots.insert(
             0,
             Slot {
@@ -198,7 +203,6 @@ impl ComputeCache {
                 problems,
             },
         );
-        entry.slots.truncate(SLOTS);
     }
 }
 
@@ -295,7 +299,7 @@ impl<'a> Keys<'a> {
             h.put(&inst.environment);
             h.put(&format!("{:?}", targets.get(inst.environment.as_str())));
             match b.outputs_of(&environment_id(&inst.environment)) {
-                Some(outputs) => h.outputs(&outputs),
+                Some(outputs) => h.outputs(outputs),
                 None => h.put("not deployed"),
             }
         }
@@ -358,7 +362,7 @@ impl Hasher {
         self.put(text);
     }
 
-    fn outputs(&mut self, outputs: &BTreeMap<String, String>) {
+    fn outputs(&mut self, outputs: &Outputs) {
         self.put("outputs");
         for (k, v) in outputs {
             self.put(k);

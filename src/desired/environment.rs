@@ -81,27 +81,25 @@ fn deploy(b: &mut Builder<'_>, templates: &Templates<'_>, name: &str, d: &EnvDec
         Err(e) => {
             // A spec naming no template has no inputs to speak of yet.
             let inputs = match e {
-                ResolveError::Missing { .. } => &Value::Null,
-                _ => &d.spec.inputs,
+                ResolveError::Missing { .. } => Value::Null,
+                _ => d.spec.inputs.value(),
             };
             b.push(
-                row(name, d, e.template(), e.version(), inputs),
+                row(name, d, e.template(), e.version(), &inputs),
                 Err(invalid(&e)),
             );
             return;
         }
     };
     let template = template.map_or("", |t| t.name.as_str());
+    let spec_inputs = d.spec.inputs.value();
     let (inputs, state): (Value, Rendered) =
         match release
             .bundle
             .schema
-            .validate(InputKind::Environment, &d.spec.inputs, "spec")
+            .validate(InputKind::Environment, &spec_inputs, "spec")
         {
-            Err(vs) => (
-                d.spec.inputs.clone(),
-                Err(invalid(violations(d.path(), &vs))),
-            ),
+            Err(vs) => (spec_inputs, Err(invalid(violations(d.path(), &vs)))),
             Ok(inputs) => {
                 let ctx =
                     environment_context(d.spec, inputs.clone(), BTreeMap::default(), &b.account_id);

@@ -165,7 +165,7 @@ pub fn record(id: &str, repo: &str) -> ResourceRecord {
         version: Version { major: 1, minor: 0 },
         input_hash: String::new(),
         rendered_hash: String::new(),
-        outputs: BTreeMap::from([("Out".to_string(), "x".to_string())]),
+        outputs: crate::state::Outputs::from([("Out".to_string(), "x".to_string())]),
         status: crate::model::ResourceStatus::Deployed,
         spec_commit: None,
         updated_at: String::new(),

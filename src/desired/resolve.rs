@@ -399,7 +399,7 @@ pub(crate) fn check_instance(
         .schema
         .validate(
             InputKind::Service,
-            &p.instance.inputs,
+            &p.instance.inputs.value(),
             &format!("instances[{index}].spec"),
         )
         .map_err(|violations| PlacementError::Inputs { path, violations })

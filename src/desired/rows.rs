@@ -11,7 +11,7 @@ use crate::catalog::{Infrastructure, Language};
 use crate::plan::{self, DesiredState, ResourceKind, Version};
 use crate::provision::Provisioning;
 use crate::render;
-use crate::state::ResourceRecord;
+use crate::state::{Outputs, ResourceRecord};
 
 /// Rendered documents (path, text), how they are provisioned (from the manifest's
 /// `template_language`) and their rendered hash when the render already computed it (from
@@ -50,7 +50,7 @@ pub(crate) struct Builder<'a> {
     /// Customer-managed environments' stack outputs, by environment name (from the snapshot).
     pub customer_stacks: &'a BTreeMap<String, Result<BTreeMap<String, String>, String>>,
     /// Customer-managed environments' outputs, by environment id.
-    customer_outputs: BTreeMap<String, BTreeMap<String, String>>,
+    customer_outputs: BTreeMap<String, Outputs>,
 }
 
 /// No customer-managed stacks.
@@ -114,11 +114,11 @@ impl<'a> Builder<'a> {
 
     /// The outputs of a deployed resource (or a customer-managed environment); `None` while
     /// it is not deployed.
-    pub fn outputs_of(&self, id: &str) -> Option<BTreeMap<String, String>> {
+    pub fn outputs_of(&self, id: &str) -> Option<&Outputs> {
         self.deployed
             .get(id)
-            .map(|r| r.outputs.clone())
-            .or_else(|| self.customer_outputs.get(id).cloned())
+            .map(|r| &r.outputs)
+            .or_else(|| self.customer_outputs.get(id))
     }
 
     /// The record of resource `id`, when protond deployed it.
@@ -133,7 +133,7 @@ impl<'a> Builder<'a> {
 
     /// Makes environment `id` customer-managed, with `outputs`, described by `how`.
     pub fn customer_managed(&mut self, id: &str, outputs: BTreeMap<String, String>, how: String) {
-        self.customer_outputs.insert(id.to_string(), outputs);
+        self.customer_outputs.insert(id.to_string(), outputs.into());
         self.out.customer_managed.insert(id.to_string(), how);
     }
 }
@@ -164,8 +164,7 @@ pub(crate) fn render_all_described(
         })
         .collect::<Result<Vec<_>, _>>()?;
     if infra.language() == Language::Terraform {
-        let mut docs: Vec<(String, String)> =
-            rendered.into_iter().map(|(p, t, _)| (p, t)).collect();
+        let mut docs = documents(rendered);
         // Proton's generated inputs travel with the files (and count in the rendered hash,
         // so new environment outputs redeploy dependants).
         docs.extend(crate::provision::terraform::generated_files(ctx));
@@ -177,8 +176,19 @@ pub(crate) fn render_all_described(
             .iter()
             .map(|(p, t, parsed)| (p.as_str(), t.as_str(), parsed.as_ref())),
     );
-    let docs = rendered.into_iter().map(|(p, t, _)| (p, t)).collect();
-    Ok((docs, Provisioning::CloudFormation, Some(hash)))
+    Ok((
+        documents(rendered),
+        Provisioning::CloudFormation,
+        Some(hash),
+    ))
+}
+
+/// The documents (path, text) of `rendered`, in a vector of their own size: the render
+/// cache keeps them, and collecting in place would keep the larger vector of the triples.
+fn documents<P>(rendered: Vec<(String, String, P)>) -> Vec<(String, String)> {
+    let mut docs = Vec::with_capacity(rendered.len());
+    docs.extend(rendered.into_iter().map(|(p, t, _)| (p, t)));
+    docs
 }
 
 /// An invalid state with `error` as its reason.

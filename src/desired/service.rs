@@ -20,6 +20,7 @@ use crate::catalog::schema::InputKind;
 use crate::plan::{DesiredState, ResourceKind, Version};
 use crate::render::InstanceInfo;
 use crate::spec::{ComponentRef, InstanceSpec};
+use crate::state::Outputs;
 
 /// Where instances may run: environment name → what they need to know of it.
 pub(crate) type Targets<'a> = BTreeMap<&'a str, EnvTarget<'a>>;
@@ -116,7 +117,8 @@ fn deploy(
         Ok(r) => r,
         Err(e) => {
             for inst in &d.spec.instances {
-                let row = instance_row(name, d, inst, e.template(), e.version(), &inst.inputs);
+                let inputs = inst.inputs.value();
+                let row = instance_row(name, d, inst, e.template(), e.version(), &inputs);
                 b.push(row, Err(invalid(&e)));
             }
             return;
@@ -173,14 +175,14 @@ fn instance(
         }
     };
     let env_id = environment_id(&inst.environment);
-    let env_outputs = b.outputs_of(&env_id);
+    let env_outputs = b.outputs_of(&env_id).map(Outputs::to_map);
     let environment = svc
         .context
         .instance_environment(&inst.environment, env_outputs.clone().unwrap_or_default());
     let mut info = InstanceInfo {
         name: inst.name.clone(),
         inputs: inputs.clone(),
-        outputs: b.outputs_of(&id).unwrap_or_default(),
+        outputs: b.outputs_of(&id).map(Outputs::to_map).unwrap_or_default(),
         environment,
         component_outputs: BTreeMap::new(),
     };
@@ -227,14 +229,8 @@ fn invalid_instance(
         let state = Err(invalid(format!("its instance {id} is invalid: {error}")));
         push_component(b, svc, inst, c, state);
     }
-    let row = instance_row(
-        svc.name,
-        svc.decl,
-        inst,
-        svc.template,
-        version,
-        &inst.inputs,
-    );
+    let inputs = inst.inputs.value();
+    let row = instance_row(svc.name, svc.decl, inst, svc.template, version, &inputs);
     b.push(row, Err(invalid(error)));
 }
 
@@ -268,7 +264,7 @@ fn component(
     let id = component_id(svc.name, &inst.name);
     match b.outputs_of(&id) {
         Some(outputs) => {
-            info.component_outputs = outputs;
+            info.component_outputs = outputs.to_map();
             None
         }
         None => Some(id),

@@ -115,7 +115,7 @@ mod tests {
             },
             input_hash: String::new(),
             rendered_hash: String::new(),
-            outputs: BTreeMap::new(),
+            outputs: crate::state::Outputs::default(),
             status: ResourceStatus::Deployed,
             spec_commit: None,
             updated_at: String::new(),

@@ -161,7 +161,7 @@ mod tests {
             version,
             input_hash: String::new(),
             rendered_hash: String::new(),
-            outputs: BTreeMap::new(),
+            outputs: crate::state::Outputs::default(),
             status: ResourceStatus::Deployed,
             spec_commit: None,
             updated_at: String::new(),

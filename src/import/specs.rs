@@ -561,7 +561,10 @@ mod tests {
             e.template.map(|t| (t.name, t.major)),
             Some(("basic-env".into(), 1))
         );
-        assert_eq!(e.inputs, json!({"team": "platform", "retention_days": 4}));
+        assert_eq!(
+            e.inputs.value(),
+            json!({"team": "platform", "retention_days": 4})
+        );
         assert_eq!(
             e.role_arn.as_deref(),
             Some("arn:aws:iam::111122223333:role/proton")
@@ -579,7 +582,7 @@ mod tests {
         assert_eq!(s.pipeline, Some(json!({"dockerfile": "Dockerfile"})));
         assert_eq!(s.instances.len(), 1);
         assert_eq!(s.instances[0].environment, "dev");
-        assert_eq!(s.instances[0].inputs, json!({"port": 8080}));
+        assert_eq!(s.instances[0].inputs.value(), json!({"port": 8080}));
         assert_eq!(s.source.repository_id.as_deref(), Some("org/payments"));
         assert_eq!(s.source.branch_name.as_deref(), Some("main"));
         assert_eq!(s.source.repository_connection_arn, None);

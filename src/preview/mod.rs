@@ -474,14 +474,14 @@ pub fn declared_inputs(snapshot: &Snapshot) -> BTreeMap<String, (InputKind, Valu
             Ok(SpecFile::Environment(e)) => {
                 out.insert(
                     crate::desired::environment_id(&e.name),
-                    (InputKind::Environment, e.inputs.clone()),
+                    (InputKind::Environment, e.inputs.value()),
                 );
             }
             Ok(SpecFile::Service(s)) => {
                 for i in &s.instances {
                     out.insert(
                         crate::desired::instance_id(&s.name, &i.name),
-                        (InputKind::Service, i.inputs.clone()),
+                        (InputKind::Service, i.inputs.value()),
                     );
                 }
                 if let Some(p) = &s.pipeline {

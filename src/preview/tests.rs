@@ -53,7 +53,7 @@ fn record(id: &str, version: Version) -> ResourceRecord {
         version,
         input_hash: String::new(),
         rendered_hash: String::new(),
-        outputs: BTreeMap::new(),
+        outputs: crate::state::Outputs::default(),
         status: crate::model::ResourceStatus::Deployed,
         spec_commit: None,
         updated_at: String::new(),

@@ -36,7 +36,7 @@ fn on(id: &str, kind: ResourceKind, template: &str, version: Version) -> Resourc
         version,
         input_hash: "i".into(),
         rendered_hash: "r".into(),
-        outputs: BTreeMap::new(),
+        outputs: crate::state::Outputs::default(),
         status: ResourceStatus::Deployed,
         spec_commit: None,
         updated_at: String::new(),

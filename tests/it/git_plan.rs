@@ -109,7 +109,7 @@ impl Planner {
                     version: a.version,
                     input_hash: r.desired.input_hash.clone(),
                     rendered_hash: rendered_hash.clone(),
-                    outputs,
+                    outputs: outputs.into(),
                     status: protond::model::ResourceStatus::Deployed,
                     spec_commit: r.spec_commit.clone(),
                     updated_at: String::new(),

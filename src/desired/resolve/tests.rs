@@ -244,7 +244,7 @@ fn placement_rules() {
     let instance = |environment: &str, inputs: Value, component: bool| InstanceSpec {
         name: "i".into(),
         environment: environment.into(),
-        inputs,
+        inputs: inputs.into(),
         component: component.then(|| ComponentRef {
             name: "c".into(),
             path: "components/c".into(),

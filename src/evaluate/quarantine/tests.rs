@@ -20,7 +20,7 @@ fn record(id: &str, env: &str, version: Version, status: ResourceStatus) -> Reso
         version,
         input_hash: String::new(),
         rendered_hash: String::new(),
-        outputs: BTreeMap::new(),
+        outputs: crate::state::Outputs::default(),
         status,
         spec_commit: None,
         updated_at: String::new(),

@@ -56,7 +56,7 @@ fn record(id: &str, repo: &str, env: &str, version: Version) -> ResourceRecord {
         version,
         input_hash: String::new(),
         rendered_hash: String::new(),
-        outputs: BTreeMap::new(),
+        outputs: crate::state::Outputs::default(),
         status: ResourceStatus::Deployed,
         spec_commit: None,
         updated_at: String::new(),
