@@ -1579,7 +1579,7 @@ impl Config {
                 forge,
             });
         }
-        let mut spec_repos = Vec::new();
+        let mut spec_repos = Vec::with_capacity(raw.spec_repos.len());
         for (i, r) in raw.spec_repos.iter().enumerate() {
             if !names.insert(r.name.clone()) {
                 err(
