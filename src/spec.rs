@@ -698,6 +698,31 @@ mod tests {
     }
 
     #[test]
+    fn inputs_kept_as_text_read_back_to_the_value_yaml_gives() {
+        // Every kind of scalar, nesting, key order, unicode and numbers at their edges.
+        let block = "spec:\n      zeta: 1\n      alpha: {b: [1, 2.5, -3], a: null}\n      big: 18446744073709551615\n      neg: -9223372036854775808\n      tiny: 1.0e-300\n      huge: 1.7976931348623157e308\n      third: 0.1\n      flag: true\n      word: \"caf\u{e9} \\\"q\\\" \\u0001\"\n      list: [{x: y}, [], {}]\n";
+        let text = format!(
+            "proton: ServiceSpec\nname: s\ntemplate: {{name: t, major: 1}}\ninstances:\n  - name: i\n    environment: dev\n    {block}"
+        );
+        let SpecFile::Service(s) = parse(&text, "s.yaml", "s").expect("parses") else {
+            panic!("a service spec");
+        };
+        let yaml: serde_yaml::Value =
+            serde_yaml::from_str(&block.replace("\n      ", "\n  ")).expect("yaml");
+        let expected = serde_json::to_value(&yaml["spec"]).expect("json");
+        let kept = &s.instances[0].inputs;
+        assert_eq!(kept.value(), expected);
+        assert_eq!(kept.value()["big"], serde_json::json!(u64::MAX));
+        assert_eq!(kept.value()["tiny"], serde_json::json!(1.0e-300));
+        // The text is the value's own JSON: equal inputs are equal texts.
+        assert_eq!(
+            kept.as_json(),
+            serde_json::to_string(&expected).expect("text")
+        );
+        assert_eq!(SpecInputs::new(&expected), *kept);
+    }
+
+    #[test]
     fn header_less_form_takes_default_name() {
         let text = "proton: EnvironmentSpec\nspec:\n  vpc_cidr: 10.0.0.0/16\n";
         let spec = parse(text, "spec.yaml", "fargate-env-prod").expect("parses");
