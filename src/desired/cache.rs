@@ -8,27 +8,23 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use sha2::{Digest, Sha256};
-
+pub(super) use super::memo::Key;
+use super::memo::{Hasher, Memo, RenderKey};
 use super::ownership::{EnvDecl, SvcDecl};
-use super::resolve::{ResolveError, Templates};
+use super::resolve::Templates;
 use super::rows::Builder;
 use super::service::Targets;
 use super::{
     DesiredSet, Resource, Snapshot, component_id, environment, environment_id, instance_id,
     pipeline_id, service,
 };
-use crate::catalog::releases::Release;
 use crate::plan::Version;
-use crate::state::{Outputs, ResourceRecord};
+use crate::state::ResourceRecord;
 
 /// How many renderings of one declaration are kept: a cycle renders twice while a rollout is
 /// held (the new minors, then the held resources on the version they run), and both are
 /// reused by the next cycle.
 const SLOTS: usize = 2;
-
-/// A declaration's key: the hash of everything its rendering reads.
-pub(super) type Key = [u8; 32];
 
 /// One rendering of a declaration: the rows and problems it added.
 #[derive(Debug)]
@@ -38,6 +34,9 @@ struct Slot {
     used: u64,
     resources: Vec<Resource>,
     problems: Vec<String>,
+    /// (index in `resources`, render key) of each row whose documents a later rendering of
+    /// the declaration may reuse ([`super::rows::Memo`]).
+    renders: Box<[(u32, RenderKey)]>,
 }
 
 /// The renderings kept for one declaration, newest first, and the computation that last
@@ -143,7 +142,7 @@ impl ComputeCache {
             b.out.problems[problems..].to_vec(),
         );
         match key {
-            Some(key) => self.keep(name, key, rendered.0, rendered.1),
+            Some(key) => self.keep(name, key, rendered.0, rendered.1, Memo::default()),
             None => self.count_rendered(rendered.0.len()),
         }
     }
@@ -151,6 +150,21 @@ impl ComputeCache {
     fn count_rendered(&mut self, rows: usize) {
         self.rendered += rows;
         self.rendered_total += rows as u64;
+    }
+
+    /// The rows of declaration `name`'s kept renderings that a new rendering may reuse, by
+    /// render key ([`Memo::earlier`]).
+    pub(super) fn earlier(&self, name: &str) -> Vec<(RenderKey, Resource)> {
+        self.entries.get(name).map_or_else(Vec::new, |e| {
+            e.slots
+                .iter()
+                .flat_map(|s| {
+                    s.renders
+                        .iter()
+                        .filter_map(|(i, k)| Some((*k, s.resources.get(*i as usize)?.clone())))
+                })
+                .collect()
+        })
     }
 
     /// Whether a rendering of declaration `name` under `key` is kept (reads only: asked from
@@ -178,15 +192,19 @@ impl ComputeCache {
     }
 
     /// Keeps `resources` and `problems` as the rendering of declaration `name` under `key`
-    /// (newest first; the oldest beyond [`SLOTS`] goes).
+    /// (newest first; the oldest beyond [`SLOTS`] goes), with the render keys `memo` made
+    /// (its reused rows count as reused, not rendered).
     pub(super) fn keep(
         &mut self,
         name: String,
         key: Key,
         mut resources: Vec<Resource>,
         problems: Vec<String>,
+        memo: Memo,
     ) {
-        self.count_rendered(resources.len());
+        let reused = memo.hits.min(resources.len());
+        self.count_rendered(resources.len() - reused);
+        self.reused += reused;
         // Kept until the declaration changes: no room beyond what is kept (tens of
         // thousands of entries at rest).
         resources.shrink_to_fit();
@@ -201,6 +219,7 @@ impl ComputeCache {
                 used: self.generation,
                 resources,
                 problems,
+                renders: memo.made.into_boxed_slice(),
             },
         );
     }
@@ -273,7 +292,7 @@ impl<'a> Keys<'a> {
         let template = d.spec.template.as_ref();
         let mut h = self.start("environment", name);
         h.decl(d.repo_name(), d.commit(), d.path(), &d.file.text);
-        h.put(&format!("{template:?}"));
+        h.put_fmt(format_args!("{template:?}"));
         h.releases(environment::release(self.templates, name, d).map(|r| vec![r]));
         resource(&mut h, b, &environment_id(name));
         Some(h.finish())
@@ -291,13 +310,13 @@ impl<'a> Keys<'a> {
         let template = d.spec.template.as_ref();
         let mut h = self.start("service", name);
         h.decl(d.repo_name(), d.commit(), d.path(), &d.file.text);
-        h.put(&format!("{template:?}"));
+        h.put_fmt(format_args!("{template:?}"));
         h.releases(service::releases(self.templates, name, d));
         for inst in &d.spec.instances {
             resource(&mut h, b, &instance_id(name, &inst.name));
             resource(&mut h, b, &component_id(name, &inst.name));
             h.put(&inst.environment);
-            h.put(&format!("{:?}", targets.get(inst.environment.as_str())));
+            h.put_fmt(format_args!("{:?}", targets.get(inst.environment.as_str())));
             match b.outputs_of(&environment_id(&inst.environment)) {
                 Some(outputs) => h.outputs(outputs),
                 None => h.put("not deployed"),
@@ -314,72 +333,6 @@ fn resource(h: &mut Hasher, b: &Builder<'_>, id: &str) {
     match b.record(id) {
         Some(r) => h.record(r),
         None => h.put("no record"),
-    }
-}
-
-/// SHA-256 over fields, each ended by a zero byte.
-struct Hasher(Sha256);
-
-impl Hasher {
-    fn new() -> Self {
-        Self(Sha256::new())
-    }
-
-    /// The releases a declaration resolves to (each one's tag, commit and state: a release
-    /// is its commit's bundle), or why it resolves to none (a template repo not read among
-    /// the reasons).
-    fn releases(&mut self, resolved: Result<Vec<&Release>, ResolveError>) {
-        match resolved {
-            Ok(releases) => {
-                for r in releases {
-                    self.put(&r.repo);
-                    self.put(&r.template);
-                    self.put(&r.version.to_string());
-                    self.put(&r.tag);
-                    self.put(&r.commit);
-                    self.put(&format!("{:?}", r.state));
-                }
-            }
-            Err(e) => self.put(&format!("{e:?}")),
-        }
-    }
-
-    fn put(&mut self, s: &str) {
-        self.0.update(s.as_bytes());
-        self.0.update([0]);
-    }
-
-    fn finish(self) -> Key {
-        self.0.finalize().into()
-    }
-
-    /// A declaration: its repo, the commit read, the file and its text (the commit alone
-    /// would do, but a rewritten file is cheap to tell apart).
-    fn decl(&mut self, repo: &str, commit: Option<&String>, path: &str, text: &str) {
-        self.put(repo);
-        self.put(commit.map_or("-", String::as_str));
-        self.put(path);
-        self.put(text);
-    }
-
-    fn outputs(&mut self, outputs: &Outputs) {
-        self.put("outputs");
-        for (k, v) in outputs {
-            self.put(k);
-            self.put(v);
-        }
-    }
-
-    fn record(&mut self, d: &ResourceRecord) {
-        self.put(d.kind.as_str());
-        self.put(&d.repo);
-        self.put(&d.version.to_string());
-        self.put(&d.template);
-        self.put(&d.input_hash);
-        self.put(&d.rendered_hash);
-        self.put(d.status.as_str());
-        self.put(d.environment.as_deref().unwrap_or("-"));
-        self.outputs(&d.outputs);
     }
 }
 

@@ -45,6 +45,7 @@ mod context;
 mod customer;
 mod environment;
 mod load;
+mod memo;
 mod ownership;
 mod parallel;
 pub(crate) use parallel::map_ordered;

@@ -10,6 +10,7 @@ use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::cache::{ComputeCache, Key, Keys};
+use super::memo::Memo;
 use super::ownership::{SvcDecision, SvcVerdict};
 use super::resolve::Templates;
 use super::rows::Builder;
@@ -30,6 +31,8 @@ struct Done {
     kept: bool,
     resources: Vec<Resource>,
     problems: Vec<String>,
+    /// The render keys of its rows, and how many were reused.
+    memo: Memo,
 }
 
 /// What every worker reads.
@@ -81,7 +84,7 @@ pub(super) fn render_services<'a>(
             (Some(cache), Some((cached, key))) => {
                 b.out.resources.extend(done.resources.iter().cloned());
                 b.out.problems.extend(done.problems.iter().cloned());
-                cache.keep(cached, key, done.resources, done.problems);
+                cache.keep(cached, key, done.resources, done.problems, done.memo);
             }
             _ => {
                 b.out.resources.extend(done.resources);
@@ -176,19 +179,29 @@ impl Shared<'_, '_> {
                 kept: true,
                 resources: Vec::new(),
                 problems: Vec::new(),
+                memo: Memo::default(),
             };
         }
+        // The rows of its kept renderings that this rendering may reuse one by one.
+        fork.memo.on = slot.is_some();
+        fork.memo.earlier = match (self.cache, &slot) {
+            (Some(cache), Some((cached, _))) => cache.earlier(cached),
+            _ => Vec::new(),
+        };
         service::render(fork, self.templates, self.targets, name, &decision.verdict);
         let DesiredSet {
             resources,
             problems,
             ..
         } = std::mem::take(&mut fork.out);
+        let mut memo = std::mem::take(&mut fork.memo);
+        memo.earlier = Vec::new();
         Done {
             slot,
             kept: false,
             resources,
             problems,
+            memo,
         }
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::memo::{Bundle, Memo, render_key};
 use super::{DesiredSet, Resource, hash_documents, hash_json, hash_parsed_documents};
 use crate::catalog::{Infrastructure, Language};
 use crate::plan::{self, DesiredState, ResourceKind, Version};
@@ -51,6 +52,8 @@ pub(crate) struct Builder<'a> {
     pub customer_stacks: &'a BTreeMap<String, Result<BTreeMap<String, String>, String>>,
     /// Customer-managed environments' outputs, by environment id.
     customer_outputs: BTreeMap<String, Outputs>,
+    /// The renderings the declaration being rendered may reuse, and the keys of its rows.
+    pub(super) memo: Memo,
 }
 
 /// No customer-managed stacks.
@@ -65,6 +68,7 @@ impl<'a> Builder<'a> {
             account_id: account_id.to_string(),
             customer_stacks: &NO_STACKS,
             customer_outputs: BTreeMap::new(),
+            memo: Memo::default(),
         }
     }
 
@@ -78,6 +82,43 @@ impl<'a> Builder<'a> {
             account_id: self.account_id.clone(),
             customer_stacks: self.customer_stacks,
             customer_outputs: self.customer_outputs.clone(),
+            memo: Memo::default(),
+        }
+    }
+
+    /// Adds a row rendered from `bundle` with context `ctx` by `render`, or, when an
+    /// earlier rendering of the declaration read the same ([`Memo`]), with that rendering's
+    /// documents and state.
+    pub fn push_rendering(
+        &mut self,
+        row: Row<'_>,
+        bundle: Option<&Bundle<'_>>,
+        ctx: &Value,
+        render: impl FnOnce(&Value) -> Rendered,
+    ) {
+        let key = match bundle {
+            Some(bundle) if self.memo.on => render_key(&row.id, bundle, ctx),
+            _ => return self.push(row, render(ctx)),
+        };
+        let index = u32::try_from(self.out.resources.len()).unwrap_or(u32::MAX);
+        let earlier = self
+            .memo
+            .earlier
+            .iter()
+            .find(|(k, r)| *k == key && r.desired.id == row.id)
+            .map(|(_, r)| r);
+        if let Some(earlier) = earlier {
+            let resource = reused(row, earlier);
+            self.out.resources.push(resource);
+            self.memo.hits += 1;
+            self.memo.made.push((index, key));
+            return;
+        }
+        let state = render(ctx);
+        let ready = state.is_ok();
+        self.push(row, state);
+        if ready {
+            self.memo.made.push((index, key));
         }
     }
 
@@ -135,6 +176,32 @@ impl<'a> Builder<'a> {
     pub fn customer_managed(&mut self, id: &str, outputs: BTreeMap<String, String>, how: String) {
         self.customer_outputs.insert(id.to_string(), outputs.into());
         self.out.customer_managed.insert(id.to_string(), how);
+    }
+}
+
+/// `row` with the documents and state of `earlier`, an earlier rendering of the same
+/// bundle and context; its planner row is shared when nothing of it changed.
+fn reused(row: Row<'_>, earlier: &Resource) -> Resource {
+    let desired = plan::Desired {
+        id: row.id,
+        kind: row.kind,
+        repo: row.repo.to_string(),
+        template: row.template.to_string(),
+        version: row.version,
+        input_hash: hash_json(row.inputs),
+        state: earlier.desired.state.clone(),
+    };
+    Resource {
+        desired: if desired == *earlier.desired {
+            Arc::clone(&earlier.desired)
+        } else {
+            desired.into()
+        },
+        environment: row.environment,
+        documents: earlier.documents.clone(),
+        provisioning: earlier.provisioning,
+        spec_commit: row.spec_commit.cloned(),
+        start_pipeline: false,
     }
 }
 

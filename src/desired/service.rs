@@ -10,13 +10,14 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::context::{ServiceContext, SpecSource};
+use super::memo::Bundle;
 use super::ownership::{NameClash, SvcDecl, SvcVerdict};
 use super::resolve::{EnvTarget, Placement, PlacementError, Templates, check_instance, violations};
 use super::rows::{Builder, Rendered, Row, invalid, render_all_described};
 use super::{component_id, environment_id, instance_id, pipeline_id};
-use crate::catalog::TemplateKind;
 use crate::catalog::releases::Release;
 use crate::catalog::schema::InputKind;
+use crate::catalog::{Infrastructure, TemplateKind};
 use crate::plan::{DesiredState, ResourceKind, Version};
 use crate::render::InstanceInfo;
 use crate::spec::{ComponentRef, InstanceSpec};
@@ -194,15 +195,6 @@ fn instance(
     if let Some(c) = &inst.component {
         blocked_on.extend(component(b, svc, inst, c, &mut info, env_outputs.is_some()));
     }
-    let state = if blocked_on.is_empty() {
-        render_all_described(
-            &release.bundle.infrastructure,
-            &svc.context.instance(&info),
-            &|e| svc.context.describe(svc.decl.path(), e),
-        )
-    } else {
-        Err(DesiredState::Blocked { on: blocked_on })
-    };
     let row = instance_row(
         svc.name,
         svc.decl,
@@ -211,7 +203,20 @@ fn instance(
         release.version,
         &inputs,
     );
-    b.push(row, state);
+    if blocked_on.is_empty() {
+        b.push_rendering(
+            row,
+            Some(&Bundle::Release(release)),
+            &svc.context.instance(&info),
+            |ctx| {
+                render_all_described(&release.bundle.infrastructure, ctx, &|e| {
+                    svc.context.describe(svc.decl.path(), e)
+                })
+            },
+        );
+    } else {
+        b.push(row, Err(DesiredState::Blocked { on: blocked_on }));
+    }
     Some(info)
 }
 
@@ -227,7 +232,7 @@ fn invalid_instance(
     if let Some(c) = &inst.component {
         let id = instance_id(svc.name, &inst.name);
         let state = Err(invalid(format!("its instance {id} is invalid: {error}")));
-        push_component(b, svc, inst, c, state);
+        push_component(b, svc, inst, c, Err(state));
     }
     let inputs = inst.inputs.value();
     let row = instance_row(svc.name, svc.decl, inst, svc.template, version, &inputs);
@@ -245,20 +250,19 @@ fn component(
     environment_deployed: bool,
 ) -> Option<String> {
     let state = match svc.decl.file.components.get(&c.path) {
-        None => Err(invalid(format!(
+        None => Err(Err(invalid(format!(
             "{}: component folder {} was not read",
             svc.decl.path(),
             c.path
-        ))),
-        Some(Err(es)) => Err(invalid(es.join("\n"))),
-        Some(Ok(_)) if !environment_deployed => Err(DesiredState::Blocked {
+        )))),
+        Some(Err(es)) => Err(Err(invalid(es.join("\n")))),
+        Some(Ok(_)) if !environment_deployed => Err(Err(DesiredState::Blocked {
             on: vec![environment_id(&inst.environment)],
-        }),
-        Some(Ok(component)) => render_all_described(
+        })),
+        Some(Ok(component)) => Ok((
             &component.infrastructure,
-            &svc.context.component(info, &c.name),
-            &|e| svc.context.describe(svc.decl.path(), e),
-        ),
+            svc.context.component(info, &c.name),
+        )),
     };
     push_component(b, svc, inst, c, state);
     let id = component_id(svc.name, &inst.name);
@@ -271,13 +275,14 @@ fn component(
     }
 }
 
-/// Adds a directly defined component's row.
+/// Adds a directly defined component's row: rendered from its folder with its context, or
+/// with a state that is not rendered.
 fn push_component(
     b: &mut Builder<'_>,
     svc: &Service<'_>,
     inst: &InstanceSpec,
     c: &ComponentRef,
-    state: Rendered,
+    state: Result<(&Infrastructure, Value), Rendered>,
 ) {
     let template = format!("component:{}", c.name);
     let inputs = Value::String(c.path.clone());
@@ -291,7 +296,12 @@ fn push_component(
         environment: Some(inst.environment.clone()),
         spec_commit: svc.decl.commit(),
     };
-    b.push(row, state);
+    match state {
+        Ok((infra, ctx)) => b.push_rendering(row, Some(&Bundle::Component(infra)), &ctx, |ctx| {
+            render_all_described(infra, ctx, &|e| svc.context.describe(svc.decl.path(), e))
+        }),
+        Err(state) => b.push(row, state),
+    }
 }
 
 /// Adds the pipeline's row when both the template and the spec have one; a spec pipeline
@@ -315,13 +325,13 @@ fn pipeline(b: &mut Builder<'_>, svc: &Service<'_>, infos: &[InstanceInfo], all_
         }
         (_, None) => return,
     };
-    let (inputs, state): (Value, Rendered) =
+    let (inputs, state): (Value, Result<Value, Rendered>) =
         match release
             .bundle
             .schema
             .validate(InputKind::Pipeline, given, "pipeline")
         {
-            Err(vs) => (given.clone(), Err(invalid(violations(d.path(), &vs)))),
+            Err(vs) => (given.clone(), Err(Err(invalid(violations(d.path(), &vs))))),
             Ok(inputs) if !all_deployed => {
                 let on = d
                     .spec
@@ -329,14 +339,11 @@ fn pipeline(b: &mut Builder<'_>, svc: &Service<'_>, infos: &[InstanceInfo], all_
                     .iter()
                     .map(|i| instance_id(svc.name, &i.name))
                     .collect();
-                (inputs, Err(DesiredState::Blocked { on }))
+                (inputs, Err(Err(DesiredState::Blocked { on })))
             }
             Ok(inputs) => {
-                let state =
-                    render_all_described(infra, &svc.context.pipeline(&inputs, infos), &|e| {
-                        svc.context.describe(d.path(), e)
-                    });
-                (inputs, state)
+                let ctx = svc.context.pipeline(&inputs, infos);
+                (inputs, Ok(ctx))
             }
         };
     let row = Row {
@@ -349,7 +356,12 @@ fn pipeline(b: &mut Builder<'_>, svc: &Service<'_>, infos: &[InstanceInfo], all_
         environment: None,
         spec_commit: d.commit(),
     };
-    b.push(row, state);
+    match state {
+        Ok(ctx) => b.push_rendering(row, Some(&Bundle::Release(release)), &ctx, |ctx| {
+            render_all_described(infra, ctx, &|e| svc.context.describe(d.path(), e))
+        }),
+        Err(state) => b.push(row, state),
+    }
 }
 
 /// An instance's row, apart from its state.

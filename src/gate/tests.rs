@@ -252,3 +252,97 @@ fn the_approval_file_parses_and_names_every_bad_field() {
         "{unknown:?}"
     );
 }
+
+/// Issue 20: documents that name no stateful type are not parsed (a change between them
+/// cannot need approval): a new template that does not even parse is clear when neither it
+/// nor the deployed one names one. Each way of spelling a stateful type other than as
+/// written (an escape in a double-quoted or JSON string, a pattern's prefix, an alias of an
+/// anchor, a `%TAG` handle) still reaches the comparison and needs approval.
+#[test]
+fn only_documents_that_could_name_a_stateful_type_are_compared() {
+    let stateless =
+        "Resources:\n  Topic:\n    Type: AWS::SNS::Topic\n    Properties: {TopicName: a}\n";
+    let broken = "Resources: [";
+    let decide_between = |old: &str, new: &str, rules: &Rules| {
+        let (old, new) = (docs(old), docs(new));
+        let c = Candidate {
+            id: "service_instance/web/dev",
+            repo: "team",
+            template: "svc",
+            version: v(1, 1),
+            deployed: &old,
+            new: &new,
+        };
+        decide(&c, rules, &[])
+    };
+    assert_eq!(
+        decide_between(stateless, broken, &rules(false)),
+        Decision::Clear,
+        "nothing stateful on either side: not compared"
+    );
+    assert!(!rules(false).may_block(&docs(stateless)));
+    // A stateful table replaced (its key changes), spelled in ways a text search for the
+    // type would miss.
+    let table = |ty: &str, key: &str| {
+        format!(
+            "Resources:\n  Table:\n    Type: {ty}\n    Properties:\n      KeySchema: [{{AttributeName: {key}, KeyType: HASH}}]\n"
+        )
+    };
+    let escaped = "\"AWS::DynamoDB::T\\x61ble\"";
+    let json = |key: &str| {
+        format!(
+            "{{\"Resources\": {{\"Table\": {{\"Type\": \"AWS::DynamoDB::T\\u0061ble\", \"Properties\": {{\"KeySchema\": [{{\"AttributeName\": \"{key}\", \"KeyType\": \"HASH\"}}]}}}}}}}}"
+        )
+    };
+    let aliased = |key: &str| {
+        format!(
+            "Metadata:\n  T: &t AWS::DynamoDB::Table\nResources:\n  Table:\n    Type: *t\n    Properties:\n      KeySchema: [{{AttributeName: {key}, KeyType: HASH}}]\n"
+        )
+    };
+    let cases: Vec<(&str, String, String, Rules)> = vec![
+        (
+            "as written",
+            table("AWS::DynamoDB::Table", "id"),
+            table("AWS::DynamoDB::Table", "pk"),
+            rules(false),
+        ),
+        (
+            "escaped",
+            table(escaped, "id"),
+            table(escaped, "pk"),
+            rules(false),
+        ),
+        ("json escape", json("id"), json("pk"), rules(false)),
+        ("alias", aliased("id"), aliased("pk"), rules(false)),
+        (
+            "pattern",
+            table("AWS::DynamoDB::Table", "id"),
+            table("AWS::DynamoDB::Table", "pk"),
+            Rules {
+                enabled: true,
+                stateful: StatefulTypes::new(["AWS::DynamoDB::*".to_string()]),
+                block_interruption: false,
+            },
+        ),
+    ];
+    for (case, old, new, rules) in cases {
+        assert!(rules.may_block(&docs(&old)), "{case}");
+        match decide_between(&old, &new, &rules) {
+            Decision::NeedsApproval { changes } => {
+                assert_eq!(changes.len(), 1, "{case}: {changes:?}");
+                assert!(
+                    changes[0].starts_with("AWS::DynamoDB::Table Table: replaced"),
+                    "{case}: {changes:?}"
+                );
+            }
+            other => panic!("{case}: {other:?}"),
+        }
+    }
+    // A `%TAG` directive or a `!!` tag could name a type through a tag: compared.
+    for text in [
+        "%TAG !e! tag:yaml.org,2002:\n---\nResources: {}\n",
+        "Resources: {T: {Type: !!str AWS::SNS::Topic}}\n",
+    ] {
+        assert!(rules(false).may_block(&docs(text)), "{text}");
+    }
+}

@@ -93,7 +93,9 @@ fn a_commit_in_one_repo_renders_that_repos_declarations_only() {
     assert_eq!(first.cached(&mut cache), first.uncached());
     assert_eq!((cache.last_rendered(), cache.last_reused()), (0, 7));
 
-    // team-a commits a third instance: web's 4 rows render, the rest is reused.
+    // team-a commits a third instance: web renders again, but web-dev's rendering reads
+    // what it read before and is reused; web-prod (blocked, not rendered but counted),
+    // web-two and the pipeline (it lists the instances) are new.
     let mut next = first.clone();
     next.snapshot.spec_repos[1] = team(
         "team-a",
@@ -102,13 +104,15 @@ fn a_commit_in_one_repo_renders_that_repos_declarations_only() {
         &[("web-dev", "dev"), ("web-prod", "prod"), ("web-two", "dev")],
     );
     assert_eq!(next.cached(&mut cache), next.uncached());
-    assert_eq!((cache.last_rendered(), cache.last_reused()), (4, 4));
+    assert_eq!((cache.last_rendered(), cache.last_reused()), (3, 5));
 
-    // A commit that changes nothing of api's file still renders api alone (its commit is read).
+    // A commit that changes nothing of api's file renders api again (its commit is read),
+    // and its instance's rendering, which reads the same, is reused (its pipeline, blocked on
+    // the instance, is not rendered but counted).
     let mut again = next.clone();
     again.snapshot.spec_repos[2].commit = Some("b2".into());
     assert_eq!(again.cached(&mut cache), again.uncached());
-    assert_eq!((cache.last_rendered(), cache.last_reused()), (2, 6));
+    assert_eq!((cache.last_rendered(), cache.last_reused()), (1, 7));
 }
 
 /// Each change of an input renders again what reads it, and the rows equal the uncached
@@ -370,7 +374,111 @@ fn a_held_new_minor_renders_nothing_of_a_service_without_a_pipeline() {
             "service_instance/api/api-dev",
         ],
     );
-    // api's pipeline moves to 1.1: api renders again (its instance and its pipeline); web,
-    // every instance held, is reused, as are the environments.
-    assert_eq!((cache.last_rendered(), cache.last_reused()), (2, 4));
+    // api's pipeline moves to 1.1: api renders again, but only its pipeline is new (its
+    // instance, held on 1.0, reads what it read and is reused); web, every instance held,
+    // is reused, as are the environments.
+    assert_eq!((cache.last_rendered(), cache.last_reused()), (1, 5));
+}
+
+/// Issue 20: a service that renders again renders only the rows whose rendering reads
+/// something new. A new minor with web-prod and api-dev pinned on 1.0 moves web-dev alone:
+/// the pinned instances take their earlier rendering's documents (the same pointer, not a
+/// copy), web-dev renders, and the set equals the uncached computation's.
+#[test]
+fn a_service_renders_again_only_the_rows_whose_rendering_reads_something_new() {
+    let mut inputs = base();
+    inputs.deployed.push(record("environment/prod", "platform"));
+    let compute = |i: &Inputs, cache: &mut ComputeCache| {
+        cache.compute_held(&i.snapshot, &i.deployed, &i.account, &i.pins, &i.halted)
+    };
+    let mut cache = ComputeCache::default();
+    let first = compute(&inputs, &mut cache);
+    let mut moved = inputs.clone();
+    moved
+        .snapshot
+        .catalog
+        .insert(svc_releases(&[(1, 1)]).remove(0));
+    for id in [
+        "service_instance/web/web-prod",
+        "service_instance/api/api-dev",
+    ] {
+        moved.pins.insert(id.into(), Version { major: 1, minor: 0 });
+    }
+    let second = compute(&moved, &mut cache);
+    assert_eq!(format!("{second:?}"), moved.uncached());
+    // Rendered: web-dev, and both pipelines (blocked on undeployed instances: not rendered,
+    // never reused). Reused: the two environments, web-prod and api-dev.
+    assert_eq!((cache.last_rendered(), cache.last_reused()), (3, 4));
+    let by_id = |set: &DesiredSet, id: &str| {
+        set.resources
+            .iter()
+            .find(|r| r.desired.id == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} is not in the set"))
+    };
+    for (id, shared) in [
+        ("service_instance/web/web-prod", true),
+        ("service_instance/api/api-dev", true),
+        ("service_instance/web/web-dev", false),
+    ] {
+        let (a, b) = (by_id(&first, id), by_id(&second, id));
+        assert!(!b.documents.is_empty(), "{id} is rendered");
+        assert_eq!(
+            std::ptr::eq(a.documents.as_slice(), b.documents.as_slice()),
+            shared,
+            "{id}: documents shared"
+        );
+    }
+    assert_eq!(
+        by_id(&second, "service_instance/web/web-dev")
+            .desired
+            .version,
+        Version { major: 1, minor: 1 }
+    );
+}
+
+/// A directly defined component's rendering is keyed on its folder's content: a commit that
+/// changes the component's template renders the component again, and the set equals the
+/// uncached computation's.
+#[test]
+fn a_component_whose_files_change_renders_again() {
+    let component = |body: &str| {
+        let spec = svc("web", 1, None, &[("web-dev", "dev")]).replace(
+            "environment: dev\n",
+            "environment: dev\n    component: {name: queue, path: components/queue}\n",
+        );
+        let mut r = repo("team-a", false, &[("web.yaml", &spec)]);
+        r.commit = Some(format!("c-{}", body.len()));
+        let infrastructure = crate::catalog::Infrastructure {
+            folder: String::new(),
+            files: vec![crate::catalog::IacFile {
+                path: "cloudformation.yaml".into(),
+                source: body.into(),
+                engine: crate::catalog::Engine::Jinja,
+                language: crate::catalog::Language::Cloudformation,
+            }],
+            codebuild: None,
+        };
+        r.files[0].components.insert(
+            "components/queue".into(),
+            Ok(crate::catalog::ComponentBundle { infrastructure }),
+        );
+        r
+    };
+    let mut inputs = base();
+    let mut release = svc_releases(&[(1, 0)]).remove(0);
+    std::sync::Arc::make_mut(&mut release.bundle)
+        .supported_component_sources
+        .push("DIRECTLY_DEFINED".into());
+    inputs.snapshot.catalog.insert(release);
+    inputs.snapshot.spec_repos[1] = component("Resources: {Q: {Type: AWS::SQS::Queue}}\n");
+    let mut cache = ComputeCache::default();
+    assert_eq!(inputs.cached(&mut cache), inputs.uncached());
+    let mut changed = inputs.clone();
+    changed.snapshot.spec_repos[1] =
+        component("Resources: {Q: {Type: AWS::SQS::Queue}, T: {Type: AWS::SNS::Topic}}\n");
+    let after = changed.uncached();
+    assert_ne!(after, inputs.uncached(), "the component's file is rendered");
+    assert_eq!(changed.cached(&mut cache), after);
+    assert!(after.contains("AWS::SQS::Queue}, T:"), "{after}");
 }
