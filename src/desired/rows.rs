@@ -40,6 +40,21 @@ pub(crate) struct Row<'a> {
     pub spec_commit: Option<&'a String>,
 }
 
+impl Row<'_> {
+    /// The planner's row for it, in `state` (moves its id out: the rest is copied).
+    fn desired(&mut self, state: DesiredState) -> plan::Desired {
+        plan::Desired {
+            id: std::mem::take(&mut self.id),
+            kind: self.kind,
+            repo: self.repo.to_string(),
+            template: self.template.to_string(),
+            version: self.version,
+            input_hash: hash_json(self.inputs),
+            state,
+        }
+    }
+}
+
 /// Collects rows; knows what is deployed (for outputs) and the default account.
 pub(crate) struct Builder<'a> {
     /// The result so far.
@@ -123,7 +138,7 @@ impl<'a> Builder<'a> {
     }
 
     /// Adds a row; ready documents are hashed into its state.
-    pub fn push(&mut self, row: Row<'_>, state: Rendered) {
+    pub fn push(&mut self, mut row: Row<'_>, state: Rendered) {
         let (state, documents, provisioning) = match state {
             Ok((docs, provisioning, hash)) => (
                 DesiredState::Ready {
@@ -135,16 +150,7 @@ impl<'a> Builder<'a> {
             Err(s) => (s, Vec::new(), Provisioning::CloudFormation),
         };
         self.out.resources.push(Resource {
-            desired: plan::Desired {
-                id: row.id,
-                kind: row.kind,
-                repo: row.repo.to_string(),
-                template: row.template.to_string(),
-                version: row.version,
-                input_hash: hash_json(row.inputs),
-                state,
-            }
-            .into(),
+            desired: row.desired(state).into(),
             environment: row.environment,
             documents: documents.into(),
             provisioning,
@@ -181,16 +187,8 @@ impl<'a> Builder<'a> {
 
 /// `row` with the documents and state of `earlier`, an earlier rendering of the same
 /// bundle and context; its planner row is shared when nothing of it changed.
-fn reused(row: Row<'_>, earlier: &Resource) -> Resource {
-    let desired = plan::Desired {
-        id: row.id,
-        kind: row.kind,
-        repo: row.repo.to_string(),
-        template: row.template.to_string(),
-        version: row.version,
-        input_hash: hash_json(row.inputs),
-        state: earlier.desired.state.clone(),
-    };
+fn reused(mut row: Row<'_>, earlier: &Resource) -> Resource {
+    let desired = row.desired(earlier.desired.state.clone());
     Resource {
         desired: if desired == *earlier.desired {
             Arc::clone(&earlier.desired)
