@@ -72,18 +72,15 @@ pub(crate) fn render_key(id: &str, bundle: &Bundle<'_>, ctx: &serde_json::Value)
     key
 }
 
-/// Formatted text into a hash.
-struct HashText<'a>(&'a mut Sha256);
+/// Text or bytes written into a hash.
+struct HashWriter<'a>(&'a mut Sha256);
 
-impl std::fmt::Write for HashText<'_> {
+impl std::fmt::Write for HashWriter<'_> {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
         self.0.update(s.as_bytes());
         Ok(())
     }
 }
-
-/// A writer into a hash.
-struct HashWriter<'a>(&'a mut Sha256);
 
 impl std::io::Write for HashWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -132,7 +129,7 @@ impl Hasher {
     /// service are computed at each cycle: no string is made for them).
     pub(super) fn put_fmt(&mut self, args: std::fmt::Arguments<'_>) {
         // Writing into a hash cannot fail.
-        let _ = std::fmt::Write::write_fmt(&mut HashText(&mut self.0), args);
+        let _ = std::fmt::Write::write_fmt(&mut HashWriter(&mut self.0), args);
         self.0.update([0]);
     }
 

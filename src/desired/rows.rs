@@ -107,14 +107,14 @@ impl<'a> Builder<'a> {
     pub fn push_rendering(
         &mut self,
         row: Row<'_>,
-        bundle: Option<&Bundle<'_>>,
+        bundle: &Bundle<'_>,
         ctx: &Value,
         render: impl FnOnce(&Value) -> Rendered,
     ) {
-        let key = match bundle {
-            Some(bundle) if self.memo.on => render_key(&row.id, bundle, ctx),
-            _ => return self.push(row, render(ctx)),
-        };
+        if !self.memo.on {
+            return self.push(row, render(ctx));
+        }
+        let key = render_key(&row.id, bundle, ctx);
         let index = u32::try_from(self.out.resources.len()).unwrap_or(u32::MAX);
         let earlier = self
             .memo

@@ -206,7 +206,7 @@ fn instance(
     if blocked_on.is_empty() {
         b.push_rendering(
             row,
-            Some(&Bundle::Release(release)),
+            &Bundle::Release(release),
             &svc.context.instance(&info),
             |ctx| {
                 render_all_described(&release.bundle.infrastructure, ctx, &|e| {
@@ -297,7 +297,7 @@ fn push_component(
         spec_commit: svc.decl.commit(),
     };
     match state {
-        Ok((infra, ctx)) => b.push_rendering(row, Some(&Bundle::Component(infra)), &ctx, |ctx| {
+        Ok((infra, ctx)) => b.push_rendering(row, &Bundle::Component(infra), &ctx, |ctx| {
             render_all_described(infra, ctx, &|e| svc.context.describe(svc.decl.path(), e))
         }),
         Err(state) => b.push(row, state),
@@ -357,7 +357,7 @@ fn pipeline(b: &mut Builder<'_>, svc: &Service<'_>, infos: &[InstanceInfo], all_
         spec_commit: d.commit(),
     };
     match state {
-        Ok(ctx) => b.push_rendering(row, Some(&Bundle::Release(release)), &ctx, |ctx| {
+        Ok(ctx) => b.push_rendering(row, &Bundle::Release(release), &ctx, |ctx| {
             render_all_described(infra, ctx, &|e| svc.context.describe(d.path(), e))
         }),
         Err(state) => b.push(row, state),
