@@ -23,17 +23,26 @@ impl Drop for LocalAws {
 }
 
 impl LocalAws {
-    /// Starts `moto_server` on a free loopback port and waits until it answers.
+    /// Starts `moto_server` on an unused loopback port (see [`unused_port`]) and waits until
+    /// it answers; tries another port when the first is taken before `moto_server` binds it.
     pub fn start() -> Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .context("no free port on 127.0.0.1")?
-            .port();
-        Self::start_on(port)
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::start_on(unused_port()?) {
+                Ok(aws) => return Ok(aws),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("moto_server did not start")))
     }
 
-    /// Starts `moto_server` on `port` of 127.0.0.1 and waits until it answers.
+    /// Starts `moto_server` on `port` of 127.0.0.1 and waits until it answers. Answers from
+    /// another process that holds the port (a proxy, an earlier server) do not count: where
+    /// `/proc` tells which process listens, the listener must be this `moto_server`.
     pub fn start_on(port: u16) -> Result<Self> {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            bail!("cannot start moto_server on 127.0.0.1:{port}: another process listens there");
+        }
         let mut child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
@@ -45,11 +54,13 @@ impl LocalAws {
         let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && listens(child.id(), port) != Some(false)
+            {
                 return Ok(Self { child, url });
             }
             if let Ok(Some(status)) = child.try_wait() {
-                bail!("moto_server exited at start ({status})");
+                bail!("moto_server exited at start on 127.0.0.1:{port} ({status})");
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -57,6 +68,62 @@ impl LocalAws {
         let _ = child.wait();
         bail!("moto_server did not answer on {url} within 30 s")
     }
+}
+
+/// A port of 127.0.0.1 that nothing listens on now, for a server started next.
+///
+/// Picked below the kernel's ephemeral range, so that no `bind` to port 0 elsewhere (another
+/// test's proxy, an outgoing connection's source port) can take it between the pick and the
+/// server's own bind; successive picks in one process never repeat until the range wraps.
+pub fn unused_port() -> Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 12_000;
+    let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|&start| start > LOW + 1_000)
+        .unwrap_or(32_768);
+    let span = high - LOW;
+    // Each process starts at its own place in the range, so that two test binaries running
+    // at once rarely walk the same ports.
+    let _ = NEXT.compare_exchange(
+        0,
+        std::process::id().wrapping_mul(7_919) % span + 1,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..200 {
+        let offset = NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        let Ok(port) = u16::try_from(LOW + offset) else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .context("no free port on 127.0.0.1")
+}
+
+/// Whether process `pid` holds the IPv4 socket that listens on `port`; `None` where `/proc`
+/// cannot tell (another system, or no listener yet).
+fn listens(pid: u32, port: u16) -> Option<bool> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let local = format!(":{port:04X}");
+    let inode = table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // sl, local_address, rem_address, st, tx:rx, tr:when, retrnsmt, uid, timeout, inode
+        (fields.len() > 9 && fields[1].ends_with(&local) && fields[3] == "0A")
+            .then(|| fields[9].to_string())
+    })?;
+    let socket = format!("socket:[{inode}]");
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == socket.as_str())
+    }))
 }
 
 fn git(dir: &Path, args: &[&str]) -> Result<()> {
@@ -168,4 +235,38 @@ pub fn prepare(examples: &Path, dir: &Path, endpoint: &str, local: bool) -> Resu
     );
     std::fs::write(&config, text).with_context(|| format!("cannot write {}", config.display()))?;
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unused_ports_differ_and_stay_below_the_ephemeral_range() {
+        let picks: Vec<u16> = (0..20).map(|_| unused_port().expect("a port")).collect();
+        let distinct: std::collections::BTreeSet<_> = picks.iter().collect();
+        assert_eq!(distinct.len(), picks.len(), "{picks:?}");
+        assert!(
+            picks.iter().all(|&p| (12_000..32_768).contains(&p)),
+            "{picks:?}"
+        );
+        // Nothing listens on a pick: binding it works.
+        for p in picks {
+            std::net::TcpListener::bind(("127.0.0.1", p)).expect("the pick is free");
+        }
+    }
+
+    #[test]
+    fn a_port_another_process_listens_on_is_never_taken_for_moto() {
+        let port = unused_port().expect("a port");
+        let _held = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
+        let e = LocalAws::start_on(port).err().expect("refused").to_string();
+        assert!(e.contains("another process listens there"), "{e}");
+        // The listener is this process's, and not another's.
+        assert_eq!(listens(std::process::id(), port), Some(true));
+        let mut other = Command::new("sleep").arg("5").spawn().expect("sleep");
+        assert_eq!(listens(other.id(), port), Some(false));
+        let _ = other.kill();
+        let _ = other.wait();
+    }
 }

@@ -26,11 +26,7 @@ const REFUSED_WITHIN: Duration = Duration::from_secs(10);
 
 /// A free TCP port on 127.0.0.1.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    common::free_port()
 }
 
 /// The example repos and a config whose AWS endpoint is `endpoint`.

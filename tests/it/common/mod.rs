@@ -268,11 +268,8 @@ fn admin_sql(admin: &str, sql: String) -> Result<(), String> {
     .map_err(|_| "the statement's thread panicked".to_string())?
 }
 
-/// A port of 127.0.0.1 that was free a moment ago.
+/// A port of 127.0.0.1 that nothing listens on, below the ephemeral range: no proxy or
+/// server another test binds to port 0 can take it before the test's own server binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    protond::demo::unused_port().expect("a free port")
 }
