@@ -66,6 +66,14 @@ pub struct Facts {
 }
 
 impl Facts {
+    /// The planner's view of the records.
+    fn observed(&self) -> Vec<plan::Deployed> {
+        self.records
+            .iter()
+            .map(ResourceRecord::to_deployed)
+            .collect()
+    }
+
     /// Facts with nothing deployed, running, halted or asked for, at `now` (the bench,
     /// `protond preview` without a store).
     #[must_use]
@@ -119,11 +127,7 @@ pub fn evaluate(
     config: &Config,
     mut cache: Option<&mut ComputeCache>,
 ) -> Evaluation {
-    let observed: Vec<plan::Deployed> = facts
-        .records
-        .iter()
-        .map(ResourceRecord::to_deployed)
-        .collect();
+    let observed = facts.observed();
     let latest_major = snapshot.catalog.latest_major();
     let stages = environment_field(snapshot, |e| e.stage.as_ref());
     let (new_quarantines, halted_map, quarantined) = quarantine_now(facts, config, &stages);
@@ -141,8 +145,10 @@ pub fn evaluate(
     };
     let inputs = (snapshot, facts, config);
     let records = record_facts(&facts.records);
+    let declared = desired::Declared::new(snapshot, &facts.records);
     let pass = PassInput {
         inputs,
+        declared: &declared,
         labels: &labels,
         rollbacks: &rollbacks,
         halted_map: &halted_map,
@@ -169,7 +175,7 @@ pub fn evaluate(
             rollbacks: &rollbacks,
             holds: &rollout_holds,
         },
-        |pins| render(inputs, cache.as_deref_mut(), pins, &halted),
+        |pins| render(&declared, config, cache.as_deref_mut(), pins, &halted),
     );
     rollout_holds.extend(gated.holds.clone());
     // Held minor upgrades stay on their deployed version, so that their spec changes deploy.
@@ -180,7 +186,7 @@ pub fn evaluate(
         .collect();
     // Cached too: what the next cycles render again while the rollout waits.
     let second = gated.second(&set, &rendered_with, |pins| {
-        render(inputs, cache, pins, &halted)
+        render(&declared, config, cache, pins, &halted)
     });
     let (mut set, mut plan) = if let Some(s) = second {
         let p = labels.diff(&s);
@@ -250,6 +256,7 @@ fn held_back(
 /// What the first rendering reads besides the cache.
 struct PassInput<'a> {
     inputs: (&'a Snapshot, &'a Facts, &'a Config),
+    declared: &'a desired::Declared<'a>,
     labels: &'a Labels<'a>,
     rollbacks: &'a BTreeMap<String, Version>,
     halted_map: &'a Halted,
@@ -280,6 +287,7 @@ fn first_pass(p: &PassInput<'_>, mut cache: Option<&mut ComputeCache>) -> FirstP
     let rules = rollout_rules(config, facts.now);
     let predicted = staged::predict(&staged::Inputs {
         snapshot,
+        declared: p.declared,
         records: &facts.records,
         record_facts: p.records,
         rollbacks: p.rollbacks,
@@ -310,7 +318,7 @@ fn first_pass_with(
 ) -> FirstPass {
     let (snapshot, facts, config) = p.inputs;
     let pins = staged::pins(p.rollbacks, predicted);
-    let set = render(p.inputs, cache, &pins, p.halted);
+    let set = render(p.declared, config, cache, &pins, p.halted);
     let mut first = p.labels.diff(&set);
     let replaced = staged::as_upgrades(&mut first, predicted);
     let mut units = rollout_units(&set, snapshot);
@@ -329,18 +337,18 @@ fn first_pass_with(
     }
 }
 
-/// The desired state with `pins` (rollbacks) and `halted`, through `cache` when given.
+/// The desired state of `declared` with `pins` (rollbacks) and `halted`, through `cache`
+/// when given.
 fn render(
-    (snapshot, facts, config): (&Snapshot, &Facts, &Config),
+    declared: &desired::Declared<'_>,
+    config: &Config,
     cache: Option<&mut ComputeCache>,
     pins: &BTreeMap<String, Version>,
     halted: &BTreeSet<(String, Version)>,
 ) -> DesiredSet {
     match cache {
-        Some(cache) => {
-            cache.compute_held(snapshot, &facts.records, &config.account_id, pins, halted)
-        }
-        None => desired::compute_held(snapshot, &facts.records, &config.account_id, pins, halted),
+        Some(cache) => cache.compute_declared(declared, &config.account_id, pins, halted),
+        None => desired::compute_declared(declared, &config.account_id, pins, halted),
     }
 }
 

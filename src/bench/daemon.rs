@@ -109,6 +109,7 @@ fn run_once(
         let folder = crate::source::Mirror::folder_of(&t.url)?;
         let _ = std::fs::remove_dir_all(config.data_dir.join("git").join(folder));
     }
+    let release = prepare_release(&dir.join("templates"))?;
     let config = config_path;
     let mut d = Protond::spawn(config, &["run", "--no-server"])?;
     d.tolerate_failures = true;
@@ -130,7 +131,10 @@ fn run_once(
     let (rest, _) = rss_of(pid)?;
     let tag = "bench-svc/v1.1";
     let t = Instant::now();
-    super::git(&dir.join("templates"), &["tag", "-a", tag, "-m", tag])?;
+    super::git(
+        &dir.join("templates"),
+        &["tag", "-a", tag, "-m", tag, release],
+    )?;
     let first = d.wait_for(t + timeout, "the first deployment of the tag", |l| {
         l.message == "Deployment started." && l.span_str("version") == "1.1"
     })?;
@@ -142,6 +146,30 @@ fn run_once(
     d.stop(Instant::now() + Duration::from_mins(2))?;
     super::git(&dir.join("templates"), &["tag", "-d", tag])?;
     Ok((rest, latency, hwm))
+}
+
+/// The commit the tag names: the service template with one change that every rendering
+/// shows (a stack description), on branch `bench-v1.1` beside `main`, so that the tag cycle
+/// renders, compares and deploys new text as a real minor does. (A tag on `main`'s commit
+/// would render every document as it was, and the change-set gate need not parse those.)
+/// Made before the daemon starts: its watcher would see the branch move.
+fn prepare_release(templates: &Path) -> Result<&'static str> {
+    const BRANCH: &str = "bench-v1.1";
+    let file = "bench-svc/v1/instance_infrastructure/cloudformation.yaml";
+    super::git(templates, &["checkout", "-q", "-B", BRANCH, "main"])?;
+    let path = templates.join(file);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    super::write(
+        &path,
+        &format!("Description: '{{{{ service.name }}}} on bench-svc 1.1'\n{text}"),
+    )?;
+    super::git(
+        templates,
+        &["commit", "-q", "-a", "-m", "bench-svc 1.1: a description"],
+    )?;
+    super::git(templates, &["checkout", "-q", "main"])?;
+    Ok(BRANCH)
 }
 
 /// `reconcile --once` on the saved state: its `VmHWM`, read until it exits.

@@ -7,6 +7,7 @@
 //! missed input would serve a stale result. Never decides anything itself.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::OnceLock;
 
 pub(super) use super::memo::Key;
 use super::memo::{Hasher, Memo, RenderKey};
@@ -87,10 +88,23 @@ impl ComputeCache {
         pins: &BTreeMap<String, Version>,
         halted: &BTreeSet<(String, Version)>,
     ) -> DesiredSet {
+        let declared = super::Declared::new(snapshot, deployed);
+        self.compute_declared(&declared, account_id, pins, halted)
+    }
+
+    /// [`ComputeCache::compute_held`] on declarations already read (one evaluation's
+    /// computations share them).
+    pub fn compute_declared(
+        &mut self,
+        declared: &super::Declared<'_>,
+        account_id: &str,
+        pins: &BTreeMap<String, Version>,
+        halted: &BTreeSet<(String, Version)>,
+    ) -> DesiredSet {
         self.generation += 1;
         self.rendered = 0;
         self.reused = 0;
-        let set = super::compute_reusing(snapshot, deployed, account_id, pins, halted, Some(self));
+        let set = super::compute_reusing(declared, account_id, pins, halted, Some(self));
         // Declarations and renderings neither this computation nor the one before used are
         // gone (a finished rollout's rendering on the version it left, say).
         let keep_from = self.generation.saturating_sub(1);
@@ -264,14 +278,23 @@ pub fn limit_allocator_arenas() {
 pub(super) struct Keys<'a> {
     templates: &'a Templates<'a>,
     account_id: &'a str,
+    /// Per service, in the declarations' order: the hash of what its key reads besides the
+    /// account and its releases, the same in every computation of one evaluation (the gate's
+    /// computation on other pins hashes only the releases again).
+    declarations: &'a [OnceLock<Key>],
 }
 
 impl<'a> Keys<'a> {
     /// The shared parts of the keys of one computation.
-    pub fn new(templates: &'a Templates<'a>, account_id: &'a str) -> Self {
+    pub fn new(
+        templates: &'a Templates<'a>,
+        account_id: &'a str,
+        declarations: &'a [OnceLock<Key>],
+    ) -> Self {
         Self {
             templates,
             account_id,
+            declarations,
         }
     }
 
@@ -298,25 +321,40 @@ impl<'a> Keys<'a> {
         Some(h.finish())
     }
 
-    /// The key of service `name` as declared by `d`, with the environments its instances
-    /// may target.
+    /// The key of service `name` (the `i`th declaration) as declared by `d`, with the
+    /// environments its instances may target.
     pub fn service(
         &self,
         b: &Builder<'_>,
         targets: &Targets<'_>,
-        name: &str,
+        (i, name): (usize, &str),
         d: &SvcDecl<'_>,
     ) -> Key {
+        let declaration = match self.declarations.get(i) {
+            Some(cell) => *cell.get_or_init(|| Self::declaration(b, targets, name, d)),
+            None => Self::declaration(b, targets, name, d),
+        };
+        let mut h = Hasher::new();
+        h.put_bytes(&declaration);
+        h.put(self.account_id);
+        h.releases(service::releases(self.templates, name, d));
+        h.finish()
+    }
+
+    /// What service `name`'s key reads besides the account and its releases: its file, its
+    /// resources' records, and each instance's environment as declared and deployed.
+    fn declaration(b: &Builder<'_>, targets: &Targets<'_>, name: &str, d: &SvcDecl<'_>) -> Key {
         let template = d.spec.template.as_ref();
-        let mut h = self.start("service", name);
+        let mut h = Hasher::new();
+        h.put("service");
+        h.put(name);
         h.decl(d.repo_name(), d.commit(), d.path(), &d.file.text);
         h.put_fmt(format_args!("{template:?}"));
-        h.releases(service::releases(self.templates, name, d));
         for inst in &d.spec.instances {
             resource(&mut h, b, &instance_id(name, &inst.name));
             resource(&mut h, b, &component_id(name, &inst.name));
             h.put(&inst.environment);
-            h.put_fmt(format_args!("{:?}", targets.get(inst.environment.as_str())));
+            h.target(targets.get(inst.environment.as_str()));
             match b.outputs_of(&environment_id(&inst.environment)) {
                 Some(outputs) => h.outputs(outputs),
                 None => h.put("not deployed"),

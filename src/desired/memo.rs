@@ -5,7 +5,7 @@
 use sha2::{Digest, Sha256};
 
 use super::Resource;
-use super::resolve::ResolveError;
+use super::resolve::{EnvTarget, ResolveError};
 use crate::catalog::Infrastructure;
 use crate::catalog::releases::Release;
 use crate::state::{Outputs, ResourceRecord};
@@ -120,6 +120,11 @@ impl Hasher {
         }
     }
 
+    pub(super) fn put_bytes(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+        self.0.update([0]);
+    }
+
     pub(super) fn put(&mut self, s: &str) {
         self.0.update(s.as_bytes());
         self.0.update([0]);
@@ -151,6 +156,27 @@ impl Hasher {
         for (k, v) in outputs {
             self.put(k);
             self.put(v);
+        }
+    }
+
+    /// What an instance's environment lets it run: the environment's template and major and
+    /// the repos it accepts services from (written field by field: no `Debug` text).
+    pub(super) fn target(&mut self, target: Option<&EnvTarget<'_>>) {
+        let Some(t) = target else {
+            self.put("no target");
+            return;
+        };
+        self.put("target");
+        self.put(t.template);
+        self.put_fmt(format_args!("{}", t.major));
+        match t.allowed_repos {
+            None => self.put("any repo"),
+            Some(repos) => {
+                self.put_fmt(format_args!("{} repos", repos.len()));
+                for r in repos {
+                    self.put(r);
+                }
+            }
         }
     }
 

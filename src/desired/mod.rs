@@ -391,19 +391,82 @@ pub fn compute_held(
     pins: &BTreeMap<String, Version>,
     halted: &BTreeSet<(String, Version)>,
 ) -> DesiredSet {
-    compute_reusing(snapshot, deployed, account_id, pins, halted, None)
+    compute_declared(&Declared::new(snapshot, deployed), account_id, pins, halted)
 }
 
-/// [`compute_held`], reusing through `cache` (when given) the rows of every declaration whose
-/// inputs are unchanged.
+/// [`compute_held`] on declarations already read (one evaluation's computations share them).
+#[must_use]
+pub fn compute_declared(
+    declared: &Declared<'_>,
+    account_id: &str,
+    pins: &BTreeMap<String, Version>,
+    halted: &BTreeSet<(String, Version)>,
+) -> DesiredSet {
+    compute_reusing(declared, account_id, pins, halted, None)
+}
+
+/// What every computation of one evaluation reads the same, whatever pins and halts it
+/// renders with: who declares what (the ownership rules) and what each record runs. Read
+/// once, for the staged prediction, the first rendering and the change-set gate's.
+pub struct Declared<'a> {
+    snapshot: &'a Snapshot,
+    deployed: &'a [ResourceRecord],
+    owners: ownership::Ownership<'a>,
+    /// Resource id → the template and version its record runs.
+    runs: BTreeMap<&'a str, (&'a str, Version)>,
+    /// Per service (in `owners.services`' order), what its cache key reads besides the
+    /// account and its releases: hashed by the first computation that needs it.
+    service_keys: Box<[std::sync::OnceLock<memo::Key>]>,
+}
+
+impl<'a> Declared<'a> {
+    /// The declarations of `snapshot`, owned as the `deployed` records say.
+    #[must_use]
+    pub fn new(snapshot: &'a Snapshot, deployed: &'a [ResourceRecord]) -> Self {
+        let owners = owners(snapshot, deployed);
+        let service_keys = owners
+            .services
+            .iter()
+            .map(|_| std::sync::OnceLock::new())
+            .collect();
+        Self {
+            snapshot,
+            deployed,
+            owners,
+            runs: deployed
+                .iter()
+                .map(|r| (r.id.as_str(), (r.template.as_str(), r.version)))
+                .collect(),
+            service_keys,
+        }
+    }
+
+    /// The catalogue as a computation with `pins` and `halted` resolves it.
+    fn templates<'s>(
+        &'s self,
+        pins: &'s BTreeMap<String, Version>,
+        halted: &'s BTreeSet<(String, Version)>,
+    ) -> resolve::Templates<'s> {
+        resolve::Templates {
+            catalog: &self.snapshot.catalog,
+            repos_failed: !self.snapshot.template_repo_errors.is_empty(),
+            pins,
+            deployed: &self.runs,
+            halted,
+        }
+    }
+}
+
+/// [`compute_held`] on what `declared` read, reusing through `cache` (when given) the rows of
+/// every declaration whose inputs are unchanged.
 fn compute_reusing(
-    snapshot: &Snapshot,
-    deployed: &[ResourceRecord],
+    declared: &Declared<'_>,
     account_id: &str,
     pins: &BTreeMap<String, Version>,
     halted: &BTreeSet<(String, Version)>,
     mut cache: Option<&mut ComputeCache>,
 ) -> DesiredSet {
+    let (snapshot, deployed) = (declared.snapshot, declared.deployed);
     let mut b = rows::Builder::new(deployed, account_id);
     b.customer_stacks = &snapshot.customer_stacks;
     for (repo, reason) in &snapshot.template_repo_errors {
@@ -412,38 +475,19 @@ fn compute_reusing(
             .push(format!("template repo {repo}: {reason}"));
     }
     b.out.problems.extend(moved_tags(&snapshot.catalog));
-    let templates = templates(snapshot, deployed, pins, halted);
-    let owners = owners(snapshot, deployed);
+    let templates = declared.templates(pins, halted);
+    let owners = &declared.owners;
     b.out
         .problems
         .extend(owners.problems.iter().map(ToString::to_string));
     b.out.unknown_repos.clone_from(&owners.unknown_repos);
-    note_unread_repos(&mut b.out, &owners, deployed);
-    let keys = cache::Keys::new(&templates, account_id);
-    render_environments(&mut b, &templates, &owners, &keys, cache.as_deref_mut());
+    note_unread_repos(&mut b.out, owners, deployed);
+    let keys = cache::Keys::new(&templates, account_id, &declared.service_keys);
+    render_environments(&mut b, &templates, owners, &keys, cache.as_deref_mut());
     let targets = resolve::environment_targets(&owners.environments);
     parallel::render_services(&mut b, &templates, &targets, &owners.services, &keys, cache);
     mark_pipeline_starters(&mut b.out, snapshot);
     b.out
-}
-
-/// The catalogue as the resolution of `compute_held`'s `pins` and `halted` sees it.
-fn templates<'a>(
-    snapshot: &'a Snapshot,
-    deployed: &'a [ResourceRecord],
-    pins: &'a BTreeMap<String, Version>,
-    halted: &'a BTreeSet<(String, Version)>,
-) -> resolve::Templates<'a> {
-    resolve::Templates {
-        catalog: &snapshot.catalog,
-        repos_failed: !snapshot.template_repo_errors.is_empty(),
-        pins,
-        deployed: deployed
-            .iter()
-            .map(|r| (r.id.as_str(), (r.template.as_str(), r.version)))
-            .collect(),
-        halted,
-    }
 }
 
 /// Who declares what, by the ownership rules.

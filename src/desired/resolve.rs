@@ -27,7 +27,7 @@ pub(crate) struct Templates<'a> {
     /// Resource id → the version it stays on.
     pub pins: &'a BTreeMap<String, Version>,
     /// Resource id → the template and version it runs (from the deployed records).
-    pub deployed: BTreeMap<&'a str, (&'a str, Version)>,
+    pub deployed: &'a BTreeMap<&'a str, (&'a str, Version)>,
     /// Halted rollouts: never given to a new resource.
     pub halted: &'a BTreeSet<(String, Version)>,
 }

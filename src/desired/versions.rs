@@ -8,9 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::ownership::{EnvVerdict, SvcVerdict};
-use super::{Snapshot, environment, environment_id, instance_id, pipeline_id, service};
+use super::{Declared, environment, environment_id, instance_id, pipeline_id, service};
 use crate::plan::Version;
-use crate::state::ResourceRecord;
 
 /// One resource and the release it resolves to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,13 +29,12 @@ pub struct Resolved {
 /// them. Pure and cheap: no template is rendered and no input checked.
 #[must_use]
 pub fn resolve_versions(
-    snapshot: &Snapshot,
-    deployed: &[ResourceRecord],
+    declared: &Declared<'_>,
     pins: &BTreeMap<String, Version>,
     halted: &BTreeSet<(String, Version)>,
 ) -> Vec<Resolved> {
-    let templates = super::templates(snapshot, deployed, pins, halted);
-    let owners = super::owners(snapshot, deployed);
+    let templates = declared.templates(pins, halted);
+    let owners = &declared.owners;
     let mut out = Vec::new();
     for (name, verdict) in &owners.environments {
         let EnvVerdict::Deploy(d) = verdict else {
@@ -94,7 +92,7 @@ mod tests {
 
     use super::*;
     use crate::desired::fixtures::{catalog, env, record, repo, svc};
-    use crate::desired::{DesiredSet, compute_held};
+    use crate::desired::{DesiredSet, Snapshot, compute_held};
 
     fn versions_of(set: &DesiredSet) -> BTreeMap<String, (String, Version, Option<String>)> {
         set.resources
@@ -164,7 +162,7 @@ mod tests {
         ] {
             let set = compute_held(&snapshot, &deployed, "123", &pins, &halted);
             let rendered = versions_of(&set);
-            let resolved = resolve_versions(&snapshot, &deployed, &pins, &halted);
+            let resolved = resolve_versions(&Declared::new(&snapshot, &deployed), &pins, &halted);
             assert!(resolved.len() >= 8, "{resolved:?}");
             for r in &resolved {
                 let row = rendered
@@ -190,8 +188,7 @@ mod tests {
         }
         // The pin and the deployed newer minor are read as the rendering reads them.
         let pinned = resolve_versions(
-            &snapshot,
-            &deployed,
+            &Declared::new(&snapshot, &deployed),
             &BTreeMap::from([("service_instance/web/web-prod".to_string(), v(1, 0))]),
             &BTreeSet::new(),
         );

@@ -47,6 +47,8 @@ thread_local! {
 pub struct Inputs<'a> {
     /// The repos.
     pub snapshot: &'a Snapshot,
+    /// Their declarations, read once for the evaluation.
+    pub declared: &'a desired::Declared<'a>,
     /// The deployed records.
     pub records: &'a [ResourceRecord],
     /// The records as the rollout gate reads them.
@@ -78,7 +80,7 @@ pub fn predict(i: &Inputs<'_>) -> Predicted {
         return Predicted::new();
     }
     let halted: BTreeSet<(String, Version)> = i.halted.keys().cloned().collect();
-    let resolved = desired::resolve_versions(i.snapshot, i.records, i.rollbacks, &halted);
+    let resolved = desired::resolve_versions(i.declared, i.rollbacks, &halted);
     let by_id: BTreeMap<&str, &ResourceRecord> =
         i.records.iter().map(|r| (r.id.as_str(), r)).collect();
     let units: Vec<RolloutUnit> = resolved

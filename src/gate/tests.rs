@@ -338,3 +338,58 @@ fn only_documents_that_could_name_a_stateful_type_are_compared() {
         assert!(rules(false).may_block(&docs(text)), "{text}");
     }
 }
+
+/// A file whose rendering did not change is not parsed (the same text has the same
+/// resources), while a changed file beside it still is: an unchanged file that would not even
+/// parse stays clear, and the stateful change in the other file still needs approval.
+#[test]
+fn only_files_whose_text_changed_are_compared() {
+    let unparsable = "Resources: [\n  Type: AWS::RDS::DBInstance\n";
+    let two = |second: &str| {
+        vec![
+            ("a.yaml".to_string(), unparsable.to_string()),
+            ("b.yaml".to_string(), second.to_string()),
+        ]
+    };
+    let table_v2 = with("AttributeName: id", "AttributeName: pk");
+    let decide_docs = |old: &[(String, String)], new: &[(String, String)]| {
+        decide(
+            &Candidate {
+                id: "service_instance/web/dev",
+                repo: "team",
+                template: "svc",
+                version: v(1, 1),
+                deployed: old,
+                new,
+            },
+            &rules(false),
+            &[],
+        )
+    };
+    assert_eq!(
+        decide_docs(&two(TABLE_V1), &two(TABLE_V1)),
+        Decision::Clear,
+        "nothing changed: nothing parsed"
+    );
+    match decide_docs(&two(TABLE_V1), &two(&table_v2)) {
+        Decision::NeedsApproval { changes } => {
+            assert_eq!(changes.len(), 1, "{changes:?}");
+            assert!(
+                changes[0].starts_with("AWS::DynamoDB::Table Table: replaced"),
+                "{changes:?}"
+            );
+        }
+        other => panic!("the changed file was not compared: {other:?}"),
+    }
+    // The unparsable file changed: no prediction, and approval needed.
+    let changed = vec![
+        ("a.yaml".to_string(), format!("{unparsable}# edited\n")),
+        ("b.yaml".to_string(), TABLE_V1.to_string()),
+    ];
+    match decide_docs(&two(TABLE_V1), &changed) {
+        Decision::NeedsApproval { changes } => {
+            assert!(changes[0].starts_with("a.yaml: "), "{changes:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -124,7 +124,7 @@ fn every_input_of_a_declaration_changes_its_rows() {
     // The fixture's templates print neither outputs nor the account: those
     // changes render again without changing the rows.
     let unseen = ["environment outputs", "own record", "account"];
-    let changes: [(&str, Change); 11] = [
+    let changes: [(&str, Change); 12] = [
         ("new minor", |i| {
             i.snapshot.catalog.insert(svc_releases(&[(1, 1)]).remove(0));
         }),
@@ -164,6 +164,14 @@ fn every_input_of_a_declaration_changes_its_rows() {
         }),
         ("environment spec", |i| {
             let text = env("dev").replace("spec: {}", "spec: {cidr: 10.1.0.0/16}");
+            i.snapshot.spec_repos[0] = repo(
+                "platform",
+                true,
+                &[("dev.yaml", &text), ("prod.yaml", &env("prod"))],
+            );
+        }),
+        ("environment's allowed repos", |i| {
+            let text = format!("{}allowed_service_repos: [team-b]\n", env("dev"));
             i.snapshot.spec_repos[0] = repo(
                 "platform",
                 true,
@@ -481,4 +489,61 @@ fn a_component_whose_files_change_renders_again() {
     assert_ne!(after, inputs.uncached(), "the component's file is rendered");
     assert_eq!(changed.cached(&mut cache), after);
     assert!(after.contains("AWS::SQS::Queue}, T:"), "{after}");
+}
+
+/// One evaluation's computations share what they read the same (`Declared`): a computation
+/// on other pins and halts, through the cache, gives what the uncached computation on those
+/// pins gives, and each service's declaration is hashed once for all of them.
+#[test]
+fn computations_of_one_evaluation_share_the_declarations_and_differ_by_their_pins() {
+    let mut i = base();
+    i.snapshot.catalog.insert(svc_releases(&[(1, 1)]).remove(0));
+    let declared = super::super::Declared::new(&i.snapshot, &i.deployed);
+    let mut cache = ComputeCache::default();
+    let dev = "service_instance/web/web-dev";
+    let pinned = BTreeMap::from([(dev.to_string(), Version { major: 1, minor: 0 })]);
+    let halted = BTreeSet::from([("web-svc".to_string(), Version { major: 1, minor: 1 })]);
+    let runs = [
+        (BTreeMap::new(), BTreeSet::new()),
+        (pinned.clone(), BTreeSet::new()),
+        (BTreeMap::new(), halted),
+        (pinned, BTreeSet::new()),
+    ];
+    let mut hashed: Option<Vec<Key>> = None;
+    for (pins, halted) in runs {
+        let set = cache.compute_declared(&declared, &i.account, &pins, &halted);
+        let expected = Inputs {
+            pins: pins.clone(),
+            halted: halted.clone(),
+            ..i.clone()
+        }
+        .uncached();
+        assert_eq!(format!("{set:?}"), expected, "{pins:?} {halted:?}");
+        let now: Vec<Key> = declared
+            .service_keys
+            .iter()
+            .map(|k| *k.get().expect("hashed by the first computation"))
+            .collect();
+        assert_eq!(now.len(), 2, "web and api");
+        assert_eq!(*hashed.get_or_insert_with(|| now.clone()), now);
+    }
+    // The pin is what tells the computations apart: web-dev moves without it.
+    let mut version_of = |pins: &BTreeMap<String, Version>| {
+        let set = cache.compute_declared(&declared, &i.account, pins, &BTreeSet::new());
+        set.resources
+            .iter()
+            .find(|r| r.desired.id == dev)
+            .map(|r| r.desired.version)
+    };
+    assert_eq!(
+        version_of(&BTreeMap::new()),
+        Some(Version { major: 1, minor: 1 })
+    );
+    assert_eq!(
+        version_of(&BTreeMap::from([(
+            dev.to_string(),
+            Version { major: 1, minor: 0 }
+        )])),
+        Some(Version { major: 1, minor: 0 })
+    );
 }

@@ -26,7 +26,7 @@ fn a_spec_follows_the_highest_minor_of_its_major_or_its_pinned_minor() {
         catalog: &catalog,
         repos_failed: false,
         pins: &no_pins,
-        deployed: BTreeMap::new(),
+        deployed: &BTreeMap::new(),
         halted: &BTreeSet::new(),
     };
     let cases = [
@@ -56,7 +56,7 @@ fn a_resource_pin_wins_over_the_spec() {
         catalog: &catalog,
         repos_failed: false,
         pins: &pins,
-        deployed: BTreeMap::new(),
+        deployed: &BTreeMap::new(),
         halted: &BTreeSet::new(),
     };
     let version = |id: &str| {
@@ -89,7 +89,7 @@ fn new_resources_skip_halted_and_withdrawn_minors_and_nothing_moves_down() {
         catalog: &catalog,
         repos_failed: false,
         pins: &no_pins,
-        deployed: BTreeMap::from([
+        deployed: &BTreeMap::from([
             ("on-withdrawn", ("web-svc", v(1, 3))),
             ("on-halted", ("web-svc", v(1, 2))),
             ("on-old", ("web-svc", v(1, 0))),
@@ -144,7 +144,7 @@ fn unresolved_templates_say_why() {
             catalog: &catalog,
             repos_failed,
             pins: &no_pins,
-            deployed: BTreeMap::new(),
+            deployed: &BTreeMap::new(),
             halted: &BTreeSet::new(),
         }
         .resolve("s.yaml", template.as_ref(), kind, None)

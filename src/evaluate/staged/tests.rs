@@ -98,8 +98,10 @@ fn predicted(
         closed_windows: std::collections::BTreeSet::new(),
     };
     let scope = crate::ha::shard::Scope::all();
+    let declared = crate::desired::Declared::new(snapshot, records);
     let p = predict(&Inputs {
         snapshot,
+        declared: &declared,
         records,
         record_facts: &record_facts,
         rollbacks,
