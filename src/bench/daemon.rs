@@ -6,9 +6,11 @@
 //!
 //! * **RSS at rest**: `VmRSS` once its first cycle found nothing to start and its start-up
 //!   drift check finished;
-//! * **tag to first deployment call**: from just before `git tag bench-svc/v1.1` to the
-//!   daemon's first "Deployment started." of it (the call itself may fail on `moto_server`,
-//!   where the recorded stacks do not exist: only its timing counts);
+//! * **tag to first deployment call**: from just before `git tag bench-svc/v1.1` (on a commit
+//!   that adds a stack description to the service template, so that every rendering of the
+//!   new minor is new text) to the daemon's first "Deployment started." of it (the call
+//!   itself may fail on `moto_server`, where the recorded stacks do not exist: only its
+//!   timing counts);
 //! * **peak RSS in the tag cycle**: `VmHWM` once that cycle finished;
 //! * **`reconcile --once` peak**: `VmHWM` of a `reconcile --once` on the same state (read
 //!   until it exits), which finds nothing to start.
