@@ -278,10 +278,10 @@ pub fn limit_allocator_arenas() {
 pub(super) struct Keys<'a> {
     templates: &'a Templates<'a>,
     account_id: &'a str,
-    /// Per service, in the declarations' order: the hash of what its key reads besides the
-    /// account and its releases, the same in every computation of one evaluation (the gate's
-    /// computation on other pins hashes only the releases again).
-    declarations: &'a [OnceLock<Key>],
+    /// Per service: the hash of what its key reads besides the account and its releases,
+    /// the same in every computation of one evaluation (the gate's computation on other pins
+    /// hashes only the releases again).
+    declarations: &'a BTreeMap<&'a str, OnceLock<Key>>,
 }
 
 impl<'a> Keys<'a> {
@@ -289,7 +289,7 @@ impl<'a> Keys<'a> {
     pub fn new(
         templates: &'a Templates<'a>,
         account_id: &'a str,
-        declarations: &'a [OnceLock<Key>],
+        declarations: &'a BTreeMap<&'a str, OnceLock<Key>>,
     ) -> Self {
         Self {
             templates,
@@ -321,16 +321,16 @@ impl<'a> Keys<'a> {
         Some(h.finish())
     }
 
-    /// The key of service `name` (the `i`th declaration) as declared by `d`, with the
-    /// environments its instances may target.
+    /// The key of service `name` as declared by `d`, with the environments its instances
+    /// may target.
     pub fn service(
         &self,
         b: &Builder<'_>,
         targets: &Targets<'_>,
-        (i, name): (usize, &str),
+        name: &str,
         d: &SvcDecl<'_>,
     ) -> Key {
-        let declaration = match self.declarations.get(i) {
+        let declaration = match self.declarations.get(name) {
             Some(cell) => *cell.get_or_init(|| Self::declaration(b, targets, name, d)),
             None => Self::declaration(b, targets, name, d),
         };

@@ -414,9 +414,9 @@ pub struct Declared<'a> {
     owners: ownership::Ownership<'a>,
     /// Resource id → the template and version its record runs.
     runs: BTreeMap<&'a str, (&'a str, Version)>,
-    /// Per service (in `owners.services`' order), what its cache key reads besides the
-    /// account and its releases: hashed by the first computation that needs it.
-    service_keys: Box<[std::sync::OnceLock<memo::Key>]>,
+    /// Per service, what its cache key reads besides the account and its releases: hashed
+    /// by the first computation that needs it.
+    service_keys: BTreeMap<&'a str, std::sync::OnceLock<memo::Key>>,
 }
 
 impl<'a> Declared<'a> {
@@ -426,8 +426,8 @@ impl<'a> Declared<'a> {
         let owners = owners(snapshot, deployed);
         let service_keys = owners
             .services
-            .iter()
-            .map(|_| std::sync::OnceLock::new())
+            .keys()
+            .map(|name| (*name, std::sync::OnceLock::new()))
             .collect();
         Self {
             snapshot,

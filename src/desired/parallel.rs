@@ -167,7 +167,7 @@ impl Shared<'_, '_> {
         let slot = match (self.cache, &decision.verdict) {
             (Some(_), SvcVerdict::Deploy(d)) => Some((
                 format!("service/{name}"),
-                self.keys.service(fork, self.targets, (i, name), d),
+                self.keys.service(fork, self.targets, name, d),
             )),
             _ => None,
         };

@@ -521,7 +521,7 @@ fn computations_of_one_evaluation_share_the_declarations_and_differ_by_their_pin
         assert_eq!(format!("{set:?}"), expected, "{pins:?} {halted:?}");
         let now: Vec<Key> = declared
             .service_keys
-            .iter()
+            .values()
             .map(|k| *k.get().expect("hashed by the first computation"))
             .collect();
         assert_eq!(now.len(), 2, "web and api");
