@@ -50,14 +50,23 @@ fn decide_on(new: &str, rules: &Rules, approvals: &[Approval]) -> Decision {
 }
 
 fn decide_between(old: &str, new: &str, rules: &Rules, approvals: &[Approval]) -> Decision {
-    let (old, new) = (docs(old), docs(new));
+    decide_files(&docs(old), &docs(new), rules, approvals)
+}
+
+/// [`decide_between`] for bundles of several files.
+fn decide_files(
+    old: &[(String, String)],
+    new: &[(String, String)],
+    rules: &Rules,
+    approvals: &[Approval],
+) -> Decision {
     let c = Candidate {
         id: "service_instance/web/dev",
         repo: "team",
         template: "svc",
         version: v(1, 1),
-        deployed: &old,
-        new: &new,
+        deployed: old,
+        new,
     };
     decide(&c, rules, approvals)
 }
@@ -353,18 +362,7 @@ fn only_files_whose_text_changed_are_compared() {
     };
     let table_v2 = with("AttributeName: id", "AttributeName: pk");
     let decide_docs = |old: &[(String, String)], new: &[(String, String)]| {
-        decide(
-            &Candidate {
-                id: "service_instance/web/dev",
-                repo: "team",
-                template: "svc",
-                version: v(1, 1),
-                deployed: old,
-                new,
-            },
-            &rules(false),
-            &[],
-        )
+        decide_files(old, new, &rules(false), &[])
     };
     assert_eq!(
         decide_docs(&two(TABLE_V1), &two(TABLE_V1)),
